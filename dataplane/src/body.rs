@@ -1,0 +1,295 @@
+//! Streaming bodies in both directions: nothing is buffered whole.
+//!
+//! [`RequestBody`] carries the client's body to the upstream, enforcing the
+//! rule's size limit and the send timeout (longest gap between two pieces).
+//! [`ResponseBody`] carries the upstream's (or a synthetic) body to the
+//! client, enforcing the read timeout, counting bytes, and running a
+//! completion hook once when the body ends or is dropped (client gone), which
+//! is where the access-log line and the duration metric are recorded.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+/// Why a proxied body stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body larger than {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("no body data for {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Stream(#[from] hyper::Error),
+}
+
+/// An idle timer armed only while the inner body is pending, so bodies that
+/// arrive in one piece never touch the timer wheel.
+struct IdleTimer {
+    idle: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl IdleTimer {
+    fn new(idle: Duration) -> Self {
+        Self {
+            idle,
+            sleep: None,
+            armed: false,
+        }
+    }
+
+    fn progress(&mut self) {
+        self.armed = false;
+    }
+
+    /// Called when the inner body is pending: `Ready` means the gap is over.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = Instant::now() + self.idle;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.armed {
+            sleep.as_mut().reset(deadline);
+            self.armed = true;
+        }
+        sleep.as_mut().poll(cx)
+    }
+}
+
+/// The client's request body on its way upstream.
+pub struct RequestBody {
+    inner: Option<Incoming>,
+    limit: Option<u64>,
+    received: Arc<AtomicU64>,
+    timer: IdleTimer,
+}
+
+// === impl RequestBody ===
+
+impl RequestBody {
+    pub fn new(
+        inner: Incoming,
+        limit: Option<u64>,
+        send_timeout: Duration,
+        received: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            inner: Some(inner),
+            limit,
+            received,
+            timer: IdleTimer::new(send_timeout),
+        }
+    }
+
+    /// A body with nothing in it (health checks, tests).
+    pub fn empty() -> Self {
+        Self {
+            inner: None,
+            limit: None,
+            received: Arc::default(),
+            timer: IdleTimer::new(Duration::MAX),
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.timer.progress();
+                if let Some(data) = frame.data_ref() {
+                    let total = this
+                        .received
+                        .fetch_add(data.len() as u64, Ordering::Relaxed)
+                        + data.len() as u64;
+                    if let Some(limit) = this.limit
+                        && total > limit
+                    {
+                        this.inner = None;
+                        return Poll::Ready(Some(Err(BodyError::TooLarge { limit })));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.inner = None;
+                Poll::Ready(Some(Err(BodyError::Stream(e))))
+            }
+            Poll::Ready(None) => {
+                this.inner = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                ready!(this.timer.poll_expired(cx));
+                this.inner = None;
+                Poll::Ready(Some(Err(BodyError::Timeout(this.timer.idle))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+/// Runs once when a response body is finished or dropped, with the number of
+/// body bytes sent and whether the body reached its end.
+pub type OnDone = Box<dyn FnOnce(u64, bool) + Send>;
+
+enum Source {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+/// The body sent to the client.
+pub struct ResponseBody {
+    source: Source,
+    timer: Option<IdleTimer>,
+    sent: u64,
+    on_done: Option<OnDone>,
+}
+
+// === impl ResponseBody ===
+
+impl ResponseBody {
+    pub fn upstream(inner: Incoming, read_timeout: Duration) -> Self {
+        Self {
+            source: Source::Upstream(inner),
+            timer: Some(IdleTimer::new(read_timeout)),
+            sent: 0,
+            on_done: None,
+        }
+    }
+
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        Self {
+            source: Source::Full((!bytes.is_empty()).then_some(bytes)),
+            timer: None,
+            sent: 0,
+            on_done: None,
+        }
+    }
+
+    pub fn empty() -> Self {
+        Self::full(Bytes::new())
+    }
+
+    pub fn on_done(mut self, f: OnDone) -> Self {
+        self.on_done = Some(f);
+        self
+    }
+
+    fn finish(&mut self, complete: bool) {
+        if let Some(f) = self.on_done.take() {
+            f(self.sent, complete);
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        let complete = self.is_end_stream();
+        self.finish(complete);
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        let polled = match &mut this.source {
+            Source::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Source::Upstream(inner) => match Pin::new(inner).poll_frame(cx) {
+                Poll::Ready(r) => Poll::Ready(r.map(|r| r.map_err(BodyError::Stream))),
+                Poll::Pending => {
+                    if let Some(timer) = this.timer.as_mut() {
+                        ready!(timer.poll_expired(cx));
+                        let idle = timer.idle;
+                        this.source = Source::Full(None);
+                        this.finish(false);
+                        return Poll::Ready(Some(Err(BodyError::Timeout(idle))));
+                    }
+                    Poll::Pending
+                }
+            },
+        };
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(t) = this.timer.as_mut() {
+                    t.progress();
+                }
+                if let Some(data) = frame.data_ref() {
+                    this.sent += data.len() as u64;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                this.finish(true);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.source = Source::Full(None);
+                this.finish(false);
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.source {
+            Source::Upstream(b) => b.is_end_stream(),
+            Source::Full(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.source {
+            Source::Upstream(b) => b.size_hint(),
+            Source::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+/// Walks an error's sources looking for a [`BodyError`] (hyper wraps the
+/// body error that made a request fail).
+pub fn find_body_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyError> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(b) = e.downcast_ref::<BodyError>() {
+            return Some(b);
+        }
+        cur = e.source();
+    }
+    None
+}

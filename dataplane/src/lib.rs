@@ -1,0 +1,215 @@
+//! Portico's embedded dataplane.
+//!
+//! The controller turns Kubernetes objects into a [`model::RouteConfig`] and
+//! hands it to [`Dataplane::publish`]; the dataplane compiles it into an
+//! immutable [`table::RouteTable`] off the request path and swaps one pointer.
+//! Requests load the current table once and finish on it, so a swap never
+//! fails or mixes a request. This crate knows nothing of Kubernetes.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod body;
+pub mod model;
+pub mod observe;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod table;
+pub mod upstream;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+pub use crate::observe::AccessLogSink;
+pub use crate::router::RouteError;
+pub use crate::server::ListenerConfig;
+pub use crate::upstream::PoolConfig;
+
+use crate::model::RouteConfig;
+use crate::observe::{AccessLog, Metrics, RouteStats};
+use crate::table::RouteTable;
+use crate::upstream::Upstreams;
+
+/// Static settings, validated once at start.
+pub struct DataplaneConfig {
+    pub listener: ListenerConfig,
+    pub pool: PoolConfig,
+    pub access_log: AccessLogSink,
+    /// Lines buffered for the access-log writer before lines are dropped.
+    pub access_log_capacity: usize,
+    /// On shutdown, how long in-flight requests may take to finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        Self {
+            listener: ListenerConfig::default(),
+            pool: PoolConfig::default(),
+            access_log: AccessLogSink::Stdout,
+            access_log_capacity: 16 * 1024,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a publish did.
+#[derive(Debug)]
+pub struct PublishReport {
+    pub generation: u64,
+    /// Rules left out because they could not be compiled.
+    pub errors: Vec<RouteError>,
+}
+
+/// State shared by every connection and the admin listener.
+pub(crate) struct Shared {
+    pub(crate) table: ArcSwap<RouteTable>,
+    pub(crate) metrics: Metrics,
+    pub(crate) no_route_stats: Arc<RouteStats>,
+    pub(crate) access_log: AccessLog,
+    pub(crate) listener: ListenerConfig,
+    upstreams: Upstreams,
+    drain_timeout: Duration,
+    generation: AtomicU64,
+    draining: AtomicBool,
+    /// Serialises publishers so generations are published in order. Never
+    /// taken on the request path.
+    publish: Mutex<()>,
+}
+
+impl Shared {
+    pub(crate) fn is_ready(&self) -> bool {
+        self.generation.load(Ordering::Acquire) > 0 && !self.is_draining()
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// Handle to the dataplane; cheap to clone.
+#[derive(Clone)]
+pub struct Dataplane {
+    shared: Arc<Shared>,
+}
+
+// === impl Dataplane ===
+
+impl Dataplane {
+    /// Builds the dataplane; starts the access-log writer thread.
+    pub fn new(config: DataplaneConfig) -> std::io::Result<Self> {
+        let metrics = Metrics::new();
+        let access_log = AccessLog::start(
+            config.access_log,
+            config.access_log_capacity,
+            metrics.access_log_dropped.clone(),
+        )?;
+        let upstreams = Upstreams::new(config.pool, metrics.upstream_connect_errors.clone());
+        let no_route_stats = metrics.route_stats(observe::NO_ROUTE);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                table: ArcSwap::from_pointee(RouteTable::empty()),
+                metrics,
+                no_route_stats,
+                access_log,
+                listener: config.listener,
+                upstreams,
+                drain_timeout: config.drain_timeout,
+                generation: AtomicU64::new(0),
+                draining: AtomicBool::new(false),
+                publish: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Compiles `config` into a new table and makes it live atomically.
+    /// Requests already routed finish on the table they started with.
+    pub fn publish(&self, config: RouteConfig) -> PublishReport {
+        let s = &self.shared;
+        // Poisoning only means another publisher panicked; the table it was
+        // building was never published, so carrying on is safe.
+        let _guard = s.publish.lock().unwrap_or_else(|p| p.into_inner());
+        let generation = s.generation.load(Ordering::Acquire) + 1;
+        let table = RouteTable::build(generation, config, &s.upstreams, &s.metrics);
+        let errors = table.errors().to_vec();
+        let published_at = table.published_at();
+        s.table.store(Arc::new(table));
+        s.generation.store(generation, Ordering::Release);
+        s.metrics.table_generation.set(generation as i64);
+        s.metrics.table_last_swap.set(
+            published_at
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+        );
+        s.metrics.table_rejected_rules.set(errors.len() as i64);
+        for e in &errors {
+            warn!(error = %e, "rule left out of the routing table");
+        }
+        info!(
+            generation,
+            rejected = errors.len(),
+            "routing table published"
+        );
+        PublishReport { generation, errors }
+    }
+
+    /// The live table.
+    pub fn current(&self) -> Arc<RouteTable> {
+        self.shared.table.load_full()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.shared.is_ready()
+    }
+
+    /// Prometheus text of every dataplane metric.
+    pub fn encode_metrics(&self) -> Result<String, std::fmt::Error> {
+        self.shared.metrics.encode()
+    }
+
+    /// Serves the proxy and admin listeners until `shutdown` completes, then
+    /// drains: readiness fails, the proxy stops accepting, in-flight requests
+    /// get up to the drain timeout. Returns whether the drain finished in time.
+    pub async fn serve(
+        &self,
+        proxy: TcpListener,
+        admin: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> bool {
+        let shared = &self.shared;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
+        let proxy_task = tokio::spawn(server::serve_proxy(
+            Arc::clone(shared),
+            proxy,
+            stop_rx.clone(),
+            drain_tx,
+        ));
+        let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+        let admin_task = tokio::spawn(admin::serve_admin(Arc::clone(shared), admin, admin_stop_rx));
+
+        shutdown.await;
+        info!("shutting down: draining connections");
+        shared.draining.store(true, Ordering::Release);
+        let _ = stop_tx.send(true);
+        let _ = proxy_task.await;
+        // Every connection holds a drain sender: recv() ends when all are gone.
+        let drained = tokio::time::timeout(shared.drain_timeout, drain_rx.recv())
+            .await
+            .is_ok();
+        if !drained {
+            warn!(timeout = ?shared.drain_timeout, "drain deadline passed with requests in flight");
+        }
+        let _ = admin_stop_tx.send(true);
+        let _ = admin_task.await;
+        drained
+    }
+}

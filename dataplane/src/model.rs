@@ -1,0 +1,537 @@
+//! The routing model: plain data that the controller builds from Kubernetes
+//! objects and hands to the dataplane as a whole.
+//!
+//! Nothing here is interpreted as text at request time: header names, values
+//! and methods are typed; regular expressions are compiled (with size limits)
+//! when a [`RouteConfig`] is turned into a live table, and a pattern that does
+//! not compile disables only the rule that holds it.
+//!
+//! Everything is serde-serializable so `/debug/routes` can show the live table.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+use serde::{Deserialize, Serialize};
+
+/// Request bodies larger than this answer 413 unless a rule says otherwise
+/// (ingress-nginx's `proxy-body-size` default).
+pub const DEFAULT_MAX_REQUEST_BODY: u64 = 1024 * 1024;
+
+/// Everything the dataplane serves: the unit of atomic publication.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouteConfig {
+    pub routes: Vec<Route>,
+}
+
+/// The rules one source object contributes (an Ingress, an HTTPRoute).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Route {
+    /// Stable, bounded identifier, e.g. `ingress/default/web`. Used as the
+    /// metrics label and in access logs, so it must not carry request data.
+    pub id: String,
+    pub source: SourceRef,
+    /// Empty: the route belongs to the default virtual host, which serves
+    /// requests whose host matches no other virtual host.
+    #[serde(default)]
+    pub hostnames: Vec<Hostname>,
+    pub rules: Vec<Rule>,
+}
+
+/// Where a route came from; the last tie-breakers of precedence.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRef {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// Creation time, seconds since the Unix epoch: older wins a true tie.
+    pub created: i64,
+}
+
+/// A virtual host name: an exact, lower-case name or `*.suffix`, which
+/// matches exactly one extra label (Ingress semantics).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Hostname {
+    Exact(String),
+    /// The suffix after `*.`, lower case: `Wildcard("example.com")`.
+    Wildcard(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rule {
+    /// Alternatives: the rule applies when any one matches. Empty means
+    /// "every request" (a `Prefix("/")` match).
+    #[serde(default)]
+    pub matches: Vec<RouteMatch>,
+    #[serde(default)]
+    pub filters: Filters,
+    pub action: Action,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// `None`: unlimited.
+    #[serde(default = "default_max_request_body")]
+    pub max_request_body: Option<u64>,
+}
+
+fn default_max_request_body() -> Option<u64> {
+    Some(DEFAULT_MAX_REQUEST_BODY)
+}
+
+/// All conditions must hold (AND).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouteMatch {
+    pub path: PathMatch,
+    #[serde(default)]
+    pub headers: Vec<HeaderMatch>,
+    #[serde(default)]
+    pub query: Vec<QueryMatch>,
+    #[serde(default, with = "serde_http::opt_method")]
+    pub method: Option<Method>,
+}
+
+impl Default for RouteMatch {
+    fn default() -> Self {
+        Self {
+            path: PathMatch::Prefix("/".into()),
+            headers: Vec::new(),
+            query: Vec::new(),
+            method: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PathMatch {
+    Exact(String),
+    /// Matches by path segment: `/foo` matches `/foo`, `/foo/`, `/foo/bar`,
+    /// never `/foobar`. A trailing slash in the prefix is ignored.
+    Prefix(String),
+    /// Matches the whole path: compiled as `^(?:pattern)$`.
+    RegularExpression(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeaderMatch {
+    #[serde(with = "serde_http::header_name")]
+    pub name: HeaderName,
+    pub value: ValueMatch,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueryMatch {
+    pub name: String,
+    pub value: ValueMatch,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ValueMatch {
+    Exact(String),
+    /// Matches the whole value: compiled as `^(?:pattern)$`.
+    RegularExpression(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Action {
+    Forward(Forward),
+    Redirect(Redirect),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Forward {
+    /// Weighted split; a backend with weight 0 receives nothing. Empty, or
+    /// all weights 0, or no endpoints anywhere: 503.
+    pub backends: Vec<Backend>,
+    #[serde(default)]
+    pub rewrite: Option<UrlRewrite>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Backend {
+    /// Bounded identifier, e.g. `default/web:80`.
+    pub name: String,
+    pub weight: u32,
+    #[serde(default)]
+    pub protocol: Protocol,
+    pub endpoints: Vec<SocketAddr>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Protocol {
+    /// HTTP/1.1 to the upstream.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge, cleartext.
+    H2c,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redirect {
+    #[serde(default)]
+    pub scheme: Option<Scheme>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub path: Option<PathModifier>,
+    pub status: RedirectStatus,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RedirectStatus {
+    MovedPermanently,
+    Found,
+    SeeOther,
+    TemporaryRedirect,
+    PermanentRedirect,
+}
+
+impl RedirectStatus {
+    pub fn code(self) -> http::StatusCode {
+        use http::StatusCode as S;
+        match self {
+            RedirectStatus::MovedPermanently => S::MOVED_PERMANENTLY,
+            RedirectStatus::Found => S::FOUND,
+            RedirectStatus::SeeOther => S::SEE_OTHER,
+            RedirectStatus::TemporaryRedirect => S::TEMPORARY_REDIRECT,
+            RedirectStatus::PermanentRedirect => S::PERMANENT_REDIRECT,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PathModifier {
+    ReplaceFullPath(String),
+    /// Replaces the part of the path matched by the rule's `Prefix` match.
+    ReplacePrefixMatch(String),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UrlRewrite {
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub path: Option<PathModifier>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Filters {
+    #[serde(default)]
+    pub request_headers: HeaderModifier,
+    #[serde(default)]
+    pub response_headers: HeaderModifier,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeaderModifier {
+    /// Replace any existing values.
+    #[serde(default, with = "serde_http::header_pairs")]
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    /// Append a value, keeping existing ones.
+    #[serde(default, with = "serde_http::header_pairs")]
+    pub add: Vec<(HeaderName, HeaderValue)>,
+    #[serde(default, with = "serde_http::header_names")]
+    pub remove: Vec<HeaderName>,
+}
+
+impl HeaderModifier {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// Per-rule timeouts. Defaults follow ingress-nginx (`proxy-connect-timeout`
+/// 5 s, `proxy-read-timeout` and `proxy-send-timeout` 60 s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeouts {
+    /// TCP connect to an upstream endpoint. Expiry: 504.
+    #[serde(with = "serde_http::millis")]
+    pub connect: Duration,
+    /// Wait for the upstream's response headers, and the longest gap between
+    /// two pieces of the upstream's response body.
+    #[serde(with = "serde_http::millis")]
+    pub read: Duration,
+    /// The longest gap between two pieces of the client's request body.
+    #[serde(with = "serde_http::millis")]
+    pub send: Duration,
+    /// Whole exchange up to the upstream's response headers (Gateway API
+    /// `timeouts.request`). `None`: only the other timeouts apply.
+    #[serde(default, with = "serde_http::opt_millis")]
+    pub request: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            read: Duration::from_secs(60),
+            send: Duration::from_secs(60),
+            request: None,
+        }
+    }
+}
+
+// === impl Hostname ===
+
+impl Hostname {
+    /// Parses `example.com` or `*.example.com`, lower-casing it. Returns
+    /// `None` for anything that is not a plausible DNS name.
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim_end_matches('.');
+        let (wild, name) = match s.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
+        if name.is_empty() || name.len() > 253 {
+            return None;
+        }
+        let valid = name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+        if !valid {
+            return None;
+        }
+        let name = name.to_ascii_lowercase();
+        Some(if wild {
+            Hostname::Wildcard(name)
+        } else {
+            Hostname::Exact(name)
+        })
+    }
+}
+
+impl std::fmt::Display for Hostname {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hostname::Exact(n) => f.write_str(n),
+            Hostname::Wildcard(n) => write!(f, "*.{n}"),
+        }
+    }
+}
+
+impl Serialize for Hostname {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Hostname {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Hostname::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid hostname {s:?}")))
+    }
+}
+
+/// serde adapters for `http` types and durations, so the model stays typed.
+mod serde_http {
+    pub mod header_name {
+        use http::HeaderName;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(v: &HeaderName, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_str(v.as_str())
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<HeaderName, D::Error> {
+            let s = String::deserialize(d)?;
+            HeaderName::from_bytes(s.as_bytes()).map_err(serde::de::Error::custom)
+        }
+    }
+
+    pub mod header_names {
+        use http::HeaderName;
+        use serde::ser::SerializeSeq;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(v: &[HeaderName], s: S) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(v.len()))?;
+            for n in v {
+                seq.serialize_element(n.as_str())?;
+            }
+            seq.end()
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<HeaderName>, D::Error> {
+            Vec::<String>::deserialize(d)?
+                .into_iter()
+                .map(|s| HeaderName::from_bytes(s.as_bytes()).map_err(serde::de::Error::custom))
+                .collect()
+        }
+    }
+
+    pub mod header_pairs {
+        use http::{HeaderName, HeaderValue};
+        use serde::ser::SerializeSeq;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(
+            v: &[(HeaderName, HeaderValue)],
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(v.len()))?;
+            for (n, val) in v {
+                // Values are validated on the way in; show non-UTF-8 lossily.
+                let val = String::from_utf8_lossy(val.as_bytes());
+                seq.serialize_element(&(n.as_str(), val))?;
+            }
+            seq.end()
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Vec<(HeaderName, HeaderValue)>, D::Error> {
+            Vec::<(String, String)>::deserialize(d)?
+                .into_iter()
+                .map(|(n, v)| {
+                    let n =
+                        HeaderName::from_bytes(n.as_bytes()).map_err(serde::de::Error::custom)?;
+                    let v = HeaderValue::from_str(&v).map_err(serde::de::Error::custom)?;
+                    Ok((n, v))
+                })
+                .collect()
+        }
+    }
+
+    pub mod opt_method {
+        use http::Method;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(v: &Option<Method>, s: S) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(m) => s.serialize_some(m.as_str()),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Method>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|m| Method::from_bytes(m.as_bytes()).map_err(serde::de::Error::custom))
+                .transpose()
+        }
+    }
+
+    pub mod millis {
+        use serde::{Deserialize, Deserializer, Serializer};
+        use std::time::Duration;
+
+        pub fn serialize<S: Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_u64(u64::try_from(v.as_millis()).unwrap_or(u64::MAX))
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+            Ok(Duration::from_millis(u64::deserialize(d)?))
+        }
+    }
+
+    pub mod opt_millis {
+        use serde::{Deserialize, Deserializer, Serializer};
+        use std::time::Duration;
+
+        pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(v) => s.serialize_some(&u64::try_from(v.as_millis()).unwrap_or(u64::MAX)),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostname_parse() {
+        assert_eq!(
+            Hostname::parse("Foo.Example.COM"),
+            Some(Hostname::Exact("foo.example.com".into()))
+        );
+        assert_eq!(
+            Hostname::parse("*.example.com"),
+            Some(Hostname::Wildcard("example.com".into()))
+        );
+        for bad in ["", "*.", "a..b", "-a.com", "a b.com", "*.*.com", "a.com/x"] {
+            assert_eq!(Hostname::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn config_round_trips_through_json() {
+        let cfg = RouteConfig {
+            routes: vec![Route {
+                id: "ingress/default/web".into(),
+                source: SourceRef::default(),
+                hostnames: vec![Hostname::Wildcard("example.com".into())],
+                rules: vec![Rule {
+                    matches: vec![RouteMatch {
+                        path: PathMatch::Exact("/a".into()),
+                        headers: vec![HeaderMatch {
+                            name: HeaderName::from_static("x-env"),
+                            value: ValueMatch::Exact("canary".into()),
+                        }],
+                        query: vec![],
+                        method: Some(Method::POST),
+                    }],
+                    filters: Filters {
+                        request_headers: HeaderModifier {
+                            set: vec![(
+                                HeaderName::from_static("x-a"),
+                                HeaderValue::from_static("1"),
+                            )],
+                            add: vec![],
+                            remove: vec![HeaderName::from_static("x-b")],
+                        },
+                        response_headers: HeaderModifier::default(),
+                    },
+                    action: Action::Forward(Forward {
+                        backends: vec![Backend {
+                            name: "default/web:80".into(),
+                            weight: 1,
+                            protocol: Protocol::H2c,
+                            endpoints: vec!["127.0.0.1:8080".parse().unwrap()],
+                        }],
+                        rewrite: None,
+                    }),
+                    timeouts: Timeouts::default(),
+                    max_request_body: Some(10),
+                }],
+            }],
+        };
+        let json = serde_json::to_string(&cfg).unwrap();
+        let back: RouteConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(cfg, back);
+    }
+}

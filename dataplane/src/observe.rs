@@ -1,0 +1,433 @@
+//! Metrics and the access log.
+//!
+//! The request path only touches atomics: per-route counters are resolved
+//! from their label families when a table is built, the latency histogram is
+//! a fixed array of atomic buckets, and access-log lines go through a bounded
+//! queue to a writer thread. When the queue is full the line is dropped and
+//! counted; a request never waits for the log.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+/// Label used for requests that matched no route.
+pub const NO_ROUTE: &str = "none";
+
+/// Upper bounds (seconds) of the request duration histogram.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Every metric the dataplane exports, registered once.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    pub request_duration: AtomicHistogram,
+    pub upstream_connect_errors: Counter,
+    pub open_connections: Gauge,
+    pub table_generation: Gauge,
+    pub table_last_swap: Gauge<f64, AtomicU64>,
+    pub table_rejected_rules: Gauge,
+    pub access_log_dropped: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    status_class: &'static str,
+}
+
+/// Request counters of one route, by status class, resolved when the table is
+/// built so that counting is one atomic add.
+#[derive(Debug)]
+pub struct RouteStats {
+    by_class: [Counter; 5],
+}
+
+// === impl Metrics ===
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("portico");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests served, by route and status class",
+            requests.clone(),
+        );
+        let request_duration = AtomicHistogram::new(&DURATION_BUCKETS);
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head received to response body finished",
+            request_duration.clone(),
+        );
+        let upstream_connect_errors = Counter::default();
+        registry.register(
+            "upstream_connect_errors",
+            "Failed or timed-out connection attempts to upstream endpoints",
+            upstream_connect_errors.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Client connections currently open on the proxy listener",
+            open_connections.clone(),
+        );
+        let table_generation = Gauge::default();
+        registry.register(
+            "route_table_generation",
+            "Generation of the live routing table (increments on every publish)",
+            table_generation.clone(),
+        );
+        let table_last_swap = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "route_table_last_swap_timestamp_seconds",
+            "Unix time at which the live routing table was published",
+            table_last_swap.clone(),
+        );
+        let table_rejected_rules = Gauge::default();
+        registry.register(
+            "route_table_rejected_rules",
+            "Rules left out of the live table because they could not be compiled",
+            table_rejected_rules.clone(),
+        );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access-log lines dropped because the log queue was full",
+            access_log_dropped.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            upstream_connect_errors,
+            open_connections,
+            table_generation,
+            table_last_swap,
+            table_rejected_rules,
+            access_log_dropped,
+        }
+    }
+
+    /// Resolves the counters of one route. Called off the request path.
+    pub fn route_stats(&self, route: &str) -> Arc<RouteStats> {
+        let by_class = ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|status_class| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    route: route.to_owned(),
+                    status_class,
+                })
+                .clone()
+        });
+        Arc::new(RouteStats { by_class })
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::with_capacity(4096);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+// === impl RouteStats ===
+
+impl RouteStats {
+    pub fn record(&self, status: http::StatusCode) {
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.by_class[class].inc();
+    }
+}
+
+/// A Prometheus histogram made of atomics, so observing takes no lock
+/// (prometheus-client's own histogram takes a mutex per observation).
+/// Clones share the same buckets.
+#[derive(Clone, Debug)]
+pub struct AtomicHistogram {
+    inner: Arc<HistogramBuckets>,
+}
+
+#[derive(Debug)]
+struct HistogramBuckets {
+    bounds: Vec<f64>,
+    /// Non-cumulative count per bucket; the last one is `+Inf`.
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+}
+
+// === impl AtomicHistogram ===
+
+impl AtomicHistogram {
+    pub fn new(bounds: &[f64]) -> Self {
+        Self {
+            inner: Arc::new(HistogramBuckets {
+                bounds: bounds.to_vec(),
+                counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+                sum_micros: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    pub fn observe(&self, d: Duration) {
+        let h = &*self.inner;
+        let secs = d.as_secs_f64();
+        let idx = h
+            .bounds
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(h.bounds.len());
+        h.counts[idx].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        h.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.inner
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+impl TypedMetric for AtomicHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for AtomicHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        // The encoder takes per-bucket counts and accumulates them itself.
+        let h = &*self.inner;
+        let mut count = 0;
+        let mut buckets = Vec::with_capacity(h.counts.len());
+        for (i, c) in h.counts.iter().enumerate() {
+            let n = c.load(Ordering::Relaxed);
+            count += n;
+            let bound = h.bounds.get(i).copied().unwrap_or(f64::INFINITY);
+            buckets.push((bound, n));
+        }
+        let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// One access-log line.
+#[derive(Debug, Serialize)]
+pub struct AccessRecord {
+    #[serde(serialize_with = "rfc3339")]
+    pub time: SystemTime,
+    pub request_id: String,
+    pub client_addr: SocketAddr,
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub duration_ms: f64,
+    pub upstream_addr: Option<SocketAddr>,
+    pub route: Arc<str>,
+}
+
+/// Where access-log lines go.
+pub enum AccessLogSink {
+    Stdout,
+    Disabled,
+    /// Any writer; lines are written by a dedicated thread, never a request.
+    Writer(Box<dyn Write + Send>),
+}
+
+/// The request side of the access log: a bounded, lossy queue.
+#[derive(Clone)]
+pub struct AccessLog {
+    tx: Option<mpsc::Sender<AccessRecord>>,
+    dropped: Counter,
+}
+
+// === impl AccessLog ===
+
+impl AccessLog {
+    /// Starts the writer thread (it exits when every `AccessLog` is dropped).
+    pub fn start(sink: AccessLogSink, capacity: usize, dropped: Counter) -> std::io::Result<Self> {
+        let writer: Box<dyn Write + Send> = match sink {
+            AccessLogSink::Disabled => return Ok(Self { tx: None, dropped }),
+            AccessLogSink::Stdout => Box::new(std::io::stdout()),
+            AccessLogSink::Writer(w) => w,
+        };
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        std::thread::Builder::new()
+            .name("portico-access-log".into())
+            .spawn(move || write_lines(rx, writer))?;
+        Ok(Self {
+            tx: Some(tx),
+            dropped,
+        })
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Never waits: a full queue drops the line and counts it.
+    pub fn log(&self, record: AccessRecord) {
+        if let Some(tx) = &self.tx
+            && tx.try_send(record).is_err()
+        {
+            self.dropped.inc();
+        }
+    }
+}
+
+fn write_lines(mut rx: mpsc::Receiver<AccessRecord>, writer: Box<dyn Write + Send>) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, writer);
+    while let Some(rec) = rx.blocking_recv() {
+        let mut next = Some(rec);
+        // Drain what is queued before flushing, so a busy proxy writes in
+        // large chunks and an idle one still flushes every line promptly.
+        while let Some(rec) = next {
+            if serde_json::to_writer(&mut out, &rec).is_err() || out.write_all(b"\n").is_err() {
+                return;
+            }
+            next = rx.try_recv().ok();
+        }
+        if out.flush().is_err() {
+            return;
+        }
+    }
+}
+
+fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&Rfc3339(*t))
+}
+
+/// Formats a UTC timestamp with millisecond precision, without a date crate.
+pub struct Rfc3339(pub SystemTime);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = d.as_secs();
+        let days = (secs / 86_400) as i64;
+        let rem = secs % 86_400;
+        let (y, m, day) = civil_from_days(days);
+        write!(
+            f,
+            "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            (rem / 60) % 60,
+            rem % 60,
+            d.subsec_millis()
+        )
+    }
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
+        assert_eq!(Rfc3339(t).to_string(), "2026-11-18T11:06:40.123Z");
+        assert_eq!(Rfc3339(UNIX_EPOCH).to_string(), "1970-01-01T00:00:00.000Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(Rfc3339(leap).to_string(), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = AtomicHistogram::new(&[0.01, 0.1]);
+        h.observe(Duration::from_millis(5));
+        h.observe(Duration::from_millis(50));
+        h.observe(Duration::from_secs(3));
+        let mut reg = Registry::default();
+        reg.register("d", "help", h);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        assert!(out.contains("d_bucket{le=\"0.01\"} 1"), "{out}");
+        assert!(out.contains("d_bucket{le=\"0.1\"} 2"), "{out}");
+        assert!(out.contains("d_bucket{le=\"+Inf\"} 3"), "{out}");
+        assert!(out.contains("d_count 3"), "{out}");
+    }
+
+    #[test]
+    fn full_queue_drops_and_counts() {
+        let dropped = Counter::default();
+        let (tx, _rx) = mpsc::channel(1);
+        let log = AccessLog {
+            tx: Some(tx),
+            dropped: dropped.clone(),
+        };
+        let rec = || AccessRecord {
+            time: UNIX_EPOCH,
+            request_id: "r".into(),
+            client_addr: "127.0.0.1:1".parse().unwrap(),
+            method: "GET".into(),
+            host: "h".into(),
+            path: "/".into(),
+            status: 200,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration_ms: 0.0,
+            upstream_addr: None,
+            route: Arc::from("r"),
+        };
+        log.log(rec());
+        log.log(rec());
+        log.log(rec());
+        assert_eq!(dropped.get(), 2);
+    }
+
+    #[test]
+    fn route_stats_count_by_class() {
+        let m = Metrics::new();
+        let s = m.route_stats("ingress/default/web");
+        s.record(http::StatusCode::OK);
+        s.record(http::StatusCode::SERVICE_UNAVAILABLE);
+        s.record(http::StatusCode::SERVICE_UNAVAILABLE);
+        let text = m.encode().unwrap();
+        assert!(
+            text.contains(
+                "portico_requests_total{route=\"ingress/default/web\",status_class=\"5xx\"} 2"
+            ),
+            "{text}"
+        );
+    }
+}

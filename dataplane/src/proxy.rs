@@ -1,0 +1,700 @@
+//! The request path, as named phases: route → (redirect | forward) → respond.
+//!
+//! Each request loads the live table once and finishes on it. Errors become
+//! small plain-text responses carrying the request id, in one place
+//! ([`error_response`]).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Uri};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::Shared;
+use crate::body::{BodyError, RequestBody, ResponseBody, find_body_error};
+use crate::model::{Action, HeaderModifier, PathMatch, PathModifier, Protocol, Redirect, Scheme};
+use crate::observe::{AccessRecord, NO_ROUTE, RouteStats};
+use crate::router::RequestHead;
+use crate::table::{PickError, Routed};
+use crate::upstream::UpstreamError;
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// What the proxy knows about the client connection a request came on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConnInfo {
+    pub client: SocketAddr,
+    pub local: SocketAddr,
+    pub scheme: Scheme,
+}
+
+/// Per-request facts gathered before routing, used by every later phase and
+/// by the access log.
+struct RequestCtx {
+    start: Instant,
+    time: SystemTime,
+    id: HeaderValue,
+    conn: ConnInfo,
+    bytes_in: Arc<AtomicU64>,
+}
+
+/// Serves one request. Never fails: every error is a response.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let ctx = RequestCtx {
+        start: Instant::now(),
+        time: SystemTime::now(),
+        id: request_id(req.headers()),
+        conn,
+        bytes_in: Arc::default(),
+    };
+    // One load per request; the table lives as long as this request needs it.
+    let table = shared.table.load_full();
+    let host = request_host(&req).to_owned();
+    let head = RequestHead {
+        host: &host,
+        path: req.uri().path(),
+        query: req.uri().query(),
+        method: req.method(),
+        headers: req.headers(),
+    };
+    let log = LogFields::new(&shared, &req, &host);
+
+    let Some(routed) = table.lookup(&head) else {
+        let rsp = error_response(StatusCode::NOT_FOUND, &ctx.id);
+        return Ok(finish(&shared, ctx, log, None, NO_ROUTE.into(), None, rsp));
+    };
+    let route_id = Arc::clone(&routed.runtime.route_id);
+    let stats = Arc::clone(&routed.runtime.stats);
+    let (rsp, upstream) = match &routed.rule.action {
+        Action::Redirect(r) => (redirect(r, &routed, &req, &host, &ctx), None),
+        Action::Forward(_) => forward(&routed, req, &host, &ctx).await,
+    };
+    let rsp = apply_response_headers(rsp, &routed.rule.filters.response_headers);
+    Ok(finish(
+        &shared,
+        ctx,
+        log,
+        Some(stats),
+        route_id,
+        upstream,
+        rsp,
+    ))
+}
+
+// === phase: redirect ===
+
+fn redirect(
+    r: &Redirect,
+    routed: &Routed<'_>,
+    req: &Request<Incoming>,
+    host: &str,
+    ctx: &RequestCtx,
+) -> Response<ResponseBody> {
+    let scheme = r.scheme.unwrap_or(ctx.conn.scheme);
+    let (req_host, req_port) = split_host_port(host);
+    let target_host = r.hostname.as_deref().unwrap_or(req_host);
+    // Gateway API: an explicit scheme implies its well-known port; otherwise
+    // keep the port the client used.
+    let port = r
+        .port
+        .or(if r.scheme.is_some() { None } else { req_port })
+        .filter(|p| *p != scheme.default_port());
+    let path = match &r.path {
+        Some(m) => modify_path(m, routed, req.uri().path()),
+        None => req.uri().path().to_owned(),
+    };
+    let mut location = format!("{}://{}", scheme.as_str(), target_host);
+    if let Some(p) = port {
+        location.push_str(&format!(":{p}"));
+    }
+    location.push_str(&path);
+    if let Some(q) = req.uri().query() {
+        location.push('?');
+        location.push_str(q);
+    }
+    match HeaderValue::try_from(location) {
+        Ok(loc) => {
+            let mut rsp = Response::new(ResponseBody::empty());
+            *rsp.status_mut() = r.status.code();
+            rsp.headers_mut().insert(header::LOCATION, loc);
+            rsp
+        }
+        Err(_) => error_response(StatusCode::BAD_REQUEST, &ctx.id),
+    }
+}
+
+// === phase: forward ===
+
+async fn forward(
+    routed: &Routed<'_>,
+    mut req: Request<Incoming>,
+    host: &str,
+    ctx: &RequestCtx,
+) -> (Response<ResponseBody>, Option<SocketAddr>) {
+    let rule = routed.rule;
+    let Action::Forward(fwd) = &rule.action else {
+        return (
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, &ctx.id),
+            None,
+        );
+    };
+    if let Some(limit) = rule.max_request_body
+        && content_length(req.headers()).is_some_and(|len| len > limit)
+    {
+        return (error_response(StatusCode::PAYLOAD_TOO_LARGE, &ctx.id), None);
+    }
+    let (backend, endpoint) = match routed.runtime.backends.pick() {
+        Ok(picked) => picked,
+        Err(PickError::NoBackend | PickError::NoEndpoints) => {
+            return (
+                error_response(StatusCode::SERVICE_UNAVAILABLE, &ctx.id),
+                None,
+            );
+        }
+    };
+    let upstream_addr = endpoint.addr();
+    let protocol = backend.protocol;
+
+    // Upgrades (WebSocket) only exist client-h1 to upstream-h1.
+    let upgrade = req.version() == Version::HTTP_11
+        && protocol == Protocol::Http1
+        && is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    // Target path and host.
+    let rewrite = fwd.rewrite.as_ref();
+    let path_and_query = match rewrite.and_then(|r| r.path.as_ref()) {
+        Some(m) => {
+            let path = modify_path(m, routed, req.uri().path());
+            let pq = match req.uri().query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            PathAndQuery::try_from(pq)
+        }
+        None => Ok(req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"))),
+    };
+    let Ok(path_and_query) = path_and_query else {
+        return (error_response(StatusCode::BAD_REQUEST, &ctx.id), None);
+    };
+    let upstream_host = rewrite.and_then(|r| r.hostname.as_deref()).unwrap_or(host);
+    let Ok(host_value) = HeaderValue::from_str(upstream_host) else {
+        return (error_response(StatusCode::BAD_REQUEST, &ctx.id), None);
+    };
+
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    add_forwarded_headers(&mut parts.headers, ctx, host);
+    parts.headers.insert(X_REQUEST_ID.clone(), ctx.id.clone());
+    apply_header_modifier(&mut parts.headers, &rule.filters.request_headers);
+
+    let uri = match protocol {
+        Protocol::Http1 => {
+            parts.version = Version::HTTP_11;
+            parts.headers.insert(header::HOST, host_value);
+            Uri::from(path_and_query)
+        }
+        Protocol::H2c => {
+            // HTTP/2 carries the host as :authority, never as a Host header.
+            parts.version = Version::HTTP_2;
+            parts.headers.remove(header::HOST);
+            let authority = match Authority::try_from(upstream_host) {
+                Ok(a) => a,
+                Err(_) => return (error_response(StatusCode::BAD_REQUEST, &ctx.id), None),
+            };
+            match Uri::builder()
+                .scheme("http")
+                .authority(authority)
+                .path_and_query(path_and_query)
+                .build()
+            {
+                Ok(u) => u,
+                Err(_) => return (error_response(StatusCode::BAD_REQUEST, &ctx.id), None),
+            }
+        }
+    };
+    parts.uri = uri;
+    let body = RequestBody::new(
+        body,
+        rule.max_request_body,
+        rule.timeouts.send,
+        Arc::clone(&ctx.bytes_in),
+    );
+    let upstream_req = Request::from_parts(parts, body);
+
+    let timeouts = rule.timeouts;
+    let wait = timeouts
+        .request
+        .map_or(timeouts.read, |total| total.min(timeouts.read));
+    let sent = tokio::time::timeout(wait, endpoint.send(upstream_req, timeouts.connect)).await;
+    let mut rsp = match sent {
+        Err(_elapsed) => {
+            return (
+                error_response(StatusCode::GATEWAY_TIMEOUT, &ctx.id),
+                Some(upstream_addr),
+            );
+        }
+        Ok(Err(e)) => return (upstream_error_response(&e, ctx), Some(upstream_addr)),
+        Ok(Ok(rsp)) => rsp,
+    };
+
+    if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return match client_upgrade {
+            Some(client) => {
+                let upstream = hyper::upgrade::on(&mut rsp);
+                tokio::spawn(tunnel(client, upstream, upstream_addr));
+                let (mut parts, _) = rsp.into_parts();
+                strip_hop_by_hop(&mut parts.headers, true);
+                (
+                    Response::from_parts(parts, ResponseBody::empty()),
+                    Some(upstream_addr),
+                )
+            }
+            // 101 without an upgrade request is a protocol violation.
+            None => (
+                error_response(StatusCode::BAD_GATEWAY, &ctx.id),
+                Some(upstream_addr),
+            ),
+        };
+    }
+
+    let (mut parts, body) = rsp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    parts.version = Version::HTTP_11;
+    (
+        Response::from_parts(parts, ResponseBody::upstream(body, timeouts.read)),
+        Some(upstream_addr),
+    )
+}
+
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    addr: SocketAddr,
+) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            debug!(upstream.addr = %addr, error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        debug!(upstream.addr = %addr, error = %e, "tunnel ended");
+    }
+}
+
+fn upstream_error_response(e: &UpstreamError, ctx: &RequestCtx) -> Response<ResponseBody> {
+    let status = match e {
+        UpstreamError::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        UpstreamError::Connect { .. } | UpstreamError::Handshake { .. } => StatusCode::BAD_GATEWAY,
+        UpstreamError::Http { source, .. } => match find_body_error(source) {
+            Some(BodyError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            Some(BodyError::Timeout(_)) => StatusCode::REQUEST_TIMEOUT,
+            // The client's body broke off: nothing useful reaches it anyway.
+            Some(BodyError::Stream(_)) => StatusCode::BAD_REQUEST,
+            None => StatusCode::BAD_GATEWAY,
+        },
+    };
+    if status.is_server_error() {
+        warn!(request.id = ?ctx.id, error = %e, "upstream request failed");
+    }
+    error_response(status, &ctx.id)
+}
+
+// === phase: respond ===
+
+/// Fields of the access-log line taken from the request before it is
+/// consumed; empty when the access log is off.
+struct LogFields {
+    method: String,
+    host: String,
+    path: String,
+}
+
+impl LogFields {
+    fn new(shared: &Shared, req: &Request<Incoming>, host: &str) -> Option<Self> {
+        shared.access_log.is_enabled().then(|| Self {
+            method: req.method().as_str().to_owned(),
+            host: host.to_owned(),
+            path: req.uri().path().to_owned(),
+        })
+    }
+}
+
+/// Attaches the completion hook: counts, times and logs the request when
+/// its response body ends (or the client goes away).
+fn finish(
+    shared: &Arc<Shared>,
+    ctx: RequestCtx,
+    log: Option<LogFields>,
+    stats: Option<Arc<RouteStats>>,
+    route: Arc<str>,
+    upstream: Option<SocketAddr>,
+    rsp: Response<ResponseBody>,
+) -> Response<ResponseBody> {
+    let status = rsp.status();
+    let shared = Arc::clone(shared);
+    let (parts, body) = rsp.into_parts();
+    let body = body.on_done(Box::new(move |bytes_out, _complete| {
+        let elapsed = ctx.start.elapsed();
+        shared.metrics.request_duration.observe(elapsed);
+        match &stats {
+            Some(s) => s.record(status),
+            None => shared.no_route_stats.record(status),
+        }
+        if let Some(log) = log {
+            shared.access_log.log(AccessRecord {
+                time: ctx.time,
+                request_id: String::from_utf8_lossy(ctx.id.as_bytes()).into_owned(),
+                client_addr: ctx.conn.client,
+                method: log.method,
+                host: log.host,
+                path: log.path,
+                status: status.as_u16(),
+                bytes_in: ctx.bytes_in.load(Ordering::Relaxed),
+                bytes_out,
+                duration_ms: elapsed.as_secs_f64() * 1e3,
+                upstream_addr: upstream,
+                route,
+            });
+        }
+    }));
+    Response::from_parts(parts, body)
+}
+
+/// The one place errors become responses: a short plain-text body naming the
+/// status and the request id.
+pub(crate) fn error_response(status: StatusCode, id: &HeaderValue) -> Response<ResponseBody> {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let body = format!(
+        "{} {}\nrequest id: {}\n",
+        status.as_u16(),
+        reason,
+        String::from_utf8_lossy(id.as_bytes())
+    );
+    let mut rsp = Response::new(ResponseBody::full(Bytes::from(body)));
+    *rsp.status_mut() = status;
+    let h = rsp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(X_REQUEST_ID.clone(), id.clone());
+    rsp
+}
+
+fn apply_response_headers(
+    mut rsp: Response<ResponseBody>,
+    m: &HeaderModifier,
+) -> Response<ResponseBody> {
+    apply_header_modifier(rsp.headers_mut(), m);
+    rsp
+}
+
+// === helpers ===
+
+/// The host a request is for: `:authority` (HTTP/2, absolute-form) first,
+/// then `Host`.
+fn request_host(req: &Request<Incoming>) -> &str {
+    if let Some(a) = req.uri().authority() {
+        return a.as_str();
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// Splits `host[:port]`, including bracketed IPv6 literals.
+pub(crate) fn split_host_port(host: &str) -> (&str, Option<u16>) {
+    if host.starts_with('[') {
+        if let Some(end) = host.find(']') {
+            let port = host[end + 1..]
+                .strip_prefix(':')
+                .and_then(|p| p.parse().ok());
+            return (&host[..=end], port);
+        }
+        return (host, None);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
+        _ => (host, None),
+    }
+}
+
+/// Keeps a client-supplied id when it is a sane token, otherwise makes one
+/// (32 hex digits, as ingress-nginx's `$req_id`).
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+            return v.clone();
+        }
+    }
+    let id = format!("{:032x}", fastrand::u128(..));
+    // 32 hex digits are always a valid header value.
+    HeaderValue::try_from(id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named in
+/// `Connection`. `te: trailers` survives: gRPC needs it end to end. With
+/// `keep_upgrade`, `Connection: upgrade` and `Upgrade` are kept.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            if keep_upgrade && name == header::UPGRADE {
+                continue;
+            }
+            if name == header::TE {
+                continue;
+            }
+            headers.remove(&name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    for name in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+    ] {
+        headers.remove(name);
+    }
+    if let Some(te) = headers.get(header::TE)
+        && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
+    {
+        headers.remove(header::TE);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+fn add_forwarded_headers(headers: &mut HeaderMap, ctx: &RequestCtx, host: &str) {
+    let ip = ctx.conn.client.ip().to_string();
+    let xff = {
+        let prior: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if prior.is_empty() {
+            ip.clone()
+        } else {
+            format!("{}, {ip}", prior.join(", "))
+        }
+    };
+    if let Ok(v) = HeaderValue::try_from(xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if let Ok(v) = HeaderValue::try_from(ip) {
+        headers.insert(X_REAL_IP.clone(), v);
+    }
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(ctx.conn.scheme.as_str()),
+    );
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert(X_FORWARDED_HOST.clone(), v);
+    }
+    headers.insert(
+        X_FORWARDED_PORT.clone(),
+        HeaderValue::from(ctx.conn.local.port()),
+    );
+}
+
+fn apply_header_modifier(headers: &mut HeaderMap, m: &HeaderModifier) {
+    if m.is_empty() {
+        return;
+    }
+    for (name, value) in &m.set {
+        headers.insert(name.clone(), value.clone());
+    }
+    for (name, value) in &m.add {
+        headers.append(name.clone(), value.clone());
+    }
+    for name in &m.remove {
+        headers.remove(name);
+    }
+}
+
+/// Applies a path modifier. `ReplacePrefixMatch` replaces the part matched by
+/// the rule's prefix, by segment; with other match kinds it replaces the
+/// whole path.
+fn modify_path(m: &PathModifier, routed: &Routed<'_>, path: &str) -> String {
+    match m {
+        PathModifier::ReplaceFullPath(p) => p.clone(),
+        PathModifier::ReplacePrefixMatch(replacement) => {
+            let prefix = match routed.matched.map(|m| &m.path) {
+                Some(PathMatch::Prefix(p)) => p.as_str(),
+                None => "/",
+                Some(PathMatch::Exact(_) | PathMatch::RegularExpression(_)) => {
+                    return replacement.clone();
+                }
+            };
+            replace_prefix(path, prefix, replacement)
+        }
+    }
+}
+
+fn replace_prefix(path: &str, prefix: &str, replacement: &str) -> String {
+    let prefix = prefix.trim_end_matches('/');
+    let mut rest = path.get(prefix.len()..).unwrap_or("");
+    if prefix.is_empty() && rest == "/" {
+        // The root prefix leaves nothing of "/" to keep.
+        rest = "";
+    }
+    let replacement = replacement.trim_end_matches('/');
+    let mut out = String::with_capacity(replacement.len() + rest.len() + 1);
+    if !replacement.starts_with('/') {
+        out.push('/');
+    }
+    out.push_str(replacement);
+    if !rest.is_empty() && !rest.starts_with('/') {
+        out.push('/');
+    }
+    out.push_str(rest);
+    if out.len() > 1 && out.starts_with("//") {
+        out.remove(0);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_prefix_by_segment() {
+        let cases = [
+            ("/foo/bar", "/foo", "/xyz", "/xyz/bar"),
+            ("/foo/bar", "/foo/", "/xyz/", "/xyz/bar"),
+            ("/foo/bar", "/foo", "/", "/bar"),
+            ("/foo", "/foo", "/", "/"),
+            ("/foo/", "/foo", "/xyz", "/xyz/"),
+            ("/foo", "/foo", "/xyz", "/xyz"),
+            ("/a/b", "/", "/v1", "/v1/a/b"),
+            ("/", "/", "/v1", "/v1"),
+        ];
+        for (path, prefix, repl, want) in cases {
+            assert_eq!(
+                replace_prefix(path, prefix, repl),
+                want,
+                "{path} {prefix} {repl}"
+            );
+        }
+    }
+
+    #[test]
+    fn split_host_port_cases() {
+        assert_eq!(split_host_port("a.com"), ("a.com", None));
+        assert_eq!(split_host_port("a.com:8080"), ("a.com", Some(8080)));
+        assert_eq!(split_host_port("[::1]:80"), ("[::1]", Some(80)));
+        assert_eq!(split_host_port("[::1]"), ("[::1]", None));
+        assert_eq!(split_host_port("::1"), ("::1", None));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["te", "x-keep"]);
+
+        let mut h = HeaderMap::new();
+        h.insert("te", HeaderValue::from_static("gzip"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn upgrade_keeps_connection_upgrade() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+    }
+
+    #[test]
+    fn request_id_kept_or_generated() {
+        let mut h = HeaderMap::new();
+        let generated = request_id(&h);
+        assert_eq!(generated.len(), 32);
+        assert_ne!(generated, request_id(&h));
+        h.insert("x-request-id", HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert("x-request-id", HeaderValue::from_static(""));
+        assert_eq!(request_id(&h).len(), 32);
+    }
+}

@@ -1,0 +1,747 @@
+//! Route lookup: compiles a [`RouteConfig`] into an index once, then finds the
+//! rule each request follows.
+//!
+//! This module is pure (no I/O, no async, no metrics) so that precedence can
+//! be pinned down by table tests, one per rule (see `tests.rs`). Semantics are
+//! those of Kubernetes Ingress and Gateway API `HTTPRoute`:
+//!
+//! 1. The request host selects one virtual host: an exact hostname, else a
+//!    `*.suffix` wildcard (exactly one extra label), else the default virtual
+//!    host made of the routes without hostnames. There is no fallthrough: when
+//!    the selected virtual host has no matching rule, the lookup misses.
+//! 2. Within it, the matching (rule, match) with the greatest [`MatchRank`]
+//!    wins (path kind and length, then method, then number of header matches,
+//!    then number of query matches); true ties go to the oldest source, then
+//!    namespace and name, then config order.
+//!
+//! Lookup cost does not grow with the number of routes: hosts and exact paths
+//! are hash lookups, prefixes a walk down a path-segment trie, and every
+//! candidate list is sorted at build time, so the first candidate whose
+//! remaining conditions hold is the answer. Only regular-expression paths are
+//! tried one by one, and only in virtual hosts that have them, after exact and
+//! prefix paths found nothing.
+
+use std::borrow::Cow;
+use std::cmp::Reverse;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::ops::Range;
+
+use http::{HeaderMap, HeaderName, Method};
+use regex::bytes::{Regex, RegexBuilder};
+
+use crate::model::{self, Hostname, PathMatch, RouteConfig, RouteMatch, ValueMatch};
+
+use self::trie::PrefixTrie;
+
+#[cfg(test)]
+mod tests;
+mod trie;
+
+/// Compiled-program limits for user-supplied patterns: a route author must not
+/// be able to make the dataplane spend unbounded memory or stack on one rule.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+const REGEX_DFA_SIZE_LIMIT: usize = 1 << 20;
+const REGEX_NEST_LIMIT: u32 = 100;
+
+/// Hosts up to this length are lower-cased on the stack. DNS names are at most
+/// 253 bytes, so only hosts that cannot match a valid hostname allocate.
+const HOST_BUF_LEN: usize = 256;
+
+/// A compiled [`RouteConfig`]: immutable, cheap to look up in, built off the
+/// request path.
+#[derive(Clone, Debug, Default)]
+pub struct Router {
+    /// Every compiled (rule, match), indexed by the ids the virtual hosts hold,
+    /// so a route listing many hostnames compiles its patterns once.
+    candidates: Vec<Candidate>,
+    vhosts: Vec<VirtualHost>,
+    /// Lower-case hostname, without trailing dot, to an index in `vhosts`.
+    exact_hosts: HashMap<Box<[u8]>, usize>,
+    /// Lower-case wildcard suffix (`example.com` for `*.example.com`).
+    wildcard_hosts: HashMap<Box<[u8]>, usize>,
+    default_vhost: Option<usize>,
+}
+
+/// Borrowed view of what routing needs from a request.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestHead<'a> {
+    /// Host header or `:authority`; may carry a port (`Example.com:8080`,
+    /// `[::1]:80`), any case, and a trailing dot.
+    pub host: &'a str,
+    /// Path only, no query, as received (no percent-decoding).
+    pub path: &'a str,
+    /// Raw query string without `?`.
+    pub query: Option<&'a str>,
+    pub method: &'a Method,
+    pub headers: &'a HeaderMap,
+}
+
+/// Which rule matched: indexes into the [`RouteConfig`] the [`Router`] was
+/// built from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteHit {
+    /// Index in `config.routes`.
+    pub route: usize,
+    /// Index in `config.routes[route].rules`.
+    pub rule: usize,
+    /// Index in `rule.matches`; `None` when the rule has no matches, which
+    /// means an implicit `Prefix("/")`.
+    pub matched: Option<usize>,
+}
+
+/// A rule that could not be compiled; the rule is left out, everything else
+/// is served.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("route {route_id}: rules[{rule}]: {field}: {reason}")]
+pub struct RouteError {
+    pub route_id: String,
+    /// Index in the route's `rules`.
+    pub rule: usize,
+    /// The offending field within the rule, e.g. `matches[0].path`.
+    pub field: String,
+    pub reason: String,
+}
+
+/// The rules of one virtual host, indexed by path.
+#[derive(Clone, Debug, Default)]
+struct VirtualHost {
+    /// Exact path to candidate ids, best first.
+    exact_paths: HashMap<Box<str>, Box<[usize]>>,
+    prefixes: PrefixTrie,
+    /// Regular-expression candidates, best first.
+    regexes: Box<[usize]>,
+}
+
+/// One compiled (rule, match): the unit precedence orders.
+#[derive(Clone, Debug)]
+struct Candidate {
+    hit: RouteHit,
+    rank: MatchRank,
+    path: PathCondition,
+    method: Option<Method>,
+    /// At most one per header name: Gateway API says only the first counts.
+    headers: Box<[HeaderCondition]>,
+    /// At most one per parameter name, likewise.
+    query: Box<[QueryCondition]>,
+}
+
+#[derive(Clone, Debug)]
+enum PathCondition {
+    Exact(Box<str>),
+    /// Normalised by [`normalized_prefix`].
+    Prefix(Box<str>),
+    Regex(Regex),
+}
+
+#[derive(Clone, Debug)]
+struct HeaderCondition {
+    name: HeaderName,
+    value: ValueCondition,
+}
+
+#[derive(Clone, Debug)]
+struct QueryCondition {
+    name: Box<str>,
+    value: ValueCondition,
+}
+
+#[derive(Clone, Debug)]
+enum ValueCondition {
+    Exact(Box<[u8]>),
+    Regex(Regex),
+}
+
+/// How specific a match is, as Gateway API ranks `HTTPRoute` matches: greater
+/// takes precedence. Fields are in the order of the spec's rules, so the
+/// derived `Ord` is the rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct MatchRank {
+    path: PathRank,
+    /// A match with a method beats one without.
+    method: bool,
+    /// More header matches win.
+    headers: usize,
+    /// More query-parameter matches win.
+    query: usize,
+}
+
+/// Variant order is precedence: any exact path beats any prefix, any prefix
+/// beats any regular expression.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum PathRank {
+    /// Pattern length in bytes: the longer pattern is taken as more specific.
+    Regex(usize),
+    /// Normalised prefix length in bytes.
+    Prefix(usize),
+    Exact,
+}
+
+/// What decides between candidates of equal [`MatchRank`]: the oldest source,
+/// then namespace and name, then config order (route, rule, match). Smaller
+/// wins, and no two candidates compare equal.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct TieBreak<'c> {
+    created: i64,
+    namespace: &'c str,
+    name: &'c str,
+    route: usize,
+    rule: usize,
+    matched: usize,
+}
+
+/// A field of a rule that failed to compile, before it is attributed to a
+/// route.
+struct FieldError {
+    field: String,
+    reason: String,
+}
+
+/// Strips trailing slashes from a `Prefix` path match, keeping a lone `/`:
+/// `/foo/` and `/foo` are the same prefix, and `///` is `/`.
+///
+/// This is the prefix a request was matched against, so it is also the part
+/// of the path that `ReplacePrefixMatch` replaces; see [`replace_prefix_match`].
+pub fn normalized_prefix(prefix: &str) -> &str {
+    let trimmed = prefix.trim_end_matches('/');
+    if trimmed.is_empty() {
+        // All slashes (or empty): keep at most one.
+        &prefix[..prefix.len().min(1)]
+    } else {
+        trimmed
+    }
+}
+
+/// Applies Gateway API's `ReplacePrefixMatch`: the part of `path` matched by
+/// the `Prefix` match `prefix` becomes `replacement`, honouring segment
+/// boundaries (`/foo/bar` with prefix `/foo` and replacement `/xyz` is
+/// `/xyz/bar`; with replacement `/` or empty it is `/bar`).
+///
+/// `path` is expected to be one the prefix matched; if it does not start with
+/// the normalised prefix it is returned unchanged.
+pub fn replace_prefix_match(path: &str, prefix: &str, replacement: &str) -> String {
+    let prefix = normalized_prefix(prefix);
+    // `/` matches at the root: the whole path, leading slash included, is the
+    // remainder, so that `/bar` with replacement `/xyz` becomes `/xyz/bar`.
+    let rest = if prefix == "/" {
+        Some(path)
+    } else {
+        path.strip_prefix(prefix)
+    };
+    let Some(rest) = rest else {
+        return path.to_owned();
+    };
+    let replacement = replacement.trim_end_matches('/');
+    let mut out = String::with_capacity(replacement.len() + rest.len());
+    out.push_str(replacement);
+    out.push_str(rest);
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+// === impl Router ===
+
+impl Router {
+    /// Compiles `config`. A rule that does not compile (a bad regular
+    /// expression, a path that does not start with `/`) is left out and
+    /// reported; everything else is served.
+    pub fn new(config: &RouteConfig) -> (Router, Vec<RouteError>) {
+        let mut errors = Vec::new();
+        let mut candidates = Vec::new();
+        // Candidate ids of each route, so virtual hosts can share them.
+        let mut by_route: Vec<Range<usize>> = Vec::with_capacity(config.routes.len());
+        for (route_idx, route) in config.routes.iter().enumerate() {
+            let start = candidates.len();
+            for (rule_idx, rule) in route.rules.iter().enumerate() {
+                match compile_rule(route_idx, rule_idx, rule) {
+                    Ok(compiled) => candidates.extend(compiled),
+                    Err(fields) => errors.extend(fields.into_iter().map(|e| RouteError {
+                        route_id: route.id.clone(),
+                        rule: rule_idx,
+                        field: e.field,
+                        reason: e.reason,
+                    })),
+                }
+            }
+            by_route.push(start..candidates.len());
+        }
+
+        // Group routes by virtual host. Routes are visited in order, so
+        // checking the last entry is enough to list a route once per host
+        // even when it names that host twice.
+        let mut exact: HashMap<Box<[u8]>, Vec<usize>> = HashMap::new();
+        let mut wildcard: HashMap<Box<[u8]>, Vec<usize>> = HashMap::new();
+        let mut default = Vec::new();
+        for (route_idx, route) in config.routes.iter().enumerate() {
+            if route.hostnames.is_empty() {
+                default.push(route_idx);
+            }
+            for hostname in &route.hostnames {
+                let (map, name) = match hostname {
+                    Hostname::Exact(name) => (&mut exact, name),
+                    Hostname::Wildcard(suffix) => (&mut wildcard, suffix),
+                };
+                // The model promises lower case without a trailing dot; a
+                // hand-built config that breaks that must still match.
+                let key = name.trim_end_matches('.').to_ascii_lowercase();
+                let routes = map.entry(key.into_bytes().into_boxed_slice()).or_default();
+                if routes.last() != Some(&route_idx) {
+                    routes.push(route_idx);
+                }
+            }
+        }
+
+        let mut vhosts = Vec::with_capacity(exact.len() + wildcard.len() + 1);
+        let mut build = |routes: &[usize]| {
+            vhosts.push(VirtualHost::build(routes, &by_route, &candidates, config));
+            vhosts.len() - 1
+        };
+        let exact_hosts = exact
+            .into_iter()
+            .map(|(host, routes)| (host, build(&routes)))
+            .collect();
+        let wildcard_hosts = wildcard
+            .into_iter()
+            .map(|(suffix, routes)| (suffix, build(&routes)))
+            .collect();
+        let default_vhost = (!default.is_empty()).then(|| build(&default));
+
+        let router = Router {
+            candidates,
+            vhosts,
+            exact_hosts,
+            wildcard_hosts,
+            default_vhost,
+        };
+        (router, errors)
+    }
+
+    /// The rule `req` follows, if any.
+    pub fn lookup(&self, req: &RequestHead<'_>) -> Option<RouteHit> {
+        let vhost = self.virtual_host(req.host)?;
+        vhost.lookup(&self.candidates, req)
+    }
+
+    fn virtual_host(&self, authority: &str) -> Option<&VirtualHost> {
+        let id = match host_name(authority) {
+            Some(host) => self.named_vhost(host).or(self.default_vhost),
+            None => self.default_vhost,
+        }?;
+        self.vhosts.get(id)
+    }
+
+    /// The virtual host named by `host` (port and trailing dot already gone):
+    /// exact beats wildcard.
+    fn named_vhost(&self, host: &str) -> Option<usize> {
+        if self.exact_hosts.is_empty() && self.wildcard_hosts.is_empty() {
+            return None;
+        }
+        let mut buf = [0u8; HOST_BUF_LEN];
+        let host = lower_case(host, &mut buf);
+        if let Some(&id) = self.exact_hosts.get(&*host) {
+            return Some(id);
+        }
+        // A wildcard covers exactly one non-empty label: look up the rest.
+        let dot = host.iter().position(|&b| b == b'.')?;
+        if dot == 0 {
+            return None;
+        }
+        self.wildcard_hosts.get(&host[dot + 1..]).copied()
+    }
+}
+
+/// The host name in a Host header or `:authority`, without port and trailing
+/// dot; `None` when there is none to match by name (empty, or an IP literal).
+fn host_name(authority: &str) -> Option<&str> {
+    if authority.starts_with('[') {
+        // `[v6]` or `[v6]:port`.
+        return None;
+    }
+    let host = match authority.split_once(':') {
+        Some((host, port)) if !port.contains(':') => host,
+        // A bare IPv6 address is not a valid Host, but it is not a name either.
+        Some(_) => return None,
+        None => authority,
+    };
+    let host = host.trim_end_matches('.');
+    // Top-level domains are never numeric, so only a host ending in a digit
+    // can be an IPv4 literal; that keeps the parse off the common path.
+    let ipv4 =
+        host.as_bytes().last().is_some_and(u8::is_ascii_digit) && host.parse::<Ipv4Addr>().is_ok();
+    if host.is_empty() || ipv4 {
+        return None;
+    }
+    Some(host)
+}
+
+/// `host` in lower case, copied into `buf` only when it has an upper-case
+/// byte, and onto the heap only when it is too long to be a DNS name.
+fn lower_case<'a>(host: &'a str, buf: &'a mut [u8; HOST_BUF_LEN]) -> Cow<'a, [u8]> {
+    let bytes = host.as_bytes();
+    if !bytes.iter().any(u8::is_ascii_uppercase) {
+        return Cow::Borrowed(bytes);
+    }
+    match buf.get_mut(..bytes.len()) {
+        Some(dst) => {
+            dst.copy_from_slice(bytes);
+            dst.make_ascii_lowercase();
+            Cow::Borrowed(dst)
+        }
+        None => Cow::Owned(bytes.to_ascii_lowercase()),
+    }
+}
+
+// === impl VirtualHost ===
+
+impl VirtualHost {
+    fn build(
+        routes: &[usize],
+        by_route: &[Range<usize>],
+        candidates: &[Candidate],
+        config: &RouteConfig,
+    ) -> Self {
+        let mut exact: HashMap<Box<str>, Vec<usize>> = HashMap::new();
+        let mut prefixes = PrefixTrie::default();
+        let mut regexes = Vec::new();
+        for &route in routes {
+            let ids = by_route.get(route).cloned().unwrap_or_default();
+            for id in ids {
+                let Some(candidate) = candidates.get(id) else {
+                    continue;
+                };
+                match &candidate.path {
+                    PathCondition::Exact(path) => exact.entry(path.clone()).or_default().push(id),
+                    PathCondition::Prefix(prefix) => prefixes.insert(prefix, id),
+                    PathCondition::Regex(_) => regexes.push(id),
+                }
+            }
+        }
+
+        let by_precedence = |ids: &mut Vec<usize>| {
+            ids.sort_by(|&a, &b| {
+                precedence(&candidates[a], config).cmp(&precedence(&candidates[b], config))
+            });
+        };
+        prefixes.finish(by_precedence);
+        by_precedence(&mut regexes);
+        let exact_paths = exact
+            .into_iter()
+            .map(|(path, mut ids)| {
+                by_precedence(&mut ids);
+                (path, ids.into_boxed_slice())
+            })
+            .collect();
+        VirtualHost {
+            exact_paths,
+            prefixes,
+            regexes: regexes.into_boxed_slice(),
+        }
+    }
+
+    /// Exact paths, then prefixes longest first, then regular expressions:
+    /// each stage only runs when the previous one found nothing, and within a
+    /// stage candidates are already in precedence order.
+    fn lookup(&self, candidates: &[Candidate], req: &RequestHead<'_>) -> Option<RouteHit> {
+        let first_holding = |ids: &[usize]| {
+            ids.iter()
+                .filter_map(|&id| candidates.get(id))
+                .find(|c| c.conditions_hold(req))
+                .map(|c| c.hit)
+        };
+
+        if let Some(ids) = self.exact_paths.get(req.path)
+            && let Some(hit) = first_holding(ids)
+        {
+            return Some(hit);
+        }
+        for ids in self.prefixes.matching(req.path) {
+            if let Some(hit) = first_holding(ids) {
+                return Some(hit);
+            }
+        }
+        self.regexes
+            .iter()
+            .filter_map(|&id| candidates.get(id))
+            .find(|c| c.path_regex_matches(req.path) && c.conditions_hold(req))
+            .map(|c| c.hit)
+    }
+}
+
+/// The sort key that puts the candidate to prefer first.
+fn precedence<'c>(c: &Candidate, config: &'c RouteConfig) -> (Reverse<MatchRank>, TieBreak<'c>) {
+    // Candidates are built from `config`, so the route exists; the default
+    // only keeps this total without a panic path.
+    let source = config
+        .routes
+        .get(c.hit.route)
+        .map(|r| &r.source)
+        .unwrap_or(&DEFAULT_SOURCE);
+    let tie = TieBreak {
+        created: source.created,
+        namespace: &source.namespace,
+        name: &source.name,
+        route: c.hit.route,
+        rule: c.hit.rule,
+        matched: c.hit.matched.unwrap_or(0),
+    };
+    (Reverse(c.rank), tie)
+}
+
+static DEFAULT_SOURCE: model::SourceRef = model::SourceRef {
+    kind: String::new(),
+    namespace: String::new(),
+    name: String::new(),
+    created: 0,
+};
+
+// === impl Candidate ===
+
+impl Candidate {
+    /// Everything but the path, which the index has already matched (or
+    /// [`Self::path_regex_matches`] checks).
+    fn conditions_hold(&self, req: &RequestHead<'_>) -> bool {
+        if let Some(method) = &self.method
+            && method != req.method
+        {
+            return false;
+        }
+        self.headers.iter().all(|h| h.matches(req.headers))
+            && self.query.iter().all(|q| q.matches(req.query))
+    }
+
+    fn path_regex_matches(&self, path: &str) -> bool {
+        match &self.path {
+            PathCondition::Regex(re) => re.is_match(path.as_bytes()),
+            // Exact and prefix candidates are never in the regex list.
+            PathCondition::Exact(_) | PathCondition::Prefix(_) => false,
+        }
+    }
+}
+
+/// Compiles every match of a rule, or reports every field that failed.
+fn compile_rule(
+    route: usize,
+    rule_idx: usize,
+    rule: &model::Rule,
+) -> Result<Vec<Candidate>, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let mut compiled = Vec::with_capacity(rule.matches.len().max(1));
+    if rule.matches.is_empty() {
+        let hit = RouteHit {
+            route,
+            rule: rule_idx,
+            matched: None,
+        };
+        // `Prefix("/")` always compiles.
+        compiled.extend(compile_match(hit, "", &RouteMatch::default(), &mut errors));
+    }
+    for (i, m) in rule.matches.iter().enumerate() {
+        let hit = RouteHit {
+            route,
+            rule: rule_idx,
+            matched: Some(i),
+        };
+        compiled.extend(compile_match(
+            hit,
+            &format!("matches[{i}]."),
+            m,
+            &mut errors,
+        ));
+    }
+    if errors.is_empty() {
+        Ok(compiled)
+    } else {
+        Err(errors)
+    }
+}
+
+/// `field` prefixes the names of failed fields, e.g. `matches[0].`.
+fn compile_match(
+    hit: RouteHit,
+    field: &str,
+    m: &RouteMatch,
+    errors: &mut Vec<FieldError>,
+) -> Option<Candidate> {
+    let errors_before = errors.len();
+    let mut fail = |name: String, reason: String| {
+        errors.push(FieldError {
+            field: format!("{field}{name}"),
+            reason,
+        })
+    };
+
+    let path = match &m.path {
+        PathMatch::Exact(path) | PathMatch::Prefix(path) if !path.starts_with('/') => {
+            fail("path".into(), format!("{path:?} does not start with '/'"));
+            None
+        }
+        PathMatch::Exact(path) => {
+            Some((PathCondition::Exact(path.as_str().into()), PathRank::Exact))
+        }
+        PathMatch::Prefix(prefix) => {
+            let prefix = normalized_prefix(prefix);
+            Some((
+                PathCondition::Prefix(prefix.into()),
+                PathRank::Prefix(prefix.len()),
+            ))
+        }
+        PathMatch::RegularExpression(pattern) => match whole_match_regex(pattern) {
+            Ok(re) => Some((PathCondition::Regex(re), PathRank::Regex(pattern.len()))),
+            Err(reason) => {
+                fail("path".into(), reason);
+                None
+            }
+        },
+    };
+
+    let mut headers: Vec<HeaderCondition> = Vec::with_capacity(m.headers.len());
+    for (i, h) in m.headers.iter().enumerate() {
+        if headers.iter().any(|c| c.name == h.name) {
+            continue;
+        }
+        match ValueCondition::compile(&h.value) {
+            Ok(value) => headers.push(HeaderCondition {
+                name: h.name.clone(),
+                value,
+            }),
+            Err(reason) => fail(format!("headers[{i}].value"), reason),
+        }
+    }
+
+    let mut query: Vec<QueryCondition> = Vec::with_capacity(m.query.len());
+    for (i, q) in m.query.iter().enumerate() {
+        if query.iter().any(|c| *c.name == *q.name) {
+            continue;
+        }
+        match ValueCondition::compile(&q.value) {
+            Ok(value) => query.push(QueryCondition {
+                name: q.name.as_str().into(),
+                value,
+            }),
+            Err(reason) => fail(format!("query[{i}].value"), reason),
+        }
+    }
+
+    let (path, path_rank) = path?;
+    if errors.len() != errors_before {
+        return None;
+    }
+    Some(Candidate {
+        hit,
+        rank: MatchRank {
+            path: path_rank,
+            method: m.method.is_some(),
+            headers: headers.len(),
+            query: query.len(),
+        },
+        path,
+        method: m.method.clone(),
+        headers: headers.into_boxed_slice(),
+        query: query.into_boxed_slice(),
+    })
+}
+
+/// Compiles `pattern` to match a whole input, with size limits.
+fn whole_match_regex(pattern: &str) -> Result<Regex, String> {
+    RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_DFA_SIZE_LIMIT)
+        .nest_limit(REGEX_NEST_LIMIT)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+// === impl HeaderCondition ===
+
+impl HeaderCondition {
+    /// A header sent several times matches when any one value does.
+    fn matches(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get_all(&self.name)
+            .iter()
+            .any(|v| self.value.matches(v.as_bytes()))
+    }
+}
+
+// === impl QueryCondition ===
+
+impl QueryCondition {
+    fn matches(&self, query: Option<&str>) -> bool {
+        query
+            .and_then(|q| first_query_value(q, &self.name))
+            .is_some_and(|v| self.value.matches(&v))
+    }
+}
+
+/// The percent-decoded value of the first parameter named `name` (compared
+/// after decoding); a parameter without `=` has the empty value. Later
+/// parameters of the same name are ignored, as Gateway API asks.
+fn first_query_value<'q>(query: &'q str, name: &str) -> Option<Cow<'q, [u8]>> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .find_map(|pair| {
+            let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (*percent_decode(n) == *name.as_bytes()).then(|| percent_decode(v))
+        })
+}
+
+/// `application/x-www-form-urlencoded` decoding: `%XX` and `+` as space. An
+/// invalid escape is kept as is. Allocates only when there is something to
+/// decode.
+fn percent_decode(s: &str) -> Cow<'_, [u8]> {
+    let bytes = s.as_bytes();
+    if !bytes.iter().any(|&b| b == b'%' || b == b'+') {
+        return Cow::Borrowed(bytes);
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let escaped = match (b, bytes.get(i + 1..i + 3)) {
+            (b'%', Some(&[hi, lo])) => hex(hi).zip(hex(lo)).map(|(hi, lo)| hi << 4 | lo),
+            _ => None,
+        };
+        match escaped {
+            Some(decoded) => {
+                out.push(decoded);
+                i += 3;
+            }
+            None => {
+                out.push(if b == b'+' { b' ' } else { b });
+                i += 1;
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+// === impl ValueCondition ===
+
+impl ValueCondition {
+    fn compile(value: &ValueMatch) -> Result<Self, String> {
+        Ok(match value {
+            ValueMatch::Exact(v) => ValueCondition::Exact(v.as_bytes().into()),
+            ValueMatch::RegularExpression(pattern) => {
+                ValueCondition::Regex(whole_match_regex(pattern)?)
+            }
+        })
+    }
+
+    fn matches(&self, value: &[u8]) -> bool {
+        match self {
+            ValueCondition::Exact(v) => **v == *value,
+            ValueCondition::Regex(re) => re.is_match(value),
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Listeners: accept loops for the proxy and connection lifecycles (client
+//! timeouts, graceful drain).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tracing::{Instrument, debug, debug_span, warn};
+
+use crate::Shared;
+use crate::model::Scheme;
+use crate::proxy::{self, ConnInfo};
+
+/// Client-side settings of the proxy listener.
+#[derive(Clone, Copy, Debug)]
+pub struct ListenerConfig {
+    /// Time allowed to send a whole request head, and to start the next one
+    /// on a kept-alive HTTP/1 connection (slowloris guard; nginx
+    /// `client_header_timeout`).
+    pub header_read_timeout: Duration,
+    /// A connection with no bytes either way for this long is closed
+    /// gracefully (never under an in-flight request). Checked on a tick of
+    /// this period, so the effective idle time is between one and two
+    /// periods.
+    pub idle_timeout: Duration,
+    /// Concurrent HTTP/2 streams per client connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(75),
+            max_concurrent_streams: 128,
+        }
+    }
+}
+
+/// Accepts until `shutdown` turns true, then drops the listener; every
+/// connection task holds a clone of `drain` so the caller can wait for them.
+pub(crate) async fn serve_proxy(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    drain: mpsc::Sender<()>,
+) {
+    let cfg = shared.listener;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(cfg.max_concurrent_streams);
+    let builder = Arc::new(builder);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, client)) => {
+                    let local = match stream.local_addr() {
+                        Ok(a) => a,
+                        Err(_) => continue,
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let conn = ConnInfo { client, local, scheme: Scheme::Http };
+                    let span = debug_span!("conn", client.addr = %client);
+                    tokio::spawn(
+                        serve_conn(
+                            Arc::clone(&shared),
+                            Arc::clone(&builder),
+                            stream,
+                            conn,
+                            shutdown.clone(),
+                            drain.clone(),
+                        )
+                        .instrument(span),
+                    );
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off rather
+                    // than spin.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+}
+
+async fn serve_conn(
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: TcpStream,
+    info: ConnInfo,
+    mut shutdown: watch::Receiver<bool>,
+    _drain: mpsc::Sender<()>,
+) {
+    shared.metrics.open_connections.inc();
+    let idle_period = shared.listener.idle_timeout;
+    let activity = Arc::new(AtomicU64::new(0));
+    let io = TokioIo::new(ActivityIo {
+        inner: stream,
+        activity: Arc::clone(&activity),
+    });
+    let svc_shared = Arc::clone(&shared);
+    let svc = service_fn(move |req| proxy::handle(Arc::clone(&svc_shared), info, req));
+    let conn = builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + idle_period, idle_period);
+    let mut seen = 0;
+    let mut closing = *shutdown.borrow();
+    if closing {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    debug!(error = %e, "connection ended with error");
+                }
+                break;
+            }
+            _ = shutdown.changed(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = ticker.tick(), if !closing => {
+                let now = activity.load(Ordering::Relaxed);
+                if now == seen {
+                    debug!("closing idle connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                seen = now;
+            }
+        }
+    }
+    shared.metrics.open_connections.dec();
+}
+
+/// Counts reads and writes so the connection task can tell an idle client.
+struct ActivityIo {
+    inner: TcpStream,
+    activity: Arc<AtomicU64>,
+}
+
+impl ActivityIo {
+    fn touch(&self) {
+        self.activity.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for ActivityIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() != before {
+            this.touch();
+        }
+        res
+    }
+}
+
+impl AsyncWrite for ActivityIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            this.touch();
+        }
+        res
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            this.touch();
+        }
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,304 @@
+//! Connections to upstream endpoints.
+//!
+//! One [`Endpoint`] per distinct upstream identity (address and protocol; TLS
+//! identity joins the key when upstream TLS lands), shared by every route and
+//! every table that points at it, so a table swap keeps warm connections.
+//! Tables hold `Arc<Endpoint>`s resolved when they are built: the request
+//! path never looks anything up in a shared map and takes no lock.
+//!
+//! HTTP/1.1 connections idle in a bounded lock-free queue per endpoint;
+//! HTTP/2 (h2c) uses one multiplexed connection per endpoint, replaced when it
+//! closes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use crossbeam_queue::ArrayQueue;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::body::RequestBody;
+use crate::model::Protocol;
+
+/// Identifies an upstream connection pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EndpointKey {
+    pub addr: SocketAddr,
+    pub protocol: Protocol,
+}
+
+/// Connection-pool settings shared by all endpoints.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolConfig {
+    /// Idle HTTP/1.1 connections kept per endpoint.
+    pub max_idle_per_endpoint: usize,
+    /// An idle connection older than this is closed instead of reused
+    /// (ingress-nginx `upstream-keepalive-timeout`).
+    pub idle_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max_idle_per_endpoint: 128,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect to {addr} timed out after {timeout:?}")]
+    ConnectTimeout { addr: SocketAddr, timeout: Duration },
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP handshake with {addr}: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+    #[error("upstream {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+}
+
+/// Hands out shared [`Endpoint`]s; used only while building tables.
+pub struct Upstreams {
+    endpoints: Mutex<HashMap<EndpointKey, Weak<Endpoint>>>,
+    pool: PoolConfig,
+    connect_errors: Counter,
+}
+
+// === impl Upstreams ===
+
+impl Upstreams {
+    pub fn new(pool: PoolConfig, connect_errors: Counter) -> Self {
+        Self {
+            endpoints: Mutex::default(),
+            pool,
+            connect_errors,
+        }
+    }
+
+    /// The endpoint for `key`, shared with every table that already uses it.
+    /// Endpoints no table holds any more are forgotten here.
+    pub fn endpoint(&self, key: EndpointKey) -> Arc<Endpoint> {
+        // A poisoned map only means a builder panicked mid-insert; the map
+        // itself is still consistent.
+        let mut map = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(ep) = map.get(&key).and_then(Weak::upgrade) {
+            return ep;
+        }
+        if map.len() > 64 {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        let ep = Arc::new(Endpoint::new(key, self.pool, self.connect_errors.clone()));
+        map.insert(key, Arc::downgrade(&ep));
+        ep
+    }
+
+    pub fn live_endpoints(&self) -> usize {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .filter(|w| w.strong_count() > 0)
+            .count()
+    }
+}
+
+struct IdleH1 {
+    tx: http1::SendRequest<RequestBody>,
+    since: Instant,
+}
+
+/// One upstream endpoint and its connections.
+pub struct Endpoint {
+    key: EndpointKey,
+    pool: PoolConfig,
+    idle: ArrayQueue<IdleH1>,
+    h2: ArcSwapOption<http2::SendRequest<RequestBody>>,
+    /// Serialises HTTP/2 connection setup so a burst opens one connection.
+    /// Taken only when there is no usable connection.
+    h2_connecting: tokio::sync::Mutex<()>,
+    connect_errors: Counter,
+}
+
+// === impl Endpoint ===
+
+impl Endpoint {
+    fn new(key: EndpointKey, pool: PoolConfig, connect_errors: Counter) -> Self {
+        Self {
+            key,
+            pool,
+            idle: ArrayQueue::new(pool.max_idle_per_endpoint.max(1)),
+            h2: ArcSwapOption::empty(),
+            h2_connecting: tokio::sync::Mutex::new(()),
+            connect_errors,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.key.addr
+    }
+
+    pub fn idle_connections(&self) -> usize {
+        self.idle.len()
+    }
+
+    /// Sends one request and returns the response head; the body streams.
+    pub async fn send(
+        self: &Arc<Self>,
+        req: Request<RequestBody>,
+        connect_timeout: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match self.key.protocol {
+            Protocol::Http1 => self.send_h1(req, connect_timeout).await,
+            Protocol::H2c => self.send_h2(req, connect_timeout).await,
+        }
+    }
+
+    async fn send_h1(
+        self: &Arc<Self>,
+        mut req: Request<RequestBody>,
+        connect_timeout: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        while let Some(idle) = self.idle.pop() {
+            if idle.since.elapsed() > self.pool.idle_timeout || !idle.tx.is_ready() {
+                continue;
+            }
+            let mut tx = idle.tx;
+            match tx.try_send_request(req).await {
+                Ok(rsp) => {
+                    self.recycle_h1(tx);
+                    return Ok(rsp);
+                }
+                Err(mut e) => match e.take_message() {
+                    // Not sent: the connection went away while idle.
+                    Some(r) => req = r,
+                    None => return Err(self.http_error(e.into_error())),
+                },
+            }
+        }
+        let io = self.connect(connect_timeout).await?;
+        let (mut tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|source| UpstreamError::Handshake {
+                addr: self.key.addr,
+                source,
+            })?;
+        let addr = self.key.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                debug!(upstream.addr = %addr, error = %e, "upstream connection ended");
+            }
+        });
+        let rsp = tx.send_request(req).await.map_err(|e| self.http_error(e))?;
+        self.recycle_h1(tx);
+        Ok(rsp)
+    }
+
+    /// Returns the connection to the idle queue once its response is fully
+    /// read (as hyper's own pool does); upgraded or failed ones are dropped.
+    fn recycle_h1(self: &Arc<Self>, mut tx: http1::SendRequest<RequestBody>) {
+        let ep = Arc::clone(self);
+        tokio::spawn(async move {
+            if tx.ready().await.is_ok() {
+                // A full queue closes the connection: the bound on idle ones.
+                let _ = ep.idle.push(IdleH1 {
+                    tx,
+                    since: Instant::now(),
+                });
+            }
+        });
+    }
+
+    async fn send_h2(
+        self: &Arc<Self>,
+        req: Request<RequestBody>,
+        connect_timeout: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let conn = match self.h2.load_full() {
+            Some(c) if !c.is_closed() => c,
+            _ => self.connect_h2(connect_timeout).await?,
+        };
+        let mut tx = (*conn).clone();
+        let result = tx.send_request(req).await;
+        if result.is_err() && tx.is_closed() {
+            self.h2.compare_and_swap(&Some(conn), None);
+        }
+        result.map_err(|e| self.http_error(e))
+    }
+
+    async fn connect_h2(
+        &self,
+        connect_timeout: Duration,
+    ) -> Result<Arc<http2::SendRequest<RequestBody>>, UpstreamError> {
+        let _guard = self.h2_connecting.lock().await;
+        if let Some(c) = self.h2.load_full()
+            && !c.is_closed()
+        {
+            return Ok(c);
+        }
+        let io = self.connect(connect_timeout).await?;
+        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|source| UpstreamError::Handshake {
+                addr: self.key.addr,
+                source,
+            })?;
+        let addr = self.key.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(upstream.addr = %addr, error = %e, "upstream h2 connection ended");
+            }
+        });
+        let tx = Arc::new(tx);
+        self.h2.store(Some(Arc::clone(&tx)));
+        Ok(tx)
+    }
+
+    async fn connect(&self, timeout: Duration) -> Result<TcpStream, UpstreamError> {
+        let addr = self.key.addr;
+        let result = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Err(_) => Err(UpstreamError::ConnectTimeout { addr, timeout }),
+            Ok(Err(source)) => Err(UpstreamError::Connect { addr, source }),
+            Ok(Ok(io)) => {
+                // Small responses must not wait for Nagle.
+                let _ = io.set_nodelay(true);
+                Ok(io)
+            }
+        };
+        if result.is_err() {
+            self.connect_errors.inc();
+        }
+        result
+    }
+
+    fn http_error(&self, source: hyper::Error) -> UpstreamError {
+        UpstreamError::Http {
+            addr: self.key.addr,
+            source,
+        }
+    }
+}

@@ -1,0 +1,636 @@
+//! Proxy behaviour over real sockets: real hyper upstreams on 127.0.0.1:0,
+//! a real dataplane, real clients.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use portico_dataplane::model::*;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn routes_by_host_and_path() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let cfg = config(vec![
+        route(
+            "site",
+            &["site.example.com"],
+            vec![
+                forward_rule(vec![prefix("/api")], vec![backend("b", &[b.addr])]),
+                forward_rule(vec![], vec![backend("a", &[a.addr])]),
+            ],
+        ),
+        route(
+            "wild",
+            &["*.wild.test"],
+            vec![forward_rule(vec![], vec![backend("b", &[b.addr])])],
+        ),
+    ]);
+    let proxy = Proxy::start(cfg).await;
+    let c = h1_client();
+
+    let (s, _, body) = get(&c, proxy.addr, "site.example.com", "/").await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "a"));
+    let (s, _, body) = get(&c, proxy.addr, "Site.Example.com:8080", "/api/x").await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "b"));
+    let (s, _, body) = get(&c, proxy.addr, "site.example.com", "/apix").await;
+    assert_eq!(
+        (s, body.as_str()),
+        (StatusCode::OK, "a"),
+        "prefix is by segment"
+    );
+    let (s, _, body) = get(&c, proxy.addr, "x.wild.test", "/").await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "b"));
+
+    let (s, h, body) = get(&c, proxy.addr, "x.y.wild.test", "/").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let id = h["x-request-id"].to_str().unwrap();
+    assert!(
+        body.contains(id),
+        "error body carries the request id: {body}"
+    );
+}
+
+#[tokio::test]
+async fn proxy_headers_are_set() {
+    let up = Upstream::echo("a").await;
+    let proxy = Proxy::start(simple("h.test", up.addr)).await;
+    let c = h1_client();
+    let req = Request::get(proxy.url("/p?q=1"))
+        .header("host", "h.test")
+        .header("x-forwarded-for", "10.1.1.1")
+        .header("connection", "x-hop")
+        .header("x-hop", "secret")
+        .header("keep-alive", "timeout=5")
+        .header("x-end-to-end", "kept")
+        .body(empty())
+        .unwrap();
+    let (s, h, _) = send(&c, req).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["x-seen-path"], "/p?q=1");
+    assert_eq!(h["x-seen-host"], "h.test");
+    assert_eq!(h["x-seen-h-x-forwarded-for"], "10.1.1.1, 127.0.0.1");
+    assert_eq!(h["x-seen-h-x-forwarded-proto"], "http");
+    assert_eq!(h["x-seen-h-x-forwarded-host"], "h.test");
+    assert_eq!(
+        h["x-seen-h-x-forwarded-port"],
+        proxy.addr.port().to_string().as_str()
+    );
+    assert_eq!(h["x-seen-h-x-real-ip"], "127.0.0.1");
+    assert_eq!(h["x-seen-h-x-end-to-end"], "kept");
+    assert!(!h.contains_key("x-seen-h-x-hop"), "named in Connection");
+    assert!(!h.contains_key("x-seen-h-keep-alive"));
+    let id = h["x-seen-h-x-request-id"].to_str().unwrap();
+    assert_eq!(id.len(), 32, "generated request id: {id}");
+
+    let req = Request::get(proxy.url("/"))
+        .header("host", "h.test")
+        .header("x-request-id", "client-chosen-1")
+        .body(empty())
+        .unwrap();
+    let (_, h, _) = send(&c, req).await;
+    assert_eq!(h["x-seen-h-x-request-id"], "client-chosen-1");
+}
+
+#[tokio::test]
+async fn h2c_client_to_h1_upstream_and_h1_client_to_h2c_upstream() {
+    let up = Upstream::echo("a").await;
+    let mut cfg = config(vec![
+        route(
+            "to-h1",
+            &["h1.test"],
+            vec![forward_rule(vec![], vec![backend("b1", &[up.addr])])],
+        ),
+        route(
+            "to-h2",
+            &["h2.test"],
+            vec![forward_rule(vec![], vec![backend("b2", &[up.addr])])],
+        ),
+    ]);
+    if let Action::Forward(f) = &mut cfg.routes[1].rules[0].action {
+        f.backends[0].protocol = Protocol::H2c;
+    }
+    let proxy = Proxy::start(cfg).await;
+
+    // h2c prior knowledge: the host travels as :authority.
+    let req = Request::get(format!("http://h1.test:{}/x", proxy.addr.port()))
+        .body(empty())
+        .unwrap();
+    let conn = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(conn),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let rsp = tx.send_request(req).await.unwrap();
+    assert_eq!(rsp.status(), StatusCode::OK);
+    assert_eq!(rsp.version(), http::Version::HTTP_2);
+    assert_eq!(rsp.headers()["x-seen-version"], "HTTP/1.1");
+    assert_eq!(
+        rsp.headers()["x-seen-host"],
+        format!("h1.test:{}", proxy.addr.port())
+    );
+
+    // h1 client to an h2c upstream.
+    let (s, h, _) = get(&h1_client(), proxy.addr, "h2.test", "/y").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["x-seen-version"], "HTTP/2.0");
+    assert_eq!(h["x-seen-host"], "h2.test");
+}
+
+#[tokio::test]
+async fn redirects() {
+    let mk = |redirect: Redirect, path: &str| Rule {
+        matches: vec![prefix(path)],
+        filters: Filters::default(),
+        action: Action::Redirect(redirect),
+        timeouts: Timeouts::default(),
+        max_request_body: None,
+    };
+    let cfg = config(vec![route(
+        "r",
+        &["r.test"],
+        vec![
+            mk(
+                Redirect {
+                    scheme: Some(Scheme::Https),
+                    hostname: None,
+                    port: None,
+                    path: None,
+                    status: RedirectStatus::PermanentRedirect,
+                },
+                "/secure",
+            ),
+            mk(
+                Redirect {
+                    scheme: None,
+                    hostname: Some("new.test".into()),
+                    port: Some(8443),
+                    path: Some(PathModifier::ReplacePrefixMatch("/v2".into())),
+                    status: RedirectStatus::MovedPermanently,
+                },
+                "/v1",
+            ),
+            mk(
+                Redirect {
+                    scheme: None,
+                    hostname: None,
+                    port: None,
+                    path: Some(PathModifier::ReplaceFullPath("/home".into())),
+                    status: RedirectStatus::Found,
+                },
+                "/old",
+            ),
+        ],
+    )]);
+    let proxy = Proxy::start(cfg).await;
+    let c = h1_client();
+    let (s, h, _) = get(&c, proxy.addr, "r.test:8080", "/secure/a?x=1").await;
+    assert_eq!(s, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(h["location"], "https://r.test/secure/a?x=1");
+    let (s, h, _) = get(&c, proxy.addr, "r.test", "/v1/items").await;
+    assert_eq!(s, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(h["location"], "http://new.test:8443/v2/items");
+    let (s, h, _) = get(&c, proxy.addr, "r.test:8080", "/old/x").await;
+    assert_eq!(s, StatusCode::FOUND);
+    assert_eq!(h["location"], "http://r.test:8080/home");
+}
+
+#[tokio::test]
+async fn rewrite_and_header_filters() {
+    let up = Upstream::echo("a").await;
+    let mut rule = forward_rule(vec![prefix("/app")], vec![backend("b", &[up.addr])]);
+    if let Action::Forward(f) = &mut rule.action {
+        f.rewrite = Some(UrlRewrite {
+            hostname: Some("internal.svc".into()),
+            path: Some(PathModifier::ReplacePrefixMatch("/".into())),
+        });
+    }
+    rule.filters.request_headers = HeaderModifier {
+        set: vec![(
+            HeaderName::from_static("x-set"),
+            HeaderValue::from_static("s"),
+        )],
+        add: vec![(
+            HeaderName::from_static("x-add"),
+            HeaderValue::from_static("2"),
+        )],
+        remove: vec![HeaderName::from_static("x-drop")],
+    };
+    rule.filters.response_headers = HeaderModifier {
+        set: vec![(
+            HeaderName::from_static("x-rsp"),
+            HeaderValue::from_static("r"),
+        )],
+        add: vec![],
+        remove: vec![HeaderName::from_static("x-upstream")],
+    };
+    let proxy = Proxy::start(config(vec![route("r", &["rw.test"], vec![rule])])).await;
+    let req = Request::get(proxy.url("/app/deep/x?k=v"))
+        .header("host", "rw.test")
+        .header("x-set", "client")
+        .header("x-add", "1")
+        .header("x-drop", "bye")
+        .body(empty())
+        .unwrap();
+    let (s, h, _) = send(&h1_client(), req).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["x-seen-path"], "/deep/x?k=v");
+    assert_eq!(h["x-seen-host"], "internal.svc");
+    assert_eq!(h["x-seen-h-x-forwarded-host"], "rw.test");
+    assert_eq!(h["x-seen-h-x-set"], "s");
+    assert_eq!(h["x-seen-h-x-add"], "1|2");
+    assert!(!h.contains_key("x-seen-h-x-drop"));
+    assert_eq!(h["x-rsp"], "r");
+    assert!(!h.contains_key("x-upstream"));
+}
+
+#[tokio::test]
+async fn weighted_backends_split_traffic() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let mut ba = backend("a", &[a.addr]);
+    ba.weight = 3;
+    let bb = backend("b", &[b.addr]);
+    let proxy = Proxy::start(config(vec![route(
+        "r",
+        &["w.test"],
+        vec![forward_rule(vec![], vec![ba, bb])],
+    )]))
+    .await;
+    let c = h1_client();
+    let mut count_a = 0;
+    for _ in 0..100 {
+        let (_, _, body) = get(&c, proxy.addr, "w.test", "/").await;
+        if body == "a" {
+            count_a += 1;
+        }
+    }
+    assert_eq!(count_a, 75);
+}
+
+#[tokio::test]
+async fn error_statuses() {
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    }; // listener dropped: connections are refused
+    let slow = Upstream::start(|_req| async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Response::new(empty())
+    })
+    .await;
+    let mut slow_rule = forward_rule(vec![prefix("/slow")], vec![backend("s", &[slow.addr])]);
+    slow_rule.timeouts.read = Duration::from_millis(200);
+    let cfg = config(vec![route(
+        "r",
+        &["e.test"],
+        vec![
+            forward_rule(vec![prefix("/refused")], vec![backend("x", &[refused])]),
+            forward_rule(vec![prefix("/empty")], vec![backend("none", &[])]),
+            slow_rule,
+        ],
+    )]);
+    let proxy = Proxy::start(cfg).await;
+    let c = h1_client();
+    let (s, h, body) = get(&c, proxy.addr, "e.test", "/refused").await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(body.contains(h["x-request-id"].to_str().unwrap()));
+    let (s, _, _) = get(&c, proxy.addr, "e.test", "/empty").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    let (s, _, _) = get(&c, proxy.addr, "e.test", "/slow").await;
+    assert_eq!(s, StatusCode::GATEWAY_TIMEOUT);
+    let (s, _, _) = get(&c, proxy.addr, "nothing.test", "/").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    let metrics = proxy.dp.encode_metrics().unwrap();
+    assert!(
+        metrics.contains("portico_upstream_connect_errors_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portico_requests_total{route=\"r\",status_class=\"5xx\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portico_requests_total{route=\"none\",status_class=\"4xx\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn connect_timeout_is_504() {
+    // A listener that never accepts, with its backlog filled: further SYNs
+    // are dropped, so connecting hangs until the proxy's connect timeout.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let blackhole = sock.listen(0).unwrap();
+    let addr = blackhole.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await
+        {
+            fillers.push(s);
+        }
+    }
+    let mut rule = forward_rule(vec![], vec![backend("b", &[addr])]);
+    rule.timeouts.connect = Duration::from_millis(300);
+    let proxy = Proxy::start(config(vec![route("r", &["ct.test"], vec![rule])])).await;
+    let (s, _, body) = get(&h1_client(), proxy.addr, "ct.test", "/").await;
+    assert_eq!(s, StatusCode::GATEWAY_TIMEOUT, "{body}");
+}
+
+#[tokio::test]
+async fn body_size_limit() {
+    let up = Upstream::start(|req: Request<hyper::body::Incoming>| async move {
+        let n = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes().len())
+            .unwrap_or(0);
+        Response::new(full(n.to_string()))
+    })
+    .await;
+    let mut rule = forward_rule(vec![], vec![backend("b", &[up.addr])]);
+    rule.max_request_body = Some(1000);
+    let proxy = Proxy::start(config(vec![route("r", &["b.test"], vec![rule])])).await;
+    let c = h1_client();
+
+    let post = |body: Body| {
+        Request::post(proxy.url("/"))
+            .header("host", "b.test")
+            .body(body)
+            .unwrap()
+    };
+    let (s, _, body) = send(&c, post(full(vec![b'x'; 1000]))).await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "1000"));
+    let (s, _, _) = send(&c, post(full(vec![b'x'; 1001]))).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "declared length");
+
+    // Chunked: no length up front; the limit trips while streaming.
+    let chunks = futures_util::stream::iter((0..20).map(|_| {
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(Bytes::from(
+            vec![b'y'; 100],
+        )))
+    }));
+    let body = http_body_util::StreamBody::new(chunks).boxed();
+    let (s, _, _) = send(&c, post(body)).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "streamed length");
+}
+
+#[tokio::test]
+async fn websocket_upgrade_is_tunnelled() {
+    let up = Upstream::start(|mut req: Request<hyper::body::Incoming>| async move {
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(io) = on.await {
+                let mut io = hyper_util::rt::TokioIo::new(io);
+                let mut buf = [0u8; 64];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .body(empty())
+            .unwrap()
+    })
+    .await;
+    let proxy = Proxy::start(simple("ws.test", up.addr)).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    s.write_all(b"ping-through-tunnel").await.unwrap();
+    let mut echo = [0u8; 19];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echo, b"ping-through-tunnel");
+}
+
+#[tokio::test]
+async fn responses_stream_before_the_upstream_finishes() {
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let release_rx = std::sync::Arc::new(tokio::sync::Mutex::new(Some(release_rx)));
+    let up = Upstream::start(move |_req| {
+        let release_rx = std::sync::Arc::clone(&release_rx);
+        async move {
+            let (tx, rx) = tokio::sync::mpsc::channel::<
+                Result<hyper::body::Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>,
+            >(4);
+            tokio::spawn(async move {
+                let _ = tx
+                    .send(Ok(hyper::body::Frame::data(Bytes::from("first"))))
+                    .await;
+                if let Some(rx) = release_rx.lock().await.take() {
+                    let _ = rx.await;
+                }
+                let _ = tx
+                    .send(Ok(hyper::body::Frame::data(Bytes::from("second"))))
+                    .await;
+            });
+            let stream = tokio_stream(rx);
+            Response::new(http_body_util::StreamBody::new(stream).boxed())
+        }
+    })
+    .await;
+    let proxy = Proxy::start(simple("s.test", up.addr)).await;
+    let c = h1_client();
+    let req = Request::get(proxy.url("/"))
+        .header("host", "s.test")
+        .body(empty())
+        .unwrap();
+    let rsp = c.request(req).await.unwrap();
+    let mut body = rsp.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("first chunk arrives while the upstream is still sending")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.into_data().unwrap(), "first");
+    release_tx.send(()).unwrap();
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(rest, "second");
+}
+
+fn tokio_stream<T>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400_and_nothing_breaks() {
+    let up = Upstream::echo("a").await;
+    let proxy = Proxy::start(simple("m.test", up.addr)).await;
+    let garbage: [&[u8]; 6] = [
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: m.test\r\nBad Header\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: m.test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        b"GET /\x00\x01 HTTP/1.1\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        b"GET / HTTP/9.9\r\n\r\n",
+    ];
+    for g in garbage {
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(g).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            out.is_empty() || text.starts_with("HTTP/1.1 400") || text.starts_with("HTTP/1.1 505"),
+            "{:?} -> {text}",
+            String::from_utf8_lossy(g)
+        );
+    }
+    // Random bytes, deterministic seed.
+    let mut rng = fastrand::Rng::with_seed(7);
+    for _ in 0..50 {
+        let len = rng.usize(1..512);
+        let bytes: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        let _ = s.write_all(&bytes).await;
+        let _ = s.shutdown().await;
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    }
+    let (s, _, body) = get(&h1_client(), proxy.addr, "m.test", "/").await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "a"), "still serving");
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    let up = Upstream::echo("a").await;
+    let proxy = Proxy::start_with(simple("sl.test", up.addr), |c| {
+        c.listener.header_read_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: sl.te").await.unwrap();
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    assert!(closed.is_ok(), "connection closed by the proxy");
+}
+
+#[tokio::test]
+async fn idle_client_connections_are_closed() {
+    let up = Upstream::echo("a").await;
+    let proxy = Proxy::start_with(simple("i.test", up.addr), |c| {
+        c.listener.idle_timeout = Duration::from_millis(200);
+        c.listener.header_read_timeout = Duration::from_secs(3600);
+    })
+    .await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: i.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "idle keep-alive connection closed");
+}
+
+#[tokio::test]
+async fn access_log_has_one_json_line_per_request() {
+    let up = Upstream::echo("a").await;
+    let proxy = Proxy::start(simple("log.test", up.addr)).await;
+    let c = h1_client();
+    let req = Request::post(proxy.url("/logged?secret=no"))
+        .header("host", "log.test")
+        .header("x-request-id", "rid-42")
+        .body(full("12345"))
+        .unwrap();
+    let (s, _, _) = send(&c, req).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eventually!(!proxy.log.lines().is_empty(), "access log line written");
+    let lines = proxy.log.lines();
+    let l = &lines[0];
+    assert_eq!(l["request_id"], "rid-42");
+    assert_eq!(l["method"], "POST");
+    assert_eq!(l["host"], "log.test");
+    assert_eq!(l["path"], "/logged");
+    assert_eq!(l["status"], 200);
+    assert_eq!(l["bytes_in"], 5);
+    assert_eq!(l["bytes_out"], 1);
+    assert_eq!(l["route"], "r");
+    assert_eq!(l["upstream_addr"], up.addr.to_string());
+    assert!(l["time"].as_str().unwrap().ends_with('Z'));
+    assert!(l["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(
+        l["client_addr"].as_str().unwrap().split(':').next(),
+        Some("127.0.0.1")
+    );
+}
+
+#[tokio::test]
+async fn methods_headers_and_query_select_rules() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let m = RouteMatch {
+        path: PathMatch::Prefix("/".into()),
+        headers: vec![HeaderMatch {
+            name: HeaderName::from_static("x-canary"),
+            value: ValueMatch::Exact("1".into()),
+        }],
+        query: vec![QueryMatch {
+            name: "v".into(),
+            value: ValueMatch::RegularExpression("[0-9]+".into()),
+        }],
+        method: Some(Method::POST),
+    };
+    let cfg = config(vec![route(
+        "r",
+        &["q.test"],
+        vec![
+            forward_rule(vec![], vec![backend("a", &[a.addr])]),
+            forward_rule(vec![m], vec![backend("b", &[b.addr])]),
+        ],
+    )]);
+    let proxy = Proxy::start(cfg).await;
+    let c = h1_client();
+    let req = |method: Method, canary: &str, q: &str| {
+        Request::builder()
+            .method(method)
+            .uri(proxy.url(&format!("/x?{q}")))
+            .header("host", "q.test")
+            .header("x-canary", canary)
+            .body(empty())
+            .unwrap()
+    };
+    let (_, _, body) = send(&c, req(Method::POST, "1", "v=42")).await;
+    assert_eq!(body, "b");
+    let (_, _, body) = send(&c, req(Method::GET, "1", "v=42")).await;
+    assert_eq!(body, "a");
+    let (_, _, body) = send(&c, req(Method::POST, "0", "v=42")).await;
+    assert_eq!(body, "a");
+    let (_, _, body) = send(&c, req(Method::POST, "1", "v=x")).await;
+    assert_eq!(body, "a");
+}

@@ -1,0 +1,318 @@
+//! Test support: real servers on 127.0.0.1:0 and a real dataplane.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use portico_dataplane::model::*;
+use portico_dataplane::{AccessLogSink, Dataplane, DataplaneConfig, ListenerConfig};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+type Handler = Arc<
+    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync,
+>;
+
+/// Retries an assertion until it holds or a generous deadline passes; for
+/// convergence, never for timing.
+#[macro_export]
+macro_rules! assert_eventually {
+    ($cond:expr, $($msg:tt)+) => {{
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if $cond { break; }
+            if std::time::Instant::now() > deadline { panic!($($msg)+); }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }};
+}
+
+pub fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|e| match e {}).boxed()
+}
+
+pub fn empty() -> Body {
+    Empty::new().map_err(|e| match e {}).boxed()
+}
+
+/// A real upstream HTTP server (HTTP/1.1 and h2c on one port).
+pub struct Upstream {
+    pub addr: SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Upstream {
+    /// Answers every request with `handler`.
+    pub async fn start<F, Fut>(handler: F) -> Self
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |req| Box::pin(handler(req)));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        let handler = Arc::clone(&handler);
+                        tokio::spawn(async move {
+                            let svc = service_fn(move |req| {
+                                let h = Arc::clone(&handler);
+                                async move { Ok::<_, Infallible>(h(req).await) }
+                            });
+                            let _ = auto::Builder::new(TokioExecutor::new())
+                                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                                .await;
+                        });
+                    }
+                    _ = &mut stopped => break,
+                }
+            }
+        });
+        Self { addr, _stop: stop }
+    }
+
+    /// Answers 200 with `name` as body and echoes request facts as headers:
+    /// `x-upstream`, `x-seen-path`, `x-seen-host`, `x-seen-version`, and every
+    /// request header as `x-seen-h-<name>` (multiple values joined by `|`).
+    pub async fn echo(name: &'static str) -> Self {
+        Self::start(move |req: Request<Incoming>| async move {
+            let mut rsp = Response::builder()
+                .header("x-upstream", name)
+                .header(
+                    "x-seen-path",
+                    req.uri().path_and_query().map_or("", |p| p.as_str()),
+                )
+                .header(
+                    "x-seen-host",
+                    req.uri()
+                        .authority()
+                        .map(|a| a.to_string())
+                        .or_else(|| {
+                            req.headers()
+                                .get("host")
+                                .and_then(|h| h.to_str().ok())
+                                .map(str::to_owned)
+                        })
+                        .unwrap_or_default(),
+                )
+                .header("x-seen-version", format!("{:?}", req.version()));
+            for key in req.headers().keys() {
+                let joined: Vec<&str> = req
+                    .headers()
+                    .get_all(key)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect();
+                rsp = rsp.header(format!("x-seen-h-{key}"), joined.join("|"));
+            }
+            rsp.body(full(name)).unwrap()
+        })
+        .await
+    }
+}
+
+/// A dataplane serving on 127.0.0.1:0, with its access log captured.
+pub struct Proxy {
+    pub dp: Dataplane,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub log: LogCapture,
+    shutdown: Option<oneshot::Sender<()>>,
+    pub done: Option<tokio::task::JoinHandle<bool>>,
+}
+
+/// Access-log lines written by the dataplane's writer thread.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    pub fn lines(&self) -> Vec<serde_json::Value> {
+        let buf = self.0.lock().unwrap();
+        String::from_utf8_lossy(&buf)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("access log line is JSON"))
+            .collect()
+    }
+}
+
+impl Proxy {
+    pub async fn start(routes: RouteConfig) -> Self {
+        Self::start_with(routes, |_| {}).await
+    }
+
+    pub async fn start_with(routes: RouteConfig, tweak: impl FnOnce(&mut DataplaneConfig)) -> Self {
+        let log = LogCapture::default();
+        let mut cfg = DataplaneConfig {
+            access_log: AccessLogSink::Writer(Box::new(log.clone())),
+            listener: ListenerConfig::default(),
+            ..Default::default()
+        };
+        tweak(&mut cfg);
+        let dp = Dataplane::new(cfg).unwrap();
+        dp.publish(routes);
+        Self::serve(dp, log).await
+    }
+
+    /// Serves a dataplane that has not necessarily published anything.
+    pub async fn serve(dp: Dataplane, log: LogCapture) -> Self {
+        let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = proxy.local_addr().unwrap();
+        let admin_addr = admin.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let dp2 = dp.clone();
+        let done = tokio::spawn(async move {
+            dp2.serve(proxy, admin, async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        Self {
+            dp,
+            addr,
+            admin: admin_addr,
+            log,
+            shutdown: Some(tx),
+            done: Some(done),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn h1_client() -> Client<HttpConnector, Body> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn h2c_client() -> Client<HttpConnector, Body> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+/// Sends a GET with a Host header and returns status, headers and body.
+pub async fn get(
+    client: &Client<HttpConnector, Body>,
+    proxy: SocketAddr,
+    host: &str,
+    path: &str,
+) -> (StatusCode, http::HeaderMap, String) {
+    let req = Request::get(format!("http://{proxy}{path}"))
+        .header("host", host)
+        .body(empty())
+        .unwrap();
+    send(client, req).await
+}
+
+pub async fn send(
+    client: &Client<HttpConnector, Body>,
+    req: Request<Body>,
+) -> (StatusCode, http::HeaderMap, String) {
+    let rsp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .expect("response within 20s")
+        .expect("request succeeds");
+    let (parts, body) = rsp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+// === route builders ===
+
+pub fn backend(name: &str, addrs: &[SocketAddr]) -> Backend {
+    Backend {
+        name: name.into(),
+        weight: 1,
+        protocol: Protocol::Http1,
+        endpoints: addrs.to_vec(),
+    }
+}
+
+pub fn forward_rule(matches: Vec<RouteMatch>, backends: Vec<Backend>) -> Rule {
+    Rule {
+        matches,
+        filters: Filters::default(),
+        action: Action::Forward(Forward {
+            backends,
+            rewrite: None,
+        }),
+        timeouts: Timeouts::default(),
+        max_request_body: Some(DEFAULT_MAX_REQUEST_BODY),
+    }
+}
+
+pub fn prefix(p: &str) -> RouteMatch {
+    RouteMatch {
+        path: PathMatch::Prefix(p.into()),
+        ..Default::default()
+    }
+}
+
+pub fn route(id: &str, hosts: &[&str], rules: Vec<Rule>) -> Route {
+    Route {
+        id: id.into(),
+        source: SourceRef {
+            kind: "Test".into(),
+            namespace: "default".into(),
+            name: id.into(),
+            created: 0,
+        },
+        hostnames: hosts.iter().map(|h| Hostname::parse(h).unwrap()).collect(),
+        rules,
+    }
+}
+
+pub fn config(routes: Vec<Route>) -> RouteConfig {
+    RouteConfig { routes }
+}
+
+/// One route sending everything for `host` to `upstream`.
+pub fn simple(host: &str, upstream: SocketAddr) -> RouteConfig {
+    config(vec![route(
+        "r",
+        &[host],
+        vec![forward_rule(vec![], vec![backend("b", &[upstream])])],
+    )])
+}
