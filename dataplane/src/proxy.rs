@@ -23,7 +23,7 @@ use crate::Shared;
 use crate::body::{BodyError, RequestBody, ResponseBody, find_body_error};
 use crate::model::{Action, HeaderModifier, PathMatch, PathModifier, Protocol, Redirect, Scheme};
 use crate::observe::{AccessRecord, NO_ROUTE, RouteStats};
-use crate::router::RequestHead;
+use crate::router::{RequestHead, replace_prefix_match};
 use crate::table::{PickError, Routed};
 use crate::upstream::UpstreamError;
 
@@ -590,58 +590,14 @@ fn modify_path(m: &PathModifier, routed: &Routed<'_>, path: &str) -> String {
                     return replacement.clone();
                 }
             };
-            replace_prefix(path, prefix, replacement)
+            replace_prefix_match(path, prefix, replacement)
         }
     }
-}
-
-fn replace_prefix(path: &str, prefix: &str, replacement: &str) -> String {
-    let prefix = prefix.trim_end_matches('/');
-    let mut rest = path.get(prefix.len()..).unwrap_or("");
-    if prefix.is_empty() && rest == "/" {
-        // The root prefix leaves nothing of "/" to keep.
-        rest = "";
-    }
-    let replacement = replacement.trim_end_matches('/');
-    let mut out = String::with_capacity(replacement.len() + rest.len() + 1);
-    if !replacement.starts_with('/') {
-        out.push('/');
-    }
-    out.push_str(replacement);
-    if !rest.is_empty() && !rest.starts_with('/') {
-        out.push('/');
-    }
-    out.push_str(rest);
-    if out.len() > 1 && out.starts_with("//") {
-        out.remove(0);
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn replace_prefix_by_segment() {
-        let cases = [
-            ("/foo/bar", "/foo", "/xyz", "/xyz/bar"),
-            ("/foo/bar", "/foo/", "/xyz/", "/xyz/bar"),
-            ("/foo/bar", "/foo", "/", "/bar"),
-            ("/foo", "/foo", "/", "/"),
-            ("/foo/", "/foo", "/xyz", "/xyz/"),
-            ("/foo", "/foo", "/xyz", "/xyz"),
-            ("/a/b", "/", "/v1", "/v1/a/b"),
-            ("/", "/", "/v1", "/v1"),
-        ];
-        for (path, prefix, repl, want) in cases {
-            assert_eq!(
-                replace_prefix(path, prefix, repl),
-                want,
-                "{path} {prefix} {repl}"
-            );
-        }
-    }
 
     #[test]
     fn split_host_port_cases() {

@@ -86,6 +86,7 @@ impl RouteTable {
         upstreams: &Upstreams,
         metrics: &Metrics,
     ) -> Self {
+        upstreams.prune();
         let (router, errors) = Router::new(&config);
         let rules = config
             .routes

@@ -95,7 +95,6 @@ impl Upstreams {
     }
 
     /// The endpoint for `key`, shared with every table that already uses it.
-    /// Endpoints no table holds any more are forgotten here.
     pub fn endpoint(&self, key: EndpointKey) -> Arc<Endpoint> {
         // A poisoned map only means a builder panicked mid-insert; the map
         // itself is still consistent.
@@ -106,12 +105,17 @@ impl Upstreams {
         if let Some(ep) = map.get(&key).and_then(Weak::upgrade) {
             return ep;
         }
-        if map.len() > 64 {
-            map.retain(|_, w| w.strong_count() > 0);
-        }
         let ep = Arc::new(Endpoint::new(key, self.pool, self.connect_errors.clone()));
         map.insert(key, Arc::downgrade(&ep));
         ep
+    }
+
+    /// Forgets endpoints that no table holds any more; once per build.
+    pub fn prune(&self) {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|_, w| w.strong_count() > 0);
     }
 
     pub fn live_endpoints(&self) -> usize {

@@ -190,6 +190,10 @@ struct TieBreak<'c> {
     matched: usize,
 }
 
+/// Ascending order is precedence order: the greatest rank, then the
+/// tie-breakers.
+type Precedence<'c> = (Reverse<MatchRank>, TieBreak<'c>);
+
 /// A field of a rule that failed to compile, before it is attributed to a
 /// route.
 struct FieldError {
@@ -217,14 +221,17 @@ pub fn normalized_prefix(prefix: &str) -> &str {
 /// boundaries (`/foo/bar` with prefix `/foo` and replacement `/xyz` is
 /// `/xyz/bar`; with replacement `/` or empty it is `/bar`).
 ///
-/// `path` is expected to be one the prefix matched; if it does not start with
-/// the normalised prefix it is returned unchanged.
+/// `prefix` is the path of the match in [`RouteHit::matched`], or `/` when
+/// that is `None`. Gateway API only allows `ReplacePrefixMatch` with a
+/// `Prefix` match. `path` is expected to be one the prefix matched; if it
+/// does not start with the normalised prefix it is returned unchanged.
 pub fn replace_prefix_match(path: &str, prefix: &str, replacement: &str) -> String {
     let prefix = normalized_prefix(prefix);
     // `/` matches at the root: the whole path, leading slash included, is the
     // remainder, so that `/bar` with replacement `/xyz` becomes `/xyz/bar`.
     let rest = if prefix == "/" {
-        Some(path)
+        // Nothing of a bare "/" is left to keep: `/` becomes `/xyz`, not `/xyz/`.
+        Some(if path == "/" { "" } else { path })
     } else {
         path.strip_prefix(prefix)
     };
@@ -250,13 +257,18 @@ impl Router {
     pub fn new(config: &RouteConfig) -> (Router, Vec<RouteError>) {
         let mut errors = Vec::new();
         let mut candidates = Vec::new();
+        // Sort key of each candidate, by candidate id.
+        let mut precedence = Vec::new();
         // Candidate ids of each route, so virtual hosts can share them.
         let mut by_route: Vec<Range<usize>> = Vec::with_capacity(config.routes.len());
         for (route_idx, route) in config.routes.iter().enumerate() {
             let start = candidates.len();
             for (rule_idx, rule) in route.rules.iter().enumerate() {
                 match compile_rule(route_idx, rule_idx, rule) {
-                    Ok(compiled) => candidates.extend(compiled),
+                    Ok(compiled) => {
+                        precedence.extend(compiled.iter().map(|c| c.precedence(&route.source)));
+                        candidates.extend(compiled);
+                    }
                     Err(fields) => errors.extend(fields.into_iter().map(|e| RouteError {
                         route_id: route.id.clone(),
                         rule: rule_idx,
@@ -295,7 +307,12 @@ impl Router {
 
         let mut vhosts = Vec::with_capacity(exact.len() + wildcard.len() + 1);
         let mut build = |routes: &[usize]| {
-            vhosts.push(VirtualHost::build(routes, &by_route, &candidates, config));
+            vhosts.push(VirtualHost::build(
+                routes,
+                &by_route,
+                &candidates,
+                &precedence,
+            ));
             vhosts.len() - 1
         };
         let exact_hosts = exact
@@ -332,15 +349,30 @@ impl Router {
         self.vhosts.get(id)
     }
 
-    /// The virtual host named by `host` (port and trailing dot already gone):
-    /// exact beats wildcard.
+    /// The virtual host named by `host` (port and trailing dot already gone),
+    /// compared case-insensitively. Only a host with an upper-case byte is
+    /// copied, onto the stack unless it is too long to be a DNS name.
     fn named_vhost(&self, host: &str) -> Option<usize> {
         if self.exact_hosts.is_empty() && self.wildcard_hosts.is_empty() {
             return None;
         }
+        if !host.bytes().any(|b| b.is_ascii_uppercase()) {
+            return self.vhost_for(host.as_bytes());
+        }
         let mut buf = [0u8; HOST_BUF_LEN];
-        let host = lower_case(host, &mut buf);
-        if let Some(&id) = self.exact_hosts.get(&*host) {
+        match buf.get_mut(..host.len()) {
+            Some(lower) => {
+                lower.copy_from_slice(host.as_bytes());
+                lower.make_ascii_lowercase();
+                self.vhost_for(lower)
+            }
+            None => self.vhost_for(host.to_ascii_lowercase().as_bytes()),
+        }
+    }
+
+    /// Exact beats wildcard, for a lower-case `host`.
+    fn vhost_for(&self, host: &[u8]) -> Option<usize> {
+        if let Some(&id) = self.exact_hosts.get(host) {
             return Some(id);
         }
         // A wildcard covers exactly one non-empty label: look up the rest.
@@ -376,31 +408,17 @@ fn host_name(authority: &str) -> Option<&str> {
     Some(host)
 }
 
-/// `host` in lower case, copied into `buf` only when it has an upper-case
-/// byte, and onto the heap only when it is too long to be a DNS name.
-fn lower_case<'a>(host: &'a str, buf: &'a mut [u8; HOST_BUF_LEN]) -> Cow<'a, [u8]> {
-    let bytes = host.as_bytes();
-    if !bytes.iter().any(u8::is_ascii_uppercase) {
-        return Cow::Borrowed(bytes);
-    }
-    match buf.get_mut(..bytes.len()) {
-        Some(dst) => {
-            dst.copy_from_slice(bytes);
-            dst.make_ascii_lowercase();
-            Cow::Borrowed(dst)
-        }
-        None => Cow::Owned(bytes.to_ascii_lowercase()),
-    }
-}
-
 // === impl VirtualHost ===
 
 impl VirtualHost {
+    /// `routes` are the indexes of this host's routes in the config;
+    /// `by_route`, `candidates` and `precedence` are indexed as in
+    /// [`Router::new`].
     fn build(
         routes: &[usize],
         by_route: &[Range<usize>],
         candidates: &[Candidate],
-        config: &RouteConfig,
+        precedence: &[Precedence<'_>],
     ) -> Self {
         let mut exact: HashMap<Box<str>, Vec<usize>> = HashMap::new();
         let mut prefixes = PrefixTrie::default();
@@ -419,11 +437,9 @@ impl VirtualHost {
             }
         }
 
-        let by_precedence = |ids: &mut Vec<usize>| {
-            ids.sort_by(|&a, &b| {
-                precedence(&candidates[a], config).cmp(&precedence(&candidates[b], config))
-            });
-        };
+        // Every id has a key (both vectors are filled together), and no two
+        // keys are equal, so the order is total and deterministic.
+        let by_precedence = |ids: &mut Vec<usize>| ids.sort_by_key(|&id| precedence.get(id));
         prefixes.finish(by_precedence);
         by_precedence(&mut regexes);
         let exact_paths = exact
@@ -469,36 +485,23 @@ impl VirtualHost {
     }
 }
 
-/// The sort key that puts the candidate to prefer first.
-fn precedence<'c>(c: &Candidate, config: &'c RouteConfig) -> (Reverse<MatchRank>, TieBreak<'c>) {
-    // Candidates are built from `config`, so the route exists; the default
-    // only keeps this total without a panic path.
-    let source = config
-        .routes
-        .get(c.hit.route)
-        .map(|r| &r.source)
-        .unwrap_or(&DEFAULT_SOURCE);
-    let tie = TieBreak {
-        created: source.created,
-        namespace: &source.namespace,
-        name: &source.name,
-        route: c.hit.route,
-        rule: c.hit.rule,
-        matched: c.hit.matched.unwrap_or(0),
-    };
-    (Reverse(c.rank), tie)
-}
-
-static DEFAULT_SOURCE: model::SourceRef = model::SourceRef {
-    kind: String::new(),
-    namespace: String::new(),
-    name: String::new(),
-    created: 0,
-};
-
 // === impl Candidate ===
 
 impl Candidate {
+    /// The sort key that puts the candidate to prefer first. `source` is that
+    /// of the candidate's route.
+    fn precedence<'c>(&self, source: &'c model::SourceRef) -> Precedence<'c> {
+        let tie = TieBreak {
+            created: source.created,
+            namespace: &source.namespace,
+            name: &source.name,
+            route: self.hit.route,
+            rule: self.hit.rule,
+            matched: self.hit.matched.unwrap_or(0),
+        };
+        (Reverse(self.rank), tie)
+    }
+
     /// Everything but the path, which the index has already matched (or
     /// [`Self::path_regex_matches`] checks).
     fn conditions_hold(&self, req: &RequestHead<'_>) -> bool {

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 
 #[derive(Clone, Debug, Default)]
 pub(super) struct PrefixTrie {
-    /// `nodes[0]` is the root (prefix `/`) once anything is inserted.
+    /// `nodes[0]` is the root (prefix `/`) once anything is inserted. Node
+    /// ids (children, `up`) only ever come from pushes onto this vector, so
+    /// indexing with them cannot panic.
     nodes: Vec<Node>,
 }
 
@@ -91,13 +93,15 @@ impl PrefixTrie {
         if let Some(rest) = path.strip_prefix('/') {
             let mut node = root;
             for segment in rest.split('/') {
-                match node.children.get(segment) {
-                    Some(&child) => {
-                        deepest = child;
-                        node = &self.nodes[child];
-                    }
-                    None => break,
-                }
+                let Some((id, child)) = node
+                    .children
+                    .get(segment)
+                    .and_then(|&id| Some((id, self.nodes.get(id)?)))
+                else {
+                    break;
+                };
+                deepest = id;
+                node = child;
             }
         }
         let next = match self.nodes.get(deepest) {
