@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crossbeam_queue::ArrayQueue;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -19,7 +20,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 /// Label used for requests that matched no route.
 pub const NO_ROUTE: &str = "none";
@@ -259,62 +259,81 @@ pub enum AccessLogSink {
     Writer(Box<dyn Write + Send>),
 }
 
-/// The request side of the access log: a bounded, lossy queue.
+/// The request side of the access log: a bounded, lossy, lock-free queue.
+///
+/// The writer thread is never woken per line: waking it costs a context
+/// switch per request when it shares a core with the proxy (measured: a
+/// third of the throughput). It wakes on a short period instead, drains the
+/// queue and writes in one batch.
 #[derive(Clone)]
 pub struct AccessLog {
-    tx: Option<mpsc::Sender<AccessRecord>>,
+    queue: Option<Arc<ArrayQueue<AccessRecord>>>,
     dropped: Counter,
 }
+
+/// How often the writer thread drains the queue. The queue must hold what
+/// arrives in one period: 16k lines per 20 ms is 800k requests/s.
+const LOG_FLUSH_PERIOD: Duration = Duration::from_millis(20);
 
 // === impl AccessLog ===
 
 impl AccessLog {
-    /// Starts the writer thread (it exits when every `AccessLog` is dropped).
+    /// Starts the writer thread (it exits once every `AccessLog` is dropped).
     pub fn start(sink: AccessLogSink, capacity: usize, dropped: Counter) -> std::io::Result<Self> {
         let writer: Box<dyn Write + Send> = match sink {
-            AccessLogSink::Disabled => return Ok(Self { tx: None, dropped }),
+            AccessLogSink::Disabled => {
+                return Ok(Self {
+                    queue: None,
+                    dropped,
+                });
+            }
             AccessLogSink::Stdout => Box::new(std::io::stdout()),
             AccessLogSink::Writer(w) => w,
         };
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let queue = Arc::new(ArrayQueue::new(capacity.max(1)));
+        let reader = Arc::clone(&queue);
         std::thread::Builder::new()
             .name("portico-access-log".into())
-            .spawn(move || write_lines(rx, writer))?;
+            .spawn(move || write_lines(&reader, writer))?;
         Ok(Self {
-            tx: Some(tx),
+            queue: Some(queue),
             dropped,
         })
     }
 
     pub fn is_enabled(&self) -> bool {
-        self.tx.is_some()
+        self.queue.is_some()
     }
 
     /// Never waits: a full queue drops the line and counts it.
     pub fn log(&self, record: AccessRecord) {
-        if let Some(tx) = &self.tx
-            && tx.try_send(record).is_err()
+        if let Some(q) = &self.queue
+            && q.push(record).is_err()
         {
             self.dropped.inc();
         }
     }
 }
 
-fn write_lines(mut rx: mpsc::Receiver<AccessRecord>, writer: Box<dyn Write + Send>) {
+fn write_lines(queue: &Arc<ArrayQueue<AccessRecord>>, writer: Box<dyn Write + Send>) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, writer);
-    while let Some(rec) = rx.blocking_recv() {
-        let mut next = Some(rec);
-        // Drain what is queued before flushing, so a busy proxy writes in
-        // large chunks and an idle one still flushes every line promptly.
-        while let Some(rec) = next {
+    loop {
+        // The last handle gone: write what is left and stop.
+        let last_round = Arc::strong_count(queue) == 1;
+        let mut wrote = false;
+        while let Some(rec) = queue.pop() {
             if serde_json::to_writer(&mut out, &rec).is_err() || out.write_all(b"\n").is_err() {
                 return;
             }
-            next = rx.try_recv().ok();
+            wrote = true;
         }
-        if out.flush().is_err() {
+        if wrote && out.flush().is_err() {
             return;
         }
+        if last_round {
+            return;
+        }
+        std::thread::sleep(LOG_FLUSH_PERIOD);
     }
 }
 
@@ -390,9 +409,8 @@ mod tests {
     #[test]
     fn full_queue_drops_and_counts() {
         let dropped = Counter::default();
-        let (tx, _rx) = mpsc::channel(1);
         let log = AccessLog {
-            tx: Some(tx),
+            queue: Some(Arc::new(ArrayQueue::new(1))),
             dropped: dropped.clone(),
         };
         let rec = || AccessRecord {

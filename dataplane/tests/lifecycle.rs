@@ -50,7 +50,11 @@ async fn swapping_tables_under_load_fails_nothing_and_never_mixes() {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(u64::MAX);
-                let want = if table.is_multiple_of(2) { "even" } else { "odd" };
+                let want = if table.is_multiple_of(2) {
+                    "even"
+                } else {
+                    "odd"
+                };
                 if status != StatusCode::OK || body != want {
                     failures.push(format!("{status} table={table} body={body}"));
                 }

@@ -1,0 +1,385 @@
+#!/usr/bin/env bash
+# The load half of `make bench`: the same small-response upstream behind
+# portico, nginx and haproxy, one proxy core each, one wrk run each; prints
+# req/s, p50, p99 and the ratios portico/nginx and portico/haproxy, and
+# writes them to target/bench/load.json. Figures are measured and reported,
+# never asserted: the script fails only when it cannot measure.
+#
+# Placement (two cores assumed; the same for all three proxies):
+#   core 0: the proxy under test and nothing else we start (portico's
+#           access-log thread included), so its req/s is per proxy core.
+#   core 1: wrk (one thread) and the upstream (one thread).
+# The upstream has to run somewhere; next to the proxy it would take a
+# share of the very core being measured, and differently so for faster
+# proxies. Next to wrk it costs the same per request whichever proxy is in
+# front. The price: if core 1 saturates first, every proxy is capped alike
+# and the ratios shrink toward 1. The report shows the CPU the proxy and
+# the load side (wrk + upstream) used, and gives req/s per proxy CPU-second
+# besides raw req/s, so such a run is visible as one. It also shows CPU
+# that other processes took meanwhile (a shared machine), and each
+# measurement first waits for both cores to be quiet.
+#
+# Fairness: each proxy logs every request (portico: JSON to stdout; nginx:
+# a JSON log_format; haproxy: httplog to stdout; all to /dev/null), keeps
+# connections to the upstream alive, adds X-Forwarded-For and a request id,
+# and never closes client keep-alive connections on a request count.
+#
+# wrk is closed-loop: a slow response delays the next request on that
+# connection, so its percentiles understate tail latency under stalls
+# (coordinated omission). Comparing proxies at saturation, with the same
+# generator, they are still comparable with each other.
+#
+# Knobs (environment):
+#   BENCH_SECONDS      measured duration per proxy (10)
+#   BENCH_WARMUP       warm-up seconds per proxy, not measured (3)
+#   BENCH_CONNECTIONS  wrk connections (64)
+#   BENCH_PROXIES      which proxies, in order ("portico nginx haproxy")
+#   BENCH_BUILD        0: do not run cargo build, use existing binaries (1)
+#   BENCH_BIN_DIR      where bench_upstream/bench_proxy are
+#                      (<cargo target dir>/release/examples)
+#   BENCH_OUT          the JSON report (<cargo target dir>/bench/load.json)
+#   BENCH_QUIET_TIMEOUT seconds to wait for other load on the cores to stop
+#                      before each measurement (120)
+#   BENCH_ACCESS_LOG   off: portico runs without its access log; diagnosis
+#                      only (what the log costs), not a fair comparison
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+export PATH="$PATH:/usr/sbin:/sbin"
+
+seconds=${BENCH_SECONDS:-10}
+warmup=${BENCH_WARMUP:-3}
+connections=${BENCH_CONNECTIONS:-64}
+proxies=${BENCH_PROXIES:-portico nginx haproxy}
+proxy_core=0
+load_core=1
+
+log() { printf 'load: %s\n' "$*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+
+# === install ===
+
+# Runs apt-get only when a tool is missing. Packages are installed with
+# services left stopped (policy-rc.d), so no nginx or haproxy stays behind
+# listening on port 80.
+install_tools() {
+  local missing=()
+  command -v nginx >/dev/null || missing+=(nginx)
+  command -v haproxy >/dev/null || missing+=(haproxy)
+  command -v wrk >/dev/null || missing+=(wrk)
+  command -v taskset >/dev/null || missing+=(util-linux)
+  command -v python3 >/dev/null || missing+=(python3)
+  command -v curl >/dev/null || missing+=(curl)
+  ((${#missing[@]})) || return 0
+
+  local sudo=()
+  ((EUID == 0)) || sudo=(sudo)
+  log "installing from Debian: ${missing[*]}"
+  "${sudo[@]}" apt-get update -qq
+  local pkgs=() p
+  for p in "${missing[@]}"; do
+    # nginx-light is the smallest build where it exists (bookworm); later
+    # releases fold it into nginx.
+    if [[ $p == nginx ]] && apt-cache policy nginx-light 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+      p=nginx-light
+    fi
+    pkgs+=("$p")
+  done
+  local policy=/usr/sbin/policy-rc.d own_policy=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+    "${sudo[@]}" chmod 755 "$policy"
+    own_policy=1
+  fi
+  local rc=0
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >&2 || rc=$?
+  ((own_policy)) && "${sudo[@]}" rm -f "$policy"
+  ((rc == 0)) || die "apt-get install ${pkgs[*]} failed"
+}
+
+# === processes ===
+
+tmp=
+pids=()
+
+cleanup() {
+  local pid
+  for pid in "${pids[@]}"; do
+    stop "$pid"
+  done
+  [[ -n $tmp ]] && rm -rf "$tmp"
+}
+
+# Stops one process we started: TERM, then KILL after 5 s.
+stop() {
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 50; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+forget() {
+  local pid=$1 kept=() p
+  for p in "${pids[@]}"; do
+    [[ $p == "$pid" ]] || kept+=("$p")
+  done
+  pids=("${kept[@]}")
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Polls until the URL answers 200; a bounded wait, not synchronisation by
+# sleeping.
+wait_ready() {
+  local url=$1 pid=$2 i
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 1
+    if curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  return 1
+}
+
+# The proxy's processes: the one we started and its children (nginx's
+# worker). Their CPU time includes every thread's.
+proxy_pids() {
+  local pid=$1
+  echo "$pid"
+  cat /proc/"$pid"/task/*/children 2>/dev/null | tr ' ' '\n' | grep . || true
+}
+
+# One CPU sample: wall clock, per-core jiffies (task = user+nice+system,
+# irq = irq+softirq, steal, total), the jiffies of the proxy's and the
+# upstream's processes, and (in $out.procs) every other user-space
+# process's, to tell how much of the machine went elsewhere.
+sample() {
+  local out=$1
+  shift
+  printf 'wall_ns=%s\nproxy_ticks=%s\nupstream_ticks=%s\nours=%s\n' \
+    "$(date +%s%N)" "$(ticks "$@")" "$(ticks "$upstream_pid")" "$* $upstream_pid $$" >"$out"
+  awk '/^cpu[0-9]+ / {
+         task = $2 + $3 + $4; irq = $7 + $8
+         printf "%s_task=%d\n%s_irq=%d\n%s_steal=%d\n", $1, task, $1, irq, $1, $9
+         printf "%s_total=%d\n", $1, task + irq + $5 + $6 + $9
+       }' /proc/stat >>"$out"
+  # pid, ppid, start time, jiffies (own threads only). cat, not awk
+  # on the glob: processes vanish between the glob and the read.
+  cat /proc/[0-9]*/stat 2>/dev/null | awk '{
+         i = index($0, ") "); while ((j = index(substr($0, i + 2), ") ")) > 0) i += j + 1
+         split(substr($0, i + 2), f, " ")
+         print $1, f[2], f[20], f[12] + f[13]
+       }' >"$out.procs"
+}
+
+# User plus system jiffies of the given live processes, all threads.
+ticks() {
+  local sum=0 p f
+  for p in "$@"; do
+    f=$(sed 's/.*) //' /proc/"$p"/stat 2>/dev/null) || continue
+    # After "(comm) ": field 3 (state) is $1, utime is $12, stime $13.
+    sum=$((sum + $(awk '{print $12 + $13}' <<<"$f")))
+  done
+  echo "$sum"
+}
+
+# CPU seconds of this shell's waited-for children (`times`, second line):
+# how wrk's CPU is read, since it is gone before it could be sampled.
+children_cpu() {
+  times >"$tmp/times"
+  awk 'NR == 2 {
+         t = 0
+         for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] }
+         printf "%.3f\n", t
+       }' "$tmp/times"
+}
+
+# Waits (bounded) until neither core is busy with something else, since
+# the machine may be shared (builds, other tests); measures anyway after
+# BENCH_QUIET_TIMEOUT seconds, and the report flags foreign CPU use.
+wait_quiet() {
+  local limit=${BENCH_QUIET_TIMEOUT:-120} waited=0 a b busy
+  while :; do
+    a=$(awk '/^cpu[01] / {printf "%d %d ", $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat)
+    sleep 1
+    b=$(awk '/^cpu[01] / {printf "%d %d ", $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat)
+    busy=$(awk -v a="$a" -v b="$b" 'BEGIN {
+             split(a, x, " "); split(b, y, " "); m = 0
+             for (i = 1; i <= 4; i += 2) { t = y[i + 1] - x[i + 1]; u = t ? (y[i] - x[i]) / t : 0; if (u > m) m = u }
+             printf "%d", m * 100 }')
+    ((busy < 15)) && return 0
+    ((waited == 0)) && log "a core is ${busy}% busy with something else; waiting up to ${limit}s for quiet"
+    waited=$((waited + 1))
+    if ((waited >= limit)); then
+      log "still ${busy}% busy; measuring anyway (see foreign CPU in the report)"
+      return 0
+    fi
+  done
+}
+
+# === proxies ===
+
+# Each start_* starts one proxy pinned to the proxy core, listening on
+# $port, forwarding to $upstream, and sets $proxy_pid.
+
+start_portico() {
+  local admin
+  admin=$(free_port)
+  # stdout is the access log.
+  taskset -c "$proxy_core" "$bin_dir/bench_proxy" \
+    "127.0.0.1:$port" "127.0.0.1:$admin" "$upstream" \
+    >/dev/null 2>"$tmp/portico.err" &
+  proxy_pid=$!
+}
+
+start_nginx() {
+  mkdir -p "$tmp/nginx"
+  sed -e "s|@DIR@|$tmp/nginx|g" -e "s|@PORT@|$port|g" -e "s|@UPSTREAM@|$upstream|g" \
+    "$here/nginx.conf.in" >"$tmp/nginx/nginx.conf"
+  taskset -c "$proxy_core" nginx -e "$tmp/nginx/nginx-error.log" \
+    -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" \
+    >/dev/null 2>"$tmp/nginx.err" &
+  proxy_pid=$!
+}
+
+start_haproxy() {
+  sed -e "s|@PORT@|$port|g" -e "s|@UPSTREAM@|$upstream|g" -e "s|@CORE@|$proxy_core|g" \
+    "$here/haproxy.cfg.in" >"$tmp/haproxy.cfg"
+  # -db: foreground, one process. stdout is the request log.
+  taskset -c "$proxy_core" haproxy -db -f "$tmp/haproxy.cfg" \
+    >/dev/null 2>"$tmp/haproxy.err" &
+  proxy_pid=$!
+}
+
+# Runs wrk in the background and waits for it, so a signal to the script
+# acts at once (and cleanup stops wrk) rather than after the run.
+run_wrk() {
+  local url=$1 duration=$2 out=$3 pid rc=0
+  taskset -c "$load_core" wrk -t1 -c"$connections" -d"${duration}s" --latency \
+    -s "$here/wrk_report.lua" "$url" >"$out" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  wait "$pid" || rc=$?
+  forget "$pid"
+  return "$rc"
+}
+
+bench_one() {
+  local name=$1 url ps
+  port=$(free_port)
+  url="http://127.0.0.1:$port/"
+  "start_$name"
+  pids+=("$proxy_pid")
+  if ! wait_ready "$url" "$proxy_pid"; then
+    cat "$tmp/$name.err" >&2 2>/dev/null || true
+    die "$name did not answer on $url"
+  fi
+  log "$name: warm-up ${warmup}s"
+  run_wrk "$url" "$warmup" "$tmp/$name.warmup" || die "wrk warm-up against $name failed"
+  mapfile -t ps < <(proxy_pids "$proxy_pid")
+  wait_quiet
+  log "$name: measuring ${seconds}s with $connections connections"
+  local wrk_before
+  wrk_before=$(children_cpu)
+  sample "$tmp/$name.before" "${ps[@]}"
+  run_wrk "$url" "$seconds" "$tmp/$name.wrk" || {
+    cat "$tmp/$name.wrk" >&2
+    die "wrk against $name failed"
+  }
+  sample "$tmp/$name.after" "${ps[@]}"
+  echo "wrk_cpu_s=$(awk -v a="$wrk_before" -v b="$(children_cpu)" 'BEGIN {printf "%.3f", b - a}')" >>"$tmp/$name.after"
+  grep -q '^WRK_JSON ' "$tmp/$name.wrk" || {
+    cat "$tmp/$name.wrk" >&2
+    die "no report from wrk against $name"
+  }
+  stop "$proxy_pid"
+  forget "$proxy_pid"
+}
+
+# === main ===
+
+main() {
+  [[ $(uname -s) == Linux ]] || die "needs Linux (taskset, /proc)"
+  local name
+  for name in $proxies; do
+    [[ $name == @(portico|nginx|haproxy) ]] || die "unknown proxy in BENCH_PROXIES: $name"
+  done
+  install_tools
+
+  local target
+  target=$(cd "$root" && cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  bin_dir=${BENCH_BIN_DIR:-$target/release/examples}
+  local out=${BENCH_OUT:-$target/bench/load.json}
+
+  local examples=(--example bench_upstream)
+  [[ " $proxies " == *" portico "* ]] && examples+=(--example bench_proxy)
+  if [[ ${BENCH_BUILD:-1} != 0 ]]; then
+    log "building ${examples[*]} (release)"
+    (cd "$root" && cargo build --release -q -p portico-dataplane "${examples[@]}")
+  fi
+
+  local cores
+  cores=$(nproc)
+  ((cores >= 2)) || die "needs two cores (proxy on core $proxy_core, load on core $load_core); this machine has $cores"
+  ((cores == 2)) || log "note: $cores cores; only cores $proxy_core and $load_core are used, others may add noise"
+
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/portico-bench.XXXXXX")
+  chmod 755 "$tmp" # nginx's worker drops root
+  trap cleanup EXIT
+  trap 'exit 130' INT TERM
+
+  taskset -c "$load_core" "$bin_dir/bench_upstream" 127.0.0.1:0 >"$tmp/upstream.out" 2>"$tmp/upstream.err" &
+  upstream_pid=$!
+  pids+=("$upstream_pid")
+  upstream=
+  local i
+  for ((i = 0; i < 100; i++)); do
+    upstream=$(head -n1 "$tmp/upstream.out" 2>/dev/null || true)
+    [[ -n $upstream ]] && break
+    kill -0 "$upstream_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  [[ -n $upstream ]] || die "upstream did not start: $(cat "$tmp/upstream.err")"
+  wait_ready "http://$upstream/" "$upstream_pid" || die "upstream does not answer on $upstream"
+  log "upstream on $upstream (core $load_core)"
+
+  for name in $proxies; do
+    bench_one "$name"
+    # wrk's own text, for a second look.
+    mkdir -p "$(dirname "$out")"
+    cp "$tmp/$name.wrk" "$(dirname "$out")/load-$name.wrk.txt"
+  done
+
+  {
+    echo "nproc=$cores"
+    echo "cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
+    echo "kernel=$(uname -r)"
+    echo "nginx=$(nginx -v 2>&1 | head -n1)"
+    echo "haproxy=$(haproxy -v 2>&1 | head -n1)"
+    echo "wrk=$(wrk -v 2>&1 | head -n1 || true)"
+    echo "rustc=$(rustc -V 2>/dev/null || echo unknown)"
+    echo "clk_tck=$(getconf CLK_TCK)"
+    echo "seconds=$seconds"
+    echo "connections=$connections"
+    echo "proxy_core=$proxy_core"
+    echo "load_core=$load_core"
+    echo "proxies=$proxies"
+  } >"$tmp/machine"
+
+  python3 "$here/load_report.py" "$tmp" "$out"
+}
+
+main "$@"

@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""Turns the raw files bench/load.sh leaves in its work directory into the
+table on stdout and the JSON report. Reports; never fails on the figures.
+
+usage: load_report.py WORK_DIR OUT_JSON
+"""
+
+import json
+import os
+import sys
+
+# From the issue: portico's req/s per proxy core against each, and p99 no
+# worse than either.
+TARGET_RPS_RATIO = {"nginx": 1.3, "haproxy": 1.0}
+
+
+def key_values(path):
+    out = {}
+    with open(path) as f:
+        for line in f:
+            k, sep, v = line.rstrip("\n").partition("=")
+            if sep:
+                out[k] = v
+    return out
+
+
+def wrk_report(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith("WRK_JSON "):
+                return json.loads(line[len("WRK_JSON "):])
+    raise SystemExit(f"no WRK_JSON line in {path}")
+
+
+def delta(before, after, key):
+    return int(after[key]) - int(before[key])
+
+
+def core_share(before, after, core, *what):
+    total = delta(before, after, f"cpu{core}_total")
+    used = sum(delta(before, after, f"cpu{core}_{w}") for w in what)
+    return used / total if total else 0.0
+
+
+def procs(path):
+    """pid -> (ppid, start time, jiffies)."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            pid, ppid, start, ticks = line.split()
+            out[pid] = (ppid, start, int(ticks))
+    return out
+
+
+def foreign_ticks(work, name, before, after):
+    """Jiffies used during the run by user-space processes that are not part
+    of the bench: builds, tests, anything sharing the machine. A lower
+    bound: what processes that exited before the end used is missed (their
+    parents' reaped-children time would also count their life before the
+    run). Kernel threads are left out (ksoftirqd does the bench's own
+    network work)."""
+    ours = set(after["ours"].split())
+    b = procs(os.path.join(work, f"{name}.before.procs"))
+    a = procs(os.path.join(work, f"{name}.after.procs"))
+    total = 0
+    for pid, (ppid, start, ticks) in a.items():
+        if pid in ours or ppid in ours or pid == "2" or ppid == "2":
+            continue
+        prev = b.get(pid)
+        if prev and prev[1] == start:
+            total += ticks - prev[2]
+        else:
+            total += ticks  # started during the run
+    return total
+
+
+def measure(work, name, machine):
+    wrk = wrk_report(os.path.join(work, f"{name}.wrk"))
+    before = key_values(os.path.join(work, f"{name}.before"))
+    after = key_values(os.path.join(work, f"{name}.after"))
+    wall = delta(before, after, "wall_ns") / 1e9
+    hz = int(machine["clk_tck"])
+    proxy_cpu = delta(before, after, "proxy_ticks") / hz / wall
+    load_cpu = (delta(before, after, "upstream_ticks") / hz + float(after["wrk_cpu_s"])) / wall
+    seconds = wrk["duration_us"] / 1e6
+    rps = wrk["requests"] / seconds
+    lat = wrk["latency_us"]
+    pc, lc = machine["proxy_core"], machine["load_core"]
+    proxy_core_busy = core_share(before, after, pc, "task", "irq")
+    load_core_busy = core_share(before, after, lc, "task", "irq")
+    return {
+        "proxy": name,
+        "requests": wrk["requests"],
+        "seconds": round(seconds, 3),
+        "rps": round(rps, 1),
+        # Normalised by the CPU the proxy's processes actually used, so a
+        # run where the load core saturated first still compares per core.
+        # (With tick-based accounting a process's system time includes the
+        # softirq work done on its behalf, i.e. loopback TCP.)
+        "rps_per_proxy_cpu": round(rps / proxy_cpu, 1) if proxy_cpu > 0 else None,
+        "latency_ms": {k: round(v / 1000, 3) for k, v in lat.items()},
+        "errors": wrk["errors"],
+        "cpu": {
+            "proxy_process": round(proxy_cpu, 3),
+            "wrk_and_upstream": round(load_cpu, 3),
+            "proxy_core_busy": round(proxy_core_busy, 3),
+            "load_core_busy": round(load_core_busy, 3),
+            # Cores' worth of CPU that went to other processes.
+            "foreign": round(foreign_ticks(work, name, before, after) / hz / wall, 3),
+            "proxy_core_steal": round(core_share(before, after, pc, "steal"), 3),
+            "load_core_steal": round(core_share(before, after, lc, "steal"), 3),
+        },
+    }
+
+
+def ratio(a, b):
+    return round(a / b, 3) if a is not None and b else None
+
+
+def main():
+    work, out = sys.argv[1], sys.argv[2]
+    machine = key_values(os.path.join(work, "machine"))
+    names = machine["proxies"].split()
+    results = [measure(work, n, machine) for n in names]
+    by_name = {r["proxy"]: r for r in results}
+
+    ratios = {}
+    portico = by_name.get("portico")
+    for other in ("nginx", "haproxy"):
+        o = by_name.get(other)
+        if not (portico and o):
+            continue
+        ratios[f"portico/{other}"] = {
+            "rps": ratio(portico["rps"], o["rps"]),
+            "rps_per_proxy_cpu": ratio(portico["rps_per_proxy_cpu"], o["rps_per_proxy_cpu"]),
+            "p50": ratio(portico["latency_ms"]["p50"], o["latency_ms"]["p50"]),
+            "p99": ratio(portico["latency_ms"]["p99"], o["latency_ms"]["p99"]),
+            "target_rps_ratio": TARGET_RPS_RATIO[other],
+        }
+
+    p = print
+    p()
+    p(f"machine: {machine['nproc']} cores, {machine['cpu_model']}, Linux {machine['kernel']}")
+    p(f"versions: {machine['nginx']}; {machine['haproxy']}; {machine['wrk']}; {machine['rustc']}")
+    p(
+        f"placement: proxy on core {machine['proxy_core']}; wrk (1 thread, "
+        f"{machine['connections']} connections) and upstream on core {machine['load_core']}; "
+        f"{machine['seconds']} s per proxy"
+    )
+    p("note: wrk is closed-loop (coordinated omission): its percentiles understate tail")
+    p("      latency under stalls; they compare proxies with each other, not with an SLO.")
+    p()
+    head = (
+        f"{'proxy':<9} {'req/s':>9} {'req/s/cpu':>9} {'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} "
+        f"{'proxy cpu':>9} {'load cpu':>8} {'foreign':>7} {'errors':>6}"
+    )
+    p(head)
+    p("-" * len(head))
+    for r in results:
+        lat, cpu = r["latency_ms"], r["cpu"]
+        errs = sum(r["errors"].values())
+        per_cpu = "-" if r["rps_per_proxy_cpu"] is None else f"{r['rps_per_proxy_cpu']:.0f}"
+        foreign = cpu["foreign"]
+        p(
+            f"{r['proxy']:<9} {r['rps']:>9.0f} {per_cpu:>9} "
+            f"{lat['p50']:>7.3f} {lat['p99']:>7.3f} {lat['p999']:>8.3f} "
+            f"{cpu['proxy_process']:>9.0%} {cpu['wrk_and_upstream']:>8.0%} {foreign:>7.0%} {errs:>6}"
+        )
+    p()
+    p("req/s/cpu: req/s divided by the CPU share the proxy's processes used (1.0 = one core).")
+    p("proxy cpu: the proxy's processes, of one core; load cpu: wrk + upstream, of one core;")
+    p("foreign: CPU used meanwhile by processes outside the bench, in cores (2 cores = 200%).")
+    for r in results:
+        if sum(r["errors"].values()):
+            p(f"warning: {r['proxy']} had errors: {r['errors']} (status = non-2xx/3xx)")
+        foreign = r["cpu"]["foreign"]
+        if foreign > 0.05:
+            p(
+                f"warning: {r['proxy']}: other processes used {foreign:.0%} of a core during "
+                "the run: figures are noisy, run again on a quiet machine"
+            )
+        if r["cpu"]["load_core_busy"] > 0.95 and r["cpu"]["proxy_process"] < 0.9:
+            p(
+                f"warning: {r['proxy']}: the load core saturated before the proxy core; "
+                "compare req/s/cpu rather than req/s"
+            )
+        steal = max(r["cpu"]["proxy_core_steal"], r["cpu"]["load_core_steal"])
+        if steal > 0.05:
+            p(f"warning: {r['proxy']}: {steal:.0%} CPU steal: the host is busy, figures are noisy")
+    if ratios:
+        p()
+        p(f"{'ratio':<16} {'req/s':>7} {'req/s/cpu':>10} {'p50':>6} {'p99':>6}   target")
+        for k, v in ratios.items():
+            rps_ok = v["rps_per_proxy_cpu"] is not None and v["rps_per_proxy_cpu"] >= v["target_rps_ratio"]
+            p99_ok = v["p99"] is not None and v["p99"] <= 1.0
+            verdict = (
+                f"req/s/cpu >= {v['target_rps_ratio']}: {'met' if rps_ok else 'missed'}; "
+                f"p99 <= 1: {'met' if p99_ok else 'missed'}"
+            )
+            p(
+                f"{k:<16} {v['rps']:>7.2f} {v['rps_per_proxy_cpu']:>10.2f} "
+                f"{v['p50']:>6.2f} {v['p99']:>6.2f}   {verdict}"
+            )
+
+    report = {
+        "machine": {
+            "nproc": int(machine["nproc"]),
+            "cpu_model": machine["cpu_model"],
+            "kernel": machine["kernel"],
+        },
+        "versions": {k: machine[k] for k in ("nginx", "haproxy", "wrk", "rustc")},
+        "settings": {
+            "seconds": int(machine["seconds"]),
+            "connections": int(machine["connections"]),
+            "proxy_core": int(machine["proxy_core"]),
+            "load_core": int(machine["load_core"]),
+            "generator": "wrk -t1 (closed-loop; coordinated omission applies)",
+        },
+        "results": results,
+        "ratios": ratios,
+    }
+    with open(out, "w") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+    p()
+    p(f"written: {out}")
+
+
+if __name__ == "__main__":
+    main()

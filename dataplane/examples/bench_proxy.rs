@@ -1,0 +1,91 @@
+//! Portico's dataplane as the proxy under test in `bench/load.sh`: one route
+//! that forwards everything to one HTTP/1.1 upstream, on one thread.
+//!
+//! The runtime is tokio's current_thread, so the proxy uses one core like the
+//! single-worker nginx and single-thread haproxy it is compared with (the
+//! access-log writer thread is pinned to the same core by the script). The
+//! dataplane runs with its production defaults, access log included.
+//!
+//! Usage: `bench_proxy LISTEN_ADDR ADMIN_ADDR UPSTREAM_ADDR`. Port 0 is
+//! allowed; the bound addresses are printed on stderr, since stdout carries
+//! the access log. `BENCH_ACCESS_LOG=off` disables the access log, to
+//! measure its cost; the bench itself keeps it on, as production does.
+
+use std::net::SocketAddr;
+
+use portico_dataplane::model::{
+    Action, Backend, Forward, Protocol, Route, RouteConfig, Rule, SourceRef,
+};
+use portico_dataplane::{AccessLogSink, Dataplane, DataplaneConfig};
+use tokio::net::TcpListener;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+const USAGE: &str = "usage: bench_proxy LISTEN_ADDR ADMIN_ADDR UPSTREAM_ADDR";
+
+fn main() -> Result<(), Error> {
+    let mut args = std::env::args().skip(1);
+    let mut addr = || -> Result<SocketAddr, Error> { Ok(args.next().ok_or(USAGE)?.parse()?) };
+    let (listen, admin, upstream) = (addr()?, addr()?, addr()?);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(listen, admin, upstream))
+}
+
+async fn run(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr) -> Result<(), Error> {
+    let proxy_listener = TcpListener::bind(listen).await?;
+    let admin_listener = TcpListener::bind(admin).await?;
+    eprintln!(
+        "bench_proxy: proxy {} admin {} upstream {upstream}",
+        proxy_listener.local_addr()?,
+        admin_listener.local_addr()?,
+    );
+
+    // Production defaults: the access log goes to stdout. Turning it off
+    // is for diagnosis only, to see what it costs.
+    let mut config = DataplaneConfig::default();
+    if std::env::var_os("BENCH_ACCESS_LOG").is_some_and(|v| v == "off") {
+        config.access_log = AccessLogSink::Disabled;
+    }
+    let dp = Dataplane::new(config)?;
+    let report = dp.publish(route_to(upstream));
+    if !report.errors.is_empty() {
+        return Err(format!("route rejected: {:?}", report.errors).into());
+    }
+
+    let shutdown = async {
+        // SIGTERM (what the script sends) needs no handler: it just ends us.
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    if !dp.serve(proxy_listener, admin_listener, shutdown).await {
+        eprintln!("bench_proxy: drain deadline passed with requests in flight");
+    }
+    Ok(())
+}
+
+/// Everything, on any host, to the one upstream.
+fn route_to(upstream: SocketAddr) -> RouteConfig {
+    RouteConfig {
+        routes: vec![Route {
+            id: "bench".into(),
+            source: SourceRef::default(),
+            hostnames: vec![],
+            rules: vec![Rule {
+                matches: vec![],
+                filters: Default::default(),
+                action: Action::Forward(Forward {
+                    backends: vec![Backend {
+                        name: "bench".into(),
+                        weight: 1,
+                        protocol: Protocol::Http1,
+                        endpoints: vec![upstream],
+                    }],
+                    rewrite: None,
+                }),
+                timeouts: Default::default(),
+                max_request_body: Some(1 << 20),
+            }],
+        }],
+    }
+}
