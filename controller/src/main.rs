@@ -7,6 +7,11 @@
 
 use clap::Parser;
 
+// mimalloc: measurably fewer cycles per proxied request than glibc malloc
+// in the load bench, where allocation showed up as ~5% of the proxy core.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "portico",

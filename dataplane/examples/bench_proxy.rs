@@ -21,6 +21,10 @@ use tokio::net::TcpListener;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+// The same allocator as the `portico` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: bench_proxy LISTEN_ADDR ADMIN_ADDR UPSTREAM_ADDR";
 
 fn main() -> Result<(), Error> {

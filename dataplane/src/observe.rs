@@ -238,17 +238,37 @@ impl EncodeMetric for AtomicHistogram {
 pub struct AccessRecord {
     #[serde(serialize_with = "rfc3339")]
     pub time: SystemTime,
-    pub request_id: String,
+    #[serde(serialize_with = "lossy_header")]
+    pub request_id: http::HeaderValue,
     pub client_addr: SocketAddr,
-    pub method: String,
-    pub host: String,
-    pub path: String,
+    #[serde(serialize_with = "method")]
+    pub method: http::Method,
+    #[serde(serialize_with = "lossy_header")]
+    pub host: http::HeaderValue,
+    /// Only the path is logged: query strings often carry secrets.
+    #[serde(rename = "path", serialize_with = "uri_path")]
+    pub uri: http::Uri,
     pub status: u16,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub duration_ms: f64,
     pub upstream_addr: Option<SocketAddr>,
     pub route: Arc<str>,
+}
+
+// The record holds request data as the cheap, shared types it arrived in;
+// turning them into text is the writer thread's job.
+
+fn lossy_header<S: serde::Serializer>(v: &http::HeaderValue, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(v.as_bytes()))
+}
+
+fn method<S: serde::Serializer>(v: &http::Method, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.as_str())
+}
+
+fn uri_path<S: serde::Serializer>(v: &http::Uri, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.path())
 }
 
 /// Where access-log lines go.
@@ -415,11 +435,11 @@ mod tests {
         };
         let rec = || AccessRecord {
             time: UNIX_EPOCH,
-            request_id: "r".into(),
+            request_id: http::HeaderValue::from_static("r"),
             client_addr: "127.0.0.1:1".parse().unwrap(),
-            method: "GET".into(),
-            host: "h".into(),
-            path: "/".into(),
+            method: http::Method::GET,
+            host: http::HeaderValue::from_static("h"),
+            uri: http::Uri::from_static("/"),
             status: 200,
             bytes_in: 0,
             bytes_out: 0,

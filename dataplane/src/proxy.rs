@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Uri};
-use http::{Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
@@ -69,15 +69,16 @@ pub(crate) async fn handle(
     };
     // One load per request; the table lives as long as this request needs it.
     let table = shared.table.load_full();
-    let host = request_host(&req).to_owned();
+    let host_value = request_host(&req);
+    let host = host_value.to_str().unwrap_or("");
     let head = RequestHead {
-        host: &host,
+        host,
         path: req.uri().path(),
         query: req.uri().query(),
         method: req.method(),
         headers: req.headers(),
     };
-    let log = LogFields::new(&shared, &req, &host);
+    let log = LogFields::new(&shared, &req, &host_value);
 
     let Some(routed) = table.lookup(&head) else {
         let rsp = error_response(StatusCode::NOT_FOUND, &ctx.id);
@@ -86,8 +87,8 @@ pub(crate) async fn handle(
     let route_id = Arc::clone(&routed.runtime.route_id);
     let stats = Arc::clone(&routed.runtime.stats);
     let (rsp, upstream) = match &routed.rule.action {
-        Action::Redirect(r) => (redirect(r, &routed, &req, &host, &ctx), None),
-        Action::Forward(_) => forward(&routed, req, &host, &ctx).await,
+        Action::Redirect(r) => (redirect(r, &routed, &req, host, &ctx), None),
+        Action::Forward(_) => forward(&routed, req, &host_value, &ctx).await,
     };
     let rsp = apply_response_headers(rsp, &routed.rule.filters.response_headers);
     Ok(finish(
@@ -148,7 +149,7 @@ fn redirect(
 async fn forward(
     routed: &Routed<'_>,
     mut req: Request<Incoming>,
-    host: &str,
+    host: &HeaderValue,
     ctx: &RequestCtx,
 ) -> (Response<ResponseBody>, Option<SocketAddr>) {
     let rule = routed.rule;
@@ -201,10 +202,14 @@ async fn forward(
     let Ok(path_and_query) = path_and_query else {
         return (error_response(StatusCode::BAD_REQUEST, &ctx.id), None);
     };
-    let upstream_host = rewrite.and_then(|r| r.hostname.as_deref()).unwrap_or(host);
-    let Ok(host_value) = HeaderValue::from_str(upstream_host) else {
-        return (error_response(StatusCode::BAD_REQUEST, &ctx.id), None);
+    let host_value = match rewrite.and_then(|r| r.hostname.as_deref()) {
+        Some(h) => match HeaderValue::from_str(h) {
+            Ok(v) => v,
+            Err(_) => return (error_response(StatusCode::BAD_REQUEST, &ctx.id), None),
+        },
+        None => host.clone(),
     };
+    let upstream_host = host_value.to_str().unwrap_or("");
 
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers, upgrade);
@@ -222,7 +227,7 @@ async fn forward(
             // HTTP/2 carries the host as :authority, never as a Host header.
             parts.version = Version::HTTP_2;
             parts.headers.remove(header::HOST);
-            let authority = match Authority::try_from(upstream_host) {
+            let authority = match Authority::try_from(upstream_host.as_bytes()) {
                 Ok(a) => a,
                 Err(_) => return (error_response(StatusCode::BAD_REQUEST, &ctx.id), None),
             };
@@ -333,17 +338,18 @@ fn upstream_error_response(e: &UpstreamError, ctx: &RequestCtx) -> Response<Resp
 /// Fields of the access-log line taken from the request before it is
 /// consumed; empty when the access log is off.
 struct LogFields {
-    method: String,
-    host: String,
-    path: String,
+    method: Method,
+    host: HeaderValue,
+    uri: Uri,
 }
 
 impl LogFields {
-    fn new(shared: &Shared, req: &Request<Incoming>, host: &str) -> Option<Self> {
+    /// Shared handles, not copies: nothing is formatted on the request path.
+    fn new(shared: &Shared, req: &Request<Incoming>, host: &HeaderValue) -> Option<Self> {
         shared.access_log.is_enabled().then(|| Self {
-            method: req.method().as_str().to_owned(),
-            host: host.to_owned(),
-            path: req.uri().path().to_owned(),
+            method: req.method().clone(),
+            host: host.clone(),
+            uri: req.uri().clone(),
         })
     }
 }
@@ -372,11 +378,11 @@ fn finish(
         if let Some(log) = log {
             shared.access_log.log(AccessRecord {
                 time: ctx.time,
-                request_id: String::from_utf8_lossy(ctx.id.as_bytes()).into_owned(),
+                request_id: ctx.id,
                 client_addr: ctx.conn.client,
                 method: log.method,
                 host: log.host,
-                path: log.path,
+                uri: log.uri,
                 status: status.as_u16(),
                 bytes_in: ctx.bytes_in.load(Ordering::Relaxed),
                 bytes_out,
@@ -422,14 +428,14 @@ fn apply_response_headers(
 
 /// The host a request is for: `:authority` (HTTP/2, absolute-form) first,
 /// then `Host`.
-fn request_host(req: &Request<Incoming>) -> &str {
+fn request_host(req: &Request<Incoming>) -> HeaderValue {
     if let Some(a) = req.uri().authority() {
-        return a.as_str();
+        return HeaderValue::from_str(a.as_str()).unwrap_or(HeaderValue::from_static(""));
     }
     req.headers()
         .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
+        .cloned()
+        .unwrap_or(HeaderValue::from_static(""))
 }
 
 /// Splits `host[:port]`, including bracketed IPv6 literals.
@@ -528,33 +534,35 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-fn add_forwarded_headers(headers: &mut HeaderMap, ctx: &RequestCtx, host: &str) {
+fn add_forwarded_headers(headers: &mut HeaderMap, ctx: &RequestCtx, host: &HeaderValue) {
     let ip = ctx.conn.client.ip().to_string();
-    let xff = {
-        let prior: Vec<&str> = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if prior.is_empty() {
-            ip.clone()
-        } else {
-            format!("{}, {ip}", prior.join(", "))
+    let mut prior = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .peekable();
+    let xff = if prior.peek().is_none() {
+        HeaderValue::try_from(ip.as_str()).ok()
+    } else {
+        let mut joined = String::new();
+        for p in prior {
+            joined.push_str(p);
+            joined.push_str(", ");
         }
+        joined.push_str(&ip);
+        HeaderValue::try_from(joined).ok()
     };
-    if let Ok(v) = HeaderValue::try_from(xff) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
     if let Ok(v) = HeaderValue::try_from(ip) {
         headers.insert(X_REAL_IP.clone(), v);
+    }
+    if let Some(v) = xff {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(ctx.conn.scheme.as_str()),
     );
-    if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert(X_FORWARDED_HOST.clone(), v);
-    }
+    headers.insert(X_FORWARDED_HOST.clone(), host.clone());
     headers.insert(
         X_FORWARDED_PORT.clone(),
         HeaderValue::from(ctx.conn.local.port()),
