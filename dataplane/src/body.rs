@@ -18,6 +18,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use crate::upstream::Recycle;
+
 /// Why a proxied body stopped early.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -171,17 +173,20 @@ pub struct ResponseBody {
     timer: Option<IdleTimer>,
     sent: u64,
     on_done: Option<OnDone>,
+    /// The upstream connection, returned to its pool when the body ends.
+    recycle: Option<Recycle>,
 }
 
 // === impl ResponseBody ===
 
 impl ResponseBody {
-    pub fn upstream(inner: Incoming, read_timeout: Duration) -> Self {
+    pub fn upstream(inner: Incoming, read_timeout: Duration, recycle: Option<Recycle>) -> Self {
         Self {
             source: Source::Upstream(inner),
             timer: Some(IdleTimer::new(read_timeout)),
             sent: 0,
             on_done: None,
+            recycle,
         }
     }
 
@@ -192,6 +197,7 @@ impl ResponseBody {
             timer: None,
             sent: 0,
             on_done: None,
+            recycle: None,
         }
     }
 
@@ -205,6 +211,11 @@ impl ResponseBody {
     }
 
     fn finish(&mut self, complete: bool) {
+        if let Some(r) = self.recycle.take()
+            && complete
+        {
+            r.finish();
+        }
         if let Some(f) = self.on_done.take() {
             f(self.sent, complete);
         }

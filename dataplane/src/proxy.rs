@@ -256,7 +256,7 @@ async fn forward(
         .request
         .map_or(timeouts.read, |total| total.min(timeouts.read));
     let sent = tokio::time::timeout(wait, endpoint.send(upstream_req, timeouts.connect)).await;
-    let mut rsp = match sent {
+    let (mut rsp, recycle) = match sent {
         Err(_elapsed) => {
             return (
                 error_response(StatusCode::GATEWAY_TIMEOUT, &ctx.id),
@@ -264,14 +264,16 @@ async fn forward(
             );
         }
         Ok(Err(e)) => return (upstream_error_response(&e, ctx), Some(upstream_addr)),
-        Ok(Ok(rsp)) => rsp,
+        Ok(Ok(sent)) => sent,
     };
 
     if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
         return match client_upgrade {
             Some(client) => {
                 let upstream = hyper::upgrade::on(&mut rsp);
-                tokio::spawn(tunnel(client, upstream, upstream_addr));
+                // The upgraded connection is never pooled again; its handle
+                // lives as long as the tunnel so hyper hands the IO over.
+                tokio::spawn(tunnel(client, upstream, upstream_addr, recycle));
                 let (mut parts, _) = rsp.into_parts();
                 strip_hop_by_hop(&mut parts.headers, true);
                 (
@@ -291,7 +293,7 @@ async fn forward(
     strip_hop_by_hop(&mut parts.headers, false);
     parts.version = Version::HTTP_11;
     (
-        Response::from_parts(parts, ResponseBody::upstream(body, timeouts.read)),
+        Response::from_parts(parts, ResponseBody::upstream(body, timeouts.read, recycle)),
         Some(upstream_addr),
     )
 }
@@ -300,6 +302,7 @@ async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
     addr: SocketAddr,
+    _conn: Option<crate::upstream::Recycle>,
 ) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,

@@ -133,6 +133,33 @@ struct IdleH1 {
     since: Instant,
 }
 
+/// An HTTP/1.1 connection whose response is still being read. Handing it in
+/// with [`Recycle::finish`] once the body has ended returns it to the idle
+/// queue; dropping it closes the connection (a body cut short leaves the
+/// connection in an unknown state).
+pub struct Recycle {
+    endpoint: Arc<Endpoint>,
+    tx: http1::SendRequest<RequestBody>,
+}
+
+impl Recycle {
+    pub fn finish(self) {
+        let Recycle { endpoint, mut tx } = self;
+        // Usually hyper has already seen the end of the message by the time
+        // the reader has, so the connection is ready at once and no task is
+        // needed; otherwise wait for it off the request path.
+        if tx.is_ready() {
+            endpoint.park(tx);
+            return;
+        }
+        tokio::spawn(async move {
+            if tx.ready().await.is_ok() {
+                endpoint.park(tx);
+            }
+        });
+    }
+}
+
 /// One upstream endpoint and its connections.
 pub struct Endpoint {
     key: EndpointKey,
@@ -168,14 +195,16 @@ impl Endpoint {
     }
 
     /// Sends one request and returns the response head; the body streams.
+    /// For HTTP/1.1 the connection comes back as a [`Recycle`] to hand in
+    /// when the response body has been read to its end.
     pub async fn send(
         self: &Arc<Self>,
         req: Request<RequestBody>,
         connect_timeout: Duration,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<(Response<Incoming>, Option<Recycle>), UpstreamError> {
         match self.key.protocol {
             Protocol::Http1 => self.send_h1(req, connect_timeout).await,
-            Protocol::H2c => self.send_h2(req, connect_timeout).await,
+            Protocol::H2c => Ok((self.send_h2(req, connect_timeout).await?, None)),
         }
     }
 
@@ -183,17 +212,14 @@ impl Endpoint {
         self: &Arc<Self>,
         mut req: Request<RequestBody>,
         connect_timeout: Duration,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<(Response<Incoming>, Option<Recycle>), UpstreamError> {
         while let Some(idle) = self.idle.pop() {
             if idle.since.elapsed() > self.pool.idle_timeout || !idle.tx.is_ready() {
                 continue;
             }
             let mut tx = idle.tx;
             match tx.try_send_request(req).await {
-                Ok(rsp) => {
-                    self.recycle_h1(tx);
-                    return Ok(rsp);
-                }
+                Ok(rsp) => return Ok((rsp, Some(self.recycle(tx)))),
                 Err(mut e) => match e.take_message() {
                     // Not sent: the connection went away while idle.
                     Some(r) => req = r,
@@ -216,22 +242,21 @@ impl Endpoint {
             }
         });
         let rsp = tx.send_request(req).await.map_err(|e| self.http_error(e))?;
-        self.recycle_h1(tx);
-        Ok(rsp)
+        Ok((rsp, Some(self.recycle(tx))))
     }
 
-    /// Returns the connection to the idle queue once its response is fully
-    /// read (as hyper's own pool does); upgraded or failed ones are dropped.
-    fn recycle_h1(self: &Arc<Self>, mut tx: http1::SendRequest<RequestBody>) {
-        let ep = Arc::clone(self);
-        tokio::spawn(async move {
-            if tx.ready().await.is_ok() {
-                // A full queue closes the connection: the bound on idle ones.
-                let _ = ep.idle.push(IdleH1 {
-                    tx,
-                    since: Instant::now(),
-                });
-            }
+    fn recycle(self: &Arc<Self>, tx: http1::SendRequest<RequestBody>) -> Recycle {
+        Recycle {
+            endpoint: Arc::clone(self),
+            tx,
+        }
+    }
+
+    /// A full queue closes the connection: the bound on idle ones.
+    fn park(&self, tx: http1::SendRequest<RequestBody>) {
+        let _ = self.idle.push(IdleH1 {
+            tx,
+            since: Instant::now(),
         });
     }
 

@@ -634,3 +634,35 @@ async fn methods_headers_and_query_select_rules() {
     let (_, _, body) = send(&c, req(Method::POST, "1", "v=x")).await;
     assert_eq!(body, "a");
 }
+
+#[tokio::test]
+async fn upstream_connections_are_reused() {
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counter = std::sync::Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(Response::new(full("pooled")))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let proxy = Proxy::start(simple("pool.test", addr)).await;
+    let c = h1_client();
+    for _ in 0..20 {
+        let (s, _, body) = get(&c, proxy.addr, "pool.test", "/").await;
+        assert_eq!((s, body.as_str()), (StatusCode::OK, "pooled"));
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "sequential requests share one upstream connection"
+    );
+}
