@@ -53,8 +53,11 @@ impl IdleTimer {
     }
 
     /// Called when the inner body is pending: `Ready` means the gap is over.
+    /// A timeout too large to add to the clock never expires.
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let deadline = Instant::now() + self.idle;
+        let Some(deadline) = Instant::now().checked_add(self.idle) else {
+            return Poll::Pending;
+        };
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
@@ -88,16 +91,6 @@ impl RequestBody {
             limit,
             received,
             timer: IdleTimer::new(send_timeout),
-        }
-    }
-
-    /// A body with nothing in it (health checks, tests).
-    pub fn empty() -> Self {
-        Self {
-            inner: None,
-            limit: None,
-            received: Arc::default(),
-            timer: IdleTimer::new(Duration::MAX),
         }
     }
 }
@@ -303,4 +296,26 @@ pub fn find_body_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option
         cur = e.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn huge_idle_timeout_never_expires_and_never_panics() {
+        let mut t = IdleTimer::new(Duration::MAX);
+        let polled = std::future::poll_fn(|cx| Poll::Ready(t.poll_expired(cx))).await;
+        assert!(polled.is_pending());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_timer_expires_after_the_gap() {
+        let mut t = IdleTimer::new(Duration::from_secs(5));
+        let first = std::future::poll_fn(|cx| Poll::Ready(t.poll_expired(cx))).await;
+        assert!(first.is_pending());
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let later = std::future::poll_fn(|cx| Poll::Ready(t.poll_expired(cx))).await;
+        assert!(later.is_ready());
+    }
 }

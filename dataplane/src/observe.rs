@@ -198,14 +198,6 @@ impl AtomicHistogram {
         let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         h.sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
-
-    pub fn count(&self) -> u64 {
-        self.inner
-            .counts
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum()
-    }
 }
 
 impl TypedMetric for AtomicHistogram {

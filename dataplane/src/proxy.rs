@@ -5,6 +5,7 @@
 //! ([`error_response`]).
 
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +41,7 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ConnInfo {
     pub client: SocketAddr,
+    /// The listener's address (its IP may be unspecified; the port is real).
     pub local: SocketAddr,
     pub scheme: Scheme,
 }
@@ -126,7 +128,7 @@ fn redirect(
     };
     let mut location = format!("{}://{}", scheme.as_str(), target_host);
     if let Some(p) = port {
-        location.push_str(&format!(":{p}"));
+        let _ = write!(location, ":{p}");
     }
     location.push_str(&path);
     if let Some(q) = req.uri().query() {
@@ -538,29 +540,29 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 fn add_forwarded_headers(headers: &mut HeaderMap, ctx: &RequestCtx, host: &HeaderValue) {
-    let ip = ctx.conn.client.ip().to_string();
+    let Ok(ip) = HeaderValue::try_from(ctx.conn.client.ip().to_string()) else {
+        return;
+    };
     let mut prior = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .peekable();
     let xff = if prior.peek().is_none() {
-        HeaderValue::try_from(ip.as_str()).ok()
+        Some(ip.clone())
     } else {
         let mut joined = String::new();
         for p in prior {
             joined.push_str(p);
             joined.push_str(", ");
         }
-        joined.push_str(&ip);
+        joined.push_str(ip.to_str().unwrap_or_default());
         HeaderValue::try_from(joined).ok()
     };
-    if let Ok(v) = HeaderValue::try_from(ip) {
-        headers.insert(X_REAL_IP.clone(), v);
-    }
     if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
+    headers.insert(X_REAL_IP.clone(), ip);
     headers.insert(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(ctx.conn.scheme.as_str()),

@@ -55,6 +55,12 @@ pub(crate) async fn serve_proxy(
     drain: mpsc::Sender<()>,
 ) {
     let cfg = shared.listener;
+    // Only the port is used (X-Forwarded-Port); it is the listener's, so
+    // there is no need to ask the kernel per connection.
+    let Ok(local) = listener.local_addr() else {
+        warn!("proxy listener has no local address; not serving");
+        return;
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -69,10 +75,6 @@ pub(crate) async fn serve_proxy(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {
-                    let local = match stream.local_addr() {
-                        Ok(a) => a,
-                        Err(_) => continue,
-                    };
                     let _ = stream.set_nodelay(true);
                     let conn = ConnInfo { client, local, scheme: Scheme::Http };
                     let span = debug_span!("conn", client.addr = %client);
@@ -109,7 +111,11 @@ async fn serve_conn(
     _drain: mpsc::Sender<()>,
 ) {
     shared.metrics.open_connections.inc();
-    let idle_period = shared.listener.idle_timeout;
+    // A zero period would make the interval panic; a huge one would overflow.
+    let idle_period = shared.listener.idle_timeout.clamp(
+        Duration::from_millis(1),
+        Duration::from_secs(365 * 24 * 3600),
+    );
     let activity = Arc::new(AtomicU64::new(0));
     let io = TokioIo::new(ActivityIo {
         inner: stream,

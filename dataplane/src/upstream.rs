@@ -190,10 +190,6 @@ impl Endpoint {
         self.key.addr
     }
 
-    pub fn idle_connections(&self) -> usize {
-        self.idle.len()
-    }
-
     /// Sends one request and returns the response head; the body streams.
     /// For HTTP/1.1 the connection comes back as a [`Recycle`] to hand in
     /// when the response body has been read to its end.
