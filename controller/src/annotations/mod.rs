@@ -1,0 +1,1 @@
+//! The annotation registry (placeholder; filled by the annotations work).

@@ -1,0 +1,2 @@
+//! Portico's custom resources. Placeholder: filled by the HTTPRoute work.
+#![forbid(unsafe_code)]
