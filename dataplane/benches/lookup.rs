@@ -50,6 +50,7 @@ fn rule(path: PathMatch, headers: Vec<HeaderMatch>) -> Rule {
         action: Action::Forward(Forward {
             backends: vec![],
             rewrite: None,
+            canary: None,
         }),
         timeouts: Default::default(),
         max_request_body: None,

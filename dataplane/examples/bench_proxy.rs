@@ -86,6 +86,7 @@ fn route_to(upstream: SocketAddr) -> RouteConfig {
                         endpoints: vec![upstream],
                     }],
                     rewrite: None,
+                    canary: None,
                 }),
                 timeouts: Default::default(),
                 max_request_body: Some(1 << 20),

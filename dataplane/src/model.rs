@@ -48,13 +48,20 @@ pub struct SourceRef {
     pub created: i64,
 }
 
-/// A virtual host name: an exact, lower-case name or `*.suffix`, which
-/// matches exactly one extra label (Ingress semantics).
+/// A virtual host name: an exact, lower-case name or a wildcard.
+///
+/// Ingress and Gateway API disagree on wildcards: an Ingress `*.example.com`
+/// matches exactly one extra label, an HTTPRoute `*.example.com` any number
+/// of them. Both live in one table, so both are kept apart here.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Hostname {
     Exact(String),
-    /// The suffix after `*.`, lower case: `Wildcard("example.com")`.
+    /// Ingress `*.suffix`: exactly one extra label. Holds the suffix after
+    /// `*.`, lower case: `Wildcard("example.com")`. Written `*.example.com`.
     Wildcard(String),
+    /// Gateway API `*.suffix`: one or more extra labels. Written
+    /// `**.example.com` in this model's text form.
+    WildcardAnyDepth(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -134,6 +141,13 @@ pub enum ValueMatch {
 pub enum Action {
     Forward(Forward),
     Redirect(Redirect),
+    /// Answer 503 without contacting anything: the rule's configuration asked
+    /// for something that cannot be done safely (an invalid redirect or
+    /// rewrite annotation), and serving the request unchanged would be wrong.
+    /// `reason` is for operators (`/debug/routes`), never sent to clients.
+    Deny {
+        reason: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -143,6 +157,44 @@ pub struct Forward {
     pub backends: Vec<Backend>,
     #[serde(default)]
     pub rewrite: Option<UrlRewrite>,
+    /// An alternative backend set chosen per request (ingress-nginx canary).
+    #[serde(default)]
+    pub canary: Option<Canary>,
+}
+
+/// ingress-nginx canary semantics: the header decides first, then the
+/// cookie, then the weight.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Canary {
+    pub backends: Vec<Backend>,
+    #[serde(default)]
+    pub header: Option<CanaryHeader>,
+    /// A cookie whose value `always` selects the canary and `never` the main
+    /// backends.
+    #[serde(default)]
+    pub cookie: Option<String>,
+    /// `weight` out of `weight_total` requests go to the canary when neither
+    /// header nor cookie decided.
+    pub weight: u32,
+    pub weight_total: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CanaryHeader {
+    #[serde(with = "serde_http::header_name")]
+    pub name: HeaderName,
+    pub value: CanaryHeaderValue,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CanaryHeaderValue {
+    /// `always` selects the canary, `never` the main backends; anything else
+    /// leaves the decision to the cookie and the weight.
+    AlwaysNever,
+    /// Exactly this value selects the canary.
+    Exact(String),
+    /// A value in which this pattern matches (unanchored) selects the canary.
+    Pattern(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -226,6 +278,23 @@ pub enum PathModifier {
     ReplaceFullPath(String),
     /// Replaces the part of the path matched by the rule's `Prefix` match.
     ReplacePrefixMatch(String),
+    /// ingress-nginx `rewrite-target`: when `pattern` matches the path
+    /// (case-insensitively, anywhere, as nginx's `rewrite` does), the path
+    /// becomes `replacement` with `$n` captures filled in; otherwise it is
+    /// left alone. A `?` in the result starts new query arguments, and the
+    /// original ones follow them.
+    RegexReplace {
+        pattern: String,
+        replacement: Vec<Substitution>,
+    },
+}
+
+/// A piece of a [`PathModifier::RegexReplace`] replacement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Substitution {
+    Literal(String),
+    /// The text of capture group `n` (empty when the group did not take part).
+    Capture(u8),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -300,9 +369,12 @@ impl Hostname {
     /// `None` for anything that is not a plausible DNS name.
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.trim_end_matches('.');
-        let (wild, name) = match s.strip_prefix("*.") {
-            Some(rest) => (true, rest),
-            None => (false, s),
+        let (wild, name) = if let Some(rest) = s.strip_prefix("**.") {
+            (Some(true), rest)
+        } else if let Some(rest) = s.strip_prefix("*.") {
+            (Some(false), rest)
+        } else {
+            (None, s)
         };
         if name.is_empty() || name.len() > 253 {
             return None;
@@ -320,10 +392,10 @@ impl Hostname {
             return None;
         }
         let name = name.to_ascii_lowercase();
-        Some(if wild {
-            Hostname::Wildcard(name)
-        } else {
-            Hostname::Exact(name)
+        Some(match wild {
+            None => Hostname::Exact(name),
+            Some(false) => Hostname::Wildcard(name),
+            Some(true) => Hostname::WildcardAnyDepth(name),
         })
     }
 }
@@ -333,6 +405,7 @@ impl std::fmt::Display for Hostname {
         match self {
             Hostname::Exact(n) => f.write_str(n),
             Hostname::Wildcard(n) => write!(f, "*.{n}"),
+            Hostname::WildcardAnyDepth(n) => write!(f, "**.{n}"),
         }
     }
 }
@@ -483,6 +556,10 @@ mod tests {
             Hostname::parse("*.example.com"),
             Some(Hostname::Wildcard("example.com".into()))
         );
+        assert_eq!(
+            Hostname::parse("**.example.com"),
+            Some(Hostname::WildcardAnyDepth("example.com".into()))
+        );
         for bad in ["", "*.", "a..b", "-a.com", "a b.com", "*.*.com", "a.com/x"] {
             assert_eq!(Hostname::parse(bad), None, "{bad:?}");
         }
@@ -524,6 +601,7 @@ mod tests {
                             endpoints: vec!["127.0.0.1:8080".parse().unwrap()],
                         }],
                         rewrite: None,
+                        canary: None,
                     }),
                     timeouts: Timeouts::default(),
                     max_request_body: Some(10),

@@ -22,7 +22,9 @@ use tracing::{debug, warn};
 
 use crate::Shared;
 use crate::body::{BodyError, RequestBody, ResponseBody, find_body_error};
-use crate::model::{Action, HeaderModifier, PathMatch, PathModifier, Protocol, Redirect, Scheme};
+use crate::model::{
+    Action, HeaderModifier, PathMatch, PathModifier, Protocol, Redirect, Scheme, Substitution,
+};
 use crate::observe::{AccessRecord, NO_ROUTE, RouteStats};
 use crate::router::{RequestHead, replace_prefix_match};
 use crate::table::{PickError, Routed};
@@ -91,6 +93,10 @@ pub(crate) async fn handle(
     let (rsp, upstream) = match &routed.rule.action {
         Action::Redirect(r) => (redirect(r, &routed, &req, host, &ctx), None),
         Action::Forward(_) => forward(&routed, req, &host_value, &ctx).await,
+        Action::Deny { .. } => (
+            error_response(StatusCode::SERVICE_UNAVAILABLE, &ctx.id),
+            None,
+        ),
     };
     let rsp = apply_response_headers(rsp, &routed.rule.filters.response_headers);
     Ok(finish(
@@ -122,19 +128,18 @@ fn redirect(
         .port
         .or(if r.scheme.is_some() { None } else { req_port })
         .filter(|p| *p != scheme.default_port());
-    let path = match &r.path {
-        Some(m) => modify_path(m, routed, req.uri().path()),
-        None => req.uri().path().to_owned(),
+    let path_and_query = match &r.path {
+        Some(m) => modified_path_and_query(m, routed, req.uri()),
+        None => req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned()),
     };
     let mut location = format!("{}://{}", scheme.as_str(), target_host);
     if let Some(p) = port {
         let _ = write!(location, ":{p}");
     }
-    location.push_str(&path);
-    if let Some(q) = req.uri().query() {
-        location.push('?');
-        location.push_str(q);
-    }
+    location.push_str(&path_and_query);
     match HeaderValue::try_from(location) {
         Ok(loc) => {
             let mut rsp = Response::new(ResponseBody::empty());
@@ -166,7 +171,11 @@ async fn forward(
     {
         return (error_response(StatusCode::PAYLOAD_TOO_LARGE, &ctx.id), None);
     }
-    let (backend, endpoint) = match routed.runtime.backends.pick() {
+    let backends = match &routed.runtime.canary {
+        Some(canary) if canary.selects(req.headers()) => &canary.backends,
+        _ => &routed.runtime.backends,
+    };
+    let (backend, endpoint) = match backends.pick() {
         Ok(picked) => picked,
         Err(PickError::NoBackend | PickError::NoEndpoints) => {
             return (
@@ -187,14 +196,7 @@ async fn forward(
     // Target path and host.
     let rewrite = fwd.rewrite.as_ref();
     let path_and_query = match rewrite.and_then(|r| r.path.as_ref()) {
-        Some(m) => {
-            let path = modify_path(m, routed, req.uri().path());
-            let pq = match req.uri().query() {
-                Some(q) => format!("{path}?{q}"),
-                None => path,
-            };
-            PathAndQuery::try_from(pq)
-        }
+        Some(m) => PathAndQuery::try_from(modified_path_and_query(m, routed, req.uri())),
         None => Ok(req
             .uri()
             .path_and_query()
@@ -589,12 +591,48 @@ fn apply_header_modifier(headers: &mut HeaderMap, m: &HeaderModifier) {
     }
 }
 
+/// The rewritten path with the request's query. A modifier whose result has
+/// its own `?query` (an ingress-nginx rewrite target) keeps the request's
+/// arguments after those, as nginx does.
+fn modified_path_and_query(m: &PathModifier, routed: &Routed<'_>, uri: &Uri) -> String {
+    let mut path = modify_path(m, routed, uri.path());
+    if let Some(q) = uri.query() {
+        path.push(if path.contains('?') { '&' } else { '?' });
+        path.push_str(q);
+    }
+    path
+}
+
 /// Applies a path modifier. `ReplacePrefixMatch` replaces the part matched by
 /// the rule's prefix, by segment; with other match kinds it replaces the
 /// whole path.
 fn modify_path(m: &PathModifier, routed: &Routed<'_>, path: &str) -> String {
     match m {
         PathModifier::ReplaceFullPath(p) => p.clone(),
+        PathModifier::RegexReplace { replacement, .. } => {
+            // The table compiled the pattern; without it, leave the path.
+            let Some(caps) = routed
+                .runtime
+                .rewrite_regex
+                .as_ref()
+                .and_then(|re| re.captures(path))
+            else {
+                return path.to_owned();
+            };
+            let mut out = String::with_capacity(path.len());
+            for piece in replacement {
+                match piece {
+                    Substitution::Literal(s) => out.push_str(s),
+                    Substitution::Capture(n) => {
+                        out.push_str(caps.get(usize::from(*n)).map_or("", |m| m.as_str()));
+                    }
+                }
+            }
+            if !out.starts_with('/') {
+                out.insert(0, '/');
+            }
+            out
+        }
         PathModifier::ReplacePrefixMatch(replacement) => {
             let prefix = match routed.matched.map(|m| &m.path) {
                 Some(PathMatch::Prefix(p)) => p.as_str(),

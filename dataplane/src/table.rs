@@ -6,7 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use crate::model::{Action, Protocol, Route, RouteConfig, RouteMatch, Rule};
+use http::HeaderMap;
+use regex::{Regex, RegexBuilder};
+
+use crate::model::{
+    Action, Backend, Canary, CanaryHeaderValue, PathModifier, Protocol, Route, RouteConfig,
+    RouteMatch, Rule,
+};
 use crate::observe::{Metrics, RouteStats};
 use crate::router::{RequestHead, RouteError, Router};
 use crate::upstream::{Endpoint, EndpointKey, Upstreams};
@@ -27,6 +33,25 @@ pub struct RuleRuntime {
     pub stats: Arc<RouteStats>,
     /// Empty for redirects.
     pub backends: BackendSet,
+    pub canary: Option<CanaryRuntime>,
+    /// The compiled pattern of a [`PathModifier::RegexReplace`] rewrite.
+    pub rewrite_regex: Option<Regex>,
+}
+
+/// A compiled [`Canary`]: decides per request which backend set serves it.
+pub struct CanaryRuntime {
+    pub backends: BackendSet,
+    header: Option<(http::HeaderName, CanaryHeaderRuntime)>,
+    cookie: Option<Box<str>>,
+    weight: u64,
+    weight_total: u64,
+    next: AtomicU64,
+}
+
+enum CanaryHeaderRuntime {
+    AlwaysNever,
+    Exact(Box<str>),
+    Pattern(Regex),
 }
 
 /// A weighted split over backends, each a round robin over its endpoints.
@@ -87,7 +112,7 @@ impl RouteTable {
         metrics: &Metrics,
     ) -> Self {
         upstreams.prune();
-        let (router, errors) = Router::new(&config);
+        let (router, mut errors) = Router::new(&config);
         let rules = config
             .routes
             .iter()
@@ -97,10 +122,50 @@ impl RouteTable {
                 route
                     .rules
                     .iter()
-                    .map(|rule| RuleRuntime {
-                        route_id: Arc::clone(&route_id),
-                        stats: Arc::clone(&stats),
-                        backends: BackendSet::build(rule, upstreams),
+                    .enumerate()
+                    .map(|(idx, rule)| {
+                        let mut error = |field: &str, reason: String| {
+                            errors.push(RouteError {
+                                route_id: route.id.clone(),
+                                rule: idx,
+                                field: field.into(),
+                                reason,
+                            })
+                        };
+                        let Action::Forward(fwd) = &rule.action else {
+                            return RuleRuntime {
+                                route_id: Arc::clone(&route_id),
+                                stats: Arc::clone(&stats),
+                                backends: BackendSet::default(),
+                                canary: None,
+                                rewrite_regex: None,
+                            };
+                        };
+                        let rewrite_regex = match fwd.rewrite.as_ref().and_then(|r| r.path.as_ref())
+                        {
+                            Some(PathModifier::RegexReplace { pattern, .. }) => {
+                                match rewrite_regex(pattern) {
+                                    Ok(re) => Some(re),
+                                    Err(e) => {
+                                        error("rewrite.path.pattern", e);
+                                        None
+                                    }
+                                }
+                            }
+                            _ => None,
+                        };
+                        let canary = fwd.canary.as_ref().and_then(|c| {
+                            CanaryRuntime::build(c, upstreams)
+                                .map_err(|e| error("canary.header", e))
+                                .ok()
+                        });
+                        RuleRuntime {
+                            route_id: Arc::clone(&route_id),
+                            stats: Arc::clone(&stats),
+                            backends: BackendSet::build(&fwd.backends, upstreams),
+                            canary,
+                            rewrite_regex,
+                        }
                     })
                     .collect()
             })
@@ -148,15 +213,110 @@ impl RouteTable {
 
 // === impl BackendSet ===
 
-impl BackendSet {
-    fn build(rule: &Rule, upstreams: &Upstreams) -> Self {
-        let Action::Forward(fwd) = &rule.action else {
-            return Self::default();
+/// Compiled-program limit for user-supplied rewrite and canary patterns, as
+/// for route matches.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// nginx's `rewrite` is case-insensitive for ingress-nginx locations and
+/// matches anywhere in the path.
+fn rewrite_regex(pattern: &str) -> Result<Regex, String> {
+    RegexBuilder::new(pattern)
+        .case_insensitive(true)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+// === impl CanaryRuntime ===
+
+impl CanaryRuntime {
+    fn build(c: &Canary, upstreams: &Upstreams) -> Result<Self, String> {
+        let header = match &c.header {
+            None => None,
+            Some(h) => {
+                let value = match &h.value {
+                    CanaryHeaderValue::AlwaysNever => CanaryHeaderRuntime::AlwaysNever,
+                    CanaryHeaderValue::Exact(v) => CanaryHeaderRuntime::Exact(v.as_str().into()),
+                    CanaryHeaderValue::Pattern(p) => CanaryHeaderRuntime::Pattern(
+                        RegexBuilder::new(p)
+                            .size_limit(REGEX_SIZE_LIMIT)
+                            .dfa_size_limit(REGEX_SIZE_LIMIT)
+                            .build()
+                            .map_err(|e| e.to_string())?,
+                    ),
+                };
+                Some((h.name.clone(), value))
+            }
         };
+        Ok(Self {
+            backends: BackendSet::build(&c.backends, upstreams),
+            header,
+            cookie: c.cookie.as_deref().map(Box::from),
+            weight: u64::from(c.weight),
+            weight_total: u64::from(c.weight_total.max(1)),
+            next: AtomicU64::new(0),
+        })
+    }
+
+    /// ingress-nginx order: the header decides, then the cookie, then the
+    /// weight (spread evenly: `weight` of every `weight_total` requests).
+    pub fn selects(&self, headers: &HeaderMap) -> bool {
+        if let Some((name, rule)) = &self.header
+            && let Some(value) = headers.get(name).map(|v| v.as_bytes())
+        {
+            match rule {
+                CanaryHeaderRuntime::Exact(want) => {
+                    if value == want.as_bytes() {
+                        return true;
+                    }
+                }
+                CanaryHeaderRuntime::Pattern(re) => {
+                    if std::str::from_utf8(value).is_ok_and(|v| re.is_match(v)) {
+                        return true;
+                    }
+                }
+                CanaryHeaderRuntime::AlwaysNever => match value {
+                    b"always" => return true,
+                    b"never" => return false,
+                    _ => {}
+                },
+            }
+        }
+        if let Some(cookie) = &self.cookie {
+            match cookie_value(headers, cookie) {
+                Some(b"always") => return true,
+                Some(b"never") => return false,
+                _ => {}
+            }
+        }
+        if self.weight == 0 {
+            return false;
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.weight_total;
+        n < self.weight
+    }
+}
+
+/// The value of the first cookie called `name` in the `Cookie` headers.
+fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            (pair[..eq].trim_ascii() == name.as_bytes()).then(|| pair[eq + 1..].trim_ascii())
+        })
+}
+
+impl BackendSet {
+    fn build(list: &[Backend], upstreams: &Upstreams) -> Self {
         let mut total = 0u64;
         let mut backends = Vec::new();
         let mut cumulative = Vec::new();
-        for b in fwd.backends.iter().filter(|b| b.weight > 0) {
+        for b in list.iter().filter(|b| b.weight > 0) {
             total += u64::from(b.weight);
             cumulative.push(total);
             backends.push(BackendRuntime {
@@ -222,18 +382,8 @@ mod tests {
     }
 
     fn set(backends: Vec<Backend>) -> BackendSet {
-        let rule = Rule {
-            matches: vec![],
-            filters: Default::default(),
-            action: Action::Forward(Forward {
-                backends,
-                rewrite: None,
-            }),
-            timeouts: Timeouts::default(),
-            max_request_body: None,
-        };
         let upstreams = Upstreams::new(Default::default(), Counter::default());
-        BackendSet::build(&rule, &upstreams)
+        BackendSet::build(&backends, &upstreams)
     }
 
     #[test]
@@ -282,6 +432,7 @@ mod tests {
                     action: Action::Forward(Forward {
                         backends: vec![backend("a", 1, &[9])],
                         rewrite: None,
+                        canary: None,
                     }),
                     timeouts: Timeouts::default(),
                     max_request_body: None,

@@ -666,3 +666,190 @@ async fn upstream_connections_are_reused() {
         "sequential requests share one upstream connection"
     );
 }
+
+#[tokio::test]
+async fn canary_header_then_cookie_then_weight() {
+    let main = Upstream::echo("main").await;
+    let canary = Upstream::echo("canary").await;
+    let mk = |header: Option<CanaryHeader>, weight: u32| {
+        let mut rule = forward_rule(vec![], vec![backend("main", &[main.addr])]);
+        if let Action::Forward(f) = &mut rule.action {
+            f.canary = Some(Canary {
+                backends: vec![backend("canary", &[canary.addr])],
+                header,
+                cookie: Some("beta".into()),
+                weight,
+                weight_total: 4,
+            });
+        }
+        rule
+    };
+    let cfg = config(vec![
+        route(
+            "always-never",
+            &["an.test"],
+            vec![mk(
+                Some(CanaryHeader {
+                    name: HeaderName::from_static("x-canary"),
+                    value: CanaryHeaderValue::AlwaysNever,
+                }),
+                0,
+            )],
+        ),
+        route(
+            "exact",
+            &["ex.test"],
+            vec![mk(
+                Some(CanaryHeader {
+                    name: HeaderName::from_static("x-canary"),
+                    value: CanaryHeaderValue::Exact("yes-please".into()),
+                }),
+                0,
+            )],
+        ),
+        route(
+            "pattern",
+            &["pat.test"],
+            vec![mk(
+                Some(CanaryHeader {
+                    name: HeaderName::from_static("x-canary"),
+                    value: CanaryHeaderValue::Pattern("^v[0-9]+$".into()),
+                }),
+                0,
+            )],
+        ),
+        route("weight", &["w.test"], vec![mk(None, 1)]),
+    ]);
+    let proxy = Proxy::start(cfg).await;
+    let c = h1_client();
+    let ask = |host: &'static str, header: Option<&'static str>, cookie: Option<&'static str>| {
+        let mut req = Request::get(proxy.url("/")).header("host", host);
+        if let Some(h) = header {
+            req = req.header("x-canary", h);
+        }
+        if let Some(ck) = cookie {
+            req = req.header("cookie", ck);
+        }
+        let c = c.clone();
+        async move { send(&c, req.body(empty()).unwrap()).await.2 }
+    };
+    // Header first: `always`/`never` beat the cookie.
+    assert_eq!(
+        ask("an.test", Some("always"), Some("beta=never")).await,
+        "canary"
+    );
+    assert_eq!(
+        ask("an.test", Some("never"), Some("beta=always")).await,
+        "main"
+    );
+    // Any other header value leaves it to the cookie, then the weight (0).
+    assert_eq!(
+        ask("an.test", Some("maybe"), Some("a=1; beta=always")).await,
+        "canary"
+    );
+    assert_eq!(ask("an.test", Some("maybe"), None).await, "main");
+    assert_eq!(ask("an.test", None, Some("beta=never")).await, "main");
+    // An exact value selects; another value falls through to the cookie.
+    assert_eq!(ask("ex.test", Some("yes-please"), None).await, "canary");
+    assert_eq!(ask("ex.test", Some("always"), None).await, "main");
+    assert_eq!(
+        ask("ex.test", Some("nope"), Some("beta=always")).await,
+        "canary"
+    );
+    // A pattern selects when it matches.
+    assert_eq!(ask("pat.test", Some("v42"), None).await, "canary");
+    assert_eq!(ask("pat.test", Some("v4x"), None).await, "main");
+    // Weight 1 of 4: exactly a quarter over whole cycles.
+    let mut canaries = 0;
+    for _ in 0..40 {
+        if ask("w.test", None, None).await == "canary" {
+            canaries += 1;
+        }
+    }
+    assert_eq!(canaries, 10);
+    // The cookie overrides the weight both ways.
+    for _ in 0..4 {
+        assert_eq!(ask("w.test", None, Some("beta=never")).await, "main");
+    }
+}
+
+#[tokio::test]
+async fn deny_answers_503_without_contacting_upstreams() {
+    let cfg = config(vec![route(
+        "d",
+        &["deny.test"],
+        vec![Rule {
+            matches: vec![],
+            filters: Filters::default(),
+            action: Action::Deny {
+                reason: "invalid permanent-redirect".into(),
+            },
+            timeouts: Timeouts::default(),
+            max_request_body: None,
+        }],
+    )]);
+    let proxy = Proxy::start(cfg).await;
+    let (s, _, body) = get(&h1_client(), proxy.addr, "deny.test", "/x").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        !body.contains("redirect"),
+        "reason leaked to client: {body}"
+    );
+}
+
+#[tokio::test]
+async fn regex_rewrite_like_ingress_nginx() {
+    let up = Upstream::echo("a").await;
+    let mk = |pattern: &str, replacement: Vec<Substitution>| {
+        let mut rule = forward_rule(
+            vec![RouteMatch {
+                path: PathMatch::RegularExpression(format!("(?i:{pattern}).*")),
+                ..Default::default()
+            }],
+            vec![backend("a", &[up.addr])],
+        );
+        if let Action::Forward(f) = &mut rule.action {
+            f.rewrite = Some(UrlRewrite {
+                hostname: None,
+                path: Some(PathModifier::RegexReplace {
+                    pattern: pattern.into(),
+                    replacement,
+                }),
+            });
+        }
+        rule
+    };
+    let cfg = config(vec![
+        route(
+            "captures",
+            &["cap.test"],
+            vec![mk(
+                "/something(/|$)(.*)",
+                vec![Substitution::Literal("/".into()), Substitution::Capture(2)],
+            )],
+        ),
+        route(
+            "query",
+            &["q.test"],
+            vec![mk(
+                "/old/(.*)",
+                vec![
+                    Substitution::Literal("/new?from=".into()),
+                    Substitution::Capture(1),
+                ],
+            )],
+        ),
+    ]);
+    let proxy = Proxy::start(cfg).await;
+    let c = h1_client();
+    for (host, path, seen) in [
+        ("cap.test", "/something/new/x?k=v", "/new/x?k=v"),
+        ("cap.test", "/something", "/"),
+        ("cap.test", "/SOMETHING/Up", "/Up"),
+        ("q.test", "/old/page?k=v", "/new?from=page&k=v"),
+    ] {
+        let (s, h, _) = get(&c, proxy.addr, host, path).await;
+        assert_eq!(s, StatusCode::OK, "{host}{path}");
+        assert_eq!(h["x-seen-path"], seen, "{host}{path}");
+    }
+}

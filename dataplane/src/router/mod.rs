@@ -5,9 +5,11 @@
 //! be pinned down by table tests, one per rule (see `tests.rs`). Semantics are
 //! those of Kubernetes Ingress and Gateway API `HTTPRoute`:
 //!
-//! 1. The request host selects one virtual host: an exact hostname, else a
-//!    `*.suffix` wildcard (exactly one extra label), else the default virtual
-//!    host made of the routes without hostnames. There is no fallthrough: when
+//! 1. The request host selects one virtual host: an exact hostname, else the
+//!    longest matching wildcard suffix, else the default virtual host made of
+//!    the routes without hostnames. An Ingress wildcard covers exactly one
+//!    extra label and a Gateway API one any number; where both name the same
+//!    suffix they share one virtual host for one-label hosts. There is no fallthrough: when
 //!    the selected virtual host has no matching rule, the lookup misses.
 //! 2. Within it, the matching (rule, match) with the greatest [`MatchRank`]
 //!    wins (path kind and length, then method, then number of header matches,
@@ -58,8 +60,12 @@ pub struct Router {
     vhosts: Vec<VirtualHost>,
     /// Lower-case hostname, without trailing dot, to an index in `vhosts`.
     exact_hosts: HashMap<Box<[u8]>, usize>,
-    /// Lower-case wildcard suffix (`example.com` for `*.example.com`).
+    /// Lower-case wildcard suffix (`example.com` for `*.example.com`): the
+    /// virtual host for names one label longer. Holds both kinds of wildcard.
     wildcard_hosts: HashMap<Box<[u8]>, usize>,
+    /// Suffixes of any-depth wildcards only: the virtual host for names two or
+    /// more labels longer.
+    deep_wildcard_hosts: HashMap<Box<[u8]>, usize>,
     default_vhost: Option<usize>,
 }
 
@@ -280,32 +286,43 @@ impl Router {
             by_route.push(start..candidates.len());
         }
 
-        // Group routes by virtual host. Routes are visited in order, so
-        // checking the last entry is enough to list a route once per host
-        // even when it names that host twice.
+        // Group routes by virtual host.
         let mut exact: HashMap<Box<[u8]>, Vec<usize>> = HashMap::new();
         let mut wildcard: HashMap<Box<[u8]>, Vec<usize>> = HashMap::new();
+        let mut deep: HashMap<Box<[u8]>, Vec<usize>> = HashMap::new();
         let mut default = Vec::new();
         for (route_idx, route) in config.routes.iter().enumerate() {
             if route.hostnames.is_empty() {
                 default.push(route_idx);
             }
             for hostname in &route.hostnames {
-                let (map, name) = match hostname {
-                    Hostname::Exact(name) => (&mut exact, name),
-                    Hostname::Wildcard(suffix) => (&mut wildcard, suffix),
+                let (maps, name): (&mut [&mut HashMap<_, Vec<usize>>], _) = match hostname {
+                    Hostname::Exact(name) => (&mut [&mut exact], name),
+                    Hostname::Wildcard(suffix) => (&mut [&mut wildcard], suffix),
+                    Hostname::WildcardAnyDepth(suffix) => (&mut [&mut wildcard, &mut deep], suffix),
                 };
                 // The model promises lower case without a trailing dot; a
                 // hand-built config that breaks that must still match.
                 let key = name.trim_end_matches('.').to_ascii_lowercase();
-                let routes = map.entry(key.into_bytes().into_boxed_slice()).or_default();
-                if routes.last() != Some(&route_idx) {
-                    routes.push(route_idx);
+                for map in maps.iter_mut() {
+                    let routes = map
+                        .entry(key.as_bytes().to_vec().into_boxed_slice())
+                        .or_default();
+                    // Routes are visited in order: checking the last entry
+                    // lists a route once even when it names a host twice.
+                    if routes.last() != Some(&route_idx) {
+                        routes.push(route_idx);
+                    }
                 }
             }
         }
+        // Keep each route list in config order after merging both kinds.
+        for routes in wildcard.values_mut() {
+            routes.sort_unstable();
+            routes.dedup();
+        }
 
-        let mut vhosts = Vec::with_capacity(exact.len() + wildcard.len() + 1);
+        let mut vhosts = Vec::with_capacity(exact.len() + wildcard.len() + deep.len() + 1);
         let mut build = |routes: &[usize]| {
             vhosts.push(VirtualHost::build(
                 routes,
@@ -323,6 +340,10 @@ impl Router {
             .into_iter()
             .map(|(suffix, routes)| (suffix, build(&routes)))
             .collect();
+        let deep_wildcard_hosts = deep
+            .into_iter()
+            .map(|(suffix, routes)| (suffix, build(&routes)))
+            .collect();
         let default_vhost = (!default.is_empty()).then(|| build(&default));
 
         let router = Router {
@@ -330,6 +351,7 @@ impl Router {
             vhosts,
             exact_hosts,
             wildcard_hosts,
+            deep_wildcard_hosts,
             default_vhost,
         };
         (router, errors)
@@ -353,7 +375,10 @@ impl Router {
     /// compared case-insensitively. Only a host with an upper-case byte is
     /// copied, onto the stack unless it is too long to be a DNS name.
     fn named_vhost(&self, host: &str) -> Option<usize> {
-        if self.exact_hosts.is_empty() && self.wildcard_hosts.is_empty() {
+        if self.exact_hosts.is_empty()
+            && self.wildcard_hosts.is_empty()
+            && self.deep_wildcard_hosts.is_empty()
+        {
             return None;
         }
         if !host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -370,17 +395,34 @@ impl Router {
         }
     }
 
-    /// Exact beats wildcard, for a lower-case `host`.
+    /// Exact beats wildcard, and a longer wildcard suffix beats a shorter
+    /// one, for a lower-case `host`.
     fn vhost_for(&self, host: &[u8]) -> Option<usize> {
         if let Some(&id) = self.exact_hosts.get(host) {
             return Some(id);
         }
-        // A wildcard covers exactly one non-empty label: look up the rest.
+        // Wildcards cover whole, non-empty labels.
         let dot = host.iter().position(|&b| b == b'.')?;
         if dot == 0 {
             return None;
         }
-        self.wildcard_hosts.get(&host[dot + 1..]).copied()
+        let mut rest = &host[dot + 1..];
+        if let Some(&id) = self.wildcard_hosts.get(rest) {
+            return Some(id);
+        }
+        if self.deep_wildcard_hosts.is_empty() {
+            return None;
+        }
+        loop {
+            let dot = rest.iter().position(|&b| b == b'.')?;
+            if dot == 0 {
+                return None;
+            }
+            rest = &rest[dot + 1..];
+            if let Some(&id) = self.deep_wildcard_hosts.get(rest) {
+                return Some(id);
+            }
+        }
     }
 }
 

@@ -42,6 +42,7 @@ fn rule(matches: Vec<RouteMatch>) -> Rule {
         action: Action::Forward(Forward {
             backends: vec![],
             rewrite: None,
+            canary: None,
         }),
         timeouts: Default::default(),
         max_request_body: None,
@@ -247,6 +248,78 @@ fn wildcard_matches_one_label_only() {
             (req("a.b.example.com", "/"), None),
             (req(".example.com", "/"), None),
             (req("a.example.org", "/"), None),
+        ],
+    );
+}
+
+#[test]
+fn any_depth_wildcard_matches_one_or_more_labels() {
+    let router = router(vec![route("deep", &["**.example.com"], vec![rule(vec![])])]);
+    assert_table(
+        &router,
+        &[
+            (req("a.example.com", "/"), hit_any(0, 0)),
+            (req("a.b.c.example.com", "/"), hit_any(0, 0)),
+            (req("example.com", "/"), None),
+            (req("a..example.com", "/"), None),
+            (req("a.example.org", "/"), None),
+        ],
+    );
+}
+
+#[test]
+fn longer_wildcard_suffix_wins() {
+    // The shorter suffix is older and first in config: only suffix length can
+    // make the longer one win.
+    let router = router(vec![
+        with_source(
+            route("short", &["**.example.com"], vec![rule(vec![])]),
+            "a",
+            "a",
+            1,
+        ),
+        with_source(
+            route("long", &["**.b.example.com"], vec![rule(vec![])]),
+            "z",
+            "z",
+            2,
+        ),
+    ]);
+    assert_table(
+        &router,
+        &[
+            (req("a.b.example.com", "/"), hit_any(1, 0)),
+            (req("x.a.b.example.com", "/"), hit_any(1, 0)),
+            (req("b.example.com", "/"), hit_any(0, 0)),
+            (req("x.c.example.com", "/"), hit_any(0, 0)),
+        ],
+    );
+}
+
+#[test]
+fn ingress_and_gateway_wildcards_share_one_label_hosts() {
+    // An Ingress `*.example.com` (one label) and an HTTPRoute one (any depth)
+    // on the same suffix: one-label hosts see both routes' rules, deeper
+    // hosts only the HTTPRoute's.
+    let router = router(vec![
+        route(
+            "ingress",
+            &["*.example.com"],
+            vec![rule(vec![prefix("/a")])],
+        ),
+        route(
+            "gateway",
+            &["**.example.com"],
+            vec![rule(vec![prefix("/b")])],
+        ),
+    ]);
+    assert_table(
+        &router,
+        &[
+            (req("x.example.com", "/a"), hit(0, 0, 0)),
+            (req("x.example.com", "/b"), hit(1, 0, 0)),
+            (req("y.x.example.com", "/a"), None),
+            (req("y.x.example.com", "/b"), hit(1, 0, 0)),
         ],
     );
 }

@@ -277,6 +277,7 @@ pub fn forward_rule(matches: Vec<RouteMatch>, backends: Vec<Backend>) -> Rule {
         action: Action::Forward(Forward {
             backends,
             rewrite: None,
+            canary: None,
         }),
         timeouts: Timeouts::default(),
         max_request_body: Some(DEFAULT_MAX_REQUEST_BODY),
