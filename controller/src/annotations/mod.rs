@@ -10,11 +10,13 @@
 //!
 //! Adding a behaviour is one [`AnnotationSpec`] entry in `registry.rs` plus its
 //! parser in `parsers.rs` (and, if it moves out of the not-supported list, the
-//! removal of its line there).
+//! removal of its line there). `docs/annotations.md` is generated from the
+//! registry by [`markdown`]; a test fails when the committed file drifts.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+mod markdown;
 mod parsers;
 mod registry;
 mod values;
@@ -22,6 +24,7 @@ mod values;
 #[cfg(test)]
 mod tests;
 
+pub use self::markdown::markdown;
 pub use self::registry::{
     AnnotationSpec, NginxAnnotation, NginxStatus, ObjectKind, Scope, Support, nginx_not_supported,
     registry,

@@ -1409,3 +1409,43 @@ fn docs_lines_are_one_line() {
         );
     }
 }
+
+// === docs/annotations.md ===
+
+#[test]
+fn committed_docs_match_the_registry() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/annotations.md");
+    let want = markdown();
+    if std::env::var("PORTICO_UPDATE_DOCS").as_deref() == Ok("1") {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(&path, &want).unwrap();
+        return;
+    }
+    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        have == want,
+        "docs/annotations.md differs from the annotation registry; regenerate it with \
+         `PORTICO_UPDATE_DOCS=1 cargo test -p portico --lib annotations` and commit the result"
+    );
+}
+
+#[test]
+fn docs_list_every_annotation() {
+    let docs = markdown();
+    for spec in registry() {
+        assert!(
+            docs.contains(&format!("| `{}` |", spec.name)),
+            "{}",
+            spec.name
+        );
+    }
+    for known in nginx_not_supported() {
+        assert!(
+            docs.contains(&format!("| `{}` |", known.name)),
+            "{}",
+            known.name
+        );
+    }
+}
