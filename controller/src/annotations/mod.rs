@@ -1,1 +1,390 @@
-//! The annotation registry (placeholder; filled by the annotations work).
+//! Ingress annotations: one registry of the behaviours Portico implements,
+//! each answering to `portico.dev/<name>` and, so that Ingresses written for
+//! the retired ingress-nginx keep working, `nginx.ingress.kubernetes.io/<name>`.
+//!
+//! [`parse`] turns an object's annotations into typed values
+//! ([`IngressAnnotations`]) plus diagnostics that name the key, the value and
+//! why. Nothing here interprets user text: values become enums, integers,
+//! `http` types or validated strings, or a diagnostic. Snippets are never
+//! parsed further.
+//!
+//! Adding a behaviour is one [`AnnotationSpec`] entry in `registry.rs` plus its
+//! parser in `parsers.rs` (and, if it moves out of the not-supported list, the
+//! removal of its line there). `docs/annotations.md` is generated from the
+//! registry by [`markdown`]; a test fails when the committed file drifts.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+mod markdown;
+mod parsers;
+mod registry;
+mod values;
+
+#[cfg(test)]
+mod tests;
+
+pub use self::markdown::markdown;
+pub use self::registry::{
+    AnnotationSpec, NginxAnnotation, NginxStatus, ObjectKind, Scope, Support, nginx_not_supported,
+    registry,
+};
+
+use self::parsers::Draft;
+
+/// Portico's own spelling: `portico.dev/<name>`. Wins over the ingress-nginx
+/// spelling when both are set.
+pub const PORTICO_PREFIX: &str = "portico.dev/";
+/// The ingress-nginx spelling: `nginx.ingress.kubernetes.io/<name>`.
+pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
+
+/// Values longer than this are shortened in diagnostic messages (the full
+/// value stays in [`AnnotationDiagnostic::value`]).
+const MESSAGE_VALUE_MAX: usize = 120;
+
+/// The result of [`parse`]: typed values and what was wrong or ignored.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Parsed {
+    pub ingress: IngressAnnotations,
+    pub diagnostics: Vec<AnnotationDiagnostic>,
+}
+
+/// One problem with one annotation, reported on the object that carries it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnnotationDiagnostic {
+    /// The key as written, e.g. `nginx.ingress.kubernetes.io/rewrite-target`.
+    pub key: String,
+    /// The value as written.
+    pub value: String,
+    pub kind: DiagnosticKind,
+    /// One line: names the annotation, the value and why.
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiagnosticKind {
+    /// The value could not be used; the fallback says what happens instead.
+    Invalid(Fallback),
+    /// A known ingress-nginx annotation that Portico does not implement.
+    Unsupported,
+    /// An unknown `portico.dev/*` or `nginx.ingress.kubernetes.io/*` key.
+    Unknown,
+    /// Any `*-snippet` annotation: never executed or interpreted.
+    Snippet,
+    /// Both spellings set with different values; `portico.dev` wins. Reported
+    /// on the key that lost.
+    Conflict,
+    /// Accepted with a documented difference from ingress-nginx.
+    Partial,
+}
+
+/// What happens when an annotation's value is invalid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fallback {
+    /// The annotation is ignored; its default applies.
+    Ignored,
+    /// The Ingress's paths answer 503 instead of serving something other
+    /// than what was asked.
+    PathDenied,
+}
+
+/// The typed annotations of one Ingress. `None` and the `Default` values mean
+/// "not set": the controller's defaults apply.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IngressAnnotations {
+    pub rewrite_target: Option<RewriteTarget>,
+    pub use_regex: bool,
+    /// A validated absolute path (starts with a single `/`).
+    pub app_root: Option<String>,
+    /// Code defaults to 301.
+    pub permanent_redirect: Option<RedirectTarget>,
+    /// Code defaults to 302.
+    pub temporal_redirect: Option<RedirectTarget>,
+    /// A validated `host[:port]`, host lower-cased.
+    pub upstream_vhost: Option<String>,
+    pub x_forwarded_prefix: Option<http::HeaderValue>,
+    pub proxy_connect_timeout: Option<Duration>,
+    pub proxy_read_timeout: Option<Duration>,
+    pub proxy_send_timeout: Option<Duration>,
+    pub proxy_body_size: Option<BodySize>,
+    pub backend_protocol: BackendProtocol,
+    /// `Some` only when `canary: "true"`.
+    pub canary: Option<CanaryAnnotations>,
+    /// Validated, lower-cased host names; `*.example.com` wildcards allowed.
+    pub server_alias: Vec<String>,
+    /// A Service name in the Ingress's namespace (DNS-1035 label).
+    pub default_backend: Option<String>,
+    /// Response headers to set, in the order written.
+    pub custom_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// A rewrite template: literal path text and `$1`..`$9` capture references.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RewriteTarget {
+    /// `/$2/x` → `[Literal("/"), Capture(2), Literal("/x")]`. Adjacent
+    /// literals are merged.
+    pub segments: Vec<RewriteSegment>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RewriteSegment {
+    /// Path text, copied as written (percent-escapes kept).
+    Literal(String),
+    /// A capture group of the path's regular expression, 1 to 9.
+    Capture(u8),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedirectTarget {
+    /// An absolute `http` or `https` URL with a host.
+    pub url: http::Uri,
+    /// One of 301, 302, 303, 307, 308.
+    pub code: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodySize {
+    /// `"0"`: no limit.
+    Unlimited,
+    Bytes(u64),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendProtocol {
+    #[default]
+    Http,
+    Https,
+    /// gRPC over cleartext HTTP/2.
+    Grpc,
+    /// gRPC over HTTP/2 with TLS.
+    Grpcs,
+    /// Cleartext HTTP/2 with prior knowledge.
+    H2c,
+}
+
+/// How a canary Ingress takes traffic from the main Ingress of the same host
+/// and path. Precedence (applied by the dataplane, as ingress-nginx): header,
+/// then cookie, then weight.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CanaryAnnotations {
+    /// At most `weight_total`.
+    pub weight: Option<u32>,
+    /// Defaults to 100; at least 1.
+    pub weight_total: u32,
+    pub by_header: Option<http::HeaderName>,
+    /// Only with `by_header`.
+    pub by_header_value: Option<String>,
+    /// Only with `by_header` and without `by_header_value`. Compiles with the
+    /// regex crate under size limits; matched unanchored, as ingress-nginx.
+    pub by_header_pattern: Option<String>,
+    pub by_cookie: Option<String>,
+}
+
+impl Default for CanaryAnnotations {
+    fn default() -> Self {
+        Self {
+            weight: None,
+            weight_total: parsers::DEFAULT_CANARY_WEIGHT_TOTAL,
+            by_header: None,
+            by_header_value: None,
+            by_header_pattern: None,
+            by_cookie: None,
+        }
+    }
+}
+
+/// Parses an Ingress's annotations. Keys under other prefixes are ignored
+/// silently; see the module docs for the rest.
+pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
+    parse_with(registry(), nginx_not_supported(), annotations)
+}
+
+// === key resolution ===
+
+/// Which spelling a key used; the lower sorts first and wins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Spelling {
+    PorticoName,
+    PorticoAlias,
+    NginxName,
+    NginxAlias,
+}
+
+/// One key that names a registry entry.
+struct Candidate<'a> {
+    spelling: Spelling,
+    key: &'a str,
+    value: &'a str,
+}
+
+/// [`parse`] against explicit tables, so tests can exercise mechanisms (such
+/// as aliases) that the shipped registry does not use yet.
+fn parse_with(
+    specs: &[AnnotationSpec],
+    not_supported: &[NginxAnnotation],
+    annotations: &BTreeMap<String, String>,
+) -> Parsed {
+    let mut diagnostics = Vec::new();
+    let mut candidates: Vec<Vec<Candidate<'_>>> = specs.iter().map(|_| Vec::new()).collect();
+
+    for (key, value) in annotations {
+        let (portico, name) = if let Some(name) = key.strip_prefix(PORTICO_PREFIX) {
+            (true, name)
+        } else if let Some(name) = key.strip_prefix(NGINX_PREFIX) {
+            (false, name)
+        } else {
+            continue;
+        };
+
+        if name.ends_with("-snippet") {
+            diagnostics.push(diagnostic(
+                key,
+                value,
+                DiagnosticKind::Snippet,
+                "snippets are never run or interpreted by Portico; ignored",
+            ));
+            continue;
+        }
+
+        if let Some((index, is_alias)) = find_spec(specs, name) {
+            let spec = &specs[index];
+            if spec.object != ObjectKind::Ingress {
+                let reason = format!(
+                    "this annotation belongs on a {}, not on an Ingress; ignored",
+                    spec.object.as_str()
+                );
+                diagnostics.push(diagnostic(key, value, DiagnosticKind::Unsupported, &reason));
+                continue;
+            }
+            let spelling = match (portico, is_alias) {
+                (true, false) => Spelling::PorticoName,
+                (true, true) => Spelling::PorticoAlias,
+                (false, false) => Spelling::NginxName,
+                (false, true) => Spelling::NginxAlias,
+            };
+            candidates[index].push(Candidate {
+                spelling,
+                key,
+                value,
+            });
+            continue;
+        }
+
+        if let Some(known) = not_supported
+            .iter()
+            .find(|n| n.name == name || n.aliases.contains(&name))
+        {
+            let reason = format!("{}; ignored", known.status.describe(known.note));
+            diagnostics.push(diagnostic(key, value, DiagnosticKind::Unsupported, &reason));
+            continue;
+        }
+
+        diagnostics.push(diagnostic(
+            key,
+            value,
+            DiagnosticKind::Unknown,
+            "unknown annotation; ignored",
+        ));
+    }
+
+    let mut draft = Draft::default();
+    for (spec, mut found) in specs.iter().zip(candidates) {
+        // Stable: keys of the same spelling keep the map's (sorted) order.
+        found.sort_by_key(|c| c.spelling);
+        let Some(winner) = found.first() else {
+            continue;
+        };
+        for loser in &found[1..] {
+            if loser.value.trim() != winner.value.trim() {
+                let reason = format!(
+                    "conflicts with {}={}; {} applies",
+                    winner.key,
+                    quote(winner.value),
+                    winner.key
+                );
+                diagnostics.push(diagnostic(
+                    loser.key,
+                    loser.value,
+                    DiagnosticKind::Conflict,
+                    &reason,
+                ));
+            }
+        }
+
+        let value = winner.value.trim();
+        if value.is_empty() {
+            // As ingress-nginx: an empty value counts as not set.
+            diagnostics.push(diagnostic(
+                winner.key,
+                winner.value,
+                DiagnosticKind::Invalid(Fallback::Ignored),
+                &format!("empty value; ignored, {}", spec.default_phrase()),
+            ));
+            continue;
+        }
+
+        match (spec.parse)(value, &mut draft) {
+            Ok(()) => draft.record(spec.name, winner.key, winner.value),
+            Err(reason) => {
+                let message = format!("invalid: {reason}; {}", spec.fallback_phrase());
+                diagnostics.push(diagnostic(
+                    winner.key,
+                    winner.value,
+                    DiagnosticKind::Invalid(spec.on_invalid),
+                    &message,
+                ));
+            }
+        }
+        for note in draft.take_notes() {
+            diagnostics.push(diagnostic(
+                winner.key,
+                winner.value,
+                note.kind,
+                &note.message,
+            ));
+        }
+    }
+
+    let (ingress, notes) = draft.finish();
+    for note in notes {
+        diagnostics.push(diagnostic(&note.key, &note.value, note.kind, &note.message));
+    }
+
+    Parsed {
+        ingress,
+        diagnostics,
+    }
+}
+
+/// The registry entry `name` refers to, and whether by an alias.
+fn find_spec(specs: &[AnnotationSpec], name: &str) -> Option<(usize, bool)> {
+    specs.iter().enumerate().find_map(|(i, s)| {
+        if s.name == name {
+            Some((i, false))
+        } else if s.aliases.contains(&name) {
+            Some((i, true))
+        } else {
+            None
+        }
+    })
+}
+
+/// `key="value": reason`, on one line whatever the value holds.
+fn diagnostic(key: &str, value: &str, kind: DiagnosticKind, reason: &str) -> AnnotationDiagnostic {
+    AnnotationDiagnostic {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        kind,
+        message: format!("{key}={}: {reason}", quote(value)),
+    }
+}
+
+/// A value as it appears in a one-line message: quoted, control characters
+/// escaped, long values shortened.
+fn quote(value: &str) -> String {
+    let mut shown: String = value.chars().take(MESSAGE_VALUE_MAX).collect();
+    if shown.len() < value.len() {
+        shown.push('…');
+    }
+    format!("\"{}\"", shown.escape_debug())
+}

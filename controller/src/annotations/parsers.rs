@@ -1,0 +1,342 @@
+//! One parser per registry entry, writing into a [`Draft`]; rules that span
+//! several annotations (redirect codes, canary parts) run in
+//! [`Draft::finish`], once every value is known.
+
+use super::values;
+use super::{
+    BackendProtocol, CanaryAnnotations, DiagnosticKind, Fallback, IngressAnnotations,
+    RedirectTarget, RewriteTarget, quote,
+};
+
+pub(crate) const DEFAULT_CANARY_WEIGHT_TOTAL: u32 = 100;
+const DEFAULT_PERMANENT_REDIRECT_CODE: u16 = 301;
+const DEFAULT_TEMPORAL_REDIRECT_CODE: u16 = 302;
+
+/// The annotations that only mean something on a canary Ingress.
+const CANARY_PARTS: [&str; 6] = [
+    "canary-weight",
+    "canary-weight-total",
+    "canary-by-header",
+    "canary-by-header-value",
+    "canary-by-header-pattern",
+    "canary-by-cookie",
+];
+
+/// A diagnostic about the annotation being parsed right now.
+pub(crate) struct Note {
+    pub(crate) kind: DiagnosticKind,
+    pub(crate) message: String,
+}
+
+/// A diagnostic about an annotation parsed earlier.
+pub(crate) struct KeyedNote {
+    pub(crate) key: String,
+    pub(crate) value: String,
+    pub(crate) kind: DiagnosticKind,
+    pub(crate) message: String,
+}
+
+/// Values parsed so far, some held back until [`Draft::finish`].
+#[derive(Default)]
+pub(crate) struct Draft {
+    out: IngressAnnotations,
+    permanent_url: Option<http::Uri>,
+    permanent_code: Option<u16>,
+    temporal_url: Option<http::Uri>,
+    temporal_code: Option<u16>,
+    canary_enabled: bool,
+    canary: CanaryAnnotations,
+    notes: Vec<Note>,
+    /// Registry name, key and value of every annotation that parsed.
+    accepted: Vec<(&'static str, String, String)>,
+}
+
+impl Draft {
+    pub(crate) fn record(&mut self, name: &'static str, key: &str, value: &str) {
+        self.accepted.push((name, key.to_owned(), value.to_owned()));
+    }
+
+    /// Diagnostics a parser left about the annotation it just parsed.
+    pub(crate) fn take_notes(&mut self) -> Vec<Note> {
+        std::mem::take(&mut self.notes)
+    }
+
+    /// Applies the rules between annotations and returns the result with the
+    /// diagnostics those rules produced.
+    pub(crate) fn finish(mut self) -> (IngressAnnotations, Vec<KeyedNote>) {
+        let mut notes = Vec::new();
+        self.finish_redirects(&mut notes);
+        self.finish_canary(&mut notes);
+        (self.out, notes)
+    }
+
+    fn finish_redirects(&mut self, notes: &mut Vec<KeyedNote>) {
+        // ingress-nginx checks temporal-redirect first.
+        if let Some(url) = self.temporal_url.take() {
+            let code = self.temporal_code.unwrap_or(DEFAULT_TEMPORAL_REDIRECT_CODE);
+            self.out.temporal_redirect = Some(RedirectTarget { url, code });
+            if self.permanent_url.take().is_some() {
+                self.note(
+                    notes,
+                    "permanent-redirect",
+                    "temporal-redirect is also set and wins, as in ingress-nginx; ignored",
+                );
+            }
+        } else if let Some(url) = self.permanent_url.take() {
+            let code = self
+                .permanent_code
+                .unwrap_or(DEFAULT_PERMANENT_REDIRECT_CODE);
+            self.out.permanent_redirect = Some(RedirectTarget { url, code });
+        }
+        if self.out.temporal_redirect.is_none() && self.temporal_code.is_some() {
+            self.note(
+                notes,
+                "temporal-redirect-code",
+                "has no effect without temporal-redirect; ignored",
+            );
+        }
+        if self.out.permanent_redirect.is_none() && self.permanent_code.is_some() {
+            self.note(
+                notes,
+                "permanent-redirect-code",
+                "has no effect without a permanent-redirect in use; ignored",
+            );
+        }
+    }
+
+    fn finish_canary(&mut self, notes: &mut Vec<KeyedNote>) {
+        if !self.canary_enabled {
+            for name in CANARY_PARTS {
+                self.note(
+                    notes,
+                    name,
+                    "has no effect unless canary is \"true\"; ignored",
+                );
+            }
+            return;
+        }
+        let mut canary = std::mem::take(&mut self.canary);
+        if let Some(weight) = canary.weight {
+            let total = canary.weight_total;
+            if weight > total {
+                canary.weight = Some(total);
+                self.note_kind(
+                    notes,
+                    "canary-weight",
+                    DiagnosticKind::Partial,
+                    &format!(
+                        "above canary-weight-total ({total}); capped at {total}, every request goes to the canary"
+                    ),
+                );
+            }
+        }
+        if canary.by_header.is_none() {
+            if canary.by_header_value.take().is_some() {
+                self.note(
+                    notes,
+                    "canary-by-header-value",
+                    "has no effect without canary-by-header; ignored",
+                );
+            }
+            if canary.by_header_pattern.take().is_some() {
+                self.note(
+                    notes,
+                    "canary-by-header-pattern",
+                    "has no effect without canary-by-header; ignored",
+                );
+            }
+        } else if canary.by_header_value.is_some() && canary.by_header_pattern.take().is_some() {
+            self.note(
+                notes,
+                "canary-by-header-pattern",
+                "canary-by-header-value is also set and wins, as in ingress-nginx; ignored",
+            );
+        }
+        self.out.canary = Some(canary);
+    }
+
+    /// An `Invalid(Ignored)` note on the accepted annotation `name`, if set.
+    fn note(&self, notes: &mut Vec<KeyedNote>, name: &str, message: &str) {
+        self.note_kind(
+            notes,
+            name,
+            DiagnosticKind::Invalid(Fallback::Ignored),
+            message,
+        );
+    }
+
+    fn note_kind(
+        &self,
+        notes: &mut Vec<KeyedNote>,
+        name: &str,
+        kind: DiagnosticKind,
+        message: &str,
+    ) {
+        if let Some((_, key, value)) = self.accepted.iter().find(|(n, _, _)| *n == name) {
+            notes.push(KeyedNote {
+                key: key.clone(),
+                value: value.clone(),
+                kind,
+                message: message.to_owned(),
+            });
+        }
+    }
+}
+
+// === parsers, in registry order ===
+
+pub(crate) fn rewrite_target(v: &str, d: &mut Draft) -> Result<(), String> {
+    let segments = values::rewrite_template(v)?;
+    d.out.rewrite_target = Some(RewriteTarget { segments });
+    Ok(())
+}
+
+pub(crate) fn use_regex(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.use_regex = values::go_bool(v)?;
+    Ok(())
+}
+
+pub(crate) fn app_root(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.app_root = Some(values::absolute_path(v)?);
+    Ok(())
+}
+
+pub(crate) fn permanent_redirect(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.permanent_url = Some(values::redirect_url(v)?);
+    Ok(())
+}
+
+pub(crate) fn permanent_redirect_code(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.permanent_code = Some(values::redirect_code(v)?);
+    Ok(())
+}
+
+pub(crate) fn temporal_redirect(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.temporal_url = Some(values::redirect_url(v)?);
+    Ok(())
+}
+
+pub(crate) fn temporal_redirect_code(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.temporal_code = Some(values::redirect_code(v)?);
+    Ok(())
+}
+
+pub(crate) fn upstream_vhost(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.upstream_vhost = Some(values::host_and_port(v)?);
+    Ok(())
+}
+
+pub(crate) fn x_forwarded_prefix(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.x_forwarded_prefix = Some(values::path_header_value(v)?);
+    Ok(())
+}
+
+pub(crate) fn proxy_connect_timeout(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.proxy_connect_timeout = Some(values::timeout(v)?);
+    Ok(())
+}
+
+pub(crate) fn proxy_read_timeout(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.proxy_read_timeout = Some(values::timeout(v)?);
+    Ok(())
+}
+
+pub(crate) fn proxy_send_timeout(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.proxy_send_timeout = Some(values::timeout(v)?);
+    Ok(())
+}
+
+pub(crate) fn proxy_body_size(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.proxy_body_size = Some(values::body_size(v)?);
+    Ok(())
+}
+
+pub(crate) fn backend_protocol(v: &str, d: &mut Draft) -> Result<(), String> {
+    let upper = v.to_ascii_uppercase();
+    d.out.backend_protocol = match upper.as_str() {
+        "HTTP" => BackendProtocol::Http,
+        "HTTPS" => BackendProtocol::Https,
+        "GRPC" => BackendProtocol::Grpc,
+        "GRPCS" => BackendProtocol::Grpcs,
+        "H2C" => BackendProtocol::H2c,
+        "AUTO_HTTP" | "FCGI" | "AJP" => {
+            return Err(format!("{upper} is not supported by Portico"));
+        }
+        _ => return Err("expected HTTP, HTTPS, GRPC, GRPCS or H2C".into()),
+    };
+    Ok(())
+}
+
+pub(crate) fn canary(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.canary_enabled = values::go_bool(v)?;
+    Ok(())
+}
+
+pub(crate) fn canary_weight(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.canary.weight = Some(values::uint(v)?);
+    Ok(())
+}
+
+pub(crate) fn canary_weight_total(v: &str, d: &mut Draft) -> Result<(), String> {
+    let total = values::uint(v)?;
+    if total == 0 {
+        return Err("must be at least 1".into());
+    }
+    d.canary.weight_total = total;
+    Ok(())
+}
+
+pub(crate) fn canary_by_header(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.canary.by_header = Some(values::header_name(v)?);
+    Ok(())
+}
+
+pub(crate) fn canary_by_header_value(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.canary.by_header_value = Some(values::header_match_value(v)?);
+    Ok(())
+}
+
+pub(crate) fn canary_by_header_pattern(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.canary.by_header_pattern = Some(values::bounded_regex(v)?);
+    Ok(())
+}
+
+pub(crate) fn canary_by_cookie(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.canary.by_cookie = Some(values::cookie_name(v)?);
+    Ok(())
+}
+
+/// Invalid entries are dropped one by one (each with a diagnostic); the
+/// valid ones are kept, duplicates once.
+pub(crate) fn server_alias(v: &str, d: &mut Draft) -> Result<(), String> {
+    let mut any = false;
+    for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        any = true;
+        match values::server_name(entry) {
+            Ok(name) => {
+                if !d.out.server_alias.contains(&name) {
+                    d.out.server_alias.push(name);
+                }
+            }
+            Err(reason) => d.notes.push(Note {
+                kind: DiagnosticKind::Invalid(Fallback::Ignored),
+                message: format!("entry {} dropped: {reason}", quote(entry)),
+            }),
+        }
+    }
+    if any {
+        Ok(())
+    } else {
+        Err("no host names".into())
+    }
+}
+
+pub(crate) fn default_backend(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.default_backend = Some(values::dns1035_label(v)?);
+    Ok(())
+}
+
+pub(crate) fn custom_headers(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.custom_headers = values::header_lines(v)?;
+    Ok(())
+}

@@ -1,0 +1,591 @@
+//! The tables: what Portico implements ([`registry`]) and every other
+//! ingress-nginx annotation ([`nginx_not_supported`]), for diagnostics and
+//! the generated docs.
+
+use super::Fallback;
+use super::parsers::{self, Draft};
+
+/// Parses one trimmed, non-empty value into the draft, or says why not.
+pub(crate) type ParseFn = fn(&str, &mut Draft) -> Result<(), String>;
+
+/// One behaviour Portico implements, under `portico.dev/<name>` and
+/// `nginx.ingress.kubernetes.io/<name>` (and the same for each alias).
+#[derive(Debug)]
+pub struct AnnotationSpec {
+    /// The ingress-nginx name without prefix, e.g. `rewrite-target`.
+    pub name: &'static str,
+    /// Other names for the same behaviour (same two prefixes). The name wins
+    /// over an alias of the same prefix.
+    pub aliases: &'static [&'static str],
+    /// The value that applies when the annotation is absent, as shown in the
+    /// docs; empty when "absent" simply means "off".
+    pub default: &'static str,
+    pub scope: Scope,
+    /// Which kind of object carries the annotation.
+    pub object: ObjectKind,
+    /// What happens when the value is invalid.
+    pub on_invalid: Fallback,
+    pub support: Support,
+    /// One line for the docs table.
+    pub doc: &'static str,
+    pub(crate) parse: ParseFn,
+}
+
+/// Where an annotation takes effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// The whole object: its virtual host(s) (nginx `server`).
+    Ingress,
+    /// Each path of the object (nginx `location`).
+    Path,
+}
+
+/// The kind of object an annotation is read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectKind {
+    Ingress,
+    /// Reserved for per-Service settings such as health checks.
+    Service,
+}
+
+/// How closely an implemented annotation follows ingress-nginx.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Support {
+    Full,
+    /// Implemented with this difference.
+    Partly(&'static str),
+}
+
+/// An ingress-nginx annotation Portico does not implement. A key naming one
+/// yields an `Unsupported` diagnostic (a `*-snippet` key a `Snippet` one).
+#[derive(Debug)]
+pub struct NginxAnnotation {
+    pub name: &'static str,
+    pub aliases: &'static [&'static str],
+    pub status: NginxStatus,
+    /// Short: the feature area, or what to use instead.
+    pub note: &'static str,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NginxStatus {
+    NotYet,
+    /// Raw nginx configuration: never run.
+    Snippet,
+    /// Removed from ingress-nginx itself.
+    Removed,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Ingress => "Ingress",
+            Scope::Path => "path",
+        }
+    }
+}
+
+impl ObjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Ingress => "Ingress",
+            ObjectKind::Service => "Service",
+        }
+    }
+}
+
+impl NginxStatus {
+    /// One clause for a diagnostic or the docs.
+    pub fn describe(self, note: &str) -> String {
+        match self {
+            NginxStatus::NotYet => format!("not supported by Portico yet ({note})"),
+            NginxStatus::Snippet => "snippets are never run or interpreted by Portico".to_owned(),
+            NginxStatus::Removed => format!("removed from ingress-nginx ({note})"),
+        }
+    }
+}
+
+impl AnnotationSpec {
+    /// "the default (60) applies" or, without a default, "it stays unset".
+    pub(crate) fn default_phrase(&self) -> String {
+        if self.default.is_empty() {
+            "it stays unset".to_owned()
+        } else {
+            format!("the default ({}) applies", self.default)
+        }
+    }
+
+    /// What the invalid value leads to, for messages.
+    pub(crate) fn fallback_phrase(&self) -> String {
+        match self.on_invalid {
+            Fallback::Ignored => format!("ignored, {}", self.default_phrase()),
+            Fallback::PathDenied => "the Ingress's paths answer 503".to_owned(),
+        }
+    }
+}
+
+/// The behaviours Portico implements, in the order they are parsed (and
+/// documented).
+pub fn registry() -> &'static [AnnotationSpec] {
+    REGISTRY
+}
+
+/// Every other ingress-nginx annotation.
+pub fn nginx_not_supported() -> &'static [NginxAnnotation] {
+    NGINX_NOT_SUPPORTED
+}
+
+const fn spec(
+    name: &'static str,
+    default: &'static str,
+    scope: Scope,
+    on_invalid: Fallback,
+    support: Support,
+    doc: &'static str,
+    parse: ParseFn,
+) -> AnnotationSpec {
+    AnnotationSpec {
+        name,
+        aliases: &[],
+        default,
+        scope,
+        object: ObjectKind::Ingress,
+        on_invalid,
+        support,
+        doc,
+        parse,
+    }
+}
+
+use Fallback::{Ignored, PathDenied};
+use Scope::{Ingress, Path};
+use Support::{Full, Partly};
+
+static REGISTRY: &[AnnotationSpec] = &[
+    spec(
+        "rewrite-target",
+        "",
+        Path,
+        PathDenied,
+        Partly("only `$1`..`$9` may follow `$`: nginx variables and query strings are refused"),
+        "Path sent upstream instead of the request's: a template with capture references `$1`..`$9` of the path's regular expression (ingress-nginx makes the paths regular expressions when this is set).",
+        parsers::rewrite_target,
+    ),
+    spec(
+        "use-regex",
+        "false",
+        Path,
+        Ignored,
+        Partly("patterns use the regex crate's syntax, not PCRE: no look-around or backreferences"),
+        "The Ingress's paths are regular expressions. Booleans take Go's spellings: true/false, 1/0, t/f, TRUE/FALSE, True/False.",
+        parsers::use_regex,
+    ),
+    spec(
+        "app-root",
+        "",
+        Ingress,
+        Ignored,
+        Full,
+        "Requests for `/` are redirected (302) to this absolute path, e.g. `/app`.",
+        parsers::app_root,
+    ),
+    spec(
+        "permanent-redirect",
+        "",
+        Path,
+        PathDenied,
+        Partly(
+            "nginx variables such as `$request_uri` are not expanded: a value with `$` is invalid",
+        ),
+        "Every request is answered with a redirect to this absolute http(s) URL, code from permanent-redirect-code. When temporal-redirect is also set it wins, as in ingress-nginx.",
+        parsers::permanent_redirect,
+    ),
+    spec(
+        "permanent-redirect-code",
+        "301",
+        Path,
+        Ignored,
+        Partly(
+            "only 301, 302, 303, 307 and 308; ingress-nginx also passed 300, 304, 305 and 306 through",
+        ),
+        "Status code of permanent-redirect.",
+        parsers::permanent_redirect_code,
+    ),
+    spec(
+        "temporal-redirect",
+        "",
+        Path,
+        PathDenied,
+        Partly(
+            "nginx variables such as `$request_uri` are not expanded: a value with `$` is invalid",
+        ),
+        "Every request is answered with a redirect to this absolute http(s) URL, code from temporal-redirect-code.",
+        parsers::temporal_redirect,
+    ),
+    spec(
+        "temporal-redirect-code",
+        "302",
+        Path,
+        Ignored,
+        Partly(
+            "only 301, 302, 303, 307 and 308; ingress-nginx also passed 300, 304, 305 and 306 through",
+        ),
+        "Status code of temporal-redirect.",
+        parsers::temporal_redirect_code,
+    ),
+    spec(
+        "upstream-vhost",
+        "",
+        Path,
+        PathDenied,
+        Partly("nginx variables are not expanded"),
+        "`Host` header sent upstream instead of the request's: `host` or `host:port`. Invalid: the paths answer 503, since the backend would serve another virtual host.",
+        parsers::upstream_vhost,
+    ),
+    spec(
+        "x-forwarded-prefix",
+        "",
+        Path,
+        Ignored,
+        Full,
+        "Sends `X-Forwarded-Prefix` with this URL path (e.g. `/api`) to the backend.",
+        parsers::x_forwarded_prefix,
+    ),
+    spec(
+        "proxy-connect-timeout",
+        "5",
+        Path,
+        Ignored,
+        Full,
+        "Timeout for connecting to a backend: whole seconds as ingress-nginx, or one nginx unit (`500ms`, `30s`, `5m`, `1h`); more than 0, at most 24h.",
+        parsers::proxy_connect_timeout,
+    ),
+    spec(
+        "proxy-read-timeout",
+        "60",
+        Path,
+        Ignored,
+        Full,
+        "Longest wait for the backend's response headers and between two pieces of its body; same syntax and bounds as proxy-connect-timeout.",
+        parsers::proxy_read_timeout,
+    ),
+    spec(
+        "proxy-send-timeout",
+        "60",
+        Path,
+        Ignored,
+        Full,
+        "Longest wait between two pieces of the request body sent to the backend; same syntax and bounds as proxy-connect-timeout.",
+        parsers::proxy_send_timeout,
+    ),
+    spec(
+        "proxy-body-size",
+        "1m",
+        Path,
+        Ignored,
+        Full,
+        "Largest request body accepted (larger: 413): bytes, or a number with `k`, `m` or `g` (either case), e.g. `8m`; `0` means unlimited.",
+        parsers::proxy_body_size,
+    ),
+    spec(
+        "backend-protocol",
+        "HTTP",
+        Path,
+        Ignored,
+        Partly(
+            "AUTO_HTTP, FCGI and AJP are not supported (invalid: HTTP is used); H2C is a Portico addition",
+        ),
+        "Protocol spoken to the backend: HTTP, HTTPS, GRPC, GRPCS or H2C (cleartext HTTP/2), any case.",
+        parsers::backend_protocol,
+    ),
+    spec(
+        "canary",
+        "false",
+        Ingress,
+        Ignored,
+        Full,
+        "Makes this Ingress a canary of the Ingress with the same host and path; the canary-* annotations apply only with `\"true\"`. Invalid: not a canary.",
+        parsers::canary,
+    ),
+    spec(
+        "canary-weight",
+        "0",
+        Ingress,
+        Ignored,
+        Full,
+        "Share of requests sent to the canary, out of canary-weight-total; a larger value is capped at the total. Tried after canary-by-header and canary-by-cookie.",
+        parsers::canary_weight,
+    ),
+    spec(
+        "canary-weight-total",
+        "100",
+        Ingress,
+        Ignored,
+        Full,
+        "Total that canary-weight is a share of; at least 1.",
+        parsers::canary_weight_total,
+    ),
+    spec(
+        "canary-by-header",
+        "",
+        Ingress,
+        Ignored,
+        Full,
+        "Request header that picks the canary: `always` sends to it, `never` keeps away from it, other values fall through to canary-by-cookie and canary-weight.",
+        parsers::canary_by_header,
+    ),
+    spec(
+        "canary-by-header-value",
+        "",
+        Ingress,
+        Ignored,
+        Full,
+        "The canary-by-header value that sends to the canary (instead of `always`); needs canary-by-header.",
+        parsers::canary_by_header_value,
+    ),
+    spec(
+        "canary-by-header-pattern",
+        "",
+        Ingress,
+        Ignored,
+        Partly("the regex crate's syntax, not PCRE: no look-around or backreferences"),
+        "Regular expression searched in the canary-by-header value to send to the canary; needs canary-by-header, ignored when canary-by-header-value is set (as ingress-nginx).",
+        parsers::canary_by_header_pattern,
+    ),
+    spec(
+        "canary-by-cookie",
+        "",
+        Ingress,
+        Ignored,
+        Full,
+        "Cookie that picks the canary: `always` sends to it, `never` keeps away from it, other values fall through to canary-weight.",
+        parsers::canary_by_cookie,
+    ),
+    spec(
+        "server-alias",
+        "",
+        Ingress,
+        Ignored,
+        Partly("no regular-expression names; invalid entries are dropped and the rest kept"),
+        "More host names served like the Ingress's hosts, comma-separated; `*.example.com` wildcards allowed.",
+        parsers::server_alias,
+    ),
+    spec(
+        "default-backend",
+        "",
+        Path,
+        Ignored,
+        Full,
+        "Service in the Ingress's namespace that answers when the path's Service has no endpoints, instead of the controller's default backend.",
+        parsers::default_backend,
+    ),
+    spec(
+        "custom-headers",
+        "",
+        Path,
+        Ignored,
+        Partly(
+            "the value is the headers themselves, one `Name: value` per line, not a ConfigMap reference: Portico does not read ConfigMaps",
+        ),
+        "Response headers to set, one `Name: value` per line; connection and framing headers (Connection, Content-Length, Transfer-Encoding, ...) are refused.",
+        parsers::custom_headers,
+    ),
+];
+
+const fn not_yet(name: &'static str, note: &'static str) -> NginxAnnotation {
+    NginxAnnotation {
+        name,
+        aliases: &[],
+        status: NginxStatus::NotYet,
+        note,
+    }
+}
+
+const fn snippet(name: &'static str) -> NginxAnnotation {
+    NginxAnnotation {
+        name,
+        aliases: &[],
+        status: NginxStatus::Snippet,
+        note: "raw nginx configuration",
+    }
+}
+
+const fn removed(name: &'static str, note: &'static str) -> NginxAnnotation {
+    NginxAnnotation {
+        name,
+        aliases: &[],
+        status: NginxStatus::Removed,
+        note,
+    }
+}
+
+const AUTH_BASIC: &str = "basic and digest authentication";
+const AUTH_EXTERNAL: &str = "external authentication";
+const AUTH_TLS: &str = "client certificate authentication";
+const AFFINITY: &str = "session affinity";
+const BALANCING: &str = "load balancing";
+const RATE_LIMIT: &str = "rate limiting";
+const CORS: &str = "CORS";
+const BACKEND_TLS: &str = "TLS to backends";
+const BUFFERING: &str = "nginx buffering; Portico streams bodies";
+const RESPONSE_REWRITE: &str = "rewriting backend responses";
+const TRACING: &str = "tracing";
+const WAF: &str = "web application firewall";
+
+static NGINX_NOT_SUPPORTED: &[NginxAnnotation] = &[
+    removed("add-base-url", "no replacement"),
+    not_yet("affinity", AFFINITY),
+    not_yet("affinity-canary-behavior", AFFINITY),
+    not_yet("affinity-mode", AFFINITY),
+    NginxAnnotation {
+        name: "allowlist-source-range",
+        aliases: &["whitelist-source-range"],
+        status: NginxStatus::NotYet,
+        note: "client IP allow lists",
+    },
+    not_yet("auth-always-set-cookie", AUTH_EXTERNAL),
+    not_yet("auth-cache-duration", AUTH_EXTERNAL),
+    not_yet("auth-cache-key", AUTH_EXTERNAL),
+    not_yet("auth-keepalive", AUTH_EXTERNAL),
+    not_yet("auth-keepalive-requests", AUTH_EXTERNAL),
+    not_yet("auth-keepalive-share-vars", AUTH_EXTERNAL),
+    not_yet("auth-keepalive-timeout", AUTH_EXTERNAL),
+    not_yet("auth-method", AUTH_EXTERNAL),
+    not_yet("auth-proxy-set-headers", AUTH_EXTERNAL),
+    not_yet("auth-realm", AUTH_BASIC),
+    not_yet("auth-request-redirect", AUTH_EXTERNAL),
+    not_yet("auth-response-headers", AUTH_EXTERNAL),
+    not_yet("auth-secret", AUTH_BASIC),
+    not_yet("auth-secret-type", AUTH_BASIC),
+    not_yet("auth-signin", AUTH_EXTERNAL),
+    not_yet("auth-signin-redirect-param", AUTH_EXTERNAL),
+    snippet("auth-snippet"),
+    not_yet("auth-tls-error-page", AUTH_TLS),
+    not_yet("auth-tls-match-cn", AUTH_TLS),
+    not_yet("auth-tls-pass-certificate-to-upstream", AUTH_TLS),
+    not_yet("auth-tls-secret", AUTH_TLS),
+    not_yet("auth-tls-verify-client", AUTH_TLS),
+    not_yet("auth-tls-verify-depth", AUTH_TLS),
+    not_yet("auth-type", AUTH_BASIC),
+    not_yet("auth-url", AUTH_EXTERNAL),
+    removed("base-url-scheme", "no replacement"),
+    not_yet("client-body-buffer-size", BUFFERING),
+    snippet("configuration-snippet"),
+    not_yet(
+        "connection-proxy-header",
+        "overriding the upstream Connection header",
+    ),
+    not_yet("cors-allow-credentials", CORS),
+    not_yet("cors-allow-headers", CORS),
+    not_yet("cors-allow-methods", CORS),
+    not_yet("cors-allow-origin", CORS),
+    not_yet("cors-expose-headers", CORS),
+    not_yet("cors-max-age", CORS),
+    not_yet("custom-http-errors", "custom error pages"),
+    not_yet("denylist-source-range", "client IP deny lists"),
+    not_yet("disable-proxy-intercept-errors", "custom error pages"),
+    not_yet("enable-access-log", "per-Ingress access log switch"),
+    not_yet("enable-cors", CORS),
+    not_yet("enable-global-auth", AUTH_EXTERNAL),
+    removed("enable-influxdb", "InfluxDB metrics"),
+    not_yet("enable-modsecurity", WAF),
+    not_yet("enable-opentelemetry", TRACING),
+    removed("enable-opentracing", "use OpenTelemetry"),
+    not_yet("enable-owasp-core-rules", WAF),
+    not_yet("enable-rewrite-log", "nginx rewrite log"),
+    not_yet("fastcgi-index", "FastCGI backends"),
+    not_yet("fastcgi-params-configmap", "FastCGI backends"),
+    not_yet("force-ssl-redirect", "HTTPS redirects"),
+    not_yet("from-to-www-redirect", "www redirects"),
+    removed("global-rate-limit", "global rate limiting"),
+    removed("global-rate-limit-ignored-cidrs", "global rate limiting"),
+    removed("global-rate-limit-key", "global rate limiting"),
+    removed("global-rate-limit-window", "global rate limiting"),
+    removed("grpc-backend", "use backend-protocol: GRPC"),
+    not_yet("http2-push-preload", "HTTP/2 server push"),
+    removed("influxdb-host", "InfluxDB metrics"),
+    removed("influxdb-measurement", "InfluxDB metrics"),
+    removed("influxdb-port", "InfluxDB metrics"),
+    removed("influxdb-server-name", "InfluxDB metrics"),
+    NginxAnnotation {
+        name: "limit-allowlist",
+        aliases: &["limit-whitelist"],
+        status: NginxStatus::NotYet,
+        note: RATE_LIMIT,
+    },
+    not_yet("limit-burst-multiplier", RATE_LIMIT),
+    not_yet("limit-connections", RATE_LIMIT),
+    not_yet("limit-rate", RATE_LIMIT),
+    not_yet("limit-rate-after", RATE_LIMIT),
+    not_yet("limit-rpm", RATE_LIMIT),
+    not_yet("limit-rps", RATE_LIMIT),
+    not_yet("load-balance", BALANCING),
+    removed("lua-resty-waf", WAF),
+    removed("lua-resty-waf-allow-unknown-content-types", WAF),
+    removed("lua-resty-waf-debug", WAF),
+    removed("lua-resty-waf-extra-rules", WAF),
+    removed("lua-resty-waf-ignore-rulesets", WAF),
+    removed("lua-resty-waf-process-multipart-body", WAF),
+    removed("lua-resty-waf-score-threshold", WAF),
+    not_yet("mirror-host", "request mirroring"),
+    not_yet("mirror-request-body", "request mirroring"),
+    not_yet("mirror-target", "request mirroring"),
+    snippet("modsecurity-snippet"),
+    not_yet("modsecurity-transaction-id", WAF),
+    not_yet("opentelemetry-operation-name", TRACING),
+    not_yet("opentelemetry-trust-incoming-span", TRACING),
+    removed("opentracing-trust-incoming-span", "use OpenTelemetry"),
+    not_yet("preserve-trailing-slash", "HTTPS redirects"),
+    not_yet("proxy-buffer-size", BUFFERING),
+    not_yet("proxy-buffering", BUFFERING),
+    not_yet("proxy-buffers-number", BUFFERING),
+    not_yet("proxy-busy-buffers-size", BUFFERING),
+    not_yet("proxy-cookie-domain", RESPONSE_REWRITE),
+    not_yet("proxy-cookie-path", RESPONSE_REWRITE),
+    not_yet(
+        "proxy-http-version",
+        "choosing the upstream HTTP version; see backend-protocol",
+    ),
+    not_yet("proxy-max-temp-file-size", BUFFERING),
+    not_yet("proxy-next-upstream", "retries"),
+    not_yet("proxy-next-upstream-timeout", "retries"),
+    not_yet("proxy-next-upstream-tries", "retries"),
+    not_yet("proxy-redirect-from", RESPONSE_REWRITE),
+    not_yet("proxy-redirect-to", RESPONSE_REWRITE),
+    not_yet("proxy-request-buffering", BUFFERING),
+    not_yet("proxy-ssl-ciphers", BACKEND_TLS),
+    not_yet("proxy-ssl-name", BACKEND_TLS),
+    not_yet("proxy-ssl-protocols", BACKEND_TLS),
+    not_yet("proxy-ssl-secret", BACKEND_TLS),
+    not_yet("proxy-ssl-server-name", BACKEND_TLS),
+    not_yet("proxy-ssl-verify", BACKEND_TLS),
+    not_yet("proxy-ssl-verify-depth", BACKEND_TLS),
+    not_yet("relative-redirects", "relative Location headers"),
+    not_yet("satisfy", "combining authentication methods"),
+    removed("secure-backends", "use backend-protocol: HTTPS"),
+    removed("secure-verify-ca-secret", "use proxy-ssl-secret"),
+    snippet("server-snippet"),
+    not_yet("service-upstream", BALANCING),
+    not_yet("session-cookie-change-on-failure", AFFINITY),
+    not_yet("session-cookie-conditional-samesite-none", AFFINITY),
+    not_yet("session-cookie-domain", AFFINITY),
+    not_yet("session-cookie-expires", AFFINITY),
+    removed("session-cookie-hash", "no replacement"),
+    not_yet("session-cookie-max-age", AFFINITY),
+    not_yet("session-cookie-name", AFFINITY),
+    not_yet("session-cookie-partitioned", AFFINITY),
+    not_yet("session-cookie-path", AFFINITY),
+    not_yet("session-cookie-samesite", AFFINITY),
+    not_yet("session-cookie-secure", AFFINITY),
+    not_yet("ssl-ciphers", "TLS settings per Ingress"),
+    not_yet("ssl-passthrough", "TLS passthrough"),
+    not_yet("ssl-prefer-server-ciphers", "TLS settings per Ingress"),
+    not_yet("ssl-redirect", "HTTPS redirects"),
+    snippet("stream-snippet"),
+    removed("upstream-fail-timeout", "no replacement"),
+    not_yet("upstream-hash-by", BALANCING),
+    not_yet("upstream-hash-by-subset", BALANCING),
+    not_yet("upstream-hash-by-subset-size", BALANCING),
+    removed("upstream-max-fails", "no replacement"),
+    not_yet("use-port-in-redirects", "redirect Location details"),
+];

@@ -1,0 +1,1451 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+
+use super::parsers::Draft;
+use super::*;
+
+const PREFIXES: [&str; 2] = [PORTICO_PREFIX, NGINX_PREFIX];
+
+fn map(prefix: &str, pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(name, value)| (format!("{prefix}{name}"), (*value).to_owned()))
+        .collect()
+}
+
+fn raw(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    map("", pairs)
+}
+
+/// Parses and checks what holds for every diagnostic.
+fn parse_checked(annotations: &BTreeMap<String, String>) -> Parsed {
+    let parsed = parse(annotations);
+    for d in &parsed.diagnostics {
+        assert!(
+            !d.message.contains('\n') && !d.message.contains('\r'),
+            "message must be one line: {:?}",
+            d.message
+        );
+        assert!(
+            d.message.starts_with(&d.key),
+            "message must name the key: {:?}",
+            d.message
+        );
+        assert!(
+            d.message.contains(&quote(&d.value)),
+            "message must show the value: {:?}",
+            d.message
+        );
+        assert_eq!(
+            annotations.get(&d.key),
+            Some(&d.value),
+            "key and value as written"
+        );
+    }
+    parsed
+}
+
+fn spec(name: &str) -> &'static AnnotationSpec {
+    registry()
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("{name} is not in the registry"))
+}
+
+fn uri(s: &str) -> http::Uri {
+    s.parse().unwrap()
+}
+
+fn lit(s: &str) -> RewriteSegment {
+    RewriteSegment::Literal(s.to_owned())
+}
+
+fn canary_on(a: &mut IngressAnnotations) -> &mut CanaryAnnotations {
+    a.canary.get_or_insert_with(CanaryAnnotations::default)
+}
+
+// === valid values ===
+
+/// Annotations (names without prefix) and the fields they set. Each case
+/// runs under both spellings and must produce no diagnostic.
+struct Valid {
+    set: &'static [(&'static str, &'static str)],
+    want: fn(&mut IngressAnnotations),
+}
+
+const VALID: &[Valid] = &[
+    // rewrite-target
+    Valid {
+        set: &[("rewrite-target", "/")],
+        want: |a| {
+            a.rewrite_target = Some(RewriteTarget {
+                segments: vec![lit("/")],
+            })
+        },
+    },
+    Valid {
+        set: &[("rewrite-target", "/$2/x")],
+        want: |a| {
+            a.rewrite_target = Some(RewriteTarget {
+                segments: vec![lit("/"), RewriteSegment::Capture(2), lit("/x")],
+            })
+        },
+    },
+    Valid {
+        set: &[("rewrite-target", "$1")],
+        want: |a| {
+            a.rewrite_target = Some(RewriteTarget {
+                segments: vec![RewriteSegment::Capture(1)],
+            })
+        },
+    },
+    Valid {
+        set: &[("rewrite-target", " /api/$1$9 ")],
+        want: |a| {
+            a.rewrite_target = Some(RewriteTarget {
+                segments: vec![
+                    lit("/api/"),
+                    RewriteSegment::Capture(1),
+                    RewriteSegment::Capture(9),
+                ],
+            })
+        },
+    },
+    Valid {
+        // `$10` is capture 1 followed by "0", as in nginx.
+        set: &[("rewrite-target", "/a%20b/$10;v=1")],
+        want: |a| {
+            a.rewrite_target = Some(RewriteTarget {
+                segments: vec![lit("/a%20b/"), RewriteSegment::Capture(1), lit("0;v=1")],
+            })
+        },
+    },
+    // use-regex: every Go strconv.ParseBool spelling
+    Valid {
+        set: &[("use-regex", "true")],
+        want: |a| a.use_regex = true,
+    },
+    Valid {
+        set: &[("use-regex", "True")],
+        want: |a| a.use_regex = true,
+    },
+    Valid {
+        set: &[("use-regex", "TRUE")],
+        want: |a| a.use_regex = true,
+    },
+    Valid {
+        set: &[("use-regex", "t")],
+        want: |a| a.use_regex = true,
+    },
+    Valid {
+        set: &[("use-regex", "T")],
+        want: |a| a.use_regex = true,
+    },
+    Valid {
+        set: &[("use-regex", "1")],
+        want: |a| a.use_regex = true,
+    },
+    Valid {
+        set: &[("use-regex", "false")],
+        want: |_| {},
+    },
+    Valid {
+        set: &[("use-regex", "False")],
+        want: |_| {},
+    },
+    Valid {
+        set: &[("use-regex", "FALSE")],
+        want: |_| {},
+    },
+    Valid {
+        set: &[("use-regex", "f")],
+        want: |_| {},
+    },
+    Valid {
+        set: &[("use-regex", "F")],
+        want: |_| {},
+    },
+    Valid {
+        set: &[("use-regex", "0")],
+        want: |_| {},
+    },
+    // app-root
+    Valid {
+        set: &[("app-root", "/app")],
+        want: |a| a.app_root = Some("/app".into()),
+    },
+    Valid {
+        set: &[("app-root", "/app/index.html")],
+        want: |a| a.app_root = Some("/app/index.html".into()),
+    },
+    // permanent-redirect (+ code)
+    Valid {
+        set: &[("permanent-redirect", "https://example.com")],
+        want: |a| {
+            a.permanent_redirect = Some(RedirectTarget {
+                url: uri("https://example.com"),
+                code: 301,
+            })
+        },
+    },
+    Valid {
+        set: &[("permanent-redirect", "HTTP://Example.com:8080/a/b?q=1&r=2")],
+        want: |a| {
+            a.permanent_redirect = Some(RedirectTarget {
+                url: uri("HTTP://Example.com:8080/a/b?q=1&r=2"),
+                code: 301,
+            })
+        },
+    },
+    Valid {
+        set: &[
+            ("permanent-redirect", "https://[::1]/x"),
+            ("permanent-redirect-code", "308"),
+        ],
+        want: |a| {
+            a.permanent_redirect = Some(RedirectTarget {
+                url: uri("https://[::1]/x"),
+                code: 308,
+            })
+        },
+    },
+    Valid {
+        set: &[
+            ("permanent-redirect", "http://10.0.0.1/"),
+            ("permanent-redirect-code", "302"),
+        ],
+        want: |a| {
+            a.permanent_redirect = Some(RedirectTarget {
+                url: uri("http://10.0.0.1/"),
+                code: 302,
+            })
+        },
+    },
+    // temporal-redirect (+ code)
+    Valid {
+        set: &[("temporal-redirect", "https://example.com/maintenance")],
+        want: |a| {
+            a.temporal_redirect = Some(RedirectTarget {
+                url: uri("https://example.com/maintenance"),
+                code: 302,
+            })
+        },
+    },
+    Valid {
+        set: &[
+            ("temporal-redirect", "https://example.com/"),
+            ("temporal-redirect-code", "307"),
+        ],
+        want: |a| {
+            a.temporal_redirect = Some(RedirectTarget {
+                url: uri("https://example.com/"),
+                code: 307,
+            })
+        },
+    },
+    Valid {
+        set: &[
+            ("temporal-redirect", "https://example.com/"),
+            ("temporal-redirect-code", "303"),
+        ],
+        want: |a| {
+            a.temporal_redirect = Some(RedirectTarget {
+                url: uri("https://example.com/"),
+                code: 303,
+            })
+        },
+    },
+    // upstream-vhost
+    Valid {
+        set: &[("upstream-vhost", "Example.COM")],
+        want: |a| a.upstream_vhost = Some("example.com".into()),
+    },
+    Valid {
+        set: &[("upstream-vhost", "svc.ns.svc.cluster.local:8080")],
+        want: |a| a.upstream_vhost = Some("svc.ns.svc.cluster.local:8080".into()),
+    },
+    Valid {
+        set: &[("upstream-vhost", "10.0.0.1:80")],
+        want: |a| a.upstream_vhost = Some("10.0.0.1:80".into()),
+    },
+    Valid {
+        set: &[("upstream-vhost", "[::1]:8443")],
+        want: |a| a.upstream_vhost = Some("[::1]:8443".into()),
+    },
+    Valid {
+        set: &[("upstream-vhost", "my_bucket.s3.amazonaws.com")],
+        want: |a| a.upstream_vhost = Some("my_bucket.s3.amazonaws.com".into()),
+    },
+    // x-forwarded-prefix
+    Valid {
+        set: &[("x-forwarded-prefix", "/api")],
+        want: |a| a.x_forwarded_prefix = Some(HeaderValue::from_static("/api")),
+    },
+    // timeouts
+    Valid {
+        set: &[("proxy-connect-timeout", "30")],
+        want: |a| a.proxy_connect_timeout = Some(Duration::from_secs(30)),
+    },
+    Valid {
+        set: &[("proxy-connect-timeout", "500ms")],
+        want: |a| a.proxy_connect_timeout = Some(Duration::from_millis(500)),
+    },
+    Valid {
+        set: &[("proxy-read-timeout", "90s")],
+        want: |a| a.proxy_read_timeout = Some(Duration::from_secs(90)),
+    },
+    Valid {
+        set: &[("proxy-read-timeout", "86400")],
+        want: |a| a.proxy_read_timeout = Some(Duration::from_secs(86400)),
+    },
+    Valid {
+        set: &[("proxy-send-timeout", "5m")],
+        want: |a| a.proxy_send_timeout = Some(Duration::from_secs(300)),
+    },
+    Valid {
+        set: &[("proxy-send-timeout", "24h")],
+        want: |a| a.proxy_send_timeout = Some(Duration::from_secs(86400)),
+    },
+    // proxy-body-size
+    Valid {
+        set: &[("proxy-body-size", "0")],
+        want: |a| a.proxy_body_size = Some(BodySize::Unlimited),
+    },
+    Valid {
+        set: &[("proxy-body-size", "0m")],
+        want: |a| a.proxy_body_size = Some(BodySize::Unlimited),
+    },
+    Valid {
+        set: &[("proxy-body-size", "1024")],
+        want: |a| a.proxy_body_size = Some(BodySize::Bytes(1024)),
+    },
+    Valid {
+        set: &[("proxy-body-size", "8k")],
+        want: |a| a.proxy_body_size = Some(BodySize::Bytes(8 << 10)),
+    },
+    Valid {
+        set: &[("proxy-body-size", "8K")],
+        want: |a| a.proxy_body_size = Some(BodySize::Bytes(8 << 10)),
+    },
+    Valid {
+        set: &[("proxy-body-size", "8m")],
+        want: |a| a.proxy_body_size = Some(BodySize::Bytes(8 << 20)),
+    },
+    Valid {
+        set: &[("proxy-body-size", "8M")],
+        want: |a| a.proxy_body_size = Some(BodySize::Bytes(8 << 20)),
+    },
+    Valid {
+        set: &[("proxy-body-size", "2g")],
+        want: |a| a.proxy_body_size = Some(BodySize::Bytes(2 << 30)),
+    },
+    Valid {
+        set: &[("proxy-body-size", "2G")],
+        want: |a| a.proxy_body_size = Some(BodySize::Bytes(2 << 30)),
+    },
+    // backend-protocol, any case
+    Valid {
+        set: &[("backend-protocol", "HTTP")],
+        want: |a| a.backend_protocol = BackendProtocol::Http,
+    },
+    Valid {
+        set: &[("backend-protocol", "https")],
+        want: |a| a.backend_protocol = BackendProtocol::Https,
+    },
+    Valid {
+        set: &[("backend-protocol", "GRPC")],
+        want: |a| a.backend_protocol = BackendProtocol::Grpc,
+    },
+    Valid {
+        set: &[("backend-protocol", "Grpcs")],
+        want: |a| a.backend_protocol = BackendProtocol::Grpcs,
+    },
+    Valid {
+        set: &[("backend-protocol", "h2c")],
+        want: |a| a.backend_protocol = BackendProtocol::H2c,
+    },
+    // canary
+    Valid {
+        set: &[("canary", "true")],
+        want: |a| a.canary = Some(CanaryAnnotations::default()),
+    },
+    Valid {
+        set: &[("canary", "1")],
+        want: |a| a.canary = Some(CanaryAnnotations::default()),
+    },
+    Valid {
+        set: &[("canary", "false")],
+        want: |_| {},
+    },
+    Valid {
+        set: &[("canary", "true"), ("canary-weight", "0")],
+        want: |a| canary_on(a).weight = Some(0),
+    },
+    Valid {
+        set: &[("canary", "true"), ("canary-weight", "30")],
+        want: |a| canary_on(a).weight = Some(30),
+    },
+    Valid {
+        set: &[("canary", "true"), ("canary-weight", "100")],
+        want: |a| canary_on(a).weight = Some(100),
+    },
+    Valid {
+        set: &[
+            ("canary", "true"),
+            ("canary-weight", "5"),
+            ("canary-weight-total", "1000"),
+        ],
+        want: |a| {
+            let c = canary_on(a);
+            c.weight = Some(5);
+            c.weight_total = 1000;
+        },
+    },
+    Valid {
+        set: &[("canary", "true"), ("canary-by-header", "X-Canary")],
+        want: |a| canary_on(a).by_header = Some(HeaderName::from_static("x-canary")),
+    },
+    Valid {
+        set: &[
+            ("canary", "true"),
+            ("canary-by-header", "X-Region"),
+            ("canary-by-header-value", "eu west"),
+        ],
+        want: |a| {
+            let c = canary_on(a);
+            c.by_header = Some(HeaderName::from_static("x-region"));
+            c.by_header_value = Some("eu west".into());
+        },
+    },
+    Valid {
+        set: &[
+            ("canary", "true"),
+            ("canary-by-header", "X-Version"),
+            ("canary-by-header-pattern", "^v[0-9]+$"),
+        ],
+        want: |a| {
+            let c = canary_on(a);
+            c.by_header = Some(HeaderName::from_static("x-version"));
+            c.by_header_pattern = Some("^v[0-9]+$".into());
+        },
+    },
+    Valid {
+        set: &[("canary", "true"), ("canary-by-cookie", "Canary_Cookie")],
+        want: |a| canary_on(a).by_cookie = Some("Canary_Cookie".into()),
+    },
+    // server-alias
+    Valid {
+        set: &[("server-alias", "a.example.com, *.Example.org")],
+        want: |a| a.server_alias = vec!["a.example.com".into(), "*.example.org".into()],
+    },
+    Valid {
+        set: &[("server-alias", "b.com,B.com,c.com.,")],
+        want: |a| a.server_alias = vec!["b.com".into(), "c.com".into()],
+    },
+    // default-backend
+    Valid {
+        set: &[("default-backend", "fallback-svc")],
+        want: |a| a.default_backend = Some("fallback-svc".into()),
+    },
+    // custom-headers
+    Valid {
+        set: &[(
+            "custom-headers",
+            "X-Frame-Options: DENY\n\nStrict-Transport-Security:  max-age=31536000; includeSubDomains\n",
+        )],
+        want: |a| {
+            a.custom_headers = vec![
+                (
+                    HeaderName::from_static("x-frame-options"),
+                    HeaderValue::from_static("DENY"),
+                ),
+                (
+                    HeaderName::from_static("strict-transport-security"),
+                    HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+                ),
+            ]
+        },
+    },
+    Valid {
+        set: &[("custom-headers", "Set-Cookie: a=1\r\nSet-Cookie: b=2")],
+        want: |a| {
+            a.custom_headers = vec![
+                (
+                    HeaderName::from_static("set-cookie"),
+                    HeaderValue::from_static("a=1"),
+                ),
+                (
+                    HeaderName::from_static("set-cookie"),
+                    HeaderValue::from_static("b=2"),
+                ),
+            ]
+        },
+    },
+];
+
+#[test]
+fn valid_values_under_both_spellings() {
+    for case in VALID {
+        let mut want = IngressAnnotations::default();
+        (case.want)(&mut want);
+        for prefix in PREFIXES {
+            let parsed = parse_checked(&map(prefix, case.set));
+            assert_eq!(parsed.diagnostics, vec![], "{prefix}: {:?}", case.set);
+            assert_eq!(parsed.ingress, want, "{prefix}: {:?}", case.set);
+        }
+    }
+}
+
+// === invalid values ===
+
+/// `name` set to each of `values` (with `context` set too) must give exactly
+/// one `Invalid(fallback)` diagnostic on that key and leave the fields as
+/// `want` (the context's effect alone).
+struct Invalid {
+    name: &'static str,
+    fallback: Fallback,
+    values: &'static [&'static str],
+    context: &'static [(&'static str, &'static str)],
+    want: fn(&mut IngressAnnotations),
+}
+
+const NO_CONTEXT: &[(&str, &str)] = &[];
+const CANARY: &[(&str, &str)] = &[("canary", "true")];
+const CANARY_BY_HEADER: &[(&str, &str)] = &[("canary", "true"), ("canary-by-header", "X-Canary")];
+
+fn canary_default(a: &mut IngressAnnotations) {
+    a.canary = Some(CanaryAnnotations::default());
+}
+
+fn canary_with_header(a: &mut IngressAnnotations) {
+    canary_on(a).by_header = Some(HeaderName::from_static("x-canary"));
+}
+
+const INVALID: &[Invalid] = &[
+    Invalid {
+        name: "rewrite-target",
+        fallback: Fallback::PathDenied,
+        values: &[
+            "/$host", "/${1}", "/$0", "/x$", "foo/$1", "/a b", "/a?x=$1", "/%zz", "/%2", "/é",
+            "/a#b",
+        ],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "use-regex",
+        fallback: Fallback::Ignored,
+        values: &["yes", "TRue", "2", "on"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "app-root",
+        fallback: Fallback::Ignored,
+        values: &[
+            "app",
+            "//evil.example",
+            "https://example.com/app",
+            "/$x",
+            "/a b",
+            "/a?b=1",
+        ],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "permanent-redirect",
+        fallback: Fallback::PathDenied,
+        values: &[
+            "example.com",
+            "/relative",
+            "ftp://example.com/",
+            "javascript:alert(1)",
+            "https://example.com$request_uri",
+            "https://user@example.com/",
+            "https://example.com/#top",
+            "https://exa mple.com/",
+            "https://example.com/a\"b",
+            "https://example.com/{x}",
+            "https://example.com/%zz",
+            "https://-bad-.com/",
+            "https://example.com:0/",
+            "https://example.com:99999/",
+            "https://",
+        ],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "permanent-redirect-code",
+        fallback: Fallback::Ignored,
+        values: &["300", "304", "200", "abc", "-301", "3010"],
+        context: &[("permanent-redirect", "https://example.com/")],
+        want: |a| {
+            a.permanent_redirect = Some(RedirectTarget {
+                url: uri("https://example.com/"),
+                code: 301,
+            })
+        },
+    },
+    Invalid {
+        name: "temporal-redirect",
+        fallback: Fallback::PathDenied,
+        values: &[
+            "https://example.com/$1",
+            "mailto:a@example.com",
+            "example.com/x",
+        ],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "temporal-redirect-code",
+        fallback: Fallback::Ignored,
+        values: &["306", "999", "x"],
+        context: &[("temporal-redirect", "https://example.com/")],
+        want: |a| {
+            a.temporal_redirect = Some(RedirectTarget {
+                url: uri("https://example.com/"),
+                code: 302,
+            })
+        },
+    },
+    Invalid {
+        name: "upstream-vhost",
+        fallback: Fallback::PathDenied,
+        values: &[
+            "a b",
+            "host:0",
+            "host:65536",
+            "host:abc",
+            "host:",
+            "-bad.com",
+            "$host",
+            "http://x.com",
+            "[::1",
+            "a..b",
+            "[::1]:x",
+        ],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "x-forwarded-prefix",
+        fallback: Fallback::Ignored,
+        values: &["$prefix", "/a b", "/a?b", "/%g0"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "proxy-connect-timeout",
+        fallback: Fallback::Ignored,
+        values: &[
+            "0",
+            "0s",
+            "-5",
+            "abc",
+            "5d",
+            "86401",
+            "25h",
+            "1.5",
+            "5 s",
+            "9999999999999",
+            "5S",
+        ],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "proxy-read-timeout",
+        fallback: Fallback::Ignored,
+        values: &["0ms", "+60", "60sec", "1441m"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "proxy-send-timeout",
+        fallback: Fallback::Ignored,
+        values: &["never", "6 0", "1h30m"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "proxy-body-size",
+        fallback: Fallback::Ignored,
+        values: &[
+            "-1",
+            "1t",
+            "1.5m",
+            "abc",
+            "1mb",
+            "8b",
+            "99999999999999999999",
+            "18446744073709551615k",
+        ],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "backend-protocol",
+        fallback: Fallback::Ignored,
+        values: &["AUTO_HTTP", "FCGI", "fcgi", "AJP", "HTTP2", "tcp"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "canary",
+        fallback: Fallback::Ignored,
+        values: &["yes", "on", "enabled"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "canary-weight",
+        fallback: Fallback::Ignored,
+        values: &["-1", "abc", "10.5", "4294967296", "10%"],
+        context: CANARY,
+        want: canary_default,
+    },
+    Invalid {
+        name: "canary-weight-total",
+        fallback: Fallback::Ignored,
+        values: &["0", "-100", "x"],
+        context: CANARY,
+        want: canary_default,
+    },
+    Invalid {
+        name: "canary-by-header",
+        fallback: Fallback::Ignored,
+        values: &["X Canary", "x:y", "é"],
+        context: CANARY,
+        want: canary_default,
+    },
+    Invalid {
+        name: "canary-by-header-value",
+        fallback: Fallback::Ignored,
+        values: &["a\u{7f}b", "é", "a\tb"],
+        context: CANARY_BY_HEADER,
+        want: canary_with_header,
+    },
+    Invalid {
+        name: "canary-by-header-pattern",
+        fallback: Fallback::Ignored,
+        values: &["(?=x)", "(", r"(a)\1", "(a{1000}){1000}"],
+        context: CANARY_BY_HEADER,
+        want: canary_with_header,
+    },
+    Invalid {
+        name: "canary-by-cookie",
+        fallback: Fallback::Ignored,
+        values: &["a b", "a;b", "a=b", "é"],
+        context: CANARY,
+        want: canary_default,
+    },
+    Invalid {
+        name: "server-alias",
+        fallback: Fallback::Ignored,
+        values: &[",", " , ,"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "default-backend",
+        fallback: Fallback::Ignored,
+        values: &[
+            "ns/svc",
+            "Svc",
+            "1svc",
+            "svc-",
+            "svc_name",
+            "svc.ns",
+            "a123456789012345678901234567890123456789012345678901234567890123",
+        ],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "custom-headers",
+        fallback: Fallback::Ignored,
+        values: &[
+            "default/my-headers",
+            "my-headers",
+            "X-A: 1\nbad line",
+            "Connection: close",
+            "Transfer-Encoding: chunked",
+            "X-A:",
+            "Bad Name: v",
+            "X-A: café",
+            ":v",
+        ],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+];
+
+#[test]
+fn invalid_values_fall_back_as_documented() {
+    for case in INVALID {
+        assert_eq!(
+            case.fallback,
+            spec(case.name).on_invalid,
+            "{}: the table and the registry disagree on the fallback",
+            case.name
+        );
+        let mut want = IngressAnnotations::default();
+        (case.want)(&mut want);
+        for prefix in PREFIXES {
+            for value in case.values {
+                let mut pairs = case.context.to_vec();
+                pairs.push((case.name, *value));
+                let parsed = parse_checked(&map(prefix, &pairs));
+                let key = format!("{prefix}{}", case.name);
+                assert_eq!(
+                    parsed.diagnostics.len(),
+                    1,
+                    "{key}={value:?}: {:#?}",
+                    parsed.diagnostics
+                );
+                let d = &parsed.diagnostics[0];
+                assert_eq!(d.key, key);
+                assert_eq!(d.value, *value);
+                assert_eq!(
+                    d.kind,
+                    DiagnosticKind::Invalid(case.fallback),
+                    "{}",
+                    d.message
+                );
+                assert!(d.message.contains("invalid"), "{}", d.message);
+                assert_eq!(parsed.ingress, want, "{key}={value:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_annotation_has_valid_and_invalid_cases() {
+    let valid: BTreeSet<&str> = VALID
+        .iter()
+        .flat_map(|c| c.set.iter().map(|(name, _)| *name))
+        .collect();
+    let invalid: BTreeSet<&str> = INVALID.iter().map(|c| c.name).collect();
+    for spec in registry() {
+        assert!(valid.contains(spec.name), "{}: no valid case", spec.name);
+        assert!(
+            invalid.contains(spec.name),
+            "{}: no invalid case",
+            spec.name
+        );
+    }
+}
+
+#[test]
+fn invalid_messages_say_why_and_what_happens() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "backend-protocol",
+            "AUTO_HTTP",
+            &["AUTO_HTTP is not supported", "the default (HTTP) applies"],
+        ),
+        ("backend-protocol", "fcgi", &["FCGI is not supported"]),
+        (
+            "custom-headers",
+            "default/my-headers",
+            &["ConfigMap", "inline"],
+        ),
+        (
+            "rewrite-target",
+            "/$host",
+            &["nginx variables", "paths answer 503"],
+        ),
+        (
+            "permanent-redirect",
+            "https://a.example$request_uri",
+            &["$request_uri", "paths answer 503"],
+        ),
+        (
+            "proxy-read-timeout",
+            "25h",
+            &["at most 24h", "the default (60) applies"],
+        ),
+        ("proxy-read-timeout", "0", &["greater than 0"]),
+        (
+            "app-root",
+            "//evil.example",
+            &["another host", "it stays unset"],
+        ),
+        ("default-backend", "ns/svc", &["without a namespace"]),
+    ];
+    for (name, value, needles) in cases {
+        let key = format!("{NGINX_PREFIX}{name}");
+        let parsed = parse_checked(&raw(&[(key.as_str(), value)]));
+        let message = &parsed.diagnostics[0].message;
+        for needle in *needles {
+            assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+        }
+    }
+}
+
+#[test]
+fn empty_values_count_as_not_set() {
+    for name in [
+        "rewrite-target",
+        "proxy-read-timeout",
+        "canary",
+        "custom-headers",
+    ] {
+        for value in ["", "  "] {
+            let parsed = parse_checked(&map(NGINX_PREFIX, &[(name, value)]));
+            assert_eq!(parsed.ingress, IngressAnnotations::default());
+            assert_eq!(parsed.diagnostics.len(), 1);
+            assert_eq!(
+                parsed.diagnostics[0].kind,
+                DiagnosticKind::Invalid(Fallback::Ignored),
+                "{}",
+                parsed.diagnostics[0].message
+            );
+            assert!(parsed.diagnostics[0].message.contains("empty value"));
+        }
+    }
+}
+
+#[test]
+fn every_default_parses() {
+    for spec in registry().iter().filter(|s| !s.default.is_empty()) {
+        let mut draft = Draft::default();
+        assert_eq!(
+            (spec.parse)(spec.default, &mut draft),
+            Ok(()),
+            "{}",
+            spec.name
+        );
+    }
+}
+
+// === rules between annotations ===
+
+fn kinds(parsed: &Parsed) -> Vec<(&str, DiagnosticKind)> {
+    parsed
+        .diagnostics
+        .iter()
+        .map(|d| (d.key.as_str(), d.kind))
+        .collect()
+}
+
+const IGNORED: DiagnosticKind = DiagnosticKind::Invalid(Fallback::Ignored);
+
+#[test]
+fn temporal_redirect_wins_over_permanent() {
+    let parsed = parse_checked(&map(
+        NGINX_PREFIX,
+        &[
+            ("permanent-redirect", "https://p.example/"),
+            ("permanent-redirect-code", "308"),
+            ("temporal-redirect", "https://t.example/"),
+        ],
+    ));
+    let want = IngressAnnotations {
+        temporal_redirect: Some(RedirectTarget {
+            url: uri("https://t.example/"),
+            code: 302,
+        }),
+        ..Default::default()
+    };
+    assert_eq!(parsed.ingress, want);
+    assert_eq!(
+        kinds(&parsed),
+        vec![
+            ("nginx.ingress.kubernetes.io/permanent-redirect", IGNORED),
+            (
+                "nginx.ingress.kubernetes.io/permanent-redirect-code",
+                IGNORED
+            ),
+        ]
+    );
+    assert!(parsed.diagnostics[0].message.contains("temporal-redirect"));
+}
+
+#[test]
+fn redirect_codes_alone_have_no_effect() {
+    let parsed = parse_checked(&map(
+        PORTICO_PREFIX,
+        &[
+            ("permanent-redirect-code", "308"),
+            ("temporal-redirect-code", "307"),
+        ],
+    ));
+    assert_eq!(parsed.ingress, IngressAnnotations::default());
+    assert_eq!(
+        kinds(&parsed),
+        vec![
+            ("portico.dev/temporal-redirect-code", IGNORED),
+            ("portico.dev/permanent-redirect-code", IGNORED),
+        ]
+    );
+    assert!(parsed.diagnostics[0].message.contains("no effect"));
+}
+
+#[test]
+fn canary_parts_need_canary_true() {
+    for canary in [None, Some("false")] {
+        let mut pairs = vec![
+            ("canary-weight", "10"),
+            ("canary-weight-total", "50"),
+            ("canary-by-header", "X-Canary"),
+            ("canary-by-header-value", "yes"),
+            ("canary-by-header-pattern", "y.*"),
+            ("canary-by-cookie", "c"),
+        ];
+        if let Some(v) = canary {
+            pairs.push(("canary", v));
+        }
+        let parsed = parse_checked(&map(NGINX_PREFIX, &pairs));
+        assert_eq!(parsed.ingress, IngressAnnotations::default());
+        assert_eq!(parsed.diagnostics.len(), 6, "{:#?}", parsed.diagnostics);
+        for d in &parsed.diagnostics {
+            assert_eq!(d.kind, IGNORED);
+            assert!(
+                d.message.contains("unless canary is \"true\""),
+                "{}",
+                d.message
+            );
+        }
+    }
+}
+
+#[test]
+fn canary_header_value_and_pattern_need_header() {
+    let parsed = parse_checked(&map(
+        NGINX_PREFIX,
+        &[
+            ("canary", "true"),
+            ("canary-by-header-value", "yes"),
+            ("canary-by-header-pattern", "y.*"),
+        ],
+    ));
+    assert_eq!(parsed.ingress.canary, Some(CanaryAnnotations::default()));
+    assert_eq!(
+        kinds(&parsed),
+        vec![
+            (
+                "nginx.ingress.kubernetes.io/canary-by-header-value",
+                IGNORED
+            ),
+            (
+                "nginx.ingress.kubernetes.io/canary-by-header-pattern",
+                IGNORED
+            ),
+        ]
+    );
+}
+
+#[test]
+fn canary_header_value_wins_over_pattern() {
+    let parsed = parse_checked(&map(
+        NGINX_PREFIX,
+        &[
+            ("canary", "true"),
+            ("canary-by-header", "X-Canary"),
+            ("canary-by-header-value", "yes"),
+            ("canary-by-header-pattern", "y.*"),
+        ],
+    ));
+    let canary = parsed.ingress.canary.clone().unwrap();
+    assert_eq!(canary.by_header_value.as_deref(), Some("yes"));
+    assert_eq!(canary.by_header_pattern, None);
+    assert_eq!(
+        kinds(&parsed),
+        vec![(
+            "nginx.ingress.kubernetes.io/canary-by-header-pattern",
+            IGNORED
+        )]
+    );
+}
+
+#[test]
+fn canary_weight_above_total_is_capped() {
+    let parsed = parse_checked(&map(
+        NGINX_PREFIX,
+        &[("canary", "true"), ("canary-weight", "150")],
+    ));
+    assert_eq!(parsed.ingress.canary.as_ref().unwrap().weight, Some(100));
+    assert_eq!(
+        kinds(&parsed),
+        vec![(
+            "nginx.ingress.kubernetes.io/canary-weight",
+            DiagnosticKind::Partial
+        )]
+    );
+}
+
+#[test]
+fn server_alias_drops_invalid_entries_and_keeps_the_rest() {
+    let value = "a.example.com, bad_host, *.b.example.com, ~^www\\d+$, x.*.example.com";
+    let parsed = parse_checked(&map(NGINX_PREFIX, &[("server-alias", value)]));
+    assert_eq!(
+        parsed.ingress.server_alias,
+        vec!["a.example.com".to_owned(), "*.b.example.com".to_owned()]
+    );
+    assert_eq!(parsed.diagnostics.len(), 3, "{:#?}", parsed.diagnostics);
+    for (d, entry) in parsed
+        .diagnostics
+        .iter()
+        .zip(["bad_host", "~^www\\\\d+$", "x.*.example.com"])
+    {
+        assert_eq!(d.kind, IGNORED);
+        assert!(d.message.contains(entry), "{} lacks {entry}", d.message);
+    }
+}
+
+// === keys ===
+
+#[test]
+fn portico_spelling_wins_a_conflict() {
+    let parsed = parse_checked(&raw(&[
+        ("portico.dev/proxy-read-timeout", "30"),
+        ("nginx.ingress.kubernetes.io/proxy-read-timeout", "120"),
+    ]));
+    assert_eq!(
+        parsed.ingress.proxy_read_timeout,
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(
+        kinds(&parsed),
+        vec![(
+            "nginx.ingress.kubernetes.io/proxy-read-timeout",
+            DiagnosticKind::Conflict
+        )]
+    );
+    assert!(
+        parsed.diagnostics[0]
+            .message
+            .contains("portico.dev/proxy-read-timeout=\"30\"")
+    );
+}
+
+#[test]
+fn same_value_under_both_spellings_is_no_conflict() {
+    let parsed = parse_checked(&raw(&[
+        ("portico.dev/use-regex", "true"),
+        ("nginx.ingress.kubernetes.io/use-regex", " true "),
+    ]));
+    assert!(parsed.ingress.use_regex);
+    assert_eq!(parsed.diagnostics, vec![]);
+}
+
+#[test]
+fn an_invalid_portico_value_still_wins() {
+    let parsed = parse_checked(&raw(&[
+        ("portico.dev/rewrite-target", "/$host"),
+        ("nginx.ingress.kubernetes.io/rewrite-target", "/$1"),
+    ]));
+    assert_eq!(parsed.ingress.rewrite_target, None);
+    assert_eq!(
+        kinds(&parsed),
+        vec![
+            (
+                "nginx.ingress.kubernetes.io/rewrite-target",
+                DiagnosticKind::Conflict
+            ),
+            (
+                "portico.dev/rewrite-target",
+                DiagnosticKind::Invalid(Fallback::PathDenied)
+            ),
+        ]
+    );
+}
+
+#[test]
+fn unknown_keys_under_either_prefix() {
+    let parsed = parse_checked(&raw(&[
+        ("portico.dev/rewrite-targets", "/"),
+        ("nginx.ingress.kubernetes.io/no-such-thing", "x"),
+        ("portico.dev/", "x"),
+    ]));
+    assert_eq!(parsed.ingress, IngressAnnotations::default());
+    assert_eq!(
+        kinds(&parsed),
+        vec![
+            (
+                "nginx.ingress.kubernetes.io/no-such-thing",
+                DiagnosticKind::Unknown
+            ),
+            ("portico.dev/", DiagnosticKind::Unknown),
+            ("portico.dev/rewrite-targets", DiagnosticKind::Unknown),
+        ]
+    );
+}
+
+#[test]
+fn unsupported_nginx_annotations() {
+    let parsed = parse_checked(&raw(&[
+        (
+            "nginx.ingress.kubernetes.io/auth-url",
+            "https://auth.example/",
+        ),
+        (
+            "nginx.ingress.kubernetes.io/whitelist-source-range",
+            "10.0.0.0/8",
+        ),
+        ("nginx.ingress.kubernetes.io/grpc-backend", "true"),
+        ("portico.dev/ssl-redirect", "false"),
+    ]));
+    assert_eq!(parsed.ingress, IngressAnnotations::default());
+    assert_eq!(
+        kinds(&parsed),
+        vec![
+            (
+                "nginx.ingress.kubernetes.io/auth-url",
+                DiagnosticKind::Unsupported
+            ),
+            (
+                "nginx.ingress.kubernetes.io/grpc-backend",
+                DiagnosticKind::Unsupported
+            ),
+            (
+                "nginx.ingress.kubernetes.io/whitelist-source-range",
+                DiagnosticKind::Unsupported
+            ),
+            ("portico.dev/ssl-redirect", DiagnosticKind::Unsupported),
+        ]
+    );
+    assert!(
+        parsed.diagnostics[0]
+            .message
+            .contains("not supported by Portico yet")
+    );
+    assert!(
+        parsed.diagnostics[1]
+            .message
+            .contains("backend-protocol: GRPC")
+    );
+}
+
+#[test]
+fn snippets_are_never_parsed() {
+    let snippet = "more_set_headers \"X: $host\";\nreturn 302 /x;";
+    for name in [
+        "configuration-snippet",
+        "server-snippet",
+        "auth-snippet",
+        "stream-snippet",
+        "modsecurity-snippet",
+        "made-up-snippet",
+    ] {
+        for prefix in PREFIXES {
+            let parsed = parse_checked(&map(prefix, &[(name, snippet)]));
+            assert_eq!(parsed.ingress, IngressAnnotations::default());
+            assert_eq!(
+                kinds(&parsed),
+                vec![(format!("{prefix}{name}").as_str(), DiagnosticKind::Snippet)]
+            );
+        }
+    }
+}
+
+#[test]
+fn other_prefixes_are_ignored_silently() {
+    let parsed = parse_checked(&raw(&[
+        ("kubernetes.io/ingress.class", "nginx"),
+        ("kubectl.kubernetes.io/last-applied-configuration", "{}"),
+        ("nginx.org/rewrite-target", "/"),
+        ("foo.portico.dev/rewrite-target", "/"),
+        ("ingress.kubernetes.io/rewrite-target", "/"),
+        ("rewrite-target", "/"),
+        ("portico.dev", "x"),
+        ("Portico.dev/rewrite-target", "/"),
+    ]));
+    assert_eq!(parsed, Parsed::default());
+}
+
+#[test]
+fn messages_stay_on_one_line_and_short() {
+    let long = format!("/{}\n", "a".repeat(500));
+    let parsed = parse_checked(&map(
+        NGINX_PREFIX,
+        &[("configuration-snippet", long.as_str())],
+    ));
+    let message = &parsed.diagnostics[0].message;
+    assert!(message.len() < 300, "{message}");
+    assert!(message.contains('…'));
+    assert_eq!(parsed.diagnostics[0].value, long);
+}
+
+// === registry mechanisms (with a made-up table) ===
+
+fn set_use_regex(v: &str, d: &mut Draft) -> Result<(), String> {
+    parsers::use_regex(v, d)
+}
+
+const TEST_REGISTRY: &[AnnotationSpec] = &[
+    AnnotationSpec {
+        name: "use-regex",
+        aliases: &["regex-paths"],
+        default: "false",
+        scope: Scope::Path,
+        object: ObjectKind::Ingress,
+        on_invalid: Fallback::Ignored,
+        support: Support::Full,
+        doc: "test",
+        parse: set_use_regex,
+    },
+    AnnotationSpec {
+        name: "health-check-path",
+        aliases: &[],
+        default: "",
+        scope: Scope::Path,
+        object: ObjectKind::Service,
+        on_invalid: Fallback::Ignored,
+        support: Support::Full,
+        doc: "test",
+        parse: set_use_regex,
+    },
+];
+
+fn parse_test_registry(pairs: &[(&str, &str)]) -> Parsed {
+    parse_with(TEST_REGISTRY, &[], &raw(pairs))
+}
+
+#[test]
+fn aliases_answer_under_both_prefixes() {
+    for key in [
+        "portico.dev/regex-paths",
+        "nginx.ingress.kubernetes.io/regex-paths",
+    ] {
+        let parsed = parse_test_registry(&[(key, "true")]);
+        assert!(parsed.ingress.use_regex, "{key}");
+        assert_eq!(parsed.diagnostics, vec![]);
+    }
+}
+
+#[test]
+fn name_beats_alias_and_portico_beats_nginx() {
+    let parsed = parse_test_registry(&[
+        ("portico.dev/regex-paths", "true"),
+        ("portico.dev/use-regex", "false"),
+        ("nginx.ingress.kubernetes.io/use-regex", "1"),
+    ]);
+    assert!(!parsed.ingress.use_regex);
+    assert_eq!(
+        kinds(&parsed),
+        vec![
+            ("portico.dev/regex-paths", DiagnosticKind::Conflict),
+            (
+                "nginx.ingress.kubernetes.io/use-regex",
+                DiagnosticKind::Conflict
+            ),
+        ]
+    );
+
+    let parsed = parse_test_registry(&[
+        ("portico.dev/regex-paths", "true"),
+        ("nginx.ingress.kubernetes.io/use-regex", "false"),
+    ]);
+    assert!(
+        parsed.ingress.use_regex,
+        "a portico alias beats the nginx name"
+    );
+}
+
+#[test]
+fn service_annotations_on_an_ingress_are_unsupported() {
+    let parsed = parse_test_registry(&[("portico.dev/health-check-path", "/healthz")]);
+    assert_eq!(parsed.ingress, IngressAnnotations::default());
+    assert_eq!(
+        kinds(&parsed),
+        vec![("portico.dev/health-check-path", DiagnosticKind::Unsupported)]
+    );
+    assert!(parsed.diagnostics[0].message.contains("Service"));
+}
+
+// === the tables ===
+
+#[test]
+fn names_are_unique_across_both_tables() {
+    let mut seen = BTreeSet::new();
+    let names = registry()
+        .iter()
+        .flat_map(|s| std::iter::once(&s.name).chain(s.aliases))
+        .chain(
+            nginx_not_supported()
+                .iter()
+                .flat_map(|n| std::iter::once(&n.name).chain(n.aliases)),
+        );
+    for name in names {
+        assert!(seen.insert(*name), "{name} is listed twice");
+        assert!(
+            name.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+            "{name}: names are lower-case words joined by '-'"
+        );
+    }
+}
+
+#[test]
+fn snippets_are_only_listed_as_snippets() {
+    for spec in registry() {
+        assert!(!spec.name.ends_with("-snippet"), "{}", spec.name);
+    }
+    for known in nginx_not_supported() {
+        assert_eq!(
+            known.name.ends_with("-snippet"),
+            known.status == NginxStatus::Snippet,
+            "{}",
+            known.name
+        );
+    }
+}
+
+#[test]
+fn docs_lines_are_one_line() {
+    for spec in registry() {
+        assert!(!spec.doc.contains('\n'), "{}", spec.name);
+        assert!(
+            spec.doc.ends_with('.'),
+            "{}: end the doc with a full stop",
+            spec.name
+        );
+    }
+}
+
+// === docs/annotations.md ===
+
+#[test]
+fn committed_docs_match_the_registry() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/annotations.md");
+    let want = markdown();
+    if std::env::var("PORTICO_UPDATE_DOCS").as_deref() == Ok("1") {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(&path, &want).unwrap();
+        return;
+    }
+    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        have == want,
+        "docs/annotations.md differs from the annotation registry; regenerate it with \
+         `PORTICO_UPDATE_DOCS=1 cargo test -p portico --lib annotations` and commit the result"
+    );
+}
+
+#[test]
+fn docs_list_every_annotation() {
+    let docs = markdown();
+    for spec in registry() {
+        assert!(
+            docs.contains(&format!("| `{}` |", spec.name)),
+            "{}",
+            spec.name
+        );
+    }
+    for known in nginx_not_supported() {
+        assert!(
+            docs.contains(&format!("| `{}` |", known.name)),
+            "{}",
+            known.name
+        );
+    }
+}
