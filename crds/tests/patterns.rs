@@ -1,0 +1,82 @@
+//! The schema's patterns accept and reject what Gateway API's do. The API
+//! server evaluates them with RE2; Rust's `regex` reads the same syntax.
+
+use regex::Regex;
+
+#[track_caller]
+fn check(pattern: &str, good: &[&str], bad: &[&str]) {
+    let re = Regex::new(pattern).unwrap();
+    for s in good {
+        assert!(re.is_match(s), "{pattern} should accept {s:?}");
+    }
+    for s in bad {
+        assert!(!re.is_match(s), "{pattern} should reject {s:?}");
+    }
+}
+
+#[test]
+fn hostnames() {
+    check(
+        portico_crds::HOSTNAME_PATTERN,
+        &[
+            "example.com",
+            "*.example.com",
+            "a",
+            "a-b.c1",
+            "xn--bcher-kva.example",
+        ],
+        &[
+            "",
+            "*",
+            "*.",
+            "a.*.com",
+            "Example.com",
+            "-a.com",
+            "a-.com",
+            "a..com",
+            "1.2.3.4:80",
+            "a_b.com",
+        ],
+    );
+    check(
+        portico_crds::PRECISE_HOSTNAME_PATTERN,
+        &["example.com", "web-tls", "a.b"],
+        &["*.example.com", "Web", "a/b", ""],
+    );
+}
+
+#[test]
+fn header_names() {
+    check(
+        portico_crds::HEADER_NAME_PATTERN,
+        &["X-Canary", "authorization", "x_y", "a`b", "!#$%&'*+-.^_|~"],
+        &["", ":method", "a b", "a:b", "a/b", "a\"b", "é"],
+    );
+}
+
+#[test]
+fn durations() {
+    check(
+        portico_crds::DURATION_PATTERN,
+        &["0s", "10s", "500ms", "1h30m", "1h2m3s4ms", "99999s"],
+        &[
+            "",
+            "1",
+            "1.5s",
+            "-1s",
+            "100000s",
+            "1d",
+            "1h1h1h1h1h",
+            "10 s",
+        ],
+    );
+}
+
+#[test]
+fn service_names() {
+    check(
+        portico_crds::SERVICE_NAME_PATTERN,
+        &["web", "web-1", "a"],
+        &["1web", "web.shop", "Web", "web-", ""],
+    );
+}
