@@ -1,0 +1,128 @@
+//! Command-line interface. Every `run` flag is also an environment variable
+//! `PORTICO_<FLAG>`, as Helm charts and container platforms prefer.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "portico",
+    version,
+    about = "Kubernetes ingress controller with an embedded Rust dataplane"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the controller and the proxy: against a cluster (kubeconfig or
+    /// in-cluster config), or from a directory of manifests (`--manifests`).
+    Run(Box<RunArgs>),
+    /// Print the CustomResourceDefinitions Portico serves (YAML).
+    Crds,
+    /// Parse and translate manifests offline; print every object's
+    /// diagnostics. Exits 1 when any is an error.
+    Validate(ValidateArgs),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClassArgs {
+    /// Ingresses carrying the legacy `kubernetes.io/ingress.class`
+    /// annotation with this value are ours.
+    #[arg(long, env = "PORTICO_INGRESS_CLASS", default_value = "portico")]
+    pub ingress_class: String,
+    /// IngressClasses whose `spec.controller` is this are ours.
+    #[arg(
+        long,
+        env = "PORTICO_CONTROLLER_NAME",
+        default_value = "portico.dev/ingress-controller"
+    )]
+    pub controller_name: String,
+    /// Serve Ingresses that name no class even without a default
+    /// IngressClass of ours.
+    #[arg(long, env = "PORTICO_WATCH_INGRESS_WITHOUT_CLASS")]
+    pub watch_ingress_without_class: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Serve from the manifests under this directory instead of a cluster.
+    /// The directory is watched; changes are live within a second.
+    #[arg(long, env = "PORTICO_MANIFESTS")]
+    pub manifests: Option<PathBuf>,
+    /// Kubeconfig file; default: $KUBECONFIG, ~/.kube/config, or the
+    /// in-cluster service account.
+    #[arg(long, env = "PORTICO_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub class: ClassArgs,
+    /// Watch only this namespace (default: all).
+    #[arg(long, env = "PORTICO_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// `namespace/name` of the Service whose load-balancer addresses are
+    /// written into Ingress status.
+    #[arg(long, env = "PORTICO_PUBLISH_SERVICE")]
+    pub publish_service: Option<String>,
+    /// Addresses (IPs or host names, comma-separated) written into Ingress
+    /// status; overrides `--publish-service`.
+    #[arg(long, env = "PORTICO_PUBLISH_STATUS_ADDRESS", value_delimiter = ',')]
+    pub publish_status_address: Vec<String>,
+    /// Remove the Ingress status addresses on shutdown when this is the
+    /// last replica.
+    #[arg(long, env = "PORTICO_UPDATE_STATUS_ON_SHUTDOWN", default_value_t = true, action = clap::ArgAction::Set)]
+    pub update_status_on_shutdown: bool,
+    #[arg(long, env = "PORTICO_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    #[arg(long, env = "PORTICO_HTTPS_ADDR", default_value = "0.0.0.0:8443")]
+    pub https_addr: SocketAddr,
+    /// Health, readiness, metrics and `/debug/routes`.
+    #[arg(long, env = "PORTICO_ADMIN_ADDR", default_value = "0.0.0.0:10254")]
+    pub admin_addr: SocketAddr,
+    /// Elect a leader through a Lease; only the leader writes status and
+    /// Events. Default: on against a cluster (off with `--manifests`).
+    #[arg(long, env = "PORTICO_LEADER_ELECT", action = clap::ArgAction::Set)]
+    pub leader_elect: Option<bool>,
+    /// Name of the Lease used for leader election.
+    #[arg(long, env = "PORTICO_ELECTION_ID", default_value = "portico-leader")]
+    pub election_id: String,
+    /// Namespace of the Lease; default: the pod's namespace
+    /// (`POD_NAMESPACE`), else `default`.
+    #[arg(long, env = "PORTICO_ELECTION_NAMESPACE")]
+    pub election_namespace: Option<String>,
+    #[arg(long, env = "PORTICO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+    /// Access log on stdout (one JSON line per request).
+    #[arg(long, env = "PORTICO_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
+    pub access_log: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ValidateArgs {
+    /// Manifest files or directories (searched for *.yaml / *.yml).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub class: ClassArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+impl ClassArgs {
+    pub fn settings(&self) -> crate::translate::Settings {
+        crate::translate::Settings {
+            ingress_class: self.ingress_class.clone(),
+            controller_name: self.controller_name.clone(),
+            watch_ingress_without_class: self.watch_ingress_without_class,
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The rebuild loop: any change → debounce → snapshot → translate → publish.
+//!
+//! Changes are coalesced: a rebuild starts once the sources have been quiet
+//! for [`QUIET`], and never later than [`MAX_DELAY`] after the first change of
+//! a burst, so a stream of changes cannot starve publication. Translation and
+//! table compilation run on the blocking pool, off the proxy's workers. An
+//! identical result is not published again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portico_dataplane::Dataplane;
+use portico_dataplane::model::RouteConfig;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::diagnostics::ObjectRef;
+use crate::snapshot::Snapshot;
+use crate::translate::{self, ObjectReport, Settings, Translation};
+
+pub const QUIET: Duration = Duration::from_millis(50);
+pub const MAX_DELAY: Duration = Duration::from_millis(500);
+
+/// Pulls the current snapshot; `None` until every source has synced once.
+pub type SnapshotFn = Arc<dyn Fn() -> Option<Snapshot> + Send + Sync>;
+
+/// The last translation, for the status writer; `None` before the first.
+pub type Reports = watch::Receiver<Option<Arc<Translation>>>;
+
+pub struct Rebuilder {
+    dataplane: Dataplane,
+    settings: Settings,
+    snapshot: SnapshotFn,
+    changes: Arc<Notify>,
+    reports: watch::Sender<Option<Arc<Translation>>>,
+}
+
+impl Rebuilder {
+    pub fn new(
+        dataplane: Dataplane,
+        settings: Settings,
+        snapshot: SnapshotFn,
+        changes: Arc<Notify>,
+    ) -> (Self, Reports) {
+        let (reports, rx) = watch::channel(None);
+        (
+            Self {
+                dataplane,
+                settings,
+                snapshot,
+                changes,
+                reports,
+            },
+            rx,
+        )
+    }
+
+    /// Runs until the task is dropped.
+    pub async fn run(self) {
+        let mut last_config: Option<Arc<RouteConfig>> = None;
+        let mut last_reports: BTreeMap<ObjectRef, ObjectReport> = BTreeMap::new();
+        loop {
+            self.changes.notified().await;
+            let first = Instant::now();
+            let deadline = first + MAX_DELAY;
+            // Coalesce: wait until quiet, or the deadline.
+            loop {
+                let wake = (Instant::now() + QUIET).min(deadline);
+                if tokio::time::timeout_at(wake, self.changes.notified())
+                    .await
+                    .is_err()
+                    || Instant::now() >= deadline
+                {
+                    break;
+                }
+            }
+            let snapshot = Arc::clone(&self.snapshot);
+            let settings = self.settings.clone();
+            let dataplane = self.dataplane.clone();
+            let previous = last_config.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let snap = snapshot()?;
+                let translation = translate::translate(&snap, &settings);
+                let config = Arc::new(translation.config.clone());
+                let published = if previous.as_deref() != Some(&*config) {
+                    Some(dataplane.publish((*config).clone()).generation)
+                } else {
+                    None
+                };
+                Some((translation, config, published))
+            })
+            .await;
+            let Ok(Some((translation, config, published))) = result else {
+                debug!("sources not synced yet; nothing published");
+                continue;
+            };
+            match published {
+                Some(generation) => info!(
+                    generation,
+                    routes = config.routes.len(),
+                    event_to_swap_ms = first.elapsed().as_secs_f64() * 1e3,
+                    "published a new routing table"
+                ),
+                None => debug!("translation unchanged; table kept"),
+            }
+            log_new_diagnostics(&last_reports, &translation.reports);
+            last_reports = translation.reports.clone();
+            last_config = Some(config);
+            self.reports.send_replace(Some(Arc::new(translation)));
+        }
+    }
+}
+
+/// Logs each object's findings once, when they change.
+fn log_new_diagnostics(
+    before: &BTreeMap<ObjectRef, ObjectReport>,
+    now: &BTreeMap<ObjectRef, ObjectReport>,
+) {
+    for (obj, report) in now {
+        if before.get(obj).map(|r| &r.diagnostics) == Some(&report.diagnostics) {
+            continue;
+        }
+        for d in &report.diagnostics {
+            warn!(
+                object = %obj,
+                severity = %d.severity,
+                reason = d.reason,
+                field = %d.field,
+                "{}",
+                d.message
+            );
+        }
+    }
+}

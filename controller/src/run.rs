@@ -1,0 +1,198 @@
+//! `portico run`: the dataplane, a source of objects, and the rebuild loop
+//! between them, until SIGTERM or SIGINT; then a bounded drain.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use notify::{RecursiveMode, Watcher};
+use portico_dataplane::{AccessLogSink, Dataplane, DataplaneConfig};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
+use tracing::{info, warn};
+
+use crate::cli::RunArgs;
+use crate::reconcile::{Rebuilder, SnapshotFn};
+use crate::source::manifests::ManifestDir;
+
+/// How often a manifest directory is rescanned when the platform cannot
+/// deliver file-change notifications.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let dataplane = Dataplane::new(DataplaneConfig {
+        access_log: if args.access_log {
+            AccessLogSink::Stdout
+        } else {
+            AccessLogSink::Disabled
+        },
+        ..Default::default()
+    })
+    .context("starting the dataplane")?;
+    let proxy = TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("binding --http-addr {}", args.http_addr))?;
+    let admin = TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("binding --admin-addr {}", args.admin_addr))?;
+    info!(
+        http = %proxy.local_addr()?,
+        admin = %admin.local_addr()?,
+        "listening"
+    );
+    info!(
+        https = %args.https_addr,
+        "the HTTPS listener arrives with TLS support; not listening on --https-addr yet"
+    );
+
+    let changes = Arc::new(Notify::new());
+    let settings = args.class.settings();
+    let (snapshot, _source_guard): (SnapshotFn, Box<dyn Send>) = match &args.manifests {
+        Some(dir) => {
+            let (f, guard) = manifest_source(dir.clone(), Arc::clone(&changes))?;
+            (f, Box::new(guard))
+        }
+        None => {
+            let (f, guard) = crate::source::cluster::start(&args, Arc::clone(&changes)).await?;
+            (f, Box::new(guard))
+        }
+    };
+    let (rebuilder, reports) = Rebuilder::new(dataplane.clone(), settings, snapshot, changes);
+    let rebuild = tokio::spawn(rebuilder.run());
+    let status = match &args.manifests {
+        Some(_) => None,
+        None => Some(crate::status::start(&args, reports).await?),
+    };
+
+    let drained = dataplane.serve(proxy, admin, shutdown_signal()).await;
+    rebuild.abort();
+    if let Some(status) = status {
+        status.shutdown().await;
+    }
+    if drained {
+        info!("drained; exiting");
+    } else {
+        warn!("drain deadline passed; exiting with requests cut");
+    }
+    Ok(())
+}
+
+/// Completes on SIGTERM (what Kubernetes sends) or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => info!("SIGINT received"),
+        () = term => info!("SIGTERM received"),
+    }
+}
+
+/// Keeps the file watcher alive.
+pub struct ManifestWatch {
+    _watcher: Option<notify::RecommendedWatcher>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+/// Reads the directory now (failing if it cannot be read at all), then
+/// rescans on every change notification, or on a timer where notifications
+/// are unavailable.
+pub fn manifest_source(
+    root: PathBuf,
+    changes: Arc<Notify>,
+) -> anyhow::Result<(SnapshotFn, ManifestWatch)> {
+    let mut dir = ManifestDir::new(&root);
+    dir.rescan()
+        .with_context(|| format!("reading --manifests {}", root.display()))?;
+    report_manifest_errors(&dir);
+    let dir = Arc::new(Mutex::new(dir));
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let watcher = {
+        let tx = tx.clone();
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok() {
+                let _ = tx.send(());
+            }
+        })
+        .and_then(|mut w| w.watch(&root, RecursiveMode::Recursive).map(|()| w))
+    };
+    let watcher = match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!(error = %e, "file notifications unavailable; polling the manifest directory");
+            None
+        }
+    };
+    let poll = watcher.is_none();
+    let task_dir = Arc::clone(&dir);
+    let task_changes = Arc::clone(&changes);
+    let task = tokio::spawn(async move {
+        loop {
+            if poll {
+                tokio::time::sleep(POLL_INTERVAL).await;
+            } else if rx.recv().await.is_none() {
+                return;
+            }
+            // Editors write in bursts: absorb what is already queued.
+            while rx.try_recv().is_ok() {}
+            let changed = {
+                let mut dir = task_dir.lock().unwrap_or_else(|p| p.into_inner());
+                match dir.rescan() {
+                    Ok(scan) => {
+                        if scan.changed {
+                            report_manifest_errors(&dir);
+                        }
+                        scan.changed
+                    }
+                    Err(e) => {
+                        warn!(error = %e, dir = %dir.root().display(), "cannot read the manifest directory; serving the last good objects");
+                        false
+                    }
+                }
+            };
+            if changed {
+                task_changes.notify_one();
+            }
+        }
+    });
+    drop(tx);
+    // The first snapshot is ready: publish it.
+    changes.notify_one();
+    let snapshot: SnapshotFn = Arc::new(move || {
+        let dir = dir.lock().unwrap_or_else(|p| p.into_inner());
+        Some(dir.snapshot())
+    });
+    Ok((
+        snapshot,
+        ManifestWatch {
+            _watcher: watcher,
+            _task: task,
+        },
+    ))
+}
+
+fn report_manifest_errors(dir: &ManifestDir) {
+    for e in dir.errors() {
+        warn!(
+            file = %e.file.display(),
+            document = e.document,
+            reason = %e.reason,
+            "manifest not loaded; its file's last good objects keep serving"
+        );
+    }
+}

@@ -1,0 +1,107 @@
+//! A consistent view of every object translation reads, taken at one moment
+//! from the watch caches or the manifest directory.
+//!
+//! Translation is a pure function of a [`Snapshot`], so the cluster and the
+//! manifest directory feed the same code, and tests build snapshots from
+//! YAML fixtures.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::ResourceExt;
+use portico_crds::HTTPRoute;
+
+/// The label the EndpointSlice controller sets to the owning Service's name.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Namespace and name.
+pub type Key = (String, String);
+
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Sorted by namespace and name, so translation output is deterministic.
+    pub ingresses: Vec<Arc<Ingress>>,
+    pub ingress_classes: BTreeMap<String, Arc<IngressClass>>,
+    pub http_routes: Vec<Arc<HTTPRoute>>,
+    pub services: BTreeMap<Key, Arc<Service>>,
+    /// By the Service they belong to.
+    pub endpoint_slices: BTreeMap<Key, Vec<Arc<EndpointSlice>>>,
+    pub secrets: BTreeMap<Key, Arc<Secret>>,
+    /// Addresses of `ExternalName` Services' DNS names, resolved outside
+    /// translation (which does no I/O). Absent: not resolved (yet).
+    pub external_names: BTreeMap<String, Vec<IpAddr>>,
+}
+
+/// Any object a snapshot holds, as read from a watch or a manifest.
+#[derive(Clone, Debug)]
+pub enum Object {
+    Ingress(Arc<Ingress>),
+    IngressClass(Arc<IngressClass>),
+    HttpRoute(Arc<HTTPRoute>),
+    Service(Arc<Service>),
+    EndpointSlice(Arc<EndpointSlice>),
+    Secret(Arc<Secret>),
+}
+
+pub fn key<K: ResourceExt>(obj: &K) -> Key {
+    (obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+impl Snapshot {
+    pub fn from_objects(objects: impl IntoIterator<Item = Object>) -> Self {
+        let mut snap = Snapshot::default();
+        for obj in objects {
+            snap.insert(obj);
+        }
+        snap.finish();
+        snap
+    }
+
+    fn insert(&mut self, obj: Object) {
+        match obj {
+            Object::Ingress(o) => self.ingresses.push(o),
+            Object::IngressClass(o) => {
+                self.ingress_classes.insert(o.name_any(), o);
+            }
+            Object::HttpRoute(o) => self.http_routes.push(o),
+            Object::Service(o) => {
+                self.services.insert(key(&*o), o);
+            }
+            Object::EndpointSlice(o) => {
+                if let Some(svc) = o.labels().get(SERVICE_NAME_LABEL) {
+                    let k = (o.namespace().unwrap_or_default(), svc.clone());
+                    self.endpoint_slices.entry(k).or_default().push(o);
+                }
+            }
+            Object::Secret(o) => {
+                self.secrets.insert(key(&*o), o);
+            }
+        }
+    }
+
+    /// Sorts and de-duplicates (the last object with a key wins, as a later
+    /// manifest document or watch event would).
+    fn finish(&mut self) {
+        fn dedup<T: ResourceExt>(v: &mut Vec<Arc<T>>) {
+            // Stable sort keeps insertion order among equal keys; keep the last.
+            v.sort_by_key(|o| key(&**o));
+            let mut out: Vec<Arc<T>> = Vec::with_capacity(v.len());
+            for o in v.drain(..) {
+                match out.last_mut() {
+                    Some(last) if key(&**last) == key(&*o) => *last = o,
+                    _ => out.push(o),
+                }
+            }
+            *v = out;
+        }
+        dedup(&mut self.ingresses);
+        dedup(&mut self.http_routes);
+        for slices in self.endpoint_slices.values_mut() {
+            dedup(slices);
+        }
+    }
+}

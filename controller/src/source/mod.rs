@@ -1,0 +1,5 @@
+//! Where objects come from: the Kubernetes API (watch caches) or a directory
+//! of manifest files. Both feed the same translation.
+
+pub mod cluster;
+pub mod manifests;

@@ -1,0 +1,534 @@
+//! HTTPRoute (portico.dev/v1alpha1) semantics, as Gateway API documents them.
+
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+use kube::ResourceExt;
+use portico_crds::{
+    FilterType, HTTPHeader, HTTPHeaderFilter, HTTPMethod, HTTPPathModifier, HTTPRoute,
+    HTTPRouteFilter, HTTPRouteRule, PathMatchType, PathModifierType, RedirectScheme,
+    StringMatchType,
+};
+use portico_dataplane::model::{
+    Action, Backend, Filters, Forward, HeaderMatch, HeaderModifier, Hostname, PathMatch,
+    PathModifier, Protocol, QueryMatch, Redirect, RedirectStatus, Route, RouteMatch, Rule, Scheme,
+    SourceRef, Timeouts, UrlRewrite, ValueMatch,
+};
+
+use super::backends::{self, PortRef};
+use super::{ObjectReport, TlsBinding, Translation, check_regex, created_secs};
+use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
+use crate::snapshot::Snapshot;
+
+pub(super) fn translate_all(snap: &Snapshot, out: &mut Translation) {
+    for route in &snap.http_routes {
+        let namespace = route.namespace().unwrap_or_default();
+        let obj = ObjectRef {
+            kind: Kind::HttpRoute,
+            namespace: namespace.clone(),
+            name: route.name_any(),
+        };
+        let mut report = ObjectReport {
+            generation: route.metadata.generation,
+            uid: route.metadata.uid.clone(),
+            ..Default::default()
+        };
+        if let Some(built) = translate_one(snap, route, &namespace, &mut report) {
+            out.config.routes.push(built);
+        }
+        if let Some(tls) = route.spec.policies.as_ref().and_then(|p| p.tls.as_ref()) {
+            out.tls.push(TlsBinding {
+                hosts: route.spec.hostnames.clone(),
+                secret: (namespace.clone(), tls.secret_name.clone()),
+                source: obj.clone(),
+            });
+        }
+        out.reports.insert(obj, report);
+    }
+}
+
+fn translate_one(
+    snap: &Snapshot,
+    route: &HTTPRoute,
+    namespace: &str,
+    report: &mut ObjectReport,
+) -> Option<Route> {
+    let mut hostnames = Vec::new();
+    for (i, h) in route.spec.hostnames.iter().enumerate() {
+        // Gateway API: `*.example.com` covers any number of labels.
+        let parsed = match h.strip_prefix("*.") {
+            Some(suffix) if !suffix.starts_with('*') => match Hostname::parse(suffix) {
+                Some(Hostname::Exact(s)) => Some(Hostname::WildcardAnyDepth(s)),
+                _ => None,
+            },
+            Some(_) => None,
+            None => Hostname::parse(h).filter(|h| matches!(h, Hostname::Exact(_))),
+        };
+        match parsed {
+            Some(p) => hostnames.push(p),
+            None => report.diagnostics.push(Diagnostic::error(
+                "InvalidHostname",
+                format!("spec.hostnames[{i}]"),
+                format!("{h:?} is not a valid host name; it is not served"),
+            )),
+        }
+    }
+    if !route.spec.hostnames.is_empty() && hostnames.is_empty() {
+        // Serving on every host instead would be worse than nothing.
+        return None;
+    }
+    let mut rules = Vec::new();
+    for (i, rule) in route.spec.rules.iter().enumerate() {
+        report.rules_total += 1;
+        let field = format!("spec.rules[{i}]");
+        match translate_rule(snap, rule, namespace, &field, report) {
+            Ok(r) => {
+                report.rules_served += 1;
+                rules.push(r);
+            }
+            Err(d) => report.diagnostics.push(d),
+        }
+    }
+    if rules.is_empty() {
+        return None;
+    }
+    Some(Route {
+        id: format!("httproute/{namespace}/{}", route.name_any()),
+        source: SourceRef {
+            kind: "HTTPRoute".into(),
+            namespace: namespace.to_owned(),
+            name: route.name_any(),
+            created: created_secs(&route.metadata),
+        },
+        hostnames,
+        rules,
+    })
+}
+
+/// A rule, or the error that keeps the whole rule out. Unresolvable backends
+/// do not: the rule is served and answers 503 for them.
+fn translate_rule(
+    snap: &Snapshot,
+    rule: &HTTPRouteRule,
+    namespace: &str,
+    field: &str,
+    report: &mut ObjectReport,
+) -> Result<Rule, Diagnostic> {
+    let mut matches = Vec::with_capacity(rule.matches.len());
+    for (j, m) in rule.matches.iter().enumerate() {
+        let mf = format!("{field}.matches[{j}]");
+        let path = match &m.path {
+            None => PathMatch::Prefix("/".into()),
+            Some(p) => {
+                let value = p.value.clone().unwrap_or_else(|| "/".into());
+                match p.match_type.unwrap_or(PathMatchType::PathPrefix) {
+                    PathMatchType::Exact | PathMatchType::PathPrefix if !value.starts_with('/') => {
+                        return Err(Diagnostic::error(
+                            "InvalidPath",
+                            format!("{mf}.path.value"),
+                            format!("{value:?} must start with '/'; this rule is not served"),
+                        ));
+                    }
+                    PathMatchType::Exact => PathMatch::Exact(value),
+                    PathMatchType::PathPrefix => PathMatch::Prefix(value),
+                    PathMatchType::RegularExpression => {
+                        check_regex(&value).map_err(|e| {
+                            Diagnostic::error(
+                                "InvalidRegex",
+                                format!("{mf}.path.value"),
+                                format!("{value:?}: {e}; this rule is not served"),
+                            )
+                        })?;
+                        PathMatch::RegularExpression(value)
+                    }
+                }
+            }
+        };
+        let mut headers = Vec::new();
+        for (k, h) in m.headers.iter().enumerate() {
+            let hf = format!("{mf}.headers[{k}]");
+            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
+                Diagnostic::error(
+                    "InvalidHeaderName",
+                    format!("{hf}.name"),
+                    format!(
+                        "{:?} is not a valid header name; this rule is not served",
+                        h.name
+                    ),
+                )
+            })?;
+            headers.push(HeaderMatch {
+                name,
+                value: value_match(h.match_type, &h.value, &format!("{hf}.value"))?,
+            });
+        }
+        let mut query = Vec::new();
+        for (k, q) in m.query_params.iter().enumerate() {
+            query.push(QueryMatch {
+                name: q.name.clone(),
+                value: value_match(
+                    q.match_type,
+                    &q.value,
+                    &format!("{mf}.queryParams[{k}].value"),
+                )?,
+            });
+        }
+        matches.push(RouteMatch {
+            path,
+            headers,
+            query,
+            method: m.method.as_ref().map(method),
+        });
+    }
+
+    let mut filters = Filters::default();
+    let mut redirect = None;
+    let mut rewrite = None;
+    for (j, f) in rule.filters.iter().enumerate() {
+        let ff = format!("{field}.filters[{j}]");
+        apply_filter(f, &ff, &matches, &mut filters, &mut redirect, &mut rewrite)?;
+    }
+
+    let timeouts = timeouts(rule, field)?;
+    let action = match redirect {
+        Some(r) => Action::Redirect(r),
+        None => {
+            let mut list = Vec::new();
+            for (j, b) in rule.backend_refs.iter().enumerate() {
+                let bf = format!("{field}.backendRefs[{j}]");
+                let Some(port) = b.port else {
+                    report.diagnostics.push(Diagnostic::warning(
+                        "UnsupportedValue",
+                        format!("{bf}.port"),
+                        "a port is required for a Service backend; it receives no traffic",
+                    ));
+                    continue;
+                };
+                let weight = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
+                match backends::resolve(
+                    snap,
+                    namespace,
+                    &b.name,
+                    &PortRef::Number(port),
+                    Protocol::Http1,
+                    weight,
+                ) {
+                    Ok(backend) => list.push(backend),
+                    Err(e) => {
+                        report.diagnostics.push(Diagnostic::warning(
+                            e.reason,
+                            bf.clone(),
+                            format!("{}; its share of requests answers 503", e.message),
+                        ));
+                        // Keep its weight so the others' shares stay as written.
+                        list.push(Backend {
+                            name: format!("{namespace}/{}:{port}", b.name),
+                            weight,
+                            protocol: Protocol::Http1,
+                            endpoints: Vec::new(),
+                        });
+                    }
+                }
+            }
+            Action::Forward(Forward {
+                backends: list,
+                rewrite,
+                canary: None,
+            })
+        }
+    };
+    Ok(Rule {
+        matches,
+        filters,
+        action,
+        timeouts,
+        // Gateway API sets no body limit; keep the dataplane's safe default.
+        max_request_body: Some(portico_dataplane::model::DEFAULT_MAX_REQUEST_BODY),
+    })
+}
+
+fn value_match(
+    t: Option<StringMatchType>,
+    value: &str,
+    field: &str,
+) -> Result<ValueMatch, Diagnostic> {
+    Ok(match t.unwrap_or(StringMatchType::Exact) {
+        StringMatchType::Exact => ValueMatch::Exact(value.to_owned()),
+        StringMatchType::RegularExpression => {
+            check_regex(value).map_err(|e| {
+                Diagnostic::error(
+                    "InvalidRegex",
+                    field.to_owned(),
+                    format!("{value:?}: {e}; this rule is not served"),
+                )
+            })?;
+            ValueMatch::RegularExpression(value.to_owned())
+        }
+    })
+}
+
+fn method(m: &HTTPMethod) -> Method {
+    match m {
+        HTTPMethod::GET => Method::GET,
+        HTTPMethod::HEAD => Method::HEAD,
+        HTTPMethod::POST => Method::POST,
+        HTTPMethod::PUT => Method::PUT,
+        HTTPMethod::DELETE => Method::DELETE,
+        HTTPMethod::CONNECT => Method::CONNECT,
+        HTTPMethod::OPTIONS => Method::OPTIONS,
+        HTTPMethod::TRACE => Method::TRACE,
+        HTTPMethod::PATCH => Method::PATCH,
+    }
+}
+
+fn apply_filter(
+    f: &HTTPRouteFilter,
+    field: &str,
+    matches: &[RouteMatch],
+    filters: &mut Filters,
+    redirect: &mut Option<Redirect>,
+    rewrite: &mut Option<UrlRewrite>,
+) -> Result<(), Diagnostic> {
+    let missing = |name: &str| {
+        Diagnostic::error(
+            "InvalidFilter",
+            format!("{field}.{name}"),
+            format!("filter type needs {name}; this rule is not served"),
+        )
+    };
+    match f.filter_type {
+        FilterType::RequestHeaderModifier => {
+            let m = f
+                .request_header_modifier
+                .as_ref()
+                .ok_or_else(|| missing("requestHeaderModifier"))?;
+            filters.request_headers =
+                header_modifier(m, &format!("{field}.requestHeaderModifier"))?;
+        }
+        FilterType::ResponseHeaderModifier => {
+            let m = f
+                .response_header_modifier
+                .as_ref()
+                .ok_or_else(|| missing("responseHeaderModifier"))?;
+            filters.response_headers =
+                header_modifier(m, &format!("{field}.responseHeaderModifier"))?;
+        }
+        FilterType::RequestRedirect => {
+            let r = f
+                .request_redirect
+                .as_ref()
+                .ok_or_else(|| missing("requestRedirect"))?;
+            let rf = format!("{field}.requestRedirect");
+            let status = match r.status_code.unwrap_or(302) {
+                301 => RedirectStatus::MovedPermanently,
+                302 => RedirectStatus::Found,
+                303 => RedirectStatus::SeeOther,
+                307 => RedirectStatus::TemporaryRedirect,
+                308 => RedirectStatus::PermanentRedirect,
+                other => {
+                    return Err(Diagnostic::error(
+                        "UnsupportedValue",
+                        format!("{rf}.statusCode"),
+                        format!(
+                            "{other} is not a redirect status (301, 302, 303, 307, 308); this rule is not served"
+                        ),
+                    ));
+                }
+            };
+            let port = r
+                .port
+                .map(|p| {
+                    u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| {
+                        Diagnostic::error(
+                            "UnsupportedValue",
+                            format!("{rf}.port"),
+                            format!("{p} is not a port; this rule is not served"),
+                        )
+                    })
+                })
+                .transpose()?;
+            *redirect = Some(Redirect {
+                scheme: r.scheme.as_ref().map(|s| match s {
+                    RedirectScheme::Http => Scheme::Http,
+                    RedirectScheme::Https => Scheme::Https,
+                }),
+                hostname: r.hostname.as_ref().map(|h| h.to_ascii_lowercase()),
+                port,
+                path: r
+                    .path
+                    .as_ref()
+                    .map(|p| path_modifier(p, &format!("{rf}.path"), matches))
+                    .transpose()?,
+                status,
+            });
+        }
+        FilterType::URLRewrite => {
+            let r = f
+                .url_rewrite
+                .as_ref()
+                .ok_or_else(|| missing("urlRewrite"))?;
+            *rewrite = Some(UrlRewrite {
+                hostname: r.hostname.as_ref().map(|h| h.to_ascii_lowercase()),
+                path: r
+                    .path
+                    .as_ref()
+                    .map(|p| path_modifier(p, &format!("{field}.urlRewrite.path"), matches))
+                    .transpose()?,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn path_modifier(
+    p: &HTTPPathModifier,
+    field: &str,
+    matches: &[RouteMatch],
+) -> Result<PathModifier, Diagnostic> {
+    match p.modifier_type {
+        PathModifierType::ReplaceFullPath => p
+            .replace_full_path
+            .clone()
+            .map(PathModifier::ReplaceFullPath)
+            .ok_or_else(|| {
+                Diagnostic::error(
+                    "InvalidFilter",
+                    format!("{field}.replaceFullPath"),
+                    "ReplaceFullPath needs replaceFullPath; this rule is not served",
+                )
+            }),
+        PathModifierType::ReplacePrefixMatch => {
+            let all_prefix = matches
+                .iter()
+                .all(|m| matches!(m.path, PathMatch::Prefix(_)));
+            if !all_prefix {
+                return Err(Diagnostic::error(
+                    "InvalidFilter",
+                    format!("{field}.type"),
+                    "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match; this rule is not served",
+                ));
+            }
+            p.replace_prefix_match
+                .clone()
+                .map(PathModifier::ReplacePrefixMatch)
+                .ok_or_else(|| {
+                    Diagnostic::error(
+                        "InvalidFilter",
+                        format!("{field}.replacePrefixMatch"),
+                        "ReplacePrefixMatch needs replacePrefixMatch; this rule is not served",
+                    )
+                })
+        }
+    }
+}
+
+fn header_modifier(m: &HTTPHeaderFilter, field: &str) -> Result<HeaderModifier, Diagnostic> {
+    let pairs =
+        |list: &[HTTPHeader], what: &str| -> Result<Vec<(HeaderName, HeaderValue)>, Diagnostic> {
+            list.iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
+                        Diagnostic::error(
+                            "InvalidHeaderName",
+                            format!("{field}.{what}[{i}].name"),
+                            format!(
+                                "{:?} is not a valid header name; this rule is not served",
+                                h.name
+                            ),
+                        )
+                    })?;
+                    let value = HeaderValue::from_str(&h.value).map_err(|_| {
+                        Diagnostic::error(
+                            "InvalidHeaderValue",
+                            format!("{field}.{what}[{i}].value"),
+                            "not a valid header value; this rule is not served",
+                        )
+                    })?;
+                    Ok((name, value))
+                })
+                .collect()
+        };
+    let remove = m
+        .remove
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            HeaderName::from_bytes(n.as_bytes()).map_err(|_| {
+                Diagnostic::error(
+                    "InvalidHeaderName",
+                    format!("{field}.remove[{i}]"),
+                    format!("{n:?} is not a valid header name; this rule is not served"),
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(HeaderModifier {
+        set: pairs(&m.set, "set")?,
+        add: pairs(&m.add, "add")?,
+        remove,
+    })
+}
+
+fn timeouts(rule: &HTTPRouteRule, field: &str) -> Result<Timeouts, Diagnostic> {
+    let mut t = Timeouts::default();
+    let Some(spec) = &rule.timeouts else {
+        return Ok(t);
+    };
+    let parse = |v: &str, name: &str| {
+        parse_duration(v).ok_or_else(|| {
+            Diagnostic::error(
+                "InvalidTimeout",
+                format!("{field}.timeouts.{name}"),
+                format!(
+                    "{v:?} is not a Gateway API duration like 10s or 1m30s; this rule is not served"
+                ),
+            )
+        })
+    };
+    // Zero disables a Gateway API timeout.
+    if let Some(v) = &spec.request {
+        t.request = Some(parse(v, "request")?).filter(|d| !d.is_zero());
+    }
+    if let Some(v) = &spec.backend_request {
+        let d = parse(v, "backendRequest")?;
+        if !d.is_zero() {
+            t.read = d;
+        }
+    }
+    Ok(t)
+}
+
+/// Gateway API durations: one to four `<number><unit>` pairs, units h, m,
+/// s, ms (`1h`, `1m30s`, `500ms`).
+pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
+    let mut rest = s;
+    let mut total = Duration::ZERO;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 5 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (Duration::from_millis(1), 2)
+        } else if rest.starts_with('h') {
+            (Duration::from_secs(3600), 1)
+        } else if rest.starts_with('m') {
+            (Duration::from_secs(60), 1)
+        } else if rest.starts_with('s') {
+            (Duration::from_secs(1), 1)
+        } else {
+            return None;
+        };
+        rest = &rest[len..];
+        total = total.checked_add(unit.checked_mul(u32::try_from(n).ok()?)?)?;
+        parts += 1;
+        if parts > 4 {
+            return None;
+        }
+    }
+    (parts > 0).then_some(total)
+}

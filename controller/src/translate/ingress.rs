@@ -1,0 +1,628 @@
+//! Ingress (networking.k8s.io/v1) semantics, with ingress-nginx annotations.
+
+use std::collections::{BTreeMap, HashMap};
+
+use http::HeaderName;
+use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend};
+use kube::ResourceExt;
+use portico_dataplane::model::{
+    Action, Backend, Canary, CanaryHeader, CanaryHeaderValue, Filters, Forward, Hostname,
+    PathMatch, PathModifier, Protocol, Redirect, RedirectStatus, Route, RouteMatch, Rule, Scheme,
+    SourceRef, Substitution, Timeouts, UrlRewrite,
+};
+
+use super::backends::{self, PortRef};
+use super::{ObjectReport, Settings, TlsBinding, Translation, check_regex, class, created_secs};
+use crate::annotations::{
+    self, AnnotationDiagnostic, BackendProtocol, BodySize, CanaryAnnotations, DiagnosticKind,
+    Fallback, IngressAnnotations, RedirectTarget, RewriteSegment,
+};
+use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
+use crate::snapshot::Snapshot;
+
+/// Where a main Ingress put a (host, path, pathType), for canaries to join.
+type PathKey = (String, String, String);
+
+pub(super) fn translate_all(snap: &Snapshot, settings: &Settings, out: &mut Translation) {
+    let mut index: HashMap<PathKey, (usize, usize)> = HashMap::new();
+    let mut canaries = Vec::new();
+    for ing in &snap.ingresses {
+        if !class::ingress_is_ours(ing, &snap.ingress_classes, settings) {
+            continue;
+        }
+        let parsed = annotations::parse(ing.annotations());
+        let mut report = ObjectReport {
+            generation: ing.metadata.generation,
+            uid: ing.metadata.uid.clone(),
+            ..Default::default()
+        };
+        report
+            .diagnostics
+            .extend(parsed.diagnostics.iter().map(annotation_diagnostic));
+        let obj = ObjectRef {
+            kind: Kind::Ingress,
+            namespace: ing.namespace().unwrap_or_default(),
+            name: ing.name_any(),
+        };
+        if let Some(canary) = &parsed.ingress.canary {
+            canaries.push((
+                ing,
+                canary.clone(),
+                parsed.ingress.backend_protocol,
+                obj,
+                report,
+            ));
+            continue;
+        }
+        let denied = parsed.diagnostics.iter().find_map(|d| match d.kind {
+            DiagnosticKind::Invalid(Fallback::PathDenied) => Some(d.message.clone()),
+            _ => None,
+        });
+        let mut t = IngressTranslator {
+            snap,
+            ing,
+            ann: &parsed.ingress,
+            denied,
+            report: &mut report,
+            namespace: obj.namespace.clone(),
+        };
+        let first_route = out.config.routes.len();
+        let routes = t.routes(&mut out.tls, &obj);
+        for (offset, (route, keys)) in routes.into_iter().enumerate() {
+            for (rule_idx, key) in keys {
+                if let Some(key) = key {
+                    index.entry(key).or_insert((first_route + offset, rule_idx));
+                }
+            }
+            out.config.routes.push(route);
+        }
+        out.reports.insert(obj, report);
+    }
+    for (ing, canary, protocol, obj, mut report) in canaries {
+        attach_canary(snap, ing, &canary, protocol, &index, out, &mut report);
+        out.reports.insert(obj, report);
+    }
+}
+
+fn annotation_diagnostic(d: &AnnotationDiagnostic) -> Diagnostic {
+    let field = format!("metadata.annotations[{}]", d.key);
+    let msg = d.message.clone();
+    match d.kind {
+        DiagnosticKind::Invalid(Fallback::PathDenied) => Diagnostic::error(
+            "InvalidAnnotation",
+            field,
+            format!("{msg}; the Ingress's paths answer 503"),
+        ),
+        DiagnosticKind::Invalid(Fallback::Ignored) => {
+            Diagnostic::warning("InvalidAnnotation", field, format!("{msg}; ignored"))
+        }
+        DiagnosticKind::Unsupported => Diagnostic::warning("UnsupportedAnnotation", field, msg),
+        DiagnosticKind::Unknown => Diagnostic::warning("UnknownAnnotation", field, msg),
+        DiagnosticKind::Snippet => Diagnostic::warning("SnippetNotAllowed", field, msg),
+        DiagnosticKind::Conflict => Diagnostic::warning("ConflictingAnnotation", field, msg),
+        DiagnosticKind::Partial => Diagnostic::warning("PartiallySupported", field, msg),
+    }
+}
+
+struct IngressTranslator<'a> {
+    snap: &'a Snapshot,
+    ing: &'a Ingress,
+    ann: &'a IngressAnnotations,
+    /// Why every path answers 503 instead, when an annotation asks for it.
+    denied: Option<String>,
+    report: &'a mut ObjectReport,
+    namespace: String,
+}
+
+/// A host's rules and, per rule, the (host, path, pathType) a canary may join.
+type HostRules = (Vec<Rule>, Vec<(usize, Option<PathKey>)>);
+
+/// A route and, per rule, the (host, path, pathType) a canary may join.
+type BuiltRoute = (Route, Vec<(usize, Option<PathKey>)>);
+
+impl IngressTranslator<'_> {
+    fn source(&self) -> SourceRef {
+        SourceRef {
+            kind: "Ingress".into(),
+            namespace: self.namespace.clone(),
+            name: self.ing.name_any(),
+            created: created_secs(&self.ing.metadata),
+        }
+    }
+
+    fn route_id(&self) -> String {
+        format!("ingress/{}/{}", self.namespace, self.ing.name_any())
+    }
+
+    fn routes(&mut self, tls: &mut Vec<TlsBinding>, obj: &ObjectRef) -> Vec<BuiltRoute> {
+        let Some(spec) = self.ing.spec.as_ref() else {
+            return Vec::new();
+        };
+        for (i, t) in spec.tls.iter().flatten().enumerate() {
+            match t.secret_name.as_deref().filter(|s| !s.is_empty()) {
+                Some(secret) => tls.push(TlsBinding {
+                    hosts: t.hosts.clone().unwrap_or_default(),
+                    secret: (self.namespace.clone(), secret.to_owned()),
+                    source: obj.clone(),
+                }),
+                None => self.report.diagnostics.push(Diagnostic::warning(
+                    "InvalidTLS",
+                    format!("spec.tls[{i}].secretName"),
+                    "no secretName: these hosts are served with the default certificate",
+                )),
+            }
+        }
+
+        // Rules grouped by host, in order; `None` is the no-host group.
+        let mut by_host: BTreeMap<Option<String>, HostRules> = BTreeMap::new();
+        let mut host_order: Vec<Option<String>> = Vec::new();
+        for (i, rule) in spec.rules.iter().flatten().enumerate() {
+            let host = match rule.host.as_deref().filter(|h| !h.is_empty()) {
+                None => None,
+                Some(h) => match Hostname::parse(h) {
+                    Some(_) => Some(h.to_ascii_lowercase()),
+                    None => {
+                        self.report.diagnostics.push(Diagnostic::error(
+                            "InvalidHostname",
+                            format!("spec.rules[{i}].host"),
+                            format!("{h:?} is not a valid host name; this rule is not served"),
+                        ));
+                        continue;
+                    }
+                },
+            };
+            if !by_host.contains_key(&host) {
+                host_order.push(host.clone());
+            }
+            let entry = by_host.entry(host.clone()).or_default();
+            for (j, path) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
+                let field = format!("spec.rules[{i}].http.paths[{j}]");
+                self.report.rules_total += 1;
+                if let Some(model_rule) = self.path_rule(path, &field) {
+                    self.report.rules_served += 1;
+                    let key = (
+                        host.clone().unwrap_or_default(),
+                        path.path.clone().unwrap_or_else(|| "/".into()),
+                        path.path_type.clone(),
+                    );
+                    entry.1.push((entry.0.len(), Some(key)));
+                    entry.0.push(model_rule);
+                }
+            }
+        }
+
+        let default_backend = spec.default_backend.as_ref().map(|b| {
+            self.report.rules_total += 1;
+            self.report.rules_served += 1;
+            let action = self.forward_action(b, "spec.defaultBackend");
+            self.base_rule(Vec::new(), action)
+        });
+        let app_root = self.ann.app_root.as_ref().map(|root| {
+            self.base_rule(
+                vec![RouteMatch {
+                    path: PathMatch::Exact("/".into()),
+                    ..Default::default()
+                }],
+                Action::Redirect(Redirect {
+                    scheme: None,
+                    hostname: None,
+                    port: None,
+                    path: Some(PathModifier::ReplaceFullPath(root.clone())),
+                    status: RedirectStatus::Found,
+                }),
+            )
+        });
+
+        let aliases: Vec<Hostname> = self
+            .ann
+            .server_alias
+            .iter()
+            .filter_map(|a| Hostname::parse(a))
+            .collect();
+        let mut routes = Vec::new();
+        for host in host_order {
+            let Some((mut rules, mut keys)) = by_host.remove(&host) else {
+                continue;
+            };
+            if let Some(r) = &app_root {
+                rules.push(r.clone());
+                keys.push((rules.len() - 1, None));
+            }
+            if let Some(r) = &default_backend {
+                rules.push(r.clone());
+                keys.push((rules.len() - 1, None));
+            }
+            let mut hostnames: Vec<Hostname> =
+                host.iter().filter_map(|h| Hostname::parse(h)).collect();
+            if !hostnames.is_empty() {
+                hostnames.extend(aliases.iter().cloned());
+            }
+            routes.push((
+                Route {
+                    id: self.route_id(),
+                    source: self.source(),
+                    hostnames,
+                    rules,
+                },
+                keys,
+            ));
+        }
+        // The default backend also serves hosts no rule names.
+        if let Some(r) = default_backend {
+            let covered = routes.iter().any(|(route, _)| route.hostnames.is_empty());
+            if !covered {
+                routes.push((
+                    Route {
+                        id: self.route_id(),
+                        source: self.source(),
+                        hostnames: Vec::new(),
+                        rules: vec![r],
+                    },
+                    vec![(0, None)],
+                ));
+            }
+        }
+        routes
+    }
+
+    /// A rule with the annotations that apply to every path.
+    fn base_rule(&self, matches: Vec<RouteMatch>, action: Action) -> Rule {
+        let mut filters = Filters::default();
+        if let Some(prefix) = &self.ann.x_forwarded_prefix {
+            filters.request_headers.set.push((
+                HeaderName::from_static("x-forwarded-prefix"),
+                prefix.clone(),
+            ));
+        }
+        filters
+            .response_headers
+            .set
+            .extend(self.ann.custom_headers.iter().cloned());
+        let defaults = Timeouts::default();
+        Rule {
+            matches,
+            filters,
+            action,
+            timeouts: Timeouts {
+                connect: self.ann.proxy_connect_timeout.unwrap_or(defaults.connect),
+                read: self.ann.proxy_read_timeout.unwrap_or(defaults.read),
+                send: self.ann.proxy_send_timeout.unwrap_or(defaults.send),
+                request: None,
+            },
+            max_request_body: match self.ann.proxy_body_size {
+                None => Some(portico_dataplane::model::DEFAULT_MAX_REQUEST_BODY),
+                Some(BodySize::Unlimited) => None,
+                Some(BodySize::Bytes(n)) => Some(n),
+            },
+        }
+    }
+
+    fn path_rule(&mut self, path: &HTTPIngressPath, field: &str) -> Option<Rule> {
+        let value = path.path.clone().unwrap_or_default();
+        let value = if value.is_empty() {
+            "/".to_owned()
+        } else {
+            value
+        };
+        // rewrite-target implies regular-expression paths in ingress-nginx.
+        let regex_mode = self.ann.use_regex || self.ann.rewrite_target.is_some();
+        let path_match = match path.path_type.as_str() {
+            "Exact" => PathMatch::Exact(value.clone()),
+            "Prefix" | "ImplementationSpecific" if regex_mode => {
+                // nginx `location ~* ^path`: case-insensitive, from the start.
+                let pattern = format!("(?i:{value}).*");
+                if let Err(e) = check_regex(&pattern) {
+                    self.report.diagnostics.push(Diagnostic::error(
+                        "InvalidRegex",
+                        format!("{field}.path"),
+                        format!("{value:?} is not a valid regular expression ({e}); this path is not served"),
+                    ));
+                    return None;
+                }
+                PathMatch::RegularExpression(pattern)
+            }
+            "Prefix" | "ImplementationSpecific" => PathMatch::Prefix(value.clone()),
+            other => {
+                self.report.diagnostics.push(Diagnostic::error(
+                    "InvalidPathType",
+                    format!("{field}.pathType"),
+                    format!("{other:?} is not Exact, Prefix or ImplementationSpecific; this path is not served"),
+                ));
+                return None;
+            }
+        };
+        if !value.starts_with('/') {
+            self.report.diagnostics.push(Diagnostic::error(
+                "InvalidPath",
+                format!("{field}.path"),
+                format!("{value:?} must start with '/'; this path is not served"),
+            ));
+            return None;
+        }
+        let matches = vec![RouteMatch {
+            path: path_match,
+            ..Default::default()
+        }];
+        let action = self.path_action(&path.backend, &value, &format!("{field}.backend"));
+        Some(self.base_rule(matches, action))
+    }
+
+    fn path_action(&mut self, backend: &IngressBackend, path: &str, field: &str) -> Action {
+        if let Some(reason) = &self.denied {
+            return Action::Deny {
+                reason: reason.clone(),
+            };
+        }
+        // ingress-nginx: temporal-redirect wins over permanent-redirect.
+        if let Some(r) = self
+            .ann
+            .temporal_redirect
+            .as_ref()
+            .or(self.ann.permanent_redirect.as_ref())
+        {
+            return redirect_action(r);
+        }
+        let mut action = self.forward_action(backend, field);
+        if let Action::Forward(fwd) = &mut action {
+            let path_rewrite =
+                self.ann
+                    .rewrite_target
+                    .as_ref()
+                    .map(|t| PathModifier::RegexReplace {
+                        pattern: path.to_owned(),
+                        replacement: substitutions(&t.segments),
+                    });
+            if path_rewrite.is_some() || self.ann.upstream_vhost.is_some() {
+                fwd.rewrite = Some(UrlRewrite {
+                    hostname: self.ann.upstream_vhost.clone(),
+                    path: path_rewrite,
+                });
+            }
+        }
+        action
+    }
+
+    fn forward_action(&mut self, backend: &IngressBackend, field: &str) -> Action {
+        let protocol = match self.ann.backend_protocol {
+            BackendProtocol::Http => Protocol::Http1,
+            BackendProtocol::H2c | BackendProtocol::Grpc => Protocol::H2c,
+            BackendProtocol::Https | BackendProtocol::Grpcs => {
+                self.report.diagnostics.push(Diagnostic::error(
+                    "UnsupportedValue",
+                    "metadata.annotations[backend-protocol]",
+                    "TLS to upstreams (HTTPS, GRPCS) is not available yet; these paths answer 503 rather than send cleartext to a TLS port",
+                ));
+                return Action::Deny {
+                    reason: "backend-protocol needs TLS to upstreams".into(),
+                };
+            }
+        };
+        let backends = match resolve_ingress_backend(self.snap, &self.namespace, backend, protocol)
+        {
+            Ok(b) => {
+                let b = self.with_default_backend(b, protocol);
+                vec![b]
+            }
+            Err((reason, message)) => {
+                self.report.diagnostics.push(Diagnostic::warning(
+                    reason,
+                    field.to_owned(),
+                    format!("{message}; requests answer 503"),
+                ));
+                Vec::new()
+            }
+        };
+        Action::Forward(Forward {
+            backends,
+            rewrite: None,
+            canary: None,
+        })
+    }
+
+    /// ingress-nginx `default-backend`: serves when the Service has no ready
+    /// endpoint.
+    fn with_default_backend(&mut self, b: Backend, protocol: Protocol) -> Backend {
+        let Some(name) = &self.ann.default_backend else {
+            return b;
+        };
+        if !b.endpoints.is_empty() {
+            return b;
+        }
+        // The default backend's first port, as ingress-nginx uses it.
+        let port = self
+            .snap
+            .services
+            .get(&(self.namespace.clone(), name.clone()))
+            .and_then(|s| s.spec.as_ref()?.ports.as_ref()?.first().map(|p| p.port));
+        let resolved = port
+            .ok_or_else(|| {
+                format!(
+                    "Service {}/{name} not found or has no ports",
+                    self.namespace
+                )
+            })
+            .and_then(|port| {
+                backends::resolve(
+                    self.snap,
+                    &self.namespace,
+                    name,
+                    &PortRef::Number(port),
+                    protocol,
+                    b.weight,
+                )
+                .map_err(|e| e.message)
+            });
+        match resolved {
+            Ok(fallback) => fallback,
+            Err(message) => {
+                self.report.diagnostics.push(Diagnostic::warning(
+                    "BackendNotFound",
+                    "metadata.annotations[default-backend]",
+                    message,
+                ));
+                b
+            }
+        }
+    }
+}
+
+fn resolve_ingress_backend(
+    snap: &Snapshot,
+    namespace: &str,
+    backend: &IngressBackend,
+    protocol: Protocol,
+) -> Result<Backend, (&'static str, String)> {
+    let Some(svc) = &backend.service else {
+        return Err((
+            "UnsupportedBackend",
+            "only Service backends are supported, not resource backends".into(),
+        ));
+    };
+    let port = match svc.port.as_ref() {
+        Some(p) => match (&p.number, &p.name) {
+            (Some(n), _) => PortRef::Number(*n),
+            (None, Some(name)) => PortRef::Name(name.clone()),
+            (None, None) => {
+                return Err((
+                    "BackendNotFound",
+                    "service port has neither number nor name".into(),
+                ));
+            }
+        },
+        None => return Err(("BackendNotFound", "service port is missing".into())),
+    };
+    backends::resolve(snap, namespace, &svc.name, &port, protocol, 1)
+        .map_err(|e| (e.reason, e.message))
+}
+
+fn redirect_action(r: &RedirectTarget) -> Action {
+    let scheme = match r.url.scheme_str() {
+        Some("https") => Scheme::Https,
+        _ => Scheme::Http,
+    };
+    let status = match r.code {
+        301 => RedirectStatus::MovedPermanently,
+        303 => RedirectStatus::SeeOther,
+        307 => RedirectStatus::TemporaryRedirect,
+        308 => RedirectStatus::PermanentRedirect,
+        _ => RedirectStatus::Found,
+    };
+    let path = r
+        .url
+        .path_and_query()
+        .map(|pq| pq.as_str().to_owned())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "/".into());
+    Action::Redirect(Redirect {
+        scheme: Some(scheme),
+        hostname: r.url.host().map(str::to_owned),
+        port: r.url.port_u16(),
+        path: Some(PathModifier::ReplaceFullPath(path)),
+        status,
+    })
+}
+
+fn substitutions(segments: &[RewriteSegment]) -> Vec<Substitution> {
+    segments
+        .iter()
+        .map(|s| match s {
+            RewriteSegment::Literal(l) => Substitution::Literal(l.clone()),
+            RewriteSegment::Capture(n) => Substitution::Capture(*n),
+        })
+        .collect()
+}
+
+/// A canary Ingress joins the main Ingress serving the same host, path and
+/// pathType (ingress-nginx); its own other annotations do not apply.
+fn attach_canary(
+    snap: &Snapshot,
+    ing: &Ingress,
+    canary: &CanaryAnnotations,
+    protocol: BackendProtocol,
+    index: &HashMap<PathKey, (usize, usize)>,
+    out: &mut Translation,
+    report: &mut ObjectReport,
+) {
+    let namespace = ing.namespace().unwrap_or_default();
+    let protocol = match protocol {
+        BackendProtocol::H2c | BackendProtocol::Grpc => Protocol::H2c,
+        _ => Protocol::Http1,
+    };
+    let header = canary.by_header.as_ref().map(|name| CanaryHeader {
+        name: name.clone(),
+        value: match (&canary.by_header_value, &canary.by_header_pattern) {
+            (Some(v), _) => CanaryHeaderValue::Exact(v.clone()),
+            (None, Some(p)) => CanaryHeaderValue::Pattern(p.clone()),
+            (None, None) => CanaryHeaderValue::AlwaysNever,
+        },
+    });
+    let Some(spec) = ing.spec.as_ref() else {
+        return;
+    };
+    for (i, rule) in spec.rules.iter().flatten().enumerate() {
+        let host = rule.host.clone().unwrap_or_default().to_ascii_lowercase();
+        for (j, path) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
+            let field = format!("spec.rules[{i}].http.paths[{j}]");
+            report.rules_total += 1;
+            let key = (
+                host.clone(),
+                path.path.clone().unwrap_or_else(|| "/".into()),
+                path.path_type.clone(),
+            );
+            let Some(&(route_idx, rule_idx)) = index.get(&key) else {
+                report.diagnostics.push(Diagnostic::warning(
+                    "CanaryWithoutMain",
+                    field,
+                    format!(
+                        "no non-canary Ingress serves host {:?} path {:?} ({}); this canary path is not served",
+                        key.0, key.1, key.2
+                    ),
+                ));
+                continue;
+            };
+            let backend = match resolve_ingress_backend(snap, &namespace, &path.backend, protocol) {
+                Ok(b) => b,
+                Err((reason, message)) => {
+                    report.diagnostics.push(Diagnostic::warning(
+                        reason,
+                        format!("{field}.backend"),
+                        message,
+                    ));
+                    continue;
+                }
+            };
+            let Some(main) = out
+                .config
+                .routes
+                .get_mut(route_idx)
+                .and_then(|r| r.rules.get_mut(rule_idx))
+            else {
+                continue;
+            };
+            let Action::Forward(fwd) = &mut main.action else {
+                report.diagnostics.push(Diagnostic::warning(
+                    "CanaryWithoutMain",
+                    field,
+                    "the main Ingress's path does not forward (it redirects or is denied); this canary path is not served",
+                ));
+                continue;
+            };
+            if fwd.canary.is_some() {
+                report.diagnostics.push(Diagnostic::warning(
+                    "Conflicted",
+                    field,
+                    "another canary Ingress already serves this path; only one canary per path is used",
+                ));
+                continue;
+            }
+            fwd.canary = Some(Canary {
+                backends: vec![backend],
+                header: header.clone(),
+                cookie: canary.by_cookie.clone(),
+                weight: canary.weight.unwrap_or(0),
+                weight_total: canary.weight_total,
+            });
+            report.rules_served += 1;
+        }
+    }
+}

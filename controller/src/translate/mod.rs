@@ -1,0 +1,226 @@
+//! Translation: a [`Snapshot`] of Kubernetes objects into the dataplane's
+//! [`RouteConfig`], plus diagnostics per object. Pure: no I/O, no clock, no
+//! kube client; the same input always gives the same output.
+//!
+//! A bad object never takes others down: a rule that cannot be served as
+//! written is left out (or denied, where serving it differently would be
+//! wrong) and reported on its object; everything else is served.
+
+use std::collections::{BTreeMap, HashMap};
+
+use portico_dataplane::model::{Action, Hostname, Route, RouteConfig, RouteMatch};
+use regex::RegexBuilder;
+
+use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
+use crate::snapshot::{Key, Snapshot};
+
+pub mod backends;
+pub mod class;
+mod httproute;
+mod ingress;
+#[cfg(test)]
+mod tests;
+
+/// What the controller was told about its identity and scope.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `--ingress-class`: the class name the legacy annotation must carry.
+    pub ingress_class: String,
+    /// `--controller-name`: IngressClasses with this `spec.controller` are ours.
+    pub controller_name: String,
+    pub watch_ingress_without_class: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            ingress_class: "portico".into(),
+            controller_name: "portico.dev/ingress-controller".into(),
+            watch_ingress_without_class: false,
+        }
+    }
+}
+
+/// The result of translating one snapshot.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Translation {
+    pub config: RouteConfig,
+    /// Every object this controller serves (our Ingresses, every HTTPRoute),
+    /// with or without findings: status is written from this.
+    pub reports: BTreeMap<ObjectRef, ObjectReport>,
+    /// TLS Secrets to serve, for the TLS listener.
+    pub tls: Vec<TlsBinding>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ObjectReport {
+    pub generation: Option<i64>,
+    /// For Events to name the object exactly.
+    pub uid: Option<String>,
+    pub diagnostics: Vec<Diagnostic>,
+    /// Rules (HTTPRoute rules, Ingress paths) written and rules served.
+    pub rules_total: usize,
+    pub rules_served: usize,
+}
+
+/// Hosts to serve with the certificate in a Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsBinding {
+    pub hosts: Vec<String>,
+    pub secret: Key,
+    pub source: ObjectRef,
+}
+
+/// Translates a snapshot. Never fails: problems become diagnostics.
+pub fn translate(snap: &Snapshot, settings: &Settings) -> Translation {
+    let mut out = Translation::default();
+    ingress::translate_all(snap, settings, &mut out);
+    httproute::translate_all(snap, &mut out);
+    report_conflicts(&mut out);
+    for report in out.reports.values_mut() {
+        report.diagnostics.sort();
+        report.diagnostics.dedup();
+    }
+    out
+}
+
+impl ObjectReport {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == crate::diagnostics::Severity::Error)
+    }
+}
+
+/// Compiled-program limits for user-supplied patterns, the same as the
+/// dataplane's, so a pattern accepted here compiles there.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+const REGEX_NEST_LIMIT: u32 = 100;
+
+/// Checks that a pattern compiles as the dataplane will compile it.
+pub(crate) fn check_regex(pattern: &str) -> Result<(), String> {
+    RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .nest_limit(REGEX_NEST_LIMIT)
+        .build()
+        .map(drop)
+        .map_err(|e| {
+            // The regex crate's messages span lines; keep the useful one.
+            e.to_string()
+                .lines()
+                .rfind(|l| l.starts_with("error:"))
+                .map(str::to_owned)
+                .unwrap_or_else(|| e.to_string())
+        })
+}
+
+/// Two objects defining the same host and match is a conflict: precedence
+/// picks the oldest object (then namespace/name), and the others are told.
+fn report_conflicts(out: &mut Translation) {
+    type Signature = (String, String);
+    let mut owners: HashMap<Signature, &Route> = HashMap::new();
+    let mut losers: Vec<(ObjectRef, Diagnostic)> = Vec::new();
+    for route in &out.config.routes {
+        let hosts: Vec<String> = if route.hostnames.is_empty() {
+            vec![String::new()]
+        } else {
+            route.hostnames.iter().map(Hostname::to_string).collect()
+        };
+        for rule in &route.rules {
+            if matches!(rule.action, Action::Deny { .. }) {
+                continue;
+            }
+            let default_match = [RouteMatch::default()];
+            let matches = if rule.matches.is_empty() {
+                &default_match[..]
+            } else {
+                &rule.matches[..]
+            };
+            for m in matches {
+                for host in &hosts {
+                    let sig = (host.clone(), match_signature(m));
+                    let owner = owners.entry(sig).or_insert(route);
+                    if std::ptr::eq(*owner, route) || owner.source == route.source {
+                        continue;
+                    }
+                    let (winner, loser) = if precedes(owner, route) {
+                        (*owner, route)
+                    } else {
+                        let old = *owner;
+                        *owner = route;
+                        (route, old)
+                    };
+                    let shown_host = if host.is_empty() { "any host" } else { host };
+                    losers.push((
+                        object_ref(loser),
+                        Diagnostic::warning(
+                            "Conflicted",
+                            "spec",
+                            format!(
+                                "{} on {shown_host} is also defined by {} {}/{}, which is older and wins",
+                                describe_match(m),
+                                winner.source.kind,
+                                winner.source.namespace,
+                                winner.source.name,
+                            ),
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    for (obj, diag) in losers {
+        out.reports.entry(obj).or_default().diagnostics.push(diag);
+    }
+}
+
+fn precedes(a: &Route, b: &Route) -> bool {
+    (a.source.created, &a.source.namespace, &a.source.name)
+        <= (b.source.created, &b.source.namespace, &b.source.name)
+}
+
+fn match_signature(m: &RouteMatch) -> String {
+    let mut headers: Vec<String> = m.headers.iter().map(|h| format!("{h:?}")).collect();
+    headers.sort();
+    let mut query: Vec<String> = m.query.iter().map(|q| format!("{q:?}")).collect();
+    query.sort();
+    format!("{:?}|{:?}|{headers:?}|{query:?}", m.path, m.method)
+}
+
+fn describe_match(m: &RouteMatch) -> String {
+    use portico_dataplane::model::PathMatch;
+    let path = match &m.path {
+        PathMatch::Exact(p) => format!("exact path {p}"),
+        PathMatch::Prefix(p) => format!("path prefix {p}"),
+        PathMatch::RegularExpression(p) => format!("path regex {p}"),
+    };
+    if m.headers.is_empty() && m.query.is_empty() && m.method.is_none() {
+        path
+    } else {
+        format!("{path} (with the same method, header and query matches)")
+    }
+}
+
+fn object_ref(route: &Route) -> ObjectRef {
+    let kind = match route.source.kind.as_str() {
+        "HTTPRoute" => Kind::HttpRoute,
+        _ => Kind::Ingress,
+    };
+    ObjectRef {
+        kind,
+        namespace: route.source.namespace.clone(),
+        name: route.source.name.clone(),
+    }
+}
+
+/// Seconds since the epoch of an object's creation; objects without one
+/// (manifests) count as created at the epoch, so names break the tie.
+pub(crate) fn created_secs(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> i64 {
+    meta.creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .unwrap_or(0)
+}

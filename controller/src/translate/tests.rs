@@ -1,0 +1,259 @@
+//! Table-driven translation tests from YAML fixtures in `fixtures/`: one
+//! file per rule of Ingress and HTTPRoute semantics and per annotation.
+//!
+//! A fixture is a multi-document YAML file: the Kubernetes objects, then one
+//! `kind: Expect` document (apiVersion `test.portico.dev/v1`) saying which
+//! route and rule real requests would get (looked up through the dataplane's
+//! own router, so precedence is the one served) and exactly which
+//! diagnostics each object gets. `fixtures/base.yml` holds the IngressClass,
+//! Services and EndpointSlices every fixture shares.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use portico_dataplane::router::{RequestHead, Router};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{Settings, Translation, translate};
+use crate::snapshot::Snapshot;
+use crate::source::manifests::parse_documents;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Expect {
+    #[allow(dead_code)]
+    api_version: String,
+    #[allow(dead_code)]
+    kind: String,
+    #[serde(default)]
+    settings: ExpectSettings,
+    #[serde(default)]
+    requests: Vec<RequestCase>,
+    /// Every diagnostic of every object, exactly.
+    #[serde(default)]
+    diagnostics: Vec<DiagnosticCase>,
+    /// Objects served (reported), when given.
+    #[serde(default)]
+    served: Option<Vec<String>>,
+    /// TLS bindings as `ns/secret: [hosts]`, when given.
+    #[serde(default)]
+    tls: Option<BTreeMap<String, Vec<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ExpectSettings {
+    #[serde(default)]
+    watch_ingress_without_class: bool,
+    #[serde(default)]
+    ingress_class: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RequestCase {
+    host: String,
+    path: String,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    /// The route id that serves it; `null`: no route (404).
+    route: Option<String>,
+    /// A subset of the matched rule's JSON form (`/debug/routes` shape).
+    #[serde(default)]
+    rule: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
+struct DiagnosticCase {
+    object: String,
+    severity: String,
+    reason: String,
+    field: String,
+}
+
+fn run_fixture(path: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let parsed = parse_documents(path, &text);
+    if !parsed.errors.is_empty() {
+        return Err(format!("fixture does not parse: {:?}", parsed.errors));
+    }
+    let expect_doc = serde_yaml::Deserializer::from_str(&text)
+        .filter_map(|d| serde_yaml::Value::deserialize(d).ok())
+        .find(|v| v.get("kind").and_then(|k| k.as_str()) == Some("Expect"))
+        .ok_or("no Expect document")?;
+    let expect: Expect = serde_yaml::from_value(expect_doc).map_err(|e| format!("Expect: {e}"))?;
+    let mut settings = Settings {
+        watch_ingress_without_class: expect.settings.watch_ingress_without_class,
+        ..Settings::default()
+    };
+    if let Some(c) = &expect.settings.ingress_class {
+        settings.ingress_class = c.clone();
+    }
+    // Every fixture sees the shared objects of `base.yml` first.
+    let base_path = path.with_file_name("base.yml");
+    let base_text = std::fs::read_to_string(&base_path).map_err(|e| e.to_string())?;
+    let base = parse_documents(&base_path, &base_text);
+    if !base.errors.is_empty() {
+        return Err(format!("base.yml does not parse: {:?}", base.errors));
+    }
+    let snap = Snapshot::from_objects(base.objects.into_iter().chain(parsed.objects));
+    let t = translate(&snap, &settings);
+    // Pure: the same input gives the same output.
+    if translate(&snap, &settings) != t {
+        return Err("translation is not deterministic".into());
+    }
+    check_requests(&t, &expect.requests)?;
+    check_diagnostics(&t, &expect.diagnostics)?;
+    if let Some(served) = &expect.served {
+        let got: Vec<String> = t.reports.keys().map(|o| o.to_string()).collect();
+        if &got != served {
+            return Err(format!("served objects: got {got:?}, want {served:?}"));
+        }
+    }
+    if let Some(tls) = &expect.tls {
+        let got: BTreeMap<String, Vec<String>> = t
+            .tls
+            .iter()
+            .map(|b| (format!("{}/{}", b.secret.0, b.secret.1), b.hosts.clone()))
+            .collect();
+        if &got != tls {
+            return Err(format!("tls: got {got:?}, want {tls:?}"));
+        }
+    }
+    Ok(())
+}
+
+fn check_requests(t: &Translation, cases: &[RequestCase]) -> Result<(), String> {
+    let (router, errors) = Router::new(&t.config);
+    if !errors.is_empty() {
+        return Err(format!("dataplane rejected rules: {errors:?}"));
+    }
+    for c in cases {
+        let (path, query) = match c.path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (c.path.as_str(), None),
+        };
+        let method = c
+            .method
+            .as_deref()
+            .map_or(Ok(Method::GET), |m| Method::from_bytes(m.as_bytes()))
+            .map_err(|e| e.to_string())?;
+        let mut headers = HeaderMap::new();
+        for (k, v) in &c.headers {
+            headers.insert(
+                HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?,
+                HeaderValue::from_str(v).map_err(|e| e.to_string())?,
+            );
+        }
+        let head = RequestHead {
+            host: &c.host,
+            path,
+            query,
+            method: &method,
+            headers: &headers,
+        };
+        let what = format!("{} {}{}", method, c.host, c.path);
+        let hit = router.lookup(&head);
+        let got_route = hit.map(|h| t.config.routes[h.route].id.clone());
+        if got_route != c.route {
+            return Err(format!("{what}: route {got_route:?}, want {:?}", c.route));
+        }
+        if let (Some(want), Some(h)) = (&c.rule, hit) {
+            let rule = &t.config.routes[h.route].rules[h.rule];
+            let got = serde_json::to_value(rule).map_err(|e| e.to_string())?;
+            if let Err(at) = subset(want, &got, "rule") {
+                return Err(format!(
+                    "{what}: {at}\n  got rule: {}",
+                    serde_json::to_string(&got).unwrap_or_default()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `want` is contained in `got`: object keys recursively, arrays exactly by
+/// length and element-wise.
+fn subset(want: &Value, got: &Value, at: &str) -> Result<(), String> {
+    match (want, got) {
+        (Value::Object(w), Value::Object(g)) => {
+            for (k, wv) in w {
+                let gv = g.get(k).unwrap_or(&Value::Null);
+                subset(wv, gv, &format!("{at}.{k}"))?;
+            }
+            Ok(())
+        }
+        (Value::Array(w), Value::Array(g)) if w.len() == g.len() => w
+            .iter()
+            .zip(g)
+            .enumerate()
+            .try_for_each(|(i, (wv, gv))| subset(wv, gv, &format!("{at}[{i}]"))),
+        _ if want == got => Ok(()),
+        _ => Err(format!("{at}: want {want}, got {got}")),
+    }
+}
+
+fn check_diagnostics(t: &Translation, want: &[DiagnosticCase]) -> Result<(), String> {
+    let mut got: Vec<DiagnosticCase> = t
+        .reports
+        .iter()
+        .flat_map(|(obj, r)| {
+            r.diagnostics.iter().map(move |d| DiagnosticCase {
+                object: obj.to_string(),
+                severity: d.severity.to_string(),
+                reason: d.reason.to_owned(),
+                field: d.field.clone(),
+            })
+        })
+        .collect();
+    got.sort();
+    let mut want: Vec<&DiagnosticCase> = want.iter().collect();
+    want.sort();
+    let got_refs: Vec<&DiagnosticCase> = got.iter().collect();
+    if got_refs != want {
+        let messages: Vec<String> = t
+            .reports
+            .iter()
+            .flat_map(|(o, r)| r.diagnostics.iter().map(move |d| format!("{o}: {d}")))
+            .collect();
+        return Err(format!(
+            "diagnostics:\n  got  {got:?}\n  want {want:?}\n  messages: {messages:#?}"
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn fixtures() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/translate/fixtures");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .expect("fixtures dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    paths.sort();
+    assert!(paths.len() >= 10, "fixtures missing from {}", dir.display());
+    let failures: Vec<String> = paths
+        .iter()
+        .filter_map(|p| {
+            run_fixture(p).err().map(|e| {
+                format!(
+                    "{}: {e}",
+                    p.file_name().unwrap_or_default().to_string_lossy()
+                )
+            })
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixtures failed:\n{}",
+        failures.len(),
+        paths.len(),
+        failures.join("\n\n")
+    );
+}

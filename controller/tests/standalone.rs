@@ -1,0 +1,329 @@
+//! The standalone manifests mode through the real `portico` binary: real
+//! upstreams on 127.0.0.1:0, real files, real signals.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+const PORTICO: &str = env!("CARGO_BIN_EXE_portico");
+
+/// Polls `f` until it returns `Some`, for convergence of asynchronous state;
+/// fails after 20 s.
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An upstream answering with its name and the path it saw.
+async fn upstream(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| async move {
+                    let body = format!("{name} {}", req.uri().path());
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(body))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+struct Portico {
+    child: Child,
+    http: SocketAddr,
+    admin: SocketAddr,
+    logs: mpsc::Receiver<String>,
+}
+
+impl Portico {
+    fn start(dir: &Path) -> Self {
+        let mut child = Command::new(PORTICO)
+            .args(["run", "--manifests"])
+            .arg(dir)
+            .args([
+                "--http-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--https-addr",
+                "127.0.0.1:0",
+                "--access-log",
+                "false",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("portico starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, logs) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        // The first "listening" line names the bound ports.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (http, admin) = loop {
+            let line = logs
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("portico logs that it listens");
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["fields"]["message"] == "listening" {
+                let addr = |k: &str| v["fields"][k].as_str().unwrap().parse().unwrap();
+                break (addr("http"), addr("admin"));
+            }
+        };
+        Self {
+            child,
+            http,
+            admin,
+            logs,
+        }
+    }
+
+    /// Log lines so far, without waiting.
+    fn drain_logs(&self) -> Vec<String> {
+        self.logs.try_iter().collect()
+    }
+}
+
+impl Drop for Portico {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> Client<HttpConnector, Empty<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+async fn get(addr: SocketAddr, host: &str, path: &str) -> Option<(StatusCode, String)> {
+    let req = Request::get(format!("http://{addr}{path}"))
+        .header("host", host)
+        .body(Empty::new())
+        .unwrap();
+    let rsp = tokio::time::timeout(Duration::from_secs(5), client().request(req))
+        .await
+        .ok()?
+        .ok()?;
+    let status = rsp.status();
+    let body = rsp.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn manifests(upstream: SocketAddr, path: &str) -> String {
+    format!(
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: portico
+  annotations: {{ingressclass.kubernetes.io/is-default-class: "true"}}
+spec: {{controller: portico.dev/ingress-controller}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: demo}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: {port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: demo-1, labels: {{kubernetes.io/service-name: demo}}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints: [{{addresses: ["{ip}"]}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: demo}}
+spec:
+  rules:
+    - host: demo.test
+      http:
+        paths:
+          - {{path: {path}, pathType: Prefix, backend: {{service: {{name: demo, port: {{number: 80}}}}}}}}
+"#,
+        port = upstream.port(),
+        ip = upstream.ip(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_manifests_follows_edits_keeps_last_good_and_exits_cleanly() {
+    let up = upstream("demo").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.yaml");
+    std::fs::write(&file, manifests(up, "/")).unwrap();
+    // An unrelated kind in the same directory is skipped, not an error.
+    std::fs::write(
+        dir.path().join("deploy.yml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n",
+    )
+    .unwrap();
+
+    let mut portico = Portico::start(dir.path());
+    let admin = portico.admin;
+    eventually("readyz", || async move {
+        get(admin, "x", "/readyz")
+            .await
+            .filter(|(s, _)| *s == StatusCode::OK)
+    })
+    .await;
+    let (status, body) = get(portico.http, "demo.test", "/hello").await.unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "demo /hello"));
+    assert_eq!(
+        get(portico.http, "other.test", "/").await.unwrap().0,
+        StatusCode::NOT_FOUND
+    );
+
+    // An edit is live without a restart.
+    std::fs::write(&file, manifests(up, "/v2")).unwrap();
+    let http = portico.http;
+    eventually("edited path live", || async move {
+        let old = get(http, "demo.test", "/hello").await?;
+        (old.0 == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+    assert_eq!(
+        get(http, "demo.test", "/v2/x").await.unwrap(),
+        (StatusCode::OK, "demo /v2/x".to_owned())
+    );
+
+    // A malformed edit is reported with file and document, and the file's
+    // last good objects keep serving.
+    let broken = manifests(up, "/v3").replace("kind: Ingress\n", "kind: Ingress\nspec: [oops\n");
+    std::fs::write(&file, broken).unwrap();
+    let reported = eventually("malformed file reported", || {
+        let lines = portico.drain_logs();
+        async move {
+            lines
+                .into_iter()
+                .find(|l| l.contains("manifest not loaded") && l.contains("app.yaml"))
+        }
+    })
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&reported).unwrap();
+    assert!(v["fields"]["document"].is_number(), "{reported}");
+    assert_eq!(
+        get(http, "demo.test", "/v2/x").await.unwrap().0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(http, "demo.test", "/v3/x").await.unwrap().0,
+        StatusCode::NOT_FOUND
+    );
+
+    // SIGTERM: drain, then exit 0.
+    let pid = portico.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = portico.child.wait().unwrap();
+        drop(portico);
+        status
+    })
+    .await
+    .unwrap();
+    assert_eq!(exit.code(), Some(0), "exit status {exit:?}");
+}
+
+#[test]
+fn validate_reports_each_object_and_fails_on_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("good.yaml"),
+        manifests("127.0.0.1:1".parse().unwrap(), "/"),
+    )
+    .unwrap();
+    let ok = Command::new(PORTICO)
+        .arg("validate")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{out}");
+    assert!(out.contains("ok: Ingress default/demo"), "{out}");
+
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: bad
+  annotations:
+    nginx.ingress.kubernetes.io/permanent-redirect: "not a url"
+    nginx.ingress.kubernetes.io/server-snippet: "return 200;"
+spec:
+  rules:
+    - host: bad.test
+      http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: demo, port: {number: 80}}}}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: broken}
+spec: {ports: "not a list"}
+"#,
+    )
+    .unwrap();
+    let bad = Command::new(PORTICO)
+        .arg("validate")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(1), "{out}");
+    assert!(out.contains("bad.yaml: document 1"), "{out}");
+    assert!(
+        out.contains("error: Ingress default/bad: metadata.annotations[nginx.ingress.kubernetes.io/permanent-redirect]: InvalidAnnotation"),
+        "{out}"
+    );
+    assert!(out.contains("SnippetNotAllowed"), "{out}");
+}
+
+#[test]
+fn crds_prints_the_committed_yaml() {
+    let out = Command::new(PORTICO).arg("crds").output().unwrap();
+    assert!(out.status.success());
+    let committed = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/httproutes.portico.dev.yaml"),
+    )
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
+}
