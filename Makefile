@@ -4,17 +4,22 @@ SHELL := /bin/bash
 CARGO ?= cargo
 CARGO_DENY_VERSION := 0.20.2
 
-.PHONY: all build run test lint fmt-check clippy deny unit bench bench-lookup bench-load tools clean
+.PHONY: all build run test lint fmt-check clippy deny unit bench bench-lookup bench-translate bench-load tools clean
 
 all: build
 
 build:
 	$(CARGO) build --release --bin portico
 
-## run: the standalone manifests mode arrives with the controller (issue 3).
+## run: the embedded default: the demo upstream on 127.0.0.1:9090 and portico
+## serving examples/ (manifests mode, no cluster). Then:
+##   curl -H 'Host: demo.localhost' http://127.0.0.1:8080/
 run: build
-	@echo "portico run --manifests DIR arrives with the controller; see README." >&2
-	./target/release/portico --help
+	$(CARGO) build --release -p portico --example demo_upstream
+	@./target/release/examples/demo_upstream 127.0.0.1:9090 & \
+	trap "kill $$! 2>/dev/null" EXIT INT TERM; \
+	./target/release/portico run --manifests examples --log-format text \
+		--http-addr 127.0.0.1:8080 --admin-addr 127.0.0.1:10254
 
 ## test: everything CI checks: format, lints, licenses/advisories, all tests.
 test: tools lint unit
@@ -50,10 +55,13 @@ tools:
 
 ## bench: criterion route-lookup bench, then the load comparison with nginx
 ## and haproxy (installs them from Debian packages if missing).
-bench: bench-lookup bench-load
+bench: bench-lookup bench-translate bench-load
 
 bench-lookup:
 	$(CARGO) bench -p portico-dataplane --bench lookup
+
+bench-translate:
+	$(CARGO) run --release -p portico --example translate_bench -- 10000
 
 bench-load:
 	bash bench/load.sh

@@ -1,0 +1,77 @@
+//! How long a rebuild takes at scale: translation of a snapshot with N
+//! Ingress rules, then compiling and swapping the dataplane table.
+//!
+//! Usage: `translate_bench [RULES]` (default 10000). Prints the median of
+//! several runs for each phase.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use portico_controller::snapshot::{Object, Snapshot};
+use portico_controller::translate::{Settings, translate};
+use portico_dataplane::{Dataplane, DataplaneConfig};
+
+fn yaml<T: serde::de::DeserializeOwned>(s: &str) -> T {
+    serde_yaml::from_str(s).expect("bench object")
+}
+
+fn main() {
+    let rules: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10_000);
+    let services = 100;
+    let mut objects = vec![Object::IngressClass(Arc::new(yaml::<IngressClass>(
+        "metadata: {name: portico}\nspec: {controller: portico.dev/ingress-controller}",
+    )))];
+    for s in 0..services {
+        objects.push(Object::Service(Arc::new(yaml::<Service>(&format!(
+            "metadata: {{name: svc{s}, namespace: default}}\nspec: {{ports: [{{name: http, port: 80}}]}}"
+        )))));
+        objects.push(Object::EndpointSlice(Arc::new(yaml::<EndpointSlice>(&format!(
+            "metadata: {{name: svc{s}-a, namespace: default, labels: {{kubernetes.io/service-name: svc{s}}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{{addresses: [\"10.1.{}.{}\"]}}, {{addresses: [\"10.2.{}.{}\"]}}]",
+            s / 250, s % 250, s / 250, s % 250
+        )))));
+    }
+    // One Ingress per 10 rules: 10 paths on one host each.
+    for i in 0..rules.div_ceil(10) {
+        let paths: String = (0..10)
+            .map(|p| {
+                format!(
+                    "{{path: /p{p}/x, pathType: Prefix, backend: {{service: {{name: svc{}, port: {{number: 80}}}}}}}},",
+                    (i + p) % services
+                )
+            })
+            .collect();
+        objects.push(Object::Ingress(Arc::new(yaml::<Ingress>(&format!(
+            "metadata: {{name: ing{i}, namespace: default, annotations: {{nginx.ingress.kubernetes.io/proxy-read-timeout: \"30\"}}}}\nspec: {{ingressClassName: portico, rules: [{{host: h{i}.example.com, http: {{paths: [{paths}]}}}}]}}"
+        )))));
+    }
+    let snap = Snapshot::from_objects(objects);
+    let settings = Settings::default();
+    let dataplane = Dataplane::new(DataplaneConfig::default()).expect("dataplane");
+
+    let mut translate_times = Vec::new();
+    let mut publish_times = Vec::new();
+    for _ in 0..7 {
+        let t0 = Instant::now();
+        let t = translate(&snap, &settings);
+        translate_times.push(t0.elapsed());
+        let t1 = Instant::now();
+        dataplane.publish(t.config);
+        publish_times.push(t1.elapsed());
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    println!(
+        "{rules} Ingress rules ({} Ingresses): translate {:?}, compile+swap {:?} (median of 7)",
+        rules.div_ceil(10),
+        median(&mut translate_times),
+        median(&mut publish_times)
+    );
+}
