@@ -14,6 +14,8 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::Shared;
@@ -34,6 +36,8 @@ pub struct ListenerConfig {
     pub idle_timeout: Duration,
     /// Concurrent HTTP/2 streams per client connection.
     pub max_concurrent_streams: u32,
+    /// Time allowed for a whole TLS handshake.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for ListenerConfig {
@@ -42,15 +46,19 @@ impl Default for ListenerConfig {
             header_read_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(75),
             max_concurrent_streams: 128,
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
 
 /// Accepts until `shutdown` turns true, then drops the listener; every
 /// connection task holds a clone of `drain` so the caller can wait for them.
+/// With `tls`, each connection is a TLS handshake first (in its own task, so
+/// a slow client never holds up the accept loop).
 pub(crate) async fn serve_proxy(
     shared: Arc<Shared>,
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
     drain: mpsc::Sender<()>,
 ) {
@@ -76,17 +84,25 @@ pub(crate) async fn serve_proxy(
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {
                     let _ = stream.set_nodelay(true);
-                    let conn = ConnInfo { client, local, scheme: Scheme::Http };
-                    let span = debug_span!("conn", client.addr = %client);
+                    let scheme = if tls.is_some() { Scheme::Https } else { Scheme::Http };
+                    let conn = ConnInfo { client, local, scheme };
+                    let span = debug_span!("conn", client.addr = %client, tls = tls.is_some());
+                    let shared = Arc::clone(&shared);
+                    let builder = Arc::clone(&builder);
+                    let shutdown = shutdown.clone();
+                    let drain = drain.clone();
+                    let tls = tls.clone();
                     tokio::spawn(
-                        serve_conn(
-                            Arc::clone(&shared),
-                            Arc::clone(&builder),
-                            stream,
-                            conn,
-                            shutdown.clone(),
-                            drain.clone(),
-                        )
+                        async move {
+                            match tls {
+                                None => serve_conn(shared, builder, stream, conn, shutdown, drain).await,
+                                Some(acceptor) => {
+                                    if let Some(stream) = handshake(&shared, &acceptor, stream).await {
+                                        serve_conn(shared, builder, stream, conn, shutdown, drain).await;
+                                    }
+                                }
+                            }
+                        }
                         .instrument(span),
                     );
                 }
@@ -102,14 +118,43 @@ pub(crate) async fn serve_proxy(
     }
 }
 
-async fn serve_conn(
+/// Runs a TLS handshake under the handshake timeout and counts its result.
+async fn handshake(
+    shared: &Shared,
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+) -> Option<TlsStream<TcpStream>> {
+    let limit = shared.listener.tls_handshake_timeout;
+    let metrics = &shared.metrics;
+    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            metrics.tls_handshake(true, "none");
+            Some(tls)
+        }
+        Ok(Err(e)) => {
+            let reason = crate::tls::handshake_failure_reason(&e);
+            debug!(error = %e, reason, "TLS handshake failed");
+            metrics.tls_handshake(false, reason);
+            None
+        }
+        Err(_) => {
+            debug!(timeout = ?limit, "TLS handshake timed out");
+            metrics.tls_handshake(false, "timeout");
+            None
+        }
+    }
+}
+
+async fn serve_conn<S>(
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    stream: TcpStream,
+    stream: S,
     info: ConnInfo,
     mut shutdown: watch::Receiver<bool>,
     _drain: mpsc::Sender<()>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     shared.metrics.open_connections.inc();
     // A zero period would make the interval panic; a huge one would overflow.
     let idle_period = shared.listener.idle_timeout.clamp(
@@ -159,18 +204,18 @@ async fn serve_conn(
 }
 
 /// Counts reads and writes so the connection task can tell an idle client.
-struct ActivityIo {
-    inner: TcpStream,
+struct ActivityIo<S> {
+    inner: S,
     activity: Arc<AtomicU64>,
 }
 
-impl ActivityIo {
+impl<S> ActivityIo<S> {
     fn touch(&self) {
         self.activity.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-impl AsyncRead for ActivityIo {
+impl<S: AsyncRead + Unpin> AsyncRead for ActivityIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -186,7 +231,7 @@ impl AsyncRead for ActivityIo {
     }
 }
 
-impl AsyncWrite for ActivityIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for ActivityIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
