@@ -81,6 +81,11 @@ pub struct RunArgs {
     pub http_addr: SocketAddr,
     #[arg(long, env = "PORTICO_HTTPS_ADDR", default_value = "0.0.0.0:8443")]
     pub https_addr: SocketAddr,
+    /// `namespace/name` of a `kubernetes.io/tls` Secret served to TLS clients
+    /// that send no SNI or an unknown name; default: a self-signed
+    /// certificate generated at start.
+    #[arg(long, env = "PORTICO_DEFAULT_SSL_CERTIFICATE", value_parser = parse_namespaced)]
+    pub default_ssl_certificate: Option<(String, String)>,
     /// Health, readiness, metrics and `/debug/routes`.
     #[arg(long, env = "PORTICO_ADMIN_ADDR", default_value = "0.0.0.0:10254")]
     pub admin_addr: SocketAddr,
@@ -123,6 +128,17 @@ impl ClassArgs {
             ingress_class: self.ingress_class.clone(),
             controller_name: self.controller_name.clone(),
             watch_ingress_without_class: self.watch_ingress_without_class,
+            default_certificate: None,
         }
+    }
+}
+
+/// `namespace/name`, both non-empty.
+fn parse_namespaced(s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_owned(), name.to_owned()))
+        }
+        _ => Err(format!("{s:?} is not namespace/name")),
     }
 }

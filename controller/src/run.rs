@@ -47,7 +47,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
 
     let changes = Arc::new(Notify::new());
-    let settings = args.class.settings();
+    let settings = crate::translate::Settings {
+        default_certificate: args.default_ssl_certificate.clone(),
+        ..args.class.settings()
+    };
     let (snapshot, _source_guard): (SnapshotFn, Box<dyn Send>) = match &args.manifests {
         Some(dir) => {
             let (f, guard) = manifest_source(dir.clone(), Arc::clone(&changes))?;

@@ -204,7 +204,7 @@ fn cert_info(der: &CertificateDer<'_>) -> Result<CertInfo, CertError> {
 // === certificate table ===
 
 /// One certificate and the host names it serves.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CertBinding {
     /// Bounded identifier, e.g. the Secret's `namespace/name`: the metrics
     /// label and the log field.
@@ -216,7 +216,7 @@ pub struct CertBinding {
 }
 
 /// Everything the TLS listener serves: the unit of certificate publication.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct CertConfig {
     /// Earlier bindings win a host claimed twice.
     pub bindings: Vec<CertBinding>,

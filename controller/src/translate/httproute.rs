@@ -41,6 +41,7 @@ pub(super) fn translate_all(snap: &Snapshot, out: &mut Translation) {
                 hosts: route.spec.hostnames.clone(),
                 secret: (namespace.clone(), tls.secret_name.clone()),
                 source: obj.clone(),
+                field: "spec.policies.tls".into(),
             });
         }
         out.reports.insert(obj, report);

@@ -144,6 +144,7 @@ impl IngressTranslator<'_> {
                     hosts: t.hosts.clone().unwrap_or_default(),
                     secret: (self.namespace.clone(), secret.to_owned()),
                     source: obj.clone(),
+                    field: format!("spec.tls[{i}]"),
                 }),
                 None => self.report.diagnostics.push(Diagnostic::warning(
                     "InvalidTLS",

@@ -20,6 +20,9 @@ mod httproute;
 mod ingress;
 #[cfg(test)]
 mod tests;
+mod tls;
+
+pub use tls::{CertStatus, SecretError};
 
 /// What the controller was told about its identity and scope.
 #[derive(Clone, Debug)]
@@ -29,6 +32,9 @@ pub struct Settings {
     /// `--controller-name`: IngressClasses with this `spec.controller` are ours.
     pub controller_name: String,
     pub watch_ingress_without_class: bool,
+    /// `--default-ssl-certificate`: the Secret served for handshakes with no
+    /// SNI or an unknown name.
+    pub default_certificate: Option<Key>,
 }
 
 impl Default for Settings {
@@ -37,6 +43,7 @@ impl Default for Settings {
             ingress_class: "portico".into(),
             controller_name: "portico.dev/ingress-controller".into(),
             watch_ingress_without_class: false,
+            default_certificate: None,
         }
     }
 }
@@ -50,6 +57,9 @@ pub struct Translation {
     pub reports: BTreeMap<ObjectRef, ObjectReport>,
     /// TLS Secrets to serve, for the TLS listener.
     pub tls: Vec<TlsBinding>,
+    /// Every Secret named by a binding or as the default certificate, parsed
+    /// and validated (or why not).
+    pub certificates: BTreeMap<Key, CertStatus>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -69,6 +79,8 @@ pub struct TlsBinding {
     pub hosts: Vec<String>,
     pub secret: Key,
     pub source: ObjectRef,
+    /// Where in the source: `spec.tls[0]`, `spec.policies.tls`.
+    pub field: String,
 }
 
 /// Translates a snapshot. Never fails: problems become diagnostics.
@@ -76,6 +88,7 @@ pub fn translate(snap: &Snapshot, settings: &Settings) -> Translation {
     let mut out = Translation::default();
     ingress::translate_all(snap, settings, &mut out);
     httproute::translate_all(snap, &mut out);
+    tls::resolve_certificates(snap, settings, &mut out);
     report_conflicts(&mut out);
     for report in out.reports.values_mut() {
         report.diagnostics.sort();
