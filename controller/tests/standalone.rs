@@ -403,7 +403,7 @@ async fn tls_secret_edits_rotate_certificates_and_bad_ones_keep_the_last_good() 
     let secret = dir.path().join("secret.yaml");
     std::fs::write(&secret, tls_secret("demo-tls", "demo.test", 0x0a01, 30)).unwrap();
 
-    let mut portico = Portico::start(dir.path());
+    let portico = Portico::start(dir.path());
     let https = portico.https;
     let serial = |want: &'static str| async move {
         served_serial(https, "demo.test")
