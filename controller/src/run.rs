@@ -47,10 +47,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
 
     let changes = Arc::new(Notify::new());
-    let settings = crate::translate::Settings {
-        default_certificate: args.default_ssl_certificate.clone(),
-        ..args.class.settings()
-    };
+    let settings = args.tls.apply(args.class.settings());
     let (snapshot, _source_guard): (SnapshotFn, Box<dyn Send>) = match &args.manifests {
         Some(dir) => {
             let (f, guard) = manifest_source(dir.clone(), Arc::clone(&changes))?;

@@ -23,7 +23,8 @@ use tracing::{debug, warn};
 use crate::Shared;
 use crate::body::{BodyError, RequestBody, ResponseBody, find_body_error};
 use crate::model::{
-    Action, HeaderModifier, PathMatch, PathModifier, Protocol, Redirect, Scheme, Substitution,
+    Action, HeaderModifier, HttpsRedirect, PathMatch, PathModifier, Protocol, Redirect, Scheme,
+    Substitution,
 };
 use crate::observe::{AccessRecord, NO_ROUTE, RouteStats};
 use crate::router::{RequestHead, replace_prefix_match};
@@ -90,15 +91,28 @@ pub(crate) async fn handle(
     };
     let route_id = Arc::clone(&routed.runtime.route_id);
     let stats = Arc::clone(&routed.runtime.stats);
-    let (rsp, upstream) = match &routed.rule.action {
-        Action::Redirect(r) => (redirect(r, &routed, &req, host, &ctx), None),
-        Action::Forward(_) => forward(&routed, req, &host_value, &ctx).await,
-        Action::Deny { .. } => (
+    let to_https = routed
+        .route
+        .https
+        .redirect
+        .as_ref()
+        .filter(|_| needs_https_redirect(&req, host, &ctx));
+    let (rsp, upstream) = match (&routed.rule.action, to_https) {
+        (_, Some(r)) => (https_redirect(r, &req, host, &ctx), None),
+        (Action::Redirect(r), None) => (redirect(r, &routed, &req, host, &ctx), None),
+        (Action::Forward(_), None) => forward(&routed, req, &host_value, &ctx).await,
+        (Action::Deny { .. }, None) => (
             error_response(StatusCode::SERVICE_UNAVAILABLE, &ctx.id),
             None,
         ),
     };
-    let rsp = apply_response_headers(rsp, &routed.rule.filters.response_headers);
+    let mut rsp = apply_response_headers(rsp, &routed.rule.filters.response_headers);
+    if ctx.conn.scheme == Scheme::Https
+        && let Some(v) = &routed.runtime.hsts
+    {
+        rsp.headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
+    }
     Ok(finish(
         &shared,
         ctx,
@@ -111,6 +125,50 @@ pub(crate) async fn handle(
 }
 
 // === phase: redirect ===
+
+/// ACME HTTP-01 challenges must be answered over plain HTTP.
+const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
+
+/// A route's HTTPS redirect applies to plain-HTTP requests with a host,
+/// except ACME challenges and requests a TLS-terminating load balancer in
+/// front already received over HTTPS (`X-Forwarded-Proto: https`, as
+/// ingress-nginx's `force-ssl-redirect` behind an offloading load balancer
+/// needs). Trusting that header only ever spares the sender its own
+/// redirect.
+fn needs_https_redirect(req: &Request<Incoming>, host: &str, ctx: &RequestCtx) -> bool {
+    ctx.conn.scheme == Scheme::Http
+        && !host.is_empty()
+        && !req.uri().path().starts_with(ACME_CHALLENGE)
+        && !req
+            .headers()
+            .get(&X_FORWARDED_PROTO)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+}
+
+/// 308 to `https://host[:port]<request URI>`, ingress-nginx's
+/// `ssl-redirect`: one trailing `/` of the request URI is dropped unless
+/// `preserve_trailing_slash`.
+fn https_redirect(
+    r: &HttpsRedirect,
+    req: &Request<Incoming>,
+    host: &str,
+    ctx: &RequestCtx,
+) -> Response<ResponseBody> {
+    let (host, _) = split_host_port(host);
+    let mut uri = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    if !r.preserve_trailing_slash {
+        uri = uri.strip_suffix('/').unwrap_or(uri);
+    }
+    let port = r.port.filter(|p| *p != Scheme::Https.default_port());
+    redirect_response(
+        StatusCode::PERMANENT_REDIRECT,
+        Scheme::Https,
+        host,
+        port,
+        uri,
+        ctx,
+    )
+}
 
 fn redirect(
     r: &Redirect,
@@ -135,15 +193,35 @@ fn redirect(
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned()),
     };
-    let mut location = format!("{}://{}", scheme.as_str(), target_host);
+    redirect_response(
+        r.status.code(),
+        scheme,
+        target_host,
+        port,
+        &path_and_query,
+        ctx,
+    )
+}
+
+/// A redirect to `scheme://host[:port]path_and_query`; 400 when that is not
+/// a valid header value.
+fn redirect_response(
+    status: StatusCode,
+    scheme: Scheme,
+    host: &str,
+    port: Option<u16>,
+    path_and_query: &str,
+    ctx: &RequestCtx,
+) -> Response<ResponseBody> {
+    let mut location = format!("{}://{}", scheme.as_str(), host);
     if let Some(p) = port {
         let _ = write!(location, ":{p}");
     }
-    location.push_str(&path_and_query);
+    location.push_str(path_and_query);
     match HeaderValue::try_from(location) {
         Ok(loc) => {
             let mut rsp = Response::new(ResponseBody::empty());
-            *rsp.status_mut() = r.status.code();
+            *rsp.status_mut() = status;
             rsp.headers_mut().insert(header::LOCATION, loc);
             rsp
         }

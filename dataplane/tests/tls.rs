@@ -11,6 +11,7 @@ use std::time::Instant;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use portico_dataplane::model::{Hsts, HttpsPolicy, HttpsRedirect};
 use portico_dataplane::tls::CertConfig;
 use support::tls::*;
 use support::*;
@@ -358,4 +359,97 @@ async fn rotation_under_handshake_load() {
         ),
         "server-side handshake failures: {m}"
     );
+}
+
+#[tokio::test]
+async fn http_redirects_to_https_and_https_answers_carry_hsts() {
+    let ca = TestCa::new();
+    let cert = ca.issue(&["r.test", "p.test", "plain.test"], 21);
+    let up = Upstream::echo("up").await;
+    let mut redirecting = route(
+        "r",
+        &["r.test"],
+        vec![forward_rule(vec![], vec![backend("b", &[up.addr])])],
+    );
+    redirecting.https = HttpsPolicy {
+        redirect: Some(HttpsRedirect::default()),
+        hsts: Some(Hsts::DEFAULT),
+    };
+    let mut ported = route(
+        "p",
+        &["p.test"],
+        vec![forward_rule(vec![], vec![backend("b", &[up.addr])])],
+    );
+    ported.https = HttpsPolicy {
+        redirect: Some(HttpsRedirect {
+            port: Some(8443),
+            preserve_trailing_slash: true,
+        }),
+        hsts: Some(Hsts {
+            max_age: 60,
+            include_subdomains: false,
+            preload: true,
+        }),
+    };
+    let plain = route(
+        "plain",
+        &["plain.test"],
+        vec![forward_rule(vec![], vec![backend("b", &[up.addr])])],
+    );
+    let proxy = Proxy::start(config(vec![redirecting, ported, plain])).await;
+    proxy.dp.publish_certs(CertConfig {
+        bindings: vec![cert.binding("ns/r", &["r.test", "p.test", "plain.test"])],
+        default: None,
+    });
+    let c = h1_client();
+    let location = |h: &HeaderMap| h["location"].to_str().unwrap().to_owned();
+
+    for (host, path, want) in [
+        ("r.test", "/a/b?q=1", "https://r.test/a/b?q=1"),
+        ("r.test:8080", "/dir/", "https://r.test/dir"),
+        ("r.test", "/", "https://r.test"),
+        ("p.test", "/dir/?x=1", "https://p.test:8443/dir/?x=1"),
+        ("p.test", "/dir/", "https://p.test:8443/dir/"),
+    ] {
+        let (s, h, _) = get(&c, proxy.addr, host, path).await;
+        assert_eq!(s, StatusCode::PERMANENT_REDIRECT, "{host}{path}");
+        assert_eq!(location(&h), want, "{host}{path}");
+        assert!(
+            !h.contains_key("strict-transport-security"),
+            "not over http"
+        );
+    }
+    // Exempt: ACME challenges, requests an offloading balancer received
+    // over HTTPS, and routes without the policy.
+    let (s, h, _) = get(&c, proxy.addr, "r.test", "/.well-known/acme-challenge/tok").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(!h.contains_key("strict-transport-security"));
+    let req = Request::get(proxy.url("/x"))
+        .header("host", "r.test")
+        .header("x-forwarded-proto", "https")
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(&c, req).await.0, StatusCode::OK);
+    assert_eq!(
+        get(&c, proxy.addr, "plain.test", "/").await.0,
+        StatusCode::OK
+    );
+
+    // Over HTTPS: served, with HSTS where the route has it.
+    let tls = client(ca.roots(), Versions::Both, &[b"h2"]);
+    for (host, hsts) in [
+        ("r.test", Some("max-age=15724800; includeSubDomains")),
+        ("p.test", Some("max-age=60; preload")),
+        ("plain.test", None),
+    ] {
+        let s = connect(&tls, proxy.https, Some(host)).await.unwrap();
+        let (status, h, body) = https_get(s, host, "/dir/").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "up"), "{host}");
+        assert_eq!(
+            h.get("strict-transport-security")
+                .map(|v| v.to_str().unwrap()),
+            hsts,
+            "{host}"
+        );
+    }
 }

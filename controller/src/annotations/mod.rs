@@ -116,6 +116,20 @@ pub struct IngressAnnotations {
     pub default_backend: Option<String>,
     /// Response headers to set, in the order written.
     pub custom_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub https: HttpsAnnotations,
+}
+
+/// `ssl-redirect`, `force-ssl-redirect`, `preserve-trailing-slash` and
+/// `hsts*`. `None`: the global default applies.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpsAnnotations {
+    pub ssl_redirect: Option<bool>,
+    pub force_ssl_redirect: bool,
+    pub preserve_trailing_slash: bool,
+    pub hsts: Option<bool>,
+    pub hsts_max_age: Option<u64>,
+    pub hsts_include_subdomains: Option<bool>,
+    pub hsts_preload: Option<bool>,
 }
 
 /// A rewrite template: literal path text and `$1`..`$9` capture references.

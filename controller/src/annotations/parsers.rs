@@ -340,3 +340,38 @@ pub(crate) fn custom_headers(v: &str, d: &mut Draft) -> Result<(), String> {
     d.out.custom_headers = values::header_lines(v)?;
     Ok(())
 }
+
+pub(crate) fn ssl_redirect(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.https.ssl_redirect = Some(values::go_bool(v)?);
+    Ok(())
+}
+
+pub(crate) fn force_ssl_redirect(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.https.force_ssl_redirect = values::go_bool(v)?;
+    Ok(())
+}
+
+pub(crate) fn preserve_trailing_slash(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.https.preserve_trailing_slash = values::go_bool(v)?;
+    Ok(())
+}
+
+pub(crate) fn hsts(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.https.hsts = Some(values::go_bool(v)?);
+    Ok(())
+}
+
+pub(crate) fn hsts_max_age(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.https.hsts_max_age = Some(u64::from(values::uint(v)?));
+    Ok(())
+}
+
+pub(crate) fn hsts_include_subdomains(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.https.hsts_include_subdomains = Some(values::go_bool(v)?);
+    Ok(())
+}
+
+pub(crate) fn hsts_preload(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.https.hsts_preload = Some(values::go_bool(v)?);
+    Ok(())
+}

@@ -6,12 +6,13 @@ use http::HeaderName;
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend};
 use kube::ResourceExt;
 use portico_dataplane::model::{
-    Action, Backend, Canary, CanaryHeader, CanaryHeaderValue, Filters, Forward, Hostname,
-    PathMatch, PathModifier, Protocol, Redirect, RedirectStatus, Route, RouteMatch, Rule, Scheme,
-    SourceRef, Substitution, Timeouts, UrlRewrite,
+    Action, Backend, Canary, CanaryHeader, CanaryHeaderValue, Filters, Forward, Hostname, Hsts,
+    HttpsPolicy, HttpsRedirect, PathMatch, PathModifier, Protocol, Redirect, RedirectStatus, Route,
+    RouteMatch, Rule, Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
 };
 
 use super::backends::{self, PortRef};
+use super::tls::TlsHosts;
 use super::{ObjectReport, Settings, TlsBinding, Translation, check_regex, class, created_secs};
 use crate::annotations::{
     self, AnnotationDiagnostic, BackendProtocol, BodySize, CanaryAnnotations, DiagnosticKind,
@@ -23,7 +24,12 @@ use crate::snapshot::Snapshot;
 /// Where a main Ingress put a (host, path, pathType), for canaries to join.
 type PathKey = (String, String, String);
 
-pub(super) fn translate_all(snap: &Snapshot, settings: &Settings, out: &mut Translation) {
+pub(super) fn translate_all(
+    snap: &Snapshot,
+    settings: &Settings,
+    tls_hosts: &TlsHosts,
+    out: &mut Translation,
+) {
     let mut index: HashMap<PathKey, (usize, usize)> = HashMap::new();
     let mut canaries = Vec::new();
     for ing in &snap.ingresses {
@@ -60,6 +66,8 @@ pub(super) fn translate_all(snap: &Snapshot, settings: &Settings, out: &mut Tran
         });
         let mut t = IngressTranslator {
             snap,
+            settings,
+            tls_hosts,
             ing,
             ann: &parsed.ingress,
             denied,
@@ -106,6 +114,8 @@ fn annotation_diagnostic(d: &AnnotationDiagnostic) -> Diagnostic {
 
 struct IngressTranslator<'a> {
     snap: &'a Snapshot,
+    settings: &'a Settings,
+    tls_hosts: &'a TlsHosts,
     ing: &'a Ingress,
     ann: &'a IngressAnnotations,
     /// Why every path answers 503 instead, when an annotation asks for it.
@@ -242,6 +252,7 @@ impl IngressTranslator<'_> {
                 Route {
                     id: self.route_id(),
                     source: self.source(),
+                    https: self.https_policy(&hostnames),
                     hostnames,
                     rules,
                 },
@@ -256,6 +267,7 @@ impl IngressTranslator<'_> {
                     Route {
                         id: self.route_id(),
                         source: self.source(),
+                        https: self.https_policy(&[]),
                         hostnames: Vec::new(),
                         rules: vec![r],
                     },
@@ -264,6 +276,28 @@ impl IngressTranslator<'_> {
             }
         }
         routes
+    }
+
+    /// `ssl-redirect` (default on) and HSTS apply to hosts served over TLS;
+    /// `force-ssl-redirect` to any host, including the catch-all.
+    fn https_policy(&self, hostnames: &[Hostname]) -> HttpsPolicy {
+        let a = &self.ann.https;
+        let s = self.settings;
+        let tls = hostnames.iter().any(|h| self.tls_hosts.covers(h));
+        let redirect = (a.force_ssl_redirect || (tls && a.ssl_redirect.unwrap_or(true))).then_some(
+            HttpsRedirect {
+                port: s.https_redirect_port,
+                preserve_trailing_slash: a.preserve_trailing_slash,
+            },
+        );
+        let hsts = (tls && a.hsts.unwrap_or(s.hsts_enabled)).then_some(Hsts {
+            max_age: a.hsts_max_age.unwrap_or(s.hsts.max_age),
+            include_subdomains: a
+                .hsts_include_subdomains
+                .unwrap_or(s.hsts.include_subdomains),
+            preload: a.hsts_preload.unwrap_or(s.hsts.preload),
+        });
+        HttpsPolicy { redirect, hsts }
     }
 
     /// A rule with the annotations that apply to every path.

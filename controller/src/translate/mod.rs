@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use portico_dataplane::model::{Action, Hostname, Route, RouteConfig, RouteMatch};
+use portico_dataplane::model::{Action, Hostname, Hsts, Route, RouteConfig, RouteMatch};
 use regex::RegexBuilder;
 
 use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
@@ -35,6 +35,14 @@ pub struct Settings {
     /// `--default-ssl-certificate`: the Secret served for handshakes with no
     /// SNI or an unknown name.
     pub default_certificate: Option<Key>,
+    /// `--https-redirect-port`: the public HTTPS port in redirects, when it
+    /// is not 443.
+    pub https_redirect_port: Option<u16>,
+    /// `--hsts`: HSTS for TLS hosts unless an Ingress says otherwise.
+    pub hsts_enabled: bool,
+    /// `--hsts-max-age` and friends: the HSTS value unless an Ingress says
+    /// otherwise.
+    pub hsts: Hsts,
 }
 
 impl Default for Settings {
@@ -44,6 +52,9 @@ impl Default for Settings {
             controller_name: "portico.dev/ingress-controller".into(),
             watch_ingress_without_class: false,
             default_certificate: None,
+            https_redirect_port: None,
+            hsts_enabled: true,
+            hsts: Hsts::DEFAULT,
         }
     }
 }
@@ -86,8 +97,9 @@ pub struct TlsBinding {
 /// Translates a snapshot. Never fails: problems become diagnostics.
 pub fn translate(snap: &Snapshot, settings: &Settings) -> Translation {
     let mut out = Translation::default();
-    ingress::translate_all(snap, settings, &mut out);
-    httproute::translate_all(snap, &mut out);
+    let tls_hosts = tls::TlsHosts::of(snap, settings);
+    ingress::translate_all(snap, settings, &tls_hosts, &mut out);
+    httproute::translate_all(snap, settings, &mut out);
     tls::resolve_certificates(snap, settings, &mut out);
     report_conflicts(&mut out);
     for report in out.reports.values_mut() {

@@ -7,14 +7,14 @@
 //! decided outside this pure function, by [`crate::certs::CertMemory`] in the
 //! rebuild loop, because it depends on what earlier snapshots held.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use portico_dataplane::model::Hostname;
 use portico_dataplane::tls::{CertError, ServerCert};
 
-use super::{Settings, Translation};
+use super::{Settings, Translation, class};
 use crate::diagnostics::Diagnostic;
 use crate::snapshot::{Key, Snapshot};
 
@@ -79,6 +79,49 @@ pub(super) fn resolve_certificates(snap: &Snapshot, settings: &Settings, out: &m
         out.reports.entry(obj).or_default().diagnostics.push(d);
     }
     out.certificates = certs;
+}
+
+/// Hosts served over TLS by any object: where `ssl-redirect` and HSTS
+/// apply, whichever object's rules serve the host (as ingress-nginx decides
+/// per server, not per Ingress).
+pub(super) struct TlsHosts(HashSet<Hostname>);
+
+impl TlsHosts {
+    pub(super) fn of(snap: &Snapshot, settings: &Settings) -> Self {
+        let ingress_hosts = snap
+            .ingresses
+            .iter()
+            .filter(|ing| class::ingress_is_ours(ing, &snap.ingress_classes, settings))
+            .filter_map(|ing| ing.spec.as_ref()?.tls.as_ref())
+            .flatten()
+            .filter(|t| t.secret_name.as_deref().is_some_and(|s| !s.is_empty()))
+            .flat_map(|t| t.hosts.iter().flatten());
+        let route_hosts = snap
+            .http_routes
+            .iter()
+            .filter(|r| r.spec.policies.as_ref().is_some_and(|p| p.tls.is_some()))
+            .flat_map(|r| r.spec.hostnames.iter());
+        Self(
+            ingress_hosts
+                .chain(route_hosts)
+                .filter_map(|h| Hostname::parse(h))
+                .collect(),
+        )
+    }
+
+    /// Whether a certificate binding covers `host`: the same name, or a
+    /// wildcard one label up.
+    pub(super) fn covers(&self, host: &Hostname) -> bool {
+        if self.0.contains(host) {
+            return true;
+        }
+        match host {
+            Hostname::Exact(name) => name
+                .split_once('.')
+                .is_some_and(|(_, parent)| self.0.contains(&Hostname::Wildcard(parent.to_owned()))),
+            Hostname::Wildcard(_) | Hostname::WildcardAnyDepth(_) => false,
+        }
+    }
 }
 
 fn load(snap: &Snapshot, key: &Key) -> CertStatus {

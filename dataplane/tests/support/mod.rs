@@ -309,6 +309,7 @@ pub fn route(id: &str, hosts: &[&str], rules: Vec<Rule>) -> Route {
         },
         hostnames: hosts.iter().map(|h| Hostname::parse(h).unwrap()).collect(),
         rules,
+        https: Default::default(),
     }
 }
 
