@@ -49,6 +49,12 @@ impl CertMemory {
             .as_ref()
             .and_then(|k| self.last_good.get(k))
             .cloned();
-        CertConfig { bindings, default }
+        CertConfig {
+            bindings,
+            default,
+            // No memory here: a policy whose CA cannot be used denies its
+            // paths instead (fail closed), so there is nothing to keep.
+            client_auth: t.client_auth.clone(),
+        }
     }
 }

@@ -78,7 +78,7 @@ pub(crate) struct Shared {
     pub(crate) access_log: AccessLog,
     pub(crate) listener: ListenerConfig,
     /// Certificates by SNI; read by the TLS resolver on every handshake.
-    certs: Arc<ArcSwap<CertTable>>,
+    pub(crate) certs: Arc<ArcSwap<CertTable>>,
     /// Served when no default certificate is published.
     self_signed: Arc<ServerCert>,
     pub(crate) tls: Arc<rustls::ServerConfig>,
@@ -125,9 +125,11 @@ impl Dataplane {
         let certs = Arc::new(ArcSwap::from_pointee(CertTable::build(
             &CertConfig::default(),
             &self_signed,
+            &metrics.tls_default_certificate,
         )));
-        let tls = tls::server_config(Arc::clone(&certs), metrics.tls_default_certificate.clone())
-            .map_err(std::io::Error::other)?;
+        let tls =
+            tls::main_server_config(Arc::clone(&certs), metrics.tls_default_certificate.clone())
+                .map_err(std::io::Error::other)?;
         Ok(Self {
             shared: Arc::new(Shared {
                 table: ArcSwap::from_pointee(RouteTable::empty()),
@@ -185,7 +187,7 @@ impl Dataplane {
     pub fn publish_certs(&self, config: CertConfig) {
         let s = &self.shared;
         let _guard = s.publish.lock().unwrap_or_else(|p| p.into_inner());
-        let table = CertTable::build(&config, &s.self_signed);
+        let table = CertTable::build(&config, &s.self_signed, &s.metrics.tls_default_certificate);
         s.certs.store(Arc::new(table));
         let gauges = &s.metrics.tls_cert_not_after;
         gauges.clear();
@@ -251,11 +253,10 @@ impl Dataplane {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
         let https_task = https.map(|listener| {
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&shared.tls));
             tokio::spawn(server::serve_proxy(
                 Arc::clone(shared),
                 listener,
-                Some(acceptor),
+                true,
                 stop_rx.clone(),
                 drain_tx.clone(),
             ))
@@ -263,7 +264,7 @@ impl Dataplane {
         let proxy_task = tokio::spawn(server::serve_proxy(
             Arc::clone(shared),
             proxy,
-            None,
+            false,
             stop_rx.clone(),
             drain_tx,
         ));

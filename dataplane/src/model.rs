@@ -52,6 +52,19 @@ pub struct HttpsPolicy {
     /// `Strict-Transport-Security` on responses to HTTPS requests.
     #[serde(default)]
     pub hsts: Option<Hsts>,
+    /// Requests must come on a TLS connection verified under this
+    /// client-certificate policy (published with the certificates).
+    #[serde(default)]
+    pub client_auth: Option<RouteClientAuth>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteClientAuth {
+    /// The policy's id (`crate::tls::ClientAuth::id`).
+    pub policy: String,
+    /// Send the client's certificate upstream (`ssl-client-cert`).
+    #[serde(default)]
+    pub pass_certificate: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -633,6 +646,10 @@ mod tests {
                         preserve_trailing_slash: true,
                     }),
                     hsts: Some(Hsts::DEFAULT),
+                    client_auth: Some(RouteClientAuth {
+                        policy: "default/ca On 1".into(),
+                        pass_certificate: true,
+                    }),
                 },
                 rules: vec![Rule {
                     matches: vec![RouteMatch {

@@ -11,16 +11,18 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use rustls::server::Acceptor;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::Shared;
 use crate::model::Scheme;
 use crate::proxy::{self, ConnInfo};
+use crate::tls::ClientCert;
 
 /// Client-side settings of the proxy listener.
 #[derive(Clone, Copy, Debug)]
@@ -58,7 +60,7 @@ impl Default for ListenerConfig {
 pub(crate) async fn serve_proxy(
     shared: Arc<Shared>,
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: bool,
     mut shutdown: watch::Receiver<bool>,
     drain: mpsc::Sender<()>,
 ) {
@@ -84,23 +86,20 @@ pub(crate) async fn serve_proxy(
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {
                     let _ = stream.set_nodelay(true);
-                    let scheme = if tls.is_some() { Scheme::Https } else { Scheme::Http };
-                    let conn = ConnInfo { client, local, scheme };
-                    let span = debug_span!("conn", client.addr = %client, tls = tls.is_some());
+                    let scheme = if tls { Scheme::Https } else { Scheme::Http };
+                    let mut conn = ConnInfo { client, local, scheme, client_cert: None };
+                    let span = debug_span!("conn", client.addr = %client, tls);
                     let shared = Arc::clone(&shared);
                     let builder = Arc::clone(&builder);
                     let shutdown = shutdown.clone();
                     let drain = drain.clone();
-                    let tls = tls.clone();
                     tokio::spawn(
                         async move {
-                            match tls {
-                                None => serve_conn(shared, builder, stream, conn, shutdown, drain).await,
-                                Some(acceptor) => {
-                                    if let Some(stream) = handshake(&shared, &acceptor, stream).await {
-                                        serve_conn(shared, builder, stream, conn, shutdown, drain).await;
-                                    }
-                                }
+                            if !tls {
+                                serve_conn(shared, builder, stream, conn, shutdown, drain).await;
+                            } else if let Some((stream, client_cert)) = handshake(&shared, stream).await {
+                                conn.client_cert = client_cert;
+                                serve_conn(shared, builder, stream, conn, shutdown, drain).await;
                             }
                         }
                         .instrument(span),
@@ -119,17 +118,34 @@ pub(crate) async fn serve_proxy(
 }
 
 /// Runs a TLS handshake under the handshake timeout and counts its result.
+/// The ClientHello is read first so the host's client-certificate policy
+/// picks the server configuration; returns the connection's client
+/// certificate facts when its host has a policy.
 async fn handshake(
     shared: &Shared,
-    acceptor: &TlsAcceptor,
     stream: TcpStream,
-) -> Option<TlsStream<TcpStream>> {
+) -> Option<(TlsStream<TcpStream>, Option<Arc<ClientCert>>)> {
     let limit = shared.listener.tls_handshake_timeout;
     let metrics = &shared.metrics;
-    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => {
+    let accept = async {
+        let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
+        let table = shared.certs.load_full();
+        let policy = table.policy(start.client_hello().server_name());
+        let config = match policy {
+            None => Arc::clone(&shared.tls),
+            Some(p) => p.config.clone().ok_or_else(|| {
+                io::Error::other("the host's client-certificate policy cannot be served")
+            })?,
+        };
+        let tls = start.into_stream(config).await?;
+        let client_cert =
+            policy.map(|p| Arc::new(p.auth.client_cert(tls.get_ref().1.peer_certificates())));
+        Ok::<_, io::Error>((tls, client_cert))
+    };
+    match tokio::time::timeout(limit, accept).await {
+        Ok(Ok(done)) => {
             metrics.tls_handshake(true, "none");
-            Some(tls)
+            Some(done)
         }
         Ok(Err(e)) => {
             let reason = crate::tls::handshake_failure_reason(&e);
@@ -167,7 +183,7 @@ async fn serve_conn<S>(
         activity: Arc::clone(&activity),
     });
     let svc_shared = Arc::clone(&shared);
-    let svc = service_fn(move |req| proxy::handle(Arc::clone(&svc_shared), info, req));
+    let svc = service_fn(move |req| proxy::handle(Arc::clone(&svc_shared), info.clone(), req));
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     let mut ticker =

@@ -11,7 +11,7 @@ use std::time::Instant;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use portico_dataplane::model::{Hsts, HttpsPolicy, HttpsRedirect};
+use portico_dataplane::model::{Hostname, Hsts, HttpsPolicy, HttpsRedirect, RouteClientAuth};
 use portico_dataplane::tls::CertConfig;
 use support::tls::*;
 use support::*;
@@ -22,33 +22,48 @@ type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// One GET over an established TLS connection, h2 or HTTP/1.1 as ALPN chose.
 async fn https_get(stream: Tls, host: &str, path: &str) -> (StatusCode, HeaderMap, String) {
+    try_https_get(stream, host, path, &[]).await.unwrap()
+}
+
+/// [`https_get`] with extra request headers; an error when the server ends
+/// the connection (as after a refused client certificate in TLS 1.3, where
+/// the client's handshake completes before the server has judged it).
+async fn try_https_get(
+    stream: Tls,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(StatusCode, HeaderMap, String), String> {
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let io = TokioIo::new(stream);
+    let mut req = if h2 {
+        Request::get(format!("https://{host}{path}"))
+    } else {
+        Request::get(path).header("host", host)
+    };
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(empty()).unwrap();
+    let e = |e: hyper::Error| e.to_string();
     let rsp = if h2 {
         let (mut tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
             .await
-            .unwrap();
+            .map_err(e)?;
         tokio::spawn(conn);
-        let req = Request::get(format!("https://{host}{path}"))
-            .body(empty())
-            .unwrap();
-        tx.send_request(req).await.unwrap()
+        tx.send_request(req).await.map_err(e)?
     } else {
-        let (mut tx, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(io).await.map_err(e)?;
         tokio::spawn(conn);
-        let req = Request::get(path)
-            .header("host", host)
-            .body(empty())
-            .unwrap();
-        tx.send_request(req).await.unwrap()
+        tx.send_request(req).await.map_err(e)?
     };
     let (parts, body) = rsp.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    (
+    let body = body.collect().await.map_err(e)?.to_bytes();
+    Ok((
         parts.status,
         parts.headers,
         String::from_utf8_lossy(&body).into_owned(),
-    )
+    ))
 }
 
 /// A CA, an echo upstream, and a proxy serving `host` over HTTPS with a
@@ -61,6 +76,7 @@ async fn serving_one_host(host: &str) -> (TestCa, Upstream, Proxy) {
     proxy.dp.publish_certs(CertConfig {
         bindings: vec![cert.binding("ns/cert", &[host])],
         default: None,
+        ..Default::default()
     });
     (ca, up, proxy)
 }
@@ -86,6 +102,7 @@ async fn sni_selects_exact_then_wildcard_then_default() {
             exact.binding("ns/exact", &["a.example.test"]),
         ],
         default: None,
+        ..Default::default()
     });
     let c = any_cert_client(&[]);
     let leaf = |sni: Option<&'static str>| {
@@ -108,6 +125,7 @@ async fn sni_selects_exact_then_wildcard_then_default() {
     proxy.dp.publish_certs(CertConfig {
         bindings: vec![exact.binding("ns/exact", &["a.example.test"])],
         default: Some(default.server_cert()),
+        ..Default::default()
     });
     assert_eq!(leaf(None).await, default.der);
     assert_eq!(leaf(Some("b.example.test")).await, default.der);
@@ -251,6 +269,7 @@ async fn certificate_expiry_is_a_metric() {
     proxy.dp.publish_certs(CertConfig {
         bindings: vec![cert.binding("prod/m-tls", &["m.test"])],
         default: None,
+        ..Default::default()
     });
     let m = proxy.dp.encode_metrics().unwrap();
     assert_eq!(
@@ -293,6 +312,7 @@ async fn rotation_under_handshake_load() {
         proxy.dp.publish_certs(CertConfig {
             bindings: vec![certs[i].binding("ns/rot", &["rot.test"])],
             default: None,
+            ..Default::default()
         })
     };
     publish(0);
@@ -374,6 +394,7 @@ async fn http_redirects_to_https_and_https_answers_carry_hsts() {
     redirecting.https = HttpsPolicy {
         redirect: Some(HttpsRedirect::default()),
         hsts: Some(Hsts::DEFAULT),
+        client_auth: None,
     };
     let mut ported = route(
         "p",
@@ -390,6 +411,7 @@ async fn http_redirects_to_https_and_https_answers_carry_hsts() {
             include_subdomains: false,
             preload: true,
         }),
+        client_auth: None,
     };
     let plain = route(
         "plain",
@@ -400,6 +422,7 @@ async fn http_redirects_to_https_and_https_answers_carry_hsts() {
     proxy.dp.publish_certs(CertConfig {
         bindings: vec![cert.binding("ns/r", &["r.test", "p.test", "plain.test"])],
         default: None,
+        ..Default::default()
     });
     let c = h1_client();
     let location = |h: &HeaderMap| h["location"].to_str().unwrap().to_owned();
@@ -452,4 +475,153 @@ async fn http_redirects_to_https_and_https_answers_carry_hsts() {
             "{host}"
         );
     }
+}
+
+/// Client certificates per host: required, optional, optional without CA;
+/// verify depth; results passed upstream; SNI/Host mismatch refused; client
+/// headers of the same names never reach upstreams.
+#[tokio::test]
+async fn client_certificates_per_host() {
+    use portico_dataplane::tls::{ClientAuth, ClientAuthBinding, VerifyClient};
+    let server_ca = TestCa::new();
+    let hosts = ["m.test", "d2.test", "opt.test", "noca.test", "open.test"];
+    let server_cert = server_ca.issue(&hosts, 1);
+    let client_ca = TestCa::new();
+    let alice = client_ca.issue_client("portico", "alice");
+    let intermediate = client_ca.intermediate("portico intermediate");
+    let bob = intermediate.issue_client("portico", "bob");
+    let mallory = TestCa::new().issue_client("evil", "mallory");
+
+    let up = Upstream::echo("up").await;
+    let policy = |host: &str, verify, depth| {
+        let id = format!("default/client-ca {verify:?} {depth}");
+        let auth = ClientAuth::new(id.clone(), client_ca.pem().as_bytes(), verify, depth).unwrap();
+        let mut r = route(
+            host,
+            &[host],
+            vec![forward_rule(vec![], vec![backend("b", &[up.addr])])],
+        );
+        r.https.client_auth = Some(RouteClientAuth {
+            policy: id,
+            pass_certificate: host == "m.test",
+        });
+        let binding = ClientAuthBinding {
+            hosts: vec![Hostname::parse(host).unwrap()],
+            auth: Arc::new(auth),
+        };
+        (r, binding)
+    };
+    let (r1, b1) = policy("m.test", VerifyClient::On, 1);
+    let (r2, b2) = policy("d2.test", VerifyClient::On, 2);
+    let (r3, b3) = policy("opt.test", VerifyClient::Optional, 1);
+    let (r4, b4) = policy("noca.test", VerifyClient::OptionalNoCa, 1);
+    let open = route(
+        "open.test",
+        &["open.test"],
+        vec![forward_rule(vec![], vec![backend("b", &[up.addr])])],
+    );
+    let proxy = Proxy::start(config(vec![r1, r2, r3, r4, open])).await;
+    proxy.dp.publish_certs(CertConfig {
+        bindings: vec![server_cert.binding("ns/server", &hosts)],
+        default: None,
+        client_auth: vec![b1, b2, b3, b4],
+    });
+
+    let as_client = |who: Option<&Issued>, chain_extra: Option<&TestCa>| match who {
+        None => client(server_ca.roots(), Versions::Both, &[b"h2"]),
+        Some(c) => {
+            let mut chain = vec![c.der.clone()];
+            chain.extend(chain_extra.map(|i| i.der.clone()));
+            client_with_cert(server_ca.roots(), chain, &c.key_pem, &[b"h2"])
+        }
+    };
+    let request = |cfg: Arc<rustls::ClientConfig>, sni: &'static str, host: &'static str| {
+        let addr = proxy.https;
+        async move {
+            let s = connect(&cfg, addr, Some(sni))
+                .await
+                .map_err(|e| e.to_string())?;
+            try_https_get(s, host, "/", &[("ssl-client-verify", "SUCCESS")]).await
+        }
+    };
+    let verify = |h: &HeaderMap| {
+        h.get("x-seen-h-ssl-client-verify")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+
+    // Required: a certificate from the CA passes, with its facts upstream.
+    let (s, h, _) = request(as_client(Some(&alice), None), "m.test", "m.test")
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(verify(&h).as_deref(), Some("SUCCESS"));
+    assert_eq!(h["x-seen-h-ssl-client-subject-dn"], "CN=alice,O=portico");
+    assert_eq!(h["x-seen-h-ssl-client-issuer-dn"], "CN=portico test CA");
+    let pem = h["x-seen-h-ssl-client-cert"].to_str().unwrap();
+    assert!(pem.starts_with("-----BEGIN%20CERTIFICATE-----%0A"), "{pem}");
+    // No certificate, or one from another CA: the handshake is refused.
+    for who in [None, Some(&mallory)] {
+        let r = request(as_client(who, None), "m.test", "m.test").await;
+        assert!(r.is_err(), "{r:?}");
+    }
+    // Depth: bob's chain has an intermediate; depth 1 refuses, 2 accepts.
+    let bob_chain = || as_client(Some(&bob), Some(&intermediate));
+    assert!(request(bob_chain(), "m.test", "m.test").await.is_err());
+    let (s, h, _) = request(bob_chain(), "d2.test", "d2.test").await.unwrap();
+    assert_eq!(
+        (s, verify(&h).as_deref()),
+        (StatusCode::OK, Some("SUCCESS"))
+    );
+    assert!(
+        !h.contains_key("x-seen-h-ssl-client-cert"),
+        "passed only when asked"
+    );
+
+    // Optional: none is fine (NONE), a bad one is refused.
+    let (s, h, _) = request(as_client(None, None), "opt.test", "opt.test")
+        .await
+        .unwrap();
+    assert_eq!((s, verify(&h).as_deref()), (StatusCode::OK, Some("NONE")));
+    assert!(
+        request(as_client(Some(&mallory), None), "opt.test", "opt.test")
+            .await
+            .is_err()
+    );
+    // optional_no_ca: any certificate is accepted; upstream learns the truth.
+    let (s, h, _) = request(as_client(Some(&mallory), None), "noca.test", "noca.test")
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::OK);
+    assert!(verify(&h).unwrap().starts_with("FAILED:"), "{h:?}");
+    let (_, h, _) = request(as_client(Some(&alice), None), "noca.test", "noca.test")
+        .await
+        .unwrap();
+    assert_eq!(verify(&h).as_deref(), Some("SUCCESS"));
+
+    // SNI of a host without the policy, Host of one with it: 421.
+    let (s, _, _) = request(as_client(None, None), "open.test", "m.test")
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::MISDIRECTED_REQUEST);
+    // Plain HTTP cannot carry a certificate: 403.
+    let c = h1_client();
+    assert_eq!(
+        get(&c, proxy.addr, "m.test", "/").await.0,
+        StatusCode::FORBIDDEN
+    );
+    // A forged header never reaches an upstream.
+    let (s, h, _) = request(as_client(None, None), "open.test", "open.test")
+        .await
+        .unwrap();
+    assert_eq!((s, verify(&h)), (StatusCode::OK, None));
+
+    let m = proxy.dp.encode_metrics().unwrap();
+    assert!(
+        metric(
+            &m,
+            "portico_tls_handshakes_total{result=\"error\",reason=\"client_certificate\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{m}"
+    );
 }

@@ -130,6 +130,20 @@ pub struct HttpsAnnotations {
     pub hsts_max_age: Option<u64>,
     pub hsts_include_subdomains: Option<bool>,
     pub hsts_preload: Option<bool>,
+    /// `auth-tls-secret`: namespace and name.
+    pub auth_tls_secret: Option<(String, String)>,
+    pub auth_tls_verify: Option<AuthTlsVerify>,
+    pub auth_tls_verify_depth: Option<u8>,
+    pub auth_tls_pass_certificate: bool,
+}
+
+/// `auth-tls-verify-client`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthTlsVerify {
+    On,
+    Off,
+    Optional,
+    OptionalNoCa,
 }
 
 /// A rewrite template: literal path text and `$1`..`$9` capture references.

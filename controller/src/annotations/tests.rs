@@ -473,6 +473,25 @@ const VALID: &[Valid] = &[
             a.https.hsts_preload = Some(true);
         },
     },
+    // auth-tls-*
+    Valid {
+        set: &[
+            ("auth-tls-secret", "default/client-ca"),
+            ("auth-tls-verify-client", "optional_no_ca"),
+            ("auth-tls-verify-depth", "2"),
+            ("auth-tls-pass-certificate-to-upstream", "true"),
+        ],
+        want: |a| {
+            a.https.auth_tls_secret = Some(("default".into(), "client-ca".into()));
+            a.https.auth_tls_verify = Some(AuthTlsVerify::OptionalNoCa);
+            a.https.auth_tls_verify_depth = Some(2);
+            a.https.auth_tls_pass_certificate = true;
+        },
+    },
+    Valid {
+        set: &[("auth-tls-verify-client", "off")],
+        want: |a| a.https.auth_tls_verify = Some(AuthTlsVerify::Off),
+    },
     // custom-headers
     Valid {
         set: &[(
@@ -836,6 +855,34 @@ const INVALID: &[Invalid] = &[
         name: "hsts-preload",
         fallback: Fallback::Ignored,
         values: &["no"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "auth-tls-secret",
+        fallback: Fallback::PathDenied,
+        values: &["client-ca", "ns/", "NS/x", "a/b/c"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "auth-tls-verify-client",
+        fallback: Fallback::Ignored,
+        values: &["yes", "ON", "required"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "auth-tls-verify-depth",
+        fallback: Fallback::Ignored,
+        values: &["0", "256", "-1"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "auth-tls-pass-certificate-to-upstream",
+        fallback: Fallback::Ignored,
+        values: &["yes"],
         context: NO_CONTEXT,
         want: |_| {},
     },

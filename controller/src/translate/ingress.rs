@@ -8,11 +8,11 @@ use kube::ResourceExt;
 use portico_dataplane::model::{
     Action, Backend, Canary, CanaryHeader, CanaryHeaderValue, Filters, Forward, Hostname, Hsts,
     HttpsPolicy, HttpsRedirect, PathMatch, PathModifier, Protocol, Redirect, RedirectStatus, Route,
-    RouteMatch, Rule, Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
+    RouteClientAuth, RouteMatch, Rule, Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
 };
 
 use super::backends::{self, PortRef};
-use super::tls::TlsHosts;
+use super::tls::{self, TlsHosts};
 use super::{ObjectReport, Settings, TlsBinding, Translation, check_regex, class, created_secs};
 use crate::annotations::{
     self, AnnotationDiagnostic, BackendProtocol, BodySize, CanaryAnnotations, DiagnosticKind,
@@ -20,6 +20,8 @@ use crate::annotations::{
 };
 use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
 use crate::snapshot::Snapshot;
+use portico_dataplane::tls::{ClientAuth, ClientAuthBinding};
+use std::sync::Arc;
 
 /// Where a main Ingress put a (host, path, pathType), for canaries to join.
 type PathKey = (String, String, String);
@@ -60,14 +62,27 @@ pub(super) fn translate_all(
             ));
             continue;
         }
-        let denied = parsed.diagnostics.iter().find_map(|d| match d.kind {
+        let mut denied = parsed.diagnostics.iter().find_map(|d| match d.kind {
             DiagnosticKind::Invalid(Fallback::PathDenied) => Some(d.message.clone()),
             _ => None,
         });
+        let client_auth = match tls::client_auth(snap, &parsed.ingress.https) {
+            Ok(auth) => auth,
+            Err(reason) => {
+                report.diagnostics.push(Diagnostic::error(
+                    crate::translate::REASON_INVALID_CERTIFICATE_REF,
+                    "metadata.annotations[auth-tls-secret]",
+                    format!("{reason}; the Ingress's paths answer 503"),
+                ));
+                denied = denied.or(Some(reason));
+                None
+            }
+        };
         let mut t = IngressTranslator {
             snap,
             settings,
             tls_hosts,
+            client_auth: client_auth.clone(),
             ing,
             ann: &parsed.ingress,
             denied,
@@ -77,6 +92,14 @@ pub(super) fn translate_all(
         let first_route = out.config.routes.len();
         let routes = t.routes(&mut out.tls, &obj);
         for (offset, (route, keys)) in routes.into_iter().enumerate() {
+            if let Some(auth) = &client_auth
+                && !route.hostnames.is_empty()
+            {
+                out.client_auth.push(ClientAuthBinding {
+                    hosts: route.hostnames.clone(),
+                    auth: Arc::clone(auth),
+                });
+            }
             for (rule_idx, key) in keys {
                 if let Some(key) = key {
                     index.entry(key).or_insert((first_route + offset, rule_idx));
@@ -116,6 +139,7 @@ struct IngressTranslator<'a> {
     snap: &'a Snapshot,
     settings: &'a Settings,
     tls_hosts: &'a TlsHosts,
+    client_auth: Option<Arc<ClientAuth>>,
     ing: &'a Ingress,
     ann: &'a IngressAnnotations,
     /// Why every path answers 503 instead, when an annotation asks for it.
@@ -297,7 +321,15 @@ impl IngressTranslator<'_> {
                 .unwrap_or(s.hsts.include_subdomains),
             preload: a.hsts_preload.unwrap_or(s.hsts.preload),
         });
-        HttpsPolicy { redirect, hsts }
+        let client_auth = self.client_auth.as_ref().map(|auth| RouteClientAuth {
+            policy: auth.id.clone(),
+            pass_certificate: a.auth_tls_pass_certificate,
+        });
+        HttpsPolicy {
+            redirect,
+            hsts,
+            client_auth,
+        }
     }
 
     /// A rule with the annotations that apply to every path.

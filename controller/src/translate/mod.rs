@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use portico_dataplane::model::{Action, Hostname, Hsts, Route, RouteConfig, RouteMatch};
+use portico_dataplane::tls::ClientAuthBinding;
 use regex::RegexBuilder;
 
 use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
@@ -23,6 +24,11 @@ mod tests;
 mod tls;
 
 pub use tls::{CertStatus, SecretError};
+
+/// Gateway API's reason for a certificate reference that cannot be used,
+/// used for every unusable TLS Secret.
+pub(crate) const REASON_INVALID_CERTIFICATE_REF: &str =
+    portico_crds::REASON_INVALID_CERTIFICATE_REF;
 
 /// What the controller was told about its identity and scope.
 #[derive(Clone, Debug)]
@@ -71,6 +77,8 @@ pub struct Translation {
     /// Every Secret named by a binding or as the default certificate, parsed
     /// and validated (or why not).
     pub certificates: BTreeMap<Key, CertStatus>,
+    /// Hosts that ask clients for certificates, and how.
+    pub client_auth: Vec<ClientAuthBinding>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

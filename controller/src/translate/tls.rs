@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use portico_dataplane::model::Hostname;
-use portico_dataplane::tls::{CertError, ServerCert};
+use portico_dataplane::tls::{CertError, ClientAuth, ServerCert, VerifyClient};
 
 use super::{Settings, Translation, class};
+use crate::annotations::{AuthTlsVerify, HttpsAnnotations};
 use crate::diagnostics::Diagnostic;
 use crate::snapshot::{Key, Snapshot};
 
@@ -53,8 +54,7 @@ pub(super) fn resolve_certificates(snap: &Snapshot, settings: &Settings, out: &m
             diagnostics.push((
                 b.source.clone(),
                 Diagnostic::warning(
-                    // Gateway API's reason for the same problem.
-                    portico_crds::REASON_INVALID_CERTIFICATE_REF,
+                    super::REASON_INVALID_CERTIFICATE_REF,
                     format!("{}.secretName", b.field),
                     format!(
                         "{e}; its hosts keep the last good certificate, or the default one if there never was one"
@@ -122,6 +122,40 @@ impl TlsHosts {
             Hostname::Wildcard(_) | Hostname::WildcardAnyDepth(_) => false,
         }
     }
+}
+
+/// The client-certificate policy an Ingress's `auth-tls-*` annotations ask
+/// for: `None` when off; an error naming the Secret and the reason when its
+/// CA bundle cannot be used (the caller then denies the paths: an Ingress
+/// asking for client certificates is never served without them).
+pub(super) fn client_auth(
+    snap: &Snapshot,
+    a: &HttpsAnnotations,
+) -> Result<Option<Arc<ClientAuth>>, String> {
+    let Some((ns, name)) = &a.auth_tls_secret else {
+        return Ok(None);
+    };
+    let verify = match a.auth_tls_verify.unwrap_or(AuthTlsVerify::On) {
+        AuthTlsVerify::Off => return Ok(None),
+        AuthTlsVerify::On => VerifyClient::On,
+        AuthTlsVerify::Optional => VerifyClient::Optional,
+        AuthTlsVerify::OptionalNoCa => VerifyClient::OptionalNoCa,
+    };
+    let depth = a.auth_tls_verify_depth.unwrap_or(1);
+    let key = (ns.clone(), name.clone());
+    let ca = snap
+        .secrets
+        .get(&key)
+        .ok_or_else(|| format!("no Secret of type kubernetes.io/tls named {ns}/{name}"))?
+        .data
+        .as_ref()
+        .and_then(|d| d.get("ca.crt"))
+        .filter(|v| !v.0.is_empty())
+        .ok_or_else(|| format!("Secret {ns}/{name} has no ca.crt"))?;
+    let id = format!("{ns}/{name} {verify:?} {depth}");
+    ClientAuth::new(id, &ca.0, verify, depth)
+        .map(|auth| Some(Arc::new(auth)))
+        .map_err(|e| format!("Secret {ns}/{name}: ca.crt: {e}"))
 }
 
 fn load(snap: &Snapshot, key: &Key) -> CertStatus {
@@ -298,6 +332,88 @@ mod tests {
             secret("web-tls", &bad_crt, &bad_key),
         ]);
         assert!(memory.serve(&t, &settings).bindings.is_empty());
+    }
+
+    fn mtls_ingress(annotations: &str) -> Object {
+        let yaml = format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: web, namespace: default, annotations: {{kubernetes.io/ingress.class: portico, {annotations}}}}}\nspec:\n  rules: [{{host: web.test, http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}}}]\n"
+        );
+        Object::Ingress(Arc::new(serde_yaml::from_str::<Ingress>(&yaml).unwrap()))
+    }
+
+    fn ca_secret(name: &str, ca_pem: &str) -> Object {
+        let mut data = BTreeMap::new();
+        data.insert("ca.crt".to_owned(), ByteString(ca_pem.as_bytes().to_vec()));
+        let mut s = Secret::default();
+        s.metadata.name = Some(name.into());
+        s.metadata.namespace = Some("default".into());
+        s.data = Some(data);
+        Object::Secret(Arc::new(s))
+    }
+
+    #[test]
+    fn client_auth_policy_from_annotations() {
+        use portico_dataplane::model::{Action, Hostname, RouteClientAuth};
+        use portico_dataplane::tls::VerifyClient;
+        let (ca, _) = pem("client-ca", NOW - 10, NOW + 10);
+        let t = run(vec![
+            mtls_ingress(
+                "portico.dev/auth-tls-secret: default/client-ca, nginx.ingress.kubernetes.io/auth-tls-verify-client: optional, nginx.ingress.kubernetes.io/auth-tls-pass-certificate-to-upstream: \"true\"",
+            ),
+            ca_secret("client-ca", &ca),
+        ]);
+        assert_eq!(t.client_auth.len(), 1);
+        let b = &t.client_auth[0];
+        assert_eq!(b.hosts, vec![Hostname::parse("web.test").unwrap()]);
+        assert_eq!(b.auth.verify, VerifyClient::Optional);
+        assert_eq!(
+            t.config.routes[0].https.client_auth,
+            Some(RouteClientAuth {
+                policy: b.auth.id.clone(),
+                pass_certificate: true,
+            })
+        );
+
+        // Off: no policy. An unusable CA: an error, and the paths deny.
+        let t = run(vec![
+            mtls_ingress(
+                "portico.dev/auth-tls-secret: default/client-ca, portico.dev/auth-tls-verify-client: \"off\"",
+            ),
+            ca_secret("client-ca", &ca),
+        ]);
+        assert!(t.client_auth.is_empty());
+        assert_eq!(t.config.routes[0].https.client_auth, None);
+        for (objects, want) in [
+            (
+                vec![],
+                "no Secret of type kubernetes.io/tls named default/client-ca",
+            ),
+            (
+                vec![ca_secret("client-ca", "junk")],
+                "Secret default/client-ca: ca.crt",
+            ),
+        ] {
+            let mut objects = objects;
+            objects.push(mtls_ingress(
+                "portico.dev/auth-tls-secret: default/client-ca",
+            ));
+            let t = run(objects);
+            let d = &t.reports[&web()].diagnostics;
+            assert!(
+                d.iter().any(|d| d.reason == "InvalidCertificateRef"
+                    && d.field == "metadata.annotations[auth-tls-secret]"
+                    && d.message.contains(want)),
+                "{d:?}"
+            );
+            assert!(t.client_auth.is_empty());
+            assert!(
+                t.config.routes[0]
+                    .rules
+                    .iter()
+                    .all(|r| matches!(r.action, Action::Deny { .. })),
+                "never served without client verification"
+            );
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use base64::Engine as _;
 use portico_dataplane::model::Hostname;
 use portico_dataplane::tls::{CertBinding, ServerCert};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
@@ -67,6 +68,47 @@ impl TestCa {
         }
     }
 
+    /// An intermediate CA issued by this one.
+    pub fn intermediate(&self, cn: &str) -> TestCa {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        TestCa {
+            der: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A client certificate with subject `O=<org>, CN=<cn>`.
+    pub fn issue_client(&self, org: &str, cn: &str) -> Issued {
+        self.issue_with(&[], 100, |p| {
+            p.distinguished_name = rcgen::DistinguishedName::new();
+            p.distinguished_name
+                .push(rcgen::DnType::OrganizationName, org);
+            p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+            p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        })
+    }
+
+    /// The CA certificate as PEM (a `ca.crt`).
+    pub fn pem(&self) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(self.der.as_ref());
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            lines.join("\n")
+        )
+    }
+
     pub fn roots(&self) -> RootCertStore {
         let mut roots = RootCertStore::empty();
         roots.add(self.der.clone()).unwrap();
@@ -102,6 +144,23 @@ pub fn client(roots: RootCertStore, versions: Versions, alpn: &[&[u8]]) -> Arc<C
     let mut cfg = builder(versions)
         .with_root_certificates(roots)
         .with_no_client_auth();
+    finish(&mut cfg, alpn);
+    Arc::new(cfg)
+}
+
+/// A client trusting `roots` that presents `chain` (leaf first) with `key`.
+pub fn client_with_cert(
+    roots: RootCertStore,
+    chain: Vec<CertificateDer<'static>>,
+    key_pem: &str,
+    alpn: &[&[u8]],
+) -> Arc<ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let mut cfg = builder(Versions::Both)
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
     finish(&mut cfg, alpn);
     Arc::new(cfg)
 }

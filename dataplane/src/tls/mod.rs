@@ -27,14 +27,21 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
 use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, version};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Serialize;
+use tracing::warn;
 
 use crate::model::Hostname;
+
+mod client_auth;
+
+pub(crate) use client_auth::ClientCert;
+pub use client_auth::{ClientAuth, ClientAuthBinding, VerifyClient};
 
 /// Sessions remembered for TLS 1.2 session-id resumption (and TLS 1.3 when
 /// tickets are refused), per process.
@@ -223,17 +230,20 @@ pub struct CertConfig {
     /// For handshakes without SNI or for an unknown name; `None`: the
     /// self-signed certificate generated at start.
     pub default: Option<Arc<ServerCert>>,
+    /// Hosts that ask clients for certificates. Earlier bindings win a host
+    /// claimed twice.
+    pub client_auth: Vec<ClientAuthBinding>,
 }
 
-/// The immutable table the resolver reads.
-pub struct CertTable {
-    exact: HashMap<Box<str>, Arc<CertifiedKey>>,
+/// Host names to values: exact names, then one-label wildcards;
+/// case-insensitive. The first value inserted for a name wins.
+struct HostMap<T> {
+    exact: HashMap<Box<str>, T>,
     /// By the suffix after `*.`.
-    wildcard: HashMap<Box<str>, Arc<CertifiedKey>>,
-    default: Arc<CertifiedKey>,
+    wildcard: HashMap<Box<str>, T>,
 }
 
-/// Which entry of the table a name selected.
+/// Which entry of a table a name selected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Selected {
     Exact,
@@ -241,35 +251,27 @@ pub enum Selected {
     Default,
 }
 
-impl CertTable {
-    pub fn build(config: &CertConfig, fallback: &ServerCert) -> Self {
-        let mut exact = HashMap::new();
-        let mut wildcard = HashMap::new();
-        for b in &config.bindings {
-            for h in &b.hosts {
-                let (map, name) = match h {
-                    Hostname::Exact(n) => (&mut exact, n),
-                    Hostname::Wildcard(n) | Hostname::WildcardAnyDepth(n) => (&mut wildcard, n),
-                };
-                map.entry(Box::from(name.to_ascii_lowercase()))
-                    .or_insert_with(|| Arc::clone(&b.cert.key));
-            }
-        }
-        let default = Arc::clone(&config.default.as_deref().unwrap_or(fallback).key);
+impl<T> HostMap<T> {
+    fn new() -> Self {
         Self {
-            exact,
-            wildcard,
-            default,
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
         }
     }
 
-    /// Exact names first, then a wildcard for the name minus its first
-    /// label, then the default. Case-insensitive.
-    pub fn select(&self, server_name: Option<&str>) -> (Arc<CertifiedKey>, Selected) {
-        let Some(name) = server_name else {
-            return (Arc::clone(&self.default), Selected::Default);
+    fn insert(&mut self, host: &Hostname, value: impl FnOnce() -> T) {
+        let (map, name) = match host {
+            Hostname::Exact(n) => (&mut self.exact, n),
+            // A certificate's wildcard covers one label, whatever routing
+            // does with the name (RFC 6125).
+            Hostname::Wildcard(n) | Hostname::WildcardAnyDepth(n) => (&mut self.wildcard, n),
         };
-        let name = name.trim_end_matches('.');
+        map.entry(Box::from(name.to_ascii_lowercase()))
+            .or_insert_with(value);
+    }
+
+    fn get(&self, server_name: &str) -> Option<(&T, Selected)> {
+        let name = server_name.trim_end_matches('.');
         let lower;
         let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
             lower = name.to_ascii_lowercase();
@@ -277,22 +279,111 @@ impl CertTable {
         } else {
             name
         };
-        if let Some(k) = self.exact.get(name) {
-            return (Arc::clone(k), Selected::Exact);
+        if let Some(v) = self.exact.get(name) {
+            return Some((v, Selected::Exact));
         }
-        if let Some((_, parent)) = name.split_once('.')
-            && let Some(k) = self.wildcard.get(parent)
-        {
-            return (Arc::clone(k), Selected::Wildcard);
-        }
-        (Arc::clone(&self.default), Selected::Default)
+        let (_, parent) = name.split_once('.')?;
+        self.wildcard.get(parent).map(|v| (v, Selected::Wildcard))
     }
 }
 
-/// rustls calls this on every handshake: one atomic load, no lock.
+/// Certificates by name, and the default.
+struct CertIndex {
+    names: HostMap<Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl CertIndex {
+    fn select(&self, server_name: Option<&str>) -> (Arc<CertifiedKey>, Selected) {
+        match server_name.and_then(|n| self.names.get(n)) {
+            Some((k, sel)) => (Arc::clone(k), sel),
+            None => (Arc::clone(&self.default), Selected::Default),
+        }
+    }
+}
+
+/// The immutable table the TLS listener reads: certificates, and the
+/// server configuration of each client-certificate policy.
+pub struct CertTable {
+    certs: Arc<CertIndex>,
+    policies: HostMap<Arc<Policy>>,
+}
+
+/// A client-certificate policy made servable: its own server configuration
+/// (own session cache and ticket keys, so no session crosses policies).
+pub(crate) struct Policy {
+    /// `None`: the configuration could not be built; handshakes are refused.
+    pub(crate) config: Option<Arc<ServerConfig>>,
+    pub(crate) auth: Arc<ClientAuth>,
+}
+
+impl CertTable {
+    /// Never fails: a policy whose configuration cannot be built (which
+    /// [`ClientAuth::new`] already ruled out) refuses every handshake for
+    /// its hosts rather than serving them without client verification.
+    pub(crate) fn build(
+        config: &CertConfig,
+        fallback: &ServerCert,
+        default_served: &Counter,
+    ) -> Self {
+        let mut names = HostMap::new();
+        for b in &config.bindings {
+            for h in &b.hosts {
+                names.insert(h, || Arc::clone(&b.cert.key));
+            }
+        }
+        let default = Arc::clone(&config.default.as_deref().unwrap_or(fallback).key);
+        let certs = Arc::new(CertIndex { names, default });
+        let mut policies = HostMap::new();
+        let mut built: HashMap<&str, Arc<Policy>> = HashMap::new();
+        for b in &config.client_auth {
+            let policy = built.entry(b.auth.id.as_str()).or_insert_with(|| {
+                let resolver = Arc::new(FixedResolver {
+                    certs: Arc::clone(&certs),
+                    default_served: default_served.clone(),
+                });
+                let config = server_config(resolver, b.auth.handshake_verifier())
+                    .map_err(|e| {
+                        warn!(policy = %b.auth.id, error = %e, "client-certificate policy not servable; its hosts refuse handshakes");
+                    })
+                    .ok();
+                Arc::new(Policy {
+                    config,
+                    auth: Arc::clone(&b.auth),
+                })
+            });
+            for h in &b.hosts {
+                policies.insert(h, || Arc::clone(policy));
+            }
+        }
+        Self { certs, policies }
+    }
+
+    /// The certificate for a name: exact, then wildcard, then the default.
+    pub fn select(&self, server_name: Option<&str>) -> (Arc<CertifiedKey>, Selected) {
+        self.certs.select(server_name)
+    }
+
+    /// The client-certificate policy of a name, if it has one.
+    pub(crate) fn policy(&self, server_name: Option<&str>) -> Option<&Arc<Policy>> {
+        server_name
+            .and_then(|n| self.policies.get(n))
+            .map(|(p, _)| p)
+    }
+}
+
+/// The main configuration's resolver: reads the live table on every
+/// handshake (one atomic load, no lock).
 pub(crate) struct SniResolver {
     table: Arc<ArcSwap<CertTable>>,
     /// Handshakes whose SNI named no configured host (or had none).
+    default_served: Counter,
+}
+
+/// A policy configuration's resolver: the certificates of the table it was
+/// built with (a policy configuration lives no longer than its table).
+struct FixedResolver {
+    certs: Arc<CertIndex>,
     default_served: Counter,
 }
 
@@ -302,29 +393,62 @@ impl std::fmt::Debug for SniResolver {
     }
 }
 
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let (key, selected) = self.table.load().select(hello.server_name());
-        if selected == Selected::Default {
-            self.default_served.inc();
-        }
-        Some(key)
+impl std::fmt::Debug for FixedResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FixedResolver").finish_non_exhaustive()
     }
 }
 
-/// The one server configuration: TLS 1.3 and 1.2 only, ALPN h2 and
-/// http/1.1, session tickets and a session cache, certificates from `table`.
-pub(crate) fn server_config(
+fn count_default(
+    selected: (Arc<CertifiedKey>, Selected),
+    c: &Counter,
+) -> Option<Arc<CertifiedKey>> {
+    if selected.1 == Selected::Default {
+        c.inc();
+    }
+    Some(selected.0)
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        count_default(
+            self.table.load().select(hello.server_name()),
+            &self.default_served,
+        )
+    }
+}
+
+impl ResolvesServerCert for FixedResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        count_default(self.certs.select(hello.server_name()), &self.default_served)
+    }
+}
+
+/// The main configuration, for every host without a client-certificate
+/// policy; certificates from the live `table`.
+pub(crate) fn main_server_config(
     table: Arc<ArcSwap<CertTable>>,
     default_served: Counter,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
-    let mut cfg = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&version::TLS13, &version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver {
+    server_config(
+        Arc::new(SniResolver {
             table,
             default_served,
-        }));
+        }),
+        WebPkiClientVerifier::no_client_auth(),
+    )
+}
+
+/// A server configuration: TLS 1.3 and 1.2 only, ALPN h2 and http/1.1,
+/// session tickets and a session cache of its own.
+fn server_config(
+    resolver: Arc<dyn ResolvesServerCert>,
+    client: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&version::TLS13, &version::TLS12])?
+        .with_client_cert_verifier(client)
+        .with_cert_resolver(resolver);
     cfg.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     cfg.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
     cfg.ticketer = rustls::crypto::ring::Ticketer::new()?;
@@ -398,8 +522,9 @@ mod tests {
                 },
             ],
             default: None,
+            client_auth: Vec::new(),
         };
-        let t = CertTable::build(&config, &fallback);
+        let t = CertTable::build(&config, &fallback, &Counter::default());
         let served = |n: Option<&str>| {
             let (k, sel) = t.select(n);
             let which = [&exact, &wild, &fallback]
