@@ -52,6 +52,7 @@ fn rule(path: PathMatch, headers: Vec<HeaderMatch>) -> Rule {
             backends: vec![],
             rewrite: None,
             canary: None,
+            upstream_tls: None,
         }),
         timeouts: Default::default(),
         max_request_body: None,

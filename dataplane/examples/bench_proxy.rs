@@ -88,6 +88,7 @@ fn route_to(upstream: SocketAddr) -> RouteConfig {
                     }],
                     rewrite: None,
                     canary: None,
+                    upstream_tls: None,
                 }),
                 timeouts: Default::default(),
                 max_request_body: Some(1 << 20),

@@ -228,6 +228,30 @@ pub struct Forward {
     /// An alternative backend set chosen per request (ingress-nginx canary).
     #[serde(default)]
     pub canary: Option<Canary>,
+    /// TLS to every backend of the rule (ingress-nginx `backend-protocol:
+    /// HTTPS`/`GRPCS`); `None`: cleartext.
+    #[serde(default)]
+    pub upstream_tls: Option<UpstreamTls>,
+}
+
+/// TLS to upstream endpoints. Part of the connection pool's key: endpoints
+/// with different settings never share connections.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UpstreamTls {
+    /// Verify the endpoint's certificate (ingress-nginx `proxy-ssl-verify`,
+    /// default off).
+    #[serde(default)]
+    pub verify: bool,
+    /// The name the certificate is verified against and, with `sni`, sent
+    /// as SNI (ingress-nginx `proxy-ssl-name`).
+    pub server_name: String,
+    /// Send `server_name` as SNI (`proxy-ssl-server-name`, default off).
+    #[serde(default)]
+    pub sni: bool,
+    /// PEM CA bundle to verify against (`proxy-ssl-secret`'s `ca.crt`);
+    /// empty: nothing verifies, so `verify` fails every connection.
+    #[serde(default)]
+    pub ca_pem: String,
 }
 
 /// ingress-nginx canary semantics: the header decides first, then the
@@ -681,6 +705,7 @@ mod tests {
                         }],
                         rewrite: None,
                         canary: None,
+                        upstream_tls: None,
                     }),
                     timeouts: Timeouts::default(),
                     max_request_body: Some(10),

@@ -389,7 +389,11 @@ async fn forward(
                 Err(_) => return (error_response(StatusCode::BAD_REQUEST, &ctx.id), None),
             };
             match Uri::builder()
-                .scheme("http")
+                .scheme(if fwd.upstream_tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                })
                 .authority(authority)
                 .path_and_query(path_and_query)
                 .build()
@@ -478,7 +482,9 @@ async fn tunnel(
 fn upstream_error_response(e: &UpstreamError, ctx: &RequestCtx) -> Response<ResponseBody> {
     let status = match e {
         UpstreamError::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-        UpstreamError::Connect { .. } | UpstreamError::Handshake { .. } => StatusCode::BAD_GATEWAY,
+        UpstreamError::Connect { .. }
+        | UpstreamError::Tls { .. }
+        | UpstreamError::Handshake { .. } => StatusCode::BAD_GATEWAY,
         UpstreamError::Http { source, .. } => match find_body_error(source) {
             Some(BodyError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             Some(BodyError::Timeout(_)) => StatusCode::REQUEST_TIMEOUT,

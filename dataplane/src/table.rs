@@ -11,7 +11,7 @@ use regex::{Regex, RegexBuilder};
 
 use crate::model::{
     Action, Backend, Canary, CanaryHeaderValue, PathModifier, Protocol, Route, RouteConfig,
-    RouteMatch, Rule,
+    RouteMatch, Rule, UpstreamTls,
 };
 use crate::observe::{Metrics, RouteStats};
 use crate::router::{RequestHead, RouteError, Router};
@@ -162,15 +162,16 @@ impl RouteTable {
                             }
                             _ => None,
                         };
+                        let tls = fwd.upstream_tls.clone().map(Arc::new);
                         let canary = fwd.canary.as_ref().and_then(|c| {
-                            CanaryRuntime::build(c, upstreams)
+                            CanaryRuntime::build(c, upstreams, tls.as_ref())
                                 .map_err(|e| error("canary.header", e))
                                 .ok()
                         });
                         RuleRuntime {
                             route_id: Arc::clone(&route_id),
                             stats: Arc::clone(&stats),
-                            backends: BackendSet::build(&fwd.backends, upstreams),
+                            backends: BackendSet::build(&fwd.backends, upstreams, tls.as_ref()),
                             canary,
                             rewrite_regex,
                             hsts: hsts.clone(),
@@ -240,7 +241,11 @@ fn rewrite_regex(pattern: &str) -> Result<Regex, String> {
 // === impl CanaryRuntime ===
 
 impl CanaryRuntime {
-    fn build(c: &Canary, upstreams: &Upstreams) -> Result<Self, String> {
+    fn build(
+        c: &Canary,
+        upstreams: &Upstreams,
+        tls: Option<&Arc<UpstreamTls>>,
+    ) -> Result<Self, String> {
         let header = match &c.header {
             None => None,
             Some(h) => {
@@ -259,7 +264,7 @@ impl CanaryRuntime {
             }
         };
         Ok(Self {
-            backends: BackendSet::build(&c.backends, upstreams),
+            backends: BackendSet::build(&c.backends, upstreams, tls),
             header,
             cookie: c.cookie.as_deref().map(Box::from),
             weight: u64::from(c.weight),
@@ -321,7 +326,7 @@ fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
 }
 
 impl BackendSet {
-    fn build(list: &[Backend], upstreams: &Upstreams) -> Self {
+    fn build(list: &[Backend], upstreams: &Upstreams, tls: Option<&Arc<UpstreamTls>>) -> Self {
         let mut total = 0u64;
         let mut backends = Vec::new();
         let mut cumulative = Vec::new();
@@ -338,6 +343,7 @@ impl BackendSet {
                         upstreams.endpoint(EndpointKey {
                             addr,
                             protocol: b.protocol,
+                            tls: tls.cloned(),
                         })
                     })
                     .collect(),
@@ -392,7 +398,7 @@ mod tests {
 
     fn set(backends: Vec<Backend>) -> BackendSet {
         let upstreams = Upstreams::new(Default::default(), Counter::default());
-        BackendSet::build(&backends, &upstreams)
+        BackendSet::build(&backends, &upstreams, None)
     }
 
     #[test]
@@ -443,6 +449,7 @@ mod tests {
                         backends: vec![backend("a", 1, &[9])],
                         rewrite: None,
                         canary: None,
+                        upstream_tls: None,
                     }),
                     timeouts: Timeouts::default(),
                     max_request_body: None,

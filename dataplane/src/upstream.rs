@@ -1,7 +1,7 @@
 //! Connections to upstream endpoints.
 //!
-//! One [`Endpoint`] per distinct upstream identity (address and protocol; TLS
-//! identity joins the key when upstream TLS lands), shared by every route and
+//! One [`Endpoint`] per distinct upstream identity (address, protocol and TLS
+//! settings: SNI, verification, CA), shared by every route and
 //! every table that points at it, so a table swap keeps warm connections.
 //! Tables hold `Arc<Endpoint>`s resolved when they are built: the request
 //! path never looks anything up in a shared map and takes no lock.
@@ -22,19 +22,26 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::debug;
 
 use crate::body::RequestBody;
-use crate::model::Protocol;
+use crate::model::{Protocol, UpstreamTls};
+use crate::tls::upstream::UpstreamConnector;
 
-/// Identifies an upstream connection pool.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Identifies an upstream connection pool: the whole upstream identity.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct EndpointKey {
     pub addr: SocketAddr,
     pub protocol: Protocol,
+    pub tls: Option<Arc<UpstreamTls>>,
 }
+
+/// An upstream connection, cleartext or TLS.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// Connection-pool settings shared by all endpoints.
 #[derive(Clone, Copy, Debug)]
@@ -64,6 +71,8 @@ pub enum UpstreamError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("TLS to {addr}: {reason}")]
+    Tls { addr: SocketAddr, reason: String },
     #[error("HTTP handshake with {addr}: {source}")]
     Handshake {
         addr: SocketAddr,
@@ -105,7 +114,11 @@ impl Upstreams {
         if let Some(ep) = map.get(&key).and_then(Weak::upgrade) {
             return ep;
         }
-        let ep = Arc::new(Endpoint::new(key, self.pool, self.connect_errors.clone()));
+        let ep = Arc::new(Endpoint::new(
+            key.clone(),
+            self.pool,
+            self.connect_errors.clone(),
+        ));
         map.insert(key, Arc::downgrade(&ep));
         ep
     }
@@ -170,13 +183,20 @@ pub struct Endpoint {
     /// Taken only when there is no usable connection.
     h2_connecting: tokio::sync::Mutex<()>,
     connect_errors: Counter,
+    /// `Err`: the TLS settings cannot be used; every request answers 502.
+    tls: Option<Result<UpstreamConnector, String>>,
 }
 
 // === impl Endpoint ===
 
 impl Endpoint {
     fn new(key: EndpointKey, pool: PoolConfig, connect_errors: Counter) -> Self {
+        let tls = key
+            .tls
+            .as_deref()
+            .map(|t| UpstreamConnector::new(t, key.protocol));
         Self {
+            tls,
             key,
             pool,
             idle: ArrayQueue::new(pool.max_idle_per_endpoint.max(1)),
@@ -303,16 +323,38 @@ impl Endpoint {
         Ok(tx)
     }
 
-    async fn connect(&self, timeout: Duration) -> Result<TcpStream, UpstreamError> {
+    /// TCP, then TLS when the endpoint has it, all within `timeout`.
+    async fn connect(&self, timeout: Duration) -> Result<Box<dyn Io>, UpstreamError> {
         let addr = self.key.addr;
-        let result = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        let connect = async {
+            let io = TcpStream::connect(addr)
+                .await
+                .map_err(|source| UpstreamError::Connect { addr, source })?;
+            // Small responses must not wait for Nagle.
+            let _ = io.set_nodelay(true);
+            let tls = match &self.tls {
+                None => return Ok(Box::new(io) as Box<dyn Io>),
+                Some(Err(reason)) => {
+                    return Err(UpstreamError::Tls {
+                        addr,
+                        reason: reason.clone(),
+                    });
+                }
+                Some(Ok(tls)) => tls,
+            };
+            let io = tls
+                .connector
+                .connect(tls.server_name.clone(), io)
+                .await
+                .map_err(|e| UpstreamError::Tls {
+                    addr,
+                    reason: e.to_string(),
+                })?;
+            Ok(Box::new(io) as Box<dyn Io>)
+        };
+        let result = match tokio::time::timeout(timeout, connect).await {
             Err(_) => Err(UpstreamError::ConnectTimeout { addr, timeout }),
-            Ok(Err(source)) => Err(UpstreamError::Connect { addr, source }),
-            Ok(Ok(io)) => {
-                // Small responses must not wait for Nagle.
-                let _ = io.set_nodelay(true);
-                Ok(io)
-            }
+            Ok(r) => r,
         };
         if result.is_err() {
             self.connect_errors.inc();

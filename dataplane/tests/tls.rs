@@ -11,7 +11,9 @@ use std::time::Instant;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use portico_dataplane::model::{Hostname, Hsts, HttpsPolicy, HttpsRedirect, RouteClientAuth};
+use portico_dataplane::model::{
+    Action, Hostname, Hsts, HttpsPolicy, HttpsRedirect, Protocol, RouteClientAuth, UpstreamTls,
+};
 use portico_dataplane::tls::CertConfig;
 use support::tls::*;
 use support::*;
@@ -624,4 +626,82 @@ async fn client_certificates_per_host() {
         .is_some_and(|n| n >= 1.0),
         "{m}"
     );
+}
+
+/// TLS to upstreams: verification off by default, on with the right CA and
+/// name, refused otherwise; SNI only when asked; h2 by ALPN; and pools keyed
+/// by the whole upstream identity (a connection verified under one setting
+/// is never reused under another).
+#[tokio::test]
+async fn tls_to_upstreams() {
+    let ca = TestCa::new();
+    let up = Upstream::echo_tls("tls-up", &ca.issue(&["up.test"], 3)).await;
+    let other_ca = TestCa::new();
+    let tls = |verify: bool, name: &str, sni: bool, ca_pem: String| UpstreamTls {
+        verify,
+        server_name: name.into(),
+        sni,
+        ca_pem,
+    };
+    let mut cases = vec![
+        (
+            "off.test",
+            Protocol::Http1,
+            tls(false, "up.test", false, String::new()),
+        ),
+        (
+            "verified.test",
+            Protocol::Http1,
+            tls(true, "up.test", true, ca.pem()),
+        ),
+        (
+            "wrong-ca.test",
+            Protocol::Http1,
+            tls(true, "up.test", true, other_ca.pem()),
+        ),
+        (
+            "wrong-name.test",
+            Protocol::Http1,
+            tls(true, "other.test", true, ca.pem()),
+        ),
+        (
+            "h2.test",
+            Protocol::H2c,
+            tls(true, "up.test", true, ca.pem()),
+        ),
+    ];
+    let routes = cases
+        .drain(..)
+        .map(|(host, protocol, t)| {
+            let mut b = backend("b", &[up.addr]);
+            b.protocol = protocol;
+            let mut rule = forward_rule(vec![], vec![b]);
+            if let Action::Forward(f) = &mut rule.action {
+                f.upstream_tls = Some(t);
+            }
+            route(host, &[host], vec![rule])
+        })
+        .collect();
+    let proxy = Proxy::start(config(routes)).await;
+    let c = h1_client();
+
+    let (s, h, body) = get(&c, proxy.addr, "off.test", "/x").await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "tls-up"));
+    assert_eq!(h["x-seen-sni"], "", "no SNI unless asked");
+    assert_eq!(h["x-seen-alpn"], "http/1.1");
+    for _ in 0..2 {
+        let (s, h, _) = get(&c, proxy.addr, "verified.test", "/").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(h["x-seen-sni"], "up.test");
+    }
+    // Same address, a warm verified connection in the other pool: still
+    // refused.
+    for host in ["wrong-ca.test", "wrong-name.test"] {
+        let (s, _, _) = get(&c, proxy.addr, host, "/").await;
+        assert_eq!(s, StatusCode::BAD_GATEWAY, "{host}");
+    }
+    let (s, h, _) = get(&c, proxy.addr, "h2.test", "/").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["x-seen-alpn"], "h2");
+    assert_eq!(h["x-seen-version"], "HTTP/2.0");
 }

@@ -117,6 +117,19 @@ pub struct IngressAnnotations {
     /// Response headers to set, in the order written.
     pub custom_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub https: HttpsAnnotations,
+    pub upstream_tls: UpstreamTlsAnnotations,
+}
+
+/// `proxy-ssl-*`: TLS to backends, used with `backend-protocol` HTTPS or
+/// GRPCS.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamTlsAnnotations {
+    pub verify: bool,
+    pub secret: Option<(String, String)>,
+    /// Validated, lower-cased.
+    pub name: Option<String>,
+    /// `proxy-ssl-server-name`: send SNI.
+    pub server_name: bool,
 }
 
 /// `ssl-redirect`, `force-ssl-redirect`, `preserve-trailing-slash` and

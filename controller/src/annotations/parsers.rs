@@ -371,13 +371,19 @@ pub(crate) fn hsts_include_subdomains(v: &str, d: &mut Draft) -> Result<(), Stri
     Ok(())
 }
 
-pub(crate) fn auth_tls_secret(v: &str, d: &mut Draft) -> Result<(), String> {
+/// `namespace/name` of a Secret.
+fn namespaced_secret(v: &str) -> Result<(String, String), String> {
     let (ns, name) = v
         .split_once('/')
         .ok_or("expected namespace/name of a Secret")?;
-    let ns = values::dns1123_subdomain(ns)?;
-    let name = values::dns1123_subdomain(name)?;
-    d.out.https.auth_tls_secret = Some((ns, name));
+    Ok((
+        values::dns1123_subdomain(ns)?,
+        values::dns1123_subdomain(name)?,
+    ))
+}
+
+pub(crate) fn auth_tls_secret(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.https.auth_tls_secret = Some(namespaced_secret(v)?);
     Ok(())
 }
 
@@ -405,6 +411,39 @@ pub(crate) fn auth_tls_verify_depth(v: &str, d: &mut Draft) -> Result<(), String
 
 pub(crate) fn auth_tls_pass_certificate(v: &str, d: &mut Draft) -> Result<(), String> {
     d.out.https.auth_tls_pass_certificate = values::go_bool(v)?;
+    Ok(())
+}
+
+/// nginx's `on`/`off`.
+fn on_off(v: &str) -> Result<bool, String> {
+    match v {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("expected on or off".into()),
+    }
+}
+
+pub(crate) fn proxy_ssl_verify(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.upstream_tls.verify = on_off(v)?;
+    Ok(())
+}
+
+pub(crate) fn proxy_ssl_secret(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.upstream_tls.secret = Some(namespaced_secret(v)?);
+    Ok(())
+}
+
+pub(crate) fn proxy_ssl_name(v: &str, d: &mut Draft) -> Result<(), String> {
+    let name = values::server_name(v)?;
+    if name.starts_with("*.") {
+        return Err("must be one host name, not a wildcard".into());
+    }
+    d.out.upstream_tls.name = Some(name);
+    Ok(())
+}
+
+pub(crate) fn proxy_ssl_server_name(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.upstream_tls.server_name = on_off(v)?;
     Ok(())
 }
 

@@ -295,7 +295,7 @@ static REGISTRY: &[AnnotationSpec] = &[
         Partly(
             "AUTO_HTTP, FCGI and AJP are not supported (invalid: HTTP is used); H2C is a Portico addition",
         ),
-        "Protocol spoken to the backend: HTTP, HTTPS, GRPC, GRPCS or H2C (cleartext HTTP/2), any case.",
+        "Protocol spoken to the backend: HTTP, HTTPS (HTTP/1.1 over TLS), GRPC, GRPCS (HTTP/2 over TLS) or H2C (cleartext HTTP/2), any case. TLS settings: `proxy-ssl-*`.",
         parsers::backend_protocol,
     ),
     spec(
@@ -499,6 +499,46 @@ static REGISTRY: &[AnnotationSpec] = &[
         "Send the client's certificate upstream as URL-encoded PEM in `ssl-client-cert`.",
         parsers::auth_tls_pass_certificate,
     ),
+    spec(
+        "proxy-ssl-verify",
+        "off",
+        Ingress,
+        Ignored,
+        Full,
+        "With `backend-protocol` HTTPS or GRPCS: `on` verifies the backend's certificate against `proxy-ssl-secret`'s `ca.crt` and `proxy-ssl-name`; `off` (default, as ingress-nginx) encrypts without verifying.",
+        parsers::proxy_ssl_verify,
+    ),
+    spec(
+        "proxy-ssl-secret",
+        "",
+        Ingress,
+        PathDenied,
+        Partly(
+            "only `ca.crt` is used: a client certificate to backends (`tls.crt`/`tls.key`) is not supported yet; in a cluster the Secret must be of type kubernetes.io/tls",
+        ),
+        "`namespace/name` of a Secret whose `ca.crt` (PEM) verifies backends when `proxy-ssl-verify` is on. Unusable: the paths answer 503.",
+        parsers::proxy_ssl_secret,
+    ),
+    spec(
+        "proxy-ssl-name",
+        "",
+        Ingress,
+        Ignored,
+        Partly(
+            "the default is the Service's DNS name `<service>.<namespace>.svc`, not ingress-nginx's upstream block name",
+        ),
+        "The name the backend's certificate is verified against, and sent as SNI with `proxy-ssl-server-name`.",
+        parsers::proxy_ssl_name,
+    ),
+    spec(
+        "proxy-ssl-server-name",
+        "off",
+        Ingress,
+        Ignored,
+        Full,
+        "`on` sends the name (proxy-ssl-name or its default) as SNI to backends.",
+        parsers::proxy_ssl_server_name,
+    ),
 ];
 
 const fn not_yet(name: &'static str, note: &'static str) -> NginxAnnotation {
@@ -657,11 +697,7 @@ static NGINX_NOT_SUPPORTED: &[NginxAnnotation] = &[
     not_yet("proxy-redirect-to", RESPONSE_REWRITE),
     not_yet("proxy-request-buffering", BUFFERING),
     not_yet("proxy-ssl-ciphers", BACKEND_TLS),
-    not_yet("proxy-ssl-name", BACKEND_TLS),
     not_yet("proxy-ssl-protocols", BACKEND_TLS),
-    not_yet("proxy-ssl-secret", BACKEND_TLS),
-    not_yet("proxy-ssl-server-name", BACKEND_TLS),
-    not_yet("proxy-ssl-verify", BACKEND_TLS),
     not_yet("proxy-ssl-verify-depth", BACKEND_TLS),
     not_yet("relative-redirects", "relative Location headers"),
     not_yet("satisfy", "combining authentication methods"),

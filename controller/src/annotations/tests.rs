@@ -492,6 +492,21 @@ const VALID: &[Valid] = &[
         set: &[("auth-tls-verify-client", "off")],
         want: |a| a.https.auth_tls_verify = Some(AuthTlsVerify::Off),
     },
+    // proxy-ssl-*
+    Valid {
+        set: &[
+            ("proxy-ssl-verify", "on"),
+            ("proxy-ssl-secret", "default/backend-ca"),
+            ("proxy-ssl-name", "API.internal"),
+            ("proxy-ssl-server-name", "on"),
+        ],
+        want: |a| {
+            a.upstream_tls.verify = true;
+            a.upstream_tls.secret = Some(("default".into(), "backend-ca".into()));
+            a.upstream_tls.name = Some("api.internal".into());
+            a.upstream_tls.server_name = true;
+        },
+    },
     // custom-headers
     Valid {
         set: &[(
@@ -881,6 +896,34 @@ const INVALID: &[Invalid] = &[
     },
     Invalid {
         name: "auth-tls-pass-certificate-to-upstream",
+        fallback: Fallback::Ignored,
+        values: &["yes"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "proxy-ssl-verify",
+        fallback: Fallback::Ignored,
+        values: &["true", "ON"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "proxy-ssl-secret",
+        fallback: Fallback::PathDenied,
+        values: &["backend-ca", "a/b/c"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "proxy-ssl-name",
+        fallback: Fallback::Ignored,
+        values: &["*.internal", "a b"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "proxy-ssl-server-name",
         fallback: Fallback::Ignored,
         values: &["yes"],
         context: NO_CONTEXT,

@@ -242,6 +242,7 @@ fn translate_rule(
                 backends: list,
                 rewrite,
                 canary: None,
+                upstream_tls: None,
             })
         }
     };

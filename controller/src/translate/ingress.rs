@@ -450,19 +450,28 @@ impl IngressTranslator<'_> {
     }
 
     fn forward_action(&mut self, backend: &IngressBackend, field: &str) -> Action {
-        let protocol = match self.ann.backend_protocol {
-            BackendProtocol::Http => Protocol::Http1,
-            BackendProtocol::H2c | BackendProtocol::Grpc => Protocol::H2c,
-            BackendProtocol::Https | BackendProtocol::Grpcs => {
-                self.report.diagnostics.push(Diagnostic::error(
-                    "UnsupportedValue",
-                    "metadata.annotations[backend-protocol]",
-                    "TLS to upstreams (HTTPS, GRPCS) is not available yet; these paths answer 503 rather than send cleartext to a TLS port",
-                ));
-                return Action::Deny {
-                    reason: "backend-protocol needs TLS to upstreams".into(),
-                };
+        let (protocol, tls) = match self.ann.backend_protocol {
+            BackendProtocol::Http => (Protocol::Http1, false),
+            BackendProtocol::H2c | BackendProtocol::Grpc => (Protocol::H2c, false),
+            BackendProtocol::Https => (Protocol::Http1, true),
+            BackendProtocol::Grpcs => (Protocol::H2c, true),
+        };
+        let upstream_tls = if tls {
+            let service = backend.service.as_ref().map_or("", |s| s.name.as_str());
+            let default_name = format!("{service}.{}.svc", self.namespace);
+            match tls::upstream_tls(self.snap, &self.ann.upstream_tls, default_name) {
+                Ok(t) => Some(t),
+                Err(reason) => {
+                    self.report.diagnostics.push(Diagnostic::error(
+                        crate::translate::REASON_INVALID_CERTIFICATE_REF,
+                        "metadata.annotations[proxy-ssl-secret]",
+                        format!("{reason}; these paths answer 503 rather than skip verification"),
+                    ));
+                    return Action::Deny { reason };
+                }
             }
+        } else {
+            None
         };
         let backends = match resolve_ingress_backend(self.snap, &self.namespace, backend, protocol)
         {
@@ -483,6 +492,7 @@ impl IngressTranslator<'_> {
             backends,
             rewrite: None,
             canary: None,
+            upstream_tls,
         })
     }
 

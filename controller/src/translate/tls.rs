@@ -11,11 +11,13 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
-use portico_dataplane::model::Hostname;
+use portico_dataplane::model::{Hostname, UpstreamTls};
 use portico_dataplane::tls::{CertError, ClientAuth, ServerCert, VerifyClient};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 
 use super::{Settings, Translation, class};
-use crate::annotations::{AuthTlsVerify, HttpsAnnotations};
+use crate::annotations::{AuthTlsVerify, HttpsAnnotations, UpstreamTlsAnnotations};
 use crate::diagnostics::Diagnostic;
 use crate::snapshot::{Key, Snapshot};
 
@@ -142,20 +144,56 @@ pub(super) fn client_auth(
         AuthTlsVerify::OptionalNoCa => VerifyClient::OptionalNoCa,
     };
     let depth = a.auth_tls_verify_depth.unwrap_or(1);
-    let key = (ns.clone(), name.clone());
-    let ca = snap
-        .secrets
-        .get(&key)
+    let ca = ca_bundle(snap, ns, name)?;
+    let id = format!("{ns}/{name} {verify:?} {depth}");
+    ClientAuth::new(id, ca, verify, depth)
+        .map(|auth| Some(Arc::new(auth)))
+        .map_err(|e| format!("Secret {ns}/{name}: ca.crt: {e}"))
+}
+
+/// TLS to an Ingress's backends from its `proxy-ssl-*` annotations;
+/// `default_name` when `proxy-ssl-name` is unset. An error when
+/// verification is on and there is no usable CA bundle.
+pub(super) fn upstream_tls(
+    snap: &Snapshot,
+    a: &UpstreamTlsAnnotations,
+    default_name: String,
+) -> Result<UpstreamTls, String> {
+    let ca_pem = match (&a.secret, a.verify) {
+        (_, false) => String::new(),
+        (None, true) => {
+            return Err("proxy-ssl-verify is on but proxy-ssl-secret names no CA".into());
+        }
+        (Some((ns, name)), true) => {
+            let ca = ca_bundle(snap, ns, name)?;
+            let certs = CertificateDer::pem_slice_iter(ca)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("Secret {ns}/{name}: ca.crt: {e}"))?;
+            if certs.is_empty() {
+                return Err(format!("Secret {ns}/{name}: ca.crt holds no certificate"));
+            }
+            String::from_utf8_lossy(ca).into_owned()
+        }
+    };
+    Ok(UpstreamTls {
+        verify: a.verify,
+        server_name: a.name.clone().unwrap_or(default_name),
+        sni: a.server_name,
+        ca_pem,
+    })
+}
+
+/// A Secret's non-empty `ca.crt`.
+fn ca_bundle<'s>(snap: &'s Snapshot, ns: &str, name: &str) -> Result<&'s [u8], String> {
+    snap.secrets
+        .get(&(ns.to_owned(), name.to_owned()))
         .ok_or_else(|| format!("no Secret of type kubernetes.io/tls named {ns}/{name}"))?
         .data
         .as_ref()
         .and_then(|d| d.get("ca.crt"))
-        .filter(|v| !v.0.is_empty())
-        .ok_or_else(|| format!("Secret {ns}/{name} has no ca.crt"))?;
-    let id = format!("{ns}/{name} {verify:?} {depth}");
-    ClientAuth::new(id, &ca.0, verify, depth)
-        .map(|auth| Some(Arc::new(auth)))
-        .map_err(|e| format!("Secret {ns}/{name}: ca.crt: {e}"))
+        .map(|v| v.0.as_slice())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| format!("Secret {ns}/{name} has no ca.crt"))
 }
 
 fn load(snap: &Snapshot, key: &Key) -> CertStatus {
@@ -414,6 +452,39 @@ mod tests {
                 "never served without client verification"
             );
         }
+    }
+
+    #[test]
+    fn verified_upstream_tls_carries_the_ca_bundle() {
+        use portico_dataplane::model::Action;
+        let (ca, _) = pem("backend-ca", NOW - 10, NOW + 10);
+        let t = run(vec![
+            mtls_ingress(
+                "nginx.ingress.kubernetes.io/backend-protocol: HTTPS, nginx.ingress.kubernetes.io/proxy-ssl-verify: \"on\", nginx.ingress.kubernetes.io/proxy-ssl-secret: default/backend-ca",
+            ),
+            ca_secret("backend-ca", &ca),
+        ]);
+        let Action::Forward(f) = &t.config.routes[0].rules[0].action else {
+            panic!("{:?}", t.config.routes[0].rules[0].action);
+        };
+        let tls = f.upstream_tls.as_ref().unwrap();
+        assert!(tls.verify);
+        assert_eq!(tls.ca_pem, ca);
+        assert_eq!(tls.server_name, "web.default.svc");
+        // A bundle that does not parse denies the paths.
+        let t = run(vec![
+            mtls_ingress(
+                "nginx.ingress.kubernetes.io/backend-protocol: HTTPS, nginx.ingress.kubernetes.io/proxy-ssl-verify: \"on\", nginx.ingress.kubernetes.io/proxy-ssl-secret: default/backend-ca",
+            ),
+            ca_secret(
+                "backend-ca",
+                "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+            ),
+        ]);
+        assert!(matches!(
+            t.config.routes[0].rules[0].action,
+            Action::Deny { .. }
+        ));
     }
 
     #[test]

@@ -44,6 +44,7 @@ fn rule(matches: Vec<RouteMatch>) -> Rule {
             backends: vec![],
             rewrite: None,
             canary: None,
+            upstream_tls: None,
         }),
         timeouts: Default::default(),
         max_request_body: None,

@@ -66,6 +66,33 @@ impl Upstream {
         F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<Body>> + Send + 'static,
     {
+        Self::start_with(handler, None).await
+    }
+
+    /// [`Upstream::echo`] over TLS with `cert` (ALPN h2 and http/1.1); the
+    /// SNI and ALPN it saw come back as `x-seen-sni` and `x-seen-alpn`.
+    pub async fn echo_tls(name: &'static str, cert: &tls::Issued) -> Self {
+        let mut cfg =
+            rustls::ServerConfig::builder_with_provider(portico_dataplane::tls::provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![cert.der.clone()],
+                    rustls::pki_types::pem::PemObject::from_pem_slice(cert.key_pem.as_bytes())
+                        .unwrap(),
+                )
+                .unwrap();
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        Self::start_with(echo_handler(name), Some(acceptor)).await
+    }
+
+    async fn start_with<F, Fut>(handler: F, tls: Option<tokio_rustls::TlsAcceptor>) -> Self
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
         let handler: Handler = Arc::new(move |req| Box::pin(handler(req)));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -76,12 +103,36 @@ impl Upstream {
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
                         let handler = Arc::clone(&handler);
+                        let tls = tls.clone();
                         tokio::spawn(async move {
+                            let builder = auto::Builder::new(TokioExecutor::new());
+                            let Some(tls) = tls else {
+                                let svc = service_fn(move |req| {
+                                    let h = Arc::clone(&handler);
+                                    async move { Ok::<_, Infallible>(h(req).await) }
+                                });
+                                let _ = builder
+                                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                                    .await;
+                                return;
+                            };
+                            let Ok(stream) = tls.accept(stream).await else { return };
+                            let (_, conn) = stream.get_ref();
+                            let sni = conn.server_name().unwrap_or("").to_owned();
+                            let alpn = String::from_utf8_lossy(conn.alpn_protocol().unwrap_or(b""))
+                                .into_owned();
                             let svc = service_fn(move |req| {
                                 let h = Arc::clone(&handler);
-                                async move { Ok::<_, Infallible>(h(req).await) }
+                                let (sni, alpn) = (sni.clone(), alpn.clone());
+                                async move {
+                                    let mut rsp = h(req).await;
+                                    let headers = rsp.headers_mut();
+                                    headers.insert("x-seen-sni", sni.parse().unwrap());
+                                    headers.insert("x-seen-alpn", alpn.parse().unwrap());
+                                    Ok::<_, Infallible>(rsp)
+                                }
                             });
-                            let _ = auto::Builder::new(TokioExecutor::new())
+                            let _ = builder
                                 .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                                 .await;
                         });
@@ -97,7 +148,19 @@ impl Upstream {
     /// `x-upstream`, `x-seen-path`, `x-seen-host`, `x-seen-version`, and every
     /// request header as `x-seen-h-<name>` (multiple values joined by `|`).
     pub async fn echo(name: &'static str) -> Self {
-        Self::start(move |req: Request<Incoming>| async move {
+        Self::start(echo_handler(name)).await
+    }
+}
+
+/// The handler of [`Upstream::echo`].
+fn echo_handler(
+    name: &'static str,
+) -> impl Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>>
++ Send
++ Sync
++ 'static {
+    move |req: Request<Incoming>| {
+        Box::pin(async move {
             let mut rsp = Response::builder()
                 .header("x-upstream", name)
                 .header(
@@ -128,8 +191,7 @@ impl Upstream {
                 rsp = rsp.header(format!("x-seen-h-{key}"), joined.join("|"));
             }
             rsp.body(full(name)).unwrap()
-        })
-        .await
+        }) as Pin<Box<dyn Future<Output = Response<Body>> + Send>>
     }
 }
 
@@ -285,6 +347,7 @@ pub fn forward_rule(matches: Vec<RouteMatch>, backends: Vec<Backend>) -> Rule {
             backends,
             rewrite: None,
             canary: None,
+            upstream_tls: None,
         }),
         timeouts: Timeouts::default(),
         max_request_body: Some(DEFAULT_MAX_REQUEST_BODY),
