@@ -55,6 +55,7 @@ impl CertMemory {
             // No memory here: a policy whose CA cannot be used denies its
             // paths instead (fail closed), so there is nothing to keep.
             client_auth: t.client_auth.clone(),
+            passthrough: t.passthrough.clone(),
         }
     }
 }

@@ -132,6 +132,11 @@ pub struct TlsArgs {
     /// Add preload to HSTS.
     #[arg(long, env = "PORTICO_HSTS_PRELOAD", default_value_t = Hsts::DEFAULT.preload, action = clap::ArgAction::Set)]
     pub hsts_preload: bool,
+    /// Honour `ssl-passthrough` Ingresses: their hosts' TLS goes
+    /// undecrypted to the backend (one extra ClientHello parse per TLS
+    /// connection).
+    #[arg(long, env = "PORTICO_ENABLE_SSL_PASSTHROUGH")]
+    pub enable_ssl_passthrough: bool,
 }
 
 impl TlsArgs {
@@ -146,6 +151,7 @@ impl TlsArgs {
                 include_subdomains: self.hsts_include_subdomains,
                 preload: self.hsts_preload,
             },
+            ssl_passthrough: self.enable_ssl_passthrough,
             ..settings
         }
     }

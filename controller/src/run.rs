@@ -22,6 +22,10 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let dataplane = Dataplane::new(DataplaneConfig {
+        listener: portico_dataplane::ListenerConfig {
+            ssl_passthrough: args.tls.enable_ssl_passthrough,
+            ..Default::default()
+        },
         access_log: if args.access_log {
             AccessLogSink::Stdout
         } else {

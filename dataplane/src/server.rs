@@ -23,6 +23,8 @@ use crate::Shared;
 use crate::model::Scheme;
 use crate::proxy::{self, ConnInfo};
 use crate::tls::ClientCert;
+use crate::tls::passthrough::{Rewind, read_client_hello};
+use bytes::Bytes;
 
 /// Client-side settings of the proxy listener.
 #[derive(Clone, Copy, Debug)]
@@ -40,6 +42,10 @@ pub struct ListenerConfig {
     pub max_concurrent_streams: u32,
     /// Time allowed for a whole TLS handshake.
     pub tls_handshake_timeout: Duration,
+    /// Pass TLS for `ssl-passthrough` hosts through to their backends
+    /// (`--enable-ssl-passthrough`). Costs one extra ClientHello parse per
+    /// TLS connection, so off by default, as in ingress-nginx.
+    pub ssl_passthrough: bool,
 }
 
 impl Default for ListenerConfig {
@@ -49,6 +55,7 @@ impl Default for ListenerConfig {
             idle_timeout: Duration::from_secs(75),
             max_concurrent_streams: 128,
             tls_handshake_timeout: Duration::from_secs(10),
+            ssl_passthrough: false,
         }
     }
 }
@@ -123,11 +130,21 @@ pub(crate) async fn serve_proxy(
 /// certificate facts when its host has a policy.
 async fn handshake(
     shared: &Shared,
-    stream: TcpStream,
-) -> Option<(TlsStream<TcpStream>, Option<Arc<ClientCert>>)> {
+    mut stream: TcpStream,
+) -> Option<(TlsStream<Rewind<TcpStream>>, Option<Arc<ClientCert>>)> {
     let limit = shared.listener.tls_handshake_timeout;
     let metrics = &shared.metrics;
     let accept = async {
+        let stream = if shared.listener.ssl_passthrough {
+            let (hello, sni) = read_client_hello(&mut stream).await?;
+            let target = shared.certs.load().passthrough(sni.as_deref()).cloned();
+            if let Some(target) = target {
+                return Ok(Err((target, Rewind::new(hello, stream))));
+            }
+            Rewind::new(hello, stream)
+        } else {
+            Rewind::new(Bytes::new(), stream)
+        };
         let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
         let table = shared.certs.load_full();
         let policy = table.policy(start.client_hello().server_name());
@@ -140,12 +157,17 @@ async fn handshake(
         let tls = start.into_stream(config).await?;
         let client_cert =
             policy.map(|p| Arc::new(p.auth.client_cert(tls.get_ref().1.peer_certificates())));
-        Ok::<_, io::Error>((tls, client_cert))
+        Ok::<_, io::Error>(Ok((tls, client_cert)))
     };
     match tokio::time::timeout(limit, accept).await {
-        Ok(Ok(done)) => {
+        Ok(Ok(Ok(done))) => {
             metrics.tls_handshake(true, "none");
             Some(done)
+        }
+        // Not ours to terminate: the splice outlives the handshake timeout.
+        Ok(Ok(Err((target, client)))) => {
+            target.splice(client).await;
+            None
         }
         Ok(Err(e)) => {
             let reason = crate::tls::handshake_failure_reason(&e);

@@ -527,6 +527,7 @@ async fn client_certificates_per_host() {
         bindings: vec![server_cert.binding("ns/server", &hosts)],
         default: None,
         client_auth: vec![b1, b2, b3, b4],
+        passthrough: Vec::new(),
     });
 
     let as_client = |who: Option<&Issued>, chain_extra: Option<&TestCa>| match who {
@@ -704,4 +705,69 @@ async fn tls_to_upstreams() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(h["x-seen-alpn"], "h2");
     assert_eq!(h["x-seen-version"], "HTTP/2.0");
+}
+
+/// TLS passthrough: a passthrough host's handshake is with the backend
+/// itself (its certificate, its SNI), other hosts on the same port are
+/// terminated here, and nothing is passed through unless enabled.
+#[tokio::test]
+async fn ssl_passthrough_splices_chosen_hosts() {
+    use portico_dataplane::tls::PassthroughBinding;
+    let backend_ca = TestCa::new();
+    let tls_backend = Upstream::echo_tls("backend", &backend_ca.issue(&["pass.test"], 8)).await;
+    let proxy_ca = TestCa::new();
+    let local = proxy_ca.issue(&["local.test", "pass.test"], 9);
+    let up = Upstream::echo("local").await;
+    let certs = || CertConfig {
+        bindings: vec![local.binding("ns/local", &["local.test", "pass.test"])],
+        passthrough: vec![PassthroughBinding {
+            name: "default/backend:443".into(),
+            hosts: vec![Hostname::parse("pass.test").unwrap()],
+            endpoints: vec![tls_backend.addr],
+        }],
+        ..Default::default()
+    };
+    let routes = || {
+        config(vec![route(
+            "local",
+            &["local.test", "pass.test"],
+            vec![forward_rule(vec![], vec![backend("b", &[up.addr])])],
+        )])
+    };
+    let enabled = Proxy::start_with(routes(), |c| c.listener.ssl_passthrough = true).await;
+    enabled.dp.publish_certs(certs());
+    let disabled = Proxy::start(routes()).await;
+    disabled.dp.publish_certs(certs());
+
+    // Passed through: the backend's certificate and the backend's answer,
+    // with the SNI it was sent.
+    let to_backend = client(backend_ca.roots(), Versions::Both, &[b"http/1.1"]);
+    let s = connect(&to_backend, enabled.https, Some("pass.test"))
+        .await
+        .unwrap();
+    let (status, h, body) = https_get(s, "pass.test", "/").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "backend"));
+    assert_eq!(h["x-seen-sni"], "pass.test");
+    // Same port, another host: terminated here.
+    let to_proxy = client(proxy_ca.roots(), Versions::Both, &[b"h2"]);
+    let s = connect(&to_proxy, enabled.https, Some("local.test"))
+        .await
+        .unwrap();
+    let (status, _, body) = https_get(s, "local.test", "/").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "local"));
+    // Not enabled: pass.test is terminated here too.
+    let s = connect(&to_proxy, disabled.https, Some("pass.test"))
+        .await
+        .unwrap();
+    let (_, _, body) = https_get(s, "pass.test", "/").await;
+    assert_eq!(body, "local");
+    // Garbage instead of a ClientHello hurts nobody.
+    let mut junk = TcpStream::connect(enabled.https).await.unwrap();
+    junk.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut rsp = Vec::new();
+    let _ = junk.read_to_end(&mut rsp).await;
+    let s = connect(&to_backend, enabled.https, Some("pass.test"))
+        .await
+        .unwrap();
+    assert_eq!(https_get(s, "pass.test", "/").await.0, StatusCode::OK);
 }

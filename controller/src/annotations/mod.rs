@@ -118,6 +118,7 @@ pub struct IngressAnnotations {
     pub custom_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub https: HttpsAnnotations,
     pub upstream_tls: UpstreamTlsAnnotations,
+    pub ssl_passthrough: bool,
 }
 
 /// `proxy-ssl-*`: TLS to backends, used with `backend-protocol` HTTPS or

@@ -447,6 +447,11 @@ pub(crate) fn proxy_ssl_server_name(v: &str, d: &mut Draft) -> Result<(), String
     Ok(())
 }
 
+pub(crate) fn ssl_passthrough(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.ssl_passthrough = values::go_bool(v)?;
+    Ok(())
+}
+
 pub(crate) fn hsts_preload(v: &str, d: &mut Draft) -> Result<(), String> {
     d.out.https.hsts_preload = Some(values::go_bool(v)?);
     Ok(())

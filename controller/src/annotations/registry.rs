@@ -539,6 +539,15 @@ static REGISTRY: &[AnnotationSpec] = &[
         "`on` sends the name (proxy-ssl-name or its default) as SNI to backends.",
         parsers::proxy_ssl_server_name,
     ),
+    spec(
+        "ssl-passthrough",
+        "false",
+        Ingress,
+        Ignored,
+        Full,
+        "TLS for the Ingress's hosts goes, undecrypted, to the backend of each host's first path (chosen by the ClientHello's SNI); other hosts on the HTTPS port are terminated as usual. Needs `--enable-ssl-passthrough` (off by default, as ingress-nginx); plain HTTP to these hosts is still routed.",
+        parsers::ssl_passthrough,
+    ),
 ];
 
 const fn not_yet(name: &'static str, note: &'static str) -> NginxAnnotation {
@@ -717,7 +726,6 @@ static NGINX_NOT_SUPPORTED: &[NginxAnnotation] = &[
     not_yet("session-cookie-samesite", AFFINITY),
     not_yet("session-cookie-secure", AFFINITY),
     not_yet("ssl-ciphers", "TLS settings per Ingress"),
-    not_yet("ssl-passthrough", "TLS passthrough"),
     not_yet("ssl-prefer-server-ciphers", "TLS settings per Ingress"),
     snippet("stream-snippet"),
     removed("upstream-fail-timeout", "no replacement"),

@@ -492,6 +492,10 @@ const VALID: &[Valid] = &[
         set: &[("auth-tls-verify-client", "off")],
         want: |a| a.https.auth_tls_verify = Some(AuthTlsVerify::Off),
     },
+    Valid {
+        set: &[("ssl-passthrough", "true")],
+        want: |a| a.ssl_passthrough = true,
+    },
     // proxy-ssl-*
     Valid {
         set: &[
@@ -896,6 +900,13 @@ const INVALID: &[Invalid] = &[
     },
     Invalid {
         name: "auth-tls-pass-certificate-to-upstream",
+        fallback: Fallback::Ignored,
+        values: &["yes"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "ssl-passthrough",
         fallback: Fallback::Ignored,
         values: &["yes"],
         context: NO_CONTEXT,
@@ -1353,7 +1364,7 @@ fn unsupported_nginx_annotations() {
             "10.0.0.0/8",
         ),
         ("nginx.ingress.kubernetes.io/grpc-backend", "true"),
-        ("portico.dev/ssl-passthrough", "true"),
+        ("portico.dev/auth-tls-match-cn", "CN=x"),
     ]));
     assert_eq!(parsed.ingress, IngressAnnotations::default());
     assert_eq!(
@@ -1371,7 +1382,7 @@ fn unsupported_nginx_annotations() {
                 "nginx.ingress.kubernetes.io/whitelist-source-range",
                 DiagnosticKind::Unsupported
             ),
-            ("portico.dev/ssl-passthrough", DiagnosticKind::Unsupported),
+            ("portico.dev/auth-tls-match-cn", DiagnosticKind::Unsupported),
         ]
     );
     assert!(

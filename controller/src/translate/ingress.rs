@@ -20,7 +20,7 @@ use crate::annotations::{
 };
 use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
 use crate::snapshot::Snapshot;
-use portico_dataplane::tls::{ClientAuth, ClientAuthBinding};
+use portico_dataplane::tls::{ClientAuth, ClientAuthBinding, PassthroughBinding};
 use std::sync::Arc;
 
 /// Where a main Ingress put a (host, path, pathType), for canaries to join.
@@ -106,6 +106,9 @@ pub(super) fn translate_all(
                 }
             }
             out.config.routes.push(route);
+        }
+        if parsed.ingress.ssl_passthrough {
+            passthrough(snap, settings, ing, &obj.namespace, &mut report, out);
         }
         out.reports.insert(obj, report);
     }
@@ -539,6 +542,47 @@ impl IngressTranslator<'_> {
                 ));
                 b
             }
+        }
+    }
+}
+
+/// `ssl-passthrough`: each host's TLS to the backend of its first path.
+fn passthrough(
+    snap: &Snapshot,
+    settings: &Settings,
+    ing: &Ingress,
+    namespace: &str,
+    report: &mut ObjectReport,
+    out: &mut Translation,
+) {
+    let field = "metadata.annotations[ssl-passthrough]";
+    if !settings.ssl_passthrough {
+        report.diagnostics.push(Diagnostic::warning(
+            "PassthroughDisabled",
+            field,
+            "TLS passthrough is off (--enable-ssl-passthrough); the hosts are terminated as usual",
+        ));
+        return;
+    }
+    let rules = ing.spec.as_ref().and_then(|s| s.rules.as_ref());
+    for (i, rule) in rules.into_iter().flatten().enumerate() {
+        let Some(host) = rule.host.as_deref().and_then(Hostname::parse) else {
+            continue;
+        };
+        let Some(path) = rule.http.as_ref().and_then(|h| h.paths.first()) else {
+            continue;
+        };
+        match resolve_ingress_backend(snap, namespace, &path.backend, Protocol::Http1) {
+            Ok(b) => out.passthrough.push(PassthroughBinding {
+                name: b.name,
+                hosts: vec![host],
+                endpoints: b.endpoints,
+            }),
+            Err((reason, message)) => report.diagnostics.push(Diagnostic::warning(
+                reason,
+                format!("spec.rules[{i}].http.paths[0].backend"),
+                format!("{message}; TLS for {host} is closed"),
+            )),
         }
     }
 }

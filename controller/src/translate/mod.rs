@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use portico_dataplane::model::{Action, Hostname, Hsts, Route, RouteConfig, RouteMatch};
-use portico_dataplane::tls::ClientAuthBinding;
+use portico_dataplane::tls::{ClientAuthBinding, PassthroughBinding};
 use regex::RegexBuilder;
 
 use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
@@ -49,6 +49,8 @@ pub struct Settings {
     /// `--hsts-max-age` and friends: the HSTS value unless an Ingress says
     /// otherwise.
     pub hsts: Hsts,
+    /// `--enable-ssl-passthrough`.
+    pub ssl_passthrough: bool,
 }
 
 impl Default for Settings {
@@ -61,6 +63,7 @@ impl Default for Settings {
             https_redirect_port: None,
             hsts_enabled: true,
             hsts: Hsts::DEFAULT,
+            ssl_passthrough: false,
         }
     }
 }
@@ -79,6 +82,8 @@ pub struct Translation {
     pub certificates: BTreeMap<Key, CertStatus>,
     /// Hosts that ask clients for certificates, and how.
     pub client_auth: Vec<ClientAuthBinding>,
+    /// Hosts whose TLS is passed through to a backend (`ssl-passthrough`).
+    pub passthrough: Vec<PassthroughBinding>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

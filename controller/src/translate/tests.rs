@@ -40,6 +40,9 @@ struct Expect {
     /// TLS bindings as `ns/secret: [hosts]`, when given.
     #[serde(default)]
     tls: Option<BTreeMap<String, Vec<String>>>,
+    /// Passthrough bindings as `name: [endpoints]` by host, when given.
+    #[serde(default)]
+    passthrough: Option<BTreeMap<String, Vec<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -49,6 +52,8 @@ struct ExpectSettings {
     watch_ingress_without_class: bool,
     #[serde(default)]
     ingress_class: Option<String>,
+    #[serde(default)]
+    ssl_passthrough: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +102,7 @@ fn run_fixture(path: &Path) -> Result<(), String> {
     if let Some(c) = &expect.settings.ingress_class {
         settings.ingress_class = c.clone();
     }
+    settings.ssl_passthrough = expect.settings.ssl_passthrough;
     // Every fixture sees the shared objects of `base.yml` first.
     let base_path = path.with_file_name("base.yml");
     let base_text = std::fs::read_to_string(&base_path).map_err(|e| e.to_string())?;
@@ -116,6 +122,21 @@ fn run_fixture(path: &Path) -> Result<(), String> {
         let got: Vec<String> = t.reports.keys().map(|o| o.to_string()).collect();
         if &got != served {
             return Err(format!("served objects: got {got:?}, want {served:?}"));
+        }
+    }
+    if let Some(want) = &expect.passthrough {
+        let got: BTreeMap<String, Vec<String>> = t
+            .passthrough
+            .iter()
+            .flat_map(|b| {
+                b.hosts.iter().map(|h| {
+                    let eps = b.endpoints.iter().map(|e| e.to_string()).collect();
+                    (h.to_string(), eps)
+                })
+            })
+            .collect();
+        if &got != want {
+            return Err(format!("passthrough: got {got:?}, want {want:?}"));
         }
     }
     if let Some(tls) = &expect.tls {

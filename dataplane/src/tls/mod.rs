@@ -39,7 +39,10 @@ use tracing::warn;
 use crate::model::Hostname;
 
 mod client_auth;
+pub(crate) mod passthrough;
 pub(crate) mod upstream;
+
+pub use passthrough::PassthroughBinding;
 
 /// Certificate verifiers that verify less, for callers that mean it.
 pub mod danger {
@@ -239,6 +242,9 @@ pub struct CertConfig {
     /// Hosts that ask clients for certificates. Earlier bindings win a host
     /// claimed twice.
     pub client_auth: Vec<ClientAuthBinding>,
+    /// Hosts whose TLS goes undecrypted to a backend; served only with
+    /// [`crate::server::ListenerConfig::ssl_passthrough`].
+    pub passthrough: Vec<PassthroughBinding>,
 }
 
 /// Host names to values: exact names, then one-label wildcards;
@@ -313,6 +319,7 @@ impl CertIndex {
 pub struct CertTable {
     certs: Arc<CertIndex>,
     policies: HostMap<Arc<Policy>>,
+    passthrough: HostMap<Arc<passthrough::PassthroughTarget>>,
 }
 
 /// A client-certificate policy made servable: its own server configuration
@@ -362,12 +369,33 @@ impl CertTable {
                 policies.insert(h, || Arc::clone(policy));
             }
         }
-        Self { certs, policies }
+        let mut passthrough = HostMap::new();
+        for b in &config.passthrough {
+            let target = Arc::new(passthrough::PassthroughTarget::new(b));
+            for h in &b.hosts {
+                passthrough.insert(h, || Arc::clone(&target));
+            }
+        }
+        Self {
+            certs,
+            policies,
+            passthrough,
+        }
     }
 
     /// The certificate for a name: exact, then wildcard, then the default.
     pub fn select(&self, server_name: Option<&str>) -> (Arc<CertifiedKey>, Selected) {
         self.certs.select(server_name)
+    }
+
+    /// Where a name's TLS is passed through to, if anywhere.
+    pub(crate) fn passthrough(
+        &self,
+        server_name: Option<&str>,
+    ) -> Option<&Arc<passthrough::PassthroughTarget>> {
+        server_name
+            .and_then(|n| self.passthrough.get(n))
+            .map(|(t, _)| t)
     }
 
     /// The client-certificate policy of a name, if it has one.
@@ -528,7 +556,7 @@ mod tests {
                 },
             ],
             default: None,
-            client_auth: Vec::new(),
+            ..CertConfig::default()
         };
         let t = CertTable::build(&config, &fallback, &Counter::default());
         let served = |n: Option<&str>| {
