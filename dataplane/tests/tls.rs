@@ -318,6 +318,11 @@ async fn rotation_under_handshake_load() {
         })
     };
     publish(0);
+    // Open before any rotation; must keep working on its certificate.
+    let early_client = client(ca.roots(), Versions::Both, &[b"http/1.1"]);
+    let early = connect(&early_client, proxy.https, Some("rot.test"))
+        .await
+        .unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let handshakes = Arc::new(AtomicU64::new(0));
@@ -362,6 +367,13 @@ async fn rotation_under_handshake_load() {
         );
     }
     stop.store(true, Ordering::Relaxed);
+    assert_eq!(served_leaf(&early), certs[0].der);
+    let (status, _, _) = https_get(early, "rot.test", "/").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "the open connection still serves"
+    );
     for task in load {
         let failures = task.await.unwrap();
         assert!(failures.is_empty(), "handshake failures: {failures:?}");

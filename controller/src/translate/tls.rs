@@ -16,7 +16,7 @@ use portico_dataplane::tls::{CertError, ClientAuth, ServerCert, VerifyClient};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-use super::{Settings, Translation, class};
+use super::{Settings, TlsBinding, Translation, class};
 use crate::annotations::{AuthTlsVerify, HttpsAnnotations, UpstreamTlsAnnotations};
 use crate::diagnostics::Diagnostic;
 use crate::snapshot::{Key, Snapshot};
@@ -51,6 +51,9 @@ pub(super) fn resolve_certificates(snap: &Snapshot, settings: &Settings, out: &m
         }
     }
     let mut diagnostics = Vec::new();
+    // The listener serves the first binding of a name (objects in
+    // namespace/name order, Ingresses before HTTPRoutes).
+    let mut claimed: BTreeMap<Hostname, &TlsBinding> = BTreeMap::new();
     for b in &out.tls {
         if let Some(Err(e)) = certs.get(&b.secret) {
             diagnostics.push((
@@ -65,7 +68,22 @@ pub(super) fn resolve_certificates(snap: &Snapshot, settings: &Settings, out: &m
             ));
         }
         for (i, h) in b.hosts.iter().enumerate() {
-            if Hostname::parse(h).is_none() {
+            if let Some(name) = Hostname::parse(h) {
+                let first = *claimed.entry(name).or_insert(b);
+                if first.secret != b.secret {
+                    diagnostics.push((
+                        b.source.clone(),
+                        Diagnostic::warning(
+                            "Conflicted",
+                            format!("{}.hosts[{i}]", b.field),
+                            format!(
+                                "{h} is also bound to Secret {}/{} by {}, which comes first and is served",
+                                first.secret.0, first.secret.1, first.source
+                            ),
+                        ),
+                    ));
+                }
+            } else {
                 diagnostics.push((
                     b.source.clone(),
                     Diagnostic::warning(
