@@ -65,6 +65,8 @@ bench-translate:
 
 bench-load:
 	bash bench/load.sh
+	BENCH_TLS=keepalive BENCH_PROXIES="portico nginx" BENCH_BUILD=0 bash bench/load.sh
+	BENCH_TLS=handshake BENCH_PROXIES="portico nginx" BENCH_BUILD=0 bash bench/load.sh
 
 clean:
 	$(CARGO) clean

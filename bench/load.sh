@@ -42,6 +42,12 @@
 #                      before each measurement (120)
 #   BENCH_ACCESS_LOG   off: portico runs without its access log; diagnosis
 #                      only (what the log costs), not a fair comparison
+#   BENCH_TLS          off (plain HTTP), keepalive (HTTPS keep-alive req/s)
+#                      or handshake (every request on a new connection: full
+#                      TLS handshakes per second; wrk does not resume
+#                      sessions). Both proxies serve the same ECDSA P-256
+#                      certificate, TLS 1.2 and 1.3, session cache on; the
+#                      TLS modes compare portico with nginx only.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -54,6 +60,21 @@ connections=${BENCH_CONNECTIONS:-64}
 proxies=${BENCH_PROXIES:-portico nginx haproxy}
 proxy_core=0
 load_core=1
+tls=${BENCH_TLS:-off}
+scheme=http
+wrk_extra=()
+case $tls in
+  off) ;;
+  keepalive) scheme=https ;;
+  handshake)
+    scheme=https
+    wrk_extra=(-H "Connection: close")
+    ;;
+  *)
+    printf 'load: error: BENCH_TLS must be off, keepalive or handshake\n' >&2
+    exit 1
+    ;;
+esac
 
 log() { printf 'load: %s\n' "$*" >&2; }
 die() {
@@ -74,6 +95,7 @@ install_tools() {
   command -v taskset >/dev/null || missing+=(util-linux)
   command -v python3 >/dev/null || missing+=(python3)
   command -v curl >/dev/null || missing+=(curl)
+  command -v openssl >/dev/null || missing+=(openssl)
   ((${#missing[@]})) || return 0
 
   local sudo=()
@@ -145,7 +167,7 @@ wait_ready() {
   local url=$1 pid=$2 i
   for ((i = 0; i < 100; i++)); do
     kill -0 "$pid" 2>/dev/null || return 1
-    if curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; then
+    if curl -kfsS -o /dev/null --max-time 1 "$url" 2>/dev/null; then
       return 0
     fi
     sleep 0.1
@@ -238,7 +260,8 @@ start_portico() {
   local admin
   admin=$(free_port)
   # stdout is the access log.
-  taskset -c "$proxy_core" "$bin_dir/bench_proxy" \
+  BENCH_TLS_CERT=${tls_cert:-} BENCH_TLS_KEY=${tls_key:-} \
+    taskset -c "$proxy_core" "$bin_dir/bench_proxy" \
     "127.0.0.1:$port" "127.0.0.1:$admin" "$upstream" \
     >/dev/null 2>"$tmp/portico.err" &
   proxy_pid=$!
@@ -246,7 +269,13 @@ start_portico() {
 
 start_nginx() {
   mkdir -p "$tmp/nginx"
+  local listen_ssl='' ssl_conf=''
+  if [[ $tls != off ]]; then
+    listen_ssl=' ssl'
+    ssl_conf="ssl_certificate $tls_cert; ssl_certificate_key $tls_key; ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m; ssl_session_tickets on;"
+  fi
   sed -e "s|@DIR@|$tmp/nginx|g" -e "s|@PORT@|$port|g" -e "s|@UPSTREAM@|$upstream|g" \
+    -e "s|@LISTEN_SSL@|$listen_ssl|g" -e "s|@SSL_CONF@|$ssl_conf|g" \
     "$here/nginx.conf.in" >"$tmp/nginx/nginx.conf"
   taskset -c "$proxy_core" nginx -e "$tmp/nginx/nginx-error.log" \
     -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" \
@@ -267,7 +296,7 @@ start_haproxy() {
 # acts at once (and cleanup stops wrk) rather than after the run.
 run_wrk() {
   local url=$1 duration=$2 out=$3 pid rc=0
-  taskset -c "$load_core" wrk -t1 -c"$connections" -d"${duration}s" --latency \
+  taskset -c "$load_core" wrk -t1 -c"$connections" -d"${duration}s" --latency "${wrk_extra[@]}" \
     -s "$here/wrk_report.lua" "$url" >"$out" 2>&1 &
   pid=$!
   pids+=("$pid")
@@ -279,7 +308,7 @@ run_wrk() {
 bench_one() {
   local name=$1 url ps
   port=$(free_port)
-  url="http://127.0.0.1:$port/"
+  url="$scheme://127.0.0.1:$port/"
   "start_$name"
   pids+=("$proxy_pid")
   if ! wait_ready "$url" "$proxy_pid"; then
@@ -315,6 +344,7 @@ main() {
   local name
   for name in $proxies; do
     [[ $name == @(portico|nginx|haproxy) ]] || die "unknown proxy in BENCH_PROXIES: $name"
+    [[ $tls == off || $name != haproxy ]] || die "BENCH_TLS=$tls compares portico with nginx only"
   done
   install_tools
 
@@ -322,7 +352,9 @@ main() {
   target=$(cd "$root" && cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
   bin_dir=${BENCH_BIN_DIR:-$target/release/examples}
-  local out=${BENCH_OUT:-$target/bench/load.json}
+  local suffix=''
+  [[ $tls == off ]] || suffix="-tls-$tls"
+  local out=${BENCH_OUT:-$target/bench/load$suffix.json}
 
   local examples=(--example bench_upstream)
   [[ " $proxies " == *" portico "* ]] && examples+=(--example bench_proxy)
@@ -340,6 +372,16 @@ main() {
   chmod 755 "$tmp" # nginx's worker drops root
   trap cleanup EXIT
   trap 'exit 130' INT TERM
+
+  if [[ $tls != off ]]; then
+    tls_cert=$tmp/tls.crt
+    tls_key=$tmp/tls.key
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout "$tls_key" -out "$tls_cert" -days 2 -subj /CN=bench.test \
+      -addext subjectAltName=DNS:bench.test 2>/dev/null || die "openssl cannot make the ECDSA P-256 certificate"
+    chmod 644 "$tls_key"
+    log "TLS mode $tls: ECDSA P-256 certificate for both proxies"
+  fi
 
   taskset -c "$load_core" "$bin_dir/bench_upstream" 127.0.0.1:0 >"$tmp/upstream.out" 2>"$tmp/upstream.err" &
   upstream_pid=$!
@@ -360,7 +402,7 @@ main() {
     bench_one "$name"
     # wrk's own text, for a second look.
     mkdir -p "$(dirname "$out")"
-    cp "$tmp/$name.wrk" "$(dirname "$out")/load-$name.wrk.txt"
+    cp "$tmp/$name.wrk" "$(dirname "$out")/load$suffix-$name.wrk.txt"
   done
 
   {
@@ -377,6 +419,7 @@ main() {
     echo "proxy_core=$proxy_core"
     echo "load_core=$load_core"
     echo "proxies=$proxies"
+    echo "tls=$tls"
   } >"$tmp/machine"
 
   python3 "$here/load_report.py" "$tmp" "$out"

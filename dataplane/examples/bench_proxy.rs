@@ -10,12 +10,17 @@
 //! allowed; the bound addresses are printed on stderr, since stdout carries
 //! the access log. `BENCH_ACCESS_LOG=off` disables the access log, to
 //! measure its cost; the bench itself keeps it on, as production does.
+//!
+//! With `BENCH_TLS_CERT` and `BENCH_TLS_KEY` (PEM files), LISTEN_ADDR
+//! serves HTTPS with that certificate as the default one (the bench's TLS
+//! modes); plain HTTP then listens on an unused port.
 
 use std::net::SocketAddr;
 
 use portico_dataplane::model::{
     Action, Backend, Forward, Protocol, Route, RouteConfig, Rule, SourceRef,
 };
+use portico_dataplane::tls::{CertConfig, ServerCert};
 use portico_dataplane::{AccessLogSink, Dataplane, DataplaneConfig};
 use tokio::net::TcpListener;
 
@@ -57,12 +62,37 @@ async fn run(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr) -> Res
     if !report.errors.is_empty() {
         return Err(format!("route rejected: {:?}", report.errors).into());
     }
+    let tls = match (
+        std::env::var_os("BENCH_TLS_CERT").filter(|v| !v.is_empty()),
+        std::env::var_os("BENCH_TLS_KEY").filter(|v| !v.is_empty()),
+    ) {
+        (Some(cert), Some(key)) => {
+            let cert = ServerCert::from_pem(&std::fs::read(cert)?, &std::fs::read(key)?)?;
+            dp.publish_certs(CertConfig {
+                default: Some(std::sync::Arc::new(cert)),
+                ..Default::default()
+            });
+            true
+        }
+        _ => false,
+    };
+    let (http, https) = if tls {
+        (
+            TcpListener::bind("127.0.0.1:0").await?,
+            Some(proxy_listener),
+        )
+    } else {
+        (proxy_listener, None)
+    };
 
     let shutdown = async {
         // SIGTERM (what the script sends) needs no handler: it just ends us.
         let _ = tokio::signal::ctrl_c().await;
     };
-    if !dp.serve(proxy_listener, admin_listener, shutdown).await {
+    if !dp
+        .serve_with_https(http, https, admin_listener, shutdown)
+        .await
+    {
         eprintln!("bench_proxy: drain deadline passed with requests in flight");
     }
     Ok(())
