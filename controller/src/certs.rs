@@ -56,6 +56,8 @@ impl CertMemory {
             // paths instead (fail closed), so there is nothing to keep.
             client_auth: t.client_auth.clone(),
             passthrough: t.passthrough.clone(),
+            // Invalid ones deny their paths (fail closed): nothing to keep.
+            upstream_client_certs: t.upstream_client_certs.clone(),
         }
     }
 }

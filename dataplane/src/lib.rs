@@ -188,6 +188,13 @@ impl Dataplane {
         let s = &self.shared;
         let _guard = s.publish.lock().unwrap_or_else(|p| p.into_inner());
         let table = CertTable::build(&config, &s.self_signed, &s.metrics.tls_default_certificate);
+        s.upstreams.set_client_certs(
+            config
+                .upstream_client_certs
+                .iter()
+                .map(|(id, c)| (id.clone(), Arc::clone(c.certified_key())))
+                .collect(),
+        );
         s.certs.store(Arc::new(table));
         let gauges = &s.metrics.tls_cert_not_after;
         gauges.clear();

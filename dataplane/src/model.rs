@@ -9,6 +9,7 @@
 //! Everything is serde-serializable so `/debug/routes` can show the live table.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
@@ -231,7 +232,7 @@ pub struct Forward {
     /// TLS to every backend of the rule (ingress-nginx `backend-protocol:
     /// HTTPS`/`GRPCS`); `None`: cleartext.
     #[serde(default)]
-    pub upstream_tls: Option<UpstreamTls>,
+    pub upstream_tls: Option<Arc<UpstreamTls>>,
 }
 
 /// TLS to upstream endpoints. Part of the connection pool's key: endpoints
@@ -252,6 +253,12 @@ pub struct UpstreamTls {
     /// empty: nothing verifies, so `verify` fails every connection.
     #[serde(default)]
     pub ca_pem: String,
+    /// The id of a client certificate published with the certificates
+    /// ([`crate::tls::CertConfig::upstream_client_certs`]), presented to
+    /// the backend; the key never enters this model. An id that is not
+    /// published fails every connection (502).
+    #[serde(default)]
+    pub client_cert: Option<String>,
 }
 
 /// ingress-nginx canary semantics: the header decides first, then the

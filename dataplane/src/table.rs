@@ -162,7 +162,7 @@ impl RouteTable {
                             }
                             _ => None,
                         };
-                        let tls = fwd.upstream_tls.clone().map(Arc::new);
+                        let tls = fwd.upstream_tls.clone();
                         let canary = fwd.canary.as_ref().and_then(|c| {
                             CanaryRuntime::build(c, upstreams, tls.as_ref())
                                 .map_err(|e| error("canary.header", e))

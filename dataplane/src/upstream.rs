@@ -15,13 +15,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use crossbeam_queue::ArrayQueue;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
+use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -88,6 +89,9 @@ pub enum UpstreamError {
 /// Hands out shared [`Endpoint`]s; used only while building tables.
 pub struct Upstreams {
     endpoints: Mutex<HashMap<EndpointKey, Weak<Endpoint>>>,
+    /// Client certificates for upstream TLS by id, as last published with
+    /// the certificates (which come before the routes that name them).
+    client_certs: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
     pool: PoolConfig,
     connect_errors: Counter,
 }
@@ -98,9 +102,14 @@ impl Upstreams {
     pub fn new(pool: PoolConfig, connect_errors: Counter) -> Self {
         Self {
             endpoints: Mutex::default(),
+            client_certs: ArcSwap::default(),
             pool,
             connect_errors,
         }
+    }
+
+    pub(crate) fn set_client_certs(&self, certs: HashMap<String, Arc<CertifiedKey>>) {
+        self.client_certs.store(Arc::new(certs));
     }
 
     /// The endpoint for `key`, shared with every table that already uses it.
@@ -114,10 +123,16 @@ impl Upstreams {
         if let Some(ep) = map.get(&key).and_then(Weak::upgrade) {
             return ep;
         }
+        let client_cert = key
+            .tls
+            .as_ref()
+            .and_then(|t| t.client_cert.as_ref())
+            .and_then(|id| self.client_certs.load().get(id).cloned());
         let ep = Arc::new(Endpoint::new(
             key.clone(),
             self.pool,
             self.connect_errors.clone(),
+            client_cert,
         ));
         map.insert(key, Arc::downgrade(&ep));
         ep
@@ -190,11 +205,16 @@ pub struct Endpoint {
 // === impl Endpoint ===
 
 impl Endpoint {
-    fn new(key: EndpointKey, pool: PoolConfig, connect_errors: Counter) -> Self {
+    fn new(
+        key: EndpointKey,
+        pool: PoolConfig,
+        connect_errors: Counter,
+        client_cert: Option<Arc<CertifiedKey>>,
+    ) -> Self {
         let tls = key
             .tls
             .as_deref()
-            .map(|t| UpstreamConnector::new(t, key.protocol));
+            .map(|t| UpstreamConnector::new(t, key.protocol, client_cert));
         Self {
             tls,
             key,

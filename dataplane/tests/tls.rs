@@ -12,7 +12,8 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portico_dataplane::model::{
-    Action, Hostname, Hsts, HttpsPolicy, HttpsRedirect, Protocol, RouteClientAuth, UpstreamTls,
+    Action, Hostname, Hsts, HttpsPolicy, HttpsRedirect, Protocol, Route, RouteClientAuth,
+    UpstreamTls,
 };
 use portico_dataplane::tls::CertConfig;
 use support::tls::*;
@@ -539,7 +540,7 @@ async fn client_certificates_per_host() {
         bindings: vec![server_cert.binding("ns/server", &hosts)],
         default: None,
         client_auth: vec![b1, b2, b3, b4],
-        passthrough: Vec::new(),
+        ..Default::default()
     });
 
     let as_client = |who: Option<&Issued>, chain_extra: Option<&TestCa>| match who {
@@ -655,6 +656,16 @@ async fn tls_to_upstreams() {
         server_name: name.into(),
         sni,
         ca_pem,
+        client_cert: None,
+    };
+    // A backend that requires a client certificate from its own CA.
+    let client_ca = TestCa::new();
+    let picky =
+        Upstream::echo_tls_with("picky", &ca.issue(&["up.test"], 4), Some(&client_ca)).await;
+    let ours = client_ca.issue_client("portico", "proxy");
+    let with_cert = UpstreamTls {
+        client_cert: Some("default/backend-client#1".into()),
+        ..tls(true, "up.test", true, ca.pem())
     };
     let mut cases = vec![
         (
@@ -690,13 +701,39 @@ async fn tls_to_upstreams() {
             b.protocol = protocol;
             let mut rule = forward_rule(vec![], vec![b]);
             if let Action::Forward(f) = &mut rule.action {
-                f.upstream_tls = Some(t);
+                f.upstream_tls = Some(Arc::new(t));
             }
             route(host, &[host], vec![rule])
         })
         .collect();
-    let proxy = Proxy::start(config(routes)).await;
+    let mut routes: Vec<Route> = routes;
+    for (host, t) in [
+        ("mtls.test", Some(with_cert)),
+        ("mtls-none.test", Some(tls(true, "up.test", true, ca.pem()))),
+    ] {
+        let mut rule = forward_rule(vec![], vec![backend("b", &[picky.addr])]);
+        if let Action::Forward(f) = &mut rule.action {
+            f.upstream_tls = t.map(Arc::new);
+        }
+        routes.push(route(host, &[host], vec![rule]));
+    }
+    let proxy = Proxy::start_with(config(vec![]), |_| {}).await;
+    // Certificates before the routes that name them, as the controller does.
+    proxy.dp.publish_certs(CertConfig {
+        upstream_client_certs: vec![("default/backend-client#1".into(), ours.server_cert())],
+        ..Default::default()
+    });
+    proxy.dp.publish(config(routes));
     let c = h1_client();
+    let (s, h, _) = get(&c, proxy.addr, "mtls.test", "/").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["x-seen-client-cert"], "yes");
+    let (s, _, _) = get(&c, proxy.addr, "mtls-none.test", "/").await;
+    assert_eq!(
+        s,
+        StatusCode::BAD_GATEWAY,
+        "the backend wants a certificate"
+    );
 
     let (s, h, body) = get(&c, proxy.addr, "off.test", "/x").await;
     assert_eq!((s, body.as_str()), (StatusCode::OK, "tls-up"));

@@ -513,10 +513,8 @@ static REGISTRY: &[AnnotationSpec] = &[
         "",
         Ingress,
         PathDenied,
-        Partly(
-            "only `ca.crt` is used: a client certificate to backends (`tls.crt`/`tls.key`) is not supported yet; in a cluster the Secret must be of type kubernetes.io/tls",
-        ),
-        "`namespace/name` of a Secret whose `ca.crt` (PEM) verifies backends when `proxy-ssl-verify` is on. Unusable: the paths answer 503.",
+        Partly("in a cluster the Secret must be of type kubernetes.io/tls (the only type watched)"),
+        "`namespace/name` of a Secret whose `ca.crt` (PEM) verifies backends when `proxy-ssl-verify` is on, and whose `tls.crt`/`tls.key`, when present, are presented to backends as a client certificate. Unusable: the paths answer 503.",
         parsers::proxy_ssl_secret,
     ),
     spec(

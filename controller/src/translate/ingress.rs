@@ -83,6 +83,7 @@ pub(super) fn translate_all(
             settings,
             tls_hosts,
             client_auth: client_auth.clone(),
+            upstream_client_certs: Vec::new(),
             ing,
             ann: &parsed.ingress,
             denied,
@@ -91,6 +92,11 @@ pub(super) fn translate_all(
         };
         let first_route = out.config.routes.len();
         let routes = t.routes(&mut out.tls, &obj);
+        for (id, cert) in std::mem::take(&mut t.upstream_client_certs) {
+            if !out.upstream_client_certs.iter().any(|(i, _)| *i == id) {
+                out.upstream_client_certs.push((id, cert));
+            }
+        }
         for (offset, (route, keys)) in routes.into_iter().enumerate() {
             if let Some(auth) = &client_auth
                 && !route.hostnames.is_empty()
@@ -143,6 +149,8 @@ struct IngressTranslator<'a> {
     settings: &'a Settings,
     tls_hosts: &'a TlsHosts,
     client_auth: Option<Arc<ClientAuth>>,
+    /// Client certificates to backends this Ingress's rules name.
+    upstream_client_certs: Vec<tls::UpstreamClientCert>,
     ing: &'a Ingress,
     ann: &'a IngressAnnotations,
     /// Why every path answers 503 instead, when an annotation asks for it.
@@ -463,7 +471,10 @@ impl IngressTranslator<'_> {
             let service = backend.service.as_ref().map_or("", |s| s.name.as_str());
             let default_name = format!("{service}.{}.svc", self.namespace);
             match tls::upstream_tls(self.snap, &self.ann.upstream_tls, default_name) {
-                Ok(t) => Some(t),
+                Ok((t, client_cert)) => {
+                    self.upstream_client_certs.extend(client_cert);
+                    Some(Arc::new(t))
+                }
                 Err(reason) => {
                     self.report.diagnostics.push(Diagnostic::error(
                         crate::translate::REASON_INVALID_CERTIFICATE_REF,

@@ -84,6 +84,8 @@ pub struct Translation {
     pub client_auth: Vec<ClientAuthBinding>,
     /// Hosts whose TLS is passed through to a backend (`ssl-passthrough`).
     pub passthrough: Vec<PassthroughBinding>,
+    /// Client certificates to backends (`proxy-ssl-secret`), by id.
+    pub upstream_client_certs: Vec<tls::UpstreamClientCert>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

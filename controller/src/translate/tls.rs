@@ -169,14 +169,23 @@ pub(super) fn client_auth(
         .map_err(|e| format!("Secret {ns}/{name}: ca.crt: {e}"))
 }
 
+/// A client certificate for backends, under the id routes name it by.
+pub type UpstreamClientCert = (String, Arc<ServerCert>);
+
 /// TLS to an Ingress's backends from its `proxy-ssl-*` annotations;
-/// `default_name` when `proxy-ssl-name` is unset. An error when
-/// verification is on and there is no usable CA bundle.
+/// `default_name` when `proxy-ssl-name` is unset. With the client
+/// certificate to publish when `proxy-ssl-secret` holds `tls.crt` and
+/// `tls.key`. An error when verification is on and there is no usable CA
+/// bundle, or when the client certificate cannot be used.
 pub(super) fn upstream_tls(
     snap: &Snapshot,
     a: &UpstreamTlsAnnotations,
     default_name: String,
-) -> Result<UpstreamTls, String> {
+) -> Result<(UpstreamTls, Option<UpstreamClientCert>), String> {
+    let client_cert = match &a.secret {
+        Some((ns, name)) => upstream_client_cert(snap, ns, name)?,
+        None => None,
+    };
     let ca_pem = match (&a.secret, a.verify) {
         (_, false) => String::new(),
         (None, true) => {
@@ -193,12 +202,36 @@ pub(super) fn upstream_tls(
             String::from_utf8_lossy(ca).into_owned()
         }
     };
-    Ok(UpstreamTls {
+    let tls = UpstreamTls {
         verify: a.verify,
         server_name: a.name.clone().unwrap_or(default_name),
         sni: a.server_name,
         ca_pem,
-    })
+        client_cert: client_cert.as_ref().map(|(id, _)| id.clone()),
+    };
+    Ok((tls, client_cert))
+}
+
+/// The Secret's `tls.crt`/`tls.key` when it has them (a CA-only Secret has
+/// none). The id carries a digest of the chain so that a rotated
+/// certificate gets fresh connection pools.
+fn upstream_client_cert(
+    snap: &Snapshot,
+    ns: &str,
+    name: &str,
+) -> Result<Option<UpstreamClientCert>, String> {
+    let key = (ns.to_owned(), name.to_owned());
+    let Some(data) = snap.secrets.get(&key).and_then(|s| s.data.as_ref()) else {
+        return Ok(None);
+    };
+    if !data.contains_key("tls.crt") && !data.contains_key("tls.key") {
+        return Ok(None);
+    }
+    let cert = load(snap, &key).map_err(|e| format!("{e} (client certificate to backends)"))?;
+    let mut digest = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(cert.chain(), &mut digest);
+    let id = format!("{ns}/{name}#{:016x}", std::hash::Hasher::finish(&digest));
+    Ok(Some((id, cert)))
 }
 
 /// A Secret's non-empty `ca.crt`.
@@ -489,6 +522,40 @@ mod tests {
         assert!(tls.verify);
         assert_eq!(tls.ca_pem, ca);
         assert_eq!(tls.server_name, "web.default.svc");
+        assert_eq!(
+            tls.client_cert, None,
+            "a CA-only Secret has no client certificate"
+        );
+
+        // With tls.crt and tls.key too: a client certificate, published
+        // under an id that names the Secret and changes with the chain.
+        let (crt, key) = pem("proxy.client", NOW - 10, NOW + 10);
+        let Object::Secret(with_client) = secret("backend-ca", &crt, &key) else {
+            unreachable!()
+        };
+        let mut with_client = (*with_client).clone();
+        if let Some(d) = with_client.data.as_mut() {
+            d.insert("ca.crt".into(), ByteString(ca.as_bytes().to_vec()));
+        }
+        let t = run(vec![
+            mtls_ingress(
+                "nginx.ingress.kubernetes.io/backend-protocol: HTTPS, nginx.ingress.kubernetes.io/proxy-ssl-verify: \"on\", nginx.ingress.kubernetes.io/proxy-ssl-secret: default/backend-ca",
+            ),
+            Object::Secret(Arc::new(with_client)),
+        ]);
+        let Action::Forward(f) = &t.config.routes[0].rules[0].action else {
+            panic!("{:?}", t.config.routes[0].rules[0].action);
+        };
+        let id = f
+            .upstream_tls
+            .as_ref()
+            .unwrap()
+            .client_cert
+            .clone()
+            .unwrap();
+        assert!(id.starts_with("default/backend-ca#"), "{id}");
+        assert_eq!(t.upstream_client_certs.len(), 1);
+        assert_eq!(t.upstream_client_certs[0].0, id);
         // A bundle that does not parse denies the paths.
         let t = run(vec![
             mtls_ingress(

@@ -203,6 +203,10 @@ impl ServerCert {
     pub fn chain(&self) -> &[CertificateDer<'static>] {
         &self.key.cert
     }
+
+    pub(crate) fn certified_key(&self) -> &Arc<CertifiedKey> {
+        &self.key
+    }
 }
 
 fn cert_info(der: &CertificateDer<'_>) -> Result<CertInfo, CertError> {
@@ -245,6 +249,10 @@ pub struct CertConfig {
     /// Hosts whose TLS goes undecrypted to a backend; served only with
     /// [`crate::server::ListenerConfig::ssl_passthrough`].
     pub passthrough: Vec<PassthroughBinding>,
+    /// Client certificates presented to backends, by the id routes name
+    /// them with ([`crate::model::UpstreamTls::client_cert`]). Ids must
+    /// change when the certificate does: they key connection pools.
+    pub upstream_client_certs: Vec<(String, Arc<ServerCert>)>,
 }
 
 /// Host names to values: exact names, then one-label wildcards;

@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
+use rustls::client::ResolvesClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme, version};
 use rustls_pki_types::pem::PemObject;
 use tokio_rustls::TlsConnector;
@@ -21,7 +23,12 @@ pub(crate) struct UpstreamConnector {
 
 impl UpstreamConnector {
     /// ALPN follows the upstream protocol: `http/1.1`, or `h2`.
-    pub(crate) fn new(t: &UpstreamTls, protocol: Protocol) -> Result<Self, String> {
+    /// `client_cert`: the certificate `t.client_cert` names, if published.
+    pub(crate) fn new(
+        t: &UpstreamTls,
+        protocol: Protocol,
+        client_cert: Option<Arc<CertifiedKey>>,
+    ) -> Result<Self, String> {
         let builder = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&version::TLS13, &version::TLS12])
             .map_err(|e| e.to_string())?;
@@ -37,7 +44,11 @@ impl UpstreamConnector {
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(NoVerification))
         };
-        let mut cfg = builder.with_no_client_auth();
+        let mut cfg = match (&t.client_cert, client_cert) {
+            (None, _) => builder.with_no_client_auth(),
+            (Some(_), Some(key)) => builder.with_client_cert_resolver(Arc::new(ClientCert(key))),
+            (Some(id), None) => return Err(format!("client certificate {id} is not published")),
+        };
         cfg.alpn_protocols = vec![match protocol {
             Protocol::Http1 => b"http/1.1".to_vec(),
             Protocol::H2c => b"h2".to_vec(),
@@ -49,6 +60,24 @@ impl UpstreamConnector {
             connector: TlsConnector::from(Arc::new(cfg)),
             server_name,
         })
+    }
+}
+
+/// Presents one certificate whenever the backend asks.
+#[derive(Debug)]
+struct ClientCert(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for ClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 

@@ -72,17 +72,37 @@ impl Upstream {
     /// [`Upstream::echo`] over TLS with `cert` (ALPN h2 and http/1.1); the
     /// SNI and ALPN it saw come back as `x-seen-sni` and `x-seen-alpn`.
     pub async fn echo_tls(name: &'static str, cert: &tls::Issued) -> Self {
-        let mut cfg =
-            rustls::ServerConfig::builder_with_provider(portico_dataplane::tls::provider())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(
-                    vec![cert.der.clone()],
-                    rustls::pki_types::pem::PemObject::from_pem_slice(cert.key_pem.as_bytes())
-                        .unwrap(),
+        Self::echo_tls_with(name, cert, None).await
+    }
+
+    /// [`Upstream::echo_tls`] requiring a client certificate from
+    /// `client_ca` when given; `x-seen-client-cert` says whether one came.
+    pub async fn echo_tls_with(
+        name: &'static str,
+        cert: &tls::Issued,
+        client_ca: Option<&tls::TestCa>,
+    ) -> Self {
+        let provider = portico_dataplane::tls::provider();
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(ca.roots()),
+                    provider,
                 )
-                .unwrap();
+                .build()
+                .unwrap(),
+            ),
+        };
+        let mut cfg = builder
+            .with_single_cert(
+                vec![cert.der.clone()],
+                rustls::pki_types::pem::PemObject::from_pem_slice(cert.key_pem.as_bytes()).unwrap(),
+            )
+            .unwrap();
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
         Self::start_with(echo_handler(name), Some(acceptor)).await
@@ -121,6 +141,7 @@ impl Upstream {
                             let sni = conn.server_name().unwrap_or("").to_owned();
                             let alpn = String::from_utf8_lossy(conn.alpn_protocol().unwrap_or(b""))
                                 .into_owned();
+                            let client_cert = if conn.peer_certificates().is_some() { "yes" } else { "no" };
                             let svc = service_fn(move |req| {
                                 let h = Arc::clone(&handler);
                                 let (sni, alpn) = (sni.clone(), alpn.clone());
@@ -129,6 +150,7 @@ impl Upstream {
                                     let headers = rsp.headers_mut();
                                     headers.insert("x-seen-sni", sni.parse().unwrap());
                                     headers.insert("x-seen-alpn", alpn.parse().unwrap());
+                                    headers.insert("x-seen-client-cert", client_cert.parse().unwrap());
                                     Ok::<_, Infallible>(rsp)
                                 }
                             });
