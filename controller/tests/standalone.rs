@@ -438,3 +438,131 @@ async fn tls_secret_edits_rotate_certificates_and_bad_ones_keep_the_last_good() 
         Some("0A03")
     );
 }
+
+/// Runs curl (a client no one here wrote); its stdout, or `None` when curl
+/// itself failed (refused handshake and the like).
+async fn curl(args: Vec<String>) -> Option<String> {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5"])
+            .args(&args)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            eprintln!("curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    })
+    .await
+    .unwrap()
+}
+
+/// A CA (PEM) and a leaf it issued for `names` (PEM certificate and key).
+fn issued_by_ca(names: &[&str]) -> (String, String, String) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    // rcgen's default subject is the same for every certificate: a leaf
+    // whose issuer equals its subject looks self-signed to OpenSSL, and
+    // two CAs with one name make OpenSSL send the wrong one as a chain.
+    ca_params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("test CA for {}", names[0]),
+    );
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf = rcgen::CertificateParams::new(names).unwrap();
+    leaf.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let leaf = leaf.signed_by(&leaf_key, &issuer).unwrap();
+    (ca_cert.pem(), leaf.pem(), leaf_key.serialize_pem())
+}
+
+/// Through the real binary and curl: HTTPS by SNI with HSTS, the 308
+/// redirect from HTTP, and a host that requires client certificates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_redirects_hsts_and_client_certificates_with_curl() {
+    let up = upstream("demo").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (server_ca, server_crt, server_key) = issued_by_ca(&["demo.test", "mtls.test"]);
+    let (client_ca, client_crt, client_key) = issued_by_ca(&["client"]);
+    let app = manifests(up, "/").replace(
+        "spec:\n  rules:",
+        "spec:\n  tls: [{hosts: [demo.test, mtls.test], secretName: site-tls}]\n  rules:",
+    ) + &format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: mtls\n  annotations: {{nginx.ingress.kubernetes.io/auth-tls-secret: default/client-ca}}\nspec:\n  rules:\n    - host: mtls.test\n      http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: demo, port: {{number: 80}}}}}}}}]}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: site-tls}}\ntype: kubernetes.io/tls\ndata: {{tls.crt: {}, tls.key: {}}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: client-ca}}\ntype: kubernetes.io/tls\ndata: {{ca.crt: {}}}\n",
+        base64(server_crt.as_bytes()),
+        base64(server_key.as_bytes()),
+        base64(client_ca.as_bytes()),
+    );
+    std::fs::write(dir.path().join("app.yaml"), app).unwrap();
+    let files = dir.path();
+    let write = |name: &str, text: &str| {
+        let p = files.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let ca_file = write("server-ca.pem", &server_ca);
+    let crt_file = write("client.pem", &client_crt);
+    let key_file = write("client-key.pem", &client_key);
+
+    let portico = Portico::start(dir.path());
+    let https = portico.https;
+    let resolve = |host: &str| format!("{host}:{}:127.0.0.1", https.port());
+    let base = |host: &str| {
+        vec![
+            "--cacert".to_owned(),
+            ca_file.clone(),
+            "--resolve".to_owned(),
+            resolve(host),
+            "-D".to_owned(),
+            "-".to_owned(),
+            format!("https://{host}:{}/hello", https.port()),
+        ]
+    };
+    // HTTPS with the Secret's certificate (curl verifies it), and HSTS.
+    let headers = eventually("HTTPS served with the Secret's certificate", || {
+        curl(base("demo.test"))
+    })
+    .await;
+    assert!(headers.starts_with("HTTP/2 200"), "{headers}");
+    assert!(
+        headers.contains("strict-transport-security: max-age=15724800; includeSubDomains"),
+        "{headers}"
+    );
+    // Plain HTTP for a TLS host: 308 to https, no port.
+    let http = curl(vec![
+        "-D".into(),
+        "-".into(),
+        "-o".into(),
+        "/dev/null".into(),
+        "-H".into(),
+        "Host: demo.test".into(),
+        format!("http://{}/a/b?c=1", portico.http),
+    ])
+    .await
+    .unwrap();
+    assert!(http.starts_with("HTTP/1.1 308"), "{http}");
+    assert!(
+        http.contains("location: https://demo.test/a/b?c=1"),
+        "{http}"
+    );
+    // Client certificates: refused without, served with.
+    assert_eq!(curl(base("mtls.test")).await, None, "no client certificate");
+    let mut with_cert = base("mtls.test");
+    with_cert.extend(["--cert".into(), crt_file, "--key".into(), key_file]);
+    let served = curl(with_cert)
+        .await
+        .expect("served with a client certificate");
+    assert!(served.starts_with("HTTP/2 200"), "{served}");
+}

@@ -580,6 +580,15 @@ async fn client_certificates_per_host() {
         let r = request(as_client(who, None), "m.test", "m.test").await;
         assert!(r.is_err(), "{r:?}");
     }
+    // The CA itself sent along (as OpenSSL clients do) does not count.
+    let (s, _, _) = request(
+        as_client(Some(&alice), Some(&client_ca)),
+        "m.test",
+        "m.test",
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, StatusCode::OK);
     // Depth: bob's chain has an intermediate; depth 1 refuses, 2 accepts.
     let bob_chain = || as_client(Some(&bob), Some(&intermediate));
     assert!(request(bob_chain(), "m.test", "m.test").await.is_err());

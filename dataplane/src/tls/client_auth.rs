@@ -109,12 +109,14 @@ impl ClientAuth {
         let strict: Arc<dyn ClientCertVerifier> = Arc::new(DepthLimited {
             inner: webpki(false)?,
             depth,
+            anchors: ca.clone(),
         });
         let handshake: Arc<dyn ClientCertVerifier> = match verify {
             VerifyClient::On => Arc::clone(&strict),
             VerifyClient::Optional => Arc::new(DepthLimited {
                 inner: webpki(true)?,
                 depth,
+                anchors: ca.clone(),
             }),
             VerifyClient::OptionalNoCa => Arc::new(Unverified {
                 inner: webpki(true)?,
@@ -245,11 +247,14 @@ fn url_encoded_pem(der: &CertificateDer<'_>) -> String {
 // === verifiers ===
 
 /// Refuses chains with more than `depth` certificates between the client's
-/// and the CA's (nginx `ssl_verify_depth`), then defers to `inner`.
+/// and the CA's (nginx `ssl_verify_depth`), then defers to `inner`. A CA
+/// certificate the client sends along does not count (OpenSSL clients
+/// append what they find in their own trust store).
 #[derive(Debug)]
 struct DepthLimited {
     inner: Arc<dyn ClientCertVerifier>,
     depth: u8,
+    anchors: Vec<CertificateDer<'static>>,
 }
 
 /// Accepts any certificate (signatures over the handshake still checked).
@@ -307,7 +312,11 @@ impl ClientCertVerifier for DepthLimited {
     ) -> Result<ClientCertVerified, rustls::Error> {
         // nginx counts the client's certificate and each intermediate; a
         // depth of 1 allows a certificate issued by the CA directly.
-        if intermediates.len() + 1 > usize::from(self.depth) {
+        let below_ca = intermediates
+            .iter()
+            .filter(|c| !self.anchors.iter().any(|a| a.as_ref() == c.as_ref()))
+            .count();
+        if below_ca + 1 > usize::from(self.depth) {
             return Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::Other(rustls::OtherError(Arc::new(DepthExceeded(
                     self.depth,
