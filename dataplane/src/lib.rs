@@ -11,6 +11,7 @@ pub mod admin;
 pub mod body;
 pub mod model;
 pub mod observe;
+pub mod pattern;
 pub mod proxy;
 pub mod router;
 pub mod server;
