@@ -9,6 +9,8 @@
 
 pub mod admin;
 pub mod body;
+pub mod grpc;
+pub mod grpc_web;
 pub mod model;
 pub mod observe;
 pub mod pattern;
