@@ -129,6 +129,16 @@ pub fn encode_message(message: &str) -> HeaderValue {
     HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+/// `grpc-status` and (when not empty) `grpc-message`, as trailers.
+pub fn status_trailers(code: Code, message: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(GRPC_STATUS.clone(), code.header_value());
+    if !message.is_empty() {
+        h.insert(GRPC_MESSAGE.clone(), encode_message(message));
+    }
+    h
+}
+
 /// The proxy's own answer to a gRPC call it cannot forward: HTTP 200 with
 /// the status in the headers and no body (a trailers-only response).
 pub fn trailers_only(
@@ -137,12 +147,8 @@ pub fn trailers_only(
     content_type: HeaderValue,
 ) -> Response<ResponseBody> {
     let mut rsp = Response::new(ResponseBody::empty());
-    let h = rsp.headers_mut();
-    h.insert(header::CONTENT_TYPE, content_type);
-    h.insert(GRPC_STATUS.clone(), code.header_value());
-    if !message.is_empty() {
-        h.insert(GRPC_MESSAGE.clone(), encode_message(message));
-    }
+    *rsp.headers_mut() = status_trailers(code, message);
+    rsp.headers_mut().insert(header::CONTENT_TYPE, content_type);
     rsp
 }
 
