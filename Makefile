@@ -75,9 +75,9 @@ e2e-tools:
 e2e: e2e-tools
 	$(CARGO) build --locked -p portico --bin portico
 	PORTICO_E2E_BIN_DIR=$(E2E_BIN) \
-	PORTICO_BIN=$$($(CARGO) metadata --format-version 1 --no-deps | sed 's/.*"target_directory":"\([^"]*\)".*/\1/')/debug/portico \
+	PORTICO_BIN=$${CARGO_TARGET_DIR:-$(CURDIR)/target}/debug/portico \
 	PORTICO_CHART=$(CURDIR)/charts/portico \
-	$(CARGO) test --locked -p portico-e2e -- --test-threads=1
+	$(CARGO) test --locked -p portico-e2e -- --nocapture
 
 ## tools: what `make test` needs beyond the Rust toolchain, installed idempotently.
 tools:
