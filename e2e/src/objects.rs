@@ -82,15 +82,17 @@ pub fn service(namespace: &str, name: &str, target_port: u16) -> Service {
     }))
 }
 
-/// The EndpointSlice the EndpointSlice controller would write for Service
-/// `service`: ready endpoints at `addrs` (one port, named `http`).
+/// An EndpointSlice as the EndpointSlice controller would write it for
+/// Service `service`: ready endpoints at `addrs`, which share one port
+/// (named `http`, as a slice has one port list). Named `<service>-<port>`,
+/// so upstreams on different ports get a slice each.
 pub fn endpoint_slice(namespace: &str, service: &str, addrs: &[SocketAddr]) -> EndpointSlice {
     let port = addrs.first().map_or(80, |a| a.port());
     typed(json!({
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
         "metadata": {
-            "name": format!("{service}-e2e"),
+            "name": format!("{service}-{port}"),
             "namespace": namespace,
             "labels": {
                 "kubernetes.io/service-name": service,
