@@ -13,7 +13,7 @@ use tempfile::TempDir;
 use tokio::process::{Child, Command};
 
 use crate::pki::Pki;
-use crate::ports::free_port;
+use crate::ports::{free_port, free_port_pair};
 
 /// How long etcd and the apiserver get to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -233,8 +233,9 @@ where
 }
 
 async fn start_etcd(dir: &Path) -> anyhow::Result<(Child, String)> {
-    let client = format!("http://127.0.0.1:{}", free_port()?);
-    let peer = format!("http://127.0.0.1:{}", free_port()?);
+    let (client_port, peer_port) = free_port_pair()?;
+    let client = format!("http://127.0.0.1:{client_port}");
+    let peer = format!("http://127.0.0.1:{peer_port}");
     let data = dir.join("etcd-data");
     let log_path = dir.join("etcd.log");
     let log = std::fs::File::create(&log_path)?;
