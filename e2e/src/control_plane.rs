@@ -184,6 +184,19 @@ impl ControlPlane {
     }
 }
 
+impl Drop for ControlPlane {
+    /// A failing test shows the API server's last words (its log lives in
+    /// the temporary directory about to be removed).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- kube-apiserver log (tail) ---\n{}",
+                tail(&self.dir.path().join("apiserver.log"))
+            );
+        }
+    }
+}
+
 pub async fn client_from(kubeconfig: &Path) -> anyhow::Result<Client> {
     let kc = Kubeconfig::read_from(kubeconfig)?;
     let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;

@@ -185,6 +185,21 @@ impl Portico {
     }
 }
 
+impl Drop for Portico {
+    /// A failing test shows what portico said.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let from = logs.len().saturating_sub(40);
+            eprintln!(
+                "--- portico log (last {} lines) ---\n{}",
+                logs.len() - from,
+                logs[from..].join("\n")
+            );
+        }
+    }
+}
+
 /// The addresses from portico's `listening` log line.
 fn listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;

@@ -162,6 +162,19 @@ async fn ingress_class_ours_others_default_and_none() -> anyhow::Result<()> {
     portico
         .wait_for("ours.example", "/", StatusCode::OK, "web /")
         .await;
+    // The legacy annotation naming our `--ingress-class` is ours too.
+    let mut legacy = ingress(ns, "legacy", None, "legacy.example", &[("/", "web")]);
+    legacy.metadata.annotations = Some(
+        [(
+            "kubernetes.io/ingress.class".to_owned(),
+            "portico".to_owned(),
+        )]
+        .into(),
+    );
+    apply(&env.admin, &legacy).await?;
+    portico
+        .wait_for("legacy.example", "/", StatusCode::OK, "web /")
+        .await;
     assert_eq!(
         portico.get("theirs.example", "/").await?.status,
         StatusCode::NOT_FOUND
