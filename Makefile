@@ -48,24 +48,28 @@ unit:
 	$(CARGO) test --workspace --locked --all-targets --exclude portico-e2e
 
 ## e2e-tools: etcd, kube-apiserver and helm built from e2e/tools/go.mod into
-## e2e/tools/bin/. A binary is rebuilt only when go.mod/go.sum change (the
-## stamp beside it holds their hash). One `go build` at a time: the CI
-## machines have two cores and the builds are memory hungry.
+## e2e/tools/bin/, stamped with the versions go.mod pins (kube-apiserver's
+## /version, helm's default Kubernetes version). A binary is rebuilt only
+## when go.mod, go.sum or its link flags change (the stamp holds their hash).
+## One `go build` at a time: the CI machines have two cores and the builds
+## are memory hungry.
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 E2E_TOOLS := e2e/tools
 E2E_BIN := $(CURDIR)/$(E2E_TOOLS)/bin
 e2e-tools:
 	@cd $(E2E_TOOLS); \
-	hash=$$(cat go.mod go.sum | sha256sum | cut -d' ' -f1); \
+	k8s=$$($(GO) list -m -f '{{.Version}}' k8s.io/kubernetes); minor=$$(cut -d. -f2 <<<"$$k8s"); \
+	helmv=$$($(GO) list -m -f '{{.Version}}' helm.sh/helm/v3); \
 	mkdir -p bin; \
-	for tool in etcd=go.etcd.io/etcd/server/v3 \
-	            kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver \
-	            helm=helm.sh/helm/v3/cmd/helm; do \
-		name=$${tool%%=*}; pkg=$${tool#*=}; \
+	for tool in "etcd|go.etcd.io/etcd/server/v3|" \
+	            "kube-apiserver|k8s.io/kubernetes/cmd/kube-apiserver|-X k8s.io/component-base/version.gitVersion=$$k8s -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$$minor" \
+	            "helm|helm.sh/helm/v3/cmd/helm|-X helm.sh/helm/v3/internal/version.version=$$helmv -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$$minor"; do \
+		IFS='|' read -r name pkg ldflags <<<"$$tool"; \
+		hash=$$(cat go.mod go.sum <(echo "$$ldflags") | sha256sum | cut -d' ' -f1); \
 		if [[ -x bin/$$name && "$$(cat bin/.$$name.stamp 2>/dev/null)" == "$$hash" ]]; then \
 			echo "e2e-tools: $$name up to date"; continue; fi; \
 		echo "e2e-tools: building $$name ($$pkg)"; start=$$SECONDS; \
-		GOFLAGS=-mod=mod CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/$$name $$pkg; \
+		GOFLAGS=-mod=mod CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w $$ldflags" -o bin/$$name $$pkg; \
 		echo "$$hash" > bin/.$$name.stamp; \
 		echo "e2e-tools: $$name built in $$((SECONDS - start)) s"; \
 	done
