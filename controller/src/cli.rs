@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use portico_dataplane::model::Hsts;
+
+use crate::translate::Settings;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -81,6 +84,8 @@ pub struct RunArgs {
     pub http_addr: SocketAddr,
     #[arg(long, env = "PORTICO_HTTPS_ADDR", default_value = "0.0.0.0:8443")]
     pub https_addr: SocketAddr,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Health, readiness, metrics and `/debug/routes`.
     #[arg(long, env = "PORTICO_ADMIN_ADDR", default_value = "0.0.0.0:10254")]
     pub admin_addr: SocketAddr,
@@ -102,6 +107,50 @@ pub struct RunArgs {
     pub access_log: bool,
 }
 
+/// The HTTPS listener's certificates, redirects and HSTS.
+#[derive(Args, Debug, Clone)]
+pub struct TlsArgs {
+    /// `namespace/name` of a `kubernetes.io/tls` Secret served to TLS clients
+    /// that send no SNI or an unknown name; default: a self-signed
+    /// certificate generated at start.
+    #[arg(long, env = "PORTICO_DEFAULT_SSL_CERTIFICATE", value_parser = parse_namespaced)]
+    pub default_ssl_certificate: Option<(String, String)>,
+    /// The public HTTPS port written into HTTP-to-HTTPS redirects, when it
+    /// is not 443 (the Service usually maps 443 to `--https-addr`).
+    #[arg(long, env = "PORTICO_HTTPS_REDIRECT_PORT")]
+    pub https_redirect_port: Option<u16>,
+    /// Send Strict-Transport-Security on HTTPS responses for TLS hosts
+    /// (an Ingress may override with the `hsts` annotation).
+    #[arg(long, env = "PORTICO_HSTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub hsts: bool,
+    /// HSTS max-age, seconds.
+    #[arg(long, env = "PORTICO_HSTS_MAX_AGE", default_value_t = Hsts::DEFAULT.max_age)]
+    pub hsts_max_age: u64,
+    /// Add includeSubDomains to HSTS.
+    #[arg(long, env = "PORTICO_HSTS_INCLUDE_SUBDOMAINS", default_value_t = Hsts::DEFAULT.include_subdomains, action = clap::ArgAction::Set)]
+    pub hsts_include_subdomains: bool,
+    /// Add preload to HSTS.
+    #[arg(long, env = "PORTICO_HSTS_PRELOAD", default_value_t = Hsts::DEFAULT.preload, action = clap::ArgAction::Set)]
+    pub hsts_preload: bool,
+}
+
+impl TlsArgs {
+    /// `settings` with these flags applied.
+    pub fn apply(&self, settings: Settings) -> Settings {
+        Settings {
+            default_certificate: self.default_ssl_certificate.clone(),
+            https_redirect_port: self.https_redirect_port,
+            hsts_enabled: self.hsts,
+            hsts: Hsts {
+                max_age: self.hsts_max_age,
+                include_subdomains: self.hsts_include_subdomains,
+                preload: self.hsts_preload,
+            },
+            ..settings
+        }
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ValidateArgs {
     /// Manifest files or directories (searched for *.yaml / *.yml).
@@ -118,11 +167,22 @@ pub enum LogFormat {
 }
 
 impl ClassArgs {
-    pub fn settings(&self) -> crate::translate::Settings {
-        crate::translate::Settings {
+    pub fn settings(&self) -> Settings {
+        Settings {
             ingress_class: self.ingress_class.clone(),
             controller_name: self.controller_name.clone(),
             watch_ingress_without_class: self.watch_ingress_without_class,
+            ..Settings::default()
         }
+    }
+}
+
+/// `namespace/name`, both non-empty.
+fn parse_namespaced(s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_owned(), name.to_owned()))
+        }
+        _ => Err(format!("{s:?} is not namespace/name")),
     }
 }

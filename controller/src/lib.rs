@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod annotations;
+pub mod certs;
 pub mod cli;
 pub mod diagnostics;
 pub mod reconcile;

@@ -5,6 +5,10 @@
 //! a burst, so a stream of changes cannot starve publication. Translation and
 //! table compilation run on the blocking pool, off the proxy's workers. An
 //! identical result is not published again.
+//!
+//! Certificates are published before routes, so a route for a TLS host is
+//! never live before its certificate; the last good certificate per Secret
+//! is remembered here ([`CertMemory`]), outside the pure translation.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,10 +16,12 @@ use std::time::Duration;
 
 use portico_dataplane::Dataplane;
 use portico_dataplane::model::RouteConfig;
+use portico_dataplane::tls::CertConfig;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::certs::CertMemory;
 use crate::diagnostics::ObjectRef;
 use crate::snapshot::Snapshot;
 use crate::translate::{self, ObjectReport, Settings, Translation};
@@ -61,6 +67,8 @@ impl Rebuilder {
     pub async fn run(self) {
         let mut last_config: Option<Arc<RouteConfig>> = None;
         let mut last_reports: BTreeMap<ObjectRef, ObjectReport> = BTreeMap::new();
+        let mut certs = CertMemory::default();
+        let mut last_certs: Option<CertConfig> = None;
         loop {
             self.changes.notified().await;
             let first = Instant::now();
@@ -80,19 +88,35 @@ impl Rebuilder {
             let settings = self.settings.clone();
             let dataplane = self.dataplane.clone();
             let previous = last_config.clone();
+            let previous_certs = last_certs.take();
+            // The memory moves into the blocking task and back; if that task
+            // panicked it starts afresh (the default certificate covers).
+            let mut memory = std::mem::take(&mut certs);
             let result = tokio::task::spawn_blocking(move || {
-                let snap = snapshot()?;
+                let Some(snap) = snapshot() else {
+                    return (memory, previous_certs, None);
+                };
                 let translation = translate::translate(&snap, &settings);
+                let served = memory.serve(&translation, &settings);
+                if previous_certs.as_ref() != Some(&served) {
+                    dataplane.publish_certs(served.clone());
+                }
                 let config = Arc::new(translation.config.clone());
                 let published = if previous.as_deref() != Some(&*config) {
                     Some(dataplane.publish((*config).clone()).generation)
                 } else {
                     None
                 };
-                Some((translation, config, published))
+                (memory, Some(served), Some((translation, config, published)))
             })
             .await;
-            let Ok(Some((translation, config, published))) = result else {
+            let Ok((memory, served, result)) = result else {
+                warn!("rebuild task failed; retrying on the next change");
+                continue;
+            };
+            certs = memory;
+            last_certs = served;
+            let Some((translation, config, published)) = result else {
                 debug!("sources not synced yet; nothing published");
                 continue;
             };

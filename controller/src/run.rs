@@ -33,21 +33,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let proxy = TcpListener::bind(args.http_addr)
         .await
         .with_context(|| format!("binding --http-addr {}", args.http_addr))?;
+    let https = TcpListener::bind(args.https_addr)
+        .await
+        .with_context(|| format!("binding --https-addr {}", args.https_addr))?;
     let admin = TcpListener::bind(args.admin_addr)
         .await
         .with_context(|| format!("binding --admin-addr {}", args.admin_addr))?;
     info!(
         http = %proxy.local_addr()?,
+        https = %https.local_addr()?,
         admin = %admin.local_addr()?,
         "listening"
     );
-    info!(
-        https = %args.https_addr,
-        "the HTTPS listener arrives with TLS support; not listening on --https-addr yet"
-    );
 
     let changes = Arc::new(Notify::new());
-    let settings = args.class.settings();
+    let settings = args.tls.apply(args.class.settings());
     let (snapshot, _source_guard): (SnapshotFn, Box<dyn Send>) = match &args.manifests {
         Some(dir) => {
             let (f, guard) = manifest_source(dir.clone(), Arc::clone(&changes))?;
@@ -67,7 +67,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => Some(crate::status::start(&args, reports).await?),
     };
 
-    let drained = dataplane.serve(proxy, admin, shutdown_signal()).await;
+    let drained = dataplane
+        .serve_with_https(proxy, Some(https), admin, shutdown_signal())
+        .await;
     rebuild.abort();
     if let Some(status) = status {
         status.shutdown().await;

@@ -34,6 +34,9 @@ pub struct Snapshot {
     /// Addresses of `ExternalName` Services' DNS names, resolved outside
     /// translation (which does no I/O). Absent: not resolved (yet).
     pub external_names: BTreeMap<String, Vec<IpAddr>>,
+    /// When the snapshot was taken (Unix seconds): certificate validity is
+    /// judged against it, so translation itself reads no clock.
+    pub taken_at: i64,
 }
 
 /// Any object a snapshot holds, as read from a watch or a manifest.
@@ -59,7 +62,12 @@ pub fn key<K: ResourceExt>(obj: &K) -> Key {
 
 impl Snapshot {
     pub fn from_objects(objects: impl IntoIterator<Item = Object>) -> Self {
-        let mut snap = Snapshot::default();
+        let mut snap = Snapshot {
+            taken_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+            ..Snapshot::default()
+        };
         for obj in objects {
             snap.insert(obj);
         }

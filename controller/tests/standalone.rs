@@ -63,6 +63,7 @@ async fn upstream(name: &'static str) -> SocketAddr {
 struct Portico {
     child: Child,
     http: SocketAddr,
+    https: SocketAddr,
     admin: SocketAddr,
     logs: mpsc::Receiver<String>,
 }
@@ -97,19 +98,20 @@ impl Portico {
         });
         // The first "listening" line names the bound ports.
         let deadline = Instant::now() + Duration::from_secs(20);
-        let (http, admin) = loop {
+        let (http, https, admin) = loop {
             let line = logs
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .expect("portico logs that it listens");
             let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
             if v["fields"]["message"] == "listening" {
                 let addr = |k: &str| v["fields"][k].as_str().unwrap().parse().unwrap();
-                break (addr("http"), addr("admin"));
+                break (addr("http"), addr("https"), addr("admin"));
             }
         };
         Self {
             child,
             http,
+            https,
             admin,
             logs,
         }
@@ -386,4 +388,113 @@ fn crds_prints_the_committed_yaml() {
     )
     .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
+}
+
+/// Standard base64 (for Secret `data`), so the test needs no extra crate.
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A `kubernetes.io/tls` Secret holding a self-signed certificate for
+/// `host` with `serial`, valid for `days` (negative: already expired).
+fn tls_secret(name: &str, host: &str, serial: u64, days: i64) -> String {
+    let mut p = rcgen::CertificateParams::new(vec![host.to_owned()]).unwrap();
+    p.serial_number = Some(serial.into());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let at = |secs: i64| rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(secs as u64);
+    p.not_before = at(now.min(now + days * 86400) - 86400);
+    p.not_after = at(now + days * 86400);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = p.self_signed(&key).unwrap();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
+        base64(cert.pem().as_bytes()),
+        base64(key.serialize_pem().as_bytes()),
+    )
+}
+
+/// The serial (hex, as openssl prints it) of the certificate `openssl
+/// s_client` is served for `sni`: a TLS peer no one here wrote.
+async fn served_serial(addr: SocketAddr, sni: &'static str) -> Option<String> {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "openssl s_client -connect {addr} -servername {sni} </dev/null 2>/dev/null | openssl x509 -noout -serial"
+            ))
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        Some(text.trim().strip_prefix("serial=")?.to_owned())
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_secret_edits_rotate_certificates_and_bad_ones_keep_the_last_good() {
+    let up = upstream("demo").await;
+    let dir = tempfile::tempdir().unwrap();
+    let tls_ingress = manifests(up, "/").replace(
+        "spec:\n  rules:",
+        "spec:\n  tls: [{hosts: [demo.test], secretName: demo-tls}]\n  rules:",
+    );
+    std::fs::write(dir.path().join("app.yaml"), tls_ingress).unwrap();
+    let secret = dir.path().join("secret.yaml");
+    std::fs::write(&secret, tls_secret("demo-tls", "demo.test", 0x0a01, 30)).unwrap();
+
+    let portico = Portico::start(dir.path());
+    let https = portico.https;
+    let serial = |want: &'static str| async move {
+        served_serial(https, "demo.test")
+            .await
+            .filter(|s| s.eq_ignore_ascii_case(want))
+    };
+    eventually("the Secret's certificate served", || serial("0A01")).await;
+
+    // An expired certificate is reported on the Ingress; the last good one
+    // keeps serving.
+    std::fs::write(&secret, tls_secret("demo-tls", "demo.test", 0x0a02, -1)).unwrap();
+    eventually("the expired Secret reported", || {
+        let lines = portico.drain_logs();
+        async move {
+            lines
+                .into_iter()
+                .find(|l| l.contains("InvalidCertificateRef") && l.contains("expired"))
+        }
+    })
+    .await;
+    assert_eq!(
+        served_serial(https, "demo.test").await.as_deref(),
+        Some("0A01")
+    );
+
+    // A good update rotates without a restart.
+    std::fs::write(&secret, tls_secret("demo-tls", "demo.test", 0x0a03, 30)).unwrap();
+    eventually("the rotated certificate served", || serial("0A03")).await;
+    // Unknown names get the generated default, not the Secret's.
+    assert_ne!(
+        served_serial(https, "other.test").await.as_deref(),
+        Some("0A03")
+    );
 }

@@ -36,6 +36,7 @@ fn route(i: usize, hostname: &str, rules: Vec<Rule>) -> Route {
         },
         hostnames: vec![Hostname::Exact(hostname.into())],
         rules,
+        https: Default::default(),
     }
 }
 

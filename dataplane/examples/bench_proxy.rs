@@ -75,6 +75,7 @@ fn route_to(upstream: SocketAddr) -> RouteConfig {
             id: "bench".into(),
             source: SourceRef::default(),
             hostnames: vec![],
+            https: Default::default(),
             rules: vec![Rule {
                 matches: vec![],
                 filters: Default::default(),

@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod router;
 pub mod server;
 pub mod table;
+pub mod tls;
 pub mod upstream;
 
 use std::future::Future;
@@ -38,6 +39,7 @@ pub use crate::upstream::PoolConfig;
 use crate::model::RouteConfig;
 use crate::observe::{AccessLog, Metrics, RouteStats};
 use crate::table::RouteTable;
+use crate::tls::{CertConfig, CertTable, ServerCert};
 use crate::upstream::Upstreams;
 
 /// Static settings, validated once at start.
@@ -78,6 +80,11 @@ pub(crate) struct Shared {
     pub(crate) no_route_stats: Arc<RouteStats>,
     pub(crate) access_log: AccessLog,
     pub(crate) listener: ListenerConfig,
+    /// Certificates by SNI; read by the TLS resolver on every handshake.
+    pub(crate) certs: Arc<ArcSwap<CertTable>>,
+    /// Served when no default certificate is published.
+    self_signed: Arc<ServerCert>,
+    pub(crate) tls: Arc<rustls::ServerConfig>,
     upstreams: Upstreams,
     drain_timeout: Duration,
     generation: AtomicU64,
@@ -116,6 +123,16 @@ impl Dataplane {
         )?;
         let upstreams = Upstreams::new(config.pool, metrics.upstream_connect_errors.clone());
         let no_route_stats = metrics.route_stats(observe::NO_ROUTE);
+        let self_signed =
+            Arc::new(ServerCert::self_signed(&["portico.invalid"]).map_err(std::io::Error::other)?);
+        let certs = Arc::new(ArcSwap::from_pointee(CertTable::build(
+            &CertConfig::default(),
+            &self_signed,
+            &metrics.tls_default_certificate,
+        )));
+        let tls =
+            tls::main_server_config(Arc::clone(&certs), metrics.tls_default_certificate.clone())
+                .map_err(std::io::Error::other)?;
         Ok(Self {
             shared: Arc::new(Shared {
                 table: ArcSwap::from_pointee(RouteTable::empty()),
@@ -123,6 +140,9 @@ impl Dataplane {
                 no_route_stats,
                 access_log,
                 listener: config.listener,
+                certs,
+                self_signed,
+                tls,
                 upstreams,
                 drain_timeout: config.drain_timeout,
                 generation: AtomicU64::new(0),
@@ -164,6 +184,40 @@ impl Dataplane {
         PublishReport { generation, errors }
     }
 
+    /// Makes a certificate set live atomically: the next handshake sees it,
+    /// established connections keep what they negotiated. Publish
+    /// certificates before the routes that need them.
+    pub fn publish_certs(&self, config: CertConfig) {
+        let s = &self.shared;
+        let _guard = s.publish.lock().unwrap_or_else(|p| p.into_inner());
+        let table = CertTable::build(&config, &s.self_signed, &s.metrics.tls_default_certificate);
+        s.certs.store(Arc::new(table));
+        let gauges = &s.metrics.tls_cert_not_after;
+        gauges.clear();
+        let default = config.default.as_deref().unwrap_or(&s.self_signed);
+        let default_name = if config.default.is_some() {
+            "default-ssl-certificate"
+        } else {
+            "self-signed"
+        };
+        gauges
+            .get_or_create(&observe::CertLabels {
+                certificate: default_name.into(),
+            })
+            .set(default.info().not_after);
+        for b in &config.bindings {
+            gauges
+                .get_or_create(&observe::CertLabels {
+                    certificate: b.name.clone(),
+                })
+                .set(b.cert.info().not_after);
+        }
+        info!(
+            certificates = config.bindings.len(),
+            "certificates published"
+        );
+    }
+
     /// The live table.
     pub fn current(&self) -> Arc<RouteTable> {
         self.shared.table.load_full()
@@ -187,12 +241,33 @@ impl Dataplane {
         admin: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> bool {
+        self.serve_with_https(proxy, None, admin, shutdown).await
+    }
+
+    /// [`Dataplane::serve`], plus an HTTPS listener when `https` is given.
+    pub async fn serve_with_https(
+        &self,
+        proxy: TcpListener,
+        https: Option<TcpListener>,
+        admin: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> bool {
         let shared = &self.shared;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
+        let https_task = https.map(|listener| {
+            tokio::spawn(server::serve_proxy(
+                Arc::clone(shared),
+                listener,
+                true,
+                stop_rx.clone(),
+                drain_tx.clone(),
+            ))
+        });
         let proxy_task = tokio::spawn(server::serve_proxy(
             Arc::clone(shared),
             proxy,
+            false,
             stop_rx.clone(),
             drain_tx,
         ));
@@ -204,6 +279,9 @@ impl Dataplane {
         shared.draining.store(true, Ordering::Release);
         let _ = stop_tx.send(true);
         let _ = proxy_task.await;
+        if let Some(t) = https_task {
+            let _ = t.await;
+        }
         // Every connection holds a drain sender: recv() ends when all are gone.
         let drained = tokio::time::timeout(shared.drain_timeout, drain_rx.recv())
             .await

@@ -36,6 +36,74 @@ pub struct Route {
     #[serde(default)]
     pub hostnames: Vec<Hostname>,
     pub rules: Vec<Rule>,
+    /// HTTP-to-HTTPS redirect and HSTS for this route's requests.
+    #[serde(default)]
+    pub https: HttpsPolicy,
+}
+
+/// What a route does about HTTPS (ingress-nginx `ssl-redirect`,
+/// `force-ssl-redirect`, `hsts*`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpsPolicy {
+    /// Plain-HTTP requests are answered 308 to the same URL over https,
+    /// except ACME HTTP-01 challenges (`/.well-known/acme-challenge/`).
+    #[serde(default)]
+    pub redirect: Option<HttpsRedirect>,
+    /// `Strict-Transport-Security` on responses to HTTPS requests.
+    #[serde(default)]
+    pub hsts: Option<Hsts>,
+    /// Requests must come on a TLS connection verified under this
+    /// client-certificate policy (published with the certificates).
+    #[serde(default)]
+    pub client_auth: Option<RouteClientAuth>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteClientAuth {
+    /// The policy's id (`crate::tls::ClientAuth::id`).
+    pub policy: String,
+    /// Send the client's certificate upstream (`ssl-client-cert`).
+    #[serde(default)]
+    pub pass_certificate: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpsRedirect {
+    /// The public HTTPS port when it is not 443.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Keep a trailing `/` of the request URI; by default one is dropped,
+    /// as ingress-nginx does.
+    #[serde(default)]
+    pub preserve_trailing_slash: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hsts {
+    pub max_age: u64,
+    pub include_subdomains: bool,
+    pub preload: bool,
+}
+
+impl Hsts {
+    /// ingress-nginx's defaults: `max-age=15724800; includeSubDomains`.
+    pub const DEFAULT: Hsts = Hsts {
+        max_age: 15_724_800,
+        include_subdomains: true,
+        preload: false,
+    };
+
+    /// The header value, e.g. `max-age=15724800; includeSubDomains`.
+    pub fn header_value(&self) -> String {
+        let mut v = format!("max-age={}", self.max_age);
+        if self.include_subdomains {
+            v.push_str("; includeSubDomains");
+        }
+        if self.preload {
+            v.push_str("; preload");
+        }
+        v
+    }
 }
 
 /// Where a route came from; the last tie-breakers of precedence.
@@ -572,6 +640,17 @@ mod tests {
                 id: "ingress/default/web".into(),
                 source: SourceRef::default(),
                 hostnames: vec![Hostname::Wildcard("example.com".into())],
+                https: HttpsPolicy {
+                    redirect: Some(HttpsRedirect {
+                        port: Some(8443),
+                        preserve_trailing_slash: true,
+                    }),
+                    hsts: Some(Hsts::DEFAULT),
+                    client_auth: Some(RouteClientAuth {
+                        policy: "default/ca On 1".into(),
+                        pass_certificate: true,
+                    }),
+                },
                 rules: vec![Rule {
                     matches: vec![RouteMatch {
                         path: PathMatch::Exact("/a".into()),

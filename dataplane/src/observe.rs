@@ -6,6 +6,7 @@
 //! queue to a writer thread. When the queue is full the line is dropped and
 //! counted; a request never waits for the log.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +41,26 @@ pub struct Metrics {
     pub table_last_swap: Gauge<f64, AtomicU64>,
     pub table_rejected_rules: Gauge,
     pub access_log_dropped: Counter,
+    /// Resolved at start from a fixed set of reasons, so counting a
+    /// handshake takes no lock.
+    tls_handshakes: HashMap<(bool, &'static str), Counter>,
+    /// Handshakes answered with the default certificate (no SNI, or a name
+    /// no certificate covers).
+    pub tls_default_certificate: Counter,
+    /// `notAfter` of every served certificate, by its name.
+    pub tls_cert_not_after: Family<CertLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct HandshakeLabels {
+    result: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct CertLabels {
+    /// `namespace/name` of the Secret, or `default` for the generated one.
+    pub certificate: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -114,6 +135,43 @@ impl Metrics {
             "Access-log lines dropped because the log queue was full",
             access_log_dropped.clone(),
         );
+        let handshakes = Family::<HandshakeLabels, Counter>::default();
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes on the HTTPS listener, by result and failure reason",
+            handshakes.clone(),
+        );
+        let mut tls_handshakes = HashMap::new();
+        tls_handshakes.insert(
+            (true, "none"),
+            handshakes
+                .get_or_create(&HandshakeLabels {
+                    result: "ok",
+                    reason: "none",
+                })
+                .clone(),
+        );
+        for reason in crate::tls::HANDSHAKE_FAILURES {
+            let c = handshakes
+                .get_or_create(&HandshakeLabels {
+                    result: "error",
+                    reason,
+                })
+                .clone();
+            tls_handshakes.insert((false, reason), c);
+        }
+        let tls_default_certificate = Counter::default();
+        registry.register(
+            "tls_default_certificate",
+            "TLS handshakes served the default certificate (no SNI, or an unknown name)",
+            tls_default_certificate.clone(),
+        );
+        let tls_cert_not_after = Family::<CertLabels, Gauge>::default();
+        registry.register(
+            "tls_certificate_not_after_timestamp_seconds",
+            "Expiry (notAfter, Unix seconds) of each certificate served",
+            tls_cert_not_after.clone(),
+        );
         Self {
             registry,
             requests,
@@ -124,6 +182,22 @@ impl Metrics {
             table_last_swap,
             table_rejected_rules,
             access_log_dropped,
+            tls_handshakes,
+            tls_default_certificate,
+            tls_cert_not_after,
+        }
+    }
+
+    /// Counts a handshake; `reason` is `none` on success, else a bounded
+    /// label from a fixed set.
+    pub fn tls_handshake(&self, ok: bool, reason: &'static str) {
+        let key = if ok { (true, "none") } else { (false, reason) };
+        if let Some(c) = self
+            .tls_handshakes
+            .get(&key)
+            .or_else(|| self.tls_handshakes.get(&(false, "other")))
+        {
+            c.inc();
         }
     }
 

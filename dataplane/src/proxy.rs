@@ -24,11 +24,13 @@ use crate::Shared;
 use crate::body::{BodyError, RequestBody, ResponseBody, find_body_error};
 use crate::grpc;
 use crate::model::{
-    Action, HeaderModifier, PathMatch, PathModifier, Protocol, Redirect, Scheme, Substitution,
+    Action, HeaderModifier, HttpsRedirect, PathMatch, PathModifier, Protocol, Redirect,
+    RouteClientAuth, Scheme, Substitution,
 };
 use crate::observe::{AccessRecord, NO_ROUTE, RouteStats};
 use crate::router::{RequestHead, replace_prefix_match};
 use crate::table::{PickError, Routed};
+use crate::tls::ClientCert;
 use crate::upstream::UpstreamError;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -39,14 +41,20 @@ static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port"
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static SSL_CLIENT_VERIFY: HeaderName = HeaderName::from_static("ssl-client-verify");
+static SSL_CLIENT_SUBJECT_DN: HeaderName = HeaderName::from_static("ssl-client-subject-dn");
+static SSL_CLIENT_ISSUER_DN: HeaderName = HeaderName::from_static("ssl-client-issuer-dn");
+static SSL_CLIENT_CERT: HeaderName = HeaderName::from_static("ssl-client-cert");
 
 /// What the proxy knows about the client connection a request came on.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct ConnInfo {
     pub client: SocketAddr,
     /// The listener's address (its IP may be unspecified; the port is real).
     pub local: SocketAddr,
     pub scheme: Scheme,
+    /// Set on TLS connections whose SNI host has a client-certificate policy.
+    pub client_cert: Option<Arc<ClientCert>>,
 }
 
 /// Per-request facts gathered before routing, used by every later phase and
@@ -105,12 +113,33 @@ pub(crate) async fn handle(
     };
     let route_id = Arc::clone(&routed.runtime.route_id);
     let stats = Arc::clone(&routed.runtime.stats);
-    let (rsp, upstream) = match &routed.rule.action {
-        Action::Redirect(r) => (redirect(r, &routed, &req, host, &ctx), None),
-        Action::Forward(_) => forward(&routed, req, &host_value, &ctx).await,
-        Action::Deny { .. } => (ctx.error(StatusCode::SERVICE_UNAVAILABLE), None),
+    let to_https = routed
+        .route
+        .https
+        .redirect
+        .as_ref()
+        .filter(|_| needs_https_redirect(&req, host, &ctx));
+    let misdirected = to_https.is_none()
+        && routed
+            .route
+            .https
+            .client_auth
+            .as_ref()
+            .is_some_and(|a| !verified_under(&ctx.conn, a));
+    let (rsp, upstream) = match (&routed.rule.action, to_https) {
+        (_, Some(r)) => (https_redirect(r, &req, host, &ctx), None),
+        _ if misdirected => (misdirected_response(&ctx), None),
+        (Action::Redirect(r), None) => (redirect(r, &routed, &req, host, &ctx), None),
+        (Action::Forward(_), None) => forward(&routed, req, &host_value, &ctx).await,
+        (Action::Deny { .. }, None) => (ctx.error(StatusCode::SERVICE_UNAVAILABLE), None),
     };
-    let rsp = apply_response_headers(rsp, &routed.rule.filters.response_headers);
+    let mut rsp = apply_response_headers(rsp, &routed.rule.filters.response_headers);
+    if ctx.conn.scheme == Scheme::Https
+        && let Some(v) = &routed.runtime.hsts
+    {
+        rsp.headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
+    }
     Ok(finish(
         &shared,
         ctx,
@@ -122,7 +151,106 @@ pub(crate) async fn handle(
     ))
 }
 
+// === phase: client certificate ===
+
+/// Whether the connection was verified under the route's client-certificate
+/// policy: its SNI host has that policy. Otherwise a client could name a
+/// host without a policy in SNI and one with it in `Host`.
+fn verified_under(conn: &ConnInfo, auth: &RouteClientAuth) -> bool {
+    conn.client_cert
+        .as_ref()
+        .is_some_and(|c| c.policy.id == auth.policy)
+}
+
+/// 421 over TLS (the connection's SNI host has another policy, RFC 9110
+/// §15.5.20), 403 over plain HTTP (no certificate can come that way).
+fn misdirected_response(ctx: &RequestCtx) -> Response<ResponseBody> {
+    let status = match ctx.conn.scheme {
+        Scheme::Https => StatusCode::MISDIRECTED_REQUEST,
+        Scheme::Http => StatusCode::FORBIDDEN,
+    };
+    error_response(status, &ctx.id)
+}
+
+/// Client-certificate facts for the upstream; any the client sent are
+/// dropped first, on every request, so they can never be forged.
+fn set_client_cert_headers(
+    headers: &mut HeaderMap,
+    ctx: &RequestCtx,
+    auth: Option<&RouteClientAuth>,
+) {
+    for name in [
+        &SSL_CLIENT_VERIFY,
+        &SSL_CLIENT_SUBJECT_DN,
+        &SSL_CLIENT_ISSUER_DN,
+        &SSL_CLIENT_CERT,
+    ] {
+        headers.remove(name);
+    }
+    let (Some(auth), Some(cert)) = (auth, ctx.conn.client_cert.as_ref()) else {
+        return;
+    };
+    headers.insert(SSL_CLIENT_VERIFY.clone(), cert.verify.clone());
+    for (name, value) in [
+        (&SSL_CLIENT_SUBJECT_DN, &cert.subject),
+        (&SSL_CLIENT_ISSUER_DN, &cert.issuer),
+    ] {
+        if let Some(v) = value {
+            headers.insert(name.clone(), v.clone());
+        }
+    }
+    if auth.pass_certificate
+        && let Some(pem) = &cert.pem
+    {
+        headers.insert(SSL_CLIENT_CERT.clone(), pem.clone());
+    }
+}
+
 // === phase: redirect ===
+
+/// ACME HTTP-01 challenges must be answered over plain HTTP.
+const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
+
+/// A route's HTTPS redirect applies to plain-HTTP requests with a host,
+/// except ACME challenges and requests a TLS-terminating load balancer in
+/// front already received over HTTPS (`X-Forwarded-Proto: https`, as
+/// ingress-nginx's `force-ssl-redirect` behind an offloading load balancer
+/// needs). Trusting that header only ever spares the sender its own
+/// redirect.
+fn needs_https_redirect(req: &Request<Incoming>, host: &str, ctx: &RequestCtx) -> bool {
+    ctx.conn.scheme == Scheme::Http
+        && !host.is_empty()
+        && !req.uri().path().starts_with(ACME_CHALLENGE)
+        && !req
+            .headers()
+            .get(&X_FORWARDED_PROTO)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+}
+
+/// 308 to `https://host[:port]<request URI>`, ingress-nginx's
+/// `ssl-redirect`: one trailing `/` of the request URI is dropped unless
+/// `preserve_trailing_slash`.
+fn https_redirect(
+    r: &HttpsRedirect,
+    req: &Request<Incoming>,
+    host: &str,
+    ctx: &RequestCtx,
+) -> Response<ResponseBody> {
+    let (host, _) = split_host_port(host);
+    let mut uri = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    if !r.preserve_trailing_slash {
+        uri = uri.strip_suffix('/').unwrap_or(uri);
+    }
+    let port = r.port.filter(|p| *p != Scheme::Https.default_port());
+    redirect_response(
+        StatusCode::PERMANENT_REDIRECT,
+        Scheme::Https,
+        host,
+        port,
+        uri,
+        ctx,
+    )
+}
 
 fn redirect(
     r: &Redirect,
@@ -147,15 +275,35 @@ fn redirect(
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned()),
     };
-    let mut location = format!("{}://{}", scheme.as_str(), target_host);
+    redirect_response(
+        r.status.code(),
+        scheme,
+        target_host,
+        port,
+        &path_and_query,
+        ctx,
+    )
+}
+
+/// A redirect to `scheme://host[:port]path_and_query`; 400 when that is not
+/// a valid header value.
+fn redirect_response(
+    status: StatusCode,
+    scheme: Scheme,
+    host: &str,
+    port: Option<u16>,
+    path_and_query: &str,
+    ctx: &RequestCtx,
+) -> Response<ResponseBody> {
+    let mut location = format!("{}://{}", scheme.as_str(), host);
     if let Some(p) = port {
         let _ = write!(location, ":{p}");
     }
-    location.push_str(&path_and_query);
+    location.push_str(path_and_query);
     match HeaderValue::try_from(location) {
         Ok(loc) => {
             let mut rsp = Response::new(ResponseBody::empty());
-            *rsp.status_mut() = r.status.code();
+            *rsp.status_mut() = status;
             rsp.headers_mut().insert(header::LOCATION, loc);
             rsp
         }
@@ -224,6 +372,11 @@ async fn forward(
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers, upgrade);
     add_forwarded_headers(&mut parts.headers, ctx, host);
+    set_client_cert_headers(
+        &mut parts.headers,
+        ctx,
+        routed.route.https.client_auth.as_ref(),
+    );
     parts.headers.insert(X_REQUEST_ID.clone(), ctx.id.clone());
     apply_header_modifier(&mut parts.headers, &rule.filters.request_headers);
 

@@ -11,14 +11,18 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use rustls::server::Acceptor;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::LazyConfigAcceptor;
+use tokio_rustls::server::TlsStream;
 use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::Shared;
 use crate::model::Scheme;
 use crate::proxy::{self, ConnInfo};
+use crate::tls::ClientCert;
 
 /// Client-side settings of the proxy listener.
 #[derive(Clone, Copy, Debug)]
@@ -34,6 +38,8 @@ pub struct ListenerConfig {
     pub idle_timeout: Duration,
     /// Concurrent HTTP/2 streams per client connection.
     pub max_concurrent_streams: u32,
+    /// Time allowed for a whole TLS handshake.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for ListenerConfig {
@@ -42,15 +48,19 @@ impl Default for ListenerConfig {
             header_read_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(75),
             max_concurrent_streams: 128,
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
 
 /// Accepts until `shutdown` turns true, then drops the listener; every
 /// connection task holds a clone of `drain` so the caller can wait for them.
+/// With `tls`, each connection is a TLS handshake first (in its own task, so
+/// a slow client never holds up the accept loop).
 pub(crate) async fn serve_proxy(
     shared: Arc<Shared>,
     listener: TcpListener,
+    tls: bool,
     mut shutdown: watch::Receiver<bool>,
     drain: mpsc::Sender<()>,
 ) {
@@ -76,17 +86,22 @@ pub(crate) async fn serve_proxy(
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {
                     let _ = stream.set_nodelay(true);
-                    let conn = ConnInfo { client, local, scheme: Scheme::Http };
-                    let span = debug_span!("conn", client.addr = %client);
+                    let scheme = if tls { Scheme::Https } else { Scheme::Http };
+                    let mut conn = ConnInfo { client, local, scheme, client_cert: None };
+                    let span = debug_span!("conn", client.addr = %client, tls);
+                    let shared = Arc::clone(&shared);
+                    let builder = Arc::clone(&builder);
+                    let shutdown = shutdown.clone();
+                    let drain = drain.clone();
                     tokio::spawn(
-                        serve_conn(
-                            Arc::clone(&shared),
-                            Arc::clone(&builder),
-                            stream,
-                            conn,
-                            shutdown.clone(),
-                            drain.clone(),
-                        )
+                        async move {
+                            if !tls {
+                                serve_conn(shared, builder, stream, conn, shutdown, drain).await;
+                            } else if let Some((stream, client_cert)) = handshake(&shared, stream).await {
+                                conn.client_cert = client_cert;
+                                serve_conn(shared, builder, stream, conn, shutdown, drain).await;
+                            }
+                        }
                         .instrument(span),
                     );
                 }
@@ -102,14 +117,60 @@ pub(crate) async fn serve_proxy(
     }
 }
 
-async fn serve_conn(
+/// Runs a TLS handshake under the handshake timeout and counts its result.
+/// The ClientHello is read first so the host's client-certificate policy
+/// picks the server configuration; returns the connection's client
+/// certificate facts when its host has a policy.
+async fn handshake(
+    shared: &Shared,
+    stream: TcpStream,
+) -> Option<(TlsStream<TcpStream>, Option<Arc<ClientCert>>)> {
+    let limit = shared.listener.tls_handshake_timeout;
+    let metrics = &shared.metrics;
+    let accept = async {
+        let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
+        let table = shared.certs.load_full();
+        let policy = table.policy(start.client_hello().server_name());
+        let config = match policy {
+            None => Arc::clone(&shared.tls),
+            Some(p) => p.config.clone().ok_or_else(|| {
+                io::Error::other("the host's client-certificate policy cannot be served")
+            })?,
+        };
+        let tls = start.into_stream(config).await?;
+        let client_cert =
+            policy.map(|p| Arc::new(p.auth.client_cert(tls.get_ref().1.peer_certificates())));
+        Ok::<_, io::Error>((tls, client_cert))
+    };
+    match tokio::time::timeout(limit, accept).await {
+        Ok(Ok(done)) => {
+            metrics.tls_handshake(true, "none");
+            Some(done)
+        }
+        Ok(Err(e)) => {
+            let reason = crate::tls::handshake_failure_reason(&e);
+            debug!(error = %e, reason, "TLS handshake failed");
+            metrics.tls_handshake(false, reason);
+            None
+        }
+        Err(_) => {
+            debug!(timeout = ?limit, "TLS handshake timed out");
+            metrics.tls_handshake(false, "timeout");
+            None
+        }
+    }
+}
+
+async fn serve_conn<S>(
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    stream: TcpStream,
+    stream: S,
     info: ConnInfo,
     mut shutdown: watch::Receiver<bool>,
     _drain: mpsc::Sender<()>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     shared.metrics.open_connections.inc();
     // A zero period would make the interval panic; a huge one would overflow.
     let idle_period = shared.listener.idle_timeout.clamp(
@@ -122,7 +183,7 @@ async fn serve_conn(
         activity: Arc::clone(&activity),
     });
     let svc_shared = Arc::clone(&shared);
-    let svc = service_fn(move |req| proxy::handle(Arc::clone(&svc_shared), info, req));
+    let svc = service_fn(move |req| proxy::handle(Arc::clone(&svc_shared), info.clone(), req));
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     let mut ticker =
@@ -159,18 +220,18 @@ async fn serve_conn(
 }
 
 /// Counts reads and writes so the connection task can tell an idle client.
-struct ActivityIo {
-    inner: TcpStream,
+struct ActivityIo<S> {
+    inner: S,
     activity: Arc<AtomicU64>,
 }
 
-impl ActivityIo {
+impl<S> ActivityIo<S> {
     fn touch(&self) {
         self.activity.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-impl AsyncRead for ActivityIo {
+impl<S: AsyncRead + Unpin> AsyncRead for ActivityIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -186,7 +247,7 @@ impl AsyncRead for ActivityIo {
     }
 }
 
-impl AsyncWrite for ActivityIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for ActivityIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -36,6 +36,8 @@ pub struct RuleRuntime {
     pub canary: Option<CanaryRuntime>,
     /// The compiled pattern of a [`PathModifier::RegexReplace`] rewrite.
     pub rewrite_regex: Option<Regex>,
+    /// The route's `Strict-Transport-Security` value, for HTTPS responses.
+    pub hsts: Option<http::HeaderValue>,
 }
 
 /// A compiled [`Canary`]: decides per request which backend set serves it.
@@ -119,6 +121,11 @@ impl RouteTable {
             .map(|route| {
                 let route_id: Arc<str> = Arc::from(route.id.as_str());
                 let stats = metrics.route_stats(&route.id);
+                // Digits and fixed words: always a valid header value.
+                let hsts = route
+                    .https
+                    .hsts
+                    .and_then(|h| http::HeaderValue::try_from(h.header_value()).ok());
                 route
                     .rules
                     .iter()
@@ -139,6 +146,7 @@ impl RouteTable {
                                 backends: BackendSet::default(),
                                 canary: None,
                                 rewrite_regex: None,
+                                hsts: hsts.clone(),
                             };
                         };
                         let rewrite_regex = match fwd.rewrite.as_ref().and_then(|r| r.path.as_ref())
@@ -165,6 +173,7 @@ impl RouteTable {
                             backends: BackendSet::build(&fwd.backends, upstreams),
                             canary,
                             rewrite_regex,
+                            hsts: hsts.clone(),
                         }
                     })
                     .collect()
@@ -413,6 +422,7 @@ mod tests {
                 id: "r".into(),
                 source: SourceRef::default(),
                 hostnames: vec![],
+                https: Default::default(),
                 rules: vec![Rule {
                     matches: vec![],
                     filters: Default::default(),

@@ -279,10 +279,11 @@ async fn weighted_backends_split_traffic() {
 
 #[tokio::test]
 async fn error_statuses() {
-    let refused = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    }; // listener dropped: connections are refused
+    // Bound but never listening: the port stays ours (no other test can
+    // take it) and connections to it are refused.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let refused = reserved.local_addr().unwrap();
     let slow = Upstream::start(|_req| async {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         Response::new(empty())

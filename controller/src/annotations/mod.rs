@@ -116,6 +116,34 @@ pub struct IngressAnnotations {
     pub default_backend: Option<String>,
     /// Response headers to set, in the order written.
     pub custom_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub https: HttpsAnnotations,
+}
+
+/// `ssl-redirect`, `force-ssl-redirect`, `preserve-trailing-slash` and
+/// `hsts*`. `None`: the global default applies.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpsAnnotations {
+    pub ssl_redirect: Option<bool>,
+    pub force_ssl_redirect: bool,
+    pub preserve_trailing_slash: bool,
+    pub hsts: Option<bool>,
+    pub hsts_max_age: Option<u64>,
+    pub hsts_include_subdomains: Option<bool>,
+    pub hsts_preload: Option<bool>,
+    /// `auth-tls-secret`: namespace and name.
+    pub auth_tls_secret: Option<(String, String)>,
+    pub auth_tls_verify: Option<AuthTlsVerify>,
+    pub auth_tls_verify_depth: Option<u8>,
+    pub auth_tls_pass_certificate: bool,
+}
+
+/// `auth-tls-verify-client`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthTlsVerify {
+    On,
+    Off,
+    Optional,
+    OptionalNoCa,
 }
 
 /// A rewrite template: literal path text and `$1`..`$9` capture references.

@@ -4,8 +4,8 @@
 
 use super::values;
 use super::{
-    BackendProtocol, CanaryAnnotations, DiagnosticKind, Fallback, IngressAnnotations,
-    RedirectTarget, RewriteTarget, quote,
+    AuthTlsVerify, BackendProtocol, CanaryAnnotations, DiagnosticKind, Fallback,
+    IngressAnnotations, RedirectTarget, RewriteTarget, quote,
 };
 
 pub(crate) const DEFAULT_CANARY_WEIGHT_TOTAL: u32 = 100;
@@ -338,5 +338,77 @@ pub(crate) fn default_backend(v: &str, d: &mut Draft) -> Result<(), String> {
 
 pub(crate) fn custom_headers(v: &str, d: &mut Draft) -> Result<(), String> {
     d.out.custom_headers = values::header_lines(v)?;
+    Ok(())
+}
+
+pub(crate) fn ssl_redirect(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.https.ssl_redirect = Some(values::go_bool(v)?);
+    Ok(())
+}
+
+pub(crate) fn force_ssl_redirect(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.https.force_ssl_redirect = values::go_bool(v)?;
+    Ok(())
+}
+
+pub(crate) fn preserve_trailing_slash(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.https.preserve_trailing_slash = values::go_bool(v)?;
+    Ok(())
+}
+
+pub(crate) fn hsts(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.https.hsts = Some(values::go_bool(v)?);
+    Ok(())
+}
+
+pub(crate) fn hsts_max_age(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.https.hsts_max_age = Some(u64::from(values::uint(v)?));
+    Ok(())
+}
+
+pub(crate) fn hsts_include_subdomains(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.https.hsts_include_subdomains = Some(values::go_bool(v)?);
+    Ok(())
+}
+
+pub(crate) fn auth_tls_secret(v: &str, d: &mut Draft) -> Result<(), String> {
+    let (ns, name) = v
+        .split_once('/')
+        .ok_or("expected namespace/name of a Secret")?;
+    let ns = values::dns1123_subdomain(ns)?;
+    let name = values::dns1123_subdomain(name)?;
+    d.out.https.auth_tls_secret = Some((ns, name));
+    Ok(())
+}
+
+pub(crate) fn auth_tls_verify_client(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.https.auth_tls_verify = Some(match v {
+        "on" => AuthTlsVerify::On,
+        "off" => AuthTlsVerify::Off,
+        "optional" => AuthTlsVerify::Optional,
+        "optional_no_ca" => AuthTlsVerify::OptionalNoCa,
+        _ => return Err("expected on, off, optional or optional_no_ca".into()),
+    });
+    Ok(())
+}
+
+pub(crate) fn auth_tls_verify_depth(v: &str, d: &mut Draft) -> Result<(), String> {
+    let depth = values::uint(v)?;
+    d.out.https.auth_tls_verify_depth = Some(
+        u8::try_from(depth)
+            .ok()
+            .filter(|d| *d > 0)
+            .ok_or("must be from 1 to 255")?,
+    );
+    Ok(())
+}
+
+pub(crate) fn auth_tls_pass_certificate(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.https.auth_tls_pass_certificate = values::go_bool(v)?;
+    Ok(())
+}
+
+pub(crate) fn hsts_preload(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.https.hsts_preload = Some(values::go_bool(v)?);
     Ok(())
 }

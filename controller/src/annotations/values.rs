@@ -321,6 +321,22 @@ pub(crate) fn dns1035_label(s: &str) -> Result<String, String> {
     }
 }
 
+/// A namespace or Secret name: a DNS-1123 subdomain (lower-case letters,
+/// digits, '-' and '.', alphanumeric at both ends, at most 253 characters).
+pub(crate) fn dns1123_subdomain(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} is not a valid Kubernetes name"))
+    }
+}
+
 // === URLs ===
 
 /// An absolute `http`/`https` URL with a host, no user information, no

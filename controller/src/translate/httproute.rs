@@ -16,11 +16,11 @@ use portico_dataplane::model::{
 };
 
 use super::backends::{self, PortRef};
-use super::{ObjectReport, TlsBinding, Translation, check_regex, created_secs};
+use super::{ObjectReport, Settings, TlsBinding, Translation, check_regex, created_secs};
 use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
 use crate::snapshot::Snapshot;
 
-pub(super) fn translate_all(snap: &Snapshot, out: &mut Translation) {
+pub(super) fn translate_all(snap: &Snapshot, settings: &Settings, out: &mut Translation) {
     for route in &snap.http_routes {
         let namespace = route.namespace().unwrap_or_default();
         let obj = ObjectRef {
@@ -33,14 +33,21 @@ pub(super) fn translate_all(snap: &Snapshot, out: &mut Translation) {
             uid: route.metadata.uid.clone(),
             ..Default::default()
         };
-        if let Some(built) = translate_one(snap, route, &namespace, &mut report) {
+        let tls = route.spec.policies.as_ref().and_then(|p| p.tls.as_ref());
+        if let Some(mut built) = translate_one(snap, route, &namespace, &mut report) {
+            // Gateway API redirects only through explicit RequestRedirect
+            // filters; HSTS follows the global setting for its TLS hosts.
+            if tls.is_some() && settings.hsts_enabled {
+                built.https.hsts = Some(settings.hsts);
+            }
             out.config.routes.push(built);
         }
-        if let Some(tls) = route.spec.policies.as_ref().and_then(|p| p.tls.as_ref()) {
+        if let Some(tls) = tls {
             out.tls.push(TlsBinding {
                 hosts: route.spec.hostnames.clone(),
                 secret: (namespace.clone(), tls.secret_name.clone()),
                 source: obj.clone(),
+                field: "spec.policies.tls".into(),
             });
         }
         out.reports.insert(obj, report);
@@ -101,6 +108,7 @@ fn translate_one(
             created: created_secs(&route.metadata),
         },
         hostnames,
+        https: Default::default(),
         rules,
     })
 }

@@ -7,12 +7,13 @@ use http::HeaderName;
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend};
 use kube::ResourceExt;
 use portico_dataplane::model::{
-    Action, Backend, Canary, CanaryHeader, CanaryHeaderValue, Filters, Forward, Hostname,
-    PathMatch, PathModifier, Protocol, Redirect, RedirectStatus, Route, RouteMatch, Rule, Scheme,
-    SourceRef, Substitution, Timeouts, UrlRewrite,
+    Action, Backend, Canary, CanaryHeader, CanaryHeaderValue, Filters, Forward, Hostname, Hsts,
+    HttpsPolicy, HttpsRedirect, PathMatch, PathModifier, Protocol, Redirect, RedirectStatus, Route,
+    RouteClientAuth, RouteMatch, Rule, Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
 };
 
 use super::backends::{self, PortRef};
+use super::tls::{self, TlsHosts};
 use super::{ObjectReport, Settings, TlsBinding, Translation, check_regex, class, created_secs};
 use crate::annotations::{
     self, AnnotationDiagnostic, BackendProtocol, BodySize, CanaryAnnotations, DiagnosticKind,
@@ -20,11 +21,17 @@ use crate::annotations::{
 };
 use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
 use crate::snapshot::Snapshot;
+use portico_dataplane::tls::{ClientAuth, ClientAuthBinding};
 
 /// Where a main Ingress put a (host, path, pathType), for canaries to join.
 type PathKey = (String, String, String);
 
-pub(super) fn translate_all(snap: &Snapshot, settings: &Settings, out: &mut Translation) {
+pub(super) fn translate_all(
+    snap: &Snapshot,
+    settings: &Settings,
+    tls_hosts: &TlsHosts,
+    out: &mut Translation,
+) {
     let ours: Vec<(&Arc<Ingress>, Parsed)> = snap
         .ingresses
         .iter()
@@ -58,12 +65,27 @@ pub(super) fn translate_all(snap: &Snapshot, settings: &Settings, out: &mut Tran
             ));
             continue;
         }
-        let denied = parsed.diagnostics.iter().find_map(|d| match d.kind {
+        let mut denied = parsed.diagnostics.iter().find_map(|d| match d.kind {
             DiagnosticKind::Invalid(Fallback::PathDenied) => Some(d.message.clone()),
             _ => None,
         });
+        let client_auth = match tls::client_auth(snap, &parsed.ingress.https) {
+            Ok(auth) => auth,
+            Err(reason) => {
+                report.diagnostics.push(Diagnostic::error(
+                    crate::translate::REASON_INVALID_CERTIFICATE_REF,
+                    "metadata.annotations[auth-tls-secret]",
+                    format!("{reason}; the Ingress's paths answer 503"),
+                ));
+                denied = denied.or(Some(reason));
+                None
+            }
+        };
         let mut t = IngressTranslator {
             snap,
+            settings,
+            tls_hosts,
+            client_auth: client_auth.clone(),
             ing,
             ann: &parsed.ingress,
             denied,
@@ -75,6 +97,14 @@ pub(super) fn translate_all(snap: &Snapshot, settings: &Settings, out: &mut Tran
         let first_route = out.config.routes.len();
         let routes = t.routes(&mut out.tls);
         for (offset, (route, keys)) in routes.into_iter().enumerate() {
+            if let Some(auth) = &client_auth
+                && !route.hostnames.is_empty()
+            {
+                out.client_auth.push(ClientAuthBinding {
+                    hosts: route.hostnames.clone(),
+                    auth: Arc::clone(auth),
+                });
+            }
             for (rule_idx, key) in keys {
                 if let Some(key) = key {
                     index.entry(key).or_insert((first_route + offset, rule_idx));
@@ -142,6 +172,9 @@ fn annotation_diagnostic(d: &AnnotationDiagnostic) -> Diagnostic {
 
 struct IngressTranslator<'a> {
     snap: &'a Snapshot,
+    settings: &'a Settings,
+    tls_hosts: &'a TlsHosts,
+    client_auth: Option<Arc<ClientAuth>>,
     ing: &'a Ingress,
     ann: &'a IngressAnnotations,
     /// Why every path answers 503 instead, when an annotation asks for it.
@@ -183,6 +216,7 @@ impl IngressTranslator<'_> {
                     hosts: t.hosts.clone().unwrap_or_default(),
                     secret: (self.namespace.clone(), secret.to_owned()),
                     source: self.obj.clone(),
+                    field: format!("spec.tls[{i}]"),
                 }),
                 None => self.report.diagnostics.push(Diagnostic::warning(
                     "InvalidTLS",
@@ -281,6 +315,7 @@ impl IngressTranslator<'_> {
                 Route {
                     id: self.route_id(),
                     source: self.source(),
+                    https: self.https_policy(&hostnames),
                     hostnames,
                     rules,
                 },
@@ -295,6 +330,7 @@ impl IngressTranslator<'_> {
                     Route {
                         id: self.route_id(),
                         source: self.source(),
+                        https: self.https_policy(&[]),
                         hostnames: Vec::new(),
                         rules: vec![r],
                     },
@@ -303,6 +339,36 @@ impl IngressTranslator<'_> {
             }
         }
         routes
+    }
+
+    /// `ssl-redirect` (default on) and HSTS apply to hosts served over TLS;
+    /// `force-ssl-redirect` to any host, including the catch-all.
+    fn https_policy(&self, hostnames: &[Hostname]) -> HttpsPolicy {
+        let a = &self.ann.https;
+        let s = self.settings;
+        let tls = hostnames.iter().any(|h| self.tls_hosts.covers(h));
+        let redirect = (a.force_ssl_redirect || (tls && a.ssl_redirect.unwrap_or(true))).then_some(
+            HttpsRedirect {
+                port: s.https_redirect_port,
+                preserve_trailing_slash: a.preserve_trailing_slash,
+            },
+        );
+        let hsts = (tls && a.hsts.unwrap_or(s.hsts_enabled)).then_some(Hsts {
+            max_age: a.hsts_max_age.unwrap_or(s.hsts.max_age),
+            include_subdomains: a
+                .hsts_include_subdomains
+                .unwrap_or(s.hsts.include_subdomains),
+            preload: a.hsts_preload.unwrap_or(s.hsts.preload),
+        });
+        let client_auth = self.client_auth.as_ref().map(|auth| RouteClientAuth {
+            policy: auth.id.clone(),
+            pass_certificate: a.auth_tls_pass_certificate,
+        });
+        HttpsPolicy {
+            redirect,
+            hsts,
+            client_auth,
+        }
     }
 
     /// A rule with the annotations that apply to every path.

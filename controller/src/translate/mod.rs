@@ -8,7 +8,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use portico_dataplane::model::{Action, Hostname, Route, RouteConfig, RouteMatch};
+use portico_dataplane::model::{Action, Hostname, Hsts, Route, RouteConfig, RouteMatch};
+use portico_dataplane::tls::ClientAuthBinding;
 
 use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
 use crate::snapshot::{Key, Snapshot};
@@ -19,6 +20,14 @@ mod httproute;
 mod ingress;
 #[cfg(test)]
 mod tests;
+mod tls;
+
+pub use tls::{CertStatus, SecretError};
+
+/// Gateway API's reason for a certificate reference that cannot be used,
+/// used for every unusable TLS Secret.
+pub(crate) const REASON_INVALID_CERTIFICATE_REF: &str =
+    portico_crds::REASON_INVALID_CERTIFICATE_REF;
 
 /// What the controller was told about its identity and scope.
 #[derive(Clone, Debug)]
@@ -28,6 +37,17 @@ pub struct Settings {
     /// `--controller-name`: IngressClasses with this `spec.controller` are ours.
     pub controller_name: String,
     pub watch_ingress_without_class: bool,
+    /// `--default-ssl-certificate`: the Secret served for handshakes with no
+    /// SNI or an unknown name.
+    pub default_certificate: Option<Key>,
+    /// `--https-redirect-port`: the public HTTPS port in redirects, when it
+    /// is not 443.
+    pub https_redirect_port: Option<u16>,
+    /// `--hsts`: HSTS for TLS hosts unless an Ingress says otherwise.
+    pub hsts_enabled: bool,
+    /// `--hsts-max-age` and friends: the HSTS value unless an Ingress says
+    /// otherwise.
+    pub hsts: Hsts,
 }
 
 impl Default for Settings {
@@ -36,6 +56,10 @@ impl Default for Settings {
             ingress_class: "portico".into(),
             controller_name: "portico.dev/ingress-controller".into(),
             watch_ingress_without_class: false,
+            default_certificate: None,
+            https_redirect_port: None,
+            hsts_enabled: true,
+            hsts: Hsts::DEFAULT,
         }
     }
 }
@@ -49,6 +73,11 @@ pub struct Translation {
     pub reports: BTreeMap<ObjectRef, ObjectReport>,
     /// TLS Secrets to serve, for the TLS listener.
     pub tls: Vec<TlsBinding>,
+    /// Every Secret named by a binding or as the default certificate, parsed
+    /// and validated (or why not).
+    pub certificates: BTreeMap<Key, CertStatus>,
+    /// Hosts that ask clients for certificates, and how.
+    pub client_auth: Vec<ClientAuthBinding>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -68,13 +97,17 @@ pub struct TlsBinding {
     pub hosts: Vec<String>,
     pub secret: Key,
     pub source: ObjectRef,
+    /// Where in the source: `spec.tls[0]`, `spec.policies.tls`.
+    pub field: String,
 }
 
 /// Translates a snapshot. Never fails: problems become diagnostics.
 pub fn translate(snap: &Snapshot, settings: &Settings) -> Translation {
     let mut out = Translation::default();
-    ingress::translate_all(snap, settings, &mut out);
-    httproute::translate_all(snap, &mut out);
+    let tls_hosts = tls::TlsHosts::of(snap, settings);
+    ingress::translate_all(snap, settings, &tls_hosts, &mut out);
+    httproute::translate_all(snap, settings, &mut out);
+    tls::resolve_certificates(snap, settings, &mut out);
     report_conflicts(&mut out);
     for report in out.reports.values_mut() {
         report.diagnostics.sort();

@@ -65,6 +65,9 @@ struct RequestCase {
     /// A subset of the matched rule's JSON form (`/debug/routes` shape).
     #[serde(default)]
     rule: Option<Value>,
+    /// A subset of the matched route's `https` policy (JSON form).
+    #[serde(default)]
+    https: Option<Value>,
 }
 
 #[derive(Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -162,6 +165,11 @@ fn check_requests(t: &Translation, cases: &[RequestCase]) -> Result<(), String> 
         let got_route = hit.map(|h| t.config.routes[h.route].id.clone());
         if got_route != c.route {
             return Err(format!("{what}: route {got_route:?}, want {:?}", c.route));
+        }
+        if let (Some(want), Some(h)) = (&c.https, hit) {
+            let got =
+                serde_json::to_value(&t.config.routes[h.route].https).map_err(|e| e.to_string())?;
+            subset(want, &got, "https")?;
         }
         if let (Some(want), Some(h)) = (&c.rule, hit) {
             let rule = &t.config.routes[h.route].rules[h.rule];

@@ -25,6 +25,7 @@ fn route(id: &str, hosts: &[&str], rules: Vec<Rule>) -> Route {
             .map(|h| Hostname::parse(h).expect("test hostname"))
             .collect(),
         rules,
+        https: Default::default(),
     }
 }
 

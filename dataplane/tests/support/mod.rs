@@ -1,6 +1,8 @@
 //! Test support: real servers on 127.0.0.1:0 and a real dataplane.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::Write;
@@ -135,6 +137,8 @@ impl Upstream {
 pub struct Proxy {
     pub dp: Dataplane,
     pub addr: SocketAddr,
+    /// The HTTPS listener.
+    pub https: SocketAddr,
     pub admin: SocketAddr,
     pub log: LogCapture,
     shutdown: Option<oneshot::Sender<()>>,
@@ -186,13 +190,15 @@ impl Proxy {
     /// Serves a dataplane that has not necessarily published anything.
     pub async fn serve(dp: Dataplane, log: LogCapture) -> Self {
         let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let https = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let https_addr = https.local_addr().unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = proxy.local_addr().unwrap();
         let admin_addr = admin.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let dp2 = dp.clone();
         let done = tokio::spawn(async move {
-            dp2.serve(proxy, admin, async {
+            dp2.serve_with_https(proxy, Some(https), admin, async {
                 let _ = rx.await;
             })
             .await
@@ -200,6 +206,7 @@ impl Proxy {
         Self {
             dp,
             addr,
+            https: https_addr,
             admin: admin_addr,
             log,
             shutdown: Some(tx),
@@ -302,6 +309,7 @@ pub fn route(id: &str, hosts: &[&str], rules: Vec<Rule>) -> Route {
         },
         hostnames: hosts.iter().map(|h| Hostname::parse(h).unwrap()).collect(),
         rules,
+        https: Default::default(),
     }
 }
 

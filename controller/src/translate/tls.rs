@@ -1,0 +1,432 @@
+//! TLS Secrets: each Secret a [`TlsBinding`] names (and the
+//! `--default-ssl-certificate`) is parsed and validated against the
+//! snapshot's clock. A Secret that cannot be served yields a Warning on every
+//! object that references it, naming the Secret and the reason.
+//!
+//! What is served instead (the last good certificate, or the default) is
+//! decided outside this pure function, by [`crate::certs::CertMemory`] in the
+//! rebuild loop, because it depends on what earlier snapshots held.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use portico_dataplane::model::Hostname;
+use portico_dataplane::tls::{CertError, ClientAuth, ServerCert, VerifyClient};
+
+use super::{Settings, Translation, class};
+use crate::annotations::{AuthTlsVerify, HttpsAnnotations};
+use crate::diagnostics::Diagnostic;
+use crate::snapshot::{Key, Snapshot};
+
+/// Why a Secret's certificate is not served.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("no Secret of type kubernetes.io/tls named {0}/{1}")]
+    NotFound(String, String),
+    #[error("Secret {0}/{1} has no {2}")]
+    MissingKey(String, String, &'static str),
+    #[error("Secret {0}/{1}: {2}")]
+    Invalid(String, String, CertError),
+}
+
+/// The outcome for one Secret.
+pub type CertStatus = Result<Arc<ServerCert>, SecretError>;
+
+/// Parses every Secret bound or named as the default; adds a diagnostic to
+/// each referencing object for each that cannot be served, and one for each
+/// TLS host that is not a valid name.
+pub(super) fn resolve_certificates(snap: &Snapshot, settings: &Settings, out: &mut Translation) {
+    let mut certs: BTreeMap<Key, CertStatus> = BTreeMap::new();
+    let wanted = out
+        .tls
+        .iter()
+        .map(|b| &b.secret)
+        .chain(settings.default_certificate.as_ref());
+    for key in wanted {
+        if !certs.contains_key(key) {
+            certs.insert(key.clone(), load(snap, key));
+        }
+    }
+    let mut diagnostics = Vec::new();
+    for b in &out.tls {
+        if let Some(Err(e)) = certs.get(&b.secret) {
+            diagnostics.push((
+                b.source.clone(),
+                Diagnostic::warning(
+                    super::REASON_INVALID_CERTIFICATE_REF,
+                    format!("{}.secretName", b.field),
+                    format!(
+                        "{e}; its hosts keep the last good certificate, or the default one if there never was one"
+                    ),
+                ),
+            ));
+        }
+        for (i, h) in b.hosts.iter().enumerate() {
+            if Hostname::parse(h).is_none() {
+                diagnostics.push((
+                    b.source.clone(),
+                    Diagnostic::warning(
+                        "InvalidTLS",
+                        format!("{}.hosts[{i}]", b.field),
+                        format!("{h:?} is not a valid host name; no certificate is bound to it"),
+                    ),
+                ));
+            }
+        }
+    }
+    for (obj, d) in diagnostics {
+        out.reports.entry(obj).or_default().diagnostics.push(d);
+    }
+    out.certificates = certs;
+}
+
+/// Hosts served over TLS by any object: where `ssl-redirect` and HSTS
+/// apply, whichever object's rules serve the host (as ingress-nginx decides
+/// per server, not per Ingress).
+pub(super) struct TlsHosts(HashSet<Hostname>);
+
+impl TlsHosts {
+    pub(super) fn of(snap: &Snapshot, settings: &Settings) -> Self {
+        let ingress_hosts = snap
+            .ingresses
+            .iter()
+            .filter(|ing| class::ingress_is_ours(ing, &snap.ingress_classes, settings))
+            .filter_map(|ing| ing.spec.as_ref()?.tls.as_ref())
+            .flatten()
+            .filter(|t| t.secret_name.as_deref().is_some_and(|s| !s.is_empty()))
+            .flat_map(|t| t.hosts.iter().flatten());
+        let route_hosts = snap
+            .http_routes
+            .iter()
+            .filter(|r| r.spec.policies.as_ref().is_some_and(|p| p.tls.is_some()))
+            .flat_map(|r| r.spec.hostnames.iter());
+        Self(
+            ingress_hosts
+                .chain(route_hosts)
+                .filter_map(|h| Hostname::parse(h))
+                .collect(),
+        )
+    }
+
+    /// Whether a certificate binding covers `host`: the same name, or a
+    /// wildcard one label up.
+    pub(super) fn covers(&self, host: &Hostname) -> bool {
+        if self.0.contains(host) {
+            return true;
+        }
+        match host {
+            Hostname::Exact(name) => name
+                .split_once('.')
+                .is_some_and(|(_, parent)| self.0.contains(&Hostname::Wildcard(parent.to_owned()))),
+            Hostname::Wildcard(_) | Hostname::WildcardAnyDepth(_) => false,
+        }
+    }
+}
+
+/// The client-certificate policy an Ingress's `auth-tls-*` annotations ask
+/// for: `None` when off; an error naming the Secret and the reason when its
+/// CA bundle cannot be used (the caller then denies the paths: an Ingress
+/// asking for client certificates is never served without them).
+pub(super) fn client_auth(
+    snap: &Snapshot,
+    a: &HttpsAnnotations,
+) -> Result<Option<Arc<ClientAuth>>, String> {
+    let Some((ns, name)) = &a.auth_tls_secret else {
+        return Ok(None);
+    };
+    let verify = match a.auth_tls_verify.unwrap_or(AuthTlsVerify::On) {
+        AuthTlsVerify::Off => return Ok(None),
+        AuthTlsVerify::On => VerifyClient::On,
+        AuthTlsVerify::Optional => VerifyClient::Optional,
+        AuthTlsVerify::OptionalNoCa => VerifyClient::OptionalNoCa,
+    };
+    let depth = a.auth_tls_verify_depth.unwrap_or(1);
+    let key = (ns.clone(), name.clone());
+    let ca = snap
+        .secrets
+        .get(&key)
+        .ok_or_else(|| format!("no Secret of type kubernetes.io/tls named {ns}/{name}"))?
+        .data
+        .as_ref()
+        .and_then(|d| d.get("ca.crt"))
+        .filter(|v| !v.0.is_empty())
+        .ok_or_else(|| format!("Secret {ns}/{name} has no ca.crt"))?;
+    let id = format!("{ns}/{name} {verify:?} {depth}");
+    ClientAuth::new(id, &ca.0, verify, depth)
+        .map(|auth| Some(Arc::new(auth)))
+        .map_err(|e| format!("Secret {ns}/{name}: ca.crt: {e}"))
+}
+
+fn load(snap: &Snapshot, key: &Key) -> CertStatus {
+    let (ns, name) = key;
+    let secret: &Secret = snap
+        .secrets
+        .get(key)
+        .ok_or_else(|| SecretError::NotFound(ns.clone(), name.clone()))?;
+    let field = |k: &'static str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .filter(|v| !v.0.is_empty())
+            .ok_or_else(|| SecretError::MissingKey(ns.clone(), name.clone(), k))
+    };
+    let crt = field("tls.crt")?;
+    let key_pem = field("tls.key")?;
+    let invalid = |e| SecretError::Invalid(ns.clone(), name.clone(), e);
+    let cert = ServerCert::from_pem(&crt.0, &key_pem.0).map_err(invalid)?;
+    cert.check_validity(snap.taken_at).map_err(invalid)?;
+    Ok(Arc::new(cert))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::api::networking::v1::Ingress;
+    use rcgen::{CertificateParams, KeyPair};
+
+    use crate::certs::CertMemory;
+    use crate::diagnostics::{Kind, ObjectRef};
+    use crate::snapshot::{Object, Snapshot};
+    use crate::translate::{Settings, Translation, translate};
+
+    const NOW: i64 = 1_800_000_000;
+
+    /// PEM certificate and key for `host`, valid `from..until` (Unix secs).
+    fn pem(host: &str, from: i64, until: i64) -> (String, String) {
+        let mut p = CertificateParams::new(vec![host.to_owned()]).unwrap();
+        p.not_before =
+            rcgen::date_time_ymd(1970, 1, 1) + std::time::Duration::from_secs(from as u64);
+        p.not_after =
+            rcgen::date_time_ymd(1970, 1, 1) + std::time::Duration::from_secs(until as u64);
+        let key = KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn secret(name: &str, crt: &str, key: &str) -> Object {
+        let mut data = BTreeMap::new();
+        data.insert("tls.crt".to_owned(), ByteString(crt.as_bytes().to_vec()));
+        data.insert("tls.key".to_owned(), ByteString(key.as_bytes().to_vec()));
+        let mut s = Secret::default();
+        s.metadata.name = Some(name.into());
+        s.metadata.namespace = Some("default".into());
+        s.type_ = Some("kubernetes.io/tls".into());
+        s.data = Some(data);
+        Object::Secret(Arc::new(s))
+    }
+
+    fn ingress(secret: &str) -> Object {
+        let yaml = format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: web, namespace: default, annotations: {{kubernetes.io/ingress.class: portico}}}}\nspec:\n  tls: [{{hosts: [web.test], secretName: {secret}}}]\n  defaultBackend: {{service: {{name: web, port: {{number: 80}}}}}}\n"
+        );
+        Object::Ingress(Arc::new(serde_yaml::from_str::<Ingress>(&yaml).unwrap()))
+    }
+
+    fn run(objects: Vec<Object>) -> Translation {
+        let mut snap = Snapshot::from_objects(objects);
+        snap.taken_at = NOW;
+        translate(&snap, &Settings::default())
+    }
+
+    fn web() -> ObjectRef {
+        ObjectRef {
+            kind: Kind::Ingress,
+            namespace: "default".into(),
+            name: "web".into(),
+        }
+    }
+
+    /// The one TLS finding on the Ingress, if any (its Service is absent on
+    /// purpose: that finding is not this module's).
+    fn finding(t: &Translation) -> Option<String> {
+        let r = t.reports.get(&web())?;
+        let tls: Vec<_> = r
+            .diagnostics
+            .iter()
+            .filter(|d| d.field.starts_with("spec.tls"))
+            .collect();
+        assert!(tls.len() <= 1, "{tls:?}");
+        tls.first()
+            .map(|d| format!("{} {}: {}", d.reason, d.field, d.message))
+    }
+
+    #[test]
+    fn valid_certificate_is_served_without_findings() {
+        let (crt, key) = pem("web.test", NOW - 10, NOW + 10);
+        let t = run(vec![ingress("web-tls"), secret("web-tls", &crt, &key)]);
+        assert_eq!(finding(&t), None);
+        let status = &t.certificates[&("default".to_owned(), "web-tls".to_owned())];
+        assert!(status.is_ok(), "{status:?}");
+    }
+
+    #[test]
+    fn invalid_secrets_are_warnings_naming_secret_and_reason() {
+        let (crt, key) = pem("web.test", NOW - 10, NOW + 10);
+        let (_, other_key) = pem("web.test", NOW - 10, NOW + 10);
+        let (old_crt, old_key) = pem("web.test", NOW - 100, NOW - 1);
+        let (new_crt, new_key) = pem("web.test", NOW + 1, NOW + 100);
+        let cases = [
+            (crt.clone(), other_key, "does not match"),
+            (old_crt, old_key, "expired"),
+            (new_crt, new_key, "not valid before"),
+            ("garbage".into(), key.clone(), "no certificate"),
+            (crt.clone(), String::new(), "has no tls.key"),
+        ];
+        for (crt, key, want) in cases {
+            let t = run(vec![ingress("web-tls"), secret("web-tls", &crt, &key)]);
+            let got = finding(&t).expect("a finding");
+            assert!(
+                got.starts_with(
+                    "InvalidCertificateRef spec.tls[0].secretName: Secret default/web-tls"
+                ) && got.contains(want),
+                "want {want:?} in {got}"
+            );
+        }
+        let t = run(vec![ingress("absent")]);
+        assert!(finding(&t).unwrap().contains("named default/absent"));
+    }
+
+    #[test]
+    fn last_good_certificate_is_kept_until_unreferenced() {
+        let (good_crt, good_key) = pem("web.test", NOW - 10, NOW + 10);
+        let (bad_crt, bad_key) = pem("web.test", NOW - 100, NOW - 1);
+        let settings = Settings::default();
+        let mut memory = CertMemory::default();
+
+        // Never good: nothing bound, so the default certificate answers.
+        let t = run(vec![
+            ingress("web-tls"),
+            secret("web-tls", &bad_crt, &bad_key),
+        ]);
+        assert!(memory.serve(&t, &settings).bindings.is_empty());
+
+        let t = run(vec![
+            ingress("web-tls"),
+            secret("web-tls", &good_crt, &good_key),
+        ]);
+        let good = memory.serve(&t, &settings);
+        assert_eq!(good.bindings.len(), 1);
+        assert_eq!(good.bindings[0].name, "default/web-tls");
+
+        // Broken update, then the Secret deleted: the good one stays.
+        let t = run(vec![
+            ingress("web-tls"),
+            secret("web-tls", &bad_crt, &bad_key),
+        ]);
+        assert_eq!(memory.serve(&t, &settings), good);
+        let t = run(vec![ingress("web-tls")]);
+        assert_eq!(memory.serve(&t, &settings), good);
+
+        // No longer referenced: forgotten, so a later broken Secret of the
+        // same name does not resurrect it.
+        let t = run(vec![]);
+        assert!(memory.serve(&t, &settings).bindings.is_empty());
+        let t = run(vec![
+            ingress("web-tls"),
+            secret("web-tls", &bad_crt, &bad_key),
+        ]);
+        assert!(memory.serve(&t, &settings).bindings.is_empty());
+    }
+
+    fn mtls_ingress(annotations: &str) -> Object {
+        let yaml = format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: web, namespace: default, annotations: {{kubernetes.io/ingress.class: portico, {annotations}}}}}\nspec:\n  rules: [{{host: web.test, http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}}}]\n"
+        );
+        Object::Ingress(Arc::new(serde_yaml::from_str::<Ingress>(&yaml).unwrap()))
+    }
+
+    fn ca_secret(name: &str, ca_pem: &str) -> Object {
+        let mut data = BTreeMap::new();
+        data.insert("ca.crt".to_owned(), ByteString(ca_pem.as_bytes().to_vec()));
+        let mut s = Secret::default();
+        s.metadata.name = Some(name.into());
+        s.metadata.namespace = Some("default".into());
+        s.data = Some(data);
+        Object::Secret(Arc::new(s))
+    }
+
+    #[test]
+    fn client_auth_policy_from_annotations() {
+        use portico_dataplane::model::{Action, Hostname, RouteClientAuth};
+        use portico_dataplane::tls::VerifyClient;
+        let (ca, _) = pem("client-ca", NOW - 10, NOW + 10);
+        let t = run(vec![
+            mtls_ingress(
+                "portico.dev/auth-tls-secret: default/client-ca, nginx.ingress.kubernetes.io/auth-tls-verify-client: optional, nginx.ingress.kubernetes.io/auth-tls-pass-certificate-to-upstream: \"true\"",
+            ),
+            ca_secret("client-ca", &ca),
+        ]);
+        assert_eq!(t.client_auth.len(), 1);
+        let b = &t.client_auth[0];
+        assert_eq!(b.hosts, vec![Hostname::parse("web.test").unwrap()]);
+        assert_eq!(b.auth.verify, VerifyClient::Optional);
+        assert_eq!(
+            t.config.routes[0].https.client_auth,
+            Some(RouteClientAuth {
+                policy: b.auth.id.clone(),
+                pass_certificate: true,
+            })
+        );
+
+        // Off: no policy. An unusable CA: an error, and the paths deny.
+        let t = run(vec![
+            mtls_ingress(
+                "portico.dev/auth-tls-secret: default/client-ca, portico.dev/auth-tls-verify-client: \"off\"",
+            ),
+            ca_secret("client-ca", &ca),
+        ]);
+        assert!(t.client_auth.is_empty());
+        assert_eq!(t.config.routes[0].https.client_auth, None);
+        for (objects, want) in [
+            (
+                vec![],
+                "no Secret of type kubernetes.io/tls named default/client-ca",
+            ),
+            (
+                vec![ca_secret("client-ca", "junk")],
+                "Secret default/client-ca: ca.crt",
+            ),
+        ] {
+            let mut objects = objects;
+            objects.push(mtls_ingress(
+                "portico.dev/auth-tls-secret: default/client-ca",
+            ));
+            let t = run(objects);
+            let d = &t.reports[&web()].diagnostics;
+            assert!(
+                d.iter().any(|d| d.reason == "InvalidCertificateRef"
+                    && d.field == "metadata.annotations[auth-tls-secret]"
+                    && d.message.contains(want)),
+                "{d:?}"
+            );
+            assert!(t.client_auth.is_empty());
+            assert!(
+                t.config.routes[0]
+                    .rules
+                    .iter()
+                    .all(|r| matches!(r.action, Action::Deny { .. })),
+                "never served without client verification"
+            );
+        }
+    }
+
+    #[test]
+    fn default_certificate_comes_from_its_secret() {
+        let (crt, key) = pem("default.test", NOW - 10, NOW + 10);
+        let mut snap = Snapshot::from_objects(vec![secret("fallback", &crt, &key)]);
+        snap.taken_at = NOW;
+        let settings = Settings {
+            default_certificate: Some(("default".into(), "fallback".into())),
+            ..Settings::default()
+        };
+        let t = translate(&snap, &settings);
+        let served = CertMemory::default().serve(&t, &settings);
+        assert!(served.default.is_some());
+    }
+}
