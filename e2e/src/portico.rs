@@ -2,8 +2,9 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -177,6 +178,20 @@ impl Portico {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
         line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// SIGTERM (through `kill(1)`: this crate has no unsafe code), then
+    /// waits up to `deadline` for the exit; the exit status.
+    pub async fn terminate(&mut self, deadline: Duration) -> anyhow::Result<ExitStatus> {
+        let pid = self.child.id().context("portico already exited")?;
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(sent.success(), "kill -TERM {pid} failed");
+        tokio::time::timeout(deadline, self.child.wait())
+            .await
+            .with_context(|| format!("portico still running {deadline:?} after SIGTERM"))?
+            .context("waiting for portico")
     }
 
     /// Whether the process is still running.
