@@ -45,6 +45,10 @@ pub struct PorticoOptions {
     pub identity: Option<String>,
     /// Extra `portico run` flags.
     pub args: Vec<String>,
+    /// Replaces the harness's own flags (listeners, leader election, log
+    /// format) when set: the test passes a whole command line, e.g. the
+    /// chart's. `--kubeconfig` is still added; logs must stay JSON.
+    pub exact_args: Option<Vec<String>>,
 }
 
 pub struct Portico {
@@ -65,19 +69,25 @@ impl Portico {
     /// ServiceAccount, listeners on 127.0.0.1:0, leader election in the test
     /// namespace. Returns once it reports its bound addresses.
     pub async fn start(env: &TestEnv, opts: PorticoOptions) -> anyhow::Result<Self> {
-        let mut cmd = Command::new(binary()?);
-        cmd.arg("run")
-            .arg("--kubeconfig")
-            .arg(&env.portico_kubeconfig)
-            .args([
+        let own_args = || {
+            [
+                "run",
                 "--http-addr=127.0.0.1:0",
                 "--https-addr=127.0.0.1:0",
                 "--admin-addr=127.0.0.1:0",
                 "--leader-elect=true",
                 "--access-log=false",
                 "--log-format=json",
-            ])
-            .arg(format!("--election-namespace={}", env.namespace))
+            ]
+            .map(str::to_owned)
+            .into_iter()
+            .chain([format!("--election-namespace={}", env.namespace)])
+            .collect()
+        };
+        let mut cmd = Command::new(binary()?);
+        cmd.args(opts.exact_args.clone().unwrap_or_else(own_args))
+            .arg("--kubeconfig")
+            .arg(&env.portico_kubeconfig)
             .args(&opts.args)
             .env("POD_NAMESPACE", &env.namespace)
             .env("RUST_LOG", "info")

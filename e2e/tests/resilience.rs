@@ -149,6 +149,7 @@ async fn two_replicas_one_leader_writes_and_failover() -> anyhow::Result<()> {
             PorticoOptions {
                 identity: Some(id.to_owned()),
                 args: vec!["--publish-status-address=198.51.100.9".into()],
+                ..Default::default()
             },
         )
     };
