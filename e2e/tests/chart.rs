@@ -49,7 +49,8 @@ const ALL_ON: &[&str] = &[
     "autoscaling.enabled=true",
     "serviceMonitor.enabled=true",
     "service.externalTrafficPolicy=Local",
-    "controller.extraArgs={--log-format=text}",
+    "controller.extraEnv[0].name=RUST_LOG",
+    "controller.extraEnv[0].value=debug",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
