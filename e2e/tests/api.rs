@@ -333,12 +333,29 @@ async fn status_address_from_publish_service() -> anyhow::Result<()> {
         .unwrap_or_default();
     // What a cloud load-balancer controller would write.
     let services: Api<Service> = Api::namespaced(env.admin.clone(), &env.namespace);
-    let lb = json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}});
-    services
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(lb))
-        .await?;
+    let set_lb_ip = |ip: &'static str| {
+        let services = services.clone();
+        let lb = json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}});
+        async move {
+            services
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(lb))
+                .await
+        }
+    };
+    set_lb_ip("203.0.113.7").await?;
     let flag = format!("--publish-service={}/{name}", env.namespace);
-    expect_status_addresses(&env, vec![flag], &[(Some("203.0.113.7"), None)]).await?;
+    let _portico =
+        expect_status_addresses(&env, vec![flag], &[(Some("203.0.113.7"), None)]).await?;
+
+    // The load balancer's address changes while portico runs: the Service
+    // is re-read every 15 s and Ingress status follows.
+    set_lb_ip("203.0.113.8").await?;
+    let ingresses: Api<Ingress> = Api::namespaced(env.admin.clone(), &env.namespace);
+    eventually("Ingress status follows the Service", CONVERGE, || async {
+        let addrs = ingress_addresses(&ingresses, "site").await?;
+        (addrs == vec![(Some("203.0.113.8".to_owned()), None)]).then_some(())
+    })
+    .await;
     Ok(())
 }
 
