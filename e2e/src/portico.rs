@@ -2,8 +2,9 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -44,6 +45,10 @@ pub struct PorticoOptions {
     pub identity: Option<String>,
     /// Extra `portico run` flags.
     pub args: Vec<String>,
+    /// Replaces the harness's own flags (listeners, leader election, log
+    /// format) when set: the test passes a whole command line, e.g. the
+    /// chart's. `--kubeconfig` is still added; logs must stay JSON.
+    pub exact_args: Option<Vec<String>>,
 }
 
 pub struct Portico {
@@ -64,19 +69,25 @@ impl Portico {
     /// ServiceAccount, listeners on 127.0.0.1:0, leader election in the test
     /// namespace. Returns once it reports its bound addresses.
     pub async fn start(env: &TestEnv, opts: PorticoOptions) -> anyhow::Result<Self> {
-        let mut cmd = Command::new(binary()?);
-        cmd.arg("run")
-            .arg("--kubeconfig")
-            .arg(&env.portico_kubeconfig)
-            .args([
+        let own_args = || {
+            [
+                "run",
                 "--http-addr=127.0.0.1:0",
                 "--https-addr=127.0.0.1:0",
                 "--admin-addr=127.0.0.1:0",
                 "--leader-elect=true",
                 "--access-log=false",
                 "--log-format=json",
-            ])
-            .arg(format!("--election-namespace={}", env.namespace))
+            ]
+            .map(str::to_owned)
+            .into_iter()
+            .chain([format!("--election-namespace={}", env.namespace)])
+            .collect()
+        };
+        let mut cmd = Command::new(binary()?);
+        cmd.args(opts.exact_args.clone().unwrap_or_else(own_args))
+            .arg("--kubeconfig")
+            .arg(&env.portico_kubeconfig)
             .args(&opts.args)
             .env("POD_NAMESPACE", &env.namespace)
             .env("RUST_LOG", "info")
@@ -177,6 +188,20 @@ impl Portico {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
         line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// SIGTERM (through `kill(1)`: this crate has no unsafe code), then
+    /// waits up to `deadline` for the exit; the exit status.
+    pub async fn terminate(&mut self, deadline: Duration) -> anyhow::Result<ExitStatus> {
+        let pid = self.child.id().context("portico already exited")?;
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(sent.success(), "kill -TERM {pid} failed");
+        tokio::time::timeout(deadline, self.child.wait())
+            .await
+            .with_context(|| format!("portico still running {deadline:?} after SIGTERM"))?
+            .context("waiting for portico")
     }
 
     /// Whether the process is still running.

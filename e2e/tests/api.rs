@@ -2,6 +2,8 @@
 //! CRD's CEL rules, IngressClass handling (2), Warning Events for invalid
 //! annotations (5) and Ingress status addresses (4).
 
+use std::time::Duration;
+
 use http::StatusCode;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::events::v1::Event;
@@ -280,12 +282,12 @@ async fn ingress_addresses(
 }
 
 /// Runs portico with `args`, serves Ingress `site`, and waits for its
-/// status addresses to be `expected` (ip, hostname).
+/// status addresses to be `expected` (ip, hostname). Returns portico.
 async fn expect_status_addresses(
     env: &TestEnv,
     args: Vec<String>,
     expected: &[(Option<&str>, Option<&str>)],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Portico> {
     let ns = env.namespace.as_str();
     let portico = Portico::start(
         env,
@@ -312,7 +314,7 @@ async fn expect_status_addresses(
         || async { (ingress_addresses(&ingresses, "site").await? == expected).then_some(()) },
     )
     .await;
-    Ok(())
+    Ok(portico)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,21 +333,46 @@ async fn status_address_from_publish_service() -> anyhow::Result<()> {
         .unwrap_or_default();
     // What a cloud load-balancer controller would write.
     let services: Api<Service> = Api::namespaced(env.admin.clone(), &env.namespace);
-    let lb = json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}});
-    services
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(lb))
-        .await?;
+    let set_lb_ip = |ip: &'static str| {
+        let services = services.clone();
+        let lb = json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}});
+        async move {
+            services
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(lb))
+                .await
+        }
+    };
+    set_lb_ip("203.0.113.7").await?;
     let flag = format!("--publish-service={}/{name}", env.namespace);
-    expect_status_addresses(&env, vec![flag], &[(Some("203.0.113.7"), None)]).await
+    let _portico =
+        expect_status_addresses(&env, vec![flag], &[(Some("203.0.113.7"), None)]).await?;
+
+    // The load balancer's address changes while portico runs: the Service
+    // is re-read every 15 s and Ingress status follows.
+    set_lb_ip("203.0.113.8").await?;
+    let ingresses: Api<Ingress> = Api::namespaced(env.admin.clone(), &env.namespace);
+    eventually("Ingress status follows the Service", CONVERGE, || async {
+        let addrs = ingress_addresses(&ingresses, "site").await?;
+        (addrs == vec![(Some("203.0.113.8".to_owned()), None)]).then_some(())
+    })
+    .await;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_address_from_publish_status_address() -> anyhow::Result<()> {
+async fn status_address_from_publish_status_address_cleared_on_shutdown() -> anyhow::Result<()> {
     let env = TestEnv::start("e2e-address", &[]).await?;
-    expect_status_addresses(
+    let mut portico = expect_status_addresses(
         &env,
         vec!["--publish-status-address=198.51.100.1,lb.example.net".into()],
         &[(Some("198.51.100.1"), None), (None, Some("lb.example.net"))],
     )
-    .await
+    .await?;
+    // The last replica going away takes its addresses out of the status
+    // (`--update-status-on-shutdown`, on by default) before it exits.
+    let exit = portico.terminate(Duration::from_secs(45)).await?;
+    assert!(exit.success(), "portico exited with {exit}");
+    let ingresses: Api<Ingress> = Api::namespaced(env.admin.clone(), &env.namespace);
+    assert_eq!(ingress_addresses(&ingresses, "site").await, Some(vec![]));
+    Ok(())
 }

@@ -5,11 +5,12 @@
 
 use std::process::Command;
 
+use http::StatusCode;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use kube::api::{Api, PostParams};
-use portico_e2e::{Chart, TestEnv, apply_json, tool};
+use portico_e2e::{Chart, Portico, PorticoOptions, TestEnv, apply, apply_json, ingress, tool};
 
 #[test]
 fn chart_crds_are_the_committed_crds() -> anyhow::Result<()> {
@@ -48,7 +49,8 @@ const ALL_ON: &[&str] = &[
     "autoscaling.enabled=true",
     "serviceMonitor.enabled=true",
     "service.externalTrafficPolicy=Local",
-    "controller.extraArgs={--log-format=text}",
+    "controller.extraEnv[0].name=RUST_LOG",
+    "controller.extraEnv[0].value=debug",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,6 +90,56 @@ async fn rendered_manifests_pass_server_side_dry_run() -> anyhow::Result<()> {
             }
             apply_json(&env.admin, doc, true).await?;
         }
+    }
+    Ok(())
+}
+
+/// The chart's Deployment args run the real binary: every flag the chart
+/// passes exists and parses, and portico serves with them (listen
+/// addresses moved to 127.0.0.1:0, the rest verbatim).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chart_deployment_args_run_the_real_binary() -> anyhow::Result<()> {
+    let env = TestEnv::start("e2e-args", &[]).await?;
+    let deployment = env
+        .chart
+        .of_kinds(&["Deployment"])
+        .next()
+        .expect("the chart renders a Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .expect("the container has args")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .map(|a| match a.split_once('=') {
+            Some((flag, _)) if flag.ends_with("-addr") => format!("{flag}=127.0.0.1:0"),
+            _ => a.to_owned(),
+        })
+        .collect();
+    assert_eq!(args.first().map(String::as_str), Some("run"));
+    let _web = env.backend("web").await?;
+    let portico = Portico::start(
+        &env,
+        PorticoOptions {
+            exact_args: Some(args),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let site = ingress(
+        &env.namespace,
+        "site",
+        Some("portico"),
+        "site.example",
+        &[("/", "web")],
+    );
+    apply(&env.admin, &site).await?;
+    portico
+        .wait_for("site.example", "/", StatusCode::OK, "web /")
+        .await;
+    for probe in ["/healthz", "/readyz"] {
+        let r = portico.admin_get(probe).await?;
+        assert!(r.status.is_success(), "{probe}: {}", r.status);
     }
     Ok(())
 }

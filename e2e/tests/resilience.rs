@@ -149,6 +149,7 @@ async fn two_replicas_one_leader_writes_and_failover() -> anyhow::Result<()> {
             PorticoOptions {
                 identity: Some(id.to_owned()),
                 args: vec!["--publish-status-address=198.51.100.9".into()],
+                ..Default::default()
             },
         )
     };
@@ -187,6 +188,12 @@ async fn two_replicas_one_leader_writes_and_failover() -> anyhow::Result<()> {
         who.iter().all(|w| *w == leader),
         "Events from {who:?}; only the leader {leader} may write"
     );
+    let became_leader = |p: &Portico| p.logs().iter().any(|l| l.contains("became leader"));
+    assert!(
+        became_leader(&replicas[lead]),
+        "the Lease holder says it leads"
+    );
+    assert!(!became_leader(&replicas[follow]), "the follower never led");
 
     // Kill the leader: the follower takes the Lease within its duration
     // (15 s) plus grace, and writes from then on.
