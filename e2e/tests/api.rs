@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use http::StatusCode;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use portico_crds::HTTPRoute;
 use portico_e2e::{
     CONVERGE, Portico, PorticoOptions, TestEnv, apply, apply_json, eventually, ingress,
+    warning_event,
 };
 use serde_json::json;
 
@@ -234,20 +234,7 @@ async fn invalid_annotation_warns_and_the_rest_serves() -> anyhow::Result<()> {
     )
     .await?;
 
-    let events: Api<Event> = Api::namespaced(env.admin.clone(), ns);
-    let event = eventually("a Warning Event on Ingress sloppy", CONVERGE, || async {
-        events
-            .list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|e| {
-                e.type_.as_deref() == Some("Warning")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("sloppy")
-            })
-    })
-    .await;
+    let event = warning_event(&env.admin, ns, "sloppy").await;
     assert_eq!(event.reason.as_deref(), Some("InvalidAnnotation"));
     let note = event.note.unwrap_or_default();
     assert!(note.contains("proxy-read-timeout"), "note: {note}");
