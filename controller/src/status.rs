@@ -139,12 +139,16 @@ impl StatusWriter {
         mut stop: watch::Receiver<bool>,
     ) {
         let mut refresh = tokio::time::interval(ADDRESS_REFRESH);
+        // The rebuild loop ends (its sender drops) before the stop: from
+        // then on `changed()` is always ready, and being first in a biased
+        // select it would starve the stop branch.
+        let mut reports_open = true;
         loop {
             // Biased, in this order: a translation that arrived before a
             // leadership change or a stop is handled first.
             tokio::select! {
                 biased;
-                _ = reports.changed() => {}
+                r = reports.changed(), if reports_open => reports_open = r.is_ok(),
                 r = leader.changed() => {
                     if r.is_err() {
                         warn!("leader election stopped; no longer writing status");

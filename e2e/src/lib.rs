@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 pub use chart::Chart;
 pub use control_plane::ControlPlane;
 pub use env::{TestEnv, tool};
-pub use objects::{apply, apply_json, endpoint_slice, ingress, service};
+pub use objects::{apply, apply_json, endpoint_slice, ingress, service, tls_secret, warning_event};
 pub use portico::{Portico, PorticoOptions, Response};
 pub use upstream::Upstream;
 

@@ -5,11 +5,13 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::discovery::Scope;
 use kube::{Client, ResourceExt};
 
@@ -136,6 +138,60 @@ pub fn ingress(
         "metadata": {"name": name, "namespace": namespace},
         "spec": spec,
     }))
+}
+
+/// A `kubernetes.io/tls` Secret: a self-signed certificate for `host`
+/// with `serial`, or, with `serial` `None`, a certificate that is not PEM
+/// (the API accepts it; portico must not).
+pub fn tls_secret(
+    namespace: &str,
+    name: &str,
+    host: &str,
+    serial: Option<u64>,
+) -> anyhow::Result<Secret> {
+    let (cert, key) = match serial {
+        Some(serial) => {
+            let mut params = rcgen::CertificateParams::new(vec![host.to_owned()])?;
+            params.serial_number = Some(serial.into());
+            let key = rcgen::KeyPair::generate()?;
+            (params.self_signed(&key)?.pem(), key.serialize_pem())
+        }
+        None => ("not a certificate".to_owned(), "not a key".to_owned()),
+    };
+    let mut secret: Secret = typed(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "kubernetes.io/tls",
+    }));
+    secret.data = Some(
+        [
+            ("tls.crt".to_owned(), ByteString(cert.into_bytes())),
+            ("tls.key".to_owned(), ByteString(key.into_bytes())),
+        ]
+        .into(),
+    );
+    Ok(secret)
+}
+
+/// Waits for a Warning Event (events.k8s.io) about object `regarding` in
+/// `namespace`, as `kubectl get events` would show it.
+pub async fn warning_event(client: &Client, namespace: &str, regarding: &str) -> Event {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let what = format!("a Warning Event about {namespace}/{regarding}");
+    crate::eventually(&what, crate::CONVERGE, || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| {
+                e.type_.as_deref() == Some("Warning")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(regarding)
+            })
+    })
+    .await
 }
 
 /// Builders above produce valid objects by construction.

@@ -54,6 +54,7 @@ pub struct PorticoOptions {
 pub struct Portico {
     child: Child,
     pub http: SocketAddr,
+    pub https: SocketAddr,
     pub admin: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
     client: Client<HttpConnector, Empty<Bytes>>,
@@ -112,7 +113,7 @@ impl Portico {
                 sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
             }
         });
-        let (http, admin) = tokio::time::timeout(crate::CONVERGE, async {
+        let (http, https, admin) = tokio::time::timeout(crate::CONVERGE, async {
             addrs_rx
                 .wait_for(Option::is_some)
                 .await
@@ -131,6 +132,7 @@ impl Portico {
         Ok(Self {
             child,
             http,
+            https,
             admin,
             logs,
             client: Client::builder(TokioExecutor::new()).build_http(),
@@ -170,6 +172,24 @@ impl Portico {
             (r.status == status && r.body.contains(body)).then_some(())
         })
         .await;
+    }
+
+    /// The serial (hex, as openssl prints it) of the certificate served on
+    /// the HTTPS listener for SNI `sni`, as `openssl s_client` (a TLS peer
+    /// no one here wrote) sees it.
+    pub async fn served_serial(&self, sni: &str) -> Option<String> {
+        let script = format!(
+            "openssl s_client -connect {} -servername {sni} </dev/null 2>/dev/null | openssl x509 -noout -serial",
+            self.https
+        );
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .await
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        Some(text.trim().strip_prefix("serial=")?.to_owned())
     }
 
     /// Every log line so far (JSON), for assertions and failure messages.
@@ -225,8 +245,8 @@ impl Drop for Portico {
     }
 }
 
-/// The addresses from portico's `listening` log line.
-fn listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+/// The (http, https, admin) addresses from portico's `listening` log line.
+fn listening(line: &str) -> Option<(SocketAddr, SocketAddr, SocketAddr)> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
     let fields = &v["fields"];
     if fields["message"] != "listening" {
@@ -234,6 +254,7 @@ fn listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
     }
     Some((
         fields["http"].as_str()?.parse().ok()?,
+        fields["https"].as_str()?.parse().ok()?,
         fields["admin"].as_str()?.parse().ok()?,
     ))
 }

@@ -49,6 +49,8 @@ const ALL_ON: &[&str] = &[
     "autoscaling.enabled=true",
     "serviceMonitor.enabled=true",
     "service.externalTrafficPolicy=Local",
+    "tls.defaultCertificate=apps/default-tls",
+    "service.httpsPort=8443",
     "controller.extraEnv[0].name=RUST_LOG",
     "controller.extraEnv[0].value=debug",
 ];

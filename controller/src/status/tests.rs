@@ -437,3 +437,21 @@ async fn last_replica_clears_addresses_on_shutdown() {
     let log = shutdown_with(vec![slice(true, false)]).await;
     assert_eq!(log.status_patches().len(), 1);
 }
+
+#[tokio::test]
+async fn stops_after_the_rebuild_loop_has_ended() {
+    let log = ApiLog::default();
+    let w = writer(&log, Fixture::default(), None);
+    let (reports_tx, reports_rx) = watch::channel(None);
+    let (_leader_tx, leader_rx) = watch::channel(true);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // `run` drops the rebuild loop before it stops the writer.
+    drop(reports_tx);
+    stop_tx.send_replace(true);
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        w.run(reports_rx, leader_rx, stop_rx),
+    )
+    .await
+    .expect("the writer handles the stop");
+}
