@@ -62,6 +62,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             (f, Box::new(guard))
         }
     };
+    let (snapshot, _resolver) =
+        crate::source::dns::resolve_external_names(snapshot, Arc::clone(&changes));
     let (rebuilder, reports) = Rebuilder::new(dataplane.clone(), settings, snapshot, changes);
     let rebuild = tokio::spawn(rebuilder.run());
     let status = match &args.manifests {

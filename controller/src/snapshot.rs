@@ -50,6 +50,12 @@ pub enum Object {
     Secret(Arc<Secret>),
 }
 
+/// How an `ExternalName` is keyed in [`Snapshot::external_names`]: DNS names
+/// are case-insensitive and a trailing dot only marks them absolute.
+pub fn external_name_key(dns: &str) -> String {
+    dns.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
 pub fn key<K: ResourceExt>(obj: &K) -> Key {
     (obj.namespace().unwrap_or_default(), obj.name_any())
 }

@@ -81,22 +81,13 @@ pub async fn start(args: &RunArgs, reports: Reports) -> anyhow::Result<StatusHan
         // Never closed: the sender lives in the writer task below.
         watch::channel(true).1
     };
-    let writer = StatusWriter {
-        client: client.clone(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: REPORTING_CONTROLLER.into(),
-                instance: Some(identity),
-            },
-        ),
-        publish_service: args.publish_service.clone(),
-        publish_addresses: args.publish_status_address.clone(),
-        update_on_shutdown: args.update_status_on_shutdown,
-        written: BTreeMap::new(),
-        events_sent: BTreeMap::new(),
-        addresses: Vec::new(),
-    };
+    let writer = StatusWriter::new(
+        client,
+        identity,
+        args.publish_service.clone(),
+        args.publish_status_address.clone(),
+        args.update_status_on_shutdown,
+    );
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(writer.run(reports, leader, stop_rx));
     Ok(StatusHandle { stop, task })
@@ -116,6 +107,31 @@ struct StatusWriter {
 }
 
 impl StatusWriter {
+    fn new(
+        client: Client,
+        identity: String,
+        publish_service: Option<String>,
+        publish_addresses: Vec<String>,
+        update_on_shutdown: bool,
+    ) -> Self {
+        Self {
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: REPORTING_CONTROLLER.into(),
+                    instance: Some(identity),
+                },
+            ),
+            client,
+            publish_service,
+            publish_addresses,
+            update_on_shutdown,
+            written: BTreeMap::new(),
+            events_sent: BTreeMap::new(),
+            addresses: Vec::new(),
+        }
+    }
+
     async fn run(
         mut self,
         mut reports: Reports,
@@ -123,9 +139,16 @@ impl StatusWriter {
         mut stop: watch::Receiver<bool>,
     ) {
         let mut refresh = tokio::time::interval(ADDRESS_REFRESH);
+        // The rebuild loop ends (its sender drops) before the stop: from
+        // then on `changed()` is always ready, and being first in a biased
+        // select it would starve the stop branch.
+        let mut reports_open = true;
         loop {
+            // Biased, in this order: a translation that arrived before a
+            // leadership change or a stop is handled first.
             tokio::select! {
-                _ = reports.changed() => {}
+                biased;
+                r = reports.changed(), if reports_open => reports_open = r.is_ok(),
                 r = leader.changed() => {
                     if r.is_err() {
                         warn!("leader election stopped; no longer writing status");
@@ -306,32 +329,42 @@ impl StatusWriter {
     }
 
     /// On shutdown: clear Ingress addresses when no other replica is ready
-    /// behind the published Service (its EndpointSlices say so).
+    /// behind the published Service (its EndpointSlices say so). Without
+    /// `--publish-service` there is no way to tell whether other replicas
+    /// still serve, and clearing on every rolling update would make the
+    /// status flap, so the addresses are kept.
     async fn clear_addresses_if_last(&mut self, t: Option<Arc<Translation>>) {
         let Some(t) = t else { return };
-        if let Some((ns, name)) = self
+        if self.addresses.is_empty() {
+            return;
+        }
+        let Some((ns, name)) = self
             .publish_service
             .as_deref()
             .and_then(|s| s.split_once('/'))
-        {
-            let api: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
-                Api::namespaced(self.client.clone(), ns);
-            let lp = kube::api::ListParams::default()
-                .labels(&format!("{}={name}", crate::snapshot::SERVICE_NAME_LABEL));
-            let others_ready = match api.list(&lp).await {
-                Ok(list) => list.items.iter().flat_map(|s| &s.endpoints).any(|e| {
-                    e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true)
-                        && !e
-                            .conditions
-                            .as_ref()
-                            .and_then(|c| c.terminating)
-                            .unwrap_or(false)
-                }),
-                Err(_) => true,
-            };
-            if others_ready {
-                return;
-            }
+        else {
+            info!(
+                "no --publish-service to tell whether other replicas serve; Ingress addresses kept"
+            );
+            return;
+        };
+        let api: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
+            Api::namespaced(self.client.clone(), ns);
+        let lp = kube::api::ListParams::default()
+            .labels(&format!("{}={name}", crate::snapshot::SERVICE_NAME_LABEL));
+        let others_ready = match api.list(&lp).await {
+            Ok(list) => list.items.iter().flat_map(|s| &s.endpoints).any(|e| {
+                e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true)
+                    && !e
+                        .conditions
+                        .as_ref()
+                        .and_then(|c| c.terminating)
+                        .unwrap_or(false)
+            }),
+            Err(_) => true,
+        };
+        if others_ready {
+            return;
         }
         info!("last replica shutting down: clearing Ingress status addresses");
         self.addresses.clear();
@@ -493,3 +526,6 @@ fn truncate(s: &str, max: usize) -> String {
     }
     s[..end].to_owned()
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::ValidateArgs;
 use crate::diagnostics::Severity;
-use crate::snapshot::{Object, Snapshot};
+use crate::snapshot::{Object, Snapshot, key};
 use crate::source::manifests::{ManifestError, parse_documents};
+use crate::translate::class::class_verdict;
 use crate::translate::translate;
 
 /// The report text and whether anything was an error.
@@ -61,11 +62,22 @@ pub fn validate(args: &ValidateArgs) -> (String, bool) {
             );
         }
     }
+    // Ingresses of other controllers are not errors, but a platform team
+    // validating its manifests wants to see that they will not be served.
+    let settings = args.class.settings();
+    let mut skipped = 0;
+    for ing in &snap.ingresses {
+        if let Err(why) = class_verdict(ing, &snap.ingress_classes, &settings) {
+            skipped += 1;
+            let (ns, name) = key(ing.as_ref());
+            let _ = writeln!(out, "skipped: Ingress {ns}/{name}: not ours: {why}");
+        }
+    }
     let ingresses = snap.ingresses.len();
     let served = t.reports.len();
     let _ = writeln!(
         out,
-        "{} files, {ingresses} Ingresses, {} HTTPRoutes; {served} objects served, {findings} findings, {} manifest errors",
+        "{} files, {ingresses} Ingresses, {} HTTPRoutes; {served} objects served, {skipped} Ingresses of other classes skipped, {findings} findings, {} manifest errors",
         files.len(),
         snap.http_routes.len(),
         errors.len()

@@ -117,6 +117,17 @@ impl Portico {
         }
     }
 
+    /// Waits until the first table is published.
+    async fn ready(&self) {
+        let admin = self.admin;
+        eventually("readyz", || async move {
+            get(admin, "x", "/readyz")
+                .await
+                .filter(|(s, _)| *s == StatusCode::OK)
+        })
+        .await;
+    }
+
     /// Log lines so far, without waiting.
     fn drain_logs(&self) -> Vec<String> {
         self.logs.try_iter().collect()
@@ -200,13 +211,7 @@ async fn serves_manifests_follows_edits_keeps_last_good_and_exits_cleanly() {
     .unwrap();
 
     let mut portico = Portico::start(dir.path());
-    let admin = portico.admin;
-    eventually("readyz", || async move {
-        get(admin, "x", "/readyz")
-            .await
-            .filter(|(s, _)| *s == StatusCode::OK)
-    })
-    .await;
+    portico.ready().await;
     let (status, body) = get(portico.http, "demo.test", "/hello").await.unwrap();
     assert_eq!((status, body.as_str()), (StatusCode::OK, "demo /hello"));
     assert_eq!(
@@ -301,6 +306,13 @@ apiVersion: v1
 kind: Service
 metadata: {name: broken}
 spec: {ports: "not a list"}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: theirs}
+spec:
+  ingressClassName: nginx
+  rules: [{host: theirs.test}]
 "#,
     )
     .unwrap();
@@ -317,6 +329,54 @@ spec: {ports: "not a list"}
         "{out}"
     );
     assert!(out.contains("SnippetNotAllowed"), "{out}");
+    assert!(
+        out.contains(
+            "skipped: Ingress default/theirs: not ours: IngressClass nginx does not exist"
+        ),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_name_services_resolve_by_dns() {
+    let up = upstream("external").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        format!(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: outside}}
+spec: {{type: ExternalName, externalName: localhost., ports: [{{name: http, port: {port}}}]}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: outside
+  annotations: {{kubernetes.io/ingress.class: portico}}
+spec:
+  rules:
+    - host: outside.test
+      http:
+        paths:
+          - {{path: /, pathType: Prefix, backend: {{service: {{name: outside, port: {{name: http}}}}}}}}
+"#,
+            port = up.port()
+        ),
+    )
+    .unwrap();
+    let portico = Portico::start(dir.path());
+    portico.ready().await;
+    let http = portico.http;
+    // 503 until the name resolves, then the upstream answers.
+    let (status, body) = eventually("the ExternalName resolves", || async move {
+        get(http, "outside.test", "/x")
+            .await
+            .filter(|(s, _)| *s != StatusCode::SERVICE_UNAVAILABLE)
+    })
+    .await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "external /x"));
 }
 
 #[test]

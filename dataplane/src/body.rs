@@ -164,6 +164,9 @@ enum Source {
 pub struct ResponseBody {
     source: Source,
     timer: Option<IdleTimer>,
+    /// A gRPC call's deadline: when it passes, the body ends with
+    /// `grpc-status: 4` trailers and the upstream stream is dropped.
+    deadline: Option<Pin<Box<Sleep>>>,
     sent: u64,
     on_done: Option<OnDone>,
     /// The upstream connection, returned to its pool when the body ends.
@@ -177,6 +180,25 @@ impl ResponseBody {
         Self {
             source: Source::Upstream(inner),
             timer: Some(IdleTimer::new(read_timeout)),
+            deadline: None,
+            sent: 0,
+            on_done: None,
+            recycle,
+        }
+    }
+
+    /// A gRPC response: streams may stay quiet for as long as the call
+    /// lives, so there is no idle timeout; the client's deadline, if it set
+    /// one, ends the call.
+    pub fn upstream_grpc(
+        inner: Incoming,
+        deadline: Option<Instant>,
+        recycle: Option<Recycle>,
+    ) -> Self {
+        Self {
+            source: Source::Upstream(inner),
+            timer: None,
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             sent: 0,
             on_done: None,
             recycle,
@@ -188,6 +210,7 @@ impl ResponseBody {
         Self {
             source: Source::Full((!bytes.is_empty()).then_some(bytes)),
             timer: None,
+            deadline: None,
             sent: 0,
             on_done: None,
             recycle: None,
@@ -235,6 +258,20 @@ impl Body for ResponseBody {
             Source::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Source::Upstream(inner) => match Pin::new(inner).poll_frame(cx) {
                 Poll::Ready(r) => Poll::Ready(r.map(|r| r.map_err(BodyError::Stream))),
+                Poll::Pending if this.deadline.is_some() => {
+                    if let Some(d) = this.deadline.as_mut() {
+                        ready!(d.as_mut().poll(cx));
+                    }
+                    // Deadline passed: end the call for the client; the
+                    // upstream stream is reset by dropping it, never reused.
+                    this.deadline = None;
+                    this.recycle = None;
+                    this.source = Source::Full(None);
+                    Poll::Ready(Some(Ok(Frame::trailers(crate::grpc::status_trailers(
+                        crate::grpc::Code::DeadlineExceeded,
+                        "deadline exceeded",
+                    )))))
+                }
                 Poll::Pending => {
                     if let Some(timer) = this.timer.as_mut() {
                         ready!(timer.poll_expired(cx));

@@ -9,8 +9,11 @@
 
 pub mod admin;
 pub mod body;
+pub mod grpc;
+pub mod grpc_web;
 pub mod model;
 pub mod observe;
+pub mod pattern;
 pub mod proxy;
 pub mod router;
 pub mod server;

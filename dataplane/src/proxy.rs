@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 
 use crate::Shared;
 use crate::body::{BodyError, RequestBody, ResponseBody, find_body_error};
+use crate::grpc;
 use crate::model::{
     Action, HeaderModifier, HttpsRedirect, PathMatch, PathModifier, Protocol, Redirect,
     RouteClientAuth, Scheme, Substitution,
@@ -64,6 +65,19 @@ struct RequestCtx {
     id: HeaderValue,
     conn: ConnInfo,
     bytes_in: Arc<AtomicU64>,
+    /// A gRPC call: errors must be gRPC-shaped.
+    grpc: bool,
+}
+
+impl RequestCtx {
+    /// The proxy's own error answer, in the caller's protocol.
+    fn error(&self, status: StatusCode) -> Response<ResponseBody> {
+        if self.grpc {
+            grpc_error(status, &self.id)
+        } else {
+            error_response(status, &self.id)
+        }
+    }
 }
 
 /// Serves one request. Never fails: every error is a response.
@@ -78,6 +92,7 @@ pub(crate) async fn handle(
         id: request_id(req.headers()),
         conn,
         bytes_in: Arc::default(),
+        grpc: grpc::is_grpc(req.headers()),
     };
     // One load per request; the table lives as long as this request needs it.
     let table = shared.table.load_full();
@@ -93,7 +108,7 @@ pub(crate) async fn handle(
     let log = LogFields::new(&shared, &req, &host_value);
 
     let Some(routed) = table.lookup(&head) else {
-        let rsp = error_response(StatusCode::NOT_FOUND, &ctx.id);
+        let rsp = ctx.error(StatusCode::NOT_FOUND);
         return Ok(finish(&shared, ctx, log, None, NO_ROUTE.into(), None, rsp));
     };
     let route_id = Arc::clone(&routed.runtime.route_id);
@@ -116,10 +131,7 @@ pub(crate) async fn handle(
         _ if misdirected => (misdirected_response(&ctx), None),
         (Action::Redirect(r), None) => (redirect(r, &routed, &req, host, &ctx), None),
         (Action::Forward(_), None) => forward(&routed, req, &host_value, &ctx).await,
-        (Action::Deny { .. }, None) => (
-            error_response(StatusCode::SERVICE_UNAVAILABLE, &ctx.id),
-            None,
-        ),
+        (Action::Deny { .. }, None) => (ctx.error(StatusCode::SERVICE_UNAVAILABLE), None),
     };
     let mut rsp = apply_response_headers(rsp, &routed.rule.filters.response_headers);
     if ctx.conn.scheme == Scheme::Https
@@ -309,15 +321,12 @@ async fn forward(
 ) -> (Response<ResponseBody>, Option<SocketAddr>) {
     let rule = routed.rule;
     let Action::Forward(fwd) = &rule.action else {
-        return (
-            error_response(StatusCode::INTERNAL_SERVER_ERROR, &ctx.id),
-            None,
-        );
+        return (ctx.error(StatusCode::INTERNAL_SERVER_ERROR), None);
     };
     if let Some(limit) = rule.max_request_body
         && content_length(req.headers()).is_some_and(|len| len > limit)
     {
-        return (error_response(StatusCode::PAYLOAD_TOO_LARGE, &ctx.id), None);
+        return (ctx.error(StatusCode::PAYLOAD_TOO_LARGE), None);
     }
     let backends = match &routed.runtime.canary {
         Some(canary) if canary.selects(req.headers()) => &canary.backends,
@@ -326,10 +335,7 @@ async fn forward(
     let (backend, endpoint) = match backends.pick() {
         Ok(picked) => picked,
         Err(PickError::NoBackend | PickError::NoEndpoints) => {
-            return (
-                error_response(StatusCode::SERVICE_UNAVAILABLE, &ctx.id),
-                None,
-            );
+            return (ctx.error(StatusCode::SERVICE_UNAVAILABLE), None);
         }
     };
     let upstream_addr = endpoint.addr();
@@ -352,12 +358,12 @@ async fn forward(
             .unwrap_or_else(|| PathAndQuery::from_static("/"))),
     };
     let Ok(path_and_query) = path_and_query else {
-        return (error_response(StatusCode::BAD_REQUEST, &ctx.id), None);
+        return (ctx.error(StatusCode::BAD_REQUEST), None);
     };
     let host_value = match rewrite.and_then(|r| r.hostname.as_deref()) {
         Some(h) => match HeaderValue::from_str(h) {
             Ok(v) => v,
-            Err(_) => return (error_response(StatusCode::BAD_REQUEST, &ctx.id), None),
+            Err(_) => return (ctx.error(StatusCode::BAD_REQUEST), None),
         },
         None => host.clone(),
     };
@@ -386,7 +392,7 @@ async fn forward(
             parts.headers.remove(header::HOST);
             let authority = match Authority::try_from(upstream_host.as_bytes()) {
                 Ok(a) => a,
-                Err(_) => return (error_response(StatusCode::BAD_REQUEST, &ctx.id), None),
+                Err(_) => return (ctx.error(StatusCode::BAD_REQUEST), None),
             };
             match Uri::builder()
                 .scheme(if fwd.upstream_tls.is_some() {
@@ -399,7 +405,7 @@ async fn forward(
                 .build()
             {
                 Ok(u) => u,
-                Err(_) => return (error_response(StatusCode::BAD_REQUEST, &ctx.id), None),
+                Err(_) => return (ctx.error(StatusCode::BAD_REQUEST), None),
             }
         }
     };
@@ -413,16 +419,22 @@ async fn forward(
     let upstream_req = Request::from_parts(parts, body);
 
     let timeouts = rule.timeouts;
-    let wait = timeouts
-        .request
-        .map_or(timeouts.read, |total| total.min(timeouts.read));
+    // A gRPC client's deadline bounds the whole call, streams included.
+    let grpc_timeout = ctx
+        .grpc
+        .then(|| upstream_req.headers().get(&grpc::GRPC_TIMEOUT))
+        .flatten()
+        .and_then(grpc::parse_timeout);
+    let wait = match grpc_timeout {
+        Some(deadline) => deadline,
+        None => timeouts
+            .request
+            .map_or(timeouts.read, |total| total.min(timeouts.read)),
+    };
     let sent = tokio::time::timeout(wait, endpoint.send(upstream_req, timeouts.connect)).await;
     let (mut rsp, recycle) = match sent {
         Err(_elapsed) => {
-            return (
-                error_response(StatusCode::GATEWAY_TIMEOUT, &ctx.id),
-                Some(upstream_addr),
-            );
+            return (ctx.error(StatusCode::GATEWAY_TIMEOUT), Some(upstream_addr));
         }
         Ok(Err(e)) => return (upstream_error_response(&e, ctx), Some(upstream_addr)),
         Ok(Ok(sent)) => sent,
@@ -443,20 +455,25 @@ async fn forward(
                 )
             }
             // 101 without an upgrade request is a protocol violation.
-            None => (
-                error_response(StatusCode::BAD_GATEWAY, &ctx.id),
-                Some(upstream_addr),
-            ),
+            None => (ctx.error(StatusCode::BAD_GATEWAY), Some(upstream_addr)),
         };
     }
 
     let (mut parts, body) = rsp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     parts.version = Version::HTTP_11;
-    (
-        Response::from_parts(parts, ResponseBody::upstream(body, timeouts.read, recycle)),
-        Some(upstream_addr),
-    )
+    let body = if ctx.grpc {
+        if !grpc::is_grpc(&parts.headers) {
+            // Not a gRPC answer (an HTML error page, a 503 from a sidecar):
+            // the client can only understand a status.
+            return (non_grpc_answer(parts.status, &ctx.id), Some(upstream_addr));
+        }
+        let deadline = grpc_timeout.and_then(|t| ctx.start.checked_add(t));
+        ResponseBody::upstream_grpc(body, deadline, recycle)
+    } else {
+        ResponseBody::upstream(body, timeouts.read, recycle)
+    };
+    (Response::from_parts(parts, body), Some(upstream_addr))
 }
 
 async fn tunnel(
@@ -496,7 +513,7 @@ fn upstream_error_response(e: &UpstreamError, ctx: &RequestCtx) -> Response<Resp
     if status.is_server_error() {
         warn!(request.id = ?ctx.id, error = %e, "upstream request failed");
     }
-    error_response(status, &ctx.id)
+    ctx.error(status)
 }
 
 // === phase: respond ===
@@ -579,6 +596,36 @@ pub(crate) fn error_response(status: StatusCode, id: &HeaderValue) -> Response<R
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     h.insert(X_REQUEST_ID.clone(), id.clone());
+    rsp
+}
+
+/// A gRPC-shaped error: HTTP 200, trailers-only, the status mapped from the
+/// HTTP error the proxy would have answered.
+fn grpc_error(status: StatusCode, id: &HeaderValue) -> Response<ResponseBody> {
+    let reason = status.canonical_reason().unwrap_or("error");
+    let message = format!(
+        "portico: {reason} (request id {})",
+        String::from_utf8_lossy(id.as_bytes())
+    );
+    let mut rsp = grpc::trailers_only(
+        grpc::Code::from_http(status),
+        &message,
+        HeaderValue::from_static("application/grpc"),
+    );
+    rsp.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
+    rsp
+}
+
+/// An upstream answered a gRPC call with something that is not gRPC.
+fn non_grpc_answer(status: StatusCode, id: &HeaderValue) -> Response<ResponseBody> {
+    let code = if status.is_success() {
+        grpc::Code::Unknown
+    } else {
+        grpc::Code::from_http(status)
+    };
+    let message = format!("upstream answered HTTP {} without gRPC", status.as_u16());
+    let mut rsp = grpc::trailers_only(code, &message, HeaderValue::from_static("application/grpc"));
+    rsp.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
     rsp
 }
 

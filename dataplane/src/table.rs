@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use http::HeaderMap;
-use regex::{Regex, RegexBuilder};
+use regex::Regex;
 
 use crate::model::{
     Action, Backend, Canary, CanaryHeaderValue, PathModifier, Protocol, Route, RouteConfig,
@@ -223,19 +223,10 @@ impl RouteTable {
 
 // === impl BackendSet ===
 
-/// Compiled-program limit for user-supplied rewrite and canary patterns, as
-/// for route matches.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
-
 /// nginx's `rewrite` is case-insensitive for ingress-nginx locations and
 /// matches anywhere in the path.
 fn rewrite_regex(pattern: &str) -> Result<Regex, String> {
-    RegexBuilder::new(pattern)
-        .case_insensitive(true)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map_err(|e| e.to_string())
+    crate::pattern::compile(pattern, true).map_err(|e| e.to_string())
 }
 
 // === impl CanaryRuntime ===
@@ -253,11 +244,7 @@ impl CanaryRuntime {
                     CanaryHeaderValue::AlwaysNever => CanaryHeaderRuntime::AlwaysNever,
                     CanaryHeaderValue::Exact(v) => CanaryHeaderRuntime::Exact(v.as_str().into()),
                     CanaryHeaderValue::Pattern(p) => CanaryHeaderRuntime::Pattern(
-                        RegexBuilder::new(p)
-                            .size_limit(REGEX_SIZE_LIMIT)
-                            .dfa_size_limit(REGEX_SIZE_LIMIT)
-                            .build()
-                            .map_err(|e| e.to_string())?,
+                        crate::pattern::compile(p, false).map_err(|e| e.to_string())?,
                     ),
                 };
                 Some((h.name.clone(), value))

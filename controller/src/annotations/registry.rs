@@ -176,8 +176,10 @@ static REGISTRY: &[AnnotationSpec] = &[
         "false",
         Path,
         Ignored,
-        Partly("patterns use the regex crate's syntax, not PCRE: no look-around or backreferences"),
-        "The Ingress's paths are regular expressions. Booleans take Go's spellings: true/false, 1/0, t/f, TRUE/FALSE, True/False.",
+        Partly(
+            "patterns use the regex crate's syntax, not PCRE: no look-around or backreferences; Exact paths on a regex host stay exact",
+        ),
+        "Paths are case-insensitive regular expressions matched from the start, for every Ingress of the same host (as in ingress-nginx; the other Ingresses get a RegexHost warning). Booleans take Go's spellings: true/false, 1/0, t/f, TRUE/FALSE, True/False.",
         parsers::use_regex,
     ),
     spec(

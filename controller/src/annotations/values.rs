@@ -5,7 +5,6 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Uri};
-use regex::RegexBuilder;
 
 use super::{BodySize, RewriteSegment};
 
@@ -13,11 +12,6 @@ use super::{BodySize, RewriteSegment};
 /// timeout, and the bound keeps arithmetic on them far from overflow.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Same limits as the dataplane's matcher, so a pattern accepted here also
-/// compiles there.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
-const REGEX_DFA_SIZE_LIMIT: usize = 1 << 20;
-const REGEX_NEST_LIMIT: u32 = 100;
 const PATTERN_MAX_LEN: usize = 1024;
 
 /// Bounds on `custom-headers`, so one annotation cannot blow up every response.
@@ -426,29 +420,13 @@ pub(crate) fn bounded_regex(s: &str) -> Result<String, String> {
     if s.len() > PATTERN_MAX_LEN {
         return Err(format!("longer than {PATTERN_MAX_LEN} bytes"));
     }
-    RegexBuilder::new(s)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(REGEX_DFA_SIZE_LIMIT)
-        .nest_limit(REGEX_NEST_LIMIT)
-        .build()
-        .map(|_| s.to_owned())
-        .map_err(|e| match e {
-            regex::Error::CompiledTooBig(_) => "the regular expression is too large once compiled".to_owned(),
-            other => {
-                // Syntax errors span several lines; the last one says why.
-                let text = other.to_string();
-                let reason = text
-                    .lines()
-                    .rev()
-                    .map(str::trim)
-                    .find(|l| !l.is_empty())
-                    .unwrap_or("syntax error");
-                let reason = reason.strip_prefix("error: ").unwrap_or(reason);
-                format!(
-                    "not a valid regular expression ({reason}); the syntax is the regex crate's, without look-around or backreferences"
-                )
-            }
-        })
+    use portico_dataplane::pattern::{PatternError, compile};
+    compile(s, false).map(|_| s.to_owned()).map_err(|e| match e {
+        PatternError::TooBig => e.to_string(),
+        PatternError::Syntax(reason) => format!(
+            "not a valid regular expression ({reason}); the syntax is the regex crate's, without look-around or backreferences"
+        ),
+    })
 }
 
 /// An RFC 6265 cookie name (an HTTP token), case kept.

@@ -2,4 +2,5 @@
 //! of manifest files. Both feed the same translation.
 
 pub mod cluster;
+pub mod dns;
 pub mod manifests;

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use k8s_openapi::api::core::v1::ServicePort;
 use portico_dataplane::model::{Backend, Protocol};
 
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, external_name_key};
 
 /// How a backend names the Service port.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,7 +68,7 @@ pub fn resolve(
         };
         let endpoints = snap
             .external_names
-            .get(&dns.trim_end_matches('.').to_ascii_lowercase())
+            .get(&external_name_key(dns))
             .map(|ips| ips.iter().map(|ip| SocketAddr::new(*ip, number)).collect())
             .unwrap_or_default();
         return Ok(Backend {

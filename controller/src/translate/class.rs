@@ -22,22 +22,57 @@ pub fn ingress_is_ours(
     classes: &BTreeMap<String, Arc<IngressClass>>,
     settings: &Settings,
 ) -> bool {
+    class_verdict(ingress, classes, settings).is_ok()
+}
+
+/// [`ingress_is_ours`], with the reason when it is not, for `portico validate`.
+pub fn class_verdict(
+    ingress: &Ingress,
+    classes: &BTreeMap<String, Arc<IngressClass>>,
+    settings: &Settings,
+) -> Result<(), String> {
     if let Some(name) = ingress
         .spec
         .as_ref()
         .and_then(|s| s.ingress_class_name.as_deref())
     {
-        return classes
-            .get(name)
-            .is_some_and(|class| class_is_ours(class, settings));
+        return match classes.get(name) {
+            Some(class) if class_is_ours(class, settings) => Ok(()),
+            Some(class) => Err(format!(
+                "IngressClass {name} belongs to controller {:?}, not {}",
+                class
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.controller.as_deref())
+                    .unwrap_or_default(),
+                settings.controller_name
+            )),
+            None => Err(format!("IngressClass {name} does not exist")),
+        };
     }
     if let Some(legacy) = ingress.annotations().get(LEGACY_CLASS_ANNOTATION) {
-        return legacy.trim() == settings.ingress_class;
+        return if legacy.trim() == settings.ingress_class {
+            Ok(())
+        } else {
+            Err(format!(
+                "{LEGACY_CLASS_ANNOTATION} is {:?}, not {:?}",
+                legacy.trim(),
+                settings.ingress_class
+            ))
+        };
     }
-    settings.watch_ingress_without_class
-        || classes
-            .values()
-            .any(|class| class_is_ours(class, settings) && is_default_class(class))
+    let default_is_ours = classes
+        .values()
+        .any(|class| class_is_ours(class, settings) && is_default_class(class));
+    if settings.watch_ingress_without_class || default_is_ours {
+        Ok(())
+    } else {
+        Err(
+            "no ingress class, and no IngressClass of ours is the default \
+             (--watch-ingress-without-class is off)"
+                .into(),
+        )
+    }
 }
 
 pub fn class_is_ours(class: &IngressClass, settings: &Settings) -> bool {

@@ -1,6 +1,7 @@
 //! Ingress (networking.k8s.io/v1) semantics, with ingress-nginx annotations.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use http::HeaderName;
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend};
@@ -16,12 +17,11 @@ use super::tls::{self, TlsHosts};
 use super::{ObjectReport, Settings, TlsBinding, Translation, check_regex, class, created_secs};
 use crate::annotations::{
     self, AnnotationDiagnostic, BackendProtocol, BodySize, CanaryAnnotations, DiagnosticKind,
-    Fallback, IngressAnnotations, RedirectTarget, RewriteSegment,
+    Fallback, IngressAnnotations, Parsed, RedirectTarget, RewriteSegment,
 };
 use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
 use crate::snapshot::Snapshot;
 use portico_dataplane::tls::{ClientAuth, ClientAuthBinding, PassthroughBinding};
-use std::sync::Arc;
 
 /// Where a main Ingress put a (host, path, pathType), for canaries to join.
 type PathKey = (String, String, String);
@@ -32,13 +32,16 @@ pub(super) fn translate_all(
     tls_hosts: &TlsHosts,
     out: &mut Translation,
 ) {
+    let ours: Vec<(&Arc<Ingress>, Parsed)> = snap
+        .ingresses
+        .iter()
+        .filter(|ing| class::ingress_is_ours(ing, &snap.ingress_classes, settings))
+        .map(|ing| (ing, annotations::parse(ing.annotations())))
+        .collect();
+    let regex_hosts = regex_hosts(&ours);
     let mut index: HashMap<PathKey, (usize, usize)> = HashMap::new();
     let mut canaries = Vec::new();
-    for ing in &snap.ingresses {
-        if !class::ingress_is_ours(ing, &snap.ingress_classes, settings) {
-            continue;
-        }
-        let parsed = annotations::parse(ing.annotations());
+    for (ing, parsed) in &ours {
         let mut report = ObjectReport {
             generation: ing.metadata.generation,
             uid: ing.metadata.uid.clone(),
@@ -89,9 +92,11 @@ pub(super) fn translate_all(
             denied,
             report: &mut report,
             namespace: obj.namespace.clone(),
+            regex_hosts: &regex_hosts,
+            obj: &obj,
         };
         let first_route = out.config.routes.len();
-        let routes = t.routes(&mut out.tls, &obj);
+        let routes = t.routes(&mut out.tls);
         for (id, cert) in std::mem::take(&mut t.upstream_client_certs) {
             if !out.upstream_client_certs.iter().any(|(i, _)| *i == id) {
                 out.upstream_client_certs.push((id, cert));
@@ -122,6 +127,36 @@ pub(super) fn translate_all(
         attach_canary(snap, ing, &canary, protocol, &index, out, &mut report);
         out.reports.insert(obj, report);
     }
+}
+
+/// Hosts whose paths are all regular expressions, and the first Ingress that
+/// made them so. In ingress-nginx, `use-regex` or `rewrite-target` on any
+/// Ingress for a host makes every Prefix and ImplementationSpecific path of
+/// that host, on every Ingress, a case-insensitive `~* ^path` location.
+/// (Exact paths stay exact here; ingress-nginx turns them into regexes too.)
+fn regex_hosts(ours: &[(&Arc<Ingress>, Parsed)]) -> HashMap<String, ObjectRef> {
+    let mut hosts = HashMap::new();
+    for (ing, parsed) in ours {
+        let a = &parsed.ingress;
+        if a.canary.is_some() || !(a.use_regex || a.rewrite_target.is_some()) {
+            continue;
+        }
+        let obj = ObjectRef {
+            kind: Kind::Ingress,
+            namespace: ing.namespace().unwrap_or_default(),
+            name: ing.name_any(),
+        };
+        let rules = ing.spec.iter().flat_map(|s| s.rules.iter().flatten());
+        for rule in rules {
+            let host = rule
+                .host
+                .as_deref()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            hosts.entry(host).or_insert_with(|| obj.clone());
+        }
+    }
+    hosts
 }
 
 fn annotation_diagnostic(d: &AnnotationDiagnostic) -> Diagnostic {
@@ -157,6 +192,9 @@ struct IngressTranslator<'a> {
     denied: Option<String>,
     report: &'a mut ObjectReport,
     namespace: String,
+    /// Hosts made regex hosts by some Ingress, see [`regex_hosts`].
+    regex_hosts: &'a HashMap<String, ObjectRef>,
+    obj: &'a ObjectRef,
 }
 
 /// A host's rules and, per rule, the (host, path, pathType) a canary may join.
@@ -179,7 +217,7 @@ impl IngressTranslator<'_> {
         format!("ingress/{}/{}", self.namespace, self.ing.name_any())
     }
 
-    fn routes(&mut self, tls: &mut Vec<TlsBinding>, obj: &ObjectRef) -> Vec<BuiltRoute> {
+    fn routes(&mut self, tls: &mut Vec<TlsBinding>) -> Vec<BuiltRoute> {
         let Some(spec) = self.ing.spec.as_ref() else {
             return Vec::new();
         };
@@ -188,7 +226,7 @@ impl IngressTranslator<'_> {
                 Some(secret) => tls.push(TlsBinding {
                     hosts: t.hosts.clone().unwrap_or_default(),
                     secret: (self.namespace.clone(), secret.to_owned()),
-                    source: obj.clone(),
+                    source: self.obj.clone(),
                     field: format!("spec.tls[{i}]"),
                 }),
                 None => self.report.diagnostics.push(Diagnostic::warning(
@@ -220,11 +258,12 @@ impl IngressTranslator<'_> {
             if !by_host.contains_key(&host) {
                 host_order.push(host.clone());
             }
+            let regex_host = self.regex_host(host.as_deref().unwrap_or_default(), i);
             let entry = by_host.entry(host.clone()).or_default();
             for (j, path) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
                 let field = format!("spec.rules[{i}].http.paths[{j}]");
                 self.report.rules_total += 1;
-                if let Some(model_rule) = self.path_rule(path, &field) {
+                if let Some(model_rule) = self.path_rule(path, &field, regex_host) {
                     self.report.rules_served += 1;
                     let key = (
                         host.clone().unwrap_or_default(),
@@ -375,15 +414,33 @@ impl IngressTranslator<'_> {
         }
     }
 
-    fn path_rule(&mut self, path: &HTTPIngressPath, field: &str) -> Option<Rule> {
+    /// Whether the paths of `host` are regular expressions; says so when
+    /// another Ingress made them so.
+    fn regex_host(&mut self, host: &str, rule: usize) -> bool {
+        let own = self.ann.use_regex || self.ann.rewrite_target.is_some();
+        match self.regex_hosts.get(host) {
+            Some(by) if !own => {
+                self.report.diagnostics.push(Diagnostic::warning(
+                    "RegexHost",
+                    format!("spec.rules[{rule}].host"),
+                    format!(
+                        "{by} sets use-regex or rewrite-target for host {host:?}, so this rule's Prefix paths are case-insensitive regular expressions matched from the start, as in ingress-nginx"
+                    ),
+                ));
+                true
+            }
+            Some(_) => true,
+            None => own,
+        }
+    }
+
+    fn path_rule(&mut self, path: &HTTPIngressPath, field: &str, regex_mode: bool) -> Option<Rule> {
         let value = path.path.clone().unwrap_or_default();
         let value = if value.is_empty() {
             "/".to_owned()
         } else {
             value
         };
-        // rewrite-target implies regular-expression paths in ingress-nginx.
-        let regex_mode = self.ann.use_regex || self.ann.rewrite_target.is_some();
         let path_match = match path.path_type.as_str() {
             "Exact" => PathMatch::Exact(value.clone()),
             "Prefix" | "ImplementationSpecific" if regex_mode => {

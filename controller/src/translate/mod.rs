@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use portico_dataplane::model::{Action, Hostname, Hsts, Route, RouteConfig, RouteMatch};
 use portico_dataplane::tls::{ClientAuthBinding, PassthroughBinding};
-use regex::RegexBuilder;
 
 use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
 use crate::snapshot::{Key, Snapshot};
@@ -132,27 +131,11 @@ impl ObjectReport {
     }
 }
 
-/// Compiled-program limits for user-supplied patterns, the same as the
-/// dataplane's, so a pattern accepted here compiles there.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
-const REGEX_NEST_LIMIT: u32 = 100;
-
 /// Checks that a pattern compiles as the dataplane will compile it.
 pub(crate) fn check_regex(pattern: &str) -> Result<(), String> {
-    RegexBuilder::new(pattern)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(REGEX_SIZE_LIMIT)
-        .nest_limit(REGEX_NEST_LIMIT)
-        .build()
+    portico_dataplane::pattern::compile(pattern, false)
         .map(drop)
-        .map_err(|e| {
-            // The regex crate's messages span lines; keep the useful one.
-            e.to_string()
-                .lines()
-                .rfind(|l| l.starts_with("error:"))
-                .map(str::to_owned)
-                .unwrap_or_else(|| e.to_string())
-        })
+        .map_err(|e| e.to_string())
 }
 
 /// Two objects defining the same host and match is a conflict: precedence

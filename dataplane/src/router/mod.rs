@@ -30,7 +30,7 @@ use std::net::Ipv4Addr;
 use std::ops::Range;
 
 use http::{HeaderMap, HeaderName, Method};
-use regex::bytes::{Regex, RegexBuilder};
+use regex::bytes::Regex;
 
 use crate::model::{self, Hostname, PathMatch, RouteConfig, RouteMatch, ValueMatch};
 
@@ -39,12 +39,6 @@ use self::trie::PrefixTrie;
 #[cfg(test)]
 mod tests;
 mod trie;
-
-/// Compiled-program limits for user-supplied patterns: a route author must not
-/// be able to make the dataplane spend unbounded memory or stack on one rule.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
-const REGEX_DFA_SIZE_LIMIT: usize = 1 << 20;
-const REGEX_NEST_LIMIT: u32 = 100;
 
 /// Hosts up to this length are lower-cased on the stack. DNS names are at most
 /// 253 bytes, so only hosts that cannot match a valid hostname allocate.
@@ -690,12 +684,7 @@ fn compile_match(
 
 /// Compiles `pattern` to match a whole input, with size limits.
 fn whole_match_regex(pattern: &str) -> Result<Regex, String> {
-    RegexBuilder::new(&format!("^(?:{pattern})$"))
-        .size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(REGEX_DFA_SIZE_LIMIT)
-        .nest_limit(REGEX_NEST_LIMIT)
-        .build()
-        .map_err(|e| e.to_string())
+    crate::pattern::compile_bytes(&format!("^(?:{pattern})$")).map_err(|e| e.to_string())
 }
 
 // === impl HeaderCondition ===
