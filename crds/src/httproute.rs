@@ -202,6 +202,69 @@ pub struct HTTPRoutePolicies {
     /// Serve the route's hostnames over TLS with this certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<RouteTls>,
+
+    /// Bridge gRPC-Web to gRPC on every rule of the route. Its backends
+    /// are then spoken to over HTTP/2 (gRPC), whatever their appProtocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_web: Option<GrpcWebPolicy>,
+
+    /// Largest message, in bytes, a gRPC or gRPC-Web client may send on
+    /// this route (after base64 decoding); a larger one ends the call with
+    /// RESOURCE_EXHAUSTED. Absent: 4 MiB, gRPC's own default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub grpc_max_message_bytes: Option<i64>,
+}
+
+/// A browser origin (`https://app.example.com`, `http://localhost:8080`)
+/// or `*`.
+pub const ORIGIN_PATTERN: &str =
+    r"^(\*|https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?)$";
+
+/// The gRPC-Web bridge and the CORS answers browsers need to call it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcWebPolicy {
+    /// Origins allowed to call from a browser, or `*` for any. Empty: no
+    /// CORS headers and preflights refused (same-origin pages only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 64),
+        inner(length(min = 1, max = 300), pattern(ORIGIN_PATTERN)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub allow_origins: Vec<String>,
+
+    /// Request headers allowed besides `x-grpc-web`, `x-user-agent`,
+    /// `grpc-timeout`, `content-type` and `authorization`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        inner(length(min = 1, max = 256), pattern(HEADER_NAME_PATTERN)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub allow_headers: Vec<String>,
+
+    /// Response headers pages may read besides `grpc-status`,
+    /// `grpc-message` and `grpc-status-details-bin`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        inner(length(min = 1, max = 256), pattern(HEADER_NAME_PATTERN)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub expose_headers: Vec<String>,
+
+    /// Let pages send cookies and HTTP authentication. With `*` the
+    /// caller's origin is echoed, as browsers require.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_credentials: Option<bool>,
+
+    /// How long browsers may cache a preflight answer, as a Gateway API
+    /// duration. Absent: 24h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub max_age: Option<String>,
 }
 
 /// TLS for the route's hostnames.

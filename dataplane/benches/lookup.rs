@@ -56,6 +56,7 @@ fn rule(path: PathMatch, headers: Vec<HeaderMatch>) -> Rule {
         }),
         timeouts: Default::default(),
         max_request_body: None,
+        grpc: Default::default(),
     }
 }
 

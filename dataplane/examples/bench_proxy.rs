@@ -122,6 +122,7 @@ fn route_to(upstream: SocketAddr) -> RouteConfig {
                 }),
                 timeouts: Default::default(),
                 max_request_body: Some(1 << 20),
+                grpc: Default::default(),
             }],
         }],
     }

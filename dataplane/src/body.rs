@@ -18,6 +18,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use crate::grpc::{CallFailure, Code, FrameCursor, GrpcBodyError, status_trailers};
+use crate::grpc_web::{TextDecoder, WebEncoder};
 use crate::upstream::Recycle;
 
 /// Why a proxied body stopped early.
@@ -29,6 +31,8 @@ pub enum BodyError {
     Timeout(Duration),
     #[error(transparent)]
     Stream(#[from] hyper::Error),
+    #[error(transparent)]
+    Grpc(#[from] GrpcBodyError),
 }
 
 /// An idle timer armed only while the inner body is pending, so bodies that
@@ -75,6 +79,46 @@ pub struct RequestBody {
     limit: Option<u64>,
     received: Arc<AtomicU64>,
     timer: IdleTimer,
+    grpc: Option<GrpcRequest>,
+}
+
+/// What a gRPC call's request stream goes through: messages are checked
+/// against the size limit one by one (a stream as a whole is unbounded), and
+/// a gRPC-Web text body is decoded from base64 as it arrives.
+#[derive(Debug)]
+pub struct GrpcRequest {
+    cursor: FrameCursor,
+    text: Option<TextDecoder>,
+    failure: CallFailure,
+}
+
+impl GrpcRequest {
+    pub fn new(max_message: u64, text: bool, failure: CallFailure) -> Self {
+        Self {
+            cursor: FrameCursor::new(max_message),
+            text: text.then(TextDecoder::default),
+            failure,
+        }
+    }
+
+    fn data(&mut self, data: Bytes) -> Result<Bytes, GrpcBodyError> {
+        let data = match self.text.as_mut() {
+            Some(t) => t.push(&data)?,
+            None => data,
+        };
+        self.cursor.advance(&data)?;
+        Ok(data)
+    }
+
+    /// The last few decoded bytes of a text body, at its end.
+    fn end(&mut self) -> Result<Option<Bytes>, GrpcBodyError> {
+        let Some(t) = self.text.as_mut() else {
+            return Ok(None);
+        };
+        let rest = t.finish()?;
+        self.cursor.advance(&rest)?;
+        Ok((!rest.is_empty()).then_some(rest))
+    }
 }
 
 // === impl RequestBody ===
@@ -91,7 +135,25 @@ impl RequestBody {
             limit,
             received,
             timer: IdleTimer::new(send_timeout),
+            grpc: None,
         }
+    }
+
+    /// A gRPC call's stream: per-message limits instead of a total one, and
+    /// no idle timeout (a stream may stay quiet as long as the call lives).
+    pub fn grpc(mut self, grpc: GrpcRequest) -> Self {
+        self.limit = None;
+        self.timer = IdleTimer::new(Duration::MAX);
+        self.grpc = Some(grpc);
+        self
+    }
+
+    fn grpc_failed(&mut self, e: GrpcBodyError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.inner = None;
+        if let Some(g) = &self.grpc {
+            g.failure.set(e.clone());
+        }
+        Poll::Ready(Some(Err(BodyError::Grpc(e))))
     }
 }
 
@@ -122,6 +184,15 @@ impl Body for RequestBody {
                         return Poll::Ready(Some(Err(BodyError::TooLarge { limit })));
                     }
                 }
+                if let Some(g) = this.grpc.as_mut() {
+                    return match frame.into_data() {
+                        Ok(data) => match g.data(data) {
+                            Ok(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                            Err(e) => this.grpc_failed(e),
+                        },
+                        Err(frame) => Poll::Ready(Some(Ok(frame))),
+                    };
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -130,7 +201,11 @@ impl Body for RequestBody {
             }
             Poll::Ready(None) => {
                 this.inner = None;
-                Poll::Ready(None)
+                match this.grpc.as_mut().map(GrpcRequest::end) {
+                    Some(Ok(Some(rest))) => Poll::Ready(Some(Ok(Frame::data(rest)))),
+                    Some(Err(e)) => this.grpc_failed(e),
+                    Some(Ok(None)) | None => Poll::Ready(None),
+                }
             }
             Poll::Pending => {
                 ready!(this.timer.poll_expired(cx));
@@ -141,19 +216,37 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+        match &self.inner {
+            None => true,
+            // A text body may still hold an undecoded last quantum.
+            Some(b) => b.is_end_stream() && self.grpc.as_ref().is_none_or(|g| g.text.is_none()),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.grpc.as_ref().is_some_and(|g| g.text.is_some()) {
+            // Decoding changes the length.
+            return SizeHint::default();
+        }
         self.inner
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
     }
 }
 
-/// Runs once when a response body is finished or dropped, with the number of
-/// body bytes sent and whether the body reached its end.
-pub type OnDone = Box<dyn FnOnce(u64, bool) + Send>;
+/// Runs once when a response body is finished or dropped.
+pub type OnDone = Box<dyn FnOnce(Done) + Send>;
+
+/// How a response body ended.
+#[derive(Clone, Copy, Debug)]
+pub struct Done {
+    /// Body bytes sent.
+    pub bytes: u64,
+    /// The body reached its end (rather than the client going away).
+    pub complete: bool,
+    /// A gRPC call's status, from the trailers that went to the client.
+    pub grpc_status: Option<u8>,
+}
 
 enum Source {
     Upstream(Incoming),
@@ -171,6 +264,16 @@ pub struct ResponseBody {
     on_done: Option<OnDone>,
     /// The upstream connection, returned to its pool when the body ends.
     recycle: Option<Recycle>,
+    grpc: Option<GrpcResponse>,
+}
+
+/// A gRPC call's response: when the proxy cut the request stream, the call
+/// ends with the status saying why; a gRPC-Web call's frames are encoded.
+struct GrpcResponse {
+    failure: CallFailure,
+    web: Option<WebEncoder>,
+    /// The status in the trailers that went to the client.
+    status: Option<u8>,
 }
 
 // === impl ResponseBody ===
@@ -184,6 +287,7 @@ impl ResponseBody {
             sent: 0,
             on_done: None,
             recycle,
+            grpc: None,
         }
     }
 
@@ -202,6 +306,7 @@ impl ResponseBody {
             sent: 0,
             on_done: None,
             recycle,
+            grpc: None,
         }
     }
 
@@ -214,11 +319,23 @@ impl ResponseBody {
             sent: 0,
             on_done: None,
             recycle: None,
+            grpc: None,
         }
     }
 
     pub fn empty() -> Self {
         Self::full(Bytes::new())
+    }
+
+    /// Makes this a gRPC call's body: `failure` is shared with the request
+    /// body; `web` encodes for a gRPC-Web client.
+    pub fn grpc_call(mut self, failure: CallFailure, web: Option<WebEncoder>) -> Self {
+        self.grpc = Some(GrpcResponse {
+            failure,
+            web,
+            status: None,
+        });
+        self
     }
 
     pub fn on_done(mut self, f: OnDone) -> Self {
@@ -233,7 +350,11 @@ impl ResponseBody {
             r.finish();
         }
         if let Some(f) = self.on_done.take() {
-            f(self.sent, complete);
+            f(Done {
+                bytes: self.sent,
+                complete,
+                grpc_status: self.grpc.as_ref().and_then(|g| g.status),
+            });
         }
     }
 }
@@ -284,6 +405,50 @@ impl Body for ResponseBody {
                 }
             },
         };
+        let polled = match (polled, this.grpc.as_mut()) {
+            (polled, None) => polled,
+            (Poll::Ready(Some(Ok(frame))), Some(g)) => {
+                if let Some(t) = frame.trailers_ref() {
+                    g.status = crate::grpc::status_of(t);
+                }
+                match g.web.as_mut() {
+                    Some(web) => Poll::Ready(Some(Ok(web.encode(frame)))),
+                    None => Poll::Ready(Some(Ok(frame))),
+                }
+            }
+            (Poll::Ready(None), Some(g)) => match g.web.as_mut().and_then(WebEncoder::finish) {
+                Some(last) => {
+                    g.status = Some(Code::Internal.as_u8());
+                    Poll::Ready(Some(Ok(Frame::data(last))))
+                }
+                None => Poll::Ready(None),
+            },
+            (Poll::Ready(Some(Err(e))), Some(g)) => {
+                let (code, message) = match g.failure.get() {
+                    Some(f) => (f.code(), f.to_string()),
+                    None => (Code::Unavailable, format!("upstream stream broke: {e}")),
+                };
+                let ended = match g.web.as_mut() {
+                    Some(web) => web.fail(code, &message).map(Frame::data),
+                    // Native gRPC clients see a broken stream as a status
+                    // of their own, unless the proxy knows better.
+                    None => g
+                        .failure
+                        .get()
+                        .map(|_| Frame::trailers(status_trailers(code, &message))),
+                };
+                match ended {
+                    Some(frame) => {
+                        g.status = Some(code.as_u8());
+                        this.recycle = None;
+                        this.source = Source::Full(None);
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    None => Poll::Ready(Some(Err(e))),
+                }
+            }
+            (Poll::Pending, Some(_)) => Poll::Pending,
+        };
         match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(t) = this.timer.as_mut() {
@@ -308,13 +473,23 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.source {
-            Source::Upstream(b) => b.is_end_stream(),
-            Source::Full(b) => b.is_none(),
-        }
+        let web_pending = self
+            .grpc
+            .as_ref()
+            .and_then(|g| g.web.as_ref())
+            .is_some_and(|w| !w.is_done());
+        !web_pending
+            && match &self.source {
+                Source::Upstream(b) => b.is_end_stream(),
+                Source::Full(b) => b.is_none(),
+            }
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.grpc.as_ref().is_some_and(|g| g.web.is_some()) {
+            // Encoding changes the length, and trailers become body.
+            return SizeHint::default();
+        }
         match &self.source {
             Source::Upstream(b) => b.size_hint(),
             Source::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),

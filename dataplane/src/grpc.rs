@@ -7,6 +7,7 @@
 //! the HTTP to gRPC status mapping (`http-grpc-status-mapping.md`).
 
 use std::fmt::Write as _;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -114,6 +115,103 @@ pub fn parse_timeout(value: &HeaderValue) -> Option<Duration> {
     })
 }
 
+/// A gRPC message frame header: flag byte and 32-bit big-endian length.
+pub(crate) const FRAME_HEADER_LEN: usize = 5;
+
+/// Why a gRPC (or gRPC-Web) request body was cut off by the proxy.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GrpcBodyError {
+    #[error("the request body is not valid base64")]
+    InvalidBase64,
+    #[error("a {len}-byte message exceeds the {max}-byte limit")]
+    MessageTooLarge { len: u64, max: u64 },
+}
+
+impl GrpcBodyError {
+    pub fn code(&self) -> Code {
+        match self {
+            GrpcBodyError::InvalidBase64 => Code::InvalidArgument,
+            GrpcBodyError::MessageTooLarge { .. } => Code::ResourceExhausted,
+        }
+    }
+}
+
+/// Follows gRPC length-prefixed frames through a byte stream, however it is
+/// chunked: knows where each message ends, and refuses one larger than the
+/// limit as soon as its header says so, before it is buffered anywhere.
+#[derive(Clone, Debug)]
+pub struct FrameCursor {
+    max: u64,
+    header: [u8; FRAME_HEADER_LEN],
+    header_len: usize,
+    /// Message bytes still to come in the current frame.
+    remaining: u64,
+}
+
+impl FrameCursor {
+    pub fn new(max: u64) -> Self {
+        Self {
+            max,
+            header: [0; FRAME_HEADER_LEN],
+            header_len: 0,
+            remaining: 0,
+        }
+    }
+
+    /// Follows `data`; an error names the first frame over the limit.
+    pub fn advance(&mut self, mut data: &[u8]) -> Result<(), GrpcBodyError> {
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let n = usize::try_from(self.remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
+                self.remaining -= n as u64;
+                data = &data[n..];
+                continue;
+            }
+            let n = (FRAME_HEADER_LEN - self.header_len).min(data.len());
+            self.header[self.header_len..self.header_len + n].copy_from_slice(&data[..n]);
+            self.header_len += n;
+            data = &data[n..];
+            if self.header_len == FRAME_HEADER_LEN {
+                self.header_len = 0;
+                let len = u64::from(u32::from_be_bytes([
+                    self.header[1],
+                    self.header[2],
+                    self.header[3],
+                    self.header[4],
+                ]));
+                if len > self.max {
+                    return Err(GrpcBodyError::MessageTooLarge { len, max: self.max });
+                }
+                self.remaining = len;
+            }
+        }
+        Ok(())
+    }
+
+    /// Between two frames: another frame may start here.
+    pub fn at_boundary(&self) -> bool {
+        self.header_len == 0 && self.remaining == 0
+    }
+}
+
+/// Why the proxy cut a call's request stream, shared between the request
+/// body (which records it) and the response body (which reports it to the
+/// client as the call's status).
+#[derive(Clone, Debug, Default)]
+pub struct CallFailure(Arc<OnceLock<GrpcBodyError>>);
+
+impl CallFailure {
+    pub fn set(&self, e: GrpcBodyError) {
+        let _ = self.0.set(e);
+    }
+
+    pub fn get(&self) -> Option<&GrpcBodyError> {
+        self.0.get()
+    }
+}
+
 /// Percent-encodes a `grpc-message`: everything outside printable ASCII,
 /// and `%` itself, as `%XX` of its UTF-8 bytes.
 pub fn encode_message(message: &str) -> HeaderValue {
@@ -127,6 +225,11 @@ pub fn encode_message(message: &str) -> HeaderValue {
     }
     // Only printable ASCII remains, which is always a valid header value.
     HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The `grpc-status` in headers or trailers, when it is a number.
+pub fn status_of(headers: &HeaderMap) -> Option<u8> {
+    headers.get(&GRPC_STATUS)?.to_str().ok()?.parse().ok()
 }
 
 /// `grpc-status` and (when not empty) `grpc-message`, as trailers.
@@ -239,5 +342,36 @@ mod tests {
         assert_eq!(rsp.headers()[&GRPC_MESSAGE], "no endpoint");
         assert_eq!(rsp.headers()[header::CONTENT_TYPE], "application/grpc");
         assert!(http_body::Body::is_end_stream(rsp.body()));
+    }
+    #[test]
+    fn frame_cursor_follows_headers_across_chunks() {
+        let mut frames = Vec::new();
+        for len in [3u32, 10, 0] {
+            frames.push(0u8);
+            frames.extend_from_slice(&len.to_be_bytes());
+            frames.extend(std::iter::repeat_n(7u8, len as usize));
+        }
+        for split in 1..=8 {
+            let mut cursor = FrameCursor::new(10);
+            let mut boundaries = 0;
+            for chunk in frames.chunks(split) {
+                cursor.advance(chunk).unwrap();
+                boundaries += usize::from(cursor.at_boundary());
+            }
+            assert!(cursor.at_boundary(), "chunks of {split}");
+            assert!(boundaries >= 1);
+            let mut tight = FrameCursor::new(9);
+            let err = frames
+                .chunks(split)
+                .map(|c| tight.advance(c))
+                .find_map(Result::err);
+            assert_eq!(
+                err,
+                Some(GrpcBodyError::MessageTooLarge { len: 10, max: 9 })
+            );
+        }
+        let mut mid = FrameCursor::new(10);
+        mid.advance(&frames[..7]).unwrap();
+        assert!(!mid.at_boundary());
     }
 }

@@ -12,15 +12,19 @@ use base64::Engine as _;
 use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
 use http_body::Frame;
 
-use crate::grpc::{Code, GRPC_MESSAGE, GRPC_STATUS, encode_message, strip_prefix_ignore_case};
+use crate::body::ResponseBody;
+use crate::model::GrpcWeb;
+
+use crate::grpc::{
+    Code, FRAME_HEADER_LEN, FrameCursor, GrpcBodyError, status_trailers, strip_prefix_ignore_case,
+};
 
 /// Flag of the frame that carries trailers.
 const TRAILER_FLAG: u8 = 0x80;
-/// A gRPC message frame header: flag byte and 32-bit big-endian length.
-const FRAME_HEADER_LEN: usize = 5;
 
 /// Decodes base64 in chunks: padding may end any 4-character quantum, so
 /// bodies made of concatenated padded chunks decode.
@@ -104,58 +108,52 @@ fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Why a gRPC-Web request body could not be translated.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum WebBodyError {
-    #[error("the request body is not valid base64")]
-    InvalidBase64,
-    #[error("a {len}-byte message exceeds the {max}-byte limit")]
-    MessageTooLarge { len: u64, max: u64 },
-}
-
-impl WebBodyError {
-    pub fn code(&self) -> Code {
-        match self {
-            WebBodyError::InvalidBase64 => Code::InvalidArgument,
-            WebBodyError::MessageTooLarge { .. } => Code::ResourceExhausted,
-        }
-    }
-}
-
 /// Streaming base64 decoder for `application/grpc-web-text` bodies.
 #[derive(Debug, Default)]
 pub struct TextDecoder {
-    /// Characters of an incomplete quantum, carried to the next chunk.
+    /// Characters of an incomplete quantum (at most 3), carried to the next
+    /// chunk.
     pending: Vec<u8>,
 }
 
 impl TextDecoder {
-    /// Decodes every complete quantum of what arrived so far.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<Bytes, WebBodyError> {
-        let mut input = std::mem::take(&mut self.pending);
-        input.extend_from_slice(chunk);
-        let whole = input.len() / 4 * 4;
-        let out = decode_quanta(&input[..whole])?;
-        self.pending = input[whole..].to_vec();
-        Ok(out)
+    /// Decodes every complete quantum of what arrived so far, straight from
+    /// the chunk: only an incomplete quantum is copied.
+    pub fn push(&mut self, mut chunk: &[u8]) -> Result<Bytes, GrpcBodyError> {
+        let mut out = Vec::with_capacity((self.pending.len() + chunk.len()) / 4 * 3);
+        if !self.pending.is_empty() {
+            let n = (4 - self.pending.len()).min(chunk.len());
+            self.pending.extend_from_slice(&chunk[..n]);
+            chunk = &chunk[n..];
+            if self.pending.len() < 4 {
+                return Ok(Bytes::new());
+            }
+            decode_quanta(&self.pending, &mut out)?;
+            self.pending.clear();
+        }
+        let whole = chunk.len() / 4 * 4;
+        decode_quanta(&chunk[..whole], &mut out)?;
+        self.pending.extend_from_slice(&chunk[whole..]);
+        Ok(Bytes::from(out))
     }
 
     /// At the end of the body: a last quantum without its padding decodes;
     /// a single stray character is an error.
-    pub fn finish(&mut self) -> Result<Bytes, WebBodyError> {
+    pub fn finish(&mut self) -> Result<Bytes, GrpcBodyError> {
         let tail = std::mem::take(&mut self.pending);
+        let mut out = Vec::new();
         match tail.len() {
-            0 => Ok(Bytes::new()),
-            1 => Err(WebBodyError::InvalidBase64),
-            _ => decode_quanta(&tail),
+            0 => {}
+            1 => return Err(GrpcBodyError::InvalidBase64),
+            _ => decode_quanta(&tail, &mut out)?,
         }
+        Ok(Bytes::from(out))
     }
 }
 
-/// Decodes whole quanta, splitting after every padded one so that padding in
-/// the middle of the body is accepted.
-fn decode_quanta(input: &[u8]) -> Result<Bytes, WebBodyError> {
-    let mut out = Vec::with_capacity(input.len() / 4 * 3);
+/// Decodes whole quanta into `out`, splitting after every padded one so
+/// that padding in the middle of the body is accepted.
+fn decode_quanta(input: &[u8], out: &mut Vec<u8>) -> Result<(), GrpcBodyError> {
     let mut start = 0;
     while start < input.len() {
         let end = match input[start..].iter().position(|&b| b == b'=') {
@@ -165,85 +163,47 @@ fn decode_quanta(input: &[u8]) -> Result<Bytes, WebBodyError> {
         }
         .min(input.len());
         LENIENT
-            .decode_vec(&input[start..end], &mut out)
-            .map_err(|_| WebBodyError::InvalidBase64)?;
+            .decode_vec(&input[start..end], out)
+            .map_err(|_| GrpcBodyError::InvalidBase64)?;
         start = end;
     }
-    Ok(Bytes::from(out))
-}
-
-/// Follows gRPC frame headers through a byte stream, to refuse a message
-/// larger than the limit as soon as its header says so, before it is
-/// buffered anywhere.
-#[derive(Debug)]
-pub struct FrameLimit {
-    max: u64,
-    header: [u8; FRAME_HEADER_LEN],
-    header_len: usize,
-    /// Message bytes still to come in the current frame.
-    remaining: u64,
-}
-
-impl FrameLimit {
-    pub fn new(max: u64) -> Self {
-        Self {
-            max,
-            header: [0; FRAME_HEADER_LEN],
-            header_len: 0,
-            remaining: 0,
-        }
-    }
-
-    pub fn check(&mut self, mut data: &[u8]) -> Result<(), WebBodyError> {
-        while !data.is_empty() {
-            if self.remaining > 0 {
-                let n = usize::try_from(self.remaining)
-                    .unwrap_or(usize::MAX)
-                    .min(data.len());
-                self.remaining -= n as u64;
-                data = &data[n..];
-                continue;
-            }
-            let n = (FRAME_HEADER_LEN - self.header_len).min(data.len());
-            self.header[self.header_len..self.header_len + n].copy_from_slice(&data[..n]);
-            self.header_len += n;
-            data = &data[n..];
-            if self.header_len == FRAME_HEADER_LEN {
-                self.header_len = 0;
-                let len = u64::from(u32::from_be_bytes([
-                    self.header[1],
-                    self.header[2],
-                    self.header[3],
-                    self.header[4],
-                ]));
-                if len > self.max {
-                    return Err(WebBodyError::MessageTooLarge { len, max: self.max });
-                }
-                self.remaining = len;
-            }
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 /// Turns a gRPC response body into a gRPC-Web one, frame by frame: data
-/// passes through (base64 per frame in text mode), trailers become the final
-/// `0x80` frame.
+/// passes through (base64 per frame in text mode, each piece padded, which
+/// clients decode by 4-character quanta), trailers become the final `0x80`
+/// frame.
 #[derive(Debug)]
 pub struct WebEncoder {
     text: bool,
+    /// Where the upstream's messages begin and end, so that a status the
+    /// proxy adds never lands inside a message.
+    cursor: FrameCursor,
     /// The trailer frame has been produced.
     done: bool,
 }
 
 impl WebEncoder {
     pub fn new(text: bool) -> Self {
-        Self { text, done: false }
+        Self {
+            text,
+            cursor: FrameCursor::new(u64::MAX),
+            done: false,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
     }
 
     pub fn encode(&mut self, frame: Frame<Bytes>) -> Frame<Bytes> {
         match frame.into_data() {
-            Ok(data) => Frame::data(self.wrap(data)),
+            Ok(data) => {
+                // Cannot fail: there is no limit.
+                let _ = self.cursor.advance(&data);
+                Frame::data(self.wrap(data))
+            }
             Err(frame) => match frame.into_trailers() {
                 Ok(trailers) => {
                     self.done = true;
@@ -255,20 +215,20 @@ impl WebEncoder {
         }
     }
 
-    /// When the upstream body ended: a stream that never sent trailers broke
-    /// the protocol, and the client still needs a status.
-    pub fn finish(&mut self) -> Option<Bytes> {
-        if self.done {
+    /// Ends the call with the proxy's own status, when that can still be
+    /// said: before the upstream's trailers and between two messages.
+    pub fn fail(&mut self, code: Code, message: &str) -> Option<Bytes> {
+        if self.done || !self.cursor.at_boundary() {
             return None;
         }
         self.done = true;
-        let mut t = HeaderMap::new();
-        t.insert(GRPC_STATUS.clone(), Code::Internal.header_value());
-        t.insert(
-            GRPC_MESSAGE.clone(),
-            encode_message("upstream ended the stream without trailers"),
-        );
-        Some(self.wrap(trailer_frame(&t)))
+        Some(self.wrap(trailer_frame(&status_trailers(code, message))))
+    }
+
+    /// When the upstream body ended: a stream that never sent trailers broke
+    /// the protocol, and the client still needs a status.
+    pub fn finish(&mut self) -> Option<Bytes> {
+        self.fail(Code::Internal, "upstream ended the stream without trailers")
     }
 
     fn wrap(&self, data: Bytes) -> Bytes {
@@ -297,6 +257,124 @@ pub fn trailer_frame(trailers: &HeaderMap) -> Bytes {
         out.put_slice(b"\r\n");
     }
     out.freeze()
+}
+
+// === CORS ===
+
+/// Request headers gRPC-Web clients send, always allowed.
+const ALLOW_HEADERS: &str = "x-grpc-web, x-user-agent, grpc-timeout, content-type, authorization";
+/// Response headers a gRPC-Web client must read, always exposed.
+const EXPOSE_HEADERS: &str = "grpc-status, grpc-message, grpc-status-details-bin";
+
+/// A rule's gRPC-Web bridge, with its CORS answers made once per table.
+#[derive(Debug)]
+pub struct WebRuntime {
+    any_origin: bool,
+    origins: Vec<String>,
+    credentials: bool,
+    allow_headers: HeaderValue,
+    expose_headers: HeaderValue,
+    max_age: HeaderValue,
+}
+
+impl WebRuntime {
+    pub fn build(web: &GrpcWeb) -> Self {
+        let cors = &web.cors;
+        let join = |base: &str, extra: &[http::HeaderName]| {
+            let mut v = base.to_owned();
+            for name in extra {
+                v.push_str(", ");
+                v.push_str(name.as_str());
+            }
+            // Header names and ", " only: always a valid value.
+            HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
+        };
+        Self {
+            any_origin: cors.allow_origins.iter().any(|o| o == "*"),
+            origins: cors
+                .allow_origins
+                .iter()
+                .filter(|o| *o != "*")
+                .cloned()
+                .collect(),
+            credentials: cors.allow_credentials,
+            allow_headers: join(ALLOW_HEADERS, &cors.allow_headers),
+            expose_headers: join(EXPOSE_HEADERS, &cors.expose_headers),
+            max_age: HeaderValue::from(cors.max_age.as_secs()),
+        }
+    }
+
+    /// The `Access-Control-Allow-Origin` answer for `origin`, if it may call.
+    /// With credentials a wildcard is answered with the origin itself, as
+    /// browsers refuse `*` then.
+    fn allow_origin(&self, origin: &HeaderValue) -> Option<HeaderValue> {
+        if self.any_origin {
+            return Some(if self.credentials {
+                origin.clone()
+            } else {
+                HeaderValue::from_static("*")
+            });
+        }
+        let o = origin.to_str().ok()?;
+        self.origins
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(o))
+            .then(|| origin.clone())
+    }
+
+    /// Answers a CORS preflight (`OPTIONS` with `Origin` and
+    /// `Access-Control-Request-Method`); `None` when the request is not one.
+    /// An origin that is not allowed gets 403 and no CORS headers.
+    pub fn preflight(&self, req: &HeaderMap) -> Option<Response<ResponseBody>> {
+        let origin = req.get(header::ORIGIN)?;
+        req.get(header::ACCESS_CONTROL_REQUEST_METHOD)?;
+        let mut rsp = Response::new(ResponseBody::empty());
+        let Some(allowed) = self.allow_origin(origin) else {
+            *rsp.status_mut() = StatusCode::FORBIDDEN;
+            rsp.headers_mut()
+                .insert(header::VARY, HeaderValue::from_static("origin"));
+            return Some(rsp);
+        };
+        *rsp.status_mut() = StatusCode::NO_CONTENT;
+        let h = rsp.headers_mut();
+        h.insert(header::VARY, HeaderValue::from_static("origin"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            self.allow_headers.clone(),
+        );
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, self.max_age.clone());
+        if self.credentials {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
+        Some(rsp)
+    }
+
+    /// CORS headers on an actual response to an allowed origin.
+    pub fn decorate(&self, origin: Option<&HeaderValue>, rsp: &mut HeaderMap) {
+        let Some(allowed) = origin.and_then(|o| self.allow_origin(o)) else {
+            return;
+        };
+        rsp.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+        rsp.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            self.expose_headers.clone(),
+        );
+        rsp.append(header::VARY, HeaderValue::from_static("origin"));
+        if self.credentials {
+            rsp.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -379,37 +457,15 @@ mod tests {
     fn invalid_base64_is_refused() {
         assert_eq!(
             TextDecoder::default().push(b"ab!d"),
-            Err(WebBodyError::InvalidBase64)
+            Err(GrpcBodyError::InvalidBase64)
         );
         let mut d = TextDecoder::default();
         assert_eq!(d.push(b"aGVsbG8=a").unwrap(), Bytes::from_static(b"hello"));
-        assert_eq!(d.finish(), Err(WebBodyError::InvalidBase64));
+        assert_eq!(d.finish(), Err(GrpcBodyError::InvalidBase64));
         // An unpadded last quantum is accepted.
         let mut d = TextDecoder::default();
         assert_eq!(d.push(b"aGk").unwrap(), Bytes::new());
         assert_eq!(d.finish().unwrap(), Bytes::from_static(b"hi"));
-    }
-
-    #[test]
-    fn frame_limit_follows_headers_across_chunks() {
-        let mut frames = Vec::new();
-        for len in [3u32, 10, 0] {
-            frames.push(0u8);
-            frames.extend_from_slice(&len.to_be_bytes());
-            frames.extend(std::iter::repeat_n(7u8, len as usize));
-        }
-        for split in 1..=8 {
-            let mut limit = FrameLimit::new(10);
-            for chunk in frames.chunks(split) {
-                limit.check(chunk).unwrap();
-            }
-            let mut tight = FrameLimit::new(9);
-            let err = frames
-                .chunks(split)
-                .map(|c| tight.check(c))
-                .find_map(Result::err);
-            assert_eq!(err, Some(WebBodyError::MessageTooLarge { len: 10, max: 9 }));
-        }
     }
 
     #[test]
@@ -435,12 +491,116 @@ mod tests {
     #[test]
     fn text_mode_encodes_each_frame_and_reports_missing_trailers() {
         let mut enc = WebEncoder::new(true);
-        let data = enc.encode(Frame::data(Bytes::from_static(b"hello")));
-        assert_eq!(data.into_data().unwrap(), Bytes::from_static(b"aGVsbG8="));
+        let data = enc.encode(Frame::data(Bytes::from_static(b"\x00\x00\x00\x00\x02hi")));
+        assert_eq!(
+            data.into_data().unwrap(),
+            Bytes::from_static(b"AAAAAAJoaQ==")
+        );
         let last = enc.finish().unwrap();
         let raw = STANDARD.decode(&last).unwrap();
         assert_eq!(raw[0], 0x80);
         let text = String::from_utf8_lossy(&raw[5..]);
         assert!(text.starts_with("grpc-status: 13\r\n"), "{text}");
+    }
+
+    #[test]
+    fn a_status_is_never_added_inside_a_message() {
+        let mut enc = WebEncoder::new(false);
+        // Header says 4 bytes, only 2 arrived.
+        enc.encode(Frame::data(Bytes::from_static(b"\x00\x00\x00\x00\x04ab")));
+        assert_eq!(enc.fail(Code::Unavailable, "reset"), None);
+        enc.encode(Frame::data(Bytes::from_static(b"cd")));
+        let last = enc.fail(Code::Unavailable, "reset").unwrap();
+        assert_eq!(last[0], 0x80);
+        assert!(enc.is_done());
+        assert_eq!(enc.finish(), None);
+    }
+
+    fn runtime(origins: &[&str], credentials: bool) -> WebRuntime {
+        WebRuntime::build(&GrpcWeb {
+            cors: crate::model::Cors {
+                allow_origins: origins.iter().map(|o| o.to_string()).collect(),
+                allow_headers: vec![http::HeaderName::from_static("x-tenant")],
+                expose_headers: vec![http::HeaderName::from_static("x-trace")],
+                allow_credentials: credentials,
+                max_age: std::time::Duration::from_secs(600),
+            },
+        })
+    }
+
+    fn preflight_headers(origin: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ORIGIN, HeaderValue::from_str(origin).unwrap());
+        h.insert(
+            header::ACCESS_CONTROL_REQUEST_METHOD,
+            HeaderValue::from_static("POST"),
+        );
+        h
+    }
+
+    #[test]
+    fn preflight_allows_listed_origins_only() {
+        let web = runtime(&["https://app.example.com"], false);
+        let ok = web
+            .preflight(&preflight_headers("https://app.example.com"))
+            .unwrap();
+        assert_eq!(ok.status(), StatusCode::NO_CONTENT);
+        let h = ok.headers();
+        assert_eq!(
+            h[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example.com"
+        );
+        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_METHODS], "POST, OPTIONS");
+        assert_eq!(
+            h[header::ACCESS_CONTROL_ALLOW_HEADERS],
+            "x-grpc-web, x-user-agent, grpc-timeout, content-type, authorization, x-tenant"
+        );
+        assert_eq!(h[header::ACCESS_CONTROL_MAX_AGE], "600");
+        assert!(!h.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS));
+        let refused = web
+            .preflight(&preflight_headers("https://evil.example"))
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        assert!(
+            !refused
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+        );
+        // Not a preflight: no Access-Control-Request-Method.
+        let mut plain = HeaderMap::new();
+        plain.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://app.example.com"),
+        );
+        assert!(web.preflight(&plain).is_none());
+    }
+
+    #[test]
+    fn wildcard_origin_and_credentials() {
+        let any = runtime(&["*"], false);
+        let rsp = any.preflight(&preflight_headers("https://x.test")).unwrap();
+        assert_eq!(rsp.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        let creds = runtime(&["*"], true);
+        let rsp = creds
+            .preflight(&preflight_headers("https://x.test"))
+            .unwrap();
+        assert_eq!(
+            rsp.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://x.test"
+        );
+        assert_eq!(
+            rsp.headers()[header::ACCESS_CONTROL_ALLOW_CREDENTIALS],
+            "true"
+        );
+        let mut out = HeaderMap::new();
+        creds.decorate(Some(&HeaderValue::from_static("https://x.test")), &mut out);
+        assert_eq!(
+            out[header::ACCESS_CONTROL_EXPOSE_HEADERS],
+            "grpc-status, grpc-message, grpc-status-details-bin, x-trace"
+        );
+        let none = runtime(&[], false);
+        let mut out = HeaderMap::new();
+        none.decorate(Some(&HeaderValue::from_static("https://x.test")), &mut out);
+        assert!(out.is_empty());
     }
 }

@@ -144,9 +144,12 @@ pub struct Rule {
     pub action: Action,
     #[serde(default)]
     pub timeouts: Timeouts,
-    /// `None`: unlimited.
+    /// `None`: unlimited. Not applied to gRPC calls, whose streams are
+    /// unbounded: [`GrpcOptions::max_message`] limits each message instead.
     #[serde(default = "default_max_request_body")]
     pub max_request_body: Option<u64>,
+    #[serde(default)]
+    pub grpc: GrpcOptions,
 }
 
 fn default_max_request_body() -> Option<u64> {
@@ -427,6 +430,81 @@ pub struct HeaderModifier {
 impl HeaderModifier {
     pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// Largest message a gRPC client may send unless a rule says otherwise:
+/// gRPC's own default receive limit.
+pub const DEFAULT_GRPC_MAX_MESSAGE: u64 = 4 * 1024 * 1024;
+
+/// How a rule treats gRPC calls (`application/grpc*` requests) and, when it
+/// bridges them, gRPC-Web ones.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GrpcOptions {
+    /// Largest message (in bytes, after base64 decoding) a client may send;
+    /// a larger one ends the call with RESOURCE_EXHAUSTED.
+    #[serde(default = "default_grpc_max_message")]
+    pub max_message: u64,
+    /// Bridge gRPC-Web requests to gRPC. `None`: gRPC-Web requests are
+    /// forwarded as they are (the backend may speak gRPC-Web itself).
+    #[serde(default)]
+    pub web: Option<GrpcWeb>,
+}
+
+fn default_grpc_max_message() -> u64 {
+    DEFAULT_GRPC_MAX_MESSAGE
+}
+
+impl Default for GrpcOptions {
+    fn default() -> Self {
+        Self {
+            max_message: DEFAULT_GRPC_MAX_MESSAGE,
+            web: None,
+        }
+    }
+}
+
+/// The gRPC-Web bridge of a rule.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GrpcWeb {
+    #[serde(default)]
+    pub cors: Cors,
+}
+
+/// Cross-origin access for browser clients. No allowed origin: no CORS
+/// headers at all, and preflights are not answered (the browser refuses).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cors {
+    /// Origins as browsers send them (`https://app.example.com`,
+    /// lower-case, no path); `*` allows any.
+    #[serde(default)]
+    pub allow_origins: Vec<String>,
+    /// Request headers allowed besides the ones gRPC-Web clients send.
+    #[serde(default, with = "serde_http::header_names")]
+    pub allow_headers: Vec<HeaderName>,
+    /// Response headers exposed besides the gRPC status ones.
+    #[serde(default, with = "serde_http::header_names")]
+    pub expose_headers: Vec<HeaderName>,
+    #[serde(default)]
+    pub allow_credentials: bool,
+    /// How long a browser may cache a preflight answer.
+    #[serde(with = "serde_http::millis")]
+    pub max_age: Duration,
+}
+
+/// Browsers cap what they honour (Chromium: 2 h), so a day is "as long as
+/// allowed".
+pub const DEFAULT_CORS_MAX_AGE: Duration = Duration::from_secs(86_400);
+
+impl Default for Cors {
+    fn default() -> Self {
+        Self {
+            allow_origins: Vec::new(),
+            allow_headers: Vec::new(),
+            expose_headers: Vec::new(),
+            allow_credentials: false,
+            max_age: DEFAULT_CORS_MAX_AGE,
+        }
     }
 }
 
@@ -716,6 +794,7 @@ mod tests {
                     }),
                     timeouts: Timeouts::default(),
                     max_request_body: Some(10),
+                    grpc: Default::default(),
                 }],
             }],
         };

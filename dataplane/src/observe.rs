@@ -49,6 +49,61 @@ pub struct Metrics {
     pub tls_default_certificate: Counter,
     /// `notAfter` of every served certificate, by its name.
     pub tls_cert_not_after: Family<CertLabels, Gauge>,
+    /// `[protocol][code]`, the last code slot for calls that ended without
+    /// a status: resolved at start so counting takes no lock.
+    grpc_calls: Vec<Vec<Counter>>,
+}
+
+/// How a gRPC call reached the proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrpcProtocol {
+    Grpc = 0,
+    GrpcWeb = 1,
+    GrpcWebText = 2,
+}
+
+impl GrpcProtocol {
+    const ALL: [GrpcProtocol; 3] = [
+        GrpcProtocol::Grpc,
+        GrpcProtocol::GrpcWeb,
+        GrpcProtocol::GrpcWebText,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrpcProtocol::Grpc => "grpc",
+            GrpcProtocol::GrpcWeb => "grpc-web",
+            GrpcProtocol::GrpcWebText => "grpc-web-text",
+        }
+    }
+}
+
+/// gRPC status names as metric labels, by code; the last is "no status".
+const GRPC_CODES: [&str; 18] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+    "NONE",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct GrpcLabels {
+    protocol: &'static str,
+    code: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -172,7 +227,29 @@ impl Metrics {
             "Expiry (notAfter, Unix seconds) of each certificate served",
             tls_cert_not_after.clone(),
         );
+        let grpc = Family::<GrpcLabels, Counter>::default();
+        registry.register(
+            "grpc_calls",
+            "gRPC calls by client protocol (grpc, grpc-web, grpc-web-text) and final status (NONE: the call ended without one, e.g. the client went away)",
+            grpc.clone(),
+        );
+        let grpc_calls = GrpcProtocol::ALL
+            .iter()
+            .map(|p| {
+                GRPC_CODES
+                    .iter()
+                    .map(|code| {
+                        grpc.get_or_create(&GrpcLabels {
+                            protocol: p.as_str(),
+                            code,
+                        })
+                        .clone()
+                    })
+                    .collect()
+            })
+            .collect();
         Self {
+            grpc_calls,
             registry,
             requests,
             request_duration,
@@ -185,6 +262,23 @@ impl Metrics {
             tls_handshakes,
             tls_default_certificate,
             tls_cert_not_after,
+        }
+    }
+
+    /// Counts a finished gRPC call; a status outside the known codes counts
+    /// as UNKNOWN, as gRPC clients read it.
+    pub fn grpc_call(&self, protocol: GrpcProtocol, code: Option<u8>) {
+        let slot = match code {
+            None => GRPC_CODES.len() - 1,
+            Some(c) if usize::from(c) < GRPC_CODES.len() - 1 => usize::from(c),
+            Some(_) => 2,
+        };
+        if let Some(c) = self
+            .grpc_calls
+            .get(protocol as usize)
+            .and_then(|codes| codes.get(slot))
+        {
+            c.inc();
         }
     }
 

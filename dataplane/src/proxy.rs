@@ -15,14 +15,16 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::Shared;
-use crate::body::{BodyError, RequestBody, ResponseBody, find_body_error};
-use crate::grpc;
+use crate::body::{BodyError, Done, GrpcRequest, RequestBody, ResponseBody, find_body_error};
+use crate::grpc::{self, CallFailure, Code, GrpcBodyError};
+use crate::grpc_web::{WebContentType, WebEncoder};
 use crate::model::{
     Action, HeaderModifier, HttpsRedirect, PathMatch, PathModifier, Protocol, Redirect,
     RouteClientAuth, Scheme, Substitution,
@@ -65,18 +67,85 @@ struct RequestCtx {
     id: HeaderValue,
     conn: ConnInfo,
     bytes_in: Arc<AtomicU64>,
-    /// A gRPC call: errors must be gRPC-shaped.
-    grpc: bool,
+    /// The protocol the client speaks: the proxy's own errors are in it.
+    call: Call,
+}
+
+/// What a request is, as far as the shape of answers goes.
+#[derive(Clone, Debug)]
+enum Call {
+    Http,
+    /// `application/grpc*`.
+    Grpc,
+    /// `application/grpc-web*`; `text_out`: answers are base64.
+    Web {
+        content_type: WebContentType,
+        text_out: bool,
+    },
+}
+
+impl Call {
+    fn of(headers: &HeaderMap) -> Self {
+        if grpc::is_grpc(headers) {
+            return Call::Grpc;
+        }
+        match headers
+            .get(header::CONTENT_TYPE)
+            .and_then(WebContentType::parse)
+        {
+            Some(content_type) => Call::Web {
+                text_out: content_type.respond_in_text(headers.get(header::ACCEPT)),
+                content_type,
+            },
+            None => Call::Http,
+        }
+    }
+
+    /// The metrics label of a gRPC call; `None` for plain HTTP.
+    fn protocol(&self) -> Option<crate::observe::GrpcProtocol> {
+        use crate::observe::GrpcProtocol;
+        match self {
+            Call::Http => None,
+            Call::Grpc => Some(GrpcProtocol::Grpc),
+            Call::Web {
+                text_out: false, ..
+            } => Some(GrpcProtocol::GrpcWeb),
+            Call::Web { text_out: true, .. } => Some(GrpcProtocol::GrpcWebText),
+        }
+    }
 }
 
 impl RequestCtx {
     /// The proxy's own error answer, in the caller's protocol.
     fn error(&self, status: StatusCode) -> Response<ResponseBody> {
-        if self.grpc {
-            grpc_error(status, &self.id)
-        } else {
-            error_response(status, &self.id)
+        match &self.call {
+            Call::Http => error_response(status, &self.id),
+            _ => {
+                let reason = status.canonical_reason().unwrap_or("error");
+                let message = format!(
+                    "portico: {reason} (request id {})",
+                    String::from_utf8_lossy(self.id.as_bytes())
+                );
+                self.grpc_status(Code::from_http(status), &message, StatusCode::OK)
+            }
         }
+    }
+
+    /// A gRPC (or gRPC-Web) trailers-only answer: the status in the headers,
+    /// no body, under `http` (200 unless the protocol asks for another).
+    fn grpc_status(&self, code: Code, message: &str, http: StatusCode) -> Response<ResponseBody> {
+        let content_type = match &self.call {
+            Call::Web {
+                content_type,
+                text_out,
+            } => content_type.response(*text_out),
+            _ => HeaderValue::from_static("application/grpc"),
+        };
+        let mut rsp = grpc::trailers_only(code, message, content_type);
+        *rsp.status_mut() = http;
+        rsp.headers_mut()
+            .insert(X_REQUEST_ID.clone(), self.id.clone());
+        rsp
     }
 }
 
@@ -92,7 +161,7 @@ pub(crate) async fn handle(
         id: request_id(req.headers()),
         conn,
         bytes_in: Arc::default(),
-        grpc: grpc::is_grpc(req.headers()),
+        call: Call::of(req.headers()),
     };
     // One load per request; the table lives as long as this request needs it.
     let table = shared.table.load_full();
@@ -119,6 +188,13 @@ pub(crate) async fn handle(
         .redirect
         .as_ref()
         .filter(|_| needs_https_redirect(&req, host, &ctx));
+    // A gRPC-Web rule answers CORS preflights itself, and decorates every
+    // answer to an allowed origin.
+    let web = routed.runtime.grpc_web.as_ref();
+    let origin = web.and_then(|_| req.headers().get(header::ORIGIN).cloned());
+    let preflight = web
+        .filter(|_| req.method() == Method::OPTIONS)
+        .and_then(|w| w.preflight(req.headers()));
     let misdirected = to_https.is_none()
         && routed
             .route
@@ -126,13 +202,23 @@ pub(crate) async fn handle(
             .client_auth
             .as_ref()
             .is_some_and(|a| !verified_under(&ctx.conn, a));
-    let (rsp, upstream) = match (&routed.rule.action, to_https) {
+    let is_preflight = preflight.is_some();
+    let (mut rsp, upstream) = match (&routed.rule.action, to_https) {
         (_, Some(r)) => (https_redirect(r, &req, host, &ctx), None),
+        _ if is_preflight => (
+            preflight.unwrap_or_else(|| ctx.error(StatusCode::NO_CONTENT)),
+            None,
+        ),
         _ if misdirected => (misdirected_response(&ctx), None),
         (Action::Redirect(r), None) => (redirect(r, &routed, &req, host, &ctx), None),
         (Action::Forward(_), None) => forward(&routed, req, &host_value, &ctx).await,
         (Action::Deny { .. }, None) => (ctx.error(StatusCode::SERVICE_UNAVAILABLE), None),
     };
+    if let Some(w) = web
+        && !is_preflight
+    {
+        w.decorate(origin.as_ref(), rsp.headers_mut());
+    }
     let mut rsp = apply_response_headers(rsp, &routed.rule.filters.response_headers);
     if ctx.conn.scheme == Scheme::Https
         && let Some(v) = &routed.runtime.hsts
@@ -323,7 +409,27 @@ async fn forward(
     let Action::Forward(fwd) = &rule.action else {
         return (ctx.error(StatusCode::INTERNAL_SERVER_ERROR), None);
     };
-    if let Some(limit) = rule.max_request_body
+    // A gRPC-Web call on a bridging rule becomes a gRPC call upstream; on
+    // another rule it goes as it is, to a backend that speaks gRPC-Web.
+    let bridge = match &ctx.call {
+        Call::Web {
+            content_type,
+            text_out,
+        } if routed.runtime.grpc_web.is_some() => Some((content_type, *text_out)),
+        _ => None,
+    };
+    if bridge.is_some() && req.method() != Method::POST {
+        let rsp = ctx.grpc_status(
+            Code::Unimplemented,
+            "gRPC-Web calls must use POST",
+            StatusCode::METHOD_NOT_ALLOWED,
+        );
+        return (rsp, None);
+    }
+    let grpc_call = bridge.is_some() || matches!(ctx.call, Call::Grpc);
+    // A gRPC stream is unbounded: its messages are limited one by one.
+    if !grpc_call
+        && let Some(limit) = rule.max_request_body
         && content_length(req.headers()).is_some_and(|len| len > limit)
     {
         return (ctx.error(StatusCode::PAYLOAD_TOO_LARGE), None);
@@ -340,6 +446,15 @@ async fn forward(
     };
     let upstream_addr = endpoint.addr();
     let protocol = backend.protocol;
+    if bridge.is_some() && protocol == Protocol::Http1 {
+        // The controller never builds this; a hand-written table might.
+        let rsp = ctx.grpc_status(
+            Code::Unavailable,
+            "portico: the backend of a gRPC-Web route must speak HTTP/2",
+            StatusCode::OK,
+        );
+        return (rsp, None);
+    }
 
     // Upgrades (WebSocket) only exist client-h1 to upstream-h1.
     let upgrade = req.version() == Version::HTTP_11
@@ -379,6 +494,18 @@ async fn forward(
     );
     parts.headers.insert(X_REQUEST_ID.clone(), ctx.id.clone());
     apply_header_modifier(&mut parts.headers, &rule.filters.request_headers);
+    if let Some((content_type, _)) = bridge {
+        // gRPC proper toward the backend: its content type, no length (a
+        // text body shrinks when decoded), and `te: trailers`, which gRPC
+        // servers may insist on.
+        parts
+            .headers
+            .insert(header::CONTENT_TYPE, content_type.upstream());
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
 
     let uri = match protocol {
         Protocol::Http1 => {
@@ -410,18 +537,26 @@ async fn forward(
         }
     };
     parts.uri = uri;
-    let body = RequestBody::new(
+    let mut body = RequestBody::new(
         body,
         rule.max_request_body,
         rule.timeouts.send,
         Arc::clone(&ctx.bytes_in),
     );
+    let failure = CallFailure::default();
+    if grpc_call {
+        let text_in = bridge.is_some_and(|(ct, _)| ct.text);
+        body = body.grpc(GrpcRequest::new(
+            rule.grpc.max_message,
+            text_in,
+            failure.clone(),
+        ));
+    }
     let upstream_req = Request::from_parts(parts, body);
 
     let timeouts = rule.timeouts;
     // A gRPC client's deadline bounds the whole call, streams included.
-    let grpc_timeout = ctx
-        .grpc
+    let grpc_timeout = grpc_call
         .then(|| upstream_req.headers().get(&grpc::GRPC_TIMEOUT))
         .flatten()
         .and_then(grpc::parse_timeout);
@@ -436,7 +571,15 @@ async fn forward(
         Err(_elapsed) => {
             return (ctx.error(StatusCode::GATEWAY_TIMEOUT), Some(upstream_addr));
         }
-        Ok(Err(e)) => return (upstream_error_response(&e, ctx), Some(upstream_addr)),
+        Ok(Err(e)) => {
+            // An HTTP/2 upstream sees only a reset when the proxy cuts the
+            // request stream; the reason is in `failure`.
+            let rsp = match failure.get() {
+                Some(cut) => grpc_body_error(cut, ctx),
+                None => upstream_error_response(&e, ctx),
+            };
+            return (rsp, Some(upstream_addr));
+        }
         Ok(Ok(sent)) => sent,
     };
 
@@ -462,14 +605,32 @@ async fn forward(
     let (mut parts, body) = rsp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     parts.version = Version::HTTP_11;
-    let body = if ctx.grpc {
+    let body = if grpc_call {
         if !grpc::is_grpc(&parts.headers) {
             // Not a gRPC answer (an HTML error page, a 503 from a sidecar):
             // the client can only understand a status.
-            return (non_grpc_answer(parts.status, &ctx.id), Some(upstream_addr));
+            return (non_grpc_answer(parts.status, ctx), Some(upstream_addr));
         }
         let deadline = grpc_timeout.and_then(|t| ctx.start.checked_add(t));
-        ResponseBody::upstream_grpc(body, deadline, recycle)
+        let web = match bridge {
+            None => None,
+            Some((content_type, text_out)) => {
+                parts
+                    .headers
+                    .insert(header::CONTENT_TYPE, content_type.response(text_out));
+                parts.headers.remove(header::CONTENT_LENGTH);
+                if parts.headers.contains_key(&grpc::GRPC_STATUS) && body.is_end_stream() {
+                    // Trailers-only: the status is already in the headers;
+                    // the body stays empty, with no trailer frame.
+                    return (
+                        Response::from_parts(parts, ResponseBody::empty()),
+                        Some(upstream_addr),
+                    );
+                }
+                Some(WebEncoder::new(text_out))
+            }
+        };
+        ResponseBody::upstream_grpc(body, deadline, recycle).grpc_call(failure, web)
     } else {
         ResponseBody::upstream(body, timeouts.read, recycle)
     };
@@ -507,6 +668,7 @@ fn upstream_error_response(e: &UpstreamError, ctx: &RequestCtx) -> Response<Resp
             Some(BodyError::Timeout(_)) => StatusCode::REQUEST_TIMEOUT,
             // The client's body broke off: nothing useful reaches it anyway.
             Some(BodyError::Stream(_)) => StatusCode::BAD_REQUEST,
+            Some(BodyError::Grpc(e)) => return grpc_body_error(e, ctx),
             None => StatusCode::BAD_GATEWAY,
         },
     };
@@ -514,6 +676,16 @@ fn upstream_error_response(e: &UpstreamError, ctx: &RequestCtx) -> Response<Resp
         warn!(request.id = ?ctx.id, error = %e, "upstream request failed");
     }
     ctx.error(status)
+}
+
+/// The proxy cut a gRPC call's request stream before the backend answered.
+/// Invalid base64 is the client's fault in HTTP terms too (400).
+fn grpc_body_error(e: &GrpcBodyError, ctx: &RequestCtx) -> Response<ResponseBody> {
+    let http = match e {
+        GrpcBodyError::InvalidBase64 => StatusCode::BAD_REQUEST,
+        GrpcBodyError::MessageTooLarge { .. } => StatusCode::OK,
+    };
+    ctx.grpc_status(e.code(), &format!("portico: {e}"), http)
 }
 
 // === phase: respond ===
@@ -550,9 +722,16 @@ fn finish(
 ) -> Response<ResponseBody> {
     let status = rsp.status();
     let shared = Arc::clone(shared);
+    // A trailers-only answer carries the status in its headers.
+    let header_status = grpc::status_of(rsp.headers());
     let (parts, body) = rsp.into_parts();
-    let body = body.on_done(Box::new(move |bytes_out, _complete| {
+    let body = body.on_done(Box::new(move |done: Done| {
+        let bytes_out = done.bytes;
         let elapsed = ctx.start.elapsed();
+        if let Some(protocol) = ctx.call.protocol() {
+            let code = header_status.or(done.grpc_status);
+            shared.metrics.grpc_call(protocol, code);
+        }
         shared.metrics.request_duration.observe(elapsed);
         match &stats {
             Some(s) => s.record(status),
@@ -599,34 +778,15 @@ pub(crate) fn error_response(status: StatusCode, id: &HeaderValue) -> Response<R
     rsp
 }
 
-/// A gRPC-shaped error: HTTP 200, trailers-only, the status mapped from the
-/// HTTP error the proxy would have answered.
-fn grpc_error(status: StatusCode, id: &HeaderValue) -> Response<ResponseBody> {
-    let reason = status.canonical_reason().unwrap_or("error");
-    let message = format!(
-        "portico: {reason} (request id {})",
-        String::from_utf8_lossy(id.as_bytes())
-    );
-    let mut rsp = grpc::trailers_only(
-        grpc::Code::from_http(status),
-        &message,
-        HeaderValue::from_static("application/grpc"),
-    );
-    rsp.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
-    rsp
-}
-
 /// An upstream answered a gRPC call with something that is not gRPC.
-fn non_grpc_answer(status: StatusCode, id: &HeaderValue) -> Response<ResponseBody> {
+fn non_grpc_answer(status: StatusCode, ctx: &RequestCtx) -> Response<ResponseBody> {
     let code = if status.is_success() {
-        grpc::Code::Unknown
+        Code::Unknown
     } else {
-        grpc::Code::from_http(status)
+        Code::from_http(status)
     };
     let message = format!("upstream answered HTTP {} without gRPC", status.as_u16());
-    let mut rsp = grpc::trailers_only(code, &message, HeaderValue::from_static("application/grpc"));
-    rsp.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
-    rsp
+    ctx.grpc_status(code, &message, StatusCode::OK)
 }
 
 fn apply_response_headers(

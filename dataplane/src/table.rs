@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use http::HeaderMap;
 use regex::Regex;
 
+use crate::grpc_web::WebRuntime;
 use crate::model::{
     Action, Backend, Canary, CanaryHeaderValue, PathModifier, Protocol, Route, RouteConfig,
     RouteMatch, Rule, UpstreamTls,
@@ -38,6 +39,8 @@ pub struct RuleRuntime {
     pub rewrite_regex: Option<Regex>,
     /// The route's `Strict-Transport-Security` value, for HTTPS responses.
     pub hsts: Option<http::HeaderValue>,
+    /// Set when the rule bridges gRPC-Web.
+    pub grpc_web: Option<WebRuntime>,
 }
 
 /// A compiled [`Canary`]: decides per request which backend set serves it.
@@ -147,6 +150,7 @@ impl RouteTable {
                                 canary: None,
                                 rewrite_regex: None,
                                 hsts: hsts.clone(),
+                                grpc_web: None,
                             };
                         };
                         let rewrite_regex = match fwd.rewrite.as_ref().and_then(|r| r.path.as_ref())
@@ -175,6 +179,7 @@ impl RouteTable {
                             canary,
                             rewrite_regex,
                             hsts: hsts.clone(),
+                            grpc_web: rule.grpc.web.as_ref().map(WebRuntime::build),
                         }
                     })
                     .collect()
@@ -440,6 +445,7 @@ mod tests {
                     }),
                     timeouts: Timeouts::default(),
                     max_request_body: None,
+                    grpc: Default::default(),
                 }],
             }],
         };

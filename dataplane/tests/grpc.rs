@@ -272,3 +272,25 @@ fn count_messages(mut data: &[u8]) -> usize {
     }
     n
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_are_limited_per_message_not_in_total() {
+    let up = grpc_upstream().await;
+    let mut routes = grpc_routes(&[up]);
+    routes.routes[0].rules[0].grpc.max_message = 64 << 10;
+    let proxy = Proxy::start(routes).await;
+    let mut c = client(&proxy).await;
+
+    // 300 messages of 8 KiB: far over the 1 MiB body limit in total, each
+    // well under the message limit.
+    let chunk = "m".repeat(8 << 10);
+    let many: Vec<EchoRequest> = (0..300).map(|_| req(&chunk)).collect();
+    let joined = c.client_stream(tokio_stream_iter(many)).await.unwrap();
+    assert_eq!(joined.into_inner().index, 300);
+
+    // One message over the limit ends the call with RESOURCE_EXHAUSTED.
+    let over = vec![req("small"), req(&"o".repeat(100 << 10))];
+    let err = c.client_stream(tokio_stream_iter(over)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("exceeds"), "{}", err.message());
+}

@@ -154,6 +154,7 @@ async fn redirects() {
         action: Action::Redirect(redirect),
         timeouts: Timeouts::default(),
         max_request_body: None,
+        grpc: Default::default(),
     };
     let cfg = config(vec![route(
         "r",
@@ -787,6 +788,7 @@ async fn deny_answers_503_without_contacting_upstreams() {
             },
             timeouts: Timeouts::default(),
             max_request_body: None,
+            grpc: Default::default(),
         }],
     )]);
     let proxy = Proxy::start(cfg).await;

@@ -29,6 +29,7 @@ pub use self::registry::{
     AnnotationSpec, NginxAnnotation, NginxStatus, ObjectKind, Scope, Support, nginx_not_supported,
     registry,
 };
+pub(crate) use self::values::cors_origin;
 
 use self::parsers::Draft;
 
@@ -119,6 +120,21 @@ pub struct IngressAnnotations {
     pub https: HttpsAnnotations,
     pub upstream_tls: UpstreamTlsAnnotations,
     pub ssl_passthrough: bool,
+    pub grpc: GrpcAnnotations,
+}
+
+/// `grpc-web*` and `grpc-max-message-size` (Portico's own).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GrpcAnnotations {
+    /// Bridge gRPC-Web to gRPC on these paths.
+    pub web: bool,
+    /// Browser origins (`scheme://host[:port]`, lower-cased) or `*`.
+    pub allow_origins: Vec<String>,
+    pub allow_headers: Vec<http::HeaderName>,
+    pub expose_headers: Vec<http::HeaderName>,
+    pub allow_credentials: bool,
+    pub max_age: Option<Duration>,
+    pub max_message: Option<BodySize>,
 }
 
 /// `proxy-ssl-*`: TLS to backends, used with `backend-protocol` HTTPS or

@@ -309,26 +309,8 @@ pub(crate) fn canary_by_cookie(v: &str, d: &mut Draft) -> Result<(), String> {
 /// Invalid entries are dropped one by one (each with a diagnostic); the
 /// valid ones are kept, duplicates once.
 pub(crate) fn server_alias(v: &str, d: &mut Draft) -> Result<(), String> {
-    let mut any = false;
-    for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        any = true;
-        match values::server_name(entry) {
-            Ok(name) => {
-                if !d.out.server_alias.contains(&name) {
-                    d.out.server_alias.push(name);
-                }
-            }
-            Err(reason) => d.notes.push(Note {
-                kind: DiagnosticKind::Invalid(Fallback::Ignored),
-                message: format!("entry {} dropped: {reason}", quote(entry)),
-            }),
-        }
-    }
-    if any {
-        Ok(())
-    } else {
-        Err("no host names".into())
-    }
+    d.out.server_alias = list(v, d, values::server_name)?;
+    Ok(())
 }
 
 pub(crate) fn default_backend(v: &str, d: &mut Draft) -> Result<(), String> {
@@ -449,6 +431,67 @@ pub(crate) fn proxy_ssl_server_name(v: &str, d: &mut Draft) -> Result<(), String
 
 pub(crate) fn ssl_passthrough(v: &str, d: &mut Draft) -> Result<(), String> {
     d.out.ssl_passthrough = values::go_bool(v)?;
+    Ok(())
+}
+
+pub(crate) fn grpc_web(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.grpc.web = values::go_bool(v)?;
+    Ok(())
+}
+
+/// Comma-separated entries, each parsed on its own: an invalid one is
+/// dropped with a note, the rest kept. No entry at all is invalid.
+fn list<T: PartialEq>(
+    v: &str,
+    d: &mut Draft,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    let mut out = Vec::new();
+    let mut any = false;
+    for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        any = true;
+        match parse(entry) {
+            Ok(item) if !out.contains(&item) => out.push(item),
+            Ok(_) => {}
+            Err(reason) => d.notes.push(Note {
+                kind: DiagnosticKind::Invalid(Fallback::Ignored),
+                message: format!("entry {} dropped: {reason}", quote(entry)),
+            }),
+        }
+    }
+    if !any {
+        return Err("no entries".into());
+    }
+    Ok(out)
+}
+
+pub(crate) fn grpc_web_allow_origins(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.grpc.allow_origins = list(v, d, values::cors_origin)?;
+    Ok(())
+}
+
+pub(crate) fn grpc_web_allow_headers(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.grpc.allow_headers = list(v, d, values::header_name)?;
+    Ok(())
+}
+
+pub(crate) fn grpc_web_expose_headers(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.grpc.expose_headers = list(v, d, values::header_name)?;
+    Ok(())
+}
+
+pub(crate) fn grpc_web_allow_credentials(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.grpc.allow_credentials = values::go_bool(v)?;
+    Ok(())
+}
+
+pub(crate) fn grpc_web_max_age(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.grpc.max_age = Some(values::timeout(v)?);
+    Ok(())
+}
+
+pub(crate) fn grpc_max_message_size(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.grpc.max_message = Some(values::body_size(v)?);
     Ok(())
 }
 

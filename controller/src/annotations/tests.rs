@@ -435,6 +435,38 @@ const VALID: &[Valid] = &[
         set: &[("canary", "true"), ("canary-by-cookie", "Canary_Cookie")],
         want: |a| canary_on(a).by_cookie = Some("Canary_Cookie".into()),
     },
+    // grpc-web*, grpc-max-message-size
+    Valid {
+        set: &[
+            ("grpc-web", "true"),
+            (
+                "grpc-web-allow-origins",
+                "https://App.example.com,http://localhost:8080, *",
+            ),
+            ("grpc-web-allow-headers", "X-Tenant, x-tenant"),
+            ("grpc-web-expose-headers", "x-trace-id"),
+            ("grpc-web-allow-credentials", "1"),
+            ("grpc-web-max-age", "10m"),
+            ("grpc-max-message-size", "16m"),
+        ],
+        want: |a| {
+            a.grpc.web = true;
+            a.grpc.allow_origins = vec![
+                "https://app.example.com".into(),
+                "http://localhost:8080".into(),
+                "*".into(),
+            ];
+            a.grpc.allow_headers = vec![http::HeaderName::from_static("x-tenant")];
+            a.grpc.expose_headers = vec![http::HeaderName::from_static("x-trace-id")];
+            a.grpc.allow_credentials = true;
+            a.grpc.max_age = Some(std::time::Duration::from_secs(600));
+            a.grpc.max_message = Some(BodySize::Bytes(16 << 20));
+        },
+    },
+    Valid {
+        set: &[("grpc-max-message-size", "0")],
+        want: |a| a.grpc.max_message = Some(BodySize::Unlimited),
+    },
     // server-alias
     Valid {
         set: &[("server-alias", "a.example.com, *.Example.org")],
@@ -805,6 +837,55 @@ const INVALID: &[Invalid] = &[
         values: &["a b", "a;b", "a=b", "é"],
         context: CANARY,
         want: canary_default,
+    },
+    Invalid {
+        name: "grpc-web",
+        fallback: Fallback::Ignored,
+        values: &["yes", "on"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "grpc-web-allow-origins",
+        fallback: Fallback::Ignored,
+        values: &[",", " , "],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "grpc-web-allow-headers",
+        fallback: Fallback::Ignored,
+        values: &[","],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "grpc-web-expose-headers",
+        fallback: Fallback::Ignored,
+        values: &[","],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "grpc-web-allow-credentials",
+        fallback: Fallback::Ignored,
+        values: &["yes"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "grpc-web-max-age",
+        fallback: Fallback::Ignored,
+        values: &["forever", "0", "-1"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "grpc-max-message-size",
+        fallback: Fallback::Ignored,
+        values: &["big", "-1", "4 m"],
+        context: NO_CONTEXT,
+        want: |_| {},
     },
     Invalid {
         name: "server-alias",
@@ -1251,6 +1332,33 @@ fn canary_weight_above_total_is_capped() {
             "nginx.ingress.kubernetes.io/canary-weight",
             DiagnosticKind::Partial
         )]
+    );
+}
+
+#[test]
+fn grpc_web_lists_drop_invalid_entries_and_keep_the_rest() {
+    let parsed = parse_checked(&map(
+        PORTICO_PREFIX,
+        &[(
+            "grpc-web-allow-origins",
+            "https://ok.example, ftp://x.example, https://a.example/path, *.example.com, http://[::1]:3000",
+        )],
+    ));
+    assert_eq!(
+        parsed.ingress.grpc.allow_origins,
+        vec![
+            "https://ok.example".to_owned(),
+            "http://[::1]:3000".to_owned()
+        ]
+    );
+    assert_eq!(parsed.diagnostics.len(), 3, "{:#?}", parsed.diagnostics);
+    assert!(
+        parsed
+            .diagnostics
+            .iter()
+            .all(|d| d.message.contains("dropped")),
+        "{:#?}",
+        parsed.diagnostics
     );
 }
 

@@ -304,6 +304,24 @@ pub(crate) fn host_and_port(s: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// A CORS origin as browsers send it: `http(s)://host[:port]`, no path,
+/// lower-cased; or `*` for any origin.
+pub(crate) fn cors_origin(s: &str) -> Result<String, String> {
+    if s == "*" {
+        return Ok(s.to_owned());
+    }
+    let lower = s.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+        .ok_or_else(|| "expected `*` or an origin such as https://app.example.com".to_owned())?;
+    if rest.contains('/') {
+        return Err("an origin has no path".into());
+    }
+    host_and_port(rest)?;
+    Ok(lower)
+}
+
 /// A Kubernetes DNS-1035 label (a Service name): lower-case letters, digits
 /// and `-`, starting with a letter, at most 63 characters.
 pub(crate) fn dns1035_label(s: &str) -> Result<String, String> {

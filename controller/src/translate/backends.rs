@@ -26,6 +26,30 @@ pub struct Unresolved {
 }
 
 /// A resolved backend, possibly with no endpoints (which answers 503).
+/// The protocol a Service port's `appProtocol` asks for (Gateway API's
+/// convention): `kubernetes.io/h2c`, `h2c` and `grpc` are cleartext HTTP/2;
+/// anything else, or none, HTTP/1.1.
+pub fn app_protocol(snap: &Snapshot, namespace: &str, service: &str, port: i32) -> Protocol {
+    let key = (namespace.to_owned(), service.to_owned());
+    let app = snap
+        .services
+        .get(&key)
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.ports.as_deref())
+        .and_then(|ports| ports.iter().find(|p| p.port == port))
+        .and_then(|p| p.app_protocol.as_deref());
+    match app {
+        Some(a)
+            if a.eq_ignore_ascii_case("kubernetes.io/h2c")
+                || a.eq_ignore_ascii_case("h2c")
+                || a.eq_ignore_ascii_case("grpc") =>
+        {
+            Protocol::H2c
+        }
+        _ => Protocol::Http1,
+    }
+}
+
 pub fn resolve(
     snap: &Snapshot,
     namespace: &str,

@@ -6,13 +6,13 @@ use http::{HeaderName, HeaderValue, Method};
 use kube::ResourceExt;
 use portico_crds::{
     FilterType, HTTPHeader, HTTPHeaderFilter, HTTPMethod, HTTPPathModifier, HTTPRoute,
-    HTTPRouteFilter, HTTPRouteRule, PathMatchType, PathModifierType, RedirectScheme,
-    StringMatchType,
+    HTTPRouteFilter, HTTPRoutePolicies, HTTPRouteRule, PathMatchType, PathModifierType,
+    RedirectScheme, StringMatchType,
 };
 use portico_dataplane::model::{
-    Action, Backend, Filters, Forward, HeaderMatch, HeaderModifier, Hostname, PathMatch,
-    PathModifier, Protocol, QueryMatch, Redirect, RedirectStatus, Route, RouteMatch, Rule, Scheme,
-    SourceRef, Timeouts, UrlRewrite, ValueMatch,
+    Action, Backend, Cors, Filters, Forward, GrpcOptions, GrpcWeb, HeaderMatch, HeaderModifier,
+    Hostname, PathMatch, PathModifier, Protocol, QueryMatch, Redirect, RedirectStatus, Route,
+    RouteMatch, Rule, Scheme, SourceRef, Timeouts, UrlRewrite, ValueMatch,
 };
 
 use super::backends::{self, PortRef};
@@ -84,11 +84,12 @@ fn translate_one(
         // Serving on every host instead would be worse than nothing.
         return None;
     }
+    let grpc = grpc_options(route.spec.policies.as_ref(), report);
     let mut rules = Vec::new();
     for (i, rule) in route.spec.rules.iter().enumerate() {
         report.rules_total += 1;
         let field = format!("spec.rules[{i}]");
-        match translate_rule(snap, rule, namespace, &field, report) {
+        match translate_rule(snap, rule, &grpc, namespace, &field, report) {
             Ok(r) => {
                 report.rules_served += 1;
                 rules.push(r);
@@ -118,6 +119,7 @@ fn translate_one(
 fn translate_rule(
     snap: &Snapshot,
     rule: &HTTPRouteRule,
+    grpc: &GrpcOptions,
     namespace: &str,
     field: &str,
     report: &mut ObjectReport,
@@ -213,12 +215,19 @@ fn translate_rule(
                     continue;
                 };
                 let weight = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
+                // gRPC-Web bridging needs gRPC, so HTTP/2, to the backend;
+                // otherwise the Service port's appProtocol says.
+                let protocol = if grpc.web.is_some() {
+                    Protocol::H2c
+                } else {
+                    backends::app_protocol(snap, namespace, &b.name, port)
+                };
                 match backends::resolve(
                     snap,
                     namespace,
                     &b.name,
                     &PortRef::Number(port),
-                    Protocol::Http1,
+                    protocol,
                     weight,
                 ) {
                     Ok(backend) => list.push(backend),
@@ -253,7 +262,78 @@ fn translate_rule(
         timeouts,
         // Gateway API sets no body limit; keep the dataplane's safe default.
         max_request_body: Some(portico_dataplane::model::DEFAULT_MAX_REQUEST_BODY),
+        grpc: grpc.clone(),
     })
+}
+
+/// `policies.grpcWeb` and `policies.grpcMaxMessageBytes`. The schema
+/// already holds the values to their patterns; what still fails to parse is
+/// reported and left out, never taking the route down.
+fn grpc_options(policies: Option<&HTTPRoutePolicies>, report: &mut ObjectReport) -> GrpcOptions {
+    let mut out = GrpcOptions::default();
+    let Some(p) = policies else {
+        return out;
+    };
+    if let Some(max) = p.grpc_max_message_bytes {
+        match u64::try_from(max) {
+            Ok(n) if n > 0 => out.max_message = n,
+            _ => report.diagnostics.push(Diagnostic::warning(
+                "UnsupportedValue",
+                "spec.policies.grpcMaxMessageBytes",
+                format!("{max} is not a positive number of bytes; the 4 MiB default applies"),
+            )),
+        }
+    }
+    let Some(web) = &p.grpc_web else {
+        return out;
+    };
+    let mut cors = Cors {
+        allow_credentials: web.allow_credentials.unwrap_or(false),
+        ..Cors::default()
+    };
+    for (i, o) in web.allow_origins.iter().enumerate() {
+        match crate::annotations::cors_origin(o) {
+            Ok(o) if !cors.allow_origins.contains(&o) => cors.allow_origins.push(o),
+            Ok(_) => {}
+            Err(reason) => report.diagnostics.push(Diagnostic::warning(
+                "UnsupportedValue",
+                format!("spec.policies.grpcWeb.allowOrigins[{i}]"),
+                format!("{o:?}: {reason}; the entry is left out"),
+            )),
+        }
+    }
+    for (list, names, field) in [
+        (&mut cors.allow_headers, &web.allow_headers, "allowHeaders"),
+        (
+            &mut cors.expose_headers,
+            &web.expose_headers,
+            "exposeHeaders",
+        ),
+    ] {
+        for (i, n) in names.iter().enumerate() {
+            match HeaderName::from_bytes(n.as_bytes()) {
+                Ok(h) if !list.contains(&h) => list.push(h),
+                Ok(_) => {}
+                Err(_) => report.diagnostics.push(Diagnostic::warning(
+                    "InvalidHeaderName",
+                    format!("spec.policies.grpcWeb.{field}[{i}]"),
+                    format!("{n:?} is not a valid header name; the entry is left out"),
+                )),
+            }
+        }
+    }
+    if let Some(v) = &web.max_age {
+        match parse_duration(v) {
+            Some(d) => cors.max_age = d,
+            None => report.diagnostics.push(Diagnostic::warning(
+                "UnsupportedValue",
+                "spec.policies.grpcWeb.maxAge",
+                format!("{v:?} is not a Gateway API duration like 10m; 24h applies"),
+            )),
+        }
+    }
+    out.web = Some(GrpcWeb { cors });
+    out
 }
 
 fn value_match(

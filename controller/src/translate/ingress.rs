@@ -7,8 +7,9 @@ use http::HeaderName;
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend};
 use kube::ResourceExt;
 use portico_dataplane::model::{
-    Action, Backend, Canary, CanaryHeader, CanaryHeaderValue, Filters, Forward, Hostname, Hsts,
-    HttpsPolicy, HttpsRedirect, PathMatch, PathModifier, Protocol, Redirect, RedirectStatus, Route,
+    Action, Backend, Canary, CanaryHeader, CanaryHeaderValue, Cors, DEFAULT_CORS_MAX_AGE,
+    DEFAULT_GRPC_MAX_MESSAGE, Filters, Forward, GrpcOptions, GrpcWeb, Hostname, Hsts, HttpsPolicy,
+    HttpsRedirect, PathMatch, PathModifier, Protocol, Redirect, RedirectStatus, Route,
     RouteClientAuth, RouteMatch, Rule, Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
 };
 
@@ -411,6 +412,27 @@ impl IngressTranslator<'_> {
                 Some(BodySize::Unlimited) => None,
                 Some(BodySize::Bytes(n)) => Some(n),
             },
+            grpc: self.grpc_options(),
+        }
+    }
+
+    fn grpc_options(&self) -> GrpcOptions {
+        let g = &self.ann.grpc;
+        GrpcOptions {
+            max_message: match g.max_message {
+                None => DEFAULT_GRPC_MAX_MESSAGE,
+                Some(BodySize::Unlimited) => u64::MAX,
+                Some(BodySize::Bytes(n)) => n,
+            },
+            web: g.web.then(|| GrpcWeb {
+                cors: Cors {
+                    allow_origins: g.allow_origins.clone(),
+                    allow_headers: g.allow_headers.clone(),
+                    expose_headers: g.expose_headers.clone(),
+                    allow_credentials: g.allow_credentials,
+                    max_age: g.max_age.unwrap_or(DEFAULT_CORS_MAX_AGE),
+                },
+            }),
         }
     }
 
@@ -519,6 +541,9 @@ impl IngressTranslator<'_> {
 
     fn forward_action(&mut self, backend: &IngressBackend, field: &str) -> Action {
         let (protocol, tls) = match self.ann.backend_protocol {
+            // The gRPC-Web bridge speaks gRPC, so HTTP/2, to the backend.
+            BackendProtocol::Http if self.ann.grpc.web => (Protocol::H2c, false),
+            BackendProtocol::Https if self.ann.grpc.web => (Protocol::H2c, true),
             BackendProtocol::Http => (Protocol::Http1, false),
             BackendProtocol::H2c | BackendProtocol::Grpc => (Protocol::H2c, false),
             BackendProtocol::Https => (Protocol::Http1, true),

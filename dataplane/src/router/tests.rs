@@ -48,6 +48,7 @@ fn rule(matches: Vec<RouteMatch>) -> Rule {
         }),
         timeouts: Default::default(),
         max_request_body: None,
+        grpc: Default::default(),
     }
 }
 

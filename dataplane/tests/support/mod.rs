@@ -373,6 +373,7 @@ pub fn forward_rule(matches: Vec<RouteMatch>, backends: Vec<Backend>) -> Rule {
         }),
         timeouts: Timeouts::default(),
         max_request_body: Some(DEFAULT_MAX_REQUEST_BODY),
+        grpc: Default::default(),
     }
 }
 
