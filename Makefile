@@ -92,7 +92,7 @@ tools:
 
 ## bench: criterion route-lookup bench, then the load comparison with nginx
 ## and haproxy (installs them from Debian packages if missing).
-bench: bench-lookup bench-translate bench-load
+bench: bench-lookup bench-translate bench-load bench-grpc
 
 bench-lookup:
 	$(CARGO) bench -p portico-dataplane --bench lookup
@@ -104,6 +104,9 @@ bench-load:
 	bash bench/load.sh
 	BENCH_TLS=keepalive BENCH_PROXIES="portico nginx" BENCH_BUILD=0 bash bench/load.sh
 	BENCH_TLS=handshake BENCH_PROXIES="portico nginx" BENCH_BUILD=0 bash bench/load.sh
+
+bench-grpc:
+	bash bench/grpc.sh
 
 clean:
 	$(CARGO) clean

@@ -294,3 +294,56 @@ async fn streams_are_limited_per_message_not_in_total() {
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains("exceeds"), "{}", err.message());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tonic_client_over_tls_with_alpn_h2() {
+    use portico_dataplane::tls::CertConfig;
+    use support::tls::{TestCa, Versions, client, connect};
+
+    let up = grpc_upstream().await;
+    let proxy = Proxy::start(grpc_routes(&[up])).await;
+    let ca = TestCa::new();
+    let cert = ca.issue(&["grpc.test"], 3);
+    proxy.dp.publish_certs(CertConfig {
+        bindings: vec![cert.binding("ns/grpc", &["grpc.test"])],
+        ..Default::default()
+    });
+    let cfg = client(ca.roots(), Versions::Both, &[b"h2"]);
+    let https = proxy.https;
+    // tonic dials through a real TLS handshake (SNI grpc.test, ALPN h2).
+    let channel = tonic::transport::Endpoint::from_static("http://grpc.test")
+        .connect_with_connector(tower::service_fn(move |_uri| {
+            let cfg = cfg.clone();
+            async move {
+                let tls = connect(&cfg, https, Some("grpc.test")).await?;
+                assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+        .await
+        .expect("TLS channel to the proxy");
+    let mut c = EchoClient::new(channel);
+    let rsp = c.unary(req("over tls")).await.unwrap().into_inner();
+    assert_eq!(rsp.message, "over tls");
+    let mut stream = c
+        .server_stream(EchoRequest {
+            count: 10,
+            ..req("s")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut n = 0;
+    while stream.message().await.unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 10);
+    let err = c
+        .unary(EchoRequest {
+            code: Code::NotFound as i32,
+            ..req("missing")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}

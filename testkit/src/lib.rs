@@ -24,7 +24,8 @@ pub mod echo {
 }
 
 pub use echo::echo_client::EchoClient;
-use echo::echo_server::{Echo, EchoServer};
+use echo::echo_server::Echo;
+pub use echo::echo_server::EchoServer;
 
 /// What the caller asks the service to do.
 #[derive(Clone, PartialEq, prost::Message)]

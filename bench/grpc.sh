@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The gRPC half of `make bench`: unary gRPC calls straight to a tonic
+# upstream, through Portico and through nginx (grpc_pass), and gRPC-Web
+# unary calls through Portico's bridge; prints calls/s, p50 and p99 and
+# the ratios. Figures are reported, never asserted.
+#
+# Placement (two cores, as bench/load.sh): core 0 runs only the proxy under
+# test; core 1 runs the load client (bench_grpc load, one thread) and the
+# upstream (one thread). "direct" runs the client against the upstream on
+# core 1 alone: the proxied runs add a hop and a core, so the ratio says
+# what the hop costs in throughput when the load side is the same.
+#
+# Knobs: BENCH_SECONDS (10), BENCH_CONCURRENCY (64 calls in flight),
+# BENCH_BUILD (1; 0 uses existing binaries), BENCH_GRPC_PROXIES
+# ("portico nginx").
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+export PATH="$PATH:/usr/sbin:/sbin"
+seconds=${BENCH_SECONDS:-10}
+conc=${BENCH_CONCURRENCY:-64}
+proxies=${BENCH_GRPC_PROXIES:-portico nginx}
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+bin=$target_dir/release/examples/bench_grpc
+proxy_core=0
+load_core=1
+
+log() { printf 'grpc: %s\n' "$*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+
+[[ $(nproc) -ge 2 ]] || die "needs two cores"
+if [[ ${BENCH_BUILD:-1} == 1 ]]; then
+  cargo build --release --locked -p portico-dataplane --example bench_grpc >&2
+fi
+[[ -x $bin ]] || die "$bin missing (BENCH_BUILD=0 without a build?)"
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# Waits (bounded) for a role to print the address it bound.
+bound_addr() {
+  local file=$1 what=$2 i addr
+  for ((i = 0; i < 200; i++)); do
+    addr=$(awk -v w="$what" '$2 == w {print $3; exit}' "$file" 2>/dev/null)
+    [[ -n $addr ]] && { echo "$addr"; return 0; }
+    sleep 0.05
+  done
+  die "$what did not start: $(cat "$file")"
+}
+
+taskset -c $load_core "$bin" upstream 127.0.0.1:0 2>"$tmp/upstream.err" &
+pids+=($!)
+upstream=$(bound_addr "$tmp/upstream.err" upstream)
+
+results=()
+run_load() {
+  local name=$1 target=$2 mode=$3 out
+  # Warm-up, then the measured run.
+  taskset -c $load_core "$bin" load "$target" "$mode" 2 "$conc" >/dev/null
+  out=$(taskset -c $load_core "$bin" load "$target" "$mode" "$seconds" "$conc")
+  log "$name: $out"
+  results+=("$name $(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["calls_per_s"], d["p50_ms"], d["p99_ms"], d["errors"])' "$out")")
+}
+
+run_load direct "$upstream" grpc
+
+for p in $proxies; do
+  case $p in
+    portico)
+      taskset -c $proxy_core "$bin" proxy 127.0.0.1:0 "$upstream" >/dev/null 2>"$tmp/proxy.err" &
+      pid=$!
+      pids+=($pid)
+      addr=$(bound_addr "$tmp/proxy.err" proxy)
+      run_load portico-grpc "$addr" grpc
+      run_load portico-grpc-web "$addr" grpc-web
+      kill "$pid"
+      ;;
+    nginx)
+      command -v nginx >/dev/null || { log "nginx not installed (make bench-load installs it); skipped"; continue; }
+      port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+      mkdir -p "$tmp/nginx"
+      sed -e "s|@DIR@|$tmp/nginx|g" -e "s|@PORT@|$port|g" -e "s|@UPSTREAM@|$upstream|g" \
+        "$here/nginx-grpc.conf.in" >"$tmp/nginx/nginx.conf"
+      taskset -c $proxy_core nginx -e "$tmp/nginx/nginx-error.log" -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" &
+      pid=$!
+      pids+=($pid)
+      for ((i = 0; i < 200; i++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        sleep 0.05
+      done
+      run_load nginx-grpc "127.0.0.1:$port" grpc
+      kill "$pid"
+      ;;
+    *) die "unknown proxy $p" ;;
+  esac
+done
+
+python3 - "${results[@]}" <<'PY'
+import sys
+rows = {}
+for r in sys.argv[1:]:
+    name, rps, p50, p99, err = r.split()
+    rows[name] = (float(rps), float(p50), float(p99), int(err))
+print(f"{'run':<18}{'calls/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+for name, (rps, p50, p99, err) in rows.items():
+    print(f"{name:<18}{rps:>10.0f}{p50:>9.2f}{p99:>9.2f}{err:>8}")
+def ratio(a, b):
+    if a in rows and b in rows and rows[b][0]:
+        print(f"{a} / {b}: {rows[a][0] / rows[b][0]:.2f}")
+ratio("portico-grpc", "direct")
+ratio("portico-grpc-web", "direct")
+ratio("portico-grpc", "nginx-grpc")
+ratio("nginx-grpc", "direct")
+PY
