@@ -428,15 +428,17 @@ pub fn httproute_status(
             report.generation,
         )
     };
-    let missing = report
-        .diagnostics
-        .iter()
-        .find(|d| d.reason == "BackendNotFound");
+    // Gateway API: ResolvedRefs is False for a missing backend and for a
+    // certificate reference that cannot be used.
+    let missing = report.diagnostics.iter().find(|d| {
+        d.reason == "BackendNotFound"
+            || d.reason == crate::translate::REASON_INVALID_CERTIFICATE_REF
+    });
     let resolved = match missing {
         Some(d) => condition(
             portico_crds::CONDITION_RESOLVED_REFS,
             false,
-            "BackendNotFound",
+            d.reason,
             &format!("{}: {}", d.field, d.message),
             report.generation,
         ),

@@ -455,3 +455,29 @@ async fn stops_after_the_rebuild_loop_has_ended() {
     .await
     .expect("the writer handles the stop");
 }
+
+#[test]
+fn an_unusable_certificate_reference_is_unresolved() {
+    let bad_cert = Diagnostic {
+        severity: Severity::Error,
+        reason: crate::translate::REASON_INVALID_CERTIFICATE_REF,
+        field: "spec.policies.tls".into(),
+        message: "Secret shop/api-tls: no certificate in tls.crt".into(),
+    };
+    let status = httproute_status(&report(2, vec![bad_cert], 1, 1), None);
+    let resolved = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "ResolvedRefs")
+        .unwrap()
+        .clone();
+    assert_eq!(resolved["status"], "False");
+    assert_eq!(resolved["reason"], "InvalidCertificateRef");
+    assert!(
+        resolved["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.policies.tls: Secret shop/api-tls")
+    );
+}
