@@ -50,6 +50,7 @@ const ALL_ON: &[&str] = &[
     "serviceMonitor.enabled=true",
     "service.externalTrafficPolicy=Local",
     "tls.defaultCertificate=apps/default-tls",
+    "tls.sslPassthrough=true",
     "service.httpsPort=8443",
     "controller.extraEnv[0].name=RUST_LOG",
     "controller.extraEnv[0].value=debug",
