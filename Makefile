@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 CARGO_DENY_VERSION := 0.20.2
 
-.PHONY: all build run test lint fmt-check clippy deny unit e2e e2e-tools bench bench-lookup bench-translate bench-load tools clean
+.PHONY: all build run test lint fmt-check clippy deny unit grpc-web-clients e2e e2e-tools bench bench-lookup bench-translate bench-load tools clean
 
 all: build
 
@@ -44,8 +44,31 @@ deny:
 	$(CARGO) deny --locked check licenses bans sources
 
 # The e2e crate needs the real control plane; `make e2e` runs it.
-unit:
+# controller/tests/grpc_web_clients.rs needs the Node clients.
+unit: grpc-web-clients
 	$(CARGO) test --workspace --locked --all-targets --exclude portico-e2e
+
+## grpc-web-clients: the real gRPC-Web clients controller/tests/grpc_web_clients.rs
+## drives (connect-node, protobuf-ts): `npm ci` from e2e/grpc-web/package-lock.json
+## and code from testkit/proto with the local buf and plugins, into the
+## git-ignored node_modules/ and gen/. Skipped while the lock file, the proto
+## and buf.gen.yaml are unchanged (the stamp holds their hash). Installs
+## Node from Debian packages when it is missing; needs Node 20 or later.
+GRPC_WEB := e2e/grpc-web
+grpc-web-clients:
+	@command -v node >/dev/null && command -v npm >/dev/null || \
+		{ echo "grpc-web-clients: installing nodejs and npm"; apt-get update -qq && apt-get install -y -qq nodejs npm; }
+	@major=$$(node -p 'process.versions.node.split(".")[0]'); \
+	if (( major < 20 )); then echo "grpc-web-clients: Node $$(node --version) is too old, need 20 or later" >&2; exit 1; fi
+	@cd $(GRPC_WEB); \
+	hash=$$(cat package.json package-lock.json buf.gen.yaml $$(find ../../testkit/proto -name '*.proto' | sort) | sha256sum | cut -d' ' -f1); \
+	if [[ -d node_modules && -f gen/es/portico/test/echo_pb.js && "$$(cat gen/.stamp 2>/dev/null)" == "$$hash" ]]; then \
+		echo "grpc-web-clients: up to date"; exit 0; fi; \
+	start=$$SECONDS; \
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error; \
+	./node_modules/.bin/buf generate; \
+	echo "$$hash" > gen/.stamp; \
+	echo "grpc-web-clients: installed and generated in $$((SECONDS - start)) s"
 
 ## e2e-tools: etcd, kube-apiserver and helm built from e2e/tools/go.mod into
 ## e2e/tools/bin/, stamped with the versions go.mod pins (kube-apiserver's

@@ -9,13 +9,14 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
@@ -33,7 +34,7 @@ use crate::observe::{AccessRecord, NO_ROUTE, RouteStats};
 use crate::router::{RequestHead, replace_prefix_match};
 use crate::table::{PickError, Routed};
 use crate::tls::ClientCert;
-use crate::upstream::UpstreamError;
+use crate::upstream::{SendError, UpstreamError};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -456,6 +457,7 @@ async fn forward(
         return (rsp, None);
     }
 
+    let client_h1 = req.version() < Version::HTTP_2;
     // Upgrades (WebSocket) only exist client-h1 to upstream-h1.
     let upgrade = req.version() == Version::HTTP_11
         && protocol == Protocol::Http1
@@ -571,13 +573,19 @@ async fn forward(
         Err(_elapsed) => {
             return (ctx.error(StatusCode::GATEWAY_TIMEOUT), Some(upstream_addr));
         }
-        Ok(Err(e)) => {
+        Ok(Err(SendError { error, unsent })) => {
             // An HTTP/2 upstream sees only a reset when the proxy cuts the
             // request stream; the reason is in `failure`.
-            let rsp = match failure.get() {
+            let mut rsp = match failure.get() {
                 Some(cut) => grpc_body_error(cut, ctx),
-                None => upstream_error_response(&e, ctx),
+                None => upstream_error_response(&error, ctx),
             };
+            if let Some(unsent) = unsent.filter(|_| client_h1)
+                && !discard(unsent.into_body()).await
+            {
+                rsp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             return (rsp, Some(upstream_addr));
         }
         Ok(Ok(sent)) => sent,
@@ -635,6 +643,39 @@ async fn forward(
         ResponseBody::upstream(body, timeouts.read, recycle)
     };
     (Response::from_parts(parts, body), Some(upstream_addr))
+}
+
+/// At most this much of an unsent request's body is read and dropped before
+/// the proxy answers, within [`DISCARD_TIME`].
+const DISCARD_BYTES: usize = 1 << 20;
+const DISCARD_TIME: Duration = Duration::from_secs(1);
+
+/// Reads and drops the rest of a request body the upstream never got;
+/// whether it ended within the bounds. hyper keeps an HTTP/1.1 connection
+/// only when the request body was read to its end, and closes it with an
+/// unread body behind the answer: the kernel then resets the connection,
+/// and a client still writing its body (connect-node's gRPC-Web transport
+/// sends it after the head) sees EPIPE or ECONNRESET instead of the answer.
+/// nginx likewise discards the body before its own error pages. When the
+/// body does not end in time the answer says `Connection: close`, so the
+/// client does not reuse a connection that is about to close.
+async fn discard(mut body: RequestBody) -> bool {
+    let read = async {
+        let mut left = DISCARD_BYTES;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            if let Some(data) = frame.data_ref() {
+                let Some(rest) = left.checked_sub(data.len()) else {
+                    return false;
+                };
+                left = rest;
+            }
+        }
+        true
+    };
+    tokio::time::timeout(DISCARD_TIME, read)
+        .await
+        .unwrap_or(false)
 }
 
 async fn tunnel(

@@ -86,6 +86,32 @@ pub enum UpstreamError {
     },
 }
 
+/// A request an [`Endpoint`] did not get answered. `unsent` holds the
+/// request when none of it left (connect, TLS or handshake failed), so the
+/// caller still owns the client's body.
+pub struct SendError {
+    pub error: UpstreamError,
+    pub unsent: Option<Request<RequestBody>>,
+}
+
+impl SendError {
+    fn unsent(error: UpstreamError, req: Request<RequestBody>) -> Self {
+        Self {
+            error,
+            unsent: Some(req),
+        }
+    }
+}
+
+impl From<UpstreamError> for SendError {
+    fn from(error: UpstreamError) -> Self {
+        Self {
+            error,
+            unsent: None,
+        }
+    }
+}
+
 /// Hands out shared [`Endpoint`]s; used only while building tables.
 pub struct Upstreams {
     endpoints: Mutex<HashMap<EndpointKey, Weak<Endpoint>>>,
@@ -237,7 +263,7 @@ impl Endpoint {
         self: &Arc<Self>,
         req: Request<RequestBody>,
         connect_timeout: Duration,
-    ) -> Result<(Response<Incoming>, Option<Recycle>), UpstreamError> {
+    ) -> Result<(Response<Incoming>, Option<Recycle>), SendError> {
         match self.key.protocol {
             Protocol::Http1 => self.send_h1(req, connect_timeout).await,
             Protocol::H2c => Ok((self.send_h2(req, connect_timeout).await?, None)),
@@ -248,7 +274,7 @@ impl Endpoint {
         self: &Arc<Self>,
         mut req: Request<RequestBody>,
         connect_timeout: Duration,
-    ) -> Result<(Response<Incoming>, Option<Recycle>), UpstreamError> {
+    ) -> Result<(Response<Incoming>, Option<Recycle>), SendError> {
         while let Some(idle) = self.idle.pop() {
             if idle.since.elapsed() > self.pool.idle_timeout || !idle.tx.is_ready() {
                 continue;
@@ -259,25 +285,34 @@ impl Endpoint {
                 Err(mut e) => match e.take_message() {
                     // Not sent: the connection went away while idle.
                     Some(r) => req = r,
-                    None => return Err(self.http_error(e.into_error())),
+                    None => return Err(self.http_error(e.into_error()).into()),
                 },
             }
         }
-        let io = self.connect(connect_timeout).await?;
-        let (mut tx, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(|source| UpstreamError::Handshake {
-                addr: self.key.addr,
-                source,
-            })?;
+        let io = match self.connect(connect_timeout).await {
+            Ok(io) => io,
+            Err(e) => return Err(SendError::unsent(e, req)),
+        };
+        let (mut tx, conn) = match http1::Builder::new().handshake(TokioIo::new(io)).await {
+            Ok(pair) => pair,
+            Err(source) => {
+                let addr = self.key.addr;
+                return Err(SendError::unsent(
+                    UpstreamError::Handshake { addr, source },
+                    req,
+                ));
+            }
+        };
         let addr = self.key.addr;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 debug!(upstream.addr = %addr, error = %e, "upstream connection ended");
             }
         });
-        let rsp = tx.send_request(req).await.map_err(|e| self.http_error(e))?;
+        let rsp = tx
+            .send_request(req)
+            .await
+            .map_err(|e| SendError::from(self.http_error(e)))?;
         Ok((rsp, Some(self.recycle(tx))))
     }
 
@@ -300,17 +335,20 @@ impl Endpoint {
         self: &Arc<Self>,
         req: Request<RequestBody>,
         connect_timeout: Duration,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<Incoming>, SendError> {
         let conn = match self.h2.load_full() {
             Some(c) if !c.is_closed() => c,
-            _ => self.connect_h2(connect_timeout).await?,
+            _ => match self.connect_h2(connect_timeout).await {
+                Ok(c) => c,
+                Err(e) => return Err(SendError::unsent(e, req)),
+            },
         };
         let mut tx = (*conn).clone();
         let result = tx.send_request(req).await;
         if result.is_err() && tx.is_closed() {
             self.h2.compare_and_swap(&Some(conn), None);
         }
-        result.map_err(|e| self.http_error(e))
+        result.map_err(|e| self.http_error(e).into())
     }
 
     async fn connect_h2(

@@ -419,6 +419,76 @@ async fn errors_before_upstream_headers_are_trailers_only() {
     }
 }
 
+/// Reads one HTTP/1.1 answer with a `content-length` (the proxy's own
+/// trailers-only answers) off a raw connection; its head, lowercased.
+async fn read_answer(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut byte))
+            .await
+            .expect("an answer within 10 s")
+            .expect("the connection stays open for the answer");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0; len];
+    s.read_exact(&mut body).await.unwrap();
+    head
+}
+
+/// connect-node's gRPC-Web transport writes the head of a chunked request,
+/// then the body. When the backend is down the proxy answers at once; it
+/// must read the body first, or hyper closes the connection with the body
+/// unread, the kernel resets it, and the client sees EPIPE instead of
+/// UNAVAILABLE (seen with the real client: controller/tests/grpc_web_clients.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_before_the_request_body_keeps_the_http1_connection() {
+    use tokio::io::AsyncWriteExt;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let proxy = Proxy::start(web_routes(&[closed], None)).await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let body = frame(&req("nobody home"));
+    let mut chunk = format!("{:x}\r\n", body.len()).into_bytes();
+    chunk.extend_from_slice(&body);
+    chunk.extend_from_slice(b"\r\n0\r\n\r\n");
+    let head = b"POST /portico.test.Echo/Unary HTTP/1.1\r\nhost: web.test\r\n\
+        content-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\n\
+        transfer-encoding: chunked\r\n\r\n";
+    for round in 0..2 {
+        s.write_all(head)
+            .await
+            .expect("the proxy keeps the connection");
+        // Not synchronisation: the body comes late on purpose, after the
+        // proxy has found the backend down.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.write_all(&chunk)
+            .await
+            .expect("the proxy keeps the connection");
+        let answer = read_answer(&mut s).await;
+        assert!(
+            answer.starts_with("http/1.1 200"),
+            "round {round}: {answer}"
+        );
+        assert!(
+            answer.contains("grpc-status: 14"),
+            "round {round}: {answer}"
+        );
+        assert!(
+            !answer.contains("connection: close"),
+            "round {round}: {answer}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_grpc_upstream_answer_becomes_a_status() {
     let html = Upstream::start(|_req| async {

@@ -4,7 +4,8 @@
 //! service covering every call shape (unary, server-, client- and
 //! bidirectional streaming) that can end a call with any status, stream
 //! slowly, and send large messages, so proxy tests exercise what real gRPC
-//! services do.
+//! services do. `proto/portico/test/echo.proto` describes the same service
+//! for clients in other languages (the gRPC-Web clients in `e2e/grpc-web`).
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
