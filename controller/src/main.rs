@@ -63,7 +63,11 @@ fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| EnvFilter::new("info,kube=warn,kube_lease_manager=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A closed stderr must not take requests down: by default the fmt
+        // layer reports its own write errors with `eprintln!`, which panics
+        // on a closed stderr, inside whatever task was logging.
+        .log_internal_errors(false);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
