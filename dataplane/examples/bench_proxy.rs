@@ -115,6 +115,7 @@ fn route_to(upstream: SocketAddr) -> RouteConfig {
                         weight: 1,
                         protocol: Protocol::Http1,
                         endpoints: vec![upstream],
+                        policy: Default::default(),
                     }],
                     rewrite: None,
                     canary: None,

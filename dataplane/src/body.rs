@@ -18,6 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use crate::balance::InFlight;
 use crate::upstream::Recycle;
 
 /// Why a proxied body stopped early.
@@ -171,6 +172,8 @@ pub struct ResponseBody {
     on_done: Option<OnDone>,
     /// The upstream connection, returned to its pool when the body ends.
     recycle: Option<Recycle>,
+    /// Counts the request in flight on its endpoint until the body ends.
+    in_flight: Option<InFlight>,
 }
 
 // === impl ResponseBody ===
@@ -184,6 +187,7 @@ impl ResponseBody {
             sent: 0,
             on_done: None,
             recycle,
+            in_flight: None,
         }
     }
 
@@ -202,6 +206,7 @@ impl ResponseBody {
             sent: 0,
             on_done: None,
             recycle,
+            in_flight: None,
         }
     }
 
@@ -214,11 +219,19 @@ impl ResponseBody {
             sent: 0,
             on_done: None,
             recycle: None,
+            in_flight: None,
         }
     }
 
     pub fn empty() -> Self {
         Self::full(Bytes::new())
+    }
+
+    /// Keeps the request counted in flight on its endpoint until the body
+    /// is done.
+    pub fn holding(mut self, in_flight: InFlight) -> Self {
+        self.in_flight = Some(in_flight);
+        self
     }
 
     pub fn on_done(mut self, f: OnDone) -> Self {
@@ -227,6 +240,7 @@ impl ResponseBody {
     }
 
     fn finish(&mut self, complete: bool) {
+        self.in_flight = None;
         if let Some(r) = self.recycle.take()
             && complete
         {

@@ -8,9 +8,11 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod balance;
 pub mod body;
 pub mod grpc;
 pub mod grpc_web;
+pub mod health;
 pub mod model;
 pub mod observe;
 pub mod pattern;

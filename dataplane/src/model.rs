@@ -303,7 +303,70 @@ pub struct Backend {
     pub weight: u32,
     #[serde(default)]
     pub protocol: Protocol,
+    /// The ready endpoints (EndpointSlice `ready`); health checks and
+    /// outlier detection narrow them down per request.
     pub endpoints: Vec<SocketAddr>,
+    /// How endpoints are kept healthy and chosen.
+    #[serde(default)]
+    pub policy: EndpointPolicy,
+}
+
+/// What a backend does about its endpoints' health. The state it acts on
+/// (ejections, check results) lives on the endpoint, shared by every
+/// backend and every table that points at it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EndpointPolicy {
+    #[serde(default)]
+    pub outlier: OutlierDetection,
+    /// Panic mode: when fewer than this share (percent) of the endpoints
+    /// are eligible, requests are balanced over all ready endpoints, as
+    /// Envoy does, rather than piled onto the few left. 0 turns it off.
+    #[serde(default = "default_panic_threshold")]
+    pub panic_threshold_percent: u8,
+}
+
+fn default_panic_threshold() -> u8 {
+    50
+}
+
+impl Default for EndpointPolicy {
+    fn default() -> Self {
+        Self {
+            outlier: OutlierDetection::default(),
+            panic_threshold_percent: default_panic_threshold(),
+        }
+    }
+}
+
+/// Passive outlier detection: endpoints that keep failing real requests
+/// are ejected for `base_ejection` × the number of ejections so far, capped
+/// at `max_ejection`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OutlierDetection {
+    /// Consecutive 5xx responses that eject; 0 turns this off.
+    pub consecutive_5xx: u32,
+    /// Consecutive connect failures, timeouts and resets (no response at
+    /// all) that eject; 0 turns this off.
+    pub consecutive_errors: u32,
+    #[serde(with = "serde_http::millis")]
+    pub base_ejection: Duration,
+    #[serde(with = "serde_http::millis")]
+    pub max_ejection: Duration,
+    /// At most this share (percent) of a backend's endpoints is ejected at
+    /// once.
+    pub max_ejected_percent: u8,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        Self {
+            consecutive_5xx: 5,
+            consecutive_errors: 5,
+            base_ejection: Duration::from_secs(30),
+            max_ejection: Duration::from_secs(300),
+            max_ejected_percent: 50,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -709,6 +772,7 @@ mod tests {
                             weight: 1,
                             protocol: Protocol::H2c,
                             endpoints: vec!["127.0.0.1:8080".parse().unwrap()],
+                            policy: EndpointPolicy::default(),
                         }],
                         rewrite: None,
                         canary: None,

@@ -21,8 +21,10 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::Shared;
+use crate::balance::InFlight;
 use crate::body::{BodyError, RequestBody, ResponseBody, find_body_error};
 use crate::grpc;
+use crate::health::Outcome;
 use crate::model::{
     Action, HeaderModifier, HttpsRedirect, PathMatch, PathModifier, Protocol, Redirect,
     RouteClientAuth, Scheme, Substitution,
@@ -332,12 +334,17 @@ async fn forward(
         Some(canary) if canary.selects(req.headers()) => &canary.backends,
         _ => &routed.runtime.backends,
     };
-    let (backend, endpoint) = match backends.pick() {
-        Ok(picked) => picked,
+    // The weighted split picks the backend; its balancer the endpoint.
+    let backend = match backends.pick_backend() {
+        Ok(b) => b,
         Err(PickError::NoBackend | PickError::NoEndpoints) => {
             return (ctx.error(StatusCode::SERVICE_UNAVAILABLE), None);
         }
     };
+    let Some(pick) = backend.balancer.pick(&[]) else {
+        return (ctx.error(StatusCode::SERVICE_UNAVAILABLE), None);
+    };
+    let endpoint = pick.endpoint;
     let upstream_addr = endpoint.addr();
     let protocol = backend.protocol;
 
@@ -431,7 +438,11 @@ async fn forward(
             .request
             .map_or(timeouts.read, |total| total.min(timeouts.read)),
     };
+    let in_flight = InFlight::new(endpoint);
     let sent = tokio::time::timeout(wait, endpoint.send(upstream_req, timeouts.connect)).await;
+    if let Some(outcome) = attempt_outcome(&sent) {
+        backend.balancer.record(pick.index, outcome);
+    }
     let (mut rsp, recycle) = match sent {
         Err(_elapsed) => {
             return (ctx.error(StatusCode::GATEWAY_TIMEOUT), Some(upstream_addr));
@@ -473,6 +484,7 @@ async fn forward(
     } else {
         ResponseBody::upstream(body, timeouts.read, recycle)
     };
+    let body = body.holding(in_flight);
     (Response::from_parts(parts, body), Some(upstream_addr))
 }
 
@@ -493,6 +505,20 @@ async fn tunnel(
     let mut upstream = TokioIo::new(upstream);
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         debug!(upstream.addr = %addr, error = %e, "tunnel ended");
+    }
+}
+
+/// What an attempt says about the endpoint's health: nothing when the
+/// client's own request body failed it.
+fn attempt_outcome<T>(
+    sent: &Result<Result<(Response<Incoming>, T), UpstreamError>, tokio::time::error::Elapsed>,
+) -> Option<Outcome> {
+    match sent {
+        Err(_elapsed) => Some(Outcome::LocalError),
+        Ok(Ok((rsp, _))) if rsp.status().is_server_error() => Some(Outcome::ServerError),
+        Ok(Ok(_)) => Some(Outcome::Success),
+        Ok(Err(UpstreamError::Http { source, .. })) if find_body_error(source).is_some() => None,
+        Ok(Err(_)) => Some(Outcome::LocalError),
     }
 }
 

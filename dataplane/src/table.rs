@@ -9,13 +9,14 @@ use std::time::SystemTime;
 use http::HeaderMap;
 use regex::Regex;
 
+use crate::balance::Balancer;
 use crate::model::{
     Action, Backend, Canary, CanaryHeaderValue, PathModifier, Protocol, Route, RouteConfig,
     RouteMatch, Rule, UpstreamTls,
 };
 use crate::observe::{Metrics, RouteStats};
 use crate::router::{RequestHead, RouteError, Router};
-use crate::upstream::{Endpoint, EndpointKey, Upstreams};
+use crate::upstream::{EndpointKey, Upstreams};
 
 pub struct RouteTable {
     generation: u64,
@@ -56,9 +57,9 @@ enum CanaryHeaderRuntime {
     Pattern(Regex),
 }
 
-/// A weighted split over backends, each a round robin over its endpoints.
-/// Counters are atomics in the table: a swap restarts the rotation, which is
-/// harmless; durable balancer state arrives with health-checked upstreams.
+/// A weighted split over backends; each backend's [`Balancer`] picks the
+/// endpoint. The split's counter is an atomic in the table: a swap restarts
+/// the rotation, which is harmless. Endpoint health lives on the endpoints.
 #[derive(Default)]
 pub struct BackendSet {
     backends: Vec<BackendRuntime>,
@@ -70,8 +71,7 @@ pub struct BackendSet {
 pub struct BackendRuntime {
     pub name: Arc<str>,
     pub protocol: Protocol,
-    endpoints: Vec<Arc<Endpoint>>,
-    next: AtomicU64,
+    pub balancer: Balancer,
 }
 
 /// A routed request: everything borrowed from the table it was routed on.
@@ -320,21 +320,25 @@ impl BackendSet {
         for b in list.iter().filter(|b| b.weight > 0) {
             total += u64::from(b.weight);
             cumulative.push(total);
+            let endpoints = b
+                .endpoints
+                .iter()
+                .map(|&addr| {
+                    upstreams.endpoint(EndpointKey {
+                        addr,
+                        protocol: b.protocol,
+                        tls: tls.cloned(),
+                    })
+                })
+                .collect();
             backends.push(BackendRuntime {
                 name: Arc::from(b.name.as_str()),
                 protocol: b.protocol,
-                endpoints: b
-                    .endpoints
-                    .iter()
-                    .map(|&addr| {
-                        upstreams.endpoint(EndpointKey {
-                            addr,
-                            protocol: b.protocol,
-                            tls: tls.cloned(),
-                        })
-                    })
-                    .collect(),
-                next: AtomicU64::new(0),
+                balancer: Balancer::new(
+                    endpoints,
+                    b.policy.clone(),
+                    Arc::clone(upstreams.health()),
+                ),
             });
         }
         Self {
@@ -344,24 +348,21 @@ impl BackendSet {
         }
     }
 
-    /// Picks a backend by weight, then an endpoint by round robin.
-    pub fn pick(&self) -> Result<(&BackendRuntime, &Arc<Endpoint>), PickError> {
+    /// Picks a backend by weight; its balancer then picks the endpoint.
+    pub fn pick_backend(&self) -> Result<&BackendRuntime, PickError> {
         let total = *self.cumulative.last().ok_or(PickError::NoBackend)?;
         let n = self.next.fetch_add(1, Ordering::Relaxed) % total;
         let idx = self.cumulative.partition_point(|&c| c <= n);
         let backend = self.backends.get(idx).ok_or(PickError::NoBackend)?;
-        let endpoint = backend.pick().ok_or(PickError::NoEndpoints)?;
-        Ok((backend, endpoint))
-    }
-}
-
-impl BackendRuntime {
-    fn pick(&self) -> Option<&Arc<Endpoint>> {
-        if self.endpoints.is_empty() {
-            return None;
+        if backend.balancer.is_empty() {
+            return Err(PickError::NoEndpoints);
         }
-        let n = self.next.fetch_add(1, Ordering::Relaxed) as usize % self.endpoints.len();
-        self.endpoints.get(n)
+        Ok(backend)
+    }
+
+    /// Every backend of the split (for metrics and `/debug`).
+    pub fn backends(&self) -> impl Iterator<Item = &BackendRuntime> {
+        self.backends.iter()
     }
 }
 
@@ -380,6 +381,16 @@ mod tests {
                 .iter()
                 .map(|p| format!("127.0.0.1:{p}").parse().unwrap())
                 .collect(),
+            policy: Default::default(),
+        }
+    }
+
+    impl BackendSet {
+        /// A backend, then one of its endpoints.
+        fn pick(&self) -> Result<(&BackendRuntime, &Arc<crate::upstream::Endpoint>), PickError> {
+            let b = self.pick_backend()?;
+            let p = b.balancer.pick(&[]).ok_or(PickError::NoEndpoints)?;
+            Ok((b, p.endpoint))
         }
     }
 

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::body::RequestBody;
+use crate::health::{EndpointHealth, HealthShared};
 use crate::model::{Protocol, UpstreamTls};
 use crate::tls::upstream::UpstreamConnector;
 
@@ -94,6 +95,7 @@ pub struct Upstreams {
     client_certs: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
     pool: PoolConfig,
     connect_errors: Counter,
+    health: Arc<HealthShared>,
 }
 
 // === impl Upstreams ===
@@ -105,7 +107,13 @@ impl Upstreams {
             client_certs: ArcSwap::default(),
             pool,
             connect_errors,
+            health: Arc::default(),
         }
+    }
+
+    /// The clock and generation every endpoint's health shares.
+    pub fn health(&self) -> &Arc<HealthShared> {
+        &self.health
     }
 
     pub(crate) fn set_client_certs(&self, certs: HashMap<String, Arc<CertifiedKey>>) {
@@ -133,6 +141,7 @@ impl Upstreams {
             self.pool,
             self.connect_errors.clone(),
             client_cert,
+            EndpointHealth::new(self.health.now_ms()),
         ));
         map.insert(key, Arc::downgrade(&ep));
         ep
@@ -200,6 +209,8 @@ pub struct Endpoint {
     connect_errors: Counter,
     /// `Err`: the TLS settings cannot be used; every request answers 502.
     tls: Option<Result<UpstreamConnector, String>>,
+    /// Eligibility, outlier state and load; shared by every route.
+    pub health: EndpointHealth,
 }
 
 // === impl Endpoint ===
@@ -210,6 +221,7 @@ impl Endpoint {
         pool: PoolConfig,
         connect_errors: Counter,
         client_cert: Option<Arc<CertifiedKey>>,
+        health: EndpointHealth,
     ) -> Self {
         let tls = key
             .tls
@@ -223,6 +235,7 @@ impl Endpoint {
             h2: ArcSwapOption::empty(),
             h2_connecting: tokio::sync::Mutex::new(()),
             connect_errors,
+            health,
         }
     }
 

@@ -42,11 +42,29 @@ pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
 /// value stays in [`AnnotationDiagnostic::value`]).
 const MESSAGE_VALUE_MAX: usize = 120;
 
-/// The result of [`parse`]: typed values and what was wrong or ignored.
+/// The result of [`parse`] or [`parse_service`]: typed values and what was
+/// wrong or ignored.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Parsed {
     pub ingress: IngressAnnotations,
+    /// Set only by [`parse_service`].
+    pub service: ServiceAnnotations,
     pub diagnostics: Vec<AnnotationDiagnostic>,
+}
+
+/// The typed annotations of one Service: how Portico keeps its endpoints
+/// healthy, for every Ingress and HTTPRoute that sends to it. `None`: the
+/// default applies.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServiceAnnotations {
+    pub outlier_consecutive_5xx: Option<u32>,
+    pub outlier_consecutive_errors: Option<u32>,
+    pub outlier_base_ejection_time: Option<Duration>,
+    pub outlier_max_ejection_time: Option<Duration>,
+    /// 0 to 100.
+    pub outlier_max_ejected_percent: Option<u8>,
+    /// 0 to 100.
+    pub panic_threshold: Option<u8>,
 }
 
 /// One problem with one annotation, reported on the object that carries it.
@@ -241,6 +259,23 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
     parse_with(registry(), nginx_not_supported(), annotations)
 }
 
+/// Parses a Service's annotations: only the registry's Service entries
+/// count. Unknown `portico.dev/*` keys and Ingress annotations under
+/// `portico.dev/` are reported; `nginx.ingress.kubernetes.io/*` keys that
+/// are not Service entries are left alone (ingress-nginx reads none from a
+/// Service), as are all other prefixes.
+pub fn parse_service(annotations: &BTreeMap<String, String>) -> Parsed {
+    parse_object(ObjectKind::Service, registry(), &[], annotations)
+}
+
+/// Whether any key could be one of Portico's (a quick check before
+/// parsing a Service's annotations).
+pub fn has_ours(annotations: &BTreeMap<String, String>) -> bool {
+    annotations
+        .keys()
+        .any(|k| k.starts_with(PORTICO_PREFIX) || k.starts_with(NGINX_PREFIX))
+}
+
 // === key resolution ===
 
 /// Which spelling a key used; the lower sorts first and wins.
@@ -266,6 +301,16 @@ fn parse_with(
     not_supported: &[NginxAnnotation],
     annotations: &BTreeMap<String, String>,
 ) -> Parsed {
+    parse_object(ObjectKind::Ingress, specs, not_supported, annotations)
+}
+
+/// [`parse_with`] for annotations on an object of kind `object`.
+fn parse_object(
+    object: ObjectKind,
+    specs: &[AnnotationSpec],
+    not_supported: &[NginxAnnotation],
+    annotations: &BTreeMap<String, String>,
+) -> Parsed {
     let mut diagnostics = Vec::new();
     let mut candidates: Vec<Vec<Candidate<'_>>> = specs.iter().map(|_| Vec::new()).collect();
 
@@ -278,7 +323,10 @@ fn parse_with(
             continue;
         };
 
-        if name.ends_with("-snippet") {
+        // Only Portico's own spelling is reported on a Service: its
+        // nginx-prefixed keys mean nothing to ingress-nginx either.
+        let quiet = object == ObjectKind::Service && !portico;
+        if name.ends_with("-snippet") && object == ObjectKind::Ingress {
             diagnostics.push(diagnostic(
                 key,
                 value,
@@ -290,10 +338,16 @@ fn parse_with(
 
         if let Some((index, is_alias)) = find_spec(specs, name) {
             let spec = &specs[index];
-            if spec.object != ObjectKind::Ingress {
+            if spec.object != object {
+                if quiet {
+                    continue;
+                }
                 let reason = format!(
-                    "this annotation belongs on a {}, not on an Ingress; ignored",
-                    spec.object.as_str()
+                    "this annotation belongs on {} {}, not on {} {}; ignored",
+                    spec.object.article(),
+                    spec.object.as_str(),
+                    object.article(),
+                    object.as_str()
                 );
                 diagnostics.push(diagnostic(key, value, DiagnosticKind::Unsupported, &reason));
                 continue;
@@ -312,6 +366,9 @@ fn parse_with(
             continue;
         }
 
+        if quiet {
+            continue;
+        }
         if let Some(known) = not_supported
             .iter()
             .find(|n| n.name == name || n.aliases.contains(&name))
@@ -387,13 +444,14 @@ fn parse_with(
         }
     }
 
-    let (ingress, notes) = draft.finish();
+    let (ingress, service, notes) = draft.finish();
     for note in notes {
         diagnostics.push(diagnostic(&note.key, &note.value, note.kind, &note.message));
     }
 
     Parsed {
         ingress,
+        service,
         diagnostics,
     }
 }

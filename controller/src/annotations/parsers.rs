@@ -5,7 +5,7 @@
 use super::values;
 use super::{
     AuthTlsVerify, BackendProtocol, CanaryAnnotations, DiagnosticKind, Fallback,
-    IngressAnnotations, RedirectTarget, RewriteTarget, quote,
+    IngressAnnotations, RedirectTarget, RewriteTarget, ServiceAnnotations, quote,
 };
 
 pub(crate) const DEFAULT_CANARY_WEIGHT_TOTAL: u32 = 100;
@@ -40,6 +40,7 @@ pub(crate) struct KeyedNote {
 #[derive(Default)]
 pub(crate) struct Draft {
     out: IngressAnnotations,
+    svc: ServiceAnnotations,
     permanent_url: Option<http::Uri>,
     permanent_code: Option<u16>,
     temporal_url: Option<http::Uri>,
@@ -63,11 +64,11 @@ impl Draft {
 
     /// Applies the rules between annotations and returns the result with the
     /// diagnostics those rules produced.
-    pub(crate) fn finish(mut self) -> (IngressAnnotations, Vec<KeyedNote>) {
+    pub(crate) fn finish(mut self) -> (IngressAnnotations, ServiceAnnotations, Vec<KeyedNote>) {
         let mut notes = Vec::new();
         self.finish_redirects(&mut notes);
         self.finish_canary(&mut notes);
-        (self.out, notes)
+        (self.out, self.svc, notes)
     }
 
     fn finish_redirects(&mut self, notes: &mut Vec<KeyedNote>) {
@@ -454,5 +455,37 @@ pub(crate) fn ssl_passthrough(v: &str, d: &mut Draft) -> Result<(), String> {
 
 pub(crate) fn hsts_preload(v: &str, d: &mut Draft) -> Result<(), String> {
     d.out.https.hsts_preload = Some(values::go_bool(v)?);
+    Ok(())
+}
+
+// === Service annotations ===
+
+pub(crate) fn outlier_consecutive_5xx(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.outlier_consecutive_5xx = Some(values::uint(v)?);
+    Ok(())
+}
+
+pub(crate) fn outlier_consecutive_errors(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.outlier_consecutive_errors = Some(values::uint(v)?);
+    Ok(())
+}
+
+pub(crate) fn outlier_base_ejection_time(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.outlier_base_ejection_time = Some(values::timeout(v)?);
+    Ok(())
+}
+
+pub(crate) fn outlier_max_ejection_time(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.outlier_max_ejection_time = Some(values::timeout(v)?);
+    Ok(())
+}
+
+pub(crate) fn outlier_max_ejected_percent(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.outlier_max_ejected_percent = Some(values::percent(v)?);
+    Ok(())
+}
+
+pub(crate) fn panic_threshold(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.panic_threshold = Some(values::percent(v)?);
     Ok(())
 }

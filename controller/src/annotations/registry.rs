@@ -92,6 +92,13 @@ impl ObjectKind {
             ObjectKind::Service => "Service",
         }
     }
+
+    pub(crate) fn article(self) -> &'static str {
+        match self {
+            ObjectKind::Ingress => "an",
+            ObjectKind::Service => "a",
+        }
+    }
 }
 
 impl NginxStatus {
@@ -152,6 +159,27 @@ const fn spec(
         object: ObjectKind::Ingress,
         on_invalid,
         support,
+        doc,
+        parse,
+    }
+}
+
+/// A Service annotation: a Portico addition, read from the Service every
+/// route to it shares; invalid values are ignored (the default applies).
+const fn service(
+    name: &'static str,
+    default: &'static str,
+    doc: &'static str,
+    parse: ParseFn,
+) -> AnnotationSpec {
+    AnnotationSpec {
+        name,
+        aliases: &[],
+        default,
+        scope: Scope::Ingress,
+        object: ObjectKind::Service,
+        on_invalid: Fallback::Ignored,
+        support: Support::Full,
         doc,
         parse,
     }
@@ -547,6 +575,43 @@ static REGISTRY: &[AnnotationSpec] = &[
         Full,
         "TLS for the Ingress's hosts goes, undecrypted, to the backend of each host's first path (chosen by the ClientHello's SNI); other hosts on the HTTPS port are terminated as usual. Needs `--enable-ssl-passthrough` (off by default, as ingress-nginx); plain HTTP to these hosts is still routed.",
         parsers::ssl_passthrough,
+    ),
+    // === on Services: endpoint health ===
+    service(
+        "outlier-consecutive-5xx",
+        "5",
+        "Passive outlier detection: this many 5xx responses in a row from one endpoint eject it (it gets no requests) for `outlier-base-ejection-time` × the number of times it was ejected, capped at `outlier-max-ejection-time`; `0` turns this off.",
+        parsers::outlier_consecutive_5xx,
+    ),
+    service(
+        "outlier-consecutive-errors",
+        "5",
+        "Like outlier-consecutive-5xx, for attempts that got no response at all: connect failures, timeouts, resets; `0` turns this off.",
+        parsers::outlier_consecutive_errors,
+    ),
+    service(
+        "outlier-base-ejection-time",
+        "30s",
+        "How long a first ejection lasts; the n-th lasts n times as long. Whole seconds or one unit (`500ms`, `30s`, `5m`, `1h`), at most 24h.",
+        parsers::outlier_base_ejection_time,
+    ),
+    service(
+        "outlier-max-ejection-time",
+        "5m",
+        "The longest an ejection lasts. An endpoint that stays in for this long starts over at the base time.",
+        parsers::outlier_max_ejection_time,
+    ),
+    service(
+        "outlier-max-ejected-percent",
+        "50",
+        "At most this share (percent, 0 to 100) of a backend's endpoints is ejected at once (rounded down: with 50, one of two or three endpoints).",
+        parsers::outlier_max_ejected_percent,
+    ),
+    service(
+        "panic-threshold",
+        "50",
+        "Panic mode: when fewer than this share (percent, 0 to 100) of the endpoints are eligible (ready, passing health checks, not ejected), requests are spread over all ready endpoints, as Envoy does, rather than piled onto the few left; `0` turns panic mode off. No ready endpoint at all: 503 (gRPC-shaped for gRPC).",
+        parsers::panic_threshold,
     ),
 ];
 

@@ -998,13 +998,187 @@ fn invalid_values_fall_back_as_documented() {
     }
 }
 
+// === Service annotations ===
+
+struct ServiceValid {
+    set: &'static [(&'static str, &'static str)],
+    want: fn(&mut ServiceAnnotations),
+}
+
+const SERVICE_VALID: &[ServiceValid] = &[
+    ServiceValid {
+        set: &[
+            ("outlier-consecutive-5xx", "3"),
+            ("outlier-consecutive-errors", "0"),
+        ],
+        want: |s| {
+            s.outlier_consecutive_5xx = Some(3);
+            s.outlier_consecutive_errors = Some(0);
+        },
+    },
+    ServiceValid {
+        set: &[
+            ("outlier-base-ejection-time", "10"),
+            ("outlier-max-ejection-time", "2m"),
+        ],
+        want: |s| {
+            s.outlier_base_ejection_time = Some(Duration::from_secs(10));
+            s.outlier_max_ejection_time = Some(Duration::from_secs(120));
+        },
+    },
+    ServiceValid {
+        set: &[
+            ("outlier-max-ejected-percent", "100"),
+            ("panic-threshold", "0"),
+        ],
+        want: |s| {
+            s.outlier_max_ejected_percent = Some(100);
+            s.panic_threshold = Some(0);
+        },
+    },
+];
+
+/// A Service annotation set to each of `values`: one `Invalid(Ignored)`
+/// diagnostic and nothing set.
+struct ServiceInvalid {
+    name: &'static str,
+    values: &'static [&'static str],
+}
+
+const SERVICE_INVALID: &[ServiceInvalid] = &[
+    ServiceInvalid {
+        name: "outlier-consecutive-5xx",
+        values: &["-1", "five", "1.5"],
+    },
+    ServiceInvalid {
+        name: "outlier-consecutive-errors",
+        values: &["-1", "x"],
+    },
+    ServiceInvalid {
+        name: "outlier-base-ejection-time",
+        values: &["0", "soon", "25h"],
+    },
+    ServiceInvalid {
+        name: "outlier-max-ejection-time",
+        values: &["0s", "1d"],
+    },
+    ServiceInvalid {
+        name: "outlier-max-ejected-percent",
+        values: &["101", "50%", "-5"],
+    },
+    ServiceInvalid {
+        name: "panic-threshold",
+        values: &["200", "half"],
+    },
+];
+
+fn parse_service_checked(annotations: &BTreeMap<String, String>) -> Parsed {
+    let parsed = parse_service(annotations);
+    for d in &parsed.diagnostics {
+        assert!(d.message.starts_with(&d.key), "{:?}", d.message);
+        assert!(d.message.contains(&quote(&d.value)), "{:?}", d.message);
+    }
+    parsed
+}
+
+#[test]
+fn valid_service_values_under_both_spellings() {
+    for case in SERVICE_VALID {
+        let mut want = ServiceAnnotations::default();
+        (case.want)(&mut want);
+        for prefix in PREFIXES {
+            let parsed = parse_service_checked(&map(prefix, case.set));
+            assert_eq!(parsed.diagnostics, vec![], "{prefix}: {:?}", case.set);
+            assert_eq!(parsed.service, want, "{prefix}: {:?}", case.set);
+            assert_eq!(parsed.ingress, IngressAnnotations::default());
+        }
+    }
+}
+
+#[test]
+fn invalid_service_values_are_reported_and_ignored() {
+    for case in SERVICE_INVALID {
+        assert_eq!(spec(case.name).object, ObjectKind::Service, "{}", case.name);
+        for prefix in PREFIXES {
+            for value in case.values {
+                let parsed = parse_service_checked(&map(prefix, &[(case.name, *value)]));
+                let key = format!("{prefix}{}", case.name);
+                assert_eq!(parsed.diagnostics.len(), 1, "{key}={value:?}");
+                let d = &parsed.diagnostics[0];
+                assert_eq!(
+                    d.kind,
+                    DiagnosticKind::Invalid(Fallback::Ignored),
+                    "{}",
+                    d.message
+                );
+                assert!(d.message.contains("invalid"), "{}", d.message);
+                assert_eq!(
+                    parsed.service,
+                    ServiceAnnotations::default(),
+                    "{key}={value:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_service_reports_only_portico_keys_that_are_not_its_own() {
+    let parsed = parse_service_checked(&raw(&[
+        ("portico.dev/panic-threshold", "30"),
+        ("portico.dev/rewrite-target", "/"),
+        ("portico.dev/made-up", "x"),
+        ("nginx.ingress.kubernetes.io/rewrite-target", "/"),
+        ("nginx.ingress.kubernetes.io/made-up", "x"),
+        ("nginx.ingress.kubernetes.io/server-snippet", "x"),
+        ("example.com/anything", "x"),
+    ]));
+    assert_eq!(parsed.service.panic_threshold, Some(30));
+    assert_eq!(
+        kinds(&parsed),
+        vec![
+            ("portico.dev/made-up", DiagnosticKind::Unknown),
+            ("portico.dev/rewrite-target", DiagnosticKind::Unsupported),
+        ]
+    );
+    assert!(
+        parsed.diagnostics[1]
+            .message
+            .contains("belongs on an Ingress")
+    );
+}
+
+#[test]
+fn service_annotations_on_an_ingress_say_where_they_belong() {
+    let parsed = parse_checked(&raw(&[("portico.dev/panic-threshold", "30")]));
+    assert_eq!(parsed.ingress, IngressAnnotations::default());
+    assert_eq!(
+        kinds(&parsed),
+        vec![("portico.dev/panic-threshold", DiagnosticKind::Unsupported)]
+    );
+    assert!(
+        parsed.diagnostics[0]
+            .message
+            .contains("belongs on a Service")
+    );
+}
+
 #[test]
 fn every_annotation_has_valid_and_invalid_cases() {
     let valid: BTreeSet<&str> = VALID
         .iter()
         .flat_map(|c| c.set.iter().map(|(name, _)| *name))
+        .chain(
+            SERVICE_VALID
+                .iter()
+                .flat_map(|c| c.set.iter().map(|(name, _)| *name)),
+        )
         .collect();
-    let invalid: BTreeSet<&str> = INVALID.iter().map(|c| c.name).collect();
+    let invalid: BTreeSet<&str> = INVALID
+        .iter()
+        .map(|c| c.name)
+        .chain(SERVICE_INVALID.iter().map(|c| c.name))
+        .collect();
     for spec in registry() {
         assert!(valid.contains(spec.name), "{}: no valid case", spec.name);
         assert!(

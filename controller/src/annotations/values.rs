@@ -47,6 +47,15 @@ pub(crate) fn uint(s: &str) -> Result<u32, String> {
         .map_err(|_| format!("must be at most {}", u32::MAX))
 }
 
+/// A whole percentage, 0 to 100.
+pub(crate) fn percent(s: &str) -> Result<u8, String> {
+    let n = uint(s).map_err(|_| "expected a whole percentage from 0 to 100".to_owned())?;
+    u8::try_from(n)
+        .ok()
+        .filter(|n| *n <= 100)
+        .ok_or_else(|| "expected a whole percentage from 0 to 100".to_owned())
+}
+
 /// ingress-nginx's integer seconds, or one nginx time value with a unit:
 /// `500ms`, `30s`, `5m`, `1h`. Greater than 0 and at most [`MAX_TIMEOUT`].
 pub(crate) fn timeout(s: &str) -> Result<Duration, String> {

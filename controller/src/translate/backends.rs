@@ -6,9 +6,10 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
-use k8s_openapi::api::core::v1::ServicePort;
-use portico_dataplane::model::{Backend, Protocol};
+use k8s_openapi::api::core::v1::{Service, ServicePort};
+use portico_dataplane::model::{Backend, EndpointPolicy, OutlierDetection, Protocol};
 
+use crate::annotations::{self, ServiceAnnotations};
 use crate::snapshot::{Snapshot, external_name_key};
 
 /// How a backend names the Service port.
@@ -55,6 +56,7 @@ pub fn resolve(
         PortRef::Name(n) => n.clone(),
     };
     let name = format!("{namespace}/{service}:{port_text}");
+    let policy = endpoint_policy(svc);
 
     // An ExternalName Service has no EndpointSlices: its port is used as is.
     if let Some(dns) = external_name {
@@ -76,6 +78,7 @@ pub fn resolve(
             weight,
             protocol,
             endpoints,
+            policy,
         });
     }
 
@@ -87,6 +90,7 @@ pub fn resolve(
         weight,
         protocol,
         endpoints: ready_endpoints(snap, &key, service_port),
+        policy,
     })
 }
 
@@ -137,4 +141,34 @@ fn ready_endpoints(
         }
     }
     out.into_iter().collect()
+}
+
+/// What a Service's annotations ask of its endpoints; the defaults where
+/// they say nothing or something invalid (reported on the Service by
+/// [`super::report_services`]).
+pub fn endpoint_policy(svc: &Service) -> EndpointPolicy {
+    let Some(raw) = svc.metadata.annotations.as_ref() else {
+        return EndpointPolicy::default();
+    };
+    if !annotations::has_ours(raw) {
+        return EndpointPolicy::default();
+    }
+    policy_from(&annotations::parse_service(raw).service)
+}
+
+fn policy_from(a: &ServiceAnnotations) -> EndpointPolicy {
+    let d = EndpointPolicy::default();
+    let o = OutlierDetection::default();
+    EndpointPolicy {
+        outlier: OutlierDetection {
+            consecutive_5xx: a.outlier_consecutive_5xx.unwrap_or(o.consecutive_5xx),
+            consecutive_errors: a.outlier_consecutive_errors.unwrap_or(o.consecutive_errors),
+            base_ejection: a.outlier_base_ejection_time.unwrap_or(o.base_ejection),
+            max_ejection: a.outlier_max_ejection_time.unwrap_or(o.max_ejection),
+            max_ejected_percent: a
+                .outlier_max_ejected_percent
+                .unwrap_or(o.max_ejected_percent),
+        },
+        panic_threshold_percent: a.panic_threshold.unwrap_or(d.panic_threshold_percent),
+    }
 }

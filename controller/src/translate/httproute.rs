@@ -234,6 +234,7 @@ fn translate_rule(
                             weight,
                             protocol: Protocol::Http1,
                             endpoints: Vec::new(),
+                            policy: Default::default(),
                         });
                     }
                 }

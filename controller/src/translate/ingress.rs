@@ -159,7 +159,7 @@ fn regex_hosts(ours: &[(&Arc<Ingress>, Parsed)]) -> HashMap<String, ObjectRef> {
     hosts
 }
 
-fn annotation_diagnostic(d: &AnnotationDiagnostic) -> Diagnostic {
+pub(super) fn annotation_diagnostic(d: &AnnotationDiagnostic) -> Diagnostic {
     let field = format!("metadata.annotations[{}]", d.key);
     let msg = d.message.clone();
     match d.kind {
