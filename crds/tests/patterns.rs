@@ -80,3 +80,12 @@ fn service_names() {
         &["1web", "web.shop", "Web", "web-", ""],
     );
 }
+
+#[test]
+fn health_check_paths() {
+    check(
+        portico_crds::HEALTH_CHECK_PATH_PATTERN,
+        &["/", "/healthz", "/a/b-c_d.e~f", "/x%2Fy", "/status:ready"],
+        &["", "healthz", "/a b", "/%zz", "/a?b=1", "/a#b", "/é"],
+    );
+}

@@ -236,6 +236,17 @@ impl Dataplane {
         self.shared.is_ready()
     }
 
+    /// Every endpoint of the live table with its health (`/debug/endpoints`).
+    pub fn endpoint_health(&self) -> Vec<health::EndpointReport> {
+        self.shared.table.load().endpoint_health()
+    }
+
+    /// Active health checks running now: one per distinct endpoint and
+    /// check, however many routes share it.
+    pub fn live_health_checks(&self) -> usize {
+        self.shared.upstreams.live_checks()
+    }
+
     /// Prometheus text of every dataplane metric.
     pub fn encode_metrics(&self) -> Result<String, std::fmt::Error> {
         self.shared.metrics.encode()

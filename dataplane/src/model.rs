@@ -316,6 +316,9 @@ pub struct Backend {
 /// backend and every table that points at it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct EndpointPolicy {
+    /// Active checks; `None`: none, endpoints are trusted while ready.
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
     #[serde(default)]
     pub outlier: OutlierDetection,
     /// Panic mode: when fewer than this share (percent) of the endpoints
@@ -332,10 +335,73 @@ fn default_panic_threshold() -> u8 {
 impl Default for EndpointPolicy {
     fn default() -> Self {
         Self {
+            health_check: None,
             outlier: OutlierDetection::default(),
             panic_threshold_percent: default_panic_threshold(),
         }
     }
+}
+
+/// Active health checks: one checker per distinct endpoint and check, off
+/// the request path. A verdict flips after `healthy_threshold` or
+/// `unhealthy_threshold` results in a row.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HealthCheck {
+    pub probe: Probe,
+    /// Probe this port of the endpoint's address instead of its own.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Between the starts of two probes (less up to a tenth, at random, so
+    /// checkers spread out).
+    #[serde(with = "serde_http::millis")]
+    pub interval: Duration,
+    /// A probe that has not succeeded by then failed.
+    #[serde(with = "serde_http::millis")]
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    /// HTTP statuses that pass, as inclusive ranges.
+    #[serde(default = "default_expected_statuses")]
+    pub expected_statuses: Vec<StatusRange>,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            probe: Probe::Tcp,
+            port: None,
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(2),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+            expected_statuses: default_expected_statuses(),
+        }
+    }
+}
+
+fn default_expected_statuses() -> Vec<StatusRange> {
+    vec![StatusRange { min: 200, max: 399 }]
+}
+
+/// How a health check asks.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Probe {
+    /// A TCP connection (and the TLS handshake, when the backend uses TLS)
+    /// succeeds.
+    Tcp,
+    /// `GET path` over the backend's protocol (HTTP/1.1 or HTTP/2, TLS when
+    /// the backend uses it) answers an expected status.
+    Http { path: String },
+    /// `grpc.health.v1.Health/Check` for `service` ("" is the whole
+    /// server) answers SERVING.
+    Grpc { service: String },
+}
+
+/// An inclusive range of HTTP status codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StatusRange {
+    pub min: u16,
+    pub max: u16,
 }
 
 /// Passive outlier detection: endpoints that keep failing real requests

@@ -219,6 +219,27 @@ impl RouteTable {
     pub fn errors(&self) -> &[RouteError] {
         &self.errors
     }
+
+    /// Every backend of every rule, canaries included (a backend used by
+    /// several rules comes once per rule).
+    pub fn backends(&self) -> impl Iterator<Item = &BackendRuntime> {
+        self.rules.iter().flatten().flat_map(|r| {
+            r.backends
+                .backends()
+                .chain(r.canary.iter().flat_map(|c| c.backends.backends()))
+        })
+    }
+
+    /// Each endpoint of each backend once, with its health.
+    pub fn endpoint_health(&self) -> Vec<crate::health::EndpointReport> {
+        let mut seen = std::collections::BTreeMap::new();
+        for b in self.backends() {
+            for r in b.balancer.report(&b.name) {
+                seen.entry((r.backend.clone(), r.address)).or_insert(r);
+            }
+        }
+        seen.into_values().collect()
+    }
 }
 
 // === impl BackendSet ===
@@ -320,7 +341,7 @@ impl BackendSet {
         for b in list.iter().filter(|b| b.weight > 0) {
             total += u64::from(b.weight);
             cumulative.push(total);
-            let endpoints = b
+            let endpoints: Vec<_> = b
                 .endpoints
                 .iter()
                 .map(|&addr| {
@@ -331,6 +352,13 @@ impl BackendSet {
                     })
                 })
                 .collect();
+            let checks = match &b.policy.health_check {
+                Some(hc) => endpoints
+                    .iter()
+                    .filter_map(|ep| upstreams.check(ep, hc))
+                    .collect(),
+                None => Vec::new(),
+            };
             backends.push(BackendRuntime {
                 name: Arc::from(b.name.as_str()),
                 protocol: b.protocol,
@@ -338,6 +366,7 @@ impl BackendSet {
                     endpoints,
                     b.policy.clone(),
                     Arc::clone(upstreams.health()),
+                    checks,
                 ),
             });
         }

@@ -29,7 +29,9 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::body::RequestBody;
+use crate::health::check::{Check, Checkers};
 use crate::health::{EndpointHealth, HealthShared};
+use crate::model::HealthCheck;
 use crate::model::{Protocol, UpstreamTls};
 use crate::tls::upstream::UpstreamConnector;
 
@@ -42,7 +44,7 @@ pub struct EndpointKey {
 }
 
 /// An upstream connection, cleartext or TLS.
-trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// Connection-pool settings shared by all endpoints.
@@ -96,6 +98,7 @@ pub struct Upstreams {
     pool: PoolConfig,
     connect_errors: Counter,
     health: Arc<HealthShared>,
+    checkers: Checkers,
 }
 
 // === impl Upstreams ===
@@ -108,7 +111,23 @@ impl Upstreams {
             pool,
             connect_errors,
             health: Arc::default(),
+            checkers: Checkers::default(),
         }
+    }
+
+    /// The active check `config` of `endpoint`, shared with every table that
+    /// already checks it so.
+    pub(crate) fn check(
+        &self,
+        endpoint: &Arc<Endpoint>,
+        config: &HealthCheck,
+    ) -> Option<Arc<Check>> {
+        self.checkers.check(endpoint, config, &self.health)
+    }
+
+    /// Active checks running now (one per distinct endpoint and check).
+    pub fn live_checks(&self) -> usize {
+        self.checkers.live()
     }
 
     /// The clock and generation every endpoint's health shares.
@@ -147,8 +166,10 @@ impl Upstreams {
         ep
     }
 
-    /// Forgets endpoints that no table holds any more; once per build.
+    /// Forgets endpoints and checks that no table holds any more; once per
+    /// build.
     pub fn prune(&self) {
+        self.checkers.prune();
         self.endpoints
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -359,33 +380,7 @@ impl Endpoint {
     /// TCP, then TLS when the endpoint has it, all within `timeout`.
     async fn connect(&self, timeout: Duration) -> Result<Box<dyn Io>, UpstreamError> {
         let addr = self.key.addr;
-        let connect = async {
-            let io = TcpStream::connect(addr)
-                .await
-                .map_err(|source| UpstreamError::Connect { addr, source })?;
-            // Small responses must not wait for Nagle.
-            let _ = io.set_nodelay(true);
-            let tls = match &self.tls {
-                None => return Ok(Box::new(io) as Box<dyn Io>),
-                Some(Err(reason)) => {
-                    return Err(UpstreamError::Tls {
-                        addr,
-                        reason: reason.clone(),
-                    });
-                }
-                Some(Ok(tls)) => tls,
-            };
-            let io = tls
-                .connector
-                .connect(tls.server_name.clone(), io)
-                .await
-                .map_err(|e| UpstreamError::Tls {
-                    addr,
-                    reason: e.to_string(),
-                })?;
-            Ok(Box::new(io) as Box<dyn Io>)
-        };
-        let result = match tokio::time::timeout(timeout, connect).await {
+        let result = match tokio::time::timeout(timeout, self.connect_to(addr)).await {
             Err(_) => Err(UpstreamError::ConnectTimeout { addr, timeout }),
             Ok(r) => r,
         };
@@ -393,6 +388,47 @@ impl Endpoint {
             self.connect_errors.inc();
         }
         result
+    }
+
+    /// TCP to `addr` (the endpoint's own, or a health-check port of its
+    /// host), then TLS with the endpoint's connector when it has one.
+    pub(crate) async fn connect_to(&self, addr: SocketAddr) -> Result<Box<dyn Io>, UpstreamError> {
+        let io = TcpStream::connect(addr)
+            .await
+            .map_err(|source| UpstreamError::Connect { addr, source })?;
+        // Small responses must not wait for Nagle.
+        let _ = io.set_nodelay(true);
+        let tls = match &self.tls {
+            None => return Ok(Box::new(io) as Box<dyn Io>),
+            Some(Err(reason)) => {
+                return Err(UpstreamError::Tls {
+                    addr,
+                    reason: reason.clone(),
+                });
+            }
+            Some(Ok(tls)) => tls,
+        };
+        let io = tls
+            .connector
+            .connect(tls.server_name.clone(), io)
+            .await
+            .map_err(|e| UpstreamError::Tls {
+                addr,
+                reason: e.to_string(),
+            })?;
+        Ok(Box::new(io) as Box<dyn Io>)
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.key.protocol
+    }
+
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    pub fn key(&self) -> &EndpointKey {
+        &self.key
     }
 
     fn http_error(&self, source: hyper::Error) -> UpstreamError {

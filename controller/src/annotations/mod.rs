@@ -57,6 +57,18 @@ pub struct Parsed {
 /// default applies.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ServiceAnnotations {
+    /// An absolute path: checks are HTTP GETs of it (else TCP connects).
+    pub health_check_path: Option<String>,
+    pub health_check_port: Option<u16>,
+    pub health_check_interval: Option<Duration>,
+    /// At most the interval.
+    pub health_check_timeout: Option<Duration>,
+    /// At least 1.
+    pub health_check_healthy_threshold: Option<u32>,
+    /// At least 1.
+    pub health_check_unhealthy_threshold: Option<u32>,
+    /// Inclusive ranges of 100..=599.
+    pub health_check_expected_statuses: Option<Vec<(u16, u16)>>,
     pub outlier_consecutive_5xx: Option<u32>,
     pub outlier_consecutive_errors: Option<u32>,
     pub outlier_base_ejection_time: Option<Duration>,
@@ -65,6 +77,19 @@ pub struct ServiceAnnotations {
     pub outlier_max_ejected_percent: Option<u8>,
     /// 0 to 100.
     pub panic_threshold: Option<u8>,
+}
+
+impl ServiceAnnotations {
+    /// Whether any `health-check-*` annotation asks for active checks.
+    pub fn wants_health_checks(&self) -> bool {
+        self.health_check_path.is_some()
+            || self.health_check_port.is_some()
+            || self.health_check_interval.is_some()
+            || self.health_check_timeout.is_some()
+            || self.health_check_healthy_threshold.is_some()
+            || self.health_check_unhealthy_threshold.is_some()
+            || self.health_check_expected_statuses.is_some()
+    }
 }
 
 /// One problem with one annotation, reported on the object that carries it.

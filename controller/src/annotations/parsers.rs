@@ -68,6 +68,7 @@ impl Draft {
         let mut notes = Vec::new();
         self.finish_redirects(&mut notes);
         self.finish_canary(&mut notes);
+        self.finish_health_check(&mut notes);
         (self.out, self.svc, notes)
     }
 
@@ -154,6 +155,25 @@ impl Draft {
             );
         }
         self.out.canary = Some(canary);
+    }
+
+    /// A probe may not outlive the interval that schedules the next one.
+    fn finish_health_check(&mut self, notes: &mut Vec<KeyedNote>) {
+        let interval = self
+            .svc
+            .health_check_interval
+            .unwrap_or(std::time::Duration::from_secs(10));
+        if let Some(timeout) = self.svc.health_check_timeout
+            && timeout > interval
+        {
+            self.svc.health_check_timeout = Some(interval);
+            self.note_kind(
+                notes,
+                "health-check-timeout",
+                DiagnosticKind::Partial,
+                &format!("longer than the interval ({interval:?}); capped at the interval"),
+            );
+        }
     }
 
     /// An `Invalid(Ignored)` note on the accepted annotation `name`, if set.
@@ -459,6 +479,55 @@ pub(crate) fn hsts_preload(v: &str, d: &mut Draft) -> Result<(), String> {
 }
 
 // === Service annotations ===
+
+pub(crate) fn health_check_path(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.health_check_path = Some(values::absolute_path(v)?);
+    Ok(())
+}
+
+pub(crate) fn health_check_port(v: &str, d: &mut Draft) -> Result<(), String> {
+    let port = values::uint(v)?;
+    d.svc.health_check_port = Some(
+        u16::try_from(port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or("must be a port from 1 to 65535")?,
+    );
+    Ok(())
+}
+
+pub(crate) fn health_check_interval(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.health_check_interval = Some(values::timeout(v)?);
+    Ok(())
+}
+
+pub(crate) fn health_check_timeout(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.health_check_timeout = Some(values::timeout(v)?);
+    Ok(())
+}
+
+fn threshold(v: &str) -> Result<u32, String> {
+    let n = values::uint(v)?;
+    if n == 0 {
+        return Err("must be at least 1".into());
+    }
+    Ok(n)
+}
+
+pub(crate) fn health_check_healthy_threshold(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.health_check_healthy_threshold = Some(threshold(v)?);
+    Ok(())
+}
+
+pub(crate) fn health_check_unhealthy_threshold(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.health_check_unhealthy_threshold = Some(threshold(v)?);
+    Ok(())
+}
+
+pub(crate) fn health_check_expected_statuses(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.health_check_expected_statuses = Some(values::status_ranges(v)?);
+    Ok(())
+}
 
 pub(crate) fn outlier_consecutive_5xx(v: &str, d: &mut Draft) -> Result<(), String> {
     d.svc.outlier_consecutive_5xx = Some(values::uint(v)?);

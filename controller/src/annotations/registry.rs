@@ -578,6 +578,48 @@ static REGISTRY: &[AnnotationSpec] = &[
     ),
     // === on Services: endpoint health ===
     service(
+        "health-check-path",
+        "",
+        "Active health checks: every endpoint is sent `GET <path>` (HTTP/1.1, or HTTP/2 for H2C backends; over TLS for HTTPS backends) every interval by one checker per endpoint, however many routes use it; gRPC backends (GRPC, GRPCS) are asked `grpc.health.v1.Health/Check` instead. Any `health-check-*` annotation turns checks on; without a path they are TCP connects (plus the TLS handshake for TLS backends). An absolute path, e.g. `/healthz`.",
+        parsers::health_check_path,
+    ),
+    service(
+        "health-check-port",
+        "",
+        "Probe this port of each endpoint's address instead of the endpoint's own port, 1 to 65535.",
+        parsers::health_check_port,
+    ),
+    service(
+        "health-check-interval",
+        "10s",
+        "Time between two probes of one endpoint (less up to a tenth, at random, so checkers spread out). Whole seconds or one unit (`500ms`, `10s`, `1m`), at most 24h.",
+        parsers::health_check_interval,
+    ),
+    service(
+        "health-check-timeout",
+        "2s",
+        "A probe that has not succeeded by then fails. Same syntax; more than the interval is capped at the interval.",
+        parsers::health_check_timeout,
+    ),
+    service(
+        "health-check-healthy-threshold",
+        "2",
+        "Passing probes in a row that make an unhealthy endpoint healthy again, at least 1.",
+        parsers::health_check_healthy_threshold,
+    ),
+    service(
+        "health-check-unhealthy-threshold",
+        "3",
+        "Failing probes in a row that make an endpoint unhealthy (it gets no requests), at least 1. A stopped endpoint is out within this many intervals plus one.",
+        parsers::health_check_unhealthy_threshold,
+    ),
+    service(
+        "health-check-expected-statuses",
+        "200-399",
+        "HTTP statuses that pass: comma-separated codes and ranges, e.g. `200,204,300-399`, within 100-599.",
+        parsers::health_check_expected_statuses,
+    ),
+    service(
         "outlier-consecutive-5xx",
         "5",
         "Passive outlier detection: this many 5xx responses in a row from one endpoint eject it (it gets no requests) for `outlier-base-ejection-time` × the number of times it was ejected, capped at `outlier-max-ejection-time`; `0` turns this off.",

@@ -1008,6 +1008,32 @@ struct ServiceValid {
 const SERVICE_VALID: &[ServiceValid] = &[
     ServiceValid {
         set: &[
+            ("health-check-path", "/healthz"),
+            ("health-check-port", "8081"),
+            ("health-check-interval", "5s"),
+            ("health-check-timeout", "500ms"),
+        ],
+        want: |s| {
+            s.health_check_path = Some("/healthz".into());
+            s.health_check_port = Some(8081);
+            s.health_check_interval = Some(Duration::from_secs(5));
+            s.health_check_timeout = Some(Duration::from_millis(500));
+        },
+    },
+    ServiceValid {
+        set: &[
+            ("health-check-healthy-threshold", "1"),
+            ("health-check-unhealthy-threshold", "10"),
+            ("health-check-expected-statuses", "200, 204,300-399"),
+        ],
+        want: |s| {
+            s.health_check_healthy_threshold = Some(1);
+            s.health_check_unhealthy_threshold = Some(10);
+            s.health_check_expected_statuses = Some(vec![(200, 200), (204, 204), (300, 399)]);
+        },
+    },
+    ServiceValid {
+        set: &[
             ("outlier-consecutive-5xx", "3"),
             ("outlier-consecutive-errors", "0"),
         ],
@@ -1046,6 +1072,34 @@ struct ServiceInvalid {
 }
 
 const SERVICE_INVALID: &[ServiceInvalid] = &[
+    ServiceInvalid {
+        name: "health-check-path",
+        values: &["healthz", "//x", "/a b", "/$x"],
+    },
+    ServiceInvalid {
+        name: "health-check-port",
+        values: &["0", "65536", "http"],
+    },
+    ServiceInvalid {
+        name: "health-check-interval",
+        values: &["0", "often", "48h"],
+    },
+    ServiceInvalid {
+        name: "health-check-timeout",
+        values: &["0ms", "-1"],
+    },
+    ServiceInvalid {
+        name: "health-check-healthy-threshold",
+        values: &["0", "two"],
+    },
+    ServiceInvalid {
+        name: "health-check-unhealthy-threshold",
+        values: &["0", "-3"],
+    },
+    ServiceInvalid {
+        name: "health-check-expected-statuses",
+        values: &["2xx", "99", "600", "399-200", "200-", "200;204"],
+    },
     ServiceInvalid {
         name: "outlier-consecutive-5xx",
         values: &["-1", "five", "1.5"],
@@ -1120,6 +1174,24 @@ fn invalid_service_values_are_reported_and_ignored() {
             }
         }
     }
+}
+
+#[test]
+fn a_health_check_timeout_longer_than_the_interval_is_capped() {
+    let parsed = parse_service_checked(&raw(&[
+        ("portico.dev/health-check-interval", "1s"),
+        ("portico.dev/health-check-timeout", "5s"),
+    ]));
+    assert_eq!(
+        parsed.service.health_check_timeout,
+        Some(Duration::from_secs(1))
+    );
+    assert_eq!(
+        kinds(&parsed),
+        vec![("portico.dev/health-check-timeout", DiagnosticKind::Partial)]
+    );
+    assert!(parsed.service.wants_health_checks());
+    assert!(!ServiceAnnotations::default().wants_health_checks());
 }
 
 #[test]

@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
-use portico_dataplane::model::{Backend, EndpointPolicy, OutlierDetection, Protocol};
+use portico_dataplane::model::{
+    Backend, EndpointPolicy, HealthCheck, OutlierDetection, Probe, Protocol, StatusRange,
+};
 
 use crate::annotations::{self, ServiceAnnotations};
 use crate::snapshot::{Snapshot, external_name_key};
@@ -159,7 +161,32 @@ pub fn endpoint_policy(svc: &Service) -> EndpointPolicy {
 fn policy_from(a: &ServiceAnnotations) -> EndpointPolicy {
     let d = EndpointPolicy::default();
     let o = OutlierDetection::default();
+    let h = HealthCheck::default();
+    let health_check = a.wants_health_checks().then(|| HealthCheck {
+        probe: match &a.health_check_path {
+            Some(path) => Probe::Http { path: path.clone() },
+            None => Probe::Tcp,
+        },
+        port: a.health_check_port,
+        interval: a.health_check_interval.unwrap_or(h.interval),
+        timeout: a.health_check_timeout.unwrap_or(h.timeout),
+        healthy_threshold: a
+            .health_check_healthy_threshold
+            .unwrap_or(h.healthy_threshold),
+        unhealthy_threshold: a
+            .health_check_unhealthy_threshold
+            .unwrap_or(h.unhealthy_threshold),
+        expected_statuses: a.health_check_expected_statuses.as_ref().map_or(
+            h.expected_statuses,
+            |r| {
+                r.iter()
+                    .map(|&(min, max)| StatusRange { min, max })
+                    .collect()
+            },
+        ),
+    });
     EndpointPolicy {
+        health_check,
         outlier: OutlierDetection {
             consecutive_5xx: a.outlier_consecutive_5xx.unwrap_or(o.consecutive_5xx),
             consecutive_errors: a.outlier_consecutive_errors.unwrap_or(o.consecutive_errors),
@@ -170,5 +197,15 @@ fn policy_from(a: &ServiceAnnotations) -> EndpointPolicy {
                 .unwrap_or(o.max_ejected_percent),
         },
         panic_threshold_percent: a.panic_threshold.unwrap_or(d.panic_threshold_percent),
+    }
+}
+
+/// gRPC backends are checked with the gRPC health protocol (for the whole
+/// server), whatever path the Service names.
+pub fn grpc_health_checks(b: &mut Backend) {
+    if let Some(hc) = b.policy.health_check.as_mut() {
+        hc.probe = Probe::Grpc {
+            service: String::new(),
+        };
     }
 }

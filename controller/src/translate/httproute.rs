@@ -5,14 +5,15 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 use kube::ResourceExt;
 use portico_crds::{
-    FilterType, HTTPHeader, HTTPHeaderFilter, HTTPMethod, HTTPPathModifier, HTTPRoute,
-    HTTPRouteFilter, HTTPRouteRule, PathMatchType, PathModifierType, RedirectScheme,
+    BackendPolicy, FilterType, HTTPHeader, HTTPHeaderFilter, HTTPMethod, HTTPPathModifier,
+    HTTPRoute, HTTPRouteFilter, HTTPRouteRule, PathMatchType, PathModifierType, RedirectScheme,
     StringMatchType,
 };
 use portico_dataplane::model::{
-    Action, Backend, Filters, Forward, HeaderMatch, HeaderModifier, Hostname, PathMatch,
-    PathModifier, Protocol, QueryMatch, Redirect, RedirectStatus, Route, RouteMatch, Rule, Scheme,
-    SourceRef, Timeouts, UrlRewrite, ValueMatch,
+    Action, Backend, EndpointPolicy, Filters, Forward, HeaderMatch, HeaderModifier, HealthCheck,
+    Hostname, OutlierDetection, PathMatch, PathModifier, Probe, Protocol, QueryMatch, Redirect,
+    RedirectStatus, Route, RouteMatch, Rule, Scheme, SourceRef, StatusRange, Timeouts, UrlRewrite,
+    ValueMatch,
 };
 
 use super::backends::{self, PortRef};
@@ -84,11 +85,16 @@ fn translate_one(
         // Serving on every host instead would be worse than nothing.
         return None;
     }
+    let backend_policy = route
+        .spec
+        .policies
+        .as_ref()
+        .and_then(|p| p.backends.as_ref());
     let mut rules = Vec::new();
     for (i, rule) in route.spec.rules.iter().enumerate() {
         report.rules_total += 1;
         let field = format!("spec.rules[{i}]");
-        match translate_rule(snap, rule, namespace, &field, report) {
+        match translate_rule(snap, rule, namespace, &field, backend_policy, report) {
             Ok(r) => {
                 report.rules_served += 1;
                 rules.push(r);
@@ -120,6 +126,7 @@ fn translate_rule(
     rule: &HTTPRouteRule,
     namespace: &str,
     field: &str,
+    backend_policy: Option<&BackendPolicy>,
     report: &mut ObjectReport,
 ) -> Result<Rule, Diagnostic> {
     let mut matches = Vec::with_capacity(rule.matches.len());
@@ -221,7 +228,12 @@ fn translate_rule(
                     Protocol::Http1,
                     weight,
                 ) {
-                    Ok(backend) => list.push(backend),
+                    Ok(mut backend) => {
+                        if let Some(p) = backend_policy {
+                            apply_backend_policy(&mut backend.policy, p, report);
+                        }
+                        list.push(backend)
+                    }
                     Err(e) => {
                         report.diagnostics.push(Diagnostic::warning(
                             e.reason,
@@ -541,4 +553,116 @@ pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
         }
     }
     (parts > 0).then_some(total)
+}
+
+/// `spec.policies.backends`: each block set replaces what the Service's
+/// annotations say about the same thing. Values the schema lets through
+/// but Portico cannot use are reported and fall back to the default.
+fn apply_backend_policy(policy: &mut EndpointPolicy, p: &BackendPolicy, report: &mut ObjectReport) {
+    let found = &mut report.diagnostics;
+    if let Some(h) = &p.health_check {
+        let d = HealthCheck::default();
+        let interval = policy_duration(&h.interval, "healthCheck.interval", d.interval, found);
+        let mut timeout = policy_duration(&h.timeout, "healthCheck.timeout", d.timeout, found);
+        if timeout > interval {
+            timeout = interval;
+            found.push(policy_warning(
+                "healthCheck.timeout",
+                "longer than the interval; capped at the interval".into(),
+            ));
+        }
+        let count = |v: Option<i32>, default: u32| {
+            v.and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(default)
+        };
+        policy.health_check = Some(HealthCheck {
+            probe: match (&h.path, &h.grpc_service) {
+                (_, Some(service)) => Probe::Grpc {
+                    service: service.clone(),
+                },
+                (Some(path), None) => Probe::Http { path: path.clone() },
+                (None, None) => Probe::Tcp,
+            },
+            port: h
+                .port
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p > 0),
+            interval,
+            timeout,
+            healthy_threshold: count(h.healthy_threshold, d.healthy_threshold),
+            unhealthy_threshold: count(h.unhealthy_threshold, d.unhealthy_threshold),
+            expected_statuses: if h.expected_statuses.is_empty() {
+                d.expected_statuses
+            } else {
+                h.expected_statuses
+                    .iter()
+                    .filter_map(|r| {
+                        Some(StatusRange {
+                            min: u16::try_from(r.min).ok()?,
+                            max: u16::try_from(r.max).ok()?,
+                        })
+                    })
+                    .collect()
+            },
+        });
+    }
+    if let Some(o) = &p.outlier_detection {
+        let d = OutlierDetection::default();
+        let count =
+            |v: Option<i32>, default: u32| v.and_then(|n| u32::try_from(n).ok()).unwrap_or(default);
+        policy.outlier = OutlierDetection {
+            consecutive_5xx: count(o.consecutive_5xx, d.consecutive_5xx),
+            consecutive_errors: count(o.consecutive_errors, d.consecutive_errors),
+            base_ejection: policy_duration(
+                &o.base_ejection_time,
+                "outlierDetection.baseEjectionTime",
+                d.base_ejection,
+                found,
+            ),
+            max_ejection: policy_duration(
+                &o.max_ejection_time,
+                "outlierDetection.maxEjectionTime",
+                d.max_ejection,
+                found,
+            ),
+            max_ejected_percent: o
+                .max_ejected_percent
+                .and_then(|n| u8::try_from(n).ok())
+                .map_or(d.max_ejected_percent, |n| n.min(100)),
+        };
+    }
+    if let Some(t) = p.panic_threshold.and_then(|n| u8::try_from(n).ok()) {
+        policy.panic_threshold_percent = t.min(100);
+    }
+}
+
+fn policy_warning(field: &str, message: String) -> Diagnostic {
+    Diagnostic::warning(
+        "InvalidPolicy",
+        format!("spec.policies.backends.{field}"),
+        message,
+    )
+}
+
+/// A positive Gateway API duration, or the default (reported).
+fn policy_duration(
+    v: &Option<String>,
+    field: &str,
+    default: Duration,
+    found: &mut Vec<Diagnostic>,
+) -> Duration {
+    let Some(text) = v else {
+        return default;
+    };
+    match parse_duration(text).filter(|d| !d.is_zero()) {
+        Some(d) => d,
+        None => {
+            found.push(policy_warning(
+                field,
+                format!("{text:?} is not a positive duration; the default {default:?} applies"),
+            ));
+            default
+        }
+    }
 }

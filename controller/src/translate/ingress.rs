@@ -544,10 +544,17 @@ impl IngressTranslator<'_> {
         } else {
             None
         };
+        let grpc = matches!(
+            self.ann.backend_protocol,
+            BackendProtocol::Grpc | BackendProtocol::Grpcs
+        );
         let backends = match resolve_ingress_backend(self.snap, &self.namespace, backend, protocol)
         {
             Ok(b) => {
-                let b = self.with_default_backend(b, protocol);
+                let mut b = self.with_default_backend(b, protocol);
+                if grpc {
+                    backends::grpc_health_checks(&mut b);
+                }
                 vec![b]
             }
             Err((reason, message)) => {
@@ -733,6 +740,7 @@ fn attach_canary(
     report: &mut ObjectReport,
 ) {
     let namespace = ing.namespace().unwrap_or_default();
+    let grpc = protocol == BackendProtocol::Grpc;
     let protocol = match protocol {
         BackendProtocol::H2c | BackendProtocol::Grpc => Protocol::H2c,
         _ => Protocol::Http1,
@@ -770,7 +778,12 @@ fn attach_canary(
                 continue;
             };
             let backend = match resolve_ingress_backend(snap, &namespace, &path.backend, protocol) {
-                Ok(b) => b,
+                Ok(mut b) => {
+                    if protocol == Protocol::H2c && grpc {
+                        backends::grpc_health_checks(&mut b);
+                    }
+                    b
+                }
                 Err((reason, message)) => {
                     report.diagnostics.push(Diagnostic::warning(
                         reason,

@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
-use crate::health::{HealthShared, Outcome};
+use crate::health::check::Check;
+use crate::health::{EndpointReport, HealthShared, Outcome};
 use crate::model::EndpointPolicy;
 use crate::upstream::Endpoint;
 
@@ -27,6 +28,9 @@ pub struct Balancer {
     shared: Arc<HealthShared>,
     eligible: ArcSwap<Eligible>,
     next: AtomicU64,
+    /// The active checks of these endpoints; held so they run while this
+    /// table (or a later one) uses them.
+    checks: Vec<Arc<Check>>,
 }
 
 /// Which endpoints requests may go to, as of a health generation.
@@ -80,6 +84,7 @@ impl Balancer {
         endpoints: Vec<Arc<Endpoint>>,
         policy: EndpointPolicy,
         shared: Arc<HealthShared>,
+        checks: Vec<Arc<Check>>,
     ) -> Self {
         Self {
             eligible: ArcSwap::from_pointee(Eligible {
@@ -93,7 +98,40 @@ impl Balancer {
             policy,
             shared,
             next: AtomicU64::new(0),
+            checks,
         }
+    }
+
+    /// Each endpoint's health, for `/debug/endpoints`.
+    pub fn report(&self, backend: &str) -> Vec<EndpointReport> {
+        let now = self.shared.now_ms();
+        self.endpoints
+            .iter()
+            .map(|ep| {
+                let h = &ep.health;
+                EndpointReport {
+                    backend: backend.to_owned(),
+                    address: ep.addr(),
+                    eligible: h.is_eligible(now),
+                    active_healthy: h.is_active_healthy(),
+                    ejected_for_ms: h.ejected_until(now).map(|u| u - now),
+                    in_flight: h.in_flight(),
+                    requests: h.requests.load(Ordering::Relaxed),
+                    ejections: h.ejections_total.load(Ordering::Relaxed),
+                    checks: self
+                        .checks
+                        .iter()
+                        .filter(|c| Arc::ptr_eq(c.endpoint(), ep))
+                        .map(|c| c.report())
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// The active checks of this backend's endpoints.
+    pub fn checks(&self) -> &[Arc<Check>] {
+        &self.checks
     }
 
     pub fn endpoints(&self) -> &[Arc<Endpoint>] {

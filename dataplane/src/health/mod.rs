@@ -13,6 +13,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::model::OutlierDetection;
+use crate::observe::AtomicHistogram;
+
+pub(crate) mod check;
+
+/// Upper bounds (seconds) of the health-check duration histogram.
+const CHECK_DURATION_BUCKETS: [f64; 10] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 
 /// State every endpoint shares: the clock origin health times are kept
 /// against, and a generation that moves whenever any endpoint's eligibility
@@ -21,6 +28,8 @@ use crate::model::OutlierDetection;
 pub struct HealthShared {
     epoch: Instant,
     generation: AtomicU64,
+    /// How long active probes take, every endpoint together.
+    pub(crate) check_duration: AtomicHistogram,
 }
 
 impl Default for HealthShared {
@@ -28,6 +37,7 @@ impl Default for HealthShared {
         Self {
             epoch: Instant::now(),
             generation: AtomicU64::new(0),
+            check_duration: AtomicHistogram::new(&CHECK_DURATION_BUCKETS),
         }
     }
 }
@@ -49,6 +59,22 @@ impl HealthShared {
     pub(crate) fn bump(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
+}
+
+/// One endpoint of one backend as `/debug/endpoints` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EndpointReport {
+    pub backend: String,
+    pub address: std::net::SocketAddr,
+    /// Ready, passing active checks and not ejected.
+    pub eligible: bool,
+    pub active_healthy: bool,
+    /// Time left in the current ejection.
+    pub ejected_for_ms: Option<u64>,
+    pub in_flight: u64,
+    pub requests: u64,
+    pub ejections: u64,
+    pub checks: Vec<check::CheckReport>,
 }
 
 /// What one attempt on an endpoint came to, for outlier detection.
@@ -82,6 +108,8 @@ pub struct EndpointHealth {
     /// Attempts sent to this endpoint (retries included).
     pub(crate) requests: AtomicU64,
     pub(crate) ejections_total: AtomicU64,
+    pub(crate) checks_ok: AtomicU64,
+    pub(crate) checks_failed: AtomicU64,
 }
 
 impl EndpointHealth {
@@ -196,6 +224,19 @@ impl EndpointHealth {
         self.ejections_total.fetch_add(1, Ordering::Relaxed);
         shared.bump();
         true
+    }
+
+    /// An active checker's verdict flipped. Called by checkers only, under
+    /// their own lock, so that a checker that goes away takes back exactly
+    /// what it put in.
+    pub(crate) fn set_active_failing(&self, failing: bool, shared: &HealthShared) {
+        if failing {
+            self.active_failing.fetch_add(1, Ordering::AcqRel);
+        } else if self.active_failing.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.healthy_since_ms
+                .store(shared.now_ms(), Ordering::Relaxed);
+        }
+        shared.bump();
     }
 }
 
