@@ -231,6 +231,123 @@ pub struct BackendPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub panic_threshold: Option<i32>,
+
+    /// An endpoint that becomes eligible (new, recovered, back from an
+    /// ejection) ramps from a tenth of its share to all of it over this
+    /// window. Absent or `0s`: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub slow_start: Option<String>,
+
+    /// How each request's endpoint is chosen. Absent: round robin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancing: Option<LoadBalancingPolicy>,
+}
+
+/// A load-balancing policy.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[x_kube(
+    validation = Rule::new("self.policy != 'ConsistentHash' || has(self.hashBy)")
+        .message("ConsistentHash needs hashBy"),
+    validation = Rule::new("self.policy == 'Cookie' || !has(self.cookie)")
+        .message("cookie is only for the Cookie policy")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadBalancingPolicy {
+    pub policy: LoadBalancingAlgorithm,
+
+    /// For ConsistentHash: ingress-nginx `upstream-hash-by` variables,
+    /// concatenated: `$remote_addr`, `$request_uri`, `$uri`, `$host`,
+    /// `$http_<name>`, `$cookie_<name>`, `$arg_<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub hash_by: Option<String>,
+
+    /// For Cookie: the sticky-session cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<SessionCookie>,
+}
+
+/// How the endpoint is chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(description = "")]
+pub enum LoadBalancingAlgorithm {
+    /// Smooth weighted round robin.
+    #[default]
+    RoundRobin,
+    /// The less loaded of two random endpoints.
+    LeastRequest,
+    /// The lower of two random endpoints' latency average times load.
+    #[serde(rename = "EWMA")]
+    Ewma,
+    /// A consistent hash of `hashBy`, with bounded load.
+    ConsistentHash,
+    /// Sticky sessions by cookie.
+    Cookie,
+}
+
+/// The sticky-session cookie (ingress-nginx `session-cookie-*`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionCookie {
+    /// Absent: INGRESSCOOKIE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), pattern(COOKIE_NAME_PATTERN))]
+    pub name: Option<String>,
+
+    /// Balanced (a hashed key: scaling moves a share of sessions) or
+    /// Persistent (names its endpoint). Absent: Balanced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<AffinityModeSpec>,
+
+    /// `Max-Age`, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 315_360_000))]
+    pub max_age: Option<i64>,
+
+    /// `Path`. Absent: `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), pattern(COOKIE_PATH_PATTERN))]
+    pub path: Option<String>,
+
+    /// `Domain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(PRECISE_HOSTNAME_PATTERN))]
+    pub domain: Option<String>,
+
+    /// `SameSite`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_site: Option<SameSiteSpec>,
+
+    /// Mark the cookie `Secure`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure: Option<bool>,
+
+    /// After a failed attempt is retried elsewhere, point the session at
+    /// the endpoint that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_on_failure: Option<bool>,
+}
+
+/// A cookie's path: an absolute URL path without `;` and `,`.
+pub const COOKIE_PATH_PATTERN: &str = r"^/([-A-Za-z0-9/._~!&'()*+=:@]|%[0-9A-Fa-f]{2})*$";
+
+/// A cookie name: an RFC 6265 token.
+pub const COOKIE_NAME_PATTERN: &str = r"^[A-Za-z0-9!#$%&'*+\-.^_\x60|~]+$";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(description = "")]
+pub enum AffinityModeSpec {
+    Balanced,
+    Persistent,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(description = "")]
+pub enum SameSiteSpec {
+    None,
+    Lax,
+    Strict,
 }
 
 /// An absolute URL path for health checks.

@@ -89,3 +89,17 @@ fn health_check_paths() {
         &["", "healthz", "/a b", "/%zz", "/a?b=1", "/a#b", "/é"],
     );
 }
+
+#[test]
+fn cookie_paths_and_names() {
+    check(
+        portico_crds::COOKIE_PATH_PATTERN,
+        &["/", "/shop", "/a/b-c"],
+        &["", "shop", "/a;b", "/a,b", "/a b", "/a; Domain=evil"],
+    );
+    check(
+        portico_crds::COOKIE_NAME_PATTERN,
+        &["INGRESSCOOKIE", "route_1", "a.b"],
+        &["", "a b", "a;b", "a=b", "a,b"],
+    );
+}

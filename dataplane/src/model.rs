@@ -326,6 +326,187 @@ pub struct EndpointPolicy {
     /// Envoy does, rather than piled onto the few left. 0 turns it off.
     #[serde(default = "default_panic_threshold")]
     pub panic_threshold_percent: u8,
+    /// An endpoint that becomes eligible (new, recovered, back from an
+    /// ejection) ramps from a tenth of its weight to all of it over this
+    /// window. `None`: off.
+    #[serde(default, with = "serde_http::opt_millis")]
+    pub slow_start: Option<Duration>,
+    /// How the endpoint of each request is chosen.
+    #[serde(default)]
+    pub balance: Balance,
+}
+
+/// Load-balancing policy (ingress-nginx `load-balance`, `upstream-hash-by`,
+/// `affinity`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Balance {
+    /// Smooth weighted round robin: endpoints in turn, slow-starting ones
+    /// interleaved at their share.
+    #[default]
+    RoundRobin,
+    /// The less loaded of two endpoints chosen at random (in-flight
+    /// requests, divided by weight).
+    LeastRequest,
+    /// The lower of two random endpoints' response-time average times
+    /// in-flight requests (ingress-nginx's `ewma`).
+    Ewma,
+    /// A consistent hash of the key picks the endpoint; an endpoint over
+    /// 1.25 times the average load passes the key on (bounded load).
+    ConsistentHash { key: HashKey },
+    /// Sticky sessions by cookie.
+    Cookie(CookieAffinity),
+}
+
+/// An `upstream-hash-by` expression: one or more variables, concatenated.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HashKey(pub Vec<HashVar>);
+
+/// One variable of a [`HashKey`], as ingress-nginx (nginx) names them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum HashVar {
+    /// `$remote_addr`: the client's IP address.
+    RemoteAddr,
+    /// `$request_uri`: path and query as the client sent them.
+    RequestUri,
+    /// `$uri`: the path.
+    Uri,
+    /// `$host`: the host, lower case, without port.
+    Host,
+    /// `$http_<name>`: a request header (`_` in the name stands for `-`).
+    Header(#[serde(with = "serde_http::header_name")] HeaderName),
+    /// `$cookie_<name>`: a cookie's value.
+    Cookie(String),
+    /// `$arg_<name>`: a query argument's value.
+    Arg(String),
+}
+
+impl HashKey {
+    /// Parses an `upstream-hash-by` expression such as `$request_uri` or
+    /// `$host$uri`. Only variables: literal text is refused, so nothing a
+    /// user writes is ever interpreted.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("empty".into());
+        }
+        let mut vars = Vec::new();
+        let mut rest = s;
+        while !rest.is_empty() {
+            let Some(after) = rest.strip_prefix('$') else {
+                return Err(format!(
+                    "only nginx variables may be used, not text: {:?}",
+                    rest.chars().take(20).collect::<String>()
+                ));
+            };
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            let (name, tail) = after.split_at(end);
+            rest = tail;
+            let named = |prefix: &str| name.strip_prefix(prefix).filter(|n| !n.is_empty());
+            let var = match name {
+                "remote_addr" => HashVar::RemoteAddr,
+                "request_uri" => HashVar::RequestUri,
+                "uri" => HashVar::Uri,
+                "host" => HashVar::Host,
+                _ => {
+                    if let Some(h) = named("http_") {
+                        let header = h.replace('_', "-").to_ascii_lowercase();
+                        HashVar::Header(
+                            HeaderName::from_bytes(header.as_bytes())
+                                .map_err(|_| format!("${name}: not a header name"))?,
+                        )
+                    } else if let Some(c) = named("cookie_") {
+                        HashVar::Cookie(c.to_owned())
+                    } else if let Some(a) = named("arg_") {
+                        HashVar::Arg(a.to_owned())
+                    } else {
+                        return Err(format!(
+                            "${name} is not supported (use $remote_addr, $request_uri, $uri, $host, $http_<name>, $cookie_<name> or $arg_<name>)"
+                        ));
+                    }
+                }
+            };
+            vars.push(var);
+            if vars.len() > 8 {
+                return Err("at most 8 variables".into());
+            }
+        }
+        Ok(HashKey(vars))
+    }
+}
+
+/// Sticky sessions (ingress-nginx `affinity: cookie` and
+/// `session-cookie-*`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CookieAffinity {
+    /// A valid cookie name.
+    pub name: String,
+    pub mode: AffinityMode,
+    /// `Max-Age`, seconds.
+    #[serde(default)]
+    pub max_age: Option<u64>,
+    /// `Expires`, seconds from the response.
+    #[serde(default)]
+    pub expires: Option<u64>,
+    /// `Path`; a validated absolute path.
+    pub path: String,
+    /// `Domain`; a validated host name.
+    #[serde(default)]
+    pub domain: Option<String>,
+    #[serde(default)]
+    pub same_site: Option<SameSite>,
+    #[serde(default)]
+    pub secure: bool,
+    /// After a failed attempt, point the cookie at the endpoint that
+    /// answered instead.
+    #[serde(default)]
+    pub change_on_failure: bool,
+}
+
+impl Default for CookieAffinity {
+    fn default() -> Self {
+        Self {
+            name: "INGRESSCOOKIE".into(),
+            mode: AffinityMode::Balanced,
+            max_age: None,
+            expires: None,
+            path: "/".into(),
+            domain: None,
+            same_site: None,
+            secure: false,
+            change_on_failure: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AffinityMode {
+    /// The cookie holds a key that a consistent hash maps to an endpoint:
+    /// adding endpoints moves a share of the sessions (ingress-nginx
+    /// `balanced`).
+    #[default]
+    Balanced,
+    /// The cookie names its endpoint: a session stays while the endpoint
+    /// is eligible (ingress-nginx `persistent`).
+    Persistent,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SameSite {
+    None,
+    Lax,
+    Strict,
+}
+
+impl SameSite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::None => "None",
+            SameSite::Lax => "Lax",
+            SameSite::Strict => "Strict",
+        }
+    }
 }
 
 fn default_panic_threshold() -> u8 {
@@ -338,6 +519,8 @@ impl Default for EndpointPolicy {
             health_check: None,
             outlier: OutlierDetection::default(),
             panic_threshold_percent: default_panic_threshold(),
+            slow_start: None,
+            balance: Balance::default(),
         }
     }
 }
@@ -790,6 +973,41 @@ mod tests {
         );
         for bad in ["", "*.", "a..b", "-a.com", "a b.com", "*.*.com", "a.com/x"] {
             assert_eq!(Hostname::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hash_keys_parse_into_variables_only() {
+        assert_eq!(
+            HashKey::parse("$request_uri").unwrap(),
+            HashKey(vec![HashVar::RequestUri])
+        );
+        assert_eq!(
+            HashKey::parse(" $host$uri ").unwrap(),
+            HashKey(vec![HashVar::Host, HashVar::Uri])
+        );
+        assert_eq!(
+            HashKey::parse("$http_x_user_id$cookie_session$arg_page$remote_addr").unwrap(),
+            HashKey(vec![
+                HashVar::Header(HeaderName::from_static("x-user-id")),
+                HashVar::Cookie("session".into()),
+                HashVar::Arg("page".into()),
+                HashVar::RemoteAddr,
+            ])
+        );
+        for bad in [
+            "",
+            "request_uri",
+            "$",
+            "$request_uri-x",
+            "$host/$uri",
+            "$binary_remote_addr",
+            "$http_",
+            "$cookie_",
+            "${host}",
+            "$args",
+        ] {
+            assert!(HashKey::parse(bad).is_err(), "{bad:?}");
         }
     }
 

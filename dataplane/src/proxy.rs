@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::Shared;
-use crate::balance::InFlight;
+use crate::balance::RequestView;
 use crate::body::{BodyError, RequestBody, ResponseBody, find_body_error};
 use crate::grpc;
 use crate::health::Outcome;
@@ -341,7 +341,13 @@ async fn forward(
             return (ctx.error(StatusCode::SERVICE_UNAVAILABLE), None);
         }
     };
-    let Some(pick) = backend.balancer.pick(&[]) else {
+    let key = backend.balancer.request_key(&RequestView {
+        client: ctx.conn.client.ip(),
+        uri: req.uri(),
+        host: host.to_str().unwrap_or(""),
+        headers: req.headers(),
+    });
+    let Some(pick) = backend.balancer.pick(&key, &[]) else {
         return (ctx.error(StatusCode::SERVICE_UNAVAILABLE), None);
     };
     let endpoint = pick.endpoint;
@@ -438,10 +444,13 @@ async fn forward(
             .request
             .map_or(timeouts.read, |total| total.min(timeouts.read)),
     };
-    let in_flight = InFlight::new(endpoint);
+    let in_flight = backend.balancer.in_flight(&pick);
+    let sent_at = Instant::now();
     let sent = tokio::time::timeout(wait, endpoint.send(upstream_req, timeouts.connect)).await;
     if let Some(outcome) = attempt_outcome(&sent) {
-        backend.balancer.record(pick.index, outcome);
+        backend
+            .balancer
+            .record(pick.index, outcome, sent_at.elapsed());
     }
     let (mut rsp, recycle) = match sent {
         Err(_elapsed) => {
@@ -473,6 +482,9 @@ async fn forward(
     let (mut parts, body) = rsp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     parts.version = Version::HTTP_11;
+    if let Some(cookie) = pick.set_cookie {
+        parts.headers.append(header::SET_COOKIE, cookie);
+    }
     let body = if ctx.grpc {
         if !grpc::is_grpc(&parts.headers) {
             // Not a gRPC answer (an HTML error page, a 503 from a sidecar):

@@ -321,7 +321,7 @@ impl CanaryRuntime {
 }
 
 /// The value of the first cookie called `name` in the `Cookie` headers.
-fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
+pub(crate) fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
@@ -418,7 +418,10 @@ mod tests {
         /// A backend, then one of its endpoints.
         fn pick(&self) -> Result<(&BackendRuntime, &Arc<crate::upstream::Endpoint>), PickError> {
             let b = self.pick_backend()?;
-            let p = b.balancer.pick(&[]).ok_or(PickError::NoEndpoints)?;
+            let p = b
+                .balancer
+                .pick(&Default::default(), &[])
+                .ok_or(PickError::NoEndpoints)?;
             Ok((b, p.endpoint))
         }
     }

@@ -77,6 +77,8 @@ pub struct ServiceAnnotations {
     pub outlier_max_ejected_percent: Option<u8>,
     /// 0 to 100.
     pub panic_threshold: Option<u8>,
+    /// `Some(ZERO)`: explicitly off.
+    pub slow_start: Option<Duration>,
 }
 
 impl ServiceAnnotations {
@@ -162,6 +164,40 @@ pub struct IngressAnnotations {
     pub https: HttpsAnnotations,
     pub upstream_tls: UpstreamTlsAnnotations,
     pub ssl_passthrough: bool,
+    pub balance: BalanceAnnotations,
+}
+
+/// `load-balance`, `upstream-hash-by`, `affinity` and `session-cookie-*`:
+/// how each request's endpoint is chosen. Precedence (as ingress-nginx):
+/// cookie affinity, then the hash, then `load-balance`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BalanceAnnotations {
+    pub load_balance: Option<LoadBalance>,
+    pub upstream_hash_by: Option<portico_dataplane::model::HashKey>,
+    /// `affinity: cookie`.
+    pub affinity_cookie: bool,
+    pub affinity_mode: Option<portico_dataplane::model::AffinityMode>,
+    /// A valid cookie name.
+    pub session_cookie_name: Option<String>,
+    /// Seconds.
+    pub session_cookie_max_age: Option<u64>,
+    /// Seconds from the response.
+    pub session_cookie_expires: Option<u64>,
+    /// A validated absolute path.
+    pub session_cookie_path: Option<String>,
+    /// A validated, lower-cased host name.
+    pub session_cookie_domain: Option<String>,
+    pub session_cookie_samesite: Option<portico_dataplane::model::SameSite>,
+    pub session_cookie_secure: bool,
+    pub session_cookie_change_on_failure: bool,
+}
+
+/// `load-balance`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadBalance {
+    RoundRobin,
+    LeastRequest,
+    Ewma,
 }
 
 /// `proxy-ssl-*`: TLS to backends, used with `backend-protocol` HTTPS or

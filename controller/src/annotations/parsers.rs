@@ -3,9 +3,11 @@
 //! [`Draft::finish`], once every value is known.
 
 use super::values;
+use portico_dataplane::model::{AffinityMode, HashKey, SameSite};
+
 use super::{
     AuthTlsVerify, BackendProtocol, CanaryAnnotations, DiagnosticKind, Fallback,
-    IngressAnnotations, RedirectTarget, RewriteTarget, ServiceAnnotations, quote,
+    IngressAnnotations, LoadBalance, RedirectTarget, RewriteTarget, ServiceAnnotations, quote,
 };
 
 pub(crate) const DEFAULT_CANARY_WEIGHT_TOTAL: u32 = 100;
@@ -69,6 +71,7 @@ impl Draft {
         self.finish_redirects(&mut notes);
         self.finish_canary(&mut notes);
         self.finish_health_check(&mut notes);
+        self.finish_balance(&mut notes);
         (self.out, self.svc, notes)
     }
 
@@ -155,6 +158,47 @@ impl Draft {
             );
         }
         self.out.canary = Some(canary);
+    }
+
+    /// ingress-nginx's precedence: affinity, then the hash, then
+    /// load-balance; cookie settings need affinity.
+    fn finish_balance(&mut self, notes: &mut Vec<KeyedNote>) {
+        const COOKIE_PARTS: [&str; 9] = [
+            "affinity-mode",
+            "session-cookie-name",
+            "session-cookie-max-age",
+            "session-cookie-expires",
+            "session-cookie-path",
+            "session-cookie-domain",
+            "session-cookie-samesite",
+            "session-cookie-secure",
+            "session-cookie-change-on-failure",
+        ];
+        let b = &self.out.balance;
+        if !b.affinity_cookie {
+            for name in COOKIE_PARTS {
+                self.note(
+                    notes,
+                    name,
+                    "has no effect without affinity: cookie; ignored",
+                );
+            }
+            if b.upstream_hash_by.is_some() && b.load_balance.is_some() {
+                self.note(
+                    notes,
+                    "load-balance",
+                    "upstream-hash-by is also set and wins, as in ingress-nginx; ignored",
+                );
+            }
+            return;
+        }
+        for name in ["upstream-hash-by", "load-balance"] {
+            self.note(
+                notes,
+                name,
+                "affinity: cookie is also set and wins, as in ingress-nginx; ignored",
+            );
+        }
     }
 
     /// A probe may not outlive the interval that schedules the next one.
@@ -556,5 +600,101 @@ pub(crate) fn outlier_max_ejected_percent(v: &str, d: &mut Draft) -> Result<(), 
 
 pub(crate) fn panic_threshold(v: &str, d: &mut Draft) -> Result<(), String> {
     d.svc.panic_threshold = Some(values::percent(v)?);
+    Ok(())
+}
+
+pub(crate) fn slow_start(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.slow_start = Some(if v == "0" {
+        std::time::Duration::ZERO
+    } else {
+        values::timeout(v)?
+    });
+    Ok(())
+}
+
+// === load balancing (Ingress) ===
+
+pub(crate) fn load_balance(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.balance.load_balance = Some(match v {
+        "round_robin" => LoadBalance::RoundRobin,
+        "least_request" => LoadBalance::LeastRequest,
+        "ewma" => LoadBalance::Ewma,
+        _ => return Err("expected round_robin, least_request or ewma".into()),
+    });
+    Ok(())
+}
+
+pub(crate) fn upstream_hash_by(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.balance.upstream_hash_by = Some(HashKey::parse(v)?);
+    Ok(())
+}
+
+pub(crate) fn affinity(v: &str, d: &mut Draft) -> Result<(), String> {
+    if v != "cookie" {
+        return Err("the only affinity is cookie".into());
+    }
+    d.out.balance.affinity_cookie = true;
+    Ok(())
+}
+
+pub(crate) fn affinity_mode(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.balance.affinity_mode = Some(match v {
+        "balanced" => AffinityMode::Balanced,
+        "persistent" => AffinityMode::Persistent,
+        _ => return Err("expected balanced or persistent".into()),
+    });
+    Ok(())
+}
+
+pub(crate) fn session_cookie_name(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.balance.session_cookie_name = Some(values::cookie_name(v)?);
+    Ok(())
+}
+
+pub(crate) fn session_cookie_max_age(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.balance.session_cookie_max_age = Some(u64::from(values::uint(v)?));
+    Ok(())
+}
+
+pub(crate) fn session_cookie_expires(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.balance.session_cookie_expires = Some(u64::from(values::uint(v)?));
+    Ok(())
+}
+
+pub(crate) fn session_cookie_path(v: &str, d: &mut Draft) -> Result<(), String> {
+    let path = values::absolute_path(v)?;
+    if path.contains([';', ',']) {
+        return Err("';' and ',' cannot be in a cookie path".into());
+    }
+    d.out.balance.session_cookie_path = Some(path);
+    Ok(())
+}
+
+pub(crate) fn session_cookie_domain(v: &str, d: &mut Draft) -> Result<(), String> {
+    let name = values::server_name(v.strip_prefix('.').unwrap_or(v))?;
+    if name.starts_with("*.") {
+        return Err("must be a host name, not a wildcard".into());
+    }
+    d.out.balance.session_cookie_domain = Some(name);
+    Ok(())
+}
+
+pub(crate) fn session_cookie_samesite(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.balance.session_cookie_samesite = Some(match v.to_ascii_lowercase().as_str() {
+        "none" => SameSite::None,
+        "lax" => SameSite::Lax,
+        "strict" => SameSite::Strict,
+        _ => return Err("expected None, Lax or Strict".into()),
+    });
+    Ok(())
+}
+
+pub(crate) fn session_cookie_secure(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.balance.session_cookie_secure = values::go_bool(v)?;
+    Ok(())
+}
+
+pub(crate) fn session_cookie_change_on_failure(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.balance.session_cookie_change_on_failure = values::go_bool(v)?;
     Ok(())
 }

@@ -8,10 +8,11 @@ use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use portico_dataplane::model::{
-    Backend, EndpointPolicy, HealthCheck, OutlierDetection, Probe, Protocol, StatusRange,
+    Backend, Balance, CookieAffinity, EndpointPolicy, HealthCheck, OutlierDetection, Probe,
+    Protocol, StatusRange,
 };
 
-use crate::annotations::{self, ServiceAnnotations};
+use crate::annotations::{self, BalanceAnnotations, LoadBalance, ServiceAnnotations};
 use crate::snapshot::{Snapshot, external_name_key};
 
 /// How a backend names the Service port.
@@ -197,6 +198,38 @@ fn policy_from(a: &ServiceAnnotations) -> EndpointPolicy {
                 .unwrap_or(o.max_ejected_percent),
         },
         panic_threshold_percent: a.panic_threshold.unwrap_or(d.panic_threshold_percent),
+        slow_start: a.slow_start.filter(|d| !d.is_zero()),
+        balance: Balance::default(),
+    }
+}
+
+/// The balancing policy an Ingress's annotations ask for; `cookie_path` is
+/// the sticky cookie's path unless `session-cookie-path` says otherwise.
+pub fn balance(a: &BalanceAnnotations, cookie_path: &str) -> Balance {
+    if a.affinity_cookie {
+        let d = CookieAffinity::default();
+        return Balance::Cookie(CookieAffinity {
+            name: a.session_cookie_name.clone().unwrap_or(d.name),
+            mode: a.affinity_mode.unwrap_or(d.mode),
+            max_age: a.session_cookie_max_age,
+            expires: a.session_cookie_expires,
+            path: a
+                .session_cookie_path
+                .clone()
+                .unwrap_or_else(|| cookie_path.to_owned()),
+            domain: a.session_cookie_domain.clone(),
+            same_site: a.session_cookie_samesite,
+            secure: a.session_cookie_secure,
+            change_on_failure: a.session_cookie_change_on_failure,
+        });
+    }
+    if let Some(key) = &a.upstream_hash_by {
+        return Balance::ConsistentHash { key: key.clone() };
+    }
+    match a.load_balance {
+        None | Some(LoadBalance::RoundRobin) => Balance::RoundRobin,
+        Some(LoadBalance::LeastRequest) => Balance::LeastRequest,
+        Some(LoadBalance::Ewma) => Balance::Ewma,
     }
 }
 

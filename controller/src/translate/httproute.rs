@@ -5,15 +5,15 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 use kube::ResourceExt;
 use portico_crds::{
-    BackendPolicy, FilterType, HTTPHeader, HTTPHeaderFilter, HTTPMethod, HTTPPathModifier,
-    HTTPRoute, HTTPRouteFilter, HTTPRouteRule, PathMatchType, PathModifierType, RedirectScheme,
-    StringMatchType,
+    AffinityModeSpec, BackendPolicy, FilterType, HTTPHeader, HTTPHeaderFilter, HTTPMethod,
+    HTTPPathModifier, HTTPRoute, HTTPRouteFilter, HTTPRouteRule, LoadBalancingAlgorithm,
+    PathMatchType, PathModifierType, RedirectScheme, SameSiteSpec, StringMatchType,
 };
 use portico_dataplane::model::{
-    Action, Backend, EndpointPolicy, Filters, Forward, HeaderMatch, HeaderModifier, HealthCheck,
-    Hostname, OutlierDetection, PathMatch, PathModifier, Probe, Protocol, QueryMatch, Redirect,
-    RedirectStatus, Route, RouteMatch, Rule, Scheme, SourceRef, StatusRange, Timeouts, UrlRewrite,
-    ValueMatch,
+    Action, AffinityMode, Backend, Balance, CookieAffinity, EndpointPolicy, Filters, Forward,
+    HashKey, HeaderMatch, HeaderModifier, HealthCheck, Hostname, OutlierDetection, PathMatch,
+    PathModifier, Probe, Protocol, QueryMatch, Redirect, RedirectStatus, Route, RouteMatch, Rule,
+    SameSite, Scheme, SourceRef, StatusRange, Timeouts, UrlRewrite, ValueMatch,
 };
 
 use super::backends::{self, PortRef};
@@ -634,6 +634,64 @@ fn apply_backend_policy(policy: &mut EndpointPolicy, p: &BackendPolicy, report: 
     }
     if let Some(t) = p.panic_threshold.and_then(|n| u8::try_from(n).ok()) {
         policy.panic_threshold_percent = t.min(100);
+    }
+    if let Some(text) = &p.slow_start {
+        policy.slow_start = parse_duration(text).filter(|d| !d.is_zero());
+        if parse_duration(text).is_none() {
+            found.push(policy_warning(
+                "slowStart",
+                format!("{text:?} is not a duration; slow start is off"),
+            ));
+        }
+    }
+    if let Some(lb) = &p.load_balancing {
+        policy.balance = match lb.policy {
+            LoadBalancingAlgorithm::RoundRobin => Balance::RoundRobin,
+            LoadBalancingAlgorithm::LeastRequest => Balance::LeastRequest,
+            LoadBalancingAlgorithm::Ewma => Balance::Ewma,
+            LoadBalancingAlgorithm::ConsistentHash => {
+                match lb.hash_by.as_deref().map(HashKey::parse) {
+                    Some(Ok(key)) => Balance::ConsistentHash { key },
+                    Some(Err(reason)) => {
+                        found.push(policy_warning(
+                            "loadBalancing.hashBy",
+                            format!("{reason}; requests are round-robined instead"),
+                        ));
+                        Balance::RoundRobin
+                    }
+                    None => {
+                        found.push(policy_warning(
+                            "loadBalancing.hashBy",
+                            "ConsistentHash needs hashBy; requests are round-robined instead"
+                                .into(),
+                        ));
+                        Balance::RoundRobin
+                    }
+                }
+            }
+            LoadBalancingAlgorithm::Cookie => {
+                let d = CookieAffinity::default();
+                let c = lb.cookie.clone().unwrap_or_default();
+                Balance::Cookie(CookieAffinity {
+                    name: c.name.unwrap_or(d.name),
+                    mode: match c.mode {
+                        Some(AffinityModeSpec::Persistent) => AffinityMode::Persistent,
+                        _ => AffinityMode::Balanced,
+                    },
+                    max_age: c.max_age.and_then(|n| u64::try_from(n).ok()),
+                    expires: None,
+                    path: c.path.unwrap_or(d.path),
+                    domain: c.domain,
+                    same_site: c.same_site.map(|s| match s {
+                        SameSiteSpec::None => SameSite::None,
+                        SameSiteSpec::Lax => SameSite::Lax,
+                        SameSiteSpec::Strict => SameSite::Strict,
+                    }),
+                    secure: c.secure.unwrap_or(false),
+                    change_on_failure: c.change_on_failure.unwrap_or(false),
+                })
+            }
+        };
     }
 }
 

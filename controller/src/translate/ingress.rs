@@ -279,7 +279,7 @@ impl IngressTranslator<'_> {
         let default_backend = spec.default_backend.as_ref().map(|b| {
             self.report.rules_total += 1;
             self.report.rules_served += 1;
-            let action = self.forward_action(b, "spec.defaultBackend");
+            let action = self.forward_action(b, "spec.defaultBackend", "/");
             self.base_rule(Vec::new(), action)
         });
         let app_root = self.ann.app_root.as_ref().map(|root| {
@@ -478,11 +478,33 @@ impl IngressTranslator<'_> {
             path: path_match,
             ..Default::default()
         }];
-        let action = self.path_action(&path.backend, &value, &format!("{field}.backend"));
+        // The sticky cookie's default path: the Ingress path, when it is one.
+        let cookie_path = match &matches[0].path {
+            PathMatch::RegularExpression(_) => "/".to_owned(),
+            _ if value
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b';' && b != b',') =>
+            {
+                value.clone()
+            }
+            _ => "/".to_owned(),
+        };
+        let action = self.path_action(
+            &path.backend,
+            &value,
+            &cookie_path,
+            &format!("{field}.backend"),
+        );
         Some(self.base_rule(matches, action))
     }
 
-    fn path_action(&mut self, backend: &IngressBackend, path: &str, field: &str) -> Action {
+    fn path_action(
+        &mut self,
+        backend: &IngressBackend,
+        path: &str,
+        cookie_path: &str,
+        field: &str,
+    ) -> Action {
         if let Some(reason) = &self.denied {
             return Action::Deny {
                 reason: reason.clone(),
@@ -497,7 +519,7 @@ impl IngressTranslator<'_> {
         {
             return redirect_action(r);
         }
-        let mut action = self.forward_action(backend, field);
+        let mut action = self.forward_action(backend, field, cookie_path);
         if let Action::Forward(fwd) = &mut action {
             let path_rewrite =
                 self.ann
@@ -517,7 +539,12 @@ impl IngressTranslator<'_> {
         action
     }
 
-    fn forward_action(&mut self, backend: &IngressBackend, field: &str) -> Action {
+    fn forward_action(
+        &mut self,
+        backend: &IngressBackend,
+        field: &str,
+        cookie_path: &str,
+    ) -> Action {
         let (protocol, tls) = match self.ann.backend_protocol {
             BackendProtocol::Http => (Protocol::Http1, false),
             BackendProtocol::H2c | BackendProtocol::Grpc => (Protocol::H2c, false),
@@ -555,6 +582,7 @@ impl IngressTranslator<'_> {
                 if grpc {
                     backends::grpc_health_checks(&mut b);
                 }
+                b.policy.balance = backends::balance(&self.ann.balance, cookie_path);
                 vec![b]
             }
             Err((reason, message)) => {
@@ -816,6 +844,12 @@ fn attach_canary(
                     "another canary Ingress already serves this path; only one canary per path is used",
                 ));
                 continue;
+            }
+            // The weighted split picks the canary; the main path's policy
+            // picks its endpoint.
+            let mut backend = backend;
+            if let Some(main_backend) = fwd.backends.first() {
+                backend.policy.balance = main_backend.policy.balance.clone();
             }
             fwd.canary = Some(Canary {
                 backends: vec![backend],

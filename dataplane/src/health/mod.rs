@@ -71,6 +71,8 @@ pub struct EndpointReport {
     pub active_healthy: bool,
     /// Time left in the current ejection.
     pub ejected_for_ms: Option<u64>,
+    /// Its share while it slow-starts (100: full weight).
+    pub weight_percent: u64,
     pub in_flight: u64,
     pub requests: u64,
     pub ejections: u64,
@@ -110,7 +112,15 @@ pub struct EndpointHealth {
     pub(crate) ejections_total: AtomicU64,
     pub(crate) checks_ok: AtomicU64,
     pub(crate) checks_failed: AtomicU64,
+    /// Exponentially weighted response time (nanoseconds, f64 bits) and
+    /// when it was last updated (ms), for the `ewma` balancer.
+    ewma_ns: AtomicU64,
+    ewma_at_ms: AtomicU64,
 }
+
+/// How quickly the response-time average forgets (as ingress-nginx's ewma
+/// balancer: 10 s).
+const EWMA_DECAY_MS: f64 = 10_000.0;
 
 impl EndpointHealth {
     pub(crate) fn new(now_ms: u64) -> Self {
@@ -136,6 +146,37 @@ impl EndpointHealth {
     pub(crate) fn ejected_until(&self, now_ms: u64) -> Option<u64> {
         let until = self.ejected_until_ms.load(Ordering::Acquire);
         (now_ms < until).then_some(until)
+    }
+
+    /// Since when the endpoint has been taking traffic (for slow start).
+    pub(crate) fn eligible_since(&self) -> u64 {
+        self.healthy_since_ms
+            .load(Ordering::Relaxed)
+            .max(self.ejected_until_ms.load(Ordering::Relaxed))
+    }
+
+    /// The response-time average in nanoseconds, decayed to now; 0 before
+    /// the first response.
+    pub(crate) fn ewma_ns(&self, now_ms: u64) -> f64 {
+        let v = f64::from_bits(self.ewma_ns.load(Ordering::Relaxed));
+        let at = self.ewma_at_ms.load(Ordering::Relaxed);
+        // An idle endpoint's average fades, so it gets tried again.
+        v * (-(now_ms.saturating_sub(at) as f64) / EWMA_DECAY_MS).exp()
+    }
+
+    /// Folds one response time in. Racing updates may lose a sample, which
+    /// an average shrugs off; taking a lock here would not be worth it.
+    pub(crate) fn observe_latency(&self, latency: Duration, now_ms: u64) {
+        let sample = latency.as_nanos() as f64;
+        let at = self.ewma_at_ms.swap(now_ms, Ordering::Relaxed);
+        let old = f64::from_bits(self.ewma_ns.load(Ordering::Relaxed));
+        let v = if at == 0 {
+            sample
+        } else {
+            let w = (-(now_ms.saturating_sub(at) as f64) / EWMA_DECAY_MS).exp();
+            old * w + sample * (1.0 - w)
+        };
+        self.ewma_ns.store(v.to_bits(), Ordering::Relaxed);
     }
 
     pub fn in_flight(&self) -> u64 {
@@ -329,5 +370,15 @@ mod tests {
         for _ in 0..100 {
             assert!(!eps[3].record(Outcome::ServerError, &off, eps.iter(), &shared));
         }
+    }
+    #[tokio::test(start_paused = true)]
+    async fn ewma_follows_latency_and_fades_when_idle() {
+        let shared = HealthShared::default();
+        let h = EndpointHealth::new(1);
+        h.observe_latency(Duration::from_millis(100), shared.now_ms());
+        assert!((h.ewma_ns(shared.now_ms()) - 1e8).abs() < 1.0);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let faded = h.ewma_ns(shared.now_ms());
+        assert!(faded < 0.4e8 && faded > 0.3e8, "{faded}");
     }
 }
