@@ -120,6 +120,7 @@ fn route_to(upstream: SocketAddr) -> RouteConfig {
                     rewrite: None,
                     canary: None,
                     upstream_tls: None,
+                    retry: Default::default(),
                 }),
                 timeouts: Default::default(),
                 max_request_body: Some(1 << 20),

@@ -96,6 +96,18 @@ impl RequestBody {
     }
 }
 
+impl RequestBody {
+    /// No body at all: a request sent again on a retry had none.
+    pub fn empty() -> Self {
+        Self {
+            inner: None,
+            limit: None,
+            received: Arc::default(),
+            timer: IdleTimer::new(Duration::MAX),
+        }
+    }
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
     type Error = BodyError;

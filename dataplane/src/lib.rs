@@ -17,6 +17,7 @@ pub mod model;
 pub mod observe;
 pub mod pattern;
 pub mod proxy;
+pub(crate) mod retry;
 pub mod router;
 pub mod server;
 pub mod table;

@@ -233,6 +233,105 @@ pub struct Forward {
     /// HTTPS`/`GRPCS`); `None`: cleartext.
     #[serde(default)]
     pub upstream_tls: Option<Arc<UpstreamTls>>,
+    /// When a failed attempt is tried again on another endpoint.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+}
+
+/// ingress-nginx `proxy-next-upstream*`, plus a retry budget per backend.
+/// A retry goes to an endpoint the request has not tried, within the same
+/// backend; a request body is never sent twice (only requests without a
+/// body, or whose body was not sent at all, are tried again).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    pub on: RetryOn,
+    /// Attempts in all, the first included; 0: as many as endpoints.
+    pub tries: u32,
+    /// No retry starts later than this after the first attempt; `None`: no
+    /// limit.
+    #[serde(default, with = "serde_http::opt_millis")]
+    pub timeout: Option<Duration>,
+    /// Retries may add at most this share (percent) of a backend's
+    /// requests...
+    pub budget_percent: u8,
+    /// ...plus this many per second, so a quiet backend can still retry.
+    pub budget_min_per_second: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            on: RetryOn::default(),
+            tries: 3,
+            timeout: None,
+            budget_percent: 20,
+            budget_min_per_second: 10,
+        }
+    }
+}
+
+/// What a retry is for (`proxy-next-upstream`). All false: `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryOn {
+    /// No response: connect failure, TLS or protocol error, reset.
+    pub error: bool,
+    /// Connect timeout, or no response head in time.
+    pub timeout: bool,
+    pub http_500: bool,
+    pub http_502: bool,
+    pub http_503: bool,
+    pub http_504: bool,
+    /// Also retry POST, PATCH and other non-idempotent requests after they
+    /// were sent (a request that never left is retried whatever its
+    /// method).
+    pub non_idempotent: bool,
+}
+
+impl Default for RetryOn {
+    /// ingress-nginx's `error timeout`.
+    fn default() -> Self {
+        Self {
+            error: true,
+            timeout: true,
+            http_500: false,
+            http_502: false,
+            http_503: false,
+            http_504: false,
+            non_idempotent: false,
+        }
+    }
+}
+
+impl RetryOn {
+    pub const OFF: RetryOn = RetryOn {
+        error: false,
+        timeout: false,
+        http_500: false,
+        http_502: false,
+        http_503: false,
+        http_504: false,
+        non_idempotent: false,
+    };
+
+    /// Whether a response with this status is tried again.
+    pub fn status(&self, status: http::StatusCode) -> bool {
+        match status.as_u16() {
+            500 => self.http_500,
+            502 => self.http_502,
+            503 => self.http_503,
+            504 => self.http_504,
+            _ => false,
+        }
+    }
+
+    pub fn is_off(&self) -> bool {
+        !(self.error
+            || self.timeout
+            || self.http_500
+            || self.http_502
+            || self.http_503
+            || self.http_504)
+    }
 }
 
 /// TLS to upstream endpoints. Part of the connection pool's key: endpoints
@@ -1061,6 +1160,7 @@ mod tests {
                         rewrite: None,
                         canary: None,
                         upstream_tls: None,
+                        retry: RetryPolicy::default(),
                     }),
                     timeouts: Timeouts::default(),
                     max_request_body: Some(10),

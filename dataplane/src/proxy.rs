@@ -24,12 +24,12 @@ use crate::Shared;
 use crate::balance::RequestView;
 use crate::body::{BodyError, RequestBody, ResponseBody, find_body_error};
 use crate::grpc;
-use crate::health::Outcome;
 use crate::model::{
     Action, HeaderModifier, HttpsRedirect, PathMatch, PathModifier, Protocol, Redirect,
     RouteClientAuth, Scheme, Substitution,
 };
 use crate::observe::{AccessRecord, NO_ROUTE, RouteStats};
+use crate::retry::{self, Failed, Sent};
 use crate::router::{RequestHead, replace_prefix_match};
 use crate::table::{PickError, Routed};
 use crate::tls::ClientCert;
@@ -347,11 +347,6 @@ async fn forward(
         host: host.to_str().unwrap_or(""),
         headers: req.headers(),
     });
-    let Some(pick) = backend.balancer.pick(&key, &[]) else {
-        return (ctx.error(StatusCode::SERVICE_UNAVAILABLE), None);
-    };
-    let endpoint = pick.endpoint;
-    let upstream_addr = endpoint.addr();
     let protocol = backend.protocol;
 
     // Upgrades (WebSocket) only exist client-h1 to upstream-h1.
@@ -444,20 +439,33 @@ async fn forward(
             .request
             .map_or(timeouts.read, |total| total.min(timeouts.read)),
     };
-    let in_flight = backend.balancer.in_flight(&pick);
-    let sent_at = Instant::now();
-    let sent = tokio::time::timeout(wait, endpoint.send(upstream_req, timeouts.connect)).await;
-    if let Some(outcome) = attempt_outcome(&sent) {
-        backend
-            .balancer
-            .record(pick.index, outcome, sent_at.elapsed());
-    }
-    let (mut rsp, recycle) = match sent {
-        Err(_elapsed) => {
-            return (ctx.error(StatusCode::GATEWAY_TIMEOUT), Some(upstream_addr));
+    // The endpoint is picked, and retried elsewhere per the rule's
+    // policy, in `retry`; upgrades are sent once.
+    let sent = retry::send(
+        backend,
+        &key,
+        upstream_req,
+        &fwd.retry,
+        !upgrade,
+        wait,
+        timeouts.connect,
+    )
+    .await;
+    let Sent {
+        mut rsp,
+        recycle,
+        addr: upstream_addr,
+        in_flight,
+        set_cookie,
+    } = match sent {
+        Ok(sent) => sent,
+        Err(Failed::NoEndpoint) => return (ctx.error(StatusCode::SERVICE_UNAVAILABLE), None),
+        Err(Failed::Timeout { addr }) => {
+            return (ctx.error(StatusCode::GATEWAY_TIMEOUT), Some(addr));
         }
-        Ok(Err(e)) => return (upstream_error_response(&e, ctx), Some(upstream_addr)),
-        Ok(Ok(sent)) => sent,
+        Err(Failed::Upstream { error, addr }) => {
+            return (upstream_error_response(&error, ctx), Some(addr));
+        }
     };
 
     if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -482,7 +490,7 @@ async fn forward(
     let (mut parts, body) = rsp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     parts.version = Version::HTTP_11;
-    if let Some(cookie) = pick.set_cookie {
+    if let Some(cookie) = set_cookie {
         parts.headers.append(header::SET_COOKIE, cookie);
     }
     let body = if ctx.grpc {
@@ -517,20 +525,6 @@ async fn tunnel(
     let mut upstream = TokioIo::new(upstream);
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         debug!(upstream.addr = %addr, error = %e, "tunnel ended");
-    }
-}
-
-/// What an attempt says about the endpoint's health: nothing when the
-/// client's own request body failed it.
-fn attempt_outcome<T>(
-    sent: &Result<Result<(Response<Incoming>, T), UpstreamError>, tokio::time::error::Elapsed>,
-) -> Option<Outcome> {
-    match sent {
-        Err(_elapsed) => Some(Outcome::LocalError),
-        Ok(Ok((rsp, _))) if rsp.status().is_server_error() => Some(Outcome::ServerError),
-        Ok(Ok(_)) => Some(Outcome::Success),
-        Ok(Err(UpstreamError::Http { source, .. })) if find_body_error(source).is_some() => None,
-        Ok(Err(_)) => Some(Outcome::LocalError),
     }
 }
 

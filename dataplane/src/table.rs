@@ -11,10 +11,11 @@ use regex::Regex;
 
 use crate::balance::Balancer;
 use crate::model::{
-    Action, Backend, Canary, CanaryHeaderValue, PathModifier, Protocol, Route, RouteConfig,
-    RouteMatch, Rule, UpstreamTls,
+    Action, Backend, Canary, CanaryHeaderValue, PathModifier, Protocol, RetryPolicy, Route,
+    RouteConfig, RouteMatch, Rule, UpstreamTls,
 };
 use crate::observe::{Metrics, RouteStats};
+use crate::retry::RetryBudget;
 use crate::router::{RequestHead, RouteError, Router};
 use crate::upstream::{EndpointKey, Upstreams};
 
@@ -72,6 +73,9 @@ pub struct BackendRuntime {
     pub name: Arc<str>,
     pub protocol: Protocol,
     pub balancer: Balancer,
+    /// The rule's retry policy, and the backend's budget for retries.
+    pub retry: RetryPolicy,
+    pub(crate) budget: Arc<RetryBudget>,
 }
 
 /// A routed request: everything borrowed from the table it was routed on.
@@ -164,14 +168,19 @@ impl RouteTable {
                         };
                         let tls = fwd.upstream_tls.clone();
                         let canary = fwd.canary.as_ref().and_then(|c| {
-                            CanaryRuntime::build(c, upstreams, tls.as_ref())
+                            CanaryRuntime::build(c, upstreams, tls.as_ref(), &fwd.retry)
                                 .map_err(|e| error("canary.header", e))
                                 .ok()
                         });
                         RuleRuntime {
                             route_id: Arc::clone(&route_id),
                             stats: Arc::clone(&stats),
-                            backends: BackendSet::build(&fwd.backends, upstreams, tls.as_ref()),
+                            backends: BackendSet::build(
+                                &fwd.backends,
+                                upstreams,
+                                tls.as_ref(),
+                                &fwd.retry,
+                            ),
                             canary,
                             rewrite_regex,
                             hsts: hsts.clone(),
@@ -257,6 +266,7 @@ impl CanaryRuntime {
         c: &Canary,
         upstreams: &Upstreams,
         tls: Option<&Arc<UpstreamTls>>,
+        retry: &RetryPolicy,
     ) -> Result<Self, String> {
         let header = match &c.header {
             None => None,
@@ -272,7 +282,7 @@ impl CanaryRuntime {
             }
         };
         Ok(Self {
-            backends: BackendSet::build(&c.backends, upstreams, tls),
+            backends: BackendSet::build(&c.backends, upstreams, tls, retry),
             header,
             cookie: c.cookie.as_deref().map(Box::from),
             weight: u64::from(c.weight),
@@ -334,7 +344,12 @@ pub(crate) fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h
 }
 
 impl BackendSet {
-    fn build(list: &[Backend], upstreams: &Upstreams, tls: Option<&Arc<UpstreamTls>>) -> Self {
+    fn build(
+        list: &[Backend],
+        upstreams: &Upstreams,
+        tls: Option<&Arc<UpstreamTls>>,
+        retry: &RetryPolicy,
+    ) -> Self {
         let mut total = 0u64;
         let mut backends = Vec::new();
         let mut cumulative = Vec::new();
@@ -367,6 +382,12 @@ impl BackendSet {
                     b.policy.clone(),
                     Arc::clone(upstreams.health()),
                     checks,
+                ),
+                retry: retry.clone(),
+                budget: upstreams.retry_budget(
+                    &b.name,
+                    retry.budget_percent,
+                    retry.budget_min_per_second,
                 ),
             });
         }
@@ -428,7 +449,7 @@ mod tests {
 
     fn set(backends: Vec<Backend>) -> BackendSet {
         let upstreams = Upstreams::new(Default::default(), Counter::default());
-        BackendSet::build(&backends, &upstreams, None)
+        BackendSet::build(&backends, &upstreams, None, &RetryPolicy::default())
     }
 
     #[test]
@@ -480,6 +501,7 @@ mod tests {
                         rewrite: None,
                         canary: None,
                         upstream_tls: None,
+                        retry: Default::default(),
                     }),
                     timeouts: Timeouts::default(),
                     max_request_body: None,

@@ -33,6 +33,7 @@ use crate::health::check::{Check, Checkers};
 use crate::health::{EndpointHealth, HealthShared};
 use crate::model::HealthCheck;
 use crate::model::{Protocol, UpstreamTls};
+use crate::retry::RetryBudget;
 use crate::tls::upstream::UpstreamConnector;
 
 /// Identifies an upstream connection pool: the whole upstream identity.
@@ -89,6 +90,31 @@ pub enum UpstreamError {
     },
 }
 
+/// A failed [`Endpoint::send`]: the error, and the request when none of it
+/// was sent.
+pub struct SendError {
+    pub error: UpstreamError,
+    pub request: Option<Request<RequestBody>>,
+}
+
+impl SendError {
+    fn unsent(error: UpstreamError, request: Request<RequestBody>) -> Self {
+        Self {
+            error,
+            request: Some(request),
+        }
+    }
+}
+
+impl From<UpstreamError> for SendError {
+    fn from(error: UpstreamError) -> Self {
+        Self {
+            error,
+            request: None,
+        }
+    }
+}
+
 /// Hands out shared [`Endpoint`]s; used only while building tables.
 pub struct Upstreams {
     endpoints: Mutex<HashMap<EndpointKey, Weak<Endpoint>>>,
@@ -99,6 +125,8 @@ pub struct Upstreams {
     connect_errors: Counter,
     health: Arc<HealthShared>,
     checkers: Checkers,
+    /// Retry budgets by backend (and budget settings).
+    budgets: Mutex<HashMap<(String, u8, u32), Weak<RetryBudget>>>,
 }
 
 // === impl Upstreams ===
@@ -112,7 +140,30 @@ impl Upstreams {
             connect_errors,
             health: Arc::default(),
             checkers: Checkers::default(),
+            budgets: Mutex::default(),
         }
+    }
+
+    /// The retry budget of backend `name`, shared with every table (and
+    /// rule) that already uses it with the same settings.
+    pub(crate) fn retry_budget(
+        &self,
+        name: &str,
+        percent: u8,
+        per_second: u32,
+    ) -> Arc<RetryBudget> {
+        let mut map = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (name.to_owned(), percent, per_second);
+        if let Some(b) = map.get(&key).and_then(Weak::upgrade) {
+            return b;
+        }
+        let b = Arc::new(RetryBudget::new(
+            percent,
+            per_second,
+            Arc::clone(&self.health),
+        ));
+        map.insert(key, Arc::downgrade(&b));
+        b
     }
 
     /// The active check `config` of `endpoint`, shared with every table that
@@ -170,6 +221,10 @@ impl Upstreams {
     /// build.
     pub fn prune(&self) {
         self.checkers.prune();
+        self.budgets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, w| w.strong_count() > 0);
         self.endpoints
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -266,12 +321,14 @@ impl Endpoint {
 
     /// Sends one request and returns the response head; the body streams.
     /// For HTTP/1.1 the connection comes back as a [`Recycle`] to hand in
-    /// when the response body has been read to its end.
+    /// when the response body has been read to its end. A request that
+    /// failed before any of it was sent comes back in the error, untouched,
+    /// so it can be tried elsewhere.
     pub async fn send(
         self: &Arc<Self>,
         req: Request<RequestBody>,
         connect_timeout: Duration,
-    ) -> Result<(Response<Incoming>, Option<Recycle>), UpstreamError> {
+    ) -> Result<(Response<Incoming>, Option<Recycle>), SendError> {
         match self.key.protocol {
             Protocol::Http1 => self.send_h1(req, connect_timeout).await,
             Protocol::H2c => Ok((self.send_h2(req, connect_timeout).await?, None)),
@@ -282,7 +339,7 @@ impl Endpoint {
         self: &Arc<Self>,
         mut req: Request<RequestBody>,
         connect_timeout: Duration,
-    ) -> Result<(Response<Incoming>, Option<Recycle>), UpstreamError> {
+    ) -> Result<(Response<Incoming>, Option<Recycle>), SendError> {
         while let Some(idle) = self.idle.pop() {
             if idle.since.elapsed() > self.pool.idle_timeout || !idle.tx.is_ready() {
                 continue;
@@ -293,26 +350,40 @@ impl Endpoint {
                 Err(mut e) => match e.take_message() {
                     // Not sent: the connection went away while idle.
                     Some(r) => req = r,
-                    None => return Err(self.http_error(e.into_error())),
+                    None => return Err(self.http_error(e.into_error()).into()),
                 },
             }
         }
-        let io = self.connect(connect_timeout).await?;
-        let (mut tx, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(|source| UpstreamError::Handshake {
-                addr: self.key.addr,
-                source,
-            })?;
+        let io = match self.connect(connect_timeout).await {
+            Ok(io) => io,
+            Err(error) => return Err(SendError::unsent(error, req)),
+        };
+        let (mut tx, conn) = match http1::Builder::new().handshake(TokioIo::new(io)).await {
+            Ok(pair) => pair,
+            Err(source) => {
+                let error = UpstreamError::Handshake {
+                    addr: self.key.addr,
+                    source,
+                };
+                return Err(SendError::unsent(error, req));
+            }
+        };
         let addr = self.key.addr;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 debug!(upstream.addr = %addr, error = %e, "upstream connection ended");
             }
         });
-        let rsp = tx.send_request(req).await.map_err(|e| self.http_error(e))?;
-        Ok((rsp, Some(self.recycle(tx))))
+        match tx.try_send_request(req).await {
+            Ok(rsp) => Ok((rsp, Some(self.recycle(tx)))),
+            Err(mut e) => {
+                let request = e.take_message();
+                Err(SendError {
+                    error: self.http_error(e.into_error()),
+                    request,
+                })
+            }
+        }
     }
 
     fn recycle(self: &Arc<Self>, tx: http1::SendRequest<RequestBody>) -> Recycle {
@@ -334,17 +405,26 @@ impl Endpoint {
         self: &Arc<Self>,
         req: Request<RequestBody>,
         connect_timeout: Duration,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<Incoming>, SendError> {
         let conn = match self.h2.load_full() {
             Some(c) if !c.is_closed() => c,
-            _ => self.connect_h2(connect_timeout).await?,
+            _ => match self.connect_h2(connect_timeout).await {
+                Ok(c) => c,
+                Err(error) => return Err(SendError::unsent(error, req)),
+            },
         };
         let mut tx = (*conn).clone();
-        let result = tx.send_request(req).await;
+        let result = tx.try_send_request(req).await;
         if result.is_err() && tx.is_closed() {
             self.h2.compare_and_swap(&Some(conn), None);
         }
-        result.map_err(|e| self.http_error(e))
+        result.map_err(|mut e| {
+            let request = e.take_message();
+            SendError {
+                error: self.http_error(e.into_error()),
+                request,
+            }
+        })
     }
 
     async fn connect_h2(

@@ -165,6 +165,17 @@ pub struct IngressAnnotations {
     pub upstream_tls: UpstreamTlsAnnotations,
     pub ssl_passthrough: bool,
     pub balance: BalanceAnnotations,
+    pub retry: RetryAnnotations,
+}
+
+/// `proxy-next-upstream*`. `None`: the default applies.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RetryAnnotations {
+    pub on: Option<portico_dataplane::model::RetryOn>,
+    /// 0: as many as endpoints.
+    pub tries: Option<u32>,
+    /// `Some(None)`: explicitly no limit (`0`).
+    pub timeout: Option<Option<Duration>>,
 }
 
 /// `load-balance`, `upstream-hash-by`, `affinity` and `session-cookie-*`:

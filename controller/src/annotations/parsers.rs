@@ -3,7 +3,7 @@
 //! [`Draft::finish`], once every value is known.
 
 use super::values;
-use portico_dataplane::model::{AffinityMode, HashKey, SameSite};
+use portico_dataplane::model::{AffinityMode, HashKey, RetryOn, SameSite};
 
 use super::{
     AuthTlsVerify, BackendProtocol, CanaryAnnotations, DiagnosticKind, Fallback,
@@ -696,5 +696,60 @@ pub(crate) fn session_cookie_secure(v: &str, d: &mut Draft) -> Result<(), String
 
 pub(crate) fn session_cookie_change_on_failure(v: &str, d: &mut Draft) -> Result<(), String> {
     d.out.balance.session_cookie_change_on_failure = values::go_bool(v)?;
+    Ok(())
+}
+
+// === retries ===
+
+pub(crate) fn proxy_next_upstream(v: &str, d: &mut Draft) -> Result<(), String> {
+    let mut on = RetryOn::OFF;
+    let mut off = false;
+    let mut unsupported = Vec::new();
+    for token in v.split_ascii_whitespace() {
+        match token {
+            "error" => on.error = true,
+            "timeout" => on.timeout = true,
+            "http_500" => on.http_500 = true,
+            "http_502" => on.http_502 = true,
+            "http_503" => on.http_503 = true,
+            "http_504" => on.http_504 = true,
+            "non_idempotent" => on.non_idempotent = true,
+            "off" => off = true,
+            "invalid_header" | "http_403" | "http_404" | "http_429" => unsupported.push(token),
+            _ => {
+                return Err(format!(
+                    "{} is not one of error, timeout, http_500, http_502, http_503, http_504, non_idempotent, off",
+                    quote(token)
+                ));
+            }
+        }
+    }
+    if off && (on != RetryOn::OFF || !unsupported.is_empty()) {
+        return Err("off cannot be combined with other values".into());
+    }
+    if !unsupported.is_empty() {
+        d.notes.push(Note {
+            kind: DiagnosticKind::Partial,
+            message: format!(
+                "{} not supported by Portico; ignored, the rest applies",
+                unsupported.join(", ")
+            ),
+        });
+    }
+    d.out.retry.on = Some(on);
+    Ok(())
+}
+
+pub(crate) fn proxy_next_upstream_tries(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.retry.tries = Some(values::uint(v)?);
+    Ok(())
+}
+
+pub(crate) fn proxy_next_upstream_timeout(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.retry.timeout = Some(if v == "0" {
+        None
+    } else {
+        Some(values::timeout(v)?)
+    });
     Ok(())
 }

@@ -5,7 +5,7 @@ use http::{HeaderName, HeaderValue};
 
 use super::parsers::Draft;
 use super::*;
-use portico_dataplane::model::{AffinityMode, HashKey, HashVar, SameSite};
+use portico_dataplane::model::{AffinityMode, HashKey, HashVar, RetryOn, SameSite};
 
 const PREFIXES: [&str; 2] = [PORTICO_PREFIX, NGINX_PREFIX];
 
@@ -546,6 +546,40 @@ const VALID: &[Valid] = &[
             ]
         },
     },
+    // retries
+    Valid {
+        set: &[
+            (
+                "proxy-next-upstream",
+                "error  timeout http_503 non_idempotent",
+            ),
+            ("proxy-next-upstream-tries", "5"),
+            ("proxy-next-upstream-timeout", "10s"),
+        ],
+        want: |a| {
+            a.retry.on = Some(RetryOn {
+                error: true,
+                timeout: true,
+                http_503: true,
+                non_idempotent: true,
+                ..RetryOn::OFF
+            });
+            a.retry.tries = Some(5);
+            a.retry.timeout = Some(Some(Duration::from_secs(10)));
+        },
+    },
+    Valid {
+        set: &[
+            ("proxy-next-upstream", "off"),
+            ("proxy-next-upstream-tries", "0"),
+            ("proxy-next-upstream-timeout", "0"),
+        ],
+        want: |a| {
+            a.retry.on = Some(RetryOn::OFF);
+            a.retry.tries = Some(0);
+            a.retry.timeout = Some(None);
+        },
+    },
     // load balancing
     Valid {
         set: &[("load-balance", "ewma")],
@@ -641,6 +675,27 @@ fn canary_with_header(a: &mut IngressAnnotations) {
 }
 
 const INVALID: &[Invalid] = &[
+    Invalid {
+        name: "proxy-next-upstream",
+        fallback: Fallback::Ignored,
+        values: &["error,timeout", "off error", "sometimes", "http_5xx"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "proxy-next-upstream-tries",
+        fallback: Fallback::Ignored,
+        values: &["-1", "three"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "proxy-next-upstream-timeout",
+        fallback: Fallback::Ignored,
+        values: &["0s", "forever", "25h"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
     Invalid {
         name: "load-balance",
         fallback: Fallback::Ignored,
@@ -1347,6 +1402,29 @@ fn affinity_beats_the_hash_which_beats_load_balance() {
     assert_eq!(
         kinds(&parsed),
         vec![("portico.dev/upstream-hash-by", IGNORED)]
+    );
+}
+
+#[test]
+fn retry_conditions_nginx_has_and_portico_not_are_reported() {
+    let parsed = parse_checked(&map(
+        NGINX_PREFIX,
+        &[("proxy-next-upstream", "error http_404 http_502")],
+    ));
+    assert_eq!(
+        kinds(&parsed),
+        vec![(
+            "nginx.ingress.kubernetes.io/proxy-next-upstream",
+            DiagnosticKind::Partial
+        )]
+    );
+    assert_eq!(
+        parsed.ingress.retry.on,
+        Some(RetryOn {
+            error: true,
+            http_502: true,
+            ..RetryOn::OFF
+        })
     );
 }
 

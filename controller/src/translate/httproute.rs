@@ -256,6 +256,7 @@ fn translate_rule(
                 rewrite,
                 canary: None,
                 upstream_tls: None,
+                retry: Default::default(),
             })
         }
     };

@@ -8,8 +8,9 @@ use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend}
 use kube::ResourceExt;
 use portico_dataplane::model::{
     Action, Backend, Canary, CanaryHeader, CanaryHeaderValue, Filters, Forward, Hostname, Hsts,
-    HttpsPolicy, HttpsRedirect, PathMatch, PathModifier, Protocol, Redirect, RedirectStatus, Route,
-    RouteClientAuth, RouteMatch, Rule, Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
+    HttpsPolicy, HttpsRedirect, PathMatch, PathModifier, Protocol, Redirect, RedirectStatus,
+    RetryPolicy, Route, RouteClientAuth, RouteMatch, Rule, Scheme, SourceRef, Substitution,
+    Timeouts, UrlRewrite,
 };
 
 use super::backends::{self, PortRef};
@@ -594,11 +595,19 @@ impl IngressTranslator<'_> {
                 Vec::new()
             }
         };
+        let r = &self.ann.retry;
+        let d = RetryPolicy::default();
         Action::Forward(Forward {
             backends,
             rewrite: None,
             canary: None,
             upstream_tls,
+            retry: RetryPolicy {
+                on: r.on.unwrap_or(d.on),
+                tries: r.tries.unwrap_or(d.tries),
+                timeout: r.timeout.unwrap_or(d.timeout),
+                ..d
+            },
         })
     }
 

@@ -358,8 +358,17 @@ impl Balancer {
             return None;
         }
         let mut best: Option<(u64, usize)> = None;
+        // Retries start from a random place, so they do not shift the
+        // rotation that first attempts follow (which would send every
+        // first attempt to the endpoint that just failed).
+        let mut own = fastrand::u64(..);
         for _ in 0..(4 * n + 16) {
-            let k = self.next.fetch_add(1, Ordering::Relaxed);
+            let k = if tried.is_empty() {
+                self.next.fetch_add(1, Ordering::Relaxed)
+            } else {
+                own = own.wrapping_add(1);
+                own
+            };
             let i = c[(k % n as u64) as usize];
             if tried.contains(&i) {
                 if tried.len() >= n && c.iter().all(|i| tried.contains(i)) {
@@ -465,7 +474,9 @@ impl Balancer {
                 }
                 let i = self.round_robin(snap, tried, now)?;
                 let id = endpoint_id(self.endpoints[i].addr());
-                Some((i, set_cookie(c, id)))
+                // A retry re-points the session only under change-on-failure.
+                let repoint = tried.is_empty() || c.change_on_failure;
+                Some((i, repoint.then(|| set_cookie(c, id)).flatten()))
             }
             AffinityMode::Balanced => {
                 // Sessions stay put under load: no bound here.
@@ -478,6 +489,12 @@ impl Balancer {
                     if tried.is_empty() || !c.change_on_failure {
                         return Some((i, None));
                     }
+                }
+                if !tried.is_empty() && !c.change_on_failure {
+                    // A retry of a new session: the cookie keeps pointing
+                    // where the first attempt went.
+                    let i = self.on_ring(snap, mix(fastrand::u64(..)), tried, false)?;
+                    return Some((i, None));
                 }
                 // A new session: a random key the ring maps to an endpoint
                 // not tried yet.

@@ -203,13 +203,27 @@ fn persistent_cookies_name_their_endpoint_across_tables() {
         assert_eq!(p.endpoint.addr(), first.endpoint.addr());
         assert!(p.set_cookie.is_none());
     }
-    // Tried already (a failed attempt): another endpoint, a new cookie.
+    // Tried already (a failed attempt): another endpoint; the session is
+    // re-pointed only under change-on-failure.
     let own = b2
         .endpoints()
         .iter()
         .position(|e| e.addr() == first.endpoint.addr())
         .unwrap();
     let p = b2.pick(&key, &[own]).unwrap();
+    assert_ne!(p.index, own);
+    assert!(p.set_cookie.is_none());
+    let mut policy = b2.policy().clone();
+    if let Balance::Cookie(c) = &mut policy.balance {
+        c.change_on_failure = true;
+    }
+    let b3 = balancer(&u, endpoints(&u, 1..4), policy);
+    let own = b3
+        .endpoints()
+        .iter()
+        .position(|e| e.addr() == first.endpoint.addr())
+        .unwrap();
+    let p = b3.pick(&key, &[own]).unwrap();
     assert_ne!(p.index, own);
     assert!(p.set_cookie.is_some());
 }

@@ -371,6 +371,7 @@ pub fn forward_rule(matches: Vec<RouteMatch>, backends: Vec<Backend>) -> Rule {
             rewrite: None,
             canary: None,
             upstream_tls: None,
+            retry: Default::default(),
         }),
         timeouts: Timeouts::default(),
         max_request_body: Some(DEFAULT_MAX_REQUEST_BODY),
