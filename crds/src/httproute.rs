@@ -214,6 +214,12 @@ pub struct HTTPRoutePolicies {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub grpc_max_message_bytes: Option<i64>,
+    /// How Portico keeps the route's backends' endpoints healthy, for
+    /// every backendRef of the route. A block set here replaces, for this
+    /// route, what the Services' `portico.dev/*` annotations say about the
+    /// same thing; its unset fields take Portico's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backends: Option<BackendPolicy>,
 }
 
 /// A browser origin (`https://app.example.com`, `http://localhost:8080`)
@@ -265,6 +271,248 @@ pub struct GrpcWebPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(DURATION_PATTERN))]
     pub max_age: Option<String>,
+}
+
+/// Endpoint health and selection for a route's backends.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendPolicy {
+    /// Active health checks: one checker per endpoint, however many routes
+    /// use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckPolicy>,
+
+    /// Passive outlier detection: endpoints that keep failing requests are
+    /// ejected for a while.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetectionPolicy>,
+
+    /// Panic mode: when fewer than this share (percent) of a backend's
+    /// endpoints are eligible, requests go to every ready endpoint. 0 turns
+    /// it off. Absent: 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub panic_threshold: Option<i32>,
+
+    /// An endpoint that becomes eligible (new, recovered, back from an
+    /// ejection) ramps from a tenth of its share to all of it over this
+    /// window. Absent or `0s`: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub slow_start: Option<String>,
+
+    /// How each request's endpoint is chosen. Absent: round robin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancing: Option<LoadBalancingPolicy>,
+}
+
+/// A load-balancing policy.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[x_kube(
+    validation = Rule::new("self.policy != 'ConsistentHash' || has(self.hashBy)")
+        .message("ConsistentHash needs hashBy"),
+    validation = Rule::new("self.policy == 'Cookie' || !has(self.cookie)")
+        .message("cookie is only for the Cookie policy")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadBalancingPolicy {
+    pub policy: LoadBalancingAlgorithm,
+
+    /// For ConsistentHash: ingress-nginx `upstream-hash-by` variables,
+    /// concatenated: `$remote_addr`, `$request_uri`, `$uri`, `$host`,
+    /// `$http_<name>`, `$cookie_<name>`, `$arg_<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub hash_by: Option<String>,
+
+    /// For Cookie: the sticky-session cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<SessionCookie>,
+}
+
+/// How the endpoint is chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(description = "")]
+pub enum LoadBalancingAlgorithm {
+    /// Smooth weighted round robin.
+    #[default]
+    RoundRobin,
+    /// The less loaded of two random endpoints.
+    LeastRequest,
+    /// The lower of two random endpoints' latency average times load.
+    #[serde(rename = "EWMA")]
+    Ewma,
+    /// A consistent hash of `hashBy`, with bounded load.
+    ConsistentHash,
+    /// Sticky sessions by cookie.
+    Cookie,
+}
+
+/// The sticky-session cookie (ingress-nginx `session-cookie-*`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionCookie {
+    /// Absent: INGRESSCOOKIE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), pattern(COOKIE_NAME_PATTERN))]
+    pub name: Option<String>,
+
+    /// Balanced (a hashed key: scaling moves a share of sessions) or
+    /// Persistent (names its endpoint). Absent: Balanced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<AffinityModeSpec>,
+
+    /// `Max-Age`, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 315_360_000))]
+    pub max_age: Option<i64>,
+
+    /// `Path`. Absent: `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), pattern(COOKIE_PATH_PATTERN))]
+    pub path: Option<String>,
+
+    /// `Domain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(PRECISE_HOSTNAME_PATTERN))]
+    pub domain: Option<String>,
+
+    /// `SameSite`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_site: Option<SameSiteSpec>,
+
+    /// Mark the cookie `Secure`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure: Option<bool>,
+
+    /// After a failed attempt is retried elsewhere, point the session at
+    /// the endpoint that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_on_failure: Option<bool>,
+}
+
+/// A cookie's path: an absolute URL path without `;` and `,`.
+pub const COOKIE_PATH_PATTERN: &str = r"^/([-A-Za-z0-9/._~!&'()*+=:@]|%[0-9A-Fa-f]{2})*$";
+
+/// A cookie name: an RFC 6265 token.
+pub const COOKIE_NAME_PATTERN: &str = r"^[A-Za-z0-9!#$%&'*+\-.^_\x60|~]+$";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(description = "")]
+pub enum AffinityModeSpec {
+    Balanced,
+    Persistent,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(description = "")]
+pub enum SameSiteSpec {
+    None,
+    Lax,
+    Strict,
+}
+
+/// An absolute URL path for health checks.
+pub const HEALTH_CHECK_PATH_PATTERN: &str = r"^/([-A-Za-z0-9/._~!&'()*+,;=:@]|%[0-9A-Fa-f]{2})*$";
+
+/// How endpoints are probed. No path and no grpcService: a TCP connect
+/// (and the TLS handshake for TLS backends).
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[x_kube(
+    validation = Rule::new("!(has(self.path) && has(self.grpcService))")
+        .message("path (HTTP checks) and grpcService (gRPC checks) exclude each other")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheckPolicy {
+    /// `GET` this path; an expected status passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), pattern(HEALTH_CHECK_PATH_PATTERN))]
+    pub path: Option<String>,
+
+    /// Ask `grpc.health.v1.Health/Check` for this service ("" for the whole
+    /// server) over HTTP/2; SERVING passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub grpc_service: Option<String>,
+
+    /// Probe this port of the endpoint's address instead of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+
+    /// Between two probes of an endpoint. Absent: 10s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub interval: Option<String>,
+
+    /// A probe that has not passed by then fails; at most the interval.
+    /// Absent: 2s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub timeout: Option<String>,
+
+    /// Passing probes in a row to become healthy. Absent: 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub healthy_threshold: Option<i32>,
+
+    /// Failing probes in a row to become unhealthy. Absent: 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub unhealthy_threshold: Option<i32>,
+
+    /// HTTP statuses that pass. Absent: 200 to 399.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "atomic"))]
+    pub expected_statuses: Vec<StatusRangeSpec>,
+}
+
+/// An inclusive range of HTTP status codes.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[x_kube(validation = Rule::new("self.min <= self.max").message("min must not be above max"))]
+#[serde(rename_all = "camelCase")]
+pub struct StatusRangeSpec {
+    #[schemars(range(min = 100, max = 599))]
+    pub min: i32,
+    #[schemars(range(min = 100, max = 599))]
+    pub max: i32,
+}
+
+/// Consecutive failures that eject an endpoint, and for how long.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutlierDetectionPolicy {
+    /// 5xx responses in a row that eject; 0 turns this off. Absent: 5.
+    #[serde(
+        default,
+        rename = "consecutive5xx",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 0, max = 1000))]
+    pub consecutive_5xx: Option<i32>,
+
+    /// Connect failures, timeouts and resets in a row that eject; 0 turns
+    /// this off. Absent: 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub consecutive_errors: Option<i32>,
+
+    /// The first ejection's length; the n-th lasts n times as long.
+    /// Absent: 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub base_ejection_time: Option<String>,
+
+    /// The longest an ejection lasts. Absent: 5m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub max_ejection_time: Option<String>,
+
+    /// At most this share (percent) of a backend's endpoints is ejected at
+    /// once. Absent: 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_ejected_percent: Option<i32>,
 }
 
 /// TLS for the route's hostnames.

@@ -73,7 +73,9 @@ fn every_rule_compiles_and_fits_the_cost_budget() {
     }
     let mut seen = 0;
     check(&compile_schema(&schema()), "", &mut seen);
-    assert_eq!(seen, 1 + 2 + 3 + 5 + 8 + 4 + 4 + 10 + 1 + 1);
+    // ... + healthCheck (path or grpcService) + its status ranges
+    // + loadBalancing (hashBy, cookie).
+    assert_eq!(seen, 1 + 2 + 3 + 5 + 8 + 4 + 4 + 10 + 1 + 1 + 1 + 1 + 2);
 }
 
 #[test]
@@ -382,4 +384,55 @@ fn tls_needs_hostnames() {
     );
     assert_accepted(json!({ "hostnames": ["web.example.com"], "policies": tls }));
     assert_accepted(json!({ "policies": {} }));
+}
+
+#[test]
+fn a_health_check_is_http_or_grpc_and_status_ranges_are_ordered() {
+    let with_check = |check: Value| {
+        json!({
+            "policies": { "backends": { "healthCheck": check } },
+            "rules": [{ "backendRefs": backend() }],
+        })
+    };
+    assert_rejected(
+        with_check(json!({ "path": "/healthz", "grpcService": "" })),
+        &["path (HTTP checks) and grpcService (gRPC checks) exclude each other"],
+    );
+    assert_rejected(
+        with_check(json!({ "expectedStatuses": [{ "min": 400, "max": 200 }] })),
+        &["min must not be above max"],
+    );
+    assert_accepted(with_check(json!({
+        "path": "/healthz",
+        "interval": "5s",
+        "expectedStatuses": [{ "min": 200, "max": 204 }],
+    })));
+    assert_accepted(with_check(json!({ "grpcService": "shop.Cart" })));
+    assert_accepted(with_check(json!({ "port": 8081 })));
+}
+
+#[test]
+fn load_balancing_fields_go_with_their_policy() {
+    let with_lb = |lb: Value| {
+        json!({
+            "policies": { "backends": { "loadBalancing": lb } },
+            "rules": [{ "backendRefs": backend() }],
+        })
+    };
+    assert_rejected(
+        with_lb(json!({ "policy": "ConsistentHash" })),
+        &["ConsistentHash needs hashBy"],
+    );
+    assert_rejected(
+        with_lb(json!({ "policy": "RoundRobin", "cookie": { "name": "x" } })),
+        &["cookie is only for the Cookie policy"],
+    );
+    assert_accepted(with_lb(
+        json!({ "policy": "ConsistentHash", "hashBy": "$request_uri" }),
+    ));
+    assert_accepted(with_lb(json!({
+        "policy": "Cookie",
+        "cookie": { "name": "route", "mode": "Persistent", "maxAge": 3600, "sameSite": "Lax" },
+    })));
+    assert_accepted(with_lb(json!({ "policy": "EWMA" })));
 }

@@ -80,3 +80,26 @@ fn service_names() {
         &["1web", "web.shop", "Web", "web-", ""],
     );
 }
+
+#[test]
+fn health_check_paths() {
+    check(
+        portico_crds::HEALTH_CHECK_PATH_PATTERN,
+        &["/", "/healthz", "/a/b-c_d.e~f", "/x%2Fy", "/status:ready"],
+        &["", "healthz", "/a b", "/%zz", "/a?b=1", "/a#b", "/é"],
+    );
+}
+
+#[test]
+fn cookie_paths_and_names() {
+    check(
+        portico_crds::COOKIE_PATH_PATTERN,
+        &["/", "/shop", "/a/b-c"],
+        &["", "shop", "/a;b", "/a,b", "/a b", "/a; Domain=evil"],
+    );
+    check(
+        portico_crds::COOKIE_NAME_PATTERN,
+        &["INGRESSCOOKIE", "route_1", "a.b"],
+        &["", "a b", "a;b", "a=b", "a,b"],
+    );
+}

@@ -53,6 +53,7 @@ fn rule(path: PathMatch, headers: Vec<HeaderMatch>) -> Rule {
             rewrite: None,
             canary: None,
             upstream_tls: None,
+            retry: Default::default(),
         }),
         timeouts: Default::default(),
         max_request_body: None,

@@ -105,6 +105,13 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n"),
             }
         }
+        "/debug/endpoints" => {
+            let table = shared.table.load_full();
+            match serde_json::to_string_pretty(&table.endpoint_health()) {
+                Ok(json) => with_type(StatusCode::OK, json, "application/json"),
+                Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n"),
+            }
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }

@@ -18,6 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use crate::balance::InFlight;
 use crate::grpc::{CallFailure, Code, FrameCursor, GrpcBodyError, status_trailers};
 use crate::grpc_web::{TextDecoder, WebEncoder};
 use crate::upstream::Recycle;
@@ -157,6 +158,19 @@ impl RequestBody {
     }
 }
 
+impl RequestBody {
+    /// No body at all: a request sent again on a retry had none.
+    pub fn empty() -> Self {
+        Self {
+            inner: None,
+            limit: None,
+            received: Arc::default(),
+            timer: IdleTimer::new(Duration::MAX),
+            grpc: None,
+        }
+    }
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
     type Error = BodyError;
@@ -264,6 +278,8 @@ pub struct ResponseBody {
     on_done: Option<OnDone>,
     /// The upstream connection, returned to its pool when the body ends.
     recycle: Option<Recycle>,
+    /// Counts the request in flight on its endpoint until the body ends.
+    in_flight: Option<InFlight>,
     grpc: Option<GrpcResponse>,
 }
 
@@ -288,6 +304,7 @@ impl ResponseBody {
             on_done: None,
             recycle,
             grpc: None,
+            in_flight: None,
         }
     }
 
@@ -307,6 +324,7 @@ impl ResponseBody {
             on_done: None,
             recycle,
             grpc: None,
+            in_flight: None,
         }
     }
 
@@ -320,6 +338,7 @@ impl ResponseBody {
             on_done: None,
             recycle: None,
             grpc: None,
+            in_flight: None,
         }
     }
 
@@ -338,12 +357,20 @@ impl ResponseBody {
         self
     }
 
+    /// Keeps the request counted in flight on its endpoint until the body
+    /// is done.
+    pub fn holding(mut self, in_flight: InFlight) -> Self {
+        self.in_flight = Some(in_flight);
+        self
+    }
+
     pub fn on_done(mut self, f: OnDone) -> Self {
         self.on_done = Some(f);
         self
     }
 
     fn finish(&mut self, complete: bool) {
+        self.in_flight = None;
         if let Some(r) = self.recycle.take()
             && complete
         {

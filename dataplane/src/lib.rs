@@ -8,13 +8,16 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod balance;
 pub mod body;
 pub mod grpc;
 pub mod grpc_web;
+pub mod health;
 pub mod model;
 pub mod observe;
 pub mod pattern;
 pub mod proxy;
+pub(crate) mod retry;
 pub mod router;
 pub mod server;
 pub mod table;
@@ -232,6 +235,17 @@ impl Dataplane {
 
     pub fn is_ready(&self) -> bool {
         self.shared.is_ready()
+    }
+
+    /// Every endpoint of the live table with its health (`/debug/endpoints`).
+    pub fn endpoint_health(&self) -> Vec<health::EndpointReport> {
+        self.shared.table.load().endpoint_health()
+    }
+
+    /// Active health checks running now: one per distinct endpoint and
+    /// check, however many routes share it.
+    pub fn live_health_checks(&self) -> usize {
+        self.shared.upstreams.live_checks()
     }
 
     /// Prometheus text of every dataplane metric.

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::Shared;
+use crate::balance::RequestView;
 use crate::body::{BodyError, Done, GrpcRequest, RequestBody, ResponseBody, find_body_error};
 use crate::grpc::{self, CallFailure, Code, GrpcBodyError};
 use crate::grpc_web::{WebContentType, WebEncoder};
@@ -31,10 +32,11 @@ use crate::model::{
     RouteClientAuth, Scheme, Substitution,
 };
 use crate::observe::{AccessRecord, NO_ROUTE, RouteStats};
+use crate::retry::{self, Failed, Sent};
 use crate::router::{RequestHead, replace_prefix_match};
 use crate::table::{PickError, Routed};
 use crate::tls::ClientCert;
-use crate::upstream::{SendError, UpstreamError};
+use crate::upstream::UpstreamError;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -439,13 +441,19 @@ async fn forward(
         Some(canary) if canary.selects(req.headers()) => &canary.backends,
         _ => &routed.runtime.backends,
     };
-    let (backend, endpoint) = match backends.pick() {
-        Ok(picked) => picked,
+    // The weighted split picks the backend; its balancer the endpoint.
+    let backend = match backends.pick_backend() {
+        Ok(b) => b,
         Err(PickError::NoBackend | PickError::NoEndpoints) => {
             return (ctx.error(StatusCode::SERVICE_UNAVAILABLE), None);
         }
     };
-    let upstream_addr = endpoint.addr();
+    let key = backend.balancer.request_key(&RequestView {
+        client: ctx.conn.client.ip(),
+        uri: req.uri(),
+        host: host.to_str().unwrap_or(""),
+        headers: req.headers(),
+    });
     let protocol = backend.protocol;
     if bridge.is_some() && protocol == Protocol::Http1 {
         // The controller never builds this; a hand-written table might.
@@ -568,12 +576,35 @@ async fn forward(
             .request
             .map_or(timeouts.read, |total| total.min(timeouts.read)),
     };
-    let sent = tokio::time::timeout(wait, endpoint.send(upstream_req, timeouts.connect)).await;
-    let (mut rsp, recycle) = match sent {
-        Err(_elapsed) => {
-            return (ctx.error(StatusCode::GATEWAY_TIMEOUT), Some(upstream_addr));
+    // The endpoint is picked, and retried elsewhere per the rule's
+    // policy, in `retry`; upgrades are sent once.
+    let sent = retry::send(
+        backend,
+        &key,
+        upstream_req,
+        &fwd.retry,
+        !upgrade,
+        wait,
+        timeouts.connect,
+    )
+    .await;
+    let Sent {
+        mut rsp,
+        recycle,
+        addr: upstream_addr,
+        in_flight,
+        set_cookie,
+    } = match sent {
+        Ok(sent) => sent,
+        Err(Failed::NoEndpoint) => return (ctx.error(StatusCode::SERVICE_UNAVAILABLE), None),
+        Err(Failed::Timeout { addr }) => {
+            return (ctx.error(StatusCode::GATEWAY_TIMEOUT), Some(addr));
         }
-        Ok(Err(SendError { error, unsent })) => {
+        Err(Failed::Upstream {
+            error,
+            addr,
+            unsent,
+        }) => {
             // An HTTP/2 upstream sees only a reset when the proxy cuts the
             // request stream; the reason is in `failure`.
             let mut rsp = match failure.get() {
@@ -586,9 +617,8 @@ async fn forward(
                 rsp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            return (rsp, Some(upstream_addr));
+            return (rsp, Some(addr));
         }
-        Ok(Ok(sent)) => sent,
     };
 
     if rsp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -613,6 +643,9 @@ async fn forward(
     let (mut parts, body) = rsp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     parts.version = Version::HTTP_11;
+    if let Some(cookie) = set_cookie {
+        parts.headers.append(header::SET_COOKIE, cookie);
+    }
     let body = if grpc_call {
         if !grpc::is_grpc(&parts.headers) {
             // Not a gRPC answer (an HTML error page, a 503 from a sidecar):
@@ -642,6 +675,7 @@ async fn forward(
     } else {
         ResponseBody::upstream(body, timeouts.read, recycle)
     };
+    let body = body.holding(in_flight);
     (Response::from_parts(parts, body), Some(upstream_addr))
 }
 

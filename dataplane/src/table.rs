@@ -9,14 +9,16 @@ use std::time::SystemTime;
 use http::HeaderMap;
 use regex::Regex;
 
+use crate::balance::Balancer;
 use crate::grpc_web::WebRuntime;
 use crate::model::{
-    Action, Backend, Canary, CanaryHeaderValue, PathModifier, Protocol, Route, RouteConfig,
-    RouteMatch, Rule, UpstreamTls,
+    Action, Backend, Canary, CanaryHeaderValue, PathModifier, Protocol, RetryPolicy, Route,
+    RouteConfig, RouteMatch, Rule, UpstreamTls,
 };
 use crate::observe::{Metrics, RouteStats};
+use crate::retry::RetryBudget;
 use crate::router::{RequestHead, RouteError, Router};
-use crate::upstream::{Endpoint, EndpointKey, Upstreams};
+use crate::upstream::{EndpointKey, Upstreams};
 
 pub struct RouteTable {
     generation: u64,
@@ -59,9 +61,9 @@ enum CanaryHeaderRuntime {
     Pattern(Regex),
 }
 
-/// A weighted split over backends, each a round robin over its endpoints.
-/// Counters are atomics in the table: a swap restarts the rotation, which is
-/// harmless; durable balancer state arrives with health-checked upstreams.
+/// A weighted split over backends; each backend's [`Balancer`] picks the
+/// endpoint. The split's counter is an atomic in the table: a swap restarts
+/// the rotation, which is harmless. Endpoint health lives on the endpoints.
 #[derive(Default)]
 pub struct BackendSet {
     backends: Vec<BackendRuntime>,
@@ -73,8 +75,10 @@ pub struct BackendSet {
 pub struct BackendRuntime {
     pub name: Arc<str>,
     pub protocol: Protocol,
-    endpoints: Vec<Arc<Endpoint>>,
-    next: AtomicU64,
+    pub balancer: Balancer,
+    /// The rule's retry policy, and the backend's budget for retries.
+    pub retry: RetryPolicy,
+    pub(crate) budget: Arc<RetryBudget>,
 }
 
 /// A routed request: everything borrowed from the table it was routed on.
@@ -168,14 +172,19 @@ impl RouteTable {
                         };
                         let tls = fwd.upstream_tls.clone();
                         let canary = fwd.canary.as_ref().and_then(|c| {
-                            CanaryRuntime::build(c, upstreams, tls.as_ref())
+                            CanaryRuntime::build(c, upstreams, tls.as_ref(), &fwd.retry)
                                 .map_err(|e| error("canary.header", e))
                                 .ok()
                         });
                         RuleRuntime {
                             route_id: Arc::clone(&route_id),
                             stats: Arc::clone(&stats),
-                            backends: BackendSet::build(&fwd.backends, upstreams, tls.as_ref()),
+                            backends: BackendSet::build(
+                                &fwd.backends,
+                                upstreams,
+                                tls.as_ref(),
+                                &fwd.retry,
+                            ),
                             canary,
                             rewrite_regex,
                             hsts: hsts.clone(),
@@ -224,6 +233,27 @@ impl RouteTable {
     pub fn errors(&self) -> &[RouteError] {
         &self.errors
     }
+
+    /// Every backend of every rule, canaries included (a backend used by
+    /// several rules comes once per rule).
+    pub fn backends(&self) -> impl Iterator<Item = &BackendRuntime> {
+        self.rules.iter().flatten().flat_map(|r| {
+            r.backends
+                .backends()
+                .chain(r.canary.iter().flat_map(|c| c.backends.backends()))
+        })
+    }
+
+    /// Each endpoint of each backend once, with its health.
+    pub fn endpoint_health(&self) -> Vec<crate::health::EndpointReport> {
+        let mut seen = std::collections::BTreeMap::new();
+        for b in self.backends() {
+            for r in b.balancer.report(&b.name) {
+                seen.entry((r.backend.clone(), r.address)).or_insert(r);
+            }
+        }
+        seen.into_values().collect()
+    }
 }
 
 // === impl BackendSet ===
@@ -241,6 +271,7 @@ impl CanaryRuntime {
         c: &Canary,
         upstreams: &Upstreams,
         tls: Option<&Arc<UpstreamTls>>,
+        retry: &RetryPolicy,
     ) -> Result<Self, String> {
         let header = match &c.header {
             None => None,
@@ -256,7 +287,7 @@ impl CanaryRuntime {
             }
         };
         Ok(Self {
-            backends: BackendSet::build(&c.backends, upstreams, tls),
+            backends: BackendSet::build(&c.backends, upstreams, tls, retry),
             header,
             cookie: c.cookie.as_deref().map(Box::from),
             weight: u64::from(c.weight),
@@ -305,7 +336,7 @@ impl CanaryRuntime {
 }
 
 /// The value of the first cookie called `name` in the `Cookie` headers.
-fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
+pub(crate) fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
@@ -318,28 +349,51 @@ fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
 }
 
 impl BackendSet {
-    fn build(list: &[Backend], upstreams: &Upstreams, tls: Option<&Arc<UpstreamTls>>) -> Self {
+    fn build(
+        list: &[Backend],
+        upstreams: &Upstreams,
+        tls: Option<&Arc<UpstreamTls>>,
+        retry: &RetryPolicy,
+    ) -> Self {
         let mut total = 0u64;
         let mut backends = Vec::new();
         let mut cumulative = Vec::new();
         for b in list.iter().filter(|b| b.weight > 0) {
             total += u64::from(b.weight);
             cumulative.push(total);
+            let endpoints: Vec<_> = b
+                .endpoints
+                .iter()
+                .map(|&addr| {
+                    upstreams.endpoint(EndpointKey {
+                        addr,
+                        protocol: b.protocol,
+                        tls: tls.cloned(),
+                    })
+                })
+                .collect();
+            let checks = match &b.policy.health_check {
+                Some(hc) => endpoints
+                    .iter()
+                    .filter_map(|ep| upstreams.check(ep, hc))
+                    .collect(),
+                None => Vec::new(),
+            };
             backends.push(BackendRuntime {
                 name: Arc::from(b.name.as_str()),
                 protocol: b.protocol,
-                endpoints: b
-                    .endpoints
-                    .iter()
-                    .map(|&addr| {
-                        upstreams.endpoint(EndpointKey {
-                            addr,
-                            protocol: b.protocol,
-                            tls: tls.cloned(),
-                        })
-                    })
-                    .collect(),
-                next: AtomicU64::new(0),
+                balancer: Balancer::new(
+                    endpoints,
+                    b.policy.clone(),
+                    Arc::clone(upstreams.health()),
+                    checks,
+                ),
+                retry: retry.clone(),
+                budget: upstreams.retry_budget(
+                    &b.name,
+                    retry.budget_percent,
+                    retry.budget_min_per_second,
+                ),
             });
         }
         Self {
@@ -349,24 +403,21 @@ impl BackendSet {
         }
     }
 
-    /// Picks a backend by weight, then an endpoint by round robin.
-    pub fn pick(&self) -> Result<(&BackendRuntime, &Arc<Endpoint>), PickError> {
+    /// Picks a backend by weight; its balancer then picks the endpoint.
+    pub fn pick_backend(&self) -> Result<&BackendRuntime, PickError> {
         let total = *self.cumulative.last().ok_or(PickError::NoBackend)?;
         let n = self.next.fetch_add(1, Ordering::Relaxed) % total;
         let idx = self.cumulative.partition_point(|&c| c <= n);
         let backend = self.backends.get(idx).ok_or(PickError::NoBackend)?;
-        let endpoint = backend.pick().ok_or(PickError::NoEndpoints)?;
-        Ok((backend, endpoint))
-    }
-}
-
-impl BackendRuntime {
-    fn pick(&self) -> Option<&Arc<Endpoint>> {
-        if self.endpoints.is_empty() {
-            return None;
+        if backend.balancer.is_empty() {
+            return Err(PickError::NoEndpoints);
         }
-        let n = self.next.fetch_add(1, Ordering::Relaxed) as usize % self.endpoints.len();
-        self.endpoints.get(n)
+        Ok(backend)
+    }
+
+    /// Every backend of the split (for metrics and `/debug`).
+    pub fn backends(&self) -> impl Iterator<Item = &BackendRuntime> {
+        self.backends.iter()
     }
 }
 
@@ -385,12 +436,25 @@ mod tests {
                 .iter()
                 .map(|p| format!("127.0.0.1:{p}").parse().unwrap())
                 .collect(),
+            policy: Default::default(),
+        }
+    }
+
+    impl BackendSet {
+        /// A backend, then one of its endpoints.
+        fn pick(&self) -> Result<(&BackendRuntime, &Arc<crate::upstream::Endpoint>), PickError> {
+            let b = self.pick_backend()?;
+            let p = b
+                .balancer
+                .pick(&Default::default(), &[])
+                .ok_or(PickError::NoEndpoints)?;
+            Ok((b, p.endpoint))
         }
     }
 
     fn set(backends: Vec<Backend>) -> BackendSet {
         let upstreams = Upstreams::new(Default::default(), Counter::default());
-        BackendSet::build(&backends, &upstreams, None)
+        BackendSet::build(&backends, &upstreams, None, &RetryPolicy::default())
     }
 
     #[test]
@@ -442,6 +506,7 @@ mod tests {
                         rewrite: None,
                         canary: None,
                         upstream_tls: None,
+                        retry: Default::default(),
                     }),
                     timeouts: Timeouts::default(),
                     max_request_body: None,

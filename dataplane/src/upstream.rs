@@ -29,7 +29,11 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::body::RequestBody;
+use crate::health::check::{Check, Checkers};
+use crate::health::{EndpointHealth, HealthShared};
+use crate::model::HealthCheck;
 use crate::model::{Protocol, UpstreamTls};
+use crate::retry::RetryBudget;
 use crate::tls::upstream::UpstreamConnector;
 
 /// Identifies an upstream connection pool: the whole upstream identity.
@@ -41,7 +45,7 @@ pub struct EndpointKey {
 }
 
 /// An upstream connection, cleartext or TLS.
-trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// Connection-pool settings shared by all endpoints.
@@ -86,19 +90,18 @@ pub enum UpstreamError {
     },
 }
 
-/// A request an [`Endpoint`] did not get answered. `unsent` holds the
-/// request when none of it left (connect, TLS or handshake failed), so the
-/// caller still owns the client's body.
+/// A failed [`Endpoint::send`]: the error, and the request when none of it
+/// was sent.
 pub struct SendError {
     pub error: UpstreamError,
-    pub unsent: Option<Request<RequestBody>>,
+    pub request: Option<Request<RequestBody>>,
 }
 
 impl SendError {
-    fn unsent(error: UpstreamError, req: Request<RequestBody>) -> Self {
+    fn unsent(error: UpstreamError, request: Request<RequestBody>) -> Self {
         Self {
             error,
-            unsent: Some(req),
+            request: Some(request),
         }
     }
 }
@@ -107,7 +110,7 @@ impl From<UpstreamError> for SendError {
     fn from(error: UpstreamError) -> Self {
         Self {
             error,
-            unsent: None,
+            request: None,
         }
     }
 }
@@ -120,6 +123,10 @@ pub struct Upstreams {
     client_certs: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
     pool: PoolConfig,
     connect_errors: Counter,
+    health: Arc<HealthShared>,
+    checkers: Checkers,
+    /// Retry budgets by backend (and budget settings).
+    budgets: Mutex<HashMap<(String, u8, u32), Weak<RetryBudget>>>,
 }
 
 // === impl Upstreams ===
@@ -131,7 +138,52 @@ impl Upstreams {
             client_certs: ArcSwap::default(),
             pool,
             connect_errors,
+            health: Arc::default(),
+            checkers: Checkers::default(),
+            budgets: Mutex::default(),
         }
+    }
+
+    /// The retry budget of backend `name`, shared with every table (and
+    /// rule) that already uses it with the same settings.
+    pub(crate) fn retry_budget(
+        &self,
+        name: &str,
+        percent: u8,
+        per_second: u32,
+    ) -> Arc<RetryBudget> {
+        let mut map = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (name.to_owned(), percent, per_second);
+        if let Some(b) = map.get(&key).and_then(Weak::upgrade) {
+            return b;
+        }
+        let b = Arc::new(RetryBudget::new(
+            percent,
+            per_second,
+            Arc::clone(&self.health),
+        ));
+        map.insert(key, Arc::downgrade(&b));
+        b
+    }
+
+    /// The active check `config` of `endpoint`, shared with every table that
+    /// already checks it so.
+    pub(crate) fn check(
+        &self,
+        endpoint: &Arc<Endpoint>,
+        config: &HealthCheck,
+    ) -> Option<Arc<Check>> {
+        self.checkers.check(endpoint, config, &self.health)
+    }
+
+    /// Active checks running now (one per distinct endpoint and check).
+    pub fn live_checks(&self) -> usize {
+        self.checkers.live()
+    }
+
+    /// The clock and generation every endpoint's health shares.
+    pub fn health(&self) -> &Arc<HealthShared> {
+        &self.health
     }
 
     pub(crate) fn set_client_certs(&self, certs: HashMap<String, Arc<CertifiedKey>>) {
@@ -159,13 +211,20 @@ impl Upstreams {
             self.pool,
             self.connect_errors.clone(),
             client_cert,
+            EndpointHealth::new(self.health.now_ms()),
         ));
         map.insert(key, Arc::downgrade(&ep));
         ep
     }
 
-    /// Forgets endpoints that no table holds any more; once per build.
+    /// Forgets endpoints and checks that no table holds any more; once per
+    /// build.
     pub fn prune(&self) {
+        self.checkers.prune();
+        self.budgets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, w| w.strong_count() > 0);
         self.endpoints
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -226,6 +285,8 @@ pub struct Endpoint {
     connect_errors: Counter,
     /// `Err`: the TLS settings cannot be used; every request answers 502.
     tls: Option<Result<UpstreamConnector, String>>,
+    /// Eligibility, outlier state and load; shared by every route.
+    pub health: EndpointHealth,
 }
 
 // === impl Endpoint ===
@@ -236,6 +297,7 @@ impl Endpoint {
         pool: PoolConfig,
         connect_errors: Counter,
         client_cert: Option<Arc<CertifiedKey>>,
+        health: EndpointHealth,
     ) -> Self {
         let tls = key
             .tls
@@ -249,6 +311,7 @@ impl Endpoint {
             h2: ArcSwapOption::empty(),
             h2_connecting: tokio::sync::Mutex::new(()),
             connect_errors,
+            health,
         }
     }
 
@@ -258,7 +321,9 @@ impl Endpoint {
 
     /// Sends one request and returns the response head; the body streams.
     /// For HTTP/1.1 the connection comes back as a [`Recycle`] to hand in
-    /// when the response body has been read to its end.
+    /// when the response body has been read to its end. A request that
+    /// failed before any of it was sent comes back in the error, untouched,
+    /// so it can be tried elsewhere.
     pub async fn send(
         self: &Arc<Self>,
         req: Request<RequestBody>,
@@ -291,16 +356,16 @@ impl Endpoint {
         }
         let io = match self.connect(connect_timeout).await {
             Ok(io) => io,
-            Err(e) => return Err(SendError::unsent(e, req)),
+            Err(error) => return Err(SendError::unsent(error, req)),
         };
         let (mut tx, conn) = match http1::Builder::new().handshake(TokioIo::new(io)).await {
             Ok(pair) => pair,
             Err(source) => {
-                let addr = self.key.addr;
-                return Err(SendError::unsent(
-                    UpstreamError::Handshake { addr, source },
-                    req,
-                ));
+                let error = UpstreamError::Handshake {
+                    addr: self.key.addr,
+                    source,
+                };
+                return Err(SendError::unsent(error, req));
             }
         };
         let addr = self.key.addr;
@@ -309,11 +374,16 @@ impl Endpoint {
                 debug!(upstream.addr = %addr, error = %e, "upstream connection ended");
             }
         });
-        let rsp = tx
-            .send_request(req)
-            .await
-            .map_err(|e| SendError::from(self.http_error(e)))?;
-        Ok((rsp, Some(self.recycle(tx))))
+        match tx.try_send_request(req).await {
+            Ok(rsp) => Ok((rsp, Some(self.recycle(tx)))),
+            Err(mut e) => {
+                let request = e.take_message();
+                Err(SendError {
+                    error: self.http_error(e.into_error()),
+                    request,
+                })
+            }
+        }
     }
 
     fn recycle(self: &Arc<Self>, tx: http1::SendRequest<RequestBody>) -> Recycle {
@@ -340,15 +410,21 @@ impl Endpoint {
             Some(c) if !c.is_closed() => c,
             _ => match self.connect_h2(connect_timeout).await {
                 Ok(c) => c,
-                Err(e) => return Err(SendError::unsent(e, req)),
+                Err(error) => return Err(SendError::unsent(error, req)),
             },
         };
         let mut tx = (*conn).clone();
-        let result = tx.send_request(req).await;
+        let result = tx.try_send_request(req).await;
         if result.is_err() && tx.is_closed() {
             self.h2.compare_and_swap(&Some(conn), None);
         }
-        result.map_err(|e| self.http_error(e).into())
+        result.map_err(|mut e| {
+            let request = e.take_message();
+            SendError {
+                error: self.http_error(e.into_error()),
+                request,
+            }
+        })
     }
 
     async fn connect_h2(
@@ -384,33 +460,7 @@ impl Endpoint {
     /// TCP, then TLS when the endpoint has it, all within `timeout`.
     async fn connect(&self, timeout: Duration) -> Result<Box<dyn Io>, UpstreamError> {
         let addr = self.key.addr;
-        let connect = async {
-            let io = TcpStream::connect(addr)
-                .await
-                .map_err(|source| UpstreamError::Connect { addr, source })?;
-            // Small responses must not wait for Nagle.
-            let _ = io.set_nodelay(true);
-            let tls = match &self.tls {
-                None => return Ok(Box::new(io) as Box<dyn Io>),
-                Some(Err(reason)) => {
-                    return Err(UpstreamError::Tls {
-                        addr,
-                        reason: reason.clone(),
-                    });
-                }
-                Some(Ok(tls)) => tls,
-            };
-            let io = tls
-                .connector
-                .connect(tls.server_name.clone(), io)
-                .await
-                .map_err(|e| UpstreamError::Tls {
-                    addr,
-                    reason: e.to_string(),
-                })?;
-            Ok(Box::new(io) as Box<dyn Io>)
-        };
-        let result = match tokio::time::timeout(timeout, connect).await {
+        let result = match tokio::time::timeout(timeout, self.connect_to(addr)).await {
             Err(_) => Err(UpstreamError::ConnectTimeout { addr, timeout }),
             Ok(r) => r,
         };
@@ -418,6 +468,47 @@ impl Endpoint {
             self.connect_errors.inc();
         }
         result
+    }
+
+    /// TCP to `addr` (the endpoint's own, or a health-check port of its
+    /// host), then TLS with the endpoint's connector when it has one.
+    pub(crate) async fn connect_to(&self, addr: SocketAddr) -> Result<Box<dyn Io>, UpstreamError> {
+        let io = TcpStream::connect(addr)
+            .await
+            .map_err(|source| UpstreamError::Connect { addr, source })?;
+        // Small responses must not wait for Nagle.
+        let _ = io.set_nodelay(true);
+        let tls = match &self.tls {
+            None => return Ok(Box::new(io) as Box<dyn Io>),
+            Some(Err(reason)) => {
+                return Err(UpstreamError::Tls {
+                    addr,
+                    reason: reason.clone(),
+                });
+            }
+            Some(Ok(tls)) => tls,
+        };
+        let io = tls
+            .connector
+            .connect(tls.server_name.clone(), io)
+            .await
+            .map_err(|e| UpstreamError::Tls {
+                addr,
+                reason: e.to_string(),
+            })?;
+        Ok(Box::new(io) as Box<dyn Io>)
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.key.protocol
+    }
+
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    pub fn key(&self) -> &EndpointKey {
+        &self.key
     }
 
     fn http_error(&self, source: hyper::Error) -> UpstreamError {

@@ -25,6 +25,15 @@ ignored; so are unknown keys under either prefix. Keys with any other prefix are
 silently.
 ";
 
+const SERVICE_INTRO: &str = "\
+Portico additions, read from the Service an Ingress path or HTTPRoute backendRef sends to, so \
+every route to the Service shares them: they describe its endpoints (pods). Health state is \
+kept per endpoint and shared by every route; see [health.md](health.md). Both spellings work \
+as on Ingresses; on a Service, unknown `portico.dev/*` keys and Ingress annotations are \
+reported (as Events on the Service) and other keys are left alone. Invalid values are reported \
+and ignored: the default applies, and no route stops being served because of them.
+";
+
 /// The content of `docs/annotations.md`.
 pub fn markdown() -> String {
     let mut out = String::new();
@@ -81,6 +90,27 @@ pub fn markdown() -> String {
          Scope *Ingress* applies to the Ingress's virtual hosts as a whole; *path* to each of its paths.\n"
     );
 
+    out.push_str("\n## On Services\n\n");
+    out.push_str(SERVICE_INTRO);
+    out.push_str("\n| Annotation | Default | Description |\n|---|---|---|\n");
+    for spec in registry()
+        .iter()
+        .filter(|s| s.object == ObjectKind::Service)
+    {
+        let default = if spec.default.is_empty() {
+            "—".to_owned()
+        } else {
+            format!("`{}`", spec.default)
+        };
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} |",
+            spec.name,
+            default,
+            cell(spec.doc)
+        );
+    }
+
     out.push_str("\n## ingress-nginx annotations\n\n");
     out.push_str(
         "Every `nginx.ingress.kubernetes.io/*` annotation and what Portico does with it.\n\n",
@@ -88,7 +118,11 @@ pub fn markdown() -> String {
     out.push_str("| Annotation | Portico |\n");
     out.push_str("|---|---|\n");
     let mut rows: Vec<(&str, String)> = Vec::new();
-    for spec in registry() {
+    // Service annotations are Portico's own; ingress-nginx has none.
+    for spec in registry()
+        .iter()
+        .filter(|s| s.object == ObjectKind::Ingress)
+    {
         let status = match spec.support {
             Support::Full => "supported".to_owned(),
             Support::Partly(difference) => format!("partly: {difference}"),

@@ -43,11 +43,56 @@ pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
 /// value stays in [`AnnotationDiagnostic::value`]).
 const MESSAGE_VALUE_MAX: usize = 120;
 
-/// The result of [`parse`]: typed values and what was wrong or ignored.
+/// The result of [`parse`] or [`parse_service`]: typed values and what was
+/// wrong or ignored.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Parsed {
     pub ingress: IngressAnnotations,
+    /// Set only by [`parse_service`].
+    pub service: ServiceAnnotations,
     pub diagnostics: Vec<AnnotationDiagnostic>,
+}
+
+/// The typed annotations of one Service: how Portico keeps its endpoints
+/// healthy, for every Ingress and HTTPRoute that sends to it. `None`: the
+/// default applies.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServiceAnnotations {
+    /// An absolute path: checks are HTTP GETs of it (else TCP connects).
+    pub health_check_path: Option<String>,
+    pub health_check_port: Option<u16>,
+    pub health_check_interval: Option<Duration>,
+    /// At most the interval.
+    pub health_check_timeout: Option<Duration>,
+    /// At least 1.
+    pub health_check_healthy_threshold: Option<u32>,
+    /// At least 1.
+    pub health_check_unhealthy_threshold: Option<u32>,
+    /// Inclusive ranges of 100..=599.
+    pub health_check_expected_statuses: Option<Vec<(u16, u16)>>,
+    pub outlier_consecutive_5xx: Option<u32>,
+    pub outlier_consecutive_errors: Option<u32>,
+    pub outlier_base_ejection_time: Option<Duration>,
+    pub outlier_max_ejection_time: Option<Duration>,
+    /// 0 to 100.
+    pub outlier_max_ejected_percent: Option<u8>,
+    /// 0 to 100.
+    pub panic_threshold: Option<u8>,
+    /// `Some(ZERO)`: explicitly off.
+    pub slow_start: Option<Duration>,
+}
+
+impl ServiceAnnotations {
+    /// Whether any `health-check-*` annotation asks for active checks.
+    pub fn wants_health_checks(&self) -> bool {
+        self.health_check_path.is_some()
+            || self.health_check_port.is_some()
+            || self.health_check_interval.is_some()
+            || self.health_check_timeout.is_some()
+            || self.health_check_healthy_threshold.is_some()
+            || self.health_check_unhealthy_threshold.is_some()
+            || self.health_check_expected_statuses.is_some()
+    }
 }
 
 /// One problem with one annotation, reported on the object that carries it.
@@ -121,6 +166,8 @@ pub struct IngressAnnotations {
     pub upstream_tls: UpstreamTlsAnnotations,
     pub ssl_passthrough: bool,
     pub grpc: GrpcAnnotations,
+    pub balance: BalanceAnnotations,
+    pub retry: RetryAnnotations,
 }
 
 /// `grpc-web*` and `grpc-max-message-size` (Portico's own).
@@ -135,6 +182,49 @@ pub struct GrpcAnnotations {
     pub allow_credentials: bool,
     pub max_age: Option<Duration>,
     pub max_message: Option<BodySize>,
+}
+
+/// `proxy-next-upstream*`. `None`: the default applies.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RetryAnnotations {
+    pub on: Option<portico_dataplane::model::RetryOn>,
+    /// 0: as many as endpoints.
+    pub tries: Option<u32>,
+    /// `Some(None)`: explicitly no limit (`0`).
+    pub timeout: Option<Option<Duration>>,
+}
+
+/// `load-balance`, `upstream-hash-by`, `affinity` and `session-cookie-*`:
+/// how each request's endpoint is chosen. Precedence (as ingress-nginx):
+/// cookie affinity, then the hash, then `load-balance`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BalanceAnnotations {
+    pub load_balance: Option<LoadBalance>,
+    pub upstream_hash_by: Option<portico_dataplane::model::HashKey>,
+    /// `affinity: cookie`.
+    pub affinity_cookie: bool,
+    pub affinity_mode: Option<portico_dataplane::model::AffinityMode>,
+    /// A valid cookie name.
+    pub session_cookie_name: Option<String>,
+    /// Seconds.
+    pub session_cookie_max_age: Option<u64>,
+    /// Seconds from the response.
+    pub session_cookie_expires: Option<u64>,
+    /// A validated absolute path.
+    pub session_cookie_path: Option<String>,
+    /// A validated, lower-cased host name.
+    pub session_cookie_domain: Option<String>,
+    pub session_cookie_samesite: Option<portico_dataplane::model::SameSite>,
+    pub session_cookie_secure: bool,
+    pub session_cookie_change_on_failure: bool,
+}
+
+/// `load-balance`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadBalance {
+    RoundRobin,
+    LeastRequest,
+    Ewma,
 }
 
 /// `proxy-ssl-*`: TLS to backends, used with `backend-protocol` HTTPS or
@@ -257,6 +347,23 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Parsed {
     parse_with(registry(), nginx_not_supported(), annotations)
 }
 
+/// Parses a Service's annotations: only the registry's Service entries
+/// count. Unknown `portico.dev/*` keys and Ingress annotations under
+/// `portico.dev/` are reported; `nginx.ingress.kubernetes.io/*` keys that
+/// are not Service entries are left alone (ingress-nginx reads none from a
+/// Service), as are all other prefixes.
+pub fn parse_service(annotations: &BTreeMap<String, String>) -> Parsed {
+    parse_object(ObjectKind::Service, registry(), &[], annotations)
+}
+
+/// Whether any key could be one of Portico's (a quick check before
+/// parsing a Service's annotations).
+pub fn has_ours(annotations: &BTreeMap<String, String>) -> bool {
+    annotations
+        .keys()
+        .any(|k| k.starts_with(PORTICO_PREFIX) || k.starts_with(NGINX_PREFIX))
+}
+
 // === key resolution ===
 
 /// Which spelling a key used; the lower sorts first and wins.
@@ -282,6 +389,16 @@ fn parse_with(
     not_supported: &[NginxAnnotation],
     annotations: &BTreeMap<String, String>,
 ) -> Parsed {
+    parse_object(ObjectKind::Ingress, specs, not_supported, annotations)
+}
+
+/// [`parse_with`] for annotations on an object of kind `object`.
+fn parse_object(
+    object: ObjectKind,
+    specs: &[AnnotationSpec],
+    not_supported: &[NginxAnnotation],
+    annotations: &BTreeMap<String, String>,
+) -> Parsed {
     let mut diagnostics = Vec::new();
     let mut candidates: Vec<Vec<Candidate<'_>>> = specs.iter().map(|_| Vec::new()).collect();
 
@@ -294,7 +411,10 @@ fn parse_with(
             continue;
         };
 
-        if name.ends_with("-snippet") {
+        // Only Portico's own spelling is reported on a Service: its
+        // nginx-prefixed keys mean nothing to ingress-nginx either.
+        let quiet = object == ObjectKind::Service && !portico;
+        if name.ends_with("-snippet") && object == ObjectKind::Ingress {
             diagnostics.push(diagnostic(
                 key,
                 value,
@@ -306,10 +426,16 @@ fn parse_with(
 
         if let Some((index, is_alias)) = find_spec(specs, name) {
             let spec = &specs[index];
-            if spec.object != ObjectKind::Ingress {
+            if spec.object != object {
+                if quiet {
+                    continue;
+                }
                 let reason = format!(
-                    "this annotation belongs on a {}, not on an Ingress; ignored",
-                    spec.object.as_str()
+                    "this annotation belongs on {} {}, not on {} {}; ignored",
+                    spec.object.article(),
+                    spec.object.as_str(),
+                    object.article(),
+                    object.as_str()
                 );
                 diagnostics.push(diagnostic(key, value, DiagnosticKind::Unsupported, &reason));
                 continue;
@@ -328,6 +454,9 @@ fn parse_with(
             continue;
         }
 
+        if quiet {
+            continue;
+        }
         if let Some(known) = not_supported
             .iter()
             .find(|n| n.name == name || n.aliases.contains(&name))
@@ -403,13 +532,14 @@ fn parse_with(
         }
     }
 
-    let (ingress, notes) = draft.finish();
+    let (ingress, service, notes) = draft.finish();
     for note in notes {
         diagnostics.push(diagnostic(&note.key, &note.value, note.kind, &note.message));
     }
 
     Parsed {
         ingress,
+        service,
         diagnostics,
     }
 }

@@ -3,9 +3,11 @@
 //! [`Draft::finish`], once every value is known.
 
 use super::values;
+use portico_dataplane::model::{AffinityMode, HashKey, RetryOn, SameSite};
+
 use super::{
     AuthTlsVerify, BackendProtocol, CanaryAnnotations, DiagnosticKind, Fallback,
-    IngressAnnotations, RedirectTarget, RewriteTarget, quote,
+    IngressAnnotations, LoadBalance, RedirectTarget, RewriteTarget, ServiceAnnotations, quote,
 };
 
 pub(crate) const DEFAULT_CANARY_WEIGHT_TOTAL: u32 = 100;
@@ -40,6 +42,7 @@ pub(crate) struct KeyedNote {
 #[derive(Default)]
 pub(crate) struct Draft {
     out: IngressAnnotations,
+    svc: ServiceAnnotations,
     permanent_url: Option<http::Uri>,
     permanent_code: Option<u16>,
     temporal_url: Option<http::Uri>,
@@ -63,11 +66,13 @@ impl Draft {
 
     /// Applies the rules between annotations and returns the result with the
     /// diagnostics those rules produced.
-    pub(crate) fn finish(mut self) -> (IngressAnnotations, Vec<KeyedNote>) {
+    pub(crate) fn finish(mut self) -> (IngressAnnotations, ServiceAnnotations, Vec<KeyedNote>) {
         let mut notes = Vec::new();
         self.finish_redirects(&mut notes);
         self.finish_canary(&mut notes);
-        (self.out, notes)
+        self.finish_health_check(&mut notes);
+        self.finish_balance(&mut notes);
+        (self.out, self.svc, notes)
     }
 
     fn finish_redirects(&mut self, notes: &mut Vec<KeyedNote>) {
@@ -153,6 +158,66 @@ impl Draft {
             );
         }
         self.out.canary = Some(canary);
+    }
+
+    /// ingress-nginx's precedence: affinity, then the hash, then
+    /// load-balance; cookie settings need affinity.
+    fn finish_balance(&mut self, notes: &mut Vec<KeyedNote>) {
+        const COOKIE_PARTS: [&str; 9] = [
+            "affinity-mode",
+            "session-cookie-name",
+            "session-cookie-max-age",
+            "session-cookie-expires",
+            "session-cookie-path",
+            "session-cookie-domain",
+            "session-cookie-samesite",
+            "session-cookie-secure",
+            "session-cookie-change-on-failure",
+        ];
+        let b = &self.out.balance;
+        if !b.affinity_cookie {
+            for name in COOKIE_PARTS {
+                self.note(
+                    notes,
+                    name,
+                    "has no effect without affinity: cookie; ignored",
+                );
+            }
+            if b.upstream_hash_by.is_some() && b.load_balance.is_some() {
+                self.note(
+                    notes,
+                    "load-balance",
+                    "upstream-hash-by is also set and wins, as in ingress-nginx; ignored",
+                );
+            }
+            return;
+        }
+        for name in ["upstream-hash-by", "load-balance"] {
+            self.note(
+                notes,
+                name,
+                "affinity: cookie is also set and wins, as in ingress-nginx; ignored",
+            );
+        }
+    }
+
+    /// A probe may not outlive the interval that schedules the next one.
+    fn finish_health_check(&mut self, notes: &mut Vec<KeyedNote>) {
+        let interval = self
+            .svc
+            .health_check_interval
+            .unwrap_or(std::time::Duration::from_secs(10));
+        if let Some(timeout) = self.svc.health_check_timeout
+            && timeout > interval
+        {
+            self.svc.health_check_timeout = Some(interval);
+            self.note_kind(
+                notes,
+                "health-check-timeout",
+                DiagnosticKind::Partial,
+                &format!("longer than the interval ({interval:?}); capped at the interval"),
+            );
+        }
     }
 
     /// An `Invalid(Ignored)` note on the accepted annotation `name`, if set.
@@ -497,5 +562,237 @@ pub(crate) fn grpc_max_message_size(v: &str, d: &mut Draft) -> Result<(), String
 
 pub(crate) fn hsts_preload(v: &str, d: &mut Draft) -> Result<(), String> {
     d.out.https.hsts_preload = Some(values::go_bool(v)?);
+    Ok(())
+}
+
+// === Service annotations ===
+
+pub(crate) fn health_check_path(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.health_check_path = Some(values::absolute_path(v)?);
+    Ok(())
+}
+
+pub(crate) fn health_check_port(v: &str, d: &mut Draft) -> Result<(), String> {
+    let port = values::uint(v)?;
+    d.svc.health_check_port = Some(
+        u16::try_from(port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or("must be a port from 1 to 65535")?,
+    );
+    Ok(())
+}
+
+pub(crate) fn health_check_interval(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.health_check_interval = Some(values::timeout(v)?);
+    Ok(())
+}
+
+pub(crate) fn health_check_timeout(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.health_check_timeout = Some(values::timeout(v)?);
+    Ok(())
+}
+
+fn threshold(v: &str) -> Result<u32, String> {
+    let n = values::uint(v)?;
+    if n == 0 {
+        return Err("must be at least 1".into());
+    }
+    Ok(n)
+}
+
+pub(crate) fn health_check_healthy_threshold(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.health_check_healthy_threshold = Some(threshold(v)?);
+    Ok(())
+}
+
+pub(crate) fn health_check_unhealthy_threshold(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.health_check_unhealthy_threshold = Some(threshold(v)?);
+    Ok(())
+}
+
+pub(crate) fn health_check_expected_statuses(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.health_check_expected_statuses = Some(values::status_ranges(v)?);
+    Ok(())
+}
+
+pub(crate) fn outlier_consecutive_5xx(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.outlier_consecutive_5xx = Some(values::uint(v)?);
+    Ok(())
+}
+
+pub(crate) fn outlier_consecutive_errors(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.outlier_consecutive_errors = Some(values::uint(v)?);
+    Ok(())
+}
+
+pub(crate) fn outlier_base_ejection_time(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.outlier_base_ejection_time = Some(values::timeout(v)?);
+    Ok(())
+}
+
+pub(crate) fn outlier_max_ejection_time(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.outlier_max_ejection_time = Some(values::timeout(v)?);
+    Ok(())
+}
+
+pub(crate) fn outlier_max_ejected_percent(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.outlier_max_ejected_percent = Some(values::percent(v)?);
+    Ok(())
+}
+
+pub(crate) fn panic_threshold(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.panic_threshold = Some(values::percent(v)?);
+    Ok(())
+}
+
+pub(crate) fn slow_start(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.svc.slow_start = Some(if v == "0" {
+        std::time::Duration::ZERO
+    } else {
+        values::timeout(v)?
+    });
+    Ok(())
+}
+
+// === load balancing (Ingress) ===
+
+pub(crate) fn load_balance(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.balance.load_balance = Some(match v {
+        "round_robin" => LoadBalance::RoundRobin,
+        "least_request" => LoadBalance::LeastRequest,
+        "ewma" => LoadBalance::Ewma,
+        _ => return Err("expected round_robin, least_request or ewma".into()),
+    });
+    Ok(())
+}
+
+pub(crate) fn upstream_hash_by(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.balance.upstream_hash_by = Some(HashKey::parse(v)?);
+    Ok(())
+}
+
+pub(crate) fn affinity(v: &str, d: &mut Draft) -> Result<(), String> {
+    if v != "cookie" {
+        return Err("the only affinity is cookie".into());
+    }
+    d.out.balance.affinity_cookie = true;
+    Ok(())
+}
+
+pub(crate) fn affinity_mode(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.balance.affinity_mode = Some(match v {
+        "balanced" => AffinityMode::Balanced,
+        "persistent" => AffinityMode::Persistent,
+        _ => return Err("expected balanced or persistent".into()),
+    });
+    Ok(())
+}
+
+pub(crate) fn session_cookie_name(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.balance.session_cookie_name = Some(values::cookie_name(v)?);
+    Ok(())
+}
+
+pub(crate) fn session_cookie_max_age(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.balance.session_cookie_max_age = Some(u64::from(values::uint(v)?));
+    Ok(())
+}
+
+pub(crate) fn session_cookie_expires(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.balance.session_cookie_expires = Some(u64::from(values::uint(v)?));
+    Ok(())
+}
+
+pub(crate) fn session_cookie_path(v: &str, d: &mut Draft) -> Result<(), String> {
+    let path = values::absolute_path(v)?;
+    if path.contains([';', ',']) {
+        return Err("';' and ',' cannot be in a cookie path".into());
+    }
+    d.out.balance.session_cookie_path = Some(path);
+    Ok(())
+}
+
+pub(crate) fn session_cookie_domain(v: &str, d: &mut Draft) -> Result<(), String> {
+    let name = values::server_name(v.strip_prefix('.').unwrap_or(v))?;
+    if name.starts_with("*.") {
+        return Err("must be a host name, not a wildcard".into());
+    }
+    d.out.balance.session_cookie_domain = Some(name);
+    Ok(())
+}
+
+pub(crate) fn session_cookie_samesite(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.balance.session_cookie_samesite = Some(match v.to_ascii_lowercase().as_str() {
+        "none" => SameSite::None,
+        "lax" => SameSite::Lax,
+        "strict" => SameSite::Strict,
+        _ => return Err("expected None, Lax or Strict".into()),
+    });
+    Ok(())
+}
+
+pub(crate) fn session_cookie_secure(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.balance.session_cookie_secure = values::go_bool(v)?;
+    Ok(())
+}
+
+pub(crate) fn session_cookie_change_on_failure(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.balance.session_cookie_change_on_failure = values::go_bool(v)?;
+    Ok(())
+}
+
+// === retries ===
+
+pub(crate) fn proxy_next_upstream(v: &str, d: &mut Draft) -> Result<(), String> {
+    let mut on = RetryOn::OFF;
+    let mut off = false;
+    let mut unsupported = Vec::new();
+    for token in v.split_ascii_whitespace() {
+        match token {
+            "error" => on.error = true,
+            "timeout" => on.timeout = true,
+            "http_500" => on.http_500 = true,
+            "http_502" => on.http_502 = true,
+            "http_503" => on.http_503 = true,
+            "http_504" => on.http_504 = true,
+            "non_idempotent" => on.non_idempotent = true,
+            "off" => off = true,
+            "invalid_header" | "http_403" | "http_404" | "http_429" => unsupported.push(token),
+            _ => {
+                return Err(format!(
+                    "{} is not one of error, timeout, http_500, http_502, http_503, http_504, non_idempotent, off",
+                    quote(token)
+                ));
+            }
+        }
+    }
+    if off && (on != RetryOn::OFF || !unsupported.is_empty()) {
+        return Err("off cannot be combined with other values".into());
+    }
+    if !unsupported.is_empty() {
+        d.notes.push(Note {
+            kind: DiagnosticKind::Partial,
+            message: format!(
+                "{} not supported by Portico; ignored, the rest applies",
+                unsupported.join(", ")
+            ),
+        });
+    }
+    d.out.retry.on = Some(on);
+    Ok(())
+}
+
+pub(crate) fn proxy_next_upstream_tries(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.retry.tries = Some(values::uint(v)?);
+    Ok(())
+}
+
+pub(crate) fn proxy_next_upstream_timeout(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.retry.timeout = Some(if v == "0" {
+        None
+    } else {
+        Some(values::timeout(v)?)
+    });
     Ok(())
 }

@@ -5,6 +5,7 @@ use http::{HeaderName, HeaderValue};
 
 use super::parsers::Draft;
 use super::*;
+use portico_dataplane::model::{AffinityMode, HashKey, HashVar, RetryOn, SameSite};
 
 const PREFIXES: [&str; 2] = [PORTICO_PREFIX, NGINX_PREFIX];
 
@@ -577,6 +578,94 @@ const VALID: &[Valid] = &[
             ]
         },
     },
+    // retries
+    Valid {
+        set: &[
+            (
+                "proxy-next-upstream",
+                "error  timeout http_503 non_idempotent",
+            ),
+            ("proxy-next-upstream-tries", "5"),
+            ("proxy-next-upstream-timeout", "10s"),
+        ],
+        want: |a| {
+            a.retry.on = Some(RetryOn {
+                error: true,
+                timeout: true,
+                http_503: true,
+                non_idempotent: true,
+                ..RetryOn::OFF
+            });
+            a.retry.tries = Some(5);
+            a.retry.timeout = Some(Some(Duration::from_secs(10)));
+        },
+    },
+    Valid {
+        set: &[
+            ("proxy-next-upstream", "off"),
+            ("proxy-next-upstream-tries", "0"),
+            ("proxy-next-upstream-timeout", "0"),
+        ],
+        want: |a| {
+            a.retry.on = Some(RetryOn::OFF);
+            a.retry.tries = Some(0);
+            a.retry.timeout = Some(None);
+        },
+    },
+    // load balancing
+    Valid {
+        set: &[("load-balance", "ewma")],
+        want: |a| a.balance.load_balance = Some(LoadBalance::Ewma),
+    },
+    Valid {
+        set: &[("load-balance", "least_request")],
+        want: |a| a.balance.load_balance = Some(LoadBalance::LeastRequest),
+    },
+    Valid {
+        set: &[("upstream-hash-by", "$host$http_x_user_id")],
+        want: |a| {
+            a.balance.upstream_hash_by = Some(HashKey(vec![
+                HashVar::Host,
+                HashVar::Header(HeaderName::from_static("x-user-id")),
+            ]))
+        },
+    },
+    Valid {
+        set: &[
+            ("affinity", "cookie"),
+            ("affinity-mode", "persistent"),
+            ("session-cookie-name", "route"),
+            ("session-cookie-max-age", "3600"),
+            ("session-cookie-expires", "7200"),
+            ("session-cookie-path", "/shop"),
+        ],
+        want: |a| {
+            let b = &mut a.balance;
+            b.affinity_cookie = true;
+            b.affinity_mode = Some(AffinityMode::Persistent);
+            b.session_cookie_name = Some("route".into());
+            b.session_cookie_max_age = Some(3600);
+            b.session_cookie_expires = Some(7200);
+            b.session_cookie_path = Some("/shop".into());
+        },
+    },
+    Valid {
+        set: &[
+            ("affinity", "cookie"),
+            ("session-cookie-domain", ".Example.com"),
+            ("session-cookie-samesite", "strict"),
+            ("session-cookie-secure", "true"),
+            ("session-cookie-change-on-failure", "true"),
+        ],
+        want: |a| {
+            let b = &mut a.balance;
+            b.affinity_cookie = true;
+            b.session_cookie_domain = Some("example.com".into());
+            b.session_cookie_samesite = Some(SameSite::Strict);
+            b.session_cookie_secure = true;
+            b.session_cookie_change_on_failure = true;
+        },
+    },
 ];
 
 #[test]
@@ -618,6 +707,117 @@ fn canary_with_header(a: &mut IngressAnnotations) {
 }
 
 const INVALID: &[Invalid] = &[
+    Invalid {
+        name: "proxy-next-upstream",
+        fallback: Fallback::Ignored,
+        values: &["error,timeout", "off error", "sometimes", "http_5xx"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "proxy-next-upstream-tries",
+        fallback: Fallback::Ignored,
+        values: &["-1", "three"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "proxy-next-upstream-timeout",
+        fallback: Fallback::Ignored,
+        values: &["0s", "forever", "25h"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "load-balance",
+        fallback: Fallback::Ignored,
+        values: &["least_conn", "RoundRobin", "random"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "upstream-hash-by",
+        fallback: Fallback::Ignored,
+        values: &[
+            "$binary_remote_addr",
+            "request_uri",
+            "$host-$uri",
+            "${host}",
+            "$http_",
+        ],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "affinity",
+        fallback: Fallback::Ignored,
+        values: &["ip", "Cookie"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "affinity-mode",
+        fallback: Fallback::Ignored,
+        values: &["sticky"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "session-cookie-name",
+        fallback: Fallback::Ignored,
+        values: &["a b", "a;b", "a=b"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "session-cookie-max-age",
+        fallback: Fallback::Ignored,
+        values: &["-1", "1h"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "session-cookie-expires",
+        fallback: Fallback::Ignored,
+        values: &["tomorrow"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "session-cookie-path",
+        fallback: Fallback::Ignored,
+        values: &["shop", "/a b", "/a;b"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "session-cookie-domain",
+        fallback: Fallback::Ignored,
+        values: &["*.example.com", "a b"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "session-cookie-samesite",
+        fallback: Fallback::Ignored,
+        values: &["Sometimes"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "session-cookie-secure",
+        fallback: Fallback::Ignored,
+        values: &["yes"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "session-cookie-change-on-failure",
+        fallback: Fallback::Ignored,
+        values: &["on"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
     Invalid {
         name: "rewrite-target",
         fallback: Fallback::PathDenied,
@@ -1079,13 +1279,329 @@ fn invalid_values_fall_back_as_documented() {
     }
 }
 
+// === Service annotations ===
+
+struct ServiceValid {
+    set: &'static [(&'static str, &'static str)],
+    want: fn(&mut ServiceAnnotations),
+}
+
+const SERVICE_VALID: &[ServiceValid] = &[
+    ServiceValid {
+        set: &[("slow-start", "30s")],
+        want: |s| s.slow_start = Some(Duration::from_secs(30)),
+    },
+    ServiceValid {
+        set: &[("slow-start", "0")],
+        want: |s| s.slow_start = Some(Duration::ZERO),
+    },
+    ServiceValid {
+        set: &[
+            ("health-check-path", "/healthz"),
+            ("health-check-port", "8081"),
+            ("health-check-interval", "5s"),
+            ("health-check-timeout", "500ms"),
+        ],
+        want: |s| {
+            s.health_check_path = Some("/healthz".into());
+            s.health_check_port = Some(8081);
+            s.health_check_interval = Some(Duration::from_secs(5));
+            s.health_check_timeout = Some(Duration::from_millis(500));
+        },
+    },
+    ServiceValid {
+        set: &[
+            ("health-check-healthy-threshold", "1"),
+            ("health-check-unhealthy-threshold", "10"),
+            ("health-check-expected-statuses", "200, 204,300-399"),
+        ],
+        want: |s| {
+            s.health_check_healthy_threshold = Some(1);
+            s.health_check_unhealthy_threshold = Some(10);
+            s.health_check_expected_statuses = Some(vec![(200, 200), (204, 204), (300, 399)]);
+        },
+    },
+    ServiceValid {
+        set: &[
+            ("outlier-consecutive-5xx", "3"),
+            ("outlier-consecutive-errors", "0"),
+        ],
+        want: |s| {
+            s.outlier_consecutive_5xx = Some(3);
+            s.outlier_consecutive_errors = Some(0);
+        },
+    },
+    ServiceValid {
+        set: &[
+            ("outlier-base-ejection-time", "10"),
+            ("outlier-max-ejection-time", "2m"),
+        ],
+        want: |s| {
+            s.outlier_base_ejection_time = Some(Duration::from_secs(10));
+            s.outlier_max_ejection_time = Some(Duration::from_secs(120));
+        },
+    },
+    ServiceValid {
+        set: &[
+            ("outlier-max-ejected-percent", "100"),
+            ("panic-threshold", "0"),
+        ],
+        want: |s| {
+            s.outlier_max_ejected_percent = Some(100);
+            s.panic_threshold = Some(0);
+        },
+    },
+];
+
+/// A Service annotation set to each of `values`: one `Invalid(Ignored)`
+/// diagnostic and nothing set.
+struct ServiceInvalid {
+    name: &'static str,
+    values: &'static [&'static str],
+}
+
+const SERVICE_INVALID: &[ServiceInvalid] = &[
+    ServiceInvalid {
+        name: "slow-start",
+        values: &["0s", "slow", "2d"],
+    },
+    ServiceInvalid {
+        name: "health-check-path",
+        values: &["healthz", "//x", "/a b", "/$x"],
+    },
+    ServiceInvalid {
+        name: "health-check-port",
+        values: &["0", "65536", "http"],
+    },
+    ServiceInvalid {
+        name: "health-check-interval",
+        values: &["0", "often", "48h"],
+    },
+    ServiceInvalid {
+        name: "health-check-timeout",
+        values: &["0ms", "-1"],
+    },
+    ServiceInvalid {
+        name: "health-check-healthy-threshold",
+        values: &["0", "two"],
+    },
+    ServiceInvalid {
+        name: "health-check-unhealthy-threshold",
+        values: &["0", "-3"],
+    },
+    ServiceInvalid {
+        name: "health-check-expected-statuses",
+        values: &["2xx", "99", "600", "399-200", "200-", "200;204"],
+    },
+    ServiceInvalid {
+        name: "outlier-consecutive-5xx",
+        values: &["-1", "five", "1.5"],
+    },
+    ServiceInvalid {
+        name: "outlier-consecutive-errors",
+        values: &["-1", "x"],
+    },
+    ServiceInvalid {
+        name: "outlier-base-ejection-time",
+        values: &["0", "soon", "25h"],
+    },
+    ServiceInvalid {
+        name: "outlier-max-ejection-time",
+        values: &["0s", "1d"],
+    },
+    ServiceInvalid {
+        name: "outlier-max-ejected-percent",
+        values: &["101", "50%", "-5"],
+    },
+    ServiceInvalid {
+        name: "panic-threshold",
+        values: &["200", "half"],
+    },
+];
+
+fn parse_service_checked(annotations: &BTreeMap<String, String>) -> Parsed {
+    let parsed = parse_service(annotations);
+    for d in &parsed.diagnostics {
+        assert!(d.message.starts_with(&d.key), "{:?}", d.message);
+        assert!(d.message.contains(&quote(&d.value)), "{:?}", d.message);
+    }
+    parsed
+}
+
+#[test]
+fn valid_service_values_under_both_spellings() {
+    for case in SERVICE_VALID {
+        let mut want = ServiceAnnotations::default();
+        (case.want)(&mut want);
+        for prefix in PREFIXES {
+            let parsed = parse_service_checked(&map(prefix, case.set));
+            assert_eq!(parsed.diagnostics, vec![], "{prefix}: {:?}", case.set);
+            assert_eq!(parsed.service, want, "{prefix}: {:?}", case.set);
+            assert_eq!(parsed.ingress, IngressAnnotations::default());
+        }
+    }
+}
+
+#[test]
+fn invalid_service_values_are_reported_and_ignored() {
+    for case in SERVICE_INVALID {
+        assert_eq!(spec(case.name).object, ObjectKind::Service, "{}", case.name);
+        for prefix in PREFIXES {
+            for value in case.values {
+                let parsed = parse_service_checked(&map(prefix, &[(case.name, *value)]));
+                let key = format!("{prefix}{}", case.name);
+                assert_eq!(parsed.diagnostics.len(), 1, "{key}={value:?}");
+                let d = &parsed.diagnostics[0];
+                assert_eq!(
+                    d.kind,
+                    DiagnosticKind::Invalid(Fallback::Ignored),
+                    "{}",
+                    d.message
+                );
+                assert!(d.message.contains("invalid"), "{}", d.message);
+                assert_eq!(
+                    parsed.service,
+                    ServiceAnnotations::default(),
+                    "{key}={value:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn affinity_beats_the_hash_which_beats_load_balance() {
+    let parsed = parse_checked(&map(
+        PORTICO_PREFIX,
+        &[("upstream-hash-by", "$uri"), ("load-balance", "ewma")],
+    ));
+    assert_eq!(kinds(&parsed), vec![("portico.dev/load-balance", IGNORED)]);
+    let parsed = parse_checked(&map(
+        PORTICO_PREFIX,
+        &[("upstream-hash-by", "$uri"), ("affinity", "cookie")],
+    ));
+    assert_eq!(
+        kinds(&parsed),
+        vec![("portico.dev/upstream-hash-by", IGNORED)]
+    );
+}
+
+#[test]
+fn retry_conditions_nginx_has_and_portico_not_are_reported() {
+    let parsed = parse_checked(&map(
+        NGINX_PREFIX,
+        &[("proxy-next-upstream", "error http_404 http_502")],
+    ));
+    assert_eq!(
+        kinds(&parsed),
+        vec![(
+            "nginx.ingress.kubernetes.io/proxy-next-upstream",
+            DiagnosticKind::Partial
+        )]
+    );
+    assert_eq!(
+        parsed.ingress.retry.on,
+        Some(RetryOn {
+            error: true,
+            http_502: true,
+            ..RetryOn::OFF
+        })
+    );
+}
+
+#[test]
+fn session_cookie_settings_need_affinity() {
+    let parsed = parse_checked(&map(
+        NGINX_PREFIX,
+        &[
+            ("session-cookie-name", "route"),
+            ("affinity-mode", "persistent"),
+        ],
+    ));
+    assert_eq!(
+        kinds(&parsed),
+        vec![
+            ("nginx.ingress.kubernetes.io/affinity-mode", IGNORED),
+            ("nginx.ingress.kubernetes.io/session-cookie-name", IGNORED),
+        ]
+    );
+}
+
+#[test]
+fn a_health_check_timeout_longer_than_the_interval_is_capped() {
+    let parsed = parse_service_checked(&raw(&[
+        ("portico.dev/health-check-interval", "1s"),
+        ("portico.dev/health-check-timeout", "5s"),
+    ]));
+    assert_eq!(
+        parsed.service.health_check_timeout,
+        Some(Duration::from_secs(1))
+    );
+    assert_eq!(
+        kinds(&parsed),
+        vec![("portico.dev/health-check-timeout", DiagnosticKind::Partial)]
+    );
+    assert!(parsed.service.wants_health_checks());
+    assert!(!ServiceAnnotations::default().wants_health_checks());
+}
+
+#[test]
+fn a_service_reports_only_portico_keys_that_are_not_its_own() {
+    let parsed = parse_service_checked(&raw(&[
+        ("portico.dev/panic-threshold", "30"),
+        ("portico.dev/rewrite-target", "/"),
+        ("portico.dev/made-up", "x"),
+        ("nginx.ingress.kubernetes.io/rewrite-target", "/"),
+        ("nginx.ingress.kubernetes.io/made-up", "x"),
+        ("nginx.ingress.kubernetes.io/server-snippet", "x"),
+        ("example.com/anything", "x"),
+    ]));
+    assert_eq!(parsed.service.panic_threshold, Some(30));
+    assert_eq!(
+        kinds(&parsed),
+        vec![
+            ("portico.dev/made-up", DiagnosticKind::Unknown),
+            ("portico.dev/rewrite-target", DiagnosticKind::Unsupported),
+        ]
+    );
+    assert!(
+        parsed.diagnostics[1]
+            .message
+            .contains("belongs on an Ingress")
+    );
+}
+
+#[test]
+fn service_annotations_on_an_ingress_say_where_they_belong() {
+    let parsed = parse_checked(&raw(&[("portico.dev/panic-threshold", "30")]));
+    assert_eq!(parsed.ingress, IngressAnnotations::default());
+    assert_eq!(
+        kinds(&parsed),
+        vec![("portico.dev/panic-threshold", DiagnosticKind::Unsupported)]
+    );
+    assert!(
+        parsed.diagnostics[0]
+            .message
+            .contains("belongs on a Service")
+    );
+}
+
 #[test]
 fn every_annotation_has_valid_and_invalid_cases() {
     let valid: BTreeSet<&str> = VALID
         .iter()
         .flat_map(|c| c.set.iter().map(|(name, _)| *name))
+        .chain(
+            SERVICE_VALID
+                .iter()
+                .flat_map(|c| c.set.iter().map(|(name, _)| *name)),
+        )
         .collect();
-    let invalid: BTreeSet<&str> = INVALID.iter().map(|c| c.name).collect();
+    let invalid: BTreeSet<&str> = INVALID
+        .iter()
+        .map(|c| c.name)
+        .chain(SERVICE_INVALID.iter().map(|c| c.name))
+        .collect();
     for spec in registry() {
         assert!(valid.contains(spec.name), "{}: no valid case", spec.name);
         assert!(

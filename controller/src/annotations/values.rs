@@ -47,6 +47,52 @@ pub(crate) fn uint(s: &str) -> Result<u32, String> {
         .map_err(|_| format!("must be at most {}", u32::MAX))
 }
 
+/// HTTP status codes and inclusive ranges, comma-separated: `200-399`,
+/// `200,204`, within 100-599.
+pub(crate) fn status_ranges(s: &str) -> Result<Vec<(u16, u16)>, String> {
+    const SYNTAX: &str =
+        "expected status codes or ranges from 100 to 599, comma-separated, e.g. 200-399 or 200,204";
+    let code = |t: &str| -> Result<u16, String> {
+        let t = t.trim();
+        let (digits, rest) = split_digits(t);
+        if digits.len() != 3 || !rest.is_empty() {
+            return Err(SYNTAX.into());
+        }
+        let n: u16 = digits.parse().map_err(|_| SYNTAX.to_owned())?;
+        if !(100..=599).contains(&n) {
+            return Err(SYNTAX.into());
+        }
+        Ok(n)
+    };
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let (min, max) = match part.split_once('-') {
+            Some((a, b)) => (code(a)?, code(b)?),
+            None => {
+                let c = code(part)?;
+                (c, c)
+            }
+        };
+        if min > max {
+            return Err(format!("range {min}-{max} is empty"));
+        }
+        out.push((min, max));
+    }
+    if out.len() > 32 {
+        return Err("at most 32 codes or ranges".into());
+    }
+    Ok(out)
+}
+
+/// A whole percentage, 0 to 100.
+pub(crate) fn percent(s: &str) -> Result<u8, String> {
+    let n = uint(s).map_err(|_| "expected a whole percentage from 0 to 100".to_owned())?;
+    u8::try_from(n)
+        .ok()
+        .filter(|n| *n <= 100)
+        .ok_or_else(|| "expected a whole percentage from 0 to 100".to_owned())
+}
+
 /// ingress-nginx's integer seconds, or one nginx time value with a unit:
 /// `500ms`, `30s`, `5m`, `1h`. Greater than 0 and at most [`MAX_TIMEOUT`].
 pub(crate) fn timeout(s: &str) -> Result<Duration, String> {

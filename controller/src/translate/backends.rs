@@ -6,9 +6,13 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
-use k8s_openapi::api::core::v1::ServicePort;
-use portico_dataplane::model::{Backend, Protocol};
+use k8s_openapi::api::core::v1::{Service, ServicePort};
+use portico_dataplane::model::{
+    Backend, Balance, CookieAffinity, EndpointPolicy, HealthCheck, OutlierDetection, Probe,
+    Protocol, StatusRange,
+};
 
+use crate::annotations::{self, BalanceAnnotations, LoadBalance, ServiceAnnotations};
 use crate::snapshot::{Snapshot, external_name_key};
 
 /// How a backend names the Service port.
@@ -79,6 +83,7 @@ pub fn resolve(
         PortRef::Name(n) => n.clone(),
     };
     let name = format!("{namespace}/{service}:{port_text}");
+    let policy = endpoint_policy(svc);
 
     // An ExternalName Service has no EndpointSlices: its port is used as is.
     if let Some(dns) = external_name {
@@ -100,6 +105,7 @@ pub fn resolve(
             weight,
             protocol,
             endpoints,
+            policy,
         });
     }
 
@@ -111,6 +117,7 @@ pub fn resolve(
         weight,
         protocol,
         endpoints: ready_endpoints(snap, &key, service_port),
+        policy,
     })
 }
 
@@ -161,4 +168,101 @@ fn ready_endpoints(
         }
     }
     out.into_iter().collect()
+}
+
+/// What a Service's annotations ask of its endpoints; the defaults where
+/// they say nothing or something invalid (reported on the Service by
+/// [`super::report_services`]).
+pub fn endpoint_policy(svc: &Service) -> EndpointPolicy {
+    let Some(raw) = svc.metadata.annotations.as_ref() else {
+        return EndpointPolicy::default();
+    };
+    if !annotations::has_ours(raw) {
+        return EndpointPolicy::default();
+    }
+    policy_from(&annotations::parse_service(raw).service)
+}
+
+fn policy_from(a: &ServiceAnnotations) -> EndpointPolicy {
+    let d = EndpointPolicy::default();
+    let o = OutlierDetection::default();
+    let h = HealthCheck::default();
+    let health_check = a.wants_health_checks().then(|| HealthCheck {
+        probe: match &a.health_check_path {
+            Some(path) => Probe::Http { path: path.clone() },
+            None => Probe::Tcp,
+        },
+        port: a.health_check_port,
+        interval: a.health_check_interval.unwrap_or(h.interval),
+        timeout: a.health_check_timeout.unwrap_or(h.timeout),
+        healthy_threshold: a
+            .health_check_healthy_threshold
+            .unwrap_or(h.healthy_threshold),
+        unhealthy_threshold: a
+            .health_check_unhealthy_threshold
+            .unwrap_or(h.unhealthy_threshold),
+        expected_statuses: a.health_check_expected_statuses.as_ref().map_or(
+            h.expected_statuses,
+            |r| {
+                r.iter()
+                    .map(|&(min, max)| StatusRange { min, max })
+                    .collect()
+            },
+        ),
+    });
+    EndpointPolicy {
+        health_check,
+        outlier: OutlierDetection {
+            consecutive_5xx: a.outlier_consecutive_5xx.unwrap_or(o.consecutive_5xx),
+            consecutive_errors: a.outlier_consecutive_errors.unwrap_or(o.consecutive_errors),
+            base_ejection: a.outlier_base_ejection_time.unwrap_or(o.base_ejection),
+            max_ejection: a.outlier_max_ejection_time.unwrap_or(o.max_ejection),
+            max_ejected_percent: a
+                .outlier_max_ejected_percent
+                .unwrap_or(o.max_ejected_percent),
+        },
+        panic_threshold_percent: a.panic_threshold.unwrap_or(d.panic_threshold_percent),
+        slow_start: a.slow_start.filter(|d| !d.is_zero()),
+        balance: Balance::default(),
+    }
+}
+
+/// The balancing policy an Ingress's annotations ask for; `cookie_path` is
+/// the sticky cookie's path unless `session-cookie-path` says otherwise.
+pub fn balance(a: &BalanceAnnotations, cookie_path: &str) -> Balance {
+    if a.affinity_cookie {
+        let d = CookieAffinity::default();
+        return Balance::Cookie(CookieAffinity {
+            name: a.session_cookie_name.clone().unwrap_or(d.name),
+            mode: a.affinity_mode.unwrap_or(d.mode),
+            max_age: a.session_cookie_max_age,
+            expires: a.session_cookie_expires,
+            path: a
+                .session_cookie_path
+                .clone()
+                .unwrap_or_else(|| cookie_path.to_owned()),
+            domain: a.session_cookie_domain.clone(),
+            same_site: a.session_cookie_samesite,
+            secure: a.session_cookie_secure,
+            change_on_failure: a.session_cookie_change_on_failure,
+        });
+    }
+    if let Some(key) = &a.upstream_hash_by {
+        return Balance::ConsistentHash { key: key.clone() };
+    }
+    match a.load_balance {
+        None | Some(LoadBalance::RoundRobin) => Balance::RoundRobin,
+        Some(LoadBalance::LeastRequest) => Balance::LeastRequest,
+        Some(LoadBalance::Ewma) => Balance::Ewma,
+    }
+}
+
+/// gRPC backends are checked with the gRPC health protocol (for the whole
+/// server), whatever path the Service names.
+pub fn grpc_health_checks(b: &mut Backend) {
+    if let Some(hc) = b.policy.health_check.as_mut() {
+        hc.probe = Probe::Grpc {
+            service: String::new(),
+        };
+    }
 }

@@ -5,14 +5,17 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 use kube::ResourceExt;
 use portico_crds::{
-    FilterType, HTTPHeader, HTTPHeaderFilter, HTTPMethod, HTTPPathModifier, HTTPRoute,
-    HTTPRouteFilter, HTTPRoutePolicies, HTTPRouteRule, PathMatchType, PathModifierType,
-    RedirectScheme, StringMatchType,
+    AffinityModeSpec, BackendPolicy, FilterType, HTTPHeader, HTTPHeaderFilter, HTTPMethod,
+    HTTPPathModifier, HTTPRoute, HTTPRouteFilter, HTTPRoutePolicies, HTTPRouteRule,
+    LoadBalancingAlgorithm, PathMatchType, PathModifierType, RedirectScheme, SameSiteSpec,
+    StringMatchType,
 };
 use portico_dataplane::model::{
-    Action, Backend, Cors, Filters, Forward, GrpcOptions, GrpcWeb, HeaderMatch, HeaderModifier,
-    Hostname, PathMatch, PathModifier, Protocol, QueryMatch, Redirect, RedirectStatus, Route,
-    RouteMatch, Rule, Scheme, SourceRef, Timeouts, UrlRewrite, ValueMatch,
+    Action, AffinityMode, Backend, Balance, CookieAffinity, Cors, EndpointPolicy, Filters, Forward,
+    GrpcOptions, GrpcWeb, HashKey, HeaderMatch, HeaderModifier, HealthCheck, Hostname,
+    OutlierDetection, PathMatch, PathModifier, Probe, Protocol, QueryMatch, Redirect,
+    RedirectStatus, Route, RouteMatch, Rule, SameSite, Scheme, SourceRef, StatusRange, Timeouts,
+    UrlRewrite, ValueMatch,
 };
 
 use super::backends::{self, PortRef};
@@ -85,11 +88,16 @@ fn translate_one(
         return None;
     }
     let grpc = grpc_options(route.spec.policies.as_ref(), report);
+    let backend_policy = route
+        .spec
+        .policies
+        .as_ref()
+        .and_then(|p| p.backends.as_ref());
     let mut rules = Vec::new();
     for (i, rule) in route.spec.rules.iter().enumerate() {
         report.rules_total += 1;
         let field = format!("spec.rules[{i}]");
-        match translate_rule(snap, rule, &grpc, namespace, &field, report) {
+        match translate_rule(snap, rule, &grpc, namespace, &field, backend_policy, report) {
             Ok(r) => {
                 report.rules_served += 1;
                 rules.push(r);
@@ -122,6 +130,7 @@ fn translate_rule(
     grpc: &GrpcOptions,
     namespace: &str,
     field: &str,
+    backend_policy: Option<&BackendPolicy>,
     report: &mut ObjectReport,
 ) -> Result<Rule, Diagnostic> {
     let mut matches = Vec::with_capacity(rule.matches.len());
@@ -230,7 +239,12 @@ fn translate_rule(
                     protocol,
                     weight,
                 ) {
-                    Ok(backend) => list.push(backend),
+                    Ok(mut backend) => {
+                        if let Some(p) = backend_policy {
+                            apply_backend_policy(&mut backend.policy, p, report);
+                        }
+                        list.push(backend)
+                    }
                     Err(e) => {
                         report.diagnostics.push(Diagnostic::warning(
                             e.reason,
@@ -243,6 +257,7 @@ fn translate_rule(
                             weight,
                             protocol: Protocol::Http1,
                             endpoints: Vec::new(),
+                            policy: Default::default(),
                         });
                     }
                 }
@@ -252,6 +267,7 @@ fn translate_rule(
                 rewrite,
                 canary: None,
                 upstream_tls: None,
+                retry: Default::default(),
             })
         }
     };
@@ -620,4 +636,174 @@ pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
         }
     }
     (parts > 0).then_some(total)
+}
+
+/// `spec.policies.backends`: each block set replaces what the Service's
+/// annotations say about the same thing. Values the schema lets through
+/// but Portico cannot use are reported and fall back to the default.
+fn apply_backend_policy(policy: &mut EndpointPolicy, p: &BackendPolicy, report: &mut ObjectReport) {
+    let found = &mut report.diagnostics;
+    if let Some(h) = &p.health_check {
+        let d = HealthCheck::default();
+        let interval = policy_duration(&h.interval, "healthCheck.interval", d.interval, found);
+        let mut timeout = policy_duration(&h.timeout, "healthCheck.timeout", d.timeout, found);
+        if timeout > interval {
+            timeout = interval;
+            found.push(policy_warning(
+                "healthCheck.timeout",
+                "longer than the interval; capped at the interval".into(),
+            ));
+        }
+        let count = |v: Option<i32>, default: u32| {
+            v.and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(default)
+        };
+        policy.health_check = Some(HealthCheck {
+            probe: match (&h.path, &h.grpc_service) {
+                (_, Some(service)) => Probe::Grpc {
+                    service: service.clone(),
+                },
+                (Some(path), None) => Probe::Http { path: path.clone() },
+                (None, None) => Probe::Tcp,
+            },
+            port: h
+                .port
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p > 0),
+            interval,
+            timeout,
+            healthy_threshold: count(h.healthy_threshold, d.healthy_threshold),
+            unhealthy_threshold: count(h.unhealthy_threshold, d.unhealthy_threshold),
+            expected_statuses: if h.expected_statuses.is_empty() {
+                d.expected_statuses
+            } else {
+                h.expected_statuses
+                    .iter()
+                    .filter_map(|r| {
+                        Some(StatusRange {
+                            min: u16::try_from(r.min).ok()?,
+                            max: u16::try_from(r.max).ok()?,
+                        })
+                    })
+                    .collect()
+            },
+        });
+    }
+    if let Some(o) = &p.outlier_detection {
+        let d = OutlierDetection::default();
+        let count =
+            |v: Option<i32>, default: u32| v.and_then(|n| u32::try_from(n).ok()).unwrap_or(default);
+        policy.outlier = OutlierDetection {
+            consecutive_5xx: count(o.consecutive_5xx, d.consecutive_5xx),
+            consecutive_errors: count(o.consecutive_errors, d.consecutive_errors),
+            base_ejection: policy_duration(
+                &o.base_ejection_time,
+                "outlierDetection.baseEjectionTime",
+                d.base_ejection,
+                found,
+            ),
+            max_ejection: policy_duration(
+                &o.max_ejection_time,
+                "outlierDetection.maxEjectionTime",
+                d.max_ejection,
+                found,
+            ),
+            max_ejected_percent: o
+                .max_ejected_percent
+                .and_then(|n| u8::try_from(n).ok())
+                .map_or(d.max_ejected_percent, |n| n.min(100)),
+        };
+    }
+    if let Some(t) = p.panic_threshold.and_then(|n| u8::try_from(n).ok()) {
+        policy.panic_threshold_percent = t.min(100);
+    }
+    if let Some(text) = &p.slow_start {
+        policy.slow_start = parse_duration(text).filter(|d| !d.is_zero());
+        if parse_duration(text).is_none() {
+            found.push(policy_warning(
+                "slowStart",
+                format!("{text:?} is not a duration; slow start is off"),
+            ));
+        }
+    }
+    if let Some(lb) = &p.load_balancing {
+        policy.balance = match lb.policy {
+            LoadBalancingAlgorithm::RoundRobin => Balance::RoundRobin,
+            LoadBalancingAlgorithm::LeastRequest => Balance::LeastRequest,
+            LoadBalancingAlgorithm::Ewma => Balance::Ewma,
+            LoadBalancingAlgorithm::ConsistentHash => {
+                match lb.hash_by.as_deref().map(HashKey::parse) {
+                    Some(Ok(key)) => Balance::ConsistentHash { key },
+                    Some(Err(reason)) => {
+                        found.push(policy_warning(
+                            "loadBalancing.hashBy",
+                            format!("{reason}; requests are round-robined instead"),
+                        ));
+                        Balance::RoundRobin
+                    }
+                    None => {
+                        found.push(policy_warning(
+                            "loadBalancing.hashBy",
+                            "ConsistentHash needs hashBy; requests are round-robined instead"
+                                .into(),
+                        ));
+                        Balance::RoundRobin
+                    }
+                }
+            }
+            LoadBalancingAlgorithm::Cookie => {
+                let d = CookieAffinity::default();
+                let c = lb.cookie.clone().unwrap_or_default();
+                Balance::Cookie(CookieAffinity {
+                    name: c.name.unwrap_or(d.name),
+                    mode: match c.mode {
+                        Some(AffinityModeSpec::Persistent) => AffinityMode::Persistent,
+                        _ => AffinityMode::Balanced,
+                    },
+                    max_age: c.max_age.and_then(|n| u64::try_from(n).ok()),
+                    expires: None,
+                    path: c.path.unwrap_or(d.path),
+                    domain: c.domain,
+                    same_site: c.same_site.map(|s| match s {
+                        SameSiteSpec::None => SameSite::None,
+                        SameSiteSpec::Lax => SameSite::Lax,
+                        SameSiteSpec::Strict => SameSite::Strict,
+                    }),
+                    secure: c.secure.unwrap_or(false),
+                    change_on_failure: c.change_on_failure.unwrap_or(false),
+                })
+            }
+        };
+    }
+}
+
+fn policy_warning(field: &str, message: String) -> Diagnostic {
+    Diagnostic::warning(
+        "InvalidPolicy",
+        format!("spec.policies.backends.{field}"),
+        message,
+    )
+}
+
+/// A positive Gateway API duration, or the default (reported).
+fn policy_duration(
+    v: &Option<String>,
+    field: &str,
+    default: Duration,
+    found: &mut Vec<Diagnostic>,
+) -> Duration {
+    let Some(text) = v else {
+        return default;
+    };
+    match parse_duration(text).filter(|d| !d.is_zero()) {
+        Some(d) => d,
+        None => {
+            found.push(policy_warning(
+                field,
+                format!("{text:?} is not a positive duration; the default {default:?} applies"),
+            ));
+            default
+        }
+    }
 }

@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use portico_dataplane::model::{
     Action, Backend, Canary, CanaryHeader, CanaryHeaderValue, Cors, DEFAULT_CORS_MAX_AGE,
     DEFAULT_GRPC_MAX_MESSAGE, Filters, Forward, GrpcOptions, GrpcWeb, Hostname, Hsts, HttpsPolicy,
-    HttpsRedirect, PathMatch, PathModifier, Protocol, Redirect, RedirectStatus, Route,
+    HttpsRedirect, PathMatch, PathModifier, Protocol, Redirect, RedirectStatus, RetryPolicy, Route,
     RouteClientAuth, RouteMatch, Rule, Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
 };
 
@@ -160,7 +160,7 @@ fn regex_hosts(ours: &[(&Arc<Ingress>, Parsed)]) -> HashMap<String, ObjectRef> {
     hosts
 }
 
-fn annotation_diagnostic(d: &AnnotationDiagnostic) -> Diagnostic {
+pub(super) fn annotation_diagnostic(d: &AnnotationDiagnostic) -> Diagnostic {
     let field = format!("metadata.annotations[{}]", d.key);
     let msg = d.message.clone();
     match d.kind {
@@ -280,7 +280,7 @@ impl IngressTranslator<'_> {
         let default_backend = spec.default_backend.as_ref().map(|b| {
             self.report.rules_total += 1;
             self.report.rules_served += 1;
-            let action = self.forward_action(b, "spec.defaultBackend");
+            let action = self.forward_action(b, "spec.defaultBackend", "/");
             self.base_rule(Vec::new(), action)
         });
         let app_root = self.ann.app_root.as_ref().map(|root| {
@@ -500,11 +500,33 @@ impl IngressTranslator<'_> {
             path: path_match,
             ..Default::default()
         }];
-        let action = self.path_action(&path.backend, &value, &format!("{field}.backend"));
+        // The sticky cookie's default path: the Ingress path, when it is one.
+        let cookie_path = match &matches[0].path {
+            PathMatch::RegularExpression(_) => "/".to_owned(),
+            _ if value
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b';' && b != b',') =>
+            {
+                value.clone()
+            }
+            _ => "/".to_owned(),
+        };
+        let action = self.path_action(
+            &path.backend,
+            &value,
+            &cookie_path,
+            &format!("{field}.backend"),
+        );
         Some(self.base_rule(matches, action))
     }
 
-    fn path_action(&mut self, backend: &IngressBackend, path: &str, field: &str) -> Action {
+    fn path_action(
+        &mut self,
+        backend: &IngressBackend,
+        path: &str,
+        cookie_path: &str,
+        field: &str,
+    ) -> Action {
         if let Some(reason) = &self.denied {
             return Action::Deny {
                 reason: reason.clone(),
@@ -519,7 +541,7 @@ impl IngressTranslator<'_> {
         {
             return redirect_action(r);
         }
-        let mut action = self.forward_action(backend, field);
+        let mut action = self.forward_action(backend, field, cookie_path);
         if let Action::Forward(fwd) = &mut action {
             let path_rewrite =
                 self.ann
@@ -539,7 +561,12 @@ impl IngressTranslator<'_> {
         action
     }
 
-    fn forward_action(&mut self, backend: &IngressBackend, field: &str) -> Action {
+    fn forward_action(
+        &mut self,
+        backend: &IngressBackend,
+        field: &str,
+        cookie_path: &str,
+    ) -> Action {
         let (protocol, tls) = match self.ann.backend_protocol {
             // The gRPC-Web bridge speaks gRPC, so HTTP/2, to the backend.
             BackendProtocol::Http if self.ann.grpc.web => (Protocol::H2c, false),
@@ -569,10 +596,18 @@ impl IngressTranslator<'_> {
         } else {
             None
         };
+        let grpc = matches!(
+            self.ann.backend_protocol,
+            BackendProtocol::Grpc | BackendProtocol::Grpcs
+        );
         let backends = match resolve_ingress_backend(self.snap, &self.namespace, backend, protocol)
         {
             Ok(b) => {
-                let b = self.with_default_backend(b, protocol);
+                let mut b = self.with_default_backend(b, protocol);
+                if grpc {
+                    backends::grpc_health_checks(&mut b);
+                }
+                b.policy.balance = backends::balance(&self.ann.balance, cookie_path);
                 vec![b]
             }
             Err((reason, message)) => {
@@ -584,11 +619,19 @@ impl IngressTranslator<'_> {
                 Vec::new()
             }
         };
+        let r = &self.ann.retry;
+        let d = RetryPolicy::default();
         Action::Forward(Forward {
             backends,
             rewrite: None,
             canary: None,
             upstream_tls,
+            retry: RetryPolicy {
+                on: r.on.unwrap_or(d.on),
+                tries: r.tries.unwrap_or(d.tries),
+                timeout: r.timeout.unwrap_or(d.timeout),
+                ..d
+            },
         })
     }
 
@@ -758,6 +801,7 @@ fn attach_canary(
     report: &mut ObjectReport,
 ) {
     let namespace = ing.namespace().unwrap_or_default();
+    let grpc = protocol == BackendProtocol::Grpc;
     let protocol = match protocol {
         BackendProtocol::H2c | BackendProtocol::Grpc => Protocol::H2c,
         _ => Protocol::Http1,
@@ -795,7 +839,12 @@ fn attach_canary(
                 continue;
             };
             let backend = match resolve_ingress_backend(snap, &namespace, &path.backend, protocol) {
-                Ok(b) => b,
+                Ok(mut b) => {
+                    if protocol == Protocol::H2c && grpc {
+                        backends::grpc_health_checks(&mut b);
+                    }
+                    b
+                }
                 Err((reason, message)) => {
                     report.diagnostics.push(Diagnostic::warning(
                         reason,
@@ -828,6 +877,12 @@ fn attach_canary(
                     "another canary Ingress already serves this path; only one canary per path is used",
                 ));
                 continue;
+            }
+            // The weighted split picks the canary; the main path's policy
+            // picks its endpoint.
+            let mut backend = backend;
+            if let Some(main_backend) = fwd.backends.first() {
+                backend.policy.balance = main_backend.policy.balance.clone();
             }
             fwd.canary = Some(Canary {
                 backends: vec![backend],

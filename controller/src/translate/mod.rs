@@ -115,6 +115,7 @@ pub fn translate(snap: &Snapshot, settings: &Settings) -> Translation {
     ingress::translate_all(snap, settings, &tls_hosts, &mut out);
     httproute::translate_all(snap, settings, &mut out);
     tls::resolve_certificates(snap, settings, &mut out);
+    report_services(snap, &mut out);
     report_conflicts(&mut out);
     for report in out.reports.values_mut() {
         report.diagnostics.sort();
@@ -128,6 +129,39 @@ impl ObjectReport {
         self.diagnostics
             .iter()
             .any(|d| d.severity == crate::diagnostics::Severity::Error)
+    }
+}
+
+/// Findings about Services' own annotations (health checks, outlier
+/// detection), reported on the Service: a bad value there is ignored and
+/// never keeps a route from being served.
+fn report_services(snap: &Snapshot, out: &mut Translation) {
+    use kube::ResourceExt;
+    for svc in snap.services.values() {
+        let raw = svc.annotations();
+        if !crate::annotations::has_ours(raw) {
+            continue;
+        }
+        let parsed = crate::annotations::parse_service(raw);
+        if parsed.diagnostics.is_empty() {
+            continue;
+        }
+        let report = out
+            .reports
+            .entry(ObjectRef {
+                kind: Kind::Service,
+                namespace: svc.namespace().unwrap_or_default(),
+                name: svc.name_any(),
+            })
+            .or_default();
+        report.generation = svc.metadata.generation;
+        report.uid = svc.metadata.uid.clone();
+        report.diagnostics.extend(
+            parsed
+                .diagnostics
+                .iter()
+                .map(ingress::annotation_diagnostic),
+        );
     }
 }
 

@@ -45,6 +45,7 @@ fn rule(matches: Vec<RouteMatch>) -> Rule {
             rewrite: None,
             canary: None,
             upstream_tls: None,
+            retry: Default::default(),
         }),
         timeouts: Default::default(),
         max_request_body: None,

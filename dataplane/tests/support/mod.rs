@@ -358,6 +358,7 @@ pub fn backend(name: &str, addrs: &[SocketAddr]) -> Backend {
         weight: 1,
         protocol: Protocol::Http1,
         endpoints: addrs.to_vec(),
+        policy: EndpointPolicy::default(),
     }
 }
 
@@ -370,6 +371,7 @@ pub fn forward_rule(matches: Vec<RouteMatch>, backends: Vec<Backend>) -> Rule {
             rewrite: None,
             canary: None,
             upstream_tls: None,
+            retry: Default::default(),
         }),
         timeouts: Timeouts::default(),
         max_request_body: Some(DEFAULT_MAX_REQUEST_BODY),
@@ -410,4 +412,208 @@ pub fn simple(host: &str, upstream: SocketAddr) -> RouteConfig {
         &[host],
         vec![forward_rule(vec![], vec![backend("b", &[upstream])])],
     )])
+}
+
+// === pods: upstreams a test can break ===
+
+/// A real HTTP server (HTTP/1.1 and h2c) standing for one pod: it can be
+/// made to answer another status, answer slowly, be stopped (listener and
+/// every connection closed, so connecting is refused) and restarted on the
+/// same address. `/healthz` answers `health_status` and is counted apart;
+/// `/grpc.health.v1.Health/Check` answers the gRPC health protocol with
+/// `grpc_serving`.
+pub struct Pod {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    pub state: Arc<PodState>,
+    server: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+pub struct PodState {
+    /// Requests other than health checks.
+    pub hits: std::sync::atomic::AtomicU64,
+    /// Health-check requests (HTTP or gRPC).
+    pub health_hits: std::sync::atomic::AtomicU64,
+    pub status: std::sync::atomic::AtomicU16,
+    pub health_status: std::sync::atomic::AtomicU16,
+    pub grpc_serving: std::sync::atomic::AtomicBool,
+    pub delay_ms: std::sync::atomic::AtomicU64,
+    /// Request paths in order (health checks excluded).
+    pub paths: Mutex<Vec<String>>,
+}
+
+impl Pod {
+    pub async fn start(name: &'static str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(PodState {
+            hits: Default::default(),
+            health_hits: Default::default(),
+            status: std::sync::atomic::AtomicU16::new(200),
+            health_status: std::sync::atomic::AtomicU16::new(200),
+            grpc_serving: std::sync::atomic::AtomicBool::new(true),
+            delay_ms: Default::default(),
+            paths: Mutex::default(),
+        });
+        let pod = Self {
+            name,
+            addr,
+            state,
+            server: Mutex::new(None),
+        };
+        pod.serve(listener);
+        pod
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let state = Arc::clone(&self.state);
+        let name = self.name;
+        let task = tokio::spawn(async move {
+            // Dropping the set (when the task is aborted) closes every
+            // connection the pod has.
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = Arc::clone(&state);
+                conns.spawn(async move {
+                    let svc = service_fn(move |req| pod_answer(name, Arc::clone(&state), req));
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+                while conns.try_join_next().is_some() {}
+            }
+        });
+        *self.server.lock().unwrap() = Some(task);
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.state.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn health_hits(&self) -> u64 {
+        self.state
+            .health_hits
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn set_status(&self, status: u16) {
+        self.state
+            .status
+            .store(status, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn set_health_status(&self, status: u16) {
+        self.state
+            .health_status
+            .store(status, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn set_grpc_serving(&self, serving: bool) {
+        self.state
+            .grpc_serving
+            .store(serving, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn set_delay(&self, d: Duration) {
+        self.state
+            .delay_ms
+            .store(d.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Closes the listener and every connection: new connections are
+    /// refused from the moment this returns.
+    pub async fn stop(&self) {
+        let task = self.server.lock().unwrap().take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Listens on the same address again.
+    pub async fn restart(&self) {
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        self.serve(listener);
+    }
+}
+
+async fn pod_answer(
+    name: &'static str,
+    state: Arc<PodState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    use std::sync::atomic::Ordering::SeqCst;
+    let path = req.uri().path().to_owned();
+    if path == "/grpc.health.v1.Health/Check" {
+        state.health_hits.fetch_add(1, SeqCst);
+        let _ = req.into_body().collect().await;
+        // HealthCheckResponse { status: SERVING (1) or NOT_SERVING (2) }.
+        let status = if state.grpc_serving.load(SeqCst) {
+            1
+        } else {
+            2
+        };
+        let frame = Bytes::from(vec![0, 0, 0, 0, 2, 0x08, status]);
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter([
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(frame)),
+            Ok(hyper::body::Frame::trailers(trailers)),
+        ]));
+        return Ok(Response::builder()
+            .header("content-type", "application/grpc")
+            .body(BodyExt::boxed(body))
+            .unwrap());
+    }
+    if path == "/healthz" {
+        state.health_hits.fetch_add(1, SeqCst);
+        let status = StatusCode::from_u16(state.health_status.load(SeqCst)).unwrap();
+        return Ok(Response::builder().status(status).body(full(name)).unwrap());
+    }
+    state.hits.fetch_add(1, SeqCst);
+    state.paths.lock().unwrap().push(
+        req.uri()
+            .path_and_query()
+            .map_or("", |p| p.as_str())
+            .to_owned(),
+    );
+    let delay = state.delay_ms.load(SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let status = StatusCode::from_u16(state.status.load(SeqCst)).unwrap();
+    Ok(Response::builder()
+        .status(status)
+        .header("x-upstream", name)
+        .body(full(name))
+        .unwrap())
+}
+
+/// Keeps tokio's paused clock from moving on its own while real sockets
+/// are in use: a running blocking task inhibits auto-advance, so the clock
+/// moves only by `tokio::time::advance`. Without it the clock would jump to
+/// the next timer whenever the runtime waits for I/O.
+pub struct FrozenClock {
+    release: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl FrozenClock {
+    pub fn new() -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        tokio::task::spawn_blocking(move || {
+            let _ = rx.recv();
+        });
+        Self { release: Some(tx) }
+    }
+}
+
+impl Drop for FrozenClock {
+    fn drop(&mut self) {
+        if let Some(tx) = self.release.take() {
+            let _ = tx.send(());
+        }
+    }
 }
