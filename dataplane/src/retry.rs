@@ -66,6 +66,8 @@ pub struct RetryBudget {
     tokens: AtomicU64,
     /// The second (high 32 bits) and floor retries used in it (low 32).
     floor: AtomicU64,
+    retries: AtomicU64,
+    exhausted: AtomicU64,
 }
 
 impl RetryBudget {
@@ -76,7 +78,17 @@ impl RetryBudget {
             shared,
             tokens: AtomicU64::new(0),
             floor: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            exhausted: AtomicU64::new(0),
         }
+    }
+
+    /// Retries made, and retries refused because the budget was spent.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (
+            self.retries.load(Ordering::Relaxed),
+            self.exhausted.load(Ordering::Relaxed),
+        )
     }
 
     /// A request came: it earns `percent` of a retry.
@@ -277,9 +289,11 @@ fn next_attempt<'b>(
     }
     let next = backend.balancer.pick(key, tried)?;
     if !backend.budget.withdraw() {
+        backend.budget.exhausted.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(backend = %backend.name, "retry budget spent");
         return None;
     }
+    backend.budget.retries.fetch_add(1, Ordering::Relaxed);
     Some((next, req))
 }
 
