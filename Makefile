@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 CARGO_DENY_VERSION := 0.20.2
 
-.PHONY: all build run test lint fmt-check clippy deny unit grpc-web-clients e2e e2e-tools bench bench-lookup bench-translate bench-load tools clean
+.PHONY: all build run test lint fmt-check clippy deny unit grpc-web-clients e2e e2e-tools bench bench-lookup bench-translate bench-load bench-grpc bench-failover tools clean
 
 all: build
 
@@ -114,8 +114,10 @@ tools:
 		$(CARGO) install cargo-deny --version $(CARGO_DENY_VERSION) --locked; fi
 
 ## bench: criterion route-lookup bench, then the load comparison with nginx
-## and haproxy (installs them from Debian packages if missing).
-bench: bench-lookup bench-translate bench-load bench-grpc
+## and haproxy (installs them from Debian packages if missing), then unary
+## gRPC and gRPC-Web calls (bench/grpc.sh), then the failover scenario (one
+## of three pods killed under load).
+bench: bench-lookup bench-translate bench-load bench-grpc bench-failover
 
 bench-lookup:
 	$(CARGO) bench -p portico-dataplane --bench lookup
@@ -130,6 +132,11 @@ bench-load:
 
 bench-grpc:
 	bash bench/grpc.sh
+
+## bench-failover: client load while one of three endpoints is killed; prints
+## the error rate and the time to recover per configuration.
+bench-failover:
+	$(CARGO) run --release -p portico-dataplane --example bench_failover
 
 clean:
 	$(CARGO) clean

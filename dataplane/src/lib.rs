@@ -78,7 +78,8 @@ pub struct PublishReport {
 
 /// State shared by every connection and the admin listener.
 pub(crate) struct Shared {
-    pub(crate) table: ArcSwap<RouteTable>,
+    /// Shared with the metrics collector, which reads it at scrape time.
+    pub(crate) table: Arc<ArcSwap<RouteTable>>,
     pub(crate) metrics: Metrics,
     pub(crate) no_route_stats: Arc<RouteStats>,
     pub(crate) access_log: AccessLog,
@@ -118,13 +119,15 @@ pub struct Dataplane {
 impl Dataplane {
     /// Builds the dataplane; starts the access-log writer thread.
     pub fn new(config: DataplaneConfig) -> std::io::Result<Self> {
-        let metrics = Metrics::new();
+        let mut metrics = Metrics::new();
         let access_log = AccessLog::start(
             config.access_log,
             config.access_log_capacity,
             metrics.access_log_dropped.clone(),
         )?;
         let upstreams = Upstreams::new(config.pool, metrics.upstream_connect_errors.clone());
+        let table = Arc::new(ArcSwap::from_pointee(RouteTable::empty()));
+        metrics.register_upstreams(Arc::clone(&table), Arc::clone(upstreams.health()));
         let no_route_stats = metrics.route_stats(observe::NO_ROUTE);
         let self_signed =
             Arc::new(ServerCert::self_signed(&["portico.invalid"]).map_err(std::io::Error::other)?);
@@ -138,7 +141,7 @@ impl Dataplane {
                 .map_err(std::io::Error::other)?;
         Ok(Self {
             shared: Arc::new(Shared {
-                table: ArcSwap::from_pointee(RouteTable::empty()),
+                table,
                 metrics,
                 no_route_stats,
                 access_log,

@@ -308,6 +308,25 @@ impl Metrics {
         Arc::new(RouteStats { by_class })
     }
 
+    /// Upstream health, load and retries, read from the live table at
+    /// scrape time, and the health-check duration histogram.
+    pub(crate) fn register_upstreams(
+        &mut self,
+        table: Arc<arc_swap::ArcSwap<crate::table::RouteTable>>,
+        health: Arc<crate::health::HealthShared>,
+    ) {
+        self.registry.register(
+            "upstream_health_check_duration_seconds",
+            "Time active health-check probes took",
+            health.check_duration.clone(),
+        );
+        self.registry
+            .register_collector(Box::new(crate::health::metrics::UpstreamCollector {
+                table,
+                health,
+            }));
+    }
+
     /// Prometheus text exposition.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::with_capacity(4096);

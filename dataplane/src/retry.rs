@@ -86,6 +86,8 @@ pub struct RetryBudget {
     tokens: AtomicU64,
     /// The second (high 32 bits) and floor retries used in it (low 32).
     floor: AtomicU64,
+    retries: AtomicU64,
+    exhausted: AtomicU64,
 }
 
 impl RetryBudget {
@@ -96,7 +98,17 @@ impl RetryBudget {
             shared,
             tokens: AtomicU64::new(0),
             floor: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            exhausted: AtomicU64::new(0),
         }
+    }
+
+    /// Retries made, and retries refused because the budget was spent.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (
+            self.retries.load(Ordering::Relaxed),
+            self.exhausted.load(Ordering::Relaxed),
+        )
     }
 
     /// A request came: it earns `percent` of a retry.
@@ -311,9 +323,11 @@ fn next_attempt<'b>(
         return Err(req);
     };
     if !backend.budget.withdraw() {
+        backend.budget.exhausted.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(backend = %backend.name, "retry budget spent");
         return Err(req);
     }
+    backend.budget.retries.fetch_add(1, Ordering::Relaxed);
     Ok((next, req))
 }
 

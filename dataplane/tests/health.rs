@@ -239,3 +239,94 @@ async fn no_ready_endpoint_is_503_and_grpc_shaped_for_grpc() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["grpc-status"], "14");
 }
+
+/// The value of the series `name{labels}` in the metrics text.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn upstream_metrics_are_per_endpoint_not_per_route() {
+    let bad = Pod::start("bad").await;
+    let good = Pod::start("good").await;
+    bad.set_status(500);
+    let routes = (0..50)
+        .map(|i| {
+            let host = format!("h{i}.test");
+            route(
+                &host,
+                &[host.as_str()],
+                vec![forward_rule(
+                    vec![],
+                    vec![backend_of(&[&bad, &good], |_| {})],
+                )],
+            )
+        })
+        .collect();
+    let proxy = Proxy::start(config(routes)).await;
+    let client = h1_client();
+    for i in 0..20 {
+        get(&client, proxy.addr, &format!("h{i}.test"), "/").await;
+    }
+    let text = proxy.dp.encode_metrics().unwrap();
+    let series = |name: &str| text.lines().filter(|l| l.starts_with(name)).count();
+    // Fifty routes, two endpoints: two series each.
+    assert_eq!(series("portico_upstream_endpoint_healthy{"), 2, "{text}");
+    assert_eq!(
+        series("portico_upstream_endpoint_requests_total{"),
+        2,
+        "{text}"
+    );
+    let b = format!("backend=\"default/web:80\",endpoint=\"{}\"", bad.addr);
+    let g = format!("backend=\"default/web:80\",endpoint=\"{}\"", good.addr);
+    assert_eq!(
+        metric(&text, &format!("portico_upstream_endpoint_healthy{{{b}}}")),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&text, &format!("portico_upstream_endpoint_healthy{{{g}}}")),
+        Some(1.0)
+    );
+    let requests = |p: &Pod| {
+        metric(
+            &text,
+            &format!(
+                "portico_upstream_endpoint_requests_total{{endpoint=\"{}\"}}",
+                p.addr
+            ),
+        )
+    };
+    assert_eq!(requests(&bad), Some(5.0));
+    assert_eq!(requests(&good), Some(15.0));
+    assert_eq!(
+        metric(
+            &text,
+            &format!(
+                "portico_upstream_endpoint_ejections_total{{endpoint=\"{}\"}}",
+                bad.addr
+            )
+        ),
+        Some(1.0)
+    );
+    // /debug/endpoints on the admin port says the same, per endpoint.
+    let (status, _, body) = get(&client, proxy.admin, "admin", "/debug/endpoints").await;
+    assert_eq!(status, StatusCode::OK);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(list.len(), 2, "{body}");
+    let bad_report = list
+        .iter()
+        .find(|e| e["address"] == bad.addr.to_string())
+        .unwrap();
+    assert_eq!(bad_report["eligible"], false);
+    assert_eq!(bad_report["ejections"], 1);
+    assert!(bad_report["ejected_for_ms"].is_u64());
+
+    // Gone with the endpoints.
+    proxy.dp.publish(RouteConfig::default());
+    let text = proxy.dp.encode_metrics().unwrap();
+    assert!(
+        !text.contains("portico_upstream_endpoint_healthy{"),
+        "{text}"
+    );
+}

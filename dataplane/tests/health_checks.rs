@@ -143,6 +143,23 @@ async fn a_killed_endpoint_stops_receiving_requests_within_the_bound() {
     assert!(took <= bound, "took {took:?}, bound {bound:?}");
     assert!(took >= INTERVAL.mul_f64(0.9) * 2, "flipped early: {took:?}");
 
+    let text = dp.encode_metrics().unwrap();
+    assert!(
+        text.contains(&format!(
+            "portico_upstream_endpoint_healthy{{backend=\"web\",endpoint=\"{}\"}} 0",
+            a.addr
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "portico_upstream_health_checks_total{{endpoint=\"{}\",result=\"fail\"}} 3",
+            a.addr
+        )),
+        "{text}"
+    );
+    assert!(text.contains("portico_upstream_health_check_duration_seconds_count"));
+
     // From then on no request goes there, and none fails.
     let before = requests_to(dp, a.addr);
     all_ok(&proxy, 30).await;

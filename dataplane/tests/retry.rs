@@ -203,4 +203,25 @@ async fn the_retry_budget_bounds_amplification_when_every_endpoint_fails() {
         + u64::from(policy.budget_min_per_second);
     assert!(attempts <= bound, "{attempts} attempts, bound {bound}");
     assert!(attempts >= bound - 2, "the budget was not used: {attempts}");
+    let text = proxy.dp.encode_metrics().unwrap();
+    let value = |series: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no {series} in {text}"))
+    };
+    let backend = "{backend=\"default/web:80\"}";
+    assert_eq!(
+        value(&format!("portico_upstream_retries_total{backend}")),
+        attempts - requests
+    );
+    assert!(
+        value(&format!(
+            "portico_upstream_retry_budget_exhausted_total{backend}"
+        )) > 100
+    );
 }

@@ -295,13 +295,15 @@ impl Balancer {
         &self.checks
     }
 
-    /// The current snapshot, rebuilt first when stale.
-    fn snapshot(&self, now: u64) -> Arc<Eligible> {
+    /// The current snapshot, rebuilt first when stale. A guard, not a
+    /// clone: a pick touches no shared reference count.
+    fn snapshot(&self, now: u64) -> arc_swap::Guard<Arc<Eligible>> {
         let generation = self.shared.generation();
-        let current = self.eligible.load_full();
+        let current = self.eligible.load();
         if current.generation == generation && now < current.valid_until_ms {
             return current;
         }
+        drop(current);
         let n = self.endpoints.len();
         let mut candidates = Vec::with_capacity(n);
         let mut valid_until_ms = u64::MAX;
@@ -321,16 +323,15 @@ impl Balancer {
         for &i in &candidates {
             is_candidate[i] = true;
         }
-        let snap = Arc::new(Eligible {
+        // Racing rebuilds compute the same thing; the last one stays.
+        self.eligible.store(Arc::new(Eligible {
             generation,
             valid_until_ms,
             candidates,
             is_candidate,
             panic,
-        });
-        // Racing rebuilds compute the same thing; the last one stays.
-        self.eligible.store(Arc::clone(&snap));
-        snap
+        }));
+        self.eligible.load()
     }
 
     /// An endpoint's weight in `FULL` units: all of it, or less while it

@@ -16,6 +16,7 @@ use crate::model::OutlierDetection;
 use crate::observe::AtomicHistogram;
 
 pub(crate) mod check;
+pub(crate) mod metrics;
 
 /// Upper bounds (seconds) of the health-check duration histogram.
 const CHECK_DURATION_BUCKETS: [f64; 10] =
