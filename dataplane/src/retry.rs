@@ -54,12 +54,12 @@ pub(crate) enum Failed {
         addr: SocketAddr,
         /// The request, when none of it left: its body is still the
         /// client's, for the caller to drain before answering.
-        unsent: Option<Request<RequestBody>>,
+        unsent: Option<Box<Request<RequestBody>>>,
     },
 }
 
 impl Failed {
-    fn with_unsent(self, req: Request<RequestBody>) -> Self {
+    fn with_unsent(self, req: Box<Request<RequestBody>>) -> Self {
         match self {
             Failed::Upstream {
                 error,
@@ -269,7 +269,7 @@ pub(crate) async fn send(
                     // Never left: any method may go elsewhere.
                     Some(r) if wanted => (Some(r), None),
                     None if wanted && method_ok => (replay.as_ref().map(Replay::build), None),
-                    unsent => (None, unsent),
+                    unsent => (None, unsent.map(Box::new)),
                 };
                 (
                     again,
@@ -315,17 +315,17 @@ fn next_attempt<'b>(
     deadline: Option<Instant>,
     max_attempts: usize,
     req: Request<RequestBody>,
-) -> Result<(crate::balance::Pick<'b>, Request<RequestBody>), Request<RequestBody>> {
+) -> Result<(crate::balance::Pick<'b>, Request<RequestBody>), Box<Request<RequestBody>>> {
     if tried.len() >= max_attempts || deadline.is_some_and(|d| Instant::now() >= d) {
-        return Err(req);
+        return Err(Box::new(req));
     }
     let Some(next) = backend.balancer.pick(key, tried) else {
-        return Err(req);
+        return Err(Box::new(req));
     };
     if !backend.budget.withdraw() {
         backend.budget.exhausted.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(backend = %backend.name, "retry budget spent");
-        return Err(req);
+        return Err(Box::new(req));
     }
     backend.budget.retries.fetch_add(1, Ordering::Relaxed);
     Ok((next, req))
