@@ -9,16 +9,17 @@
 //! skips, when that has not been run.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const PORTICO: &str = env!("CARGO_BIN_EXE_portico");
+mod support;
+
+use support::Portico;
+
 const ORIGIN: &str = "https://app.example.com";
 const CLIENTS: [&str; 4] = [
     "connect-h1",
@@ -29,80 +30,6 @@ const CLIENTS: [&str; 4] = [
 
 /// What `client.mjs` printed, by (client, case).
 type Lines = BTreeMap<(String, String), Value>;
-
-struct Portico {
-    child: Child,
-    http: SocketAddr,
-    admin: SocketAddr,
-    /// Kept so stderr stays drained: portico drops a request whose warning
-    /// it cannot write (tracing-subscriber panics on a closed stderr).
-    _logs: mpsc::Receiver<String>,
-}
-
-impl Portico {
-    fn start(dir: &Path) -> Self {
-        let mut child = Command::new(PORTICO)
-            .args(["run", "--manifests"])
-            .arg(dir)
-            .args(["--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
-            .args(["--https-addr", "127.0.0.1:0", "--access-log", "false"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("portico starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, logs) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        // The first "listening" line names the bound ports.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let (http, admin) = loop {
-            let line = logs
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("portico logs that it listens");
-            let v: Value = serde_json::from_str(&line).unwrap_or_default();
-            if v["fields"]["message"] == "listening" {
-                let addr =
-                    |k: &str| -> SocketAddr { v["fields"][k].as_str().unwrap().parse().unwrap() };
-                break (addr("http"), addr("admin"));
-            }
-        };
-        Self {
-            child,
-            http,
-            admin,
-            _logs: logs,
-        }
-    }
-
-    /// Waits until the first table is published.
-    fn ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !curl_ok(&format!("http://{}/readyz", self.admin)) {
-            assert!(Instant::now() < deadline, "portico never became ready");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Portico {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn curl_ok(url: &str) -> bool {
-    Command::new("curl")
-        .args(["-sf", "-o", "/dev/null", "--max-time", "2", url])
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 /// The Echo service on `/portico.test.Echo` and a dead backend on `/down`,
 /// both bridged, on any host.
@@ -374,20 +301,13 @@ fn judge_client(f: &mut Findings, client: &str, lines: &Lines) {
         &what("slow-stream", "5 replies then OK"),
         &v,
     );
+    // Arrival order only: that each message arrives while the stream is
+    // still open is proven without clocks in dataplane/tests/grpc_web.rs
+    // (`a_long_stream_over_http1_delivers_each_message_as_it_is_sent`, whose
+    // upstream sends the next message only once the client has the last).
     f.check(
-        at.len() == 5 && at.windows(2).all(|w| w[0] <= w[1]) && at[4] - at[0] >= 600.0,
-        &what(
-            "slow-stream",
-            "the first reply arrives well before the last",
-        ),
-        &v,
-    );
-    f.check(
-        at.first().is_some_and(|first| end - first >= 600.0),
-        &what(
-            "slow-stream",
-            "the first reply arrives well before the stream ends",
-        ),
+        at.len() == 5 && at.windows(2).all(|w| w[0] <= w[1]) && at[4] <= end,
+        &what("slow-stream", "the replies arrive in order, before the end"),
         &v,
     );
 }
@@ -413,7 +333,7 @@ fn real_grpc_web_clients_through_the_binary() {
     )
     .unwrap();
     let portico = Portico::start(manifests_dir.path());
-    portico.ready();
+    rt.block_on(portico.ready());
 
     let base = format!("http://{}", portico.http);
     let lines = run_clients(

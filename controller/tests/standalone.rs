@@ -1,41 +1,22 @@
 //! The standalone manifests mode through the real `portico` binary: real
 //! upstreams on 127.0.0.1:0, real files, real signals.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-const PORTICO: &str = env!("CARGO_BIN_EXE_portico");
+mod support;
 
-/// Polls `f` until it returns `Some`, for convergence of asynchronous state;
-/// fails after 20 s.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use support::{PORTICO, Portico, eventually, get};
 
 /// An upstream answering with its name and the path it saw.
 async fn upstream(name: &'static str) -> SocketAddr {
@@ -58,105 +39,6 @@ async fn upstream(name: &'static str) -> SocketAddr {
         }
     });
     addr
-}
-
-struct Portico {
-    child: Child,
-    http: SocketAddr,
-    https: SocketAddr,
-    admin: SocketAddr,
-    logs: mpsc::Receiver<String>,
-}
-
-impl Portico {
-    fn start(dir: &Path) -> Self {
-        let mut child = Command::new(PORTICO)
-            .args(["run", "--manifests"])
-            .arg(dir)
-            .args([
-                "--http-addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-                "--https-addr",
-                "127.0.0.1:0",
-                "--access-log",
-                "false",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("portico starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, logs) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        // The first "listening" line names the bound ports.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let (http, https, admin) = loop {
-            let line = logs
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("portico logs that it listens");
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if v["fields"]["message"] == "listening" {
-                let addr = |k: &str| v["fields"][k].as_str().unwrap().parse().unwrap();
-                break (addr("http"), addr("https"), addr("admin"));
-            }
-        };
-        Self {
-            child,
-            http,
-            https,
-            admin,
-            logs,
-        }
-    }
-
-    /// Waits until the first table is published.
-    async fn ready(&self) {
-        let admin = self.admin;
-        eventually("readyz", || async move {
-            get(admin, "x", "/readyz")
-                .await
-                .filter(|(s, _)| *s == StatusCode::OK)
-        })
-        .await;
-    }
-
-    /// Log lines so far, without waiting.
-    fn drain_logs(&self) -> Vec<String> {
-        self.logs.try_iter().collect()
-    }
-}
-
-impl Drop for Portico {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn client() -> Client<HttpConnector, Empty<Bytes>> {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-async fn get(addr: SocketAddr, host: &str, path: &str) -> Option<(StatusCode, String)> {
-    let req = Request::get(format!("http://{addr}{path}"))
-        .header("host", host)
-        .body(Empty::new())
-        .unwrap();
-    let rsp = tokio::time::timeout(Duration::from_secs(5), client().request(req))
-        .await
-        .ok()?
-        .ok()?;
-    let status = rsp.status();
-    let body = rsp.into_body().collect().await.ok()?.to_bytes();
-    Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 fn manifests(upstream: SocketAddr, path: &str) -> String {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -32,7 +32,6 @@ use portico_dataplane::model::{
 };
 use portico_dataplane::{Dataplane, DataplaneConfig};
 use portico_testkit::{EchoClient, EchoRequest};
-use prost::Message;
 use tokio::net::TcpListener;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -171,14 +170,7 @@ async fn load(
         }
         "grpc-web" => {
             let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-            let body = {
-                let msg = request().encode_to_vec();
-                let mut b = BytesMut::new();
-                b.put_u8(0);
-                b.put_u32(msg.len() as u32);
-                b.put_slice(&msg);
-                b.freeze()
-            };
+            let body = Bytes::from(portico_testkit::frame(&request()));
             let uri: http::Uri = format!("http://{target}/portico.test.Echo/Unary").parse()?;
             for _ in 0..concurrency {
                 let client = client.clone();

@@ -205,21 +205,18 @@ pub(crate) async fn handle(
             .client_auth
             .as_ref()
             .is_some_and(|a| !verified_under(&ctx.conn, a));
+    // A preflight answer already carries its CORS headers; every other
+    // answer to an allowed origin gets them below.
     let is_preflight = preflight.is_some();
-    let (mut rsp, upstream) = match (&routed.rule.action, to_https) {
-        (_, Some(r)) => (https_redirect(r, &req, host, &ctx), None),
-        _ if is_preflight => (
-            preflight.unwrap_or_else(|| ctx.error(StatusCode::NO_CONTENT)),
-            None,
-        ),
+    let (mut rsp, upstream) = match (&routed.rule.action, to_https, preflight) {
+        (_, Some(r), _) => (https_redirect(r, &req, host, &ctx), None),
+        (_, None, Some(p)) => (p, None),
         _ if misdirected => (misdirected_response(&ctx), None),
-        (Action::Redirect(r), None) => (redirect(r, &routed, &req, host, &ctx), None),
-        (Action::Forward(_), None) => forward(&routed, req, &host_value, &ctx).await,
-        (Action::Deny { .. }, None) => (ctx.error(StatusCode::SERVICE_UNAVAILABLE), None),
+        (Action::Redirect(r), None, None) => (redirect(r, &routed, &req, host, &ctx), None),
+        (Action::Forward(_), None, None) => forward(&routed, req, &host_value, &ctx).await,
+        (Action::Deny { .. }, None, None) => (ctx.error(StatusCode::SERVICE_UNAVAILABLE), None),
     };
-    if let Some(w) = web
-        && !is_preflight
-    {
+    if let Some(w) = web.filter(|_| !is_preflight) {
         w.decorate(origin.as_ref(), rsp.headers_mut());
     }
     let mut rsp = apply_response_headers(rsp, &routed.rule.filters.response_headers);
@@ -553,14 +550,12 @@ async fn forward(
         rule.timeouts.send,
         Arc::clone(&ctx.bytes_in),
     );
-    let failure = CallFailure::default();
-    if grpc_call {
+    // Only gRPC calls share a failure slot between their two bodies; plain
+    // HTTP allocates nothing for it.
+    let failure = grpc_call.then(CallFailure::default);
+    if let Some(f) = &failure {
         let text_in = bridge.is_some_and(|(ct, _)| ct.text);
-        body = body.grpc(GrpcRequest::new(
-            rule.grpc.max_message,
-            text_in,
-            failure.clone(),
-        ));
+        body = body.grpc(GrpcRequest::new(rule.grpc.max_message, text_in, f.clone()));
     }
     let upstream_req = Request::from_parts(parts, body);
 
@@ -607,7 +602,7 @@ async fn forward(
         }) => {
             // An HTTP/2 upstream sees only a reset when the proxy cuts the
             // request stream; the reason is in `failure`.
-            let mut rsp = match failure.get() {
+            let mut rsp = match failure.as_ref().and_then(CallFailure::get) {
                 Some(cut) => grpc_body_error(cut, ctx),
                 None => upstream_error_response(&error, ctx),
             };
@@ -671,7 +666,8 @@ async fn forward(
                 Some(WebEncoder::new(text_out))
             }
         };
-        ResponseBody::upstream_grpc(body, deadline, recycle).grpc_call(failure, web)
+        ResponseBody::upstream_grpc(body, deadline, recycle)
+            .grpc_call(failure.unwrap_or_default(), web)
     } else {
         ResponseBody::upstream(body, timeouts.read, recycle)
     };

@@ -130,14 +130,9 @@ async fn upstream_statuses_pass_through() {
     assert_eq!(end.code(), Code::FailedPrecondition);
 }
 
-/// One length-prefixed, uncompressed gRPC message.
+/// One length-prefixed gRPC message.
 fn frame(msg: &EchoRequest) -> Bytes {
-    let body = msg.encode_to_vec();
-    let mut out = BytesMut::with_capacity(5 + body.len());
-    out.put_u8(0);
-    out.put_u32(body.len() as u32);
-    out.put_slice(&body);
-    out.freeze()
+    Bytes::from(portico_testkit::frame(msg))
 }
 
 struct RawAnswer {

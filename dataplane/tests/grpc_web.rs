@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
@@ -52,12 +52,7 @@ fn req(message: &str) -> EchoRequest {
 
 /// One length-prefixed gRPC message.
 fn frame(msg: &impl Message) -> Bytes {
-    let body = msg.encode_to_vec();
-    let mut out = BytesMut::with_capacity(5 + body.len());
-    out.put_u8(0);
-    out.put_u32(body.len() as u32);
-    out.put_slice(&body);
-    out.freeze()
+    Bytes::from(portico_testkit::frame(msg))
 }
 
 /// A gRPC-Web answer, split into its messages and trailer frame.

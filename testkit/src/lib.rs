@@ -176,3 +176,14 @@ pub async fn grpc_upstream() -> SocketAddr {
     );
     addr
 }
+
+/// One message as gRPC frames it on the wire: flag 0 (uncompressed), a
+/// 32-bit big-endian length, the encoded message.
+pub fn frame(msg: &impl prost::Message) -> Vec<u8> {
+    let body = msg.encode_to_vec();
+    let mut out = Vec::with_capacity(5 + body.len());
+    out.push(0);
+    out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}

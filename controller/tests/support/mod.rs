@@ -1,0 +1,138 @@
+//! What the controller's integration tests share: the real `portico`
+//! binary in standalone mode, and polling for convergence.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+pub const PORTICO: &str = env!("CARGO_BIN_EXE_portico");
+
+/// Polls `f` until it returns `Some`, for convergence of asynchronous state;
+/// fails after 20 s.
+pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `portico run --manifests DIR` on 127.0.0.1:0 ports. Its stderr is read
+/// into `logs` for as long as it runs: portico must never write to a closed
+/// stderr in a test that is not about that.
+pub struct Portico {
+    pub child: Child,
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub admin: SocketAddr,
+    logs: mpsc::Receiver<String>,
+}
+
+impl Portico {
+    pub fn start(dir: &Path) -> Self {
+        let mut child = Command::new(PORTICO)
+            .args(["run", "--manifests"])
+            .arg(dir)
+            .args([
+                "--http-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--https-addr",
+                "127.0.0.1:0",
+                "--access-log",
+                "false",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("portico starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, logs) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        // The first "listening" line names the bound ports.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (http, https, admin) = loop {
+            let line = logs
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("portico logs that it listens");
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["fields"]["message"] == "listening" {
+                let addr = |k: &str| v["fields"][k].as_str().unwrap().parse().unwrap();
+                break (addr("http"), addr("https"), addr("admin"));
+            }
+        };
+        Self {
+            child,
+            http,
+            https,
+            admin,
+            logs,
+        }
+    }
+
+    /// Waits until the first table is published.
+    pub async fn ready(&self) {
+        let admin = self.admin;
+        eventually("readyz", || async move {
+            get(admin, "x", "/readyz")
+                .await
+                .filter(|(s, _)| *s == StatusCode::OK)
+        })
+        .await;
+    }
+
+    /// Log lines so far, without waiting.
+    pub fn drain_logs(&self) -> Vec<String> {
+        self.logs.try_iter().collect()
+    }
+}
+
+impl Drop for Portico {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> Client<HttpConnector, Empty<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Option<(StatusCode, String)> {
+    let req = Request::get(format!("http://{addr}{path}"))
+        .header("host", host)
+        .body(Empty::new())
+        .unwrap();
+    let rsp = tokio::time::timeout(Duration::from_secs(5), client().request(req))
+        .await
+        .ok()?
+        .ok()?;
+    let status = rsp.status();
+    let body = rsp.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
