@@ -55,11 +55,29 @@ static SSL_CLIENT_CERT: HeaderName = HeaderName::from_static("ssl-client-cert");
 #[derive(Clone, Debug)]
 pub(crate) struct ConnInfo {
     pub client: SocketAddr,
-    /// The listener's address (its IP may be unspecified; the port is real).
-    pub local: SocketAddr,
     pub scheme: Scheme,
     /// Set on TLS connections whose SNI host has a client-certificate policy.
     pub client_cert: Option<Arc<ClientCert>>,
+    /// The client's IP and the listener's port (`X-Forwarded-Port`) as
+    /// header values, formatted once per connection, not per request.
+    pub client_ip: HeaderValue,
+    pub local_port: HeaderValue,
+}
+
+impl ConnInfo {
+    /// `local`: the listener's address (its IP may be unspecified; only its
+    /// port is used).
+    pub fn new(client: SocketAddr, local: SocketAddr, scheme: Scheme) -> Self {
+        let client_ip = HeaderValue::try_from(client.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self {
+            client,
+            scheme,
+            client_cert: None,
+            client_ip,
+            local_port: HeaderValue::from(local.port()),
+        }
+    }
 }
 
 /// Per-request facts gathered before routing, used by every later phase and
@@ -265,13 +283,20 @@ fn set_client_cert_headers(
     ctx: &RequestCtx,
     auth: Option<&RouteClientAuth>,
 ) {
-    for name in [
-        &SSL_CLIENT_VERIFY,
-        &SSL_CLIENT_SUBJECT_DN,
-        &SSL_CLIENT_ISSUER_DN,
-        &SSL_CLIENT_CERT,
-    ] {
-        headers.remove(name);
+    // One pass over the names rather than four hash lookups: a client
+    // rarely sends any of them.
+    if headers
+        .keys()
+        .any(|n| n.as_str().starts_with("ssl-client-"))
+    {
+        for name in [
+            &SSL_CLIENT_VERIFY,
+            &SSL_CLIENT_SUBJECT_DN,
+            &SSL_CLIENT_ISSUER_DN,
+            &SSL_CLIENT_CERT,
+        ] {
+            headers.remove(name);
+        }
     }
     let (Some(auth), Some(cert)) = (auth, ctx.conn.client_cert.as_ref()) else {
         return;
@@ -908,9 +933,15 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    let id = format!("{:032x}", fastrand::u128(..));
+    // 32 lowercase hex digits, without the formatting machinery.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 32];
+    let n = fastrand::u128(..);
+    for (i, digit) in id.iter_mut().enumerate() {
+        *digit = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
+    }
     // 32 hex digits are always a valid header value.
-    HeaderValue::try_from(id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -937,6 +968,11 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 /// `Connection`. `te: trailers` survives: gRPC needs it end to end. With
 /// `keep_upgrade`, `Connection: upgrade` and `Upgrade` are kept.
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none of these: one pass over the names spares a
+    // hash lookup per name below.
+    if !keep_upgrade && !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -978,10 +1014,25 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// The names [`strip_hop_by_hop`] may remove.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    // `Connection` may name any header, but only when it is present.
+    [
+        &header::CONNECTION,
+        &header::UPGRADE,
+        &header::TE,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+    ]
+    .contains(&name)
+}
+
 fn add_forwarded_headers(headers: &mut HeaderMap, ctx: &RequestCtx, host: &HeaderValue) {
-    let Ok(ip) = HeaderValue::try_from(ctx.conn.client.ip().to_string()) else {
-        return;
-    };
+    let ip = &ctx.conn.client_ip;
     let mut prior = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
@@ -1001,16 +1052,13 @@ fn add_forwarded_headers(headers: &mut HeaderMap, ctx: &RequestCtx, host: &Heade
     if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    headers.insert(X_REAL_IP.clone(), ip);
+    headers.insert(X_REAL_IP.clone(), ip.clone());
     headers.insert(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(ctx.conn.scheme.as_str()),
     );
     headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-    headers.insert(
-        X_FORWARDED_PORT.clone(),
-        HeaderValue::from(ctx.conn.local.port()),
-    );
+    headers.insert(X_FORWARDED_PORT.clone(), ctx.conn.local_port.clone());
 }
 
 fn apply_header_modifier(headers: &mut HeaderMap, m: &HeaderModifier) {
@@ -1114,6 +1162,51 @@ mod tests {
         h.insert("te", HeaderValue::from_static("gzip"));
         strip_hop_by_hop(&mut h, false);
         assert!(h.is_empty());
+
+        // Each one alone, next to headers that stay, is found by the scan.
+        for name in [
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "connection",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("x-keep", HeaderValue::from_static("1"));
+            h.insert(name, HeaderValue::from_static("x"));
+            h.insert("accept", HeaderValue::from_static("*/*"));
+            strip_hop_by_hop(&mut h, false);
+            let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+            assert_eq!(left, ["x-keep", "accept"], "{name}");
+        }
+    }
+
+    #[test]
+    fn forged_client_certificate_headers_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert("ssl-client-verify", HeaderValue::from_static("SUCCESS"));
+        h.insert("ssl-client-cert", HeaderValue::from_static("forged"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        let ctx = RequestCtx {
+            start: Instant::now(),
+            time: SystemTime::now(),
+            id: HeaderValue::from_static("id"),
+            conn: ConnInfo::new(
+                "10.0.0.1:4000".parse().unwrap(),
+                "0.0.0.0:80".parse().unwrap(),
+                Scheme::Http,
+            ),
+            bytes_in: Arc::default(),
+            call: Call::Http,
+        };
+        set_client_cert_headers(&mut h, &ctx, None);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-keep"]);
+        assert_eq!(ctx.conn.client_ip, "10.0.0.1");
+        assert_eq!(ctx.conn.local_port, "80");
     }
 
     #[test]
@@ -1135,6 +1228,13 @@ mod tests {
         let mut h = HeaderMap::new();
         let generated = request_id(&h);
         assert_eq!(generated.len(), 32);
+        assert!(
+            generated
+                .as_bytes()
+                .iter()
+                .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')),
+            "{generated:?}"
+        );
         assert_ne!(generated, request_id(&h));
         h.insert("x-request-id", HeaderValue::from_static("abc-123"));
         assert_eq!(request_id(&h), "abc-123");
