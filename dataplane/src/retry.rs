@@ -201,12 +201,17 @@ pub(crate) async fn send(
 ) -> Result<Sent, Failed> {
     let balancer = &backend.balancer;
     let retry = retry && !policy.on.is_off();
-    let replay = if retry { Replay::of(&req) } else { None };
     let method_ok = idempotent(req.method()) || policy.on.non_idempotent;
     let max_attempts = match policy.tries {
         0 => usize::MAX,
         n => n as usize,
     };
+    // A sent request is sent again only from this copy of its head, and
+    // only to another endpoint: with one endpoint or one try there is no
+    // second attempt, and the copy (the whole header map) is not made.
+    let replay = (retry && method_ok && max_attempts > 1 && balancer.endpoints().len() > 1)
+        .then(|| Replay::of(&req))
+        .flatten();
     let started = Instant::now();
     let deadline = policy.timeout.map(|t| started + t);
     backend.budget.deposit();
