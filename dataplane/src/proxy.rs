@@ -795,7 +795,8 @@ struct LogFields {
 }
 
 impl LogFields {
-    /// Shared handles, not copies: nothing is formatted on the request path.
+    /// Shared handles, not copies: the line is formatted once, when the
+    /// response ends.
     fn new(shared: &Shared, req: &Request<Incoming>, host: &HeaderValue) -> Option<Self> {
         shared.access_log.is_enabled().then(|| Self {
             method: req.method().clone(),
@@ -834,7 +835,7 @@ fn finish(
             None => shared.no_route_stats.record(status),
         }
         if let Some(log) = log {
-            shared.access_log.log(AccessRecord {
+            shared.access_log.log(&AccessRecord {
                 time: ctx.time,
                 request_id: ctx.id,
                 client_addr: ctx.conn.client,
@@ -844,7 +845,7 @@ fn finish(
                 status: status.as_u16(),
                 bytes_in: ctx.bytes_in.load(Ordering::Relaxed),
                 bytes_out,
-                duration_ms: elapsed.as_secs_f64() * 1e3,
+                duration: elapsed,
                 upstream_addr: upstream,
                 route,
             });
