@@ -195,6 +195,7 @@ sample() {
   awk '/^cpu[0-9]+ / {
          task = $2 + $3 + $4; irq = $7 + $8
          printf "%s_task=%d\n%s_irq=%d\n%s_steal=%d\n", $1, task, $1, irq, $1, $9
+         printf "%s_user=%d\n%s_sys=%d\n", $1, $2 + $3, $1, $4
          printf "%s_total=%d\n", $1, task + irq + $5 + $6 + $9
        }' /proc/stat >>"$out"
   # pid, ppid, start time, jiffies (own threads only). cat, not awk

@@ -87,6 +87,12 @@ def measure(work, name, machine):
     lat = wrk["latency_us"]
     pc, lc = machine["proxy_core"], machine["load_core"]
     proxy_core_busy = core_share(before, after, pc, "task", "irq")
+    # CPU time per request on the proxy core, which runs nothing else of
+    # ours: user space (the proxy's own code), and kernel (system calls plus
+    # the softirq work of loopback TCP, charged to the core that sends).
+    per_req = 1e6 / hz / wrk["requests"] if wrk["requests"] else 0.0
+    user_us = delta(before, after, f"cpu{pc}_user") * per_req
+    kernel_us = (delta(before, after, f"cpu{pc}_sys") + delta(before, after, f"cpu{pc}_irq")) * per_req
     load_core_busy = core_share(before, after, lc, "task", "irq")
     return {
         "proxy": name,
@@ -99,6 +105,7 @@ def measure(work, name, machine):
         # softirq work done on its behalf, i.e. loopback TCP.)
         "rps_per_proxy_cpu": round(rps / proxy_cpu, 1) if proxy_cpu > 0 else None,
         "latency_ms": {k: round(v / 1000, 3) for k, v in lat.items()},
+        "proxy_core_us_per_request": {"user": round(user_us, 2), "kernel": round(kernel_us, 2)},
         "errors": wrk["errors"],
         "cpu": {
             "proxy_process": round(proxy_cpu, 3),
@@ -170,6 +177,17 @@ def main():
     p("req/s/cpu: req/s divided by the CPU share the proxy's processes used (1.0 = one core).")
     p("proxy cpu: the proxy's processes, of one core; load cpu: wrk + upstream, of one core;")
     p("foreign: CPU used meanwhile by processes outside the bench, in cores (2 cores = 200%).")
+    p()
+    p(f"{'proxy core, per request':<24} {'user us':>8} {'kernel us':>10}")
+    for r in results:
+        us = r["proxy_core_us_per_request"]
+        p(f"{r['proxy']:<24} {us['user']:>8.2f} {us['kernel']:>10.2f}")
+    p("kernel: system calls and loopback TCP softirqs; the same work for every proxy, so")
+    p("it bounds every ratio: a proxy with no user time at all would reach")
+    for r in results:
+        us = r["proxy_core_us_per_request"]
+        if r["proxy"] != "portico" and us["kernel"] > 0:
+            p(f"  {(us['user'] + us['kernel']) / us['kernel']:.2f}x {r['proxy']}")
     for r in results:
         if sum(r["errors"].values()):
             p(f"warning: {r['proxy']} had errors: {r['errors']} (status = non-2xx/3xx)")
