@@ -18,7 +18,7 @@ use serde_json::Value;
 
 mod support;
 
-use support::Portico;
+use support::{DEFAULT_INGRESS_CLASS, Portico};
 
 const ORIGIN: &str = "https://app.example.com";
 const CLIENTS: [&str; 4] = [
@@ -57,14 +57,7 @@ endpoints: [{{addresses: ["{ip}"]}}]
     };
     format!(
         r#"
-apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata:
-  name: portico
-  annotations: {{ingressclass.kubernetes.io/is-default-class: "true"}}
-spec: {{controller: portico.dev/ingress-controller}}
----
-apiVersion: networking.k8s.io/v1
+{DEFAULT_INGRESS_CLASS}apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
   name: echo

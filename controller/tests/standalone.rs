@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 
 mod support;
 
-use support::{PORTICO, Portico, eventually, get};
+use support::{DEFAULT_INGRESS_CLASS, PORTICO, Portico, eventually, get};
 
 /// An upstream answering with its name and the path it saw.
 async fn upstream(name: &'static str) -> SocketAddr {
@@ -44,14 +44,7 @@ async fn upstream(name: &'static str) -> SocketAddr {
 fn manifests(upstream: SocketAddr, path: &str) -> String {
     format!(
         r#"
-apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata:
-  name: portico
-  annotations: {{ingressclass.kubernetes.io/is-default-class: "true"}}
-spec: {{controller: portico.dev/ingress-controller}}
----
-apiVersion: v1
+{DEFAULT_INGRESS_CLASS}apiVersion: v1
 kind: Service
 metadata: {{name: demo}}
 spec:

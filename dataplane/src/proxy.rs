@@ -52,7 +52,7 @@ static SSL_CLIENT_ISSUER_DN: HeaderName = HeaderName::from_static("ssl-client-is
 static SSL_CLIENT_CERT: HeaderName = HeaderName::from_static("ssl-client-cert");
 
 /// What the proxy knows about the client connection a request came on.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct ConnInfo {
     pub client: SocketAddr,
     pub scheme: Scheme,
@@ -86,7 +86,7 @@ struct RequestCtx {
     start: Instant,
     time: SystemTime,
     id: HeaderValue,
-    conn: ConnInfo,
+    conn: Arc<ConnInfo>,
     bytes_in: Arc<AtomicU64>,
     /// The protocol the client speaks: the proxy's own errors are in it.
     call: Call,
@@ -173,7 +173,7 @@ impl RequestCtx {
 /// Serves one request. Never fails: every error is a response.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
-    conn: ConnInfo,
+    conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let ctx = RequestCtx {
@@ -1195,11 +1195,11 @@ mod tests {
             start: Instant::now(),
             time: SystemTime::now(),
             id: HeaderValue::from_static("id"),
-            conn: ConnInfo::new(
+            conn: Arc::new(ConnInfo::new(
                 "10.0.0.1:4000".parse().unwrap(),
                 "0.0.0.0:80".parse().unwrap(),
                 Scheme::Http,
-            ),
+            )),
             bytes_in: Arc::default(),
             call: Call::Http,
         };

@@ -205,7 +205,10 @@ async fn serve_conn<S>(
         activity: Arc::clone(&activity),
     });
     let svc_shared = Arc::clone(&shared);
-    let svc = service_fn(move |req| proxy::handle(Arc::clone(&svc_shared), info.clone(), req));
+    // Shared by the connection's requests: one reference count per request,
+    // not a copy of every field.
+    let info = Arc::new(info);
+    let svc = service_fn(move |req| proxy::handle(Arc::clone(&svc_shared), Arc::clone(&info), req));
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     let mut ticker =

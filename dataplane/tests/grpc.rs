@@ -12,7 +12,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use portico_dataplane::model::{Protocol, RouteConfig};
-use portico_testkit::{EchoClient, EchoReply, EchoRequest, grpc_upstream};
+use portico_testkit::{EchoClient, EchoReply, EchoRequest, grpc_upstream, read_in_order};
 use prost::Message;
 use support::*;
 use tonic::Code;
@@ -61,7 +61,7 @@ async fn every_call_shape_streams_through() {
         .into_inner();
     assert_eq!(big.payload.len(), 4 << 20);
 
-    let mut stream = c
+    let stream = c
         .server_stream(EchoRequest {
             count: 200,
             reply_size: 10,
@@ -70,11 +70,7 @@ async fn every_call_shape_streams_through() {
         .await
         .unwrap()
         .into_inner();
-    let mut n = 0;
-    while let Some(r) = stream.message().await.unwrap() {
-        assert_eq!(r.index, n);
-        n += 1;
-    }
+    let n = read_in_order(stream).await;
     assert_eq!(n, 200);
 
     let up_stream = tokio_stream_iter(vec![req("a"), req("b"), req("c")]);
@@ -320,7 +316,7 @@ async fn tonic_client_over_tls_with_alpn_h2() {
     let mut c = EchoClient::new(channel);
     let rsp = c.unary(req("over tls")).await.unwrap().into_inner();
     assert_eq!(rsp.message, "over tls");
-    let mut stream = c
+    let stream = c
         .server_stream(EchoRequest {
             count: 10,
             ..req("s")
@@ -328,10 +324,7 @@ async fn tonic_client_over_tls_with_alpn_h2() {
         .await
         .unwrap()
         .into_inner();
-    let mut n = 0;
-    while stream.message().await.unwrap().is_some() {
-        n += 1;
-    }
+    let n = read_in_order(stream).await;
     assert_eq!(n, 10);
     let err = c
         .unary(EchoRequest {

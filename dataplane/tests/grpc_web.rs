@@ -19,7 +19,7 @@ use http::{HeaderMap, Method, Request, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use portico_dataplane::model::{Action, Cors, GrpcWeb, Protocol, RouteConfig};
-use portico_testkit::{EchoClient, EchoReply, EchoRequest, grpc_upstream};
+use portico_testkit::{EchoClient, EchoReply, EchoRequest, grpc_upstream, read_in_order};
 use prost::Message;
 use support::*;
 use tokio::sync::mpsc;
@@ -769,7 +769,7 @@ async fn tonic_web_client_calls_through_the_bridge() {
     let mut c = EchoClient::with_origin(svc, format!("http://{}", proxy.addr).parse().unwrap());
     let rsp = c.unary(req("from tonic-web")).await.unwrap();
     assert_eq!(rsp.into_inner().message, "from tonic-web");
-    let mut stream = c
+    let stream = c
         .server_stream(EchoRequest {
             count: 50,
             ..req("s")
@@ -777,11 +777,7 @@ async fn tonic_web_client_calls_through_the_bridge() {
         .await
         .unwrap()
         .into_inner();
-    let mut n = 0;
-    while let Some(r) = stream.message().await.unwrap() {
-        assert_eq!(r.index, n);
-        n += 1;
-    }
+    let n = read_in_order(stream).await;
     assert_eq!(n, 50);
     let err = c
         .unary(EchoRequest {

@@ -187,3 +187,14 @@ pub fn frame(msg: &impl prost::Message) -> Vec<u8> {
     out.extend_from_slice(&body);
     out
 }
+
+/// Reads a `ServerStream` reply stream to its end, checking that the
+/// replies come in order (index 0, 1, ...); how many came.
+pub async fn read_in_order(mut stream: Streaming<EchoReply>) -> u32 {
+    let mut n = 0;
+    while let Some(r) = stream.message().await.expect("a reply or the end") {
+        assert_eq!(r.index, n, "replies out of order");
+        n += 1;
+    }
+    n
+}

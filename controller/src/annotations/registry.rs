@@ -173,15 +173,16 @@ const fn service(
     parse: ParseFn,
 ) -> AnnotationSpec {
     AnnotationSpec {
-        name,
-        aliases: &[],
-        default,
-        scope: Scope::Ingress,
         object: ObjectKind::Service,
-        on_invalid: Fallback::Ignored,
-        support: Support::Full,
-        doc,
-        parse,
+        ..spec(
+            name,
+            default,
+            Scope::Ingress,
+            Fallback::Ignored,
+            Support::Full,
+            doc,
+            parse,
+        )
     }
 }
 

@@ -18,6 +18,17 @@ use hyper_util::rt::TokioExecutor;
 
 pub const PORTICO: &str = env!("CARGO_BIN_EXE_portico");
 
+/// The `portico` IngressClass, marked default, as the first manifest of a
+/// multi-document file.
+pub const DEFAULT_INGRESS_CLASS: &str = r#"apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: portico
+  annotations: {ingressclass.kubernetes.io/is-default-class: "true"}
+spec: {controller: portico.dev/ingress-controller}
+---
+"#;
+
 /// Polls `f` until it returns `Some`, for convergence of asynchronous state;
 /// fails after 20 s.
 pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
