@@ -604,8 +604,11 @@ async fn forward(
         upstream_req,
         &fwd.retry,
         !upgrade,
-        wait,
-        timeouts.connect,
+        retry::Timing {
+            start: ctx.start,
+            wait,
+            connect: timeouts.connect,
+        },
     )
     .await;
     let Sent {

@@ -188,6 +188,17 @@ fn idempotent(m: &Method) -> bool {
     )
 }
 
+/// The clock of one request's attempts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timing {
+    /// When the request started: the first attempt's clock reading.
+    pub start: Instant,
+    /// How long each attempt waits for a response head.
+    pub wait: Duration,
+    /// How long each attempt may take to connect.
+    pub connect: Duration,
+}
+
 /// Sends `req` to an endpoint of `backend`, then retries as the policy
 /// allows. `retry: false` (an upgrade) sends once.
 pub(crate) async fn send(
@@ -196,9 +207,13 @@ pub(crate) async fn send(
     req: Request<RequestBody>,
     policy: &RetryPolicy,
     retry: bool,
-    wait: Duration,
-    connect_timeout: Duration,
+    timing: Timing,
 ) -> Result<Sent, Failed> {
+    let Timing {
+        start,
+        wait,
+        connect: connect_timeout,
+    } = timing;
     let balancer = &backend.balancer;
     let retry = retry && !policy.on.is_off();
     let method_ok = idempotent(req.method()) || policy.on.non_idempotent;
@@ -212,22 +227,34 @@ pub(crate) async fn send(
     let replay = (retry && method_ok && max_attempts > 1 && balancer.endpoints().len() > 1)
         .then(|| Replay::of(&req))
         .flatten();
-    let started = Instant::now();
-    let deadline = policy.timeout.map(|t| started + t);
+    // The first attempt goes out on the clock reading the request started
+    // with (microseconds old); only a retry reads the clock again.
+    let deadline = policy.timeout.map(|t| start + t);
     backend.budget.deposit();
 
     let mut tried: Vec<usize> = Vec::new();
-    let mut pick = balancer.pick(key, &tried).ok_or(Failed::NoEndpoint)?;
+    let mut pick = balancer
+        .pick_at(key, &tried, start)
+        .ok_or(Failed::NoEndpoint)?;
     let mut set_cookie = pick.set_cookie.take();
     let mut req = req;
+    let mut sent_at = start;
     loop {
         tried.push(pick.index);
         let endpoint = pick.endpoint;
         let addr = endpoint.addr();
         let in_flight = balancer.in_flight(&pick);
-        let sent_at = Instant::now();
-        let result = tokio::time::timeout(wait, endpoint.send(req, connect_timeout)).await;
-        let latency = sent_at.elapsed();
+        let send = endpoint.send(req, connect_timeout, sent_at);
+        let result = match sent_at.checked_add(wait) {
+            Some(at) => tokio::time::timeout_at(at, send).await,
+            // Too far to put on the clock: never.
+            None => Ok(send.await),
+        };
+        let latency = if balancer.wants_latency() {
+            sent_at.elapsed()
+        } else {
+            Duration::ZERO
+        };
 
         // What could be sent again if the attempt may be retried, and what
         // the client gets if not.
@@ -293,7 +320,10 @@ pub(crate) async fn send(
                 (again, Err(Failed::Timeout { addr }))
             }
         };
-        let next = again.map(|r| next_attempt(backend, key, &tried, deadline, max_attempts, r));
+        let next = again.map(|r| {
+            sent_at = Instant::now();
+            next_attempt(backend, key, &tried, deadline, max_attempts, sent_at, r)
+        });
         match next {
             // A failed response is dropped unread: its connection closes.
             Some(Ok((next, r))) => {
@@ -319,12 +349,13 @@ fn next_attempt<'b>(
     tried: &[usize],
     deadline: Option<Instant>,
     max_attempts: usize,
+    now: Instant,
     req: Request<RequestBody>,
 ) -> Result<(crate::balance::Pick<'b>, Request<RequestBody>), Box<Request<RequestBody>>> {
-    if tried.len() >= max_attempts || deadline.is_some_and(|d| Instant::now() >= d) {
+    if tried.len() >= max_attempts || deadline.is_some_and(|d| now >= d) {
         return Err(Box::new(req));
     }
-    let Some(next) = backend.balancer.pick(key, tried) else {
+    let Some(next) = backend.balancer.pick_at(key, tried, now) else {
         return Err(Box::new(req));
     };
     if !backend.budget.withdraw() {

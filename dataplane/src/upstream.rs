@@ -324,13 +324,16 @@ impl Endpoint {
     /// when the response body has been read to its end. A request that
     /// failed before any of it was sent comes back in the error, untouched,
     /// so it can be tried elsewhere.
+    /// `now` is the caller's clock reading, against which idle connections
+    /// are aged.
     pub async fn send(
         self: &Arc<Self>,
         req: Request<RequestBody>,
         connect_timeout: Duration,
+        now: Instant,
     ) -> Result<(Response<Incoming>, Option<Recycle>), SendError> {
         match self.key.protocol {
-            Protocol::Http1 => self.send_h1(req, connect_timeout).await,
+            Protocol::Http1 => self.send_h1(req, connect_timeout, now).await,
             Protocol::H2c => Ok((self.send_h2(req, connect_timeout).await?, None)),
         }
     }
@@ -339,9 +342,11 @@ impl Endpoint {
         self: &Arc<Self>,
         mut req: Request<RequestBody>,
         connect_timeout: Duration,
+        now: Instant,
     ) -> Result<(Response<Incoming>, Option<Recycle>), SendError> {
         while let Some(idle) = self.idle.pop() {
-            if idle.since.elapsed() > self.pool.idle_timeout || !idle.tx.is_ready() {
+            let age = now.saturating_duration_since(idle.since);
+            if age > self.pool.idle_timeout || !idle.tx.is_ready() {
                 continue;
             }
             let mut tx = idle.tx;

@@ -212,7 +212,18 @@ impl Balancer {
     /// Chooses an endpoint, never one of `tried` (the endpoints this request
     /// already failed on). `None`: no endpoint left to try.
     pub fn pick(&self, key: &RequestKey, tried: &[usize]) -> Option<Pick<'_>> {
-        let now = self.shared.now_ms();
+        self.pick_at(key, tried, tokio::time::Instant::now())
+    }
+
+    /// [`pick`](Self::pick) on the clock reading `at`, so a request reads
+    /// the clock once for all it decides.
+    pub fn pick_at(
+        &self,
+        key: &RequestKey,
+        tried: &[usize],
+        at: tokio::time::Instant,
+    ) -> Option<Pick<'_>> {
+        let now = self.shared.ms_at(at);
         let snap = self.snapshot(now);
         let (index, set_cookie) = match &self.policy.balance {
             Balance::RoundRobin => (self.round_robin(&snap, tried, now)?, None),
@@ -243,6 +254,12 @@ impl Balancer {
             endpoint: Arc::clone(pick.endpoint),
             load: Arc::clone(&self.load),
         }
+    }
+
+    /// Whether [`record`](Self::record) uses the latency it is given (only
+    /// the EWMA balancer does); others spare the request a clock read.
+    pub fn wants_latency(&self) -> bool {
+        self.policy.balance == Balance::Ewma
     }
 
     /// Records an attempt's outcome on the endpoint at `index`; `latency`

@@ -47,9 +47,13 @@ impl HealthShared {
     /// Milliseconds since the epoch, on tokio's clock (so paused-clock tests
     /// drive it). Never 0, so 0 can mean "never".
     pub fn now_ms(&self) -> u64 {
-        let ms = Instant::now()
-            .saturating_duration_since(self.epoch)
-            .as_millis();
+        self.ms_at(Instant::now())
+    }
+
+    /// [`now_ms`](Self::now_ms) at `at`: a request reads the clock once and
+    /// uses that reading for every decision it makes.
+    pub(crate) fn ms_at(&self, at: Instant) -> u64 {
+        let ms = at.saturating_duration_since(self.epoch).as_millis();
         u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1
     }
 
