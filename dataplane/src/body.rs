@@ -393,6 +393,25 @@ impl Drop for ResponseBody {
     }
 }
 
+/// Polls an upstream response body. On an HTTP/1.1 connection that this
+/// request drives, the connection is polled first, with the task's waker;
+/// the body then needs none (only the connection feeds it), and a waker of
+/// its own would only wake the task from inside its own poll.
+fn poll_upstream(
+    inner: &mut Incoming,
+    recycle: Option<&mut Recycle>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    if let Some(r) = recycle {
+        r.drive(cx);
+        if r.drives_body() {
+            let mut noop = Context::from_waker(std::task::Waker::noop());
+            return Pin::new(inner).poll_frame(&mut noop);
+        }
+    }
+    Pin::new(inner).poll_frame(cx)
+}
+
 impl Body for ResponseBody {
     type Data = Bytes;
     type Error = BodyError;
@@ -404,7 +423,7 @@ impl Body for ResponseBody {
         let this = self.get_mut();
         let polled = match &mut this.source {
             Source::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Source::Upstream(inner) => match Pin::new(inner).poll_frame(cx) {
+            Source::Upstream(inner) => match poll_upstream(inner, this.recycle.as_mut(), cx) {
                 Poll::Ready(r) => Poll::Ready(r.map(|r| r.map_err(BodyError::Stream))),
                 Poll::Pending if this.deadline.is_some() => {
                     if let Some(d) = this.deadline.as_mut() {

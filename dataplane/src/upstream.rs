@@ -11,8 +11,11 @@
 //! closes.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -241,33 +244,140 @@ impl Upstreams {
     }
 }
 
-struct IdleH1 {
+/// hyper's side of an HTTP/1.1 upstream connection: the future that reads
+/// and writes it (hyper's type for it cannot be named). Boxed, so idle
+/// slots stay small.
+type H1Conn = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
+/// An HTTP/1.1 upstream connection, driven by whichever request uses it.
+///
+/// There is no task per connection: the request that sends on it polls
+/// `conn` itself, first for the response head ([`Exchange`]) and then from
+/// its response body ([`Recycle::drive`]). Handing a request to another task
+/// and its response back (a channel send, a oneshot and two task wake-ups
+/// per request) cost more than any other single step of proxying a small
+/// request. An idle connection is polled by nobody; one the upstream closed
+/// meanwhile is noticed by the first poll of the next request on it, which
+/// reads before it writes: hyper then hands the request back unsent, and it
+/// goes on another connection.
+struct H1 {
     tx: http1::SendRequest<RequestBody>,
+    conn: H1Conn,
+}
+
+impl H1 {
+    /// Whether the connection can take the next request now: polled once,
+    /// it has not ended and hyper is ready for the next message.
+    fn settle(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.conn.as_mut().poll(&mut cx) {
+            Poll::Ready(_) => false,
+            Poll::Pending => self.tx.is_ready(),
+        }
+    }
+}
+
+struct IdleH1 {
+    h1: H1,
     since: Instant,
 }
 
-/// An HTTP/1.1 connection whose response is still being read. Handing it in
+/// Sends a request on an [`H1`] and drives the connection until the
+/// response head is in.
+///
+/// The response future is polled with a no-op waker: only polling `conn`
+/// can complete it, and `conn` is polled first, every time, with the
+/// task's waker; waking the task from inside its own poll would only make
+/// the runtime poll it once more for nothing.
+struct Exchange<'a, F> {
+    conn: &'a mut Option<H1Conn>,
+    response: Pin<&'a mut F>,
+}
+
+impl<F: Future> Future for Exchange<'_, F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        drive(this.conn, cx);
+        if this.conn.is_none() {
+            // The connection is gone; hyper has failed the response (or
+            // delivered it just before), and says so at once.
+            return this.response.as_mut().poll(cx);
+        }
+        let mut noop = Context::from_waker(Waker::noop());
+        this.response.as_mut().poll(&mut noop)
+    }
+}
+
+/// Polls `conn` once; an ended connection is dropped.
+fn drive(conn: &mut Option<H1Conn>, cx: &mut Context<'_>) {
+    if let Some(c) = conn.as_mut()
+        && let Poll::Ready(result) = c.as_mut().poll(cx)
+    {
+        if let Err(e) = result {
+            debug!(error = %e, "upstream connection ended");
+        }
+        *conn = None;
+    }
+}
+
+/// An HTTP/1.1 connection whose response is still being read. The response
+/// body drives it ([`drive`](Self::drive)) before each read. Handing it in
 /// with [`Recycle::finish`] once the body has ended returns it to the idle
 /// queue; dropping it closes the connection (a body cut short leaves the
 /// connection in an unknown state).
 pub struct Recycle {
     endpoint: Arc<Endpoint>,
     tx: http1::SendRequest<RequestBody>,
+    /// `None` once the connection ended, or when a task of its own drives
+    /// it (an upgrade).
+    conn: Option<H1Conn>,
 }
 
 impl Recycle {
+    /// Lets the connection read the response body on: called by the body
+    /// before each poll of the response, with the body's task context.
+    pub fn drive(&mut self, cx: &mut Context<'_>) {
+        drive(&mut self.conn, cx);
+    }
+
+    /// Whether the response body can be read without a waker of its own:
+    /// only [`drive`](Self::drive) moves it on.
+    pub fn drives_body(&self) -> bool {
+        self.conn.is_some()
+    }
+
     pub fn finish(self) {
-        let Recycle { endpoint, mut tx } = self;
+        let Recycle {
+            endpoint,
+            tx,
+            conn: Some(conn),
+        } = self
+        else {
+            return;
+        };
+        let mut h1 = H1 { tx, conn };
         // Usually hyper has already seen the end of the message by the time
         // the reader has, so the connection is ready at once and no task is
-        // needed; otherwise wait for it off the request path.
-        if tx.is_ready() {
-            endpoint.park(tx);
+        // needed; otherwise let it settle off the request path.
+        if h1.settle() {
+            endpoint.park(h1);
             return;
         }
         tokio::spawn(async move {
-            if tx.ready().await.is_ok() {
-                endpoint.park(tx);
+            let settled = std::future::poll_fn(|cx| {
+                if let Poll::Ready(result) = h1.conn.as_mut().poll(cx) {
+                    if let Err(e) = result {
+                        debug!(error = %e, "upstream connection ended");
+                    }
+                    return Poll::Ready(false);
+                }
+                h1.tx.poll_ready(cx).map(|r| r.is_ok())
+            })
+            .await;
+            if settled {
+                endpoint.park(h1);
             }
         });
     }
@@ -346,16 +456,15 @@ impl Endpoint {
     ) -> Result<(Response<Incoming>, Option<Recycle>), SendError> {
         while let Some(idle) = self.idle.pop() {
             let age = now.saturating_duration_since(idle.since);
-            if age > self.pool.idle_timeout || !idle.tx.is_ready() {
+            if age > self.pool.idle_timeout || !idle.h1.tx.is_ready() {
                 continue;
             }
-            let mut tx = idle.tx;
-            match tx.try_send_request(req).await {
-                Ok(rsp) => return Ok((rsp, Some(self.recycle(tx)))),
-                Err(mut e) => match e.take_message() {
+            match self.exchange(idle.h1, req).await {
+                Ok(sent) => return Ok(sent),
+                Err(e) => match e.request {
                     // Not sent: the connection went away while idle.
                     Some(r) => req = r,
-                    None => return Err(self.http_error(e.into_error()).into()),
+                    None => return Err(e),
                 },
             }
         }
@@ -363,7 +472,7 @@ impl Endpoint {
             Ok(io) => io,
             Err(error) => return Err(SendError::unsent(error, req)),
         };
-        let (mut tx, conn) = match http1::Builder::new().handshake(TokioIo::new(io)).await {
+        let (tx, conn) = match http1::Builder::new().handshake(TokioIo::new(io)).await {
             Ok(pair) => pair,
             Err(source) => {
                 let error = UpstreamError::Handshake {
@@ -373,35 +482,66 @@ impl Endpoint {
                 return Err(SendError::unsent(error, req));
             }
         };
-        let addr = self.key.addr;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                debug!(upstream.addr = %addr, error = %e, "upstream connection ended");
-            }
-        });
-        match tx.try_send_request(req).await {
-            Ok(rsp) => Ok((rsp, Some(self.recycle(tx)))),
-            Err(mut e) => {
-                let request = e.take_message();
-                Err(SendError {
-                    error: self.http_error(e.into_error()),
-                    request,
-                })
-            }
-        }
+        let h1 = H1 {
+            tx,
+            conn: Box::pin(conn.with_upgrades()),
+        };
+        self.exchange(h1, req).await
     }
 
-    fn recycle(self: &Arc<Self>, tx: http1::SendRequest<RequestBody>) -> Recycle {
-        Recycle {
+    /// Sends `req` on `h1`, driving it until the response head is in.
+    async fn exchange(
+        self: &Arc<Self>,
+        h1: H1,
+        req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, Option<Recycle>), SendError> {
+        let H1 { mut tx, conn } = h1;
+        let mut conn = Some(conn);
+        let response = tx.try_send_request(req);
+        tokio::pin!(response);
+        let result = Exchange {
+            conn: &mut conn,
+            response: response.as_mut(),
+        }
+        .await;
+        let rsp = match result {
+            Ok(rsp) => rsp,
+            Err(mut e) => {
+                let request = e.take_message();
+                return Err(SendError {
+                    error: self.http_error(e.into_error()),
+                    request,
+                });
+            }
+        };
+        // An upgrade (101, or a CONNECT's 2xx) hands the connection's IO
+        // over only while the connection is polled, and the tunnel that
+        // waits for it runs in another task: the connection gets one too.
+        if rsp
+            .extensions()
+            .get::<hyper::upgrade::OnUpgrade>()
+            .is_some()
+            && let Some(conn) = conn.take()
+        {
+            let addr = self.key.addr;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    debug!(upstream.addr = %addr, error = %e, "upstream connection ended");
+                }
+            });
+        }
+        let recycle = Recycle {
             endpoint: Arc::clone(self),
             tx,
-        }
+            conn,
+        };
+        Ok((rsp, Some(recycle)))
     }
 
     /// A full queue closes the connection: the bound on idle ones.
-    fn park(&self, tx: http1::SendRequest<RequestBody>) {
+    fn park(&self, h1: H1) {
         let _ = self.idle.push(IdleH1 {
-            tx,
+            h1,
             since: Instant::now(),
         });
     }

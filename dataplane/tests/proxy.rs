@@ -669,6 +669,57 @@ async fn upstream_connections_are_reused() {
     );
 }
 
+/// An upstream that closes a kept-alive connection while it sits idle in
+/// the pool (as servers with a short keep-alive timeout do). No task polls
+/// an idle connection, so the close is seen only when the next request
+/// takes it; that request must go on a new connection, not fail with 502.
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_is_not_used() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Each connection answers one request, then waits for the test to say
+    // "close" (the proxy has pooled it by then), closes, and says "closed".
+    let (close_tx, close_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+    let close_rx = std::sync::Arc::new(tokio::sync::Mutex::new(close_rx));
+    tokio::spawn(async move {
+        let mut accepted = 0;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            accepted += 1;
+            let (close_rx, closed_tx) = (close_rx.clone(), closed_tx.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = format!("conn {accepted}");
+                let rsp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                stream.write_all(rsp.as_bytes()).await.unwrap();
+                // Keep-alive as far as the proxy knows; then gone.
+                close_rx.lock().await.recv().await;
+                drop(stream);
+                let _ = closed_tx.send(());
+            });
+        }
+    });
+    let proxy = Proxy::start(simple("closing.test", addr)).await;
+    let c = h1_client();
+    for n in 1..=3 {
+        let (s, _, body) = get(&c, proxy.addr, "closing.test", "/").await;
+        assert_eq!((s, body), (StatusCode::OK, format!("conn {n}")));
+        close_tx.send(()).unwrap();
+        closed.recv().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn canary_header_then_cookie_then_weight() {
     let main = Upstream::echo("main").await;
