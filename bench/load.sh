@@ -34,6 +34,13 @@
 #   BENCH_WARMUP       warm-up seconds per proxy, not measured (3)
 #   BENCH_CONNECTIONS  wrk connections (64)
 #   BENCH_PROXIES      which proxies, in order ("portico nginx haproxy")
+#   BENCH_ROUNDS       rounds (3); each round measures every proxy once,
+#                      in an order rotated by one per round. This VM's
+#                      throughput drifts by about 10% over minutes, so one
+#                      run of each is not enough: the report gives each
+#                      proxy's median round and the median of the ratios
+#                      taken within each round (its proxies ran minutes
+#                      apart at most).
 #   BENCH_BUILD        0: do not run cargo build, use existing binaries (1)
 #   BENCH_BIN_DIR      where bench_upstream/bench_proxy are
 #                      (<cargo target dir>/release/examples)
@@ -58,6 +65,7 @@ seconds=${BENCH_SECONDS:-10}
 warmup=${BENCH_WARMUP:-3}
 connections=${BENCH_CONNECTIONS:-64}
 proxies=${BENCH_PROXIES:-portico nginx haproxy}
+rounds=${BENCH_ROUNDS:-3}
 proxy_core=0
 load_core=1
 tls=${BENCH_TLS:-off}
@@ -306,8 +314,9 @@ run_wrk() {
   return "$rc"
 }
 
+# Measures proxy $1; its files in $tmp are named $2.*.
 bench_one() {
-  local name=$1 url ps
+  local name=$1 tag=$2 url ps
   port=$(free_port)
   url="$scheme://127.0.0.1:$port/"
   "start_$name"
@@ -317,21 +326,21 @@ bench_one() {
     die "$name did not answer on $url"
   fi
   log "$name: warm-up ${warmup}s"
-  run_wrk "$url" "$warmup" "$tmp/$name.warmup" || die "wrk warm-up against $name failed"
+  run_wrk "$url" "$warmup" "$tmp/$tag.warmup" || die "wrk warm-up against $name failed"
   mapfile -t ps < <(proxy_pids "$proxy_pid")
   wait_quiet
   log "$name: measuring ${seconds}s with $connections connections"
   local wrk_before
   wrk_before=$(children_cpu)
-  sample "$tmp/$name.before" "${ps[@]}"
-  run_wrk "$url" "$seconds" "$tmp/$name.wrk" || {
-    cat "$tmp/$name.wrk" >&2
+  sample "$tmp/$tag.before" "${ps[@]}"
+  run_wrk "$url" "$seconds" "$tmp/$tag.wrk" || {
+    cat "$tmp/$tag.wrk" >&2
     die "wrk against $name failed"
   }
-  sample "$tmp/$name.after" "${ps[@]}"
-  echo "wrk_cpu_s=$(awk -v a="$wrk_before" -v b="$(children_cpu)" 'BEGIN {printf "%.3f", b - a}')" >>"$tmp/$name.after"
-  grep -q '^WRK_JSON ' "$tmp/$name.wrk" || {
-    cat "$tmp/$name.wrk" >&2
+  sample "$tmp/$tag.after" "${ps[@]}"
+  echo "wrk_cpu_s=$(awk -v a="$wrk_before" -v b="$(children_cpu)" 'BEGIN {printf "%.3f", b - a}')" >>"$tmp/$tag.after"
+  grep -q '^WRK_JSON ' "$tmp/$tag.wrk" || {
+    cat "$tmp/$tag.wrk" >&2
     die "no report from wrk against $name"
   }
   stop "$proxy_pid"
@@ -399,11 +408,18 @@ main() {
   wait_ready "http://$upstream/" "$upstream_pid" || die "upstream does not answer on $upstream"
   log "upstream on $upstream (core $load_core)"
 
-  for name in $proxies; do
-    bench_one "$name"
-    # wrk's own text, for a second look.
-    mkdir -p "$(dirname "$out")"
-    cp "$tmp/$name.wrk" "$(dirname "$out")/load$suffix-$name.wrk.txt"
+  [[ $rounds =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive number"
+  local order=($proxies) round
+  mkdir -p "$(dirname "$out")"
+  for ((round = 1; round <= rounds; round++)); do
+    log "round $round of $rounds: ${order[*]}"
+    for name in "${order[@]}"; do
+      bench_one "$name" "$name.r$round"
+      # wrk's own text, for a second look.
+      cp "$tmp/$name.r$round.wrk" "$(dirname "$out")/load$suffix-$name.r$round.wrk.txt"
+    done
+    # Rotate, so no proxy always runs first (or last) in a round.
+    order=("${order[@]:1}" "${order[0]}")
   done
 
   {
@@ -420,6 +436,7 @@ main() {
     echo "proxy_core=$proxy_core"
     echo "load_core=$load_core"
     echo "proxies=$proxies"
+    echo "rounds=$rounds"
     echo "tls=$tls"
   } >"$tmp/machine"
 

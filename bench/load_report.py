@@ -74,10 +74,10 @@ def foreign_ticks(work, name, before, after):
     return total
 
 
-def measure(work, name, machine):
-    wrk = wrk_report(os.path.join(work, f"{name}.wrk"))
-    before = key_values(os.path.join(work, f"{name}.before"))
-    after = key_values(os.path.join(work, f"{name}.after"))
+def measure(work, name, tag, machine):
+    wrk = wrk_report(os.path.join(work, f"{tag}.wrk"))
+    before = key_values(os.path.join(work, f"{tag}.before"))
+    after = key_values(os.path.join(work, f"{tag}.after"))
     wall = delta(before, after, "wall_ns") / 1e9
     hz = int(machine["clk_tck"])
     proxy_cpu = delta(before, after, "proxy_ticks") / hz / wall
@@ -113,7 +113,7 @@ def measure(work, name, machine):
             "proxy_core_busy": round(proxy_core_busy, 3),
             "load_core_busy": round(load_core_busy, 3),
             # Cores' worth of CPU that went to other processes.
-            "foreign": round(foreign_ticks(work, name, before, after) / hz / wall, 3),
+            "foreign": round(foreign_ticks(work, tag, before, after) / hz / wall, 3),
             "proxy_core_steal": round(core_share(before, after, pc, "steal"), 3),
             "load_core_steal": round(core_share(before, after, lc, "steal"), 3),
         },
@@ -124,26 +124,51 @@ def ratio(a, b):
     return round(a / b, 3) if a is not None and b else None
 
 
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def round_ratios(portico, other):
+    return {
+        "rps": ratio(portico["rps"], other["rps"]),
+        "rps_per_proxy_cpu": ratio(portico["rps_per_proxy_cpu"], other["rps_per_proxy_cpu"]),
+        "p50": ratio(portico["latency_ms"]["p50"], other["latency_ms"]["p50"]),
+        "p99": ratio(portico["latency_ms"]["p99"], other["latency_ms"]["p99"]),
+    }
+
+
 def main():
     work, out = sys.argv[1], sys.argv[2]
     machine = key_values(os.path.join(work, "machine"))
     names = machine["proxies"].split()
-    results = [measure(work, n, machine) for n in names]
-    by_name = {r["proxy"]: r for r in results}
+    rounds = int(machine.get("rounds", "1"))
+    # rounds_by_name[name][i]: that proxy in round i + 1.
+    rounds_by_name = {n: [measure(work, n, f"{n}.r{i + 1}", machine) for i in range(rounds)] for n in names}
+    # Each proxy's median round (by req/s) stands for it in the table.
+    results = []
+    for n in names:
+        ranked = sorted(rounds_by_name[n], key=lambda r: r["rps"])
+        results.append(ranked[(len(ranked) - 1) // 2])
 
+    # Ratios are taken within a round, then the median over rounds: the
+    # proxies of one round ran close together in time, so a drift of the
+    # machine between rounds cancels out.
     ratios = {}
-    portico = by_name.get("portico")
-    for other in ("nginx", "haproxy"):
-        o = by_name.get(other)
-        if not (portico and o):
-            continue
-        ratios[f"portico/{other}"] = {
-            "rps": ratio(portico["rps"], o["rps"]),
-            "rps_per_proxy_cpu": ratio(portico["rps_per_proxy_cpu"], o["rps_per_proxy_cpu"]),
-            "p50": ratio(portico["latency_ms"]["p50"], o["latency_ms"]["p50"]),
-            "p99": ratio(portico["latency_ms"]["p99"], o["latency_ms"]["p99"]),
-            "target_rps_ratio": TARGET_RPS_RATIO[other],
-        }
+    per_round = {}
+    if "portico" in rounds_by_name:
+        for other in ("nginx", "haproxy"):
+            if other not in rounds_by_name:
+                continue
+            each = [round_ratios(p, o) for p, o in zip(rounds_by_name["portico"], rounds_by_name[other])]
+            per_round[f"portico/{other}"] = each
+            ratios[f"portico/{other}"] = {
+                **{k: round(median(r[k] for r in each), 3) for k in each[0]},
+                "target_rps_ratio": TARGET_RPS_RATIO[other],
+            }
 
     p = print
     p()
@@ -152,7 +177,7 @@ def main():
     p(
         f"placement: proxy on core {machine['proxy_core']}; wrk (1 thread, "
         f"{machine['connections']} connections) and upstream on core {machine['load_core']}; "
-        f"{machine['seconds']} s per proxy"
+        f"{machine['seconds']} s per proxy per round; {rounds} round(s)"
     )
     p("note: wrk is closed-loop (coordinated omission): its percentiles understate tail")
     p("      latency under stalls; they compare proxies with each other, not with an SLO.")
@@ -161,6 +186,7 @@ def main():
         f"{'proxy':<9} {'req/s':>9} {'req/s/cpu':>9} {'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} "
         f"{'proxy cpu':>9} {'load cpu':>8} {'foreign':>7} {'errors':>6}"
     )
+    p("each proxy's median round (by req/s):")
     p(head)
     p("-" * len(head))
     for r in results:
@@ -178,17 +204,26 @@ def main():
     p("proxy cpu: the proxy's processes, of one core; load cpu: wrk + upstream, of one core;")
     p("foreign: CPU used meanwhile by processes outside the bench, in cores (2 cores = 200%).")
     p()
-    p(f"{'proxy core, per request':<24} {'user us':>8} {'kernel us':>10}")
-    for r in results:
-        us = r["proxy_core_us_per_request"]
-        p(f"{r['proxy']:<24} {us['user']:>8.2f} {us['kernel']:>10.2f}")
+    # CPU per request is steadier than req/s from round to round: medians.
+    cpu_us = {
+        n: {
+            k: round(median(r["proxy_core_us_per_request"][k] for r in rounds_by_name[n]), 2)
+            for k in ("user", "kernel")
+        }
+        for n in names
+    }
+    p(f"{'proxy core, per request':<24} {'user us':>8} {'kernel us':>10}   (median over rounds)")
+    for n in names:
+        us = cpu_us[n]
+        p(f"{n:<24} {us['user']:>8.2f} {us['kernel']:>10.2f}")
     p("kernel: system calls and loopback TCP softirqs; the same work for every proxy, so")
     p("it bounds every ratio: a proxy with no user time at all would reach")
-    for r in results:
-        us = r["proxy_core_us_per_request"]
-        if r["proxy"] != "portico" and us["kernel"] > 0:
-            p(f"  {(us['user'] + us['kernel']) / us['kernel']:.2f}x {r['proxy']}")
-    for r in results:
+    for n in names:
+        us = cpu_us[n]
+        if n != "portico" and us["kernel"] > 0:
+            p(f"  {(us['user'] + us['kernel']) / us['kernel']:.2f}x {n}")
+    every_round = [r for n in names for r in rounds_by_name[n]]
+    for r in every_round:
         if sum(r["errors"].values()):
             p(f"warning: {r['proxy']} had errors: {r['errors']} (status = non-2xx/3xx)")
         foreign = r["cpu"]["foreign"]
@@ -205,8 +240,17 @@ def main():
         steal = max(r["cpu"]["proxy_core_steal"], r["cpu"]["load_core_steal"])
         if steal > 0.05:
             p(f"warning: {r['proxy']}: {steal:.0%} CPU steal: the host is busy, figures are noisy")
+    if rounds > 1:
+        p()
+        p("req/s by round (order rotates each round):")
+        p(f"{'round':<6} " + " ".join(f"{n:>9}" for n in names) + "".join(f" {k:>16}" for k in per_round))
+        for i in range(rounds):
+            cells = " ".join(f"{rounds_by_name[n][i]['rps']:>9.0f}" for n in names)
+            rs = "".join(f" {per_round[k][i]['rps']:>16.3f}" for k in per_round)
+            p(f"{i + 1:<6} {cells}{rs}")
     if ratios:
         p()
+        p("ratios: the median over rounds of each round's ratio" if rounds > 1 else "ratios:")
         p(f"{'ratio':<16} {'req/s':>7} {'req/s/cpu':>10} {'p50':>6} {'p99':>6}   target")
         for k, v in ratios.items():
             rps_ok = v["rps_per_proxy_cpu"] is not None and v["rps_per_proxy_cpu"] >= v["target_rps_ratio"]
@@ -232,10 +276,14 @@ def main():
             "connections": int(machine["connections"]),
             "proxy_core": int(machine["proxy_core"]),
             "load_core": int(machine["load_core"]),
+            "rounds": rounds,
             "generator": "wrk -t1 (closed-loop; coordinated omission applies)",
         },
         "results": results,
+        "rounds": {n: rounds_by_name[n] for n in names},
         "ratios": ratios,
+        "ratios_by_round": per_round,
+        "proxy_core_us_per_request": cpu_us,
     }
     with open(out, "w") as f:
         json.dump(report, f, indent=2)
