@@ -513,11 +513,14 @@ fn json_str(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
     // Checking is much cheaper than the lossy conversion's walk, and almost
     // every value is valid.
+    let lossy;
     let text = match std::str::from_utf8(bytes) {
-        Ok(_) => std::borrow::Cow::Borrowed(bytes),
-        Err(_) => std::borrow::Cow::Owned(String::from_utf8_lossy(bytes).into_owned().into_bytes()),
+        Ok(_) => bytes,
+        Err(_) => {
+            lossy = String::from_utf8_lossy(bytes);
+            lossy.as_bytes()
+        }
     };
-    let text = &*text;
     let mut clean = 0;
     for (i, &b) in text.iter().enumerate() {
         let escape: &[u8] = match b {

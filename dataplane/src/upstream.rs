@@ -266,14 +266,16 @@ struct H1 {
 }
 
 impl H1 {
-    /// Whether the connection can take the next request now: polled once,
-    /// it has not ended and hyper is ready for the next message.
-    fn settle(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        match self.conn.as_mut().poll(&mut cx) {
-            Poll::Ready(_) => false,
-            Poll::Pending => self.tx.is_ready(),
+    /// Drives the connection until hyper is ready for the next message:
+    /// `true` then, `false` if the connection ended instead.
+    fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        if let Poll::Ready(result) = self.conn.as_mut().poll(cx) {
+            if let Err(e) = result {
+                debug!(error = %e, "upstream connection ended");
+            }
+            return Poll::Ready(false);
         }
+        self.tx.poll_ready(cx).map(|r| r.is_ok())
     }
 }
 
@@ -361,25 +363,17 @@ impl Recycle {
         // Usually hyper has already seen the end of the message by the time
         // the reader has, so the connection is ready at once and no task is
         // needed; otherwise let it settle off the request path.
-        if h1.settle() {
-            endpoint.park(h1);
-            return;
-        }
-        tokio::spawn(async move {
-            let settled = std::future::poll_fn(|cx| {
-                if let Poll::Ready(result) = h1.conn.as_mut().poll(cx) {
-                    if let Err(e) = result {
-                        debug!(error = %e, "upstream connection ended");
+        match h1.poll_settle(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(true) => endpoint.park(h1),
+            Poll::Ready(false) => {}
+            Poll::Pending => {
+                tokio::spawn(async move {
+                    if std::future::poll_fn(|cx| h1.poll_settle(cx)).await {
+                        endpoint.park(h1);
                     }
-                    return Poll::Ready(false);
-                }
-                h1.tx.poll_ready(cx).map(|r| r.is_ok())
-            })
-            .await;
-            if settled {
-                endpoint.park(h1);
+                });
             }
-        });
+        }
     }
 }
 
