@@ -26,8 +26,13 @@
 #
 # wrk is closed-loop: a slow response delays the next request on that
 # connection, so its percentiles understate tail latency under stalls
-# (coordinated omission). Comparing proxies at saturation, with the same
-# generator, they are still comparable with each other.
+# (coordinated omission), and at saturation they mostly measure queueing.
+# Latency is therefore also measured open-loop: after its wrk run, each
+# proxy gets oha at fixed request rates below saturation, with
+# --latency-correction (a request's latency counts from when it was due
+# to be sent, so a stall counts against every request scheduled behind
+# it). The same phase against the upstream alone ("direct") gives the
+# floor that the generator and the upstream account for.
 #
 # Knobs (environment):
 #   BENCH_SECONDS      measured duration per proxy (10)
@@ -49,6 +54,12 @@
 #                      before each measurement (120)
 #   BENCH_ACCESS_LOG   off: portico runs without its access log; diagnosis
 #                      only (what the log costs), not a fair comparison
+#   BENCH_LATENCY_RATES fixed rates, req/s, for the open-loop latency phase
+#                      ("10000 30000": about a sixth and a half of what
+#                      each proxy serves at saturation here); empty skips it
+#   BENCH_LATENCY_SECONDS seconds per rate per proxy per round (10)
+#   OHA                the oha binary; by default oha $OHA_VERSION is built
+#                      once with cargo install into <cargo target dir>/bench-tools
 #   BENCH_TLS          off (plain HTTP), keepalive (HTTPS keep-alive req/s)
 #                      or handshake (every request on a new connection: full
 #                      TLS handshakes per second; wrk does not resume
@@ -66,6 +77,8 @@ warmup=${BENCH_WARMUP:-3}
 connections=${BENCH_CONNECTIONS:-64}
 proxies=${BENCH_PROXIES:-portico nginx haproxy}
 rounds=${BENCH_ROUNDS:-3}
+latency_rates=${BENCH_LATENCY_RATES-10000 30000}
+latency_seconds=${BENCH_LATENCY_SECONDS:-10}
 proxy_core=0
 load_core=1
 tls=${BENCH_TLS:-off}
@@ -77,6 +90,7 @@ case $tls in
   handshake)
     scheme=https
     wrk_extra=(-H "Connection: close")
+    latency_rates=
     ;;
   *)
     printf 'load: error: BENCH_TLS must be off, keepalive or handshake\n' >&2
@@ -130,6 +144,19 @@ install_tools() {
     apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >&2 || rc=$?
   ((own_policy)) && "${sudo[@]}" rm -f "$policy"
   ((rc == 0)) || die "apt-get install ${pkgs[*]} failed"
+}
+
+# oha, for the open-loop latency phase: a pinned version, built once into
+# the cargo target directory (git-ignored, kept between runs).
+install_oha() {
+  oha=${OHA:-$target/bench-tools/bin/oha}
+  [[ -n $latency_rates ]] || return 0
+  if [[ -n ${OHA:-} ]] || "$oha" --version 2>/dev/null | grep -qx "oha $OHA_VERSION"; then
+    return 0
+  fi
+  log "building oha $OHA_VERSION with cargo install (once; a few minutes)"
+  cargo install oha --version "$OHA_VERSION" --locked --quiet --root "$target/bench-tools" ||
+    die "cargo install oha $OHA_VERSION failed"
 }
 
 # === processes ===
@@ -314,6 +341,23 @@ run_wrk() {
   return "$rc"
 }
 
+# The open-loop phase: oha at each fixed rate against $1, one worker
+# thread on the load core; its JSON reports go to $tmp/$2.oha.<rate>.json.
+run_latency() {
+  local url=$1 tag=$2 rate pid rc
+  for rate in $latency_rates; do
+    rc=0
+    taskset -c "$load_core" "$oha" -z "${latency_seconds}s" -c "$connections" -q "$rate" \
+      --latency-correction --no-tui --output-format json --worker-threads 1 --insecure \
+      "$url" >"$tmp/$tag.oha.$rate.json" 2>"$tmp/$tag.oha.$rate.err" &
+    pid=$!
+    pids+=("$pid")
+    wait "$pid" || rc=$?
+    forget "$pid"
+    ((rc == 0)) || die "oha at $rate req/s against $url failed: $(cat "$tmp/$tag.oha.$rate.err")"
+  done
+}
+
 # Measures proxy $1; its files in $tmp are named $2.*.
 bench_one() {
   local name=$1 tag=$2 url ps
@@ -343,6 +387,11 @@ bench_one() {
     cat "$tmp/$tag.wrk" >&2
     die "no report from wrk against $name"
   }
+  if [[ -n $latency_rates ]]; then
+    wait_quiet
+    log "$name: open-loop latency at ${latency_rates// /, } req/s, ${latency_seconds}s each"
+    run_latency "$url" "$tag"
+  fi
   stop "$proxy_pid"
   forget "$proxy_pid"
 }
@@ -357,11 +406,17 @@ main() {
     [[ $tls == off || $name != haproxy ]] || die "BENCH_TLS=$tls compares portico with nginx only"
   done
   install_tools
+  local rate
+  for rate in $latency_rates; do
+    [[ $rate =~ ^[1-9][0-9]*$ ]] || die "BENCH_LATENCY_RATES must be positive numbers (req/s), not $rate"
+  done
+  [[ $latency_seconds =~ ^[1-9][0-9]*$ ]] || die "BENCH_LATENCY_SECONDS must be a positive number"
 
   local target
   target=$(cd "$root" && cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
   bin_dir=${BENCH_BIN_DIR:-$target/release/examples}
+  install_oha
   local suffix=''
   [[ $tls == off ]] || suffix="-tls-$tls"
   local out=${BENCH_OUT:-$target/bench/load$suffix.json}
@@ -413,6 +468,11 @@ main() {
   mkdir -p "$(dirname "$out")"
   for ((round = 1; round <= rounds; round++)); do
     log "round $round of $rounds: ${order[*]}"
+    if [[ -n $latency_rates ]]; then
+      log "direct (upstream alone): open-loop latency floor"
+      wait_quiet
+      run_latency "http://$upstream/" "direct.r$round"
+    fi
     for name in "${order[@]}"; do
       bench_one "$name" "$name.r$round"
       # wrk's own text, for a second look.
@@ -429,6 +489,9 @@ main() {
     echo "nginx=$(nginx -v 2>&1 | head -n1)"
     echo "haproxy=$(haproxy -v 2>&1 | head -n1)"
     echo "wrk=$(wrk -v 2>&1 | head -n1 || true)"
+    if [[ -n $latency_rates ]]; then echo "oha=$("$oha" --version)"; fi
+    echo "latency_rates=$latency_rates"
+    echo "latency_seconds=$latency_seconds"
     echo "rustc=$(rustc -V 2>/dev/null || echo unknown)"
     echo "clk_tck=$(getconf CLK_TCK)"
     echo "seconds=$seconds"
