@@ -4,10 +4,11 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -15,6 +16,7 @@ use rustls::server::Acceptor;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio::time::MissedTickBehavior;
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::{Instrument, debug, debug_span, warn};
@@ -202,6 +204,7 @@ async fn serve_conn<S>(
     let activity = Arc::new(AtomicU64::new(0));
     let io = TokioIo::new(ActivityIo {
         inner: stream,
+        count: 0,
         activity: Arc::clone(&activity),
     });
     let svc_shared = Arc::clone(&shared);
@@ -213,46 +216,140 @@ async fn serve_conn<S>(
     tokio::pin!(conn);
     let mut ticker =
         tokio::time::interval_at(tokio::time::Instant::now() + idle_period, idle_period);
-    let mut seen = 0;
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Accepted while the drain began: the change is already seen.
     let mut closing = *shutdown.borrow();
     if closing {
         conn.as_mut().graceful_shutdown();
     }
-    loop {
-        tokio::select! {
-            res = conn.as_mut() => {
-                if let Err(e) = res {
-                    debug!(error = %e, "connection ended with error");
+    let changed = std::pin::pin!(shutdown.changed());
+    let mut control = Control::new(changed, ticker);
+    let mut seen = 0;
+    let res = std::future::poll_fn(|cx| {
+        loop {
+            if let Poll::Ready(res) = conn.as_mut().poll(cx) {
+                return Poll::Ready(res);
+            }
+            let was_closing = closing;
+            control.poll_if_woken(cx, |event| match event {
+                ControlEvent::Shutdown => closing = true,
+                ControlEvent::Tick if !closing => {
+                    let now = activity.load(Ordering::Relaxed);
+                    if now == seen {
+                        debug!("closing idle connection");
+                        closing = true;
+                    }
+                    seen = now;
                 }
-                break;
+                ControlEvent::Tick => {}
+            });
+            if closing == was_closing {
+                return Poll::Pending;
             }
-            _ = shutdown.changed(), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            _ = ticker.tick(), if !closing => {
-                let now = activity.load(Ordering::Relaxed);
-                if now == seen {
-                    debug!("closing idle connection");
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-                seen = now;
-            }
+            // Starting a graceful shutdown needs the connection polled again.
+            conn.as_mut().graceful_shutdown();
         }
+    })
+    .await;
+    if let Err(e) = res {
+        debug!(error = %e, "connection ended with error");
     }
     shared.metrics.open_connections.dec();
+}
+
+/// What woke a connection's [`Control`].
+enum ControlEvent {
+    /// The listener is draining.
+    Shutdown,
+    /// An idle-check period passed.
+    Tick,
+}
+
+/// A connection task's side events (the drain signal and the idle tick),
+/// polled only after their own waker fired.
+///
+/// The task wakes for every read and write of its connection. Polling the
+/// side futures on each of those wakes, as a `select!` does, costs a timer
+/// poll and two locks of the drain signal's waiter list per wake (tokio's
+/// `Notified` locks it to register and again to unregister), and that list
+/// is shared by every connection of every worker thread. Here the side
+/// futures get a waker of their own, which marks them woken and wakes the
+/// task; a wake for IO costs one check of that mark.
+struct Control<'a, F> {
+    shutdown: Option<Pin<&'a mut F>>,
+    ticker: tokio::time::Interval,
+    woken: Arc<SideWake>,
+    waker: Waker,
+}
+
+/// The side futures' waker: records that it fired, then wakes the task.
+struct SideWake {
+    fired: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for SideWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<'a, F: Future> Control<'a, F> {
+    fn new(shutdown: Pin<&'a mut F>, ticker: tokio::time::Interval) -> Self {
+        let woken = Arc::new(SideWake {
+            // Polled on the first poll, which registers them.
+            fired: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        let waker = Waker::from(Arc::clone(&woken));
+        Self {
+            shutdown: Some(shutdown),
+            ticker,
+            woken,
+            waker,
+        }
+    }
+
+    /// Registers the task's waker, and if a side future woke since the
+    /// last call, polls them and reports what happened.
+    fn poll_if_woken(&mut self, cx: &Context<'_>, mut on: impl FnMut(ControlEvent)) {
+        self.woken.task.register(cx.waker());
+        if !self.woken.fired.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let mut side = Context::from_waker(&self.waker);
+        if let Some(shutdown) = self.shutdown.as_mut()
+            && shutdown.as_mut().poll(&mut side).is_ready()
+        {
+            self.shutdown = None;
+            on(ControlEvent::Shutdown);
+        }
+        // Ready at most once per period (missed ticks are delayed, not
+        // bunched); polling again registers the next one.
+        while self.ticker.poll_tick(&mut side).is_ready() {
+            on(ControlEvent::Tick);
+        }
+    }
 }
 
 /// Counts reads and writes so the connection task can tell an idle client.
 struct ActivityIo<S> {
     inner: S,
+    /// This wrapper is the only writer, so a plain store of its own count
+    /// does: no locked read-modify-write per read and write.
+    count: u64,
     activity: Arc<AtomicU64>,
 }
 
 impl<S> ActivityIo<S> {
-    fn touch(&self) {
-        self.activity.fetch_add(1, Ordering::Relaxed);
+    fn touch(&mut self) {
+        self.count = self.count.wrapping_add(1);
+        self.activity.store(self.count, Ordering::Relaxed);
     }
 }
 
@@ -309,5 +406,59 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ActivityIo<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts its polls and keeps the last waker it was given.
+    struct Side<'a> {
+        polls: &'a AtomicUsize,
+        waker: &'a std::sync::Mutex<Option<Waker>>,
+    }
+
+    impl Future for Side<'_> {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            self.polls.fetch_add(1, Ordering::SeqCst);
+            *self.waker.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn side_futures_are_polled_only_after_their_waker_fired() {
+        let polls = AtomicUsize::new(0);
+        let side_waker = std::sync::Mutex::new(None);
+        let side = std::pin::pin!(Side {
+            polls: &polls,
+            waker: &side_waker,
+        });
+        let ticker = tokio::time::interval_at(
+            tokio::time::Instant::now() + Duration::from_secs(3600),
+            Duration::from_secs(3600),
+        );
+        let mut control = Control::new(side, ticker);
+        let cx = Context::from_waker(Waker::noop());
+        let mut events = 0;
+
+        control.poll_if_woken(&cx, |_| events += 1);
+        assert_eq!(polls.load(Ordering::SeqCst), 1, "the first call registers");
+        for _ in 0..10 {
+            control.poll_if_woken(&cx, |_| events += 1);
+        }
+        assert_eq!(
+            polls.load(Ordering::SeqCst),
+            1,
+            "wakes for IO do not poll it"
+        );
+
+        side_waker.lock().unwrap().take().unwrap().wake();
+        control.poll_if_woken(&cx, |_| events += 1);
+        assert_eq!(polls.load(Ordering::SeqCst), 2, "its own wake does");
+        assert_eq!(events, 0);
     }
 }
