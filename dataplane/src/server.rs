@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
 use hyper::service::service_fn;
@@ -33,12 +33,13 @@ use bytes::Bytes;
 pub struct ListenerConfig {
     /// Time allowed to send a whole request head, and to start the next one
     /// on a kept-alive HTTP/1 connection (slowloris guard; nginx
-    /// `client_header_timeout`).
+    /// `client_header_timeout`). Checked on the connection's control tick,
+    /// so a head is cut off up to a quarter of this late.
     pub header_read_timeout: Duration,
     /// A connection with no bytes either way for this long is closed
-    /// gracefully (never under an in-flight request). Checked on a tick of
-    /// this period, so the effective idle time is between one and two
-    /// periods.
+    /// gracefully (never under an in-flight request). Checked on the same
+    /// tick (this period, or a quarter of `header_read_timeout` if that is
+    /// shorter), so the effective idle time is up to one tick longer.
     pub idle_timeout: Duration,
     /// Concurrent HTTP/2 streams per client connection.
     pub max_concurrent_streams: u32,
@@ -83,7 +84,7 @@ pub(crate) async fn serve_proxy(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
+        .timer(HeadTimer)
         .header_read_timeout(cfg.header_read_timeout);
     builder
         .http2()
@@ -196,11 +197,7 @@ async fn serve_conn<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     shared.metrics.open_connections.inc();
-    // A zero period would make the interval panic; a huge one would overflow.
-    let idle_period = shared.listener.idle_timeout.clamp(
-        Duration::from_millis(1),
-        Duration::from_secs(365 * 24 * 3600),
-    );
+    let (period, idle_ticks) = control_period(&shared.listener);
     let activity = Arc::new(AtomicU64::new(0));
     let io = TokioIo::new(ActivityIo {
         inner: stream,
@@ -214,8 +211,7 @@ async fn serve_conn<S>(
     let svc = service_fn(move |req| proxy::handle(Arc::clone(&svc_shared), Arc::clone(&info), req));
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
-    let mut ticker =
-        tokio::time::interval_at(tokio::time::Instant::now() + idle_period, idle_period);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // Accepted while the drain began: the change is already seen.
     let mut closing = *shutdown.borrow();
@@ -225,6 +221,7 @@ async fn serve_conn<S>(
     let changed = std::pin::pin!(shutdown.changed());
     let mut control = Control::new(changed, ticker);
     let mut seen = 0;
+    let mut quiet_ticks = 0;
     let res = std::future::poll_fn(|cx| {
         loop {
             if let Poll::Ready(res) = conn.as_mut().poll(cx) {
@@ -235,7 +232,8 @@ async fn serve_conn<S>(
                 ControlEvent::Shutdown => closing = true,
                 ControlEvent::Tick if !closing => {
                     let now = activity.load(Ordering::Relaxed);
-                    if now == seen {
+                    quiet_ticks = if now == seen { quiet_ticks + 1 } else { 0 };
+                    if quiet_ticks >= idle_ticks {
                         debug!("closing idle connection");
                         closing = true;
                     }
@@ -255,6 +253,67 @@ async fn serve_conn<S>(
         debug!(error = %e, "connection ended with error");
     }
     shared.metrics.open_connections.dec();
+}
+
+/// The period of a connection's control tick, and how many quiet ticks in
+/// a row make it idle.
+///
+/// The tick also bounds how late a slow request head is cut off: the
+/// header-read deadline ([`HeadTimer`]) is checked whenever the
+/// connection is polled, and the tick polls it at least once a period. A
+/// quarter of the header timeout makes the cut-off at most a quarter late.
+fn control_period(cfg: &ListenerConfig) -> (Duration, u32) {
+    // A zero period would make the interval panic; a huge one would overflow.
+    let clamp = |d: Duration| {
+        d.clamp(
+            Duration::from_millis(1),
+            Duration::from_secs(365 * 24 * 3600),
+        )
+    };
+    let idle = clamp(cfg.idle_timeout);
+    let period = clamp(idle.min(cfg.header_read_timeout / 4));
+    let ticks = idle.as_nanos().div_ceil(period.as_nanos());
+    (period, u32::try_from(ticks).unwrap_or(u32::MAX).max(1))
+}
+
+/// hyper's HTTP/1 header-read timer, without a timer per request.
+///
+/// hyper arms the header-read timeout for every request head it reads
+/// (and for the wait for the next one on a kept-alive connection). With
+/// tokio's timer that is a timer-wheel entry registered and cancelled per
+/// request, each under the timer driver's one lock, which every worker
+/// thread shares. Here the timeout is only a deadline, checked when hyper
+/// polls it; nothing wakes it. The connection's control tick
+/// ([`control_period`]) polls the connection, so an overdue head is cut off
+/// at most one period late.
+#[derive(Clone, Copy, Debug)]
+struct HeadTimer;
+
+/// A deadline that is checked when polled and never wakes anyone itself;
+/// `None` never comes.
+struct Deadline(Option<Instant>);
+
+impl Future for Deadline {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        match self.0 {
+            Some(deadline) if Instant::now() >= deadline => Poll::Ready(()),
+            _ => Poll::Pending,
+        }
+    }
+}
+
+impl hyper::rt::Sleep for Deadline {}
+
+impl hyper::rt::Timer for HeadTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(Deadline(Instant::now().checked_add(duration)))
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(Deadline(Some(deadline)))
+    }
 }
 
 /// What woke a connection's [`Control`].
@@ -427,6 +486,41 @@ mod tests {
             *self.waker.lock().unwrap() = Some(cx.waker().clone());
             Poll::Pending
         }
+    }
+
+    #[test]
+    fn the_control_tick_serves_both_timeouts() {
+        let cfg = |idle_ms, header_ms| ListenerConfig {
+            idle_timeout: Duration::from_millis(idle_ms),
+            header_read_timeout: Duration::from_millis(header_ms),
+            ..ListenerConfig::default()
+        };
+        let ms = Duration::from_millis;
+        // The defaults: 60 s heads, 75 s idle.
+        assert_eq!(control_period(&cfg(75_000, 60_000)), (ms(15_000), 5));
+        assert_eq!(control_period(&cfg(200, 3_600_000)), (ms(200), 1));
+        assert_eq!(control_period(&cfg(75_000, 300)), (ms(75), 1000));
+        assert_eq!(control_period(&cfg(1000, 1000)), (ms(250), 4));
+        // Zero timeouts tick every millisecond rather than panic.
+        assert_eq!(control_period(&cfg(0, 0)), (ms(1), 1));
+        let huge = ListenerConfig {
+            idle_timeout: Duration::MAX,
+            header_read_timeout: Duration::MAX,
+            ..ListenerConfig::default()
+        };
+        assert_eq!(control_period(&huge).1, 1);
+    }
+
+    #[test]
+    fn a_head_deadline_is_checked_when_polled() {
+        use hyper::rt::Timer;
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut past = HeadTimer.sleep_until(Instant::now());
+        assert!(past.as_mut().poll(&mut cx).is_ready());
+        let mut later = HeadTimer.sleep(Duration::from_secs(3600));
+        assert!(later.as_mut().poll(&mut cx).is_pending());
+        let mut never = HeadTimer.sleep(Duration::MAX);
+        assert!(never.as_mut().poll(&mut cx).is_pending());
     }
 
     #[tokio::test]
