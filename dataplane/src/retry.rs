@@ -244,12 +244,11 @@ pub(crate) async fn send(
         let endpoint = pick.endpoint;
         let addr = endpoint.addr();
         let in_flight = balancer.in_flight(&pick);
-        let send = endpoint.send(req, connect_timeout, sent_at);
-        let result = match sent_at.checked_add(wait) {
-            Some(at) => tokio::time::timeout_at(at, send).await,
-            // Too far to put on the clock: never.
-            None => Ok(send.await),
-        };
+        // Too far to put on the clock: never.
+        let head_deadline = sent_at.checked_add(wait);
+        let result = endpoint
+            .send(req, connect_timeout, sent_at, head_deadline)
+            .await;
         let latency = if balancer.wants_latency() {
             sent_at.elapsed()
         } else {

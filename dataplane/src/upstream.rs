@@ -28,7 +28,7 @@ use prometheus_client::metrics::counter::Counter;
 use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
 use crate::body::RequestBody;
@@ -263,6 +263,9 @@ type H1Conn = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 struct H1 {
     tx: http1::SendRequest<RequestBody>,
     conn: H1Conn,
+    /// The response-head deadline of the request on it, reused from one
+    /// request to the next (see [`HeadTimeout`]).
+    timer: Pin<Box<Sleep>>,
 }
 
 impl H1 {
@@ -294,21 +297,55 @@ struct IdleH1 {
 struct Exchange<'a, F> {
     conn: &'a mut Option<H1Conn>,
     response: Pin<&'a mut F>,
+    /// Armed for this request's deadline; `None`: no deadline.
+    timer: Option<Pin<&'a mut Sleep>>,
 }
 
 impl<F: Future> Future for Exchange<'_, F> {
-    type Output = F::Output;
+    type Output = Result<F::Output, HeadTimeout>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         drive(this.conn, cx);
         if this.conn.is_none() {
             // The connection is gone; hyper has failed the response (or
             // delivered it just before), and says so at once.
-            return this.response.as_mut().poll(cx);
+            return this.response.as_mut().poll(cx).map(Ok);
         }
         let mut noop = Context::from_waker(Waker::noop());
-        this.response.as_mut().poll(&mut noop)
+        if let Poll::Ready(rsp) = this.response.as_mut().poll(&mut noop) {
+            return Poll::Ready(Ok(rsp));
+        }
+        if let Some(timer) = this.timer.as_mut()
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(HeadTimeout));
+        }
+        Poll::Pending
+    }
+}
+
+/// No response head came by the request's deadline.
+///
+/// On HTTP/1.1 the deadline is a timer each connection keeps and re-arms
+/// per request, rather than a fresh `timeout_at` per request: moving a
+/// registered tokio timer later is one atomic step, where registering
+/// and cancelling one takes the timer driver's mutex each time, and that
+/// mutex is shared by every worker thread. A connection's timer that
+/// outlives its request fires later for nothing (a spurious wake of the
+/// task it last served) and is re-armed by the next request.
+#[derive(Debug)]
+pub struct HeadTimeout;
+
+/// `fut`, unless `deadline` comes first (`None`: no deadline): a timer of
+/// its own, registered and cancelled. For connecting, and for HTTP/2,
+/// whose concurrent streams cannot share one connection's timer.
+async fn within<F: Future>(deadline: Option<Instant>, fut: F) -> Result<F::Output, HeadTimeout> {
+    match deadline {
+        Some(at) => tokio::time::timeout_at(at, fut)
+            .await
+            .map_err(|_| HeadTimeout),
+        None => Ok(fut.await),
     }
 }
 
@@ -335,6 +372,7 @@ pub struct Recycle {
     /// `None` once the connection ended, or when a task of its own drives
     /// it (an upgrade).
     conn: Option<H1Conn>,
+    timer: Pin<Box<Sleep>>,
 }
 
 impl Recycle {
@@ -355,11 +393,12 @@ impl Recycle {
             endpoint,
             tx,
             conn: Some(conn),
+            timer,
         } = self
         else {
             return;
         };
-        let mut h1 = H1 { tx, conn };
+        let mut h1 = H1 { tx, conn, timer };
         // Usually hyper has already seen the end of the message by the time
         // the reader has, so the connection is ready at once and no task is
         // needed; otherwise let it settle off the request path.
@@ -429,16 +468,21 @@ impl Endpoint {
     /// failed before any of it was sent comes back in the error, untouched,
     /// so it can be tried elsewhere.
     /// `now` is the caller's clock reading, against which idle connections
-    /// are aged.
+    /// are aged; `deadline` bounds the whole of it, connecting included,
+    /// until the response head is in (`None`: no bound).
     pub async fn send(
         self: &Arc<Self>,
         req: Request<RequestBody>,
         connect_timeout: Duration,
         now: Instant,
-    ) -> Result<(Response<Incoming>, Option<Recycle>), SendError> {
+        deadline: Option<Instant>,
+    ) -> Result<Result<(Response<Incoming>, Option<Recycle>), SendError>, HeadTimeout> {
         match self.key.protocol {
-            Protocol::Http1 => self.send_h1(req, connect_timeout, now).await,
-            Protocol::H2c => Ok((self.send_h2(req, connect_timeout).await?, None)),
+            Protocol::Http1 => self.send_h1(req, connect_timeout, now, deadline).await,
+            Protocol::H2c => {
+                let sent = within(deadline, self.send_h2(req, connect_timeout)).await?;
+                Ok(sent.map(|rsp| (rsp, None)))
+            }
         }
     }
 
@@ -447,40 +491,49 @@ impl Endpoint {
         mut req: Request<RequestBody>,
         connect_timeout: Duration,
         now: Instant,
-    ) -> Result<(Response<Incoming>, Option<Recycle>), SendError> {
+        deadline: Option<Instant>,
+    ) -> Result<Result<(Response<Incoming>, Option<Recycle>), SendError>, HeadTimeout> {
         while let Some(idle) = self.idle.pop() {
             let age = now.saturating_duration_since(idle.since);
             if age > self.pool.idle_timeout || !idle.h1.tx.is_ready() {
                 continue;
             }
-            match self.exchange(idle.h1, req).await {
-                Ok(sent) => return Ok(sent),
+            match self.exchange(idle.h1, req, deadline).await? {
+                Ok(sent) => return Ok(Ok(sent)),
                 Err(e) => match e.request {
                     // Not sent: the connection went away while idle.
                     Some(r) => req = r,
-                    None => return Err(e),
+                    None => return Ok(Err(e)),
                 },
             }
         }
-        let io = match self.connect(connect_timeout).await {
-            Ok(io) => io,
-            Err(error) => return Err(SendError::unsent(error, req)),
-        };
-        let (tx, conn) = match http1::Builder::new().handshake(TokioIo::new(io)).await {
-            Ok(pair) => pair,
-            Err(source) => {
-                let error = UpstreamError::Handshake {
-                    addr: self.key.addr,
-                    source,
-                };
-                return Err(SendError::unsent(error, req));
-            }
-        };
-        let h1 = H1 {
+        match within(deadline, self.new_h1(connect_timeout)).await? {
+            Ok(h1) => self.exchange(h1, req, deadline).await,
+            Err(error) => Ok(Err(SendError::unsent(error, req))),
+        }
+    }
+
+    fn handshake_failed(&self, source: hyper::Error) -> UpstreamError {
+        UpstreamError::Handshake {
+            addr: self.key.addr,
+            source,
+        }
+    }
+
+    /// Connects and shakes hands.
+    async fn new_h1(&self, connect_timeout: Duration) -> Result<H1, UpstreamError> {
+        let io = self.connect(connect_timeout).await?;
+        let (tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|source| self.handshake_failed(source))?;
+        Ok(H1 {
             tx,
             conn: Box::pin(conn.with_upgrades()),
-        };
-        self.exchange(h1, req).await
+            // Armed (and registered with the runtime's timer) by the first
+            // exchange that has a deadline.
+            timer: Box::pin(tokio::time::sleep_until(Instant::now())),
+        })
     }
 
     /// Sends `req` on `h1`, driving it until the response head is in.
@@ -488,24 +541,33 @@ impl Endpoint {
         self: &Arc<Self>,
         h1: H1,
         req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Option<Recycle>), SendError> {
-        let H1 { mut tx, conn } = h1;
+        deadline: Option<Instant>,
+    ) -> Result<Result<(Response<Incoming>, Option<Recycle>), SendError>, HeadTimeout> {
+        let H1 {
+            mut tx,
+            conn,
+            mut timer,
+        } = h1;
+        if let Some(at) = deadline {
+            timer.as_mut().reset(at);
+        }
         let mut conn = Some(conn);
         let response = tx.try_send_request(req);
         tokio::pin!(response);
         let result = Exchange {
             conn: &mut conn,
             response: response.as_mut(),
+            timer: deadline.map(|_| timer.as_mut()),
         }
-        .await;
+        .await?;
         let rsp = match result {
             Ok(rsp) => rsp,
             Err(mut e) => {
                 let request = e.take_message();
-                return Err(SendError {
+                return Ok(Err(SendError {
                     error: self.http_error(e.into_error()),
                     request,
-                });
+                }));
             }
         };
         // An upgrade (101, or a CONNECT's 2xx) hands the connection's IO
@@ -528,8 +590,9 @@ impl Endpoint {
             endpoint: Arc::clone(self),
             tx,
             conn,
+            timer,
         };
-        Ok((rsp, Some(recycle)))
+        Ok(Ok((rsp, Some(recycle))))
     }
 
     /// A full queue closes the connection: the bound on idle ones.
@@ -581,10 +644,7 @@ impl Endpoint {
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(io))
             .await
-            .map_err(|source| UpstreamError::Handshake {
-                addr: self.key.addr,
-                source,
-            })?;
+            .map_err(|source| self.handshake_failed(source))?;
         let addr = self.key.addr;
         tokio::spawn(async move {
             if let Err(e) = conn.await {

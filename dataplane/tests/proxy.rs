@@ -721,6 +721,64 @@ async fn a_pooled_connection_the_upstream_closed_is_not_used() {
 }
 
 #[tokio::test]
+async fn a_reused_connection_still_times_out_its_response_head() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Answers the first two requests on a connection and never the third:
+    // the third waits on a connection whose head timer two requests armed
+    // before it.
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = accepted_tx.send(());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                for served in 1.. {
+                    let mut chunk = [0u8; 1024];
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    buf.drain(..end);
+                    if served > 2 {
+                        std::future::pending::<()>().await;
+                    }
+                    let body = format!("answer {served}");
+                    let rsp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(rsp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mut cfg = simple("third.test", addr);
+    cfg.routes[0].rules[0].timeouts.read = Duration::from_millis(300);
+    let proxy = Proxy::start(cfg).await;
+    let c = h1_client();
+    for n in 1..=2 {
+        let (s, _, body) = get(&c, proxy.addr, "third.test", "/").await;
+        assert_eq!((s, body), (StatusCode::OK, format!("answer {n}")));
+    }
+    let (s, _, _) = get(&c, proxy.addr, "third.test", "/").await;
+    assert_eq!(s, StatusCode::GATEWAY_TIMEOUT);
+    accepted.recv().await.unwrap();
+    assert!(
+        accepted.try_recv().is_err(),
+        "all three went on one connection"
+    );
+}
+
+#[tokio::test]
 async fn canary_header_then_cookie_then_weight() {
     let main = Upstream::echo("main").await;
     let canary = Upstream::echo("canary").await;
