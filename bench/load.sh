@@ -58,15 +58,19 @@
 #                      ("10000 30000": about a sixth and a half of what
 #                      each proxy serves at saturation here); empty skips it
 #   BENCH_LATENCY_SECONDS seconds per rate per proxy per round (10)
-#   OHA                the oha binary; by default oha $OHA_VERSION is built
+#   OHA                the oha binary; by default the pinned oha (OHA_VERSION) is built
 #                      once with cargo install into <cargo target dir>/bench-tools
 #   BENCH_TLS          off (plain HTTP), keepalive (HTTPS keep-alive req/s)
 #                      or handshake (every request on a new connection: full
 #                      TLS handshakes per second; wrk does not resume
 #                      sessions). Both proxies serve the same ECDSA P-256
 #                      certificate, TLS 1.2 and 1.3, session cache on; the
-#                      TLS modes compare portico with nginx only.
+#                      TLS modes compare portico with nginx only; the
+#                      latency phase runs in keepalive mode, not in
+#                      handshake mode.
 set -euo pipefail
+
+OHA_VERSION=1.16.0
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
