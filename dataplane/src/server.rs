@@ -85,7 +85,8 @@ pub(crate) async fn serve_proxy(
     builder
         .http1()
         .timer(HeadTimer)
-        .header_read_timeout(cfg.header_read_timeout);
+        // hyper adds it to the clock unchecked: keep it on the clock.
+        .header_read_timeout(clock_span(cfg.header_read_timeout));
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -263,17 +264,19 @@ async fn serve_conn<S>(
 /// connection is polled, and the tick polls it at least once a period. A
 /// quarter of the header timeout makes the cut-off at most a quarter late.
 fn control_period(cfg: &ListenerConfig) -> (Duration, u32) {
-    // A zero period would make the interval panic; a huge one would overflow.
-    let clamp = |d: Duration| {
-        d.clamp(
-            Duration::from_millis(1),
-            Duration::from_secs(365 * 24 * 3600),
-        )
-    };
-    let idle = clamp(cfg.idle_timeout);
-    let period = clamp(idle.min(cfg.header_read_timeout / 4));
+    let idle = clock_span(cfg.idle_timeout);
+    let period = clock_span(idle.min(cfg.header_read_timeout / 4));
     let ticks = idle.as_nanos().div_ceil(period.as_nanos());
     (period, u32::try_from(ticks).unwrap_or(u32::MAX).max(1))
+}
+
+/// A configured timeout made safe to put on the clock: a zero period would
+/// make an interval panic, and a huge one overflow `Instant`.
+fn clock_span(d: Duration) -> Duration {
+    d.clamp(
+        Duration::from_millis(1),
+        Duration::from_secs(365 * 24 * 3600),
+    )
 }
 
 /// hyper's HTTP/1 header-read timer, without a timer per request.
@@ -509,6 +512,12 @@ mod tests {
             ..ListenerConfig::default()
         };
         assert_eq!(control_period(&huge).1, 1);
+        // What hyper adds to the clock for the header timeout stays on it.
+        assert!(
+            Instant::now()
+                .checked_add(clock_span(Duration::MAX))
+                .is_some()
+        );
     }
 
     #[test]
