@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use crossbeam_queue::ArrayQueue;
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -337,15 +339,26 @@ impl<F: Future> Future for Exchange<'_, F> {
 #[derive(Debug)]
 pub struct HeadTimeout;
 
+/// An endpoint's answer: the response head (the body streams), and for
+/// HTTP/1.1 the connection to hand back in when the body has been read.
+pub type Answer = (Response<Incoming>, Option<Recycle>);
+
 /// `fut`, unless `deadline` comes first (`None`: no deadline): a timer of
 /// its own, registered and cancelled. For connecting, and for HTTP/2,
 /// whose concurrent streams cannot share one connection's timer.
-async fn within<F: Future>(deadline: Option<Instant>, fut: F) -> Result<F::Output, HeadTimeout> {
+///
+/// A combinator rather than an `async fn`: an `async fn` keeps its
+/// argument (`fut`, kilobytes) for its whole life beside the future it
+/// awaits, doubling what every request's future carries and moves.
+fn within<F: Future>(
+    deadline: Option<Instant>,
+    fut: F,
+) -> impl Future<Output = Result<F::Output, HeadTimeout>> {
     match deadline {
-        Some(at) => tokio::time::timeout_at(at, fut)
-            .await
-            .map_err(|_| HeadTimeout),
-        None => Ok(fut.await),
+        Some(at) => {
+            Either::Left(tokio::time::timeout_at(at, fut).map(|r| r.map_err(|_| HeadTimeout)))
+        }
+        None => Either::Right(fut.map(Ok)),
     }
 }
 
@@ -470,19 +483,25 @@ impl Endpoint {
     /// `now` is the caller's clock reading, against which idle connections
     /// are aged; `deadline` bounds the whole of it, connecting included,
     /// until the response head is in (`None`: no bound).
-    pub async fn send(
+    // The error carries the unsent request by value, so it can go to
+    // another endpoint without an allocation; `send_h1` and `send_h2`
+    // return the same, as `async fn`s, which the lint does not look at.
+    #[allow(clippy::result_large_err)]
+    pub fn send(
         self: &Arc<Self>,
         req: Request<RequestBody>,
         connect_timeout: Duration,
         now: Instant,
         deadline: Option<Instant>,
-    ) -> Result<Result<(Response<Incoming>, Option<Recycle>), SendError>, HeadTimeout> {
+    ) -> impl Future<Output = Result<Result<Answer, SendError>, HeadTimeout>> + '_ {
+        // Not an `async fn`: that would keep `req` beside the future it is
+        // moved into (see `within`).
         match self.key.protocol {
-            Protocol::Http1 => self.send_h1(req, connect_timeout, now, deadline).await,
-            Protocol::H2c => {
-                let sent = within(deadline, self.send_h2(req, connect_timeout)).await?;
-                Ok(sent.map(|rsp| (rsp, None)))
-            }
+            Protocol::Http1 => Either::Left(self.send_h1(req, connect_timeout, now, deadline)),
+            Protocol::H2c => Either::Right(
+                within(deadline, self.send_h2(req, connect_timeout))
+                    .map(|r| r.map(|sent| sent.map(|rsp| (rsp, None)))),
+            ),
         }
     }
 
@@ -492,25 +511,42 @@ impl Endpoint {
         connect_timeout: Duration,
         now: Instant,
         deadline: Option<Instant>,
-    ) -> Result<Result<(Response<Incoming>, Option<Recycle>), SendError>, HeadTimeout> {
+    ) -> Result<Result<Answer, SendError>, HeadTimeout> {
+        loop {
+            // One exchange below for pooled and new connections alike: each
+            // `.await` site is a slot of its own in this future.
+            let (h1, pooled) = match self.pooled(now) {
+                Some(h1) => (h1, true),
+                // Connecting is rare next to reusing: boxed, so its state
+                // (TCP and TLS handshakes, over a kilobyte) is not part of
+                // every request's future, which the server moves whole when
+                // it starts the request.
+                None => match within(deadline, Box::pin(self.new_h1(connect_timeout))).await? {
+                    Ok(h1) => (h1, false),
+                    Err(error) => return Ok(Err(SendError::unsent(error, req))),
+                },
+            };
+            match self.exchange(h1, req, deadline).await? {
+                // Not sent: a pooled connection went away while idle; the
+                // request goes on the next one.
+                Err(SendError {
+                    request: Some(r), ..
+                }) if pooled => req = r,
+                sent => return Ok(sent),
+            }
+        }
+    }
+
+    /// An idle connection young enough to reuse, if one is pooled; older
+    /// ones and those hyper no longer sends on are dropped on the way.
+    fn pooled(&self, now: Instant) -> Option<H1> {
         while let Some(idle) = self.idle.pop() {
             let age = now.saturating_duration_since(idle.since);
-            if age > self.pool.idle_timeout || !idle.h1.tx.is_ready() {
-                continue;
-            }
-            match self.exchange(idle.h1, req, deadline).await? {
-                Ok(sent) => return Ok(Ok(sent)),
-                Err(e) => match e.request {
-                    // Not sent: the connection went away while idle.
-                    Some(r) => req = r,
-                    None => return Ok(Err(e)),
-                },
+            if age <= self.pool.idle_timeout && idle.h1.tx.is_ready() {
+                return Some(idle.h1);
             }
         }
-        match within(deadline, self.new_h1(connect_timeout)).await? {
-            Ok(h1) => self.exchange(h1, req, deadline).await,
-            Err(error) => Ok(Err(SendError::unsent(error, req))),
-        }
+        None
     }
 
     fn handshake_failed(&self, source: hyper::Error) -> UpstreamError {
@@ -542,7 +578,7 @@ impl Endpoint {
         h1: H1,
         req: Request<RequestBody>,
         deadline: Option<Instant>,
-    ) -> Result<Result<(Response<Incoming>, Option<Recycle>), SendError>, HeadTimeout> {
+    ) -> Result<Result<Answer, SendError>, HeadTimeout> {
         let H1 {
             mut tx,
             conn,
@@ -610,7 +646,8 @@ impl Endpoint {
     ) -> Result<Response<Incoming>, SendError> {
         let conn = match self.h2.load_full() {
             Some(c) if !c.is_closed() => c,
-            _ => match self.connect_h2(connect_timeout).await {
+            // Rare, and large: boxed (as `new_h1` in `send_h1`).
+            _ => match Box::pin(self.connect_h2(connect_timeout)).await {
                 Ok(c) => c,
                 Err(error) => return Err(SendError::unsent(error, req)),
             },
