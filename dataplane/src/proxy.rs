@@ -635,7 +635,7 @@ async fn forward(
                 None => upstream_error_response(&error, ctx),
             };
             if let Some(unsent) = unsent.filter(|_| client_h1)
-                && !discard(unsent.into_body()).await
+                && !Box::pin(discard(unsent.into_body())).await
             {
                 rsp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -209,7 +209,18 @@ async fn serve_conn<S>(
     // Shared by the connection's requests: one reference count per request,
     // not a copy of every field.
     let info = Arc::new(info);
-    let svc = service_fn(move |req| proxy::handle(Arc::clone(&svc_shared), Arc::clone(&info), req));
+    // Each request's future is boxed: it is kilobytes (the upstream
+    // exchange and retries live in it), and hyper moves the future it is
+    // given whole: into the HTTP/1 dispatcher's slot per request, and for
+    // HTTP/2 into a task of its own, through several moves. A box makes all
+    // of those a pointer's.
+    let svc = service_fn(move |req| {
+        Box::pin(proxy::handle(
+            Arc::clone(&svc_shared),
+            Arc::clone(&info),
+            req,
+        ))
+    });
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
