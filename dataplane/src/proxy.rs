@@ -524,7 +524,9 @@ async fn forward(
         ctx,
         routed.route.https.client_auth.as_ref(),
     );
-    parts.headers.insert(X_REQUEST_ID.clone(), ctx.id.clone());
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), upstream_request_id(&ctx.id));
     apply_header_modifier(&mut parts.headers, &rule.filters.request_headers);
     if let Some((content_type, _)) = bridge {
         // gRPC proper toward the backend: its content type, no length (a
@@ -948,6 +950,17 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
     HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
+/// The request id as sent upstream: marked never to be indexed. HPACK
+/// (HTTP/2) would otherwise add every request's new id to the connection's
+/// header table, each evicting entries that later requests repeat (the
+/// forwarding headers), which then go out in full again. HTTP/1.1 ignores
+/// the mark.
+fn upstream_request_id(id: &HeaderValue) -> HeaderValue {
+    let mut id = id.clone();
+    id.set_sensitive(true);
+    id
+}
+
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)?
@@ -1225,6 +1238,16 @@ mod tests {
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h["connection"], "upgrade");
         assert_eq!(h["upgrade"], "websocket");
+    }
+
+    #[test]
+    fn the_upstream_copy_of_the_request_id_is_never_indexed() {
+        let id = request_id(&HeaderMap::new());
+        let upstream = upstream_request_id(&id);
+        assert!(upstream.is_sensitive());
+        assert_eq!(upstream.as_bytes(), id.as_bytes());
+        // The id the proxy keeps (for its answers and the log) is unmarked.
+        assert!(!id.is_sensitive());
     }
 
     #[test]
