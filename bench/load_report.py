@@ -299,6 +299,16 @@ def main():
             cells = " ".join(f"{rounds_by_name[n][i]['rps']:>9.0f}" for n in names)
             rs = "".join(f" {per_round[k][i]['rps']:>16.3f}" for k in per_round)
             p(f"{i + 1:<6} {cells}{rs}")
+        # This VM's loopback TCP has two speeds: some runs, of any proxy,
+        # spend ~13 us in the kernel per request instead of ~10.5, and lose
+        # ~15% req/s for it. A round whose proxies sat in different modes
+        # says nothing about the proxies; this line shows which ones did.
+        p("kernel us per request by round (a jump that is not the proxy's):")
+        for i in range(rounds):
+            cells = " ".join(
+                f"{rounds_by_name[n][i]['proxy_core_us_per_request']['kernel']:>9.2f}" for n in names
+            )
+            p(f"{i + 1:<6} {cells}")
     if rates:
         p()
         p(
