@@ -232,6 +232,8 @@ pub(crate) async fn send(
     let deadline = policy.timeout.map(|t| start + t);
     backend.budget.deposit();
 
+    // The endpoints already tried, filled (and allocated) only when an
+    // attempt is made again: most requests make one.
     let mut tried: Vec<usize> = Vec::new();
     let mut pick = balancer
         .pick_at(key, &tried, start)
@@ -240,7 +242,6 @@ pub(crate) async fn send(
     let mut req = req;
     let mut sent_at = start;
     loop {
-        tried.push(pick.index);
         let endpoint = pick.endpoint;
         let addr = endpoint.addr();
         let in_flight = balancer.in_flight(&pick);
@@ -320,6 +321,7 @@ pub(crate) async fn send(
             }
         };
         let next = again.map(|r| {
+            tried.push(pick.index);
             sent_at = Instant::now();
             next_attempt(backend, key, &tried, deadline, max_attempts, sent_at, r)
         });
