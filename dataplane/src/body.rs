@@ -78,7 +78,10 @@ impl IdleTimer {
 pub struct RequestBody {
     inner: Option<Incoming>,
     limit: Option<u64>,
-    received: Arc<AtomicU64>,
+    /// Bytes read so far, for whoever counts them; `None` when nobody does.
+    received: Option<Arc<AtomicU64>>,
+    /// The same count, for the limit.
+    total: u64,
     timer: IdleTimer,
     grpc: Option<GrpcRequest>,
 }
@@ -129,12 +132,13 @@ impl RequestBody {
         inner: Incoming,
         limit: Option<u64>,
         send_timeout: Duration,
-        received: Arc<AtomicU64>,
+        received: Option<Arc<AtomicU64>>,
     ) -> Self {
         Self {
             inner: Some(inner),
             limit,
             received,
+            total: 0,
             timer: IdleTimer::new(send_timeout),
             grpc: None,
         }
@@ -164,7 +168,8 @@ impl RequestBody {
         Self {
             inner: None,
             limit: None,
-            received: Arc::default(),
+            received: None,
+            total: 0,
             timer: IdleTimer::new(Duration::MAX),
             grpc: None,
         }
@@ -187,12 +192,12 @@ impl Body for RequestBody {
             Poll::Ready(Some(Ok(frame))) => {
                 this.timer.progress();
                 if let Some(data) = frame.data_ref() {
-                    let total = this
-                        .received
-                        .fetch_add(data.len() as u64, Ordering::Relaxed)
-                        + data.len() as u64;
+                    this.total += data.len() as u64;
+                    if let Some(received) = &this.received {
+                        received.store(this.total, Ordering::Relaxed);
+                    }
                     if let Some(limit) = this.limit
-                        && total > limit
+                        && this.total > limit
                     {
                         this.inner = None;
                         return Poll::Ready(Some(Err(BodyError::TooLarge { limit })));

@@ -87,7 +87,9 @@ struct RequestCtx {
     time: SystemTime,
     id: HeaderValue,
     conn: Arc<ConnInfo>,
-    bytes_in: Arc<AtomicU64>,
+    /// Counted as the body streams; `None` for a request without a body
+    /// (most), which spares it an allocation.
+    bytes_in: Option<Arc<AtomicU64>>,
     /// The protocol the client speaks: the proxy's own errors are in it.
     call: Call,
 }
@@ -181,7 +183,7 @@ pub(crate) async fn handle(
         time: SystemTime::now(),
         id: request_id(req.headers()),
         conn,
-        bytes_in: Arc::default(),
+        bytes_in: (!req.body().is_end_stream()).then(Arc::default),
         call: Call::of(req.headers()),
     };
     // One load per request; the table lives as long as this request needs it.
@@ -578,7 +580,7 @@ async fn forward(
         body,
         rule.max_request_body,
         rule.timeouts.send,
-        Arc::clone(&ctx.bytes_in),
+        ctx.bytes_in.clone(),
     );
     // Only gRPC calls share a failure slot between their two bodies; plain
     // HTTP allocates nothing for it.
@@ -851,7 +853,7 @@ fn finish(
                 host: log.host,
                 uri: log.uri,
                 status: status.as_u16(),
-                bytes_in: ctx.bytes_in.load(Ordering::Relaxed),
+                bytes_in: ctx.bytes_in.map_or(0, |b| b.load(Ordering::Relaxed)),
                 bytes_out,
                 duration: elapsed,
                 upstream_addr: upstream,
@@ -949,8 +951,12 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
     for (i, digit) in id.iter_mut().enumerate() {
         *digit = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
     }
+    // The array itself is the value's owner: one allocation, shared by the
+    // copies that go upstream, into the answer and into the log. (A value
+    // made from a slice is a vector, whose first clone allocates again.)
     // 32 hex digits are always a valid header value.
-    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// The request id as sent upstream: marked never to be indexed. HPACK
@@ -1223,7 +1229,7 @@ mod tests {
                 "0.0.0.0:80".parse().unwrap(),
                 Scheme::Http,
             )),
-            bytes_in: Arc::default(),
+            bytes_in: None,
             call: Call::Http,
         };
         set_client_cert_headers(&mut h, &ctx, None);
