@@ -30,6 +30,9 @@ pub enum BodyError {
     TooLarge { limit: u64 },
     #[error("no body data for {0:?}")]
     Timeout(Duration),
+    /// The route's request timeout passed while the response streamed.
+    #[error("request timeout passed")]
+    Deadline,
     #[error(transparent)]
     Stream(#[from] hyper::Error),
     #[error(transparent)]
@@ -37,9 +40,11 @@ pub enum BodyError {
 }
 
 /// An idle timer armed only while the inner body is pending, so bodies that
-/// arrive in one piece never touch the timer wheel.
+/// arrive in one piece never touch the timer wheel. It may also carry an end
+/// that no progress moves (a route's request timeout).
 struct IdleTimer {
     idle: Duration,
+    until: Option<Instant>,
     sleep: Option<Pin<Box<Sleep>>>,
     armed: bool,
 }
@@ -48,6 +53,7 @@ impl IdleTimer {
     fn new(idle: Duration) -> Self {
         Self {
             idle,
+            until: None,
             sleep: None,
             armed: false,
         }
@@ -57,20 +63,43 @@ impl IdleTimer {
         self.armed = false;
     }
 
-    /// Called when the inner body is pending: `Ready` means the gap is over.
-    /// A timeout too large to add to the clock never expires.
+    /// Whether the fixed end has passed, read at a piece of body: a body
+    /// that never pauses never polls the timer.
+    fn past_until(&self) -> bool {
+        self.until.is_some_and(|u| Instant::now() >= u)
+    }
+
+    /// Called when the inner body is pending: `Ready` means the gap, or the
+    /// time to the fixed end, is over. A timeout too large to add to the
+    /// clock never expires.
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(deadline) = Instant::now().checked_add(self.idle) else {
-            return Poll::Pending;
-        };
-        let sleep = self
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if !self.armed {
-            sleep.as_mut().reset(deadline);
+            let gap_end = Instant::now().checked_add(self.idle);
+            let Some(deadline) = (match (gap_end, self.until) {
+                (Some(g), Some(u)) => Some(g.min(u)),
+                (g, u) => g.or(u),
+            }) else {
+                return Poll::Pending;
+            };
+            match self.sleep.as_mut() {
+                Some(s) => s.as_mut().reset(deadline),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
             self.armed = true;
         }
-        sleep.as_mut().poll(cx)
+        match self.sleep.as_mut() {
+            Some(s) => s.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+
+    /// Why it expired.
+    fn error(&self) -> BodyError {
+        if self.past_until() {
+            BodyError::Deadline
+        } else {
+            BodyError::Timeout(self.idle)
+        }
     }
 }
 
@@ -300,10 +329,20 @@ struct GrpcResponse {
 // === impl ResponseBody ===
 
 impl ResponseBody {
-    pub fn upstream(inner: Incoming, read_timeout: Duration, recycle: Option<Recycle>) -> Self {
+    /// An upstream's response: each gap in it is bounded by `read_timeout`,
+    /// and the whole of it ends by `until` (a route's request timeout) if
+    /// set, with an error the client sees as a cut-off body.
+    pub fn upstream(
+        inner: Incoming,
+        read_timeout: Duration,
+        until: Option<Instant>,
+        recycle: Option<Recycle>,
+    ) -> Self {
+        let mut timer = IdleTimer::new(read_timeout);
+        timer.until = until;
         Self {
             source: Source::Upstream(inner),
-            timer: Some(IdleTimer::new(read_timeout)),
+            timer: Some(timer),
             deadline: None,
             sent: 0,
             on_done: None,
@@ -447,10 +486,10 @@ impl Body for ResponseBody {
                 Poll::Pending => {
                     if let Some(timer) = this.timer.as_mut() {
                         ready!(timer.poll_expired(cx));
-                        let idle = timer.idle;
+                        let error = timer.error();
                         this.source = Source::Full(None);
                         this.finish(false);
-                        return Poll::Ready(Some(Err(BodyError::Timeout(idle))));
+                        return Poll::Ready(Some(Err(error)));
                     }
                     Poll::Pending
                 }
@@ -503,6 +542,11 @@ impl Body for ResponseBody {
         match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(t) = this.timer.as_mut() {
+                    if t.past_until() {
+                        this.source = Source::Full(None);
+                        this.finish(false);
+                        return Poll::Ready(Some(Err(BodyError::Deadline)));
+                    }
                     t.progress();
                 }
                 if let Some(data) = frame.data_ref() {
@@ -580,5 +624,24 @@ mod tests {
         tokio::time::advance(Duration::from_secs(6)).await;
         let later = std::future::poll_fn(|cx| Poll::Ready(t.poll_expired(cx))).await;
         assert!(later.is_ready());
+        assert!(matches!(t.error(), BodyError::Timeout(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_does_not_move_the_fixed_end() {
+        let mut t = IdleTimer::new(Duration::from_secs(5));
+        t.until = Some(Instant::now() + Duration::from_secs(8));
+        for _ in 0..3 {
+            let polled = std::future::poll_fn(|cx| Poll::Ready(t.poll_expired(cx))).await;
+            assert!(polled.is_pending());
+            assert!(!t.past_until());
+            tokio::time::advance(Duration::from_secs(3)).await;
+            t.progress();
+        }
+        // 9 s in, 3 s after the last progress: only the fixed end is over.
+        assert!(t.past_until());
+        let polled = std::future::poll_fn(|cx| Poll::Ready(t.poll_expired(cx))).await;
+        assert!(polled.is_ready());
+        assert!(matches!(t.error(), BodyError::Deadline));
     }
 }

@@ -933,8 +933,10 @@ pub struct Timeouts {
     /// The longest gap between two pieces of the client's request body.
     #[serde(with = "serde_http::millis")]
     pub send: Duration,
-    /// Whole exchange up to the upstream's response headers (Gateway API
-    /// `timeouts.request`). `None`: only the other timeouts apply.
+    /// The whole exchange, from the request's head to the end of the
+    /// response body (Gateway API `timeouts.request`): 504 if it passes
+    /// before the response head, a cut-off body after. `None`: only the
+    /// other timeouts apply.
     #[serde(default, with = "serde_http::opt_millis")]
     pub request: Option<Duration>,
 }

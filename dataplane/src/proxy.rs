@@ -704,7 +704,10 @@ async fn forward(
         ResponseBody::upstream_grpc(body, deadline, recycle)
             .grpc_call(failure.unwrap_or_default(), web)
     } else {
-        ResponseBody::upstream(body, timeouts.read, recycle)
+        // The request timeout bounds the whole exchange (Gateway API): once
+        // the head is in, what is left of it bounds the body.
+        let until = timeouts.request.and_then(|t| ctx.start.checked_add(t));
+        ResponseBody::upstream(body, timeouts.read, until, recycle)
     };
     let body = body.holding(in_flight);
     (Response::from_parts(parts, body), Some(upstream_addr))
@@ -772,6 +775,8 @@ fn upstream_error_response(e: &UpstreamError, ctx: &RequestCtx) -> Response<Resp
         UpstreamError::Http { source, .. } => match find_body_error(source) {
             Some(BodyError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             Some(BodyError::Timeout(_)) => StatusCode::REQUEST_TIMEOUT,
+            // Only response bodies carry the request timeout.
+            Some(BodyError::Deadline) => StatusCode::GATEWAY_TIMEOUT,
             // The client's body broke off: nothing useful reaches it anyway.
             Some(BodyError::Stream(_)) => StatusCode::BAD_REQUEST,
             Some(BodyError::Grpc(e)) => return grpc_body_error(e, ctx),
