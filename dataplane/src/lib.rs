@@ -297,6 +297,7 @@ impl Dataplane {
         ));
         let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
         let admin_task = tokio::spawn(admin::serve_admin(Arc::clone(shared), admin, admin_stop_rx));
+        let sweeper = tokio::spawn(sweep_idle_connections(Arc::clone(shared)));
 
         shutdown.await;
         info!("shutting down: draining connections");
@@ -313,8 +314,20 @@ impl Dataplane {
         if !drained {
             warn!(timeout = ?shared.drain_timeout, "drain deadline passed with requests in flight");
         }
+        sweeper.abort();
         let _ = admin_stop_tx.send(true);
         let _ = admin_task.await;
         drained
+    }
+}
+
+/// Closes idle upstream connections past their time, for as long as the
+/// dataplane serves.
+async fn sweep_idle_connections(shared: Arc<Shared>) {
+    let mut every = tokio::time::interval(shared.upstreams.sweep_period());
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        shared.upstreams.sweep_idle();
     }
 }

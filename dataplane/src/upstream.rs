@@ -236,6 +236,30 @@ impl Upstreams {
             .retain(|_, w| w.strong_count() > 0);
     }
 
+    /// How often idle connections are looked over: a few times per idle
+    /// timeout, so none outlives it by much, and at least every few seconds,
+    /// so a connection its upstream closed is let go soon.
+    pub(crate) fn sweep_period(&self) -> Duration {
+        (self.pool.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5))
+    }
+
+    /// Closes the pooled connections that outlived the idle timeout or that
+    /// their upstream closed, on every endpoint; off the request path (the
+    /// endpoint map's lock is held only to list them).
+    pub(crate) fn sweep_idle(&self) {
+        let endpoints: Vec<Arc<Endpoint>> = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let now = Instant::now();
+        for ep in endpoints {
+            ep.sweep_idle(now);
+        }
+    }
+
     pub fn live_endpoints(&self) -> usize {
         self.endpoints
             .lock()
@@ -629,6 +653,23 @@ impl Endpoint {
             timer,
         };
         Ok(Ok((rsp, Some(recycle))))
+    }
+
+    /// Looks over each connection idle now, once: one too old, or that ended
+    /// (its upstream closed it: polling it reads the end), is dropped, which
+    /// closes it; the rest go back. Requests may take and return connections
+    /// meanwhile; the queue is lock-free.
+    fn sweep_idle(&self, now: Instant) {
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..self.idle.len() {
+            let Some(mut idle) = self.idle.pop() else {
+                return;
+            };
+            let young = now.saturating_duration_since(idle.since) <= self.pool.idle_timeout;
+            if young && !matches!(idle.h1.poll_settle(&mut cx), Poll::Ready(false)) {
+                let _ = self.idle.push(idle);
+            }
+        }
     }
 
     /// A full queue closes the connection: the bound on idle ones.
