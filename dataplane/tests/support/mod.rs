@@ -307,6 +307,61 @@ impl Proxy {
             let _ = tx.send(());
         }
     }
+
+    /// The OpenMetrics text the admin listener serves at `/metrics`.
+    pub async fn scrape(&self) -> String {
+        let req = Request::get(format!("http://{}/metrics", self.admin))
+            .body(empty())
+            .unwrap();
+        let (status, _, text) = send(&h1_client(), req).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        text
+    }
+}
+
+/// The value of the sample line `series` (a name, with its `{labels}` if it
+/// has any) in metrics text; `# HELP` and `# TYPE` lines never match.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Writes `bytes` on a new connection to `addr`, optionally half-closes,
+/// and returns everything the peer sends until it closes (or 10 s pass).
+/// Write errors are ignored: a proxy may close on a bad request before
+/// reading all of it.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], half_close: bool) -> Vec<u8> {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = s.write_all(bytes).await;
+    if half_close {
+        let _ = s.shutdown().await;
+    }
+    read_until_closed(&mut s)
+        .await
+        .unwrap_or_else(|partial| partial)
+}
+
+/// Everything the peer sends until it closes; `Err` with what came if it
+/// is still open after 10 s.
+pub async fn read_until_closed(s: &mut tokio::net::TcpStream) -> Result<Vec<u8>, Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await {
+        Ok(_) => Ok(out),
+        Err(_) => Err(out),
+    }
+}
+
+/// An HTTP/2 (h2c) connection with prior knowledge, driven by its own task.
+pub async fn h2c_connection(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Body> {
+    let io = TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+    let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(io)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
 }
 
 pub fn h1_client() -> Client<HttpConnector, Body> {
