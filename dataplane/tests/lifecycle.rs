@@ -183,6 +183,20 @@ async fn readiness_follows_publication_and_drain() {
         tokio::net::TcpStream::connect(proxy.addr).await.is_err(),
         "no longer accepting"
     );
+    // Serving has not finished while the request is in flight: the admin
+    // listener, which stops only once serving ends, still answers, and
+    // the serve task is still running after that round trip.
+    let still_up = c
+        .request(Request::get(admin("/readyz")).body(empty()).unwrap())
+        .await;
+    assert!(
+        still_up.is_ok_and(|r| r.status() == StatusCode::SERVICE_UNAVAILABLE),
+        "admin still answers while a request is in flight"
+    );
+    assert!(
+        !proxy.done.as_ref().unwrap().is_finished(),
+        "serving finished with a request in flight"
+    );
     release.send(()).unwrap();
     let (s, _, body) = in_flight.await.unwrap();
     assert_eq!(
