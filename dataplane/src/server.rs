@@ -1,14 +1,16 @@
 //! Listeners: accept loops for the proxy and connection lifecycles (client
 //! timeouts, graceful drain).
 
+use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
+use http_body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -39,7 +41,10 @@ pub struct ListenerConfig {
     /// A connection with no bytes either way for this long is closed
     /// gracefully (never under an in-flight request). Checked on the same
     /// tick (this period, or a quarter of `header_read_timeout` if that is
-    /// shorter), so the effective idle time is up to one tick longer.
+    /// shorter), so the effective idle time is up to one tick longer. A
+    /// closing connection (idle or draining) that is still open a tick
+    /// later with no request in flight is dropped: an HTTP/2 client that
+    /// never acknowledges the graceful close would otherwise keep it.
     pub idle_timeout: Duration,
     /// Concurrent HTTP/2 streams per client connection.
     pub max_concurrent_streams: u32,
@@ -206,6 +211,8 @@ async fn serve_conn<S>(
         activity: Arc::clone(&activity),
     });
     let svc_shared = Arc::clone(&shared);
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let svc_in_flight = Arc::clone(&in_flight);
     // Shared by the connection's requests: one reference count per request,
     // not a copy of every field.
     let info = Arc::new(info);
@@ -215,11 +222,12 @@ async fn serve_conn<S>(
     // HTTP/2 into a task of its own, through several moves. A box makes all
     // of those a pointer's.
     let svc = service_fn(move |req| {
-        Box::pin(proxy::handle(
-            Arc::clone(&svc_shared),
-            Arc::clone(&info),
-            req,
-        ))
+        let request = InFlightRequest::enter(&svc_in_flight);
+        let answer = proxy::handle(Arc::clone(&svc_shared), Arc::clone(&info), req);
+        Box::pin(async move {
+            let rsp = answer.await?;
+            Ok::<_, Infallible>(rsp.map(|body| Counted { body, request }))
+        })
     });
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
@@ -240,6 +248,7 @@ async fn serve_conn<S>(
                 return Poll::Ready(res);
             }
             let was_closing = closing;
+            let mut abandon = false;
             control.poll_if_woken(cx, |event| match event {
                 ControlEvent::Shutdown => closing = true,
                 ControlEvent::Tick if !closing => {
@@ -251,8 +260,16 @@ async fn serve_conn<S>(
                     }
                     seen = now;
                 }
-                ControlEvent::Tick => {}
+                // hyper closes an HTTP/2 connection gracefully only once the
+                // client acknowledges a PING; a client that is gone, or
+                // never sent its SETTINGS, never does. At a tick after the
+                // close began, nothing in flight is lost by dropping it.
+                ControlEvent::Tick => abandon = in_flight.load(Ordering::Acquire) == 0,
             });
+            if abandon {
+                debug!("dropping a closing connection with nothing in flight");
+                return Poll::Ready(Ok(()));
+            }
             if closing == was_closing {
                 return Poll::Pending;
             }
@@ -407,6 +424,52 @@ impl<'a, F: Future> Control<'a, F> {
         while self.ticker.poll_tick(&mut side).is_ready() {
             on(ControlEvent::Tick);
         }
+    }
+}
+
+/// Counts a request as in flight on its connection until its response body
+/// is done (dropped), so a closing connection is never dropped under it.
+struct InFlightRequest(Arc<AtomicUsize>);
+
+impl InFlightRequest {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for InFlightRequest {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request [`InFlightRequest`].
+    struct Counted<B> {
+        #[pin]
+        body: B,
+        request: InFlightRequest,
+    }
+}
+
+impl<B: Body> Body for Counted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -268,3 +268,116 @@ async fn bad_rules_are_reported_and_the_rest_served() {
             .contains("portico_route_table_rejected_rules 1")
     );
 }
+
+/// A client that has gone quiet over HTTP/2: the connection preface and an
+/// empty SETTINGS frame, then nothing; not even the acknowledgement of the
+/// PING that hyper's graceful close waits for (a vanished peer never sends
+/// it either).
+async fn quiet_h2_client(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    s
+}
+
+/// A connection control tick of 100 ms (a quarter of the header-read
+/// timeout), so that closing decisions come quickly.
+fn quick_ticks(c: &mut DataplaneConfig) {
+    c.listener.header_read_timeout = Duration::from_millis(400);
+}
+
+#[tokio::test]
+async fn an_idle_http2_client_that_never_answers_is_closed() {
+    let up = Upstream::echo("a").await;
+    // Idle after 200 ms, ticking every 200 ms.
+    let proxy = Proxy::start_with(simple("idle.test", up.addr), |c| {
+        c.listener.idle_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let mut quiet = quiet_h2_client(proxy.addr).await;
+    assert!(
+        read_until_closed(&mut quiet).await.is_ok(),
+        "idle HTTP/2 connection closed"
+    );
+}
+
+#[tokio::test]
+async fn a_quiet_http2_client_does_not_hold_up_the_drain() {
+    let up = Upstream::echo("a").await;
+    let mut proxy = Proxy::start_with(simple("quiet.test", up.addr), |c| {
+        quick_ticks(c);
+        c.drain_timeout = Duration::from_secs(3600);
+    })
+    .await;
+    let _quiet = quiet_h2_client(proxy.addr).await;
+    assert_eventually!(
+        sample(
+            &proxy.dp.encode_metrics().unwrap(),
+            "portico_open_connections"
+        ) == Some(1.0),
+        "the quiet client is connected"
+    );
+    proxy.begin_shutdown();
+    let drained = tokio::time::timeout(Duration::from_secs(10), proxy.done.take().unwrap())
+        .await
+        .expect("the drain ends: no request is in flight")
+        .unwrap();
+    assert!(drained);
+}
+
+#[tokio::test]
+async fn a_drain_lets_a_streaming_response_finish_however_many_ticks_pass() {
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+    use http_body_util::BodyExt;
+    use hyper::body::Frame;
+    type Chunk = Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>;
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let released = std::sync::Mutex::new(Some(released));
+    let up = Upstream::start(move |_req| {
+        let released = released.lock().unwrap().take();
+        async move {
+            let first =
+                futures_util::stream::once(async { Chunk::Ok(Frame::data("first".into())) });
+            let second = futures_util::stream::once(async move {
+                if let Some(rx) = released {
+                    let _ = rx.await;
+                }
+                Chunk::Ok(Frame::data("second".into()))
+            });
+            Response::new(BodyExt::boxed(http_body_util::StreamBody::new(
+                first.chain(second),
+            )))
+        }
+    })
+    .await;
+    let mut proxy = Proxy::start_with(simple("stream.test", up.addr), quick_ticks).await;
+    let req = Request::get(proxy.url("/"))
+        .header("host", "stream.test")
+        .body(empty())
+        .unwrap();
+    let mut body = h1_client().request(req).await.unwrap().into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, "first");
+
+    proxy.begin_shutdown();
+    assert_eventually!(
+        tokio::net::TcpStream::connect(proxy.addr).await.is_err(),
+        "draining"
+    );
+    // Deliberately idle for several control ticks: a closing connection
+    // whose response is still open must not be dropped at any of them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The upstream is gone too if the connection was dropped.
+    let _ = release.send(());
+    let rest = body
+        .collect()
+        .await
+        .expect("the response finishes")
+        .to_bytes();
+    assert_eq!(rest, "second");
+    let drained = proxy.done.take().unwrap().await.unwrap();
+    assert!(drained);
+}
