@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use portico_dataplane::model::Hsts;
@@ -105,6 +106,11 @@ pub struct RunArgs {
     /// Access log on stdout (one JSON line per request).
     #[arg(long, env = "PORTICO_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
     pub access_log: bool,
+    /// On SIGTERM, how long in-flight requests may take to finish before
+    /// portico exits anyway: seconds (`30`, `30s`), `ms` or `m`. Keep it
+    /// below the pod's terminationGracePeriodSeconds.
+    #[arg(long, env = "PORTICO_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
 }
 
 /// The HTTPS listener's certificates, redirects and HSTS.
@@ -183,6 +189,23 @@ impl ClassArgs {
     }
 }
 
+/// A whole number of seconds, bare or with `s`, or of `ms` or `m`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (digits, unit): (&str, fn(u64) -> Duration) = if let Some(n) = s.strip_suffix("ms") {
+        (n, Duration::from_millis)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, Duration::from_secs)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, |m| Duration::from_secs(m.saturating_mul(60)))
+    } else {
+        (s, Duration::from_secs)
+    };
+    digits
+        .parse()
+        .map(unit)
+        .map_err(|_| format!("{s:?} is not a duration such as 30s, 1500ms or 2m"))
+}
+
 /// `namespace/name`, both non-empty.
 fn parse_namespaced(s: &str) -> Result<(String, String), String> {
     match s.split_once('/') {
@@ -190,5 +213,36 @@ fn parse_namespaced(s: &str) -> Result<(String, String), String> {
             Ok((ns.to_owned(), name.to_owned()))
         }
         _ => Err(format!("{s:?} is not namespace/name")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_seconds_milliseconds_and_minutes() {
+        let secs = Duration::from_secs;
+        assert_eq!(parse_duration("30"), Ok(secs(30)));
+        assert_eq!(parse_duration("30s"), Ok(secs(30)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(secs(120)));
+        for bad in ["", "s", "-1s", "1.5s", "30 s", "1h", "ten"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn drain_timeout_defaults_to_30s() {
+        let run = |extra: &[&str]| {
+            let cli = Cli::try_parse_from([&["portico", "run"][..], extra].concat()).unwrap();
+            match cli.command {
+                Command::Run(args) => args.drain_timeout,
+                other => panic!("parsed as {other:?}"),
+            }
+        };
+        assert_eq!(run(&[]), Duration::from_secs(30));
+        assert_eq!(run(&["--drain-timeout", "5s"]), Duration::from_secs(5));
     }
 }

@@ -31,6 +31,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         } else {
             AccessLogSink::Disabled
         },
+        drain_timeout: args.drain_timeout,
         ..Default::default()
     })
     .context("starting the dataplane")?;

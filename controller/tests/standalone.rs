@@ -85,7 +85,7 @@ async fn serves_manifests_follows_edits_keeps_last_good_and_exits_cleanly() {
     )
     .unwrap();
 
-    let mut portico = Portico::start(dir.path());
+    let portico = Portico::start(dir.path());
     portico.ready().await;
     let (status, body) = get(portico.http, "demo.test", "/hello").await.unwrap();
     assert_eq!((status, body.as_str()), (StatusCode::OK, "demo /hello"));
@@ -132,17 +132,53 @@ async fn serves_manifests_follows_edits_keeps_last_good_and_exits_cleanly() {
     );
 
     // SIGTERM: drain, then exit 0.
-    let pid = portico.child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
-    let exit = tokio::task::spawn_blocking(move || {
-        let status = portico.child.wait().unwrap();
-        drop(portico);
-        status
-    })
-    .await
-    .unwrap();
+    portico.terminate();
+    let exit = portico.exit_status().await;
     assert_eq!(exit.code(), Some(0), "exit status {exit:?}");
+}
+
+/// `--drain-timeout` is the drain deadline: with a request whose upstream
+/// never answers, portico gives up at the flag's deadline (not the default
+/// 30 s, which is past this test's patience), says which one, and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_timeout_flag_sets_the_drain_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        // Reads each request and never answers it.
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            if stream.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                let _ = arrived_tx.send(());
+            }
+            held.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.yaml"), manifests(up, "/")).unwrap();
+    let portico = Portico::start_with(dir.path(), &["--drain-timeout", "1s"]);
+    portico.ready().await;
+
+    let mut client = tokio::net::TcpStream::connect(portico.http).await.unwrap();
+    client
+        .write_all(b"GET /hang HTTP/1.1\r\nHost: demo.test\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), arrived.recv())
+        .await
+        .expect("the request reached the upstream");
+
+    portico.terminate();
+    let gave_up = portico
+        .log_line("drain deadline passed with requests in flight")
+        .await;
+    assert_eq!(gave_up["fields"]["timeout"], "1s", "{gave_up}");
+    let exit = portico.exit_status().await;
+    assert_eq!(exit.code(), Some(0), "exit status {exit:?}");
+    drop(client);
 }
 
 #[test]

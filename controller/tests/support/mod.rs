@@ -59,6 +59,11 @@ pub struct Portico {
 
 impl Portico {
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// [`Portico::start`] with more `run` flags.
+    pub fn start_with(dir: &Path, extra_args: &[&str]) -> Self {
         let mut child = Command::new(PORTICO)
             .args(["run", "--manifests"])
             .arg(dir)
@@ -72,6 +77,7 @@ impl Portico {
                 "--access-log",
                 "false",
             ])
+            .args(extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -115,6 +121,32 @@ impl Portico {
                 .filter(|(s, _)| *s == StatusCode::OK)
         })
         .await;
+    }
+
+    /// The first log line (JSON) whose message is `message`, waiting for it.
+    pub async fn log_line(&self, message: &str) -> serde_json::Value {
+        eventually(message, || {
+            let found = self.drain_logs().into_iter().find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(&l).ok()?;
+                (v["fields"]["message"] == message).then_some(v)
+            });
+            async move { found }
+        })
+        .await
+    }
+
+    /// Sends SIGTERM, as Kubernetes does to stop a pod.
+    pub fn terminate(&self) {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success());
+    }
+
+    /// Waits for the process to exit.
+    pub async fn exit_status(mut self) -> std::process::ExitStatus {
+        tokio::task::spawn_blocking(move || self.child.wait().unwrap())
+            .await
+            .unwrap()
     }
 
     /// Log lines so far, without waiting.
