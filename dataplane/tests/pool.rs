@@ -138,13 +138,8 @@ async fn an_idle_connection_its_upstream_closed_is_let_go() {
             counted.accepted.fetch_add(1, Ordering::SeqCst);
             let (conns, told) = (Arc::clone(&counted), Arc::clone(&told));
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if read_head(&mut stream).await.is_none() {
+                    return;
                 }
                 let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
                 if stream.write_all(answer).await.is_err() {
@@ -153,6 +148,7 @@ async fn an_idle_connection_its_upstream_closed_is_let_go() {
                 told.notified().await;
                 let _ = stream.shutdown().await;
                 // The proxy's end: the read sees it close.
+                let mut buf = [0u8; 64];
                 while let Ok(n) = stream.read(&mut buf).await {
                     if n == 0 {
                         break;

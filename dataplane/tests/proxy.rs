@@ -675,7 +675,7 @@ async fn upstream_connections_are_reused() {
 /// takes it; that request must go on a new connection, not fail with 502.
 #[tokio::test]
 async fn a_pooled_connection_the_upstream_closed_is_not_used() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     // Each connection answers one request, then waits for the test to say
@@ -689,13 +689,8 @@ async fn a_pooled_connection_the_upstream_closed_is_not_used() {
             accepted += 1;
             let (close_rx, closed_tx) = (close_rx.clone(), closed_tx.clone());
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if read_head(&mut stream).await.is_none() {
+                    return;
                 }
                 let body = format!("conn {accepted}");
                 let rsp = format!(

@@ -353,6 +353,21 @@ pub async fn read_until_closed(s: &mut tokio::net::TcpStream) -> Result<Vec<u8>,
     }
 }
 
+/// Reads from a raw socket up to the end of a message head (a blank line):
+/// what came, or `None` if the peer closed (or failed) first.
+pub async fn read_head(s: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
+}
+
 /// An HTTP/2 (h2c) connection with prior knowledge, driven by its own task.
 pub async fn h2c_connection(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Body> {
     let io = TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
