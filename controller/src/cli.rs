@@ -107,7 +107,8 @@ pub struct RunArgs {
     #[arg(long, env = "PORTICO_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
     pub access_log: bool,
     /// On SIGTERM, how long in-flight requests may take to finish before
-    /// portico exits anyway: seconds (`30`, `30s`), `ms` or `m`. Keep it
+    /// portico exits anyway: seconds (`30`) or a duration (`30s`, `1m30s`,
+    /// `1500ms`). Keep it
     /// below the pod's terminationGracePeriodSeconds.
     #[arg(long, env = "PORTICO_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
@@ -189,21 +190,14 @@ impl ClassArgs {
     }
 }
 
-/// A whole number of seconds, bare or with `s`, or of `ms` or `m`.
+/// A whole number of seconds (`30`), or a duration as Gateway API writes
+/// it (`30s`, `1500ms`, `2m`, `1m30s`): one grammar for users to learn.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (digits, unit): (&str, fn(u64) -> Duration) = if let Some(n) = s.strip_suffix("ms") {
-        (n, Duration::from_millis)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, Duration::from_secs)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, |m| Duration::from_secs(m.saturating_mul(60)))
-    } else {
-        (s, Duration::from_secs)
-    };
-    digits
-        .parse()
-        .map(unit)
-        .map_err(|_| format!("{s:?} is not a duration such as 30s, 1500ms or 2m"))
+    s.parse()
+        .ok()
+        .map(Duration::from_secs)
+        .or_else(|| crate::translate::parse_duration(s))
+        .ok_or_else(|| format!("{s:?} is not a duration such as 30s, 1500ms or 1m30s"))
 }
 
 /// `namespace/name`, both non-empty.
@@ -221,14 +215,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_parse_in_seconds_milliseconds_and_minutes() {
+    fn durations_parse_as_seconds_or_gateway_api_durations() {
         let secs = Duration::from_secs;
         assert_eq!(parse_duration("30"), Ok(secs(30)));
         assert_eq!(parse_duration("30s"), Ok(secs(30)));
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
         assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2m"), Ok(secs(120)));
-        for bad in ["", "s", "-1s", "1.5s", "30 s", "1h", "ten"] {
+        assert_eq!(parse_duration("1m30s"), Ok(secs(90)));
+        for bad in ["", "s", "-1s", "1.5s", "30 s", "ten"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -22,6 +22,8 @@ mod ingress;
 mod tests;
 mod tls;
 
+/// The one duration grammar, shared with the command line.
+pub(crate) use httproute::parse_duration;
 pub use tls::{CertStatus, SecretError};
 
 /// Gateway API's reason for a certificate reference that cannot be used,
