@@ -223,9 +223,11 @@ async fn serve_conn<S>(
     // of those a pointer's.
     let svc = service_fn(move |req| {
         let request = InFlightRequest::enter(&svc_in_flight);
-        let answer = proxy::handle(Arc::clone(&svc_shared), Arc::clone(&info), req);
+        let (shared, info) = (Arc::clone(&svc_shared), Arc::clone(&info));
+        // The request's future is made inside the box, on its first poll:
+        // made outside, its several KB would be moved into the block.
         Box::pin(async move {
-            let rsp = answer.await?;
+            let rsp = proxy::handle(shared, info, req).await?;
             Ok::<_, Infallible>(rsp.map(|body| Counted { body, request }))
         })
     });

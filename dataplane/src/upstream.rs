@@ -58,8 +58,8 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 pub struct PoolConfig {
     /// Idle HTTP/1.1 connections kept per endpoint.
     pub max_idle_per_endpoint: usize,
-    /// An idle connection older than this is closed instead of reused
-    /// (ingress-nginx `upstream-keepalive-timeout`).
+    /// An idle connection older than this is closed: never reused, and
+    /// dropped by the next sweep (ingress-nginx `upstream-keepalive-timeout`).
     pub idle_timeout: Duration,
 }
 
