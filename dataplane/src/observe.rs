@@ -22,6 +22,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
+use crate::head::Rejection;
+
 /// Label used for requests that matched no route.
 pub const NO_ROUTE: &str = "none";
 
@@ -52,6 +54,8 @@ pub struct Metrics {
     /// `[protocol][code]`, the last code slot for calls that ended without
     /// a status: resolved at start so counting takes no lock.
     grpc_calls: Vec<Vec<Counter>>,
+    /// By [`Rejection`], resolved at start so counting takes no lock.
+    request_rejections: Vec<Counter>,
 }
 
 /// How a gRPC call reached the proxy.
@@ -104,6 +108,11 @@ const GRPC_CODES: [&str; 18] = [
 struct GrpcLabels {
     protocol: &'static str,
     code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct RejectionLabels {
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -248,7 +257,22 @@ impl Metrics {
                     .collect()
             })
             .collect();
+        let rejections = Family::<RejectionLabels, Counter>::default();
+        registry.register(
+            "request_rejections",
+            "Requests refused before routing for their head or path, by reason (head_too_large and malformed: answered by the HTTP/1 parser itself)",
+            rejections.clone(),
+        );
+        let request_rejections = Rejection::ALL
+            .iter()
+            .map(|r| {
+                rejections
+                    .get_or_create(&RejectionLabels { reason: r.as_str() })
+                    .clone()
+            })
+            .collect();
         Self {
+            request_rejections,
             grpc_calls,
             registry,
             requests,
@@ -280,6 +304,14 @@ impl Metrics {
         {
             c.inc();
         }
+    }
+
+    /// Counts a refused request; returns how many of that reason came
+    /// before it.
+    pub fn request_rejected(&self, reason: Rejection) -> u64 {
+        self.request_rejections
+            .get(reason as usize)
+            .map_or(0, |c| c.inc())
     }
 
     /// Counts a handshake; `reason` is `none` on success, else a bounded
