@@ -1,9 +1,11 @@
-//! The request path, as named phases: route → (redirect | forward) → respond.
+//! The request path, as named phases: head rules → path normalisation →
+//! route → (redirect | forward) → respond.
 //!
 //! Each request loads the live table once and finishes on it. Errors become
 //! small plain-text responses carrying the request id, in one place
 //! ([`error_response`]).
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -27,14 +29,16 @@ use crate::balance::RequestView;
 use crate::body::{BodyError, Done, GrpcRequest, RequestBody, ResponseBody, find_body_error};
 use crate::grpc::{self, CallFailure, Code, GrpcBodyError};
 use crate::grpc_web::{WebContentType, WebEncoder};
+use crate::head::{self, Rejection};
 use crate::model::{
     Action, HeaderModifier, HttpsRedirect, PathMatch, PathModifier, Protocol, Redirect,
     RouteClientAuth, Scheme, Substitution,
 };
 use crate::observe::{AccessRecord, NO_ROUTE, RouteStats};
+use crate::path::{self, PathError, PathNormalization, PathPolicy};
 use crate::retry::{self, Failed, Sent};
 use crate::router::{RequestHead, replace_prefix_match};
-use crate::table::{PickError, Routed};
+use crate::table::{PickError, RouteTable, Routed};
 use crate::tls::ClientCert;
 use crate::upstream::UpstreamError;
 
@@ -176,7 +180,7 @@ impl RequestCtx {
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let ctx = RequestCtx {
         start: Instant::now(),
@@ -186,9 +190,26 @@ pub(crate) async fn handle(
         bytes_in: (!req.body().is_end_stream()).then(Arc::default),
         call: Call::of(req.headers()),
     };
+    let host_value = request_host(&req);
+    // Taken before the path is normalised: the log keeps the URI as sent.
+    let log = LogFields::new(&shared, &req, &host_value);
+    if let Err(e) = head::check(&mut req, &shared.listener.head) {
+        count_rejection(&shared, e.rejection(), &e);
+        let mut rsp = ctx.error(e.status());
+        if e.closes_connection() {
+            rsp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        return Ok(finish(&shared, ctx, log, None, NO_ROUTE.into(), None, rsp));
+    }
+    let policy = shared.listener.path;
+    if let Err(e) = normalize_path(&mut req, policy) {
+        count_rejection(&shared, Rejection::Path, &e);
+        let rsp = ctx.error(StatusCode::BAD_REQUEST);
+        return Ok(finish(&shared, ctx, log, None, NO_ROUTE.into(), None, rsp));
+    }
     // One load per request; the table lives as long as this request needs it.
     let table = shared.table.load_full();
-    let host_value = request_host(&req);
     let host = host_value.to_str().unwrap_or("");
     let head = RequestHead {
         host,
@@ -197,12 +218,18 @@ pub(crate) async fn handle(
         method: req.method(),
         headers: req.headers(),
     };
-    let log = LogFields::new(&shared, &req, &host_value);
 
     let Some(routed) = table.lookup(&head) else {
         let rsp = ctx.error(StatusCode::NOT_FOUND);
         return Ok(finish(&shared, ctx, log, None, NO_ROUTE.into(), None, rsp));
     };
+    if policy.normalization != PathNormalization::None
+        && let Err(e) = check_parameters(&table, &head, &routed, policy)
+    {
+        count_rejection(&shared, Rejection::PathParameters, &e);
+        let rsp = ctx.error(StatusCode::BAD_REQUEST);
+        return Ok(finish(&shared, ctx, log, None, NO_ROUTE.into(), None, rsp));
+    }
     let route_id = Arc::clone(&routed.runtime.route_id);
     let stats = Arc::clone(&routed.runtime.stats);
     let to_https = routed
@@ -255,6 +282,66 @@ pub(crate) async fn handle(
         upstream,
         rsp,
     ))
+}
+
+// === phase: request head and path ===
+
+/// Counts a request refused before routing and logs why: at warn for the
+/// first of its reason and then at each power of two, so that a flood
+/// writes a handful of lines; at debug otherwise.
+pub(crate) fn count_rejection(shared: &Shared, reason: Rejection, error: &dyn std::fmt::Display) {
+    let count = shared.metrics.request_rejected(reason).saturating_add(1);
+    if count.is_power_of_two() {
+        warn!(reason = reason.as_str(), count, error = %error, "request refused");
+    } else {
+        debug!(reason = reason.as_str(), error = %error, "request refused");
+    }
+}
+
+/// Replaces the request's path with its normalised form, which routing,
+/// rewrites, redirects and the upstream all see. The query is left as sent.
+fn normalize_path(req: &mut Request<Incoming>, policy: PathPolicy) -> Result<(), PathError> {
+    let mut path_and_query = match path::normalize(req.uri().path(), policy)? {
+        Cow::Borrowed(_) => return Ok(()),
+        Cow::Owned(p) => p,
+    };
+    if let Some(q) = req.uri().query() {
+        path_and_query.push('?');
+        path_and_query.push_str(q);
+    }
+    let mut parts = req.uri().clone().into_parts();
+    // The normalised path holds only characters the URI parser accepted
+    // and escapes, so neither step fails; if one did, the path is refused.
+    parts.path_and_query =
+        Some(PathAndQuery::try_from(path_and_query).map_err(|_| PathError::InvalidEscape)?);
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| PathError::InvalidEscape)?;
+    Ok(())
+}
+
+/// Refuses a path that routes to another rule without its `;` parameters,
+/// as Tomcat and Spring read it (`/admin;x` is their `/admin`). Only a
+/// path with a `;` pays for the second lookup.
+fn check_parameters(
+    table: &RouteTable,
+    head: &RequestHead<'_>,
+    routed: &Routed<'_>,
+    policy: PathPolicy,
+) -> Result<(), PathError> {
+    let Some(bare) = path::without_parameters(head.path) else {
+        return Ok(());
+    };
+    let bare = path::normalize(&bare, policy)?;
+    let same = table
+        .lookup(&RequestHead {
+            path: &bare,
+            ..*head
+        })
+        .is_some_and(|other| std::ptr::eq(other.rule, routed.rule));
+    if same {
+        Ok(())
+    } else {
+        Err(PathError::ParametersChangeRoute)
+    }
 }
 
 // === phase: client certificate ===

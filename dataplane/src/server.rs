@@ -24,7 +24,9 @@ use tokio_rustls::server::TlsStream;
 use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::Shared;
+use crate::head::{HeadRules, Rejection};
 use crate::model::Scheme;
+use crate::path::PathPolicy;
 use crate::proxy::{self, ConnInfo};
 use crate::tls::ClientCert;
 use crate::tls::passthrough::{Rewind, read_client_hello};
@@ -54,6 +56,10 @@ pub struct ListenerConfig {
     /// (`--enable-ssl-passthrough`). Costs one extra ClientHello parse per
     /// TLS connection, so off by default, as in ingress-nginx.
     pub ssl_passthrough: bool,
+    /// How request paths are normalised before routing.
+    pub path: PathPolicy,
+    /// Request head limits and header rules.
+    pub head: HeadRules,
 }
 
 impl Default for ListenerConfig {
@@ -64,6 +70,8 @@ impl Default for ListenerConfig {
             max_concurrent_streams: 128,
             tls_handshake_timeout: Duration::from_secs(10),
             ssl_passthrough: false,
+            path: PathPolicy::default(),
+            head: HeadRules::default(),
         }
     }
 }
@@ -91,11 +99,18 @@ pub(crate) async fn serve_proxy(
         .http1()
         .timer(HeadTimer)
         // hyper adds it to the clock unchecked: keep it on the clock.
-        .header_read_timeout(clock_span(cfg.header_read_timeout));
+        .header_read_timeout(clock_span(cfg.header_read_timeout))
+        // Exactly the limit: hyper answers 431 beyond it, and parses up to
+        // 100 headers without allocating.
+        .max_headers(cfg.head.max_headers)
+        // Heads up to the byte limit must reach the service, which checks
+        // each line and the total exactly.
+        .max_buf_size(HYPER_MAX_BUF.max(cfg.head.max_header_bytes.saturating_mul(2)));
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(cfg.max_concurrent_streams);
+        .max_concurrent_streams(cfg.max_concurrent_streams)
+        .max_header_list_size(h2_header_list_size(&cfg.head));
     let builder = Arc::new(builder);
     loop {
         tokio::select! {
@@ -281,9 +296,32 @@ async fn serve_conn<S>(
     })
     .await;
     if let Err(e) = res {
-        debug!(error = %e, "connection ended with error");
+        // hyper answered these heads itself, before the service ran.
+        match e.downcast_ref::<hyper::Error>() {
+            Some(h) if h.is_parse_too_large() => {
+                proxy::count_rejection(&shared, Rejection::HeadTooLarge, &e);
+            }
+            Some(h) if h.is_parse() => proxy::count_rejection(&shared, Rejection::Malformed, &e),
+            _ => debug!(error = %e, "connection ended with error"),
+        }
     }
     shared.metrics.open_connections.dec();
+}
+
+/// hyper's own default HTTP/1 read buffer (about 400 KiB); kept unless the
+/// head limit needs more.
+const HYPER_MAX_BUF: usize = 8192 + 4096 * 100;
+
+/// HTTP/2's `SETTINGS_MAX_HEADER_LIST_SIZE`: the head byte limit plus the
+/// 32 bytes RFC 9113 §6.5.2 counts per field, so that heads up to the
+/// limit reach the service, which checks them exactly (h2 answers 431
+/// itself beyond this).
+fn h2_header_list_size(head: &HeadRules) -> u32 {
+    let fields = head.max_headers.saturating_add(8);
+    let size = head
+        .max_header_bytes
+        .saturating_add(fields.saturating_mul(32));
+    u32::try_from(size).unwrap_or(u32::MAX)
 }
 
 /// The period of a connection's control tick, and how many quiet ticks in
