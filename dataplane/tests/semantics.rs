@@ -212,20 +212,7 @@ fn malformed_requests() -> Vec<Vec<u8>> {
 #[tokio::test]
 async fn malformed_requests_never_panic_and_serving_goes_on() {
     let up = Upstream::echo("a").await;
-    let redirect = Rule {
-        matches: vec![prefix("/r")],
-        filters: Filters::default(),
-        action: Action::Redirect(Redirect {
-            scheme: None,
-            hostname: None,
-            port: None,
-            path: Some(PathModifier::ReplacePrefixMatch("/new".into())),
-            status: RedirectStatus::Found,
-        }),
-        timeouts: Timeouts::default(),
-        max_request_body: None,
-        grpc: Default::default(),
-    };
+    let redirect = prefix_redirect("/r", "/new");
     let forward = forward_rule(vec![prefix("/")], vec![backend("b", &[up.addr])]);
     let cfg = config(vec![route("f", &["f.test"], vec![redirect, forward])]);
     // Short client timeouts: a request left unfinished (not half-closed)

@@ -449,6 +449,24 @@ pub fn forward_rule(matches: Vec<RouteMatch>, backends: Vec<Backend>) -> Rule {
     }
 }
 
+/// A 302 for paths under `from`, with that prefix replaced by `to`.
+pub fn prefix_redirect(from: &str, to: &str) -> Rule {
+    Rule {
+        matches: vec![prefix(from)],
+        filters: Filters::default(),
+        action: Action::Redirect(Redirect {
+            scheme: None,
+            hostname: None,
+            port: None,
+            path: Some(PathModifier::ReplacePrefixMatch(to.into())),
+            status: RedirectStatus::Found,
+        }),
+        timeouts: Timeouts::default(),
+        max_request_body: None,
+        grpc: Default::default(),
+    }
+}
+
 pub fn prefix(p: &str) -> RouteMatch {
     RouteMatch {
         path: PathMatch::Prefix(p.into()),
@@ -685,5 +703,40 @@ impl Drop for FrozenClock {
         if let Some(tx) = self.release.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// A response read off a raw socket: its status and head fields (names
+/// lower-cased), from the first message in `bytes`.
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+}
+
+impl RawResponse {
+    /// `None` when `bytes` does not start with a status line.
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        let text = String::from_utf8_lossy(bytes);
+        let head = text.split("\r\n\r\n").next()?;
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()?
+            .strip_prefix("HTTP/1.")?
+            .get(2..5)?
+            .parse()
+            .ok()?;
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        Some(Self { status, headers })
+    }
+
+    /// The first value of `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
