@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use portico_dataplane::head::HeadRules;
 use portico_dataplane::model::Hsts;
+use portico_dataplane::path::{EscapedSlashes, PathNormalization, PathPolicy};
 
 use crate::translate::Settings;
 
@@ -112,6 +114,85 @@ pub struct RunArgs {
     /// below the pod's terminationGracePeriodSeconds.
     #[arg(long, env = "PORTICO_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    #[command(flatten)]
+    pub request: RequestArgs,
+}
+
+/// How request paths are normalised and which request heads are refused
+/// before routing.
+#[derive(Args, Debug, Clone)]
+pub struct RequestArgs {
+    /// Normalise request paths before routing and forward the normalised
+    /// path (`rfc3986`), or route on and forward the path as sent (`none`).
+    #[arg(long, env = "PORTICO_PATH_NORMALIZATION", value_enum, default_value_t = PathNormalizationArg::Rfc3986)]
+    pub path_normalization: PathNormalizationArg,
+    /// Merge repeated slashes in request paths (`//a` is `/a`), as nginx's
+    /// `merge_slashes`.
+    #[arg(long, env = "PORTICO_MERGE_SLASHES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub merge_slashes: bool,
+    /// What `%2F` and `%5C` in a request path do: stay encoded (`keep`),
+    /// refuse the request (`reject`), or become `/` (`decode`).
+    #[arg(long, env = "PORTICO_ESCAPED_SLASHES", value_enum, default_value_t = EscapedSlashesArg::Keep)]
+    pub escaped_slashes: EscapedSlashesArg,
+    /// Forward request headers whose names contain underscores (dropped
+    /// otherwise, as nginx's `underscores_in_headers off`).
+    #[arg(long, env = "PORTICO_UNDERSCORES_IN_HEADERS")]
+    pub underscores_in_headers: bool,
+    /// Longest request line, bytes (414 beyond).
+    #[arg(long, env = "PORTICO_MAX_REQUEST_LINE_BYTES", default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_request_line_bytes: u32,
+    /// Longest request header line, bytes (431 beyond).
+    #[arg(long, env = "PORTICO_MAX_HEADER_LINE_BYTES", default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_header_line_bytes: u32,
+    /// Largest request head (request line and headers), bytes (431 beyond).
+    #[arg(long, env = "PORTICO_MAX_HEADER_BYTES", default_value_t = 32768, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_header_bytes: u32,
+    /// Most request headers (431 beyond). Above 100 each HTTP/1 request
+    /// costs an allocation more.
+    #[arg(long, env = "PORTICO_MAX_HEADERS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_headers: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PathNormalizationArg {
+    Rfc3986,
+    None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EscapedSlashesArg {
+    Keep,
+    Reject,
+    Decode,
+}
+
+impl RequestArgs {
+    pub fn path_policy(&self) -> PathPolicy {
+        PathPolicy {
+            normalization: match self.path_normalization {
+                PathNormalizationArg::Rfc3986 => PathNormalization::Rfc3986,
+                PathNormalizationArg::None => PathNormalization::None,
+            },
+            merge_slashes: self.merge_slashes,
+            escaped_slashes: match self.escaped_slashes {
+                EscapedSlashesArg::Keep => EscapedSlashes::Keep,
+                EscapedSlashesArg::Reject => EscapedSlashes::Reject,
+                EscapedSlashesArg::Decode => EscapedSlashes::Decode,
+            },
+        }
+    }
+
+    pub fn head_rules(&self) -> HeadRules {
+        // u32 always fits a usize on the platforms portico builds for.
+        let bytes = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+        HeadRules {
+            max_request_line: bytes(self.max_request_line_bytes),
+            max_header_line: bytes(self.max_header_line_bytes),
+            max_header_bytes: bytes(self.max_header_bytes),
+            max_headers: bytes(self.max_headers),
+            underscores_in_headers: self.underscores_in_headers,
+        }
+    }
 }
 
 /// The HTTPS listener's certificates, redirects and HSTS.
@@ -239,5 +320,57 @@ mod tests {
         };
         assert_eq!(run(&[]), Duration::from_secs(30));
         assert_eq!(run(&["--drain-timeout", "5s"]), Duration::from_secs(5));
+    }
+
+    fn request_args(extra: &[&str]) -> Result<RequestArgs, clap::Error> {
+        let cli = Cli::try_parse_from([&["portico", "run"][..], extra].concat())?;
+        match cli.command {
+            Command::Run(args) => Ok(args.request),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn request_flags_default_to_the_secure_settings() {
+        let args = request_args(&[]).unwrap();
+        assert_eq!(args.path_policy(), PathPolicy::default());
+        assert_eq!(args.head_rules(), HeadRules::default());
+        let args = request_args(&[
+            "--path-normalization=none",
+            "--merge-slashes=false",
+            "--escaped-slashes=decode",
+            "--underscores-in-headers",
+            "--max-request-line-bytes=100",
+            "--max-header-line-bytes=200",
+            "--max-header-bytes=300",
+            "--max-headers=40",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.path_policy(),
+            PathPolicy {
+                normalization: PathNormalization::None,
+                merge_slashes: false,
+                escaped_slashes: EscapedSlashes::Decode,
+            }
+        );
+        assert_eq!(
+            args.head_rules(),
+            HeadRules {
+                max_request_line: 100,
+                max_header_line: 200,
+                max_header_bytes: 300,
+                max_headers: 40,
+                underscores_in_headers: true,
+            }
+        );
+        for bad in [
+            "--path-normalization=nginx",
+            "--escaped-slashes=drop",
+            "--max-headers=0",
+            "--max-header-bytes=-1",
+        ] {
+            assert!(request_args(&[bad]).is_err(), "{bad} accepted");
+        }
     }
 }

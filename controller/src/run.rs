@@ -24,6 +24,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let dataplane = Dataplane::new(DataplaneConfig {
         listener: portico_dataplane::ListenerConfig {
             ssl_passthrough: args.tls.enable_ssl_passthrough,
+            path: args.request.path_policy(),
+            head: args.request.head_rules(),
             ..Default::default()
         },
         access_log: if args.access_log {
