@@ -181,6 +181,46 @@ async fn drain_timeout_flag_sets_the_drain_deadline() {
     drop(client);
 }
 
+/// The path and head flags reach the listener: the default normalises
+/// the path the upstream sees, `--path-normalization=none` forwards it as
+/// sent, and `--max-request-line-bytes` bounds the request line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_and_head_flags_reach_the_listener() {
+    async fn answer(addr: SocketAddr, target: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!("GET {target} HTTP/1.1\r\nHost: demo.test\r\nConnection: close\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out)).await;
+        assert!(read.is_ok(), "no answer to {target}");
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    let up = upstream("demo").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.yaml"), manifests(up, "/")).unwrap();
+
+    let normalised = Portico::start_with(dir.path(), &["--max-request-line-bytes", "40"]);
+    normalised.ready().await;
+    let rsp = answer(normalised.http, "/a/%2e%2e//b").await;
+    assert!(rsp.ends_with("demo /b"), "{rsp}");
+    // `GET ` + 27 + ` HTTP/1.1` is 40 bytes; one more is refused.
+    let at = format!("/{}", "x".repeat(26));
+    assert!(
+        answer(normalised.http, &at)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let over = format!("/{}", "x".repeat(27));
+    let rsp = answer(normalised.http, &over).await;
+    assert!(rsp.starts_with("HTTP/1.1 414"), "{rsp}");
+
+    let as_sent = Portico::start_with(dir.path(), &["--path-normalization", "none"]);
+    as_sent.ready().await;
+    let rsp = answer(as_sent.http, "/a/%2e%2e//b").await;
+    assert!(rsp.ends_with("demo /a/%2e%2e//b"), "{rsp}");
+}
+
 #[test]
 fn validate_reports_each_object_and_fails_on_errors() {
     let dir = tempfile::tempdir().unwrap();
