@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod balance;
 pub mod body;
+pub mod forwarded;
 pub mod grpc;
 pub mod grpc_web;
 pub mod health;
@@ -54,6 +55,9 @@ pub struct DataplaneConfig {
     pub access_log_capacity: usize,
     /// On shutdown, how long in-flight requests may take to finish.
     pub drain_timeout: Duration,
+    /// Peers whose `X-Forwarded-*` headers are believed
+    /// (`--trusted-proxies`); none by default.
+    pub trusted_proxies: forwarded::TrustedProxies,
 }
 
 impl Default for DataplaneConfig {
@@ -64,6 +68,7 @@ impl Default for DataplaneConfig {
             access_log: AccessLogSink::Stdout,
             access_log_capacity: 16 * 1024,
             drain_timeout: Duration::from_secs(30),
+            trusted_proxies: forwarded::TrustedProxies::default(),
         }
     }
 }
@@ -84,6 +89,7 @@ pub(crate) struct Shared {
     pub(crate) no_route_stats: Arc<RouteStats>,
     pub(crate) access_log: AccessLog,
     pub(crate) listener: ListenerConfig,
+    pub(crate) trusted_proxies: forwarded::TrustedProxies,
     /// Certificates by SNI; read by the TLS resolver on every handshake.
     pub(crate) certs: Arc<ArcSwap<CertTable>>,
     /// Served when no default certificate is published.
@@ -146,6 +152,7 @@ impl Dataplane {
                 no_route_stats,
                 access_log,
                 listener: config.listener,
+                trusted_proxies: config.trusted_proxies,
                 certs,
                 self_signed,
                 tls,

@@ -22,6 +22,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
+use crate::forwarded::ClientAddr;
+
 /// Label used for requests that matched no route.
 pub const NO_ROUTE: &str = "none";
 
@@ -417,7 +419,9 @@ impl EncodeMetric for AtomicHistogram {
 pub struct AccessRecord {
     pub time: SystemTime,
     pub request_id: http::HeaderValue,
-    pub client_addr: SocketAddr,
+    /// `ip:port`, or `ip` alone for an address from `X-Forwarded-For`
+    /// without a port.
+    pub client_addr: ClientAddr,
     pub method: http::Method,
     pub host: http::HeaderValue,
     /// Only the path is logged: query strings often carry secrets.
@@ -441,7 +445,12 @@ impl AccessRecord {
         out.extend_from_slice(b"\",\"request_id\":");
         json_str(out, self.request_id.as_bytes());
         out.extend_from_slice(b",\"client_addr\":\"");
-        push_addr(out, self.client_addr);
+        match self.client_addr.port {
+            Some(port) => push_addr(out, SocketAddr::new(self.client_addr.ip, port)),
+            None => {
+                let _ = write!(out, "{}", self.client_addr.ip);
+            }
+        }
         out.extend_from_slice(b"\",\"method\":");
         json_str(out, self.method.as_str().as_bytes());
         out.extend_from_slice(b",\"host\":");
@@ -784,7 +793,7 @@ mod tests {
         AccessRecord {
             time: UNIX_EPOCH + Duration::from_millis(1_795_000_000_123),
             request_id: http::HeaderValue::from_static("r"),
-            client_addr: "127.0.0.1:1".parse().unwrap(),
+            client_addr: "127.0.0.1:1".parse::<SocketAddr>().unwrap().into(),
             method: http::Method::GET,
             host: http::HeaderValue::from_static("h"),
             uri: http::Uri::from_static("/"),
@@ -809,7 +818,7 @@ mod tests {
     fn a_line_is_json_with_every_field() {
         let rec = AccessRecord {
             request_id: http::HeaderValue::from_static("abc-123"),
-            client_addr: "[2001:db8::1]:4242".parse().unwrap(),
+            client_addr: "[2001:db8::1]:4242".parse::<SocketAddr>().unwrap().into(),
             method: http::Method::from_bytes(b"PURGE").unwrap(),
             host: http::HeaderValue::from_static("example.com:8080"),
             uri: http::Uri::from_static("/a/b%20c?token=secret"),
@@ -842,6 +851,12 @@ mod tests {
         let v = line(&record());
         assert_eq!(v["upstream_addr"], serde_json::Value::Null);
         assert_eq!(v["duration_ms"], 0.0);
+        // An address from X-Forwarded-For, without a port.
+        let rec = AccessRecord {
+            client_addr: ClientAddr::new("2001:db8::7".parse().unwrap(), None),
+            ..record()
+        };
+        assert_eq!(line(&rec)["client_addr"], "2001:db8::7");
     }
 
     #[test]

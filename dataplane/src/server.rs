@@ -103,7 +103,8 @@ pub(crate) async fn serve_proxy(
                 Ok((stream, client)) => {
                     let _ = stream.set_nodelay(true);
                     let scheme = if tls { Scheme::Https } else { Scheme::Http };
-                    let mut conn = ConnInfo::new(client, local, scheme);
+                    let trusted = shared.trusted_proxies.contains(client.ip());
+                    let mut conn = ConnInfo::new(client, local, scheme, trusted);
                     let span = debug_span!("conn", client.addr = %client, tls);
                     let shared = Arc::clone(&shared);
                     let builder = Arc::clone(&builder);
