@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use portico_dataplane::forwarded::IpNet;
 use portico_dataplane::model::Hsts;
 
 use crate::translate::Settings;
@@ -112,6 +113,21 @@ pub struct RunArgs {
     /// below the pod's terminationGracePeriodSeconds.
     #[arg(long, env = "PORTICO_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    #[command(flatten)]
+    pub client_address: ClientAddressArgs,
+}
+
+/// Whose word is taken for the client's address (ingress-nginx
+/// `use-forwarded-headers`, `proxy-real-ip-cidr`).
+#[derive(Args, Debug, Clone)]
+pub struct ClientAddressArgs {
+    /// Peers whose X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host and
+    /// X-Forwarded-Port are believed: CIDR ranges or addresses,
+    /// comma-separated (`10.0.0.0/8,fd00::/8`). The client is then the
+    /// rightmost X-Forwarded-For entry outside these ranges. Default: none
+    /// (every forwarding header is replaced with what portico saw).
+    #[arg(long, env = "PORTICO_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_range)]
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 /// The HTTPS listener's certificates, redirects and HSTS.
@@ -200,6 +216,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{s:?} is not a duration such as 30s, 1500ms or 1m30s"))
 }
 
+/// A `--trusted-proxies` entry.
+fn parse_range(s: &str) -> Result<IpNet, String> {
+    portico_dataplane::forwarded::parse_range(s).map_err(|e| e.to_string())
+}
+
 /// `namespace/name`, both non-empty.
 fn parse_namespaced(s: &str) -> Result<(String, String), String> {
     match s.split_once('/') {
@@ -239,5 +260,29 @@ mod tests {
         };
         assert_eq!(run(&[]), Duration::from_secs(30));
         assert_eq!(run(&["--drain-timeout", "5s"]), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn client_address_flags_default_to_trusting_no_one() {
+        let run = |extra: &[&str]| {
+            let cli = Cli::try_parse_from([&["portico", "run"][..], extra].concat());
+            cli.map(|c| match c.command {
+                Command::Run(args) => args.client_address,
+                other => panic!("parsed as {other:?}"),
+            })
+        };
+        let default = run(&[]).unwrap();
+        assert!(default.trusted_proxies.is_empty());
+
+        let set = run(&["--trusted-proxies", "10.0.0.0/8, 192.0.2.1,fd00::/8"]).unwrap();
+        let ranges: Vec<String> = set.trusted_proxies.iter().map(|r| r.to_string()).collect();
+        assert_eq!(ranges, ["10.0.0.0/8", "192.0.2.1/32", "fd00::/8"]);
+
+        let e = run(&["--trusted-proxies", "10.0.0.0/8,10.0.0.0/33"]).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("--trusted-proxies") && text.contains("\"10.0.0.0/33\""),
+            "{text}"
+        );
     }
 }

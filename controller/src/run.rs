@@ -26,6 +26,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             ssl_passthrough: args.tls.enable_ssl_passthrough,
             ..Default::default()
         },
+        trusted_proxies: portico_dataplane::forwarded::TrustedProxies::new(
+            args.client_address.trusted_proxies.iter().copied(),
+        ),
         access_log: if args.access_log {
             AccessLogSink::Stdout
         } else {
