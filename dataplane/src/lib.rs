@@ -18,6 +18,7 @@ pub mod model;
 pub mod observe;
 pub mod pattern;
 pub mod proxy;
+pub mod proxy_protocol;
 pub(crate) mod retry;
 pub mod router;
 pub mod server;

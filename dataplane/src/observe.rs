@@ -54,6 +54,10 @@ pub struct Metrics {
     /// `[protocol][code]`, the last code slot for calls that ended without
     /// a status: resolved at start so counting takes no lock.
     grpc_calls: Vec<Vec<Counter>>,
+    /// PROXY protocol headers read; refusals by the reasons of
+    /// [`crate::proxy_protocol::ProxyHeaderError::REASONS`], in order.
+    proxy_protocol_ok: Counter,
+    proxy_protocol_refused: Vec<Counter>,
 }
 
 /// How a gRPC call reached the proxy.
@@ -250,8 +254,34 @@ impl Metrics {
                     .collect()
             })
             .collect();
+        // The same labels as TLS handshakes: result, and a bounded reason.
+        let proxy_protocol = Family::<HandshakeLabels, Counter>::default();
+        registry.register(
+            "proxy_protocol_headers",
+            "PROXY protocol headers on the proxy listeners (--proxy-protocol), by result and refusal reason; a refused one closes its connection",
+            proxy_protocol.clone(),
+        );
+        let proxy_protocol_ok = proxy_protocol
+            .get_or_create(&HandshakeLabels {
+                result: "ok",
+                reason: "none",
+            })
+            .clone();
+        let proxy_protocol_refused = crate::proxy_protocol::ProxyHeaderError::REASONS
+            .iter()
+            .map(|reason| {
+                proxy_protocol
+                    .get_or_create(&HandshakeLabels {
+                        result: "error",
+                        reason,
+                    })
+                    .clone()
+            })
+            .collect();
         Self {
             grpc_calls,
+            proxy_protocol_ok,
+            proxy_protocol_refused,
             registry,
             requests,
             request_duration,
@@ -293,6 +323,21 @@ impl Metrics {
             .get(&key)
             .or_else(|| self.tls_handshakes.get(&(false, "other")))
         {
+            c.inc();
+        }
+    }
+
+    /// Counts a PROXY protocol header read (`None`) or refused for `reason`
+    /// (one of [`crate::proxy_protocol::ProxyHeaderError::REASONS`]).
+    pub fn proxy_protocol_header(&self, refused: Option<&'static str>) {
+        let Some(reason) = refused else {
+            self.proxy_protocol_ok.inc();
+            return;
+        };
+        let slot = crate::proxy_protocol::ProxyHeaderError::REASONS
+            .iter()
+            .position(|r| *r == reason);
+        if let Some(c) = slot.and_then(|i| self.proxy_protocol_refused.get(i)) {
             c.inc();
         }
     }
