@@ -118,7 +118,7 @@ pub struct RunArgs {
 }
 
 /// Whose word is taken for the client's address (ingress-nginx
-/// `use-forwarded-headers`, `proxy-real-ip-cidr`).
+/// `use-forwarded-headers`, `proxy-real-ip-cidr`, `use-proxy-protocol`).
 #[derive(Args, Debug, Clone)]
 pub struct ClientAddressArgs {
     /// Peers whose X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host and
@@ -128,6 +128,12 @@ pub struct ClientAddressArgs {
     /// (every forwarding header is replaced with what portico saw).
     #[arg(long, env = "PORTICO_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_range)]
     pub trusted_proxies: Vec<IpNet>,
+    /// Every connection on the HTTP and HTTPS listeners begins with a PROXY
+    /// protocol header (v1 or v2), as AWS NLB and other TCP load balancers
+    /// send; its source address is the client's. Connections without one
+    /// are closed.
+    #[arg(long, env = "PORTICO_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
 }
 
 /// The HTTPS listener's certificates, redirects and HSTS.
@@ -273,10 +279,17 @@ mod tests {
         };
         let default = run(&[]).unwrap();
         assert!(default.trusted_proxies.is_empty());
+        assert!(!default.proxy_protocol);
 
-        let set = run(&["--trusted-proxies", "10.0.0.0/8, 192.0.2.1,fd00::/8"]).unwrap();
+        let set = run(&[
+            "--trusted-proxies",
+            "10.0.0.0/8, 192.0.2.1,fd00::/8",
+            "--proxy-protocol",
+        ])
+        .unwrap();
         let ranges: Vec<String> = set.trusted_proxies.iter().map(|r| r.to_string()).collect();
         assert_eq!(ranges, ["10.0.0.0/8", "192.0.2.1/32", "fd00::/8"]);
+        assert!(set.proxy_protocol);
 
         let e = run(&["--trusted-proxies", "10.0.0.0/8,10.0.0.0/33"]).unwrap_err();
         let text = e.to_string();

@@ -24,6 +24,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let dataplane = Dataplane::new(DataplaneConfig {
         listener: portico_dataplane::ListenerConfig {
             ssl_passthrough: args.tls.enable_ssl_passthrough,
+            proxy_protocol: args.client_address.proxy_protocol,
             ..Default::default()
         },
         trusted_proxies: portico_dataplane::forwarded::TrustedProxies::new(
