@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use portico_dataplane::head::HeadRules;
+use portico_dataplane::forwarded::IpNet;
 use portico_dataplane::model::Hsts;
 use portico_dataplane::path::{EscapedSlashes, PathNormalization, PathPolicy};
 
@@ -116,6 +117,8 @@ pub struct RunArgs {
     pub drain_timeout: Duration,
     #[command(flatten)]
     pub request: RequestArgs,
+    #[command(flatten)]
+    pub client_address: ClientAddressArgs,
 }
 
 /// How request paths are normalised and which request heads are refused
@@ -193,6 +196,25 @@ impl RequestArgs {
             underscores_in_headers: self.underscores_in_headers,
         }
     }
+}
+
+/// Whose word is taken for the client's address (ingress-nginx
+/// `use-forwarded-headers`, `proxy-real-ip-cidr`, `use-proxy-protocol`).
+#[derive(Args, Debug, Clone)]
+pub struct ClientAddressArgs {
+    /// Peers whose X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host and
+    /// X-Forwarded-Port are believed: CIDR ranges or addresses,
+    /// comma-separated (`10.0.0.0/8,fd00::/8`). The client is then the
+    /// rightmost X-Forwarded-For entry outside these ranges. Default: none
+    /// (every forwarding header is replaced with what portico saw).
+    #[arg(long, env = "PORTICO_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_range)]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Every connection on the HTTP and HTTPS listeners begins with a PROXY
+    /// protocol header (v1 or v2), as AWS NLB and other TCP load balancers
+    /// send; its source address is the client's. Connections without one
+    /// are closed.
+    #[arg(long, env = "PORTICO_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
 }
 
 /// The HTTPS listener's certificates, redirects and HSTS.
@@ -279,6 +301,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .map(Duration::from_secs)
         .or_else(|| crate::translate::parse_duration(s))
         .ok_or_else(|| format!("{s:?} is not a duration such as 30s, 1500ms or 1m30s"))
+}
+
+/// A `--trusted-proxies` entry.
+fn parse_range(s: &str) -> Result<IpNet, String> {
+    portico_dataplane::forwarded::parse_range(s).map_err(|e| e.to_string())
 }
 
 /// `namespace/name`, both non-empty.
@@ -372,5 +399,36 @@ mod tests {
         ] {
             assert!(request_args(&[bad]).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn client_address_flags_default_to_trusting_no_one() {
+        let run = |extra: &[&str]| {
+            let cli = Cli::try_parse_from([&["portico", "run"][..], extra].concat());
+            cli.map(|c| match c.command {
+                Command::Run(args) => args.client_address,
+                other => panic!("parsed as {other:?}"),
+            })
+        };
+        let default = run(&[]).unwrap();
+        assert!(default.trusted_proxies.is_empty());
+        assert!(!default.proxy_protocol);
+
+        let set = run(&[
+            "--trusted-proxies",
+            "10.0.0.0/8, 192.0.2.1,fd00::/8",
+            "--proxy-protocol",
+        ])
+        .unwrap();
+        let ranges: Vec<String> = set.trusted_proxies.iter().map(|r| r.to_string()).collect();
+        assert_eq!(ranges, ["10.0.0.0/8", "192.0.2.1/32", "fd00::/8"]);
+        assert!(set.proxy_protocol);
+
+        let e = run(&["--trusted-proxies", "10.0.0.0/8,10.0.0.0/33"]).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("--trusted-proxies") && text.contains("\"10.0.0.0/33\""),
+            "{text}"
+        );
     }
 }

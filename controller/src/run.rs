@@ -26,8 +26,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             ssl_passthrough: args.tls.enable_ssl_passthrough,
             path: args.request.path_policy(),
             head: args.request.head_rules(),
+            proxy_protocol: args.client_address.proxy_protocol,
             ..Default::default()
         },
+        trusted_proxies: portico_dataplane::forwarded::TrustedProxies::new(
+            args.client_address.trusted_proxies.iter().copied(),
+        ),
         access_log: if args.access_log {
             AccessLogSink::Stdout
         } else {

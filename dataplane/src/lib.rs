@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod balance;
 pub mod body;
+pub mod forwarded;
 pub mod grpc;
 pub mod grpc_web;
 pub mod head;
@@ -19,6 +20,7 @@ pub mod observe;
 pub mod path;
 pub mod pattern;
 pub mod proxy;
+pub mod proxy_protocol;
 pub(crate) mod retry;
 pub mod router;
 pub mod server;
@@ -56,6 +58,9 @@ pub struct DataplaneConfig {
     pub access_log_capacity: usize,
     /// On shutdown, how long in-flight requests may take to finish.
     pub drain_timeout: Duration,
+    /// Peers whose `X-Forwarded-*` headers are believed
+    /// (`--trusted-proxies`); none by default.
+    pub trusted_proxies: forwarded::TrustedProxies,
 }
 
 impl Default for DataplaneConfig {
@@ -66,6 +71,7 @@ impl Default for DataplaneConfig {
             access_log: AccessLogSink::Stdout,
             access_log_capacity: 16 * 1024,
             drain_timeout: Duration::from_secs(30),
+            trusted_proxies: forwarded::TrustedProxies::default(),
         }
     }
 }
@@ -86,6 +92,7 @@ pub(crate) struct Shared {
     pub(crate) no_route_stats: Arc<RouteStats>,
     pub(crate) access_log: AccessLog,
     pub(crate) listener: ListenerConfig,
+    pub(crate) trusted_proxies: forwarded::TrustedProxies,
     /// Certificates by SNI; read by the TLS resolver on every handshake.
     pub(crate) certs: Arc<ArcSwap<CertTable>>,
     /// Served when no default certificate is published.
@@ -148,6 +155,7 @@ impl Dataplane {
                 no_route_stats,
                 access_log,
                 listener: config.listener,
+                trusted_proxies: config.trusted_proxies,
                 certs,
                 self_signed,
                 tls,

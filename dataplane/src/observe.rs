@@ -23,6 +23,7 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use crate::head::Rejection;
+use crate::forwarded::ClientAddr;
 
 /// Label used for requests that matched no route.
 pub const NO_ROUTE: &str = "none";
@@ -56,6 +57,10 @@ pub struct Metrics {
     grpc_calls: Vec<Vec<Counter>>,
     /// By [`Rejection`], resolved at start so counting takes no lock.
     request_rejections: Vec<Counter>,
+    /// PROXY protocol headers read; refusals by the reasons of
+    /// [`crate::proxy_protocol::ProxyHeaderError::REASONS`], in order.
+    proxy_protocol_ok: Counter,
+    proxy_protocol_refused: Vec<Counter>,
 }
 
 /// How a gRPC call reached the proxy.
@@ -271,9 +276,35 @@ impl Metrics {
                     .clone()
             })
             .collect();
+        // The same labels as TLS handshakes: result, and a bounded reason.
+        let proxy_protocol = Family::<HandshakeLabels, Counter>::default();
+        registry.register(
+            "proxy_protocol_headers",
+            "PROXY protocol headers on the proxy listeners (--proxy-protocol), by result and refusal reason; a refused one closes its connection",
+            proxy_protocol.clone(),
+        );
+        let proxy_protocol_ok = proxy_protocol
+            .get_or_create(&HandshakeLabels {
+                result: "ok",
+                reason: "none",
+            })
+            .clone();
+        let proxy_protocol_refused = crate::proxy_protocol::ProxyHeaderError::REASONS
+            .iter()
+            .map(|reason| {
+                proxy_protocol
+                    .get_or_create(&HandshakeLabels {
+                        result: "error",
+                        reason,
+                    })
+                    .clone()
+            })
+            .collect();
         Self {
             request_rejections,
             grpc_calls,
+            proxy_protocol_ok,
+            proxy_protocol_refused,
             registry,
             requests,
             request_duration,
@@ -323,6 +354,21 @@ impl Metrics {
             .get(&key)
             .or_else(|| self.tls_handshakes.get(&(false, "other")))
         {
+            c.inc();
+        }
+    }
+
+    /// Counts a PROXY protocol header read (`None`) or refused for `reason`
+    /// (one of [`crate::proxy_protocol::ProxyHeaderError::REASONS`]).
+    pub fn proxy_protocol_header(&self, refused: Option<&'static str>) {
+        let Some(reason) = refused else {
+            self.proxy_protocol_ok.inc();
+            return;
+        };
+        let slot = crate::proxy_protocol::ProxyHeaderError::REASONS
+            .iter()
+            .position(|r| *r == reason);
+        if let Some(c) = slot.and_then(|i| self.proxy_protocol_refused.get(i)) {
             c.inc();
         }
     }
@@ -449,7 +495,9 @@ impl EncodeMetric for AtomicHistogram {
 pub struct AccessRecord {
     pub time: SystemTime,
     pub request_id: http::HeaderValue,
-    pub client_addr: SocketAddr,
+    /// `ip:port`, or `ip` alone for an address from `X-Forwarded-For`
+    /// without a port.
+    pub client_addr: ClientAddr,
     pub method: http::Method,
     pub host: http::HeaderValue,
     /// Only the path is logged: query strings often carry secrets.
@@ -473,7 +521,12 @@ impl AccessRecord {
         out.extend_from_slice(b"\",\"request_id\":");
         json_str(out, self.request_id.as_bytes());
         out.extend_from_slice(b",\"client_addr\":\"");
-        push_addr(out, self.client_addr);
+        match self.client_addr.port {
+            Some(port) => push_addr(out, SocketAddr::new(self.client_addr.ip, port)),
+            None => {
+                let _ = write!(out, "{}", self.client_addr.ip);
+            }
+        }
         out.extend_from_slice(b"\",\"method\":");
         json_str(out, self.method.as_str().as_bytes());
         out.extend_from_slice(b",\"host\":");
@@ -816,7 +869,7 @@ mod tests {
         AccessRecord {
             time: UNIX_EPOCH + Duration::from_millis(1_795_000_000_123),
             request_id: http::HeaderValue::from_static("r"),
-            client_addr: "127.0.0.1:1".parse().unwrap(),
+            client_addr: "127.0.0.1:1".parse::<SocketAddr>().unwrap().into(),
             method: http::Method::GET,
             host: http::HeaderValue::from_static("h"),
             uri: http::Uri::from_static("/"),
@@ -841,7 +894,7 @@ mod tests {
     fn a_line_is_json_with_every_field() {
         let rec = AccessRecord {
             request_id: http::HeaderValue::from_static("abc-123"),
-            client_addr: "[2001:db8::1]:4242".parse().unwrap(),
+            client_addr: "[2001:db8::1]:4242".parse::<SocketAddr>().unwrap().into(),
             method: http::Method::from_bytes(b"PURGE").unwrap(),
             host: http::HeaderValue::from_static("example.com:8080"),
             uri: http::Uri::from_static("/a/b%20c?token=secret"),
@@ -874,6 +927,12 @@ mod tests {
         let v = line(&record());
         assert_eq!(v["upstream_addr"], serde_json::Value::Null);
         assert_eq!(v["duration_ms"], 0.0);
+        // An address from X-Forwarded-For, without a port.
+        let rec = AccessRecord {
+            client_addr: ClientAddr::new("2001:db8::7".parse().unwrap(), None),
+            ..record()
+        };
+        assert_eq!(line(&rec)["client_addr"], "2001:db8::7");
     }
 
     #[test]

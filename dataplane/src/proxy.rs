@@ -27,6 +27,7 @@ use tracing::{debug, warn};
 use crate::Shared;
 use crate::balance::RequestView;
 use crate::body::{BodyError, Done, GrpcRequest, RequestBody, ResponseBody, find_body_error};
+use crate::forwarded::{ClientAddr, TrustedProxies, X_FORWARDED_FOR};
 use crate::grpc::{self, CallFailure, Code, GrpcBodyError};
 use crate::grpc_web::{WebContentType, WebEncoder};
 use crate::head::{self, Rejection};
@@ -43,7 +44,6 @@ use crate::tls::ClientCert;
 use crate::upstream::UpstreamError;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
@@ -58,7 +58,10 @@ static SSL_CLIENT_CERT: HeaderName = HeaderName::from_static("ssl-client-cert");
 /// What the proxy knows about the client connection a request came on.
 #[derive(Debug)]
 pub(crate) struct ConnInfo {
-    pub client: SocketAddr,
+    /// The connection's client: the PROXY protocol source where the
+    /// listener speaks it, else the socket's peer. A request from a trusted
+    /// proxy may name another client ([`RequestCtx::client_addr`]).
+    pub client: ClientAddr,
     pub scheme: Scheme,
     /// Set on TLS connections whose SNI host has a client-certificate policy.
     pub client_cert: Option<Arc<ClientCert>>,
@@ -66,22 +69,42 @@ pub(crate) struct ConnInfo {
     /// header values, formatted once per connection, not per request.
     pub client_ip: HeaderValue,
     pub local_port: HeaderValue,
+    /// `client` is in `--trusted-proxies`: another proxy, whose
+    /// `X-Forwarded-*` headers are believed. Decided once per connection.
+    pub trusted: bool,
 }
 
 impl ConnInfo {
     /// `local`: the listener's address (its IP may be unspecified; only its
     /// port is used).
-    pub fn new(client: SocketAddr, local: SocketAddr, scheme: Scheme) -> Self {
-        let client_ip = HeaderValue::try_from(client.ip().to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    pub fn new(client: SocketAddr, local: SocketAddr, scheme: Scheme, trusted: bool) -> Self {
+        let client = ClientAddr::from(client);
         Self {
             client,
             scheme,
             client_cert: None,
-            client_ip,
+            client_ip: ip_header(client),
             local_port: HeaderValue::from(local.port()),
+            trusted,
         }
     }
+
+    /// The client a request on this connection comes from: the
+    /// connection's, unless the peer is a trusted proxy whose
+    /// `X-Forwarded-For` names another. Nothing is read otherwise.
+    fn client_addr(&self, trusted: &TrustedProxies, headers: &HeaderMap) -> ClientAddr {
+        if self.trusted {
+            trusted.client_behind(self.client, headers)
+        } else {
+            self.client
+        }
+    }
+}
+
+/// An address's IP as a header value (`X-Real-IP`, `X-Forwarded-For`).
+fn ip_header(a: ClientAddr) -> HeaderValue {
+    // An IP's text is always a valid header value.
+    HeaderValue::try_from(a.ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Per-request facts gathered before routing, used by every later phase and
@@ -90,6 +113,9 @@ struct RequestCtx {
     start: Instant,
     time: SystemTime,
     id: HeaderValue,
+    /// The client the request is attributed to (logs, `X-Real-IP`,
+    /// hashing by client, client policies).
+    client: ClientAddr,
     conn: Arc<ConnInfo>,
     /// Counted as the body streams; `None` for a request without a body
     /// (most), which spares it an allocation.
@@ -143,6 +169,11 @@ impl Call {
 }
 
 impl RequestCtx {
+    /// The one client address every phase uses.
+    fn client_addr(&self) -> ClientAddr {
+        self.client
+    }
+
     /// The proxy's own error answer, in the caller's protocol.
     fn error(&self, status: StatusCode) -> Response<ResponseBody> {
         match &self.call {
@@ -186,6 +217,7 @@ pub(crate) async fn handle(
         start: Instant::now(),
         time: SystemTime::now(),
         id: request_id(req.headers()),
+        client: conn.client_addr(&shared.trusted_proxies, req.headers()),
         conn,
         bytes_in: (!req.body().is_end_stream()).then(Arc::default),
         call: Call::of(req.headers()),
@@ -415,13 +447,20 @@ const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 /// except ACME challenges and requests a TLS-terminating load balancer in
 /// front already received over HTTPS (`X-Forwarded-Proto: https`, as
 /// ingress-nginx's `force-ssl-redirect` behind an offloading load balancer
-/// needs). Trusting that header only ever spares the sender its own
-/// redirect.
+/// needs). That header counts only from a trusted proxy, as ingress-nginx
+/// reads it only with `use-forwarded-headers`: from anyone else it is the
+/// client's claim, and would spare a plain-HTTP request its redirect.
 fn needs_https_redirect(req: &Request<Incoming>, host: &str, ctx: &RequestCtx) -> bool {
     ctx.conn.scheme == Scheme::Http
         && !host.is_empty()
         && !req.uri().path().starts_with(ACME_CHALLENGE)
-        && !req
+        && !forwarded_over_https(req, ctx)
+}
+
+/// A trusted proxy in front says it received the request over HTTPS.
+fn forwarded_over_https(req: &Request<Incoming>, ctx: &RequestCtx) -> bool {
+    ctx.conn.trusted
+        && req
             .headers()
             .get(&X_FORWARDED_PROTO)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
@@ -560,7 +599,7 @@ async fn forward(
         }
     };
     let key = backend.balancer.request_key(&RequestView {
-        client: ctx.conn.client.ip(),
+        client: ctx.client_addr().ip,
         uri: req.uri(),
         host: host.to_str().unwrap_or(""),
         headers: req.headers(),
@@ -940,7 +979,7 @@ fn finish(
             shared.access_log.log(&AccessRecord {
                 time: ctx.time,
                 request_id: ctx.id,
-                client_addr: ctx.conn.client,
+                client_addr: ctx.client,
                 method: log.method,
                 host: log.host,
                 uri: log.uri,
@@ -1153,34 +1192,57 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// headers and the request id.
 const ADDED_REQUEST_HEADERS: usize = 6;
 
+/// The forwarding headers upstreams read. For an untrusted peer every one
+/// is what this proxy saw: the client's own claims are replaced, and a
+/// `Forwarded` header it sent is dropped (only proxies set that one, and
+/// upstream frameworks believe it). A trusted proxy's `X-Forwarded-For` is
+/// appended to, and its `X-Forwarded-Proto`, `-Host`, `-Port` and
+/// `Forwarded` are kept (ours fill in those it left out).
 fn add_forwarded_headers(headers: &mut HeaderMap, ctx: &RequestCtx, host: &HeaderValue) {
-    let ip = &ctx.conn.client_ip;
-    let mut prior = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .peekable();
-    let xff = if prior.peek().is_none() {
-        Some(ip.clone())
-    } else {
-        let mut joined = String::new();
-        for p in prior {
-            joined.push_str(p);
-            joined.push_str(", ");
-        }
-        joined.push_str(ip.to_str().unwrap_or_default());
-        HeaderValue::try_from(joined).ok()
-    };
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+    let conn = &ctx.conn;
+    let scheme = HeaderValue::from_static(conn.scheme.as_str());
+    if !conn.trusted {
+        headers.insert(X_FORWARDED_FOR.clone(), conn.client_ip.clone());
+        headers.insert(X_REAL_IP.clone(), conn.client_ip.clone());
+        headers.insert(X_FORWARDED_PROTO.clone(), scheme);
+        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        headers.insert(X_FORWARDED_PORT.clone(), conn.local_port.clone());
+        headers.remove(header::FORWARDED);
+        return;
     }
-    headers.insert(X_REAL_IP.clone(), ip.clone());
-    headers.insert(
-        X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(ctx.conn.scheme.as_str()),
-    );
-    headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-    headers.insert(X_FORWARDED_PORT.clone(), ctx.conn.local_port.clone());
+    let xff = appended_forwarded_for(headers, &conn.client_ip);
+    headers.insert(X_FORWARDED_FOR.clone(), xff);
+    let client = ctx.client_addr();
+    let real_ip = if client.ip == conn.client.ip {
+        conn.client_ip.clone()
+    } else {
+        ip_header(client)
+    };
+    headers.insert(X_REAL_IP.clone(), real_ip);
+    headers.entry(&X_FORWARDED_PROTO).or_insert(scheme);
+    headers
+        .entry(&X_FORWARDED_HOST)
+        .or_insert_with(|| host.clone());
+    headers
+        .entry(&X_FORWARDED_PORT)
+        .or_insert_with(|| conn.local_port.clone());
+}
+
+/// `X-Forwarded-For` as received (several headers joined, in order) with
+/// `peer` appended.
+fn appended_forwarded_for(headers: &HeaderMap, peer: &HeaderValue) -> HeaderValue {
+    let mut prior = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
+    if prior.peek().is_none() {
+        return peer.clone();
+    }
+    let mut joined = Vec::new();
+    for v in prior {
+        joined.extend_from_slice(v.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    joined.extend_from_slice(peer.as_bytes());
+    // Valid values joined by ", " are a valid value.
+    HeaderValue::from_bytes(&joined).unwrap_or_else(|_| peer.clone())
 }
 
 fn apply_header_modifier(headers: &mut HeaderMap, m: &HeaderModifier) {
@@ -1316,10 +1378,12 @@ mod tests {
             start: Instant::now(),
             time: SystemTime::now(),
             id: HeaderValue::from_static("id"),
+            client: "10.0.0.1:4000".parse::<SocketAddr>().unwrap().into(),
             conn: Arc::new(ConnInfo::new(
                 "10.0.0.1:4000".parse().unwrap(),
                 "0.0.0.0:80".parse().unwrap(),
                 Scheme::Http,
+                false,
             )),
             bytes_in: None,
             call: Call::Http,

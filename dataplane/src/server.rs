@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -28,6 +29,7 @@ use crate::head::{HeadRules, Rejection};
 use crate::model::Scheme;
 use crate::path::PathPolicy;
 use crate::proxy::{self, ConnInfo};
+use crate::proxy_protocol::{self, ProxyHeaderError};
 use crate::tls::ClientCert;
 use crate::tls::passthrough::{Rewind, read_client_hello};
 use bytes::Bytes;
@@ -60,6 +62,13 @@ pub struct ListenerConfig {
     pub path: PathPolicy,
     /// Request head limits and header rules.
     pub head: HeadRules,
+    /// Every connection on the proxy listeners begins with a PROXY
+    /// protocol header (v1 or v2), whose source address is the client's
+    /// (`--proxy-protocol`; ingress-nginx `use-proxy-protocol`). A
+    /// connection without one is closed.
+    pub proxy_protocol: bool,
+    /// Time allowed for the PROXY protocol header.
+    pub proxy_protocol_timeout: Duration,
 }
 
 impl Default for ListenerConfig {
@@ -72,6 +81,8 @@ impl Default for ListenerConfig {
             ssl_passthrough: false,
             path: PathPolicy::default(),
             head: HeadRules::default(),
+            proxy_protocol: false,
+            proxy_protocol_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -115,21 +126,30 @@ pub(crate) async fn serve_proxy(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, client)) => {
+                Ok((mut stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let scheme = if tls { Scheme::Https } else { Scheme::Http };
-                    let mut conn = ConnInfo::new(client, local, scheme);
-                    let span = debug_span!("conn", client.addr = %client, tls);
+                    let span = debug_span!("conn", client.addr = %peer, tls);
                     let shared = Arc::clone(&shared);
                     let builder = Arc::clone(&builder);
                     let shutdown = shutdown.clone();
                     let drain = drain.clone();
                     tokio::spawn(
                         async move {
-                            if !tls {
+                            let Some((client, rest)) = proxy_header(&shared, &mut stream, peer).await else {
+                                return;
+                            };
+                            let trusted = shared.trusted_proxies.contains(client.ip());
+                            let mut conn = ConnInfo::new(client, local, scheme, trusted);
+                            if tls {
+                                if let Some((stream, client_cert)) = handshake(&shared, stream, rest).await {
+                                    conn.client_cert = client_cert;
+                                    serve_conn(shared, builder, stream, conn, shutdown, drain).await;
+                                }
+                            } else if rest.is_empty() {
                                 serve_conn(shared, builder, stream, conn, shutdown, drain).await;
-                            } else if let Some((stream, client_cert)) = handshake(&shared, stream).await {
-                                conn.client_cert = client_cert;
+                            } else {
+                                let stream = Rewind::new(rest, stream);
                                 serve_conn(shared, builder, stream, conn, shutdown, drain).await;
                             }
                         }
@@ -148,26 +168,58 @@ pub(crate) async fn serve_proxy(
     }
 }
 
+/// The connection's client and the bytes already read from it. With
+/// `--proxy-protocol`, that is the PROXY header's source (the socket's
+/// peer for LOCAL and UNKNOWN) and what came after the header; `None` when
+/// the header is missing, malformed, oversized or late: the caller closes
+/// the connection. Every header is counted.
+async fn proxy_header(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+) -> Option<(SocketAddr, Bytes)> {
+    if !shared.listener.proxy_protocol {
+        return Some((peer, Bytes::new()));
+    }
+    let limit = shared.listener.proxy_protocol_timeout;
+    let read = tokio::time::timeout(limit, proxy_protocol::read_header(stream))
+        .await
+        .unwrap_or(Err(ProxyHeaderError::Timeout));
+    match read {
+        Ok(header) => {
+            shared.metrics.proxy_protocol_header(None);
+            Some((header.source.unwrap_or(peer), header.rest))
+        }
+        Err(e) => {
+            debug!(error = %e, reason = e.reason(), "PROXY protocol header refused; closing");
+            shared.metrics.proxy_protocol_header(Some(e.reason()));
+            None
+        }
+    }
+}
+
 /// Runs a TLS handshake under the handshake timeout and counts its result.
 /// The ClientHello is read first so the host's client-certificate policy
 /// picks the server configuration; returns the connection's client
-/// certificate facts when its host has a policy.
+/// certificate facts when its host has a policy. `rest`: bytes already
+/// read from the connection (after a PROXY header), the hello's start.
 async fn handshake(
     shared: &Shared,
     mut stream: TcpStream,
+    rest: Bytes,
 ) -> Option<(TlsStream<Rewind<TcpStream>>, Option<Arc<ClientCert>>)> {
     let limit = shared.listener.tls_handshake_timeout;
     let metrics = &shared.metrics;
     let accept = async {
         let stream = if shared.listener.ssl_passthrough {
-            let (hello, sni) = read_client_hello(&mut stream).await?;
+            let (hello, sni) = read_client_hello(&mut stream, rest).await?;
             let target = shared.certs.load().passthrough(sni.as_deref()).cloned();
             if let Some(target) = target {
                 return Ok(Err((target, Rewind::new(hello, stream))));
             }
             Rewind::new(hello, stream)
         } else {
-            Rewind::new(Bytes::new(), stream)
+            Rewind::new(rest, stream)
         };
         let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
         let table = shared.certs.load_full();

@@ -457,8 +457,9 @@ async fn http_redirects_to_https_and_https_answers_carry_hsts() {
             "not over http"
         );
     }
-    // Exempt: ACME challenges, requests an offloading balancer received
-    // over HTTPS, and routes without the policy.
+    // Exempt: ACME challenges and routes without the policy. (Requests an
+    // offloading balancer received over HTTPS are exempt only from a
+    // trusted proxy: tests/client_address.rs.)
     let (s, h, _) = get(&c, proxy.addr, "r.test", "/.well-known/acme-challenge/tok").await;
     assert_eq!(s, StatusCode::OK);
     assert!(!h.contains_key("strict-transport-security"));
@@ -467,7 +468,11 @@ async fn http_redirects_to_https_and_https_answers_carry_hsts() {
         .header("x-forwarded-proto", "https")
         .body(empty())
         .unwrap();
-    assert_eq!(send(&c, req).await.0, StatusCode::OK);
+    assert_eq!(
+        send(&c, req).await.0,
+        StatusCode::PERMANENT_REDIRECT,
+        "a client's own X-Forwarded-Proto spares it nothing"
+    );
     assert_eq!(
         get(&c, proxy.addr, "plain.test", "/").await.0,
         StatusCode::OK

@@ -83,25 +83,34 @@ impl PassthroughTarget {
 
 /// Reads a whole ClientHello and returns its bytes and SNI. A hello rustls
 /// cannot parse yields no SNI (the local handshake will refuse it with the
-/// proper alert).
+/// proper alert). `first`: bytes of it already read (after a PROXY
+/// protocol header).
 pub(crate) async fn read_client_hello(
     stream: &mut TcpStream,
+    first: Bytes,
 ) -> io::Result<(Bytes, Option<String>)> {
     let mut acceptor = rustls::server::Acceptor::default();
-    let mut seen = Vec::with_capacity(1024);
+    let mut seen = Vec::with_capacity(1024.max(first.len()));
+    seen.extend_from_slice(&first);
+    let mut fed = 0;
     let mut chunk = [0u8; 4096];
     loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        seen.extend_from_slice(&chunk[..n]);
-        let mut fresh = &chunk[..n];
-        while !fresh.is_empty() {
-            if acceptor.read_tls(&mut fresh).is_err() {
-                return Ok((Bytes::from(seen), None));
+        if fed == seen.len() {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
             }
+            seen.extend_from_slice(&chunk[..n]);
         }
+        let mut fresh = &seen[fed..];
+        let mut unreadable = false;
+        while !fresh.is_empty() && !unreadable {
+            unreadable = acceptor.read_tls(&mut fresh).is_err();
+        }
+        if unreadable {
+            return Ok((Bytes::from(seen), None));
+        }
+        fed = seen.len();
         match acceptor.accept() {
             Ok(Some(accepted)) => {
                 let sni = accepted.client_hello().server_name().map(str::to_owned);
@@ -148,6 +157,20 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    // hyper writes a response head and body in one vectored write where
+    // the stream can; without these it would copy them together first.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
