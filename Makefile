@@ -14,12 +14,14 @@ build:
 ## run: the embedded default: the demo upstream on 127.0.0.1:9090 and portico
 ## serving examples/ (manifests mode, no cluster). Then:
 ##   curl -H 'Host: demo.localhost' http://127.0.0.1:8080/
+##   curl http://127.0.0.1:10255/debug/routes
 run: build
 	$(CARGO) build --release -p portico --example demo_upstream
 	@./target/release/examples/demo_upstream 127.0.0.1:9090 & \
 	trap "kill $$! 2>/dev/null" EXIT INT TERM; \
 	./target/release/portico run --manifests examples --log-format text \
-		--http-addr 127.0.0.1:8080 --admin-addr 127.0.0.1:10254
+		--http-addr 127.0.0.1:8080 --admin-addr 127.0.0.1:10254 \
+		--debug-addr 127.0.0.1:10255
 
 ## test: everything CI checks: format, lints, licenses/advisories, all tests.
 test: tools lint unit e2e

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use portico_dataplane::head::HeadRules;
 use portico_dataplane::forwarded::IpNet;
+use portico_dataplane::head::HeadRules;
 use portico_dataplane::model::Hsts;
 use portico_dataplane::path::{EscapedSlashes, PathNormalization, PathPolicy};
 
@@ -90,9 +90,15 @@ pub struct RunArgs {
     pub https_addr: SocketAddr,
     #[command(flatten)]
     pub tls: TlsArgs,
-    /// Health, readiness, metrics and `/debug/routes`.
+    /// Liveness, readiness and metrics (`/healthz`, `/readyz`, `/metrics`)
+    /// for the kubelet and scrapers.
     #[arg(long, env = "PORTICO_ADMIN_ADDR", default_value = "0.0.0.0:10254")]
     pub admin_addr: SocketAddr,
+    /// The debug pages (`/debug/routes`, `/debug/endpoints`): they show the
+    /// route table and pod addresses, so loopback by default (reach them
+    /// with `kubectl port-forward`); `off` serves them nowhere.
+    #[arg(long, env = "PORTICO_DEBUG_ADDR", default_value = "127.0.0.1:10255", value_parser = parse_debug_addr)]
+    pub debug_addr: DebugAddr,
     /// Elect a leader through a Lease; only the leader writes status and
     /// Events. Default: on against a cluster (off with `--manifests`).
     #[arg(long, env = "PORTICO_LEADER_ELECT", action = clap::ArgAction::Set)]
@@ -217,6 +223,13 @@ pub struct ClientAddressArgs {
     pub proxy_protocol: bool,
 }
 
+/// Where the debug pages are served, if anywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DebugAddr {
+    Off,
+    Listen(SocketAddr),
+}
+
 /// The HTTPS listener's certificates, redirects and HSTS.
 #[derive(Args, Debug, Clone)]
 pub struct TlsArgs {
@@ -308,6 +321,16 @@ fn parse_range(s: &str) -> Result<IpNet, String> {
     portico_dataplane::forwarded::parse_range(s).map_err(|e| e.to_string())
 }
 
+/// `off`, or an address to listen on.
+fn parse_debug_addr(s: &str) -> Result<DebugAddr, String> {
+    if s == "off" {
+        return Ok(DebugAddr::Off);
+    }
+    s.parse()
+        .map(DebugAddr::Listen)
+        .map_err(|_| format!("{s:?} is neither an address such as 127.0.0.1:10255 nor off"))
+}
+
 /// `namespace/name`, both non-empty.
 fn parse_namespaced(s: &str) -> Result<(String, String), String> {
     match s.split_once('/') {
@@ -336,15 +359,17 @@ mod tests {
         }
     }
 
+    fn run_args(extra: &[&str]) -> Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from([&["portico", "run"][..], extra].concat())?;
+        match cli.command {
+            Command::Run(args) => Ok(*args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
     #[test]
     fn drain_timeout_defaults_to_30s() {
-        let run = |extra: &[&str]| {
-            let cli = Cli::try_parse_from([&["portico", "run"][..], extra].concat()).unwrap();
-            match cli.command {
-                Command::Run(args) => args.drain_timeout,
-                other => panic!("parsed as {other:?}"),
-            }
-        };
+        let run = |extra: &[&str]| run_args(extra).unwrap().drain_timeout;
         assert_eq!(run(&[]), Duration::from_secs(30));
         assert_eq!(run(&["--drain-timeout", "5s"]), Duration::from_secs(5));
     }
@@ -430,5 +455,21 @@ mod tests {
             text.contains("--trusted-proxies") && text.contains("\"10.0.0.0/33\""),
             "{text}"
         );
+    }
+
+    #[test]
+    fn debug_pages_default_to_loopback_and_can_be_turned_off() {
+        let debug = |extra: &[&str]| run_args(extra).map(|a| a.debug_addr);
+        let loopback = "127.0.0.1:10255".parse().unwrap();
+        assert_eq!(debug(&[]).unwrap(), DebugAddr::Listen(loopback));
+        assert_eq!(debug(&["--debug-addr", "off"]).unwrap(), DebugAddr::Off);
+        let any = "0.0.0.0:9999".parse().unwrap();
+        assert_eq!(
+            debug(&["--debug-addr", "0.0.0.0:9999"]).unwrap(),
+            DebugAddr::Listen(any)
+        );
+        for bad in ["", "Off", "none", "10255", "localhost:10255"] {
+            assert!(debug(&["--debug-addr", bad]).is_err(), "{bad:?} accepted");
+        }
     }
 }

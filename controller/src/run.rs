@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use notify::{RecursiveMode, Watcher};
-use portico_dataplane::{AccessLogSink, Dataplane, DataplaneConfig};
+use portico_dataplane::{AccessLogSink, Dataplane, DataplaneConfig, Listeners};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
 use tracing::{info, warn};
 
-use crate::cli::RunArgs;
+use crate::cli::{DebugAddr, RunArgs};
 use crate::reconcile::{Rebuilder, SnapshotFn};
 use crate::source::manifests::ManifestDir;
 
@@ -50,10 +50,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let admin = TcpListener::bind(args.admin_addr)
         .await
         .with_context(|| format!("binding --admin-addr {}", args.admin_addr))?;
+    let debug = match args.debug_addr {
+        DebugAddr::Off => None,
+        DebugAddr::Listen(addr) => {
+            if !addr.ip().is_loopback() {
+                warn!(%addr, "--debug-addr is not loopback: the route table and pod addresses are reachable from outside the pod");
+            }
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --debug-addr {addr}"))?;
+            Some(listener)
+        }
+    };
+    let debug_shown = match &debug {
+        Some(l) => l.local_addr()?.to_string(),
+        None => "off".to_owned(),
+    };
     info!(
         http = %proxy.local_addr()?,
         https = %https.local_addr()?,
         admin = %admin.local_addr()?,
+        debug = %debug_shown,
         "listening"
     );
 
@@ -78,8 +95,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => Some(crate::status::start(&args, reports).await?),
     };
 
+    let listeners = Listeners {
+        http: proxy,
+        https: Some(https),
+        admin,
+        debug,
+    };
     let drained = dataplane
-        .serve_with_https(proxy, Some(https), admin, shutdown_signal())
+        .serve_listeners(listeners, shutdown_signal())
         .await;
     rebuild.abort();
     if let Some(status) = status {

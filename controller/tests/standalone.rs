@@ -93,6 +93,12 @@ async fn serves_manifests_follows_edits_keeps_last_good_and_exits_cleanly() {
         get(portico.http, "other.test", "/").await.unwrap().0,
         StatusCode::NOT_FOUND
     );
+    // The live table is on --debug-addr, not on the admin port.
+    let (status, routes) = get(portico.debug, "x", "/debug/routes").await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{routes}");
+    assert!(routes.contains("demo.test"), "{routes}");
+    let (status, _) = get(portico.admin, "x", "/debug/routes").await.unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND);
 
     // An edit is live without a restart.
     std::fs::write(&file, manifests(up, "/v2")).unwrap();
@@ -135,6 +141,36 @@ async fn serves_manifests_follows_edits_keeps_last_good_and_exits_cleanly() {
     portico.terminate();
     let exit = portico.exit_status().await;
     assert_eq!(exit.code(), Some(0), "exit status {exit:?}");
+}
+
+/// The debug pages show the route table and pod addresses: unless told
+/// otherwise, portico serves them on loopback only. Read from the binary's
+/// own help, so nothing binds the default's fixed port.
+#[test]
+fn debug_pages_default_to_a_loopback_address() {
+    let out = Command::new(PORTICO)
+        .args(["run", "--help"])
+        .env_remove("PORTICO_DEBUG_ADDR")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8(out.stdout).unwrap();
+    // The flag's entry: its line and its description, up to the next flag.
+    let entry = help
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("--debug-addr "))
+        .enumerate()
+        .take_while(|(i, l)| *i == 0 || !l.trim_start().starts_with('-'))
+        .map(|(_, l)| l)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let default = entry
+        .split_once("[default: ")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(value, _)| value)
+        .expect("--debug-addr has a default");
+    let addr: SocketAddr = default.parse().unwrap();
+    assert!(addr.ip().is_loopback(), "--debug-addr defaults to {addr}");
 }
 
 /// `--drain-timeout` is the drain deadline: with a request whose upstream

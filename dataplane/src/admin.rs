@@ -1,4 +1,8 @@
-//! The admin listener: liveness, readiness, metrics and the live table.
+//! The admin and debug listeners: one router over every admin page, each
+//! listener serving one [`PageSet`]. Probes and metrics must be reachable by
+//! the kubelet and scrapers; the debug pages show the route table and pod
+//! addresses, so they live on a listener of their own, loopback by default
+//! (as Envoy's admin and ingress-nginx's `/configuration`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,11 +23,50 @@ use crate::Shared;
 use crate::model::RouteConfig;
 use crate::observe::Rfc3339;
 
-/// Serves until `stop` turns true. Keeps answering while the proxy drains,
-/// so `/readyz` reports the drain.
+/// Which pages a listener serves; the other set's paths answer 404 there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PageSet {
+    /// `/healthz`, `/readyz`, `/metrics` (`--admin-addr`).
+    Probes,
+    /// `/debug/routes`, `/debug/endpoints` (`--debug-addr`).
+    Debug,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Page {
+    Healthz,
+    Readyz,
+    Metrics,
+    DebugRoutes,
+    DebugEndpoints,
+}
+
+impl Page {
+    fn from_path(path: &str) -> Option<Self> {
+        Some(match path {
+            "/healthz" => Self::Healthz,
+            "/readyz" => Self::Readyz,
+            "/metrics" => Self::Metrics,
+            "/debug/routes" => Self::DebugRoutes,
+            "/debug/endpoints" => Self::DebugEndpoints,
+            _ => return None,
+        })
+    }
+
+    fn set(self) -> PageSet {
+        match self {
+            Self::Healthz | Self::Readyz | Self::Metrics => PageSet::Probes,
+            Self::DebugRoutes | Self::DebugEndpoints => PageSet::Debug,
+        }
+    }
+}
+
+/// Serves `pages` until `stop` turns true. Keeps answering while the proxy
+/// drains, so `/readyz` reports the drain.
 pub(crate) async fn serve_admin(
     shared: Arc<Shared>,
     listener: TcpListener,
+    pages: PageSet,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -34,19 +77,19 @@ pub(crate) async fn serve_admin(
                     tokio::spawn(async move {
                         let svc = service_fn(move |req| {
                             let shared = Arc::clone(&shared);
-                            async move { Ok::<_, Infallible>(route(&shared, &req)) }
+                            async move { Ok::<_, Infallible>(route(&shared, pages, &req)) }
                         });
                         let conn = http1::Builder::new()
                             .timer(TokioTimer::new())
                             .header_read_timeout(std::time::Duration::from_secs(10))
                             .serve_connection(TokioIo::new(stream), svc);
                         if let Err(e) = conn.await {
-                            debug!(error = %e, "admin connection ended");
+                            debug!(error = %e, ?pages, "admin connection ended");
                         }
                     });
                 }
                 Err(e) => {
-                    warn!(error = %e, "admin accept failed");
+                    warn!(error = %e, ?pages, "admin accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
             },
@@ -63,13 +106,16 @@ struct DebugRoutes<'a> {
     config: &'a RouteConfig,
 }
 
-fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn route(shared: &Shared, pages: PageSet, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some(page) = Page::from_path(req.uri().path()).filter(|p| p.set() == pages) else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
-    match req.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" => {
+    match page {
+        Page::Healthz => text(StatusCode::OK, "ok\n"),
+        Page::Readyz => {
             if shared.is_ready() {
                 text(StatusCode::OK, "ready\n")
             } else if shared.is_draining() {
@@ -81,7 +127,7 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 )
             }
         }
-        "/metrics" => match shared.metrics.encode() {
+        Page::Metrics => match shared.metrics.encode() {
             Ok(body) => with_type(
                 StatusCode::OK,
                 body,
@@ -92,7 +138,7 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 "metrics encoding failed\n",
             ),
         },
-        "/debug/routes" => {
+        Page::DebugRoutes => {
             let table = shared.table.load_full();
             let doc = DebugRoutes {
                 generation: table.generation(),
@@ -100,19 +146,16 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 rejected: table.errors().iter().map(|e| e.to_string()).collect(),
                 config: table.config(),
             };
-            match serde_json::to_string_pretty(&doc) {
-                Ok(json) => with_type(StatusCode::OK, json, "application/json"),
-                Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n"),
-            }
+            json(&doc)
         }
-        "/debug/endpoints" => {
-            let table = shared.table.load_full();
-            match serde_json::to_string_pretty(&table.endpoint_health()) {
-                Ok(json) => with_type(StatusCode::OK, json, "application/json"),
-                Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n"),
-            }
-        }
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        Page::DebugEndpoints => json(&shared.table.load().endpoint_health()),
+    }
+}
+
+fn json(doc: &impl Serialize) -> Response<Full<Bytes>> {
+    match serde_json::to_string_pretty(doc) {
+        Ok(json) => with_type(StatusCode::OK, json, "application/json"),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n"),
     }
 }
 

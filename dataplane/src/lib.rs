@@ -43,6 +43,7 @@ pub use crate::router::RouteError;
 pub use crate::server::ListenerConfig;
 pub use crate::upstream::PoolConfig;
 
+use crate::admin::PageSet;
 use crate::model::RouteConfig;
 use crate::observe::{AccessLog, Metrics, RouteStats};
 use crate::table::RouteTable;
@@ -74,6 +75,20 @@ impl Default for DataplaneConfig {
             trusted_proxies: forwarded::TrustedProxies::default(),
         }
     }
+}
+
+/// The sockets [`Dataplane::serve_listeners`] serves, bound by the caller
+/// (tests bind port 0).
+pub struct Listeners {
+    /// Plain HTTP traffic.
+    pub http: TcpListener,
+    /// TLS traffic, when served.
+    pub https: Option<TcpListener>,
+    /// `/healthz`, `/readyz`, `/metrics`: for the kubelet and scrapers.
+    pub admin: TcpListener,
+    /// `/debug/routes`, `/debug/endpoints`: the route table and pod
+    /// addresses, so meant for loopback; `None` serves them nowhere.
+    pub debug: Option<TcpListener>,
 }
 
 /// What a publish did.
@@ -269,6 +284,7 @@ impl Dataplane {
     /// Serves the proxy and admin listeners until `shutdown` completes, then
     /// drains: readiness fails, the proxy stops accepting, in-flight requests
     /// get up to the drain timeout. Returns whether the drain finished in time.
+    /// No debug pages: see [`Dataplane::serve_listeners`].
     pub async fn serve(
         &self,
         proxy: TcpListener,
@@ -286,6 +302,28 @@ impl Dataplane {
         admin: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> bool {
+        let listeners = Listeners {
+            http: proxy,
+            https,
+            admin,
+            debug: None,
+        };
+        self.serve_listeners(listeners, shutdown).await
+    }
+
+    /// [`Dataplane::serve`] on every listener in `listeners`, the debug pages
+    /// included when it has a debug listener.
+    pub async fn serve_listeners(
+        &self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()>,
+    ) -> bool {
+        let Listeners {
+            http: proxy,
+            https,
+            admin,
+            debug,
+        } = listeners;
         let shared = &self.shared;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
@@ -306,7 +344,20 @@ impl Dataplane {
             drain_tx,
         ));
         let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
-        let admin_task = tokio::spawn(admin::serve_admin(Arc::clone(shared), admin, admin_stop_rx));
+        let admin_task = tokio::spawn(admin::serve_admin(
+            Arc::clone(shared),
+            admin,
+            PageSet::Probes,
+            admin_stop_rx.clone(),
+        ));
+        let debug_task = debug.map(|listener| {
+            tokio::spawn(admin::serve_admin(
+                Arc::clone(shared),
+                listener,
+                PageSet::Debug,
+                admin_stop_rx,
+            ))
+        });
         let sweeper = tokio::spawn(sweep_idle_connections(Arc::clone(shared)));
 
         shutdown.await;
@@ -327,6 +378,9 @@ impl Dataplane {
         sweeper.abort();
         let _ = admin_stop_tx.send(true);
         let _ = admin_task.await;
+        if let Some(t) = debug_task {
+            let _ = t.await;
+        }
         drained
     }
 }

@@ -309,8 +309,8 @@ async fn upstream_metrics_are_per_endpoint_not_per_route() {
         ),
         Some(1.0)
     );
-    // /debug/endpoints on the admin port says the same, per endpoint.
-    let (status, _, body) = get(&client, proxy.admin, "admin", "/debug/endpoints").await;
+    // /debug/endpoints on the debug listener says the same, per endpoint.
+    let (status, _, body) = get(&client, proxy.debug, "debug", "/debug/endpoints").await;
     assert_eq!(status, StatusCode::OK);
     let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
     assert_eq!(list.len(), 2, "{body}");

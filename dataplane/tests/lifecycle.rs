@@ -142,7 +142,7 @@ async fn readiness_follows_publication_and_drain() {
     ] {
         assert!(metrics.contains(needle), "missing {needle}:\n{metrics}");
     }
-    let (s, _, routes) = get_admin(admin("/debug/routes")).await;
+    let (s, _, routes) = get(&c, proxy.debug, "debug", "/debug/routes").await;
     assert_eq!(s, StatusCode::OK);
     let doc: serde_json::Value = serde_json::from_str(&routes).unwrap();
     assert_eq!(doc["generation"], 1);
@@ -206,6 +206,31 @@ async fn readiness_follows_publication_and_drain() {
     );
     let drained = proxy.done.take().unwrap().await.unwrap();
     assert!(drained, "drain completed before its deadline");
+}
+
+/// The route table and pod addresses are on the debug listener only; the
+/// admin listener, reachable from outside the pod, answers 404 for them,
+/// and the debug listener serves nothing else.
+#[tokio::test]
+async fn debug_pages_are_served_on_the_debug_listener_only() {
+    let up = Upstream::echo("a").await;
+    let proxy = Proxy::start(simple("debug.test", up.addr)).await;
+    let c = h1_client();
+    for path in ["/debug/routes", "/debug/endpoints"] {
+        let (s, _, body) = get(&c, proxy.admin, "admin", path).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "admin {path}: {body}");
+        assert!(!body.contains(&up.addr.to_string()), "admin {path}: {body}");
+        let (s, h, body) = get(&c, proxy.debug, "debug", path).await;
+        assert_eq!(s, StatusCode::OK, "debug {path}: {body}");
+        assert_eq!(h["content-type"], "application/json");
+        assert!(body.contains(&up.addr.to_string()), "debug {path}: {body}");
+    }
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (s, _, _) = get(&c, proxy.admin, "admin", path).await;
+        assert_eq!(s, StatusCode::OK, "admin {path}");
+        let (s, _, _) = get(&c, proxy.debug, "debug", path).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "debug {path}");
+    }
 }
 
 #[tokio::test]

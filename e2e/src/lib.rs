@@ -1,7 +1,8 @@
 //! The e2e harness: a real etcd and kube-apiserver on 127.0.0.1, the
 //! Portico Helm chart's RBAC applied to them, and the real `portico` binary
 //! running out of cluster as the chart's ServiceAccount, in front of real
-//! upstream HTTP servers. The scenarios live in `tests/`.
+//! upstream HTTP servers in a network namespace of the test process's own
+//! (`netns`). The scenarios live in `tests/`.
 //!
 //! Inputs (set by `make e2e`): `PORTICO_E2E_BIN_DIR` (etcd, kube-apiserver,
 //! helm from `make e2e-tools`), `PORTICO_BIN` (the `portico` binary),
@@ -15,6 +16,7 @@
 mod chart;
 mod control_plane;
 mod env;
+mod netns;
 mod objects;
 mod pki;
 mod portico;

@@ -56,6 +56,8 @@ pub struct Portico {
     pub http: SocketAddr,
     pub https: SocketAddr,
     pub admin: SocketAddr,
+    /// The `/debug/*` listener; `None` with `--debug-addr=off`.
+    pub debug: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
     client: Client<HttpConnector, Empty<Bytes>>,
 }
@@ -76,6 +78,7 @@ impl Portico {
                 "--http-addr=127.0.0.1:0",
                 "--https-addr=127.0.0.1:0",
                 "--admin-addr=127.0.0.1:0",
+                "--debug-addr=127.0.0.1:0",
                 "--leader-elect=true",
                 "--access-log=false",
                 "--log-format=json",
@@ -113,7 +116,12 @@ impl Portico {
                 sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
             }
         });
-        let (http, https, admin) = tokio::time::timeout(crate::CONVERGE, async {
+        let Listening {
+            http,
+            https,
+            admin,
+            debug,
+        } = tokio::time::timeout(crate::CONVERGE, async {
             addrs_rx
                 .wait_for(Option::is_some)
                 .await
@@ -134,6 +142,7 @@ impl Portico {
             http,
             https,
             admin,
+            debug,
             logs,
             client: Client::builder(TokioExecutor::new()).build_http(),
         })
@@ -150,6 +159,13 @@ impl Portico {
     /// GET `path` on the admin listener.
     pub async fn admin_get(&self, path: &str) -> anyhow::Result<Response> {
         let req = Request::get(format!("http://{}{path}", self.admin)).body(Empty::new())?;
+        self.send(req).await
+    }
+
+    /// GET `path` on the debug listener.
+    pub async fn debug_get(&self, path: &str) -> anyhow::Result<Response> {
+        let debug = self.debug.context("portico runs with --debug-addr=off")?;
+        let req = Request::get(format!("http://{debug}{path}")).body(Empty::new())?;
         self.send(req).await
     }
 
@@ -245,16 +261,27 @@ impl Drop for Portico {
     }
 }
 
-/// The (http, https, admin) addresses from portico's `listening` log line.
-fn listening(line: &str) -> Option<(SocketAddr, SocketAddr, SocketAddr)> {
+/// The bound addresses portico reports in its `listening` log line.
+#[derive(Clone, Copy)]
+struct Listening {
+    http: SocketAddr,
+    https: SocketAddr,
+    admin: SocketAddr,
+    debug: Option<SocketAddr>,
+}
+
+fn listening(line: &str) -> Option<Listening> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
     let fields = &v["fields"];
     if fields["message"] != "listening" {
         return None;
     }
-    Some((
-        fields["http"].as_str()?.parse().ok()?,
-        fields["https"].as_str()?.parse().ok()?,
-        fields["admin"].as_str()?.parse().ok()?,
-    ))
+    let addr = |name: &str| fields[name].as_str()?.parse().ok();
+    Some(Listening {
+        http: addr("http")?,
+        https: addr("https")?,
+        admin: addr("admin")?,
+        // `off` when the debug pages are turned off.
+        debug: addr("debug"),
+    })
 }

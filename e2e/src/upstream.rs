@@ -1,13 +1,11 @@
 //! Real upstream HTTP servers, and a plain HTTP client.
 //!
 //! The API server rejects loopback addresses in EndpointSlices, so
-//! upstreams listen on this host's own non-loopback address (port 0): the
-//! source address of its default route, or `PORTICO_E2E_UPSTREAM_IP`.
+//! upstreams listen (port 0) in this process's own network namespace,
+//! reached through a veth on 198.18.0.0/15: see [`crate::netns`].
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
-
-use anyhow::Context;
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -16,8 +14,9 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+use crate::netns::UpstreamNetns;
 
 /// Answers every request with `<name> <path>`; stops when dropped.
 pub struct Upstream {
@@ -27,7 +26,7 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start(name: &str) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind((host_ip()?, 0)).await?;
+        let listener = UpstreamNetns::get()?.bind()?;
         let addr = listener.local_addr()?;
         let name: std::sync::Arc<str> = name.into();
         let task = tokio::spawn(async move {
@@ -52,24 +51,6 @@ impl Drop for Upstream {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// The address upstreams listen on: see the module docs.
-pub fn host_ip() -> anyhow::Result<IpAddr> {
-    if let Some(ip) = std::env::var_os("PORTICO_E2E_UPSTREAM_IP") {
-        return Ok(ip.to_string_lossy().parse()?);
-    }
-    // Connecting a UDP socket sends nothing; it only selects the route and
-    // so the local address. 203.0.113.1 is TEST-NET-3 (never a real peer).
-    let probe = std::net::UdpSocket::bind("0.0.0.0:0")?;
-    probe.connect("203.0.113.1:9").context(
-        "no default route: set PORTICO_E2E_UPSTREAM_IP to a non-loopback address of this host",
-    )?;
-    let ip = probe.local_addr()?.ip();
-    if ip.is_loopback() || ip.is_unspecified() {
-        anyhow::bail!("no non-loopback address ({ip}): set PORTICO_E2E_UPSTREAM_IP");
-    }
-    Ok(ip)
 }
 
 /// GET over plain HTTP; the body as text whatever the status.

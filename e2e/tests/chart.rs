@@ -99,7 +99,8 @@ async fn rendered_manifests_pass_server_side_dry_run() -> anyhow::Result<()> {
 
 /// The chart's Deployment args run the real binary: every flag the chart
 /// passes exists and parses, and portico serves with them (listen
-/// addresses moved to 127.0.0.1:0, the rest verbatim).
+/// addresses moved to 127.0.0.1:0, the rest verbatim); the debug pages are
+/// on loopback, not on the admin port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chart_deployment_args_run_the_real_binary() -> anyhow::Result<()> {
     let env = TestEnv::start("e2e-args", &[]).await?;
@@ -109,11 +110,22 @@ async fn chart_deployment_args_run_the_real_binary() -> anyhow::Result<()> {
         .next()
         .expect("the chart renders a Deployment");
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
-    let args: Vec<String> = container["args"]
+    let chart_args: Vec<&str> = container["args"]
         .as_array()
         .expect("the container has args")
         .iter()
         .filter_map(|a| a.as_str())
+        .collect();
+    // The debug pages show the route table and pod addresses: loopback only.
+    let debug_addr: std::net::SocketAddr = chart_args
+        .iter()
+        .find_map(|a| a.strip_prefix("--debug-addr="))
+        .expect("the chart passes --debug-addr")
+        .parse()?;
+    assert!(debug_addr.ip().is_loopback(), "--debug-addr={debug_addr}");
+    let args: Vec<String> = chart_args
+        .iter()
+        .copied()
         .map(|a| match a.split_once('=') {
             Some((flag, _)) if flag.ends_with("-addr") => format!("{flag}=127.0.0.1:0"),
             _ => a.to_owned(),
@@ -144,6 +156,15 @@ async fn chart_deployment_args_run_the_real_binary() -> anyhow::Result<()> {
         let r = portico.admin_get(probe).await?;
         assert!(r.status.is_success(), "{probe}: {}", r.status);
     }
+    let r = portico.admin_get("/debug/routes").await?;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "admin /debug/routes");
+    let r = portico.debug_get("/debug/routes").await?;
+    assert!(
+        r.status.is_success() && r.body.contains("site.example"),
+        "debug /debug/routes: {} {}",
+        r.status,
+        r.body
+    );
     Ok(())
 }
 

@@ -54,6 +54,8 @@ pub struct Portico {
     pub http: SocketAddr,
     pub https: SocketAddr,
     pub admin: SocketAddr,
+    /// The `/debug/*` listener.
+    pub debug: SocketAddr,
     logs: mpsc::Receiver<String>,
 }
 
@@ -71,6 +73,8 @@ impl Portico {
                 "--http-addr",
                 "127.0.0.1:0",
                 "--admin-addr",
+                "127.0.0.1:0",
+                "--debug-addr",
                 "127.0.0.1:0",
                 "--https-addr",
                 "127.0.0.1:0",
@@ -93,14 +97,14 @@ impl Portico {
         });
         // The first "listening" line names the bound ports.
         let deadline = Instant::now() + Duration::from_secs(20);
-        let (http, https, admin) = loop {
+        let (http, https, admin, debug) = loop {
             let line = logs
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .expect("portico logs that it listens");
             let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
             if v["fields"]["message"] == "listening" {
                 let addr = |k: &str| v["fields"][k].as_str().unwrap().parse().unwrap();
-                break (addr("http"), addr("https"), addr("admin"));
+                break (addr("http"), addr("https"), addr("admin"), addr("debug"));
             }
         };
         Self {
@@ -108,6 +112,7 @@ impl Portico {
             http,
             https,
             admin,
+            debug,
             logs,
         }
     }

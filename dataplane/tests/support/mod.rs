@@ -22,7 +22,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use portico_dataplane::model::*;
-use portico_dataplane::{AccessLogSink, Dataplane, DataplaneConfig, ListenerConfig};
+use portico_dataplane::{AccessLogSink, Dataplane, DataplaneConfig, ListenerConfig, Listeners};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -223,7 +223,10 @@ pub struct Proxy {
     pub addr: SocketAddr,
     /// The HTTPS listener.
     pub https: SocketAddr,
+    /// `/healthz`, `/readyz`, `/metrics`.
     pub admin: SocketAddr,
+    /// `/debug/*`.
+    pub debug: SocketAddr,
     pub log: LogCapture,
     shutdown: Option<oneshot::Sender<()>>,
     pub done: Option<tokio::task::JoinHandle<bool>>,
@@ -277,12 +280,20 @@ impl Proxy {
         let https = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let https_addr = https.local_addr().unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let debug = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = proxy.local_addr().unwrap();
         let admin_addr = admin.local_addr().unwrap();
+        let debug_addr = debug.local_addr().unwrap();
+        let listeners = Listeners {
+            http: proxy,
+            https: Some(https),
+            admin,
+            debug: Some(debug),
+        };
         let (tx, rx) = oneshot::channel::<()>();
         let dp2 = dp.clone();
         let done = tokio::spawn(async move {
-            dp2.serve_with_https(proxy, Some(https), admin, async {
+            dp2.serve_listeners(listeners, async {
                 let _ = rx.await;
             })
             .await
@@ -292,6 +303,7 @@ impl Proxy {
             addr,
             https: https_addr,
             admin: admin_addr,
+            debug: debug_addr,
             log,
             shutdown: Some(tx),
             done: Some(done),
