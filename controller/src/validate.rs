@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::cli::ValidateArgs;
 use crate::diagnostics::Severity;
 use crate::snapshot::{Object, Snapshot, key};
-use crate::source::manifests::{ManifestError, parse_documents};
+use crate::source::manifests::{ManifestError, Problem, parse_documents, read_file};
 use crate::translate::class::class_verdict;
 use crate::translate::translate;
 
@@ -21,17 +21,13 @@ pub fn validate(args: &ValidateArgs) -> (String, bool) {
     files.sort();
     let mut objects: Vec<Object> = Vec::new();
     for f in &files {
-        match std::fs::read_to_string(f) {
+        match read_file(f) {
             Ok(text) => {
                 let parsed = parse_documents(f, &text);
                 objects.extend(parsed.objects);
                 errors.extend(parsed.errors);
             }
-            Err(e) => errors.push(ManifestError {
-                file: f.clone(),
-                document: None,
-                reason: e.to_string(),
-            }),
+            Err(e) => errors.push(e),
         }
     }
     let snap = Snapshot::from_objects(objects);
@@ -106,14 +102,14 @@ fn collect(path: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<ManifestError
             Err(e) => errors.push(ManifestError {
                 file: path.to_owned(),
                 document: None,
-                reason: e.to_string(),
+                reason: Problem::Unreadable(e.to_string()),
             }),
         },
         Ok(_) => files.push(path.to_owned()),
         Err(e) => errors.push(ManifestError {
             file: path.to_owned(),
             document: None,
-            reason: e.to_string(),
+            reason: Problem::Unreadable(e.to_string()),
         }),
     }
 }

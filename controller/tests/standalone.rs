@@ -257,14 +257,20 @@ async fn path_and_head_flags_reach_the_listener() {
     assert!(rsp.ends_with("demo /a/%2e%2e//b"), "{rsp}");
 }
 
-#[test]
-fn validate_reports_each_object_and_fails_on_errors() {
+/// A directory holding `good.yaml`: an Ingress, its Service and endpoints.
+fn dir_with_good_manifests() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("good.yaml"),
         manifests("127.0.0.1:1".parse().unwrap(), "/"),
     )
     .unwrap();
+    dir
+}
+
+#[test]
+fn validate_reports_each_object_and_fails_on_errors() {
+    let dir = dir_with_good_manifests();
     let ok = Command::new(PORTICO)
         .arg("validate")
         .arg(dir.path())
@@ -612,4 +618,205 @@ async fn https_redirects_hsts_and_client_certificates_with_curl() {
         .await
         .expect("served with a client certificate");
     assert!(served.starts_with("HTTP/2 200"), "{served}");
+}
+
+// === bounded manifests and user-written fields ===
+
+/// A ConfigMap whose aliases expand to 10^9 scalars from 40 KB ("billion
+/// laughs"). The long list first raises serde_yaml's own repetition limit
+/// (a hundred alias jumps per event) far past what exhausts memory.
+fn alias_bomb() -> String {
+    let mut text = String::from(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: lol, namespace: shop}\npad: [",
+    );
+    text.push_str(&"0,".repeat(20_000));
+    text.push_str("0]\nl0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..=9 {
+        let prev = format!("*l{}", i - 1);
+        let refs = [prev.as_str(); 10].join(", ");
+        text.push_str(&format!("l{i}: &l{i} [{refs}]\n"));
+    }
+    text
+}
+
+/// `portico validate PATH`, killed (and the test failed) if it has not
+/// finished within a minute: a guard against a hang, not a timing
+/// assertion. Returns the exit code and stdout.
+fn validate_with_guard(path: &Path) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = Command::new(PORTICO)
+        .arg("validate")
+        .arg(path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // stdout closes when the process exits.
+    std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        let _ = tx.send(out);
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => (child.wait().unwrap().code(), out),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("portico validate did not finish");
+        }
+    }
+}
+
+#[test]
+fn validate_stops_an_alias_bomb_and_names_it() {
+    let dir = dir_with_good_manifests();
+    std::fs::write(dir.path().join("bomb.yaml"), alias_bomb()).unwrap();
+    let (code, out) = validate_with_guard(dir.path());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(
+            "bomb.yaml: document 0: ConfigMap shop/lol: expands to more than 524288 nodes, the limit per document"
+        ),
+        "{out}"
+    );
+    // The other file is still validated.
+    assert!(out.contains("ok: Ingress default/demo"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_serves_the_good_files_next_to_an_alias_bomb() {
+    let up = upstream("demo").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.yaml"), manifests(up, "/")).unwrap();
+    std::fs::write(dir.path().join("bomb.yaml"), alias_bomb()).unwrap();
+
+    let portico = Portico::start(dir.path());
+    portico.ready().await;
+    let (status, body) = get(portico.http, "demo.test", "/x").await.unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "demo /x"));
+    let reported = portico
+        .log_line("manifest not loaded; its file's last good objects keep serving")
+        .await;
+    let fields = &reported["fields"];
+    assert!(
+        fields["file"].as_str().unwrap().ends_with("bomb.yaml"),
+        "{reported}"
+    );
+    assert_eq!(fields["document"], 0, "{reported}");
+    assert!(
+        fields["reason"]
+            .as_str()
+            .unwrap()
+            .contains("ConfigMap shop/lol: expands to more than"),
+        "{reported}"
+    );
+}
+
+#[test]
+fn validate_names_the_object_and_field_of_type_errors_and_bad_ports() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, namespace: shop}
+spec:
+  rules:
+    - host: web.test
+      http: {paths: "abc"}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {ports: [{name: http, port: 70000, targetPort: 8080}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: shop, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 0}]
+endpoints: [{addresses: ["127.0.0.1"]}]
+"#,
+    )
+    .unwrap();
+    let (code, out) = validate_with_guard(dir.path());
+    assert_eq!(code, Some(1), "{out}");
+    for want in [
+        r#"bad.yaml: document 0: Ingress shop/web: spec.rules[0].http.paths: invalid type: string "abc", expected a sequence"#,
+        "bad.yaml: document 1: Service shop/web: spec.ports[0].port: 70000 is not a port number from 1 to 65535",
+        "bad.yaml: document 2: EndpointSlice shop/web-1: ports[0].port: 0 is not a port number from 1 to 65535",
+    ] {
+        assert!(out.contains(want), "{want}\n{out}");
+    }
+}
+
+#[test]
+fn validate_refuses_framing_headers_and_unsendable_redirect_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("routes.yaml"),
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: portico.dev/v1alpha1
+kind: HTTPRoute
+metadata: {name: forge}
+spec:
+  hostnames: [forge.test]
+  rules:
+    - filters:
+        - type: ResponseHeaderModifier
+          responseHeaderModifier: {set: [{name: Content-Length, value: "0"}, {name: x-ok, value: "1"}]}
+        - type: RequestHeaderModifier
+          requestHeaderModifier: {add: [{name: Transfer-Encoding, value: chunked}]}
+      backendRefs: [{name: web, port: 80}]
+---
+apiVersion: portico.dev/v1alpha1
+kind: HTTPRoute
+metadata: {name: crlf}
+spec:
+  hostnames: [crlf.test]
+  rules:
+    - filters:
+        - type: RequestRedirect
+          requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: "/a\r\nSet-Cookie: x=1"}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: headers
+  annotations:
+    nginx.ingress.kubernetes.io/custom-headers: "Content-Length: 0"
+    nginx.ingress.kubernetes.io/app-root: "/a\r\nb"
+spec:
+  ingressClassName: portico
+  rules:
+    - host: headers.test
+      http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: portico}
+spec: {controller: portico.dev/ingress-controller}
+"#,
+    )
+    .unwrap();
+    let (code, out) = validate_with_guard(dir.path());
+    assert_eq!(code, Some(1), "{out}");
+    for want in [
+        r#"error: HTTPRoute default/forge: spec.rules[0].filters[0].responseHeaderModifier.set[0].name: InvalidFilter: "Content-Length" cannot be changed by a header filter: it frames the message"#,
+        r#"error: HTTPRoute default/forge: spec.rules[0].filters[1].requestHeaderModifier.add[0].name: InvalidFilter: "Transfer-Encoding" cannot be changed"#,
+        r#"error: HTTPRoute default/crlf: spec.rules[0].filters[0].requestRedirect.path.replaceFullPath: InvalidFilter: "/a\r\nSet-Cookie: x=1": not valid in a Location header"#,
+        "warning: Ingress default/headers: metadata.annotations[nginx.ingress.kubernetes.io/custom-headers]: InvalidAnnotation",
+        "content-length cannot be set: it frames the message",
+        "warning: Ingress default/headers: metadata.annotations[nginx.ingress.kubernetes.io/app-root]: InvalidAnnotation",
+    ] {
+        assert!(out.contains(want), "{want}\n{out}");
+    }
 }

@@ -806,7 +806,11 @@ pub enum FilterType {
 }
 
 /// Header changes. A header name may appear in only one of the lists, once.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// The framing and connection headers (`Content-Length`,
+/// `Transfer-Encoding`, `Trailer`, `Connection`, `Keep-Alive`,
+/// `Proxy-Connection`, `TE`, `Upgrade`) and `Host` cannot be set, added or
+/// removed: the proxy manages them (use urlRewrite.hostname for the host).
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HTTPHeaderFilter {
     /// Replace the header's values with this one.
@@ -832,11 +836,16 @@ pub struct HTTPHeaderFilter {
         inner(length(min = 1, max = 256), pattern(HEADER_NAME_PATTERN)),
         extend("x-kubernetes-list-type" = "set")
     )]
+    #[x_kube(
+        validation = Rule::new(format!("self.all(n, {})", reserved_header_rule("n")))
+            .message(RESERVED_HEADER_MESSAGE)
+    )]
     pub remove: Vec<String>,
 }
 
 /// A header name and value.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[x_kube(validation = Rule::new(reserved_header_rule("self.name")).message(RESERVED_HEADER_MESSAGE))]
 #[serde(rename_all = "camelCase")]
 pub struct HTTPHeader {
     /// The header name, case-insensitive.
@@ -847,6 +856,20 @@ pub struct HTTPHeader {
     #[schemars(length(min = 1, max = 4096))]
     pub value: String,
 }
+
+/// The CEL condition that the header name `name` (a CEL expression) is none
+/// of the names the dataplane never lets a header filter touch
+/// ([`portico_dataplane::model::RESERVED_HEADERS`]), compared
+/// case-insensitively, so the API server refuses what translation would.
+fn reserved_header_rule(name: &str) -> String {
+    let names: Vec<String> = portico_dataplane::model::RESERVED_HEADERS
+        .iter()
+        .map(|(n, _)| format!("'{n}'"))
+        .collect();
+    format!("!({name}.lowerAscii() in [{}])", names.join(", "))
+}
+
+const RESERVED_HEADER_MESSAGE: &str = "Content-Length, Transfer-Encoding, Trailer, Connection, Keep-Alive, Proxy-Connection, TE, Upgrade and Host cannot be set, added or removed by a header filter: they frame the message or belong to the connection (change the host with urlRewrite.hostname)";
 
 /// Answer with a redirect. Fields left out keep that part of the request URL.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -74,8 +74,10 @@ fn every_rule_compiles_and_fits_the_cost_budget() {
     let mut seen = 0;
     check(&compile_schema(&schema()), "", &mut seen);
     // ... + healthCheck (path or grpcService) + its status ranges
-    // + loadBalancing (hashBy, cookie).
-    assert_eq!(seen, 1 + 2 + 3 + 5 + 8 + 4 + 4 + 10 + 1 + 1 + 1 + 1 + 2);
+    // + loadBalancing (hashBy, cookie)
+    // + reserved header names (set and add items, remove) of both header
+    // filters.
+    assert_eq!(seen, 1 + 2 + 3 + 5 + 8 + 4 + 4 + 10 + 1 + 1 + 1 + 1 + 2 + 6);
 }
 
 #[test]
@@ -316,6 +318,56 @@ fn exact_and_prefix_paths_are_clean_absolute_paths() {
     ));
     assert_accepted(with_path(
         json!({ "type": "Exact", "value": "/a/b.c/~user/%20x;y=1" }),
+    ));
+}
+
+#[test]
+fn header_filters_cannot_touch_framing_connection_or_host_headers() {
+    let filter = |kind: &str, change: Value| {
+        let field = if kind == "request" {
+            "requestHeaderModifier"
+        } else {
+            "responseHeaderModifier"
+        };
+        let filter_type = if kind == "request" {
+            "RequestHeaderModifier"
+        } else {
+            "ResponseHeaderModifier"
+        };
+        json!({ "rules": [rule_with(json!({ "type": filter_type, field: change }))] })
+    };
+    // The dataplane's own list, in any case.
+    let reserved = portico_dataplane::model::RESERVED_HEADERS;
+    for (name, _) in reserved {
+        let upper = name.to_ascii_uppercase();
+        for name in [name.to_owned(), upper] {
+            for kind in ["request", "response"] {
+                let one = json!([{ "name": name, "value": "1" }]);
+                for change in [
+                    json!({ "set": one }),
+                    json!({ "add": one }),
+                    json!({ "remove": [name] }),
+                ] {
+                    assert_rejected(filter(kind, change), &["cannot be set, added or removed"]);
+                }
+            }
+        }
+    }
+    // The message names every one of them.
+    let found = violations(&route(filter("response", json!({ "remove": ["te"] }))));
+    for (name, _) in reserved {
+        assert!(
+            found[0].to_ascii_lowercase().contains(name),
+            "{name}: {found:?}"
+        );
+    }
+    assert_accepted(filter(
+        "response",
+        json!({
+            "set": [{ "name": "X-Frame-Options", "value": "DENY" }, { "name": "tee", "value": "1" }],
+            "add": [{ "name": "content-type", "value": "text/plain" }],
+            "remove": ["hosts", "x-connection"],
+        }),
     ));
 }
 

@@ -842,6 +842,152 @@ impl HeaderModifier {
     pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
     }
+
+    /// Drops every entry [`user_settable`] refuses; returns them as
+    /// (`set`/`add`/`remove`, name, reason).
+    pub fn retain_user_settable(&mut self) -> Vec<(&'static str, HeaderName, &'static str)> {
+        let mut refused = Vec::new();
+        for (list, pairs) in [("set", &mut self.set), ("add", &mut self.add)] {
+            pairs.retain(|(name, _)| match user_settable(name) {
+                Ok(()) => true,
+                Err(reason) => {
+                    refused.push((list, name.clone(), reason));
+                    false
+                }
+            });
+        }
+        self.remove.retain(|name| match user_settable(name) {
+            Ok(()) => true,
+            Err(reason) => {
+                refused.push(("remove", name.clone(), reason));
+                false
+            }
+        });
+        refused
+    }
+}
+
+// === user-written fields ===
+
+/// Header names no user-written header modifier may set, add or remove
+/// (HTTPRoute header filters, `custom-headers`), each with the reason.
+///
+/// The framing headers would let one route's author forge where a message
+/// ends: a `Content-Length` set on a response makes the client read the
+/// rest, or the next response on a shared connection, as something else.
+/// The hop-by-hop ones belong to a single connection and are the proxy's to
+/// manage. The upstream `Host` is chosen by a URL rewrite, which keeps it
+/// and the HTTP/2 `:authority` consistent. HTTP/2 pseudo-headers (`:path`)
+/// are not header names at all: [`HeaderName`] refuses them.
+pub const RESERVED_HEADERS: [(&str, &str); 9] = [
+    ("connection", HOP_BY_HOP),
+    ("content-length", FRAMING),
+    ("host", HOST),
+    ("keep-alive", HOP_BY_HOP),
+    ("proxy-connection", HOP_BY_HOP),
+    ("te", HOP_BY_HOP),
+    ("trailer", FRAMING),
+    ("transfer-encoding", FRAMING),
+    ("upgrade", HOP_BY_HOP),
+];
+
+const FRAMING: &str =
+    "it frames the message, and a written value would desynchronise the connection";
+const HOP_BY_HOP: &str = "it belongs to one connection (hop-by-hop) and only the proxy sets it";
+const HOST: &str = "the upstream host is changed with a URL rewrite hostname (upstream-vhost), not a header filter";
+
+/// Whether a user-written header modifier may set, add or remove `name`;
+/// the reason when it may not. [`HeaderName`] is lower case, so the check is
+/// case-insensitive.
+pub fn user_settable(name: &HeaderName) -> Result<(), &'static str> {
+    match RESERVED_HEADERS.iter().find(|(n, _)| *n == name.as_str()) {
+        Some((_, reason)) => Err(reason),
+        None => Ok(()),
+    }
+}
+
+/// A field of a redirect or rewrite that the proxy could not put into the
+/// request it forwards or the `Location` it answers with: such a rule would
+/// answer 400 to every request.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidField {
+    /// `hostname` or `path`.
+    pub field: &'static str,
+    pub reason: &'static str,
+}
+
+const NOT_A_HOST: &str =
+    "not a valid host: control characters (CR, LF, NUL, ...), spaces and '/' are not allowed";
+const NOT_A_LOCATION: &str =
+    "not valid in a Location header: control characters (CR, LF, NUL, ...) are not allowed";
+const NOT_A_PATH: &str =
+    "not a valid URL path: control characters (CR, LF, NUL, ...), spaces and '#' are not allowed";
+
+/// A host the proxy can write as `Host`, as `:authority` and into a
+/// `Location`.
+fn check_host(host: &str) -> Result<(), InvalidField> {
+    let ok = HeaderValue::from_str(host).is_ok() && http::uri::Authority::try_from(host).is_ok();
+    ok.then_some(()).ok_or(InvalidField {
+        field: "hostname",
+        reason: NOT_A_HOST,
+    })
+}
+
+impl PathModifier {
+    /// The literal text of the modifier (the replacement, or the pieces of
+    /// a rewrite template).
+    fn literals(&self) -> impl Iterator<Item = &str> {
+        let (one, many) = match self {
+            PathModifier::ReplaceFullPath(p) | PathModifier::ReplacePrefixMatch(p) => {
+                (Some(p.as_str()), &[][..])
+            }
+            PathModifier::RegexReplace { replacement, .. } => (None, &replacement[..]),
+        };
+        one.into_iter().chain(many.iter().filter_map(|s| match s {
+            Substitution::Literal(l) => Some(l.as_str()),
+            Substitution::Capture(_) => None,
+        }))
+    }
+}
+
+impl Redirect {
+    /// Checks the written fields as the proxy uses them: the host and path
+    /// go into a `Location` header value.
+    pub fn check(&self) -> Result<(), InvalidField> {
+        if let Some(h) = &self.hostname {
+            check_host(h)?;
+        }
+        for text in self.path.iter().flat_map(PathModifier::literals) {
+            HeaderValue::from_str(text).map_err(|_| InvalidField {
+                field: "path",
+                reason: NOT_A_LOCATION,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl UrlRewrite {
+    /// Checks the written fields as the proxy uses them: the host becomes
+    /// `Host` or `:authority`, the path the request target.
+    pub fn check(&self) -> Result<(), InvalidField> {
+        if let Some(h) = &self.hostname {
+            check_host(h)?;
+        }
+        for text in self.path.iter().flat_map(PathModifier::literals) {
+            // `PathAndQuery` would silently drop what follows a `#` (a
+            // fragment), serving a path other than the one written.
+            let fragment = text.contains('#');
+            if fragment || http::uri::PathAndQuery::try_from(text).is_err() {
+                return Err(InvalidField {
+                    field: "path",
+                    reason: NOT_A_PATH,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Largest message a gRPC client may send unless a rule says otherwise:
@@ -1188,6 +1334,125 @@ mod tests {
         ] {
             assert!(HashKey::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn framing_connection_and_host_headers_are_not_user_settable() {
+        for name in [
+            "Content-Length",
+            "transfer-encoding",
+            "TRAILER",
+            "connection",
+            "Keep-Alive",
+            "proxy-connection",
+            "te",
+            "upgrade",
+            "Host",
+        ] {
+            let parsed = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            assert!(user_settable(&parsed).is_err(), "{name}");
+        }
+        for name in [
+            "x-a",
+            "set-cookie",
+            "content-type",
+            "x-forwarded-prefix",
+            "tee",
+        ] {
+            assert_eq!(
+                user_settable(&HeaderName::from_static(name)),
+                Ok(()),
+                "{name}"
+            );
+        }
+        // Pseudo-headers are not header names at all.
+        assert!(HeaderName::from_bytes(b":path").is_err());
+    }
+
+    #[test]
+    fn retain_user_settable_drops_and_names_each_refused_entry() {
+        let v = HeaderValue::from_static("1");
+        let mut m = HeaderModifier {
+            set: vec![
+                (HeaderName::from_static("content-length"), v.clone()),
+                (HeaderName::from_static("x-a"), v.clone()),
+            ],
+            add: vec![(HeaderName::from_static("transfer-encoding"), v.clone())],
+            remove: vec![
+                HeaderName::from_static("host"),
+                HeaderName::from_static("x-b"),
+            ],
+        };
+        let refused: Vec<_> = m
+            .retain_user_settable()
+            .into_iter()
+            .map(|(list, name, _)| (list, name.as_str().to_owned()))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                ("set", "content-length".to_owned()),
+                ("add", "transfer-encoding".to_owned()),
+                ("remove", "host".to_owned()),
+            ]
+        );
+        assert_eq!(m.set, [(HeaderName::from_static("x-a"), v)]);
+        assert!(m.add.is_empty());
+        assert_eq!(m.remove, [HeaderName::from_static("x-b")]);
+    }
+
+    #[test]
+    fn redirect_and_rewrite_fields_are_checked_as_the_proxy_sends_them() {
+        let redirect = |hostname: Option<&str>, path: Option<PathModifier>| Redirect {
+            scheme: None,
+            hostname: hostname.map(str::to_owned),
+            port: None,
+            path,
+            status: RedirectStatus::Found,
+        };
+        let full = |p: &str| Some(PathModifier::ReplaceFullPath(p.into()));
+        assert_eq!(
+            redirect(Some("a.example"), full("/caf\u{e9}?x=1")).check(),
+            Ok(())
+        );
+        for bad in ["/a\r\nSet-Cookie: x", "/a\0", "/a\u{7f}"] {
+            let e = redirect(None, full(bad)).check().unwrap_err();
+            assert_eq!(e.field, "path", "{bad:?}");
+        }
+        let prefix = Some(PathModifier::ReplacePrefixMatch("/a\nb".into()));
+        assert_eq!(redirect(None, prefix).check().unwrap_err().field, "path");
+        for bad in ["a.example\r\nx: y", "a b", "a/b", ""] {
+            let e = redirect(Some(bad), None).check().unwrap_err();
+            assert_eq!(e.field, "hostname", "{bad:?}");
+        }
+
+        let rewrite = |hostname: Option<&str>, path: Option<PathModifier>| UrlRewrite {
+            hostname: hostname.map(str::to_owned),
+            path,
+        };
+        assert_eq!(
+            rewrite(Some("in.example:8080"), full("/x?y=1")).check(),
+            Ok(())
+        );
+        for bad in ["/a b", "/a\r\n", "/a#b"] {
+            assert_eq!(rewrite(None, full(bad)).check().unwrap_err().field, "path");
+        }
+        let template = PathModifier::RegexReplace {
+            pattern: "/(.*)".into(),
+            replacement: vec![
+                Substitution::Literal("/v1/".into()),
+                Substitution::Capture(1),
+                Substitution::Literal("\n".into()),
+            ],
+        };
+        assert_eq!(
+            rewrite(None, Some(template)).check().unwrap_err().field,
+            "path"
+        );
+        assert_eq!(
+            rewrite(Some("in\r\nx"), None).check().unwrap_err().field,
+            "hostname"
+        );
     }
 
     #[test]

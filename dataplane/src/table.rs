@@ -121,7 +121,10 @@ impl RouteTable {
         metrics: &Metrics,
     ) -> Self {
         upstreams.prune();
+        let mut config = config;
+        let refused = refuse_unsafe_fields(&mut config);
         let (router, mut errors) = Router::new(&config);
+        errors.extend(refused);
         let rules = config
             .routes
             .iter()
@@ -254,6 +257,54 @@ impl RouteTable {
         }
         seen.into_values().collect()
     }
+}
+
+/// Leaves out what no table may apply, however the config was written:
+/// headers a header modifier must not touch ([`crate::model::user_settable`]).
+/// Redirect and rewrite fields the proxy cannot send are only reported:
+/// their requests answer 400. Off the request path, once per build.
+fn refuse_unsafe_fields(config: &mut RouteConfig) -> Vec<RouteError> {
+    let mut errors = Vec::new();
+    for route in &mut config.routes {
+        for (idx, rule) in route.rules.iter_mut().enumerate() {
+            let mut error = |field: String, reason: String| {
+                errors.push(RouteError {
+                    route_id: route.id.clone(),
+                    rule: idx,
+                    field,
+                    reason,
+                })
+            };
+            let filters = &mut rule.filters;
+            for (which, m) in [
+                ("request_headers", &mut filters.request_headers),
+                ("response_headers", &mut filters.response_headers),
+            ] {
+                for (list, name, reason) in m.retain_user_settable() {
+                    error(
+                        format!("filters.{which}.{list}"),
+                        format!("{name}: {reason}; left out"),
+                    );
+                }
+            }
+            let invalid = match &rule.action {
+                Action::Redirect(r) => r.check().err().map(|e| ("redirect", e)),
+                Action::Forward(f) => f
+                    .rewrite
+                    .as_ref()
+                    .and_then(|r| r.check().err())
+                    .map(|e| ("rewrite", e)),
+                Action::Deny { .. } => None,
+            };
+            if let Some((what, e)) = invalid {
+                error(
+                    format!("action.{what}.{}", e.field),
+                    format!("{}; requests answer 400", e.reason),
+                );
+            }
+        }
+    }
+    errors
 }
 
 // === impl BackendSet ===

@@ -418,7 +418,7 @@ static REGISTRY: &[AnnotationSpec] = &[
         Partly(
             "the value is the headers themselves, one `Name: value` per line, not a ConfigMap reference: Portico does not read ConfigMaps",
         ),
-        "Response headers to set, one `Name: value` per line; connection and framing headers (Connection, Content-Length, Transfer-Encoding, ...) are refused.",
+        "Response headers to set, one `Name: value` per line; the framing and connection headers (Content-Length, Transfer-Encoding, Connection, ...) and Host are refused, so the whole annotation is ignored.",
         parsers::custom_headers,
     ),
     spec(

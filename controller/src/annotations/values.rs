@@ -505,19 +505,6 @@ pub(crate) fn cookie_name(s: &str) -> Result<String, String> {
     }
 }
 
-/// Headers that define the connection or the message framing: setting them
-/// from an annotation would break responses, so they are refused.
-const FORBIDDEN_RESPONSE_HEADERS: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-];
-
 /// Inline `Name: value` lines, one header per line; blank lines skipped.
 pub(crate) fn header_lines(s: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
     if !s.contains(':') {
@@ -538,10 +525,9 @@ pub(crate) fn header_lines(s: &str) -> Result<Vec<(HeaderName, HeaderValue)>, St
         };
         let name = HeaderName::from_bytes(name.trim().as_bytes())
             .map_err(|_| format!("line {number}: not a valid header name"))?;
-        if FORBIDDEN_RESPONSE_HEADERS.contains(&name.as_str()) {
-            return Err(format!(
-                "line {number}: {name} cannot be set (it controls the connection or message framing)"
-            ));
+        // The dataplane's one list of what no user-written header may touch.
+        if let Err(reason) = portico_dataplane::model::user_settable(&name) {
+            return Err(format!("line {number}: {name} cannot be set: {reason}"));
         }
         let value = value.trim();
         if value.is_empty() {

@@ -13,9 +13,9 @@ use portico_crds::{
 use portico_dataplane::model::{
     Action, AffinityMode, Backend, Balance, CookieAffinity, Cors, EndpointPolicy, Filters, Forward,
     GrpcOptions, GrpcWeb, HashKey, HeaderMatch, HeaderModifier, HealthCheck, Hostname,
-    OutlierDetection, PathMatch, PathModifier, Probe, Protocol, QueryMatch, Redirect,
+    InvalidField, OutlierDetection, PathMatch, PathModifier, Probe, Protocol, QueryMatch, Redirect,
     RedirectStatus, Route, RouteMatch, Rule, SameSite, Scheme, SourceRef, StatusRange, Timeouts,
-    UrlRewrite, ValueMatch,
+    UrlRewrite, ValueMatch, user_settable,
 };
 
 use super::backends::{self, PortRef};
@@ -205,7 +205,16 @@ fn translate_rule(
     let mut rewrite = None;
     for (j, f) in rule.filters.iter().enumerate() {
         let ff = format!("{field}.filters[{j}]");
-        apply_filter(f, &ff, &matches, &mut filters, &mut redirect, &mut rewrite)?;
+        let found = &mut report.diagnostics;
+        apply_filter(
+            f,
+            &ff,
+            &matches,
+            &mut filters,
+            &mut redirect,
+            &mut rewrite,
+            found,
+        )?;
     }
 
     let timeouts = timeouts(rule, field)?;
@@ -393,6 +402,7 @@ fn apply_filter(
     filters: &mut Filters,
     redirect: &mut Option<Redirect>,
     rewrite: &mut Option<UrlRewrite>,
+    found: &mut Vec<Diagnostic>,
 ) -> Result<(), Diagnostic> {
     let missing = |name: &str| {
         Diagnostic::error(
@@ -408,7 +418,7 @@ fn apply_filter(
                 .as_ref()
                 .ok_or_else(|| missing("requestHeaderModifier"))?;
             filters.request_headers =
-                header_modifier(m, &format!("{field}.requestHeaderModifier"))?;
+                header_modifier(m, &format!("{field}.requestHeaderModifier"), found)?;
         }
         FilterType::ResponseHeaderModifier => {
             let m = f
@@ -416,7 +426,7 @@ fn apply_filter(
                 .as_ref()
                 .ok_or_else(|| missing("responseHeaderModifier"))?;
             filters.response_headers =
-                header_modifier(m, &format!("{field}.responseHeaderModifier"))?;
+                header_modifier(m, &format!("{field}.responseHeaderModifier"), found)?;
         }
         FilterType::RequestRedirect => {
             let r = f
@@ -452,12 +462,16 @@ fn apply_filter(
                     })
                 })
                 .transpose()?;
-            *redirect = Some(Redirect {
+            let built = Redirect {
                 scheme: r.scheme.as_ref().map(|s| match s {
                     RedirectScheme::Http => Scheme::Http,
                     RedirectScheme::Https => Scheme::Https,
                 }),
-                hostname: r.hostname.as_ref().map(|h| h.to_ascii_lowercase()),
+                hostname: r
+                    .hostname
+                    .as_deref()
+                    .map(|h| precise_hostname(h, &rf))
+                    .transpose()?,
                 port,
                 path: r
                     .path
@@ -465,24 +479,74 @@ fn apply_filter(
                     .map(|p| path_modifier(p, &format!("{rf}.path"), matches))
                     .transpose()?,
                 status,
-            });
+            };
+            built
+                .check()
+                .map_err(|e| invalid_field(e, &rf, r.path.as_ref()))?;
+            *redirect = Some(built);
         }
         FilterType::URLRewrite => {
             let r = f
                 .url_rewrite
                 .as_ref()
                 .ok_or_else(|| missing("urlRewrite"))?;
-            *rewrite = Some(UrlRewrite {
-                hostname: r.hostname.as_ref().map(|h| h.to_ascii_lowercase()),
+            let rf = format!("{field}.urlRewrite");
+            let built = UrlRewrite {
+                hostname: r
+                    .hostname
+                    .as_deref()
+                    .map(|h| precise_hostname(h, &rf))
+                    .transpose()?,
                 path: r
                     .path
                     .as_ref()
-                    .map(|p| path_modifier(p, &format!("{field}.urlRewrite.path"), matches))
+                    .map(|p| path_modifier(p, &format!("{rf}.path"), matches))
                     .transpose()?,
-            });
+            };
+            built
+                .check()
+                .map_err(|e| invalid_field(e, &rf, r.path.as_ref()))?;
+            *rewrite = Some(built);
         }
     }
     Ok(())
+}
+
+/// A redirect or rewrite host: a host name without wildcard, lower-cased.
+/// The schema's pattern says as much, but manifests never met the schema.
+fn precise_hostname(h: &str, filter: &str) -> Result<String, Diagnostic> {
+    match Hostname::parse(h) {
+        Some(Hostname::Exact(name)) if !h.ends_with('.') => Ok(name),
+        _ => Err(Diagnostic::error(
+            "InvalidFilter",
+            format!("{filter}.hostname"),
+            format!(
+                "{h:?} is not a host name (letters, digits, '-' and '.'); this rule is not served"
+            ),
+        )),
+    }
+}
+
+/// A field the dataplane could not send as written: every request of the
+/// rule would answer 400, so the rule is not served and the field named.
+fn invalid_field(e: InvalidField, filter: &str, path: Option<&HTTPPathModifier>) -> Diagnostic {
+    let (field, value) = match (e.field, path) {
+        ("path", Some(p)) => match p.modifier_type {
+            PathModifierType::ReplaceFullPath => ("path.replaceFullPath", &p.replace_full_path),
+            PathModifierType::ReplacePrefixMatch => {
+                ("path.replacePrefixMatch", &p.replace_prefix_match)
+            }
+        },
+        (other, _) => (other, &None),
+    };
+    let shown = value
+        .as_deref()
+        .map_or(String::new(), |v| format!("{v:?}: "));
+    Diagnostic::error(
+        "InvalidFilter",
+        format!("{filter}.{field}"),
+        format!("{shown}{}; this rule is not served", e.reason),
+    )
 }
 
 fn path_modifier(
@@ -527,52 +591,62 @@ fn path_modifier(
     }
 }
 
-fn header_modifier(m: &HTTPHeaderFilter, field: &str) -> Result<HeaderModifier, Diagnostic> {
-    let pairs =
-        |list: &[HTTPHeader], what: &str| -> Result<Vec<(HeaderName, HeaderValue)>, Diagnostic> {
-            list.iter()
-                .enumerate()
-                .map(|(i, h)| {
-                    let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
-                        Diagnostic::error(
-                            "InvalidHeaderName",
-                            format!("{field}.{what}[{i}].name"),
-                            format!(
-                                "{:?} is not a valid header name; this rule is not served",
-                                h.name
-                            ),
-                        )
-                    })?;
-                    let value = HeaderValue::from_str(&h.value).map_err(|_| {
-                        Diagnostic::error(
-                            "InvalidHeaderValue",
-                            format!("{field}.{what}[{i}].value"),
-                            "not a valid header value; this rule is not served",
-                        )
-                    })?;
-                    Ok((name, value))
-                })
-                .collect()
-        };
-    let remove = m
-        .remove
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            HeaderName::from_bytes(n.as_bytes()).map_err(|_| {
+/// A header filter. Names the dataplane never lets a filter touch
+/// ([`user_settable`]) are reported and left out; the rest of the rule is
+/// served.
+fn header_modifier(
+    m: &HTTPHeaderFilter,
+    field: &str,
+    found: &mut Vec<Diagnostic>,
+) -> Result<HeaderModifier, Diagnostic> {
+    // The name, or `None` when it is reported and left out.
+    let mut name = |n: &str, at: String| -> Result<Option<HeaderName>, Diagnostic> {
+        let name = HeaderName::from_bytes(n.as_bytes()).map_err(|_| {
+            Diagnostic::error(
+                "InvalidHeaderName",
+                at.clone(),
+                format!("{n:?} is not a valid header name; this rule is not served"),
+            )
+        })?;
+        match user_settable(&name) {
+            Ok(()) => Ok(Some(name)),
+            Err(reason) => {
+                found.push(Diagnostic::error(
+                    "InvalidFilter",
+                    at,
+                    format!("{n:?} cannot be changed by a header filter: {reason}; left out"),
+                ));
+                Ok(None)
+            }
+        }
+    };
+    let mut pairs = |list: &[HTTPHeader], what: &str| {
+        let mut out = Vec::with_capacity(list.len());
+        for (i, h) in list.iter().enumerate() {
+            let Some(name) = name(&h.name, format!("{field}.{what}[{i}].name"))? else {
+                continue;
+            };
+            let value = HeaderValue::from_str(&h.value).map_err(|_| {
                 Diagnostic::error(
-                    "InvalidHeaderName",
-                    format!("{field}.remove[{i}]"),
-                    format!("{n:?} is not a valid header name; this rule is not served"),
+                    "InvalidHeaderValue",
+                    format!("{field}.{what}[{i}].value"),
+                    format!(
+                        "{:?} is not a valid header value: control characters (CR, LF, NUL, ...) are not allowed; this rule is not served",
+                        h.value
+                    ),
                 )
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(HeaderModifier {
-        set: pairs(&m.set, "set")?,
-        add: pairs(&m.add, "add")?,
-        remove,
-    })
+            })?;
+            out.push((name, value));
+        }
+        Ok::<_, Diagnostic>(out)
+    };
+    let set = pairs(&m.set, "set")?;
+    let add = pairs(&m.add, "add")?;
+    let mut remove = Vec::with_capacity(m.remove.len());
+    for (i, n) in m.remove.iter().enumerate() {
+        remove.extend(name(n, format!("{field}.remove[{i}]"))?);
+    }
+    Ok(HeaderModifier { set, add, remove })
 }
 
 fn timeouts(rule: &HTTPRouteRule, field: &str) -> Result<Timeouts, Diagnostic> {

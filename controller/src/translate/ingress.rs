@@ -284,11 +284,7 @@ impl IngressTranslator<'_> {
             self.base_rule(Vec::new(), action)
         });
         let app_root = self.ann.app_root.as_ref().map(|root| {
-            self.base_rule(
-                vec![RouteMatch {
-                    path: PathMatch::Exact("/".into()),
-                    ..Default::default()
-                }],
+            let action = self.checked(
                 Action::Redirect(Redirect {
                     scheme: None,
                     hostname: None,
@@ -296,6 +292,14 @@ impl IngressTranslator<'_> {
                     path: Some(PathModifier::ReplaceFullPath(root.clone())),
                     status: RedirectStatus::Found,
                 }),
+                "app-root",
+            );
+            self.base_rule(
+                vec![RouteMatch {
+                    path: PathMatch::Exact("/".into()),
+                    ..Default::default()
+                }],
+                action,
             )
         });
 
@@ -533,13 +537,13 @@ impl IngressTranslator<'_> {
             };
         }
         // ingress-nginx: temporal-redirect wins over permanent-redirect.
-        if let Some(r) = self
-            .ann
-            .temporal_redirect
-            .as_ref()
-            .or(self.ann.permanent_redirect.as_ref())
-        {
-            return redirect_action(r);
+        let redirect = match (&self.ann.temporal_redirect, &self.ann.permanent_redirect) {
+            (Some(r), _) => Some((r, "temporal-redirect")),
+            (None, Some(r)) => Some((r, "permanent-redirect")),
+            (None, None) => None,
+        };
+        if let Some((r, annotation)) = redirect {
+            return self.checked(redirect_action(r), annotation);
         }
         let mut action = self.forward_action(backend, field, cookie_path);
         if let Action::Forward(fwd) = &mut action {
@@ -558,7 +562,33 @@ impl IngressTranslator<'_> {
                 });
             }
         }
-        action
+        self.checked(action, "rewrite-target")
+    }
+
+    /// The dataplane's own check of what goes into a `Location` or the
+    /// forwarded request. The annotation parsers are stricter, so this only
+    /// keeps a drift between the two from reaching requests (which would
+    /// answer 400): the paths answer 503 and the annotation is named.
+    fn checked(&mut self, action: Action, annotation: &str) -> Action {
+        let invalid = match &action {
+            Action::Redirect(r) => r.check().err(),
+            Action::Forward(f) => f.rewrite.as_ref().and_then(|r| r.check().err()),
+            Action::Deny { .. } => None,
+        };
+        let Some(e) = invalid else {
+            return action;
+        };
+        let annotation = match (&action, e.field) {
+            (Action::Forward(_), "hostname") => "upstream-vhost",
+            _ => annotation,
+        };
+        let reason = format!("{annotation}: {}", e.reason);
+        self.report.diagnostics.push(Diagnostic::error(
+            "InvalidAnnotation",
+            format!("metadata.annotations[{annotation}]"),
+            format!("{}; the Ingress's paths answer 503", e.reason),
+        ));
+        Action::Deny { reason }
     }
 
     fn forward_action(

@@ -157,6 +157,7 @@ fn check_requests(t: &Translation, cases: &[RequestCase]) -> Result<(), String> 
     if !errors.is_empty() {
         return Err(format!("dataplane rejected rules: {errors:?}"));
     }
+    dataplane_accepts_every_field(t)?;
     for c in cases {
         let (path, query) = match c.path.split_once('?') {
             Some((p, q)) => (p, Some(q)),
@@ -200,6 +201,37 @@ fn check_requests(t: &Translation, cases: &[RequestCase]) -> Result<(), String> 
                     "{what}: {at}\n  got rule: {}",
                     serde_json::to_string(&got).unwrap_or_default()
                 ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Translation never hands the dataplane what its table build would leave
+/// out or its requests answer 400 for: those are reported on the object.
+fn dataplane_accepts_every_field(t: &Translation) -> Result<(), String> {
+    use portico_dataplane::model::Action;
+    for route in &t.config.routes {
+        for (i, rule) in route.rules.iter().enumerate() {
+            let at = format!("{} rules[{i}]", route.id);
+            for mut m in [
+                rule.filters.request_headers.clone(),
+                rule.filters.response_headers.clone(),
+            ] {
+                let refused = m.retain_user_settable();
+                if !refused.is_empty() {
+                    return Err(format!(
+                        "{at}: reserved headers reach the table: {refused:?}"
+                    ));
+                }
+            }
+            let invalid = match &rule.action {
+                Action::Redirect(r) => r.check().err(),
+                Action::Forward(f) => f.rewrite.as_ref().and_then(|r| r.check().err()),
+                Action::Deny { .. } => None,
+            };
+            if let Some(e) = invalid {
+                return Err(format!("{at}: the proxy could not send {e}"));
             }
         }
     }
