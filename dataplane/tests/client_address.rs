@@ -180,9 +180,10 @@ async fn forwarded_for_in_odd_shapes() {
         let (ip, _) = client_seen(&proxy, &[("x-forwarded-for", value)]).await;
         assert_eq!(ip, want, "{value}");
     }
-    // An oversized value: read from the right only (the bound is reached
+    // A long value (under the 8 KiB header-line limit, far over the bound
+    // on entries read): read from the right only (the bound is reached
     // among trusted hops), and still answered.
-    let huge = std::iter::repeat_n("10.9.9.9", 5_000)
+    let huge = std::iter::repeat_n("10.9.9.9", 700)
         .collect::<Vec<_>>()
         .join(", ");
     let huge = format!("203.0.113.7, {huge}");
