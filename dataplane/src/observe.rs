@@ -22,8 +22,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
-use crate::head::Rejection;
 use crate::forwarded::ClientAddr;
+use crate::head::Rejection;
 
 /// Label used for requests that matched no route.
 pub const NO_ROUTE: &str = "none";
