@@ -282,11 +282,28 @@ impl TlsArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct ValidateArgs {
-    /// Manifest files or directories (searched for *.yaml / *.yml).
+    /// Manifest files or directories (searched for *.yaml / *.yml); `-`
+    /// reads one stream from standard input (`helm template ... | portico
+    /// validate -`).
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
     #[command(flatten)]
     pub class: ClassArgs,
+    /// Fail (exit 1) on warnings too: unsupported annotations, values
+    /// ignored, documents of kinds Portico does not read.
+    #[arg(long)]
+    pub strict: bool,
+    /// `text` for people, `json` for machines, `github` for GitHub Actions
+    /// workflow annotations.
+    #[arg(long, short = 'o', value_enum, default_value_t = ValidateFormat::Text)]
+    pub output: ValidateFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ValidateFormat {
+    Text,
+    Json,
+    Github,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -27,13 +27,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Validate(args) => {
-            let (report, failed) = portico_controller::validate::validate(&args);
+            let (report, code) = portico_controller::validate::validate(&args);
             print!("{report}");
-            if failed {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
+            ExitCode::from(code)
         }
         Command::Run(args) => {
             init_tracing(args.log_format);

@@ -820,3 +820,165 @@ spec: {controller: portico.dev/ingress-controller}
         assert!(out.contains(want), "{want}\n{out}");
     }
 }
+
+/// `portico validate ARGS...` with `stdin` piped in; exit code and stdout.
+fn validate_args(args: &[&str], stdin: &str) -> (Option<i32>, String) {
+    use std::io::Write;
+    let mut child = Command::new(PORTICO)
+        .arg("validate")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// An application repository's Ingress: it names the chart's class, which
+/// the repository does not hold, and carries one invalid and one
+/// unsupported annotation.
+const APP_INGRESS: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: shop
+  namespace: web
+  annotations:
+    nginx.ingress.kubernetes.io/permanent-redirect: "not a url"
+spec:
+  ingressClassName: portico
+  rules:
+    - host: shop.test
+      http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: shop, port: {number: 80}}}}]}
+"#;
+
+const GATEWAY_ROUTE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api, namespace: web}
+spec:
+  hostnames: [api.test]
+"#;
+
+#[test]
+fn validate_assumes_the_configured_class_when_the_input_holds_none() {
+    let (code, out) = validate_args(&["-"], APP_INGRESS);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("note: no IngressClass in the input: Ingresses of class \"portico\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("error: Ingress web/shop: metadata.annotations[nginx.ingress.kubernetes.io/permanent-redirect]: InvalidAnnotation"),
+        "{out}"
+    );
+    // --ingress-class names the class to assume.
+    let (code, out) = validate_args(&["-", "--ingress-class", "internal"], APP_INGRESS);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("skipped: Ingress web/shop: not ours: IngressClass portico does not exist"),
+        "{out}"
+    );
+    // Input that holds IngressClasses is judged by them.
+    let other = format!(
+        "{APP_INGRESS}---\napiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: nginx}}\nspec: {{controller: k8s.io/ingress-nginx}}\n"
+    );
+    let (code, out) = validate_args(&["-"], &other);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("note:"), "{out}");
+    assert!(out.contains("IngressClass portico does not exist"), "{out}");
+}
+
+#[test]
+fn validate_lists_documents_it_does_not_read_and_strict_fails_on_them() {
+    let dir = dir_with_good_manifests();
+    std::fs::write(dir.path().join("gateway.yaml"), GATEWAY_ROUTE).unwrap();
+    let (code, out) = validate_with_guard(dir.path());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("gateway.yaml: document 0: HTTPRoute web/api (gateway.networking.k8s.io/v1/HTTPRoute) is not read by Portico"),
+        "{out}"
+    );
+    assert!(out.contains("1 documents not read"), "{out}");
+    let path = dir.path().to_str().unwrap();
+    let (code, out) = validate_args(&[path, "--strict"], "");
+    assert_eq!(code, Some(1), "{out}");
+}
+
+#[test]
+fn validate_strict_fails_on_warnings() {
+    let ingress = r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: shop
+  annotations:
+    nginx.ingress.kubernetes.io/server-snippet: "return 200;"
+spec:
+  ingressClassName: portico
+  rules:
+    - host: shop.test
+      http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: shop, port: {number: 80}}}}]}
+"#;
+    let (code, out) = validate_args(&["-"], ingress);
+    assert!(out.contains("warning: Ingress default/shop"), "{out}");
+    assert!(!out.contains("error:"), "{out}");
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = validate_args(&["--strict", "-"], ingress);
+    assert_eq!(code, Some(1), "{out}");
+}
+
+#[test]
+fn validate_speaks_json_and_github_and_exits_2_on_unreadable_input() {
+    let input = format!("{APP_INGRESS}---{GATEWAY_ROUTE}");
+    let (code, out) = validate_args(&["-o", "json", "-"], &input);
+    assert_eq!(code, Some(1), "{out}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["exit_code"], 1);
+    let findings = doc["findings"].as_array().unwrap();
+    let invalid = findings
+        .iter()
+        .find(|f| f["reason"] == "InvalidAnnotation")
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(invalid["severity"], "error");
+    assert_eq!(invalid["object"]["kind"], "Ingress");
+    assert_eq!(invalid["object"]["namespace"], "web");
+    assert_eq!(invalid["object"]["name"], "shop");
+    assert_eq!(invalid["file"], "<stdin>");
+    assert_eq!(
+        invalid["field"],
+        "metadata.annotations[nginx.ingress.kubernetes.io/permanent-redirect]"
+    );
+    assert_eq!(invalid["doc"], "docs/annotations.md");
+    assert!(findings.iter().any(|f| f["reason"] == "NotRead"), "{out}");
+    assert_eq!(doc["summary"]["not_read"], 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.yaml"), APP_INGRESS).unwrap();
+    let path = dir.path().to_str().unwrap();
+    let (code, out) = validate_args(&["-o", "github", path], "");
+    assert_eq!(code, Some(1), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("::error "))
+        .unwrap_or_else(|| panic!("{out}"));
+    // The file property has its `:` escaped only where it has one; the
+    // message carries the object and field.
+    assert!(line.contains("app.yaml,title=portico%3A InvalidAnnotation::Ingress web/shop: metadata.annotations[nginx.ingress.kubernetes.io/permanent-redirect]: "), "{line}");
+    assert!(
+        out.contains("::notice title=portico validate::no IngressClass"),
+        "{out}"
+    );
+
+    let missing = dir.path().join("missing.yaml");
+    let (code, out) = validate_args(&[missing.to_str().unwrap()], "");
+    assert_eq!(code, Some(2), "{out}");
+}

@@ -155,8 +155,22 @@ fn prefix(text: &str) -> String {
 pub struct Parsed {
     pub objects: Vec<Object>,
     pub errors: Vec<ManifestError>,
-    /// `(document index, "apiVersion/kind")` of skipped documents.
-    pub skipped: Vec<(usize, String)>,
+    /// Documents of kinds Portico does not read.
+    pub skipped: Vec<NotRead>,
+}
+
+/// A document Portico does not read, for `portico validate` to list: a
+/// platform team must see that a Gateway API route or an Opaque Secret in
+/// its manifests is not served, rather than nothing at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotRead {
+    pub document: usize,
+    /// `apiVersion/kind`, e.g. `gateway.networking.k8s.io/v1/HTTPRoute`.
+    pub kind: String,
+    /// `Kind namespace/name`, as far as the document says.
+    pub object: String,
+    /// Why, when the kind alone does not say.
+    pub why: Option<&'static str>,
 }
 
 /// Reads a manifest file as text, refusing one over [`MAX_FILE_BYTES`]
@@ -390,8 +404,12 @@ fn parse_value(value: Value, idx: usize, within: &str, out: &mut Parsed) -> Resu
         ("v1", "Secret") => {
             let secret: k8s_openapi::api::core::v1::Secret = typed(value, &object)?;
             if secret.type_.as_deref() != Some("kubernetes.io/tls") {
-                out.skipped
-                    .push((idx, "v1/Secret (not kubernetes.io/tls)".into()));
+                out.skipped.push(NotRead {
+                    document: idx,
+                    kind: "v1/Secret".into(),
+                    object: object.clone(),
+                    why: Some("only kubernetes.io/tls Secrets are read"),
+                });
                 return Ok(());
             }
             Object::Secret(Arc::new(namespaced(secret)))
@@ -408,7 +426,12 @@ fn parse_value(value: Value, idx: usize, within: &str, out: &mut Parsed) -> Resu
             return Ok(());
         }
         _ => {
-            out.skipped.push((idx, format!("{api_version}/{kind}")));
+            out.skipped.push(NotRead {
+                document: idx,
+                kind: format!("{api_version}/{kind}"),
+                object: object.clone(),
+                why: None,
+            });
             return Ok(());
         }
     };
