@@ -55,6 +55,11 @@ pub struct ClassArgs {
     /// IngressClass of ours.
     #[arg(long, env = "PORTICO_WATCH_INGRESS_WITHOUT_CLASS")]
     pub watch_ingress_without_class: bool,
+    /// Side-by-side mode for a migration: also serve Ingresses of these
+    /// classes (another controller's, e.g. `nginx`), read-only: no status
+    /// and no Events are written for them. Comma-separated or repeated.
+    #[arg(long, env = "PORTICO_WATCH_INGRESS_CLASS", value_delimiter = ',')]
+    pub watch_ingress_class: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -318,6 +323,13 @@ impl ClassArgs {
             ingress_class: self.ingress_class.clone(),
             controller_name: self.controller_name.clone(),
             watch_ingress_without_class: self.watch_ingress_without_class,
+            side_by_side_classes: self
+                .watch_ingress_class
+                .iter()
+                .map(|c| c.trim())
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect(),
             ..Settings::default()
         }
     }

@@ -187,7 +187,9 @@ impl StatusWriter {
     }
 
     async fn write_all(&mut self, t: &Translation) {
-        for (obj, report) in &t.reports {
+        // Side-by-side Ingresses belong to another controller: it writes
+        // their status and Events, never Portico.
+        for (obj, report) in t.reports.iter().filter(|(_, r)| !r.read_only) {
             self.send_events(obj, report).await;
             let status = match obj.kind {
                 Kind::Ingress => ingress_status(&self.addresses),
@@ -369,7 +371,11 @@ impl StatusWriter {
         info!("last replica shutting down: clearing Ingress status addresses");
         self.addresses.clear();
         let cleared = ingress_status(&[]);
-        for obj in t.reports.keys().filter(|o| o.kind == Kind::Ingress) {
+        let ours = t
+            .reports
+            .iter()
+            .filter(|(o, r)| o.kind == Kind::Ingress && !r.read_only);
+        for (obj, _) in ours {
             if let Err(e) = self.apply_status(obj, &cleared).await {
                 warn!(object = %obj, error = %e, "cannot clear Ingress status");
             }

@@ -1,6 +1,7 @@
 //! What users see through the API: HTTPRoute conditions (scenario 3), the
 //! CRD's CEL rules, IngressClass handling (2), Warning Events for invalid
-//! annotations (5) and Ingress status addresses (4).
+//! annotations (5), Ingress status addresses (4), and side-by-side mode
+//! (`--watch-ingress-class`) for a migration.
 
 use std::time::Duration;
 
@@ -248,6 +249,86 @@ async fn invalid_annotation_warns_and_the_rest_serves() -> anyhow::Result<()> {
     portico
         .wait_for("tidy.example", "/", StatusCode::OK, "web /")
         .await;
+    Ok(())
+}
+
+/// Side-by-side mode: another controller's Ingresses are served, and
+/// Portico writes neither their status nor Events about them, while it
+/// still does both for its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn side_by_side_serves_other_classes_read_only() -> anyhow::Result<()> {
+    let env = TestEnv::start("e2e-side", &[]).await?;
+    let ns = env.namespace.as_str();
+    let _web = env.backend("web").await?;
+    apply_json(
+        &env.admin,
+        &json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+            "metadata": {"name": "nginx"},
+            "spec": {"controller": "k8s.io/ingress-nginx"},
+        }),
+        false,
+    )
+    .await?;
+    let portico = Portico::start(
+        &env,
+        PorticoOptions {
+            args: vec![
+                "--watch-ingress-class".into(),
+                "nginx".into(),
+                "--publish-status-address".into(),
+                "203.0.113.9".into(),
+            ],
+            ..Default::default()
+        },
+    )
+    .await?;
+    let sloppy = |name: &str, class: &str, host: &str| {
+        let mut ing = ingress(ns, name, Some(class), host, &[("/", "web")]);
+        ing.metadata.annotations = Some(
+            [(
+                "nginx.ingress.kubernetes.io/proxy-read-timeout".to_owned(),
+                "soon".to_owned(),
+            )]
+            .into(),
+        );
+        ing
+    };
+    // Named to sort first: the status writer goes through objects in name
+    // order, so by the time "ours" is written, "a-theirs" would have been.
+    apply(&env.admin, &sloppy("a-theirs", "nginx", "theirs.example")).await?;
+    apply(&env.admin, &sloppy("ours", "portico", "ours.example")).await?;
+    portico
+        .wait_for("theirs.example", "/", StatusCode::OK, "web /")
+        .await;
+    portico
+        .wait_for("ours.example", "/", StatusCode::OK, "web /")
+        .await;
+    warning_event(&env.admin, ns, "ours").await;
+    let ingresses: Api<Ingress> = Api::namespaced(env.admin.clone(), ns);
+    let ip = Some("203.0.113.9".to_owned());
+    eventually("status of ours", CONVERGE, || async {
+        (ingress_addresses(&ingresses, "ours").await? == vec![(ip.clone(), None)]).then_some(())
+    })
+    .await;
+
+    let theirs = ingress_addresses(&ingresses, "a-theirs").await;
+    assert!(
+        theirs.as_ref().is_none_or(Vec::is_empty),
+        "status written for another controller's Ingress: {theirs:?}"
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.admin.clone(), ns);
+    let about_theirs = events
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("a-theirs"))
+        .count();
+    assert_eq!(
+        about_theirs, 0,
+        "Events sent about another controller's Ingress"
+    );
     Ok(())
 }
 

@@ -44,6 +44,7 @@ fn helm_lint_passes() -> anyhow::Result<()> {
 const ALL_ON: &[&str] = &[
     "ingressClass.default=true",
     "controller.watchIngressWithoutClass=true",
+    "controller.watchIngressClasses={nginx,traefik}",
     "controller.watchNamespace=apps",
     "controller.publishStatusAddress={198.51.100.1,lb.example.net}",
     "autoscaling.enabled=true",

@@ -169,6 +169,7 @@ fn report(
         diagnostics,
         rules_total: total,
         rules_served: served,
+        read_only: false,
     }
 }
 
@@ -354,6 +355,36 @@ async fn a_warning_event_per_finding_per_generation() {
     )]);
     w.write_all(&t2).await;
     assert_eq!(log.events().len(), 2);
+}
+
+#[tokio::test]
+async fn side_by_side_ingresses_get_no_status_and_no_events() {
+    let log = ApiLog::default();
+    let mut w = writer(&log, Fixture::default(), None);
+    w.publish_addresses = vec!["203.0.113.7".into()];
+    w.refresh_addresses().await;
+    let field = "metadata.annotations[nginx.ingress.kubernetes.io/proxy-read-timeout]";
+    let theirs = ObjectReport {
+        read_only: true,
+        ..report(1, vec![warning("InvalidAnnotation", field)], 1, 1)
+    };
+    let t = translation(vec![
+        (object(Kind::Ingress, "theirs"), theirs),
+        (
+            object(Kind::Ingress, "ours"),
+            report(1, vec![warning("InvalidAnnotation", field)], 1, 1),
+        ),
+    ]);
+    w.write_all(&t).await;
+    let patches = log.status_patches();
+    assert_eq!(patches.len(), 1, "{patches:#?}");
+    assert!(
+        patches[0].path.ends_with("/ingresses/ours/status"),
+        "{patches:#?}"
+    );
+    let events = log.events();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0].body["regarding"]["name"], "ours");
 }
 
 /// Drives the writer's loop: a translation arrives, then the loop stops.

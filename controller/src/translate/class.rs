@@ -17,6 +17,8 @@ pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-defaul
 /// controller is ours; or, without a class name, when the legacy annotation
 /// names our class; or, with neither, when one of our IngressClasses is the
 /// default or `--watch-ingress-without-class` is set.
+/// Ingresses of `--watch-ingress-class` classes are served too, read-only
+/// ([`is_side_by_side`]).
 pub fn ingress_is_ours(
     ingress: &Ingress,
     classes: &BTreeMap<String, Arc<IngressClass>>,
@@ -25,8 +27,53 @@ pub fn ingress_is_ours(
     class_verdict(ingress, classes, settings).is_ok()
 }
 
+/// Whether an Ingress is served read-only: not ours, but of a class named
+/// in `--watch-ingress-class` (side-by-side with another controller). Such
+/// an Ingress is routed like ours, but Portico writes no status and sends
+/// no Events for it: the other controller still owns it.
+pub fn is_side_by_side(
+    ingress: &Ingress,
+    classes: &BTreeMap<String, Arc<IngressClass>>,
+    settings: &Settings,
+) -> bool {
+    !settings.side_by_side_classes.is_empty()
+        && own_verdict(ingress, classes, settings).is_err()
+        && named_class(ingress).is_some_and(|c| settings.side_by_side_classes.contains(c))
+}
+
+/// The class an Ingress names: `spec.ingressClassName`, else the legacy
+/// annotation.
+fn named_class(ingress: &Ingress) -> Option<&str> {
+    ingress
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress_class_name.as_deref())
+        .or_else(|| {
+            ingress
+                .annotations()
+                .get(LEGACY_CLASS_ANNOTATION)
+                .map(|v| v.trim())
+        })
+}
+
 /// [`ingress_is_ours`], with the reason when it is not, for `portico validate`.
+/// Ingresses served side by side ([`is_side_by_side`]) count as served.
 pub fn class_verdict(
+    ingress: &Ingress,
+    classes: &BTreeMap<String, Arc<IngressClass>>,
+    settings: &Settings,
+) -> Result<(), String> {
+    let verdict = own_verdict(ingress, classes, settings);
+    if verdict.is_err()
+        && named_class(ingress).is_some_and(|c| settings.side_by_side_classes.contains(c))
+    {
+        return Ok(());
+    }
+    verdict
+}
+
+/// Whether an Ingress is Portico's own (read-write).
+fn own_verdict(
     ingress: &Ingress,
     classes: &BTreeMap<String, Arc<IngressClass>>,
     settings: &Settings,

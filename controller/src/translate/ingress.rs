@@ -46,6 +46,7 @@ pub(super) fn translate_all(
         let mut report = ObjectReport {
             generation: ing.metadata.generation,
             uid: ing.metadata.uid.clone(),
+            read_only: class::is_side_by_side(ing, &snap.ingress_classes, settings),
             ..Default::default()
         };
         report

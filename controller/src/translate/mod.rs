@@ -52,6 +52,9 @@ pub struct Settings {
     pub hsts: Hsts,
     /// `--enable-ssl-passthrough`.
     pub ssl_passthrough: bool,
+    /// `--watch-ingress-class`: other controllers' classes whose Ingresses
+    /// are served read-only, for a migration test behind a second address.
+    pub side_by_side_classes: std::collections::BTreeSet<String>,
 }
 
 impl Default for Settings {
@@ -65,6 +68,7 @@ impl Default for Settings {
             hsts_enabled: true,
             hsts: Hsts::DEFAULT,
             ssl_passthrough: false,
+            side_by_side_classes: std::collections::BTreeSet::new(),
         }
     }
 }
@@ -98,6 +102,9 @@ pub struct ObjectReport {
     /// Rules (HTTPRoute rules, Ingress paths) written and rules served.
     pub rules_total: usize,
     pub rules_served: usize,
+    /// Served side by side with another controller (`--watch-ingress-class`):
+    /// no status and no Events are written for it.
+    pub read_only: bool,
 }
 
 /// Hosts to serve with the certificate in a Secret.

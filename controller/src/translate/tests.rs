@@ -37,6 +37,9 @@ struct Expect {
     /// Objects served (reported), when given.
     #[serde(default)]
     served: Option<Vec<String>>,
+    /// Objects served read-only (side by side), when given.
+    #[serde(default)]
+    read_only: Option<Vec<String>>,
     /// TLS bindings as `ns/secret: [hosts]`, when given.
     #[serde(default)]
     tls: Option<BTreeMap<String, Vec<String>>>,
@@ -54,6 +57,8 @@ struct ExpectSettings {
     ingress_class: Option<String>,
     #[serde(default)]
     ssl_passthrough: bool,
+    #[serde(default)]
+    watch_ingress_class: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,6 +108,12 @@ fn run_fixture(path: &Path) -> Result<(), String> {
         settings.ingress_class = c.clone();
     }
     settings.ssl_passthrough = expect.settings.ssl_passthrough;
+    settings.side_by_side_classes = expect
+        .settings
+        .watch_ingress_class
+        .iter()
+        .cloned()
+        .collect();
     // Every fixture sees the shared objects of `base.yml` first.
     let base_path = path.with_file_name("base.yml");
     let base_text = std::fs::read_to_string(&base_path).map_err(|e| e.to_string())?;
@@ -122,6 +133,17 @@ fn run_fixture(path: &Path) -> Result<(), String> {
         let got: Vec<String> = t.reports.keys().map(|o| o.to_string()).collect();
         if &got != served {
             return Err(format!("served objects: got {got:?}, want {served:?}"));
+        }
+    }
+    if let Some(want) = &expect.read_only {
+        let got: Vec<String> = t
+            .reports
+            .iter()
+            .filter(|(_, r)| r.read_only)
+            .map(|(o, _)| o.to_string())
+            .collect();
+        if &got != want {
+            return Err(format!("read-only objects: got {got:?}, want {want:?}"));
         }
     }
     if let Some(want) = &expect.passthrough {
