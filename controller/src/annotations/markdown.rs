@@ -68,6 +68,7 @@ pub fn markdown() -> String {
         let on_invalid = match spec.on_invalid {
             Fallback::Ignored => "ignored",
             Fallback::PathDenied => "paths answer 503",
+            Fallback::CanaryUnused => "canary not used",
         };
         let mut doc = spec.doc.to_owned();
         if let Support::Partly(difference) = spec.support {

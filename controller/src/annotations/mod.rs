@@ -132,6 +132,9 @@ pub enum Fallback {
     /// The Ingress's paths answer 503 instead of serving something other
     /// than what was asked.
     PathDenied,
+    /// The canary Ingress is not used: every request goes to the mainline
+    /// (ingress-nginx, for an invalid `canary-by-header-pattern`).
+    CanaryUnused,
 }
 
 /// The typed annotations of one Ingress. `None` and the `Default` values mean
@@ -513,6 +516,9 @@ fn parse_object(
         match (spec.parse)(value, &mut draft) {
             Ok(()) => draft.record(spec.name, winner.key, winner.value),
             Err(reason) => {
+                if spec.on_invalid == Fallback::CanaryUnused {
+                    draft.canary_unused = true;
+                }
                 let message = format!("invalid: {reason}; {}", spec.fallback_phrase());
                 diagnostics.push(diagnostic(
                     winner.key,

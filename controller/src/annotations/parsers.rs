@@ -49,6 +49,9 @@ pub(crate) struct Draft {
     temporal_code: Option<u16>,
     canary_enabled: bool,
     canary: CanaryAnnotations,
+    /// An annotation whose invalid value leaves the canary unused was
+    /// invalid.
+    pub(crate) canary_unused: bool,
     notes: Vec<Note>,
     /// Registry name, key and value of every annotation that parsed.
     accepted: Vec<(&'static str, String, String)>,
@@ -121,6 +124,16 @@ impl Draft {
             return;
         }
         let mut canary = std::mem::take(&mut self.canary);
+        if self.canary_unused {
+            // Still a canary (it must not take over the mainline's paths),
+            // but one that nothing selects: no header, no cookie, weight 0.
+            self.out.canary = Some(CanaryAnnotations {
+                weight: Some(0),
+                weight_total: canary.weight_total,
+                ..CanaryAnnotations::default()
+            });
+            return;
+        }
         if let Some(weight) = canary.weight {
             let total = canary.weight_total;
             if weight > total {

@@ -127,6 +127,9 @@ impl AnnotationSpec {
         match self.on_invalid {
             Fallback::Ignored => format!("ignored, {}", self.default_phrase()),
             Fallback::PathDenied => "the Ingress's paths answer 503".to_owned(),
+            Fallback::CanaryUnused => {
+                "the canary is not used: its requests go to the mainline".to_owned()
+            }
         }
     }
 }
@@ -378,7 +381,7 @@ static REGISTRY: &[AnnotationSpec] = &[
         "canary-by-header-pattern",
         "",
         Ingress,
-        Ignored,
+        Fallback::CanaryUnused,
         Partly("the regex crate's syntax, not PCRE: no look-around or backreferences"),
         "Regular expression searched in the canary-by-header value to send to the canary; needs canary-by-header, ignored when canary-by-header-value is set (as ingress-nginx).",
         parsers::canary_by_header_pattern,

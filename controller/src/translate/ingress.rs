@@ -170,6 +170,9 @@ pub(super) fn annotation_diagnostic(d: &AnnotationDiagnostic) -> Diagnostic {
             field,
             format!("{msg}; the Ingress's paths answer 503"),
         ),
+        DiagnosticKind::Invalid(Fallback::CanaryUnused) => {
+            Diagnostic::error("InvalidAnnotation", field, msg)
+        }
         DiagnosticKind::Invalid(Fallback::Ignored) => {
             Diagnostic::warning("InvalidAnnotation", field, format!("{msg}; ignored"))
         }
