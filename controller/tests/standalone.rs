@@ -982,3 +982,52 @@ fn validate_speaks_json_and_github_and_exits_2_on_unreadable_input() {
     let (code, out) = validate_args(&[missing.to_str().unwrap()], "");
     assert_eq!(code, Some(2), "{out}");
 }
+
+/// A redirect URL without a path goes out as written (ingress-nginx), not
+/// with a `/` added; one with a path keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_annotations_send_the_url_as_written() {
+    async fn location(addr: SocketAddr, host: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out)).await;
+        assert!(read.is_ok(), "no answer for {host}");
+        let text = String::from_utf8_lossy(&out).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("location: "))
+            .unwrap_or_else(|| panic!("no Location: {text}"))
+            .to_owned()
+    }
+    let dir = dir_with_good_manifests();
+    let redirect = |name: &str, url: &str| {
+        format!(
+            r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  annotations: {{nginx.ingress.kubernetes.io/permanent-redirect: "{url}"}}
+spec:
+  ingressClassName: portico
+  rules: [{{host: {name}.test, http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: demo, port: {{number: 80}}}}}}}}]}}}}]
+"#
+        )
+    };
+    let text =
+        redirect("bare", "https://new.test") + &redirect("pathed", "https://new.test/landing");
+    std::fs::write(dir.path().join("redirects.yaml"), text).unwrap();
+    let portico = Portico::start_with(dir.path(), &[]);
+    portico.ready().await;
+    assert_eq!(
+        location(portico.http, "bare.test").await,
+        "https://new.test"
+    );
+    assert_eq!(
+        location(portico.http, "pathed.test").await,
+        "https://new.test/landing"
+    );
+}

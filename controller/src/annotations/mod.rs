@@ -291,6 +291,10 @@ pub struct RedirectTarget {
     pub url: http::Uri,
     /// One of 301, 302, 303, 307, 308.
     pub code: u16,
+    /// Written without a path or query (`https://example.com`): the
+    /// `Location` is sent as written, with no `/` added (ingress-nginx).
+    /// `url` cannot tell: `http::Uri` reads a missing path as `/`.
+    pub bare: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -43,9 +43,10 @@ pub(crate) struct KeyedNote {
 pub(crate) struct Draft {
     out: IngressAnnotations,
     svc: ServiceAnnotations,
-    permanent_url: Option<http::Uri>,
+    /// The URL and whether it was written bare (no path, no query).
+    permanent_url: Option<(http::Uri, bool)>,
     permanent_code: Option<u16>,
-    temporal_url: Option<http::Uri>,
+    temporal_url: Option<(http::Uri, bool)>,
     temporal_code: Option<u16>,
     canary_enabled: bool,
     canary: CanaryAnnotations,
@@ -80,9 +81,9 @@ impl Draft {
 
     fn finish_redirects(&mut self, notes: &mut Vec<KeyedNote>) {
         // ingress-nginx checks temporal-redirect first.
-        if let Some(url) = self.temporal_url.take() {
+        if let Some((url, bare)) = self.temporal_url.take() {
             let code = self.temporal_code.unwrap_or(DEFAULT_TEMPORAL_REDIRECT_CODE);
-            self.out.temporal_redirect = Some(RedirectTarget { url, code });
+            self.out.temporal_redirect = Some(RedirectTarget { url, code, bare });
             if self.permanent_url.take().is_some() {
                 self.note(
                     notes,
@@ -90,11 +91,11 @@ impl Draft {
                     "temporal-redirect is also set and wins, as in ingress-nginx; ignored",
                 );
             }
-        } else if let Some(url) = self.permanent_url.take() {
+        } else if let Some((url, bare)) = self.permanent_url.take() {
             let code = self
                 .permanent_code
                 .unwrap_or(DEFAULT_PERMANENT_REDIRECT_CODE);
-            self.out.permanent_redirect = Some(RedirectTarget { url, code });
+            self.out.permanent_redirect = Some(RedirectTarget { url, code, bare });
         }
         if self.out.temporal_redirect.is_none() && self.temporal_code.is_some() {
             self.note(
@@ -280,7 +281,7 @@ pub(crate) fn app_root(v: &str, d: &mut Draft) -> Result<(), String> {
 }
 
 pub(crate) fn permanent_redirect(v: &str, d: &mut Draft) -> Result<(), String> {
-    d.permanent_url = Some(values::redirect_url(v)?);
+    d.permanent_url = Some((values::redirect_url(v)?, values::is_bare_url(v)));
     Ok(())
 }
 
@@ -290,7 +291,7 @@ pub(crate) fn permanent_redirect_code(v: &str, d: &mut Draft) -> Result<(), Stri
 }
 
 pub(crate) fn temporal_redirect(v: &str, d: &mut Draft) -> Result<(), String> {
-    d.temporal_url = Some(values::redirect_url(v)?);
+    d.temporal_url = Some((values::redirect_url(v)?, values::is_bare_url(v)));
     Ok(())
 }
 

@@ -188,6 +188,7 @@ const VALID: &[Valid] = &[
             a.permanent_redirect = Some(RedirectTarget {
                 url: uri("https://example.com"),
                 code: 301,
+                bare: true,
             })
         },
     },
@@ -197,6 +198,7 @@ const VALID: &[Valid] = &[
             a.permanent_redirect = Some(RedirectTarget {
                 url: uri("HTTP://Example.com:8080/a/b?q=1&r=2"),
                 code: 301,
+                bare: false,
             })
         },
     },
@@ -209,6 +211,7 @@ const VALID: &[Valid] = &[
             a.permanent_redirect = Some(RedirectTarget {
                 url: uri("https://[::1]/x"),
                 code: 308,
+                bare: false,
             })
         },
     },
@@ -221,6 +224,7 @@ const VALID: &[Valid] = &[
             a.permanent_redirect = Some(RedirectTarget {
                 url: uri("http://10.0.0.1/"),
                 code: 302,
+                bare: false,
             })
         },
     },
@@ -231,6 +235,7 @@ const VALID: &[Valid] = &[
             a.temporal_redirect = Some(RedirectTarget {
                 url: uri("https://example.com/maintenance"),
                 code: 302,
+                bare: false,
             })
         },
     },
@@ -243,6 +248,7 @@ const VALID: &[Valid] = &[
             a.temporal_redirect = Some(RedirectTarget {
                 url: uri("https://example.com/"),
                 code: 307,
+                bare: false,
             })
         },
     },
@@ -255,6 +261,7 @@ const VALID: &[Valid] = &[
             a.temporal_redirect = Some(RedirectTarget {
                 url: uri("https://example.com/"),
                 code: 303,
+                bare: false,
             })
         },
     },
@@ -890,6 +897,7 @@ const INVALID: &[Invalid] = &[
             a.permanent_redirect = Some(RedirectTarget {
                 url: uri("https://example.com/"),
                 code: 301,
+                bare: false,
             })
         },
     },
@@ -914,6 +922,7 @@ const INVALID: &[Invalid] = &[
             a.temporal_redirect = Some(RedirectTarget {
                 url: uri("https://example.com/"),
                 code: 302,
+                bare: false,
             })
         },
     },
@@ -1742,6 +1751,7 @@ fn temporal_redirect_wins_over_permanent() {
         temporal_redirect: Some(RedirectTarget {
             url: uri("https://t.example/"),
             code: 302,
+            bare: false,
         }),
         ..Default::default()
     };

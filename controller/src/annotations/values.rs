@@ -405,6 +405,13 @@ pub(crate) fn dns1123_subdomain(s: &str) -> Result<String, String> {
 
 /// An absolute `http`/`https` URL with a host, no user information, no
 /// fragment and no nginx variables.
+/// Whether an absolute URL is written without a path or query
+/// (`https://example.com`).
+pub(crate) fn is_bare_url(s: &str) -> bool {
+    s.split_once("://")
+        .is_some_and(|(_, rest)| !rest.contains(['/', '?']))
+}
+
 pub(crate) fn redirect_url(s: &str) -> Result<Uri, String> {
     if s.contains('$') {
         return Err(

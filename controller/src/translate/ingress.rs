@@ -798,12 +798,15 @@ fn redirect_action(r: &RedirectTarget) -> Action {
         308 => RedirectStatus::PermanentRedirect,
         _ => RedirectStatus::Found,
     };
-    let path = r
-        .url
-        .path_and_query()
-        .map(|pq| pq.as_str().to_owned())
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| "/".into());
+    // As written: ingress-nginx answers `Location: http://host` for a URL
+    // without a path, not `http://host/`.
+    let path = if r.bare {
+        String::new()
+    } else {
+        r.url
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned())
+    };
     Action::Redirect(Redirect {
         scheme: Some(scheme),
         hostname: r.url.host().map(str::to_owned),
@@ -811,6 +814,29 @@ fn redirect_action(r: &RedirectTarget) -> Action {
         path: Some(PathModifier::ReplaceFullPath(path)),
         status,
     })
+}
+
+#[cfg(test)]
+#[test]
+fn redirect_urls_keep_their_path_as_written() {
+    let path_of = |url: &str| {
+        let r = RedirectTarget {
+            url: url.parse().unwrap(),
+            code: 301,
+            bare: !url.split_once("://").unwrap().1.contains(['/', '?']),
+        };
+        match redirect_action(&r) {
+            Action::Redirect(Redirect {
+                path: Some(PathModifier::ReplaceFullPath(p)),
+                ..
+            }) => p,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(path_of("https://new.test"), "");
+    assert_eq!(path_of("https://new.test/"), "/");
+    assert_eq!(path_of("https://new.test/a?b=1"), "/a?b=1");
+    assert_eq!(path_of("https://new.test?b=1"), "?b=1");
 }
 
 fn substitutions(segments: &[RewriteSegment]) -> Vec<Substitution> {
