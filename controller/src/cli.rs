@@ -34,6 +34,10 @@ pub enum Command {
     /// Parse and translate manifests offline; print every object's
     /// diagnostics. Exits 1 when any is an error.
     Validate(ValidateArgs),
+    /// Serve the validating admission webhook: parses Ingresses and
+    /// HTTPRoutes as `run` would, denies what cannot be served as written,
+    /// warns about the rest. No API client, no Secrets, no state.
+    Webhook(WebhookArgs),
     /// Print the version.
     Version,
 }
@@ -302,6 +306,22 @@ pub struct ValidateArgs {
     /// workflow annotations.
     #[arg(long, short = 'o', value_enum, default_value_t = ValidateFormat::Text)]
     pub output: ValidateFormat,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WebhookArgs {
+    /// Where the API server reaches the webhook (HTTPS, path `/validate`).
+    #[arg(long, env = "PORTICO_WEBHOOK_ADDR", default_value = "0.0.0.0:8443")]
+    pub webhook_addr: SocketAddr,
+    /// PEM certificate chain served to the API server; read again when it
+    /// changes (cert-manager rotates it in place).
+    #[arg(long, env = "PORTICO_TLS_CERT_FILE")]
+    pub tls_cert_file: PathBuf,
+    /// PEM private key of that certificate.
+    #[arg(long, env = "PORTICO_TLS_KEY_FILE")]
+    pub tls_key_file: PathBuf,
+    #[command(flatten)]
+    pub class: ClassArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -18,3 +18,4 @@ pub mod source;
 pub mod status;
 pub mod translate;
 pub mod validate;
+pub mod webhook;

@@ -31,6 +31,27 @@ fn main() -> ExitCode {
             print!("{report}");
             ExitCode::from(code)
         }
+        Command::Webhook(args) => {
+            init_tracing(LogFormat::Json);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("portico: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(portico_controller::webhook::serve(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("portico webhook: {e:#}");
+                    ExitCode::from(64)
+                }
+            }
+        }
         Command::Run(args) => {
             init_tracing(args.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -30,7 +30,7 @@ pub use chart::Chart;
 pub use control_plane::ControlPlane;
 pub use env::{TestEnv, tool};
 pub use objects::{apply, apply_json, endpoint_slice, ingress, service, tls_secret, warning_event};
-pub use portico::{Portico, PorticoOptions, Response};
+pub use portico::{Portico, PorticoOptions, Response, binary as portico_binary};
 pub use upstream::Upstream;
 
 /// Polls `f` every 20 ms until it returns `Some`; panics naming `what`

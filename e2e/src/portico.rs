@@ -21,7 +21,9 @@ use crate::TestEnv;
 
 /// The `portico` binary: `PORTICO_BIN`, else `portico` beside the test's
 /// target directory (after `cargo build -p portico`).
-fn binary() -> anyhow::Result<PathBuf> {
+/// The `portico` binary under test (`PORTICO_BIN`, or the one next to
+/// the test's target directory).
+pub fn binary() -> anyhow::Result<PathBuf> {
     let path = match std::env::var_os("PORTICO_BIN") {
         Some(p) => PathBuf::from(p),
         None => std::env::current_exe()?

@@ -204,7 +204,8 @@ impl ServerCert {
         &self.key.cert
     }
 
-    pub(crate) fn certified_key(&self) -> &Arc<CertifiedKey> {
+    /// The chain and signing key, as rustls serves them.
+    pub fn certified_key(&self) -> &Arc<CertifiedKey> {
         &self.key
     }
 }
