@@ -36,3 +36,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "portico.publishService" -}}
 {{- default (printf "%s/%s" .Release.Namespace (include "portico.fullname" .)) .Values.controller.publishService }}
 {{- end }}
+
+{{/* The webhook's pods: a name of their own, so the proxy's Service and
+PodDisruptionBudget never select them. */}}
+{{- define "portico.webhookSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "portico.name" . }}-webhook
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
