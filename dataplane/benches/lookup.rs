@@ -56,6 +56,7 @@ fn rule(path: PathMatch, headers: Vec<HeaderMatch>) -> Rule {
             retry: Default::default(),
         }),
         timeouts: Default::default(),
+        chain: Vec::new(),
         max_request_body: None,
         grpc: Default::default(),
     }

@@ -260,6 +260,7 @@ fn routes(endpoints: Vec<SocketAddr>, policy: EndpointPolicy, retry: RetryPolicy
                     retry,
                 }),
                 timeouts: Default::default(),
+                chain: Vec::new(),
                 max_request_body: Some(1 << 20),
                 grpc: Default::default(),
             }],

@@ -99,6 +99,7 @@ async fn proxy(listen: SocketAddr, upstream: SocketAddr) -> Result<(), Error> {
                     retry: Default::default(),
                 }),
                 timeouts: Default::default(),
+                chain: Vec::new(),
                 max_request_body: None,
                 grpc: GrpcOptions {
                     web: Some(GrpcWeb::default()),

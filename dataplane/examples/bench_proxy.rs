@@ -123,6 +123,7 @@ fn route_to(upstream: SocketAddr) -> RouteConfig {
                     retry: Default::default(),
                 }),
                 timeouts: Default::default(),
+                chain: Vec::new(),
                 max_request_body: Some(1 << 20),
                 grpc: Default::default(),
             }],

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::Shared;
-use crate::model::RouteConfig;
+use crate::model::{Filter, RouteConfig};
 use crate::observe::Rfc3339;
 
 /// Which pages a listener serves; the other set's paths answer 404 there.
@@ -104,6 +104,14 @@ struct DebugRoutes<'a> {
     published_at: String,
     rejected: Vec<String>,
     config: &'a RouteConfig,
+    /// Each rule's filter chain in running order, derived from `config`.
+    filters: Vec<RouteFilters<'a>>,
+}
+
+#[derive(Serialize)]
+struct RouteFilters<'a> {
+    route: &'a str,
+    rules: Vec<&'a [Filter]>,
 }
 
 fn route(shared: &Shared, pages: PageSet, req: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -145,6 +153,10 @@ fn route(shared: &Shared, pages: PageSet, req: &Request<Incoming>) -> Response<F
                 published_at: Rfc3339(table.published_at()).to_string(),
                 rejected: table.errors().iter().map(|e| e.to_string()).collect(),
                 config: table.config(),
+                filters: table
+                    .filters()
+                    .map(|(route, rules)| RouteFilters { route, rules })
+                    .collect(),
             };
             json(&doc)
         }

@@ -150,10 +150,141 @@ pub struct Rule {
     pub max_request_body: Option<u64>,
     #[serde(default)]
     pub grpc: GrpcOptions,
+    /// Filters on the rule's chain besides those derived from the fields
+    /// above and the route's [`HttpsPolicy`] (see [`Route::rule_filters`]):
+    /// where new policies go. Run by [`Filter::stage`], then list order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<Filter>,
+}
+
+impl Rule {
+    /// A rule for every request with `action` and the defaults: no
+    /// filters, the default timeouts, body limit and gRPC options.
+    pub fn new(action: Action) -> Self {
+        Self {
+            matches: Vec::new(),
+            filters: Filters::default(),
+            action,
+            timeouts: Timeouts::default(),
+            max_request_body: default_max_request_body(),
+            grpc: GrpcOptions::default(),
+            chain: Vec::new(),
+        }
+    }
 }
 
 fn default_max_request_body() -> Option<u64> {
     Some(DEFAULT_MAX_REQUEST_BODY)
+}
+
+// === impl Filter ===
+
+/// One policy of a rule's filter chain. The chain runs each request through
+/// its filters by [`Stage`], then in list order within a stage (the order
+/// Gateway API promises for HTTPRoute filters); the response side runs in
+/// reverse, so the first filter's response side runs last.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Filter {
+    /// Plain-HTTP requests are answered 308 to https (ingress-nginx
+    /// `ssl-redirect`, `force-ssl-redirect`).
+    HttpsRedirect(HttpsRedirect),
+    /// `Strict-Transport-Security` on answers to HTTPS requests.
+    Hsts(Hsts),
+    /// Edits the request headers as they go upstream.
+    RequestHeaders(HeaderModifier),
+    /// Edits the headers of every answer, the proxy's own included.
+    ResponseHeaders(HeaderModifier),
+    /// Answers CORS preflights of a gRPC-Web rule and decorates its answers
+    /// to allowed origins.
+    GrpcWebCors(Cors),
+    /// The request must come on a TLS connection verified under this
+    /// client-certificate policy: 421 over TLS otherwise, 403 over HTTP.
+    ClientCert(RouteClientAuth),
+    /// A declared request body (`Content-Length`) larger than this answers
+    /// 413 before anything is sent upstream (gRPC calls excepted).
+    BodyLimit(u64),
+}
+
+/// The phases a request goes through, after nginx's (rewrite → pre-access →
+/// access → content → log): a redirect answers before anyone is asked for
+/// credentials, a CORS preflight (which carries none) before an access
+/// check, and the content phase sees only admitted requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Rewrite,
+    PreAccess,
+    Access,
+    Content,
+    Log,
+}
+
+impl Filter {
+    /// The one place a filter's stage is decided. Within a stage, list
+    /// order holds. The header edits sit in the first stage so that their
+    /// response side runs after every later filter's (a CORS decoration
+    /// can be overridden), and HSTS's after theirs (it cannot be removed).
+    pub fn stage(&self) -> Stage {
+        match self {
+            Filter::HttpsRedirect(_)
+            | Filter::Hsts(_)
+            | Filter::RequestHeaders(_)
+            | Filter::ResponseHeaders(_) => Stage::Rewrite,
+            Filter::GrpcWebCors(_) => Stage::PreAccess,
+            Filter::ClientCert(_) => Stage::Access,
+            Filter::BodyLimit(_) => Stage::Content,
+        }
+    }
+}
+
+/// Orders a rule's filters for running: by stage, list order within one.
+pub fn order_filters(filters: &mut [Filter]) {
+    // Stable: list order within a stage is kept.
+    filters.sort_by_key(Filter::stage);
+}
+
+impl Route {
+    /// A rule's filter chain, in running order, derived from where the
+    /// settings live in this model: the route's HTTPS policy (redirect,
+    /// HSTS, client certificates) and the rule's header modifiers, body
+    /// limit and gRPC-Web CORS. Off the request path, once per table build.
+    pub fn rule_filters(&self, rule: &Rule) -> Vec<Filter> {
+        let mut out = Vec::new();
+        let https = &self.https;
+        if let Some(r) = https.redirect {
+            out.push(Filter::HttpsRedirect(r));
+        }
+        if let Some(h) = https.hsts {
+            out.push(Filter::Hsts(h));
+        }
+        // Listed before the response side of every later filter: see
+        // `Filter::stage`.
+        if !rule.filters.response_headers.is_empty() {
+            out.push(Filter::ResponseHeaders(
+                rule.filters.response_headers.clone(),
+            ));
+        }
+        if !rule.filters.request_headers.is_empty() {
+            out.push(Filter::RequestHeaders(rule.filters.request_headers.clone()));
+        }
+        if let Some(a) = &https.client_auth {
+            out.push(Filter::ClientCert(a.clone()));
+        }
+        // Bodies and the gRPC-Web bridge only matter where a request is
+        // forwarded: a redirect or a deny reads no body.
+        if matches!(rule.action, Action::Forward(_)) {
+            if let Some(web) = &rule.grpc.web {
+                out.push(Filter::GrpcWebCors(web.cors.clone()));
+            }
+            if let Some(limit) = rule.max_request_body {
+                out.push(Filter::BodyLimit(limit));
+            }
+        }
+        out.extend(rule.chain.iter().cloned());
+        order_filters(&mut out);
+        out
+    }
 }
 
 /// All conditions must hold (AND).
@@ -1508,6 +1639,7 @@ mod tests {
                         retry: RetryPolicy::default(),
                     }),
                     timeouts: Timeouts::default(),
+                    chain: Vec::new(),
                     max_request_body: Some(10),
                     grpc: Default::default(),
                 }],

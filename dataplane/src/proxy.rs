@@ -1,9 +1,11 @@
 //! The request path, as named phases: head rules → path normalisation →
-//! route → (redirect | forward) → respond.
+//! route → filter chain, request side (see [`crate::filter`]) → (redirect |
+//! forward | deny) → filter chain, response side → respond.
 //!
 //! Each request loads the live table once and finishes on it. Errors become
-//! small plain-text responses carrying the request id, in one place
-//! ([`error_response`]).
+//! small plain-text responses carrying the request id, or gRPC statuses for
+//! gRPC callers ([`RequestCtx::error`]); a filter's answer is rendered in
+//! one place too ([`render`]).
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -27,13 +29,13 @@ use tracing::{debug, warn};
 use crate::Shared;
 use crate::balance::RequestView;
 use crate::body::{BodyError, Done, GrpcRequest, RequestBody, ResponseBody, find_body_error};
+use crate::filter::Answer;
 use crate::forwarded::{ClientAddr, TrustedProxies, X_FORWARDED_FOR};
 use crate::grpc::{self, CallFailure, Code, GrpcBodyError};
 use crate::grpc_web::{WebContentType, WebEncoder};
 use crate::head::{self, Rejection};
 use crate::model::{
-    Action, HeaderModifier, HttpsRedirect, PathMatch, PathModifier, Protocol, Redirect,
-    RouteClientAuth, Scheme, Substitution,
+    Action, PathMatch, PathModifier, Protocol, Redirect, RouteClientAuth, Scheme, Substitution,
 };
 use crate::observe::{AccessRecord, NO_ROUTE, RouteStats};
 use crate::path::{self, PathError, PathNormalization, PathPolicy};
@@ -44,7 +46,7 @@ use crate::tls::ClientCert;
 use crate::upstream::UpstreamError;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
@@ -109,24 +111,24 @@ fn ip_header(a: ClientAddr) -> HeaderValue {
 
 /// Per-request facts gathered before routing, used by every later phase and
 /// by the access log.
-struct RequestCtx {
+pub(crate) struct RequestCtx {
     start: Instant,
     time: SystemTime,
     id: HeaderValue,
     /// The client the request is attributed to (logs, `X-Real-IP`,
     /// hashing by client, client policies).
     client: ClientAddr,
-    conn: Arc<ConnInfo>,
+    pub(crate) conn: Arc<ConnInfo>,
     /// Counted as the body streams; `None` for a request without a body
     /// (most), which spares it an allocation.
     bytes_in: Option<Arc<AtomicU64>>,
     /// The protocol the client speaks: the proxy's own errors are in it.
-    call: Call,
+    pub(crate) call: Call,
 }
 
 /// What a request is, as far as the shape of answers goes.
 #[derive(Clone, Debug)]
-enum Call {
+pub(crate) enum Call {
     Http,
     /// `application/grpc*`.
     Grpc,
@@ -264,47 +266,17 @@ pub(crate) async fn handle(
     }
     let route_id = Arc::clone(&routed.runtime.route_id);
     let stats = Arc::clone(&routed.runtime.stats);
-    let to_https = routed
-        .route
-        .https
-        .redirect
-        .as_ref()
-        .filter(|_| needs_https_redirect(&req, host, &ctx));
-    // A gRPC-Web rule answers CORS preflights itself, and decorates every
-    // answer to an allowed origin.
-    let web = routed.runtime.grpc_web.as_ref();
-    let origin = web.and_then(|_| req.headers().get(header::ORIGIN).cloned());
-    let preflight = web
-        .filter(|_| req.method() == Method::OPTIONS)
-        .and_then(|w| w.preflight(req.headers()));
-    let misdirected = to_https.is_none()
-        && routed
-            .route
-            .https
-            .client_auth
-            .as_ref()
-            .is_some_and(|a| !verified_under(&ctx.conn, a));
-    // A preflight answer already carries its CORS headers; every other
-    // answer to an allowed origin gets them below.
-    let is_preflight = preflight.is_some();
-    let (mut rsp, upstream) = match (&routed.rule.action, to_https, preflight) {
-        (_, Some(r), _) => (https_redirect(r, &req, host, &ctx), None),
-        (_, None, Some(p)) => (p, None),
-        _ if misdirected => (misdirected_response(&ctx), None),
-        (Action::Redirect(r), None, None) => (redirect(r, &routed, &req, host, &ctx), None),
-        (Action::Forward(_), None, None) => forward(&routed, req, &host_value, &ctx).await,
-        (Action::Deny { .. }, None, None) => (ctx.error(StatusCode::SERVICE_UNAVAILABLE), None),
+    // The rule's filters around its action: the request side may answer
+    // in its place; the response side runs on every answer.
+    let chain = &routed.runtime.chain;
+    let (passed, answer) = chain.request(&req, host, &ctx);
+    let (mut rsp, upstream) = match (answer, &routed.rule.action) {
+        (Some(a), _) => (render(a, &ctx), None),
+        (None, Action::Redirect(r)) => (render(redirect(r, &routed, &req, host, &ctx), &ctx), None),
+        (None, Action::Forward(_)) => forward(&routed, req, &host_value, &ctx).await,
+        (None, Action::Deny { .. }) => (ctx.error(StatusCode::SERVICE_UNAVAILABLE), None),
     };
-    if let Some(w) = web.filter(|_| !is_preflight) {
-        w.decorate(origin.as_ref(), rsp.headers_mut());
-    }
-    let mut rsp = apply_response_headers(rsp, &routed.rule.filters.response_headers);
-    if ctx.conn.scheme == Scheme::Https
-        && let Some(v) = &routed.runtime.hsts
-    {
-        rsp.headers_mut()
-            .insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
-    }
+    chain.response(&passed, &ctx.conn, rsp.headers_mut());
     Ok(finish(
         &shared,
         ctx,
@@ -378,25 +350,6 @@ fn check_parameters(
 
 // === phase: client certificate ===
 
-/// Whether the connection was verified under the route's client-certificate
-/// policy: its SNI host has that policy. Otherwise a client could name a
-/// host without a policy in SNI and one with it in `Host`.
-fn verified_under(conn: &ConnInfo, auth: &RouteClientAuth) -> bool {
-    conn.client_cert
-        .as_ref()
-        .is_some_and(|c| c.policy.id == auth.policy)
-}
-
-/// 421 over TLS (the connection's SNI host has another policy, RFC 9110
-/// §15.5.20), 403 over plain HTTP (no certificate can come that way).
-fn misdirected_response(ctx: &RequestCtx) -> Response<ResponseBody> {
-    let status = match ctx.conn.scheme {
-        Scheme::Https => StatusCode::MISDIRECTED_REQUEST,
-        Scheme::Http => StatusCode::FORBIDDEN,
-    };
-    error_response(status, &ctx.id)
-}
-
 /// Client-certificate facts for the upstream; any the client sent are
 /// dropped first, on every request, so they can never be forged.
 fn set_client_cert_headers(
@@ -440,64 +393,13 @@ fn set_client_cert_headers(
 
 // === phase: redirect ===
 
-/// ACME HTTP-01 challenges must be answered over plain HTTP.
-const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
-
-/// A route's HTTPS redirect applies to plain-HTTP requests with a host,
-/// except ACME challenges and requests a TLS-terminating load balancer in
-/// front already received over HTTPS (`X-Forwarded-Proto: https`, as
-/// ingress-nginx's `force-ssl-redirect` behind an offloading load balancer
-/// needs). That header counts only from a trusted proxy, as ingress-nginx
-/// reads it only with `use-forwarded-headers`: from anyone else it is the
-/// client's claim, and would spare a plain-HTTP request its redirect.
-fn needs_https_redirect(req: &Request<Incoming>, host: &str, ctx: &RequestCtx) -> bool {
-    ctx.conn.scheme == Scheme::Http
-        && !host.is_empty()
-        && !req.uri().path().starts_with(ACME_CHALLENGE)
-        && !forwarded_over_https(req, ctx)
-}
-
-/// A trusted proxy in front says it received the request over HTTPS.
-fn forwarded_over_https(req: &Request<Incoming>, ctx: &RequestCtx) -> bool {
-    ctx.conn.trusted
-        && req
-            .headers()
-            .get(&X_FORWARDED_PROTO)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
-}
-
-/// 308 to `https://host[:port]<request URI>`, ingress-nginx's
-/// `ssl-redirect`: one trailing `/` of the request URI is dropped unless
-/// `preserve_trailing_slash`.
-fn https_redirect(
-    r: &HttpsRedirect,
-    req: &Request<Incoming>,
-    host: &str,
-    ctx: &RequestCtx,
-) -> Response<ResponseBody> {
-    let (host, _) = split_host_port(host);
-    let mut uri = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    if !r.preserve_trailing_slash {
-        uri = uri.strip_suffix('/').unwrap_or(uri);
-    }
-    let port = r.port.filter(|p| *p != Scheme::Https.default_port());
-    redirect_response(
-        StatusCode::PERMANENT_REDIRECT,
-        Scheme::Https,
-        host,
-        port,
-        uri,
-        ctx,
-    )
-}
-
 fn redirect(
     r: &Redirect,
     routed: &Routed<'_>,
     req: &Request<Incoming>,
     host: &str,
     ctx: &RequestCtx,
-) -> Response<ResponseBody> {
+) -> Answer {
     let scheme = r.scheme.unwrap_or(ctx.conn.scheme);
     let (req_host, req_port) = split_host_port(host);
     let target_host = r.hostname.as_deref().unwrap_or(req_host);
@@ -514,39 +416,55 @@ fn redirect(
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned()),
     };
-    redirect_response(
-        r.status.code(),
-        scheme,
-        target_host,
-        port,
-        &path_and_query,
-        ctx,
-    )
+    Answer::Redirect {
+        status: r.status.code(),
+        location: location(scheme, target_host, port, &path_and_query),
+    }
 }
 
-/// A redirect to `scheme://host[:port]path_and_query`; 400 when that is not
-/// a valid header value.
-fn redirect_response(
-    status: StatusCode,
+/// `scheme://host[:port]path_and_query`.
+pub(crate) fn location(
     scheme: Scheme,
     host: &str,
     port: Option<u16>,
     path_and_query: &str,
-    ctx: &RequestCtx,
-) -> Response<ResponseBody> {
+) -> String {
     let mut location = format!("{}://{}", scheme.as_str(), host);
     if let Some(p) = port {
         let _ = write!(location, ":{p}");
     }
     location.push_str(path_and_query);
-    match HeaderValue::try_from(location) {
-        Ok(loc) => {
-            let mut rsp = Response::new(ResponseBody::empty());
-            *rsp.status_mut() = status;
-            rsp.headers_mut().insert(header::LOCATION, loc);
+    location
+}
+
+/// The one renderer of a filter's or a redirect rule's answer, in the
+/// caller's protocol. A redirect stays a redirect for HTTP and gRPC-Web
+/// (a browser's fetch follows it); a gRPC client cannot follow one, so it
+/// gets a status it can read, with the `Location` for whoever looks.
+fn render(answer: Answer, ctx: &RequestCtx) -> Response<ResponseBody> {
+    match answer {
+        Answer::Preflight(rsp) => *rsp,
+        Answer::Status(status) => ctx.error(status),
+        Answer::Redirect { status, location } => {
+            // A location the client's own path made invalid.
+            let Ok(location) = HeaderValue::try_from(location) else {
+                return ctx.error(StatusCode::BAD_REQUEST);
+            };
+            let mut rsp = match ctx.call {
+                Call::Grpc => ctx.grpc_status(
+                    Code::from_http(status),
+                    &format!("portico: redirected with HTTP {}", status.as_u16()),
+                    StatusCode::OK,
+                ),
+                Call::Http | Call::Web { .. } => {
+                    let mut rsp = Response::new(ResponseBody::empty());
+                    *rsp.status_mut() = status;
+                    rsp
+                }
+            };
+            rsp.headers_mut().insert(header::LOCATION, location);
             rsp
         }
-        Err(_) => error_response(StatusCode::BAD_REQUEST, &ctx.id),
     }
 }
 
@@ -568,7 +486,7 @@ async fn forward(
         Call::Web {
             content_type,
             text_out,
-        } if routed.runtime.grpc_web.is_some() => Some((content_type, *text_out)),
+        } if routed.runtime.bridges_grpc_web => Some((content_type, *text_out)),
         _ => None,
     };
     if bridge.is_some() && req.method() != Method::POST {
@@ -580,13 +498,6 @@ async fn forward(
         return (rsp, None);
     }
     let grpc_call = bridge.is_some() || matches!(ctx.call, Call::Grpc);
-    // A gRPC stream is unbounded: its messages are limited one by one.
-    if !grpc_call
-        && let Some(limit) = rule.max_request_body
-        && content_length(req.headers()).is_some_and(|len| len > limit)
-    {
-        return (ctx.error(StatusCode::PAYLOAD_TOO_LARGE), None);
-    }
     let backends = match &routed.runtime.canary {
         Some(canary) if canary.selects(req.headers()) => &canary.backends,
         _ => &routed.runtime.backends,
@@ -658,7 +569,7 @@ async fn forward(
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), upstream_request_id(&ctx.id));
-    apply_header_modifier(&mut parts.headers, &rule.filters.request_headers);
+    routed.runtime.chain.upstream_request(&mut parts.headers);
     if let Some((content_type, _)) = bridge {
         // gRPC proper toward the backend: its content type, no length (a
         // text body shrinks when decoded), and `te: trailers`, which gRPC
@@ -1027,14 +938,6 @@ fn non_grpc_answer(status: StatusCode, ctx: &RequestCtx) -> Response<ResponseBod
     ctx.grpc_status(code, &message, StatusCode::OK)
 }
 
-fn apply_response_headers(
-    mut rsp: Response<ResponseBody>,
-    m: &HeaderModifier,
-) -> Response<ResponseBody> {
-    apply_header_modifier(rsp.headers_mut(), m);
-    rsp
-}
-
 // === helpers ===
 
 /// The host a request is for: `:authority` (HTTP/2, absolute-form) first,
@@ -1101,7 +1004,7 @@ fn upstream_request_id(id: &HeaderValue) -> HeaderValue {
     id
 }
 
-fn content_length(headers: &HeaderMap) -> Option<u64> {
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)?
         .to_str()
@@ -1243,21 +1146,6 @@ fn appended_forwarded_for(headers: &HeaderMap, peer: &HeaderValue) -> HeaderValu
     joined.extend_from_slice(peer.as_bytes());
     // Valid values joined by ", " are a valid value.
     HeaderValue::from_bytes(&joined).unwrap_or_else(|_| peer.clone())
-}
-
-fn apply_header_modifier(headers: &mut HeaderMap, m: &HeaderModifier) {
-    if m.is_empty() {
-        return;
-    }
-    for (name, value) in &m.set {
-        headers.insert(name.clone(), value.clone());
-    }
-    for (name, value) in &m.add {
-        headers.append(name.clone(), value.clone());
-    }
-    for name in &m.remove {
-        headers.remove(name);
-    }
 }
 
 /// The rewritten path with the request's query. A modifier whose result has

@@ -10,9 +10,9 @@ use http::HeaderMap;
 use regex::Regex;
 
 use crate::balance::Balancer;
-use crate::grpc_web::WebRuntime;
+use crate::filter::Chain;
 use crate::model::{
-    Action, Backend, Canary, CanaryHeaderValue, PathModifier, Protocol, RetryPolicy, Route,
+    Action, Backend, Canary, CanaryHeaderValue, Filter, PathModifier, Protocol, RetryPolicy, Route,
     RouteConfig, RouteMatch, Rule, UpstreamTls,
 };
 use crate::observe::{Metrics, RouteStats};
@@ -39,10 +39,12 @@ pub struct RuleRuntime {
     pub canary: Option<CanaryRuntime>,
     /// The compiled pattern of a [`PathModifier::RegexReplace`] rewrite.
     pub rewrite_regex: Option<Regex>,
-    /// The route's `Strict-Transport-Security` value, for HTTPS responses.
-    pub hsts: Option<http::HeaderValue>,
-    /// Set when the rule bridges gRPC-Web.
-    pub grpc_web: Option<WebRuntime>,
+    /// The rule bridges gRPC-Web calls to gRPC.
+    pub bridges_grpc_web: bool,
+    /// The rule's filters in running order, as data (`/debug/routes`)...
+    pub filters: Vec<Filter>,
+    /// ...and compiled.
+    pub chain: Chain,
 }
 
 /// A compiled [`Canary`]: decides per request which backend set serves it.
@@ -131,11 +133,6 @@ impl RouteTable {
             .map(|route| {
                 let route_id: Arc<str> = Arc::from(route.id.as_str());
                 let stats = metrics.route_stats(&route.id);
-                // Digits and fixed words: always a valid header value.
-                let hsts = route
-                    .https
-                    .hsts
-                    .and_then(|h| http::HeaderValue::try_from(h.header_value()).ok());
                 route
                     .rules
                     .iter()
@@ -149,6 +146,8 @@ impl RouteTable {
                                 reason,
                             })
                         };
+                        let filters = route.rule_filters(rule);
+                        let chain = Chain::build(&filters, rule);
                         let Action::Forward(fwd) = &rule.action else {
                             return RuleRuntime {
                                 route_id: Arc::clone(&route_id),
@@ -156,8 +155,9 @@ impl RouteTable {
                                 backends: BackendSet::default(),
                                 canary: None,
                                 rewrite_regex: None,
-                                hsts: hsts.clone(),
-                                grpc_web: None,
+                                bridges_grpc_web: false,
+                                filters,
+                                chain,
                             };
                         };
                         let rewrite_regex = match fwd.rewrite.as_ref().and_then(|r| r.path.as_ref())
@@ -190,8 +190,9 @@ impl RouteTable {
                             ),
                             canary,
                             rewrite_regex,
-                            hsts: hsts.clone(),
-                            grpc_web: rule.grpc.web.as_ref().map(WebRuntime::build),
+                            bridges_grpc_web: rule.grpc.web.is_some(),
+                            filters,
+                            chain,
                         }
                     })
                     .collect()
@@ -231,6 +232,18 @@ impl RouteTable {
 
     pub fn config(&self) -> &RouteConfig {
         &self.config
+    }
+
+    /// Each route's id with each rule's filter chain, in running order.
+    pub fn filters(&self) -> impl Iterator<Item = (&str, Vec<&[Filter]>)> {
+        self.config
+            .routes
+            .iter()
+            .zip(&self.rules)
+            .map(|(route, rules)| {
+                let chains = rules.iter().map(|r| r.filters.as_slice()).collect();
+                (route.id.as_str(), chains)
+            })
     }
 
     pub fn errors(&self) -> &[RouteError] {
@@ -560,6 +573,7 @@ mod tests {
                         retry: Default::default(),
                     }),
                     timeouts: Timeouts::default(),
+                    chain: Vec::new(),
                     max_request_body: None,
                     grpc: Default::default(),
                 }],

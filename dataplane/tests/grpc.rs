@@ -207,6 +207,31 @@ async fn proxy_errors_are_grpc_shaped() {
     assert_trailers_only(&a, Code::Unavailable);
 }
 
+/// A filter's answer (here a client-certificate mismatch, and an HTTPS
+/// redirect) reaches a gRPC client as a status, never as a text/plain page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_answers_are_grpc_shaped() {
+    let up = grpc_upstream().await;
+    let mut routes = grpc_routes(&[up]);
+    routes.routes[0].https.client_auth = Some(portico_dataplane::model::RouteClientAuth {
+        policy: "default/client-ca".into(),
+        pass_certificate: false,
+    });
+    let proxy = Proxy::start(routes.clone()).await;
+    // Plain HTTP cannot carry a certificate: 403, as PERMISSION_DENIED.
+    let a = raw_call(&proxy, "/portico.test.Echo/Unary", &req("x"), &[]).await;
+    assert_trailers_only(&a, Code::PermissionDenied);
+
+    routes.routes[0].https.redirect = Some(Default::default());
+    let proxy = Proxy::start(routes).await;
+    let a = raw_call(&proxy, "/portico.test.Echo/Unary", &req("x"), &[]).await;
+    assert_trailers_only(&a, Code::Unknown);
+    assert_eq!(
+        a.headers["location"].to_str().unwrap(),
+        format!("https://{}/portico.test.Echo/Unary", proxy.addr.ip())
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_grpc_upstream_answer_becomes_a_status() {
     let html = Upstream::start(|_req| async {

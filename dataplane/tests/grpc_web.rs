@@ -729,6 +729,65 @@ async fn cors_preflight_and_response_headers() {
     }
 }
 
+/// The filter chain's order over the wire: an HTTPS redirect answers
+/// before a CORS preflight, which answers before a client-certificate
+/// mismatch; on the way back CORS decorates every answer (the filters' own
+/// included) and a response header edit comes after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_answer_in_stage_order() {
+    let up = grpc_upstream().await;
+    let mut routes = web_routes(&[up], None);
+    let r = &mut routes.routes[0];
+    r.https.redirect = Some(Default::default());
+    r.https.client_auth = Some(portico_dataplane::model::RouteClientAuth {
+        policy: "default/client-ca".into(),
+        pass_certificate: false,
+    });
+    r.rules[0].filters.response_headers.set.push((
+        http::HeaderName::from_static("access-control-max-age"),
+        http::HeaderValue::from_static("60"),
+    ));
+    let c = h1_client();
+    let preflight = |proxy: &Proxy| {
+        Request::builder()
+            .method(Method::OPTIONS)
+            .uri(format!("http://{}/portico.test.Echo/Unary", proxy.addr))
+            .header("origin", ORIGIN)
+            .header("access-control-request-method", "POST")
+            .body(empty())
+            .unwrap()
+    };
+
+    let proxy = Proxy::start(routes.clone()).await;
+    let (status, h, _) = send(&c, preflight(&proxy)).await;
+    assert_eq!(status, StatusCode::PERMANENT_REDIRECT, "redirect first");
+    assert!(h["location"].to_str().unwrap().starts_with("https://"));
+    assert_eq!(h["access-control-allow-origin"], ORIGIN, "{h:?}");
+
+    routes.routes[0].https.redirect = None;
+    let proxy = Proxy::start(routes).await;
+    let (status, h, _) = send(&c, preflight(&proxy)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "preflight before access");
+    assert_eq!(h["access-control-max-age"], "60", "the edit runs last");
+
+    // Plain HTTP carries no certificate: refused, as a gRPC-Web status.
+    let a = call(
+        &c,
+        &proxy,
+        "/portico.test.Echo/Unary",
+        "application/grpc-web+proto",
+        full(frame(&req("x"))),
+        &[("origin", ORIGIN)],
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(
+        a.headers["grpc-status"],
+        (Code::PermissionDenied as i32).to_string().as_str()
+    );
+    assert_eq!(a.headers["access-control-allow-origin"], ORIGIN);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_bridge_grpc_web_passes_through_untouched() {
     let seen = Upstream::start(|req: Request<hyper::body::Incoming>| async move {

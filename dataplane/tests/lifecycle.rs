@@ -148,6 +148,12 @@ async fn readiness_follows_publication_and_drain() {
     assert_eq!(doc["generation"], 1);
     assert_eq!(doc["config"]["routes"][0]["id"], "r");
     assert_eq!(doc["config"]["routes"][0]["hostnames"][0], "ready.test");
+    // Each rule's filter chain, in running order: here only the body limit.
+    assert_eq!(
+        doc["filters"],
+        serde_json::json!([{"route": "r", "rules": [[{"body_limit": 1048576}]]}]),
+        "{routes}"
+    );
 
     // Drain: readiness fails while the admin listener still answers. Keep a
     // slow request in flight so the drain has something to wait for.

@@ -154,6 +154,7 @@ async fn redirects() {
         filters: Filters::default(),
         action: Action::Redirect(redirect),
         timeouts: Timeouts::default(),
+        chain: Vec::new(),
         max_request_body: None,
         grpc: Default::default(),
     };
@@ -892,6 +893,7 @@ async fn deny_answers_503_without_contacting_upstreams() {
                 reason: "invalid permanent-redirect".into(),
             },
             timeouts: Timeouts::default(),
+            chain: Vec::new(),
             max_request_body: None,
             grpc: Default::default(),
         }],

@@ -276,6 +276,7 @@ async fn see_other_and_temporary_redirects() {
         filters: Filters::default(),
         action: Action::Redirect(to),
         timeouts: Timeouts::default(),
+        chain: Vec::new(),
         max_request_body: None,
         grpc: Default::default(),
     };

@@ -286,6 +286,7 @@ fn translate_rule(
         action,
         timeouts,
         // Gateway API sets no body limit; keep the dataplane's safe default.
+        chain: Vec::new(),
         max_request_body: Some(portico_dataplane::model::DEFAULT_MAX_REQUEST_BODY),
         grpc: grpc.clone(),
     })

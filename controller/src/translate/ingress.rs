@@ -415,6 +415,7 @@ impl IngressTranslator<'_> {
                 send: self.ann.proxy_send_timeout.unwrap_or(defaults.send),
                 request: None,
             },
+            chain: Vec::new(),
             max_request_body: match self.ann.proxy_body_size {
                 None => Some(portico_dataplane::model::DEFAULT_MAX_REQUEST_BODY),
                 Some(BodySize::Unlimited) => None,

@@ -48,6 +48,7 @@ fn rule(matches: Vec<RouteMatch>) -> Rule {
             retry: Default::default(),
         }),
         timeouts: Default::default(),
+        chain: Vec::new(),
         max_request_body: None,
         grpc: Default::default(),
     }

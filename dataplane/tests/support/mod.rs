@@ -456,6 +456,7 @@ pub fn forward_rule(matches: Vec<RouteMatch>, backends: Vec<Backend>) -> Rule {
             retry: Default::default(),
         }),
         timeouts: Timeouts::default(),
+        chain: Vec::new(),
         max_request_body: Some(DEFAULT_MAX_REQUEST_BODY),
         grpc: Default::default(),
     }
@@ -474,6 +475,7 @@ pub fn prefix_redirect(from: &str, to: &str) -> Rule {
             status: RedirectStatus::Found,
         }),
         timeouts: Timeouts::default(),
+        chain: Vec::new(),
         max_request_body: None,
         grpc: Default::default(),
     }
