@@ -869,7 +869,7 @@ fn reserved_header_rule(name: &str) -> String {
     format!("!({name}.lowerAscii() in [{}])", names.join(", "))
 }
 
-const RESERVED_HEADER_MESSAGE: &str = "Content-Length, Transfer-Encoding, Trailer, Connection, Keep-Alive, Proxy-Connection, TE, Upgrade and Host cannot be set, added or removed by a header filter: they frame the message or belong to the connection (change the host with urlRewrite.hostname)";
+const RESERVED_HEADER_MESSAGE: &str = "Content-Length, Transfer-Encoding, Trailer, Connection, Keep-Alive, Proxy-Connection, TE, Upgrade, Host, SSL-Client-Verify, SSL-Client-Subject-DN, SSL-Client-Issuer-DN and SSL-Client-Cert cannot be set, added or removed by a header filter: they frame the message, belong to the connection or carry the proxy's client-certificate verdict (change the host with urlRewrite.hostname)";
 
 /// Answer with a redirect. Fields left out keep that part of the request URL.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

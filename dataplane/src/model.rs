@@ -1010,12 +1010,16 @@ impl HeaderModifier {
 /// manage. The upstream `Host` is chosen by a URL rewrite, which keeps it
 /// and the HTTP/2 `:authority` consistent. HTTP/2 pseudo-headers (`:path`)
 /// are not header names at all: [`HeaderName`] refuses them.
-pub const RESERVED_HEADERS: [(&str, &str); 9] = [
+pub const RESERVED_HEADERS: [(&str, &str); 13] = [
     ("connection", HOP_BY_HOP),
     ("content-length", FRAMING),
     ("host", HOST),
     ("keep-alive", HOP_BY_HOP),
     ("proxy-connection", HOP_BY_HOP),
+    ("ssl-client-cert", CLIENT_CERT),
+    ("ssl-client-issuer-dn", CLIENT_CERT),
+    ("ssl-client-subject-dn", CLIENT_CERT),
+    ("ssl-client-verify", CLIENT_CERT),
     ("te", HOP_BY_HOP),
     ("trailer", FRAMING),
     ("transfer-encoding", FRAMING),
@@ -1025,6 +1029,7 @@ pub const RESERVED_HEADERS: [(&str, &str); 9] = [
 const FRAMING: &str =
     "it frames the message, and a written value would desynchronise the connection";
 const HOP_BY_HOP: &str = "it belongs to one connection (hop-by-hop) and only the proxy sets it";
+const CLIENT_CERT: &str = "it carries the proxy's client-certificate verdict to the upstream, which must be able to trust it";
 const HOST: &str = "the upstream host is changed with a URL rewrite hostname (upstream-vhost), not a header filter";
 
 /// Whether a user-written header modifier may set, add or remove `name`;
@@ -1479,6 +1484,11 @@ mod tests {
             "te",
             "upgrade",
             "Host",
+            // The proxy's client-certificate verdict, which backends trust.
+            "SSL-Client-Verify",
+            "ssl-client-subject-dn",
+            "ssl-client-issuer-dn",
+            "ssl-client-cert",
         ] {
             let parsed = HeaderName::from_bytes(name.as_bytes()).unwrap();
             assert!(user_settable(&parsed).is_err(), "{name}");
