@@ -33,36 +33,21 @@ fn main() -> ExitCode {
         }
         Command::Webhook(args) => {
             init_tracing(LogFormat::Json);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("portico: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
             };
             match runtime.block_on(portico_controller::webhook::serve(args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("portico webhook: {e:#}");
-                    ExitCode::from(64)
+                    tracing::error!(error = format!("{e:#}"), "portico webhook cannot start");
+                    ExitCode::from(EXIT_CONFIG)
                 }
             }
         }
         Command::Run(args) => {
             init_tracing(args.log_format);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("portico: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
             };
             match runtime.block_on(portico_controller::run::run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -71,6 +56,21 @@ fn main() -> ExitCode {
                     ExitCode::from(EXIT_CONFIG)
                 }
             }
+        }
+    }
+}
+
+/// The multi-threaded runtime `run` and `webhook` serve on; `None` (said
+/// on stderr) when it cannot start.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("portico: cannot start the runtime: {e}");
+            None
         }
     }
 }

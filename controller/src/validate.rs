@@ -11,8 +11,6 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use k8s_openapi::api::networking::v1::{IngressClass, IngressClassSpec};
-use kube::api::ObjectMeta;
 use serde_json::{Value, json};
 
 use crate::cli::{ValidateArgs, ValidateFormat};
@@ -21,7 +19,7 @@ use crate::snapshot::{Object, Snapshot, key};
 use crate::source::manifests::{
     MAX_FILE_BYTES, ManifestError, NotRead, Problem, parse_documents, read_file,
 };
-use crate::translate::class::class_verdict;
+use crate::translate::class::{assumed_class, class_verdict};
 use crate::translate::{Settings, translate};
 
 /// Nothing to report (under `--strict`, not even a warning).
@@ -158,16 +156,7 @@ fn assume_class(objects: &mut Vec<Object>, settings: &Settings) -> bool {
     if objects.iter().any(|o| matches!(o, Object::IngressClass(_))) {
         return false;
     }
-    objects.push(Object::IngressClass(Arc::new(IngressClass {
-        metadata: ObjectMeta {
-            name: Some(settings.ingress_class.clone()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(IngressClassSpec {
-            controller: Some(settings.controller_name.clone()),
-            parameters: None,
-        }),
-    })));
+    objects.push(Object::IngressClass(Arc::new(assumed_class(settings))));
     true
 }
 

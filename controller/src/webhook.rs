@@ -28,8 +28,8 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use k8s_openapi::api::networking::v1::{Ingress, IngressClass, IngressClassSpec};
-use kube::api::{DynamicObject, ObjectMeta};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use portico_crds::HTTPRoute;
 use portico_dataplane::tls::ServerCert;
@@ -259,16 +259,7 @@ fn judge(object: Object, settings: &Settings) -> Verdict {
         Object::HttpRoute(x) => (Kind::HttpRoute, key(x.as_ref())),
         _ => return Verdict::default(),
     };
-    let class = Object::IngressClass(Arc::new(IngressClass {
-        metadata: ObjectMeta {
-            name: Some(settings.ingress_class.clone()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(IngressClassSpec {
-            controller: Some(settings.controller_name.clone()),
-            parameters: None,
-        }),
-    }));
+    let class = Object::IngressClass(Arc::new(crate::translate::class::assumed_class(settings)));
     let snap = Snapshot::from_objects([object, class]);
     let t = translate(&snap, settings);
     let target = ObjectRef {

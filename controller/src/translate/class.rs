@@ -122,6 +122,22 @@ fn own_verdict(
     }
 }
 
+/// The IngressClass Portico would own under `settings`: what `portico
+/// validate` and the admission webhook assume when they see no
+/// IngressClass objects (the chart installs it).
+pub fn assumed_class(settings: &Settings) -> IngressClass {
+    IngressClass {
+        metadata: kube::api::ObjectMeta {
+            name: Some(settings.ingress_class.clone()),
+            ..Default::default()
+        },
+        spec: Some(k8s_openapi::api::networking::v1::IngressClassSpec {
+            controller: Some(settings.controller_name.clone()),
+            parameters: None,
+        }),
+    }
+}
+
 pub fn class_is_ours(class: &IngressClass, settings: &Settings) -> bool {
     class
         .spec
