@@ -64,6 +64,15 @@ pub struct ClassArgs {
     /// and no Events are written for them. Comma-separated or repeated.
     #[arg(long, env = "PORTICO_WATCH_INGRESS_CLASS", value_delimiter = ',')]
     pub watch_ingress_class: Vec<String>,
+    /// Clients allowed on every Ingress without an `allowlist-source-range`
+    /// annotation of its own (CIDR ranges or addresses, comma-separated);
+    /// empty: all.
+    #[arg(long, env = "PORTICO_ALLOWLIST_SOURCE_RANGE", value_delimiter = ',', value_parser = parse_range)]
+    pub allowlist_source_range: Vec<IpNet>,
+    /// Clients refused on every Ingress without a `denylist-source-range`
+    /// annotation of its own.
+    #[arg(long, env = "PORTICO_DENYLIST_SOURCE_RANGE", value_delimiter = ',', value_parser = parse_range)]
+    pub denylist_source_range: Vec<IpNet>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -350,6 +359,8 @@ impl ClassArgs {
                 .filter(|c| !c.is_empty())
                 .map(str::to_owned)
                 .collect(),
+            allowlist_source_range: self.allowlist_source_range.clone(),
+            denylist_source_range: self.denylist_source_range.clone(),
             ..Settings::default()
         }
     }

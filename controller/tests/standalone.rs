@@ -988,14 +988,7 @@ fn validate_speaks_json_and_github_and_exits_2_on_unreadable_input() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirect_annotations_send_the_url_as_written() {
     async fn location(addr: SocketAddr, host: &str) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let head = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        s.write_all(head.as_bytes()).await.unwrap();
-        let mut out = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out)).await;
-        assert!(read.is_ok(), "no answer for {host}");
-        let text = String::from_utf8_lossy(&out).into_owned();
+        let text = raw_get(addr, host, "").await;
         text.lines()
             .find_map(|l| l.strip_prefix("location: "))
             .unwrap_or_else(|| panic!("no Location: {text}"))
@@ -1030,4 +1023,107 @@ spec:
         location(portico.http, "pathed.test").await,
         "https://new.test/landing"
     );
+}
+
+/// The whole answer to `GET /` on `host`, with `extra` header lines, over
+/// a raw connection (no client library normalising anything).
+async fn raw_get(addr: SocketAddr, host: &str, extra: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!("GET / HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "no answer for {host}");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of [`raw_get`]'s answer.
+async fn status_of(addr: SocketAddr, host: &str, extra: &str) -> u16 {
+    let text = raw_get(addr, host, extra).await;
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text}"))
+}
+
+/// `allowlist-source-range` (and its alias), `denylist-source-range`, their
+/// global flags, fail-closed lists, and the client address they judge
+/// (a trusted proxy's X-Forwarded-For entry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_access_lists_judge_the_client_address() {
+    let up = upstream("demo").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ingress = |name: &str, annotations: &str| {
+        format!(
+            r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  annotations: {{{annotations}}}
+spec:
+  ingressClassName: portico
+  rules: [{{host: {name}.test, http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: demo, port: {{number: 80}}}}}}}}]}}}}]
+"#
+        )
+    };
+    let text = manifests(up, "/")
+        + &ingress("open", "")
+        + &ingress(
+            "local",
+            r#"nginx.ingress.kubernetes.io/whitelist-source-range: "127.0.0.1/32, ::1""#,
+        )
+        + &ingress(
+            "elsewhere",
+            r#"nginx.ingress.kubernetes.io/allowlist-source-range: "192.0.2.0/24""#,
+        )
+        + &ingress(
+            "denied",
+            r#"portico.dev/denylist-source-range: "10.0.0.0/8,127.0.0.0/8""#,
+        )
+        + &ingress(
+            "typo",
+            r#"nginx.ingress.kubernetes.io/allowlist-source-range: "127.0.0.1/33""#,
+        )
+        + &ingress(
+            "own-deny",
+            r#"nginx.ingress.kubernetes.io/denylist-source-range: "192.0.2.1""#,
+        );
+    std::fs::write(dir.path().join("app.yaml"), text).unwrap();
+
+    let portico = Portico::start_with(dir.path(), &[]);
+    portico.ready().await;
+    for (host, want) in [
+        ("open.test", 200),
+        ("local.test", 200),
+        ("elsewhere.test", 403),
+        ("denied.test", 403),
+        // Fails closed, as ingress-nginx.
+        ("typo.test", 503),
+    ] {
+        assert_eq!(status_of(portico.http, host, "").await, want, "{host}");
+    }
+    // Without --trusted-proxies an X-Forwarded-For claim changes nothing.
+    let claim = "X-Forwarded-For: 192.0.2.9\r\n";
+    assert_eq!(status_of(portico.http, "elsewhere.test", claim).await, 403);
+    drop(portico);
+
+    // Behind a trusted proxy the client is its X-Forwarded-For entry; the
+    // global deny list applies where an Ingress has no deny list of its own.
+    let behind = Portico::start_with(
+        dir.path(),
+        &[
+            "--trusted-proxies",
+            "127.0.0.1/32",
+            "--denylist-source-range",
+            "127.0.0.1",
+        ],
+    );
+    behind.ready().await;
+    assert_eq!(status_of(behind.http, "elsewhere.test", claim).await, 200);
+    assert_eq!(status_of(behind.http, "local.test", claim).await, 403);
+    assert_eq!(status_of(behind.http, "open.test", "").await, 403);
+    assert_eq!(status_of(behind.http, "own-deny.test", "").await, 200);
 }

@@ -204,6 +204,22 @@ pub enum Filter {
     /// A declared request body (`Content-Length`) larger than this answers
     /// 413 before anything is sent upstream (gRPC calls excepted).
     BodyLimit(u64),
+    /// Client address lists (ingress-nginx `allowlist-source-range`,
+    /// `denylist-source-range`): 403 for a denied client.
+    IpAccess(IpAccess),
+}
+
+/// Which client addresses may use a rule. The address is the one the
+/// proxy derives per request (the peer, the PROXY protocol source, or a
+/// trusted proxy's `X-Forwarded-For` entry). As nginx's `deny` before
+/// `allow`: a client in `deny` is refused; with a non-empty `allow`, so is
+/// every client outside it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpAccess {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<ipnet::IpNet>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<ipnet::IpNet>,
 }
 
 /// The phases a request goes through, after nginx's (rewrite → pre-access →
@@ -232,7 +248,7 @@ impl Filter {
             | Filter::RequestHeaders(_)
             | Filter::ResponseHeaders(_) => Stage::Rewrite,
             Filter::GrpcWebCors(_) => Stage::PreAccess,
-            Filter::ClientCert(_) => Stage::Access,
+            Filter::IpAccess(_) | Filter::ClientCert(_) => Stage::Access,
             Filter::BodyLimit(_) => Stage::Content,
         }
     }

@@ -172,7 +172,7 @@ impl Call {
 
 impl RequestCtx {
     /// The one client address every phase uses.
-    fn client_addr(&self) -> ClientAddr {
+    pub(crate) fn client_addr(&self) -> ClientAddr {
         self.client
     }
 

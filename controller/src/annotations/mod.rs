@@ -141,6 +141,11 @@ pub enum Fallback {
 /// "not set": the controller's defaults apply.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct IngressAnnotations {
+    /// `allowlist-source-range` (alias `whitelist-source-range`): only these
+    /// clients; `None`: the global list applies.
+    pub allowlist_source_range: Option<Vec<ipnet::IpNet>>,
+    /// `denylist-source-range`: never these clients.
+    pub denylist_source_range: Option<Vec<ipnet::IpNet>>,
     pub rewrite_target: Option<RewriteTarget>,
     pub use_regex: bool,
     /// A validated absolute path (starts with a single `/`).

@@ -387,6 +387,16 @@ pub(crate) fn canary_by_cookie(v: &str, d: &mut Draft) -> Result<(), String> {
 
 /// Invalid entries are dropped one by one (each with a diagnostic); the
 /// valid ones are kept, duplicates once.
+pub(crate) fn allowlist_source_range(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.allowlist_source_range = Some(values::source_ranges(v)?);
+    Ok(())
+}
+
+pub(crate) fn denylist_source_range(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.denylist_source_range = Some(values::source_ranges(v)?);
+    Ok(())
+}
+
 pub(crate) fn server_alias(v: &str, d: &mut Draft) -> Result<(), String> {
     d.out.server_alias = list(v, d, values::server_name)?;
     Ok(())

@@ -395,6 +395,27 @@ static REGISTRY: &[AnnotationSpec] = &[
         "Cookie that picks the canary: `always` sends to it, `never` keeps away from it, other values fall through to canary-weight.",
         parsers::canary_by_cookie,
     ),
+    AnnotationSpec {
+        aliases: &["whitelist-source-range"],
+        ..spec(
+            "allowlist-source-range",
+            "",
+            Ingress,
+            PathDenied,
+            Full,
+            "Only clients in these ranges may use the Ingress (CIDR ranges or addresses, IPv4 and IPv6, comma-separated); others get 403. Overrides `--allowlist-source-range`. The client is the peer, the PROXY protocol source, or with `--trusted-proxies` the `X-Forwarded-For` entry (docs/client-address.md). Fails closed: an invalid list makes the paths answer 503.",
+            parsers::allowlist_source_range,
+        )
+    },
+    spec(
+        "denylist-source-range",
+        "",
+        Ingress,
+        PathDenied,
+        Full,
+        "Clients in these ranges get 403 (checked before the allow list, as nginx's `deny` before `allow`). Overrides `--denylist-source-range`. Fails closed: an invalid list makes the paths answer 503.",
+        parsers::denylist_source_range,
+    ),
     spec(
         "server-alias",
         "",
@@ -914,12 +935,6 @@ const WAF: &str = "web application firewall";
 static NGINX_NOT_SUPPORTED: &[NginxAnnotation] = &[
     removed("add-base-url", "no replacement"),
     not_yet("affinity-canary-behavior", AFFINITY),
-    NginxAnnotation {
-        name: "allowlist-source-range",
-        aliases: &["whitelist-source-range"],
-        status: NginxStatus::NotYet,
-        note: "client IP allow lists",
-    },
     not_yet("auth-always-set-cookie", AUTH_EXTERNAL),
     not_yet("auth-cache-duration", AUTH_EXTERNAL),
     not_yet("auth-cache-key", AUTH_EXTERNAL),
@@ -955,7 +970,6 @@ static NGINX_NOT_SUPPORTED: &[NginxAnnotation] = &[
     not_yet("cors-expose-headers", CORS),
     not_yet("cors-max-age", CORS),
     not_yet("custom-http-errors", "custom error pages"),
-    not_yet("denylist-source-range", "client IP deny lists"),
     not_yet("disable-proxy-intercept-errors", "custom error pages"),
     not_yet("enable-access-log", "per-Ingress access log switch"),
     not_yet("enable-cors", CORS),

@@ -181,6 +181,29 @@ const VALID: &[Valid] = &[
         set: &[("app-root", "/app/index.html")],
         want: |a| a.app_root = Some("/app/index.html".into()),
     },
+    // client address lists
+    Valid {
+        set: &[(
+            "allowlist-source-range",
+            " 10.0.0.0/8, 192.0.2.7 ,2001:db8::/32,, 10.1.2.3/8",
+        )],
+        want: |a| {
+            a.allowlist_source_range = Some(
+                ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32", "10.0.0.0/8"]
+                    .iter()
+                    .map(|n| n.parse().unwrap())
+                    .collect(),
+            )
+        },
+    },
+    Valid {
+        set: &[("whitelist-source-range", "127.0.0.1")],
+        want: |a| a.allowlist_source_range = Some(vec!["127.0.0.1/32".parse().unwrap()]),
+    },
+    Valid {
+        set: &[("denylist-source-range", "::1/128")],
+        want: |a| a.denylist_source_range = Some(vec!["::1/128".parse().unwrap()]),
+    },
     // permanent-redirect (+ code)
     Valid {
         set: &[("permanent-redirect", "https://example.com")],
@@ -718,6 +741,27 @@ fn canary_with_header(a: &mut IngressAnnotations) {
 }
 
 const INVALID: &[Invalid] = &[
+    // One bad entry fails the whole list closed (paths answer 503).
+    Invalid {
+        name: "allowlist-source-range",
+        fallback: Fallback::PathDenied,
+        values: &[
+            "10.0.0.0/8, 10.0.0.0/33",
+            "all",
+            "10.0.0.0/8 192.0.2.0/24",
+            ",",
+            "::/129",
+        ],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "denylist-source-range",
+        fallback: Fallback::PathDenied,
+        values: &["300.1.2.3", "10.0.0.0/8;rm"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
     Invalid {
         name: "proxy-next-upstream",
         fallback: Fallback::Ignored,
@@ -2014,10 +2058,7 @@ fn unsupported_nginx_annotations() {
             "nginx.ingress.kubernetes.io/auth-url",
             "https://auth.example/",
         ),
-        (
-            "nginx.ingress.kubernetes.io/whitelist-source-range",
-            "10.0.0.0/8",
-        ),
+        ("nginx.ingress.kubernetes.io/limit-rps", "10"),
         ("nginx.ingress.kubernetes.io/grpc-backend", "true"),
         ("portico.dev/auth-tls-match-cn", "CN=x"),
     ]));
@@ -2034,7 +2075,7 @@ fn unsupported_nginx_annotations() {
                 DiagnosticKind::Unsupported
             ),
             (
-                "nginx.ingress.kubernetes.io/whitelist-source-range",
+                "nginx.ingress.kubernetes.io/limit-rps",
                 DiagnosticKind::Unsupported
             ),
             ("portico.dev/auth-tls-match-cn", DiagnosticKind::Unsupported),

@@ -405,6 +405,32 @@ pub(crate) fn dns1123_subdomain(s: &str) -> Result<String, String> {
 
 /// An absolute `http`/`https` URL with a host, no user information, no
 /// fragment and no nginx variables.
+/// Most entries in one source-range list: far more than any real list, few
+/// enough that a list stays cheap to build.
+const MAX_SOURCE_RANGES: usize = 100_000;
+
+/// A comma-separated list of CIDR ranges or single addresses, IPv4 or IPv6
+/// (`allowlist-source-range`). Every entry must parse: an access list with
+/// a typo must not open or close more than it says, so the caller fails
+/// closed on an error.
+pub(crate) fn source_ranges(s: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    let mut out = Vec::new();
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        if out.len() == MAX_SOURCE_RANGES {
+            return Err(format!("more than {MAX_SOURCE_RANGES} entries"));
+        }
+        let net = entry
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| format!("{entry:?} is not a CIDR range or an IP address"))?;
+        out.push(net.trunc());
+    }
+    if out.is_empty() {
+        return Err("no entries".into());
+    }
+    Ok(out)
+}
+
 /// Whether an absolute URL is written without a path or query
 /// (`https://example.com`).
 pub(crate) fn is_bare_url(s: &str) -> bool {

@@ -8,9 +8,10 @@ use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend}
 use kube::ResourceExt;
 use portico_dataplane::model::{
     Action, Backend, Canary, CanaryHeader, CanaryHeaderValue, Cors, DEFAULT_CORS_MAX_AGE,
-    DEFAULT_GRPC_MAX_MESSAGE, Filters, Forward, GrpcOptions, GrpcWeb, Hostname, Hsts, HttpsPolicy,
-    HttpsRedirect, PathMatch, PathModifier, Protocol, Redirect, RedirectStatus, RetryPolicy, Route,
-    RouteClientAuth, RouteMatch, Rule, Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
+    DEFAULT_GRPC_MAX_MESSAGE, Filter, Filters, Forward, GrpcOptions, GrpcWeb, Hostname, Hsts,
+    HttpsPolicy, HttpsRedirect, IpAccess, PathMatch, PathModifier, Protocol, Redirect,
+    RedirectStatus, RetryPolicy, Route, RouteClientAuth, RouteMatch, Rule, Scheme, SourceRef,
+    Substitution, Timeouts, UrlRewrite,
 };
 
 use super::backends::{self, PortRef};
@@ -415,7 +416,7 @@ impl IngressTranslator<'_> {
                 send: self.ann.proxy_send_timeout.unwrap_or(defaults.send),
                 request: None,
             },
-            chain: Vec::new(),
+            chain: self.ip_access().map(Filter::IpAccess).into_iter().collect(),
             max_request_body: match self.ann.proxy_body_size {
                 None => Some(portico_dataplane::model::DEFAULT_MAX_REQUEST_BODY),
                 Some(BodySize::Unlimited) => None,
@@ -423,6 +424,24 @@ impl IngressTranslator<'_> {
             },
             grpc: self.grpc_options(),
         }
+    }
+
+    /// The Ingress's access lists, each its own or else the global one.
+    fn ip_access(&self) -> Option<IpAccess> {
+        let allow = self
+            .ann
+            .allowlist_source_range
+            .as_ref()
+            .unwrap_or(&self.settings.allowlist_source_range);
+        let deny = self
+            .ann
+            .denylist_source_range
+            .as_ref()
+            .unwrap_or(&self.settings.denylist_source_range);
+        (!allow.is_empty() || !deny.is_empty()).then(|| IpAccess {
+            allow: allow.clone(),
+            deny: deny.clone(),
+        })
     }
 
     fn grpc_options(&self) -> GrpcOptions {

@@ -55,6 +55,11 @@ pub struct Settings {
     /// `--watch-ingress-class`: other controllers' classes whose Ingresses
     /// are served read-only, for a migration test behind a second address.
     pub side_by_side_classes: std::collections::BTreeSet<String>,
+    /// `--allowlist-source-range`: clients allowed on every Ingress that
+    /// sets no list of its own; empty: all.
+    pub allowlist_source_range: Vec<ipnet::IpNet>,
+    /// `--denylist-source-range`: clients refused likewise.
+    pub denylist_source_range: Vec<ipnet::IpNet>,
 }
 
 impl Default for Settings {
@@ -69,6 +74,8 @@ impl Default for Settings {
             hsts: Hsts::DEFAULT,
             ssl_passthrough: false,
             side_by_side_classes: std::collections::BTreeSet::new(),
+            allowlist_source_range: Vec::new(),
+            denylist_source_range: Vec::new(),
         }
     }
 }
