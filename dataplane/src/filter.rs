@@ -13,6 +13,7 @@ use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 
 use crate::body::ResponseBody;
+use crate::forwarded::IpSet;
 use crate::grpc_web::WebRuntime;
 use crate::model::{Filter, GrpcWeb, HeaderModifier, HttpsRedirect, RouteClientAuth, Rule, Scheme};
 use crate::proxy::{self, Call, ConnInfo, RequestCtx};
@@ -42,85 +43,9 @@ enum Compiled {
         bridged: bool,
     },
     IpAccess {
-        allow: Option<Box<RangeSet>>,
-        deny: Box<RangeSet>,
+        allow: Option<Box<IpSet>>,
+        deny: Box<IpSet>,
     },
-}
-
-/// CIDR ranges as sorted, merged intervals per address family: a lookup is
-/// a binary search, whatever the list's length.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct RangeSet {
-    v4: Vec<(u32, u32)>,
-    v6: Vec<(u128, u128)>,
-}
-
-impl RangeSet {
-    pub(crate) fn new(nets: &[ipnet::IpNet]) -> Self {
-        let mut v4 = Vec::new();
-        let mut v6 = Vec::new();
-        for net in nets {
-            match net.trunc() {
-                ipnet::IpNet::V4(n) => v4.push((u32::from(n.network()), u32::from(n.broadcast()))),
-                ipnet::IpNet::V6(n) => {
-                    v6.push((u128::from(n.network()), u128::from(n.broadcast())));
-                }
-            }
-        }
-        Self {
-            v4: merge(v4),
-            v6: merge(v6),
-        }
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.v4.is_empty() && self.v6.is_empty()
-    }
-
-    pub(crate) fn contains(&self, ip: std::net::IpAddr) -> bool {
-        fn find<T: Ord + Copy>(ranges: &[(T, T)], x: T) -> bool {
-            // The last range starting at or below x is the only candidate.
-            let i = ranges.partition_point(|(start, _)| *start <= x);
-            i > 0 && ranges[i - 1].1 >= x
-        }
-        match ip {
-            std::net::IpAddr::V4(a) => find(&self.v4, u32::from(a)),
-            std::net::IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                Some(v4) => find(&self.v4, u32::from(v4)),
-                None => find(&self.v6, u128::from(a)),
-            },
-        }
-    }
-}
-
-/// Sorts intervals and merges the overlapping and adjacent ones.
-fn merge<T: Ord + Copy + num_next::Next>(mut ranges: Vec<(T, T)>) -> Vec<(T, T)> {
-    ranges.sort_unstable();
-    let mut out: Vec<(T, T)> = Vec::with_capacity(ranges.len());
-    for (start, end) in ranges {
-        match out.last_mut() {
-            Some(last) if start <= last.1.next_or_max() => last.1 = last.1.max(end),
-            _ => out.push((start, end)),
-        }
-    }
-    out
-}
-
-mod num_next {
-    /// `x + 1`, saturating: adjacent intervals merge.
-    pub trait Next {
-        fn next_or_max(self) -> Self;
-    }
-    impl Next for u32 {
-        fn next_or_max(self) -> Self {
-            self.saturating_add(1)
-        }
-    }
-    impl Next for u128 {
-        fn next_or_max(self) -> Self {
-            self.saturating_add(1)
-        }
-    }
 }
 
 /// A filter's answer in place of the rule's action.
@@ -170,8 +95,8 @@ impl Chain {
                     bridged: rule.grpc.web.is_some(),
                 },
                 Filter::IpAccess(a) => Compiled::IpAccess {
-                    allow: (!a.allow.is_empty()).then(|| Box::new(RangeSet::new(&a.allow))),
-                    deny: Box::new(RangeSet::new(&a.deny)),
+                    allow: (!a.allow.is_empty()).then(|| Box::new(IpSet::new(&a.allow))),
+                    deny: Box::new(IpSet::new(&a.deny)),
                 },
             })
             .collect();
@@ -372,42 +297,6 @@ mod tests {
             Filter::BodyLimit(_) => "body_limit",
             Filter::IpAccess(_) => "ip_access",
         }
-    }
-
-    #[test]
-    fn range_sets_find_addresses_by_binary_search() {
-        let nets: Vec<ipnet::IpNet> = [
-            "10.0.0.0/8",
-            "10.1.0.0/16",
-            "192.0.2.7/32",
-            "192.0.2.8/31",
-            "2001:db8::/32",
-        ]
-        .iter()
-        .map(|n| n.parse().unwrap())
-        .collect();
-        let set = RangeSet::new(&nets);
-        // Nested and adjacent ranges merged.
-        assert_eq!(set.v4.len(), 2, "{set:?}");
-        for (ip, inside) in [
-            ("10.255.255.255", true),
-            ("11.0.0.0", false),
-            ("9.255.255.255", false),
-            ("192.0.2.6", false),
-            ("192.0.2.7", true),
-            ("192.0.2.9", true),
-            ("192.0.2.10", false),
-            ("2001:db8::1", true),
-            ("2001:db9::", false),
-            // An IPv4-mapped IPv6 address is its IPv4 address.
-            ("::ffff:10.2.3.4", true),
-        ] {
-            assert_eq!(set.contains(ip.parse().unwrap()), inside, "{ip}");
-        }
-        assert!(RangeSet::new(&[]).is_empty());
-        let all: ipnet::IpNet = "0.0.0.0/0".parse().unwrap();
-        assert!(RangeSet::new(&[all]).contains("255.255.255.255".parse().unwrap()));
-        assert!(!RangeSet::new(&[all]).contains("::1".parse().unwrap()));
     }
 
     /// The whole order in one table: each filter's stage, and the running

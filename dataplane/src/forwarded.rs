@@ -84,16 +84,75 @@ pub fn parse_range(s: &str) -> Result<IpNet, RangeError> {
         })
 }
 
+/// A set of CIDR ranges as sorted, merged intervals per address family: a
+/// lookup is a binary search whatever the list's length. The one set
+/// behind `--trusted-proxies` and the IP access lists.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IpSet {
+    v4: Vec<(u32, u32)>,
+    v6: Vec<(u128, u128)>,
+}
+
+impl IpSet {
+    pub fn new<'a>(nets: impl IntoIterator<Item = &'a IpNet>) -> Self {
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        for net in nets {
+            match net.trunc() {
+                IpNet::V4(n) => v4.push((u32::from(n.network()), u32::from(n.broadcast()))),
+                IpNet::V6(n) => v6.push((u128::from(n.network()), u128::from(n.broadcast()))),
+            }
+        }
+        Self {
+            v4: merge(v4, |x| x.saturating_add(1)),
+            v6: merge(v6, |x| x.saturating_add(1)),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+
+    /// Whether `ip` is in the set; an IPv4-mapped IPv6 address (a
+    /// dual-stack listener's view of an IPv4 client) as its IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        fn find<T: Ord + Copy>(ranges: &[(T, T)], x: T) -> bool {
+            // The last range starting at or below x is the only candidate.
+            let i = ranges.partition_point(|(start, _)| *start <= x);
+            i > 0 && ranges[i - 1].1 >= x
+        }
+        match ip.to_canonical() {
+            IpAddr::V4(a) => find(&self.v4, u32::from(a)),
+            IpAddr::V6(a) => find(&self.v6, u128::from(a)),
+        }
+    }
+}
+
+/// Sorts intervals and merges the overlapping and adjacent ones (`next`:
+/// the successor of an end, saturating).
+fn merge<T: Ord + Copy>(mut ranges: Vec<(T, T)>, next: fn(T) -> T) -> Vec<(T, T)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(T, T)> = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
+        match out.last_mut() {
+            Some(last) if start <= next(last.1) => last.1 = last.1.max(end),
+            _ => out.push((start, end)),
+        }
+    }
+    out
+}
+
 /// The peers whose forwarding headers are believed (`--trusted-proxies`).
 #[derive(Clone, Debug, Default)]
 pub struct TrustedProxies {
-    ranges: Vec<IpNet>,
+    ranges: IpSet,
 }
 
 impl TrustedProxies {
     pub fn new(ranges: impl IntoIterator<Item = IpNet>) -> Self {
+        let ranges: Vec<IpNet> = ranges.into_iter().collect();
         Self {
-            ranges: ranges.into_iter().map(|r| r.trunc()).collect(),
+            ranges: IpSet::new(&ranges),
         }
     }
 
@@ -101,18 +160,10 @@ impl TrustedProxies {
         self.ranges.is_empty()
     }
 
-    pub fn ranges(&self) -> &[IpNet] {
-        &self.ranges
-    }
-
     /// Whether `ip` is in a trusted range; `false` at once when none is
     /// configured (the default).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        if self.ranges.is_empty() {
-            return false;
-        }
-        let ip = ip.to_canonical();
-        self.ranges.iter().any(|r| r.contains(&ip))
+        !self.ranges.is_empty() && self.ranges.contains(ip)
     }
 
     /// The client behind `peer`, a trusted proxy: walking `X-Forwarded-For`
@@ -171,6 +222,42 @@ fn parse_entry(entry: &[u8]) -> Option<ClientAddr> {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn range_sets_find_addresses_by_binary_search() {
+        let nets: Vec<IpNet> = [
+            "10.0.0.0/8",
+            "10.1.0.0/16",
+            "192.0.2.7/32",
+            "192.0.2.8/31",
+            "2001:db8::/32",
+        ]
+        .iter()
+        .map(|n| n.parse().unwrap())
+        .collect();
+        let set = IpSet::new(&nets);
+        // Nested and adjacent ranges merged.
+        assert_eq!(set.v4.len(), 2, "{set:?}");
+        for (ip, inside) in [
+            ("10.255.255.255", true),
+            ("11.0.0.0", false),
+            ("9.255.255.255", false),
+            ("192.0.2.6", false),
+            ("192.0.2.7", true),
+            ("192.0.2.9", true),
+            ("192.0.2.10", false),
+            ("2001:db8::1", true),
+            ("2001:db9::", false),
+            // An IPv4-mapped IPv6 address is its IPv4 address.
+            ("::ffff:10.2.3.4", true),
+        ] {
+            assert_eq!(set.contains(ip.parse().unwrap()), inside, "{ip}");
+        }
+        assert!(IpSet::new(&[] as &[IpNet]).is_empty());
+        let all: IpNet = "0.0.0.0/0".parse().unwrap();
+        assert!(IpSet::new(&[all]).contains("255.255.255.255".parse().unwrap()));
+        assert!(!IpSet::new(&[all]).contains("::1".parse().unwrap()));
+    }
 
     fn trusted(ranges: &[&str]) -> TrustedProxies {
         TrustedProxies::new(ranges.iter().map(|r| parse_range(r).unwrap()))

@@ -419,11 +419,8 @@ pub(crate) fn source_ranges(s: &str) -> Result<Vec<ipnet::IpNet>, String> {
         if out.len() == MAX_SOURCE_RANGES {
             return Err(format!("more than {MAX_SOURCE_RANGES} entries"));
         }
-        let net = entry
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-            .map_err(|_| format!("{entry:?} is not a CIDR range or an IP address"))?;
-        out.push(net.trunc());
+        let net = portico_dataplane::forwarded::parse_range(entry).map_err(|e| e.to_string())?;
+        out.push(net);
     }
     if out.is_empty() {
         return Err("no entries".into());
