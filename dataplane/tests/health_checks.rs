@@ -350,6 +350,12 @@ async fn grpc_backends_are_checked_with_the_grpc_health_protocol() {
     let dp = &proxy.dp;
     a.set_grpc_serving(false);
     until(dp, a.addr, Duration::from_secs(60), |r| !r.active_healthy).await;
+    // b's checker runs on its own schedule: a probe may be in flight (seen
+    // by b, not yet counted) when a turns unhealthy; wait until it is not.
+    until(dp, b.addr, Duration::from_secs(60), |r| {
+        r.checks[0].probes >= 2 && r.checks[0].probes == b.health_hits()
+    })
+    .await;
     let rb = report(dp, b.addr);
     assert!(rb.active_healthy);
     // Every probe of b was a gRPC health call.
