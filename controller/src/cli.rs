@@ -38,6 +38,12 @@ pub enum Command {
     /// HTTPRoutes as `run` would, denies what cannot be served as written,
     /// warns about the rest. No API client, no Secrets, no state.
     Webhook(WebhookArgs),
+    /// Before a migration: read a cluster's Ingresses (kubeconfig) and
+    /// report, per Ingress and per namespace, which annotations Portico
+    /// supports, partly supports or does not, and which paths change
+    /// meaning. Reads Ingresses, IngressClasses and Services; writes
+    /// nothing.
+    Report(ReportArgs),
     /// Print the version.
     Version,
 }
@@ -331,6 +337,31 @@ pub struct WebhookArgs {
     pub tls_key_file: PathBuf,
     #[command(flatten)]
     pub class: ClassArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// Kubeconfig file; default: $KUBECONFIG, ~/.kube/config, or the
+    /// in-cluster service account.
+    #[arg(long, env = "PORTICO_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Only Ingresses of these classes (`spec.ingressClassName`, the
+    /// legacy annotation, or the default IngressClass); repeat or
+    /// comma-separate. Default: every Ingress.
+    #[arg(long = "class", value_delimiter = ',')]
+    pub classes: Vec<String>,
+    /// Only this namespace. Default: all.
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    #[arg(long, short = 'o', value_enum, default_value_t = ReportFormat::Text)]
+    pub output: ReportFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Markdown,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -42,6 +42,15 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
 impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -67,10 +76,7 @@ impl fmt::Display for ObjectRef {
 
 impl fmt::Display for Severity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-        })
+        f.write_str(self.as_str())
     }
 }
 

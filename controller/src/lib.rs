@@ -12,6 +12,7 @@ pub mod certs;
 pub mod cli;
 pub mod diagnostics;
 pub mod reconcile;
+pub mod report;
 pub mod run;
 pub mod snapshot;
 pub mod source;

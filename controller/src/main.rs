@@ -31,6 +31,22 @@ fn main() -> ExitCode {
             print!("{report}");
             ExitCode::from(code)
         }
+        Command::Report(args) => {
+            init_tracing(LogFormat::Text);
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
+            };
+            match runtime.block_on(portico_controller::report::run(&args)) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("portico report: {e:#}");
+                    ExitCode::from(portico_controller::validate::EXIT_UNREADABLE)
+                }
+            }
+        }
         Command::Webhook(args) => {
             init_tracing(LogFormat::Json);
             let Some(runtime) = runtime() else {

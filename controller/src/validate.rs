@@ -432,10 +432,7 @@ impl Report<'_> {
             );
         }
         for f in &self.findings {
-            let level = match f.severity {
-                Severity::Error => "error",
-                Severity::Warning => "warning",
-            };
+            let level = f.severity.as_str();
             let mut props = String::new();
             if let Some(file) = &f.file {
                 let _ = write!(

@@ -1,7 +1,7 @@
 //! What users see through the API: HTTPRoute conditions (scenario 3), the
 //! CRD's CEL rules, IngressClass handling (2), Warning Events for invalid
 //! annotations (5), Ingress status addresses (4), and side-by-side mode
-//! (`--watch-ingress-class`) for a migration.
+//! (`--watch-ingress-class`) and `portico report` for a migration.
 
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use kube::api::{Api, Patch, PatchParams};
 use portico_crds::HTTPRoute;
 use portico_e2e::{
     CONVERGE, Portico, PorticoOptions, TestEnv, apply, apply_json, eventually, ingress,
-    warning_event,
+    portico_binary, warning_event,
 };
 use serde_json::json;
 
@@ -29,6 +29,20 @@ fn httproute(ns: &str, name: &str, host: &str, backend: &str) -> serde_json::Val
             }],
         },
     })
+}
+
+/// An IngressClass of another controller.
+async fn other_class(env: &TestEnv, name: &str, controller: &str) -> anyhow::Result<()> {
+    apply_json(
+        &env.admin,
+        &json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+            "metadata": {"name": name},
+            "spec": {"controller": controller},
+        }),
+        false,
+    )
+    .await
 }
 
 /// `(status, reason, observedGeneration)` of condition `type_`.
@@ -129,16 +143,7 @@ async fn ingress_class_ours_others_default_and_none() -> anyhow::Result<()> {
     let env = TestEnv::start("e2e-class", &[]).await?;
     let ns = env.namespace.as_str();
     let _web = env.backend("web").await?;
-    apply_json(
-        &env.admin,
-        &json!({
-            "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
-            "metadata": {"name": "other"},
-            "spec": {"controller": "example.com/other"},
-        }),
-        false,
-    )
-    .await?;
+    other_class(&env, "other", "example.com/other").await?;
     let portico = Portico::start(&env, PorticoOptions::default()).await?;
 
     apply(
@@ -260,16 +265,7 @@ async fn side_by_side_serves_other_classes_read_only() -> anyhow::Result<()> {
     let env = TestEnv::start("e2e-side", &[]).await?;
     let ns = env.namespace.as_str();
     let _web = env.backend("web").await?;
-    apply_json(
-        &env.admin,
-        &json!({
-            "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
-            "metadata": {"name": "nginx"},
-            "spec": {"controller": "k8s.io/ingress-nginx"},
-        }),
-        false,
-    )
-    .await?;
+    other_class(&env, "nginx", "k8s.io/ingress-nginx").await?;
     let portico = Portico::start(
         &env,
         PorticoOptions {
@@ -456,6 +452,95 @@ async fn status_address_from_publish_status_address_kept_on_shutdown() -> anyhow
         kept.len(),
         expected.len(),
         "addresses after SIGTERM: {kept:?}"
+    );
+    Ok(())
+}
+
+/// `portico report` against a real API server, with the chart's
+/// ServiceAccount (so the chart's RBAC is enough for it): the Ingresses of
+/// the asked class only, each annotation classed, paths whose meaning
+/// changes, a summary per namespace; text, Markdown and JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_reads_the_clusters_ingresses() -> anyhow::Result<()> {
+    let env = TestEnv::start("e2e-report", &[]).await?;
+    let ns = env.namespace.as_str();
+    other_class(&env, "nginx", "k8s.io/ingress-nginx").await?;
+    let mut shop = ingress(
+        ns,
+        "shop",
+        Some("nginx"),
+        "shop.example",
+        &[("/app/", "web")],
+    );
+    shop.metadata.annotations = Some(
+        [
+            ("nginx.ingress.kubernetes.io/proxy-read-timeout", "30"),
+            (
+                "nginx.ingress.kubernetes.io/configuration-snippet",
+                "deny all;",
+            ),
+            ("nginx.ingress.kubernetes.io/enable-modsecurity", "true"),
+            ("nginx.ingress.kubernetes.io/proxy-connect-timeout", "soon"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into(),
+    );
+    apply(&env.admin, &shop).await?;
+    apply(
+        &env.admin,
+        &ingress(ns, "ours", Some("portico"), "ours.example", &[("/", "web")]),
+    )
+    .await?;
+
+    let report = |format: &'static str| {
+        let kubeconfig = env.portico_kubeconfig.clone();
+        async move {
+            let out = tokio::process::Command::new(portico_binary()?)
+                .arg("report")
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(["--class", "nginx", "-o", format])
+                .output()
+                .await?;
+            anyhow::ensure!(
+                out.status.success(),
+                "portico report -o {format}: {}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok::<_, anyhow::Error>(String::from_utf8(out.stdout)?)
+        }
+    };
+    let json: serde_json::Value = serde_json::from_str(&report("json").await?)?;
+    let ingresses = json["ingresses"].as_array().expect("ingresses");
+    assert_eq!(ingresses.len(), 1, "{json:#}");
+    assert_eq!(ingresses[0]["name"], "shop");
+    let status = |key: &str| {
+        ingresses[0]["annotations"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|r| r["key"] == format!("nginx.ingress.kubernetes.io/{key}"))
+            })
+            .map(|r| r["status"].clone())
+    };
+    assert_eq!(status("proxy-read-timeout"), Some(json!("supported")));
+    assert_eq!(status("configuration-snippet"), Some(json!("snippet")));
+    assert_eq!(status("enable-modsecurity"), Some(json!("not-supported")));
+    assert_eq!(status("proxy-connect-timeout"), Some(json!("invalid")));
+    assert_eq!(ingresses[0]["path_changes"][0]["path"], "/app/");
+    assert_eq!(json["namespaces"][0]["namespace"], ns);
+    assert_eq!(json["namespaces"][0]["ingresses"], 1);
+
+    let text = report("text").await?;
+    assert!(
+        text.contains(&format!("Ingress {ns}/shop (class nginx)")),
+        "{text}"
+    );
+    let markdown = report("markdown").await?;
+    assert!(
+        markdown.starts_with("# Portico migration report"),
+        "{markdown}"
     );
     Ok(())
 }

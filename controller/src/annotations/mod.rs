@@ -559,6 +559,14 @@ fn parse_object(
     }
 }
 
+/// How closely Portico implements the Ingress annotation `name` (without
+/// prefix, an alias allowed); `None` when it does not implement it.
+pub fn support_of(name: &str) -> Option<Support> {
+    let specs = registry();
+    let (i, _) = find_spec(specs, name)?;
+    (specs[i].object == ObjectKind::Ingress).then_some(specs[i].support)
+}
+
 /// The registry entry `name` refers to, and whether by an alias.
 fn find_spec(specs: &[AnnotationSpec], name: &str) -> Option<(usize, bool)> {
     specs.iter().enumerate().find_map(|(i, s)| {

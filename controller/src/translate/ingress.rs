@@ -137,7 +137,7 @@ pub(super) fn translate_all(
 /// Ingress for a host makes every Prefix and ImplementationSpecific path of
 /// that host, on every Ingress, a case-insensitive `~* ^path` location.
 /// (Exact paths stay exact here; ingress-nginx turns them into regexes too.)
-fn regex_hosts(ours: &[(&Arc<Ingress>, Parsed)]) -> HashMap<String, ObjectRef> {
+pub(crate) fn regex_hosts(ours: &[(&Arc<Ingress>, Parsed)]) -> HashMap<String, ObjectRef> {
     let mut hosts = HashMap::new();
     for (ing, parsed) in ours {
         let a = &parsed.ingress;

@@ -18,6 +18,7 @@ pub mod backends;
 pub mod class;
 mod httproute;
 mod ingress;
+pub(crate) use ingress::regex_hosts;
 #[cfg(test)]
 mod tests;
 mod tls;
