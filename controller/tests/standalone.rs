@@ -6,71 +6,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use http::StatusCode;
 use tokio::net::TcpListener;
 
 mod support;
 
-use support::{DEFAULT_INGRESS_CLASS, PORTICO, Portico, eventually, get};
-
-/// An upstream answering with its name and the path it saw.
-async fn upstream(name: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| async move {
-                    let body = format!("{name} {}", req.uri().path());
-                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(body))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-fn manifests(upstream: SocketAddr, path: &str) -> String {
-    format!(
-        r#"
-{DEFAULT_INGRESS_CLASS}apiVersion: v1
-kind: Service
-metadata: {{name: demo}}
-spec:
-  ports: [{{name: http, port: 80, targetPort: {port}}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: demo-1, labels: {{kubernetes.io/service-name: demo}}}}
-addressType: IPv4
-ports: [{{name: http, port: {port}}}]
-endpoints: [{{addresses: ["{ip}"]}}]
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {{name: demo}}
-spec:
-  rules:
-    - host: demo.test
-      http:
-        paths:
-          - {{path: {path}, pathType: Prefix, backend: {{service: {{name: demo, port: {{number: 80}}}}}}}}
-"#,
-        port = upstream.port(),
-        ip = upstream.ip(),
-    )
-}
+use support::{PORTICO, Portico, base64, eventually, get, manifests, tls_secret, upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_manifests_follows_edits_keeps_last_good_and_exits_cleanly() {
@@ -381,49 +322,6 @@ fn crds_prints_the_committed_yaml() {
     )
     .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
-}
-
-/// Standard base64 (for Secret `data`), so the test needs no extra crate.
-fn base64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// A `kubernetes.io/tls` Secret holding a self-signed certificate for
-/// `host` with `serial`, valid for `days` (negative: already expired).
-fn tls_secret(name: &str, host: &str, serial: u64, days: i64) -> String {
-    let mut p = rcgen::CertificateParams::new(vec![host.to_owned()]).unwrap();
-    p.serial_number = Some(serial.into());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let at = |secs: i64| rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(secs as u64);
-    p.not_before = at(now.min(now + days * 86400) - 86400);
-    p.not_after = at(now + days * 86400);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = p.self_signed(&key).unwrap();
-    format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
-        base64(cert.pem().as_bytes()),
-        base64(key.serialize_pem().as_bytes()),
-    )
 }
 
 /// The serial (hex, as openssl prints it) of the certificate `openssl

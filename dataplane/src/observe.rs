@@ -37,7 +37,7 @@ const DURATION_BUCKETS: [f64; 14] = [
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    pub request_duration: AtomicHistogram,
+    request_duration: Family<RouteLabel, AtomicHistogram, fn() -> AtomicHistogram>,
     pub upstream_connect_errors: Counter,
     pub open_connections: Gauge,
     pub table_generation: Gauge,
@@ -133,16 +133,22 @@ pub struct CertLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct RouteLabel {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 struct RequestLabels {
     route: String,
     status_class: &'static str,
 }
 
-/// Request counters of one route, by status class, resolved when the table is
-/// built so that counting is one atomic add.
+/// Request counters and the latency histogram of one route, resolved when
+/// the table is built so that recording is a few atomic adds.
 #[derive(Debug)]
 pub struct RouteStats {
     by_class: [Counter; 5],
+    duration: AtomicHistogram,
 }
 
 // === impl Metrics ===
@@ -162,10 +168,11 @@ impl Metrics {
             "Requests served, by route and status class",
             requests.clone(),
         );
-        let request_duration = AtomicHistogram::new(&DURATION_BUCKETS);
+        let request_duration: Family<RouteLabel, AtomicHistogram, fn() -> AtomicHistogram> =
+            Family::new_with_constructor(|| AtomicHistogram::new(&DURATION_BUCKETS));
         registry.register(
             "request_duration_seconds",
-            "Time from request head received to response body finished",
+            "Time from request head received to response body finished, by route",
             request_duration.clone(),
         );
         let upstream_connect_errors = Counter::default();
@@ -383,7 +390,13 @@ impl Metrics {
                 })
                 .clone()
         });
-        Arc::new(RouteStats { by_class })
+        let duration = self
+            .request_duration
+            .get_or_create(&RouteLabel {
+                route: route.to_owned(),
+            })
+            .clone();
+        Arc::new(RouteStats { by_class, duration })
     }
 
     /// Upstream health, load and retries, read from the live table at
@@ -416,9 +429,10 @@ impl Metrics {
 // === impl RouteStats ===
 
 impl RouteStats {
-    pub fn record(&self, status: http::StatusCode) {
+    pub fn record(&self, status: http::StatusCode, elapsed: Duration) {
         let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
         self.by_class[class].inc();
+        self.duration.observe(elapsed);
     }
 }
 
@@ -953,10 +967,26 @@ mod tests {
     fn route_stats_count_by_class() {
         let m = Metrics::new();
         let s = m.route_stats("ingress/default/web");
-        s.record(http::StatusCode::OK);
-        s.record(http::StatusCode::SERVICE_UNAVAILABLE);
-        s.record(http::StatusCode::SERVICE_UNAVAILABLE);
+        let ms = Duration::from_millis(1);
+        s.record(http::StatusCode::OK, ms);
+        s.record(http::StatusCode::SERVICE_UNAVAILABLE, ms);
+        s.record(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(20),
+        );
         let text = m.encode().unwrap();
+        assert!(
+            text.contains(
+                "portico_request_duration_seconds_bucket{le=\"0.001\",route=\"ingress/default/web\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "portico_request_duration_seconds_count{route=\"ingress/default/web\"} 3"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains(
                 "portico_requests_total{route=\"ingress/default/web\",status_class=\"5xx\"} 2"

@@ -881,10 +881,9 @@ fn finish(
             let code = header_status.or(done.grpc_status);
             shared.metrics.grpc_call(protocol, code);
         }
-        shared.metrics.request_duration.observe(elapsed);
         match &stats {
-            Some(s) => s.record(status),
-            None => shared.no_route_stats.record(status),
+            Some(s) => s.record(status, elapsed),
+            None => shared.no_route_stats.record(status, elapsed),
         }
         if let Some(log) = log {
             shared.access_log.log(&AccessRecord {

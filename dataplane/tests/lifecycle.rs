@@ -133,7 +133,7 @@ async fn readiness_follows_publication_and_drain() {
     assert!(h["content-type"].to_str().unwrap().contains("openmetrics"));
     for needle in [
         "portico_requests_total{route=\"r\",status_class=\"2xx\"} 1",
-        "portico_request_duration_seconds_count 1",
+        "portico_request_duration_seconds_count{route=\"r\"} 1",
         "portico_route_table_generation 1",
         "portico_route_table_last_swap_timestamp_seconds",
         "portico_open_connections",

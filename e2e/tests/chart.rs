@@ -52,6 +52,7 @@ const ALL_ON: &[&str] = &[
     "controller.publishStatusAddress={198.51.100.1,lb.example.net}",
     "autoscaling.enabled=true",
     "serviceMonitor.enabled=true",
+    "dashboard.enabled=true",
     "service.externalTrafficPolicy=Local",
     "tls.defaultCertificate=apps/default-tls",
     "tls.sslPassthrough=true",
@@ -89,6 +90,20 @@ async fn rendered_manifests_pass_server_side_dry_run() -> anyhow::Result<()> {
         if !values.is_empty() {
             assert!(kinds.contains(&"HorizontalPodAutoscaler"), "{kinds:?}");
             assert!(kinds.contains(&"ServiceMonitor"), "{kinds:?}");
+            // The dashboard ships whole: its JSON survives the template.
+            let dashboard = chart
+                .docs
+                .iter()
+                .find(|d| {
+                    d["kind"] == "ConfigMap" && d["metadata"]["labels"]["grafana_dashboard"] == "1"
+                })
+                .expect("dashboard ConfigMap rendered");
+            let json: serde_json::Value = serde_json::from_str(
+                dashboard["data"]["portico.json"]
+                    .as_str()
+                    .unwrap_or_default(),
+            )?;
+            assert_eq!(json["uid"], "portico");
         }
         for doc in &chart.docs {
             // The Prometheus Operator CRD is not installed here.
