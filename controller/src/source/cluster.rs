@@ -17,6 +17,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::DeserializeGuard;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
+use kube::runtime::utils::ResetTimerBackoff;
+use kube::runtime::watcher::ExponentialBackoff;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
 use portico_crds::HTTPRoute;
@@ -31,6 +33,35 @@ use crate::snapshot::{Object, Snapshot};
 
 /// How often an absent HTTPRoute CRD is looked for again.
 const CRD_RECHECK: Duration = Duration::from_secs(30);
+
+/// Watch retries after an error, e.g. the API server away: 200 ms doubling
+/// to 1.5 s, each with up to as much again of jitter, so changes made during
+/// an outage are live within a few seconds of its end. kube-runtime's
+/// default (client-go's) grows to 30 s plus jitter, which left a minute of
+/// staleness after a 30 s outage. A replica's half-dozen watches retrying
+/// every 1.5-3 s is light load even for a struggling API server. The policy
+/// starts over once a watch has been healthy for a minute.
+fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
+    let exponential = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_millis(1500))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    ResetTimerBackoff::new(exponential.into(), Duration::from_secs(60))
+}
+
+/// Fields translation never reads, dropped before the reflector stores the
+/// object: `managedFields` and kubectl's copy of the last applied object
+/// are often most of an object's size.
+fn strip<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+    if let Some(a) = obj.meta_mut().annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+}
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// A kube client from `--kubeconfig`, else the usual inference (KUBECONFIG,
 /// ~/.kube/config, in-cluster service account).
@@ -131,7 +162,9 @@ pub async fn start(
         info!("watching HTTPRoutes");
         let stream = reflector::reflector(
             routes_writer,
-            watcher::watcher(routes_api, watcher::Config::default()).default_backoff(),
+            watcher::watcher(routes_api, watcher::Config::default())
+                .backoff(watch_backoff())
+                .modify(strip),
         );
         drive(stream, routes_flag, report_undecodable).await;
     }));
@@ -166,7 +199,12 @@ where
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher::watcher(api, config).default_backoff());
+    let stream = reflector::reflector(
+        writer,
+        watcher::watcher(api, config)
+            .backoff(watch_backoff())
+            .modify(strip),
+    );
     let task = tokio::spawn(drive(stream, ctx, |_: &K| {}));
     (reader, task)
 }
