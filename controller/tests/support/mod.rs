@@ -29,6 +29,49 @@ spec: {controller: portico.dev/ingress-controller}
 ---
 "#;
 
+/// A Service `name` with one port named `http` (80) and an EndpointSlice
+/// putting it at `addr`, as a `---`-led manifest to append.
+pub fn service_at(name: &str, addr: SocketAddr) -> String {
+    format!(
+        r#"
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: {port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-1, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints: [{{addresses: ["{ip}"]}}]
+"#,
+        port = addr.port(),
+        ip = addr.ip(),
+    )
+}
+
+/// An Ingress `name` for host `<name>.test`, everything to port 80 of
+/// Service `service`, with `annotations` (flow-style YAML pairs), as a
+/// `---`-led manifest to append.
+pub fn ingress_for(name: &str, service: &str, annotations: &str) -> String {
+    format!(
+        r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  annotations: {{{annotations}}}
+spec:
+  ingressClassName: portico
+  rules: [{{host: {name}.test, http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}]}}}}]
+"#
+    )
+}
+
 /// Polls `f` until it returns `Some`, for convergence of asynchronous state;
 /// fails after 20 s.
 pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
