@@ -98,27 +98,34 @@ pub struct ErrorPagesRuntime {
 }
 
 /// What the error backend is told about the request, taken before the
-/// request is consumed; only for rules with error pages.
+/// request is consumed; only for rules with error pages. Handles to the
+/// request's own buffers: formatted only when a page is asked for.
 pub(crate) struct ErrorRequest {
     head: bool,
-    /// `X-Original-URI`: path and query as routed.
-    uri: Option<HeaderValue>,
-    host: HeaderValue,
+    /// As routed: `X-Original-URI`, and the host of an HTTP/2 request.
+    uri: Uri,
+    /// The `Host` header of an HTTP/1 request.
+    host: Option<HeaderValue>,
     /// `X-Format`: the client's `Accept`.
     accept: Option<HeaderValue>,
 }
 
 impl ErrorRequest {
-    pub(crate) fn of(req: &Request<Incoming>, host: &str) -> Self {
+    pub(crate) fn of(req: &Request<Incoming>) -> Self {
         Self {
             head: req.method() == Method::HEAD,
-            uri: req
-                .uri()
-                .path_and_query()
-                .and_then(|pq| HeaderValue::from_str(pq.as_str()).ok()),
-            // The routed host came from a header or the URI: valid.
-            host: HeaderValue::from_str(host).unwrap_or(HeaderValue::from_static("")),
+            uri: req.uri().clone(),
+            host: req.headers().get(header::HOST).cloned(),
             accept: req.headers().get(header::ACCEPT).cloned(),
+        }
+    }
+
+    /// The host the client asked for, as the proxy routed it.
+    fn host(&self) -> HeaderValue {
+        match self.uri.authority() {
+            // An authority is always a valid header value.
+            Some(a) => HeaderValue::from_str(a.as_str()).unwrap_or(HeaderValue::from_static("")),
+            None => self.host.clone().unwrap_or(HeaderValue::from_static("")),
         }
     }
 }
@@ -263,9 +270,14 @@ impl ErrorPagesRuntime {
         if let Some(accept) = &req.accept {
             h.insert(X_FORMAT.clone(), accept.clone());
         }
-        if let Some(uri) = &req.uri {
-            h.insert(X_ORIGINAL_URI.clone(), uri.clone());
+        if let Some(uri) = req
+            .uri
+            .path_and_query()
+            .and_then(|pq| HeaderValue::from_str(pq.as_str()).ok())
+        {
+            h.insert(X_ORIGINAL_URI.clone(), uri);
         }
+        let host = req.host();
         for (name, value) in self.origin.iter() {
             h.insert(name.clone(), value.clone());
         }
@@ -279,13 +291,13 @@ impl ErrorPagesRuntime {
         let root = PathAndQuery::from_static("/");
         match protocol {
             Protocol::Http1 => {
-                h.insert(header::HOST, req.host.clone());
+                h.insert(header::HOST, host);
                 *out.version_mut() = Version::HTTP_11;
                 *out.uri_mut() = Uri::from(root);
             }
             Protocol::H2c => {
                 *out.version_mut() = Version::HTTP_2;
-                let authority = Authority::try_from(req.host.as_bytes())
+                let authority = Authority::try_from(host.as_bytes())
                     .unwrap_or_else(|_| Authority::from_static("localhost"));
                 *out.uri_mut() = Uri::builder()
                     .scheme("http")

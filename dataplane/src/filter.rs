@@ -146,9 +146,7 @@ impl Chain {
             },
             answered_by: None,
             // Taken before any filter answers: their answers get pages too.
-            error_request: self
-                .error_pages
-                .map(|_| Box::new(ErrorRequest::of(req, host))),
+            error_request: self.error_pages.map(|_| Box::new(ErrorRequest::of(req))),
         };
         for (i, f) in self.filters.iter().enumerate() {
             if let Some(answer) = f.request(req, host, ctx) {

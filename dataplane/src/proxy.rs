@@ -268,7 +268,7 @@ pub(crate) async fn handle(
                 id: &ctx.id,
                 client: ctx.client.ip,
             };
-            let req = crate::error_pages::ErrorRequest::of(&req, host);
+            let req = crate::error_pages::ErrorRequest::of(&req);
             rsp = Box::pin(pages.render(&req, asker, rsp)).await;
         }
         return Ok(finish(&shared, ctx, log, None, NO_ROUTE.into(), None, rsp));

@@ -38,9 +38,11 @@ impl ErrorBackend {
             counted.fetch_add(1, Ordering::SeqCst);
             async move {
                 let mut page = format!(
-                    "method={}\npath={}\n",
+                    "method={}\npath={}\nversion={:?}\nauthority={}\n",
                     req.method(),
-                    req.uri().path_and_query().map_or("", |p| p.as_str())
+                    req.uri().path_and_query().map_or("", |p| p.as_str()),
+                    req.version(),
+                    req.uri().authority().map_or("", |a| a.as_str()),
                 );
                 for (name, value) in req.headers() {
                     page.push_str(&format!("{name}={}\n", value.to_str().unwrap_or("?")));
@@ -429,6 +431,20 @@ async fn a_requests_body_is_never_sent_to_the_error_backend() {
     assert_eq!(headers["content-type"], "text/x-error-page");
     assert_eq!(body, "");
     assert_eq!(errors.hits(), 2);
+}
+
+#[tokio::test]
+async fn an_h2c_error_backend_is_asked_over_http2() {
+    let app = app().await;
+    let errors = ErrorBackend::start(StatusCode::OK).await;
+    let mut h2c = errors.backend();
+    h2c.protocol = Protocol::H2c;
+    let rule = forward_rule(vec![], vec![backend("app", &[app.addr])]);
+    let proxy = Proxy::start(one_rule(with_pages(rule, pages(&[404], h2c)))).await;
+    let seen = expect_page(&proxy, "/status/404", 404).await;
+    assert_eq!(seen["version"], "HTTP/2.0");
+    assert_eq!(seen["authority"], "shop.test");
+    assert_eq!(seen["path"], "/");
 }
 
 #[tokio::test]
