@@ -12,6 +12,7 @@ use portico_dataplane::model::Hsts;
 use portico_dataplane::path::{EscapedSlashes, PathNormalization, PathPolicy};
 
 use crate::translate::Settings;
+use crate::translate::backends::{PortRef, ServiceRef};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -79,6 +80,19 @@ pub struct ClassArgs {
     /// annotation of its own.
     #[arg(long, env = "PORTICO_DENYLIST_SOURCE_RANGE", value_delimiter = ',', value_parser = parse_range)]
     pub denylist_source_range: Vec<IpNet>,
+    /// `namespace/name[:port]` of the Service that renders the 404 of
+    /// requests no route matches, and the custom error pages of Ingresses
+    /// without a `default-backend` annotation (ingress-nginx's flag of the
+    /// same name). The port is a number or a name; default: the Service's
+    /// first port. Default: none (a plain 404).
+    #[arg(long, env = "PORTICO_DEFAULT_BACKEND_SERVICE", value_parser = parse_service_ref)]
+    pub default_backend_service: Option<ServiceRef>,
+    /// Statuses (400 to 599, comma-separated) whose answers get a custom
+    /// error page on every Ingress path without a `custom-http-errors`
+    /// annotation of its own: ingress-nginx's ConfigMap key of the same
+    /// name, as a flag (Portico reads no ConfigMap). Default: none.
+    #[arg(long, env = "PORTICO_CUSTOM_HTTP_ERRORS", value_delimiter = ',', value_parser = parse_error_code)]
+    pub custom_http_errors: Vec<u16>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -392,6 +406,8 @@ impl ClassArgs {
                 .collect(),
             allowlist_source_range: self.allowlist_source_range.clone(),
             denylist_source_range: self.denylist_source_range.clone(),
+            default_backend_service: self.default_backend_service.clone(),
+            custom_http_errors: self.custom_http_errors.clone(),
             ..Settings::default()
         }
     }
@@ -410,6 +426,51 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// A `--trusted-proxies` entry.
 fn parse_range(s: &str) -> Result<IpNet, String> {
     portico_dataplane::forwarded::parse_range(s).map_err(|e| e.to_string())
+}
+
+/// A `--custom-http-errors` entry.
+fn parse_error_code(s: &str) -> Result<u16, String> {
+    crate::annotations::error_code(s).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// `namespace/name[:port]`: Kubernetes names, the port a number or a
+/// Service port name.
+fn parse_service_ref(s: &str) -> Result<ServiceRef, String> {
+    let bad = || format!("{s:?} is not namespace/name[:port]");
+    let (namespace, rest) = s.split_once('/').ok_or_else(bad)?;
+    let (name, port) = match rest.split_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (rest, None),
+    };
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if !label(namespace) || !label(name) {
+        return Err(bad());
+    }
+    let port = match port {
+        None => None,
+        Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => Some(PortRef::Number(i32::from(n))),
+            _ => return Err(format!("{s:?}: port {p:?} is not 1 to 65535")),
+        },
+        Some(p) if label(p) && p.len() <= 15 => Some(PortRef::Name(p.to_owned())),
+        Some(p) => {
+            return Err(format!(
+                "{s:?}: {p:?} is neither a port number nor a port name"
+            ));
+        }
+    };
+    Ok(ServiceRef {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        port,
+    })
 }
 
 /// `off`, or an address to listen on.
@@ -546,6 +607,64 @@ mod tests {
             text.contains("--trusted-proxies") && text.contains("\"10.0.0.0/33\""),
             "{text}"
         );
+    }
+
+    #[test]
+    fn error_page_flags_parse_as_ingress_nginx_writes_them() {
+        let class = |extra: &[&str]| run_args(extra).map(|a| a.class);
+        let none = class(&[]).unwrap();
+        assert_eq!(none.default_backend_service, None);
+        assert!(none.custom_http_errors.is_empty());
+
+        let set = class(&[
+            "--default-backend-service",
+            "ingress/errors",
+            "--custom-http-errors",
+            "404, 503,500",
+        ])
+        .unwrap();
+        let settings = set.settings();
+        assert_eq!(
+            settings.default_backend_service,
+            Some(ServiceRef {
+                namespace: "ingress".into(),
+                name: "errors".into(),
+                port: None,
+            })
+        );
+        assert_eq!(settings.custom_http_errors, [404, 503, 500]);
+        let port = |v: &str| {
+            class(&["--default-backend-service", v])
+                .unwrap()
+                .default_backend_service
+                .unwrap()
+                .port
+        };
+        assert_eq!(port("a/b:8080"), Some(PortRef::Number(8080)));
+        assert_eq!(port("a/b:http"), Some(PortRef::Name("http".into())));
+
+        for bad in [
+            "errors",
+            "a/b/c",
+            "A/b",
+            "a/",
+            "/b",
+            "a/b:0",
+            "a/b:70000",
+            "a/b:Http",
+            "a/b:",
+        ] {
+            assert!(
+                class(&["--default-backend-service", bad]).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+        for bad in ["200", "404,600", "4xx", "404;503"] {
+            let e = class(&["--custom-http-errors", bad])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("--custom-http-errors"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -76,6 +76,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let changes = Arc::new(Notify::new());
     let settings = args.tls.apply(args.class.settings());
+    if !settings.custom_http_errors.is_empty() && settings.default_backend_service.is_none() {
+        warn!(
+            "--custom-http-errors without --default-backend-service: only Ingresses with a default-backend annotation get error pages"
+        );
+    }
     let (snapshot, _source_guard): (SnapshotFn, Box<dyn Send>) = match &args.manifests {
         Some(dir) => {
             let (f, guard) = manifest_source(dir.clone(), Arc::clone(&changes))?;

@@ -11,7 +11,10 @@ use tokio::net::TcpListener;
 
 mod support;
 
-use support::{PORTICO, Portico, base64, eventually, get, manifests, tls_secret, upstream};
+use support::{
+    DEFAULT_INGRESS_CLASS, PORTICO, Portico, base64, eventually, get, ingress_for, manifests,
+    serve, service_at, tls_secret, upstream,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_manifests_follows_edits_keeps_last_good_and_exits_cleanly() {
@@ -894,19 +897,8 @@ async fn redirect_annotations_send_the_url_as_written() {
     }
     let dir = dir_with_good_manifests();
     let redirect = |name: &str, url: &str| {
-        format!(
-            r#"
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: {name}
-  annotations: {{nginx.ingress.kubernetes.io/permanent-redirect: "{url}"}}
-spec:
-  ingressClassName: portico
-  rules: [{{host: {name}.test, http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: demo, port: {{number: 80}}}}}}}}]}}}}]
-"#
-        )
+        let annotation = format!(r#"nginx.ingress.kubernetes.io/permanent-redirect: "{url}""#);
+        ingress_for(name, "demo", &annotation)
     };
     let text =
         redirect("bare", "https://new.test") + &redirect("pathed", "https://new.test/landing");
@@ -952,21 +944,7 @@ async fn status_of(addr: SocketAddr, host: &str, extra: &str) -> u16 {
 async fn ip_access_lists_judge_the_client_address() {
     let up = upstream("demo").await;
     let dir = tempfile::tempdir().unwrap();
-    let ingress = |name: &str, annotations: &str| {
-        format!(
-            r#"
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: {name}
-  annotations: {{{annotations}}}
-spec:
-  ingressClassName: portico
-  rules: [{{host: {name}.test, http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: demo, port: {{number: 80}}}}}}}}]}}}}]
-"#
-        )
-    };
+    let ingress = |name: &str, annotations: &str| ingress_for(name, "demo", annotations);
     let text = manifests(up, "/")
         + &ingress("open", "")
         + &ingress(
@@ -1024,4 +1002,143 @@ spec:
     assert_eq!(status_of(behind.http, "local.test", claim).await, 403);
     assert_eq!(status_of(behind.http, "open.test", "").await, 403);
     assert_eq!(status_of(behind.http, "own-deny.test", "").await, 200);
+}
+
+/// An upstream answering the status its path ends with (`/status/404`) as
+/// `<name> <status>`, or, when `page` is set, 200 with the error headers it
+/// was asked with (an error backend).
+async fn status_upstream(name: &'static str, page: bool) -> SocketAddr {
+    serve(move |req| {
+        let header = |n: &str| {
+            req.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned()
+        };
+        if page {
+            let body = format!(
+                "{name} code={} ingress={} service={} port={}",
+                header("x-code"),
+                header("x-ingress-name"),
+                header("x-service-name"),
+                header("x-service-port"),
+            );
+            return (StatusCode::OK, body);
+        }
+        let status = req
+            .uri()
+            .path()
+            .strip_prefix("/status/")
+            .and_then(|s| s.parse().ok())
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::OK);
+        (status, format!("{name} {}", status.as_u16()))
+    })
+    .await
+}
+
+/// `custom-http-errors`, `default-backend`, `disable-proxy-intercept-errors`
+/// and the global `--default-backend-service` and `--custom-http-errors`,
+/// through the real binary; invalid entries reported by `portico validate`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_error_pages_from_annotations_and_flags() {
+    let app = status_upstream("app", false).await;
+    let own = status_upstream("own-page", true).await;
+    let global = status_upstream("global-page", true).await;
+    let ingress = |name: &str, annotations: &str| ingress_for(name, "app", annotations);
+    let text = String::from(DEFAULT_INGRESS_CLASS)
+        + &service_at("app", app)
+        + &service_at("own-errors", own)
+        + &service_at("global-errors", global)
+        + &ingress(
+            "pages",
+            r#"nginx.ingress.kubernetes.io/custom-http-errors: "404,503", nginx.ingress.kubernetes.io/default-backend: own-errors"#,
+        )
+        + &ingress("plain", "")
+        + &ingress(
+            "passing",
+            r#"portico.dev/custom-http-errors: "404", portico.dev/disable-proxy-intercept-errors: "true""#,
+        );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.yaml"), &text).unwrap();
+
+    let portico = Portico::start_with(
+        dir.path(),
+        &[
+            "--default-backend-service",
+            "default/global-errors",
+            "--custom-http-errors",
+            "500",
+        ],
+    );
+    portico.ready().await;
+    let http = portico.http;
+    for (host, path, status, body) in [
+        // The Ingress's own codes and error backend; told its Service.
+        (
+            "pages.test",
+            "/status/404",
+            404,
+            "own-page code=404 ingress=pages service=app port=80",
+        ),
+        // Its own list replaces the global one.
+        ("pages.test", "/status/500", 500, "app 500"),
+        // The global codes and backend where the Ingress says nothing.
+        (
+            "plain.test",
+            "/status/500",
+            500,
+            "global-page code=500 ingress=plain service=app port=80",
+        ),
+        ("plain.test", "/status/404", 404, "app 404"),
+        ("plain.test", "/status/200", 200, "app 200"),
+        // Upstream answers pass through.
+        ("passing.test", "/status/404", 404, "app 404"),
+        // No route: the global default backend renders the 404.
+        (
+            "unknown.test",
+            "/",
+            404,
+            "global-page code=404 ingress=- service=- port=-",
+        ),
+    ] {
+        let got = get(http, host, path).await.unwrap();
+        assert_eq!(
+            (got.0.as_u16(), got.1.as_str()),
+            (status, body),
+            "{host}{path}"
+        );
+    }
+    let (_, routes) = get(portico.debug, "x", "/debug/routes").await.unwrap();
+    assert!(routes.contains("\"error_pages\""), "{routes}");
+    drop(portico);
+
+    // Without the flags: a plain 404, and only the annotated Ingress's pages.
+    let bare = Portico::start(dir.path());
+    bare.ready().await;
+    let (status, body) = get(bare.http, "unknown.test", "/").await.unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.starts_with("404 Not Found"), "{body}");
+    assert_eq!(
+        get(bare.http, "plain.test", "/status/500").await.unwrap(),
+        (StatusCode::INTERNAL_SERVER_ERROR, "app 500".to_owned())
+    );
+    assert_eq!(
+        get(bare.http, "pages.test", "/status/503").await.unwrap().1,
+        "own-page code=503 ingress=pages service=app port=80"
+    );
+    drop(bare);
+
+    // An invalid entry is named by `portico validate`, the rest kept.
+    let typo = text.replace("\"404,503\"", "\"404,5O3\"");
+    let (code, out) = validate_args(&["-"], &typo);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("Ingress default/pages")
+            && out.contains("nginx.ingress.kubernetes.io/custom-http-errors")
+            && out.contains("\"5O3\"")
+            && out.contains("400 to 599"),
+        "{out}"
+    );
 }

@@ -77,7 +77,10 @@ fn hosts_config(n: usize) -> RouteConfig {
             )
         })
         .collect();
-    RouteConfig { routes }
+    RouteConfig {
+        routes,
+        ..Default::default()
+    }
 }
 
 /// `n` services under one hostname, a prefix and an exact path each, plus a
@@ -108,7 +111,10 @@ fn paths_config(n: usize) -> RouteConfig {
             )],
         ));
     }
-    RouteConfig { routes }
+    RouteConfig {
+        routes,
+        ..Default::default()
+    }
 }
 
 struct Request {

@@ -265,6 +265,7 @@ fn routes(endpoints: Vec<SocketAddr>, policy: EndpointPolicy, retry: RetryPolicy
                 grpc: Default::default(),
             }],
         }],
+        ..Default::default()
     }
 }
 

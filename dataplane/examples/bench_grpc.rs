@@ -107,6 +107,7 @@ async fn proxy(listen: SocketAddr, upstream: SocketAddr) -> Result<(), Error> {
                 },
             }],
         }],
+        ..Default::default()
     });
     if !report.errors.is_empty() {
         return Err(format!("route rejected: {:?}", report.errors).into());

@@ -128,5 +128,6 @@ fn route_to(upstream: SocketAddr) -> RouteConfig {
                 grpc: Default::default(),
             }],
         }],
+        ..Default::default()
     }
 }

@@ -390,6 +390,12 @@ impl ResponseBody {
         Self::full(Bytes::new())
     }
 
+    /// Whether this streams an upstream's answer (rather than the proxy's
+    /// own): custom error pages intercept upstream answers only when told.
+    pub fn is_upstream(&self) -> bool {
+        matches!(self.source, Source::Upstream(_))
+    }
+
     /// Makes this a gRPC call's body: `failure` is shared with the request
     /// body; `web` encodes for a gRPC-Web client.
     pub fn grpc_call(mut self, failure: CallFailure, web: Option<WebEncoder>) -> Self {

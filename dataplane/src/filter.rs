@@ -9,14 +9,16 @@
 //! allocated and no loop body runs.
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::body::ResponseBody;
+use crate::error_pages::{Asker, ErrorPagesRuntime, ErrorRequest};
 use crate::forwarded::IpSet;
 use crate::grpc_web::WebRuntime;
 use crate::model::{Filter, GrpcWeb, HeaderModifier, HttpsRedirect, RouteClientAuth, Rule, Scheme};
 use crate::proxy::{self, Call, ConnInfo, RequestCtx};
+use crate::upstream::Upstreams;
 
 /// A rule's filters, compiled, in running order.
 #[derive(Default)]
@@ -25,6 +27,9 @@ pub struct Chain {
     /// Some filter's response side reads the request's `Origin`, which is
     /// taken before the request is consumed.
     reads_origin: bool,
+    /// The index of the error pages filter, whose response side replaces
+    /// an answer's body.
+    error_pages: Option<usize>,
 }
 
 /// A [`Filter`] with its values prepared: header values formatted, CORS
@@ -46,6 +51,7 @@ enum Compiled {
         allow: Option<Box<IpSet>>,
         deny: Box<IpSet>,
     },
+    ErrorPages(Box<ErrorPagesRuntime>),
 }
 
 /// A filter's answer in place of the rule's action.
@@ -67,45 +73,57 @@ pub(crate) struct Passed {
     origin: Option<HeaderValue>,
     /// The index of the filter that answered, if one did.
     answered_by: Option<usize>,
+    /// What an error page is asked with; only on rules with error pages.
+    error_request: Option<Box<ErrorRequest>>,
 }
 
 // === impl Chain ===
 
 impl Chain {
     /// Compiles `filters` (in running order, see
-    /// [`crate::model::Route::rule_filters`]) for `rule`.
-    pub fn build(filters: &[Filter], rule: &Rule) -> Self {
-        let filters: Box<[Compiled]> = filters
-            .iter()
-            .map(|f| match f {
-                Filter::HttpsRedirect(r) => Compiled::HttpsRedirect(*r),
-                // Digits and fixed words: always a valid header value.
-                Filter::Hsts(h) => match HeaderValue::try_from(h.header_value()) {
-                    Ok(v) => Compiled::Hsts(v),
-                    Err(_) => Compiled::Hsts(HeaderValue::from_static("max-age=0")),
-                },
-                Filter::RequestHeaders(m) => Compiled::RequestHeaders(m.clone()),
-                Filter::ResponseHeaders(m) => Compiled::ResponseHeaders(m.clone()),
-                Filter::GrpcWebCors(cors) => {
-                    Compiled::GrpcWebCors(WebRuntime::build(&GrpcWeb { cors: cors.clone() }))
-                }
-                Filter::ClientCert(a) => Compiled::ClientCert(a.clone()),
-                Filter::BodyLimit(limit) => Compiled::BodyLimit {
-                    limit: *limit,
-                    bridged: rule.grpc.web.is_some(),
-                },
-                Filter::IpAccess(a) => Compiled::IpAccess {
-                    allow: (!a.allow.is_empty()).then(|| Box::new(IpSet::new(&a.allow))),
-                    deny: Box::new(IpSet::new(&a.deny)),
-                },
-            })
-            .collect();
+    /// [`crate::model::Route::rule_filters`]) for `rule`; an error
+    /// backend's endpoints come from `upstreams`.
+    pub fn build(filters: &[Filter], rule: &Rule, upstreams: &Upstreams) -> Self {
+        let filters: Box<[Compiled]> =
+            filters
+                .iter()
+                .map(|f| match f {
+                    Filter::HttpsRedirect(r) => Compiled::HttpsRedirect(*r),
+                    // Digits and fixed words: always a valid header value.
+                    Filter::Hsts(h) => match HeaderValue::try_from(h.header_value()) {
+                        Ok(v) => Compiled::Hsts(v),
+                        Err(_) => Compiled::Hsts(HeaderValue::from_static("max-age=0")),
+                    },
+                    Filter::RequestHeaders(m) => Compiled::RequestHeaders(m.clone()),
+                    Filter::ResponseHeaders(m) => Compiled::ResponseHeaders(m.clone()),
+                    Filter::GrpcWebCors(cors) => {
+                        Compiled::GrpcWebCors(WebRuntime::build(&GrpcWeb { cors: cors.clone() }))
+                    }
+                    Filter::ClientCert(a) => Compiled::ClientCert(a.clone()),
+                    Filter::BodyLimit(limit) => Compiled::BodyLimit {
+                        limit: *limit,
+                        bridged: rule.grpc.web.is_some(),
+                    },
+                    Filter::IpAccess(a) => Compiled::IpAccess {
+                        allow: (!a.allow.is_empty()).then(|| Box::new(IpSet::new(&a.allow))),
+                        deny: Box::new(IpSet::new(&a.deny)),
+                    },
+                    Filter::ErrorPages(p) => Compiled::ErrorPages(Box::new(
+                        ErrorPagesRuntime::build(p, rule.timeouts, upstreams),
+                    )),
+                })
+                .collect();
         let reads_origin = filters
             .iter()
             .any(|f| matches!(f, Compiled::GrpcWebCors(_)));
+        // The last listed: its response side is the first to run.
+        let error_pages = filters
+            .iter()
+            .rposition(|f| matches!(f, Compiled::ErrorPages(_)));
         Self {
             filters,
             reads_origin,
+            error_pages,
         }
     }
 
@@ -127,6 +145,8 @@ impl Chain {
                 None
             },
             answered_by: None,
+            // Taken before any filter answers: their answers get pages too.
+            error_request: self.error_pages.map(|_| Box::new(ErrorRequest::of(req))),
         };
         for (i, f) in self.filters.iter().enumerate() {
             if let Some(answer) = f.request(req, host, ctx) {
@@ -144,6 +164,57 @@ impl Chain {
                 apply_header_modifier(headers, m);
             }
         }
+    }
+
+    /// Whether `rsp` is to be replaced by an error page ([`Self::error_page`]).
+    /// gRPC calls never are: their status is in the trailers, and their
+    /// clients read no pages.
+    pub(crate) fn intercepts(
+        &self,
+        passed: &Passed,
+        rsp: &Response<ResponseBody>,
+        ctx: &RequestCtx,
+    ) -> bool {
+        passed.error_request.is_some()
+            && matches!(ctx.call, Call::Http)
+            && self
+                .error_pages_runtime()
+                .is_some_and(|p| p.intercepts(rsp))
+    }
+
+    /// The error pages filter's response side: `rsp` with the error
+    /// backend's page, or unchanged when none comes. Runs before the other
+    /// filters' response sides, which then apply to the page.
+    pub(crate) async fn error_page(
+        &self,
+        passed: &Passed,
+        rsp: Response<ResponseBody>,
+        ctx: &RequestCtx,
+    ) -> Response<ResponseBody> {
+        match (self.error_pages_runtime(), passed.error_request.as_deref()) {
+            (Some(pages), Some(req)) => {
+                let asker = Asker {
+                    id: ctx.id(),
+                    client: ctx.client_addr().ip,
+                };
+                pages.render(req, asker, rsp).await
+            }
+            _ => rsp,
+        }
+    }
+
+    fn error_pages_runtime(&self) -> Option<&ErrorPagesRuntime> {
+        match self.filters.get(self.error_pages?)? {
+            Compiled::ErrorPages(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The error backend's endpoints, for health reports.
+    pub(crate) fn error_backends(&self) -> impl Iterator<Item = &crate::table::BackendRuntime> {
+        self.error_pages_runtime()
+            .into_iter()
+            .flat_map(|p| p.backends())
     }
 
     /// The response side, in reverse, on every answer.
@@ -286,6 +357,21 @@ mod tests {
         }
     }
 
+    fn error_pages() -> Filter {
+        Filter::ErrorPages(Box::new(crate::model::ErrorPages {
+            codes: vec![404],
+            intercept_upstream: true,
+            backend: crate::model::Backend {
+                name: "errors".into(),
+                weight: 1,
+                protocol: Default::default(),
+                endpoints: vec![],
+                policy: Default::default(),
+            },
+            origin: Default::default(),
+        }))
+    }
+
     fn kind(f: &Filter) -> &'static str {
         match f {
             Filter::HttpsRedirect(_) => "https_redirect",
@@ -296,6 +382,7 @@ mod tests {
             Filter::ClientCert(_) => "client_cert",
             Filter::BodyLimit(_) => "body_limit",
             Filter::IpAccess(_) => "ip_access",
+            Filter::ErrorPages(_) => "error_pages",
         }
     }
 
@@ -303,7 +390,8 @@ mod tests {
     /// order of a rule that has them all. An HTTPS redirect answers before
     /// a CORS preflight, which answers before a client-certificate
     /// mismatch, which answers before a body-size check; on the way back
-    /// CORS decorates first, then the header edits, then HSTS.
+    /// the error page comes first (every other filter applies to it), then
+    /// CORS decorates, then the header edits, then HSTS.
     #[test]
     fn filter_order() {
         let auth = RouteClientAuth {
@@ -321,6 +409,7 @@ mod tests {
             (Filter::GrpcWebCors(Cors::default()), Stage::PreAccess),
             (Filter::ClientCert(auth.clone()), Stage::Access),
             (Filter::BodyLimit(10), Stage::Content),
+            (error_pages(), Stage::Content),
         ];
         for (f, stage) in &every {
             assert_eq!(f.stage(), *stage, "{f:?}");
@@ -341,6 +430,7 @@ mod tests {
         rule.filters.response_headers = modifier("x-rsp");
         rule.max_request_body = Some(10);
         rule.grpc.web = Some(GrpcWeb::default());
+        rule.chain = vec![error_pages()];
         let route = Route {
             id: "r".into(),
             source: SourceRef::default(),
@@ -363,6 +453,7 @@ mod tests {
                 "grpc_web_cors",
                 "client_cert",
                 "body_limit",
+                "error_pages",
             ]
         );
         assert_eq!(chain, every.map(|(f, _)| f));
@@ -420,6 +511,7 @@ mod tests {
         };
         let filters = route.rule_filters(&rule);
         assert!(filters.is_empty());
-        assert!(Chain::build(&filters, &rule).is_empty());
+        let upstreams = Upstreams::new(Default::default(), Default::default());
+        assert!(Chain::build(&filters, &rule, &upstreams).is_empty());
     }
 }

@@ -23,6 +23,10 @@ pub const DEFAULT_MAX_REQUEST_BODY: u64 = 1024 * 1024;
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RouteConfig {
     pub routes: Vec<Route>,
+    /// Renders the proxy's own 404 for requests no route matches
+    /// (ingress-nginx `--default-backend-service`); `None`: a plain 404.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_backend: Option<Backend>,
 }
 
 /// The rules one source object contributes (an Ingress, an HTTPRoute).
@@ -207,6 +211,50 @@ pub enum Filter {
     /// Client address lists (ingress-nginx `allowlist-source-range`,
     /// `denylist-source-range`): 403 for a denied client.
     IpAccess(IpAccess),
+    /// Answers with one of these statuses get their body from an error
+    /// backend (ingress-nginx `custom-http-errors`). Boxed: it holds a
+    /// whole backend, and most rules have none.
+    ErrorPages(Box<ErrorPages>),
+}
+
+/// Custom error pages: when the upstream answers one of `codes`, or the
+/// proxy itself would, the answer keeps its status and takes its body and
+/// content headers from `backend`, asked with ingress-nginx's `X-Code`,
+/// `X-Format`, `X-Original-URI`, ... headers. gRPC calls are never
+/// intercepted: their status is in the trailers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorPages {
+    /// Statuses 400 to 599.
+    pub codes: Vec<u16>,
+    /// Also upstream answers; `false` (ingress-nginx
+    /// `disable-proxy-intercept-errors`): only the proxy's own errors.
+    #[serde(default = "yes")]
+    pub intercept_upstream: bool,
+    /// The Service that renders the pages (cleartext; weight ignored).
+    pub backend: Backend,
+    /// What the error backend is told about the rule.
+    #[serde(default)]
+    pub origin: ErrorOrigin,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The rule an error happened on, as ingress-nginx tells its default
+/// backend: `X-Namespace`, `X-Ingress-Name`, `X-Service-Name`,
+/// `X-Service-Port`. An empty field is not sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorOrigin {
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub ingress: String,
+    #[serde(default)]
+    pub service: String,
+    /// The Service port as written: a number or a name.
+    #[serde(default)]
+    pub port: String,
 }
 
 /// Which client addresses may use a rule. The address is the one the
@@ -249,7 +297,9 @@ impl Filter {
             | Filter::ResponseHeaders(_) => Stage::Rewrite,
             Filter::GrpcWebCors(_) => Stage::PreAccess,
             Filter::IpAccess(_) | Filter::ClientCert(_) => Stage::Access,
-            Filter::BodyLimit(_) => Stage::Content,
+            // Content: its response side (the error page) runs first on
+            // the way back, so every other filter's applies to the page.
+            Filter::BodyLimit(_) | Filter::ErrorPages(_) => Stage::Content,
         }
     }
 }
@@ -1670,6 +1720,7 @@ mod tests {
                     grpc: Default::default(),
                 }],
             }],
+            ..Default::default()
         };
         let json = serde_json::to_string(&cfg).unwrap();
         let back: RouteConfig = serde_json::from_str(&json).unwrap();

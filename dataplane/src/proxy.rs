@@ -176,6 +176,11 @@ impl RequestCtx {
         self.client
     }
 
+    /// The request id, as the client's answer carries it.
+    pub(crate) fn id(&self) -> &HeaderValue {
+        &self.id
+    }
+
     /// The proxy's own error answer, in the caller's protocol.
     fn error(&self, status: StatusCode) -> Response<ResponseBody> {
         match &self.call {
@@ -254,7 +259,18 @@ pub(crate) async fn handle(
     };
 
     let Some(routed) = table.lookup(&head) else {
-        let rsp = ctx.error(StatusCode::NOT_FOUND);
+        let mut rsp = ctx.error(StatusCode::NOT_FOUND);
+        // `--default-backend-service` renders it (HTTP callers only).
+        if let Some(pages) = table.default_backend()
+            && matches!(ctx.call, Call::Http)
+        {
+            let asker = crate::error_pages::Asker {
+                id: &ctx.id,
+                client: ctx.client.ip,
+            };
+            let req = crate::error_pages::ErrorRequest::of(&req);
+            rsp = Box::pin(pages.render(&req, asker, rsp)).await;
+        }
         return Ok(finish(&shared, ctx, log, None, NO_ROUTE.into(), None, rsp));
     };
     if policy.normalization != PathNormalization::None
@@ -276,6 +292,11 @@ pub(crate) async fn handle(
         (None, Action::Forward(_)) => forward(&routed, req, &host_value, &ctx).await,
         (None, Action::Deny { .. }) => (ctx.error(StatusCode::SERVICE_UNAVAILABLE), None),
     };
+    // Custom error pages: boxed, so requests without one do not carry the
+    // error backend's exchange in their future.
+    if chain.intercepts(&passed, &rsp, &ctx) {
+        rsp = Box::pin(chain.error_page(&passed, rsp, &ctx)).await;
+    }
     chain.response(&passed, &ctx.conn, rsp.headers_mut());
     Ok(finish(
         &shared,

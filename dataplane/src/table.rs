@@ -10,6 +10,7 @@ use http::HeaderMap;
 use regex::Regex;
 
 use crate::balance::Balancer;
+use crate::error_pages::ErrorPagesRuntime;
 use crate::filter::Chain;
 use crate::model::{
     Action, Backend, Canary, CanaryHeaderValue, Filter, PathModifier, Protocol, RetryPolicy, Route,
@@ -28,6 +29,8 @@ pub struct RouteTable {
     /// `[route][rule]`, parallel to `config`.
     rules: Vec<Vec<RuleRuntime>>,
     errors: Vec<RouteError>,
+    /// Renders the 404 of requests no route matches.
+    default_backend: Option<ErrorPagesRuntime>,
 }
 
 /// What the proxy needs at request time for one rule.
@@ -111,6 +114,7 @@ impl RouteTable {
             router: Router::new(&RouteConfig::default()).0,
             rules: Vec::new(),
             errors: Vec::new(),
+            default_backend: None,
         }
     }
 
@@ -147,7 +151,7 @@ impl RouteTable {
                             })
                         };
                         let filters = route.rule_filters(rule);
-                        let chain = Chain::build(&filters, rule);
+                        let chain = Chain::build(&filters, rule, upstreams);
                         let Action::Forward(fwd) = &rule.action else {
                             return RuleRuntime {
                                 route_id: Arc::clone(&route_id),
@@ -198,6 +202,10 @@ impl RouteTable {
                     .collect()
             })
             .collect();
+        let default_backend = config
+            .default_backend
+            .as_ref()
+            .map(|b| ErrorPagesRuntime::unmatched(b, upstreams));
         Self {
             generation,
             published_at: SystemTime::now(),
@@ -205,6 +213,7 @@ impl RouteTable {
             router,
             rules,
             errors,
+            default_backend,
         }
     }
 
@@ -220,6 +229,12 @@ impl RouteTable {
             matched,
             runtime,
         })
+    }
+
+    /// The error pages of requests no route matches, if a default backend
+    /// is set.
+    pub(crate) fn default_backend(&self) -> Option<&ErrorPagesRuntime> {
+        self.default_backend.as_ref()
     }
 
     pub fn generation(&self) -> u64 {
@@ -250,14 +265,19 @@ impl RouteTable {
         &self.errors
     }
 
-    /// Every backend of every rule, canaries included (a backend used by
-    /// several rules comes once per rule).
+    /// Every backend of every rule, canaries and error backends included
+    /// (a backend used by several rules comes once per rule).
     pub fn backends(&self) -> impl Iterator<Item = &BackendRuntime> {
-        self.rules.iter().flatten().flat_map(|r| {
-            r.backends
-                .backends()
-                .chain(r.canary.iter().flat_map(|c| c.backends.backends()))
-        })
+        self.rules
+            .iter()
+            .flatten()
+            .flat_map(|r| {
+                r.backends
+                    .backends()
+                    .chain(r.canary.iter().flat_map(|c| c.backends.backends()))
+                    .chain(r.chain.error_backends())
+            })
+            .chain(self.default_backend.iter().flat_map(|d| d.backends()))
     }
 
     /// Each endpoint of each backend once, with its health.
@@ -413,7 +433,7 @@ pub(crate) fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h
 }
 
 impl BackendSet {
-    fn build(
+    pub(crate) fn build(
         list: &[Backend],
         upstreams: &Upstreams,
         tls: Option<&Arc<UpstreamTls>>,
@@ -578,6 +598,7 @@ mod tests {
                     grpc: Default::default(),
                 }],
             }],
+            ..Default::default()
         };
         let t1 = RouteTable::build(1, cfg(), &upstreams, &metrics);
         let t2 = RouteTable::build(2, cfg(), &upstreams, &metrics);

@@ -29,7 +29,7 @@ pub use self::registry::{
     AnnotationSpec, NginxAnnotation, NginxStatus, ObjectKind, Scope, Support, nginx_not_supported,
     registry,
 };
-pub(crate) use self::values::cors_origin;
+pub(crate) use self::values::{cors_origin, error_code};
 
 use self::parsers::Draft;
 
@@ -168,6 +168,12 @@ pub struct IngressAnnotations {
     pub server_alias: Vec<String>,
     /// A Service name in the Ingress's namespace (DNS-1035 label).
     pub default_backend: Option<String>,
+    /// `custom-http-errors`: statuses 400 to 599, in the order written,
+    /// each once; `None`: the global list applies.
+    pub custom_http_errors: Option<Vec<u16>>,
+    /// `disable-proxy-intercept-errors`: only the proxy's own errors get
+    /// pages, never upstream answers.
+    pub disable_proxy_intercept_errors: bool,
     /// Response headers to set, in the order written.
     pub custom_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub https: HttpsAnnotations,

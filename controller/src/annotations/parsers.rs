@@ -407,6 +407,23 @@ pub(crate) fn default_backend(v: &str, d: &mut Draft) -> Result<(), String> {
     Ok(())
 }
 
+/// Invalid entries are dropped one by one (each with a diagnostic); the
+/// valid ones are kept, duplicates once. None valid: ignored, so the
+/// global list still applies.
+pub(crate) fn custom_http_errors(v: &str, d: &mut Draft) -> Result<(), String> {
+    let codes = list(v, d, values::error_code)?;
+    if codes.is_empty() {
+        return Err("no status from 400 to 599".into());
+    }
+    d.out.custom_http_errors = Some(codes);
+    Ok(())
+}
+
+pub(crate) fn disable_proxy_intercept_errors(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.disable_proxy_intercept_errors = values::go_bool(v)?;
+    Ok(())
+}
+
 pub(crate) fn custom_headers(v: &str, d: &mut Draft) -> Result<(), String> {
     d.out.custom_headers = values::header_lines(v)?;
     Ok(())

@@ -47,6 +47,20 @@ pub(crate) fn uint(s: &str) -> Result<u32, String> {
         .map_err(|_| format!("must be at most {}", u32::MAX))
 }
 
+/// An error status a custom error page may be served for: 400 to 599
+/// (`custom-http-errors`, `--custom-http-errors`).
+pub(crate) fn error_code(s: &str) -> Result<u16, String> {
+    const RANGE: &str = "expected an HTTP error status from 400 to 599";
+    let (digits, rest) = split_digits(s.trim());
+    if digits.len() != 3 || !rest.is_empty() {
+        return Err(RANGE.into());
+    }
+    match digits.parse() {
+        Ok(code @ 400..=599) => Ok(code),
+        _ => Err(RANGE.into()),
+    }
+}
+
 /// HTTP status codes and inclusive ranges, comma-separated: `200-399`,
 /// `200,204`, within 100-599.
 pub(crate) fn status_ranges(s: &str) -> Result<Vec<(u16, u16)>, String> {

@@ -22,6 +22,27 @@ pub enum PortRef {
     Name(String),
 }
 
+/// A Service named by a flag or an annotation rather than an Ingress
+/// backend. `port` `None`: its first port, as ingress-nginx uses a default
+/// backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceRef {
+    pub namespace: String,
+    pub name: String,
+    pub port: Option<PortRef>,
+}
+
+impl std::fmt::Display for ServiceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)?;
+        match &self.port {
+            Some(PortRef::Number(n)) => write!(f, ":{n}"),
+            Some(PortRef::Name(n)) => write!(f, ":{n}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Why a backend reference did not resolve.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unresolved {
@@ -119,6 +140,49 @@ pub fn resolve(
         endpoints: ready_endpoints(snap, &key, service_port),
         policy,
     })
+}
+
+/// The first port of a Service, as ingress-nginx uses a default backend.
+pub fn first_port(snap: &Snapshot, namespace: &str, service: &str) -> Option<i32> {
+    snap.services
+        .get(&(namespace.to_owned(), service.to_owned()))?
+        .spec
+        .as_ref()?
+        .ports
+        .as_ref()?
+        .first()
+        .map(|p| p.port)
+}
+
+/// A Service that renders custom error pages (`default-backend`,
+/// `--default-backend-service`): cleartext, HTTP/1.1 unless its port's
+/// `appProtocol` says h2c.
+pub fn error_backend(snap: &Snapshot, r: &ServiceRef) -> Result<Backend, Unresolved> {
+    let number = match &r.port {
+        Some(PortRef::Number(n)) => Some(*n),
+        Some(PortRef::Name(name)) => snap
+            .services
+            .get(&(r.namespace.clone(), r.name.clone()))
+            .and_then(|s| s.spec.as_ref()?.ports.as_ref())
+            .and_then(|ports| ports.iter().find(|p| p.name.as_deref() == Some(name)))
+            .map(|p| p.port),
+        None => first_port(snap, &r.namespace, &r.name),
+    };
+    let Some(number) = number else {
+        return Err(Unresolved {
+            reason: "BackendNotFound",
+            message: format!("Service {r} not found or has no such port"),
+        });
+    };
+    let protocol = app_protocol(snap, &r.namespace, &r.name, number);
+    resolve(
+        snap,
+        &r.namespace,
+        &r.name,
+        &PortRef::Number(number),
+        protocol,
+        1,
+    )
 }
 
 fn port_not_found(namespace: &str, service: &str, port: &PortRef) -> Unresolved {

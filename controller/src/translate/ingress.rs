@@ -8,10 +8,10 @@ use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend}
 use kube::ResourceExt;
 use portico_dataplane::model::{
     Action, Backend, Canary, CanaryHeader, CanaryHeaderValue, Cors, DEFAULT_CORS_MAX_AGE,
-    DEFAULT_GRPC_MAX_MESSAGE, Filter, Filters, Forward, GrpcOptions, GrpcWeb, Hostname, Hsts,
-    HttpsPolicy, HttpsRedirect, IpAccess, PathMatch, PathModifier, Protocol, Redirect,
-    RedirectStatus, RetryPolicy, Route, RouteClientAuth, RouteMatch, Rule, Scheme, SourceRef,
-    Substitution, Timeouts, UrlRewrite,
+    DEFAULT_GRPC_MAX_MESSAGE, ErrorOrigin, ErrorPages, Filter, Filters, Forward, GrpcOptions,
+    GrpcWeb, Hostname, Hsts, HttpsPolicy, HttpsRedirect, IpAccess, PathMatch, PathModifier,
+    Protocol, Redirect, RedirectStatus, RetryPolicy, Route, RouteClientAuth, RouteMatch, Rule,
+    Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
 };
 
 use super::backends::{self, PortRef};
@@ -41,6 +41,7 @@ pub(super) fn translate_all(
         .map(|ing| (ing, annotations::parse(ing.annotations())))
         .collect();
     let regex_hosts = regex_hosts(&ours);
+    let global_error_backend = out.config.default_backend.clone();
     let mut index: HashMap<PathKey, (usize, usize)> = HashMap::new();
     let mut canaries = Vec::new();
     for (ing, parsed) in &ours {
@@ -84,10 +85,19 @@ pub(super) fn translate_all(
                 None
             }
         };
+        let error_pages = error_pages(
+            snap,
+            settings,
+            &parsed.ingress,
+            &obj.namespace,
+            global_error_backend.as_ref(),
+            &mut report,
+        );
         let mut t = IngressTranslator {
             snap,
             settings,
             tls_hosts,
+            error_pages,
             client_auth: client_auth.clone(),
             upstream_client_certs: Vec::new(),
             ing,
@@ -189,6 +199,9 @@ struct IngressTranslator<'a> {
     snap: &'a Snapshot,
     settings: &'a Settings,
     tls_hosts: &'a TlsHosts,
+    /// The codes, whether upstream answers are intercepted, and the error
+    /// backend, when the paths get custom error pages.
+    error_pages: Option<(Vec<u16>, bool, Backend)>,
     client_auth: Option<Arc<ClientAuth>>,
     /// Client certificates to backends this Ingress's rules name.
     upstream_client_certs: Vec<tls::UpstreamClientCert>,
@@ -286,7 +299,9 @@ impl IngressTranslator<'_> {
             self.report.rules_total += 1;
             self.report.rules_served += 1;
             let action = self.forward_action(b, "spec.defaultBackend", "/");
-            self.base_rule(Vec::new(), action)
+            let mut rule = self.base_rule(Vec::new(), action);
+            rule.chain.extend(self.error_pages_filter(b, &rule.action));
+            rule
         });
         let app_root = self.ann.app_root.as_ref().map(|root| {
             let action = self.checked(
@@ -545,7 +560,39 @@ impl IngressTranslator<'_> {
             &cookie_path,
             &format!("{field}.backend"),
         );
-        Some(self.base_rule(matches, action))
+        let mut rule = self.base_rule(matches, action);
+        rule.chain
+            .extend(self.error_pages_filter(&path.backend, &rule.action));
+        Some(rule)
+    }
+
+    /// The path's custom error pages; the error backend is told the
+    /// path's own Service and port as written. A redirect has no errors
+    /// to render.
+    fn error_pages_filter(&self, backend: &IngressBackend, action: &Action) -> Option<Filter> {
+        let (codes, intercept_upstream, error_backend) = self.error_pages.as_ref()?;
+        if matches!(action, Action::Redirect(_)) {
+            return None;
+        }
+        let service = backend.service.as_ref();
+        let port = service
+            .and_then(|s| s.port.as_ref())
+            .map(|p| match (&p.number, &p.name) {
+                (Some(n), _) => n.to_string(),
+                (None, Some(name)) => name.clone(),
+                (None, None) => String::new(),
+            });
+        Some(Filter::ErrorPages(Box::new(ErrorPages {
+            codes: codes.clone(),
+            intercept_upstream: *intercept_upstream,
+            backend: error_backend.clone(),
+            origin: ErrorOrigin {
+                namespace: self.namespace.clone(),
+                ingress: self.ing.name_any(),
+                service: service.map(|s| s.name.clone()).unwrap_or_default(),
+                port: port.unwrap_or_default(),
+            },
+        })))
     }
 
     fn path_action(
@@ -699,11 +746,7 @@ impl IngressTranslator<'_> {
             return b;
         }
         // The default backend's first port, as ingress-nginx uses it.
-        let port = self
-            .snap
-            .services
-            .get(&(self.namespace.clone(), name.clone()))
-            .and_then(|s| s.spec.as_ref()?.ports.as_ref()?.first().map(|p| p.port));
+        let port = backends::first_port(self.snap, &self.namespace, name);
         let resolved = port
             .ok_or_else(|| {
                 format!(
@@ -734,6 +777,67 @@ impl IngressTranslator<'_> {
             }
         }
     }
+}
+
+/// What an Ingress's paths get for custom error pages: its own
+/// `custom-http-errors` or else `--custom-http-errors`, rendered by its
+/// `default-backend` or else `--default-backend-service` (ingress-nginx
+/// falls back the same way when the annotation's Service is missing).
+/// `None`: no codes, or no error backend (reported when the Ingress asked).
+fn error_pages(
+    snap: &Snapshot,
+    settings: &Settings,
+    ann: &IngressAnnotations,
+    namespace: &str,
+    global: Option<&Backend>,
+    report: &mut ObjectReport,
+) -> Option<(Vec<u16>, bool, Backend)> {
+    let codes = ann
+        .custom_http_errors
+        .as_ref()
+        .unwrap_or(&settings.custom_http_errors);
+    if codes.is_empty() {
+        if ann.disable_proxy_intercept_errors {
+            report.diagnostics.push(Diagnostic::warning(
+                "InvalidAnnotation",
+                "metadata.annotations[disable-proxy-intercept-errors]",
+                "has no effect without custom-http-errors (or --custom-http-errors); ignored",
+            ));
+        }
+        return None;
+    }
+    let own = ann.default_backend.as_ref().and_then(|name| {
+        let r = backends::ServiceRef {
+            namespace: namespace.to_owned(),
+            name: name.clone(),
+            port: None,
+        };
+        backends::error_backend(snap, &r)
+            .map_err(|e| {
+                let instead = if global.is_some() {
+                    "custom error pages use --default-backend-service"
+                } else {
+                    "no custom error pages are served"
+                };
+                report.diagnostics.push(Diagnostic::warning(
+                    e.reason,
+                    "metadata.annotations[default-backend]",
+                    format!("{}; {instead}", e.message),
+                ));
+            })
+            .ok()
+    });
+    let Some(backend) = own.or_else(|| global.cloned()) else {
+        if ann.custom_http_errors.is_some() && ann.default_backend.is_none() {
+            report.diagnostics.push(Diagnostic::warning(
+                "NoDefaultBackend",
+                "metadata.annotations[custom-http-errors]",
+                "no default-backend annotation and no --default-backend-service render the pages; answers pass through unchanged",
+            ));
+        }
+        return None;
+    };
+    Some((codes.clone(), !ann.disable_proxy_intercept_errors, backend))
 }
 
 /// `ssl-passthrough`: each host's TLS to the backend of its first path.

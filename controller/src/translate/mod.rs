@@ -61,6 +61,13 @@ pub struct Settings {
     pub allowlist_source_range: Vec<ipnet::IpNet>,
     /// `--denylist-source-range`: clients refused likewise.
     pub denylist_source_range: Vec<ipnet::IpNet>,
+    /// `--default-backend-service`: renders the 404 of requests no route
+    /// matches, and the error pages of Ingresses without a
+    /// `default-backend` of their own.
+    pub default_backend_service: Option<backends::ServiceRef>,
+    /// `--custom-http-errors`: statuses that get error pages on every
+    /// Ingress path without a `custom-http-errors` of its own.
+    pub custom_http_errors: Vec<u16>,
 }
 
 impl Default for Settings {
@@ -77,6 +84,8 @@ impl Default for Settings {
             side_by_side_classes: std::collections::BTreeSet::new(),
             allowlist_source_range: Vec::new(),
             denylist_source_range: Vec::new(),
+            default_backend_service: None,
+            custom_http_errors: Vec::new(),
         }
     }
 }
@@ -129,6 +138,7 @@ pub struct TlsBinding {
 pub fn translate(snap: &Snapshot, settings: &Settings) -> Translation {
     let mut out = Translation::default();
     let tls_hosts = tls::TlsHosts::of(snap, settings);
+    out.config.default_backend = default_backend(snap, settings, &mut out);
     ingress::translate_all(snap, settings, &tls_hosts, &mut out);
     httproute::translate_all(snap, settings, &mut out);
     tls::resolve_certificates(snap, settings, &mut out);
@@ -146,6 +156,43 @@ impl ObjectReport {
         self.diagnostics
             .iter()
             .any(|d| d.severity == crate::diagnostics::Severity::Error)
+    }
+}
+
+/// `--default-backend-service`, resolved like any backend; a Service that
+/// is not there is reported on itself (there is no object that named it),
+/// and requests no route matches get the proxy's plain 404.
+fn default_backend(
+    snap: &Snapshot,
+    settings: &Settings,
+    out: &mut Translation,
+) -> Option<portico_dataplane::model::Backend> {
+    let r = settings.default_backend_service.as_ref()?;
+    match backends::error_backend(snap, r) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            let report = out
+                .reports
+                .entry(ObjectRef {
+                    kind: Kind::Service,
+                    namespace: r.namespace.clone(),
+                    name: r.name.clone(),
+                })
+                .or_default();
+            if let Some(svc) = snap.services.get(&(r.namespace.clone(), r.name.clone())) {
+                report.generation = svc.metadata.generation;
+                report.uid = svc.metadata.uid.clone();
+            }
+            report.diagnostics.push(Diagnostic::warning(
+                e.reason,
+                "--default-backend-service",
+                format!(
+                    "{}; requests no route matches get a plain 404, and Ingresses without a default-backend get no error pages",
+                    e.message
+                ),
+            ));
+            None
+        }
     }
 }
 

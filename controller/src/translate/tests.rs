@@ -46,6 +46,10 @@ struct Expect {
     /// Passthrough bindings as `name: [endpoints]` by host, when given.
     #[serde(default)]
     passthrough: Option<BTreeMap<String, Vec<String>>>,
+    /// A subset of the default backend of unmatched requests (JSON form;
+    /// `null`: none), when given.
+    #[serde(default)]
+    default_backend: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -59,6 +63,11 @@ struct ExpectSettings {
     ssl_passthrough: bool,
     #[serde(default)]
     watch_ingress_class: Vec<String>,
+    /// `--default-backend-service` as `namespace/name`.
+    #[serde(default)]
+    default_backend_service: Option<String>,
+    #[serde(default)]
+    custom_http_errors: Vec<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +117,15 @@ fn run_fixture(path: &Path) -> Result<(), String> {
         settings.ingress_class = c.clone();
     }
     settings.ssl_passthrough = expect.settings.ssl_passthrough;
+    settings.default_backend_service = expect.settings.default_backend_service.as_ref().map(|s| {
+        let (namespace, name) = s.split_once('/').unwrap_or(("", s));
+        super::backends::ServiceRef {
+            namespace: namespace.into(),
+            name: name.into(),
+            port: None,
+        }
+    });
+    settings.custom_http_errors = expect.settings.custom_http_errors.clone();
     settings.side_by_side_classes = expect
         .settings
         .watch_ingress_class
@@ -160,6 +178,10 @@ fn run_fixture(path: &Path) -> Result<(), String> {
         if &got != want {
             return Err(format!("passthrough: got {got:?}, want {want:?}"));
         }
+    }
+    if let Some(want) = &expect.default_backend {
+        let got = serde_json::to_value(&t.config.default_backend).map_err(|e| e.to_string())?;
+        subset(want, &got, "default_backend")?;
     }
     if let Some(tls) = &expect.tls {
         let got: BTreeMap<String, Vec<String>> = t

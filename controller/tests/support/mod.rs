@@ -35,6 +35,49 @@ spec: {controller: portico.dev/ingress-controller}
 ---
 "#;
 
+/// A Service `name` with one port named `http` (80) and an EndpointSlice
+/// putting it at `addr`, as a `---`-led manifest to append.
+pub fn service_at(name: &str, addr: SocketAddr) -> String {
+    format!(
+        r#"
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: {port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-1, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints: [{{addresses: ["{ip}"]}}]
+"#,
+        port = addr.port(),
+        ip = addr.ip(),
+    )
+}
+
+/// An Ingress `name` for host `<name>.test`, everything to port 80 of
+/// Service `service`, with `annotations` (flow-style YAML pairs), as a
+/// `---`-led manifest to append.
+pub fn ingress_for(name: &str, service: &str, annotations: &str) -> String {
+    format!(
+        r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  annotations: {{{annotations}}}
+spec:
+  ingressClassName: portico
+  rules: [{{host: {name}.test, http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}]}}}}]
+"#
+    )
+}
+
 /// Polls `f` until it returns `Some`, for convergence of asynchronous state;
 /// fails after 20 s.
 pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
@@ -191,8 +234,10 @@ pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Option<(StatusCode
     Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// An upstream answering with its name and the path it saw.
-pub async fn upstream(name: &'static str) -> SocketAddr {
+/// A real HTTP/1.1 server on 127.0.0.1:0 answering with `answer`.
+pub async fn serve(
+    answer: impl Fn(&Request<Incoming>) -> (StatusCode, String) + Copy + Send + 'static,
+) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -202,8 +247,10 @@ pub async fn upstream(name: &'static str) -> SocketAddr {
             };
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| async move {
-                    let body = format!("{name} {}", req.uri().path());
-                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(body))))
+                    let (status, body) = answer(&req);
+                    let mut rsp = Response::new(Full::new(Bytes::from(body)));
+                    *rsp.status_mut() = status;
+                    Ok::<_, std::convert::Infallible>(rsp)
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -212,6 +259,11 @@ pub async fn upstream(name: &'static str) -> SocketAddr {
         }
     });
     addr
+}
+
+/// An upstream answering with its name and the path it saw.
+pub async fn upstream(name: &'static str) -> SocketAddr {
+    serve(move |req| (StatusCode::OK, format!("{name} {}", req.uri().path()))).await
 }
 
 pub fn manifests(upstream: SocketAddr, path: &str) -> String {

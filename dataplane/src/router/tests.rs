@@ -122,7 +122,10 @@ impl MatchExt for RouteMatch {
 }
 
 fn router(routes: Vec<Route>) -> Router {
-    let (router, errors) = Router::new(&RouteConfig { routes });
+    let (router, errors) = Router::new(&RouteConfig {
+        routes,
+        ..Default::default()
+    });
     assert_eq!(errors, vec![], "test config must compile");
     router
 }
@@ -777,6 +780,7 @@ fn bad_regex_skips_only_that_rule() {
                 vec![rule(vec![prefix("no-slash")])],
             ),
         ],
+        ..Default::default()
     };
     let (router, errors) = Router::new(&config);
     let fields: Vec<_> = errors

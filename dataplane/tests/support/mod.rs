@@ -504,7 +504,10 @@ pub fn route(id: &str, hosts: &[&str], rules: Vec<Rule>) -> Route {
 }
 
 pub fn config(routes: Vec<Route>) -> RouteConfig {
-    RouteConfig { routes }
+    RouteConfig {
+        routes,
+        ..Default::default()
+    }
 }
 
 /// One route sending everything for `host` to `upstream`.
