@@ -207,6 +207,32 @@ pub enum Filter {
     /// Client address lists (ingress-nginx `allowlist-source-range`,
     /// `denylist-source-range`): 403 for a denied client.
     IpAccess(IpAccess),
+    /// HTTP Basic authentication (ingress-nginx `auth-type: basic`): 401
+    /// with a challenge unless the request carries a listed user's
+    /// password.
+    BasicAuth(BasicAuth),
+}
+
+/// Who may use a rule by HTTP Basic authentication, from a Secret's
+/// htpasswd entries. Shown in `/debug/routes` as realm, Secret and user
+/// count: the hashes never leave the process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BasicAuth {
+    /// Sent as `WWW-Authenticate: Basic realm="<realm>"`; must pass
+    /// [`crate::basic_auth::check_realm`] (else it is sent empty).
+    #[serde(default)]
+    pub realm: String,
+    /// Where the users come from, `namespace/name`: for people reading
+    /// the table.
+    #[serde(default)]
+    pub secret: String,
+    /// Serialised as their count.
+    #[serde(default)]
+    pub users: crate::basic_auth::Credentials,
+    /// Send the client's `Authorization` header upstream (ingress-nginx
+    /// does); by default the credential stops at the proxy.
+    #[serde(default)]
+    pub forward_authorization: bool,
 }
 
 /// Which client addresses may use a rule. The address is the one the
@@ -248,7 +274,7 @@ impl Filter {
             | Filter::RequestHeaders(_)
             | Filter::ResponseHeaders(_) => Stage::Rewrite,
             Filter::GrpcWebCors(_) => Stage::PreAccess,
-            Filter::IpAccess(_) | Filter::ClientCert(_) => Stage::Access,
+            Filter::IpAccess(_) | Filter::ClientCert(_) | Filter::BasicAuth(_) => Stage::Access,
             Filter::BodyLimit(_) => Stage::Content,
         }
     }

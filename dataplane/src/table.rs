@@ -10,7 +10,7 @@ use http::HeaderMap;
 use regex::Regex;
 
 use crate::balance::Balancer;
-use crate::filter::Chain;
+use crate::filter::{Chain, FilterState};
 use crate::model::{
     Action, Backend, Canary, CanaryHeaderValue, Filter, PathModifier, Protocol, RetryPolicy, Route,
     RouteConfig, RouteMatch, Rule, UpstreamTls,
@@ -121,6 +121,7 @@ impl RouteTable {
         config: RouteConfig,
         upstreams: &Upstreams,
         metrics: &Metrics,
+        filter_state: &FilterState,
     ) -> Self {
         upstreams.prune();
         let mut config = config;
@@ -147,7 +148,7 @@ impl RouteTable {
                             })
                         };
                         let filters = route.rule_filters(rule);
-                        let chain = Chain::build(&filters, rule);
+                        let chain = Chain::build(&filters, rule, filter_state);
                         let Action::Forward(fwd) = &rule.action else {
                             return RuleRuntime {
                                 route_id: Arc::clone(&route_id),
@@ -579,8 +580,9 @@ mod tests {
                 }],
             }],
         };
-        let t1 = RouteTable::build(1, cfg(), &upstreams, &metrics);
-        let t2 = RouteTable::build(2, cfg(), &upstreams, &metrics);
+        let state = FilterState::default();
+        let t1 = RouteTable::build(1, cfg(), &upstreams, &metrics, &state);
+        let t2 = RouteTable::build(2, cfg(), &upstreams, &metrics, &state);
         let e1 = Arc::clone(t1.rules[0][0].backends.pick().unwrap().1);
         let e2 = Arc::clone(t2.rules[0][0].backends.pick().unwrap().1);
         assert!(Arc::ptr_eq(&e1, &e2));
