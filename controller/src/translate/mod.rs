@@ -14,6 +14,7 @@ use portico_dataplane::tls::{ClientAuthBinding, PassthroughBinding};
 use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
 use crate::snapshot::{Key, Snapshot};
 
+mod auth;
 pub mod backends;
 pub mod class;
 mod httproute;
@@ -60,6 +61,9 @@ pub struct Settings {
     pub allowlist_source_range: Vec<ipnet::IpNet>,
     /// `--denylist-source-range`: clients refused likewise.
     pub denylist_source_range: Vec<ipnet::IpNet>,
+    /// `--allow-cross-namespace-auth-secret`: `auth-secret` may name a
+    /// Secret in another namespace.
+    pub allow_cross_namespace_auth_secret: bool,
 }
 
 impl Default for Settings {
@@ -76,6 +80,7 @@ impl Default for Settings {
             side_by_side_classes: std::collections::BTreeSet::new(),
             allowlist_source_range: Vec::new(),
             denylist_source_range: Vec::new(),
+            allow_cross_namespace_auth_secret: false,
         }
     }
 }

@@ -59,6 +59,8 @@ struct ExpectSettings {
     ssl_passthrough: bool,
     #[serde(default)]
     watch_ingress_class: Vec<String>,
+    #[serde(default)]
+    allow_cross_namespace_auth_secret: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +110,7 @@ fn run_fixture(path: &Path) -> Result<(), String> {
         settings.ingress_class = c.clone();
     }
     settings.ssl_passthrough = expect.settings.ssl_passthrough;
+    settings.allow_cross_namespace_auth_secret = expect.settings.allow_cross_namespace_auth_secret;
     settings.side_by_side_classes = expect
         .settings
         .watch_ingress_class
