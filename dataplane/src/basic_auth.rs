@@ -871,15 +871,15 @@ fn basic_credential(headers: &HeaderMap) -> Option<Vec<u8>> {
     if !scheme.eq_ignore_ascii_case(b"basic") {
         return None;
     }
-    let token = token.trim_ascii();
-    // Padding optional: some clients leave it out.
-    let engine = base64::engine::GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-    );
-    engine.decode(token).ok()
+    CREDENTIALS.decode(token.trim_ascii()).ok()
 }
+
+/// Standard base64; padding optional, as some clients leave it out.
+const CREDENTIALS: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
 
 #[cfg(test)]
 mod tests {
