@@ -93,6 +93,12 @@ pub struct ClassArgs {
     /// name, as a flag (Portico reads no ConfigMap). Default: none.
     #[arg(long, env = "PORTICO_CUSTOM_HTTP_ERRORS", value_delimiter = ',', value_parser = parse_error_code)]
     pub custom_http_errors: Vec<u16>,
+    /// Let an Ingress's `auth-secret` name a Secret in another namespace
+    /// (`namespace/name`), as ingress-nginx's
+    /// `allow-cross-namespace-resources`. Off: such an Ingress's paths
+    /// answer 503.
+    #[arg(long, env = "PORTICO_ALLOW_CROSS_NAMESPACE_AUTH_SECRET")]
+    pub allow_cross_namespace_auth_secret: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -163,6 +169,40 @@ pub struct RunArgs {
     pub request: RequestArgs,
     #[command(flatten)]
     pub client_address: ClientAddressArgs,
+    #[command(flatten)]
+    pub basic_auth: BasicAuthArgs,
+}
+
+/// How basic-auth passwords are checked: off the proxy's workers, bounded.
+#[derive(Args, Debug, Clone)]
+pub struct BasicAuthArgs {
+    /// Password hashes checked at once, on threads apart from the proxy's
+    /// (bcrypt is slow on purpose). Default: the number of CPUs.
+    #[arg(long, env = "PORTICO_BASIC_AUTH_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub basic_auth_concurrency: Option<u32>,
+    /// Checks that may wait for one of those beyond them; past that a
+    /// request answers 503 at once (counted in
+    /// `portico_basic_auth_checks_total{result="overloaded"}`).
+    #[arg(long, env = "PORTICO_BASIC_AUTH_QUEUE", default_value_t = 256, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub basic_auth_queue: u32,
+    /// Credentials remembered after a successful check, per Secret, so a
+    /// logged-in browser is not checked again on every request (as keyed
+    /// hashes, never the password); 0: check every request.
+    #[arg(long, env = "PORTICO_BASIC_AUTH_CACHE_ENTRIES", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub basic_auth_cache_entries: u32,
+}
+
+impl BasicAuthArgs {
+    pub fn config(&self) -> portico_dataplane::basic_auth::BasicAuthConfig {
+        let defaults = portico_dataplane::basic_auth::BasicAuthConfig::default();
+        // u32 always fits a usize on the platforms portico builds for.
+        let n = |v: u32| usize::try_from(v).unwrap_or(usize::MAX);
+        portico_dataplane::basic_auth::BasicAuthConfig {
+            concurrency: self.basic_auth_concurrency.map_or(defaults.concurrency, n),
+            queue: n(self.basic_auth_queue),
+            cache_entries: n(self.basic_auth_cache_entries),
+        }
+    }
 }
 
 /// How request paths are normalised and which request heads are refused
@@ -408,6 +448,7 @@ impl ClassArgs {
             denylist_source_range: self.denylist_source_range.clone(),
             default_backend_service: self.default_backend_service.clone(),
             custom_http_errors: self.custom_http_errors.clone(),
+            allow_cross_namespace_auth_secret: self.allow_cross_namespace_auth_secret,
             ..Settings::default()
         }
     }
@@ -517,6 +558,21 @@ mod tests {
             Command::Run(args) => Ok(*args),
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn basic_auth_flags_bound_the_checks() {
+        let config = |extra: &[&str]| run_args(extra).unwrap().basic_auth.config();
+        let default = config(&[]);
+        assert_eq!((default.queue, default.cache_entries), (256, 1024));
+        assert!(default.concurrency >= 1);
+        let set = config(&[
+            "--basic-auth-concurrency=3",
+            "--basic-auth-queue=0",
+            "--basic-auth-cache-entries=0",
+        ]);
+        assert_eq!((set.concurrency, set.queue, set.cache_entries), (3, 0, 0));
+        assert!(run_args(&["--basic-auth-concurrency=0"]).is_err());
     }
 
     #[test]

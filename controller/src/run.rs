@@ -38,6 +38,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             AccessLogSink::Disabled
         },
         drain_timeout: args.drain_timeout,
+        basic_auth: args.basic_auth.config(),
         ..Default::default()
     })
     .context("starting the dataplane")?;

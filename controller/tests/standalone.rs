@@ -61,15 +61,12 @@ async fn serves_manifests_follows_edits_keeps_last_good_and_exits_cleanly() {
     // last good objects keep serving.
     let broken = manifests(up, "/v3").replace("kind: Ingress\n", "kind: Ingress\nspec: [oops\n");
     std::fs::write(&file, broken).unwrap();
-    let reported = eventually("malformed file reported", || {
-        let lines = portico.drain_logs();
-        async move {
-            lines
-                .into_iter()
-                .find(|l| l.contains("manifest not loaded") && l.contains("app.yaml"))
-        }
-    })
-    .await;
+    let reported = portico
+        .log_containing(
+            "malformed file reported",
+            &["manifest not loaded", "app.yaml"],
+        )
+        .await;
     let v: serde_json::Value = serde_json::from_str(&reported).unwrap();
     assert!(v["fields"]["document"].is_number(), "{reported}");
     assert_eq!(
@@ -369,15 +366,12 @@ async fn tls_secret_edits_rotate_certificates_and_bad_ones_keep_the_last_good() 
     // An expired certificate is reported on the Ingress; the last good one
     // keeps serving.
     std::fs::write(&secret, tls_secret("demo-tls", "demo.test", 0x0a02, -1)).unwrap();
-    eventually("the expired Secret reported", || {
-        let lines = portico.drain_logs();
-        async move {
-            lines
-                .into_iter()
-                .find(|l| l.contains("InvalidCertificateRef") && l.contains("expired"))
-        }
-    })
-    .await;
+    portico
+        .log_containing(
+            "the expired Secret reported",
+            &["InvalidCertificateRef", "expired"],
+        )
+        .await;
     assert_eq!(
         served_serial(https, "demo.test").await.as_deref(),
         Some("0A01")
@@ -1141,4 +1135,102 @@ async fn custom_error_pages_from_annotations_and_flags() {
             && out.contains("400 to 599"),
         "{out}"
     );
+}
+
+/// A line of a htpasswd fixture made by the real `htpasswd`
+/// (`dataplane/tests/fixtures/htpasswd/README.md`), under `user`.
+fn htpasswd_line(fixture: &str, line: usize, user: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../dataplane/tests/fixtures/htpasswd")
+        .join(fixture);
+    let text = std::fs::read_to_string(path).unwrap();
+    let (_, hash) = text.lines().nth(line).unwrap().split_once(':').unwrap();
+    format!("{user}:{hash}")
+}
+
+/// `auth-type: basic` against an Opaque Secret in the manifests directory;
+/// rewriting the Secret with another password applies live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_follows_its_secret() {
+    let up = upstream("demo").await;
+    let dir = tempfile::tempdir().unwrap();
+    let guarded = r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: guarded
+  annotations:
+    nginx.ingress.kubernetes.io/auth-type: basic
+    nginx.ingress.kubernetes.io/auth-secret: users
+    nginx.ingress.kubernetes.io/auth-realm: Staff only
+spec:
+  ingressClassName: portico
+  rules: [{host: guarded.test, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: demo, port: {number: 80}}}}]}}]
+"#;
+    std::fs::write(dir.path().join("app.yaml"), manifests(up, "/") + guarded).unwrap();
+    let secret = |auth: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: users}}\ntype: Opaque\ndata:\n  auth: {}\n",
+            base64(auth.as_bytes())
+        )
+    };
+    let secret_file = dir.path().join("users.yaml");
+    // alice's password is `s3cret pass`.
+    std::fs::write(&secret_file, secret(&htpasswd_line("sha1", 0, "alice"))).unwrap();
+
+    let portico = Portico::start(dir.path());
+    portico.ready().await;
+    let http = portico.http;
+    let as_alice = |password: &'static str| async move {
+        let token = base64(format!("alice:{password}").as_bytes());
+        status_of(
+            http,
+            "guarded.test",
+            &format!("Authorization: Basic {token}\r\n"),
+        )
+        .await
+    };
+    let challenge = raw_get(http, "guarded.test", "").await;
+    assert!(challenge.starts_with("HTTP/1.1 401"), "{challenge}");
+    assert!(
+        challenge.contains("www-authenticate: Basic realm=\"Staff only\""),
+        "{challenge}"
+    );
+    assert_eq!(as_alice("s3cret pass").await, 200);
+    assert_eq!(as_alice("hunter2").await, 401);
+
+    // A new password (apr1 of `hunter2`), and a refused plain-text entry
+    // that is reported without its password.
+    let rotated = format!("{}\nmallory:plaintext\n", htpasswd_line("apr1", 1, "alice"));
+    std::fs::write(&secret_file, secret(&rotated)).unwrap();
+    eventually("the new password accepted", || async move {
+        (as_alice("hunter2").await == 200).then_some(())
+    })
+    .await;
+    assert_eq!(as_alice("s3cret pass").await, 401);
+    let reported = portico
+        .log_containing(
+            "the refused entry reported",
+            &["InvalidAuthSecret", "mallory"],
+        )
+        .await;
+    assert!(
+        reported.contains("Secret default/users: line 2"),
+        "{reported}"
+    );
+    assert!(!reported.contains("plaintext"), "{reported}");
+
+    // The debug page shows the Secret and how many users, never a hash.
+    let (_, routes) = get(portico.debug, "x", "/debug/routes").await.unwrap();
+    assert!(routes.contains("\"secret\": \"default/users\""), "{routes}");
+    assert!(routes.contains("\"users\": 1"), "{routes}");
+    assert!(!routes.contains("$apr1$"), "{routes}");
+
+    // A Secret that is gone denies the paths: never served unauthenticated.
+    std::fs::remove_file(&secret_file).unwrap();
+    eventually("the paths denied", || async move {
+        (status_of(http, "guarded.test", "").await == 503).then_some(())
+    })
+    .await;
 }

@@ -4,7 +4,11 @@
 //!
 //! The request side runs in order; a filter lets the request continue or
 //! answers it (an [`Answer`], rendered in the caller's protocol by the
-//! proxy). The response side runs in reverse on every answer, the filters'
+//! proxy). A filter that cannot decide without waiting (a password hash
+//! off the workers; later an external check) hands the proxy a future:
+//! the chain stops there ([`Flow::Pending`]), the proxy awaits it and
+//! resumes the chain after it. A chain without such filters runs as a
+//! plain loop and allocates nothing for them. The response side runs in reverse on every answer, the filters'
 //! own included. A rule without filters holds an empty slice: nothing is
 //! allocated and no loop body runs.
 
@@ -12,6 +16,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::basic_auth::{BasicAuthFilter, Check, Verifier, Wait};
 use crate::body::ResponseBody;
 use crate::error_pages::{Asker, ErrorPagesRuntime, ErrorRequest};
 use crate::forwarded::IpSet;
@@ -30,6 +35,21 @@ pub struct Chain {
     /// The index of the error pages filter, whose response side replaces
     /// an answer's body.
     error_pages: Option<usize>,
+    /// A basic-auth filter keeps the client's credential from the upstream.
+    strips_authorization: bool,
+}
+
+/// What filters keep outside the table, so that it outlives a swap:
+/// basic auth's verification slots and per-Secret caches.
+#[derive(Default)]
+pub struct FilterState {
+    pub(crate) basic_auth: Verifier,
+}
+
+impl FilterState {
+    pub fn new(basic_auth: Verifier) -> Self {
+        Self { basic_auth }
+    }
 }
 
 /// A [`Filter`] with its values prepared: header values formatted, CORS
@@ -52,6 +72,7 @@ enum Compiled {
         deny: Box<IpSet>,
     },
     ErrorPages(Box<ErrorPagesRuntime>),
+    BasicAuth(Box<BasicAuthFilter>),
 }
 
 /// A filter's answer in place of the rule's action.
@@ -65,6 +86,37 @@ pub(crate) enum Answer {
     Preflight(Box<http::Response<ResponseBody>>),
     /// The proxy's own error answer with this status.
     Status(StatusCode),
+    /// 401 with this `WWW-Authenticate` challenge.
+    Unauthorized(HeaderValue),
+}
+
+/// Where the request side stands.
+pub(crate) enum Flow {
+    /// Every filter ran, or one answered.
+    Done(Option<Answer>),
+    /// The filter at `at` waits for something: await [`Pending::wait`],
+    /// then [`Chain::resume`].
+    Pending(Pending),
+}
+
+/// A filter's decision still to come.
+pub(crate) struct Pending {
+    at: usize,
+    wait: Wait,
+}
+
+impl Pending {
+    /// The filter's index and its answer, if it answers.
+    pub(crate) async fn wait(self) -> (usize, Option<Answer>) {
+        (self.at, self.wait.await)
+    }
+}
+
+/// A filter's request side.
+enum Verdict {
+    Continue,
+    Answer(Answer),
+    Wait(Wait),
 }
 
 /// What the request side leaves for the response side; on the stack.
@@ -83,7 +135,15 @@ impl Chain {
     /// Compiles `filters` (in running order, see
     /// [`crate::model::Route::rule_filters`]) for `rule`; an error
     /// backend's endpoints come from `upstreams`.
-    pub fn build(filters: &[Filter], rule: &Rule, upstreams: &Upstreams) -> Self {
+    pub fn build(
+        filters: &[Filter],
+        rule: &Rule,
+        upstreams: &Upstreams,
+        state: &FilterState,
+    ) -> Self {
+        let strips_authorization = filters
+            .iter()
+            .any(|f| matches!(f, Filter::BasicAuth(a) if !a.forward_authorization));
         let filters: Box<[Compiled]> =
             filters
                 .iter()
@@ -108,6 +168,11 @@ impl Chain {
                         allow: (!a.allow.is_empty()).then(|| Box::new(IpSet::new(&a.allow))),
                         deny: Box::new(IpSet::new(&a.deny)),
                     },
+                    Filter::BasicAuth(a) => Compiled::BasicAuth(Box::new(BasicAuthFilter::build(
+                        &a.realm,
+                        &a.users,
+                        &state.basic_auth,
+                    ))),
                     Filter::ErrorPages(p) => Compiled::ErrorPages(Box::new(
                         ErrorPagesRuntime::build(p, rule.timeouts, upstreams),
                     )),
@@ -124,6 +189,7 @@ impl Chain {
             filters,
             reads_origin,
             error_pages,
+            strips_authorization,
         }
     }
 
@@ -131,13 +197,14 @@ impl Chain {
         self.filters.is_empty()
     }
 
-    /// The request side, in order: the first answer stops the chain.
+    /// The request side, in order: the first answer stops the chain, and
+    /// so does a filter that must wait.
     pub(crate) fn request(
         &self,
         req: &Request<Incoming>,
         host: &str,
         ctx: &RequestCtx,
-    ) -> (Passed, Option<Answer>) {
+    ) -> (Passed, Flow) {
         let mut passed = Passed {
             origin: if self.reads_origin {
                 req.headers().get(header::ORIGIN).cloned()
@@ -148,17 +215,55 @@ impl Chain {
             // Taken before any filter answers: their answers get pages too.
             error_request: self.error_pages.map(|_| Box::new(ErrorRequest::of(req))),
         };
-        for (i, f) in self.filters.iter().enumerate() {
-            if let Some(answer) = f.request(req, host, ctx) {
-                passed.answered_by = Some(i);
-                return (passed, Some(answer));
+        let flow = self.run_from(0, &mut passed, req, host, ctx);
+        (passed, flow)
+    }
+
+    /// Carries on after the filter at `at` waited: its answer stands, or
+    /// the next filters run.
+    pub(crate) fn resume(
+        &self,
+        at: usize,
+        answer: Option<Answer>,
+        passed: &mut Passed,
+        req: &Request<Incoming>,
+        host: &str,
+        ctx: &RequestCtx,
+    ) -> Flow {
+        if answer.is_some() {
+            passed.answered_by = Some(at);
+            return Flow::Done(answer);
+        }
+        self.run_from(at + 1, passed, req, host, ctx)
+    }
+
+    fn run_from(
+        &self,
+        start: usize,
+        passed: &mut Passed,
+        req: &Request<Incoming>,
+        host: &str,
+        ctx: &RequestCtx,
+    ) -> Flow {
+        for (i, f) in self.filters.iter().enumerate().skip(start) {
+            match f.verdict(req, host, ctx) {
+                Verdict::Continue => {}
+                Verdict::Answer(answer) => {
+                    passed.answered_by = Some(i);
+                    return Flow::Done(Some(answer));
+                }
+                Verdict::Wait(wait) => return Flow::Pending(Pending { at: i, wait }),
             }
         }
-        (passed, None)
+        Flow::Done(None)
     }
 
     /// Edits the request headers as they leave for the upstream.
     pub(crate) fn upstream_request(&self, headers: &mut HeaderMap) {
+        // Before the user's edits, which may set one of their own.
+        if self.strips_authorization {
+            headers.remove(header::AUTHORIZATION);
+        }
         for f in self.filters.iter() {
             if let Compiled::RequestHeaders(m) = f {
                 apply_header_modifier(headers, m);
@@ -238,6 +343,22 @@ impl Chain {
 // === impl Compiled ===
 
 impl Compiled {
+    /// This filter's request side, for filters that may wait; the others
+    /// decide in [`Compiled::request`].
+    fn verdict(&self, req: &Request<Incoming>, host: &str, ctx: &RequestCtx) -> Verdict {
+        match self {
+            Compiled::BasicAuth(a) => match a.check(req.headers()) {
+                Check::Admit => Verdict::Continue,
+                Check::Answer(answer) => Verdict::Answer(answer),
+                Check::Wait(wait) => Verdict::Wait(wait),
+            },
+            _ => match self.request(req, host, ctx) {
+                Some(answer) => Verdict::Answer(answer),
+                None => Verdict::Continue,
+            },
+        }
+    }
+
     /// This filter's request side: `Some` answers in place of the action.
     fn request(&self, req: &Request<Incoming>, host: &str, ctx: &RequestCtx) -> Option<Answer> {
         match self {
@@ -383,6 +504,7 @@ mod tests {
             Filter::BodyLimit(_) => "body_limit",
             Filter::IpAccess(_) => "ip_access",
             Filter::ErrorPages(_) => "error_pages",
+            Filter::BasicAuth(_) => "basic_auth",
         }
     }
 
@@ -488,6 +610,33 @@ mod tests {
         assert_eq!(kind(&chain[5]), "grpc_web_cors");
         rule.chain.clear();
 
+        // Basic auth asks for credentials after the checks that need none:
+        // a client the certificate or the address lists refuse is never
+        // asked for a password. Translation lists it after the IP lists.
+        let basic = Filter::BasicAuth(crate::model::BasicAuth {
+            realm: String::new(),
+            secret: "default/users".into(),
+            users: Default::default(),
+            forward_authorization: false,
+        });
+        assert_eq!(basic.stage(), Stage::Access);
+        rule.chain = vec![
+            Filter::IpAccess(crate::model::IpAccess::default()),
+            basic.clone(),
+        ];
+        let chain = route.rule_filters(&rule);
+        assert_eq!(
+            chain.iter().map(kind).skip(4).collect::<Vec<_>>(),
+            [
+                "grpc_web_cors",
+                "client_cert",
+                "ip_access",
+                "basic_auth",
+                "body_limit"
+            ]
+        );
+        rule.chain.clear();
+
         // Redirect and deny rules read no body and bridge nothing.
         rule.action = Action::Deny { reason: "x".into() };
         let chain = route.rule_filters(&rule);
@@ -512,6 +661,6 @@ mod tests {
         let filters = route.rule_filters(&rule);
         assert!(filters.is_empty());
         let upstreams = Upstreams::new(Default::default(), Default::default());
-        assert!(Chain::build(&filters, &rule, &upstreams).is_empty());
+        assert!(Chain::build(&filters, &rule, &upstreams, &FilterState::default()).is_empty());
     }
 }

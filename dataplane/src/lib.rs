@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod balance;
+pub mod basic_auth;
 pub mod body;
 pub mod error_pages;
 pub mod filter;
@@ -64,6 +65,8 @@ pub struct DataplaneConfig {
     /// Peers whose `X-Forwarded-*` headers are believed
     /// (`--trusted-proxies`); none by default.
     pub trusted_proxies: forwarded::TrustedProxies,
+    /// Basic auth's verification limits and cache size (`--basic-auth-*`).
+    pub basic_auth: basic_auth::BasicAuthConfig,
 }
 
 impl Default for DataplaneConfig {
@@ -75,6 +78,7 @@ impl Default for DataplaneConfig {
             access_log_capacity: 16 * 1024,
             drain_timeout: Duration::from_secs(30),
             trusted_proxies: forwarded::TrustedProxies::default(),
+            basic_auth: basic_auth::BasicAuthConfig::default(),
         }
     }
 }
@@ -116,6 +120,8 @@ pub(crate) struct Shared {
     self_signed: Arc<ServerCert>,
     pub(crate) tls: Arc<rustls::ServerConfig>,
     upstreams: Upstreams,
+    /// What filters keep across table swaps.
+    filter_state: filter::FilterState,
     drain_timeout: Duration,
     generation: AtomicU64,
     draining: AtomicBool,
@@ -155,6 +161,10 @@ impl Dataplane {
         let table = Arc::new(ArcSwap::from_pointee(RouteTable::empty()));
         metrics.register_upstreams(Arc::clone(&table), Arc::clone(upstreams.health()));
         let no_route_stats = metrics.route_stats(observe::NO_ROUTE);
+        let filter_state = filter::FilterState::new(basic_auth::Verifier::new(
+            config.basic_auth,
+            metrics.basic_auth.clone(),
+        ));
         let self_signed =
             Arc::new(ServerCert::self_signed(&["portico.invalid"]).map_err(std::io::Error::other)?);
         let certs = Arc::new(ArcSwap::from_pointee(CertTable::build(
@@ -177,6 +187,7 @@ impl Dataplane {
                 self_signed,
                 tls,
                 upstreams,
+                filter_state,
                 drain_timeout: config.drain_timeout,
                 generation: AtomicU64::new(0),
                 draining: AtomicBool::new(false),
@@ -193,7 +204,13 @@ impl Dataplane {
         // building was never published, so carrying on is safe.
         let _guard = s.publish.lock().unwrap_or_else(|p| p.into_inner());
         let generation = s.generation.load(Ordering::Acquire) + 1;
-        let table = RouteTable::build(generation, config, &s.upstreams, &s.metrics);
+        let table = RouteTable::build(
+            generation,
+            config,
+            &s.upstreams,
+            &s.metrics,
+            &s.filter_state,
+        );
         let errors = table.errors().to_vec();
         let published_at = table.published_at();
         s.table.store(Arc::new(table));

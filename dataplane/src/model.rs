@@ -215,6 +215,32 @@ pub enum Filter {
     /// backend (ingress-nginx `custom-http-errors`). Boxed: it holds a
     /// whole backend, and most rules have none.
     ErrorPages(Box<ErrorPages>),
+    /// HTTP Basic authentication (ingress-nginx `auth-type: basic`): 401
+    /// with a challenge unless the request carries a listed user's
+    /// password.
+    BasicAuth(BasicAuth),
+}
+
+/// Who may use a rule by HTTP Basic authentication, from a Secret's
+/// htpasswd entries. Shown in `/debug/routes` as realm, Secret and user
+/// count: the hashes never leave the process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BasicAuth {
+    /// Sent as `WWW-Authenticate: Basic realm="<realm>"`; must pass
+    /// [`crate::basic_auth::check_realm`] (else it is sent empty).
+    #[serde(default)]
+    pub realm: String,
+    /// Where the users come from, `namespace/name`: for people reading
+    /// the table.
+    #[serde(default)]
+    pub secret: String,
+    /// Serialised as their count.
+    #[serde(default)]
+    pub users: crate::basic_auth::Credentials,
+    /// Send the client's `Authorization` header upstream (ingress-nginx
+    /// does); by default the credential stops at the proxy.
+    #[serde(default)]
+    pub forward_authorization: bool,
 }
 
 /// Custom error pages: when the upstream answers one of `codes`, or the
@@ -296,7 +322,7 @@ impl Filter {
             | Filter::RequestHeaders(_)
             | Filter::ResponseHeaders(_) => Stage::Rewrite,
             Filter::GrpcWebCors(_) => Stage::PreAccess,
-            Filter::IpAccess(_) | Filter::ClientCert(_) => Stage::Access,
+            Filter::IpAccess(_) | Filter::ClientCert(_) | Filter::BasicAuth(_) => Stage::Access,
             // Content: its response side (the error page) runs first on
             // the way back, so every other filter's applies to the page.
             Filter::BodyLimit(_) | Filter::ErrorPages(_) => Stage::Content,

@@ -61,6 +61,8 @@ pub struct Metrics {
     /// [`crate::proxy_protocol::ProxyHeaderError::REASONS`], in order.
     proxy_protocol_ok: Counter,
     proxy_protocol_refused: Vec<Counter>,
+    /// Basic-auth checks by result, and those waiting for a hash.
+    pub basic_auth: crate::basic_auth::AuthCounters,
 }
 
 /// How a gRPC call reached the proxy.
@@ -113,6 +115,11 @@ const GRPC_CODES: [&str; 18] = [
 struct GrpcLabels {
     protocol: &'static str,
     code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -307,7 +314,28 @@ impl Metrics {
                     .clone()
             })
             .collect();
+        let checks = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "basic_auth_checks",
+            "Basic-authentication checks by result: cached (a remembered credential), verified (a hash checked), refused (wrong or unknown credentials), challenged (none sent), overloaded (answered 503: too many checks waiting)",
+            checks.clone(),
+        );
+        let result = |result| checks.get_or_create(&ResultLabels { result }).clone();
+        let basic_auth = crate::basic_auth::AuthCounters {
+            cached: result("cached"),
+            verified: result("verified"),
+            refused: result("refused"),
+            challenged: result("challenged"),
+            overloaded: result("overloaded"),
+            pending: Gauge::default(),
+        };
+        registry.register(
+            "basic_auth_pending",
+            "Basic-authentication password checks admitted and not finished (running or waiting for a slot)",
+            basic_auth.pending.clone(),
+        );
         Self {
+            basic_auth,
             request_rejections,
             grpc_calls,
             proxy_protocol_ok,

@@ -29,7 +29,7 @@ use tracing::{debug, warn};
 use crate::Shared;
 use crate::balance::RequestView;
 use crate::body::{BodyError, Done, GrpcRequest, RequestBody, ResponseBody, find_body_error};
-use crate::filter::Answer;
+use crate::filter::{Answer, Flow};
 use crate::forwarded::{ClientAddr, TrustedProxies, X_FORWARDED_FOR};
 use crate::grpc::{self, CallFailure, Code, GrpcBodyError};
 use crate::grpc_web::{WebContentType, WebEncoder};
@@ -285,7 +285,17 @@ pub(crate) async fn handle(
     // The rule's filters around its action: the request side may answer
     // in its place; the response side runs on every answer.
     let chain = &routed.runtime.chain;
-    let (passed, answer) = chain.request(&req, host, &ctx);
+    let (mut passed, mut flow) = chain.request(&req, host, &ctx);
+    // Only a filter that must wait (a password hash) makes the chain await.
+    let answer = loop {
+        match flow {
+            Flow::Done(answer) => break answer,
+            Flow::Pending(p) => {
+                let (at, answer) = p.wait().await;
+                flow = chain.resume(at, answer, &mut passed, &req, host, &ctx);
+            }
+        }
+    };
     let (mut rsp, upstream) = match (answer, &routed.rule.action) {
         (Some(a), _) => (render(a, &ctx), None),
         (None, Action::Redirect(r)) => (render(redirect(r, &routed, &req, host, &ctx), &ctx), None),
@@ -466,6 +476,12 @@ fn render(answer: Answer, ctx: &RequestCtx) -> Response<ResponseBody> {
     match answer {
         Answer::Preflight(rsp) => *rsp,
         Answer::Status(status) => ctx.error(status),
+        Answer::Unauthorized(challenge) => {
+            let mut rsp = ctx.error(StatusCode::UNAUTHORIZED);
+            rsp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+            rsp
+        }
         Answer::Redirect { status, location } => {
             // A location the client's own path made invalid.
             let Ok(location) = HeaderValue::try_from(location) else {

@@ -11,7 +11,7 @@ use regex::Regex;
 
 use crate::balance::Balancer;
 use crate::error_pages::ErrorPagesRuntime;
-use crate::filter::Chain;
+use crate::filter::{Chain, FilterState};
 use crate::model::{
     Action, Backend, Canary, CanaryHeaderValue, Filter, PathModifier, Protocol, RetryPolicy, Route,
     RouteConfig, RouteMatch, Rule, UpstreamTls,
@@ -125,6 +125,7 @@ impl RouteTable {
         config: RouteConfig,
         upstreams: &Upstreams,
         metrics: &Metrics,
+        filter_state: &FilterState,
     ) -> Self {
         upstreams.prune();
         let mut config = config;
@@ -151,7 +152,7 @@ impl RouteTable {
                             })
                         };
                         let filters = route.rule_filters(rule);
-                        let chain = Chain::build(&filters, rule, upstreams);
+                        let chain = Chain::build(&filters, rule, upstreams, filter_state);
                         let Action::Forward(fwd) = &rule.action else {
                             return RuleRuntime {
                                 route_id: Arc::clone(&route_id),
@@ -600,8 +601,9 @@ mod tests {
             }],
             ..Default::default()
         };
-        let t1 = RouteTable::build(1, cfg(), &upstreams, &metrics);
-        let t2 = RouteTable::build(2, cfg(), &upstreams, &metrics);
+        let state = FilterState::default();
+        let t1 = RouteTable::build(1, cfg(), &upstreams, &metrics, &state);
+        let t2 = RouteTable::build(2, cfg(), &upstreams, &metrics, &state);
         let e1 = Arc::clone(t1.rules[0][0].backends.pick().unwrap().1);
         let e2 = Arc::clone(t2.rules[0][0].backends.pick().unwrap().1);
         assert!(Arc::ptr_eq(&e1, &e2));

@@ -182,6 +182,32 @@ pub struct IngressAnnotations {
     pub grpc: GrpcAnnotations,
     pub balance: BalanceAnnotations,
     pub retry: RetryAnnotations,
+    pub auth: AuthAnnotations,
+}
+
+/// `auth-type`, `auth-secret`, `auth-secret-type`, `auth-realm` and
+/// `auth-forward-authorization`: HTTP Basic authentication.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuthAnnotations {
+    /// `auth-type: basic` (the only type supported).
+    pub basic: bool,
+    /// The Secret's namespace when written (`namespace/name`), and name.
+    pub secret: Option<(Option<String>, String)>,
+    pub secret_type: AuthSecretType,
+    /// Checked by `portico_dataplane::basic_auth::check_realm`.
+    pub realm: Option<String>,
+    /// Send the client's `Authorization` upstream.
+    pub forward_authorization: bool,
+}
+
+/// `auth-secret-type`: how the Secret lists users.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AuthSecretType {
+    /// An htpasswd file under the key `auth`.
+    #[default]
+    AuthFile,
+    /// Each key a user, each value a hash.
+    AuthMap,
 }
 
 /// `grpc-web*` and `grpc-max-message-size` (Portico's own).

@@ -6,7 +6,7 @@ use super::values;
 use portico_dataplane::model::{AffinityMode, HashKey, RetryOn, SameSite};
 
 use super::{
-    AuthTlsVerify, BackendProtocol, CanaryAnnotations, DiagnosticKind, Fallback,
+    AuthSecretType, AuthTlsVerify, BackendProtocol, CanaryAnnotations, DiagnosticKind, Fallback,
     IngressAnnotations, LoadBalance, RedirectTarget, RewriteTarget, ServiceAnnotations, quote,
 };
 
@@ -54,6 +54,11 @@ pub(crate) struct Draft {
     /// invalid.
     pub(crate) canary_unused: bool,
     notes: Vec<Note>,
+    /// `auth-type` was written, valid or not.
+    auth_type_written: bool,
+    /// `auth-secret` was written, valid or not (an invalid one is reported
+    /// on its own key).
+    auth_secret_written: bool,
     /// Registry name, key and value of every annotation that parsed.
     accepted: Vec<(&'static str, String, String)>,
 }
@@ -76,7 +81,38 @@ impl Draft {
         self.finish_canary(&mut notes);
         self.finish_health_check(&mut notes);
         self.finish_balance(&mut notes);
+        self.finish_auth(&mut notes);
         (self.out, self.svc, notes)
+    }
+
+    /// The other `auth-*` annotations mean nothing without `auth-type`;
+    /// `auth-type: basic` without a Secret cannot admit anyone, so it
+    /// fails closed (ingress-nginx denies the location).
+    fn finish_auth(&mut self, notes: &mut Vec<KeyedNote>) {
+        const AUTH_PARTS: [&str; 4] = [
+            "auth-secret",
+            "auth-secret-type",
+            "auth-realm",
+            "auth-forward-authorization",
+        ];
+        if !self.auth_type_written {
+            for name in AUTH_PARTS {
+                self.note(notes, name, "has no effect without auth-type; ignored");
+            }
+            return;
+        }
+        if self.out.auth.basic && self.out.auth.secret.is_none() {
+            self.out.auth.basic = false;
+            if self.auth_secret_written {
+                return;
+            }
+            self.note_kind(
+                notes,
+                "auth-type",
+                DiagnosticKind::Invalid(Fallback::PathDenied),
+                "basic authentication needs auth-secret",
+            );
+        }
     }
 
     fn finish_redirects(&mut self, notes: &mut Vec<KeyedNote>) {
@@ -499,6 +535,51 @@ pub(crate) fn auth_tls_verify_depth(v: &str, d: &mut Draft) -> Result<(), String
 
 pub(crate) fn auth_tls_pass_certificate(v: &str, d: &mut Draft) -> Result<(), String> {
     d.out.https.auth_tls_pass_certificate = values::go_bool(v)?;
+    Ok(())
+}
+
+pub(crate) fn auth_type(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.auth_type_written = true;
+    match v {
+        "basic" => {
+            d.out.auth.basic = true;
+            Ok(())
+        }
+        "digest" => Err("digest authentication is not supported, only basic".into()),
+        _ => Err("expected basic".into()),
+    }
+}
+
+/// `name` (the Ingress's namespace) or `namespace/name`.
+pub(crate) fn auth_secret(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.auth_secret_written = true;
+    d.out.auth.secret = Some(match v.split_once('/') {
+        Some(_) => {
+            let (ns, name) = namespaced_secret(v)?;
+            (Some(ns), name)
+        }
+        None => (None, values::dns1123_subdomain(v)?),
+    });
+    Ok(())
+}
+
+pub(crate) fn auth_secret_type(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.auth.secret_type = match v {
+        "auth-file" => AuthSecretType::AuthFile,
+        "auth-map" => AuthSecretType::AuthMap,
+        _ => return Err("expected auth-file or auth-map".into()),
+    };
+    Ok(())
+}
+
+pub(crate) fn auth_realm(v: &str, d: &mut Draft) -> Result<(), String> {
+    portico_dataplane::basic_auth::check_realm(v)?;
+    d.out.auth.realm = Some(v.to_owned());
+    Ok(())
+}
+
+pub(crate) fn auth_forward_authorization(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.auth.forward_authorization = values::go_bool(v)?;
     Ok(())
 }
 

@@ -542,7 +542,7 @@ static REGISTRY: &[AnnotationSpec] = &[
         Ingress,
         PathDenied,
         Partly(
-            "a failed verification ends the TLS handshake instead of answering 400; in a cluster the Secret must be of type kubernetes.io/tls (the only type watched), with the CA bundle in `ca.crt`",
+            "a failed verification ends the TLS handshake instead of answering 400; the Secret must be of type kubernetes.io/tls or Opaque (the types watched), with the CA bundle in `ca.crt`",
         ),
         "`namespace/name` of a Secret whose `ca.crt` (PEM) holds the CAs client certificates must chain to, on the Ingress's hosts. Verification is chosen by the TLS SNI; a request whose Host has this policy on a connection whose SNI did not answers 421 (403 over plain HTTP). An unusable Secret makes the paths answer 503, never serve unverified.",
         parsers::auth_tls_secret,
@@ -575,6 +575,55 @@ static REGISTRY: &[AnnotationSpec] = &[
         parsers::auth_tls_pass_certificate,
     ),
     spec(
+        "auth-type",
+        "",
+        Path,
+        PathDenied,
+        Partly("`digest` is not supported: its paths answer 503"),
+        "`basic`: HTTP Basic authentication against the users of `auth-secret`; a request without a listed user's password gets 401 with `WWW-Authenticate: Basic realm=\"<auth-realm>\"` (gRPC callers UNAUTHENTICATED). Checked after the IP lists and client certificates. Fails closed: an invalid value, a missing or unusable Secret makes the paths answer 503.",
+        parsers::auth_type,
+    ),
+    spec(
+        "auth-secret",
+        "",
+        Path,
+        PathDenied,
+        Partly(
+            "the Secret must be of type Opaque; another namespace (`namespace/name`) only with `--allow-cross-namespace-auth-secret`; entries with plain-text or crypt(3) DES passwords are refused (that user cannot log in), where nginx accepts them",
+        ),
+        "The Secret holding the users: `name` (the Ingress's namespace) or `namespace/name`. Hashes: bcrypt (`htpasswd -B`), apr1/MD5-crypt (`-m`), SHA-256/512-crypt (`-2`, `-5`), `{SHA}` (`-s`). Each refused entry is reported by line or key, never with its hash. Changes apply live.",
+        parsers::auth_secret,
+    ),
+    spec(
+        "auth-secret-type",
+        "auth-file",
+        Path,
+        PathDenied,
+        Full,
+        "`auth-file`: an htpasswd file under the Secret's key `auth`; `auth-map`: each key a user, each value a hash.",
+        parsers::auth_secret_type,
+    ),
+    spec(
+        "auth-realm",
+        "",
+        Path,
+        PathDenied,
+        Partly("only printable ASCII without `\"` or `\\`, at most 256 characters"),
+        "The realm in the `WWW-Authenticate` challenge, which browsers may show in their login prompt.",
+        parsers::auth_realm,
+    ),
+    spec(
+        "auth-forward-authorization",
+        "false",
+        Path,
+        Ignored,
+        Partly(
+            "Portico's own; ingress-nginx always forwards the header, Portico keeps the client's credential from the upstream unless this is true",
+        ),
+        "Send the client's `Authorization` header to the upstream after basic authentication admitted it.",
+        parsers::auth_forward_authorization,
+    ),
+    spec(
         "proxy-ssl-verify",
         "off",
         Ingress,
@@ -588,7 +637,7 @@ static REGISTRY: &[AnnotationSpec] = &[
         "",
         Ingress,
         PathDenied,
-        Partly("in a cluster the Secret must be of type kubernetes.io/tls (the only type watched)"),
+        Partly("the Secret must be of type kubernetes.io/tls or Opaque (the types watched)"),
         "`namespace/name` of a Secret whose `ca.crt` (PEM) verifies backends when `proxy-ssl-verify` is on, and whose `tls.crt`/`tls.key`, when present, are presented to backends as a client certificate. Unusable: the paths answer 503.",
         parsers::proxy_ssl_secret,
     ),
@@ -939,7 +988,6 @@ const fn removed(name: &'static str, note: &'static str) -> NginxAnnotation {
     }
 }
 
-const AUTH_BASIC: &str = "basic and digest authentication";
 const AUTH_EXTERNAL: &str = "external authentication";
 const AUTH_TLS: &str = "client certificate authentication";
 const AFFINITY: &str = "session affinity";
@@ -964,17 +1012,13 @@ static NGINX_NOT_SUPPORTED: &[NginxAnnotation] = &[
     not_yet("auth-keepalive-timeout", AUTH_EXTERNAL),
     not_yet("auth-method", AUTH_EXTERNAL),
     not_yet("auth-proxy-set-headers", AUTH_EXTERNAL),
-    not_yet("auth-realm", AUTH_BASIC),
     not_yet("auth-request-redirect", AUTH_EXTERNAL),
     not_yet("auth-response-headers", AUTH_EXTERNAL),
-    not_yet("auth-secret", AUTH_BASIC),
-    not_yet("auth-secret-type", AUTH_BASIC),
     not_yet("auth-signin", AUTH_EXTERNAL),
     not_yet("auth-signin-redirect-param", AUTH_EXTERNAL),
     snippet("auth-snippet"),
     not_yet("auth-tls-error-page", AUTH_TLS),
     not_yet("auth-tls-match-cn", AUTH_TLS),
-    not_yet("auth-type", AUTH_BASIC),
     not_yet("auth-url", AUTH_EXTERNAL),
     removed("base-url-scheme", "no replacement"),
     not_yet("client-body-buffer-size", BUFFERING),

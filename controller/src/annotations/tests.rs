@@ -204,6 +204,43 @@ const VALID: &[Valid] = &[
         set: &[("denylist-source-range", "::1/128")],
         want: |a| a.denylist_source_range = Some(vec!["::1/128".parse().unwrap()]),
     },
+    // basic authentication
+    Valid {
+        set: &[("auth-type", "basic"), ("auth-secret", "users")],
+        want: |a| {
+            a.auth.basic = true;
+            a.auth.secret = Some((None, "users".into()));
+        },
+    },
+    Valid {
+        set: &[
+            ("auth-type", "basic"),
+            ("auth-secret", "shared/team-users"),
+            ("auth-secret-type", "auth-map"),
+            ("auth-realm", "Authentication Required - foo"),
+            ("auth-forward-authorization", "true"),
+        ],
+        want: |a| {
+            a.auth = AuthAnnotations {
+                basic: true,
+                secret: Some((Some("shared".into()), "team-users".into())),
+                secret_type: AuthSecretType::AuthMap,
+                realm: Some("Authentication Required - foo".into()),
+                forward_authorization: true,
+            }
+        },
+    },
+    Valid {
+        set: &[
+            ("auth-type", "basic"),
+            ("auth-secret", "users"),
+            ("auth-secret-type", "auth-file"),
+        ],
+        want: |a| {
+            a.auth.basic = true;
+            a.auth.secret = Some((None, "users".into()));
+        },
+    },
     // permanent-redirect (+ code)
     Valid {
         set: &[("permanent-redirect", "https://example.com")],
@@ -1337,9 +1374,97 @@ const INVALID: &[Invalid] = &[
     },
 ];
 
+const AUTH: &[(&str, &str)] = &[("auth-type", "basic"), ("auth-secret", "users")];
+
+/// Basic auth fails closed: every invalid part denies the paths (as
+/// ingress-nginx denies the location), except the forwarding switch,
+/// whose default keeps the credential at the proxy.
+const INVALID_AUTH: &[Invalid] = &[
+    Invalid {
+        name: "auth-type",
+        fallback: Fallback::PathDenied,
+        values: &["digest", "Basic", "none"],
+        context: &[("auth-secret", "users")],
+        want: |a| a.auth.secret = Some((None, "users".into())),
+    },
+    Invalid {
+        name: "auth-secret",
+        fallback: Fallback::PathDenied,
+        values: &["Users", "a/b/c", "/users", "ns/", "user_s"],
+        context: &[("auth-type", "basic")],
+        want: |_| {},
+    },
+    Invalid {
+        name: "auth-secret-type",
+        fallback: Fallback::PathDenied,
+        values: &["htpasswd", "auth_file"],
+        context: AUTH,
+        want: |a| {
+            a.auth.basic = true;
+            a.auth.secret = Some((None, "users".into()));
+        },
+    },
+    Invalid {
+        name: "auth-realm",
+        fallback: Fallback::PathDenied,
+        values: &["say \"hi\"", "a\\b", "caf\u{e9}"],
+        context: AUTH,
+        want: |a| {
+            a.auth.basic = true;
+            a.auth.secret = Some((None, "users".into()));
+        },
+    },
+    Invalid {
+        name: "auth-forward-authorization",
+        fallback: Fallback::Ignored,
+        values: &["yes"],
+        context: AUTH,
+        want: |a| {
+            a.auth.basic = true;
+            a.auth.secret = Some((None, "users".into()));
+        },
+    },
+];
+
+#[test]
+fn invalid_auth_values_fail_closed() {
+    check_invalid(INVALID_AUTH);
+}
+
+#[test]
+fn auth_parts_need_auth_type_and_basic_needs_a_secret() {
+    let parsed = parse_checked(&map(
+        NGINX_PREFIX,
+        &[("auth-secret", "users"), ("auth-realm", "x")],
+    ));
+    assert_eq!(
+        kinds(&parsed),
+        vec![
+            ("nginx.ingress.kubernetes.io/auth-secret", IGNORED),
+            ("nginx.ingress.kubernetes.io/auth-realm", IGNORED),
+        ]
+    );
+    assert!(!parsed.ingress.auth.basic);
+
+    let parsed = parse_checked(&map(PORTICO_PREFIX, &[("auth-type", "basic")]));
+    assert_eq!(
+        kinds(&parsed),
+        vec![(
+            "portico.dev/auth-type",
+            DiagnosticKind::Invalid(Fallback::PathDenied)
+        )]
+    );
+    assert!(parsed.diagnostics[0].message.contains("needs auth-secret"));
+    assert!(!parsed.ingress.auth.basic);
+}
+
 #[test]
 fn invalid_values_fall_back_as_documented() {
-    for case in INVALID {
+    check_invalid(INVALID);
+}
+
+fn check_invalid(cases: &[Invalid]) {
+    for case in cases {
         assert_eq!(
             case.fallback,
             spec(case.name).on_invalid,
@@ -1696,6 +1821,7 @@ fn every_annotation_has_valid_and_invalid_cases() {
         .collect();
     let invalid: BTreeSet<&str> = INVALID
         .iter()
+        .chain(INVALID_AUTH)
         .map(|c| c.name)
         .chain(SERVICE_INVALID.iter().map(|c| c.name))
         .collect();

@@ -137,6 +137,14 @@ pub async fn start(
         watch("Secret"),
     );
     tasks.push(t);
+    // Basic-auth users. A second watch by type, so that Helm release
+    // Secrets, service-account tokens and the like stay out of memory.
+    let (opaque, t) = spawn_watch::<Secret>(
+        api(&client, ns),
+        plain.clone().fields("type=Opaque"),
+        watch("Secret (Opaque)"),
+    );
+    tasks.push(t);
 
     // HTTPRoute is optional: run without it, and start watching once the
     // CRD appears.
@@ -181,6 +189,7 @@ pub async fn start(
             .chain(services.state().into_iter().map(Object::Service))
             .chain(slices.state().into_iter().map(Object::EndpointSlice))
             .chain(secrets.state().into_iter().map(Object::Secret))
+            .chain(opaque.state().into_iter().map(Object::Secret))
             .chain(routes_store.state().into_iter().filter_map(|g| {
                 g.0.as_ref()
                     .ok()

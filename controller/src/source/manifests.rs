@@ -173,6 +173,17 @@ pub struct NotRead {
     pub why: Option<&'static str>,
 }
 
+/// Moves `stringData` into `data`, where it wins, as the API server does
+/// when it stores a Secret.
+fn merge_string_data(secret: &mut k8s_openapi::api::core::v1::Secret) {
+    if let Some(strings) = secret.string_data.take() {
+        let data = secret.data.get_or_insert_with(Default::default);
+        for (k, v) in strings {
+            data.insert(k, k8s_openapi::ByteString(v.into_bytes()));
+        }
+    }
+}
+
 /// Reads a manifest file as text, refusing one over [`MAX_FILE_BYTES`]
 /// without reading it all.
 pub fn read_file(path: &Path) -> Result<String, ManifestError> {
@@ -402,16 +413,21 @@ fn parse_value(value: Value, idx: usize, within: &str, out: &mut Parsed) -> Resu
             Object::EndpointSlice(Arc::new(namespaced(slice)))
         }
         ("v1", "Secret") => {
-            let secret: k8s_openapi::api::core::v1::Secret = typed(value, &object)?;
-            if secret.type_.as_deref() != Some("kubernetes.io/tls") {
+            let mut secret: k8s_openapi::api::core::v1::Secret = typed(value, &object)?;
+            // No type is Opaque, as the API server reads it.
+            if !matches!(
+                secret.type_.as_deref(),
+                None | Some("kubernetes.io/tls" | "Opaque")
+            ) {
                 out.skipped.push(NotRead {
                     document: idx,
                     kind: "v1/Secret".into(),
                     object: object.clone(),
-                    why: Some("only kubernetes.io/tls Secrets are read"),
+                    why: Some("only kubernetes.io/tls and Opaque Secrets are read"),
                 });
                 return Ok(());
             }
+            merge_string_data(&mut secret);
             Object::Secret(Arc::new(namespaced(secret)))
         }
         ("v1", "List") => {
@@ -951,6 +967,36 @@ mod tests {
             text.push_str(&format!("l{i}: &l{i} [{refs}]\n"));
         }
         text
+    }
+
+    /// TLS and Opaque Secrets are read (no type is Opaque), with
+    /// `stringData` moved into `data` as the API server does; other types
+    /// are listed as not read.
+    #[test]
+    fn opaque_and_tls_secrets_are_read_others_listed() {
+        let p = parse(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: users}\ntype: Opaque\ndata: {auth: YQ==, other: Yg==}\nstringData: {auth: 'alice:x'}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: untyped}\ndata: {auth: YQ==}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: token}\ntype: kubernetes.io/service-account-token\n",
+        );
+        assert!(p.errors.is_empty(), "{:?}", errors(&p));
+        let secrets: Vec<_> = p
+            .objects
+            .iter()
+            .filter_map(|o| match o {
+                Object::Secret(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(secrets.len(), 2);
+        let data = secrets[0].data.as_ref().unwrap();
+        assert_eq!(data["auth"].0, b"alice:x");
+        assert_eq!(data["other"].0, b"b");
+        assert!(secrets[0].string_data.is_none());
+        assert_eq!(secrets[1].metadata.name.as_deref(), Some("untyped"));
+        assert_eq!(p.skipped.len(), 1);
+        assert_eq!(
+            p.skipped[0].why,
+            Some("only kubernetes.io/tls and Opaque Secrets are read")
+        );
     }
 
     #[test]

@@ -7,13 +7,14 @@ use http::HeaderName;
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend};
 use kube::ResourceExt;
 use portico_dataplane::model::{
-    Action, Backend, Canary, CanaryHeader, CanaryHeaderValue, Cors, DEFAULT_CORS_MAX_AGE,
-    DEFAULT_GRPC_MAX_MESSAGE, ErrorOrigin, ErrorPages, Filter, Filters, Forward, GrpcOptions,
-    GrpcWeb, Hostname, Hsts, HttpsPolicy, HttpsRedirect, IpAccess, PathMatch, PathModifier,
-    Protocol, Redirect, RedirectStatus, RetryPolicy, Route, RouteClientAuth, RouteMatch, Rule,
-    Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
+    Action, Backend, BasicAuth, Canary, CanaryHeader, CanaryHeaderValue, Cors,
+    DEFAULT_CORS_MAX_AGE, DEFAULT_GRPC_MAX_MESSAGE, ErrorOrigin, ErrorPages, Filter, Filters,
+    Forward, GrpcOptions, GrpcWeb, Hostname, Hsts, HttpsPolicy, HttpsRedirect, IpAccess, PathMatch,
+    PathModifier, Protocol, Redirect, RedirectStatus, RetryPolicy, Route, RouteClientAuth,
+    RouteMatch, Rule, Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
 };
 
+use super::auth;
 use super::backends::{self, PortRef};
 use super::tls::{self, TlsHosts};
 use super::{ObjectReport, Settings, TlsBinding, Translation, check_regex, class, created_secs};
@@ -93,12 +94,31 @@ pub(super) fn translate_all(
             global_error_backend.as_ref(),
             &mut report,
         );
+        let basic_auth = match auth::basic_auth(
+            snap,
+            settings,
+            &obj.namespace,
+            &parsed.ingress.auth,
+            &mut report.diagnostics,
+        ) {
+            Ok(a) => a,
+            Err(reason) => {
+                report.diagnostics.push(Diagnostic::error(
+                    "InvalidAuthSecret",
+                    auth::FIELD,
+                    format!("{reason}; the Ingress's paths answer 503"),
+                ));
+                denied = denied.or(Some(reason));
+                None
+            }
+        };
         let mut t = IngressTranslator {
             snap,
             settings,
             tls_hosts,
             error_pages,
             client_auth: client_auth.clone(),
+            basic_auth,
             upstream_client_certs: Vec::new(),
             ing,
             ann: &parsed.ingress,
@@ -203,6 +223,8 @@ struct IngressTranslator<'a> {
     /// backend, when the paths get custom error pages.
     error_pages: Option<(Vec<u16>, bool, Backend)>,
     client_auth: Option<Arc<ClientAuth>>,
+    /// `auth-type: basic` and its users.
+    basic_auth: Option<BasicAuth>,
     /// Client certificates to backends this Ingress's rules name.
     upstream_client_certs: Vec<tls::UpstreamClientCert>,
     ing: &'a Ingress,
@@ -431,7 +453,13 @@ impl IngressTranslator<'_> {
                 send: self.ann.proxy_send_timeout.unwrap_or(defaults.send),
                 request: None,
             },
-            chain: self.ip_access().map(Filter::IpAccess).into_iter().collect(),
+            // Basic auth after the IP lists: see `Filter::stage`.
+            chain: self
+                .ip_access()
+                .map(Filter::IpAccess)
+                .into_iter()
+                .chain(self.basic_auth.clone().map(Filter::BasicAuth))
+                .collect(),
             max_request_body: match self.ann.proxy_body_size {
                 None => Some(portico_dataplane::model::DEFAULT_MAX_REQUEST_BODY),
                 Some(BodySize::Unlimited) => None,

@@ -14,6 +14,7 @@ use portico_dataplane::tls::{ClientAuthBinding, PassthroughBinding};
 use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
 use crate::snapshot::{Key, Snapshot};
 
+mod auth;
 pub mod backends;
 pub mod class;
 mod httproute;
@@ -68,6 +69,9 @@ pub struct Settings {
     /// `--custom-http-errors`: statuses that get error pages on every
     /// Ingress path without a `custom-http-errors` of its own.
     pub custom_http_errors: Vec<u16>,
+    /// `--allow-cross-namespace-auth-secret`: `auth-secret` may name a
+    /// Secret in another namespace.
+    pub allow_cross_namespace_auth_secret: bool,
 }
 
 impl Default for Settings {
@@ -86,6 +90,7 @@ impl Default for Settings {
             denylist_source_range: Vec::new(),
             default_backend_service: None,
             custom_http_errors: Vec::new(),
+            allow_cross_namespace_auth_secret: false,
         }
     }
 }

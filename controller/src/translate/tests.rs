@@ -68,6 +68,8 @@ struct ExpectSettings {
     default_backend_service: Option<String>,
     #[serde(default)]
     custom_http_errors: Vec<u16>,
+    #[serde(default)]
+    allow_cross_namespace_auth_secret: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,6 +128,7 @@ fn run_fixture(path: &Path) -> Result<(), String> {
         }
     });
     settings.custom_http_errors = expect.settings.custom_http_errors.clone();
+    settings.allow_cross_namespace_auth_secret = expect.settings.allow_cross_namespace_auth_secret;
     settings.side_by_side_classes = expect
         .settings
         .watch_ingress_class

@@ -177,6 +177,18 @@ impl Portico {
         .await;
     }
 
+    /// The first log line holding every one of `needles`, waiting for it.
+    pub async fn log_containing(&self, what: &str, needles: &[&str]) -> String {
+        eventually(what, || {
+            let found = self
+                .drain_logs()
+                .into_iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)));
+            async move { found }
+        })
+        .await
+    }
+
     /// The first log line (JSON) whose message is `message`, waiting for it.
     pub async fn log_line(&self, message: &str) -> serde_json::Value {
         eventually(message, || {
