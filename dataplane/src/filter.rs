@@ -13,9 +13,9 @@ use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 
 use crate::body::ResponseBody;
+use crate::cors::CorsPolicy;
 use crate::forwarded::IpSet;
-use crate::grpc_web::WebRuntime;
-use crate::model::{Filter, GrpcWeb, HeaderModifier, HttpsRedirect, RouteClientAuth, Rule, Scheme};
+use crate::model::{Filter, HeaderModifier, HttpsRedirect, RouteClientAuth, Rule, Scheme};
 use crate::proxy::{self, Call, ConnInfo, RequestCtx};
 
 /// A rule's filters, compiled, in running order.
@@ -34,7 +34,7 @@ enum Compiled {
     Hsts(HeaderValue),
     RequestHeaders(HeaderModifier),
     ResponseHeaders(HeaderModifier),
-    GrpcWebCors(WebRuntime),
+    Cors(Box<CorsPolicy>),
     ClientCert(RouteClientAuth),
     /// `bridged`: the rule turns gRPC-Web calls into gRPC ones, which are
     /// limited per message instead.
@@ -86,9 +86,7 @@ impl Chain {
                 },
                 Filter::RequestHeaders(m) => Compiled::RequestHeaders(m.clone()),
                 Filter::ResponseHeaders(m) => Compiled::ResponseHeaders(m.clone()),
-                Filter::GrpcWebCors(cors) => {
-                    Compiled::GrpcWebCors(WebRuntime::build(&GrpcWeb { cors: cors.clone() }))
-                }
+                Filter::Cors(cors) => Compiled::Cors(Box::new(CorsPolicy::build(cors))),
                 Filter::ClientCert(a) => Compiled::ClientCert(a.clone()),
                 Filter::BodyLimit(limit) => Compiled::BodyLimit {
                     limit: *limit,
@@ -100,9 +98,7 @@ impl Chain {
                 },
             })
             .collect();
-        let reads_origin = filters
-            .iter()
-            .any(|f| matches!(f, Compiled::GrpcWebCors(_)));
+        let reads_origin = filters.iter().any(|f| matches!(f, Compiled::Cors(_)));
         Self {
             filters,
             reads_origin,
@@ -155,8 +151,8 @@ impl Chain {
                 }
                 Compiled::ResponseHeaders(m) => apply_header_modifier(headers, m),
                 // A preflight answer already carries its CORS headers.
-                Compiled::GrpcWebCors(w) if passed.answered_by != Some(i) => {
-                    w.decorate(passed.origin.as_ref(), headers);
+                Compiled::Cors(c) if passed.answered_by != Some(i) => {
+                    c.decorate(passed.origin.as_ref(), headers);
                 }
                 _ => {}
             }
@@ -173,7 +169,7 @@ impl Compiled {
             Compiled::HttpsRedirect(r) => {
                 needs_https_redirect(req, host, ctx).then(|| https_redirect(r, req, host))
             }
-            Compiled::GrpcWebCors(w) if req.method() == Method::OPTIONS => w
+            Compiled::Cors(c) if req.method() == Method::OPTIONS => c
                 .preflight(req.headers())
                 .map(|r| Answer::Preflight(Box::new(r))),
             Compiled::ClientCert(a) if !verified_under(&ctx.conn, a) => {
@@ -276,7 +272,9 @@ pub(crate) fn apply_header_modifier(headers: &mut HeaderMap, m: &HeaderModifier)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Action, Cors, Forward, Hsts, HttpsPolicy, Route, SourceRef, Stage};
+    use crate::model::{
+        Action, Cors, Forward, GrpcWeb, Hsts, HttpsPolicy, IpAccess, Route, SourceRef, Stage,
+    };
     use http::HeaderName;
 
     fn modifier(name: &'static str) -> HeaderModifier {
@@ -292,7 +290,7 @@ mod tests {
             Filter::Hsts(_) => "hsts",
             Filter::RequestHeaders(_) => "request_headers",
             Filter::ResponseHeaders(_) => "response_headers",
-            Filter::GrpcWebCors(_) => "grpc_web_cors",
+            Filter::Cors(_) => "cors",
             Filter::ClientCert(_) => "client_cert",
             Filter::BodyLimit(_) => "body_limit",
             Filter::IpAccess(_) => "ip_access",
@@ -302,8 +300,8 @@ mod tests {
     /// The whole order in one table: each filter's stage, and the running
     /// order of a rule that has them all. An HTTPS redirect answers before
     /// a CORS preflight, which answers before a client-certificate
-    /// mismatch, which answers before a body-size check; on the way back
-    /// CORS decorates first, then the header edits, then HSTS.
+    /// mismatch or an IP deny, which answer before a body-size check; on
+    /// the way back CORS decorates first, then the header edits, then HSTS.
     #[test]
     fn filter_order() {
         let auth = RouteClientAuth {
@@ -318,17 +316,14 @@ mod tests {
             (Filter::Hsts(Hsts::DEFAULT), Stage::Rewrite),
             (Filter::ResponseHeaders(modifier("x-rsp")), Stage::Rewrite),
             (Filter::RequestHeaders(modifier("x-req")), Stage::Rewrite),
-            (Filter::GrpcWebCors(Cors::default()), Stage::PreAccess),
+            (Filter::Cors(Cors::grpc_web()), Stage::PreAccess),
             (Filter::ClientCert(auth.clone()), Stage::Access),
+            (Filter::IpAccess(IpAccess::default()), Stage::Access),
             (Filter::BodyLimit(10), Stage::Content),
         ];
         for (f, stage) in &every {
             assert_eq!(f.stage(), *stage, "{f:?}");
         }
-        assert_eq!(
-            Filter::IpAccess(crate::model::IpAccess::default()).stage(),
-            Stage::Access
-        );
 
         let mut rule = Rule::new(Action::Forward(Forward {
             backends: vec![],
@@ -341,6 +336,11 @@ mod tests {
         rule.filters.response_headers = modifier("x-rsp");
         rule.max_request_body = Some(10);
         rule.grpc.web = Some(GrpcWeb::default());
+        // The rule's own list, in an order the stages overrule.
+        rule.chain = vec![
+            Filter::IpAccess(IpAccess::default()),
+            Filter::Cors(Cors::grpc_web()),
+        ];
         let route = Route {
             id: "r".into(),
             source: SourceRef::default(),
@@ -360,8 +360,9 @@ mod tests {
                 "hsts",
                 "response_headers",
                 "request_headers",
-                "grpc_web_cors",
+                "cors",
                 "client_cert",
+                "ip_access",
                 "body_limit",
             ]
         );
@@ -394,17 +395,13 @@ mod tests {
         rule.chain = vec![Filter::ResponseHeaders(modifier("x-own"))];
         let chain = route.rule_filters(&rule);
         assert_eq!(chain[4], Filter::ResponseHeaders(modifier("x-own")));
-        assert_eq!(kind(&chain[5]), "grpc_web_cors");
+        assert_eq!(kind(&chain[5]), "client_cert");
         rule.chain.clear();
 
-        // Redirect and deny rules read no body and bridge nothing.
+        // Redirect and deny rules read no body.
         rule.action = Action::Deny { reason: "x".into() };
         let chain = route.rule_filters(&rule);
-        assert!(
-            !chain
-                .iter()
-                .any(|f| matches!(f, Filter::BodyLimit(_) | Filter::GrpcWebCors(_)))
-        );
+        assert!(!chain.iter().any(|f| matches!(f, Filter::BodyLimit(_))));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod balance;
 pub mod body;
+pub mod cors;
 pub mod filter;
 pub mod forwarded;
 pub mod grpc;
