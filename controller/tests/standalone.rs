@@ -931,6 +931,12 @@ async fn status_of(addr: SocketAddr, host: &str, extra: &str) -> u16 {
         .unwrap_or_else(|| panic!("no status line: {text}"))
 }
 
+/// One more Ingress document: `name.test` to the `demo` Service, with
+/// `annotations` (a YAML flow mapping's entries).
+fn ingress(name: &str, annotations: &str) -> String {
+    ingress_for(name, "demo", annotations)
+}
+
 /// `allowlist-source-range` (and its alias), `denylist-source-range`, their
 /// global flags, fail-closed lists, and the client address they judge
 /// (a trusted proxy's X-Forwarded-For entry).
@@ -938,7 +944,6 @@ async fn status_of(addr: SocketAddr, host: &str, extra: &str) -> u16 {
 async fn ip_access_lists_judge_the_client_address() {
     let up = upstream("demo").await;
     let dir = tempfile::tempdir().unwrap();
-    let ingress = |name: &str, annotations: &str| ingress_for(name, "demo", annotations);
     let text = manifests(up, "/")
         + &ingress("open", "")
         + &ingress(
@@ -1233,4 +1238,177 @@ spec:
         (status_of(http, "guarded.test", "").await == 503).then_some(())
     })
     .await;
+}
+
+const APP_ORIGIN: &str = "https://app.example.com";
+
+/// CORS manifests: ingress-nginx's annotations on an Ingress (and
+/// `cors-*` without `enable-cors` on another), Gateway API's filter on an
+/// HTTPRoute.
+fn cors_manifests(up: SocketAddr) -> String {
+    manifests(up, "/")
+        + &ingress(
+            "cors",
+            &format!(
+                r#"nginx.ingress.kubernetes.io/enable-cors: "true",
+                   nginx.ingress.kubernetes.io/cors-allow-origin: "{APP_ORIGIN}, https://*.example.org, example.net,",
+                   nginx.ingress.kubernetes.io/cors-allow-methods: "GET, PUT",
+                   nginx.ingress.kubernetes.io/cors-max-age: "600""#
+            ),
+        )
+        + &ingress(
+            "cors-off",
+            &format!(r#"nginx.ingress.kubernetes.io/cors-allow-origin: "{APP_ORIGIN}""#),
+        )
+        + r#"
+---
+apiVersion: portico.dev/v1alpha1
+kind: HTTPRoute
+metadata: {name: gw}
+spec:
+  hostnames: [gw.test]
+  rules:
+    - filters:
+        - type: CORS
+          cors:
+            allowOrigins: ["https://*.example.org"]
+            allowMethods: ["*"]
+            allowCredentials: true
+            maxAge: 30
+      backendRefs: [{name: demo, port: 80}]
+"#
+}
+
+fn preflight(origin: &str) -> [(&str, &str); 3] {
+    [
+        ("origin", origin),
+        ("access-control-request-method", "PUT"),
+        ("access-control-request-headers", "x-custom"),
+    ]
+}
+
+/// CORS from manifests to answers: a preflight from an allowed origin is
+/// the proxy's (the upstream, which answers `demo <path>`, never sees it),
+/// other answers are decorated, and the two wildcards differ as ingress-nginx
+/// and Gateway API say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_annotations_and_the_httproute_filter_answer_browsers() {
+    use http::Method;
+    use support::request;
+
+    let up = upstream("demo").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.yaml"), cors_manifests(up)).unwrap();
+    let portico = Portico::start(dir.path());
+    portico.ready().await;
+    let http = portico.http;
+    let send = |method: Method, host: &'static str, headers: Vec<(&'static str, &'static str)>| async move {
+        request(http, method, host, "/x", &headers).await.unwrap()
+    };
+    // The CORS headers a test looks at, in this order.
+    let cors = |h: &http::HeaderMap| {
+        [
+            "access-control-allow-origin",
+            "access-control-allow-credentials",
+            "access-control-allow-methods",
+            "access-control-max-age",
+        ]
+        .map(|n| h.get(n).map(|v| v.to_str().unwrap().to_owned()))
+    };
+    let want = |values: [Option<&str>; 4]| values.map(|v| v.map(str::to_owned));
+
+    // The Ingress: ingress-nginx's defaults for what is not set.
+    let (status, h, body) =
+        send(Method::OPTIONS, "cors.test", preflight(APP_ORIGIN).to_vec()).await;
+    assert_eq!((status, body.as_str()), (StatusCode::NO_CONTENT, ""));
+    assert_eq!(
+        cors(&h),
+        want([
+            Some(APP_ORIGIN),
+            Some("true"),
+            Some("GET, PUT"),
+            Some("600")
+        ])
+    );
+    assert!(
+        h.get("access-control-allow-headers")
+            .is_some_and(|v| v.to_str().unwrap().contains("authorization")),
+        "{h:?}"
+    );
+
+    // One label before example.org: allowed, echoed on a simple request.
+    let shop = "https://shop.example.org";
+    let (status, h, body) = send(Method::GET, "cors.test", vec![("origin", shop)]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "demo /x"));
+    assert_eq!(cors(&h), want([Some(shop), Some("true"), None, None]));
+    assert_eq!(h["vary"], "origin");
+
+    // Two labels: not for an ingress-nginx wildcard. Its preflight goes to
+    // the backend, as ingress-nginx sends it, without CORS headers.
+    let deep = "https://a.shop.example.org";
+    let (status, h, body) = send(Method::OPTIONS, "cors.test", preflight(deep).to_vec()).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "demo /x"));
+    assert_eq!(cors(&h), want([None; 4]));
+
+    // cors-* without enable-cors does nothing.
+    let (status, h, _) = send(Method::GET, "cors-off.test", vec![("origin", APP_ORIGIN)]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cors(&h), want([None; 4]));
+    assert!(!h.contains_key("vary"), "{h:?}");
+
+    // The HTTPRoute: Gateway API's wildcard covers any number of labels;
+    // with credentials the origin and the requested method are echoed.
+    let (status, h, body) = send(Method::OPTIONS, "gw.test", preflight(deep).to_vec()).await;
+    assert_eq!((status, body.as_str()), (StatusCode::NO_CONTENT, ""));
+    assert_eq!(
+        cors(&h),
+        want([Some(deep), Some("true"), Some("PUT"), Some("30")])
+    );
+    // Another origin's preflight is refused there, never forwarded.
+    let (status, h, body) = send(Method::OPTIONS, "gw.test", preflight(APP_ORIGIN).to_vec()).await;
+    assert_eq!((status, body.as_str()), (StatusCode::FORBIDDEN, ""));
+    assert_eq!(cors(&h), want([None; 4]));
+
+    // The live table shows the typed filters.
+    let (status, routes) = get(portico.debug, "x", "/debug/routes").await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{routes}");
+    assert!(routes.contains(r#""https://**.example.org""#), "{routes}");
+    assert!(
+        routes.contains(r#""disallowed_preflight": "forward""#),
+        "{routes}"
+    );
+}
+
+#[test]
+fn validate_names_dropped_and_ignored_cors_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        cors_manifests("127.0.0.1:1".parse().unwrap()),
+    )
+    .unwrap();
+    let out = Command::new(PORTICO)
+        .arg("validate")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Warnings only: every object is served.
+    assert!(out.status.success(), "{text}");
+    let warned = |object: &str, needle: &str| {
+        text.lines().any(|l| {
+            l.starts_with("warning: ")
+                && l.contains(object)
+                && l.contains("cors-allow-origin")
+                && l.contains(needle)
+        })
+    };
+    assert!(
+        warned("Ingress default/cors:", r#"entry "example.net" dropped"#),
+        "{text}"
+    );
+    assert!(
+        warned("Ingress default/cors-off:", "unless enable-cors is"),
+        "{text}"
+    );
 }

@@ -574,7 +574,9 @@ pub struct HTTPRouteRule {
         validation = Rule::new("self.filter(f, f.type == 'RequestRedirect').size() <= 1")
             .message("RequestRedirect filter cannot be repeated"),
         validation = Rule::new("self.filter(f, f.type == 'URLRewrite').size() <= 1")
-            .message("URLRewrite filter cannot be repeated")
+            .message("URLRewrite filter cannot be repeated"),
+        validation = Rule::new("self.filter(f, f.type == 'CORS').size() <= 1")
+            .message("CORS filter cannot be repeated")
     )]
     pub filters: Vec<HTTPRouteFilter>,
 
@@ -767,7 +769,11 @@ pub enum HTTPMethod {
     validation = Rule::new("!(has(self.urlRewrite) && self.type != 'URLRewrite')")
         .message("filter.urlRewrite must be nil if the filter.type is not URLRewrite"),
     validation = Rule::new("!(!has(self.urlRewrite) && self.type == 'URLRewrite')")
-        .message("filter.urlRewrite must be specified for URLRewrite filter.type")
+        .message("filter.urlRewrite must be specified for URLRewrite filter.type"),
+    validation = Rule::new("!(has(self.cors) && self.type != 'CORS')")
+        .message("filter.cors must be nil if the filter.type is not CORS"),
+    validation = Rule::new("!(!has(self.cors) && self.type == 'CORS')")
+        .message("filter.cors must be specified for CORS filter.type")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct HTTPRouteFilter {
@@ -794,6 +800,10 @@ pub struct HTTPRouteFilter {
         skip_serializing_if = "Option::is_none"
     )]
     pub url_rewrite: Option<HTTPURLRewriteFilter>,
+
+    /// Answer cross-origin requests from browsers (CORS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<HTTPCORSFilter>,
 }
 
 /// The kind of a filter.
@@ -803,6 +813,8 @@ pub enum FilterType {
     ResponseHeaderModifier,
     RequestRedirect,
     URLRewrite,
+    #[serde(rename = "CORS")]
+    Cors,
 }
 
 /// Header changes. A header name may appear in only one of the lists, once.
@@ -965,6 +977,142 @@ pub struct HTTPURLRewriteFilter {
     /// Change the path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<HTTPPathModifier>,
+}
+
+/// A CORS origin as Gateway API writes it: `*`, or `http(s)://host[:port]`
+/// where the host may start with a `*.` wildcard (any number of labels)
+/// or be `*` alone (any host).
+pub const CORS_ORIGIN_PATTERN: &str =
+    r"(^\*$)|(^(http(s)?):\/\/(((\*\.)?([a-zA-Z0-9\-]+\.)*[a-zA-Z0-9-]+|\*)(:([0-9]{1,5}))?)$)";
+
+/// A CORS list holds `*` alone or no `*` at all.
+const WILDCARD_ALONE: &str = "!('*' in self && self.size() > 1)";
+
+/// The preflight answer's `Access-Control-Max-Age` when `maxAge` is absent
+/// (Gateway API's default).
+pub const DEFAULT_CORS_MAX_AGE: i32 = 5;
+
+/// Answer cross-origin requests from browsers, as Gateway API's
+/// HTTPCORSFilter. A preflight (`OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`) from an allowed origin is answered 204
+/// by Portico, never forwarded; one from another origin gets 403. Other
+/// answers to an allowed origin get `Access-Control-Allow-Origin` (the
+/// origin itself with credentials, never `*`); answers to other origins,
+/// or to requests without one, get no CORS headers. Every answer carries
+/// `Vary: Origin`.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPCORSFilter {
+    /// Origins that may call: `*`, or `<scheme>://<host>(:<port>)` with
+    /// scheme http or https; the port defaults to the scheme's (80, 443)
+    /// and must match. A host `*.example.com` matches any number of labels
+    /// before `example.com` (not `example.com` itself); a host `*` any
+    /// host. Case-insensitive.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 64),
+        inner(length(min = 1, max = 253), pattern(CORS_ORIGIN_PATTERN)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    #[x_kube(
+        validation = Rule::new(WILDCARD_ALONE)
+            .message("AllowOrigins cannot contain '*' alongside other origins")
+    )]
+    pub allow_origins: Vec<String>,
+
+    /// `Access-Control-Allow-Methods` of preflight answers; `*` for any
+    /// (with allowCredentials the preflight's method is echoed). Empty: not
+    /// sent, so only GET, HEAD and POST.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 9), extend("x-kubernetes-list-type" = "set"))]
+    #[x_kube(
+        validation = Rule::new(WILDCARD_ALONE)
+            .message("AllowMethods cannot contain '*' alongside other methods")
+    )]
+    pub allow_methods: Vec<CORSMethod>,
+
+    /// `Access-Control-Allow-Headers` of preflight answers; `*` for any
+    /// (with allowCredentials the preflight's requested headers are
+    /// echoed). Empty: not sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 64),
+        inner(length(min = 1, max = 256), pattern(HEADER_NAME_PATTERN)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    #[x_kube(
+        validation = Rule::new(WILDCARD_ALONE)
+            .message("AllowHeaders cannot contain '*' alongside other headers")
+    )]
+    pub allow_headers: Vec<String>,
+
+    /// `Access-Control-Expose-Headers`: response headers pages may read;
+    /// `*` for all (left out with allowCredentials). Empty: not sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 64),
+        inner(length(min = 1, max = 256), pattern(HEADER_NAME_PATTERN)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub expose_headers: Vec<String>,
+
+    /// `Access-Control-Allow-Credentials: true`: pages may send cookies and
+    /// HTTP authentication. Absent: false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_credentials: Option<bool>,
+
+    /// `Access-Control-Max-Age`: seconds a browser may cache a preflight
+    /// answer. Absent: 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1), extend("default" = 5))]
+    pub max_age: Option<i32>,
+}
+
+/// A method CORS may allow, or `*` for any.
+#[allow(clippy::upper_case_acronyms)] // The wire names, which Gateway API uses verbatim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+// Fields of this type describe it; the OptionalEnum transform would
+// overwrite their descriptions with the type's.
+#[schemars(description = "")]
+pub enum CORSMethod {
+    GET,
+    HEAD,
+    POST,
+    PUT,
+    DELETE,
+    CONNECT,
+    OPTIONS,
+    TRACE,
+    PATCH,
+    #[serde(rename = "*")]
+    Any,
+}
+
+// === impl HTTPCORSFilter ===
+
+impl HTTPCORSFilter {
+    /// The preflight cache time in seconds, 5 when absent.
+    pub fn max_age_or_default(&self) -> i32 {
+        self.max_age.unwrap_or(DEFAULT_CORS_MAX_AGE)
+    }
+}
+
+impl CORSMethod {
+    /// The method as it appears on the wire, or `*`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CORSMethod::GET => "GET",
+            CORSMethod::HEAD => "HEAD",
+            CORSMethod::POST => "POST",
+            CORSMethod::PUT => "PUT",
+            CORSMethod::DELETE => "DELETE",
+            CORSMethod::CONNECT => "CONNECT",
+            CORSMethod::OPTIONS => "OPTIONS",
+            CORSMethod::TRACE => "TRACE",
+            CORSMethod::PATCH => "PATCH",
+            CORSMethod::Any => "*",
+        }
+    }
 }
 
 // === Backends ===

@@ -76,8 +76,12 @@ fn every_rule_compiles_and_fits_the_cost_budget() {
     // ... + healthCheck (path or grpcService) + its status ranges
     // + loadBalancing (hashBy, cookie)
     // + reserved header names (set and add items, remove) of both header
-    // filters.
-    assert_eq!(seen, 1 + 2 + 3 + 5 + 8 + 4 + 4 + 10 + 1 + 1 + 1 + 1 + 2 + 6);
+    // filters
+    // + CORS (its filter type, once per rule, `*` alone in three lists).
+    assert_eq!(
+        seen,
+        1 + 2 + 3 + 5 + 8 + 4 + 4 + 10 + 1 + 1 + 1 + 1 + 2 + 6 + 2 + 1 + 3
+    );
 }
 
 #[test]
@@ -487,4 +491,47 @@ fn load_balancing_fields_go_with_their_policy() {
         "cookie": { "name": "route", "mode": "Persistent", "maxAge": 3600, "sameSite": "Lax" },
     })));
     assert_accepted(with_lb(json!({ "policy": "EWMA" })));
+}
+
+#[test]
+fn a_cors_filter_is_named_by_its_type_once_and_wildcards_stand_alone() {
+    assert_rejected(
+        json!({ "rules": [rule_with(json!({ "type": "CORS" }))] }),
+        &["filter.cors must be specified"],
+    );
+    assert_rejected(
+        json!({ "rules": [rule_with(json!({
+            "type": "URLRewrite",
+            "urlRewrite": { "hostname": "a.example" },
+            "cors": { "allowOrigins": ["*"] },
+        }))] }),
+        &["filter.cors must be nil"],
+    );
+    let cors = json!({ "type": "CORS", "cors": { "allowOrigins": ["https://a.example"] } });
+    assert_rejected(
+        json!({ "rules": [{ "filters": [cors, cors], "backendRefs": backend() }] }),
+        &["CORS filter cannot be repeated"],
+    );
+    assert_rejected(
+        json!({ "rules": [rule_with(json!({ "type": "CORS", "cors": {
+            "allowOrigins": ["*", "https://a.example"],
+            "allowMethods": ["*", "GET"],
+            "allowHeaders": ["*", "x-a"],
+        } }))] }),
+        &[
+            "AllowOrigins cannot contain '*'",
+            "AllowMethods cannot contain '*'",
+            "AllowHeaders cannot contain '*'",
+        ],
+    );
+    assert_accepted(
+        json!({ "rules": [rule_with(json!({ "type": "CORS", "cors": {
+        "allowOrigins": ["https://a.example", "https://*.b.example:8443"],
+        "allowMethods": ["GET", "PUT"],
+        "allowHeaders": ["*"],
+        "exposeHeaders": ["*", "x-b"],
+        "allowCredentials": true,
+        "maxAge": 60,
+    } }))] }),
+    );
 }

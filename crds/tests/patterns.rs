@@ -103,3 +103,31 @@ fn cookie_paths_and_names() {
         &["", "a b", "a;b", "a=b", "a,b"],
     );
 }
+
+#[test]
+fn cors_origins() {
+    check(
+        portico_crds::CORS_ORIGIN_PATTERN,
+        &[
+            "*",
+            "https://a.example",
+            "http://a.example:8080",
+            "https://*.example.com",
+            "https://*",
+            "http://localhost:3000",
+            "https://A.Example",
+        ],
+        &[
+            "",
+            "a.example",
+            "ftp://a.example",
+            "https://a.example/",
+            "https://a.example/app",
+            "https://a.*.example",
+            "https://*example.com",
+            "https://a.example:123456",
+            "*, https://a.example",
+            "null",
+        ],
+    );
+}

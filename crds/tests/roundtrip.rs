@@ -85,7 +85,8 @@ fn full_route_round_trips_with_every_filter() {
         [
             FilterType::RequestHeaderModifier,
             FilterType::ResponseHeaderModifier,
-            FilterType::URLRewrite
+            FilterType::URLRewrite,
+            FilterType::Cors,
         ]
     );
     let request_headers = api.filters[0].request_header_modifier.as_ref().unwrap();
@@ -101,6 +102,21 @@ fn full_route_round_trips_with_every_filter() {
         PathModifierType::ReplacePrefixMatch
     );
     assert_eq!(rewrite_path.replace_prefix_match.as_deref(), Some("/"));
+    let cors = api.filters[3].cors.as_ref().unwrap();
+    assert_eq!(cors.allow_origins[1], "https://*.shop.example.com:8443");
+    assert_eq!(
+        cors.allow_methods
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>(),
+        ["GET", "POST"]
+    );
+    assert_eq!(cors.allow_credentials, Some(true));
+    assert_eq!(cors.max_age_or_default(), 600);
+    assert_eq!(
+        portico_crds::HTTPCORSFilter::default().max_age_or_default(),
+        5
+    );
 
     let weights: Vec<i32> = api
         .backend_refs

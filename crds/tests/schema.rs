@@ -189,7 +189,14 @@ fn enums_are_listed() {
                 "RequestHeaderModifier",
                 "ResponseHeaderModifier",
                 "RequestRedirect",
-                "URLRewrite"
+                "URLRewrite",
+                "CORS"
+            ]),
+        ),
+        (
+            "spec.rules[].filters[].cors.allowMethods[]",
+            json!([
+                "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "*"
             ]),
         ),
         (
@@ -341,8 +348,11 @@ fn cel_rules_sit_where_they_apply() {
     assert_eq!(count("spec"), 1);
     assert_eq!(count("spec.rules"), 2);
     assert_eq!(count("spec.rules[]"), 3);
-    assert_eq!(count("spec.rules[].filters"), 5);
-    assert_eq!(count("spec.rules[].filters[]"), 8);
+    assert_eq!(count("spec.rules[].filters"), 6);
+    assert_eq!(count("spec.rules[].filters[]"), 10);
+    assert_eq!(count("spec.rules[].filters[].cors.allowOrigins"), 1);
+    assert_eq!(count("spec.rules[].filters[].cors.allowMethods"), 1);
+    assert_eq!(count("spec.rules[].filters[].cors.allowHeaders"), 1);
     assert_eq!(count("spec.rules[].filters[].requestRedirect.path"), 4);
     assert_eq!(count("spec.rules[].filters[].urlRewrite.path"), 4);
     assert_eq!(count("spec.rules[].matches[].path"), 10);

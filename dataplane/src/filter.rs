@@ -18,10 +18,10 @@ use hyper::body::Incoming;
 
 use crate::basic_auth::{BasicAuthFilter, Check, Verifier, Wait};
 use crate::body::ResponseBody;
+use crate::cors::CorsPolicy;
 use crate::error_pages::{Asker, ErrorPagesRuntime, ErrorRequest};
 use crate::forwarded::IpSet;
-use crate::grpc_web::WebRuntime;
-use crate::model::{Filter, GrpcWeb, HeaderModifier, HttpsRedirect, RouteClientAuth, Rule, Scheme};
+use crate::model::{Filter, HeaderModifier, HttpsRedirect, RouteClientAuth, Rule, Scheme};
 use crate::proxy::{self, Call, ConnInfo, RequestCtx};
 use crate::upstream::Upstreams;
 
@@ -59,7 +59,7 @@ enum Compiled {
     Hsts(HeaderValue),
     RequestHeaders(HeaderModifier),
     ResponseHeaders(HeaderModifier),
-    GrpcWebCors(WebRuntime),
+    Cors(Box<CorsPolicy>),
     ClientCert(RouteClientAuth),
     /// `bridged`: the rule turns gRPC-Web calls into gRPC ones, which are
     /// limited per message instead.
@@ -156,9 +156,7 @@ impl Chain {
                     },
                     Filter::RequestHeaders(m) => Compiled::RequestHeaders(m.clone()),
                     Filter::ResponseHeaders(m) => Compiled::ResponseHeaders(m.clone()),
-                    Filter::GrpcWebCors(cors) => {
-                        Compiled::GrpcWebCors(WebRuntime::build(&GrpcWeb { cors: cors.clone() }))
-                    }
+                    Filter::Cors(cors) => Compiled::Cors(Box::new(CorsPolicy::build(cors))),
                     Filter::ClientCert(a) => Compiled::ClientCert(a.clone()),
                     Filter::BodyLimit(limit) => Compiled::BodyLimit {
                         limit: *limit,
@@ -178,9 +176,7 @@ impl Chain {
                     )),
                 })
                 .collect();
-        let reads_origin = filters
-            .iter()
-            .any(|f| matches!(f, Compiled::GrpcWebCors(_)));
+        let reads_origin = filters.iter().any(|f| matches!(f, Compiled::Cors(_)));
         // The last listed: its response side is the first to run.
         let error_pages = filters
             .iter()
@@ -331,8 +327,8 @@ impl Chain {
                 }
                 Compiled::ResponseHeaders(m) => apply_header_modifier(headers, m),
                 // A preflight answer already carries its CORS headers.
-                Compiled::GrpcWebCors(w) if passed.answered_by != Some(i) => {
-                    w.decorate(passed.origin.as_ref(), headers);
+                Compiled::Cors(c) if passed.answered_by != Some(i) => {
+                    c.decorate(passed.origin.as_ref(), headers);
                 }
                 _ => {}
             }
@@ -365,7 +361,7 @@ impl Compiled {
             Compiled::HttpsRedirect(r) => {
                 needs_https_redirect(req, host, ctx).then(|| https_redirect(r, req, host))
             }
-            Compiled::GrpcWebCors(w) if req.method() == Method::OPTIONS => w
+            Compiled::Cors(c) if req.method() == Method::OPTIONS => c
                 .preflight(req.headers())
                 .map(|r| Answer::Preflight(Box::new(r))),
             Compiled::ClientCert(a) if !verified_under(&ctx.conn, a) => {
@@ -468,7 +464,9 @@ pub(crate) fn apply_header_modifier(headers: &mut HeaderMap, m: &HeaderModifier)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Action, Cors, Forward, Hsts, HttpsPolicy, Route, SourceRef, Stage};
+    use crate::model::{
+        Action, Cors, Forward, GrpcWeb, Hsts, HttpsPolicy, IpAccess, Route, SourceRef, Stage,
+    };
     use http::HeaderName;
 
     fn modifier(name: &'static str) -> HeaderModifier {
@@ -499,7 +497,7 @@ mod tests {
             Filter::Hsts(_) => "hsts",
             Filter::RequestHeaders(_) => "request_headers",
             Filter::ResponseHeaders(_) => "response_headers",
-            Filter::GrpcWebCors(_) => "grpc_web_cors",
+            Filter::Cors(_) => "cors",
             Filter::ClientCert(_) => "client_cert",
             Filter::BodyLimit(_) => "body_limit",
             Filter::IpAccess(_) => "ip_access",
@@ -511,9 +509,9 @@ mod tests {
     /// The whole order in one table: each filter's stage, and the running
     /// order of a rule that has them all. An HTTPS redirect answers before
     /// a CORS preflight, which answers before a client-certificate
-    /// mismatch, which answers before a body-size check; on the way back
-    /// the error page comes first (every other filter applies to it), then
-    /// CORS decorates, then the header edits, then HSTS.
+    /// mismatch or an IP deny, which answer before a body-size check; on
+    /// the way back the error page comes first (every other filter applies
+    /// to it), then CORS decorates, then the header edits, then HSTS.
     #[test]
     fn filter_order() {
         let auth = RouteClientAuth {
@@ -528,18 +526,15 @@ mod tests {
             (Filter::Hsts(Hsts::DEFAULT), Stage::Rewrite),
             (Filter::ResponseHeaders(modifier("x-rsp")), Stage::Rewrite),
             (Filter::RequestHeaders(modifier("x-req")), Stage::Rewrite),
-            (Filter::GrpcWebCors(Cors::default()), Stage::PreAccess),
+            (Filter::Cors(Cors::grpc_web()), Stage::PreAccess),
             (Filter::ClientCert(auth.clone()), Stage::Access),
+            (Filter::IpAccess(IpAccess::default()), Stage::Access),
             (Filter::BodyLimit(10), Stage::Content),
             (error_pages(), Stage::Content),
         ];
         for (f, stage) in &every {
             assert_eq!(f.stage(), *stage, "{f:?}");
         }
-        assert_eq!(
-            Filter::IpAccess(crate::model::IpAccess::default()).stage(),
-            Stage::Access
-        );
 
         let mut rule = Rule::new(Action::Forward(Forward {
             backends: vec![],
@@ -552,7 +547,12 @@ mod tests {
         rule.filters.response_headers = modifier("x-rsp");
         rule.max_request_body = Some(10);
         rule.grpc.web = Some(GrpcWeb::default());
-        rule.chain = vec![error_pages()];
+        // The rule's own list, in an order the stages overrule.
+        rule.chain = vec![
+            error_pages(),
+            Filter::IpAccess(IpAccess::default()),
+            Filter::Cors(Cors::grpc_web()),
+        ];
         let route = Route {
             id: "r".into(),
             source: SourceRef::default(),
@@ -572,8 +572,9 @@ mod tests {
                 "hsts",
                 "response_headers",
                 "request_headers",
-                "grpc_web_cors",
+                "cors",
                 "client_cert",
+                "ip_access",
                 "body_limit",
                 "error_pages",
             ]
@@ -607,7 +608,7 @@ mod tests {
         rule.chain = vec![Filter::ResponseHeaders(modifier("x-own"))];
         let chain = route.rule_filters(&rule);
         assert_eq!(chain[4], Filter::ResponseHeaders(modifier("x-own")));
-        assert_eq!(kind(&chain[5]), "grpc_web_cors");
+        assert_eq!(kind(&chain[5]), "client_cert");
         rule.chain.clear();
 
         // Basic auth asks for credentials after the checks that need none:
@@ -627,24 +628,14 @@ mod tests {
         let chain = route.rule_filters(&rule);
         assert_eq!(
             chain.iter().map(kind).skip(4).collect::<Vec<_>>(),
-            [
-                "grpc_web_cors",
-                "client_cert",
-                "ip_access",
-                "basic_auth",
-                "body_limit"
-            ]
+            ["client_cert", "ip_access", "basic_auth", "body_limit"]
         );
         rule.chain.clear();
 
-        // Redirect and deny rules read no body and bridge nothing.
+        // Redirect and deny rules read no body.
         rule.action = Action::Deny { reason: "x".into() };
         let chain = route.rule_filters(&rule);
-        assert!(
-            !chain
-                .iter()
-                .any(|f| matches!(f, Filter::BodyLimit(_) | Filter::GrpcWebCors(_)))
-        );
+        assert!(!chain.iter().any(|f| matches!(f, Filter::BodyLimit(_))));
     }
 
     #[test]

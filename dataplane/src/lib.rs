@@ -11,6 +11,7 @@ pub mod admin;
 pub mod balance;
 pub mod basic_auth;
 pub mod body;
+pub mod cors;
 pub mod error_pages;
 pub mod filter;
 pub mod forwarded;

@@ -18,7 +18,9 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
-use portico_dataplane::model::{Action, Cors, GrpcWeb, Protocol, RouteConfig};
+use portico_dataplane::model::{
+    Action, Cors, Filter, GrpcWeb, OriginPattern, Protocol, RouteConfig,
+};
 use portico_testkit::{EchoClient, EchoReply, EchoRequest, grpc_upstream, read_in_order};
 use prost::Message;
 use support::*;
@@ -31,12 +33,11 @@ fn web_routes(endpoints: &[SocketAddr], max_message: Option<u64>) -> RouteConfig
     let mut b = backend("echo", endpoints);
     b.protocol = Protocol::H2c;
     let mut rule = forward_rule(vec![prefix("/portico.test.Echo")], vec![b]);
-    rule.grpc.web = Some(GrpcWeb {
-        cors: Cors {
-            allow_origins: vec![ORIGIN.into()],
-            ..Default::default()
-        },
-    });
+    rule.grpc.web = Some(GrpcWeb::default());
+    rule.chain.push(Filter::Cors(Cors {
+        allow_origins: vec![OriginPattern::parse(ORIGIN).unwrap()],
+        ..Cors::grpc_web()
+    }));
     if let Some(max) = max_message {
         rule.grpc.max_message = max;
     }
@@ -800,6 +801,7 @@ async fn without_the_bridge_grpc_web_passes_through_untouched() {
     .await;
     let mut routes = web_routes(&[seen.addr], None);
     routes.routes[0].rules[0].grpc.web = None;
+    routes.routes[0].rules[0].chain.clear();
     if let Action::Forward(f) = &mut routes.routes[0].rules[0].action {
         f.backends[0].protocol = Protocol::Http1;
     }

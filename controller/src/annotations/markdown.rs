@@ -34,6 +34,27 @@ reported (as Events on the Service) and other keys are left alone. Invalid value
 and ignored: the default applies, and no route stops being served because of them.
 ";
 
+const CORS_SECTION: &str = "\
+`enable-cors` turns CORS on for an Ingress's paths with ingress-nginx's defaults; the `cors-*` \
+annotations change them and do nothing without it (reported). Where Portico differs, it is on \
+purpose:
+
+- An origin that may not call, and a request without `Origin`, get no CORS headers, even with \
+`cors-allow-origin: \"*\"` (ingress-nginx sends `*` to everyone). Every answer carries \
+`Vary: Origin`.
+- `*` never comes with credentials: `Access-Control-Allow-Origin: *` is sent without \
+`Access-Control-Allow-Credentials` (browsers refuse the pair, so ingress-nginx's header had no \
+effect); with listed origins and credentials the caller's origin is echoed.
+- Only real preflights (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) are \
+answered by Portico; any other `OPTIONS` request is forwarded. A preflight from an origin that \
+may not call is forwarded to the backend, as ingress-nginx does.
+- Invalid list entries are dropped (reported) and the rest kept.
+
+On `grpc-web` paths, `enable-cors` replaces the `grpc-web-allow-*` settings and gRPC-Web's \
+request and status headers are added. HTTPRoutes have the same behaviour through Gateway API's \
+`CORS` filter. See [cors.md](cors.md).
+";
+
 /// The content of `docs/annotations.md`.
 pub fn markdown() -> String {
     let mut out = String::new();
@@ -90,6 +111,9 @@ pub fn markdown() -> String {
         "\nEach name is used as `{PORTICO_PREFIX}<name>` or `{NGINX_PREFIX}<name>`. \
          Scope *Ingress* applies to the Ingress's virtual hosts as a whole; *path* to each of its paths.\n"
     );
+
+    out.push_str("\n## CORS\n\n");
+    out.push_str(CORS_SECTION);
 
     out.push_str("\n## On Services\n\n");
     out.push_str(SERVICE_INTRO);

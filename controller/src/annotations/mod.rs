@@ -29,7 +29,7 @@ pub use self::registry::{
     AnnotationSpec, NginxAnnotation, NginxStatus, ObjectKind, Scope, Support, nginx_not_supported,
     registry,
 };
-pub(crate) use self::values::{cors_origin, error_code};
+pub(crate) use self::values::error_code;
 
 use self::parsers::Draft;
 
@@ -180,6 +180,9 @@ pub struct IngressAnnotations {
     pub upstream_tls: UpstreamTlsAnnotations,
     pub ssl_passthrough: bool,
     pub grpc: GrpcAnnotations,
+    /// `enable-cors` and `cors-*`, with ingress-nginx's defaults for what
+    /// is not set; `Some` only when `enable-cors: "true"`.
+    pub cors: Option<portico_dataplane::model::Cors>,
     pub balance: BalanceAnnotations,
     pub retry: RetryAnnotations,
     pub auth: AuthAnnotations,
@@ -215,8 +218,9 @@ pub enum AuthSecretType {
 pub struct GrpcAnnotations {
     /// Bridge gRPC-Web to gRPC on these paths.
     pub web: bool,
-    /// Browser origins (`scheme://host[:port]`, lower-cased) or `*`.
-    pub allow_origins: Vec<String>,
+    /// Browser origins (`scheme://host[:port]`, lower-cased, or a
+    /// `*.` wildcard host) or `*`.
+    pub allow_origins: Vec<portico_dataplane::model::OriginPattern>,
     pub allow_headers: Vec<http::HeaderName>,
     pub expose_headers: Vec<http::HeaderName>,
     pub allow_credentials: bool,

@@ -3,7 +3,10 @@
 //! [`Draft::finish`], once every value is known.
 
 use super::values;
-use portico_dataplane::model::{AffinityMode, HashKey, RetryOn, SameSite};
+use http::{HeaderName, Method};
+use portico_dataplane::model::{
+    AffinityMode, Cors, DisallowedPreflight, HashKey, OriginPattern, RetryOn, SameSite,
+};
 
 use super::{
     AuthSecretType, AuthTlsVerify, BackendProtocol, CanaryAnnotations, DiagnosticKind, Fallback,
@@ -22,6 +25,30 @@ const CANARY_PARTS: [&str; 6] = [
     "canary-by-header-value",
     "canary-by-header-pattern",
     "canary-by-cookie",
+];
+
+/// ingress-nginx's CORS defaults (`enable-cors` alone).
+pub(crate) const DEFAULT_CORS_ALLOW_METHODS: &str = "GET, PUT, POST, DELETE, PATCH, OPTIONS";
+pub(crate) const DEFAULT_CORS_ALLOW_HEADERS: &str = "DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Range,Authorization";
+pub(crate) const DEFAULT_CORS_MAX_AGE: u64 = 1_728_000;
+
+/// The annotations that only mean something with `enable-cors: "true"`.
+const CORS_PARTS: [&str; 6] = [
+    "cors-allow-origin",
+    "cors-allow-methods",
+    "cors-allow-headers",
+    "cors-expose-headers",
+    "cors-allow-credentials",
+    "cors-max-age",
+];
+
+/// The gRPC-Web bridge's own CORS settings, replaced by `enable-cors`'s.
+const GRPC_WEB_CORS_PARTS: [&str; 5] = [
+    "grpc-web-allow-origins",
+    "grpc-web-allow-headers",
+    "grpc-web-expose-headers",
+    "grpc-web-allow-credentials",
+    "grpc-web-max-age",
 ];
 
 /// A diagnostic about the annotation being parsed right now.
@@ -50,6 +77,8 @@ pub(crate) struct Draft {
     temporal_code: Option<u16>,
     canary_enabled: bool,
     canary: CanaryAnnotations,
+    cors_enabled: bool,
+    cors: CorsDraft,
     /// An annotation whose invalid value leaves the canary unused was
     /// invalid.
     pub(crate) canary_unused: bool,
@@ -61,6 +90,17 @@ pub(crate) struct Draft {
     auth_secret_written: bool,
     /// Registry name, key and value of every annotation that parsed.
     accepted: Vec<(&'static str, String, String)>,
+}
+
+/// The `cors-*` values set, before `enable-cors` says whether they count.
+#[derive(Default)]
+struct CorsDraft {
+    allow_origins: Option<Vec<OriginPattern>>,
+    allow_methods: Option<Vec<Method>>,
+    allow_headers: Option<Vec<HeaderName>>,
+    expose_headers: Option<Vec<HeaderName>>,
+    allow_credentials: Option<bool>,
+    max_age: Option<u64>,
 }
 
 impl Draft {
@@ -82,7 +122,65 @@ impl Draft {
         self.finish_health_check(&mut notes);
         self.finish_balance(&mut notes);
         self.finish_auth(&mut notes);
+        self.finish_cors(&mut notes);
         (self.out, self.svc, notes)
+    }
+
+    /// ingress-nginx's CORS: the `cors-*` settings count only with
+    /// `enable-cors: "true"`, and what is not set takes its default.
+    fn finish_cors(&mut self, notes: &mut Vec<KeyedNote>) {
+        if !self.cors_enabled {
+            for name in CORS_PARTS {
+                self.note(
+                    notes,
+                    name,
+                    "has no effect unless enable-cors is \"true\"; ignored",
+                );
+            }
+            return;
+        }
+        let c = std::mem::take(&mut self.cors);
+        let origins = c.allow_origins.unwrap_or_else(|| vec![OriginPattern::Any]);
+        let any = origins.contains(&OriginPattern::Any);
+        if any && c.allow_credentials == Some(true) {
+            self.note_kind(
+                notes,
+                "cors-allow-credentials",
+                DiagnosticKind::Partial,
+                "not with cors-allow-origin \"*\": echoing every origin with credentials would let any site read answers with its visitors' cookies; Access-Control-Allow-Origin: * is sent without credentials (browsers ignored ingress-nginx's credentials with * too); list the origins instead",
+            );
+        }
+        if self.out.grpc.web {
+            for name in GRPC_WEB_CORS_PARTS {
+                self.note(
+                    notes,
+                    name,
+                    "enable-cors is also set and its cors-* settings apply to these gRPC-Web paths; ignored",
+                );
+            }
+        }
+        let defaults = |text: &str| -> Vec<HeaderName> {
+            text.split(',')
+                .filter_map(|n| values::header_name(n.trim()).ok())
+                .collect()
+        };
+        self.out.cors = Some(Cors {
+            allow_origins: origins,
+            allow_methods: c.allow_methods.unwrap_or_else(|| {
+                DEFAULT_CORS_ALLOW_METHODS
+                    .split(',')
+                    .filter_map(|m| values::cors_method(m.trim()).ok())
+                    .collect()
+            }),
+            allow_headers: c
+                .allow_headers
+                .unwrap_or_else(|| defaults(DEFAULT_CORS_ALLOW_HEADERS)),
+            expose_headers: c.expose_headers.unwrap_or_default(),
+            allow_credentials: c.allow_credentials.unwrap_or(true) && !any,
+            max_age: c.max_age.unwrap_or(DEFAULT_CORS_MAX_AGE),
+            // ingress-nginx leaves such a preflight to the backend.
+            disallowed_preflight: DisallowedPreflight::Forward,
+        });
     }
 
     /// The other `auth-*` annotations mean nothing without `auth-type`;
@@ -674,6 +772,46 @@ pub(crate) fn grpc_web_allow_credentials(v: &str, d: &mut Draft) -> Result<(), S
 
 pub(crate) fn grpc_web_max_age(v: &str, d: &mut Draft) -> Result<(), String> {
     d.out.grpc.max_age = Some(values::timeout(v)?);
+    Ok(())
+}
+
+pub(crate) fn enable_cors(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.cors_enabled = values::go_bool(v)?;
+    Ok(())
+}
+
+pub(crate) fn cors_allow_origin(v: &str, d: &mut Draft) -> Result<(), String> {
+    let mut origins = list(v, d, values::cors_origin)?;
+    // As ingress-nginx: `*` anywhere allows every origin.
+    if origins.contains(&OriginPattern::Any) {
+        origins = vec![OriginPattern::Any];
+    }
+    d.cors.allow_origins = Some(origins);
+    Ok(())
+}
+
+pub(crate) fn cors_allow_methods(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.cors.allow_methods = Some(list(v, d, values::cors_method)?);
+    Ok(())
+}
+
+pub(crate) fn cors_allow_headers(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.cors.allow_headers = Some(list(v, d, values::header_name)?);
+    Ok(())
+}
+
+pub(crate) fn cors_expose_headers(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.cors.expose_headers = Some(list(v, d, values::header_name)?);
+    Ok(())
+}
+
+pub(crate) fn cors_allow_credentials(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.cors.allow_credentials = Some(values::go_bool(v)?);
+    Ok(())
+}
+
+pub(crate) fn cors_max_age(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.cors.max_age = Some(u64::from(values::uint(v)?));
     Ok(())
 }
 

@@ -897,6 +897,77 @@ static REGISTRY: &[AnnotationSpec] = &[
         parsers::panic_threshold,
     ),
     spec(
+        "enable-cors",
+        "false",
+        Path,
+        Ignored,
+        Full,
+        "Answer cross-origin requests from browsers (CORS) on these paths, as ingress-nginx: a preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) from an allowed origin is answered 204 by Portico and never forwarded; other answers to an allowed origin get `Access-Control-Allow-Origin` (and the credentials and exposed headers); an origin that may not call, or a request without one, gets no CORS headers; every answer gets `Vary: Origin`. The `cors-*` annotations do nothing without it (reported). See docs/cors.md.",
+        parsers::enable_cors,
+    ),
+    spec(
+        "cors-allow-origin",
+        "*",
+        Path,
+        Ignored,
+        Partly(
+            "with `*`, a request without `Origin` gets no CORS headers, and `*` never comes with credentials (see cors-allow-credentials)",
+        ),
+        "Origins that may call, comma-separated: `*`, `https://app.example.com` (a port when not the scheme's default: `https://app.example.com:8443` matches only that port), or `https://*.example.com` (exactly one more label: not `example.com`, not `a.b.example.com`); case-insensitive. `*` anywhere allows every origin. Entries without an http or https scheme, with a path, or otherwise malformed are dropped (reported) and the rest kept, as ingress-nginx does. A preflight from an origin that may not call is forwarded to the backend without CORS headers, as ingress-nginx does.",
+        parsers::cors_allow_origin,
+    ),
+    spec(
+        "cors-allow-methods",
+        parsers::DEFAULT_CORS_ALLOW_METHODS,
+        Path,
+        Ignored,
+        Partly(
+            "an invalid entry is dropped and the rest kept, where ingress-nginx falls back to the default list",
+        ),
+        "`Access-Control-Allow-Methods` of preflight answers: methods, comma-separated, case kept (methods are case-sensitive), or `*` (with credentials the preflight's method is echoed instead).",
+        parsers::cors_allow_methods,
+    ),
+    spec(
+        "cors-allow-headers",
+        parsers::DEFAULT_CORS_ALLOW_HEADERS,
+        Path,
+        Ignored,
+        Partly(
+            "an invalid entry is dropped and the rest kept, where ingress-nginx falls back to the default list; names are sent lower-case",
+        ),
+        "`Access-Control-Allow-Headers` of preflight answers: header names, comma-separated, or `*` (with credentials the preflight's requested headers are echoed instead).",
+        parsers::cors_allow_headers,
+    ),
+    spec(
+        "cors-expose-headers",
+        "",
+        Path,
+        Ignored,
+        Full,
+        "`Access-Control-Expose-Headers`: response headers pages may read besides the safelisted ones, comma-separated, or `*` (left out with credentials, where browsers read it as a header name). Unset: not sent.",
+        parsers::cors_expose_headers,
+    ),
+    spec(
+        "cors-allow-credentials",
+        "true",
+        Path,
+        Ignored,
+        Partly(
+            "not with cors-allow-origin `*` (reported when set): `Access-Control-Allow-Origin: *` is sent without credentials, since echoing every origin with credentials would let any site read answers with its visitors' cookies (browsers ignored ingress-nginx's credentials with `*` too)",
+        ),
+        "`Access-Control-Allow-Credentials: true`: pages may send cookies and HTTP authentication; the caller's origin is echoed in `Access-Control-Allow-Origin`, never `*`.",
+        parsers::cors_allow_credentials,
+    ),
+    spec(
+        "cors-max-age",
+        "1728000",
+        Path,
+        Ignored,
+        Full,
+        "`Access-Control-Max-Age`: how long, in whole seconds, browsers may cache a preflight answer (they cap it themselves, Chromium at 2 hours).",
+        parsers::cors_max_age,
+    ),
+    spec(
         "grpc-web",
         "false",
         Path,
@@ -911,7 +982,7 @@ static REGISTRY: &[AnnotationSpec] = &[
         Path,
         Ignored,
         Full,
-        "Portico's own: browser origins allowed to call the gRPC-Web paths, comma-separated (`https://app.example.com`), or `*`. Unset: no CORS headers and preflights are refused, so only same-origin pages can call. Invalid entries are dropped, the rest kept.",
+        "Portico's own: browser origins allowed to call the gRPC-Web paths, comma-separated, as cors-allow-origin (`https://app.example.com`, `https://*.example.com`, `*`). Unset: no CORS headers and preflights from other origins are refused (403), so only same-origin pages can call. Invalid entries are dropped, the rest kept. With enable-cors the cors-* settings apply instead, gRPC-Web's headers added (reported).",
         parsers::grpc_web_allow_origins,
     ),
     spec(
@@ -993,7 +1064,6 @@ const AUTH_TLS: &str = "client certificate authentication";
 const AFFINITY: &str = "session affinity";
 const BALANCING: &str = "load balancing";
 const RATE_LIMIT: &str = "rate limiting";
-const CORS: &str = "CORS";
 const BACKEND_TLS: &str = "TLS to backends";
 const BUFFERING: &str = "nginx buffering; Portico streams bodies";
 const RESPONSE_REWRITE: &str = "rewriting backend responses";
@@ -1027,14 +1097,7 @@ static NGINX_NOT_SUPPORTED: &[NginxAnnotation] = &[
         "connection-proxy-header",
         "overriding the upstream Connection header",
     ),
-    not_yet("cors-allow-credentials", CORS),
-    not_yet("cors-allow-headers", CORS),
-    not_yet("cors-allow-methods", CORS),
-    not_yet("cors-allow-origin", CORS),
-    not_yet("cors-expose-headers", CORS),
-    not_yet("cors-max-age", CORS),
     not_yet("enable-access-log", "per-Ingress access log switch"),
-    not_yet("enable-cors", CORS),
     not_yet("enable-global-auth", AUTH_EXTERNAL),
     removed("enable-influxdb", "InfluxDB metrics"),
     not_yet("enable-modsecurity", WAF),

@@ -5,7 +5,9 @@ use http::{HeaderName, HeaderValue};
 
 use super::parsers::Draft;
 use super::*;
-use portico_dataplane::model::{AffinityMode, HashKey, HashVar, RetryOn, SameSite};
+use portico_dataplane::model::{
+    AffinityMode, Cors, DisallowedPreflight, HashKey, HashVar, OriginPattern, RetryOn, SameSite,
+};
 
 const PREFIXES: [&str; 2] = [PORTICO_PREFIX, NGINX_PREFIX];
 
@@ -61,6 +63,47 @@ fn uri(s: &str) -> http::Uri {
 
 fn lit(s: &str) -> RewriteSegment {
     RewriteSegment::Literal(s.to_owned())
+}
+
+fn origin(s: &str) -> OriginPattern {
+    OriginPattern::parse(s).unwrap()
+}
+
+/// `enable-cors: "true"` alone: ingress-nginx's defaults, except that `*`
+/// comes without credentials.
+fn cors_default() -> Cors {
+    Cors {
+        allow_origins: vec![OriginPattern::Any],
+        allow_methods: ["GET", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"]
+            .map(|m| http::Method::from_bytes(m.as_bytes()).unwrap())
+            .to_vec(),
+        allow_headers: [
+            "dnt",
+            "keep-alive",
+            "user-agent",
+            "x-requested-with",
+            "if-modified-since",
+            "cache-control",
+            "content-type",
+            "range",
+            "authorization",
+        ]
+        .map(HeaderName::from_static)
+        .to_vec(),
+        expose_headers: vec![],
+        allow_credentials: false,
+        max_age: 1_728_000,
+        disallowed_preflight: DisallowedPreflight::Forward,
+    }
+}
+
+/// The effect of `enable-cors: "true"` alone.
+fn cors_enabled(a: &mut IngressAnnotations) {
+    cors_on(a);
+}
+
+fn cors_on(a: &mut IngressAnnotations) -> &mut Cors {
+    a.cors.get_or_insert_with(cors_default)
 }
 
 fn canary_on(a: &mut IngressAnnotations) -> &mut CanaryAnnotations {
@@ -503,6 +546,66 @@ const VALID: &[Valid] = &[
         set: &[("canary", "true"), ("canary-by-cookie", "Canary_Cookie")],
         want: |a| canary_on(a).by_cookie = Some("Canary_Cookie".into()),
     },
+    // enable-cors, cors-*
+    Valid {
+        set: &[("enable-cors", "true")],
+        want: cors_enabled,
+    },
+    Valid {
+        set: &[("enable-cors", "false")],
+        want: |_| {},
+    },
+    Valid {
+        set: &[
+            ("enable-cors", "true"),
+            (
+                "cors-allow-origin",
+                "https://App.example.com:8443, http://*.example.com,, ",
+            ),
+            ("cors-allow-credentials", "true"),
+        ],
+        want: |a| {
+            let c = cors_on(a);
+            c.allow_origins = vec![
+                origin("https://app.example.com:8443"),
+                origin("http://*.example.com"),
+            ];
+            c.allow_credentials = true;
+        },
+    },
+    Valid {
+        // As ingress-nginx: `*` anywhere allows every origin.
+        set: &[
+            ("enable-cors", "true"),
+            ("cors-allow-origin", "https://a.example, *"),
+        ],
+        want: |a| cors_on(a).allow_origins = vec![OriginPattern::Any],
+    },
+    Valid {
+        set: &[
+            ("enable-cors", "true"),
+            ("cors-allow-methods", "GET,PUT, PROPFIND ,"),
+            ("cors-allow-headers", "X-Tenant, x-tenant,Content-Type"),
+            ("cors-expose-headers", "X-Trace-Id, *"),
+            ("cors-allow-credentials", "false"),
+            ("cors-max-age", "0"),
+        ],
+        want: |a| {
+            let c = cors_on(a);
+            c.allow_methods = ["GET", "PUT", "PROPFIND"]
+                .map(|m| http::Method::from_bytes(m.as_bytes()).unwrap())
+                .to_vec();
+            c.allow_headers = vec![
+                HeaderName::from_static("x-tenant"),
+                HeaderName::from_static("content-type"),
+            ];
+            c.expose_headers = vec![
+                HeaderName::from_static("x-trace-id"),
+                HeaderName::from_static("*"),
+            ];
+            c.max_age = 0;
+        },
+    },
     // grpc-web*, grpc-max-message-size
     Valid {
         set: &[
@@ -520,9 +623,9 @@ const VALID: &[Valid] = &[
         want: |a| {
             a.grpc.web = true;
             a.grpc.allow_origins = vec![
-                "https://app.example.com".into(),
-                "http://localhost:8080".into(),
-                "*".into(),
+                origin("https://app.example.com"),
+                origin("http://localhost:8080"),
+                OriginPattern::Any,
             ];
             a.grpc.allow_headers = vec![http::HeaderName::from_static("x-tenant")];
             a.grpc.expose_headers = vec![http::HeaderName::from_static("x-trace-id")];
@@ -777,6 +880,7 @@ struct Invalid {
 
 const NO_CONTEXT: &[(&str, &str)] = &[];
 const CANARY: &[(&str, &str)] = &[("canary", "true")];
+const CORS: &[(&str, &str)] = &[("enable-cors", "true")];
 const CANARY_BY_HEADER: &[(&str, &str)] = &[("canary", "true"), ("canary-by-header", "X-Canary")];
 
 fn canary_default(a: &mut IngressAnnotations) {
@@ -1154,6 +1258,55 @@ const INVALID: &[Invalid] = &[
         values: &["a b", "a;b", "a=b", "é"],
         context: CANARY,
         want: canary_default,
+    },
+    Invalid {
+        name: "enable-cors",
+        fallback: Fallback::Ignored,
+        values: &["yes", "on", "enabled"],
+        context: NO_CONTEXT,
+        want: |_| {},
+    },
+    Invalid {
+        name: "cors-allow-origin",
+        fallback: Fallback::Ignored,
+        values: &[",", " , ,"],
+        context: CORS,
+        want: cors_enabled,
+    },
+    Invalid {
+        name: "cors-allow-methods",
+        fallback: Fallback::Ignored,
+        values: &[",", ", ,"],
+        context: CORS,
+        want: cors_enabled,
+    },
+    Invalid {
+        name: "cors-allow-headers",
+        fallback: Fallback::Ignored,
+        values: &[","],
+        context: CORS,
+        want: cors_enabled,
+    },
+    Invalid {
+        name: "cors-expose-headers",
+        fallback: Fallback::Ignored,
+        values: &[","],
+        context: CORS,
+        want: cors_enabled,
+    },
+    Invalid {
+        name: "cors-allow-credentials",
+        fallback: Fallback::Ignored,
+        values: &["yes", "on"],
+        context: CORS,
+        want: cors_enabled,
+    },
+    Invalid {
+        name: "cors-max-age",
+        fallback: Fallback::Ignored,
+        values: &["-1", "1d", "1.5", "forever", "4294967296"],
+        context: CORS,
+        want: cors_enabled,
     },
     Invalid {
         name: "grpc-web",
@@ -1989,28 +2142,35 @@ fn redirect_codes_alone_have_no_effect() {
 
 #[test]
 fn canary_parts_need_canary_true() {
-    for canary in [None, Some("false")] {
-        let mut pairs = vec![
-            ("canary-weight", "10"),
-            ("canary-weight-total", "50"),
-            ("canary-by-header", "X-Canary"),
-            ("canary-by-header-value", "yes"),
-            ("canary-by-header-pattern", "y.*"),
-            ("canary-by-cookie", "c"),
-        ];
-        if let Some(v) = canary {
-            pairs.push(("canary", v));
-        }
+    let parts = [
+        ("canary-weight", "10"),
+        ("canary-weight-total", "50"),
+        ("canary-by-header", "X-Canary"),
+        ("canary-by-header-value", "yes"),
+        ("canary-by-header-pattern", "y.*"),
+        ("canary-by-cookie", "c"),
+    ];
+    parts_need_a_switch(&parts, "canary", "unless canary is \"true\"");
+}
+
+/// `parts` without `switch`, or with it `"false"`: each is reported as
+/// ignored, saying `why`, and nothing is set.
+#[track_caller]
+fn parts_need_a_switch(parts: &[(&str, &str)], switch: &str, why: &str) {
+    for value in [None, Some("false")] {
+        let mut pairs = parts.to_vec();
+        pairs.extend(value.map(|v| (switch, v)));
         let parsed = parse_checked(&map(NGINX_PREFIX, &pairs));
         assert_eq!(parsed.ingress, IngressAnnotations::default());
-        assert_eq!(parsed.diagnostics.len(), 6, "{:#?}", parsed.diagnostics);
+        assert_eq!(
+            parsed.diagnostics.len(),
+            parts.len(),
+            "{:#?}",
+            parsed.diagnostics
+        );
         for d in &parsed.diagnostics {
             assert_eq!(d.kind, IGNORED);
-            assert!(
-                d.message.contains("unless canary is \"true\""),
-                "{}",
-                d.message
-            );
+            assert!(d.message.contains(why), "{}", d.message);
         }
     }
 }
@@ -2091,10 +2251,7 @@ fn grpc_web_lists_drop_invalid_entries_and_keep_the_rest() {
     ));
     assert_eq!(
         parsed.ingress.grpc.allow_origins,
-        vec![
-            "https://ok.example".to_owned(),
-            "http://[::1]:3000".to_owned()
-        ]
+        vec![origin("https://ok.example"), origin("http://[::1]:3000")]
     );
     assert_eq!(parsed.diagnostics.len(), 3, "{:#?}", parsed.diagnostics);
     assert!(
@@ -2104,6 +2261,140 @@ fn grpc_web_lists_drop_invalid_entries_and_keep_the_rest() {
             .all(|d| d.message.contains("dropped")),
         "{:#?}",
         parsed.diagnostics
+    );
+}
+
+#[test]
+fn cors_settings_need_enable_cors() {
+    let parts = [
+        ("cors-allow-origin", "https://a.example"),
+        ("cors-allow-methods", "GET"),
+        ("cors-allow-headers", "x-a"),
+        ("cors-expose-headers", "x-b"),
+        ("cors-allow-credentials", "true"),
+        ("cors-max-age", "60"),
+    ];
+    parts_need_a_switch(&parts, "enable-cors", "unless enable-cors is \"true\"");
+}
+
+#[test]
+fn cors_lists_drop_invalid_entries_and_keep_the_rest() {
+    let parsed = parse_checked(&map(
+        NGINX_PREFIX,
+        &[
+            ("enable-cors", "true"),
+            (
+                "cors-allow-origin",
+                "https://ok.example, example.com, ftp://x.example, https://a.example/path, chrome-extension://abc, https://a.*.example.com, http://**.example.com,",
+            ),
+            ("cors-allow-methods", "GET, (bad), POST"),
+            ("cors-allow-headers", "x-a, bad header"),
+        ],
+    ));
+    let cors = parsed.ingress.cors.unwrap();
+    assert_eq!(cors.allow_origins, vec![origin("https://ok.example")]);
+    assert_eq!(
+        cors.allow_methods,
+        vec![http::Method::GET, http::Method::POST]
+    );
+    assert_eq!(cors.allow_headers, vec![HeaderName::from_static("x-a")]);
+    let dropped: Vec<(&str, &str)> = parsed
+        .diagnostics
+        .iter()
+        .map(|d| {
+            assert_eq!(d.kind, IGNORED);
+            let entry = d.message.split('"').nth(3).unwrap_or_default();
+            (d.key.strip_prefix(NGINX_PREFIX).unwrap(), entry)
+        })
+        .collect();
+    assert_eq!(
+        dropped,
+        [
+            ("cors-allow-origin", "example.com"),
+            ("cors-allow-origin", "ftp://x.example"),
+            ("cors-allow-origin", "https://a.example/path"),
+            ("cors-allow-origin", "chrome-extension://abc"),
+            ("cors-allow-origin", "https://a.*.example.com"),
+            ("cors-allow-origin", "http://**.example.com"),
+            ("cors-allow-methods", "(bad)"),
+            ("cors-allow-headers", "bad header"),
+        ],
+        "{:#?}",
+        parsed.diagnostics
+    );
+    for (d, why) in parsed.diagnostics.iter().zip([
+        "scheme",
+        "http or https",
+        "path",
+        "http or https",
+        "wildcard",
+        "wildcard",
+    ]) {
+        assert!(d.message.contains(why), "{} lacks {why}", d.message);
+    }
+    // Every entry invalid: nobody may call, as in ingress-nginx.
+    let parsed = parse_checked(&map(
+        NGINX_PREFIX,
+        &[
+            ("enable-cors", "true"),
+            ("cors-allow-origin", "example.com"),
+        ],
+    ));
+    assert_eq!(parsed.ingress.cors.unwrap().allow_origins, vec![]);
+}
+
+#[test]
+fn cors_credentials_never_go_with_any_origin() {
+    // The default origin is `*`: credentials are left out, silently when
+    // only defaulted, reported when asked for.
+    let parsed = parse_checked(&map(PORTICO_PREFIX, &[("enable-cors", "true")]));
+    assert!(!parsed.ingress.cors.unwrap().allow_credentials);
+    assert_eq!(parsed.diagnostics, vec![]);
+    for origins in [None, Some("*"), Some("https://a.example, *")] {
+        let mut pairs = vec![("enable-cors", "true"), ("cors-allow-credentials", "true")];
+        pairs.extend(origins.map(|o| ("cors-allow-origin", o)));
+        let parsed = parse_checked(&map(PORTICO_PREFIX, &pairs));
+        assert!(!parsed.ingress.cors.as_ref().unwrap().allow_credentials);
+        assert_eq!(
+            kinds(&parsed),
+            vec![(
+                "portico.dev/cors-allow-credentials",
+                DiagnosticKind::Partial
+            )]
+        );
+    }
+    let parsed = parse_checked(&map(
+        PORTICO_PREFIX,
+        &[
+            ("enable-cors", "true"),
+            ("cors-allow-origin", "https://a.example"),
+        ],
+    ));
+    assert!(parsed.ingress.cors.unwrap().allow_credentials);
+}
+
+#[test]
+fn enable_cors_replaces_the_grpc_web_cors_settings() {
+    let parsed = parse_checked(&map(
+        PORTICO_PREFIX,
+        &[
+            ("grpc-web", "true"),
+            ("grpc-web-allow-origins", "https://a.example"),
+            ("grpc-web-max-age", "60"),
+            ("enable-cors", "true"),
+            ("cors-allow-origin", "https://b.example"),
+        ],
+    ));
+    assert_eq!(
+        parsed.ingress.cors.as_ref().unwrap().allow_origins,
+        vec![origin("https://b.example")]
+    );
+    assert_eq!(
+        kinds(&parsed),
+        vec![
+            ("portico.dev/grpc-web-allow-origins", IGNORED),
+            ("portico.dev/grpc-web-max-age", IGNORED),
+        ]
     );
 }
 

@@ -4,7 +4,8 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Uri};
+use http::{HeaderName, HeaderValue, Method, Uri};
+use portico_dataplane::model::OriginPattern;
 
 use super::{BodySize, RewriteSegment};
 
@@ -364,22 +365,22 @@ pub(crate) fn host_and_port(s: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// A CORS origin as browsers send it: `http(s)://host[:port]`, no path,
-/// lower-cased; or `*` for any origin.
-pub(crate) fn cors_origin(s: &str) -> Result<String, String> {
-    if s == "*" {
-        return Ok(s.to_owned());
+/// A CORS origin pattern as ingress-nginx reads it: `*`,
+/// `http(s)://host[:port]` (no path, lower-cased, the default port left
+/// out), or `http(s)://*.example.com` for exactly one more label.
+pub(crate) fn cors_origin(s: &str) -> Result<OriginPattern, String> {
+    // `**.` is the model's spelling of Gateway API's any-depth wildcard.
+    if s.contains("**") {
+        return Err("only a leading `*.` wildcard is allowed in the host".into());
     }
-    let lower = s.to_ascii_lowercase();
-    let rest = lower
-        .strip_prefix("https://")
-        .or_else(|| lower.strip_prefix("http://"))
-        .ok_or_else(|| "expected `*` or an origin such as https://app.example.com".to_owned())?;
-    if rest.contains('/') {
-        return Err("an origin has no path".into());
-    }
-    host_and_port(rest)?;
-    Ok(lower)
+    OriginPattern::parse(s)
+}
+
+/// A method for `Access-Control-Allow-Methods`: an HTTP token, case kept
+/// (methods are case-sensitive), or `*` for any.
+pub(crate) fn cors_method(s: &str) -> Result<Method, String> {
+    Method::from_bytes(s.as_bytes())
+        .map_err(|_| "not a method name (letters, digits and !#$%&'*+-.^_`|~)".to_owned())
 }
 
 /// A Kubernetes DNS-1035 label (a Service name): lower-case letters, digits

@@ -5,17 +5,17 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 use kube::ResourceExt;
 use portico_crds::{
-    AffinityModeSpec, BackendPolicy, FilterType, HTTPHeader, HTTPHeaderFilter, HTTPMethod,
-    HTTPPathModifier, HTTPRoute, HTTPRouteFilter, HTTPRoutePolicies, HTTPRouteRule,
+    AffinityModeSpec, BackendPolicy, FilterType, HTTPCORSFilter, HTTPHeader, HTTPHeaderFilter,
+    HTTPMethod, HTTPPathModifier, HTTPRoute, HTTPRouteFilter, HTTPRoutePolicies, HTTPRouteRule,
     LoadBalancingAlgorithm, PathMatchType, PathModifierType, RedirectScheme, SameSiteSpec,
     StringMatchType,
 };
 use portico_dataplane::model::{
-    Action, AffinityMode, Backend, Balance, CookieAffinity, Cors, EndpointPolicy, Filters, Forward,
-    GrpcOptions, GrpcWeb, HashKey, HeaderMatch, HeaderModifier, HealthCheck, Hostname,
-    InvalidField, OutlierDetection, PathMatch, PathModifier, Probe, Protocol, QueryMatch, Redirect,
-    RedirectStatus, Route, RouteMatch, Rule, SameSite, Scheme, SourceRef, StatusRange, Timeouts,
-    UrlRewrite, ValueMatch, user_settable,
+    Action, AffinityMode, Backend, Balance, CookieAffinity, Cors, EndpointPolicy, Filter, Filters,
+    Forward, GrpcOptions, GrpcWeb, HashKey, HeaderMatch, HeaderModifier, HealthCheck, Hostname,
+    InvalidField, OriginHost, OriginPattern, OutlierDetection, PathMatch, PathModifier, Probe,
+    Protocol, QueryMatch, Redirect, RedirectStatus, Route, RouteMatch, Rule, SameSite, Scheme,
+    SourceRef, StatusRange, Timeouts, UrlRewrite, ValueMatch, user_settable,
 };
 
 use super::backends::{self, PortRef};
@@ -87,7 +87,7 @@ fn translate_one(
         // Serving on every host instead would be worse than nothing.
         return None;
     }
-    let grpc = grpc_options(route.spec.policies.as_ref(), report);
+    let (grpc, grpc_web_cors) = grpc_options(route.spec.policies.as_ref(), report);
     let backend_policy = route
         .spec
         .policies
@@ -97,7 +97,12 @@ fn translate_one(
     for (i, rule) in route.spec.rules.iter().enumerate() {
         report.rules_total += 1;
         let field = format!("spec.rules[{i}]");
-        match translate_rule(snap, rule, &grpc, namespace, &field, backend_policy, report) {
+        let policies = RoutePolicies {
+            grpc: &grpc,
+            grpc_web_cors: grpc_web_cors.as_ref(),
+            backends: backend_policy,
+        };
+        match translate_rule(snap, rule, &policies, namespace, &field, report) {
             Ok(r) => {
                 report.rules_served += 1;
                 rules.push(r);
@@ -122,17 +127,26 @@ fn translate_one(
     })
 }
 
+/// What `spec.policies` says for every rule of a route.
+struct RoutePolicies<'a> {
+    grpc: &'a GrpcOptions,
+    /// The gRPC-Web bridge's CORS, when it bridges.
+    grpc_web_cors: Option<&'a Cors>,
+    backends: Option<&'a BackendPolicy>,
+}
+
 /// A rule, or the error that keeps the whole rule out. Unresolvable backends
 /// do not: the rule is served and answers 503 for them.
 fn translate_rule(
     snap: &Snapshot,
     rule: &HTTPRouteRule,
-    grpc: &GrpcOptions,
+    policies: &RoutePolicies<'_>,
     namespace: &str,
     field: &str,
-    backend_policy: Option<&BackendPolicy>,
     report: &mut ObjectReport,
 ) -> Result<Rule, Diagnostic> {
+    let grpc = policies.grpc;
+    let backend_policy = policies.backends;
     let mut matches = Vec::with_capacity(rule.matches.len());
     for (j, m) in rule.matches.iter().enumerate() {
         let mf = format!("{field}.matches[{j}]");
@@ -203,9 +217,21 @@ fn translate_rule(
     let mut filters = Filters::default();
     let mut redirect = None;
     let mut rewrite = None;
+    let mut cors = None;
     for (j, f) in rule.filters.iter().enumerate() {
         let ff = format!("{field}.filters[{j}]");
         let found = &mut report.diagnostics;
+        if f.filter_type == FilterType::Cors {
+            let c = f.cors.as_ref().ok_or_else(|| {
+                Diagnostic::error(
+                    "InvalidFilter",
+                    format!("{ff}.cors"),
+                    "filter type needs cors; this rule is not served",
+                )
+            })?;
+            cors = Some(cors_filter(c, &format!("{ff}.cors"), found));
+            continue;
+        }
         apply_filter(
             f,
             &ff,
@@ -216,6 +242,16 @@ fn translate_rule(
             found,
         )?;
     }
+    // One CORS filter per rule: the rule's own, else the gRPC-Web bridge's;
+    // on a bridged rule either lets gRPC-Web clients work.
+    let cors = cors
+        .or_else(|| policies.grpc_web_cors.cloned())
+        .map(|mut c| {
+            if grpc.web.is_some() {
+                c.add_grpc_web_headers();
+            }
+            c
+        });
 
     let timeouts = timeouts(rule, field)?;
     let action = match redirect {
@@ -285,20 +321,23 @@ fn translate_rule(
         filters,
         action,
         timeouts,
+        chain: cors.map(Filter::Cors).into_iter().collect(),
         // Gateway API sets no body limit; keep the dataplane's safe default.
-        chain: Vec::new(),
         max_request_body: Some(portico_dataplane::model::DEFAULT_MAX_REQUEST_BODY),
         grpc: grpc.clone(),
     })
 }
 
-/// `policies.grpcWeb` and `policies.grpcMaxMessageBytes`. The schema
-/// already holds the values to their patterns; what still fails to parse is
-/// reported and left out, never taking the route down.
-fn grpc_options(policies: Option<&HTTPRoutePolicies>, report: &mut ObjectReport) -> GrpcOptions {
+/// `policies.grpcWeb` and `policies.grpcMaxMessageBytes`, and the bridge's
+/// CORS. The schema already holds the values to their patterns; what still
+/// fails to parse is reported and left out, never taking the route down.
+fn grpc_options(
+    policies: Option<&HTTPRoutePolicies>,
+    report: &mut ObjectReport,
+) -> (GrpcOptions, Option<Cors>) {
     let mut out = GrpcOptions::default();
     let Some(p) = policies else {
-        return out;
+        return (out, None);
     };
     if let Some(max) = p.grpc_max_message_bytes {
         match u64::try_from(max) {
@@ -311,14 +350,14 @@ fn grpc_options(policies: Option<&HTTPRoutePolicies>, report: &mut ObjectReport)
         }
     }
     let Some(web) = &p.grpc_web else {
-        return out;
+        return (out, None);
     };
     let mut cors = Cors {
         allow_credentials: web.allow_credentials.unwrap_or(false),
-        ..Cors::default()
+        ..Cors::grpc_web()
     };
     for (i, o) in web.allow_origins.iter().enumerate() {
-        match crate::annotations::cors_origin(o) {
+        match gateway_origin(o) {
             Ok(o) if !cors.allow_origins.contains(&o) => cors.allow_origins.push(o),
             Ok(_) => {}
             Err(reason) => report.diagnostics.push(Diagnostic::warning(
@@ -350,7 +389,7 @@ fn grpc_options(policies: Option<&HTTPRoutePolicies>, report: &mut ObjectReport)
     }
     if let Some(v) = &web.max_age {
         match parse_duration(v) {
-            Some(d) => cors.max_age = d,
+            Some(d) => cors.max_age = d.as_secs(),
             None => report.diagnostics.push(Diagnostic::warning(
                 "UnsupportedValue",
                 "spec.policies.grpcWeb.maxAge",
@@ -358,8 +397,94 @@ fn grpc_options(policies: Option<&HTTPRoutePolicies>, report: &mut ObjectReport)
             )),
         }
     }
-    out.web = Some(GrpcWeb { cors });
-    out
+    out.web = Some(GrpcWeb::default());
+    (out, Some(cors))
+}
+
+/// A Gateway API CORS origin: as the Ingress form, except that a `*.`
+/// wildcard host covers any number of labels.
+fn gateway_origin(s: &str) -> Result<OriginPattern, String> {
+    if s.contains("**") {
+        return Err("only a leading `*.` wildcard is allowed in the host".into());
+    }
+    Ok(match OriginPattern::parse(s)? {
+        OriginPattern::Origin {
+            scheme,
+            host: OriginHost::Subdomain(suffix),
+            port,
+        } => OriginPattern::Origin {
+            scheme,
+            host: OriginHost::SubdomainAnyDepth(suffix),
+            port,
+        },
+        other => other,
+    })
+}
+
+/// A `CORS` filter. The schema holds the lists to their patterns; entries
+/// that still fail to parse (manifests never meet the schema) are reported
+/// and left out, the rest of the rule is served.
+fn cors_filter(c: &HTTPCORSFilter, field: &str, found: &mut Vec<Diagnostic>) -> Cors {
+    let mut warn = |at: String, message: String| {
+        found.push(Diagnostic::warning("InvalidFilter", at, message));
+    };
+    let mut allow_origins = Vec::with_capacity(c.allow_origins.len());
+    for (i, o) in c.allow_origins.iter().enumerate() {
+        match gateway_origin(o) {
+            Ok(o) if !allow_origins.contains(&o) => allow_origins.push(o),
+            Ok(_) => {}
+            Err(reason) => warn(
+                format!("{field}.allowOrigins[{i}]"),
+                format!("{o:?}: {reason}; the entry is left out"),
+            ),
+        }
+    }
+    let mut header_list = |names: &[String], what: &str| {
+        let mut out: Vec<HeaderName> = Vec::with_capacity(names.len());
+        for (i, n) in names.iter().enumerate() {
+            match HeaderName::from_bytes(n.as_bytes()) {
+                Ok(h) if !out.contains(&h) => out.push(h),
+                Ok(_) => {}
+                Err(_) => warn(
+                    format!("{field}.{what}[{i}]"),
+                    format!("{n:?} is not a valid header name; the entry is left out"),
+                ),
+            }
+        }
+        out
+    };
+    let allow_headers = header_list(&c.allow_headers, "allowHeaders");
+    let expose_headers = header_list(&c.expose_headers, "exposeHeaders");
+    let max_age = c.max_age_or_default();
+    let max_age = u64::try_from(max_age).unwrap_or_else(|_| {
+        warn(
+            format!("{field}.maxAge"),
+            format!(
+                "{max_age} is not a number of seconds; the default {} applies",
+                portico_crds::DEFAULT_CORS_MAX_AGE
+            ),
+        );
+        portico_crds::DEFAULT_CORS_MAX_AGE.unsigned_abs().into()
+    });
+    let mut allow_methods: Vec<Method> = Vec::with_capacity(c.allow_methods.len());
+    for m in &c.allow_methods {
+        // Always a token: the enum's names and `*`.
+        if let Ok(m) = Method::from_bytes(m.as_str().as_bytes())
+            && !allow_methods.contains(&m)
+        {
+            allow_methods.push(m);
+        }
+    }
+    Cors {
+        allow_origins,
+        allow_methods,
+        allow_headers,
+        expose_headers,
+        allow_credentials: c.allow_credentials.unwrap_or(false),
+        max_age,
+        // Gateway API allows 403 or a bare 200/204; 403 says it plainly.
+        disallowed_preflight: Default::default(),
+    }
 }
 
 fn value_match(
@@ -413,6 +538,8 @@ fn apply_filter(
         )
     };
     match f.filter_type {
+        // `translate_rule` keeps the rule's one CORS filter itself.
+        FilterType::Cors => {}
         FilterType::RequestHeaderModifier => {
             let m = f
                 .request_header_modifier

@@ -8,10 +8,10 @@ use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend}
 use kube::ResourceExt;
 use portico_dataplane::model::{
     Action, Backend, BasicAuth, Canary, CanaryHeader, CanaryHeaderValue, Cors,
-    DEFAULT_CORS_MAX_AGE, DEFAULT_GRPC_MAX_MESSAGE, ErrorOrigin, ErrorPages, Filter, Filters,
-    Forward, GrpcOptions, GrpcWeb, Hostname, Hsts, HttpsPolicy, HttpsRedirect, IpAccess, PathMatch,
-    PathModifier, Protocol, Redirect, RedirectStatus, RetryPolicy, Route, RouteClientAuth,
-    RouteMatch, Rule, Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
+    DEFAULT_GRPC_MAX_MESSAGE, ErrorOrigin, ErrorPages, Filter, Filters, Forward, GrpcOptions,
+    GrpcWeb, Hostname, Hsts, HttpsPolicy, HttpsRedirect, IpAccess, PathMatch, PathModifier,
+    Protocol, Redirect, RedirectStatus, RetryPolicy, Route, RouteClientAuth, RouteMatch, Rule,
+    Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
 };
 
 use super::auth;
@@ -459,6 +459,7 @@ impl IngressTranslator<'_> {
                 .map(Filter::IpAccess)
                 .into_iter()
                 .chain(self.basic_auth.clone().map(Filter::BasicAuth))
+                .chain(self.cors().map(Filter::Cors))
                 .collect(),
             max_request_body: match self.ann.proxy_body_size {
                 None => Some(portico_dataplane::model::DEFAULT_MAX_REQUEST_BODY),
@@ -495,16 +496,41 @@ impl IngressTranslator<'_> {
                 Some(BodySize::Unlimited) => u64::MAX,
                 Some(BodySize::Bytes(n)) => n,
             },
-            web: g.web.then(|| GrpcWeb {
-                cors: Cors {
-                    allow_origins: g.allow_origins.clone(),
-                    allow_headers: g.allow_headers.clone(),
-                    expose_headers: g.expose_headers.clone(),
-                    allow_credentials: g.allow_credentials,
-                    max_age: g.max_age.unwrap_or(DEFAULT_CORS_MAX_AGE),
-                },
-            }),
+            web: g.web.then(GrpcWeb::default),
         }
+    }
+
+    /// The paths' one CORS filter: `enable-cors`'s, or the gRPC-Web
+    /// bridge's own; on gRPC-Web paths either lets gRPC-Web clients work.
+    fn cors(&self) -> Option<Cors> {
+        let g = &self.ann.grpc;
+        let mut cors = match &self.ann.cors {
+            Some(cors) => cors.clone(),
+            None if g.web => {
+                let mut cors = Cors::grpc_web();
+                cors.allow_origins = g.allow_origins.clone();
+                for (list, extra) in [
+                    (&mut cors.allow_headers, &g.allow_headers),
+                    (&mut cors.expose_headers, &g.expose_headers),
+                ] {
+                    for name in extra {
+                        if !list.contains(name) {
+                            list.push(name.clone());
+                        }
+                    }
+                }
+                cors.allow_credentials = g.allow_credentials;
+                if let Some(max_age) = g.max_age {
+                    cors.max_age = max_age.as_secs();
+                }
+                cors
+            }
+            None => return None,
+        };
+        if g.web {
+            cors.add_grpc_web_headers();
+        }
+        Some(cors)
     }
 
     /// Whether the paths of `host` are regular expressions; says so when

@@ -10,8 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::Response;
-use http::{Request, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -233,17 +232,38 @@ pub fn client() -> Client<HttpConnector, Empty<Bytes>> {
 }
 
 pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Option<(StatusCode, String)> {
-    let req = Request::get(format!("http://{addr}{path}"))
-        .header("host", host)
-        .body(Empty::new())
-        .unwrap();
+    let (status, _, body) = request(addr, Method::GET, host, path, &[]).await?;
+    Some((status, body))
+}
+
+/// One exchange without a body: status, headers and body, or `None` when
+/// no answer came within 5 s.
+pub async fn request(
+    addr: SocketAddr,
+    method: Method,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<(StatusCode, HeaderMap, String)> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("host", host);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req.body(Empty::new()).unwrap();
     let rsp = tokio::time::timeout(Duration::from_secs(5), client().request(req))
         .await
         .ok()?
         .ok()?;
-    let status = rsp.status();
-    let body = rsp.into_body().collect().await.ok()?.to_bytes();
-    Some((status, String::from_utf8_lossy(&body).into_owned()))
+    let (parts, body) = rsp.into_parts();
+    let body = body.collect().await.ok()?.to_bytes();
+    Some((
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
 }
 
 /// A real HTTP/1.1 server on 127.0.0.1:0 answering with `answer`.
