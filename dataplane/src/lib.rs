@@ -25,6 +25,7 @@ pub mod proxy_protocol;
 pub(crate) mod retry;
 pub mod router;
 pub mod server;
+pub mod store;
 pub mod table;
 pub mod tls;
 pub mod upstream;
