@@ -973,7 +973,7 @@ pub struct Filters {
     pub response_headers: HeaderModifier,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HeaderModifier {
     /// Replace any existing values.
     #[serde(default, with = "serde_http::header_pairs")]

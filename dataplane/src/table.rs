@@ -10,7 +10,7 @@ use http::HeaderMap;
 use regex::Regex;
 
 use crate::balance::Balancer;
-use crate::filter::Chain;
+use crate::filter::{Chain, Interned};
 use crate::model::{
     Action, Backend, Canary, CanaryHeaderValue, Filter, PathModifier, Protocol, RetryPolicy, Route,
     RouteConfig, RouteMatch, Rule, UpstreamTls,
@@ -127,6 +127,7 @@ impl RouteTable {
         let refused = refuse_unsafe_fields(&mut config);
         let (router, mut errors) = Router::new(&config);
         errors.extend(refused);
+        let mut interned = Interned::default();
         let rules = config
             .routes
             .iter()
@@ -147,7 +148,7 @@ impl RouteTable {
                             })
                         };
                         let filters = route.rule_filters(rule);
-                        let chain = Chain::build(&filters, rule);
+                        let chain = Chain::build_with(&filters, rule, &mut interned);
                         let Action::Forward(fwd) = &rule.action else {
                             return RuleRuntime {
                                 route_id: Arc::clone(&route_id),
@@ -586,5 +587,80 @@ mod tests {
         assert!(Arc::ptr_eq(&e1, &e2));
         drop((t1, t2, e1, e2));
         assert_eq!(upstreams.live_endpoints(), 0);
+    }
+
+    /// An Ingress with one long list and many paths compiles the list once.
+    #[test]
+    fn rules_with_the_same_policy_data_share_one_compiled_copy() {
+        use crate::forwarded::IpNet;
+        use crate::model::{Filter, HeaderModifier, IpAccess};
+        use std::net::IpAddr;
+
+        // 10,000 ranges that do not merge: the lower half of each /24.
+        let long: Vec<IpNet> = (0..10_000u32)
+            .map(|i| format!("10.{}.{}.0/25", i / 256, i % 256).parse().unwrap())
+            .collect();
+        let short: Vec<IpNet> = long[..10].to_vec();
+        let header = |v: &'static str| HeaderModifier {
+            set: vec![(
+                http::HeaderName::from_static("x-policy"),
+                http::HeaderValue::from_static(v),
+            )],
+            ..HeaderModifier::default()
+        };
+        let rule = |allow: &[IpNet], h: &'static str| {
+            let mut r = Rule::new(Action::Deny { reason: "x".into() });
+            r.chain = vec![
+                Filter::IpAccess(IpAccess {
+                    allow: allow.to_vec(),
+                    deny: vec![],
+                }),
+                Filter::ResponseHeaders(header(h)),
+            ];
+            r
+        };
+        let route = |id: &str, rules| Route {
+            id: id.into(),
+            source: SourceRef::default(),
+            hostnames: vec![],
+            https: Default::default(),
+            rules,
+        };
+        let cfg = RouteConfig {
+            routes: vec![
+                route("a", vec![rule(&long, "1"), rule(&long, "1")]),
+                route("b", vec![rule(&long, "1"), rule(&short, "2")]),
+            ],
+        };
+        let upstreams = Upstreams::new(Default::default(), Counter::default());
+        let t = RouteTable::build(1, cfg, &upstreams, &Metrics::new());
+        let sets = |route: usize, rule: usize| t.rules[route][rule].chain.ip_sets();
+        let (a0, a1, b0, b1) = (sets(0, 0), sets(0, 1), sets(1, 0), sets(1, 1));
+        // Allow, then deny (empty, shared by all).
+        assert_eq!(a0.len(), 2);
+        for other in [&a1, &b0] {
+            assert!(Arc::ptr_eq(a0[0], other[0]), "one compiled long list");
+        }
+        assert!(!Arc::ptr_eq(a0[0], b1[0]), "another list, another set");
+        for s in [&a1, &b0, &b1] {
+            assert!(Arc::ptr_eq(a0[1], s[1]));
+        }
+        let mods = |route: usize, rule: usize| t.rules[route][rule].chain.header_modifiers();
+        assert!(Arc::ptr_eq(mods(0, 0)[0], mods(1, 0)[0]));
+        assert!(!Arc::ptr_eq(mods(0, 0)[0], mods(1, 1)[0]));
+        assert_eq!(**mods(1, 1)[0], header("2"));
+
+        // Lookups through the shared set are each list's own.
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let allow = &a1[0];
+        assert!(allow.contains(ip("10.0.0.1")));
+        assert!(allow.contains(ip("10.39.15.127")));
+        assert!(!allow.contains(ip("10.39.15.128")));
+        assert!(!allow.contains(ip("10.39.16.1")));
+        assert!(!allow.contains(ip("192.0.2.1")));
+        let short_set = &b1[0];
+        assert!(short_set.contains(ip("10.0.9.1")));
+        assert!(!short_set.contains(ip("10.0.10.1")));
+        assert!(!a0[1].contains(ip("10.0.0.1")), "empty deny list");
     }
 }
