@@ -9,11 +9,11 @@ use std::time::SystemTime;
 use http::HeaderMap;
 use regex::Regex;
 
-use crate::balance::Balancer;
+use crate::balance::{Balancer, SessionSide};
 use crate::filter::{Chain, Interned};
 use crate::model::{
-    Action, Backend, Canary, CanaryHeaderValue, Filter, PathModifier, Protocol, RetryPolicy, Route,
-    RouteConfig, RouteMatch, Rule, UpstreamTls,
+    Action, Backend, Balance, Canary, CanaryAffinity, CanaryHeaderValue, Filter, PathModifier,
+    Protocol, RetryPolicy, Route, RouteConfig, RouteMatch, Rule, UpstreamTls,
 };
 use crate::observe::{Metrics, RouteStats};
 use crate::retry::RetryBudget;
@@ -55,6 +55,29 @@ pub struct CanaryRuntime {
     weight: u64,
     weight_total: u64,
     next: AtomicU64,
+    /// The mainline's session cookie, when its sessions keep their side
+    /// ([`CanaryAffinity::Sticky`] and cookie affinity on the mainline).
+    session_cookie: Option<Box<str>>,
+    affinity: CanaryAffinity,
+}
+
+/// Which backends serve a request, as [`CanaryRuntime::choose`] decided.
+pub struct Chosen<'t> {
+    pub backends: &'t BackendSet,
+    /// Their answer may start (or re-point) a sticky session; `false` for a
+    /// request the header or cookie forced onto the canary, and under
+    /// [`CanaryAffinity::Legacy`] for every canary answer.
+    pub starts_sessions: bool,
+}
+
+/// What decided a canary question, in ingress-nginx's order plus sessions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Decision {
+    /// `canary-by-header` or `canary-by-cookie`: per request.
+    Forced(SessionSide),
+    /// The request's sticky session.
+    Session(SessionSide),
+    Weight(SessionSide),
 }
 
 enum CanaryHeaderRuntime {
@@ -176,9 +199,15 @@ impl RouteTable {
                         };
                         let tls = fwd.upstream_tls.clone();
                         let canary = fwd.canary.as_ref().and_then(|c| {
-                            CanaryRuntime::build(c, upstreams, tls.as_ref(), &fwd.retry)
-                                .map_err(|e| error("canary.header", e))
-                                .ok()
+                            CanaryRuntime::build(
+                                c,
+                                &fwd.backends,
+                                upstreams,
+                                tls.as_ref(),
+                                &fwd.retry,
+                            )
+                            .map_err(|e| error("canary.header", e))
+                            .ok()
                         });
                         RuleRuntime {
                             route_id: Arc::clone(&route_id),
@@ -188,6 +217,7 @@ impl RouteTable {
                                 upstreams,
                                 tls.as_ref(),
                                 &fwd.retry,
+                                SessionSide::Mainline,
                             ),
                             canary,
                             rewrite_regex,
@@ -334,6 +364,7 @@ fn rewrite_regex(pattern: &str) -> Result<Regex, String> {
 impl CanaryRuntime {
     fn build(
         c: &Canary,
+        mainline: &[Backend],
         upstreams: &Upstreams,
         tls: Option<&Arc<UpstreamTls>>,
         retry: &RetryPolicy,
@@ -351,52 +382,92 @@ impl CanaryRuntime {
                 Some((h.name.clone(), value))
             }
         };
+        let session_cookie = match c.affinity {
+            CanaryAffinity::Sticky => mainline.iter().find_map(|b| match &b.policy.balance {
+                Balance::Cookie(a) => Some(Box::from(a.name.as_str())),
+                _ => None,
+            }),
+            CanaryAffinity::Legacy => None,
+        };
         Ok(Self {
-            backends: BackendSet::build(&c.backends, upstreams, tls, retry),
+            backends: BackendSet::build(&c.backends, upstreams, tls, retry, SessionSide::Canary),
             header,
             cookie: c.cookie.as_deref().map(Box::from),
             weight: u64::from(c.weight),
             weight_total: u64::from(c.weight_total.max(1)),
             next: AtomicU64::new(0),
+            session_cookie,
+            affinity: c.affinity,
         })
     }
 
-    /// ingress-nginx order: the header decides, then the cookie, then the
-    /// weight (spread evenly: `weight` of every `weight_total` requests).
-    pub fn selects(&self, headers: &HeaderMap) -> bool {
+    /// The backends for a request: the canary's or `mainline`.
+    pub fn choose<'t>(&'t self, headers: &HeaderMap, mainline: &'t BackendSet) -> Chosen<'t> {
+        let (side, starts_sessions) = match self.decide(headers) {
+            // A per-request override leaves the client's session alone.
+            Decision::Forced(SessionSide::Canary) => (SessionSide::Canary, false),
+            Decision::Weight(SessionSide::Canary) => {
+                (SessionSide::Canary, self.affinity == CanaryAffinity::Sticky)
+            }
+            Decision::Forced(side) | Decision::Session(side) | Decision::Weight(side) => {
+                (side, true)
+            }
+        };
+        Chosen {
+            backends: match side {
+                SessionSide::Canary => &self.backends,
+                SessionSide::Mainline => mainline,
+            },
+            starts_sessions,
+        }
+    }
+
+    /// ingress-nginx order: the header decides, then the cookie; then the
+    /// request's sticky session keeps its side (sticky only, and a canary
+    /// session only while the weight is above 0, so a weight of 0 drains
+    /// the canary); then the weight (spread evenly: `weight` of every
+    /// `weight_total` requests).
+    fn decide(&self, headers: &HeaderMap) -> Decision {
+        use SessionSide::{Canary, Mainline};
         if let Some((name, rule)) = &self.header
             && let Some(value) = headers.get(name).map(|v| v.as_bytes())
         {
             match rule {
                 CanaryHeaderRuntime::Exact(want) => {
                     if value == want.as_bytes() {
-                        return true;
+                        return Decision::Forced(Canary);
                     }
                 }
                 CanaryHeaderRuntime::Pattern(re) => {
                     if std::str::from_utf8(value).is_ok_and(|v| re.is_match(v)) {
-                        return true;
+                        return Decision::Forced(Canary);
                     }
                 }
                 CanaryHeaderRuntime::AlwaysNever => match value {
-                    b"always" => return true,
-                    b"never" => return false,
+                    b"always" => return Decision::Forced(Canary),
+                    b"never" => return Decision::Forced(Mainline),
                     _ => {}
                 },
             }
         }
         if let Some(cookie) = &self.cookie {
             match cookie_value(headers, cookie) {
-                Some(b"always") => return true,
-                Some(b"never") => return false,
+                Some(b"always") => return Decision::Forced(Canary),
+                Some(b"never") => return Decision::Forced(Mainline),
                 _ => {}
             }
         }
         if self.weight == 0 {
-            return false;
+            return Decision::Weight(Mainline);
+        }
+        if let Some(name) = &self.session_cookie
+            && let Some((side, _)) =
+                cookie_value(headers, name).and_then(crate::balance::SessionSide::parse)
+        {
+            return Decision::Session(side);
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed) % self.weight_total;
-        n < self.weight
+        Decision::Weight(if n < self.weight { Canary } else { Mainline })
     }
 }
 
@@ -419,6 +490,7 @@ impl BackendSet {
         upstreams: &Upstreams,
         tls: Option<&Arc<UpstreamTls>>,
         retry: &RetryPolicy,
+        side: SessionSide,
     ) -> Self {
         let mut total = 0u64;
         let mut backends = Vec::new();
@@ -452,7 +524,8 @@ impl BackendSet {
                     b.policy.clone(),
                     Arc::clone(upstreams.health()),
                     checks,
-                ),
+                )
+                .for_side(side),
                 retry: retry.clone(),
                 budget: upstreams.retry_budget(
                     &b.name,
@@ -519,7 +592,13 @@ mod tests {
 
     fn set(backends: Vec<Backend>) -> BackendSet {
         let upstreams = Upstreams::new(Default::default(), Counter::default());
-        BackendSet::build(&backends, &upstreams, None, &RetryPolicy::default())
+        BackendSet::build(
+            &backends,
+            &upstreams,
+            None,
+            &RetryPolicy::default(),
+            SessionSide::Mainline,
+        )
     }
 
     #[test]

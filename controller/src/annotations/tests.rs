@@ -5,7 +5,7 @@ use http::{HeaderName, HeaderValue};
 
 use super::parsers::Draft;
 use super::*;
-use portico_dataplane::model::{AffinityMode, HashKey, HashVar, RetryOn, SameSite};
+use portico_dataplane::model::{AffinityMode, CanaryAffinity, HashKey, HashVar, RetryOn, SameSite};
 
 const PREFIXES: [&str; 2] = [PORTICO_PREFIX, NGINX_PREFIX];
 
@@ -465,6 +465,14 @@ const VALID: &[Valid] = &[
     Valid {
         set: &[("canary", "true"), ("canary-by-cookie", "Canary_Cookie")],
         want: |a| canary_on(a).by_cookie = Some("Canary_Cookie".into()),
+    },
+    Valid {
+        set: &[("canary", "true"), ("affinity-canary-behavior", "legacy")],
+        want: |a| canary_on(a).affinity = CanaryAffinity::Legacy,
+    },
+    Valid {
+        set: &[("canary", "true"), ("affinity-canary-behavior", "sticky")],
+        want: |a| canary_on(a).affinity = CanaryAffinity::Sticky,
     },
     // grpc-web*, grpc-max-message-size
     Valid {
@@ -1101,6 +1109,14 @@ const INVALID: &[Invalid] = &[
         name: "canary-by-cookie",
         fallback: Fallback::Ignored,
         values: &["a b", "a;b", "a=b", "é"],
+        context: CANARY,
+        want: canary_default,
+    },
+    // As ingress-nginx: exactly `sticky` or `legacy`; otherwise sticky.
+    Invalid {
+        name: "affinity-canary-behavior",
+        fallback: Fallback::Ignored,
+        values: &["Legacy", "none", "sticky,legacy", "true"],
         context: CANARY,
         want: canary_default,
     },
@@ -1843,13 +1859,14 @@ fn canary_parts_need_canary_true() {
             ("canary-by-header-value", "yes"),
             ("canary-by-header-pattern", "y.*"),
             ("canary-by-cookie", "c"),
+            ("affinity-canary-behavior", "legacy"),
         ];
         if let Some(v) = canary {
             pairs.push(("canary", v));
         }
         let parsed = parse_checked(&map(NGINX_PREFIX, &pairs));
         assert_eq!(parsed.ingress, IngressAnnotations::default());
-        assert_eq!(parsed.diagnostics.len(), 6, "{:#?}", parsed.diagnostics);
+        assert_eq!(parsed.diagnostics.len(), 7, "{:#?}", parsed.diagnostics);
         for d in &parsed.diagnostics {
             assert_eq!(d.kind, IGNORED);
             assert!(
