@@ -16,7 +16,7 @@
 //!   it, once the requests still running on that table are done (a value
 //!   with a background task, a health check, stops it in its `Drop`).
 //!
-//! [`KeyedStore::prune`] then forgets the dead entries, once per build.
+//! [`KeyedStore::prune`] then forgets the dead entries, after each publish.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -67,7 +67,7 @@ impl<K: Eq + Hash, V> KeyedStore<K, V> {
     }
 
     /// Forgets the entries no table holds any more (their values are
-    /// already dropped); once per build.
+    /// already dropped); after each publish.
     pub fn prune(&self) {
         self.lock().retain(|_, v| v.strong_count() > 0);
     }

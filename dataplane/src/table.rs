@@ -145,7 +145,6 @@ impl RouteTable {
         upstreams: &Upstreams,
         metrics: &Metrics,
     ) -> Self {
-        upstreams.prune();
         let mut config = config;
         let refused = refuse_unsafe_fields(&mut config);
         let (router, mut errors) = Router::new(&config);

@@ -231,7 +231,7 @@ impl Upstreams {
     }
 
     /// Forgets endpoints, checks and budgets that no table holds any more;
-    /// once per build.
+    /// after each publish.
     pub fn prune(&self) {
         self.checks.prune();
         self.budgets.prune();
