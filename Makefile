@@ -115,7 +115,7 @@ tools:
 	@if ! cargo deny --version 2>/dev/null | grep -q "$(CARGO_DENY_VERSION)"; then \
 		$(CARGO) install cargo-deny --version $(CARGO_DENY_VERSION) --locked; fi
 
-## bench: criterion route-lookup bench, then the load comparison with nginx
+## bench: criterion route-lookup and IP-list lookup benches, then the load comparison with nginx
 ## and haproxy (installs them from Debian packages if missing), then unary
 ## gRPC and gRPC-Web calls (bench/grpc.sh), then the failover scenario (one
 ## of three pods killed under load).
@@ -123,6 +123,7 @@ bench: bench-lookup bench-translate bench-load bench-grpc bench-failover
 
 bench-lookup:
 	$(CARGO) bench -p portico-dataplane --bench lookup
+	$(CARGO) bench -p portico-dataplane --bench ip_set
 
 bench-translate:
 	$(CARGO) run --release -p portico --example translate_bench -- 10000

@@ -322,6 +322,7 @@ fn backend_set(backend: &Backend, upstreams: &Upstreams) -> BackendSet {
         upstreams,
         None,
         &RetryPolicy::default(),
+        crate::balance::SessionSide::Mainline,
     )
 }
 

@@ -12,6 +12,11 @@
 //! own included. A rule without filters holds an empty slice: nothing is
 //! allocated and no loop body runs.
 
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Arc;
+
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -20,7 +25,7 @@ use crate::basic_auth::{BasicAuthFilter, Check, Verifier, Wait};
 use crate::body::ResponseBody;
 use crate::cors::CorsPolicy;
 use crate::error_pages::{Asker, ErrorPagesRuntime, ErrorRequest};
-use crate::forwarded::IpSet;
+use crate::forwarded::{IpNet, IpSet};
 use crate::model::{Filter, HeaderModifier, HttpsRedirect, RouteClientAuth, Rule, Scheme};
 use crate::proxy::{self, Call, ConnInfo, RequestCtx};
 use crate::upstream::Upstreams;
@@ -57,8 +62,8 @@ impl FilterState {
 enum Compiled {
     HttpsRedirect(HttpsRedirect),
     Hsts(HeaderValue),
-    RequestHeaders(HeaderModifier),
-    ResponseHeaders(HeaderModifier),
+    RequestHeaders(Arc<HeaderModifier>),
+    ResponseHeaders(Arc<HeaderModifier>),
     Cors(Box<CorsPolicy>),
     ClientCert(RouteClientAuth),
     /// `bridged`: the rule turns gRPC-Web calls into gRPC ones, which are
@@ -68,11 +73,20 @@ enum Compiled {
         bridged: bool,
     },
     IpAccess {
-        allow: Option<Box<IpSet>>,
-        deny: Box<IpSet>,
+        allow: Option<Arc<IpSet>>,
+        deny: Arc<IpSet>,
     },
     ErrorPages(Box<ErrorPagesRuntime>),
     BasicAuth(Box<BasicAuthFilter>),
+}
+
+/// Policy data compiled once per table build and shared by every rule that
+/// holds the same value: an Ingress with one 10,000-range allow list and 50
+/// paths compiles (and keeps) one set, not 50.
+#[derive(Default)]
+pub struct Interned {
+    ip_sets: HashMap<Box<[IpNet]>, Arc<IpSet>>,
+    header_modifiers: HashMap<HeaderModifier, Arc<HeaderModifier>>,
 }
 
 /// A filter's answer in place of the rule's action.
@@ -141,41 +155,56 @@ impl Chain {
         upstreams: &Upstreams,
         state: &FilterState,
     ) -> Self {
+        Self::build_with(filters, rule, upstreams, state, &mut Interned::default())
+    }
+
+    /// [`build`](Self::build), sharing the data of equal policies with the
+    /// other rules of the same table build through `interned`.
+    pub fn build_with(
+        filters: &[Filter],
+        rule: &Rule,
+        upstreams: &Upstreams,
+        state: &FilterState,
+        interned: &mut Interned,
+    ) -> Self {
         let strips_authorization = filters
             .iter()
             .any(|f| matches!(f, Filter::BasicAuth(a) if !a.forward_authorization));
-        let filters: Box<[Compiled]> =
-            filters
-                .iter()
-                .map(|f| match f {
-                    Filter::HttpsRedirect(r) => Compiled::HttpsRedirect(*r),
-                    // Digits and fixed words: always a valid header value.
-                    Filter::Hsts(h) => match HeaderValue::try_from(h.header_value()) {
-                        Ok(v) => Compiled::Hsts(v),
-                        Err(_) => Compiled::Hsts(HeaderValue::from_static("max-age=0")),
-                    },
-                    Filter::RequestHeaders(m) => Compiled::RequestHeaders(m.clone()),
-                    Filter::ResponseHeaders(m) => Compiled::ResponseHeaders(m.clone()),
-                    Filter::Cors(cors) => Compiled::Cors(Box::new(CorsPolicy::build(cors))),
-                    Filter::ClientCert(a) => Compiled::ClientCert(a.clone()),
-                    Filter::BodyLimit(limit) => Compiled::BodyLimit {
-                        limit: *limit,
-                        bridged: rule.grpc.web.is_some(),
-                    },
-                    Filter::IpAccess(a) => Compiled::IpAccess {
-                        allow: (!a.allow.is_empty()).then(|| Box::new(IpSet::new(&a.allow))),
-                        deny: Box::new(IpSet::new(&a.deny)),
-                    },
-                    Filter::BasicAuth(a) => Compiled::BasicAuth(Box::new(BasicAuthFilter::build(
-                        &a.realm,
-                        &a.users,
-                        &state.basic_auth,
-                    ))),
-                    Filter::ErrorPages(p) => Compiled::ErrorPages(Box::new(
-                        ErrorPagesRuntime::build(p, rule.timeouts, upstreams),
-                    )),
-                })
-                .collect();
+        let filters: Box<[Compiled]> = filters
+            .iter()
+            .map(|f| match f {
+                Filter::HttpsRedirect(r) => Compiled::HttpsRedirect(*r),
+                // Digits and fixed words: always a valid header value.
+                Filter::Hsts(h) => match HeaderValue::try_from(h.header_value()) {
+                    Ok(v) => Compiled::Hsts(v),
+                    Err(_) => Compiled::Hsts(HeaderValue::from_static("max-age=0")),
+                },
+                Filter::RequestHeaders(m) => Compiled::RequestHeaders(interned.header_modifier(m)),
+                Filter::ResponseHeaders(m) => {
+                    Compiled::ResponseHeaders(interned.header_modifier(m))
+                }
+                Filter::Cors(cors) => Compiled::Cors(Box::new(CorsPolicy::build(cors))),
+                Filter::ClientCert(a) => Compiled::ClientCert(a.clone()),
+                Filter::BodyLimit(limit) => Compiled::BodyLimit {
+                    limit: *limit,
+                    bridged: rule.grpc.web.is_some(),
+                },
+                Filter::IpAccess(a) => Compiled::IpAccess {
+                    allow: (!a.allow.is_empty()).then(|| interned.ip_set(&a.allow)),
+                    deny: interned.ip_set(&a.deny),
+                },
+                Filter::BasicAuth(a) => Compiled::BasicAuth(Box::new(BasicAuthFilter::build(
+                    &a.realm,
+                    &a.users,
+                    &state.basic_auth,
+                ))),
+                Filter::ErrorPages(p) => Compiled::ErrorPages(Box::new(ErrorPagesRuntime::build(
+                    p,
+                    rule.timeouts,
+                    upstreams,
+                ))),
+            })
+            .collect();
         let reads_origin = filters.iter().any(|f| matches!(f, Compiled::Cors(_)));
         // The last listed: its response side is the first to run.
         let error_pages = filters
@@ -191,6 +220,30 @@ impl Chain {
 
     pub fn is_empty(&self) -> bool {
         self.filters.is_empty()
+    }
+
+    /// The compiled IP sets of the chain's access lists (allow, then deny).
+    #[cfg(test)]
+    pub(crate) fn ip_sets(&self) -> Vec<&Arc<IpSet>> {
+        self.filters
+            .iter()
+            .flat_map(|f| match f {
+                Compiled::IpAccess { allow, deny } => allow.iter().chain([deny]).collect(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    /// The compiled header modifiers of the chain, in order.
+    #[cfg(test)]
+    pub(crate) fn header_modifiers(&self) -> Vec<&Arc<HeaderModifier>> {
+        self.filters
+            .iter()
+            .filter_map(|f| match f {
+                Compiled::RequestHeaders(m) | Compiled::ResponseHeaders(m) => Some(m),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The request side, in order: the first answer stops the chain, and
@@ -334,6 +387,33 @@ impl Chain {
             }
         }
     }
+}
+
+// === impl Interned ===
+
+impl Interned {
+    /// The set of `nets`, compiled by the first rule that holds this list.
+    fn ip_set(&mut self, nets: &[IpNet]) -> Arc<IpSet> {
+        intern(&mut self.ip_sets, nets, || IpSet::new(nets))
+    }
+
+    fn header_modifier(&mut self, m: &HeaderModifier) -> Arc<HeaderModifier> {
+        intern(&mut self.header_modifiers, m, || m.clone())
+    }
+}
+
+/// The value under `key` in `map`, made (and the key copied) on first use.
+fn intern<Q, K, V>(map: &mut HashMap<K, Arc<V>>, key: &Q, make: impl FnOnce() -> V) -> Arc<V>
+where
+    Q: ?Sized + Hash + Eq + ToOwned,
+    K: Borrow<Q> + Hash + Eq + From<Q::Owned>,
+{
+    if let Some(v) = map.get(key) {
+        return Arc::clone(v);
+    }
+    let v = Arc::new(make());
+    map.insert(K::from(key.to_owned()), Arc::clone(&v));
+    v
 }
 
 // === impl Compiled ===

@@ -28,6 +28,7 @@ pub mod proxy_protocol;
 pub(crate) mod retry;
 pub mod router;
 pub mod server;
+pub mod store;
 pub mod table;
 pub mod tls;
 pub mod upstream;
@@ -215,6 +216,9 @@ impl Dataplane {
         let errors = table.errors().to_vec();
         let published_at = table.published_at();
         s.table.store(Arc::new(table));
+        // What only the old table named goes with its last request (at once
+        // when none is running); the store forgets it now or next time.
+        s.upstreams.prune();
         s.generation.store(generation, Ordering::Release);
         s.metrics.table_generation.set(generation as i64);
         s.metrics.table_last_swap.set(

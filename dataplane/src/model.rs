@@ -600,6 +600,28 @@ pub struct Canary {
     /// header nor cookie decided.
     pub weight: u32,
     pub weight_total: u32,
+    /// What the mainline's sticky sessions (`Balance::Cookie`) mean for the
+    /// canary decision (ingress-nginx `affinity-canary-behavior`).
+    #[serde(default)]
+    pub affinity: CanaryAffinity,
+}
+
+/// How a canary treats the mainline's sticky sessions. Either way a
+/// request the header or cookie sends to the canary starts no session: a
+/// per-request override must not pin the client, nor replace its mainline
+/// session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CanaryAffinity {
+    /// A session stays on the side it started on: the weight places new
+    /// sessions, and a canary session (one the canary's answer started)
+    /// stays on the canary while the weight is above 0. Header and cookie
+    /// still decide first.
+    #[default]
+    Sticky,
+    /// The canary decision is made per request whatever the session cookie
+    /// says; the canary's answers start no session.
+    Legacy,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -1048,7 +1070,7 @@ pub struct Filters {
     pub response_headers: HeaderModifier,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HeaderModifier {
     /// Replace any existing values.
     #[serde(default, with = "serde_http::header_pairs")]

@@ -535,9 +535,12 @@ async fn forward(
         return (rsp, None);
     }
     let grpc_call = bridge.is_some() || matches!(ctx.call, Call::Grpc);
-    let backends = match &routed.runtime.canary {
-        Some(canary) if canary.selects(req.headers()) => &canary.backends,
-        _ => &routed.runtime.backends,
+    let (backends, starts_sessions) = match &routed.runtime.canary {
+        Some(canary) => {
+            let chosen = canary.choose(req.headers(), &routed.runtime.backends);
+            (chosen.backends, chosen.starts_sessions)
+        }
+        None => (&routed.runtime.backends, true),
     };
     // The weighted split picks the backend; its balancer the endpoint.
     let backend = match backends.pick_backend() {
@@ -747,7 +750,7 @@ async fn forward(
     let (mut parts, body) = rsp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     parts.version = Version::HTTP_11;
-    if let Some(cookie) = set_cookie {
+    if let Some(cookie) = set_cookie.filter(|_| starts_sessions) {
         parts.headers.append(header::SET_COOKIE, cookie);
     }
     let body = if grpc_call {

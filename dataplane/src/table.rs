@@ -9,12 +9,12 @@ use std::time::SystemTime;
 use http::HeaderMap;
 use regex::Regex;
 
-use crate::balance::Balancer;
+use crate::balance::{Balancer, SessionSide};
 use crate::error_pages::ErrorPagesRuntime;
-use crate::filter::{Chain, FilterState};
+use crate::filter::{Chain, FilterState, Interned};
 use crate::model::{
-    Action, Backend, Canary, CanaryHeaderValue, Filter, PathModifier, Protocol, RetryPolicy, Route,
-    RouteConfig, RouteMatch, Rule, UpstreamTls,
+    Action, Backend, Balance, Canary, CanaryAffinity, CanaryHeaderValue, Filter, PathModifier,
+    Protocol, RetryPolicy, Route, RouteConfig, RouteMatch, Rule, UpstreamTls,
 };
 use crate::observe::{Metrics, RouteStats};
 use crate::retry::RetryBudget;
@@ -58,6 +58,29 @@ pub struct CanaryRuntime {
     weight: u64,
     weight_total: u64,
     next: AtomicU64,
+    /// The mainline's session cookie, when its sessions keep their side
+    /// ([`CanaryAffinity::Sticky`] and cookie affinity on the mainline).
+    session_cookie: Option<Box<str>>,
+    affinity: CanaryAffinity,
+}
+
+/// Which backends serve a request, as [`CanaryRuntime::choose`] decided.
+pub struct Chosen<'t> {
+    pub backends: &'t BackendSet,
+    /// Their answer may start (or re-point) a sticky session; `false` for a
+    /// request the header or cookie forced onto the canary, and under
+    /// [`CanaryAffinity::Legacy`] for every canary answer.
+    pub starts_sessions: bool,
+}
+
+/// What decided a canary question, in ingress-nginx's order plus sessions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Decision {
+    /// `canary-by-header` or `canary-by-cookie`: per request.
+    Forced(SessionSide),
+    /// The request's sticky session.
+    Session(SessionSide),
+    Weight(SessionSide),
 }
 
 enum CanaryHeaderRuntime {
@@ -127,11 +150,11 @@ impl RouteTable {
         metrics: &Metrics,
         filter_state: &FilterState,
     ) -> Self {
-        upstreams.prune();
         let mut config = config;
         let refused = refuse_unsafe_fields(&mut config);
         let (router, mut errors) = Router::new(&config);
         errors.extend(refused);
+        let mut interned = Interned::default();
         let rules = config
             .routes
             .iter()
@@ -152,7 +175,13 @@ impl RouteTable {
                             })
                         };
                         let filters = route.rule_filters(rule);
-                        let chain = Chain::build(&filters, rule, upstreams, filter_state);
+                        let chain = Chain::build_with(
+                            &filters,
+                            rule,
+                            upstreams,
+                            filter_state,
+                            &mut interned,
+                        );
                         let Action::Forward(fwd) = &rule.action else {
                             return RuleRuntime {
                                 route_id: Arc::clone(&route_id),
@@ -180,9 +209,15 @@ impl RouteTable {
                         };
                         let tls = fwd.upstream_tls.clone();
                         let canary = fwd.canary.as_ref().and_then(|c| {
-                            CanaryRuntime::build(c, upstreams, tls.as_ref(), &fwd.retry)
-                                .map_err(|e| error("canary.header", e))
-                                .ok()
+                            CanaryRuntime::build(
+                                c,
+                                &fwd.backends,
+                                upstreams,
+                                tls.as_ref(),
+                                &fwd.retry,
+                            )
+                            .map_err(|e| error("canary.header", e))
+                            .ok()
                         });
                         RuleRuntime {
                             route_id: Arc::clone(&route_id),
@@ -192,6 +227,7 @@ impl RouteTable {
                                 upstreams,
                                 tls.as_ref(),
                                 &fwd.retry,
+                                SessionSide::Mainline,
                             ),
                             canary,
                             rewrite_regex,
@@ -354,6 +390,7 @@ fn rewrite_regex(pattern: &str) -> Result<Regex, String> {
 impl CanaryRuntime {
     fn build(
         c: &Canary,
+        mainline: &[Backend],
         upstreams: &Upstreams,
         tls: Option<&Arc<UpstreamTls>>,
         retry: &RetryPolicy,
@@ -371,52 +408,92 @@ impl CanaryRuntime {
                 Some((h.name.clone(), value))
             }
         };
+        let session_cookie = match c.affinity {
+            CanaryAffinity::Sticky => mainline.iter().find_map(|b| match &b.policy.balance {
+                Balance::Cookie(a) => Some(Box::from(a.name.as_str())),
+                _ => None,
+            }),
+            CanaryAffinity::Legacy => None,
+        };
         Ok(Self {
-            backends: BackendSet::build(&c.backends, upstreams, tls, retry),
+            backends: BackendSet::build(&c.backends, upstreams, tls, retry, SessionSide::Canary),
             header,
             cookie: c.cookie.as_deref().map(Box::from),
             weight: u64::from(c.weight),
             weight_total: u64::from(c.weight_total.max(1)),
             next: AtomicU64::new(0),
+            session_cookie,
+            affinity: c.affinity,
         })
     }
 
-    /// ingress-nginx order: the header decides, then the cookie, then the
-    /// weight (spread evenly: `weight` of every `weight_total` requests).
-    pub fn selects(&self, headers: &HeaderMap) -> bool {
+    /// The backends for a request: the canary's or `mainline`.
+    pub fn choose<'t>(&'t self, headers: &HeaderMap, mainline: &'t BackendSet) -> Chosen<'t> {
+        let (side, starts_sessions) = match self.decide(headers) {
+            // A per-request override leaves the client's session alone.
+            Decision::Forced(SessionSide::Canary) => (SessionSide::Canary, false),
+            Decision::Weight(SessionSide::Canary) => {
+                (SessionSide::Canary, self.affinity == CanaryAffinity::Sticky)
+            }
+            Decision::Forced(side) | Decision::Session(side) | Decision::Weight(side) => {
+                (side, true)
+            }
+        };
+        Chosen {
+            backends: match side {
+                SessionSide::Canary => &self.backends,
+                SessionSide::Mainline => mainline,
+            },
+            starts_sessions,
+        }
+    }
+
+    /// ingress-nginx order: the header decides, then the cookie; then the
+    /// request's sticky session keeps its side (sticky only, and a canary
+    /// session only while the weight is above 0, so a weight of 0 drains
+    /// the canary); then the weight (spread evenly: `weight` of every
+    /// `weight_total` requests).
+    fn decide(&self, headers: &HeaderMap) -> Decision {
+        use SessionSide::{Canary, Mainline};
         if let Some((name, rule)) = &self.header
             && let Some(value) = headers.get(name).map(|v| v.as_bytes())
         {
             match rule {
                 CanaryHeaderRuntime::Exact(want) => {
                     if value == want.as_bytes() {
-                        return true;
+                        return Decision::Forced(Canary);
                     }
                 }
                 CanaryHeaderRuntime::Pattern(re) => {
                     if std::str::from_utf8(value).is_ok_and(|v| re.is_match(v)) {
-                        return true;
+                        return Decision::Forced(Canary);
                     }
                 }
                 CanaryHeaderRuntime::AlwaysNever => match value {
-                    b"always" => return true,
-                    b"never" => return false,
+                    b"always" => return Decision::Forced(Canary),
+                    b"never" => return Decision::Forced(Mainline),
                     _ => {}
                 },
             }
         }
         if let Some(cookie) = &self.cookie {
             match cookie_value(headers, cookie) {
-                Some(b"always") => return true,
-                Some(b"never") => return false,
+                Some(b"always") => return Decision::Forced(Canary),
+                Some(b"never") => return Decision::Forced(Mainline),
                 _ => {}
             }
         }
         if self.weight == 0 {
-            return false;
+            return Decision::Weight(Mainline);
+        }
+        if let Some(name) = &self.session_cookie
+            && let Some((side, _)) =
+                cookie_value(headers, name).and_then(crate::balance::SessionSide::parse)
+        {
+            return Decision::Session(side);
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed) % self.weight_total;
-        n < self.weight
+        Decision::Weight(if n < self.weight { Canary } else { Mainline })
     }
 }
 
@@ -439,6 +516,7 @@ impl BackendSet {
         upstreams: &Upstreams,
         tls: Option<&Arc<UpstreamTls>>,
         retry: &RetryPolicy,
+        side: SessionSide,
     ) -> Self {
         let mut total = 0u64;
         let mut backends = Vec::new();
@@ -472,7 +550,8 @@ impl BackendSet {
                     b.policy.clone(),
                     Arc::clone(upstreams.health()),
                     checks,
-                ),
+                )
+                .for_side(side),
                 retry: retry.clone(),
                 budget: upstreams.retry_budget(
                     &b.name,
@@ -539,7 +618,13 @@ mod tests {
 
     fn set(backends: Vec<Backend>) -> BackendSet {
         let upstreams = Upstreams::new(Default::default(), Counter::default());
-        BackendSet::build(&backends, &upstreams, None, &RetryPolicy::default())
+        BackendSet::build(
+            &backends,
+            &upstreams,
+            None,
+            &RetryPolicy::default(),
+            SessionSide::Mainline,
+        )
     }
 
     #[test]
@@ -609,5 +694,81 @@ mod tests {
         assert!(Arc::ptr_eq(&e1, &e2));
         drop((t1, t2, e1, e2));
         assert_eq!(upstreams.live_endpoints(), 0);
+    }
+
+    /// An Ingress with one long list and many paths compiles the list once.
+    #[test]
+    fn rules_with_the_same_policy_data_share_one_compiled_copy() {
+        use crate::forwarded::IpNet;
+        use crate::model::{Filter, HeaderModifier, IpAccess};
+        use std::net::IpAddr;
+
+        // 10,000 ranges that do not merge: the lower half of each /24.
+        let long: Vec<IpNet> = (0..10_000u32)
+            .map(|i| format!("10.{}.{}.0/25", i / 256, i % 256).parse().unwrap())
+            .collect();
+        let short: Vec<IpNet> = long[..10].to_vec();
+        let header = |v: &'static str| HeaderModifier {
+            set: vec![(
+                http::HeaderName::from_static("x-policy"),
+                http::HeaderValue::from_static(v),
+            )],
+            ..HeaderModifier::default()
+        };
+        let rule = |allow: &[IpNet], h: &'static str| {
+            let mut r = Rule::new(Action::Deny { reason: "x".into() });
+            r.chain = vec![
+                Filter::IpAccess(IpAccess {
+                    allow: allow.to_vec(),
+                    deny: vec![],
+                }),
+                Filter::ResponseHeaders(header(h)),
+            ];
+            r
+        };
+        let route = |id: &str, rules| Route {
+            id: id.into(),
+            source: SourceRef::default(),
+            hostnames: vec![],
+            https: Default::default(),
+            rules,
+        };
+        let cfg = RouteConfig {
+            routes: vec![
+                route("a", vec![rule(&long, "1"), rule(&long, "1")]),
+                route("b", vec![rule(&long, "1"), rule(&short, "2")]),
+            ],
+            default_backend: None,
+        };
+        let upstreams = Upstreams::new(Default::default(), Counter::default());
+        let t = RouteTable::build(1, cfg, &upstreams, &Metrics::new(), &FilterState::default());
+        let sets = |route: usize, rule: usize| t.rules[route][rule].chain.ip_sets();
+        let (a0, a1, b0, b1) = (sets(0, 0), sets(0, 1), sets(1, 0), sets(1, 1));
+        // Allow, then deny (empty, shared by all).
+        assert_eq!(a0.len(), 2);
+        for other in [&a1, &b0] {
+            assert!(Arc::ptr_eq(a0[0], other[0]), "one compiled long list");
+        }
+        assert!(!Arc::ptr_eq(a0[0], b1[0]), "another list, another set");
+        for s in [&a1, &b0, &b1] {
+            assert!(Arc::ptr_eq(a0[1], s[1]));
+        }
+        let mods = |route: usize, rule: usize| t.rules[route][rule].chain.header_modifiers();
+        assert!(Arc::ptr_eq(mods(0, 0)[0], mods(1, 0)[0]));
+        assert!(!Arc::ptr_eq(mods(0, 0)[0], mods(1, 1)[0]));
+        assert_eq!(**mods(1, 1)[0], header("2"));
+
+        // Lookups through the shared set are each list's own.
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let allow = &a1[0];
+        assert!(allow.contains(ip("10.0.0.1")));
+        assert!(allow.contains(ip("10.39.15.127")));
+        assert!(!allow.contains(ip("10.39.15.128")));
+        assert!(!allow.contains(ip("10.39.16.1")));
+        assert!(!allow.contains(ip("192.0.2.1")));
+        let short_set = &b1[0];
+        assert!(short_set.contains(ip("10.0.9.1")));
+        assert!(!short_set.contains(ip("10.0.10.1")));
+        assert!(!a0[1].contains(ip("10.0.0.1")), "empty deny list");
     }
 }

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -34,11 +34,12 @@ use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
 use crate::body::RequestBody;
-use crate::health::check::{Check, Checkers};
+use crate::health::check::{Check, CheckKey};
 use crate::health::{EndpointHealth, HealthShared};
 use crate::model::HealthCheck;
 use crate::model::{Protocol, UpstreamTls};
 use crate::retry::RetryBudget;
+use crate::store::KeyedStore;
 use crate::tls::upstream::UpstreamConnector;
 
 /// Identifies an upstream connection pool: the whole upstream identity.
@@ -120,18 +121,30 @@ impl From<UpstreamError> for SendError {
     }
 }
 
-/// Hands out shared [`Endpoint`]s; used only while building tables.
+/// Hands out shared [`Endpoint`]s, and the other per-upstream state that
+/// outlives a table swap ([`crate::store`]); used only while building tables.
 pub struct Upstreams {
-    endpoints: Mutex<HashMap<EndpointKey, Weak<Endpoint>>>,
+    /// By the whole upstream identity: a change of TLS settings is a new
+    /// pool (and fresh health).
+    endpoints: KeyedStore<EndpointKey, Endpoint>,
     /// Client certificates for upstream TLS by id, as last published with
     /// the certificates (which come before the routes that name them).
     client_certs: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
     pool: PoolConfig,
     connect_errors: Counter,
     health: Arc<HealthShared>,
-    checkers: Checkers,
-    /// Retry budgets by backend (and budget settings).
-    budgets: Mutex<HashMap<(String, u8, u32), Weak<RetryBudget>>>,
+    /// By endpoint and check settings.
+    checks: KeyedStore<CheckKey, Check>,
+    /// By backend and budget settings.
+    budgets: KeyedStore<BudgetKey, RetryBudget>,
+}
+
+/// A retry budget's identity: the backend and the budget's settings.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct BudgetKey {
+    backend: String,
+    percent: u8,
+    per_second: u32,
 }
 
 // === impl Upstreams ===
@@ -139,13 +152,13 @@ pub struct Upstreams {
 impl Upstreams {
     pub fn new(pool: PoolConfig, connect_errors: Counter) -> Self {
         Self {
-            endpoints: Mutex::default(),
+            endpoints: KeyedStore::default(),
             client_certs: ArcSwap::default(),
             pool,
             connect_errors,
             health: Arc::default(),
-            checkers: Checkers::default(),
-            budgets: Mutex::default(),
+            checks: KeyedStore::default(),
+            budgets: KeyedStore::default(),
         }
     }
 
@@ -157,33 +170,35 @@ impl Upstreams {
         percent: u8,
         per_second: u32,
     ) -> Arc<RetryBudget> {
-        let mut map = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (name.to_owned(), percent, per_second);
-        if let Some(b) = map.get(&key).and_then(Weak::upgrade) {
-            return b;
-        }
-        let b = Arc::new(RetryBudget::new(
+        let key = BudgetKey {
+            backend: name.to_owned(),
             percent,
             per_second,
-            Arc::clone(&self.health),
-        ));
-        map.insert(key, Arc::downgrade(&b));
-        b
+        };
+        self.budgets.get_or_insert_with(key, || {
+            RetryBudget::new(percent, per_second, Arc::clone(&self.health))
+        })
     }
 
     /// The active check `config` of `endpoint`, shared with every table that
-    /// already checks it so.
+    /// already checks it so; started if need be. `None` outside a tokio
+    /// runtime (nothing could run the probes).
     pub(crate) fn check(
         &self,
         endpoint: &Arc<Endpoint>,
         config: &HealthCheck,
     ) -> Option<Arc<Check>> {
-        self.checkers.check(endpoint, config, &self.health)
+        let key = CheckKey {
+            endpoint: endpoint.key().clone(),
+            check: config.clone(),
+        };
+        self.checks
+            .try_get_or_insert_with(key, || Check::start(endpoint, config, &self.health))
     }
 
     /// Active checks running now (one per distinct endpoint and check).
     pub fn live_checks(&self) -> usize {
-        self.checkers.live()
+        self.checks.live()
     }
 
     /// The clock and generation every endpoint's health shares.
@@ -197,43 +212,30 @@ impl Upstreams {
 
     /// The endpoint for `key`, shared with every table that already uses it.
     pub fn endpoint(&self, key: EndpointKey) -> Arc<Endpoint> {
-        // A poisoned map only means a builder panicked mid-insert; the map
-        // itself is still consistent.
-        let mut map = self
-            .endpoints
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(ep) = map.get(&key).and_then(Weak::upgrade) {
-            return ep;
-        }
-        let client_cert = key
-            .tls
-            .as_ref()
-            .and_then(|t| t.client_cert.as_ref())
-            .and_then(|id| self.client_certs.load().get(id).cloned());
-        let ep = Arc::new(Endpoint::new(
-            key.clone(),
-            self.pool,
-            self.connect_errors.clone(),
-            client_cert,
-            EndpointHealth::new(self.health.now_ms()),
-        ));
-        map.insert(key, Arc::downgrade(&ep));
-        ep
+        let client_cert = || {
+            key.tls
+                .as_ref()
+                .and_then(|t| t.client_cert.as_ref())
+                .and_then(|id| self.client_certs.load().get(id).cloned())
+        };
+        let make = || {
+            Endpoint::new(
+                key.clone(),
+                self.pool,
+                self.connect_errors.clone(),
+                client_cert(),
+                EndpointHealth::new(self.health.now_ms()),
+            )
+        };
+        self.endpoints.get_or_insert_with(key.clone(), make)
     }
 
-    /// Forgets endpoints and checks that no table holds any more; once per
-    /// build.
+    /// Forgets endpoints, checks and budgets that no table holds any more;
+    /// after each publish.
     pub fn prune(&self) {
-        self.checkers.prune();
-        self.budgets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, w| w.strong_count() > 0);
-        self.endpoints
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .retain(|_, w| w.strong_count() > 0);
+        self.checks.prune();
+        self.budgets.prune();
+        self.endpoints.prune();
     }
 
     /// How often idle connections are looked over: a few times per idle
@@ -245,28 +247,16 @@ impl Upstreams {
 
     /// Closes the pooled connections that outlived the idle timeout or that
     /// their upstream closed, on every endpoint; off the request path (the
-    /// endpoint map's lock is held only to list them).
+    /// endpoint store's lock is held only to list them).
     pub(crate) fn sweep_idle(&self) {
-        let endpoints: Vec<Arc<Endpoint>> = self
-            .endpoints
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .values()
-            .filter_map(Weak::upgrade)
-            .collect();
         let now = Instant::now();
-        for ep in endpoints {
+        for ep in self.endpoints.values() {
             ep.sweep_idle(now);
         }
     }
 
     pub fn live_endpoints(&self) -> usize {
-        self.endpoints
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .values()
-            .filter(|w| w.strong_count() > 0)
-            .count()
+        self.endpoints.live()
     }
 }
 

@@ -405,3 +405,29 @@ async fn checks_of_tls_backends_speak_tls() {
         "no plaintext request to a TLS backend"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_changed_check_starts_afresh() {
+    let _frozen = FrozenClock::new();
+    let (a, b) = (Pod::start("a").await, Pod::start("b").await);
+    let proxy = Proxy::start(one_route(checked("web", &[&a, &b], http_check()))).await;
+    let dp = &proxy.dp;
+    a.set_health_status(503);
+    until(dp, a.addr, Duration::from_secs(60), |r| !r.active_healthy).await;
+
+    // Other check settings are another check: no verdict, no probes yet,
+    // and the old one gone with the table that used it.
+    let other = HealthCheck {
+        interval: INTERVAL * 2,
+        ..http_check()
+    };
+    dp.publish(one_route(checked("web", &[&a, &b], other)));
+    let r = report(dp, a.addr);
+    assert!(r.active_healthy && r.eligible, "{r:#?}");
+    assert_eq!(r.checks.len(), 1);
+    assert_eq!(r.checks[0].probes, 0);
+    assert_eq!(dp.live_health_checks(), 2);
+
+    // It finds the endpoint failing on its own.
+    until(dp, a.addr, INTERVAL * 2 * 4, |r| !r.active_healthy).await;
+}

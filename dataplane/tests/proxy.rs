@@ -788,6 +788,7 @@ async fn canary_header_then_cookie_then_weight() {
                 cookie: Some("beta".into()),
                 weight,
                 weight_total: 4,
+                affinity: Default::default(),
             });
         }
         rule

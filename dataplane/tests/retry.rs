@@ -225,3 +225,58 @@ async fn the_retry_budget_bounds_amplification_when_every_endpoint_fails() {
         )) > 100
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_budget_outlives_a_republish_and_restarts_with_new_settings() {
+    // The clock stands still: one second's floor, granted once.
+    let _frozen = FrozenClock::new();
+    let pods = [Pod::start("a").await, Pod::start("b").await];
+    let all: Vec<&Pod> = pods.iter().collect();
+    for p in &pods {
+        p.set_status(503);
+    }
+    // One retry per second from the floor; requests earn none.
+    let cfg = |floor: u32| {
+        let policy = RetryPolicy {
+            tries: 2,
+            budget_percent: 0,
+            budget_min_per_second: floor,
+            ..on_503()
+        };
+        one_route(rule(&all, policy, |_| {}))
+    };
+    let proxy = Proxy::start(cfg(1)).await;
+    let mut seen = 0;
+    let mut attempts = || {
+        let total: u64 = hits(&all).iter().sum();
+        let n = total - seen;
+        seen = total;
+        n
+    };
+    let failed = async || {
+        assert_eq!(
+            request(&proxy, "GET", "").await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    };
+    failed().await;
+    assert_eq!(attempts(), 2, "the floor pays for one retry");
+    failed().await;
+    assert_eq!(attempts(), 1, "spent");
+
+    // The same backend and budget settings: the same, spent budget.
+    proxy.dp.publish(cfg(1));
+    failed().await;
+    assert_eq!(attempts(), 1, "a republish refilled the budget");
+
+    // Other budget settings: a budget of their own, unspent.
+    proxy.dp.publish(cfg(2));
+    failed().await;
+    assert_eq!(attempts(), 2);
+
+    // A backend no table names any more loses its budget.
+    proxy.dp.publish(RouteConfig::default());
+    proxy.dp.publish(cfg(2));
+    failed().await;
+    assert_eq!(attempts(), 2);
+}

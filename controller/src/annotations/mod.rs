@@ -360,7 +360,7 @@ pub enum BackendProtocol {
 
 /// How a canary Ingress takes traffic from the main Ingress of the same host
 /// and path. Precedence (applied by the dataplane, as ingress-nginx): header,
-/// then cookie, then weight.
+/// then cookie, then (sticky) the mainline's session cookie, then weight.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CanaryAnnotations {
     /// At most `weight_total`.
@@ -374,6 +374,8 @@ pub struct CanaryAnnotations {
     /// regex crate under size limits; matched unanchored, as ingress-nginx.
     pub by_header_pattern: Option<String>,
     pub by_cookie: Option<String>,
+    /// `affinity-canary-behavior`.
+    pub affinity: portico_dataplane::model::CanaryAffinity,
 }
 
 impl Default for CanaryAnnotations {
@@ -385,6 +387,7 @@ impl Default for CanaryAnnotations {
             by_header_value: None,
             by_header_pattern: None,
             by_cookie: None,
+            affinity: Default::default(),
         }
     }
 }

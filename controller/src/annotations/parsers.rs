@@ -5,7 +5,8 @@
 use super::values;
 use http::{HeaderName, Method};
 use portico_dataplane::model::{
-    AffinityMode, Cors, DisallowedPreflight, HashKey, OriginPattern, RetryOn, SameSite,
+    AffinityMode, CanaryAffinity, Cors, DisallowedPreflight, HashKey, OriginPattern, RetryOn,
+    SameSite,
 };
 
 use super::{
@@ -18,13 +19,14 @@ const DEFAULT_PERMANENT_REDIRECT_CODE: u16 = 301;
 const DEFAULT_TEMPORAL_REDIRECT_CODE: u16 = 302;
 
 /// The annotations that only mean something on a canary Ingress.
-const CANARY_PARTS: [&str; 6] = [
+const CANARY_PARTS: [&str; 7] = [
     "canary-weight",
     "canary-weight-total",
     "canary-by-header",
     "canary-by-header-value",
     "canary-by-header-pattern",
     "canary-by-cookie",
+    "affinity-canary-behavior",
 ];
 
 /// ingress-nginx's CORS defaults (`enable-cors` alone).
@@ -516,6 +518,16 @@ pub(crate) fn canary_by_header_pattern(v: &str, d: &mut Draft) -> Result<(), Str
 
 pub(crate) fn canary_by_cookie(v: &str, d: &mut Draft) -> Result<(), String> {
     d.canary.by_cookie = Some(values::cookie_name(v)?);
+    Ok(())
+}
+
+/// As ingress-nginx, on the canary Ingress.
+pub(crate) fn affinity_canary_behavior(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.canary.affinity = match v {
+        "sticky" => CanaryAffinity::Sticky,
+        "legacy" => CanaryAffinity::Legacy,
+        _ => return Err("expected sticky or legacy".into()),
+    };
     Ok(())
 }
 

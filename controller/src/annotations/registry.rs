@@ -395,6 +395,17 @@ static REGISTRY: &[AnnotationSpec] = &[
         "Cookie that picks the canary: `always` sends to it, `never` keeps away from it, other values fall through to canary-weight.",
         parsers::canary_by_cookie,
     ),
+    spec(
+        "affinity-canary-behavior",
+        "sticky",
+        Ingress,
+        Ignored,
+        Partly(
+            "canary-by-header and canary-by-cookie decide before the session cookie, and an answer they force onto the canary sets no session cookie (ingress-nginx keeps a mainline session on the mainline whatever the header, and starts a canary session from a forced answer)",
+        ),
+        "On the canary Ingress, when the main Ingress has `affinity: cookie`. `sticky`: a session stays on the side it started on: canary-weight places new sessions, and a session started by a canary answer stays on the canary while canary-weight is above 0. `legacy`: canary-weight decides per request whatever the session cookie, and canary answers set no session cookie.",
+        parsers::affinity_canary_behavior,
+    ),
     AnnotationSpec {
         aliases: &["whitelist-source-range"],
         ..spec(
@@ -1072,7 +1083,6 @@ const WAF: &str = "web application firewall";
 
 static NGINX_NOT_SUPPORTED: &[NginxAnnotation] = &[
     removed("add-base-url", "no replacement"),
-    not_yet("affinity-canary-behavior", AFFINITY),
     not_yet("auth-always-set-cookie", AUTH_EXTERNAL),
     not_yet("auth-cache-duration", AUTH_EXTERNAL),
     not_yet("auth-cache-key", AUTH_EXTERNAL),

@@ -6,7 +6,8 @@ use http::{HeaderName, HeaderValue};
 use super::parsers::Draft;
 use super::*;
 use portico_dataplane::model::{
-    AffinityMode, Cors, DisallowedPreflight, HashKey, HashVar, OriginPattern, RetryOn, SameSite,
+    AffinityMode, CanaryAffinity, Cors, DisallowedPreflight, HashKey, HashVar, OriginPattern,
+    RetryOn, SameSite,
 };
 
 const PREFIXES: [&str; 2] = [PORTICO_PREFIX, NGINX_PREFIX];
@@ -605,6 +606,14 @@ const VALID: &[Valid] = &[
             ];
             c.max_age = 0;
         },
+    },
+    Valid {
+        set: &[("canary", "true"), ("affinity-canary-behavior", "legacy")],
+        want: |a| canary_on(a).affinity = CanaryAffinity::Legacy,
+    },
+    Valid {
+        set: &[("canary", "true"), ("affinity-canary-behavior", "sticky")],
+        want: |a| canary_on(a).affinity = CanaryAffinity::Sticky,
     },
     // grpc-web*, grpc-max-message-size
     Valid {
@@ -1256,6 +1265,14 @@ const INVALID: &[Invalid] = &[
         name: "canary-by-cookie",
         fallback: Fallback::Ignored,
         values: &["a b", "a;b", "a=b", "é"],
+        context: CANARY,
+        want: canary_default,
+    },
+    // As ingress-nginx: exactly `sticky` or `legacy`; otherwise sticky.
+    Invalid {
+        name: "affinity-canary-behavior",
+        fallback: Fallback::Ignored,
+        values: &["Legacy", "none", "sticky,legacy", "true"],
         context: CANARY,
         want: canary_default,
     },
@@ -2149,6 +2166,7 @@ fn canary_parts_need_canary_true() {
         ("canary-by-header-value", "yes"),
         ("canary-by-header-pattern", "y.*"),
         ("canary-by-cookie", "c"),
+        ("affinity-canary-behavior", "legacy"),
     ];
     parts_need_a_switch(&parts, "canary", "unless canary is \"true\"");
 }

@@ -1117,7 +1117,8 @@ fn attach_canary(
                 continue;
             }
             // The weighted split picks the canary; the main path's policy
-            // picks its endpoint.
+            // picks its endpoint (and, with cookie affinity, names the
+            // session cookie both sides share).
             let mut backend = backend;
             if let Some(main_backend) = fwd.backends.first() {
                 backend.policy.balance = main_backend.policy.balance.clone();
@@ -1128,6 +1129,7 @@ fn attach_canary(
                 cookie: canary.by_cookie.clone(),
                 weight: canary.weight.unwrap_or(0),
                 weight_total: canary.weight_total,
+                affinity: canary.affinity,
             });
             report.rules_served += 1;
         }

@@ -54,6 +54,45 @@ pub struct Balancer {
     /// The active checks of these endpoints; held so they run while this
     /// table (or a later one) uses them.
     checks: Vec<Arc<Check>>,
+    /// Whose sticky sessions this backend starts and follows.
+    side: SessionSide,
+}
+
+/// Which backends of a rule a sticky session belongs to: the mainline's,
+/// or the canary's, whose session cookies carry [`CANARY_SESSION`] after
+/// the key. A backend follows only its own side's sessions, so a canary
+/// session can be told from a mainline one before any backend is chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SessionSide {
+    #[default]
+    Mainline,
+    Canary,
+}
+
+/// The end of a canary session cookie's value.
+const CANARY_SESSION: &str = ".canary";
+
+impl SessionSide {
+    /// The side and key of a session cookie's value: 16 hex digits, then
+    /// [`CANARY_SESSION`] for the canary's.
+    pub fn parse(value: &[u8]) -> Option<(SessionSide, u64)> {
+        let (side, hex) = match value.strip_suffix(CANARY_SESSION.as_bytes()) {
+            Some(hex) => (SessionSide::Canary, hex),
+            None => (SessionSide::Mainline, value),
+        };
+        if hex.len() != 16 || !hex.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        let key = u64::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+        Some((side, key))
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            SessionSide::Mainline => "",
+            SessionSide::Canary => CANARY_SESSION,
+        }
+    }
 }
 
 /// Which endpoints requests may go to, as of a health generation.
@@ -159,7 +198,14 @@ impl Balancer {
             ring,
             ids,
             checks,
+            side: SessionSide::Mainline,
         }
+    }
+
+    /// Starts and follows the sticky sessions of `side` only.
+    pub fn for_side(mut self, side: SessionSide) -> Self {
+        self.side = side;
+        self
     }
 
     pub fn endpoints(&self) -> &[Arc<Endpoint>] {
@@ -201,9 +247,8 @@ impl Balancer {
             Balance::Cookie(c) => RequestKey {
                 hash: None,
                 cookie: crate::table::cookie_value(req.headers, &c.name)
-                    .and_then(|v| std::str::from_utf8(v).ok())
-                    .filter(|v| v.len() == 16)
-                    .and_then(|v| u64::from_str_radix(v, 16).ok()),
+                    .and_then(SessionSide::parse)
+                    .and_then(|(side, key)| (side == self.side).then_some(key)),
             },
             _ => RequestKey::default(),
         }
@@ -494,7 +539,7 @@ impl Balancer {
                 let id = endpoint_id(self.endpoints[i].addr());
                 // A retry re-points the session only under change-on-failure.
                 let repoint = tried.is_empty() || c.change_on_failure;
-                Some((i, repoint.then(|| set_cookie(c, id)).flatten()))
+                Some((i, repoint.then(|| set_cookie(c, id, self.side)).flatten()))
             }
             AffinityMode::Balanced => {
                 // Sessions stay put under load: no bound here.
@@ -521,11 +566,11 @@ impl Balancer {
                     let k = fastrand::u64(..);
                     let i = self.on_ring(snap, mix(k), tried, false)?;
                     if self.ring.walk(mix(k)).next() == Some(i) {
-                        return Some((i, set_cookie(c, k)));
+                        return Some((i, set_cookie(c, k, self.side)));
                     }
                     last = Some((i, k));
                 }
-                last.map(|(i, k)| (i, set_cookie(c, k)))
+                last.map(|(i, k)| (i, set_cookie(c, k, self.side)))
             }
         }
     }
@@ -581,10 +626,10 @@ fn query_arg<'q>(query: Option<&'q str>, name: &str) -> Option<&'q [u8]> {
     })
 }
 
-/// `Set-Cookie` for a sticky session holding `value`. The controller
-/// validates name, path and domain; a value that could still add an
-/// attribute of its own is never sent.
-fn set_cookie(c: &CookieAffinity, value: u64) -> Option<HeaderValue> {
+/// `Set-Cookie` for a sticky session of `side` holding `value`. The
+/// controller validates name, path and domain; a value that could still add
+/// an attribute of its own is never sent.
+fn set_cookie(c: &CookieAffinity, value: u64, side: SessionSide) -> Option<HeaderValue> {
     use std::fmt::Write as _;
     let breaks_attributes = |t: &str| {
         t.bytes()
@@ -597,7 +642,7 @@ fn set_cookie(c: &CookieAffinity, value: u64) -> Option<HeaderValue> {
     {
         return None;
     }
-    let mut s = format!("{}={value:016x}; Path={}", c.name, c.path);
+    let mut s = format!("{}={value:016x}{}; Path={}", c.name, side.suffix(), c.path);
     if let Some(d) = &c.domain {
         let _ = write!(s, "; Domain={d}");
     }

@@ -227,3 +227,21 @@ fn persistent_cookies_name_their_endpoint_across_tables() {
     assert_ne!(p.index, own);
     assert!(p.set_cookie.is_some());
 }
+
+#[test]
+fn a_session_cookie_says_its_side() {
+    use super::SessionSide::{Canary, Mainline};
+    let parse = |v: &str| SessionSide::parse(v.as_bytes());
+    assert_eq!(parse("00000000000000ff"), Some((Mainline, 255)));
+    assert_eq!(parse("00000000000000FF.canary"), Some((Canary, 255)));
+    for bad in [
+        "ff",
+        "+0000000000000ff",
+        "00000000000000ff.other",
+        "00000000000000ff.canary.canary",
+        ".canary",
+        "",
+    ] {
+        assert_eq!(parse(bad), None, "{bad:?}");
+    }
+}

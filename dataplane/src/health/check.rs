@@ -1,12 +1,11 @@
 //! Active health checks: one task per distinct (endpoint, check), however
 //! many routes and tables use it, probing off the request path.
 //!
-//! Tables hold [`Check`] handles; the registry keeps only weak references,
-//! so a check stops (its task is aborted) when the last table that used it
-//! is gone, and a new table built while the old one is live gets the same
-//! check, verdict and streaks included.
+//! Tables hold [`Check`] handles, from a [`crate::store::KeyedStore`] keyed
+//! by endpoint and check settings: a check stops (its task is aborted) when
+//! the last table that used it is gone, and a new table built while the old
+//! one is live gets the same check, verdict and streaks included.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -28,78 +27,12 @@ use crate::upstream::{Endpoint, EndpointKey, Io};
 /// The largest health-check response body read (gRPC checks read theirs).
 const MAX_PROBE_BODY: usize = 64 * 1024;
 
+/// A check's identity in [`crate::upstream::Upstreams`]'s store: the
+/// endpoint and the check's settings.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct CheckKey {
-    endpoint: EndpointKey,
-    check: HealthCheck,
-}
-
-/// Hands out shared [`Check`]s; used only while building tables.
-#[derive(Default)]
-pub struct Checkers {
-    checks: Mutex<HashMap<CheckKey, Weak<Check>>>,
-}
-
-impl Checkers {
-    /// The running check of `config` on `endpoint`, started if need be.
-    /// `None` outside a tokio runtime (nothing could run the probes).
-    pub(crate) fn check(
-        &self,
-        endpoint: &Arc<Endpoint>,
-        config: &HealthCheck,
-        shared: &Arc<HealthShared>,
-    ) -> Option<Arc<Check>> {
-        let key = CheckKey {
-            endpoint: endpoint.key().clone(),
-            check: config.clone(),
-        };
-        // A poisoned map only means a builder panicked mid-insert.
-        let mut map = self.checks.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = map.get(&key).and_then(Weak::upgrade) {
-            return Some(c);
-        }
-        let runtime = match tokio::runtime::Handle::try_current() {
-            Ok(r) => r,
-            Err(_) => {
-                warn!(upstream.addr = %endpoint.addr(), "no runtime to run health checks on");
-                return None;
-            }
-        };
-        let state = Arc::new(CheckState {
-            endpoint: Arc::downgrade(endpoint),
-            config: config.clone(),
-            shared: Arc::clone(shared),
-            verdict: Mutex::default(),
-            next_due_ms: AtomicU64::new(0),
-            probes: AtomicU64::new(0),
-        });
-        let task = runtime.spawn(run(Arc::clone(&state))).abort_handle();
-        let check = Arc::new(Check {
-            endpoint: Arc::clone(endpoint),
-            state,
-            task,
-        });
-        map.insert(key, Arc::downgrade(&check));
-        Some(check)
-    }
-
-    /// Forgets checks no table holds any more; once per build.
-    pub(crate) fn prune(&self) {
-        self.checks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, w| w.strong_count() > 0);
-    }
-
-    /// Checks running now.
-    pub fn live(&self) -> usize {
-        self.checks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter(|w| w.strong_count() > 0)
-            .count()
-    }
+pub(crate) struct CheckKey {
+    pub(crate) endpoint: EndpointKey,
+    pub(crate) check: HealthCheck,
 }
 
 /// One running check. Dropping the last handle stops its task and takes
@@ -140,6 +73,36 @@ pub struct CheckReport {
 }
 
 impl Check {
+    /// Starts checking `endpoint` per `config`. `None` outside a tokio
+    /// runtime (nothing could run the probes).
+    pub(crate) fn start(
+        endpoint: &Arc<Endpoint>,
+        config: &HealthCheck,
+        shared: &Arc<HealthShared>,
+    ) -> Option<Check> {
+        let runtime = match tokio::runtime::Handle::try_current() {
+            Ok(r) => r,
+            Err(_) => {
+                warn!(upstream.addr = %endpoint.addr(), "no runtime to run health checks on");
+                return None;
+            }
+        };
+        let state = Arc::new(CheckState {
+            endpoint: Arc::downgrade(endpoint),
+            config: config.clone(),
+            shared: Arc::clone(shared),
+            verdict: Mutex::default(),
+            next_due_ms: AtomicU64::new(0),
+            probes: AtomicU64::new(0),
+        });
+        let task = runtime.spawn(run(Arc::clone(&state))).abort_handle();
+        Some(Check {
+            endpoint: Arc::clone(endpoint),
+            state,
+            task,
+        })
+    }
+
     pub fn endpoint(&self) -> &Arc<Endpoint> {
         &self.endpoint
     }
