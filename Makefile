@@ -132,6 +132,7 @@ bench-load:
 	bash bench/load.sh
 	BENCH_TLS=keepalive BENCH_PROXIES="portico nginx" BENCH_BUILD=0 bash bench/load.sh
 	BENCH_TLS=handshake BENCH_PROXIES="portico nginx" BENCH_BUILD=0 bash bench/load.sh
+	BENCH_POLICIES=on BENCH_PROXIES="portico nginx" BENCH_BUILD=0 bash bench/load.sh
 
 bench-grpc:
 	bash bench/grpc.sh

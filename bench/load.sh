@@ -60,6 +60,13 @@
 #   BENCH_LATENCY_SECONDS seconds per rate per proxy per round (10)
 #   OHA                the oha binary; by default the pinned oha (OHA_VERSION) is built
 #                      once with cargo install into <cargo target dir>/bench-tools
+#   BENCH_POLICIES     on: the route carries an IP allow-list (ten ranges),
+#                      CORS for one origin and basic auth ({SHA} htpasswd,
+#                      the cheapest hash nginx checks on every request;
+#                      portico caches verified credentials whatever the
+#                      hash), and wrk sends the Origin and Authorization
+#                      headers; compares portico with nginx doing the same
+#                      (haproxy is left out). off (default): no policies
 #   BENCH_TLS          off (plain HTTP), keepalive (HTTPS keep-alive req/s)
 #                      or handshake (every request on a new connection: full
 #                      TLS handshakes per second; wrk does not resume
@@ -88,12 +95,27 @@ load_core=1
 tls=${BENCH_TLS:-off}
 scheme=http
 wrk_extra=()
+curl_extra=()
+policies=${BENCH_POLICIES:-off}
+case $policies in
+  off) ;;
+  on)
+    # user bench, password bench
+    wrk_extra+=(-H "Authorization: Basic YmVuY2g6YmVuY2g=" -H "Origin: https://app.bench.test")
+    curl_extra=(-u bench:bench)
+    latency_rates=
+    ;;
+  *)
+    printf 'load: error: BENCH_POLICIES must be on or off\n' >&2
+    exit 2
+    ;;
+esac
 case $tls in
   off) ;;
   keepalive) scheme=https ;;
   handshake)
     scheme=https
-    wrk_extra=(-H "Connection: close")
+    wrk_extra+=(-H "Connection: close")
     latency_rates=
     ;;
   *)
@@ -206,7 +228,7 @@ wait_ready() {
   local url=$1 pid=$2 i
   for ((i = 0; i < 100; i++)); do
     kill -0 "$pid" 2>/dev/null || return 1
-    if curl -kfsS -o /dev/null --max-time 1 "$url" 2>/dev/null; then
+    if curl -kfsS -o /dev/null --max-time 1 "${curl_extra[@]}" "$url" 2>/dev/null; then
       return 0
     fi
     sleep 0.1
@@ -301,6 +323,7 @@ start_portico() {
   admin=$(free_port)
   # stdout is the access log.
   BENCH_TLS_CERT=${tls_cert:-} BENCH_TLS_KEY=${tls_key:-} \
+    BENCH_POLICIES=$policies BENCH_HTPASSWD=$tmp/htpasswd \
     taskset -c "$proxy_core" "$bin_dir/bench_proxy" \
     "127.0.0.1:$port" "127.0.0.1:$admin" "$upstream" \
     >/dev/null 2>"$tmp/portico.err" &
@@ -314,8 +337,16 @@ start_nginx() {
     listen_ssl=' ssl'
     ssl_conf="ssl_certificate $tls_cert; ssl_certificate_key $tls_key; ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m; ssl_session_tickets on;"
   fi
+  local http_policies='' location_policies=''
+  if [[ $policies == on ]]; then
+    # What ingress-nginx renders for allowlist-source-range, enable-cors
+    # with one origin, and auth-type basic; the credential is not sent on.
+    http_policies='map $http_origin $cors_origin { "https://app.bench.test" $http_origin; default ""; }'
+    location_policies="allow 192.0.2.0/24; allow 198.51.100.0/24; allow 203.0.113.0/24; allow 100.64.0.0/10; allow 169.254.0.0/16; allow 224.0.0.0/4; allow 240.0.0.0/4; allow 2001:db8::/32; allow fd00::/8; allow 127.0.0.0/8; deny all; auth_basic bench; auth_basic_user_file $tmp/htpasswd; proxy_set_header Authorization \"\"; add_header Access-Control-Allow-Origin \$cors_origin always; add_header Access-Control-Allow-Credentials true always; add_header Vary Origin always;"
+  fi
   sed -e "s|@DIR@|$tmp/nginx|g" -e "s|@PORT@|$port|g" -e "s|@UPSTREAM@|$upstream|g" \
     -e "s|@LISTEN_SSL@|$listen_ssl|g" -e "s|@SSL_CONF@|$ssl_conf|g" \
+    -e "s|@HTTP_POLICIES@|$http_policies|g" -e "s|@POLICIES@|$location_policies|g" \
     "$here/nginx.conf.in" >"$tmp/nginx/nginx.conf"
   taskset -c "$proxy_core" nginx -e "$tmp/nginx/nginx-error.log" \
     -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" \
@@ -408,6 +439,7 @@ main() {
   for name in $proxies; do
     [[ $name == @(portico|nginx|haproxy) ]] || die "unknown proxy in BENCH_PROXIES: $name"
     [[ $tls == off || $name != haproxy ]] || die "BENCH_TLS=$tls compares portico with nginx only"
+    [[ $policies == off || $name != haproxy ]] || die "BENCH_POLICIES=on compares portico with nginx only"
   done
   install_tools
   local rate
@@ -423,6 +455,7 @@ main() {
   install_oha
   local suffix=''
   [[ $tls == off ]] || suffix="-tls-$tls"
+  [[ $policies == off ]] || suffix+="-policies"
   local out=${BENCH_OUT:-$target/bench/load$suffix.json}
 
   local examples=(--example bench_upstream)
@@ -451,6 +484,10 @@ main() {
     chmod 644 "$tls_key"
     log "TLS mode $tls: ECDSA P-256 certificate for both proxies"
   fi
+
+  # user bench, password bench, as {SHA}: base64 of the password's SHA-1.
+  printf 'bench:{SHA}%s\n' "$(printf bench | openssl dgst -sha1 -binary | base64)" >"$tmp/htpasswd"
+  chmod 644 "$tmp/htpasswd"
 
   taskset -c "$load_core" "$bin_dir/bench_upstream" 127.0.0.1:0 >"$tmp/upstream.out" 2>"$tmp/upstream.err" &
   upstream_pid=$!

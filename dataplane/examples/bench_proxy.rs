@@ -14,11 +14,18 @@
 //! With `BENCH_TLS_CERT` and `BENCH_TLS_KEY` (PEM files), LISTEN_ADDR
 //! serves HTTPS with that certificate as the default one (the bench's TLS
 //! modes); plain HTTP then listens on an unused port.
+//!
+//! With `BENCH_POLICIES=on` the route carries the policies of the bench's
+//! policy mode: an IP allow-list (ten ranges, the client's among them),
+//! CORS for one origin with credentials, and basic auth from the htpasswd
+//! file `BENCH_HTPASSWD`.
 
 use std::net::SocketAddr;
 
+use portico_dataplane::basic_auth::{Credentials, parse_htpasswd};
 use portico_dataplane::model::{
-    Action, Backend, Forward, Protocol, Route, RouteConfig, Rule, SourceRef,
+    Action, Backend, BasicAuth, Cors, Filter, Forward, IpAccess, OriginPattern, Protocol, Route,
+    RouteConfig, Rule, SourceRef,
 };
 use portico_dataplane::tls::{CertConfig, ServerCert};
 use portico_dataplane::{AccessLogSink, Dataplane, DataplaneConfig};
@@ -58,7 +65,11 @@ async fn run(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr) -> Res
         config.access_log = AccessLogSink::Disabled;
     }
     let dp = Dataplane::new(config)?;
-    let report = dp.publish(route_to(upstream));
+    let mut routes = route_to(upstream);
+    if std::env::var_os("BENCH_POLICIES").is_some_and(|v| v == "on") {
+        routes.routes[0].rules[0].chain = policies()?;
+    }
+    let report = dp.publish(routes);
     if !report.errors.is_empty() {
         return Err(format!("route rejected: {:?}", report.errors).into());
     }
@@ -130,4 +141,47 @@ fn route_to(upstream: SocketAddr) -> RouteConfig {
         }],
         ..Default::default()
     }
+}
+
+/// The policy mode's filters, as translation would make them from
+/// `allowlist-source-range`, `enable-cors` + `cors-allow-origin` and
+/// `auth-type: basic`.
+fn policies() -> Result<Vec<Filter>, Error> {
+    let allow = [
+        "192.0.2.0/24",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "2001:db8::/32",
+        "fd00::/8",
+        "127.0.0.0/8",
+    ]
+    .iter()
+    .map(|r| r.parse())
+    .collect::<Result<_, _>>()?;
+    let htpasswd = std::fs::read_to_string(std::env::var("BENCH_HTPASSWD")?)?;
+    let users = parse_htpasswd(&htpasswd);
+    if !users.errors.is_empty() || users.users.is_empty() {
+        return Err(format!("BENCH_HTPASSWD: {:?}", users.errors).into());
+    }
+    Ok(vec![
+        Filter::IpAccess(IpAccess {
+            allow,
+            deny: Vec::new(),
+        }),
+        Filter::Cors(Cors {
+            allow_origins: vec![OriginPattern::parse("https://app.bench.test")?],
+            allow_credentials: true,
+            ..Cors::default()
+        }),
+        Filter::BasicAuth(BasicAuth {
+            realm: "bench".into(),
+            secret: "bench/users".into(),
+            users: Credentials::new(users.users),
+            forward_authorization: false,
+        }),
+    ])
 }
