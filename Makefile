@@ -3,6 +3,9 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 CARGO_DENY_VERSION := 0.20.2
+# Generates crds/src/gateway/ from the Gateway API CRDs; the crds tests
+# check the committed code against it.
+KOPIUM_VERSION := 0.24.1
 
 .PHONY: all build run test lint fmt-check clippy deny unit grpc-web-clients e2e e2e-tools bench bench-lookup bench-translate bench-load bench-grpc bench-failover tools clean
 
@@ -114,6 +117,8 @@ tools:
 	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 	@if ! cargo deny --version 2>/dev/null | grep -q "$(CARGO_DENY_VERSION)"; then \
 		$(CARGO) install cargo-deny --version $(CARGO_DENY_VERSION) --locked; fi
+	@if ! .tools/bin/kopium --version 2>/dev/null | grep -q "$(KOPIUM_VERSION)"; then \
+		$(CARGO) install kopium --version $(KOPIUM_VERSION) --locked --root .tools; fi
 
 ## bench: criterion route-lookup and IP-list lookup benches, then the load comparison with nginx
 ## and haproxy (installs them from Debian packages if missing), then unary

@@ -11,8 +11,12 @@
 //! Validation that a schema can express (patterns, limits, enums and CEL
 //! rules for cross-field constraints) lives in the schema; what it cannot
 //! (regexes that compile, Services that exist) is the controller's job.
+//!
+//! The [`gateway`] module holds Gateway API's own types, generated from the
+//! upstream CRDs: Portico serves that API group too.
 #![forbid(unsafe_code)]
 
+pub mod gateway;
 pub mod httproute;
 
 pub use httproute::*;

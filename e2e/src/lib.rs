@@ -29,7 +29,9 @@ use std::time::{Duration, Instant};
 pub use chart::Chart;
 pub use control_plane::ControlPlane;
 pub use env::{TestEnv, tool};
-pub use objects::{apply, apply_json, endpoint_slice, ingress, service, tls_secret, warning_event};
+pub use objects::{
+    apply, apply_json, endpoint_slice, ingress, service, tls_secret, wait_for_crd, warning_event,
+};
 pub use portico::{Portico, PorticoOptions, Response, binary as portico_binary};
 pub use upstream::Upstream;
 

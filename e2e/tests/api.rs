@@ -12,7 +12,7 @@ use kube::api::{Api, Patch, PatchParams};
 use portico_crds::HTTPRoute;
 use portico_e2e::{
     CONVERGE, Portico, PorticoOptions, TestEnv, apply, apply_json, eventually, ingress,
-    portico_binary, warning_event,
+    portico_binary, wait_for_crd, warning_event,
 };
 use serde_json::json;
 
@@ -542,5 +542,111 @@ async fn report_reads_the_clusters_ingresses() -> anyhow::Result<()> {
         markdown.starts_with("# Portico migration report"),
         "{markdown}"
     );
+    Ok(())
+}
+
+/// The generated Gateway API types against the real API server with the
+/// upstream CRDs (and their CEL rules): what the types write is accepted,
+/// and reads back equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_api_types_round_trip_through_the_api_server() -> anyhow::Result<()> {
+    use kube::api::PostParams;
+    use portico_crds::gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
+
+    let env = TestEnv::start("e2e-gwapi", &[]).await?;
+    let ns = env.namespace.as_str();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/gateway-api/v1.6.1");
+    for kind in [
+        "gatewayclasses",
+        "gateways",
+        "httproutes",
+        "referencegrants",
+    ] {
+        let text =
+            std::fs::read_to_string(dir.join(format!("gateway.networking.k8s.io_{kind}.yaml")))?;
+        let doc: serde_json::Value = serde_yaml::from_str(&text)?;
+        apply_json(&env.admin, &doc, false).await?;
+        wait_for_crd(&env.admin, &format!("{kind}.gateway.networking.k8s.io")).await?;
+    }
+
+    async fn round_trip<K>(api: Api<K>, yaml: &str) -> anyhow::Result<()>
+    where
+        K: kube::Resource
+            + Clone
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let obj: K = serde_yaml::from_str(yaml)?;
+        let created = api.create(&PostParams::default(), &obj).await?;
+        let read = api
+            .get(&created.meta().name.clone().unwrap_or_default())
+            .await?;
+        // The server fills in the CRDs' defaults: what was written must
+        // read back as written, besides them.
+        let spec = |o: &K| serde_json::to_value(o).map(|v| v["spec"].clone());
+        let (wrote, read) = (spec(&obj)?, spec(&read)?);
+        anyhow::ensure!(
+            within(&wrote, &read),
+            "read back differs:\n{read:#}\nwrote\n{wrote:#}"
+        );
+        Ok(())
+    }
+    /// Every value of `a` is in `b` at the same place (lists item by item).
+    fn within(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+        use serde_json::Value;
+        match (a, b) {
+            (Value::Object(a), Value::Object(b)) => a
+                .iter()
+                .all(|(k, v)| v.is_null() || b.get(k).is_some_and(|w| within(v, w))),
+            (Value::Array(a), Value::Array(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(v, w)| within(v, w))
+            }
+            _ => a == b,
+        }
+    }
+
+    round_trip(
+        Api::<GatewayClass>::all(env.admin.clone()),
+        "metadata: {name: portico}\nspec: {controllerName: portico.dev/gateway-controller}\n",
+    )
+    .await?;
+    round_trip(
+        Api::<Gateway>::namespaced(env.admin.clone(), ns),
+        r#"
+metadata: {name: edge}
+spec:
+  gatewayClassName: portico
+  listeners:
+  - {name: http, protocol: HTTP, port: 80, allowedRoutes: {namespaces: {from: All}}}
+  - name: https
+    protocol: HTTPS
+    port: 443
+    hostname: "*.example.com"
+    tls: {mode: Terminate, certificateRefs: [{kind: Secret, group: "", name: wildcard}]}
+"#,
+    )
+    .await?;
+    round_trip(
+        Api::<HttpRoute>::namespaced(env.admin.clone(), ns),
+        r#"
+metadata: {name: web}
+spec:
+  parentRefs: [{name: edge, sectionName: https}]
+  hostnames: ["shop.example.com"]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /api}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: x-env, value: prod}]}
+    backendRefs: [{name: api, port: 8080, weight: 90}, {name: api-next, port: 8080, weight: 10}]
+"#,
+    )
+    .await?;
+    round_trip(
+        Api::<ReferenceGrant>::namespaced(env.admin.clone(), ns),
+        "metadata: {name: allow}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: web}]\n  to: [{group: \"\", kind: Service}]\n",
+    )
+    .await?;
     Ok(())
 }
