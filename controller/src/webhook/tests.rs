@@ -52,6 +52,51 @@ fn a_clean_ingress_is_allowed_although_its_service_does_not_exist() {
     assert!(rsp.get("warnings").is_none(), "{rsp}");
 }
 
+/// The webhook reads no Secrets and no Services: an Ingress whose policies
+/// name them (basic auth's Secret, an error-page backend) is judged on its
+/// own values and admitted without a word about the objects it cannot see;
+/// a value wrong in itself is still refused.
+#[test]
+fn policies_naming_other_objects_are_judged_on_their_own_values() {
+    let rsp = answer(&admission(
+        INGRESS,
+        "CREATE",
+        ingress(
+            "portico",
+            json!({
+                "nginx.ingress.kubernetes.io/auth-type": "basic",
+                "nginx.ingress.kubernetes.io/auth-secret": "users",
+                "nginx.ingress.kubernetes.io/custom-http-errors": "404,503",
+                "nginx.ingress.kubernetes.io/default-backend": "error-pages",
+                "nginx.ingress.kubernetes.io/enable-cors": "true",
+            }),
+        ),
+    ));
+    assert_eq!(rsp["allowed"], true, "{rsp}");
+    assert!(rsp.get("warnings").is_none(), "{rsp}");
+
+    let rsp = answer(&admission(
+        INGRESS,
+        "CREATE",
+        ingress(
+            "portico",
+            json!({
+                "nginx.ingress.kubernetes.io/auth-type": "basic",
+                "nginx.ingress.kubernetes.io/auth-secret": "users",
+                "nginx.ingress.kubernetes.io/auth-realm": "a \"quoted\" realm",
+            }),
+        ),
+    ));
+    assert_eq!(rsp["allowed"], false, "{rsp}");
+    assert!(
+        rsp["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("auth-realm"),
+        "{rsp}"
+    );
+}
+
 #[test]
 fn an_invalid_annotation_is_denied_naming_field_and_reason() {
     let bad = ingress(
