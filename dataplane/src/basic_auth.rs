@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use base64::Engine as _;
@@ -35,6 +35,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::warn;
 
 use crate::filter::Answer;
+use crate::store::KeyedStore;
 
 /// bcrypt costs above this are refused: one check would take about a
 /// second of CPU, per request that misses the cache.
@@ -597,9 +598,10 @@ pub struct Verifier {
     admitted: Arc<Semaphore>,
     running: Arc<Semaphore>,
     cache_entries: usize,
-    /// By content fingerprint. Taken only when a table is built, never on
-    /// the request path.
-    tables: Mutex<HashMap<[u8; 32], Weak<UserTable>>>,
+    /// By content fingerprint: the one keyed store of state that outlives
+    /// table swaps. Taken only when a table is built, never on the request
+    /// path.
+    tables: KeyedStore<[u8; 32], UserTable>,
     counters: AuthCounters,
 }
 
@@ -617,7 +619,7 @@ impl Verifier {
             admitted: Arc::new(Semaphore::new(admitted)),
             running: Arc::new(Semaphore::new(running)),
             cache_entries: config.cache_entries,
-            tables: Mutex::new(HashMap::new()),
+            tables: KeyedStore::default(),
             counters,
         }
     }
@@ -625,16 +627,11 @@ impl Verifier {
     /// The users of `credentials`, shared with every earlier table built
     /// with the same content (and so its cache).
     fn table(&self, credentials: &Credentials) -> Arc<UserTable> {
-        let print = credentials.fingerprint();
-        // Poisoning only means another build panicked; the map stays valid.
-        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
-        tables.retain(|_, t| t.strong_count() > 0);
-        if let Some(t) = tables.get(&print).and_then(Weak::upgrade) {
-            return t;
-        }
-        let t = Arc::new(UserTable::new(credentials, self.cache_entries));
-        tables.insert(print, Arc::downgrade(&t));
-        t
+        self.tables.prune();
+        self.tables
+            .get_or_insert_with(credentials.fingerprint(), || {
+                UserTable::new(credentials, self.cache_entries)
+            })
     }
 }
 
