@@ -3,7 +3,6 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
-use super::parsers::Draft;
 use super::*;
 use portico_dataplane::model::{
     AffinityMode, CanaryAffinity, Cors, DisallowedPreflight, HashKey, HashVar, OriginPattern,
@@ -2644,7 +2643,7 @@ fn messages_stay_on_one_line_and_short() {
 // === registry mechanisms (with a made-up table) ===
 
 fn set_use_regex(v: &str, d: &mut Draft) -> Result<(), String> {
-    parsers::use_regex(v, d)
+    features::rewrite::use_regex(v, d)
 }
 
 const TEST_REGISTRY: &[AnnotationSpec] = &[

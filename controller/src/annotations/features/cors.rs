@@ -1,0 +1,226 @@
+//! CORS: `enable-cors` and `cors-*`, with ingress-nginx's defaults for what is
+//! not set; the `cors-*` parts count only with `enable-cors: "true"`.
+
+use crate::annotations::{
+    DiagnosticKind, Draft,
+    Fallback::Ignored,
+    KeyedNote, list,
+    registry::{
+        AnnotationSpec,
+        Scope::Path,
+        Support::{Full, Partly},
+        spec,
+    },
+    values,
+};
+use http::{HeaderName, Method};
+use portico_dataplane::model::{Cors, DisallowedPreflight, OriginPattern};
+
+/// ingress-nginx's CORS defaults (`enable-cors` alone).
+const DEFAULT_CORS_ALLOW_METHODS: &str = "GET, PUT, POST, DELETE, PATCH, OPTIONS";
+
+const DEFAULT_CORS_ALLOW_HEADERS: &str = "DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Range,Authorization";
+
+const DEFAULT_CORS_MAX_AGE: u64 = 1_728_000;
+
+/// The annotations that only mean something with `enable-cors: "true"`.
+const CORS_PARTS: [&str; 6] = [
+    "cors-allow-origin",
+    "cors-allow-methods",
+    "cors-allow-headers",
+    "cors-expose-headers",
+    "cors-allow-credentials",
+    "cors-max-age",
+];
+
+/// The gRPC-Web bridge's own CORS settings, replaced by `enable-cors`'s.
+const GRPC_WEB_CORS_PARTS: [&str; 5] = [
+    "grpc-web-allow-origins",
+    "grpc-web-allow-headers",
+    "grpc-web-expose-headers",
+    "grpc-web-allow-credentials",
+    "grpc-web-max-age",
+];
+
+/// The `cors-*` values set, before `enable-cors` says whether they count.
+#[derive(Default)]
+pub(crate) struct CorsDraft {
+    enabled: bool,
+    allow_origins: Option<Vec<OriginPattern>>,
+    allow_methods: Option<Vec<Method>>,
+    allow_headers: Option<Vec<HeaderName>>,
+    expose_headers: Option<Vec<HeaderName>>,
+    allow_credentials: Option<bool>,
+    max_age: Option<u64>,
+}
+
+pub(super) const SPECS: &[AnnotationSpec] = &[
+    spec(
+        "enable-cors",
+        "false",
+        Path,
+        Ignored,
+        Full,
+        "Answer cross-origin requests from browsers (CORS) on these paths, as ingress-nginx: a preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) from an allowed origin is answered 204 by Portico and never forwarded; other answers to an allowed origin get `Access-Control-Allow-Origin` (and the credentials and exposed headers); an origin that may not call, or a request without one, gets no CORS headers; every answer gets `Vary: Origin`. The `cors-*` annotations do nothing without it (reported). See docs/cors.md.",
+        enable_cors,
+    ),
+    spec(
+        "cors-allow-origin",
+        "*",
+        Path,
+        Ignored,
+        Partly(
+            "with `*`, a request without `Origin` gets no CORS headers, and `*` never comes with credentials (see cors-allow-credentials)",
+        ),
+        "Origins that may call, comma-separated: `*`, `https://app.example.com` (a port when not the scheme's default: `https://app.example.com:8443` matches only that port), or `https://*.example.com` (exactly one more label: not `example.com`, not `a.b.example.com`); case-insensitive. `*` anywhere allows every origin. Entries without an http or https scheme, with a path, or otherwise malformed are dropped (reported) and the rest kept, as ingress-nginx does. A preflight from an origin that may not call is forwarded to the backend without CORS headers, as ingress-nginx does.",
+        cors_allow_origin,
+    ),
+    spec(
+        "cors-allow-methods",
+        DEFAULT_CORS_ALLOW_METHODS,
+        Path,
+        Ignored,
+        Partly(
+            "an invalid entry is dropped and the rest kept, where ingress-nginx falls back to the default list",
+        ),
+        "`Access-Control-Allow-Methods` of preflight answers: methods, comma-separated, case kept (methods are case-sensitive), or `*` (with credentials the preflight's method is echoed instead).",
+        cors_allow_methods,
+    ),
+    spec(
+        "cors-allow-headers",
+        DEFAULT_CORS_ALLOW_HEADERS,
+        Path,
+        Ignored,
+        Partly(
+            "an invalid entry is dropped and the rest kept, where ingress-nginx falls back to the default list; names are sent lower-case",
+        ),
+        "`Access-Control-Allow-Headers` of preflight answers: header names, comma-separated, or `*` (with credentials the preflight's requested headers are echoed instead).",
+        cors_allow_headers,
+    ),
+    spec(
+        "cors-expose-headers",
+        "",
+        Path,
+        Ignored,
+        Full,
+        "`Access-Control-Expose-Headers`: response headers pages may read besides the safelisted ones, comma-separated, or `*` (left out with credentials, where browsers read it as a header name). Unset: not sent.",
+        cors_expose_headers,
+    ),
+    spec(
+        "cors-allow-credentials",
+        "true",
+        Path,
+        Ignored,
+        Partly(
+            "not with cors-allow-origin `*` (reported when set): `Access-Control-Allow-Origin: *` is sent without credentials, since echoing every origin with credentials would let any site read answers with its visitors' cookies (browsers ignored ingress-nginx's credentials with `*` too)",
+        ),
+        "`Access-Control-Allow-Credentials: true`: pages may send cookies and HTTP authentication; the caller's origin is echoed in `Access-Control-Allow-Origin`, never `*`.",
+        cors_allow_credentials,
+    ),
+    spec(
+        "cors-max-age",
+        "1728000",
+        Path,
+        Ignored,
+        Full,
+        "`Access-Control-Max-Age`: how long, in whole seconds, browsers may cache a preflight answer (they cap it themselves, Chromium at 2 hours).",
+        cors_max_age,
+    ),
+];
+
+fn enable_cors(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.cors.enabled = values::go_bool(v)?;
+    Ok(())
+}
+
+fn cors_allow_origin(v: &str, d: &mut Draft) -> Result<(), String> {
+    let mut origins = list(v, d, values::cors_origin)?;
+    // As ingress-nginx: `*` anywhere allows every origin.
+    if origins.contains(&OriginPattern::Any) {
+        origins = vec![OriginPattern::Any];
+    }
+    d.cors.allow_origins = Some(origins);
+    Ok(())
+}
+
+fn cors_allow_methods(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.cors.allow_methods = Some(list(v, d, values::cors_method)?);
+    Ok(())
+}
+
+fn cors_allow_headers(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.cors.allow_headers = Some(list(v, d, values::header_name)?);
+    Ok(())
+}
+
+fn cors_expose_headers(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.cors.expose_headers = Some(list(v, d, values::header_name)?);
+    Ok(())
+}
+
+fn cors_allow_credentials(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.cors.allow_credentials = Some(values::go_bool(v)?);
+    Ok(())
+}
+
+fn cors_max_age(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.cors.max_age = Some(u64::from(values::uint(v)?));
+    Ok(())
+}
+
+/// ingress-nginx's CORS: the `cors-*` settings count only with
+/// `enable-cors: "true"`, and what is not set takes its default.
+pub(crate) fn finish(d: &mut Draft, notes: &mut Vec<KeyedNote>) {
+    if !d.cors.enabled {
+        for name in CORS_PARTS {
+            d.note(
+                notes,
+                name,
+                "has no effect unless enable-cors is \"true\"; ignored",
+            );
+        }
+        return;
+    }
+    let c = std::mem::take(&mut d.cors);
+    let origins = c.allow_origins.unwrap_or_else(|| vec![OriginPattern::Any]);
+    let any = origins.contains(&OriginPattern::Any);
+    if any && c.allow_credentials == Some(true) {
+        d.note_kind(
+            notes,
+            "cors-allow-credentials",
+            DiagnosticKind::Partial,
+            "not with cors-allow-origin \"*\": echoing every origin with credentials would let any site read answers with its visitors' cookies; Access-Control-Allow-Origin: * is sent without credentials (browsers ignored ingress-nginx's credentials with * too); list the origins instead",
+        );
+    }
+    if d.out.grpc.web {
+        for name in GRPC_WEB_CORS_PARTS {
+            d.note(
+                notes,
+                name,
+                "enable-cors is also set and its cors-* settings apply to these gRPC-Web paths; ignored",
+            );
+        }
+    }
+    let defaults = |text: &str| -> Vec<HeaderName> {
+        text.split(',')
+            .filter_map(|n| values::header_name(n.trim()).ok())
+            .collect()
+    };
+    d.out.cors = Some(Cors {
+        allow_origins: origins,
+        allow_methods: c.allow_methods.unwrap_or_else(|| {
+            DEFAULT_CORS_ALLOW_METHODS
+                .split(',')
+                .filter_map(|m| values::cors_method(m.trim()).ok())
+                .collect()
+        }),
+        allow_headers: c
+            .allow_headers
+            .unwrap_or_else(|| defaults(DEFAULT_CORS_ALLOW_HEADERS)),
+        expose_headers: c.expose_headers.unwrap_or_default(),
+        allow_credentials: c.allow_credentials.unwrap_or(true) && !any,
+        max_age: c.max_age.unwrap_or(DEFAULT_CORS_MAX_AGE),
+        // ingress-nginx leaves such a preflight to the backend.
+        disallowed_preflight: DisallowedPreflight::Forward,
+    });
+}

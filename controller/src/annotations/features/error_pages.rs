@@ -1,0 +1,69 @@
+//! Custom error pages: `default-backend`, `custom-http-errors` and
+//! `disable-proxy-intercept-errors`.
+
+use crate::annotations::{
+    Draft,
+    Fallback::Ignored,
+    list,
+    registry::{
+        AnnotationSpec,
+        Scope::Path,
+        Support::{Full, Partly},
+        spec,
+    },
+    values,
+};
+
+pub(super) const SPECS: &[AnnotationSpec] = &[
+    spec(
+        "default-backend",
+        "",
+        Path,
+        Ignored,
+        Full,
+        "Service in the Ingress's namespace (its first port) that answers when the path's Service has no endpoints, and renders the paths' custom error pages instead of `--default-backend-service` (docs/error-pages.md).",
+        default_backend,
+    ),
+    spec(
+        "custom-http-errors",
+        "",
+        Path,
+        Ignored,
+        Partly(
+            "the answer keeps its original status whatever success status the error backend answers with (ingress-nginx passes the error backend's status on), and the page is asked for with GET (HEAD for HEAD), not the client's method",
+        ),
+        "Statuses (400 to 599, comma-separated) whose answers get their body from the error backend (`default-backend`, else `--default-backend-service`), with ingress-nginx's X-Code, X-Format, X-Original-URI, X-Namespace, X-Ingress-Name, X-Service-Name, X-Service-Port and X-Request-ID headers; the answer keeps its status. Overrides `--custom-http-errors`. gRPC calls are never intercepted. Invalid entries are dropped and reported.",
+        custom_http_errors,
+    ),
+    spec(
+        "disable-proxy-intercept-errors",
+        "false",
+        Path,
+        Ignored,
+        Full,
+        "`true`: upstream answers with a `custom-http-errors` status pass through unchanged; only the proxy's own errors (no endpoints, upstream unreachable, refused by a filter) get the error page.",
+        disable_proxy_intercept_errors,
+    ),
+];
+
+fn default_backend(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.default_backend = Some(values::dns1035_label(v)?);
+    Ok(())
+}
+
+/// Invalid entries are dropped one by one (each with a diagnostic); the
+/// valid ones are kept, duplicates once. None valid: ignored, so the
+/// global list still applies.
+fn custom_http_errors(v: &str, d: &mut Draft) -> Result<(), String> {
+    let codes = list(v, d, values::error_code)?;
+    if codes.is_empty() {
+        return Err("no status from 400 to 599".into());
+    }
+    d.out.custom_http_errors = Some(codes);
+    Ok(())
+}
+
+fn disable_proxy_intercept_errors(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.disable_proxy_intercept_errors = values::go_bool(v)?;
+    Ok(())
+}

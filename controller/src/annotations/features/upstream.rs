@@ -1,0 +1,171 @@
+//! What the upstream connection is: `upstream-vhost`, `backend-protocol`,
+//! `proxy-ssl-*` (TLS to backends) and `ssl-passthrough`.
+
+use crate::annotations::{
+    Draft,
+    Fallback::{Ignored, PathDenied},
+    namespaced_secret,
+    registry::{
+        AnnotationSpec,
+        Scope::{Ingress, Path},
+        Support::{Full, Partly},
+        spec,
+    },
+    values,
+};
+
+/// `proxy-ssl-*`: TLS to backends, used with `backend-protocol` HTTPS or
+/// GRPCS.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamTlsAnnotations {
+    pub verify: bool,
+    pub secret: Option<(String, String)>,
+    /// Validated, lower-cased.
+    pub name: Option<String>,
+    /// `proxy-ssl-server-name`: send SNI.
+    pub server_name: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendProtocol {
+    #[default]
+    Http,
+    Https,
+    /// gRPC over cleartext HTTP/2.
+    Grpc,
+    /// gRPC over HTTP/2 with TLS.
+    Grpcs,
+    /// Cleartext HTTP/2 with prior knowledge.
+    H2c,
+}
+
+pub(super) const VHOST: &[AnnotationSpec] = &[spec(
+    "upstream-vhost",
+    "",
+    Path,
+    PathDenied,
+    Partly("nginx variables are not expanded"),
+    "`Host` header sent upstream instead of the request's: `host` or `host:port`. Invalid: the paths answer 503, since the backend would serve another virtual host.",
+    upstream_vhost,
+)];
+
+pub(super) const PROTOCOL: &[AnnotationSpec] = &[spec(
+    "backend-protocol",
+    "HTTP",
+    Path,
+    Ignored,
+    Partly(
+        "AUTO_HTTP, FCGI and AJP are not supported (invalid: HTTP is used); H2C is a Portico addition",
+    ),
+    "Protocol spoken to the backend: HTTP, HTTPS (HTTP/1.1 over TLS), GRPC, GRPCS (HTTP/2 over TLS) or H2C (cleartext HTTP/2), any case. TLS settings: `proxy-ssl-*`.",
+    backend_protocol,
+)];
+
+pub(super) const TLS: &[AnnotationSpec] = &[
+    spec(
+        "proxy-ssl-verify",
+        "off",
+        Ingress,
+        Ignored,
+        Full,
+        "With `backend-protocol` HTTPS or GRPCS: `on` verifies the backend's certificate against `proxy-ssl-secret`'s `ca.crt` and `proxy-ssl-name`; `off` (default, as ingress-nginx) encrypts without verifying.",
+        proxy_ssl_verify,
+    ),
+    spec(
+        "proxy-ssl-secret",
+        "",
+        Ingress,
+        PathDenied,
+        Partly("the Secret must be of type kubernetes.io/tls or Opaque (the types watched)"),
+        "`namespace/name` of a Secret whose `ca.crt` (PEM) verifies backends when `proxy-ssl-verify` is on, and whose `tls.crt`/`tls.key`, when present, are presented to backends as a client certificate. Unusable: the paths answer 503.",
+        proxy_ssl_secret,
+    ),
+    spec(
+        "proxy-ssl-name",
+        "",
+        Ingress,
+        Ignored,
+        Partly(
+            "the default is the Service's DNS name `<service>.<namespace>.svc`, not ingress-nginx's upstream block name",
+        ),
+        "The name the backend's certificate is verified against, and sent as SNI with `proxy-ssl-server-name`.",
+        proxy_ssl_name,
+    ),
+    spec(
+        "proxy-ssl-server-name",
+        "off",
+        Ingress,
+        Ignored,
+        Full,
+        "`on` sends the name (proxy-ssl-name or its default) as SNI to backends.",
+        proxy_ssl_server_name,
+    ),
+    spec(
+        "ssl-passthrough",
+        "false",
+        Ingress,
+        Ignored,
+        Full,
+        "TLS for the Ingress's hosts goes, undecrypted, to the backend of each host's first path (chosen by the ClientHello's SNI); other hosts on the HTTPS port are terminated as usual. Needs `--enable-ssl-passthrough` (off by default, as ingress-nginx); plain HTTP to these hosts is still routed.",
+        ssl_passthrough,
+    ),
+];
+
+fn upstream_vhost(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.upstream_vhost = Some(values::host_and_port(v)?);
+    Ok(())
+}
+
+fn backend_protocol(v: &str, d: &mut Draft) -> Result<(), String> {
+    let upper = v.to_ascii_uppercase();
+    d.out.backend_protocol = match upper.as_str() {
+        "HTTP" => BackendProtocol::Http,
+        "HTTPS" => BackendProtocol::Https,
+        "GRPC" => BackendProtocol::Grpc,
+        "GRPCS" => BackendProtocol::Grpcs,
+        "H2C" => BackendProtocol::H2c,
+        "AUTO_HTTP" | "FCGI" | "AJP" => {
+            return Err(format!("{upper} is not supported by Portico"));
+        }
+        _ => return Err("expected HTTP, HTTPS, GRPC, GRPCS or H2C".into()),
+    };
+    Ok(())
+}
+
+/// nginx's `on`/`off`.
+fn on_off(v: &str) -> Result<bool, String> {
+    match v {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("expected on or off".into()),
+    }
+}
+
+fn proxy_ssl_verify(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.upstream_tls.verify = on_off(v)?;
+    Ok(())
+}
+
+fn proxy_ssl_secret(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.upstream_tls.secret = Some(namespaced_secret(v)?);
+    Ok(())
+}
+
+fn proxy_ssl_name(v: &str, d: &mut Draft) -> Result<(), String> {
+    let name = values::server_name(v)?;
+    if name.starts_with("*.") {
+        return Err("must be one host name, not a wildcard".into());
+    }
+    d.out.upstream_tls.name = Some(name);
+    Ok(())
+}
+
+fn proxy_ssl_server_name(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.upstream_tls.server_name = on_off(v)?;
+    Ok(())
+}
+
+fn ssl_passthrough(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.ssl_passthrough = values::go_bool(v)?;
+    Ok(())
+}
