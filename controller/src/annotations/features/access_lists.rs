@@ -43,3 +43,61 @@ fn denylist_source_range(v: &str, d: &mut Draft) -> Result<(), String> {
     d.out.denylist_source_range = Some(values::source_ranges(v)?);
     Ok(())
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use crate::annotations::{
+        Fallback,
+        tests::{Invalid, NO_CONTEXT, Valid},
+    };
+
+    pub(crate) const VALID: &[Valid] = &[
+        // client address lists
+        Valid {
+            set: &[(
+                "allowlist-source-range",
+                " 10.0.0.0/8, 192.0.2.7 ,2001:db8::/32,, 10.1.2.3/8",
+            )],
+            want: |a| {
+                a.allowlist_source_range = Some(
+                    ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32", "10.0.0.0/8"]
+                        .iter()
+                        .map(|n| n.parse().unwrap())
+                        .collect(),
+                )
+            },
+        },
+        Valid {
+            set: &[("whitelist-source-range", "127.0.0.1")],
+            want: |a| a.allowlist_source_range = Some(vec!["127.0.0.1/32".parse().unwrap()]),
+        },
+        Valid {
+            set: &[("denylist-source-range", "::1/128")],
+            want: |a| a.denylist_source_range = Some(vec!["::1/128".parse().unwrap()]),
+        },
+    ];
+
+    pub(crate) const INVALID: &[Invalid] = &[
+        // One bad entry fails the whole list closed (paths answer 503).
+        Invalid {
+            name: "allowlist-source-range",
+            fallback: Fallback::PathDenied,
+            values: &[
+                "10.0.0.0/8, 10.0.0.0/33",
+                "all",
+                "10.0.0.0/8 192.0.2.0/24",
+                ",",
+                "::/129",
+            ],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "denylist-source-range",
+            fallback: Fallback::PathDenied,
+            values: &["300.1.2.3", "10.0.0.0/8;rm"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+    ];
+}

@@ -289,3 +289,198 @@ pub(crate) fn finish(d: &mut Draft, notes: &mut Vec<KeyedNote>) {
         );
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use crate::annotations::{
+        Fallback, LoadBalance, NGINX_PREFIX, PORTICO_PREFIX,
+        tests::{IGNORED, Invalid, NO_CONTEXT, Valid, kinds, map, parse_checked},
+    };
+    use http::HeaderName;
+    use portico_dataplane::model::{AffinityMode, HashKey, HashVar, SameSite};
+
+    pub(crate) const VALID: &[Valid] = &[
+        // load balancing
+        Valid {
+            set: &[("load-balance", "ewma")],
+            want: |a| a.balance.load_balance = Some(LoadBalance::Ewma),
+        },
+        Valid {
+            set: &[("load-balance", "least_request")],
+            want: |a| a.balance.load_balance = Some(LoadBalance::LeastRequest),
+        },
+        Valid {
+            set: &[("upstream-hash-by", "$host$http_x_user_id")],
+            want: |a| {
+                a.balance.upstream_hash_by = Some(HashKey(vec![
+                    HashVar::Host,
+                    HashVar::Header(HeaderName::from_static("x-user-id")),
+                ]))
+            },
+        },
+        Valid {
+            set: &[
+                ("affinity", "cookie"),
+                ("affinity-mode", "persistent"),
+                ("session-cookie-name", "route"),
+                ("session-cookie-max-age", "3600"),
+                ("session-cookie-expires", "7200"),
+                ("session-cookie-path", "/shop"),
+            ],
+            want: |a| {
+                let b = &mut a.balance;
+                b.affinity_cookie = true;
+                b.affinity_mode = Some(AffinityMode::Persistent);
+                b.session_cookie_name = Some("route".into());
+                b.session_cookie_max_age = Some(3600);
+                b.session_cookie_expires = Some(7200);
+                b.session_cookie_path = Some("/shop".into());
+            },
+        },
+        Valid {
+            set: &[
+                ("affinity", "cookie"),
+                ("session-cookie-domain", ".Example.com"),
+                ("session-cookie-samesite", "strict"),
+                ("session-cookie-secure", "true"),
+                ("session-cookie-change-on-failure", "true"),
+            ],
+            want: |a| {
+                let b = &mut a.balance;
+                b.affinity_cookie = true;
+                b.session_cookie_domain = Some("example.com".into());
+                b.session_cookie_samesite = Some(SameSite::Strict);
+                b.session_cookie_secure = true;
+                b.session_cookie_change_on_failure = true;
+            },
+        },
+    ];
+
+    pub(crate) const INVALID: &[Invalid] = &[
+        Invalid {
+            name: "load-balance",
+            fallback: Fallback::Ignored,
+            values: &["least_conn", "RoundRobin", "random"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "upstream-hash-by",
+            fallback: Fallback::Ignored,
+            values: &[
+                "$binary_remote_addr",
+                "request_uri",
+                "$host-$uri",
+                "${host}",
+                "$http_",
+            ],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "affinity",
+            fallback: Fallback::Ignored,
+            values: &["ip", "Cookie"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "affinity-mode",
+            fallback: Fallback::Ignored,
+            values: &["sticky"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "session-cookie-name",
+            fallback: Fallback::Ignored,
+            values: &["a b", "a;b", "a=b"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "session-cookie-max-age",
+            fallback: Fallback::Ignored,
+            values: &["-1", "1h"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "session-cookie-expires",
+            fallback: Fallback::Ignored,
+            values: &["tomorrow"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "session-cookie-path",
+            fallback: Fallback::Ignored,
+            values: &["shop", "/a b", "/a;b"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "session-cookie-domain",
+            fallback: Fallback::Ignored,
+            values: &["*.example.com", "a b"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "session-cookie-samesite",
+            fallback: Fallback::Ignored,
+            values: &["Sometimes"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "session-cookie-secure",
+            fallback: Fallback::Ignored,
+            values: &["yes"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "session-cookie-change-on-failure",
+            fallback: Fallback::Ignored,
+            values: &["on"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+    ];
+
+    #[test]
+    fn affinity_beats_the_hash_which_beats_load_balance() {
+        let parsed = parse_checked(&map(
+            PORTICO_PREFIX,
+            &[("upstream-hash-by", "$uri"), ("load-balance", "ewma")],
+        ));
+        assert_eq!(kinds(&parsed), vec![("portico.dev/load-balance", IGNORED)]);
+        let parsed = parse_checked(&map(
+            PORTICO_PREFIX,
+            &[("upstream-hash-by", "$uri"), ("affinity", "cookie")],
+        ));
+        assert_eq!(
+            kinds(&parsed),
+            vec![("portico.dev/upstream-hash-by", IGNORED)]
+        );
+    }
+
+    #[test]
+    fn session_cookie_settings_need_affinity() {
+        let parsed = parse_checked(&map(
+            NGINX_PREFIX,
+            &[
+                ("session-cookie-name", "route"),
+                ("affinity-mode", "persistent"),
+            ],
+        ));
+        assert_eq!(
+            kinds(&parsed),
+            vec![
+                ("nginx.ingress.kubernetes.io/affinity-mode", IGNORED),
+                ("nginx.ingress.kubernetes.io/session-cookie-name", IGNORED),
+            ]
+        );
+    }
+}

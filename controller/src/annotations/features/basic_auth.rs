@@ -176,3 +176,135 @@ pub(crate) fn finish(d: &mut Draft, notes: &mut Vec<KeyedNote>) {
         );
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use crate::annotations::{
+        AuthAnnotations, AuthSecretType, DiagnosticKind, Fallback, NGINX_PREFIX, PORTICO_PREFIX,
+        tests::{IGNORED, Invalid, Valid, check_invalid, kinds, map, parse_checked},
+    };
+
+    pub(crate) const VALID: &[Valid] = &[
+        // basic authentication
+        Valid {
+            set: &[("auth-type", "basic"), ("auth-secret", "users")],
+            want: |a| {
+                a.auth.basic = true;
+                a.auth.secret = Some((None, "users".into()));
+            },
+        },
+        Valid {
+            set: &[
+                ("auth-type", "basic"),
+                ("auth-secret", "shared/team-users"),
+                ("auth-secret-type", "auth-map"),
+                ("auth-realm", "Authentication Required - foo"),
+                ("auth-forward-authorization", "true"),
+            ],
+            want: |a| {
+                a.auth = AuthAnnotations {
+                    basic: true,
+                    secret: Some((Some("shared".into()), "team-users".into())),
+                    secret_type: AuthSecretType::AuthMap,
+                    realm: Some("Authentication Required - foo".into()),
+                    forward_authorization: true,
+                }
+            },
+        },
+        Valid {
+            set: &[
+                ("auth-type", "basic"),
+                ("auth-secret", "users"),
+                ("auth-secret-type", "auth-file"),
+            ],
+            want: |a| {
+                a.auth.basic = true;
+                a.auth.secret = Some((None, "users".into()));
+            },
+        },
+    ];
+
+    const AUTH: &[(&str, &str)] = &[("auth-type", "basic"), ("auth-secret", "users")];
+
+    /// Basic auth fails closed: every invalid part denies the paths (as
+    /// ingress-nginx denies the location), except the forwarding switch,
+    /// whose default keeps the credential at the proxy.
+    pub(crate) const INVALID_AUTH: &[Invalid] = &[
+        Invalid {
+            name: "auth-type",
+            fallback: Fallback::PathDenied,
+            values: &["digest", "Basic", "none"],
+            context: &[("auth-secret", "users")],
+            want: |a| a.auth.secret = Some((None, "users".into())),
+        },
+        Invalid {
+            name: "auth-secret",
+            fallback: Fallback::PathDenied,
+            values: &["Users", "a/b/c", "/users", "ns/", "user_s"],
+            context: &[("auth-type", "basic")],
+            want: |_| {},
+        },
+        Invalid {
+            name: "auth-secret-type",
+            fallback: Fallback::PathDenied,
+            values: &["htpasswd", "auth_file"],
+            context: AUTH,
+            want: |a| {
+                a.auth.basic = true;
+                a.auth.secret = Some((None, "users".into()));
+            },
+        },
+        Invalid {
+            name: "auth-realm",
+            fallback: Fallback::PathDenied,
+            values: &["say \"hi\"", "a\\b", "caf\u{e9}"],
+            context: AUTH,
+            want: |a| {
+                a.auth.basic = true;
+                a.auth.secret = Some((None, "users".into()));
+            },
+        },
+        Invalid {
+            name: "auth-forward-authorization",
+            fallback: Fallback::Ignored,
+            values: &["yes"],
+            context: AUTH,
+            want: |a| {
+                a.auth.basic = true;
+                a.auth.secret = Some((None, "users".into()));
+            },
+        },
+    ];
+
+    #[test]
+    fn invalid_auth_values_fail_closed() {
+        check_invalid(INVALID_AUTH);
+    }
+
+    #[test]
+    fn auth_parts_need_auth_type_and_basic_needs_a_secret() {
+        let parsed = parse_checked(&map(
+            NGINX_PREFIX,
+            &[("auth-secret", "users"), ("auth-realm", "x")],
+        ));
+        assert_eq!(
+            kinds(&parsed),
+            vec![
+                ("nginx.ingress.kubernetes.io/auth-secret", IGNORED),
+                ("nginx.ingress.kubernetes.io/auth-realm", IGNORED),
+            ]
+        );
+        assert!(!parsed.ingress.auth.basic);
+
+        let parsed = parse_checked(&map(PORTICO_PREFIX, &[("auth-type", "basic")]));
+        assert_eq!(
+            kinds(&parsed),
+            vec![(
+                "portico.dev/auth-type",
+                DiagnosticKind::Invalid(Fallback::PathDenied)
+            )]
+        );
+        assert!(parsed.diagnostics[0].message.contains("needs auth-secret"));
+        assert!(!parsed.ingress.auth.basic);
+    }
+}

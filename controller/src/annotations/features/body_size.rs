@@ -21,3 +21,68 @@ fn proxy_body_size(v: &str, d: &mut Draft) -> Result<(), String> {
     d.out.proxy_body_size = Some(values::body_size(v)?);
     Ok(())
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use crate::annotations::{
+        BodySize, Fallback,
+        tests::{Invalid, NO_CONTEXT, Valid},
+    };
+
+    pub(crate) const VALID: &[Valid] = &[
+        // proxy-body-size
+        Valid {
+            set: &[("proxy-body-size", "0")],
+            want: |a| a.proxy_body_size = Some(BodySize::Unlimited),
+        },
+        Valid {
+            set: &[("proxy-body-size", "0m")],
+            want: |a| a.proxy_body_size = Some(BodySize::Unlimited),
+        },
+        Valid {
+            set: &[("proxy-body-size", "1024")],
+            want: |a| a.proxy_body_size = Some(BodySize::Bytes(1024)),
+        },
+        Valid {
+            set: &[("proxy-body-size", "8k")],
+            want: |a| a.proxy_body_size = Some(BodySize::Bytes(8 << 10)),
+        },
+        Valid {
+            set: &[("proxy-body-size", "8K")],
+            want: |a| a.proxy_body_size = Some(BodySize::Bytes(8 << 10)),
+        },
+        Valid {
+            set: &[("proxy-body-size", "8m")],
+            want: |a| a.proxy_body_size = Some(BodySize::Bytes(8 << 20)),
+        },
+        Valid {
+            set: &[("proxy-body-size", "8M")],
+            want: |a| a.proxy_body_size = Some(BodySize::Bytes(8 << 20)),
+        },
+        Valid {
+            set: &[("proxy-body-size", "2g")],
+            want: |a| a.proxy_body_size = Some(BodySize::Bytes(2 << 30)),
+        },
+        Valid {
+            set: &[("proxy-body-size", "2G")],
+            want: |a| a.proxy_body_size = Some(BodySize::Bytes(2 << 30)),
+        },
+    ];
+
+    pub(crate) const INVALID: &[Invalid] = &[Invalid {
+        name: "proxy-body-size",
+        fallback: Fallback::Ignored,
+        values: &[
+            "-1",
+            "1t",
+            "1.5m",
+            "abc",
+            "1mb",
+            "8b",
+            "99999999999999999999",
+            "18446744073709551615k",
+        ],
+        context: NO_CONTEXT,
+        want: |_| {},
+    }];
+}

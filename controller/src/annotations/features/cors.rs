@@ -224,3 +224,274 @@ pub(crate) fn finish(d: &mut Draft, notes: &mut Vec<KeyedNote>) {
         disallowed_preflight: DisallowedPreflight::Forward,
     });
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use crate::annotations::{
+        DiagnosticKind, Fallback, IngressAnnotations, NGINX_PREFIX, PORTICO_PREFIX,
+        tests::{
+            CORS, IGNORED, Invalid, NO_CONTEXT, Valid, cors_default, kinds, map, origin,
+            parse_checked, parts_need_a_switch,
+        },
+    };
+    use http::HeaderName;
+    use portico_dataplane::model::{Cors, OriginPattern};
+
+    pub(crate) const VALID: &[Valid] = &[
+        // enable-cors, cors-*
+        Valid {
+            set: &[("enable-cors", "true")],
+            want: cors_enabled,
+        },
+        Valid {
+            set: &[("enable-cors", "false")],
+            want: |_| {},
+        },
+        Valid {
+            set: &[
+                ("enable-cors", "true"),
+                (
+                    "cors-allow-origin",
+                    "https://App.example.com:8443, http://*.example.com,, ",
+                ),
+                ("cors-allow-credentials", "true"),
+            ],
+            want: |a| {
+                let c = cors_on(a);
+                c.allow_origins = vec![
+                    origin("https://app.example.com:8443"),
+                    origin("http://*.example.com"),
+                ];
+                c.allow_credentials = true;
+            },
+        },
+        Valid {
+            // As ingress-nginx: `*` anywhere allows every origin.
+            set: &[
+                ("enable-cors", "true"),
+                ("cors-allow-origin", "https://a.example, *"),
+            ],
+            want: |a| cors_on(a).allow_origins = vec![OriginPattern::Any],
+        },
+        Valid {
+            set: &[
+                ("enable-cors", "true"),
+                ("cors-allow-methods", "GET,PUT, PROPFIND ,"),
+                ("cors-allow-headers", "X-Tenant, x-tenant,Content-Type"),
+                ("cors-expose-headers", "X-Trace-Id, *"),
+                ("cors-allow-credentials", "false"),
+                ("cors-max-age", "0"),
+            ],
+            want: |a| {
+                let c = cors_on(a);
+                c.allow_methods = ["GET", "PUT", "PROPFIND"]
+                    .map(|m| http::Method::from_bytes(m.as_bytes()).unwrap())
+                    .to_vec();
+                c.allow_headers = vec![
+                    HeaderName::from_static("x-tenant"),
+                    HeaderName::from_static("content-type"),
+                ];
+                c.expose_headers = vec![
+                    HeaderName::from_static("x-trace-id"),
+                    HeaderName::from_static("*"),
+                ];
+                c.max_age = 0;
+            },
+        },
+    ];
+
+    pub(crate) const INVALID: &[Invalid] = &[
+        Invalid {
+            name: "enable-cors",
+            fallback: Fallback::Ignored,
+            values: &["yes", "on", "enabled"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "cors-allow-origin",
+            fallback: Fallback::Ignored,
+            values: &[",", " , ,"],
+            context: CORS,
+            want: cors_enabled,
+        },
+        Invalid {
+            name: "cors-allow-methods",
+            fallback: Fallback::Ignored,
+            values: &[",", ", ,"],
+            context: CORS,
+            want: cors_enabled,
+        },
+        Invalid {
+            name: "cors-allow-headers",
+            fallback: Fallback::Ignored,
+            values: &[","],
+            context: CORS,
+            want: cors_enabled,
+        },
+        Invalid {
+            name: "cors-expose-headers",
+            fallback: Fallback::Ignored,
+            values: &[","],
+            context: CORS,
+            want: cors_enabled,
+        },
+        Invalid {
+            name: "cors-allow-credentials",
+            fallback: Fallback::Ignored,
+            values: &["yes", "on"],
+            context: CORS,
+            want: cors_enabled,
+        },
+        Invalid {
+            name: "cors-max-age",
+            fallback: Fallback::Ignored,
+            values: &["-1", "1d", "1.5", "forever", "4294967296"],
+            context: CORS,
+            want: cors_enabled,
+        },
+    ];
+
+    fn cors_on(a: &mut IngressAnnotations) -> &mut Cors {
+        a.cors.get_or_insert_with(cors_default)
+    }
+
+    /// The effect of `enable-cors: "true"` alone.
+    fn cors_enabled(a: &mut IngressAnnotations) {
+        cors_on(a);
+    }
+
+    #[test]
+    fn cors_settings_need_enable_cors() {
+        let parts = [
+            ("cors-allow-origin", "https://a.example"),
+            ("cors-allow-methods", "GET"),
+            ("cors-allow-headers", "x-a"),
+            ("cors-expose-headers", "x-b"),
+            ("cors-allow-credentials", "true"),
+            ("cors-max-age", "60"),
+        ];
+        parts_need_a_switch(&parts, "enable-cors", "unless enable-cors is \"true\"");
+    }
+
+    #[test]
+    fn cors_lists_drop_invalid_entries_and_keep_the_rest() {
+        let parsed = parse_checked(&map(
+            NGINX_PREFIX,
+            &[
+                ("enable-cors", "true"),
+                (
+                    "cors-allow-origin",
+                    "https://ok.example, example.com, ftp://x.example, https://a.example/path, chrome-extension://abc, https://a.*.example.com, http://**.example.com,",
+                ),
+                ("cors-allow-methods", "GET, (bad), POST"),
+                ("cors-allow-headers", "x-a, bad header"),
+            ],
+        ));
+        let cors = parsed.ingress.cors.unwrap();
+        assert_eq!(cors.allow_origins, vec![origin("https://ok.example")]);
+        assert_eq!(
+            cors.allow_methods,
+            vec![http::Method::GET, http::Method::POST]
+        );
+        assert_eq!(cors.allow_headers, vec![HeaderName::from_static("x-a")]);
+        let dropped: Vec<(&str, &str)> = parsed
+            .diagnostics
+            .iter()
+            .map(|d| {
+                assert_eq!(d.kind, IGNORED);
+                let entry = d.message.split('"').nth(3).unwrap_or_default();
+                (d.key.strip_prefix(NGINX_PREFIX).unwrap(), entry)
+            })
+            .collect();
+        assert_eq!(
+            dropped,
+            [
+                ("cors-allow-origin", "example.com"),
+                ("cors-allow-origin", "ftp://x.example"),
+                ("cors-allow-origin", "https://a.example/path"),
+                ("cors-allow-origin", "chrome-extension://abc"),
+                ("cors-allow-origin", "https://a.*.example.com"),
+                ("cors-allow-origin", "http://**.example.com"),
+                ("cors-allow-methods", "(bad)"),
+                ("cors-allow-headers", "bad header"),
+            ],
+            "{:#?}",
+            parsed.diagnostics
+        );
+        for (d, why) in parsed.diagnostics.iter().zip([
+            "scheme",
+            "http or https",
+            "path",
+            "http or https",
+            "wildcard",
+            "wildcard",
+        ]) {
+            assert!(d.message.contains(why), "{} lacks {why}", d.message);
+        }
+        // Every entry invalid: nobody may call, as in ingress-nginx.
+        let parsed = parse_checked(&map(
+            NGINX_PREFIX,
+            &[
+                ("enable-cors", "true"),
+                ("cors-allow-origin", "example.com"),
+            ],
+        ));
+        assert_eq!(parsed.ingress.cors.unwrap().allow_origins, vec![]);
+    }
+
+    #[test]
+    fn cors_credentials_never_go_with_any_origin() {
+        // The default origin is `*`: credentials are left out, silently when
+        // only defaulted, reported when asked for.
+        let parsed = parse_checked(&map(PORTICO_PREFIX, &[("enable-cors", "true")]));
+        assert!(!parsed.ingress.cors.unwrap().allow_credentials);
+        assert_eq!(parsed.diagnostics, vec![]);
+        for origins in [None, Some("*"), Some("https://a.example, *")] {
+            let mut pairs = vec![("enable-cors", "true"), ("cors-allow-credentials", "true")];
+            pairs.extend(origins.map(|o| ("cors-allow-origin", o)));
+            let parsed = parse_checked(&map(PORTICO_PREFIX, &pairs));
+            assert!(!parsed.ingress.cors.as_ref().unwrap().allow_credentials);
+            assert_eq!(
+                kinds(&parsed),
+                vec![(
+                    "portico.dev/cors-allow-credentials",
+                    DiagnosticKind::Partial
+                )]
+            );
+        }
+        let parsed = parse_checked(&map(
+            PORTICO_PREFIX,
+            &[
+                ("enable-cors", "true"),
+                ("cors-allow-origin", "https://a.example"),
+            ],
+        ));
+        assert!(parsed.ingress.cors.unwrap().allow_credentials);
+    }
+
+    #[test]
+    fn enable_cors_replaces_the_grpc_web_cors_settings() {
+        let parsed = parse_checked(&map(
+            PORTICO_PREFIX,
+            &[
+                ("grpc-web", "true"),
+                ("grpc-web-allow-origins", "https://a.example"),
+                ("grpc-web-max-age", "60"),
+                ("enable-cors", "true"),
+                ("cors-allow-origin", "https://b.example"),
+            ],
+        ));
+        assert_eq!(
+            parsed.ingress.cors.as_ref().unwrap().allow_origins,
+            vec![origin("https://b.example")]
+        );
+        assert_eq!(
+            kinds(&parsed),
+            vec![
+                ("portico.dev/grpc-web-allow-origins", IGNORED),
+                ("portico.dev/grpc-web-max-age", IGNORED),
+            ]
+        );
+    }
+}

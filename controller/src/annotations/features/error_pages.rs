@@ -67,3 +67,100 @@ fn disable_proxy_intercept_errors(v: &str, d: &mut Draft) -> Result<(), String> 
     d.out.disable_proxy_intercept_errors = values::go_bool(v)?;
     Ok(())
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use crate::annotations::{
+        Fallback, NGINX_PREFIX,
+        tests::{IGNORED, Invalid, NO_CONTEXT, Valid, map, parse_checked},
+    };
+
+    pub(crate) const VALID: &[Valid] = &[
+        // default-backend, custom-http-errors, disable-proxy-intercept-errors
+        Valid {
+            set: &[("default-backend", "fallback-svc")],
+            want: |a| a.default_backend = Some("fallback-svc".into()),
+        },
+        Valid {
+            set: &[("custom-http-errors", "404, 503,500,,404,599,400")],
+            want: |a| a.custom_http_errors = Some(vec![404, 503, 500, 599, 400]),
+        },
+        Valid {
+            set: &[
+                ("custom-http-errors", "502"),
+                ("disable-proxy-intercept-errors", "true"),
+            ],
+            want: |a| {
+                a.custom_http_errors = Some(vec![502]);
+                a.disable_proxy_intercept_errors = true;
+            },
+        },
+    ];
+
+    pub(crate) const INVALID: &[Invalid] = &[
+        Invalid {
+            name: "custom-http-errors",
+            fallback: Fallback::Ignored,
+            values: &[",", " , ,"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "disable-proxy-intercept-errors",
+            fallback: Fallback::Ignored,
+            values: &["yes", "on", "2"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "default-backend",
+            fallback: Fallback::Ignored,
+            values: &[
+                "ns/svc",
+                "Svc",
+                "1svc",
+                "svc-",
+                "svc_name",
+                "svc.ns",
+                "a123456789012345678901234567890123456789012345678901234567890123",
+            ],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+    ];
+
+    #[test]
+    fn custom_http_errors_drops_invalid_entries_and_keeps_the_rest() {
+        let value = "404, 200, 5O3, 600, 399, 4040, -404, 503";
+        let parsed = parse_checked(&map(NGINX_PREFIX, &[("custom-http-errors", value)]));
+        assert_eq!(parsed.ingress.custom_http_errors, Some(vec![404, 503]));
+        let bad = ["200", "5O3", "600", "399", "4040", "-404"];
+        assert_eq!(
+            parsed.diagnostics.len(),
+            bad.len(),
+            "{:#?}",
+            parsed.diagnostics
+        );
+        for (d, entry) in parsed.diagnostics.iter().zip(bad) {
+            assert_eq!(d.kind, IGNORED);
+            assert!(
+                d.message.contains(&format!("\"{entry}\"")) && d.message.contains("400 to 599"),
+                "{}",
+                d.message
+            );
+        }
+        // No valid entry at all: the annotation is ignored (the global list
+        // applies), and says so.
+        let parsed = parse_checked(&map(NGINX_PREFIX, &[("custom-http-errors", "200,302")]));
+        assert_eq!(parsed.ingress.custom_http_errors, None);
+        assert_eq!(parsed.diagnostics.len(), 3, "{:#?}", parsed.diagnostics);
+        assert!(
+            parsed
+                .diagnostics
+                .iter()
+                .all(|d| d.kind == IGNORED && d.message.contains("400 to 599")),
+            "{:#?}",
+            parsed.diagnostics
+        );
+    }
+}

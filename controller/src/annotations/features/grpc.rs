@@ -125,3 +125,123 @@ fn grpc_max_message_size(v: &str, d: &mut Draft) -> Result<(), String> {
     d.out.grpc.max_message = Some(values::body_size(v)?);
     Ok(())
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use crate::annotations::{
+        BodySize, Fallback, PORTICO_PREFIX,
+        tests::{Invalid, NO_CONTEXT, Valid, map, origin, parse_checked},
+    };
+    use portico_dataplane::model::OriginPattern;
+
+    pub(crate) const VALID: &[Valid] = &[
+        // grpc-web*, grpc-max-message-size
+        Valid {
+            set: &[
+                ("grpc-web", "true"),
+                (
+                    "grpc-web-allow-origins",
+                    "https://App.example.com,http://localhost:8080, *",
+                ),
+                ("grpc-web-allow-headers", "X-Tenant, x-tenant"),
+                ("grpc-web-expose-headers", "x-trace-id"),
+                ("grpc-web-allow-credentials", "1"),
+                ("grpc-web-max-age", "10m"),
+                ("grpc-max-message-size", "16m"),
+            ],
+            want: |a| {
+                a.grpc.web = true;
+                a.grpc.allow_origins = vec![
+                    origin("https://app.example.com"),
+                    origin("http://localhost:8080"),
+                    OriginPattern::Any,
+                ];
+                a.grpc.allow_headers = vec![http::HeaderName::from_static("x-tenant")];
+                a.grpc.expose_headers = vec![http::HeaderName::from_static("x-trace-id")];
+                a.grpc.allow_credentials = true;
+                a.grpc.max_age = Some(std::time::Duration::from_secs(600));
+                a.grpc.max_message = Some(BodySize::Bytes(16 << 20));
+            },
+        },
+        Valid {
+            set: &[("grpc-max-message-size", "0")],
+            want: |a| a.grpc.max_message = Some(BodySize::Unlimited),
+        },
+    ];
+
+    pub(crate) const INVALID: &[Invalid] = &[
+        Invalid {
+            name: "grpc-web",
+            fallback: Fallback::Ignored,
+            values: &["yes", "on"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "grpc-web-allow-origins",
+            fallback: Fallback::Ignored,
+            values: &[",", " , "],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "grpc-web-allow-headers",
+            fallback: Fallback::Ignored,
+            values: &[","],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "grpc-web-expose-headers",
+            fallback: Fallback::Ignored,
+            values: &[","],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "grpc-web-allow-credentials",
+            fallback: Fallback::Ignored,
+            values: &["yes"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "grpc-web-max-age",
+            fallback: Fallback::Ignored,
+            values: &["forever", "0", "-1"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "grpc-max-message-size",
+            fallback: Fallback::Ignored,
+            values: &["big", "-1", "4 m"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+    ];
+
+    #[test]
+    fn grpc_web_lists_drop_invalid_entries_and_keep_the_rest() {
+        let parsed = parse_checked(&map(
+            PORTICO_PREFIX,
+            &[(
+                "grpc-web-allow-origins",
+                "https://ok.example, ftp://x.example, https://a.example/path, *.example.com, http://[::1]:3000",
+            )],
+        ));
+        assert_eq!(
+            parsed.ingress.grpc.allow_origins,
+            vec![origin("https://ok.example"), origin("http://[::1]:3000")]
+        );
+        assert_eq!(parsed.diagnostics.len(), 3, "{:#?}", parsed.diagnostics);
+        assert!(
+            parsed
+                .diagnostics
+                .iter()
+                .all(|d| d.message.contains("dropped")),
+            "{:#?}",
+            parsed.diagnostics
+        );
+    }
+}

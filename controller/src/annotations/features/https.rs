@@ -219,3 +219,137 @@ fn hsts_preload(v: &str, d: &mut Draft) -> Result<(), String> {
     d.out.https.hsts_preload = Some(values::go_bool(v)?);
     Ok(())
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use crate::annotations::{
+        AuthTlsVerify, Fallback,
+        tests::{Invalid, NO_CONTEXT, Valid},
+    };
+
+    pub(crate) const VALID: &[Valid] = &[
+        // ssl-redirect, force-ssl-redirect, preserve-trailing-slash, hsts*
+        Valid {
+            set: &[("ssl-redirect", "false"), ("force-ssl-redirect", "True")],
+            want: |a| {
+                a.https.ssl_redirect = Some(false);
+                a.https.force_ssl_redirect = true;
+            },
+        },
+        Valid {
+            set: &[
+                ("preserve-trailing-slash", "1"),
+                ("hsts", "false"),
+                ("hsts-max-age", "31536000"),
+                ("hsts-include-subdomains", "f"),
+                ("hsts-preload", "true"),
+            ],
+            want: |a| {
+                a.https.preserve_trailing_slash = true;
+                a.https.hsts = Some(false);
+                a.https.hsts_max_age = Some(31_536_000);
+                a.https.hsts_include_subdomains = Some(false);
+                a.https.hsts_preload = Some(true);
+            },
+        },
+        // auth-tls-*
+        Valid {
+            set: &[
+                ("auth-tls-secret", "default/client-ca"),
+                ("auth-tls-verify-client", "optional_no_ca"),
+                ("auth-tls-verify-depth", "2"),
+                ("auth-tls-pass-certificate-to-upstream", "true"),
+            ],
+            want: |a| {
+                a.https.auth_tls_secret = Some(("default".into(), "client-ca".into()));
+                a.https.auth_tls_verify = Some(AuthTlsVerify::OptionalNoCa);
+                a.https.auth_tls_verify_depth = Some(2);
+                a.https.auth_tls_pass_certificate = true;
+            },
+        },
+        Valid {
+            set: &[("auth-tls-verify-client", "off")],
+            want: |a| a.https.auth_tls_verify = Some(AuthTlsVerify::Off),
+        },
+    ];
+
+    pub(crate) const INVALID: &[Invalid] = &[
+        Invalid {
+            name: "ssl-redirect",
+            fallback: Fallback::Ignored,
+            values: &["yes", "on"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "force-ssl-redirect",
+            fallback: Fallback::Ignored,
+            values: &["yes"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "preserve-trailing-slash",
+            fallback: Fallback::Ignored,
+            values: &["2"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "hsts",
+            fallback: Fallback::Ignored,
+            values: &["on"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "hsts-max-age",
+            fallback: Fallback::Ignored,
+            values: &["-1", "1y", "99999999999"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "hsts-include-subdomains",
+            fallback: Fallback::Ignored,
+            values: &["yes"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "hsts-preload",
+            fallback: Fallback::Ignored,
+            values: &["no"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "auth-tls-secret",
+            fallback: Fallback::PathDenied,
+            values: &["client-ca", "ns/", "NS/x", "a/b/c"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "auth-tls-verify-client",
+            fallback: Fallback::Ignored,
+            values: &["yes", "ON", "required"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "auth-tls-verify-depth",
+            fallback: Fallback::Ignored,
+            values: &["0", "256", "-1"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "auth-tls-pass-certificate-to-upstream",
+            fallback: Fallback::Ignored,
+            values: &["yes"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+    ];
+}

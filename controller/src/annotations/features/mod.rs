@@ -46,3 +46,42 @@ pub(super) const RUNS: &[&[AnnotationSpec]] = &[
     cors::SPECS,
     grpc::SPECS,
 ];
+
+/// Each group's valid cases, run by `tests::valid_values_under_both_spellings`.
+#[cfg(test)]
+pub(super) const VALID: &[&[super::tests::Valid]] = &[
+    access_lists::tests::VALID,
+    balance::tests::VALID,
+    basic_auth::tests::VALID,
+    body_size::tests::VALID,
+    canary::tests::VALID,
+    cors::tests::VALID,
+    error_pages::tests::VALID,
+    grpc::tests::VALID,
+    headers::tests::VALID,
+    hosts::tests::VALID,
+    https::tests::VALID,
+    redirects::tests::VALID,
+    rewrite::tests::VALID,
+    timeouts::tests::VALID,
+    upstream::tests::VALID,
+];
+
+/// Each group's invalid cases, run by `tests::invalid_values_fall_back_as_documented`.
+#[cfg(test)]
+pub(super) const INVALID: &[&[super::tests::Invalid]] = &[
+    access_lists::tests::INVALID,
+    balance::tests::INVALID,
+    body_size::tests::INVALID,
+    canary::tests::INVALID,
+    cors::tests::INVALID,
+    error_pages::tests::INVALID,
+    grpc::tests::INVALID,
+    headers::tests::INVALID,
+    hosts::tests::INVALID,
+    https::tests::INVALID,
+    redirects::tests::INVALID,
+    rewrite::tests::INVALID,
+    timeouts::tests::INVALID,
+    upstream::tests::INVALID,
+];

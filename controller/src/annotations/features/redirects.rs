@@ -159,3 +159,246 @@ pub(crate) fn finish(d: &mut Draft, notes: &mut Vec<KeyedNote>) {
         );
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use crate::annotations::{
+        Fallback, IngressAnnotations, NGINX_PREFIX, PORTICO_PREFIX, RedirectTarget,
+        tests::{IGNORED, Invalid, NO_CONTEXT, Valid, kinds, map, parse_checked},
+    };
+
+    pub(crate) const VALID: &[Valid] = &[
+        // app-root
+        Valid {
+            set: &[("app-root", "/app")],
+            want: |a| a.app_root = Some("/app".into()),
+        },
+        Valid {
+            set: &[("app-root", "/app/index.html")],
+            want: |a| a.app_root = Some("/app/index.html".into()),
+        },
+        // permanent-redirect (+ code)
+        Valid {
+            set: &[("permanent-redirect", "https://example.com")],
+            want: |a| {
+                a.permanent_redirect = Some(RedirectTarget {
+                    url: uri("https://example.com"),
+                    code: 301,
+                    bare: true,
+                })
+            },
+        },
+        Valid {
+            set: &[("permanent-redirect", "HTTP://Example.com:8080/a/b?q=1&r=2")],
+            want: |a| {
+                a.permanent_redirect = Some(RedirectTarget {
+                    url: uri("HTTP://Example.com:8080/a/b?q=1&r=2"),
+                    code: 301,
+                    bare: false,
+                })
+            },
+        },
+        Valid {
+            set: &[
+                ("permanent-redirect", "https://[::1]/x"),
+                ("permanent-redirect-code", "308"),
+            ],
+            want: |a| {
+                a.permanent_redirect = Some(RedirectTarget {
+                    url: uri("https://[::1]/x"),
+                    code: 308,
+                    bare: false,
+                })
+            },
+        },
+        Valid {
+            set: &[
+                ("permanent-redirect", "http://10.0.0.1/"),
+                ("permanent-redirect-code", "302"),
+            ],
+            want: |a| {
+                a.permanent_redirect = Some(RedirectTarget {
+                    url: uri("http://10.0.0.1/"),
+                    code: 302,
+                    bare: false,
+                })
+            },
+        },
+        // temporal-redirect (+ code)
+        Valid {
+            set: &[("temporal-redirect", "https://example.com/maintenance")],
+            want: |a| {
+                a.temporal_redirect = Some(RedirectTarget {
+                    url: uri("https://example.com/maintenance"),
+                    code: 302,
+                    bare: false,
+                })
+            },
+        },
+        Valid {
+            set: &[
+                ("temporal-redirect", "https://example.com/"),
+                ("temporal-redirect-code", "307"),
+            ],
+            want: |a| {
+                a.temporal_redirect = Some(RedirectTarget {
+                    url: uri("https://example.com/"),
+                    code: 307,
+                    bare: false,
+                })
+            },
+        },
+        Valid {
+            set: &[
+                ("temporal-redirect", "https://example.com/"),
+                ("temporal-redirect-code", "303"),
+            ],
+            want: |a| {
+                a.temporal_redirect = Some(RedirectTarget {
+                    url: uri("https://example.com/"),
+                    code: 303,
+                    bare: false,
+                })
+            },
+        },
+    ];
+
+    pub(crate) const INVALID: &[Invalid] = &[
+        Invalid {
+            name: "app-root",
+            fallback: Fallback::Ignored,
+            values: &[
+                "app",
+                "//evil.example",
+                "https://example.com/app",
+                "/$x",
+                "/a b",
+                "/a?b=1",
+                "/a\r\nSet-Cookie: x=1",
+                "/a\0",
+            ],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "permanent-redirect",
+            fallback: Fallback::PathDenied,
+            values: &[
+                "example.com",
+                "/relative",
+                "ftp://example.com/",
+                "javascript:alert(1)",
+                "https://example.com$request_uri",
+                "https://user@example.com/",
+                "https://example.com/#top",
+                "https://exa mple.com/",
+                "https://example.com/a\"b",
+                "https://example.com/a\r\nSet-Cookie: x=1",
+                "https://example.com/\0",
+                "https://exa\tmple.com/",
+                "https://example.com/{x}",
+                "https://example.com/%zz",
+                "https://-bad-.com/",
+                "https://example.com:0/",
+                "https://example.com:99999/",
+                "https://",
+            ],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "permanent-redirect-code",
+            fallback: Fallback::Ignored,
+            values: &["300", "304", "200", "abc", "-301", "3010"],
+            context: &[("permanent-redirect", "https://example.com/")],
+            want: |a| {
+                a.permanent_redirect = Some(RedirectTarget {
+                    url: uri("https://example.com/"),
+                    code: 301,
+                    bare: false,
+                })
+            },
+        },
+        Invalid {
+            name: "temporal-redirect",
+            fallback: Fallback::PathDenied,
+            values: &[
+                "https://example.com/$1",
+                "mailto:a@example.com",
+                "example.com/x",
+                "https://example.com/a\nb",
+            ],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "temporal-redirect-code",
+            fallback: Fallback::Ignored,
+            values: &["306", "999", "x"],
+            context: &[("temporal-redirect", "https://example.com/")],
+            want: |a| {
+                a.temporal_redirect = Some(RedirectTarget {
+                    url: uri("https://example.com/"),
+                    code: 302,
+                    bare: false,
+                })
+            },
+        },
+    ];
+
+    fn uri(s: &str) -> http::Uri {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn temporal_redirect_wins_over_permanent() {
+        let parsed = parse_checked(&map(
+            NGINX_PREFIX,
+            &[
+                ("permanent-redirect", "https://p.example/"),
+                ("permanent-redirect-code", "308"),
+                ("temporal-redirect", "https://t.example/"),
+            ],
+        ));
+        let want = IngressAnnotations {
+            temporal_redirect: Some(RedirectTarget {
+                url: uri("https://t.example/"),
+                code: 302,
+                bare: false,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(parsed.ingress, want);
+        assert_eq!(
+            kinds(&parsed),
+            vec![
+                ("nginx.ingress.kubernetes.io/permanent-redirect", IGNORED),
+                (
+                    "nginx.ingress.kubernetes.io/permanent-redirect-code",
+                    IGNORED
+                ),
+            ]
+        );
+        assert!(parsed.diagnostics[0].message.contains("temporal-redirect"));
+    }
+
+    #[test]
+    fn redirect_codes_alone_have_no_effect() {
+        let parsed = parse_checked(&map(
+            PORTICO_PREFIX,
+            &[
+                ("permanent-redirect-code", "308"),
+                ("temporal-redirect-code", "307"),
+            ],
+        ));
+        assert_eq!(parsed.ingress, IngressAnnotations::default());
+        assert_eq!(
+            kinds(&parsed),
+            vec![
+                ("portico.dev/temporal-redirect-code", IGNORED),
+                ("portico.dev/permanent-redirect-code", IGNORED),
+            ]
+        );
+        assert!(parsed.diagnostics[0].message.contains("no effect"));
+    }
+}

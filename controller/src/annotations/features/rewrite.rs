@@ -56,3 +56,133 @@ pub(crate) fn use_regex(v: &str, d: &mut Draft) -> Result<(), String> {
     d.out.use_regex = values::go_bool(v)?;
     Ok(())
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use crate::annotations::{
+        Fallback, RewriteSegment, RewriteTarget,
+        tests::{Invalid, NO_CONTEXT, Valid},
+    };
+
+    pub(crate) const VALID: &[Valid] = &[
+        // rewrite-target
+        Valid {
+            set: &[("rewrite-target", "/")],
+            want: |a| {
+                a.rewrite_target = Some(RewriteTarget {
+                    segments: vec![lit("/")],
+                })
+            },
+        },
+        Valid {
+            set: &[("rewrite-target", "/$2/x")],
+            want: |a| {
+                a.rewrite_target = Some(RewriteTarget {
+                    segments: vec![lit("/"), RewriteSegment::Capture(2), lit("/x")],
+                })
+            },
+        },
+        Valid {
+            set: &[("rewrite-target", "$1")],
+            want: |a| {
+                a.rewrite_target = Some(RewriteTarget {
+                    segments: vec![RewriteSegment::Capture(1)],
+                })
+            },
+        },
+        Valid {
+            set: &[("rewrite-target", " /api/$1$9 ")],
+            want: |a| {
+                a.rewrite_target = Some(RewriteTarget {
+                    segments: vec![
+                        lit("/api/"),
+                        RewriteSegment::Capture(1),
+                        RewriteSegment::Capture(9),
+                    ],
+                })
+            },
+        },
+        Valid {
+            // `$10` is capture 1 followed by "0", as in nginx.
+            set: &[("rewrite-target", "/a%20b/$10;v=1")],
+            want: |a| {
+                a.rewrite_target = Some(RewriteTarget {
+                    segments: vec![lit("/a%20b/"), RewriteSegment::Capture(1), lit("0;v=1")],
+                })
+            },
+        },
+        // use-regex: every Go strconv.ParseBool spelling
+        Valid {
+            set: &[("use-regex", "true")],
+            want: |a| a.use_regex = true,
+        },
+        Valid {
+            set: &[("use-regex", "True")],
+            want: |a| a.use_regex = true,
+        },
+        Valid {
+            set: &[("use-regex", "TRUE")],
+            want: |a| a.use_regex = true,
+        },
+        Valid {
+            set: &[("use-regex", "t")],
+            want: |a| a.use_regex = true,
+        },
+        Valid {
+            set: &[("use-regex", "T")],
+            want: |a| a.use_regex = true,
+        },
+        Valid {
+            set: &[("use-regex", "1")],
+            want: |a| a.use_regex = true,
+        },
+        Valid {
+            set: &[("use-regex", "false")],
+            want: |_| {},
+        },
+        Valid {
+            set: &[("use-regex", "False")],
+            want: |_| {},
+        },
+        Valid {
+            set: &[("use-regex", "FALSE")],
+            want: |_| {},
+        },
+        Valid {
+            set: &[("use-regex", "f")],
+            want: |_| {},
+        },
+        Valid {
+            set: &[("use-regex", "F")],
+            want: |_| {},
+        },
+        Valid {
+            set: &[("use-regex", "0")],
+            want: |_| {},
+        },
+    ];
+
+    pub(crate) const INVALID: &[Invalid] = &[
+        Invalid {
+            name: "rewrite-target",
+            fallback: Fallback::PathDenied,
+            values: &[
+                "/$host", "/${1}", "/$0", "/x$", "foo/$1", "/a b", "/a?x=$1", "/%zz", "/%2", "/é",
+                "/a#b", "/a\r\nb", "/a\0b", "/$1\nx",
+            ],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "use-regex",
+            fallback: Fallback::Ignored,
+            values: &["yes", "TRue", "2", "on"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+    ];
+
+    fn lit(s: &str) -> RewriteSegment {
+        RewriteSegment::Literal(s.to_owned())
+    }
+}

@@ -244,3 +244,224 @@ pub(crate) fn finish(d: &mut Draft, notes: &mut Vec<KeyedNote>) {
         );
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use crate::annotations::{
+        DiagnosticKind, Fallback, IngressAnnotations, ObjectKind, Parsed, ServiceAnnotations,
+        parse_service, quote,
+        tests::{PREFIXES, kinds, map, raw, registered},
+    };
+    use std::{collections::BTreeMap, time::Duration};
+
+    pub(crate) struct ServiceValid {
+        pub(crate) set: &'static [(&'static str, &'static str)],
+        pub(crate) want: fn(&mut ServiceAnnotations),
+    }
+
+    pub(crate) const SERVICE_VALID: &[ServiceValid] = &[
+        ServiceValid {
+            set: &[("slow-start", "30s")],
+            want: |s| s.slow_start = Some(Duration::from_secs(30)),
+        },
+        ServiceValid {
+            set: &[("slow-start", "0")],
+            want: |s| s.slow_start = Some(Duration::ZERO),
+        },
+        ServiceValid {
+            set: &[
+                ("health-check-path", "/healthz"),
+                ("health-check-port", "8081"),
+                ("health-check-interval", "5s"),
+                ("health-check-timeout", "500ms"),
+            ],
+            want: |s| {
+                s.health_check_path = Some("/healthz".into());
+                s.health_check_port = Some(8081);
+                s.health_check_interval = Some(Duration::from_secs(5));
+                s.health_check_timeout = Some(Duration::from_millis(500));
+            },
+        },
+        ServiceValid {
+            set: &[
+                ("health-check-healthy-threshold", "1"),
+                ("health-check-unhealthy-threshold", "10"),
+                ("health-check-expected-statuses", "200, 204,300-399"),
+            ],
+            want: |s| {
+                s.health_check_healthy_threshold = Some(1);
+                s.health_check_unhealthy_threshold = Some(10);
+                s.health_check_expected_statuses = Some(vec![(200, 200), (204, 204), (300, 399)]);
+            },
+        },
+        ServiceValid {
+            set: &[
+                ("outlier-consecutive-5xx", "3"),
+                ("outlier-consecutive-errors", "0"),
+            ],
+            want: |s| {
+                s.outlier_consecutive_5xx = Some(3);
+                s.outlier_consecutive_errors = Some(0);
+            },
+        },
+        ServiceValid {
+            set: &[
+                ("outlier-base-ejection-time", "10"),
+                ("outlier-max-ejection-time", "2m"),
+            ],
+            want: |s| {
+                s.outlier_base_ejection_time = Some(Duration::from_secs(10));
+                s.outlier_max_ejection_time = Some(Duration::from_secs(120));
+            },
+        },
+        ServiceValid {
+            set: &[
+                ("outlier-max-ejected-percent", "100"),
+                ("panic-threshold", "0"),
+            ],
+            want: |s| {
+                s.outlier_max_ejected_percent = Some(100);
+                s.panic_threshold = Some(0);
+            },
+        },
+    ];
+
+    /// A Service annotation set to each of `values`: one `Invalid(Ignored)`
+    /// diagnostic and nothing set.
+    pub(crate) struct ServiceInvalid {
+        pub(crate) name: &'static str,
+        pub(crate) values: &'static [&'static str],
+    }
+
+    pub(crate) const SERVICE_INVALID: &[ServiceInvalid] = &[
+        ServiceInvalid {
+            name: "slow-start",
+            values: &["0s", "slow", "2d"],
+        },
+        ServiceInvalid {
+            name: "health-check-path",
+            values: &["healthz", "//x", "/a b", "/$x"],
+        },
+        ServiceInvalid {
+            name: "health-check-port",
+            values: &["0", "65536", "http"],
+        },
+        ServiceInvalid {
+            name: "health-check-interval",
+            values: &["0", "often", "48h"],
+        },
+        ServiceInvalid {
+            name: "health-check-timeout",
+            values: &["0ms", "-1"],
+        },
+        ServiceInvalid {
+            name: "health-check-healthy-threshold",
+            values: &["0", "two"],
+        },
+        ServiceInvalid {
+            name: "health-check-unhealthy-threshold",
+            values: &["0", "-3"],
+        },
+        ServiceInvalid {
+            name: "health-check-expected-statuses",
+            values: &["2xx", "99", "600", "399-200", "200-", "200;204"],
+        },
+        ServiceInvalid {
+            name: "outlier-consecutive-5xx",
+            values: &["-1", "five", "1.5"],
+        },
+        ServiceInvalid {
+            name: "outlier-consecutive-errors",
+            values: &["-1", "x"],
+        },
+        ServiceInvalid {
+            name: "outlier-base-ejection-time",
+            values: &["0", "soon", "25h"],
+        },
+        ServiceInvalid {
+            name: "outlier-max-ejection-time",
+            values: &["0s", "1d"],
+        },
+        ServiceInvalid {
+            name: "outlier-max-ejected-percent",
+            values: &["101", "50%", "-5"],
+        },
+        ServiceInvalid {
+            name: "panic-threshold",
+            values: &["200", "half"],
+        },
+    ];
+
+    pub(crate) fn parse_service_checked(annotations: &BTreeMap<String, String>) -> Parsed {
+        let parsed = parse_service(annotations);
+        for d in &parsed.diagnostics {
+            assert!(d.message.starts_with(&d.key), "{:?}", d.message);
+            assert!(d.message.contains(&quote(&d.value)), "{:?}", d.message);
+        }
+        parsed
+    }
+
+    #[test]
+    fn valid_service_values_under_both_spellings() {
+        for case in SERVICE_VALID {
+            let mut want = ServiceAnnotations::default();
+            (case.want)(&mut want);
+            for prefix in PREFIXES {
+                let parsed = parse_service_checked(&map(prefix, case.set));
+                assert_eq!(parsed.diagnostics, vec![], "{prefix}: {:?}", case.set);
+                assert_eq!(parsed.service, want, "{prefix}: {:?}", case.set);
+                assert_eq!(parsed.ingress, IngressAnnotations::default());
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_service_values_are_reported_and_ignored() {
+        for case in SERVICE_INVALID {
+            assert_eq!(
+                registered(case.name).object,
+                ObjectKind::Service,
+                "{}",
+                case.name
+            );
+            for prefix in PREFIXES {
+                for value in case.values {
+                    let parsed = parse_service_checked(&map(prefix, &[(case.name, *value)]));
+                    let key = format!("{prefix}{}", case.name);
+                    assert_eq!(parsed.diagnostics.len(), 1, "{key}={value:?}");
+                    let d = &parsed.diagnostics[0];
+                    assert_eq!(
+                        d.kind,
+                        DiagnosticKind::Invalid(Fallback::Ignored),
+                        "{}",
+                        d.message
+                    );
+                    assert!(d.message.contains("invalid"), "{}", d.message);
+                    assert_eq!(
+                        parsed.service,
+                        ServiceAnnotations::default(),
+                        "{key}={value:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_health_check_timeout_longer_than_the_interval_is_capped() {
+        let parsed = parse_service_checked(&raw(&[
+            ("portico.dev/health-check-interval", "1s"),
+            ("portico.dev/health-check-timeout", "5s"),
+        ]));
+        assert_eq!(
+            parsed.service.health_check_timeout,
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            kinds(&parsed),
+            vec![("portico.dev/health-check-timeout", DiagnosticKind::Partial)]
+        );
+        assert!(parsed.service.wants_health_checks());
+        assert!(!ServiceAnnotations::default().wants_health_checks());
+    }
+}

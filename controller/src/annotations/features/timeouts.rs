@@ -154,3 +154,155 @@ fn proxy_next_upstream_timeout(v: &str, d: &mut Draft) -> Result<(), String> {
     });
     Ok(())
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use crate::annotations::{
+        DiagnosticKind, Fallback, NGINX_PREFIX,
+        tests::{Invalid, NO_CONTEXT, Valid, kinds, map, parse_checked},
+    };
+    use portico_dataplane::model::RetryOn;
+    use std::time::Duration;
+
+    pub(crate) const VALID: &[Valid] = &[
+        // timeouts
+        Valid {
+            set: &[("proxy-connect-timeout", "30")],
+            want: |a| a.proxy_connect_timeout = Some(Duration::from_secs(30)),
+        },
+        Valid {
+            set: &[("proxy-connect-timeout", "500ms")],
+            want: |a| a.proxy_connect_timeout = Some(Duration::from_millis(500)),
+        },
+        Valid {
+            set: &[("proxy-read-timeout", "90s")],
+            want: |a| a.proxy_read_timeout = Some(Duration::from_secs(90)),
+        },
+        Valid {
+            set: &[("proxy-read-timeout", "86400")],
+            want: |a| a.proxy_read_timeout = Some(Duration::from_secs(86400)),
+        },
+        Valid {
+            set: &[("proxy-send-timeout", "5m")],
+            want: |a| a.proxy_send_timeout = Some(Duration::from_secs(300)),
+        },
+        Valid {
+            set: &[("proxy-send-timeout", "24h")],
+            want: |a| a.proxy_send_timeout = Some(Duration::from_secs(86400)),
+        },
+        // retries
+        Valid {
+            set: &[
+                (
+                    "proxy-next-upstream",
+                    "error  timeout http_503 non_idempotent",
+                ),
+                ("proxy-next-upstream-tries", "5"),
+                ("proxy-next-upstream-timeout", "10s"),
+            ],
+            want: |a| {
+                a.retry.on = Some(RetryOn {
+                    error: true,
+                    timeout: true,
+                    http_503: true,
+                    non_idempotent: true,
+                    ..RetryOn::OFF
+                });
+                a.retry.tries = Some(5);
+                a.retry.timeout = Some(Some(Duration::from_secs(10)));
+            },
+        },
+        Valid {
+            set: &[
+                ("proxy-next-upstream", "off"),
+                ("proxy-next-upstream-tries", "0"),
+                ("proxy-next-upstream-timeout", "0"),
+            ],
+            want: |a| {
+                a.retry.on = Some(RetryOn::OFF);
+                a.retry.tries = Some(0);
+                a.retry.timeout = Some(None);
+            },
+        },
+    ];
+
+    pub(crate) const INVALID: &[Invalid] = &[
+        Invalid {
+            name: "proxy-next-upstream",
+            fallback: Fallback::Ignored,
+            values: &["error,timeout", "off error", "sometimes", "http_5xx"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "proxy-next-upstream-tries",
+            fallback: Fallback::Ignored,
+            values: &["-1", "three"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "proxy-next-upstream-timeout",
+            fallback: Fallback::Ignored,
+            values: &["0s", "forever", "25h"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "proxy-connect-timeout",
+            fallback: Fallback::Ignored,
+            values: &[
+                "0",
+                "0s",
+                "-5",
+                "abc",
+                "5d",
+                "86401",
+                "25h",
+                "1.5",
+                "5 s",
+                "9999999999999",
+                "5S",
+            ],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "proxy-read-timeout",
+            fallback: Fallback::Ignored,
+            values: &["0ms", "+60", "60sec", "1441m"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "proxy-send-timeout",
+            fallback: Fallback::Ignored,
+            values: &["never", "6 0", "1h30m"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+    ];
+
+    #[test]
+    fn retry_conditions_nginx_has_and_portico_not_are_reported() {
+        let parsed = parse_checked(&map(
+            NGINX_PREFIX,
+            &[("proxy-next-upstream", "error http_404 http_502")],
+        ));
+        assert_eq!(
+            kinds(&parsed),
+            vec![(
+                "nginx.ingress.kubernetes.io/proxy-next-upstream",
+                DiagnosticKind::Partial
+            )]
+        );
+        assert_eq!(
+            parsed.ingress.retry.on,
+            Some(RetryOn {
+                error: true,
+                http_502: true,
+                ..RetryOn::OFF
+            })
+        );
+    }
+}

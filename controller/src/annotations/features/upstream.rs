@@ -169,3 +169,141 @@ fn ssl_passthrough(v: &str, d: &mut Draft) -> Result<(), String> {
     d.out.ssl_passthrough = values::go_bool(v)?;
     Ok(())
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use crate::annotations::{
+        BackendProtocol, Fallback,
+        tests::{Invalid, NO_CONTEXT, Valid},
+    };
+
+    pub(crate) const VALID: &[Valid] = &[
+        // upstream-vhost
+        Valid {
+            set: &[("upstream-vhost", "Example.COM")],
+            want: |a| a.upstream_vhost = Some("example.com".into()),
+        },
+        Valid {
+            set: &[("upstream-vhost", "svc.ns.svc.cluster.local:8080")],
+            want: |a| a.upstream_vhost = Some("svc.ns.svc.cluster.local:8080".into()),
+        },
+        Valid {
+            set: &[("upstream-vhost", "10.0.0.1:80")],
+            want: |a| a.upstream_vhost = Some("10.0.0.1:80".into()),
+        },
+        Valid {
+            set: &[("upstream-vhost", "[::1]:8443")],
+            want: |a| a.upstream_vhost = Some("[::1]:8443".into()),
+        },
+        Valid {
+            set: &[("upstream-vhost", "my_bucket.s3.amazonaws.com")],
+            want: |a| a.upstream_vhost = Some("my_bucket.s3.amazonaws.com".into()),
+        },
+        // backend-protocol, any case
+        Valid {
+            set: &[("backend-protocol", "HTTP")],
+            want: |a| a.backend_protocol = BackendProtocol::Http,
+        },
+        Valid {
+            set: &[("backend-protocol", "https")],
+            want: |a| a.backend_protocol = BackendProtocol::Https,
+        },
+        Valid {
+            set: &[("backend-protocol", "GRPC")],
+            want: |a| a.backend_protocol = BackendProtocol::Grpc,
+        },
+        Valid {
+            set: &[("backend-protocol", "Grpcs")],
+            want: |a| a.backend_protocol = BackendProtocol::Grpcs,
+        },
+        Valid {
+            set: &[("backend-protocol", "h2c")],
+            want: |a| a.backend_protocol = BackendProtocol::H2c,
+        },
+        Valid {
+            set: &[("ssl-passthrough", "true")],
+            want: |a| a.ssl_passthrough = true,
+        },
+        // proxy-ssl-*
+        Valid {
+            set: &[
+                ("proxy-ssl-verify", "on"),
+                ("proxy-ssl-secret", "default/backend-ca"),
+                ("proxy-ssl-name", "API.internal"),
+                ("proxy-ssl-server-name", "on"),
+            ],
+            want: |a| {
+                a.upstream_tls.verify = true;
+                a.upstream_tls.secret = Some(("default".into(), "backend-ca".into()));
+                a.upstream_tls.name = Some("api.internal".into());
+                a.upstream_tls.server_name = true;
+            },
+        },
+    ];
+
+    pub(crate) const INVALID: &[Invalid] = &[
+        Invalid {
+            name: "upstream-vhost",
+            fallback: Fallback::PathDenied,
+            values: &[
+                "a b",
+                "host:0",
+                "host:65536",
+                "host:abc",
+                "host:",
+                "-bad.com",
+                "$host",
+                "http://x.com",
+                "[::1",
+                "a..b",
+                "[::1]:x",
+                "a.test\r\nx: y",
+                "a\0.test",
+            ],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "backend-protocol",
+            fallback: Fallback::Ignored,
+            values: &["AUTO_HTTP", "FCGI", "fcgi", "AJP", "HTTP2", "tcp"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "ssl-passthrough",
+            fallback: Fallback::Ignored,
+            values: &["yes"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "proxy-ssl-verify",
+            fallback: Fallback::Ignored,
+            values: &["true", "ON"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "proxy-ssl-secret",
+            fallback: Fallback::PathDenied,
+            values: &["backend-ca", "a/b/c"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "proxy-ssl-name",
+            fallback: Fallback::Ignored,
+            values: &["*.internal", "a b"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "proxy-ssl-server-name",
+            fallback: Fallback::Ignored,
+            values: &["yes"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+    ];
+}

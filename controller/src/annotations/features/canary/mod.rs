@@ -256,3 +256,6 @@ pub(crate) fn finish(d: &mut Draft, notes: &mut Vec<KeyedNote>) {
     }
     d.out.canary = Some(canary);
 }
+
+#[cfg(test)]
+pub(crate) mod tests;
