@@ -24,12 +24,12 @@ mod values;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use self::features::error_pages::error_code;
 pub use self::markdown::markdown;
 pub use self::registry::{
     AnnotationSpec, NginxAnnotation, NginxStatus, ObjectKind, Scope, Support, nginx_not_supported,
     registry,
 };
-pub(crate) use self::values::error_code;
 
 pub use self::features::balance::{BalanceAnnotations, LoadBalance};
 pub use self::features::basic_auth::{AuthAnnotations, AuthSecretType};

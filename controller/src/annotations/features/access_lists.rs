@@ -5,7 +5,6 @@ use crate::annotations::{
     Draft,
     Fallback::PathDenied,
     registry::{AnnotationSpec, Scope::Ingress, Support::Full, spec},
-    values,
 };
 
 pub(super) const SPECS: &[AnnotationSpec] = &[
@@ -35,13 +34,36 @@ pub(super) const SPECS: &[AnnotationSpec] = &[
 /// Invalid entries are dropped one by one (each with a diagnostic); the
 /// valid ones are kept, duplicates once.
 fn allowlist_source_range(v: &str, d: &mut Draft) -> Result<(), String> {
-    d.out.allowlist_source_range = Some(values::source_ranges(v)?);
+    d.out.allowlist_source_range = Some(source_ranges(v)?);
     Ok(())
 }
 
 fn denylist_source_range(v: &str, d: &mut Draft) -> Result<(), String> {
-    d.out.denylist_source_range = Some(values::source_ranges(v)?);
+    d.out.denylist_source_range = Some(source_ranges(v)?);
     Ok(())
+}
+
+/// Most entries in one source-range list: far more than any real list, few
+/// enough that a list stays cheap to build.
+const MAX_SOURCE_RANGES: usize = 100_000;
+
+/// A comma-separated list of CIDR ranges or single addresses, IPv4 or IPv6
+/// (`allowlist-source-range`). Every entry must parse: an access list with
+/// a typo must not open or close more than it says, so the caller fails
+/// closed on an error.
+fn source_ranges(s: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    let mut out = Vec::new();
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        if out.len() == MAX_SOURCE_RANGES {
+            return Err(format!("more than {MAX_SOURCE_RANGES} entries"));
+        }
+        let net = portico_dataplane::forwarded::parse_range(entry).map_err(|e| e.to_string())?;
+        out.push(net);
+    }
+    if out.is_empty() {
+        return Err("no entries".into());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

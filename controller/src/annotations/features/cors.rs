@@ -144,7 +144,7 @@ fn cors_allow_origin(v: &str, d: &mut Draft) -> Result<(), String> {
 }
 
 fn cors_allow_methods(v: &str, d: &mut Draft) -> Result<(), String> {
-    d.cors.allow_methods = Some(list(v, d, values::cors_method)?);
+    d.cors.allow_methods = Some(list(v, d, cors_method)?);
     Ok(())
 }
 
@@ -211,7 +211,7 @@ pub(crate) fn finish(d: &mut Draft, notes: &mut Vec<KeyedNote>) {
         allow_methods: c.allow_methods.unwrap_or_else(|| {
             DEFAULT_CORS_ALLOW_METHODS
                 .split(',')
-                .filter_map(|m| values::cors_method(m.trim()).ok())
+                .filter_map(|m| cors_method(m.trim()).ok())
                 .collect()
         }),
         allow_headers: c
@@ -223,6 +223,13 @@ pub(crate) fn finish(d: &mut Draft, notes: &mut Vec<KeyedNote>) {
         // ingress-nginx leaves such a preflight to the backend.
         disallowed_preflight: DisallowedPreflight::Forward,
     });
+}
+
+/// A method for `Access-Control-Allow-Methods`: an HTTP token, case kept
+/// (methods are case-sensitive), or `*` for any.
+fn cors_method(s: &str) -> Result<Method, String> {
+    Method::from_bytes(s.as_bytes())
+        .map_err(|_| "not a method name (letters, digits and !#$%&'*+-.^_`|~)".to_owned())
 }
 
 #[cfg(test)]

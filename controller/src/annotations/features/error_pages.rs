@@ -47,7 +47,7 @@ pub(super) const SPECS: &[AnnotationSpec] = &[
 ];
 
 fn default_backend(v: &str, d: &mut Draft) -> Result<(), String> {
-    d.out.default_backend = Some(values::dns1035_label(v)?);
+    d.out.default_backend = Some(dns1035_label(v)?);
     Ok(())
 }
 
@@ -55,7 +55,7 @@ fn default_backend(v: &str, d: &mut Draft) -> Result<(), String> {
 /// valid ones are kept, duplicates once. None valid: ignored, so the
 /// global list still applies.
 fn custom_http_errors(v: &str, d: &mut Draft) -> Result<(), String> {
-    let codes = list(v, d, values::error_code)?;
+    let codes = list(v, d, error_code)?;
     if codes.is_empty() {
         return Err("no status from 400 to 599".into());
     }
@@ -66,6 +66,37 @@ fn custom_http_errors(v: &str, d: &mut Draft) -> Result<(), String> {
 fn disable_proxy_intercept_errors(v: &str, d: &mut Draft) -> Result<(), String> {
     d.out.disable_proxy_intercept_errors = values::go_bool(v)?;
     Ok(())
+}
+
+/// An error status a custom error page may be served for: 400 to 599
+/// (`custom-http-errors`, `--custom-http-errors`).
+pub(crate) fn error_code(s: &str) -> Result<u16, String> {
+    const RANGE: &str = "expected an HTTP error status from 400 to 599";
+    let (digits, rest) = values::split_digits(s.trim());
+    if digits.len() != 3 || !rest.is_empty() {
+        return Err(RANGE.into());
+    }
+    match digits.parse() {
+        Ok(code @ 400..=599) => Ok(code),
+        _ => Err(RANGE.into()),
+    }
+}
+
+/// A Kubernetes DNS-1035 label (a Service name): lower-case letters, digits
+/// and `-`, starting with a letter, at most 63 characters.
+fn dns1035_label(s: &str) -> Result<String, String> {
+    let ok = s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && !s.ends_with('-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(s.to_owned())
+    } else if s.contains('/') {
+        Err("must be a Service name in the Ingress's namespace, without a namespace".into())
+    } else {
+        Err("must be a Service name: lower-case letters, digits and '-', starting with a letter, at most 63 characters".into())
+    }
 }
 
 #[cfg(test)]

@@ -10,8 +10,9 @@ use crate::annotations::{
         Support::{Full, Partly},
         spec,
     },
-    values,
+    values::{self, HEADER_VALUE_MAX_LEN},
 };
+use http::{HeaderName, HeaderValue};
 
 pub(super) const FORWARDED_PREFIX: &[AnnotationSpec] = &[spec(
     "x-forwarded-prefix",
@@ -36,13 +37,77 @@ pub(super) const CUSTOM: &[AnnotationSpec] = &[spec(
 )];
 
 fn x_forwarded_prefix(v: &str, d: &mut Draft) -> Result<(), String> {
-    d.out.x_forwarded_prefix = Some(values::path_header_value(v)?);
+    d.out.x_forwarded_prefix = Some(path_header_value(v)?);
     Ok(())
 }
 
 fn custom_headers(v: &str, d: &mut Draft) -> Result<(), String> {
-    d.out.custom_headers = values::header_lines(v)?;
+    d.out.custom_headers = header_lines(v)?;
     Ok(())
+}
+
+/// A header value that is a URL path prefix (`X-Forwarded-Prefix`).
+fn path_header_value(s: &str) -> Result<HeaderValue, String> {
+    values::check_path_chars(s, false)?;
+    HeaderValue::from_str(s).map_err(|_| "not a valid header value".to_owned())
+}
+
+/// Bounds on `custom-headers` (with [`HEADER_VALUE_MAX_LEN`]), so one
+/// annotation cannot blow up every response.
+const CUSTOM_HEADERS_MAX: usize = 64;
+
+/// Inline `Name: value` lines, one header per line; blank lines skipped.
+fn header_lines(s: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    if !s.contains(':') {
+        return Err(
+            "looks like a ConfigMap reference; Portico does not read ConfigMaps, write the headers inline as 'Name: value' lines"
+                .into(),
+        );
+    }
+    let mut headers = Vec::new();
+    for (index, line) in s.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let number = index + 1;
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(format!("line {number}: expected 'Name: value'"));
+        };
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| format!("line {number}: not a valid header name"))?;
+        // The dataplane's one list of what no user-written header may touch.
+        if let Err(reason) = portico_dataplane::model::user_settable(&name) {
+            return Err(format!("line {number}: {name} cannot be set: {reason}"));
+        }
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(format!("line {number}: empty header value"));
+        }
+        if value.len() > HEADER_VALUE_MAX_LEN {
+            return Err(format!(
+                "line {number}: value longer than {HEADER_VALUE_MAX_LEN} bytes"
+            ));
+        }
+        if !value
+            .bytes()
+            .all(|b| b.is_ascii_graphic() || b == b' ' || b == b'\t')
+        {
+            return Err(format!(
+                "line {number}: only visible ASCII characters and spaces are allowed in the value"
+            ));
+        }
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| format!("line {number}: not a valid header value"))?;
+        headers.push((name, value));
+        if headers.len() > CUSTOM_HEADERS_MAX {
+            return Err(format!("more than {CUSTOM_HEADERS_MAX} headers"));
+        }
+    }
+    if headers.is_empty() {
+        return Err("no 'Name: value' lines".into());
+    }
+    Ok(headers)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use crate::annotations::{
     },
     values,
 };
+use http::Uri;
 
 const DEFAULT_PERMANENT_REDIRECT_CODE: u16 = 301;
 
@@ -103,22 +104,22 @@ fn app_root(v: &str, d: &mut Draft) -> Result<(), String> {
 }
 
 fn permanent_redirect(v: &str, d: &mut Draft) -> Result<(), String> {
-    d.redirects.permanent_url = Some((values::redirect_url(v)?, values::is_bare_url(v)));
+    d.redirects.permanent_url = Some((redirect_url(v)?, is_bare_url(v)));
     Ok(())
 }
 
 fn permanent_redirect_code(v: &str, d: &mut Draft) -> Result<(), String> {
-    d.redirects.permanent_code = Some(values::redirect_code(v)?);
+    d.redirects.permanent_code = Some(redirect_code(v)?);
     Ok(())
 }
 
 fn temporal_redirect(v: &str, d: &mut Draft) -> Result<(), String> {
-    d.redirects.temporal_url = Some((values::redirect_url(v)?, values::is_bare_url(v)));
+    d.redirects.temporal_url = Some((redirect_url(v)?, is_bare_url(v)));
     Ok(())
 }
 
 fn temporal_redirect_code(v: &str, d: &mut Draft) -> Result<(), String> {
-    d.redirects.temporal_code = Some(values::redirect_code(v)?);
+    d.redirects.temporal_code = Some(redirect_code(v)?);
     Ok(())
 }
 
@@ -157,6 +158,72 @@ pub(crate) fn finish(d: &mut Draft, notes: &mut Vec<KeyedNote>) {
             "permanent-redirect-code",
             "has no effect without a permanent-redirect in use; ignored",
         );
+    }
+}
+
+/// Whether an absolute URL is written without a path or query
+/// (`https://example.com`).
+fn is_bare_url(s: &str) -> bool {
+    s.split_once("://")
+        .is_some_and(|(_, rest)| !rest.contains(['/', '?']))
+}
+
+/// An absolute `http`/`https` URL with a host, no user information, no
+/// fragment and no nginx variables.
+fn redirect_url(s: &str) -> Result<Uri, String> {
+    if s.contains('$') {
+        return Err(
+            "nginx variables such as $request_uri are not expanded; '$' is not allowed".into(),
+        );
+    }
+    if s.contains('#') {
+        return Err("a fragment ('#') is not supported".into());
+    }
+    // RFC 3986 characters only, with well-formed percent-escapes.
+    let uri_char = |b: u8| b.is_ascii_alphanumeric() || b"-._~:/?[]@!&'()*+,;=%".contains(&b);
+    if let Some(i) = s.bytes().position(|b| !uri_char(b)) {
+        return Err(format!(
+            "{} is not allowed in a URL",
+            values::describe_char(s, i)
+        ));
+    }
+    if !values::percent_escapes_ok(s) {
+        return Err("'%' must start a percent-escape such as %20".into());
+    }
+    let uri: Uri = s.parse().map_err(|_| "not a valid URL".to_owned())?;
+    match uri.scheme_str() {
+        Some(scheme)
+            if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") => {}
+        _ => return Err("must be an absolute http:// or https:// URL".into()),
+    }
+    let Some(authority) = uri.authority() else {
+        return Err("must be an absolute http:// or https:// URL".into());
+    };
+    if authority.as_str().contains('@') {
+        return Err("user information ('user@') is not allowed in the URL".into());
+    }
+    if !values::is_host(authority.host()) {
+        return Err("the URL's host is not a valid host name or IP address".into());
+    }
+    let host_len = authority.host().len();
+    if let Some(port_text) = authority
+        .as_str()
+        .get(host_len..)
+        .and_then(|rest| rest.strip_prefix(':'))
+        && values::port(port_text).is_none()
+    {
+        return Err("the URL's values::port must be a number from 1 to 65535".into());
+    }
+    Ok(uri)
+}
+
+/// A redirect status that means "redirect": 301, 302, 303, 307 or 308.
+fn redirect_code(s: &str) -> Result<u16, String> {
+    const CODES: [u16; 5] = [301, 302, 303, 307, 308];
+    let code = values::uint(s).map_err(|_| "must be one of 301, 302, 303, 307, 308".to_owned())?;
+    match u16::try_from(code) {
+        Ok(c) if CODES.contains(&c) => Ok(c),
+        _ => Err("must be one of 301, 302, 303, 307, 308".into()),
     }
 }
 

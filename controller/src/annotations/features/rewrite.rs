@@ -47,7 +47,7 @@ pub(super) const SPECS: &[AnnotationSpec] = &[
 ];
 
 fn rewrite_target(v: &str, d: &mut Draft) -> Result<(), String> {
-    let segments = values::rewrite_template(v)?;
+    let segments = rewrite_template(v)?;
     d.out.rewrite_target = Some(RewriteTarget { segments });
     Ok(())
 }
@@ -55,6 +55,47 @@ fn rewrite_target(v: &str, d: &mut Draft) -> Result<(), String> {
 pub(crate) fn use_regex(v: &str, d: &mut Draft) -> Result<(), String> {
     d.out.use_regex = values::go_bool(v)?;
     Ok(())
+}
+
+/// A rewrite template: path text with `$1`..`$9` capture references. It must
+/// start with `/` or with a capture (which then carries the leading slash).
+fn rewrite_template(s: &str) -> Result<Vec<RewriteSegment>, String> {
+    if !(s.starts_with('/') || s.starts_with('$')) {
+        return Err("must start with '/' or a capture reference such as $1".into());
+    }
+    values::check_path_chars(s, true)?;
+
+    let mut segments = Vec::new();
+    let mut literal = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '$' {
+            literal.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some(d @ '1'..='9') => {
+                if !literal.is_empty() {
+                    segments.push(RewriteSegment::Literal(std::mem::take(&mut literal)));
+                }
+                // The match arm guarantees an ASCII digit 1..=9.
+                segments.push(RewriteSegment::Capture(d as u8 - b'0'));
+            }
+            Some('0') => {
+                return Err("$0 is not supported; capture references are $1 to $9".into());
+            }
+            Some(_) => {
+                return Err(
+                    "nginx variables are not expanded; only $1 to $9 may follow '$'".into(),
+                );
+            }
+            None => return Err("ends with a lone '$'; capture references are $1 to $9".into()),
+        }
+    }
+    if !literal.is_empty() {
+        segments.push(RewriteSegment::Literal(literal));
+    }
+    Ok(segments)
 }
 
 #[cfg(test)]

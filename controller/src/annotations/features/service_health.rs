@@ -183,7 +183,7 @@ fn health_check_unhealthy_threshold(v: &str, d: &mut Draft) -> Result<(), String
 }
 
 fn health_check_expected_statuses(v: &str, d: &mut Draft) -> Result<(), String> {
-    d.svc.health_check_expected_statuses = Some(values::status_ranges(v)?);
+    d.svc.health_check_expected_statuses = Some(status_ranges(v)?);
     Ok(())
 }
 
@@ -208,12 +208,12 @@ fn outlier_max_ejection_time(v: &str, d: &mut Draft) -> Result<(), String> {
 }
 
 fn outlier_max_ejected_percent(v: &str, d: &mut Draft) -> Result<(), String> {
-    d.svc.outlier_max_ejected_percent = Some(values::percent(v)?);
+    d.svc.outlier_max_ejected_percent = Some(percent(v)?);
     Ok(())
 }
 
 fn panic_threshold(v: &str, d: &mut Draft) -> Result<(), String> {
-    d.svc.panic_threshold = Some(values::percent(v)?);
+    d.svc.panic_threshold = Some(percent(v)?);
     Ok(())
 }
 
@@ -243,6 +243,52 @@ pub(crate) fn finish(d: &mut Draft, notes: &mut Vec<KeyedNote>) {
             &format!("longer than the interval ({interval:?}); capped at the interval"),
         );
     }
+}
+
+/// HTTP status codes and inclusive ranges, comma-separated: `200-399`,
+/// `200,204`, within 100-599.
+fn status_ranges(s: &str) -> Result<Vec<(u16, u16)>, String> {
+    const SYNTAX: &str =
+        "expected status codes or ranges from 100 to 599, comma-separated, e.g. 200-399 or 200,204";
+    let code = |t: &str| -> Result<u16, String> {
+        let t = t.trim();
+        let (digits, rest) = values::split_digits(t);
+        if digits.len() != 3 || !rest.is_empty() {
+            return Err(SYNTAX.into());
+        }
+        let n: u16 = digits.parse().map_err(|_| SYNTAX.to_owned())?;
+        if !(100..=599).contains(&n) {
+            return Err(SYNTAX.into());
+        }
+        Ok(n)
+    };
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let (min, max) = match part.split_once('-') {
+            Some((a, b)) => (code(a)?, code(b)?),
+            None => {
+                let c = code(part)?;
+                (c, c)
+            }
+        };
+        if min > max {
+            return Err(format!("range {min}-{max} is empty"));
+        }
+        out.push((min, max));
+    }
+    if out.len() > 32 {
+        return Err("at most 32 codes or ranges".into());
+    }
+    Ok(out)
+}
+
+/// A whole percentage, 0 to 100.
+fn percent(s: &str) -> Result<u8, String> {
+    let n = values::uint(s).map_err(|_| "expected a whole percentage from 0 to 100".to_owned())?;
+    u8::try_from(n)
+        .ok()
+        .filter(|n| *n <= 100)
+        .ok_or_else(|| "expected a whole percentage from 0 to 100".to_owned())
 }
 
 #[cfg(test)]

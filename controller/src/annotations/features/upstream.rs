@@ -112,7 +112,7 @@ pub(super) const TLS: &[AnnotationSpec] = &[
 ];
 
 fn upstream_vhost(v: &str, d: &mut Draft) -> Result<(), String> {
-    d.out.upstream_vhost = Some(values::host_and_port(v)?);
+    d.out.upstream_vhost = Some(host_and_port(v)?);
     Ok(())
 }
 
@@ -168,6 +168,26 @@ fn proxy_ssl_server_name(v: &str, d: &mut Draft) -> Result<(), String> {
 fn ssl_passthrough(v: &str, d: &mut Draft) -> Result<(), String> {
     d.out.ssl_passthrough = values::go_bool(v)?;
     Ok(())
+}
+
+/// `host[:port]` for the upstream `Host` header, host lower-cased.
+fn host_and_port(s: &str) -> Result<String, String> {
+    // A bracketed IPv6 address holds colons of its own.
+    let (host, port_part) = match s.rfind(':') {
+        Some(i) if !s[i..].contains(']') => (&s[..i], Some(&s[i + 1..])),
+        _ => (s, None),
+    };
+    if !values::is_host(host) {
+        return Err("expected host or host:port with a valid host name or IP address".into());
+    }
+    let mut out = host.to_ascii_lowercase();
+    if let Some(p) = port_part {
+        let p = values::port(p)
+            .ok_or_else(|| "the values::port must be a number from 1 to 65535".to_owned())?;
+        out.push(':');
+        out.push_str(&p.to_string());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::annotations::{
         Support::{Full, Partly},
         spec,
     },
-    values,
+    values::{self, HEADER_VALUE_MAX_LEN},
 };
 use portico_dataplane::model::CanaryAffinity;
 
@@ -172,12 +172,12 @@ fn canary_by_header(v: &str, d: &mut Draft) -> Result<(), String> {
 }
 
 fn canary_by_header_value(v: &str, d: &mut Draft) -> Result<(), String> {
-    d.canary.parts.by_header_value = Some(values::header_match_value(v)?);
+    d.canary.parts.by_header_value = Some(header_match_value(v)?);
     Ok(())
 }
 
 fn canary_by_header_pattern(v: &str, d: &mut Draft) -> Result<(), String> {
-    d.canary.parts.by_header_pattern = Some(values::bounded_regex(v)?);
+    d.canary.parts.by_header_pattern = Some(bounded_regex(v)?);
     Ok(())
 }
 
@@ -255,6 +255,35 @@ pub(crate) fn finish(d: &mut Draft, notes: &mut Vec<KeyedNote>) {
         );
     }
     d.out.canary = Some(canary);
+}
+
+const PATTERN_MAX_LEN: usize = 1024;
+
+/// A header value to compare against: visible ASCII and inner spaces.
+fn header_match_value(s: &str) -> Result<String, String> {
+    if s.len() > HEADER_VALUE_MAX_LEN {
+        return Err(format!("longer than {HEADER_VALUE_MAX_LEN} bytes"));
+    }
+    if s.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        Ok(s.to_owned())
+    } else {
+        Err("only visible ASCII characters and spaces are allowed".into())
+    }
+}
+
+/// A regular expression that compiles with the regex crate under the
+/// dataplane's size limits.
+fn bounded_regex(s: &str) -> Result<String, String> {
+    if s.len() > PATTERN_MAX_LEN {
+        return Err(format!("longer than {PATTERN_MAX_LEN} bytes"));
+    }
+    use portico_dataplane::pattern::{PatternError, compile};
+    compile(s, false).map(|_| s.to_owned()).map_err(|e| match e {
+        PatternError::TooBig => e.to_string(),
+        PatternError::Syntax(reason) => format!(
+            "not a valid regular expression ({reason}); the syntax is the regex crate's, without look-around or backreferences"
+        ),
+    })
 }
 
 #[cfg(test)]
