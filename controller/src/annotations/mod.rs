@@ -8,10 +8,38 @@
 //! `http` types or validated strings, or a diagnostic. Snippets are never
 //! parsed further.
 //!
-//! Adding a behaviour is one [`AnnotationSpec`] entry in `registry.rs` plus its
-//! parser in `parsers.rs` (and, if it moves out of the not-supported list, the
-//! removal of its line there). `docs/annotations.md` is generated from the
-//! registry by [`markdown`]; a test fails when the committed file drifts.
+//! # Layout
+//!
+//! One file per feature group, `features/<group>.rs` (or `<group>/mod.rs`
+//! and `<group>/tests.rs` when long), holds all of that group: its registry
+//! entries (`SPECS`, or one slice per run where its entries are not adjacent
+//! in the registry), its typed output (re-exported here), its parsers, the
+//! value syntaxes only it uses, its part of the `Draft` (values held back
+//! until the rules between annotations run), its `finish` (those rules) and
+//! its tests (its `VALID` and `INVALID` cases plus its own rules' tests).
+//! Shared by every group: this file (key resolution and spellings, the
+//! `parse_object` loop, the `Draft` core and the `list` and Secret-name
+//! helpers), `values.rs` (syntaxes several groups use), `registry.rs` (the
+//! spec types, `registry()` as the concatenation of `features::RUNS`, the
+//! table of ingress-nginx annotations Portico does not implement),
+//! `markdown.rs` (`docs/annotations.md`, generated from the registry; a
+//! test fails when the committed file drifts) and `tests.rs` (the harness
+//! that runs every group's cases, and the tests of the shared machinery).
+//!
+//! # Adding an annotation
+//!
+//! 1. its entry in its group's `SPECS` (a new group: a file under
+//!    `features/`, its `mod` line and its slice in `features::RUNS`, whose
+//!    order is parse order, diagnostic order and docs order);
+//! 2. its parser beside it, writing the typed field (on
+//!    [`IngressAnnotations`], or the group's own struct) or, when other
+//!    annotations decide what it means, the group's draft part, with the
+//!    rule in the group's `finish` (called from `Draft::finish`);
+//! 3. a valid and an invalid case in the group's `VALID` and `INVALID`
+//!    (`every_annotation_has_valid_and_invalid_cases` insists);
+//! 4. the removal of its line from the not-supported table if it was there;
+//! 5. `PORTICO_UPDATE_DOCS=1 cargo test -p portico --lib annotations` to
+//!    regenerate `docs/annotations.md`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
