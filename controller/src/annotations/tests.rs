@@ -1,11 +1,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use http::HeaderName;
-
 use super::features::service_health::tests::parse_service_checked;
 use super::*;
-use portico_dataplane::model::{Cors, DisallowedPreflight, OriginPattern};
+use portico_dataplane::model::OriginPattern;
 
 pub(crate) const PREFIXES: [&str; 2] = [PORTICO_PREFIX, NGINX_PREFIX];
 
@@ -53,6 +51,10 @@ pub(crate) fn registered(name: &str) -> &'static AnnotationSpec {
         .iter()
         .find(|s| s.name == name)
         .unwrap_or_else(|| panic!("{name} is not in the registry"))
+}
+
+pub(crate) fn origin(s: &str) -> OriginPattern {
+    OriginPattern::parse(s).unwrap()
 }
 
 // === valid values ===
@@ -684,34 +686,3 @@ fn docs_list_every_annotation() {
         );
     }
 }
-pub(crate) fn origin(s: &str) -> OriginPattern {
-    OriginPattern::parse(s).unwrap()
-}
-/// `enable-cors: "true"` alone: ingress-nginx's defaults, except that `*`
-/// comes without credentials.
-pub(crate) fn cors_default() -> Cors {
-    Cors {
-        allow_origins: vec![OriginPattern::Any],
-        allow_methods: ["GET", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"]
-            .map(|m| http::Method::from_bytes(m.as_bytes()).unwrap())
-            .to_vec(),
-        allow_headers: [
-            "dnt",
-            "keep-alive",
-            "user-agent",
-            "x-requested-with",
-            "if-modified-since",
-            "cache-control",
-            "content-type",
-            "range",
-            "authorization",
-        ]
-        .map(HeaderName::from_static)
-        .to_vec(),
-        expose_headers: vec![],
-        allow_credentials: false,
-        max_age: 1_728_000,
-        disallowed_preflight: DisallowedPreflight::Forward,
-    }
-}
-pub(crate) const CORS: &[(&str, &str)] = &[("enable-cors", "true")];

@@ -237,12 +237,12 @@ pub(crate) mod tests {
     use crate::annotations::{
         DiagnosticKind, Fallback, IngressAnnotations, NGINX_PREFIX, PORTICO_PREFIX,
         tests::{
-            CORS, IGNORED, Invalid, NO_CONTEXT, Valid, cors_default, kinds, map, origin,
-            parse_checked, parts_need_a_switch,
+            IGNORED, Invalid, NO_CONTEXT, Valid, kinds, map, origin, parse_checked,
+            parts_need_a_switch,
         },
     };
     use http::HeaderName;
-    use portico_dataplane::model::{Cors, OriginPattern};
+    use portico_dataplane::model::{Cors, DisallowedPreflight, OriginPattern};
 
     pub(crate) const VALID: &[Valid] = &[
         // enable-cors, cors-*
@@ -358,6 +358,36 @@ pub(crate) mod tests {
             want: cors_enabled,
         },
     ];
+
+    const CORS: &[(&str, &str)] = &[("enable-cors", "true")];
+
+    /// `enable-cors: "true"` alone: ingress-nginx's defaults, except that `*`
+    /// comes without credentials.
+    fn cors_default() -> Cors {
+        Cors {
+            allow_origins: vec![OriginPattern::Any],
+            allow_methods: ["GET", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"]
+                .map(|m| http::Method::from_bytes(m.as_bytes()).unwrap())
+                .to_vec(),
+            allow_headers: [
+                "dnt",
+                "keep-alive",
+                "user-agent",
+                "x-requested-with",
+                "if-modified-since",
+                "cache-control",
+                "content-type",
+                "range",
+                "authorization",
+            ]
+            .map(HeaderName::from_static)
+            .to_vec(),
+            expose_headers: vec![],
+            allow_credentials: false,
+            max_age: 1_728_000,
+            disallowed_preflight: DisallowedPreflight::Forward,
+        }
+    }
 
     fn cors_on(a: &mut IngressAnnotations) -> &mut Cors {
         a.cors.get_or_insert_with(cors_default)
