@@ -183,6 +183,11 @@ fn hsts_include_subdomains(v: &str, d: &mut Draft) -> Result<(), String> {
     Ok(())
 }
 
+fn hsts_preload(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.https.hsts_preload = Some(values::go_bool(v)?);
+    Ok(())
+}
+
 fn auth_tls_secret(v: &str, d: &mut Draft) -> Result<(), String> {
     d.out.https.auth_tls_secret = Some(namespaced_secret(v)?);
     Ok(())
@@ -212,11 +217,6 @@ fn auth_tls_verify_depth(v: &str, d: &mut Draft) -> Result<(), String> {
 
 fn auth_tls_pass_certificate(v: &str, d: &mut Draft) -> Result<(), String> {
     d.out.https.auth_tls_pass_certificate = values::go_bool(v)?;
-    Ok(())
-}
-
-fn hsts_preload(v: &str, d: &mut Draft) -> Result<(), String> {
-    d.out.https.hsts_preload = Some(values::go_bool(v)?);
     Ok(())
 }
 
