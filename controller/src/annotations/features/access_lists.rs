@@ -1,11 +1,7 @@
 //! IP access lists: `allowlist-source-range` (alias
 //! `whitelist-source-range`) and `denylist-source-range`.
 
-use crate::annotations::{
-    Draft,
-    Fallback::PathDenied,
-    registry::{AnnotationSpec, Scope::Ingress, Support::Full, spec},
-};
+use super::prelude::*;
 
 pub(super) const SPECS: &[AnnotationSpec] = &[
     AnnotationSpec {

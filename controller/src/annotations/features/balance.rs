@@ -2,18 +2,7 @@
 //! `affinity`, `affinity-mode` and `session-cookie-*`. Precedence (as
 //! ingress-nginx): cookie affinity, then the hash, then `load-balance`.
 
-use crate::annotations::{
-    Draft,
-    Fallback::Ignored,
-    KeyedNote,
-    registry::{
-        AnnotationSpec,
-        Scope::Path,
-        Support::{Full, Partly},
-        spec,
-    },
-    values,
-};
+use super::prelude::*;
 use portico_dataplane::model::{AffinityMode, HashKey, SameSite};
 
 /// `load-balance`, `upstream-hash-by`, `affinity` and `session-cookie-*`:

@@ -2,18 +2,8 @@
 //! `auth-realm` and `auth-forward-authorization`; the parts need `auth-type`,
 //! and `auth-type: basic` fails closed without a Secret.
 
-use crate::annotations::{
-    DiagnosticKind, Draft,
-    Fallback::{self, Ignored, PathDenied},
-    KeyedNote, namespaced_secret,
-    registry::{
-        AnnotationSpec,
-        Scope::Path,
-        Support::{Full, Partly},
-        spec,
-    },
-    values,
-};
+use super::prelude::*;
+use crate::annotations::{DiagnosticKind, Fallback, namespaced_secret};
 
 /// `auth-type`, `auth-secret`, `auth-secret-type`, `auth-realm` and
 /// `auth-forward-authorization`: HTTP Basic authentication.

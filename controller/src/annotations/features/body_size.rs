@@ -1,11 +1,6 @@
 //! `proxy-body-size`: the largest request body.
 
-use crate::annotations::{
-    Draft,
-    Fallback::Ignored,
-    registry::{AnnotationSpec, Scope::Path, Support::Full, spec},
-    values,
-};
+use super::prelude::*;
 
 pub(super) const SPECS: &[AnnotationSpec] = &[spec(
     "proxy-body-size",

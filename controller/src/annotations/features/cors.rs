@@ -1,18 +1,8 @@
 //! CORS: `enable-cors` and `cors-*`, with ingress-nginx's defaults for what is
 //! not set; the `cors-*` parts count only with `enable-cors: "true"`.
 
-use crate::annotations::{
-    DiagnosticKind, Draft,
-    Fallback::Ignored,
-    KeyedNote, list,
-    registry::{
-        AnnotationSpec,
-        Scope::Path,
-        Support::{Full, Partly},
-        spec,
-    },
-    values,
-};
+use super::prelude::*;
+use crate::annotations::{DiagnosticKind, list};
 use http::{HeaderName, Method};
 use portico_dataplane::model::{Cors, DisallowedPreflight, OriginPattern};
 

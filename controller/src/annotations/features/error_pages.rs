@@ -1,18 +1,8 @@
 //! Custom error pages: `default-backend`, `custom-http-errors` and
 //! `disable-proxy-intercept-errors`.
 
-use crate::annotations::{
-    Draft,
-    Fallback::Ignored,
-    list,
-    registry::{
-        AnnotationSpec,
-        Scope::Path,
-        Support::{Full, Partly},
-        spec,
-    },
-    values,
-};
+use super::prelude::*;
+use crate::annotations::list;
 
 pub(super) const SPECS: &[AnnotationSpec] = &[
     spec(

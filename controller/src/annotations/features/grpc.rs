@@ -1,13 +1,8 @@
 //! gRPC: the gRPC-Web bridge (`grpc-web*`) and `grpc-max-message-size`
 //! (Portico's own).
 
-use crate::annotations::{
-    BodySize, Draft,
-    Fallback::Ignored,
-    list,
-    registry::{AnnotationSpec, Scope::Path, Support::Full, spec},
-    values,
-};
+use super::prelude::*;
+use crate::annotations::{BodySize, list};
 use std::time::Duration;
 
 /// `grpc-web*` and `grpc-max-message-size` (Portico's own).

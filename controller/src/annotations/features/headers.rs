@@ -1,17 +1,8 @@
 //! Headers Portico adds: `x-forwarded-prefix` upstream, `custom-headers` on
 //! responses.
 
-use crate::annotations::{
-    Draft,
-    Fallback::Ignored,
-    registry::{
-        AnnotationSpec,
-        Scope::Path,
-        Support::{Full, Partly},
-        spec,
-    },
-    values::{self, HEADER_VALUE_MAX_LEN},
-};
+use super::prelude::*;
+use crate::annotations::values::HEADER_VALUE_MAX_LEN;
 use http::{HeaderName, HeaderValue};
 
 pub(super) const FORWARDED_PREFIX: &[AnnotationSpec] = &[spec(

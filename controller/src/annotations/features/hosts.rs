@@ -1,12 +1,7 @@
 //! `server-alias`: more host names for an Ingress's rules.
 
-use crate::annotations::{
-    Draft,
-    Fallback::Ignored,
-    list,
-    registry::{AnnotationSpec, Scope::Ingress, Support::Partly, spec},
-    values,
-};
+use super::prelude::*;
+use crate::annotations::list;
 
 pub(super) const SPECS: &[AnnotationSpec] = &[spec(
     "server-alias",

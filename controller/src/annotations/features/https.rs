@@ -1,18 +1,8 @@
 //! HTTPS: `ssl-redirect`, `force-ssl-redirect`, `preserve-trailing-slash`,
 //! `hsts*` and client certificates (`auth-tls-*`).
 
-use crate::annotations::{
-    Draft,
-    Fallback::{Ignored, PathDenied},
-    namespaced_secret,
-    registry::{
-        AnnotationSpec,
-        Scope::Ingress,
-        Support::{Full, Partly},
-        spec,
-    },
-    values,
-};
+use super::prelude::*;
+use crate::annotations::namespaced_secret;
 
 /// `ssl-redirect`, `force-ssl-redirect`, `preserve-trailing-slash` and
 /// `hsts*`. `None`: the global default applies.

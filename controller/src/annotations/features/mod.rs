@@ -4,6 +4,18 @@
 
 use super::registry::AnnotationSpec;
 
+/// What every group's spec table and parsers are written in.
+mod prelude {
+    pub(super) use crate::annotations::registry::Scope::{Ingress, Path};
+    pub(super) use crate::annotations::registry::Support::{Full, Partly};
+    pub(super) use crate::annotations::registry::{AnnotationSpec, service, spec};
+    pub(super) use crate::annotations::{
+        Draft,
+        Fallback::{Ignored, PathDenied},
+        KeyedNote, values,
+    };
+}
+
 pub(super) mod access_lists;
 pub(super) mod balance;
 pub(super) mod basic_auth;

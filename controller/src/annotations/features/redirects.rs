@@ -2,18 +2,7 @@
 //! answers that send the client elsewhere. Temporal wins over permanent, as
 //! in ingress-nginx.
 
-use crate::annotations::{
-    Draft,
-    Fallback::{Ignored, PathDenied},
-    KeyedNote,
-    registry::{
-        AnnotationSpec,
-        Scope::{Ingress, Path},
-        Support::{Full, Partly},
-        spec,
-    },
-    values,
-};
+use super::prelude::*;
 use http::Uri;
 
 const DEFAULT_PERMANENT_REDIRECT_CODE: u16 = 301;

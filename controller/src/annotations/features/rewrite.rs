@@ -1,11 +1,6 @@
 //! `rewrite-target` and `use-regex`: the path sent upstream and how paths match.
 
-use crate::annotations::{
-    Draft,
-    Fallback::{Ignored, PathDenied},
-    registry::{AnnotationSpec, Scope::Path, Support::Partly, spec},
-    values,
-};
+use super::prelude::*;
 
 /// A rewrite template: literal path text and `$1`..`$9` capture references.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -2,11 +2,8 @@
 //! (`health-check-*`), outlier detection (`outlier-*`), `panic-threshold` and
 //! `slow-start`.
 
-use crate::annotations::{
-    DiagnosticKind, Draft, KeyedNote,
-    registry::{AnnotationSpec, service},
-    values,
-};
+use super::prelude::*;
+use crate::annotations::DiagnosticKind;
 use std::time::Duration;
 
 /// The typed annotations of one Service: how Portico keeps its endpoints

@@ -1,17 +1,7 @@
 //! `proxy-*-timeout` and the retries `proxy-next-upstream*`.
 
-use crate::annotations::{
-    DiagnosticKind, Draft,
-    Fallback::Ignored,
-    Note, quote,
-    registry::{
-        AnnotationSpec,
-        Scope::Path,
-        Support::{Full, Partly},
-        spec,
-    },
-    values,
-};
+use super::prelude::*;
+use crate::annotations::{DiagnosticKind, Note, quote};
 use portico_dataplane::model::RetryOn;
 use std::time::Duration;
 

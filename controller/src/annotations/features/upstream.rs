@@ -1,18 +1,8 @@
 //! What the upstream connection is: `upstream-vhost`, `backend-protocol`,
 //! `proxy-ssl-*` (TLS to backends) and `ssl-passthrough`.
 
-use crate::annotations::{
-    Draft,
-    Fallback::{Ignored, PathDenied},
-    namespaced_secret,
-    registry::{
-        AnnotationSpec,
-        Scope::{Ingress, Path},
-        Support::{Full, Partly},
-        spec,
-    },
-    values,
-};
+use super::prelude::*;
+use crate::annotations::namespaced_secret;
 
 /// `proxy-ssl-*`: TLS to backends, used with `backend-protocol` HTTPS or
 /// GRPCS.

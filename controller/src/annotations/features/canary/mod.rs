@@ -1,18 +1,8 @@
 //! Canary Ingresses: `canary`, `canary-*` and `affinity-canary-behavior`;
 //! the parts count only with `canary: "true"`.
 
-use crate::annotations::{
-    DiagnosticKind, Draft,
-    Fallback::{self, Ignored},
-    KeyedNote,
-    registry::{
-        AnnotationSpec,
-        Scope::Ingress,
-        Support::{Full, Partly},
-        spec,
-    },
-    values::{self, HEADER_VALUE_MAX_LEN},
-};
+use super::prelude::*;
+use crate::annotations::{DiagnosticKind, Fallback, values::HEADER_VALUE_MAX_LEN};
 use portico_dataplane::model::CanaryAffinity;
 
 const DEFAULT_CANARY_WEIGHT_TOTAL: u32 = 100;
