@@ -3,6 +3,11 @@ use std::time::Duration;
 
 use super::features::service_health::tests::parse_service_checked;
 use super::*;
+
+/// What the groups' tests are written in, besides the harness below.
+pub(crate) use super::{
+    DiagnosticKind, Fallback, IngressAnnotations, NGINX_PREFIX, PORTICO_PREFIX,
+};
 use portico_dataplane::model::OriginPattern;
 
 pub(crate) const PREFIXES: [&str; 2] = [PORTICO_PREFIX, NGINX_PREFIX];

@@ -64,10 +64,7 @@ fn source_ranges(s: &str) -> Result<Vec<ipnet::IpNet>, String> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use crate::annotations::{
-        Fallback,
-        tests::{Invalid, NO_CONTEXT, Valid},
-    };
+    use crate::annotations::tests::*;
 
     pub(crate) const VALID: &[Valid] = &[
         // client address lists

@@ -281,10 +281,8 @@ pub(crate) fn finish(d: &mut Draft, notes: &mut Vec<KeyedNote>) {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use crate::annotations::{
-        Fallback, LoadBalance, NGINX_PREFIX, PORTICO_PREFIX,
-        tests::{IGNORED, Invalid, NO_CONTEXT, Valid, kinds, map, parse_checked},
-    };
+    use crate::annotations::LoadBalance;
+    use crate::annotations::tests::*;
     use http::HeaderName;
     use portico_dataplane::model::{AffinityMode, HashKey, HashVar, SameSite};
 

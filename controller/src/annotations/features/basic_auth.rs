@@ -169,10 +169,8 @@ pub(crate) fn finish(d: &mut Draft, notes: &mut Vec<KeyedNote>) {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use crate::annotations::{
-        AuthAnnotations, AuthSecretType, DiagnosticKind, Fallback, NGINX_PREFIX, PORTICO_PREFIX,
-        tests::{IGNORED, Invalid, Valid, check_invalid, kinds, map, parse_checked},
-    };
+    use crate::annotations::tests::*;
+    use crate::annotations::{AuthAnnotations, AuthSecretType};
 
     pub(crate) const VALID: &[Valid] = &[
         // basic authentication

@@ -19,10 +19,8 @@ fn proxy_body_size(v: &str, d: &mut Draft) -> Result<(), String> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use crate::annotations::{
-        BodySize, Fallback,
-        tests::{Invalid, NO_CONTEXT, Valid},
-    };
+    use crate::annotations::BodySize;
+    use crate::annotations::tests::*;
 
     pub(crate) const VALID: &[Valid] = &[
         // proxy-body-size

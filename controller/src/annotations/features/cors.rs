@@ -224,13 +224,7 @@ fn cors_method(s: &str) -> Result<Method, String> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use crate::annotations::{
-        DiagnosticKind, Fallback, IngressAnnotations, NGINX_PREFIX, PORTICO_PREFIX,
-        tests::{
-            IGNORED, Invalid, NO_CONTEXT, Valid, kinds, map, origin, parse_checked,
-            parts_need_a_switch,
-        },
-    };
+    use crate::annotations::tests::*;
     use http::HeaderName;
     use portico_dataplane::model::{Cors, DisallowedPreflight, OriginPattern};
 

@@ -91,10 +91,7 @@ fn dns1035_label(s: &str) -> Result<String, String> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use crate::annotations::{
-        Fallback, NGINX_PREFIX,
-        tests::{IGNORED, Invalid, NO_CONTEXT, Valid, map, parse_checked},
-    };
+    use crate::annotations::tests::*;
 
     pub(crate) const VALID: &[Valid] = &[
         // default-backend, custom-http-errors, disable-proxy-intercept-errors

@@ -123,10 +123,8 @@ fn grpc_max_message_size(v: &str, d: &mut Draft) -> Result<(), String> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use crate::annotations::{
-        BodySize, Fallback, PORTICO_PREFIX,
-        tests::{Invalid, NO_CONTEXT, Valid, map, origin, parse_checked},
-    };
+    use crate::annotations::BodySize;
+    use crate::annotations::tests::*;
     use portico_dataplane::model::OriginPattern;
 
     pub(crate) const VALID: &[Valid] = &[

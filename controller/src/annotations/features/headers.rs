@@ -103,10 +103,7 @@ fn header_lines(s: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use crate::annotations::{
-        Fallback,
-        tests::{Invalid, NO_CONTEXT, Valid},
-    };
+    use crate::annotations::tests::*;
     use http::{HeaderName, HeaderValue};
 
     pub(crate) const VALID: &[Valid] = &[

@@ -20,10 +20,7 @@ fn server_alias(v: &str, d: &mut Draft) -> Result<(), String> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use crate::annotations::{
-        Fallback, NGINX_PREFIX,
-        tests::{IGNORED, Invalid, NO_CONTEXT, Valid, map, parse_checked},
-    };
+    use crate::annotations::tests::*;
 
     pub(crate) const VALID: &[Valid] = &[
         // server-alias

@@ -212,10 +212,8 @@ fn auth_tls_pass_certificate(v: &str, d: &mut Draft) -> Result<(), String> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use crate::annotations::{
-        AuthTlsVerify, Fallback,
-        tests::{Invalid, NO_CONTEXT, Valid},
-    };
+    use crate::annotations::AuthTlsVerify;
+    use crate::annotations::tests::*;
 
     pub(crate) const VALID: &[Valid] = &[
         // ssl-redirect, force-ssl-redirect, preserve-trailing-slash, hsts*

@@ -218,10 +218,8 @@ fn redirect_code(s: &str) -> Result<u16, String> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use crate::annotations::{
-        Fallback, IngressAnnotations, NGINX_PREFIX, PORTICO_PREFIX, RedirectTarget,
-        tests::{IGNORED, Invalid, NO_CONTEXT, Valid, kinds, map, parse_checked},
-    };
+    use crate::annotations::RedirectTarget;
+    use crate::annotations::tests::*;
 
     pub(crate) const VALID: &[Valid] = &[
         // app-root

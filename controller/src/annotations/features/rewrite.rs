@@ -95,10 +95,8 @@ fn rewrite_template(s: &str) -> Result<Vec<RewriteSegment>, String> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use crate::annotations::{
-        Fallback, RewriteSegment, RewriteTarget,
-        tests::{Invalid, NO_CONTEXT, Valid},
-    };
+    use crate::annotations::tests::*;
+    use crate::annotations::{RewriteSegment, RewriteTarget};
 
     pub(crate) const VALID: &[Valid] = &[
         // rewrite-target

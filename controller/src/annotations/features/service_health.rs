@@ -290,11 +290,8 @@ fn percent(s: &str) -> Result<u8, String> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use crate::annotations::{
-        DiagnosticKind, Fallback, IngressAnnotations, ObjectKind, Parsed, ServiceAnnotations,
-        parse_service, quote,
-        tests::{PREFIXES, kinds, map, raw, registered},
-    };
+    use crate::annotations::tests::*;
+    use crate::annotations::{ObjectKind, Parsed, ServiceAnnotations, parse_service, quote};
     use std::{collections::BTreeMap, time::Duration};
 
     pub(crate) struct ServiceValid {

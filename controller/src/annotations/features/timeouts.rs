@@ -147,10 +147,7 @@ fn proxy_next_upstream_timeout(v: &str, d: &mut Draft) -> Result<(), String> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use crate::annotations::{
-        DiagnosticKind, Fallback, NGINX_PREFIX,
-        tests::{Invalid, NO_CONTEXT, Valid, kinds, map, parse_checked},
-    };
+    use crate::annotations::tests::*;
     use portico_dataplane::model::RetryOn;
     use std::time::Duration;
 

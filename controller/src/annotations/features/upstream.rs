@@ -182,10 +182,8 @@ fn host_and_port(s: &str) -> Result<String, String> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use crate::annotations::{
-        BackendProtocol, Fallback,
-        tests::{Invalid, NO_CONTEXT, Valid},
-    };
+    use crate::annotations::BackendProtocol;
+    use crate::annotations::tests::*;
 
     pub(crate) const VALID: &[Valid] = &[
         // upstream-vhost

@@ -1,7 +1,5 @@
-use crate::annotations::{
-    CanaryAnnotations, DiagnosticKind, Fallback, IngressAnnotations, NGINX_PREFIX,
-    tests::{IGNORED, Invalid, NO_CONTEXT, Valid, kinds, map, parse_checked, parts_need_a_switch},
-};
+use crate::annotations::CanaryAnnotations;
+use crate::annotations::tests::*;
 use http::HeaderName;
 use portico_dataplane::model::CanaryAffinity;
 
