@@ -8,30 +8,67 @@
 //! `http` types or validated strings, or a diagnostic. Snippets are never
 //! parsed further.
 //!
-//! Adding a behaviour is one [`AnnotationSpec`] entry in `registry.rs` plus its
-//! parser in `parsers.rs` (and, if it moves out of the not-supported list, the
-//! removal of its line there). `docs/annotations.md` is generated from the
-//! registry by [`markdown`]; a test fails when the committed file drifts.
+//! # Layout
+//!
+//! One file per feature group, `features/<group>.rs` (or `<group>/mod.rs`
+//! and `<group>/tests.rs` when long), holds all of that group: its registry
+//! entries (`SPECS`, or one slice per run where its entries are not adjacent
+//! in the registry), its typed output (re-exported here), its parsers, the
+//! value syntaxes only it uses, its part of the `Draft` (values held back
+//! until the rules between annotations run), its `finish` (those rules) and
+//! its tests (its `VALID` and `INVALID` cases plus its own rules' tests).
+//! Shared by every group: this file (key resolution and spellings, the
+//! `parse_object` loop, the `Draft` core and the `list` and Secret-name
+//! helpers), `values.rs` (syntaxes several groups use), `registry.rs` (the
+//! spec types, `registry()` as the concatenation of `features::RUNS`, the
+//! table of ingress-nginx annotations Portico does not implement),
+//! `markdown.rs` (`docs/annotations.md`, generated from the registry; a
+//! test fails when the committed file drifts) and `tests.rs` (the harness
+//! that runs every group's cases, and the tests of the shared machinery).
+//!
+//! # Adding an annotation
+//!
+//! 1. its entry in its group's `SPECS` (a new group: a file under
+//!    `features/`, its `mod` line and its slice in `features::RUNS`, whose
+//!    order is parse order, diagnostic order and docs order);
+//! 2. its parser beside it, writing the typed field (on
+//!    [`IngressAnnotations`], or the group's own struct) or, when other
+//!    annotations decide what it means, the group's draft part, with the
+//!    rule in the group's `finish` (called from `Draft::finish`);
+//! 3. a valid and an invalid case in the group's `VALID` and `INVALID`
+//!    (`every_annotation_has_valid_and_invalid_cases` insists);
+//! 4. the removal of its line from the not-supported table if it was there;
+//! 5. `PORTICO_UPDATE_DOCS=1 cargo test -p portico --lib annotations` to
+//!    regenerate `docs/annotations.md`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+mod features;
 mod markdown;
-mod parsers;
 mod registry;
 mod values;
 
 #[cfg(test)]
 mod tests;
 
+pub(crate) use self::features::error_pages::error_code;
 pub use self::markdown::markdown;
 pub use self::registry::{
     AnnotationSpec, NginxAnnotation, NginxStatus, ObjectKind, Scope, Support, nginx_not_supported,
     registry,
 };
-pub(crate) use self::values::error_code;
 
-use self::parsers::Draft;
+pub use self::features::balance::{BalanceAnnotations, LoadBalance};
+pub use self::features::basic_auth::{AuthAnnotations, AuthSecretType};
+pub use self::features::canary::CanaryAnnotations;
+pub use self::features::grpc::GrpcAnnotations;
+pub use self::features::https::{AuthTlsVerify, HttpsAnnotations};
+pub use self::features::redirects::RedirectTarget;
+pub use self::features::rewrite::{RewriteSegment, RewriteTarget};
+pub use self::features::service_health::ServiceAnnotations;
+pub use self::features::timeouts::RetryAnnotations;
+pub use self::features::upstream::{BackendProtocol, UpstreamTlsAnnotations};
 
 /// Portico's own spelling: `portico.dev/<name>`. Wins over the ingress-nginx
 /// spelling when both are set.
@@ -51,48 +88,6 @@ pub struct Parsed {
     /// Set only by [`parse_service`].
     pub service: ServiceAnnotations,
     pub diagnostics: Vec<AnnotationDiagnostic>,
-}
-
-/// The typed annotations of one Service: how Portico keeps its endpoints
-/// healthy, for every Ingress and HTTPRoute that sends to it. `None`: the
-/// default applies.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ServiceAnnotations {
-    /// An absolute path: checks are HTTP GETs of it (else TCP connects).
-    pub health_check_path: Option<String>,
-    pub health_check_port: Option<u16>,
-    pub health_check_interval: Option<Duration>,
-    /// At most the interval.
-    pub health_check_timeout: Option<Duration>,
-    /// At least 1.
-    pub health_check_healthy_threshold: Option<u32>,
-    /// At least 1.
-    pub health_check_unhealthy_threshold: Option<u32>,
-    /// Inclusive ranges of 100..=599.
-    pub health_check_expected_statuses: Option<Vec<(u16, u16)>>,
-    pub outlier_consecutive_5xx: Option<u32>,
-    pub outlier_consecutive_errors: Option<u32>,
-    pub outlier_base_ejection_time: Option<Duration>,
-    pub outlier_max_ejection_time: Option<Duration>,
-    /// 0 to 100.
-    pub outlier_max_ejected_percent: Option<u8>,
-    /// 0 to 100.
-    pub panic_threshold: Option<u8>,
-    /// `Some(ZERO)`: explicitly off.
-    pub slow_start: Option<Duration>,
-}
-
-impl ServiceAnnotations {
-    /// Whether any `health-check-*` annotation asks for active checks.
-    pub fn wants_health_checks(&self) -> bool {
-        self.health_check_path.is_some()
-            || self.health_check_port.is_some()
-            || self.health_check_interval.is_some()
-            || self.health_check_timeout.is_some()
-            || self.health_check_healthy_threshold.is_some()
-            || self.health_check_unhealthy_threshold.is_some()
-            || self.health_check_expected_statuses.is_some()
-    }
 }
 
 /// One problem with one annotation, reported on the object that carries it.
@@ -188,208 +183,11 @@ pub struct IngressAnnotations {
     pub auth: AuthAnnotations,
 }
 
-/// `auth-type`, `auth-secret`, `auth-secret-type`, `auth-realm` and
-/// `auth-forward-authorization`: HTTP Basic authentication.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AuthAnnotations {
-    /// `auth-type: basic` (the only type supported).
-    pub basic: bool,
-    /// The Secret's namespace when written (`namespace/name`), and name.
-    pub secret: Option<(Option<String>, String)>,
-    pub secret_type: AuthSecretType,
-    /// Checked by `portico_dataplane::basic_auth::check_realm`.
-    pub realm: Option<String>,
-    /// Send the client's `Authorization` upstream.
-    pub forward_authorization: bool,
-}
-
-/// `auth-secret-type`: how the Secret lists users.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum AuthSecretType {
-    /// An htpasswd file under the key `auth`.
-    #[default]
-    AuthFile,
-    /// Each key a user, each value a hash.
-    AuthMap,
-}
-
-/// `grpc-web*` and `grpc-max-message-size` (Portico's own).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct GrpcAnnotations {
-    /// Bridge gRPC-Web to gRPC on these paths.
-    pub web: bool,
-    /// Browser origins (`scheme://host[:port]`, lower-cased, or a
-    /// `*.` wildcard host) or `*`.
-    pub allow_origins: Vec<portico_dataplane::model::OriginPattern>,
-    pub allow_headers: Vec<http::HeaderName>,
-    pub expose_headers: Vec<http::HeaderName>,
-    pub allow_credentials: bool,
-    pub max_age: Option<Duration>,
-    pub max_message: Option<BodySize>,
-}
-
-/// `proxy-next-upstream*`. `None`: the default applies.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct RetryAnnotations {
-    pub on: Option<portico_dataplane::model::RetryOn>,
-    /// 0: as many as endpoints.
-    pub tries: Option<u32>,
-    /// `Some(None)`: explicitly no limit (`0`).
-    pub timeout: Option<Option<Duration>>,
-}
-
-/// `load-balance`, `upstream-hash-by`, `affinity` and `session-cookie-*`:
-/// how each request's endpoint is chosen. Precedence (as ingress-nginx):
-/// cookie affinity, then the hash, then `load-balance`.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct BalanceAnnotations {
-    pub load_balance: Option<LoadBalance>,
-    pub upstream_hash_by: Option<portico_dataplane::model::HashKey>,
-    /// `affinity: cookie`.
-    pub affinity_cookie: bool,
-    pub affinity_mode: Option<portico_dataplane::model::AffinityMode>,
-    /// A valid cookie name.
-    pub session_cookie_name: Option<String>,
-    /// Seconds.
-    pub session_cookie_max_age: Option<u64>,
-    /// Seconds from the response.
-    pub session_cookie_expires: Option<u64>,
-    /// A validated absolute path.
-    pub session_cookie_path: Option<String>,
-    /// A validated, lower-cased host name.
-    pub session_cookie_domain: Option<String>,
-    pub session_cookie_samesite: Option<portico_dataplane::model::SameSite>,
-    pub session_cookie_secure: bool,
-    pub session_cookie_change_on_failure: bool,
-}
-
-/// `load-balance`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LoadBalance {
-    RoundRobin,
-    LeastRequest,
-    Ewma,
-}
-
-/// `proxy-ssl-*`: TLS to backends, used with `backend-protocol` HTTPS or
-/// GRPCS.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct UpstreamTlsAnnotations {
-    pub verify: bool,
-    pub secret: Option<(String, String)>,
-    /// Validated, lower-cased.
-    pub name: Option<String>,
-    /// `proxy-ssl-server-name`: send SNI.
-    pub server_name: bool,
-}
-
-/// `ssl-redirect`, `force-ssl-redirect`, `preserve-trailing-slash` and
-/// `hsts*`. `None`: the global default applies.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HttpsAnnotations {
-    pub ssl_redirect: Option<bool>,
-    pub force_ssl_redirect: bool,
-    pub preserve_trailing_slash: bool,
-    pub hsts: Option<bool>,
-    pub hsts_max_age: Option<u64>,
-    pub hsts_include_subdomains: Option<bool>,
-    pub hsts_preload: Option<bool>,
-    /// `auth-tls-secret`: namespace and name.
-    pub auth_tls_secret: Option<(String, String)>,
-    pub auth_tls_verify: Option<AuthTlsVerify>,
-    pub auth_tls_verify_depth: Option<u8>,
-    pub auth_tls_pass_certificate: bool,
-}
-
-/// `auth-tls-verify-client`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AuthTlsVerify {
-    On,
-    Off,
-    Optional,
-    OptionalNoCa,
-}
-
-/// A rewrite template: literal path text and `$1`..`$9` capture references.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RewriteTarget {
-    /// `/$2/x` → `[Literal("/"), Capture(2), Literal("/x")]`. Adjacent
-    /// literals are merged.
-    pub segments: Vec<RewriteSegment>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RewriteSegment {
-    /// Path text, copied as written (percent-escapes kept).
-    Literal(String),
-    /// A capture group of the path's regular expression, 1 to 9.
-    Capture(u8),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RedirectTarget {
-    /// An absolute `http` or `https` URL with a host.
-    pub url: http::Uri,
-    /// One of 301, 302, 303, 307, 308.
-    pub code: u16,
-    /// Written without a path or query (`https://example.com`): the
-    /// `Location` is sent as written, with no `/` added (ingress-nginx).
-    /// `url` cannot tell: `http::Uri` reads a missing path as `/`.
-    pub bare: bool,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodySize {
     /// `"0"`: no limit.
     Unlimited,
     Bytes(u64),
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum BackendProtocol {
-    #[default]
-    Http,
-    Https,
-    /// gRPC over cleartext HTTP/2.
-    Grpc,
-    /// gRPC over HTTP/2 with TLS.
-    Grpcs,
-    /// Cleartext HTTP/2 with prior knowledge.
-    H2c,
-}
-
-/// How a canary Ingress takes traffic from the main Ingress of the same host
-/// and path. Precedence (applied by the dataplane, as ingress-nginx): header,
-/// then cookie, then (sticky) the mainline's session cookie, then weight.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CanaryAnnotations {
-    /// At most `weight_total`.
-    pub weight: Option<u32>,
-    /// Defaults to 100; at least 1.
-    pub weight_total: u32,
-    pub by_header: Option<http::HeaderName>,
-    /// Only with `by_header`.
-    pub by_header_value: Option<String>,
-    /// Only with `by_header` and without `by_header_value`. Compiles with the
-    /// regex crate under size limits; matched unanchored, as ingress-nginx.
-    pub by_header_pattern: Option<String>,
-    pub by_cookie: Option<String>,
-    /// `affinity-canary-behavior`.
-    pub affinity: portico_dataplane::model::CanaryAffinity,
-}
-
-impl Default for CanaryAnnotations {
-    fn default() -> Self {
-        Self {
-            weight: None,
-            weight_total: parsers::DEFAULT_CANARY_WEIGHT_TOTAL,
-            by_header: None,
-            by_header_value: None,
-            by_header_pattern: None,
-            by_cookie: None,
-            affinity: Default::default(),
-        }
-    }
 }
 
 /// Parses an Ingress's annotations. Keys under other prefixes are ignored
@@ -413,6 +211,130 @@ pub fn has_ours(annotations: &BTreeMap<String, String>) -> bool {
     annotations
         .keys()
         .any(|k| k.starts_with(PORTICO_PREFIX) || k.starts_with(NGINX_PREFIX))
+}
+
+// === the draft ===
+
+/// A diagnostic about the annotation being parsed right now.
+pub(crate) struct Note {
+    pub(crate) kind: DiagnosticKind,
+    pub(crate) message: String,
+}
+
+/// A diagnostic about an annotation parsed earlier.
+pub(crate) struct KeyedNote {
+    pub(crate) key: String,
+    pub(crate) value: String,
+    pub(crate) kind: DiagnosticKind,
+    pub(crate) message: String,
+}
+
+/// Values parsed so far. A group whose rules span several annotations
+/// holds its values back in its own part until its `finish` runs.
+#[derive(Default)]
+pub(crate) struct Draft {
+    out: IngressAnnotations,
+    svc: ServiceAnnotations,
+    redirects: features::redirects::RedirectsDraft,
+    canary: features::canary::CanaryDraft,
+    cors: features::cors::CorsDraft,
+    basic_auth: features::basic_auth::BasicAuthDraft,
+    /// An annotation whose invalid value leaves the canary unused was
+    /// invalid.
+    canary_unused: bool,
+    notes: Vec<Note>,
+    /// Registry name, key and value of every annotation that parsed.
+    accepted: Vec<(&'static str, String, String)>,
+}
+
+impl Draft {
+    fn record(&mut self, name: &'static str, key: &str, value: &str) {
+        self.accepted.push((name, key.to_owned(), value.to_owned()));
+    }
+
+    /// Diagnostics a parser left about the annotation it just parsed.
+    fn take_notes(&mut self) -> Vec<Note> {
+        std::mem::take(&mut self.notes)
+    }
+
+    /// Applies the rules between annotations (each group's `finish`) and
+    /// returns the result with the diagnostics those rules produced.
+    fn finish(mut self) -> (IngressAnnotations, ServiceAnnotations, Vec<KeyedNote>) {
+        let mut notes = Vec::new();
+        features::redirects::finish(&mut self, &mut notes);
+        features::canary::finish(&mut self, &mut notes);
+        features::service_health::finish(&mut self, &mut notes);
+        features::balance::finish(&mut self, &mut notes);
+        features::basic_auth::finish(&mut self, &mut notes);
+        features::cors::finish(&mut self, &mut notes);
+        (self.out, self.svc, notes)
+    }
+
+    /// An `Invalid(Ignored)` note on the accepted annotation `name`, if set.
+    fn note(&self, notes: &mut Vec<KeyedNote>, name: &str, message: &str) {
+        self.note_kind(
+            notes,
+            name,
+            DiagnosticKind::Invalid(Fallback::Ignored),
+            message,
+        );
+    }
+
+    fn note_kind(
+        &self,
+        notes: &mut Vec<KeyedNote>,
+        name: &str,
+        kind: DiagnosticKind,
+        message: &str,
+    ) {
+        if let Some((_, key, value)) = self.accepted.iter().find(|(n, _, _)| *n == name) {
+            notes.push(KeyedNote {
+                key: key.clone(),
+                value: value.clone(),
+                kind,
+                message: message.to_owned(),
+            });
+        }
+    }
+}
+
+// === helpers shared by several groups ===
+
+/// Comma-separated entries, each parsed on its own: an invalid one is
+/// dropped with a note, the rest kept. No entry at all is invalid.
+fn list<T: PartialEq>(
+    v: &str,
+    d: &mut Draft,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    let mut out = Vec::new();
+    let mut any = false;
+    for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        any = true;
+        match parse(entry) {
+            Ok(item) if !out.contains(&item) => out.push(item),
+            Ok(_) => {}
+            Err(reason) => d.notes.push(Note {
+                kind: DiagnosticKind::Invalid(Fallback::Ignored),
+                message: format!("entry {} dropped: {reason}", quote(entry)),
+            }),
+        }
+    }
+    if !any {
+        return Err("no entries".into());
+    }
+    Ok(out)
+}
+
+/// `namespace/name` of a Secret.
+fn namespaced_secret(v: &str) -> Result<(String, String), String> {
+    let (ns, name) = v
+        .split_once('/')
+        .ok_or("expected namespace/name of a Secret")?;
+    Ok((
+        values::dns1123_subdomain(ns)?,
+        values::dns1123_subdomain(name)?,
+    ))
 }
 
 // === key resolution ===
