@@ -19,7 +19,7 @@ use portico_dataplane::model::{
     Action, Forward, HeaderMatch, Hostname, PathMatch, Route, RouteConfig, RouteMatch, Rule,
     SourceRef, ValueMatch,
 };
-use portico_dataplane::router::{RequestHead, RouteHit, Router};
+use portico_dataplane::route::router::{RequestHead, RouteHit, Router};
 
 const SIZES: [usize; 3] = [10, 1_000, 10_000];
 /// Header-match rules in the `paths` shape.

@@ -22,12 +22,12 @@
 
 use std::net::SocketAddr;
 
-use portico_dataplane::basic_auth::{Credentials, parse_htpasswd};
+use portico_dataplane::filter::basic_auth::{Credentials, parse_htpasswd};
+use portico_dataplane::listen::tls::{CertConfig, ServerCert};
 use portico_dataplane::model::{
     Action, Backend, BasicAuth, Cors, Filter, Forward, IpAccess, OriginPattern, Protocol, Route,
     RouteConfig, Rule, SourceRef,
 };
-use portico_dataplane::tls::{CertConfig, ServerCert};
 use portico_dataplane::{AccessLogSink, Dataplane, DataplaneConfig};
 use tokio::net::TcpListener;
 

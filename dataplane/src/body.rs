@@ -19,8 +19,8 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::balance::InFlight;
+use crate::grpc::web::{TextDecoder, WebEncoder};
 use crate::grpc::{CallFailure, Code, FrameCursor, GrpcBodyError, status_trailers};
-use crate::grpc_web::{TextDecoder, WebEncoder};
 use crate::upstream::Recycle;
 
 /// Why a proxied body stopped early.

@@ -15,6 +15,8 @@
 //! of two choices), EWMA, consistent hashing with bounded load, and cookie
 //! affinity. Slow start scales an endpoint's weight for all of them.
 
+pub(crate) mod retry;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,10 +24,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 use http::{HeaderMap, HeaderValue, Uri};
 
-use crate::health::check::Check;
-use crate::health::{EndpointReport, HealthShared, Outcome, duration_ms};
 use crate::model::{AffinityMode, Balance, CookieAffinity, EndpointPolicy, HashKey, HashVar};
 use crate::upstream::Endpoint;
+use crate::upstream::health::check::Check;
+use crate::upstream::health::{EndpointReport, HealthShared, Outcome, duration_ms};
 
 pub mod ring;
 
@@ -246,7 +248,7 @@ impl Balancer {
             },
             Balance::Cookie(c) => RequestKey {
                 hash: None,
-                cookie: crate::table::cookie_value(req.headers, &c.name)
+                cookie: crate::route::table::cookie_value(req.headers, &c.name)
                     .and_then(SessionSide::parse)
                     .and_then(|(side, key)| (side == self.side).then_some(key)),
             },
@@ -611,7 +613,7 @@ fn hash_request(key: &HashKey, req: &RequestView<'_>) -> Option<u64> {
                 part(Some(host.to_ascii_lowercase().as_bytes()));
             }
             HashVar::Header(name) => part(req.headers.get(name).map(|v| v.as_bytes())),
-            HashVar::Cookie(name) => part(crate::table::cookie_value(req.headers, name)),
+            HashVar::Cookie(name) => part(crate::route::table::cookie_value(req.headers, name)),
             HashVar::Arg(name) => part(query_arg(req.uri.query(), name)),
         }
     }

@@ -82,7 +82,7 @@ impl Upstream {
         cert: &tls::Issued,
         client_ca: Option<&tls::TestCa>,
     ) -> Self {
-        let provider = portico_dataplane::tls::provider();
+        let provider = portico_dataplane::listen::tls::provider();
         let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
             .unwrap();

@@ -12,6 +12,10 @@
 //! own included. A rule without filters holds an empty slice: nothing is
 //! allocated and no loop body runs.
 
+pub mod basic_auth;
+pub mod cors;
+pub mod error_pages;
+
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -21,13 +25,13 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::basic_auth::{BasicAuthFilter, Check, Verifier, Wait};
 use crate::body::ResponseBody;
-use crate::cors::CorsPolicy;
-use crate::error_pages::{Asker, ErrorPagesRuntime, ErrorRequest};
-use crate::forwarded::{IpNet, IpSet};
+use crate::filter::basic_auth::{BasicAuthFilter, Check, Verifier, Wait};
+use crate::filter::cors::CorsPolicy;
+use crate::filter::error_pages::{Asker, ErrorPagesRuntime, ErrorRequest};
 use crate::model::{Filter, HeaderModifier, HttpsRedirect, RouteClientAuth, Rule, Scheme};
 use crate::proxy::{self, Call, ConnInfo, RequestCtx};
+use crate::request::forwarded::{IpNet, IpSet};
 use crate::upstream::Upstreams;
 
 /// A rule's filters, compiled, in running order.
@@ -365,7 +369,9 @@ impl Chain {
     }
 
     /// The error backend's endpoints, for health reports.
-    pub(crate) fn error_backends(&self) -> impl Iterator<Item = &crate::table::BackendRuntime> {
+    pub(crate) fn error_backends(
+        &self,
+    ) -> impl Iterator<Item = &crate::route::table::BackendRuntime> {
         self.error_pages_runtime()
             .into_iter()
             .flat_map(|p| p.backends())

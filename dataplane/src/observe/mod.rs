@@ -22,8 +22,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
-use crate::forwarded::ClientAddr;
-use crate::head::Rejection;
+use crate::request::forwarded::ClientAddr;
+use crate::request::head::Rejection;
 
 /// Label used for requests that matched no route.
 pub const NO_ROUTE: &str = "none";
@@ -58,11 +58,11 @@ pub struct Metrics {
     /// By [`Rejection`], resolved at start so counting takes no lock.
     request_rejections: Vec<Counter>,
     /// PROXY protocol headers read; refusals by the reasons of
-    /// [`crate::proxy_protocol::ProxyHeaderError::REASONS`], in order.
+    /// [`crate::listen::proxy_protocol::ProxyHeaderError::REASONS`], in order.
     proxy_protocol_ok: Counter,
     proxy_protocol_refused: Vec<Counter>,
     /// Basic-auth checks by result, and those waiting for a hash.
-    pub basic_auth: crate::basic_auth::AuthCounters,
+    pub basic_auth: crate::filter::basic_auth::AuthCounters,
 }
 
 /// How a gRPC call reached the proxy.
@@ -234,7 +234,7 @@ impl Metrics {
                 })
                 .clone(),
         );
-        for reason in crate::tls::HANDSHAKE_FAILURES {
+        for reason in crate::listen::tls::HANDSHAKE_FAILURES {
             let c = handshakes
                 .get_or_create(&HandshakeLabels {
                     result: "error",
@@ -303,7 +303,7 @@ impl Metrics {
                 reason: "none",
             })
             .clone();
-        let proxy_protocol_refused = crate::proxy_protocol::ProxyHeaderError::REASONS
+        let proxy_protocol_refused = crate::listen::proxy_protocol::ProxyHeaderError::REASONS
             .iter()
             .map(|reason| {
                 proxy_protocol
@@ -321,7 +321,7 @@ impl Metrics {
             checks.clone(),
         );
         let result = |result| checks.get_or_create(&ResultLabels { result }).clone();
-        let basic_auth = crate::basic_auth::AuthCounters {
+        let basic_auth = crate::filter::basic_auth::AuthCounters {
             cached: result("cached"),
             verified: result("verified"),
             refused: result("refused"),
@@ -394,13 +394,13 @@ impl Metrics {
     }
 
     /// Counts a PROXY protocol header read (`None`) or refused for `reason`
-    /// (one of [`crate::proxy_protocol::ProxyHeaderError::REASONS`]).
+    /// (one of [`crate::listen::proxy_protocol::ProxyHeaderError::REASONS`]).
     pub fn proxy_protocol_header(&self, refused: Option<&'static str>) {
         let Some(reason) = refused else {
             self.proxy_protocol_ok.inc();
             return;
         };
-        let slot = crate::proxy_protocol::ProxyHeaderError::REASONS
+        let slot = crate::listen::proxy_protocol::ProxyHeaderError::REASONS
             .iter()
             .position(|r| *r == reason);
         if let Some(c) = slot.and_then(|i| self.proxy_protocol_refused.get(i)) {
@@ -431,19 +431,17 @@ impl Metrics {
     /// scrape time, and the health-check duration histogram.
     pub(crate) fn register_upstreams(
         &mut self,
-        table: Arc<arc_swap::ArcSwap<crate::table::RouteTable>>,
-        health: Arc<crate::health::HealthShared>,
+        table: Arc<arc_swap::ArcSwap<crate::route::table::RouteTable>>,
+        health: Arc<crate::upstream::health::HealthShared>,
     ) {
         self.registry.register(
             "upstream_health_check_duration_seconds",
             "Time active health-check probes took",
             health.check_duration.clone(),
         );
-        self.registry
-            .register_collector(Box::new(crate::health::metrics::UpstreamCollector {
-                table,
-                health,
-            }));
+        self.registry.register_collector(Box::new(
+            crate::upstream::health::metrics::UpstreamCollector { table, health },
+        ));
     }
 
     /// Prometheus text exposition.

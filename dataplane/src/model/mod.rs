@@ -65,7 +65,7 @@ pub struct HttpsPolicy {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteClientAuth {
-    /// The policy's id (`crate::tls::ClientAuth::id`).
+    /// The policy's id (`crate::listen::tls::ClientAuth::id`).
     pub policy: String,
     /// Send the client's certificate upstream (`ssl-client-cert`).
     #[serde(default)]
@@ -228,7 +228,7 @@ pub enum Filter {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BasicAuth {
     /// Sent as `WWW-Authenticate: Basic realm="<realm>"`; must pass
-    /// [`crate::basic_auth::check_realm`] (else it is sent empty).
+    /// [`crate::filter::basic_auth::check_realm`] (else it is sent empty).
     #[serde(default)]
     pub realm: String,
     /// Where the users come from, `namespace/name`: for people reading
@@ -237,7 +237,7 @@ pub struct BasicAuth {
     pub secret: String,
     /// Serialised as their count.
     #[serde(default)]
-    pub users: crate::basic_auth::Credentials,
+    pub users: crate::filter::basic_auth::Credentials,
     /// Send the client's `Authorization` header upstream (ingress-nginx
     /// does); by default the credential stops at the proxy.
     #[serde(default)]
@@ -578,7 +578,7 @@ pub struct UpstreamTls {
     #[serde(default)]
     pub ca_pem: String,
     /// The id of a client certificate published with the certificates
-    /// ([`crate::tls::CertConfig::upstream_client_certs`]), presented to
+    /// ([`crate::listen::tls::CertConfig::upstream_client_certs`]), presented to
     /// the backend; the key never enters this model. An id that is not
     /// published fails every connection (502).
     #[serde(default)]
@@ -1279,7 +1279,7 @@ pub struct GrpcWeb {}
 /// a rule's answers, and what their preflights are told. One type for the
 /// ingress-nginx `enable-cors` annotations, HTTPRoute's `CORS` filter and
 /// the gRPC-Web bridge; compiled once per table build by
-/// [`crate::cors::CorsPolicy`].
+/// [`crate::filter::cors::CorsPolicy`].
 ///
 /// In the lists, `*` is the CORS wildcard: any method, any header, every
 /// header exposed. With credentials a wildcard is never sent: the

@@ -27,10 +27,10 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::balance::RequestKey;
+use crate::balance::retry::{self, Sent, Timing};
 use crate::body::{RequestBody, ResponseBody};
 use crate::model::{self, Backend, ErrorOrigin, Protocol, RetryPolicy, Timeouts};
-use crate::retry::{self, Sent, Timing};
-use crate::table::{BackendRuntime, BackendSet};
+use crate::route::table::{BackendRuntime, BackendSet};
 use crate::upstream::Upstreams;
 
 static X_CODE: HeaderName = HeaderName::from_static("x-code");

@@ -9,16 +9,16 @@ use std::time::SystemTime;
 use http::HeaderMap;
 use regex::Regex;
 
+use crate::balance::retry::RetryBudget;
 use crate::balance::{Balancer, SessionSide};
-use crate::error_pages::ErrorPagesRuntime;
+use crate::filter::error_pages::ErrorPagesRuntime;
 use crate::filter::{Chain, FilterState, Interned};
 use crate::model::{
     Action, Backend, Balance, Canary, CanaryAffinity, CanaryHeaderValue, Filter, PathModifier,
     Protocol, RetryPolicy, Route, RouteConfig, RouteMatch, Rule, UpstreamTls,
 };
 use crate::observe::{Metrics, RouteStats};
-use crate::retry::RetryBudget;
-use crate::router::{RequestHead, RouteError, Router};
+use crate::route::router::{RequestHead, RouteError, Router};
 use crate::upstream::{EndpointKey, Upstreams};
 
 pub struct RouteTable {
@@ -318,7 +318,7 @@ impl RouteTable {
     }
 
     /// Each endpoint of each backend once, with its health.
-    pub fn endpoint_health(&self) -> Vec<crate::health::EndpointReport> {
+    pub fn endpoint_health(&self) -> Vec<crate::upstream::health::EndpointReport> {
         let mut seen = std::collections::BTreeMap::new();
         for b in self.backends() {
             for r in b.balancer.report(&b.name) {
@@ -382,7 +382,7 @@ fn refuse_unsafe_fields(config: &mut RouteConfig) -> Vec<RouteError> {
 /// nginx's `rewrite` is case-insensitive for ingress-nginx locations and
 /// matches anywhere in the path.
 fn rewrite_regex(pattern: &str) -> Result<Regex, String> {
-    crate::pattern::compile(pattern, true).map_err(|e| e.to_string())
+    crate::route::pattern::compile(pattern, true).map_err(|e| e.to_string())
 }
 
 // === impl CanaryRuntime ===
@@ -402,7 +402,7 @@ impl CanaryRuntime {
                     CanaryHeaderValue::AlwaysNever => CanaryHeaderRuntime::AlwaysNever,
                     CanaryHeaderValue::Exact(v) => CanaryHeaderRuntime::Exact(v.as_str().into()),
                     CanaryHeaderValue::Pattern(p) => CanaryHeaderRuntime::Pattern(
-                        crate::pattern::compile(p, false).map_err(|e| e.to_string())?,
+                        crate::route::pattern::compile(p, false).map_err(|e| e.to_string())?,
                     ),
                 };
                 Some((h.name.clone(), value))
@@ -699,8 +699,8 @@ mod tests {
     /// An Ingress with one long list and many paths compiles the list once.
     #[test]
     fn rules_with_the_same_policy_data_share_one_compiled_copy() {
-        use crate::forwarded::IpNet;
         use crate::model::{Filter, HeaderModifier, IpAccess};
+        use crate::request::forwarded::IpNet;
         use std::net::IpAddr;
 
         // 10,000 ranges that do not merge: the lower half of each /24.

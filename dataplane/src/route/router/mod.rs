@@ -684,7 +684,7 @@ fn compile_match(
 
 /// Compiles `pattern` to match a whole input, with size limits.
 fn whole_match_regex(pattern: &str) -> Result<Regex, String> {
-    crate::pattern::compile_bytes(&format!("^(?:{pattern})$")).map_err(|e| e.to_string())
+    crate::route::pattern::compile_bytes(&format!("^(?:{pattern})$")).map_err(|e| e.to_string())
 }
 
 // === impl HeaderCondition ===

@@ -28,21 +28,21 @@ use tracing::{debug, warn};
 
 use crate::Shared;
 use crate::balance::RequestView;
+use crate::balance::retry::{self, Failed, Sent};
 use crate::body::{BodyError, Done, GrpcRequest, RequestBody, ResponseBody, find_body_error};
 use crate::filter::{Answer, Flow};
-use crate::forwarded::{ClientAddr, TrustedProxies, X_FORWARDED_FOR};
+use crate::grpc::web::{WebContentType, WebEncoder};
 use crate::grpc::{self, CallFailure, Code, GrpcBodyError};
-use crate::grpc_web::{WebContentType, WebEncoder};
-use crate::head::{self, Rejection};
+use crate::listen::tls::ClientCert;
 use crate::model::{
     Action, PathMatch, PathModifier, Protocol, Redirect, RouteClientAuth, Scheme, Substitution,
 };
 use crate::observe::{AccessRecord, NO_ROUTE, RouteStats};
-use crate::path::{self, PathError, PathNormalization, PathPolicy};
-use crate::retry::{self, Failed, Sent};
-use crate::router::{RequestHead, replace_prefix_match};
-use crate::table::{PickError, RouteTable, Routed};
-use crate::tls::ClientCert;
+use crate::request::forwarded::{ClientAddr, TrustedProxies, X_FORWARDED_FOR};
+use crate::request::head::{self, Rejection};
+use crate::request::path::{self, PathError, PathNormalization, PathPolicy};
+use crate::route::router::{RequestHead, replace_prefix_match};
+use crate::route::table::{PickError, RouteTable, Routed};
 use crate::upstream::UpstreamError;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -264,11 +264,11 @@ pub(crate) async fn handle(
         if let Some(pages) = table.default_backend()
             && matches!(ctx.call, Call::Http)
         {
-            let asker = crate::error_pages::Asker {
+            let asker = crate::filter::error_pages::Asker {
                 id: &ctx.id,
                 client: ctx.client.ip,
             };
-            let req = crate::error_pages::ErrorRequest::of(&req);
+            let req = crate::filter::error_pages::ErrorRequest::of(&req);
             rsp = Box::pin(pages.render(&req, asker, rsp)).await;
         }
         return Ok(finish(&shared, ctx, log, None, NO_ROUTE.into(), None, rsp));

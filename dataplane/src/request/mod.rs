@@ -1,0 +1,6 @@
+//! What is checked and derived from a request before it is routed: the head
+//! rules, the normalised path and the client address.
+
+pub mod forwarded;
+pub mod head;
+pub mod path;
