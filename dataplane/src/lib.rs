@@ -20,6 +20,7 @@ pub mod route;
 pub mod upstream;
 
 pub mod admin;
+mod headers;
 pub mod model;
 pub mod store;
 

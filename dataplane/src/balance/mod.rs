@@ -248,7 +248,7 @@ impl Balancer {
             },
             Balance::Cookie(c) => RequestKey {
                 hash: None,
-                cookie: crate::route::table::cookie_value(req.headers, &c.name)
+                cookie: crate::headers::cookie_value(req.headers, &c.name)
                     .and_then(SessionSide::parse)
                     .and_then(|(side, key)| (side == self.side).then_some(key)),
             },
@@ -609,11 +609,11 @@ fn hash_request(key: &HashKey, req: &RequestView<'_>) -> Option<u64> {
             )),
             HashVar::Uri => part(Some(req.uri.path().as_bytes())),
             HashVar::Host => {
-                let (host, _) = crate::proxy::split_host_port(req.host);
+                let (host, _) = crate::headers::split_host_port(req.host);
                 part(Some(host.to_ascii_lowercase().as_bytes()));
             }
             HashVar::Header(name) => part(req.headers.get(name).map(|v| v.as_bytes())),
-            HashVar::Cookie(name) => part(crate::route::table::cookie_value(req.headers, name)),
+            HashVar::Cookie(name) => part(crate::headers::cookie_value(req.headers, name)),
             HashVar::Arg(name) => part(query_arg(req.uri.query(), name)),
         }
     }

@@ -29,8 +29,9 @@ use crate::body::ResponseBody;
 use crate::filter::basic_auth::{BasicAuthFilter, Check, Verifier, Wait};
 use crate::filter::cors::CorsPolicy;
 use crate::filter::error_pages::{Asker, ErrorPagesRuntime, ErrorRequest};
+use crate::headers;
 use crate::model::{Filter, HeaderModifier, HttpsRedirect, RouteClientAuth, Rule, Scheme};
-use crate::proxy::{self, Call, ConnInfo, RequestCtx};
+use crate::request::ctx::{Call, ConnInfo, RequestCtx};
 use crate::request::forwarded::{IpNet, IpSet};
 use crate::upstream::Upstreams;
 
@@ -473,7 +474,7 @@ impl Compiled {
                     Call::Web { .. } => *bridged,
                     Call::Http => false,
                 };
-                (!grpc && proxy::content_length(req.headers()).is_some_and(|len| len > *limit))
+                (!grpc && headers::content_length(req.headers()).is_some_and(|len| len > *limit))
                     .then_some(Answer::Status(StatusCode::PAYLOAD_TOO_LARGE))
             }
             _ => None,
@@ -512,7 +513,7 @@ fn forwarded_over_https(req: &Request<Incoming>, ctx: &RequestCtx) -> bool {
     ctx.conn.trusted
         && req
             .headers()
-            .get(&proxy::X_FORWARDED_PROTO)
+            .get(&headers::X_FORWARDED_PROTO)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
 }
 
@@ -520,7 +521,7 @@ fn forwarded_over_https(req: &Request<Incoming>, ctx: &RequestCtx) -> bool {
 /// `ssl-redirect`: one trailing `/` of the request URI is dropped unless
 /// `preserve_trailing_slash`.
 fn https_redirect(r: &HttpsRedirect, req: &Request<Incoming>, host: &str) -> Answer {
-    let (host, _) = proxy::split_host_port(host);
+    let (host, _) = headers::split_host_port(host);
     let mut uri = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     if !r.preserve_trailing_slash {
         uri = uri.strip_suffix('/').unwrap_or(uri);
@@ -528,7 +529,7 @@ fn https_redirect(r: &HttpsRedirect, req: &Request<Incoming>, host: &str) -> Ans
     let port = r.port.filter(|p| *p != Scheme::Https.default_port());
     Answer::Redirect {
         status: StatusCode::PERMANENT_REDIRECT,
-        location: proxy::location(Scheme::Https, host, port, uri),
+        location: headers::location(Scheme::Https, host, port, uri),
     }
 }
 

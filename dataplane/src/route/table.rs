@@ -13,6 +13,7 @@ use crate::balance::retry::RetryBudget;
 use crate::balance::{Balancer, SessionSide};
 use crate::filter::error_pages::ErrorPagesRuntime;
 use crate::filter::{Chain, FilterState, Interned};
+use crate::headers::cookie_value;
 use crate::model::{
     Action, Backend, Balance, Canary, CanaryAffinity, CanaryHeaderValue, Filter, PathModifier,
     Protocol, RetryPolicy, Route, RouteConfig, RouteMatch, Rule, UpstreamTls,
@@ -495,19 +496,6 @@ impl CanaryRuntime {
         let n = self.next.fetch_add(1, Ordering::Relaxed) % self.weight_total;
         Decision::Weight(if n < self.weight { Canary } else { Mainline })
     }
-}
-
-/// The value of the first cookie called `name` in the `Cookie` headers.
-pub(crate) fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
-        .find_map(|pair| {
-            let pair = pair.trim_ascii();
-            let eq = pair.iter().position(|&b| b == b'=')?;
-            (pair[..eq].trim_ascii() == name.as_bytes()).then(|| pair[eq + 1..].trim_ascii())
-        })
 }
 
 impl BackendSet {
