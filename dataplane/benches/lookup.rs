@@ -48,13 +48,7 @@ fn rule(path: PathMatch, headers: Vec<HeaderMatch>) -> Rule {
             ..RouteMatch::default()
         }],
         filters: Default::default(),
-        action: Action::Forward(Forward {
-            backends: vec![],
-            rewrite: None,
-            canary: None,
-            upstream_tls: None,
-            retry: Default::default(),
-        }),
+        action: Action::Forward(Forward::to(vec![])),
         timeouts: Default::default(),
         chain: Vec::new(),
         max_request_body: None,

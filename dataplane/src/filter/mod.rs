@@ -623,13 +623,7 @@ mod tests {
             assert_eq!(f.stage(), *stage, "{f:?}");
         }
 
-        let mut rule = Rule::new(Action::Forward(Forward {
-            backends: vec![],
-            rewrite: None,
-            canary: None,
-            upstream_tls: None,
-            retry: Default::default(),
-        }));
+        let mut rule = Rule::new(Action::Forward(Forward::to(vec![])));
         rule.filters.request_headers = modifier("x-req");
         rule.filters.response_headers = modifier("x-rsp");
         rule.max_request_body = Some(10);

@@ -29,6 +29,16 @@ pub struct RouteConfig {
     pub default_backend: Option<Backend>,
 }
 
+impl RouteConfig {
+    /// `routes`, with no default backend.
+    pub fn new(routes: Vec<Route>) -> Self {
+        Self {
+            routes,
+            default_backend: None,
+        }
+    }
+}
+
 /// The rules one source object contributes (an Ingress, an HTTPRoute).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Route {
@@ -44,6 +54,20 @@ pub struct Route {
     /// HTTP-to-HTTPS redirect and HSTS for this route's requests.
     #[serde(default)]
     pub https: HttpsPolicy,
+}
+
+impl Route {
+    /// A route of `rules` for `hostnames` (empty: the default virtual
+    /// host), with no source object and no HTTPS policy.
+    pub fn new(id: impl Into<String>, hostnames: Vec<Hostname>, rules: Vec<Rule>) -> Self {
+        Self {
+            id: id.into(),
+            source: SourceRef::default(),
+            hostnames,
+            rules,
+            https: HttpsPolicy::default(),
+        }
+    }
 }
 
 /// What a route does about HTTPS (ingress-nginx `ssl-redirect`,
@@ -463,6 +487,20 @@ pub struct Forward {
     pub retry: RetryPolicy,
 }
 
+impl Forward {
+    /// A weighted split over `backends`: no rewrite, no canary, cleartext,
+    /// the default retries.
+    pub fn to(backends: Vec<Backend>) -> Self {
+        Self {
+            backends,
+            rewrite: None,
+            canary: None,
+            upstream_tls: None,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
 /// ingress-nginx `proxy-next-upstream*`, plus a retry budget per backend.
 /// A retry goes to an endpoint the request has not tried, within the same
 /// backend; a request body is never sent twice (only requests without a
@@ -655,6 +693,20 @@ pub struct Backend {
     /// How endpoints are kept healthy and chosen.
     #[serde(default)]
     pub policy: EndpointPolicy,
+}
+
+impl Backend {
+    /// A backend of weight 1 over `endpoints`, spoken to in HTTP/1.1, with
+    /// the default endpoint policy.
+    pub fn new(name: impl Into<String>, endpoints: Vec<SocketAddr>) -> Self {
+        Self {
+            name: name.into(),
+            weight: 1,
+            protocol: Protocol::default(),
+            endpoints,
+            policy: EndpointPolicy::default(),
+        }
+    }
 }
 
 /// What a backend does about its endpoints' health. The state it acts on
@@ -1947,19 +1999,13 @@ mod tests {
                         },
                         response_headers: HeaderModifier::default(),
                     },
-                    action: Action::Forward(Forward {
-                        backends: vec![Backend {
-                            name: "default/web:80".into(),
-                            weight: 1,
-                            protocol: Protocol::H2c,
-                            endpoints: vec!["127.0.0.1:8080".parse().unwrap()],
-                            policy: EndpointPolicy::default(),
-                        }],
-                        rewrite: None,
-                        canary: None,
-                        upstream_tls: None,
-                        retry: RetryPolicy::default(),
-                    }),
+                    action: Action::Forward(Forward::to(vec![Backend {
+                        name: "default/web:80".into(),
+                        weight: 1,
+                        protocol: Protocol::H2c,
+                        endpoints: vec!["127.0.0.1:8080".parse().unwrap()],
+                        policy: EndpointPolicy::default(),
+                    }])),
                     timeouts: Timeouts::default(),
                     chain: Vec::new(),
                     max_request_body: Some(10),

@@ -659,13 +659,7 @@ mod tests {
                 rules: vec![Rule {
                     matches: vec![],
                     filters: Default::default(),
-                    action: Action::Forward(Forward {
-                        backends: vec![backend("a", 1, &[9])],
-                        rewrite: None,
-                        canary: None,
-                        upstream_tls: None,
-                        retry: Default::default(),
-                    }),
+                    action: Action::Forward(Forward::to(vec![backend("a", 1, &[9])])),
                     timeouts: Timeouts::default(),
                     chain: Vec::new(),
                     max_request_body: None,
