@@ -7,22 +7,33 @@
 //! fails or mixes a request. This crate knows nothing of Kubernetes.
 #![forbid(unsafe_code)]
 
-// In the order a request meets them.
-pub mod balance;
-pub mod body;
-pub mod filter;
-pub mod grpc;
+// Folders in the order a request meets them.
+// Where a connection comes in: accept loops, PROXY header, TLS.
 pub mod listen;
-pub mod observe;
-pub mod proxy;
+// What is checked and derived before routing.
 pub mod request;
+// Which rule a request belongs to.
 pub mod route;
-pub mod upstream;
+// The rule's policies, request side then response side.
+pub mod filter;
+// Which endpoint, and retries.
+pub(crate) mod balance;
+// Pooled connections to the endpoints, and their health.
+pub(crate) mod upstream;
+// Streaming bodies both ways.
+pub(crate) mod body;
+// The request's phases end to end, and the one answer renderer.
+pub(crate) mod proxy;
+// gRPC and gRPC-Web framing and statuses.
+pub(crate) mod grpc;
+// Metrics and the access log.
+pub(crate) mod observe;
 
-pub mod admin;
+// Besides the flow.
+pub(crate) mod admin;
 mod headers;
 pub mod model;
-pub mod store;
+pub(crate) mod store;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,14 +54,15 @@ pub use crate::route::pattern;
 pub use crate::listen::server::ListenerConfig;
 pub use crate::observe::AccessLogSink;
 pub use crate::route::router::RouteError;
+pub use crate::route::table::RouteTable;
 pub use crate::upstream::PoolConfig;
+pub use crate::upstream::health::EndpointReport;
 
 use crate::admin::PageSet;
 use crate::listen::tls::{CertConfig, CertTable, ServerCert};
 use crate::listen::{server, tls};
 use crate::model::RouteConfig;
 use crate::observe::{AccessLog, Metrics, RouteStats};
-use crate::route::table::RouteTable;
 use crate::upstream::Upstreams;
 use crate::upstream::health;
 

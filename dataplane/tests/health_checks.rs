@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use http::StatusCode;
 use portico_dataplane::Dataplane;
+use portico_dataplane::EndpointReport;
 use portico_dataplane::model::{
     Action, Backend, HealthCheck, Probe, Protocol, RouteConfig, StatusRange, UpstreamTls,
 };
-use portico_dataplane::upstream::health::EndpointReport;
 use support::*;
 use tokio::time::Instant;
 

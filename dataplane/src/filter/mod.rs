@@ -13,8 +13,8 @@
 //! allocated and no loop body runs.
 
 pub mod basic_auth;
-pub mod cors;
-pub mod error_pages;
+pub(crate) mod cors;
+pub(crate) mod error_pages;
 
 use std::borrow::Borrow;
 use std::collections::HashMap;

@@ -2,6 +2,6 @@
 //! settings, the optional PROXY protocol header, and the server side of TLS
 //! (certificates by SNI, client certificates, passthrough).
 
-pub mod proxy_protocol;
-pub mod server;
+pub(crate) mod proxy_protocol;
+pub(crate) mod server;
 pub mod tls;

@@ -3,4 +3,4 @@
 
 pub mod pattern;
 pub mod router;
-pub mod table;
+pub(crate) mod table;
