@@ -1,5 +1,6 @@
 //! The small pieces of HTTP every stage shares: the forwarding header names,
-//! `host[:port]` splitting, cookies, `Content-Length` and redirect targets.
+//! `host[:port]` splitting, cookies, `Content-Length`, redirect targets and
+//! percent-escape digits.
 //! Kept apart so the stages depend on it, not on each other.
 
 use std::fmt::Write as _;
@@ -69,6 +70,16 @@ pub(crate) fn location(
     }
     location.push_str(path_and_query);
     location
+}
+
+/// The value of one hex digit.
+pub(crate) fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
