@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use portico_dataplane::listen::tls::{CertBinding, CertConfig, ServerCert};
 use portico_dataplane::model::Hostname;
-use portico_dataplane::tls::{CertBinding, CertConfig, ServerCert};
 
 use crate::snapshot::Key;
 use crate::translate::{Settings, Translation};

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use portico_dataplane::forwarded::IpNet;
-use portico_dataplane::head::HeadRules;
 use portico_dataplane::model::Hsts;
-use portico_dataplane::path::{EscapedSlashes, PathNormalization, PathPolicy};
+use portico_dataplane::request::forwarded::IpNet;
+use portico_dataplane::request::head::HeadRules;
+use portico_dataplane::request::path::{EscapedSlashes, PathNormalization, PathPolicy};
 
 use crate::translate::Settings;
 use crate::translate::backends::{PortRef, ServiceRef};
@@ -193,11 +193,11 @@ pub struct BasicAuthArgs {
 }
 
 impl BasicAuthArgs {
-    pub fn config(&self) -> portico_dataplane::basic_auth::BasicAuthConfig {
-        let defaults = portico_dataplane::basic_auth::BasicAuthConfig::default();
+    pub fn config(&self) -> portico_dataplane::filter::basic_auth::BasicAuthConfig {
+        let defaults = portico_dataplane::filter::basic_auth::BasicAuthConfig::default();
         // u32 always fits a usize on the platforms portico builds for.
         let n = |v: u32| usize::try_from(v).unwrap_or(usize::MAX);
-        portico_dataplane::basic_auth::BasicAuthConfig {
+        portico_dataplane::filter::basic_auth::BasicAuthConfig {
             concurrency: self.basic_auth_concurrency.map_or(defaults.concurrency, n),
             queue: n(self.basic_auth_queue),
             cache_entries: n(self.basic_auth_cache_entries),
@@ -466,7 +466,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// A `--trusted-proxies` entry.
 fn parse_range(s: &str) -> Result<IpNet, String> {
-    portico_dataplane::forwarded::parse_range(s).map_err(|e| e.to_string())
+    portico_dataplane::request::forwarded::parse_range(s).map_err(|e| e.to_string())
 }
 
 /// A `--custom-http-errors` entry.

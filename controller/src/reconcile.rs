@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portico_dataplane::Dataplane;
+use portico_dataplane::listen::tls::CertConfig;
 use portico_dataplane::model::RouteConfig;
-use portico_dataplane::tls::CertConfig;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};

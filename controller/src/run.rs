@@ -29,7 +29,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             proxy_protocol: args.client_address.proxy_protocol,
             ..Default::default()
         },
-        trusted_proxies: portico_dataplane::forwarded::TrustedProxies::new(
+        trusted_proxies: portico_dataplane::request::forwarded::TrustedProxies::new(
             args.client_address.trusted_proxies.iter().copied(),
         ),
         access_log: if args.access_log {

@@ -32,7 +32,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use portico_crds::HTTPRoute;
-use portico_dataplane::tls::ServerCert;
+use portico_dataplane::listen::tls::ServerCert;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
@@ -88,11 +88,12 @@ const CROSS_OBJECT_REASONS: &[&str] = &[
 pub async fn serve(args: WebhookArgs) -> anyhow::Result<()> {
     let certs = Arc::new(Reloading::load(&args.tls_cert_file, &args.tls_key_file)?);
     tokio::spawn(Arc::clone(&certs).reload_forever());
-    let tls = rustls::ServerConfig::builder_with_provider(portico_dataplane::tls::provider())
-        .with_safe_default_protocol_versions()
-        .context("TLS versions")?
-        .with_no_client_auth()
-        .with_cert_resolver(certs);
+    let tls =
+        rustls::ServerConfig::builder_with_provider(portico_dataplane::listen::tls::provider())
+            .with_safe_default_protocol_versions()
+            .context("TLS versions")?
+            .with_no_client_auth()
+            .with_cert_resolver(certs);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let listener = TcpListener::bind(args.webhook_addr)
         .await

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use portico_dataplane::forwarded::{IpNet, IpSet, parse_range};
+use portico_dataplane::request::forwarded::{IpNet, IpSet, parse_range};
 
 const SIZES: [usize; 3] = [10, 1_000, 10_000];
 

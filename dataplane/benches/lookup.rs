@@ -19,7 +19,7 @@ use portico_dataplane::model::{
     Action, Forward, HeaderMatch, Hostname, PathMatch, Route, RouteConfig, RouteMatch, Rule,
     SourceRef, ValueMatch,
 };
-use portico_dataplane::router::{RequestHead, RouteHit, Router};
+use portico_dataplane::route::router::{RequestHead, RouteHit, Router};
 
 const SIZES: [usize; 3] = [10, 1_000, 10_000];
 /// Header-match rules in the `paths` shape.
@@ -48,13 +48,7 @@ fn rule(path: PathMatch, headers: Vec<HeaderMatch>) -> Rule {
             ..RouteMatch::default()
         }],
         filters: Default::default(),
-        action: Action::Forward(Forward {
-            backends: vec![],
-            rewrite: None,
-            canary: None,
-            upstream_tls: None,
-            retry: Default::default(),
-        }),
+        action: Action::Forward(Forward::to(vec![])),
         timeouts: Default::default(),
         chain: Vec::new(),
         max_request_body: None,

@@ -85,19 +85,13 @@ async fn proxy(listen: SocketAddr, upstream: SocketAddr) -> Result<(), Error> {
             rules: vec![Rule {
                 matches: vec![],
                 filters: Default::default(),
-                action: Action::Forward(Forward {
-                    backends: vec![Backend {
-                        name: "echo".into(),
-                        weight: 1,
-                        protocol: Protocol::H2c,
-                        endpoints: vec![upstream],
-                        policy: Default::default(),
-                    }],
-                    rewrite: None,
-                    canary: None,
-                    upstream_tls: None,
-                    retry: Default::default(),
-                }),
+                action: Action::Forward(Forward::to(vec![Backend {
+                    name: "echo".into(),
+                    weight: 1,
+                    protocol: Protocol::H2c,
+                    endpoints: vec![upstream],
+                    policy: Default::default(),
+                }])),
                 timeouts: Default::default(),
                 chain: Vec::new(),
                 max_request_body: None,

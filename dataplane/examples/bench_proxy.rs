@@ -22,12 +22,12 @@
 
 use std::net::SocketAddr;
 
-use portico_dataplane::basic_auth::{Credentials, parse_htpasswd};
+use portico_dataplane::filter::basic_auth::{Credentials, parse_htpasswd};
+use portico_dataplane::listen::tls::{CertConfig, ServerCert};
 use portico_dataplane::model::{
-    Action, Backend, BasicAuth, Cors, Filter, Forward, IpAccess, OriginPattern, Protocol, Route,
-    RouteConfig, Rule, SourceRef,
+    Action, Backend, BasicAuth, Cors, Filter, Forward, IpAccess, OriginPattern, Route, RouteConfig,
+    Rule, SourceRef,
 };
-use portico_dataplane::tls::{CertConfig, ServerCert};
 use portico_dataplane::{AccessLogSink, Dataplane, DataplaneConfig};
 use tokio::net::TcpListener;
 
@@ -120,19 +120,7 @@ fn route_to(upstream: SocketAddr) -> RouteConfig {
             rules: vec![Rule {
                 matches: vec![],
                 filters: Default::default(),
-                action: Action::Forward(Forward {
-                    backends: vec![Backend {
-                        name: "bench".into(),
-                        weight: 1,
-                        protocol: Protocol::Http1,
-                        endpoints: vec![upstream],
-                        policy: Default::default(),
-                    }],
-                    rewrite: None,
-                    canary: None,
-                    upstream_tls: None,
-                    retry: Default::default(),
-                }),
+                action: Action::Forward(Forward::to(vec![Backend::new("bench", vec![upstream])])),
                 timeouts: Default::default(),
                 chain: Vec::new(),
                 max_request_body: Some(1 << 20),

@@ -19,8 +19,8 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::balance::InFlight;
+use crate::grpc::web::{TextDecoder, WebEncoder};
 use crate::grpc::{CallFailure, Code, FrameCursor, GrpcBodyError, status_trailers};
-use crate::grpc_web::{TextDecoder, WebEncoder};
 use crate::upstream::Recycle;
 
 /// Why a proxied body stopped early.
@@ -290,8 +290,6 @@ pub type OnDone = Box<dyn FnOnce(Done) + Send>;
 pub struct Done {
     /// Body bytes sent.
     pub bytes: u64,
-    /// The body reached its end (rather than the client going away).
-    pub complete: bool,
     /// A gRPC call's status, from the trailers that went to the client.
     pub grpc_status: Option<u8>,
 }
@@ -429,7 +427,6 @@ impl ResponseBody {
         if let Some(f) = self.on_done.take() {
             f(Done {
                 bytes: self.sent,
-                complete,
                 grpc_status: self.grpc.as_ref().and_then(|g| g.status),
             });
         }

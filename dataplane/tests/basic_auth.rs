@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use base64::Engine as _;
 use http::{Request, StatusCode};
-use portico_dataplane::basic_auth::{BasicAuthConfig, Credentials, parse_htpasswd};
+use portico_dataplane::filter::basic_auth::{BasicAuthConfig, Credentials, parse_htpasswd};
 use portico_dataplane::model::*;
 use support::*;
 

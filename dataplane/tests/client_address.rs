@@ -6,8 +6,8 @@ mod support;
 
 use http::{HeaderMap, Request, StatusCode};
 use portico_dataplane::DataplaneConfig;
-use portico_dataplane::forwarded::{TrustedProxies, parse_range};
 use portico_dataplane::model::{Balance, HashKey, HttpsPolicy, HttpsRedirect, RouteConfig};
+use portico_dataplane::request::forwarded::{TrustedProxies, parse_range};
 use support::*;
 
 /// Trusts `ranges` (the test client is 127.0.0.1).

@@ -313,7 +313,7 @@ async fn streams_are_limited_per_message_not_in_total() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tonic_client_over_tls_with_alpn_h2() {
-    use portico_dataplane::tls::CertConfig;
+    use portico_dataplane::listen::tls::CertConfig;
     use support::tls::{TestCa, Versions, client, connect};
 
     let up = grpc_upstream().await;

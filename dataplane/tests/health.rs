@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use http::StatusCode;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use portico_dataplane::RouteTable;
 use portico_dataplane::model::{Backend, RouteConfig};
-use portico_dataplane::router::RequestHead;
-use portico_dataplane::table::RouteTable;
+use portico_dataplane::route::router::RequestHead;
 use support::*;
 
 fn backend_of(pods: &[&Pod], tweak: impl FnOnce(&mut Backend)) -> Backend {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use portico_dataplane::Dataplane;
-use portico_dataplane::health::EndpointReport;
+use portico_dataplane::EndpointReport;
 use portico_dataplane::model::{
     Action, Backend, HealthCheck, Probe, Protocol, RouteConfig, StatusRange, UpstreamTls,
 };

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use portico_dataplane::model::*;
-use portico_dataplane::path::PathNormalization;
+use portico_dataplane::request::path::PathNormalization;
 use support::*;
 
 /// Where a request went.
@@ -281,7 +281,7 @@ async fn none_forwards_the_path_as_sent() {
 
 #[tokio::test]
 async fn escaped_slashes_can_be_refused_or_decoded() {
-    use portico_dataplane::path::EscapedSlashes;
+    use portico_dataplane::request::path::EscapedSlashes;
     let reject = site(|cfg| cfg.listener.path.escaped_slashes = EscapedSlashes::Reject).await;
     let decode = site(|cfg| cfg.listener.path.escaped_slashes = EscapedSlashes::Decode).await;
     let unmerged = site(|cfg| cfg.listener.path.merge_slashes = false).await;

@@ -11,11 +11,11 @@ use std::time::Instant;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use portico_dataplane::listen::tls::CertConfig;
 use portico_dataplane::model::{
     Action, Hostname, Hsts, HttpsPolicy, HttpsRedirect, Protocol, Route, RouteClientAuth,
     UpstreamTls,
 };
-use portico_dataplane::tls::CertConfig;
 use support::tls::*;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -502,7 +502,7 @@ async fn http_redirects_to_https_and_https_answers_carry_hsts() {
 /// headers of the same names never reach upstreams.
 #[tokio::test]
 async fn client_certificates_per_host() {
-    use portico_dataplane::tls::{ClientAuth, ClientAuthBinding, VerifyClient};
+    use portico_dataplane::listen::tls::{ClientAuth, ClientAuthBinding, VerifyClient};
     let server_ca = TestCa::new();
     let hosts = ["m.test", "d2.test", "opt.test", "noca.test", "open.test"];
     let server_cert = server_ca.issue(&hosts, 1);
@@ -775,7 +775,7 @@ async fn tls_to_upstreams() {
 /// terminated here, and nothing is passed through unless enabled.
 #[tokio::test]
 async fn ssl_passthrough_splices_chosen_hosts() {
-    use portico_dataplane::tls::PassthroughBinding;
+    use portico_dataplane::listen::tls::PassthroughBinding;
     let backend_ca = TestCa::new();
     let tls_backend = Upstream::echo_tls("backend", &backend_ca.issue(&["pass.test"], 8)).await;
     let proxy_ca = TestCa::new();

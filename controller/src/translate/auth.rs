@@ -4,7 +4,7 @@
 //! that cannot admit anyone denies the paths (503, as ingress-nginx's
 //! "location denied"), never serves them unauthenticated.
 
-use portico_dataplane::basic_auth::{Credentials, parse_htpasswd, parse_user_map};
+use portico_dataplane::filter::basic_auth::{Credentials, parse_htpasswd, parse_user_map};
 use portico_dataplane::model::BasicAuth;
 
 use super::Settings;

@@ -24,7 +24,7 @@ use crate::annotations::{
 };
 use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
 use crate::snapshot::Snapshot;
-use portico_dataplane::tls::{ClientAuth, ClientAuthBinding, PassthroughBinding};
+use portico_dataplane::listen::tls::{ClientAuth, ClientAuthBinding, PassthroughBinding};
 
 /// Where a main Ingress put a (host, path, pathType), for canaries to join.
 type PathKey = (String, String, String);

@@ -8,8 +8,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use portico_dataplane::listen::tls::{ClientAuthBinding, PassthroughBinding};
 use portico_dataplane::model::{Action, Hostname, Hsts, Route, RouteConfig, RouteMatch};
-use portico_dataplane::tls::{ClientAuthBinding, PassthroughBinding};
 
 use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
 use crate::snapshot::{Key, Snapshot};
@@ -236,7 +236,7 @@ fn report_services(snap: &Snapshot, out: &mut Translation) {
 
 /// Checks that a pattern compiles as the dataplane will compile it.
 pub(crate) fn check_regex(pattern: &str) -> Result<(), String> {
-    portico_dataplane::pattern::compile(pattern, false)
+    portico_dataplane::route::pattern::compile(pattern, false)
         .map(drop)
         .map_err(|e| e.to_string())
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use portico_dataplane::router::{RequestHead, Router};
+use portico_dataplane::route::router::{RequestHead, Router};
 use serde::Deserialize;
 use serde_json::Value;
 

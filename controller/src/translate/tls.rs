@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
+use portico_dataplane::listen::tls::{CertError, ClientAuth, ServerCert, VerifyClient};
 use portico_dataplane::model::{Hostname, UpstreamTls};
-use portico_dataplane::tls::{CertError, ClientAuth, ServerCert, VerifyClient};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
@@ -442,8 +442,8 @@ mod tests {
 
     #[test]
     fn client_auth_policy_from_annotations() {
+        use portico_dataplane::listen::tls::VerifyClient;
         use portico_dataplane::model::{Action, Hostname, RouteClientAuth};
-        use portico_dataplane::tls::VerifyClient;
         let (ca, _) = pem("client-ca", NOW - 10, NOW + 10);
         let t = run(vec![
             mtls_ingress(

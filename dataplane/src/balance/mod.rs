@@ -15,6 +15,8 @@
 //! of two choices), EWMA, consistent hashing with bounded load, and cookie
 //! affinity. Slow start scales an endpoint's weight for all of them.
 
+pub(crate) mod retry;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,10 +24,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 use http::{HeaderMap, HeaderValue, Uri};
 
-use crate::health::check::Check;
-use crate::health::{EndpointReport, HealthShared, Outcome, duration_ms};
 use crate::model::{AffinityMode, Balance, CookieAffinity, EndpointPolicy, HashKey, HashVar};
 use crate::upstream::Endpoint;
+use crate::upstream::health::check::Check;
+use crate::upstream::health::{EndpointReport, HealthShared, Outcome, duration_ms};
 
 pub mod ring;
 
@@ -246,7 +248,7 @@ impl Balancer {
             },
             Balance::Cookie(c) => RequestKey {
                 hash: None,
-                cookie: crate::table::cookie_value(req.headers, &c.name)
+                cookie: crate::headers::cookie_value(req.headers, &c.name)
                     .and_then(SessionSide::parse)
                     .and_then(|(side, key)| (side == self.side).then_some(key)),
             },
@@ -607,11 +609,11 @@ fn hash_request(key: &HashKey, req: &RequestView<'_>) -> Option<u64> {
             )),
             HashVar::Uri => part(Some(req.uri.path().as_bytes())),
             HashVar::Host => {
-                let (host, _) = crate::proxy::split_host_port(req.host);
+                let (host, _) = crate::headers::split_host_port(req.host);
                 part(Some(host.to_ascii_lowercase().as_bytes()));
             }
             HashVar::Header(name) => part(req.headers.get(name).map(|v| v.as_bytes())),
-            HashVar::Cookie(name) => part(crate::table::cookie_value(req.headers, name)),
+            HashVar::Cookie(name) => part(crate::headers::cookie_value(req.headers, name)),
             HashVar::Arg(name) => part(query_arg(req.uri.query(), name)),
         }
     }

@@ -82,7 +82,7 @@ impl Upstream {
         cert: &tls::Issued,
         client_ca: Option<&tls::TestCa>,
     ) -> Self {
-        let provider = portico_dataplane::tls::provider();
+        let provider = portico_dataplane::listen::tls::provider();
         let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
             .unwrap();
@@ -435,26 +435,14 @@ pub async fn send(
 // === route builders ===
 
 pub fn backend(name: &str, addrs: &[SocketAddr]) -> Backend {
-    Backend {
-        name: name.into(),
-        weight: 1,
-        protocol: Protocol::Http1,
-        endpoints: addrs.to_vec(),
-        policy: EndpointPolicy::default(),
-    }
+    Backend::new(name, addrs.to_vec())
 }
 
 pub fn forward_rule(matches: Vec<RouteMatch>, backends: Vec<Backend>) -> Rule {
     Rule {
         matches,
         filters: Filters::default(),
-        action: Action::Forward(Forward {
-            backends,
-            rewrite: None,
-            canary: None,
-            upstream_tls: None,
-            retry: Default::default(),
-        }),
+        action: Action::Forward(Forward::to(backends)),
         timeouts: Timeouts::default(),
         chain: Vec::new(),
         max_request_body: Some(DEFAULT_MAX_REQUEST_BODY),
@@ -489,25 +477,19 @@ pub fn prefix(p: &str) -> RouteMatch {
 }
 
 pub fn route(id: &str, hosts: &[&str], rules: Vec<Rule>) -> Route {
-    Route {
-        id: id.into(),
-        source: SourceRef {
-            kind: "Test".into(),
-            namespace: "default".into(),
-            name: id.into(),
-            created: 0,
-        },
-        hostnames: hosts.iter().map(|h| Hostname::parse(h).unwrap()).collect(),
-        rules,
-        https: Default::default(),
-    }
+    let hostnames = hosts.iter().map(|h| Hostname::parse(h).unwrap()).collect();
+    let mut route = Route::new(id, hostnames, rules);
+    route.source = SourceRef {
+        kind: "Test".into(),
+        namespace: "default".into(),
+        name: id.into(),
+        created: 0,
+    };
+    route
 }
 
 pub fn config(routes: Vec<Route>) -> RouteConfig {
-    RouteConfig {
-        routes,
-        ..Default::default()
-    }
+    RouteConfig::new(routes)
 }
 
 /// One route sending everything for `host` to `upstream`.

@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use base64::Engine as _;
+use portico_dataplane::listen::tls::danger::NoVerification;
+use portico_dataplane::listen::tls::{CertBinding, ServerCert};
 use portico_dataplane::model::Hostname;
-use portico_dataplane::tls::danger::NoVerification;
-use portico_dataplane::tls::{CertBinding, ServerCert};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
@@ -182,7 +182,7 @@ fn builder(versions: Versions) -> rustls::ConfigBuilder<ClientConfig, rustls::Wa
         Versions::Tls12 => &[&rustls::version::TLS12],
         Versions::Tls13 => &[&rustls::version::TLS13],
     };
-    ClientConfig::builder_with_provider(portico_dataplane::tls::provider())
+    ClientConfig::builder_with_provider(portico_dataplane::listen::tls::provider())
         .with_protocol_versions(v)
         .unwrap()
 }

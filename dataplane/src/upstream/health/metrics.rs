@@ -13,7 +13,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet}
 use prometheus_client::metrics::MetricType;
 
 use super::HealthShared;
-use crate::table::RouteTable;
+use crate::route::table::RouteTable;
 
 pub(crate) struct UpstreamCollector {
     pub(crate) table: Arc<ArcSwap<RouteTable>>,

@@ -32,6 +32,7 @@ use std::ops::Range;
 use http::{HeaderMap, HeaderName, Method};
 use regex::bytes::Regex;
 
+use crate::headers::hex;
 use crate::model::{self, Hostname, PathMatch, RouteConfig, RouteMatch, ValueMatch};
 
 use self::trie::PrefixTrie;
@@ -684,7 +685,7 @@ fn compile_match(
 
 /// Compiles `pattern` to match a whole input, with size limits.
 fn whole_match_regex(pattern: &str) -> Result<Regex, String> {
-    crate::pattern::compile_bytes(&format!("^(?:{pattern})$")).map_err(|e| e.to_string())
+    crate::route::pattern::compile_bytes(&format!("^(?:{pattern})$")).map_err(|e| e.to_string())
 }
 
 // === impl HeaderCondition ===
@@ -749,16 +750,6 @@ fn percent_decode(s: &str) -> Cow<'_, [u8]> {
         }
     }
     Cow::Owned(out)
-}
-
-/// The value of one hex digit.
-pub(crate) fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 // === impl ValueCondition ===

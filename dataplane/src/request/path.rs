@@ -29,7 +29,7 @@ use std::borrow::Cow;
 
 use percent_encoding::percent_decode_str;
 
-use crate::router::hex;
+use crate::headers::hex;
 
 /// How request paths are normalised (`--path-normalization`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -12,11 +12,10 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 use http::HeaderMap;
-use http::header::HeaderName;
 
 pub use ipnet::IpNet;
 
-pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+use crate::headers::X_FORWARDED_FOR;
 
 /// At most this many `X-Forwarded-For` entries are read per request, from
 /// the right: the work a request can cause is bounded whatever it sends.

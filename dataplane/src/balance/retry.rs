@@ -22,9 +22,9 @@ use tokio::time::Instant;
 
 use crate::balance::{InFlight, RequestKey};
 use crate::body::{RequestBody, find_body_error};
-use crate::health::{HealthShared, Outcome};
 use crate::model::RetryPolicy;
-use crate::table::BackendRuntime;
+use crate::route::table::BackendRuntime;
+use crate::upstream::health::{HealthShared, Outcome};
 use crate::upstream::{Recycle, SendError, UpstreamError};
 
 /// Most retries a budget saves up from past requests.

@@ -9,10 +9,9 @@
 
 use std::borrow::Cow;
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -28,191 +27,36 @@ use tracing::{debug, warn};
 
 use crate::Shared;
 use crate::balance::RequestView;
+use crate::balance::retry::{self, Failed, Sent};
 use crate::body::{BodyError, Done, GrpcRequest, RequestBody, ResponseBody, find_body_error};
 use crate::filter::{Answer, Flow};
-use crate::forwarded::{ClientAddr, TrustedProxies, X_FORWARDED_FOR};
+use crate::grpc::web::WebEncoder;
 use crate::grpc::{self, CallFailure, Code, GrpcBodyError};
-use crate::grpc_web::{WebContentType, WebEncoder};
-use crate::head::{self, Rejection};
+use crate::headers::{
+    X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PORT, X_FORWARDED_PROTO, X_REAL_IP,
+    X_REQUEST_ID, location, split_host_port,
+};
 use crate::model::{
-    Action, PathMatch, PathModifier, Protocol, Redirect, RouteClientAuth, Scheme, Substitution,
+    Action, PathMatch, PathModifier, Protocol, Redirect, RouteClientAuth, Substitution,
 };
 use crate::observe::{AccessRecord, NO_ROUTE, RouteStats};
-use crate::path::{self, PathError, PathNormalization, PathPolicy};
-use crate::retry::{self, Failed, Sent};
-use crate::router::{RequestHead, replace_prefix_match};
-use crate::table::{PickError, RouteTable, Routed};
-use crate::tls::ClientCert;
+use crate::request::ctx::{Call, ConnInfo, RequestCtx, ip_header};
+use crate::request::head::{self, Rejection};
+use crate::request::path::{self, PathError, PathNormalization, PathPolicy};
+use crate::route::router::{RequestHead, replace_prefix_match};
+use crate::route::table::{PickError, RouteTable, Routed};
 use crate::upstream::UpstreamError;
 
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
-static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+mod render;
+
+use render::{grpc_body_error, non_grpc_answer, render, upstream_error_response};
+
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static SSL_CLIENT_VERIFY: HeaderName = HeaderName::from_static("ssl-client-verify");
 static SSL_CLIENT_SUBJECT_DN: HeaderName = HeaderName::from_static("ssl-client-subject-dn");
 static SSL_CLIENT_ISSUER_DN: HeaderName = HeaderName::from_static("ssl-client-issuer-dn");
 static SSL_CLIENT_CERT: HeaderName = HeaderName::from_static("ssl-client-cert");
-
-/// What the proxy knows about the client connection a request came on.
-#[derive(Debug)]
-pub(crate) struct ConnInfo {
-    /// The connection's client: the PROXY protocol source where the
-    /// listener speaks it, else the socket's peer. A request from a trusted
-    /// proxy may name another client ([`RequestCtx::client_addr`]).
-    pub client: ClientAddr,
-    pub scheme: Scheme,
-    /// Set on TLS connections whose SNI host has a client-certificate policy.
-    pub client_cert: Option<Arc<ClientCert>>,
-    /// The client's IP and the listener's port (`X-Forwarded-Port`) as
-    /// header values, formatted once per connection, not per request.
-    pub client_ip: HeaderValue,
-    pub local_port: HeaderValue,
-    /// `client` is in `--trusted-proxies`: another proxy, whose
-    /// `X-Forwarded-*` headers are believed. Decided once per connection.
-    pub trusted: bool,
-}
-
-impl ConnInfo {
-    /// `local`: the listener's address (its IP may be unspecified; only its
-    /// port is used).
-    pub fn new(client: SocketAddr, local: SocketAddr, scheme: Scheme, trusted: bool) -> Self {
-        let client = ClientAddr::from(client);
-        Self {
-            client,
-            scheme,
-            client_cert: None,
-            client_ip: ip_header(client),
-            local_port: HeaderValue::from(local.port()),
-            trusted,
-        }
-    }
-
-    /// The client a request on this connection comes from: the
-    /// connection's, unless the peer is a trusted proxy whose
-    /// `X-Forwarded-For` names another. Nothing is read otherwise.
-    fn client_addr(&self, trusted: &TrustedProxies, headers: &HeaderMap) -> ClientAddr {
-        if self.trusted {
-            trusted.client_behind(self.client, headers)
-        } else {
-            self.client
-        }
-    }
-}
-
-/// An address's IP as a header value (`X-Real-IP`, `X-Forwarded-For`).
-fn ip_header(a: ClientAddr) -> HeaderValue {
-    // An IP's text is always a valid header value.
-    HeaderValue::try_from(a.ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
-}
-
-/// Per-request facts gathered before routing, used by every later phase and
-/// by the access log.
-pub(crate) struct RequestCtx {
-    start: Instant,
-    time: SystemTime,
-    id: HeaderValue,
-    /// The client the request is attributed to (logs, `X-Real-IP`,
-    /// hashing by client, client policies).
-    client: ClientAddr,
-    pub(crate) conn: Arc<ConnInfo>,
-    /// Counted as the body streams; `None` for a request without a body
-    /// (most), which spares it an allocation.
-    bytes_in: Option<Arc<AtomicU64>>,
-    /// The protocol the client speaks: the proxy's own errors are in it.
-    pub(crate) call: Call,
-}
-
-/// What a request is, as far as the shape of answers goes.
-#[derive(Clone, Debug)]
-pub(crate) enum Call {
-    Http,
-    /// `application/grpc*`.
-    Grpc,
-    /// `application/grpc-web*`; `text_out`: answers are base64.
-    Web {
-        content_type: WebContentType,
-        text_out: bool,
-    },
-}
-
-impl Call {
-    fn of(headers: &HeaderMap) -> Self {
-        if grpc::is_grpc(headers) {
-            return Call::Grpc;
-        }
-        match headers
-            .get(header::CONTENT_TYPE)
-            .and_then(WebContentType::parse)
-        {
-            Some(content_type) => Call::Web {
-                text_out: content_type.respond_in_text(headers.get(header::ACCEPT)),
-                content_type,
-            },
-            None => Call::Http,
-        }
-    }
-
-    /// The metrics label of a gRPC call; `None` for plain HTTP.
-    fn protocol(&self) -> Option<crate::observe::GrpcProtocol> {
-        use crate::observe::GrpcProtocol;
-        match self {
-            Call::Http => None,
-            Call::Grpc => Some(GrpcProtocol::Grpc),
-            Call::Web {
-                text_out: false, ..
-            } => Some(GrpcProtocol::GrpcWeb),
-            Call::Web { text_out: true, .. } => Some(GrpcProtocol::GrpcWebText),
-        }
-    }
-}
-
-impl RequestCtx {
-    /// The one client address every phase uses.
-    pub(crate) fn client_addr(&self) -> ClientAddr {
-        self.client
-    }
-
-    /// The request id, as the client's answer carries it.
-    pub(crate) fn id(&self) -> &HeaderValue {
-        &self.id
-    }
-
-    /// The proxy's own error answer, in the caller's protocol.
-    fn error(&self, status: StatusCode) -> Response<ResponseBody> {
-        match &self.call {
-            Call::Http => error_response(status, &self.id),
-            _ => {
-                let reason = status.canonical_reason().unwrap_or("error");
-                let message = format!(
-                    "portico: {reason} (request id {})",
-                    String::from_utf8_lossy(self.id.as_bytes())
-                );
-                self.grpc_status(Code::from_http(status), &message, StatusCode::OK)
-            }
-        }
-    }
-
-    /// A gRPC (or gRPC-Web) trailers-only answer: the status in the headers,
-    /// no body, under `http` (200 unless the protocol asks for another).
-    fn grpc_status(&self, code: Code, message: &str, http: StatusCode) -> Response<ResponseBody> {
-        let content_type = match &self.call {
-            Call::Web {
-                content_type,
-                text_out,
-            } => content_type.response(*text_out),
-            _ => HeaderValue::from_static("application/grpc"),
-        };
-        let mut rsp = grpc::trailers_only(code, message, content_type);
-        *rsp.status_mut() = http;
-        rsp.headers_mut()
-            .insert(X_REQUEST_ID.clone(), self.id.clone());
-        rsp
-    }
-}
 
 /// Serves one request. Never fails: every error is a response.
 pub(crate) async fn handle(
@@ -264,11 +108,11 @@ pub(crate) async fn handle(
         if let Some(pages) = table.default_backend()
             && matches!(ctx.call, Call::Http)
         {
-            let asker = crate::error_pages::Asker {
+            let asker = crate::filter::error_pages::Asker {
                 id: &ctx.id,
                 client: ctx.client.ip,
             };
-            let req = crate::error_pages::ErrorRequest::of(&req);
+            let req = crate::filter::error_pages::ErrorRequest::of(&req);
             rsp = Box::pin(pages.render(&req, asker, rsp)).await;
         }
         return Ok(finish(&shared, ctx, log, None, NO_ROUTE.into(), None, rsp));
@@ -450,58 +294,6 @@ fn redirect(
     Answer::Redirect {
         status: r.status.code(),
         location: location(scheme, target_host, port, &path_and_query),
-    }
-}
-
-/// `scheme://host[:port]path_and_query`.
-pub(crate) fn location(
-    scheme: Scheme,
-    host: &str,
-    port: Option<u16>,
-    path_and_query: &str,
-) -> String {
-    let mut location = format!("{}://{}", scheme.as_str(), host);
-    if let Some(p) = port {
-        let _ = write!(location, ":{p}");
-    }
-    location.push_str(path_and_query);
-    location
-}
-
-/// The one renderer of a filter's or a redirect rule's answer, in the
-/// caller's protocol. A redirect stays a redirect for HTTP and gRPC-Web
-/// (a browser's fetch follows it); a gRPC client cannot follow one, so it
-/// gets a status it can read, with the `Location` for whoever looks.
-fn render(answer: Answer, ctx: &RequestCtx) -> Response<ResponseBody> {
-    match answer {
-        Answer::Preflight(rsp) => *rsp,
-        Answer::Status(status) => ctx.error(status),
-        Answer::Unauthorized(challenge) => {
-            let mut rsp = ctx.error(StatusCode::UNAUTHORIZED);
-            rsp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, challenge);
-            rsp
-        }
-        Answer::Redirect { status, location } => {
-            // A location the client's own path made invalid.
-            let Ok(location) = HeaderValue::try_from(location) else {
-                return ctx.error(StatusCode::BAD_REQUEST);
-            };
-            let mut rsp = match ctx.call {
-                Call::Grpc => ctx.grpc_status(
-                    Code::from_http(status),
-                    &format!("portico: redirected with HTTP {}", status.as_u16()),
-                    StatusCode::OK,
-                ),
-                Call::Http | Call::Web { .. } => {
-                    let mut rsp = Response::new(ResponseBody::empty());
-                    *rsp.status_mut() = status;
-                    rsp
-                }
-            };
-            rsp.headers_mut().insert(header::LOCATION, location);
-            rsp
-        }
     }
 }
 
@@ -843,39 +635,6 @@ async fn tunnel(
     }
 }
 
-fn upstream_error_response(e: &UpstreamError, ctx: &RequestCtx) -> Response<ResponseBody> {
-    let status = match e {
-        UpstreamError::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-        UpstreamError::Connect { .. }
-        | UpstreamError::Tls { .. }
-        | UpstreamError::Handshake { .. } => StatusCode::BAD_GATEWAY,
-        UpstreamError::Http { source, .. } => match find_body_error(source) {
-            Some(BodyError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
-            Some(BodyError::Timeout(_)) => StatusCode::REQUEST_TIMEOUT,
-            // Only response bodies carry the request timeout.
-            Some(BodyError::Deadline) => StatusCode::GATEWAY_TIMEOUT,
-            // The client's body broke off: nothing useful reaches it anyway.
-            Some(BodyError::Stream(_)) => StatusCode::BAD_REQUEST,
-            Some(BodyError::Grpc(e)) => return grpc_body_error(e, ctx),
-            None => StatusCode::BAD_GATEWAY,
-        },
-    };
-    if status.is_server_error() {
-        warn!(request.id = ?ctx.id, error = %e, "upstream request failed");
-    }
-    ctx.error(status)
-}
-
-/// The proxy cut a gRPC call's request stream before the backend answered.
-/// Invalid base64 is the client's fault in HTTP terms too (400).
-fn grpc_body_error(e: &GrpcBodyError, ctx: &RequestCtx) -> Response<ResponseBody> {
-    let http = match e {
-        GrpcBodyError::InvalidBase64 => StatusCode::BAD_REQUEST,
-        GrpcBodyError::MessageTooLarge { .. } => StatusCode::OK,
-    };
-    ctx.grpc_status(e.code(), &format!("portico: {e}"), http)
-}
-
 // === phase: respond ===
 
 /// Fields of the access-log line taken from the request before it is
@@ -945,38 +704,6 @@ fn finish(
     Response::from_parts(parts, body)
 }
 
-/// The one place errors become responses: a short plain-text body naming the
-/// status and the request id.
-pub(crate) fn error_response(status: StatusCode, id: &HeaderValue) -> Response<ResponseBody> {
-    let reason = status.canonical_reason().unwrap_or("Error");
-    let body = format!(
-        "{} {}\nrequest id: {}\n",
-        status.as_u16(),
-        reason,
-        String::from_utf8_lossy(id.as_bytes())
-    );
-    let mut rsp = Response::new(ResponseBody::full(Bytes::from(body)));
-    *rsp.status_mut() = status;
-    let h = rsp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(X_REQUEST_ID.clone(), id.clone());
-    rsp
-}
-
-/// An upstream answered a gRPC call with something that is not gRPC.
-fn non_grpc_answer(status: StatusCode, ctx: &RequestCtx) -> Response<ResponseBody> {
-    let code = if status.is_success() {
-        Code::Unknown
-    } else {
-        Code::from_http(status)
-    };
-    let message = format!("upstream answered HTTP {} without gRPC", status.as_u16());
-    ctx.grpc_status(code, &message, StatusCode::OK)
-}
-
 // === helpers ===
 
 /// The host a request is for: `:authority` (HTTP/2, absolute-form) first,
@@ -989,23 +716,6 @@ fn request_host(req: &Request<Incoming>) -> HeaderValue {
         .get(header::HOST)
         .cloned()
         .unwrap_or(HeaderValue::from_static(""))
-}
-
-/// Splits `host[:port]`, including bracketed IPv6 literals.
-pub(crate) fn split_host_port(host: &str) -> (&str, Option<u16>) {
-    if host.starts_with('[') {
-        if let Some(end) = host.find(']') {
-            let port = host[end + 1..]
-                .strip_prefix(':')
-                .and_then(|p| p.parse().ok());
-            return (&host[..=end], port);
-        }
-        return (host, None);
-    }
-    match host.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
-        _ => (host, None),
-    }
 }
 
 /// Keeps a client-supplied id when it is a sane token, otherwise makes one
@@ -1041,16 +751,6 @@ fn upstream_request_id(id: &HeaderValue) -> HeaderValue {
     let mut id = id.clone();
     id.set_sensitive(true);
     id
-}
-
-pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -1245,15 +945,7 @@ fn modify_path(m: &PathModifier, routed: &Routed<'_>, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn split_host_port_cases() {
-        assert_eq!(split_host_port("a.com"), ("a.com", None));
-        assert_eq!(split_host_port("a.com:8080"), ("a.com", Some(8080)));
-        assert_eq!(split_host_port("[::1]:80"), ("[::1]", Some(80)));
-        assert_eq!(split_host_port("[::1]"), ("[::1]", None));
-        assert_eq!(split_host_port("::1"), ("::1", None));
-    }
+    use crate::model::Scheme;
 
     #[test]
     fn hop_by_hop_headers_are_removed() {

@@ -25,13 +25,14 @@ use tokio_rustls::server::TlsStream;
 use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::Shared;
-use crate::head::{HeadRules, Rejection};
+use crate::listen::proxy_protocol::{self, ProxyHeaderError};
+use crate::listen::tls::ClientCert;
+use crate::listen::tls::passthrough::{Rewind, read_client_hello};
 use crate::model::Scheme;
-use crate::path::PathPolicy;
-use crate::proxy::{self, ConnInfo};
-use crate::proxy_protocol::{self, ProxyHeaderError};
-use crate::tls::ClientCert;
-use crate::tls::passthrough::{Rewind, read_client_hello};
+use crate::proxy;
+use crate::request::ctx::ConnInfo;
+use crate::request::head::{HeadRules, Rejection};
+use crate::request::path::PathPolicy;
 use bytes::Bytes;
 
 /// Client-side settings of the proxy listener.
@@ -246,7 +247,7 @@ async fn handshake(
             None
         }
         Ok(Err(e)) => {
-            let reason = crate::tls::handshake_failure_reason(&e);
+            let reason = crate::listen::tls::handshake_failure_reason(&e);
             debug!(error = %e, reason, "TLS handshake failed");
             metrics.tls_handshake(false, reason);
             None

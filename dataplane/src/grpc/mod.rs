@@ -6,6 +6,8 @@
 //! References: the gRPC over HTTP/2 protocol spec (`PROTOCOL-HTTP2.md`) and
 //! the HTTP to gRPC status mapping (`http-grpc-status-mapping.md`).
 
+pub(crate) mod web;
+
 use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

@@ -12,7 +12,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use rustls_pki_types::pem::PemObject;
 use tokio_rustls::TlsConnector;
 
-use super::provider;
+use crate::listen::tls::provider;
 use crate::model::{Protocol, UpstreamTls};
 
 /// A connector and the name to connect as, built once per endpoint.

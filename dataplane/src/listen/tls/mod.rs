@@ -8,7 +8,7 @@
 //!
 //! Certificates live in their own store ([`CertTable`] behind an `ArcSwap`),
 //! published by [`crate::Dataplane::publish_certs`], rather than inside the
-//! [`crate::table::RouteTable`]:
+//! [`crate::route::table::RouteTable`]:
 //! - the handshake needs only certificates, the request path only routes;
 //!   neither loads what it does not use;
 //! - private keys never enter the serde-serializable route model that
@@ -40,13 +40,12 @@ use crate::model::Hostname;
 
 mod client_auth;
 pub(crate) mod passthrough;
-pub(crate) mod upstream;
 
 pub use passthrough::PassthroughBinding;
 
 /// Certificate verifiers that verify less, for callers that mean it.
 pub mod danger {
-    pub use super::upstream::NoVerification;
+    pub use crate::upstream::tls::NoVerification;
 }
 
 pub(crate) use client_auth::ClientCert;
@@ -248,7 +247,7 @@ pub struct CertConfig {
     /// claimed twice.
     pub client_auth: Vec<ClientAuthBinding>,
     /// Hosts whose TLS goes undecrypted to a backend; served only with
-    /// [`crate::server::ListenerConfig::ssl_passthrough`].
+    /// [`crate::listen::server::ListenerConfig::ssl_passthrough`].
     pub passthrough: Vec<PassthroughBinding>,
     /// Client certificates presented to backends, by the id routes name
     /// them with ([`crate::model::UpstreamTls::client_cert`]). Ids must

@@ -10,6 +10,9 @@
 //! HTTP/2 (h2c) uses one multiplexed connection per endpoint, replaced when it
 //! closes.
 
+pub mod health;
+pub(crate) mod tls;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,14 +36,14 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
+use crate::balance::retry::RetryBudget;
 use crate::body::RequestBody;
-use crate::health::check::{Check, CheckKey};
-use crate::health::{EndpointHealth, HealthShared};
 use crate::model::HealthCheck;
 use crate::model::{Protocol, UpstreamTls};
-use crate::retry::RetryBudget;
 use crate::store::KeyedStore;
-use crate::tls::upstream::UpstreamConnector;
+use crate::upstream::health::check::{Check, CheckKey};
+use crate::upstream::health::{EndpointHealth, HealthShared};
+use crate::upstream::tls::UpstreamConnector;
 
 /// Identifies an upstream connection pool: the whole upstream identity.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

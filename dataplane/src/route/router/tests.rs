@@ -40,13 +40,7 @@ fn rule(matches: Vec<RouteMatch>) -> Rule {
     Rule {
         matches,
         filters: Default::default(),
-        action: Action::Forward(Forward {
-            backends: vec![],
-            rewrite: None,
-            canary: None,
-            upstream_tls: None,
-            retry: Default::default(),
-        }),
+        action: Action::Forward(Forward::to(vec![])),
         timeouts: Default::default(),
         chain: Vec::new(),
         max_request_body: None,

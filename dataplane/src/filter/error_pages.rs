@@ -27,10 +27,11 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::balance::RequestKey;
+use crate::balance::retry::{self, Sent, Timing};
 use crate::body::{RequestBody, ResponseBody};
+use crate::headers::{X_FORWARDED_FOR, X_REQUEST_ID};
 use crate::model::{self, Backend, ErrorOrigin, Protocol, RetryPolicy, Timeouts};
-use crate::retry::{self, Sent, Timing};
-use crate::table::{BackendRuntime, BackendSet};
+use crate::route::table::{BackendRuntime, BackendSet};
 use crate::upstream::Upstreams;
 
 static X_CODE: HeaderName = HeaderName::from_static("x-code");
@@ -40,8 +41,6 @@ static X_NAMESPACE: HeaderName = HeaderName::from_static("x-namespace");
 static X_INGRESS_NAME: HeaderName = HeaderName::from_static("x-ingress-name");
 static X_SERVICE_NAME: HeaderName = HeaderName::from_static("x-service-name");
 static X_SERVICE_PORT: HeaderName = HeaderName::from_static("x-service-port");
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The page's headers that describe its body, copied onto the answer. The
 /// page varies by `Accept` (`X-Format`), which caches must know.

@@ -12,6 +12,10 @@
 //! own included. A rule without filters holds an empty slice: nothing is
 //! allocated and no loop body runs.
 
+pub mod basic_auth;
+pub(crate) mod cors;
+pub(crate) mod error_pages;
+
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -21,13 +25,14 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::basic_auth::{BasicAuthFilter, Check, Verifier, Wait};
 use crate::body::ResponseBody;
-use crate::cors::CorsPolicy;
-use crate::error_pages::{Asker, ErrorPagesRuntime, ErrorRequest};
-use crate::forwarded::{IpNet, IpSet};
+use crate::filter::basic_auth::{BasicAuthFilter, Check, Verifier, Wait};
+use crate::filter::cors::CorsPolicy;
+use crate::filter::error_pages::{Asker, ErrorPagesRuntime, ErrorRequest};
+use crate::headers;
 use crate::model::{Filter, HeaderModifier, HttpsRedirect, RouteClientAuth, Rule, Scheme};
-use crate::proxy::{self, Call, ConnInfo, RequestCtx};
+use crate::request::ctx::{Call, ConnInfo, RequestCtx};
+use crate::request::forwarded::{IpNet, IpSet};
 use crate::upstream::Upstreams;
 
 /// A rule's filters, compiled, in running order.
@@ -365,7 +370,9 @@ impl Chain {
     }
 
     /// The error backend's endpoints, for health reports.
-    pub(crate) fn error_backends(&self) -> impl Iterator<Item = &crate::table::BackendRuntime> {
+    pub(crate) fn error_backends(
+        &self,
+    ) -> impl Iterator<Item = &crate::route::table::BackendRuntime> {
         self.error_pages_runtime()
             .into_iter()
             .flat_map(|p| p.backends())
@@ -467,7 +474,7 @@ impl Compiled {
                     Call::Web { .. } => *bridged,
                     Call::Http => false,
                 };
-                (!grpc && proxy::content_length(req.headers()).is_some_and(|len| len > *limit))
+                (!grpc && headers::content_length(req.headers()).is_some_and(|len| len > *limit))
                     .then_some(Answer::Status(StatusCode::PAYLOAD_TOO_LARGE))
             }
             _ => None,
@@ -506,7 +513,7 @@ fn forwarded_over_https(req: &Request<Incoming>, ctx: &RequestCtx) -> bool {
     ctx.conn.trusted
         && req
             .headers()
-            .get(&proxy::X_FORWARDED_PROTO)
+            .get(&headers::X_FORWARDED_PROTO)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
 }
 
@@ -514,7 +521,7 @@ fn forwarded_over_https(req: &Request<Incoming>, ctx: &RequestCtx) -> bool {
 /// `ssl-redirect`: one trailing `/` of the request URI is dropped unless
 /// `preserve_trailing_slash`.
 fn https_redirect(r: &HttpsRedirect, req: &Request<Incoming>, host: &str) -> Answer {
-    let (host, _) = proxy::split_host_port(host);
+    let (host, _) = headers::split_host_port(host);
     let mut uri = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     if !r.preserve_trailing_slash {
         uri = uri.strip_suffix('/').unwrap_or(uri);
@@ -522,7 +529,7 @@ fn https_redirect(r: &HttpsRedirect, req: &Request<Incoming>, host: &str) -> Ans
     let port = r.port.filter(|p| *p != Scheme::Https.default_port());
     Answer::Redirect {
         status: StatusCode::PERMANENT_REDIRECT,
-        location: proxy::location(Scheme::Https, host, port, uri),
+        location: headers::location(Scheme::Https, host, port, uri),
     }
 }
 
@@ -616,13 +623,7 @@ mod tests {
             assert_eq!(f.stage(), *stage, "{f:?}");
         }
 
-        let mut rule = Rule::new(Action::Forward(Forward {
-            backends: vec![],
-            rewrite: None,
-            canary: None,
-            upstream_tls: None,
-            retry: Default::default(),
-        }));
+        let mut rule = Rule::new(Action::Forward(Forward::to(vec![])));
         rule.filters.request_headers = modifier("x-req");
         rule.filters.response_headers = modifier("x-rsp");
         rule.max_request_body = Some(10);

@@ -29,6 +29,16 @@ pub struct RouteConfig {
     pub default_backend: Option<Backend>,
 }
 
+impl RouteConfig {
+    /// `routes`, with no default backend.
+    pub fn new(routes: Vec<Route>) -> Self {
+        Self {
+            routes,
+            default_backend: None,
+        }
+    }
+}
+
 /// The rules one source object contributes (an Ingress, an HTTPRoute).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Route {
@@ -44,6 +54,20 @@ pub struct Route {
     /// HTTP-to-HTTPS redirect and HSTS for this route's requests.
     #[serde(default)]
     pub https: HttpsPolicy,
+}
+
+impl Route {
+    /// A route of `rules` for `hostnames` (empty: the default virtual
+    /// host), with no source object and no HTTPS policy.
+    pub fn new(id: impl Into<String>, hostnames: Vec<Hostname>, rules: Vec<Rule>) -> Self {
+        Self {
+            id: id.into(),
+            source: SourceRef::default(),
+            hostnames,
+            rules,
+            https: HttpsPolicy::default(),
+        }
+    }
 }
 
 /// What a route does about HTTPS (ingress-nginx `ssl-redirect`,
@@ -65,7 +89,7 @@ pub struct HttpsPolicy {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteClientAuth {
-    /// The policy's id (`crate::tls::ClientAuth::id`).
+    /// The policy's id (`crate::listen::tls::ClientAuth::id`).
     pub policy: String,
     /// Send the client's certificate upstream (`ssl-client-cert`).
     #[serde(default)]
@@ -228,7 +252,7 @@ pub enum Filter {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BasicAuth {
     /// Sent as `WWW-Authenticate: Basic realm="<realm>"`; must pass
-    /// [`crate::basic_auth::check_realm`] (else it is sent empty).
+    /// [`crate::filter::basic_auth::check_realm`] (else it is sent empty).
     #[serde(default)]
     pub realm: String,
     /// Where the users come from, `namespace/name`: for people reading
@@ -237,7 +261,7 @@ pub struct BasicAuth {
     pub secret: String,
     /// Serialised as their count.
     #[serde(default)]
-    pub users: crate::basic_auth::Credentials,
+    pub users: crate::filter::basic_auth::Credentials,
     /// Send the client's `Authorization` header upstream (ingress-nginx
     /// does); by default the credential stops at the proxy.
     #[serde(default)]
@@ -463,6 +487,20 @@ pub struct Forward {
     pub retry: RetryPolicy,
 }
 
+impl Forward {
+    /// A weighted split over `backends`: no rewrite, no canary, cleartext,
+    /// the default retries.
+    pub fn to(backends: Vec<Backend>) -> Self {
+        Self {
+            backends,
+            rewrite: None,
+            canary: None,
+            upstream_tls: None,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
 /// ingress-nginx `proxy-next-upstream*`, plus a retry budget per backend.
 /// A retry goes to an endpoint the request has not tried, within the same
 /// backend; a request body is never sent twice (only requests without a
@@ -578,7 +616,7 @@ pub struct UpstreamTls {
     #[serde(default)]
     pub ca_pem: String,
     /// The id of a client certificate published with the certificates
-    /// ([`crate::tls::CertConfig::upstream_client_certs`]), presented to
+    /// ([`crate::listen::tls::CertConfig::upstream_client_certs`]), presented to
     /// the backend; the key never enters this model. An id that is not
     /// published fails every connection (502).
     #[serde(default)]
@@ -655,6 +693,20 @@ pub struct Backend {
     /// How endpoints are kept healthy and chosen.
     #[serde(default)]
     pub policy: EndpointPolicy,
+}
+
+impl Backend {
+    /// A backend of weight 1 over `endpoints`, spoken to in HTTP/1.1, with
+    /// the default endpoint policy.
+    pub fn new(name: impl Into<String>, endpoints: Vec<SocketAddr>) -> Self {
+        Self {
+            name: name.into(),
+            weight: 1,
+            protocol: Protocol::default(),
+            endpoints,
+            policy: EndpointPolicy::default(),
+        }
+    }
 }
 
 /// What a backend does about its endpoints' health. The state it acts on
@@ -1279,7 +1331,7 @@ pub struct GrpcWeb {}
 /// a rule's answers, and what their preflights are told. One type for the
 /// ingress-nginx `enable-cors` annotations, HTTPRoute's `CORS` filter and
 /// the gRPC-Web bridge; compiled once per table build by
-/// [`crate::cors::CorsPolicy`].
+/// [`crate::filter::cors::CorsPolicy`].
 ///
 /// In the lists, `*` is the CORS wildcard: any method, any header, every
 /// header exposed. With credentials a wildcard is never sent: the
@@ -1947,19 +1999,13 @@ mod tests {
                         },
                         response_headers: HeaderModifier::default(),
                     },
-                    action: Action::Forward(Forward {
-                        backends: vec![Backend {
-                            name: "default/web:80".into(),
-                            weight: 1,
-                            protocol: Protocol::H2c,
-                            endpoints: vec!["127.0.0.1:8080".parse().unwrap()],
-                            policy: EndpointPolicy::default(),
-                        }],
-                        rewrite: None,
-                        canary: None,
-                        upstream_tls: None,
-                        retry: RetryPolicy::default(),
-                    }),
+                    action: Action::Forward(Forward::to(vec![Backend {
+                        name: "default/web:80".into(),
+                        weight: 1,
+                        protocol: Protocol::H2c,
+                        endpoints: vec!["127.0.0.1:8080".parse().unwrap()],
+                        policy: EndpointPolicy::default(),
+                    }])),
                     timeouts: Timeouts::default(),
                     chain: Vec::new(),
                     max_request_body: Some(10),

@@ -9,16 +9,17 @@ use std::time::SystemTime;
 use http::HeaderMap;
 use regex::Regex;
 
+use crate::balance::retry::RetryBudget;
 use crate::balance::{Balancer, SessionSide};
-use crate::error_pages::ErrorPagesRuntime;
+use crate::filter::error_pages::ErrorPagesRuntime;
 use crate::filter::{Chain, FilterState, Interned};
+use crate::headers::cookie_value;
 use crate::model::{
     Action, Backend, Balance, Canary, CanaryAffinity, CanaryHeaderValue, Filter, PathModifier,
     Protocol, RetryPolicy, Route, RouteConfig, RouteMatch, Rule, UpstreamTls,
 };
 use crate::observe::{Metrics, RouteStats};
-use crate::retry::RetryBudget;
-use crate::router::{RequestHead, RouteError, Router};
+use crate::route::router::{RequestHead, RouteError, Router};
 use crate::upstream::{EndpointKey, Upstreams};
 
 pub struct RouteTable {
@@ -35,23 +36,23 @@ pub struct RouteTable {
 
 /// What the proxy needs at request time for one rule.
 pub struct RuleRuntime {
-    pub route_id: Arc<str>,
-    pub stats: Arc<RouteStats>,
+    pub(crate) route_id: Arc<str>,
+    pub(crate) stats: Arc<RouteStats>,
     /// Empty for redirects.
     pub backends: BackendSet,
-    pub canary: Option<CanaryRuntime>,
+    pub(crate) canary: Option<CanaryRuntime>,
     /// The compiled pattern of a [`PathModifier::RegexReplace`] rewrite.
-    pub rewrite_regex: Option<Regex>,
+    pub(crate) rewrite_regex: Option<Regex>,
     /// The rule bridges gRPC-Web calls to gRPC.
-    pub bridges_grpc_web: bool,
+    pub(crate) bridges_grpc_web: bool,
     /// The rule's filters in running order, as data (`/debug/routes`)...
-    pub filters: Vec<Filter>,
+    pub(crate) filters: Vec<Filter>,
     /// ...and compiled.
-    pub chain: Chain,
+    pub(crate) chain: Chain,
 }
 
 /// A compiled [`Canary`]: decides per request which backend set serves it.
-pub struct CanaryRuntime {
+pub(crate) struct CanaryRuntime {
     pub backends: BackendSet,
     header: Option<(http::HeaderName, CanaryHeaderRuntime)>,
     cookie: Option<Box<str>>,
@@ -65,12 +66,12 @@ pub struct CanaryRuntime {
 }
 
 /// Which backends serve a request, as [`CanaryRuntime::choose`] decided.
-pub struct Chosen<'t> {
-    pub backends: &'t BackendSet,
+pub(crate) struct Chosen<'t> {
+    pub(crate) backends: &'t BackendSet,
     /// Their answer may start (or re-point) a sticky session; `false` for a
     /// request the header or cookie forced onto the canary, and under
     /// [`CanaryAffinity::Legacy`] for every canary answer.
-    pub starts_sessions: bool,
+    pub(crate) starts_sessions: bool,
 }
 
 /// What decided a canary question, in ingress-nginx's order plus sessions.
@@ -101,24 +102,24 @@ pub struct BackendSet {
 }
 
 pub struct BackendRuntime {
-    pub name: Arc<str>,
-    pub protocol: Protocol,
+    pub(crate) name: Arc<str>,
+    pub(crate) protocol: Protocol,
     pub balancer: Balancer,
-    /// The rule's retry policy, and the backend's budget for retries.
-    pub retry: RetryPolicy,
+    /// The backend's budget for retries (the policy is the rule's,
+    /// `model::Forward::retry`).
     pub(crate) budget: Arc<RetryBudget>,
 }
 
 /// A routed request: everything borrowed from the table it was routed on.
 pub struct Routed<'t> {
-    pub route: &'t Route,
-    pub rule: &'t Rule,
-    pub matched: Option<&'t RouteMatch>,
+    pub(crate) route: &'t Route,
+    pub(crate) rule: &'t Rule,
+    pub(crate) matched: Option<&'t RouteMatch>,
     pub runtime: &'t RuleRuntime,
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum PickError {
+pub(crate) enum PickError {
     /// No backend has weight (or none is listed).
     NoBackend,
     /// The chosen backend has no endpoints.
@@ -129,7 +130,7 @@ pub enum PickError {
 
 impl RouteTable {
     /// The table served before the first publish: it routes nothing.
-    pub fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         Self {
             generation: 0,
             published_at: SystemTime::now(),
@@ -143,7 +144,7 @@ impl RouteTable {
 
     /// Compiles a config. Rules that do not compile are left out and reported;
     /// everything else is served.
-    pub fn build(
+    pub(crate) fn build(
         generation: u64,
         config: RouteConfig,
         upstreams: &Upstreams,
@@ -278,16 +279,16 @@ impl RouteTable {
         self.generation
     }
 
-    pub fn published_at(&self) -> SystemTime {
+    pub(crate) fn published_at(&self) -> SystemTime {
         self.published_at
     }
 
-    pub fn config(&self) -> &RouteConfig {
+    pub(crate) fn config(&self) -> &RouteConfig {
         &self.config
     }
 
     /// Each route's id with each rule's filter chain, in running order.
-    pub fn filters(&self) -> impl Iterator<Item = (&str, Vec<&[Filter]>)> {
+    pub(crate) fn filters(&self) -> impl Iterator<Item = (&str, Vec<&[Filter]>)> {
         self.config
             .routes
             .iter()
@@ -298,7 +299,7 @@ impl RouteTable {
             })
     }
 
-    pub fn errors(&self) -> &[RouteError] {
+    pub(crate) fn errors(&self) -> &[RouteError] {
         &self.errors
     }
 
@@ -318,7 +319,7 @@ impl RouteTable {
     }
 
     /// Each endpoint of each backend once, with its health.
-    pub fn endpoint_health(&self) -> Vec<crate::health::EndpointReport> {
+    pub(crate) fn endpoint_health(&self) -> Vec<crate::upstream::health::EndpointReport> {
         let mut seen = std::collections::BTreeMap::new();
         for b in self.backends() {
             for r in b.balancer.report(&b.name) {
@@ -382,7 +383,7 @@ fn refuse_unsafe_fields(config: &mut RouteConfig) -> Vec<RouteError> {
 /// nginx's `rewrite` is case-insensitive for ingress-nginx locations and
 /// matches anywhere in the path.
 fn rewrite_regex(pattern: &str) -> Result<Regex, String> {
-    crate::pattern::compile(pattern, true).map_err(|e| e.to_string())
+    crate::route::pattern::compile(pattern, true).map_err(|e| e.to_string())
 }
 
 // === impl CanaryRuntime ===
@@ -402,7 +403,7 @@ impl CanaryRuntime {
                     CanaryHeaderValue::AlwaysNever => CanaryHeaderRuntime::AlwaysNever,
                     CanaryHeaderValue::Exact(v) => CanaryHeaderRuntime::Exact(v.as_str().into()),
                     CanaryHeaderValue::Pattern(p) => CanaryHeaderRuntime::Pattern(
-                        crate::pattern::compile(p, false).map_err(|e| e.to_string())?,
+                        crate::route::pattern::compile(p, false).map_err(|e| e.to_string())?,
                     ),
                 };
                 Some((h.name.clone(), value))
@@ -428,7 +429,11 @@ impl CanaryRuntime {
     }
 
     /// The backends for a request: the canary's or `mainline`.
-    pub fn choose<'t>(&'t self, headers: &HeaderMap, mainline: &'t BackendSet) -> Chosen<'t> {
+    pub(crate) fn choose<'t>(
+        &'t self,
+        headers: &HeaderMap,
+        mainline: &'t BackendSet,
+    ) -> Chosen<'t> {
         let (side, starts_sessions) = match self.decide(headers) {
             // A per-request override leaves the client's session alone.
             Decision::Forced(SessionSide::Canary) => (SessionSide::Canary, false),
@@ -497,19 +502,6 @@ impl CanaryRuntime {
     }
 }
 
-/// The value of the first cookie called `name` in the `Cookie` headers.
-pub(crate) fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
-        .find_map(|pair| {
-            let pair = pair.trim_ascii();
-            let eq = pair.iter().position(|&b| b == b'=')?;
-            (pair[..eq].trim_ascii() == name.as_bytes()).then(|| pair[eq + 1..].trim_ascii())
-        })
-}
-
 impl BackendSet {
     pub(crate) fn build(
         list: &[Backend],
@@ -552,7 +544,6 @@ impl BackendSet {
                     checks,
                 )
                 .for_side(side),
-                retry: retry.clone(),
                 budget: upstreams.retry_budget(
                     &b.name,
                     retry.budget_percent,
@@ -568,7 +559,7 @@ impl BackendSet {
     }
 
     /// Picks a backend by weight; its balancer then picks the endpoint.
-    pub fn pick_backend(&self) -> Result<&BackendRuntime, PickError> {
+    pub(crate) fn pick_backend(&self) -> Result<&BackendRuntime, PickError> {
         let total = *self.cumulative.last().ok_or(PickError::NoBackend)?;
         let n = self.next.fetch_add(1, Ordering::Relaxed) % total;
         let idx = self.cumulative.partition_point(|&c| c <= n);
@@ -671,13 +662,7 @@ mod tests {
                 rules: vec![Rule {
                     matches: vec![],
                     filters: Default::default(),
-                    action: Action::Forward(Forward {
-                        backends: vec![backend("a", 1, &[9])],
-                        rewrite: None,
-                        canary: None,
-                        upstream_tls: None,
-                        retry: Default::default(),
-                    }),
+                    action: Action::Forward(Forward::to(vec![backend("a", 1, &[9])])),
                     timeouts: Timeouts::default(),
                     chain: Vec::new(),
                     max_request_body: None,
@@ -699,8 +684,8 @@ mod tests {
     /// An Ingress with one long list and many paths compiles the list once.
     #[test]
     fn rules_with_the_same_policy_data_share_one_compiled_copy() {
-        use crate::forwarded::IpNet;
         use crate::model::{Filter, HeaderModifier, IpAccess};
+        use crate::request::forwarded::IpNet;
         use std::net::IpAddr;
 
         // 10,000 ranges that do not merge: the lower half of each /24.

@@ -1,0 +1,7 @@
+//! Where a connection comes in: the accept loops and hyper's connection
+//! settings, the optional PROXY protocol header, and the server side of TLS
+//! (certificates by SNI, client certificates, passthrough).
+
+pub(crate) mod proxy_protocol;
+pub(crate) mod server;
+pub mod tls;
