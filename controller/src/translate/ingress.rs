@@ -195,17 +195,26 @@ pub(crate) fn regex_hosts(ours: &[(&Arc<Ingress>, Parsed)]) -> HashMap<String, O
 pub(super) fn annotation_diagnostic(d: &AnnotationDiagnostic) -> Diagnostic {
     let field = format!("metadata.annotations[{}]", d.key);
     let msg = d.message.clone();
+    // Parsing already says what happens instead for most values; say it
+    // once.
+    let with = |phrase: &str, said: &str| {
+        if msg.contains(said) {
+            msg.clone()
+        } else {
+            format!("{msg}; {phrase}")
+        }
+    };
     match d.kind {
         DiagnosticKind::Invalid(Fallback::PathDenied) => Diagnostic::error(
             "InvalidAnnotation",
             field,
-            format!("{msg}; the Ingress's paths answer 503"),
+            with("the Ingress's paths answer 503", "answer 503"),
         ),
         DiagnosticKind::Invalid(Fallback::CanaryUnused) => {
             Diagnostic::error("InvalidAnnotation", field, msg)
         }
         DiagnosticKind::Invalid(Fallback::Ignored) => {
-            Diagnostic::warning("InvalidAnnotation", field, format!("{msg}; ignored"))
+            Diagnostic::warning("InvalidAnnotation", field, with("ignored", "ignored"))
         }
         DiagnosticKind::Unsupported => Diagnostic::warning("UnsupportedAnnotation", field, msg),
         DiagnosticKind::Unknown => Diagnostic::warning("UnknownAnnotation", field, msg),

@@ -365,3 +365,27 @@ fn fixtures() {
         failures.join("\n\n")
     );
 }
+
+/// What happens instead of an invalid annotation is said once: parsing
+/// says it, and translation adds it only where parsing did not.
+#[test]
+fn an_annotation_finding_says_its_fallback_once() {
+    let annotations = [
+        ("nginx.ingress.kubernetes.io/proxy-read-timeout", "soon"),
+        (
+            "nginx.ingress.kubernetes.io/permanent-redirect",
+            "not a url",
+        ),
+        ("nginx.ingress.kubernetes.io/canary-weight", "10"),
+        ("nginx.ingress.kubernetes.io/auth-type", "basic"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .into();
+    let parsed = crate::annotations::parse(&annotations);
+    assert!(parsed.diagnostics.len() >= 4, "{:#?}", parsed.diagnostics);
+    for d in &parsed.diagnostics {
+        let m = super::ingress::annotation_diagnostic(d).message;
+        assert!(m.matches("ignored").count() <= 1, "{m}");
+        assert!(m.matches("answer 503").count() <= 1, "{m}");
+    }
+}
