@@ -1,0 +1,444 @@
+//! Routes, rules, matches, actions, redirects, rewrites and timeouts.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// Request bodies larger than this answer 413 unless a rule says otherwise
+/// (ingress-nginx's `proxy-body-size` default).
+pub const DEFAULT_MAX_REQUEST_BODY: u64 = 1024 * 1024;
+
+/// Everything the dataplane serves: the unit of atomic publication.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouteConfig {
+    pub routes: Vec<Route>,
+    /// Renders the proxy's own 404 for requests no route matches
+    /// (ingress-nginx `--default-backend-service`); `None`: a plain 404.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_backend: Option<Backend>,
+}
+
+impl RouteConfig {
+    /// `routes`, with no default backend.
+    pub fn new(routes: Vec<Route>) -> Self {
+        Self {
+            routes,
+            default_backend: None,
+        }
+    }
+}
+
+/// The rules one source object contributes (an Ingress, an HTTPRoute).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Route {
+    /// Stable, bounded identifier, e.g. `ingress/default/web`. Used as the
+    /// metrics label and in access logs, so it must not carry request data.
+    pub id: String,
+    pub source: SourceRef,
+    /// Empty: the route belongs to the default virtual host, which serves
+    /// requests whose host matches no other virtual host.
+    #[serde(default)]
+    pub hostnames: Vec<Hostname>,
+    pub rules: Vec<Rule>,
+    /// HTTP-to-HTTPS redirect and HSTS for this route's requests.
+    #[serde(default)]
+    pub https: HttpsPolicy,
+}
+
+impl Route {
+    /// A route of `rules` for `hostnames` (empty: the default virtual
+    /// host), with no source object and no HTTPS policy.
+    pub fn new(id: impl Into<String>, hostnames: Vec<Hostname>, rules: Vec<Rule>) -> Self {
+        Self {
+            id: id.into(),
+            source: SourceRef::default(),
+            hostnames,
+            rules,
+            https: HttpsPolicy::default(),
+        }
+    }
+}
+
+/// What a route does about HTTPS (ingress-nginx `ssl-redirect`,
+/// `force-ssl-redirect`, `hsts*`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpsPolicy {
+    /// Plain-HTTP requests are answered 308 to the same URL over https,
+    /// except ACME HTTP-01 challenges (`/.well-known/acme-challenge/`).
+    #[serde(default)]
+    pub redirect: Option<HttpsRedirect>,
+    /// `Strict-Transport-Security` on responses to HTTPS requests.
+    #[serde(default)]
+    pub hsts: Option<Hsts>,
+    /// Requests must come on a TLS connection verified under this
+    /// client-certificate policy (published with the certificates).
+    #[serde(default)]
+    pub client_auth: Option<RouteClientAuth>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteClientAuth {
+    /// The policy's id (`crate::listen::tls::ClientAuth::id`).
+    pub policy: String,
+    /// Send the client's certificate upstream (`ssl-client-cert`).
+    #[serde(default)]
+    pub pass_certificate: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpsRedirect {
+    /// The public HTTPS port when it is not 443.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Keep a trailing `/` of the request URI; by default one is dropped,
+    /// as ingress-nginx does.
+    #[serde(default)]
+    pub preserve_trailing_slash: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hsts {
+    pub max_age: u64,
+    pub include_subdomains: bool,
+    pub preload: bool,
+}
+
+impl Hsts {
+    /// ingress-nginx's defaults: `max-age=15724800; includeSubDomains`.
+    pub const DEFAULT: Hsts = Hsts {
+        max_age: 15_724_800,
+        include_subdomains: true,
+        preload: false,
+    };
+
+    /// The header value, e.g. `max-age=15724800; includeSubDomains`.
+    pub fn header_value(&self) -> String {
+        let mut v = format!("max-age={}", self.max_age);
+        if self.include_subdomains {
+            v.push_str("; includeSubDomains");
+        }
+        if self.preload {
+            v.push_str("; preload");
+        }
+        v
+    }
+}
+
+/// Where a route came from; the last tie-breakers of precedence.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRef {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// Creation time, seconds since the Unix epoch: older wins a true tie.
+    pub created: i64,
+}
+
+/// A virtual host name: an exact, lower-case name or a wildcard.
+///
+/// Ingress and Gateway API disagree on wildcards: an Ingress `*.example.com`
+/// matches exactly one extra label, an HTTPRoute `*.example.com` any number
+/// of them. Both live in one table, so both are kept apart here.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Hostname {
+    Exact(String),
+    /// Ingress `*.suffix`: exactly one extra label. Holds the suffix after
+    /// `*.`, lower case: `Wildcard("example.com")`. Written `*.example.com`.
+    Wildcard(String),
+    /// Gateway API `*.suffix`: one or more extra labels. Written
+    /// `**.example.com` in this model's text form.
+    WildcardAnyDepth(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rule {
+    /// Alternatives: the rule applies when any one matches. Empty means
+    /// "every request" (a `Prefix("/")` match).
+    #[serde(default)]
+    pub matches: Vec<RouteMatch>,
+    #[serde(default)]
+    pub filters: Filters,
+    pub action: Action,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// `None`: unlimited. Not applied to gRPC calls, whose streams are
+    /// unbounded: [`GrpcOptions::max_message`] limits each message instead.
+    #[serde(default = "default_max_request_body")]
+    pub max_request_body: Option<u64>,
+    #[serde(default)]
+    pub grpc: GrpcOptions,
+    /// Filters on the rule's chain besides those derived from the fields
+    /// above and the route's [`HttpsPolicy`] (see [`Route::rule_filters`]):
+    /// where new policies go. Run by [`Filter::stage`], then list order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<Filter>,
+}
+
+impl Rule {
+    /// A rule for every request with `action` and the defaults: no
+    /// filters, the default timeouts, body limit and gRPC options.
+    pub fn new(action: Action) -> Self {
+        Self {
+            matches: Vec::new(),
+            filters: Filters::default(),
+            action,
+            timeouts: Timeouts::default(),
+            max_request_body: default_max_request_body(),
+            grpc: GrpcOptions::default(),
+            chain: Vec::new(),
+        }
+    }
+}
+
+fn default_max_request_body() -> Option<u64> {
+    Some(DEFAULT_MAX_REQUEST_BODY)
+}
+
+/// All conditions must hold (AND).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouteMatch {
+    pub path: PathMatch,
+    #[serde(default)]
+    pub headers: Vec<HeaderMatch>,
+    #[serde(default)]
+    pub query: Vec<QueryMatch>,
+    #[serde(default, with = "serde_http::opt_method")]
+    pub method: Option<Method>,
+}
+
+impl Default for RouteMatch {
+    fn default() -> Self {
+        Self {
+            path: PathMatch::Prefix("/".into()),
+            headers: Vec::new(),
+            query: Vec::new(),
+            method: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PathMatch {
+    Exact(String),
+    /// Matches by path segment: `/foo` matches `/foo`, `/foo/`, `/foo/bar`,
+    /// never `/foobar`. A trailing slash in the prefix is ignored.
+    Prefix(String),
+    /// Matches the whole path: compiled as `^(?:pattern)$`.
+    RegularExpression(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeaderMatch {
+    #[serde(with = "serde_http::header_name")]
+    pub name: HeaderName,
+    pub value: ValueMatch,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueryMatch {
+    pub name: String,
+    pub value: ValueMatch,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ValueMatch {
+    Exact(String),
+    /// Matches the whole value: compiled as `^(?:pattern)$`.
+    RegularExpression(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Action {
+    Forward(Forward),
+    Redirect(Redirect),
+    /// Answer 503 without contacting anything: the rule's configuration asked
+    /// for something that cannot be done safely (an invalid redirect or
+    /// rewrite annotation), and serving the request unchanged would be wrong.
+    /// `reason` is for operators (`/debug/routes`), never sent to clients.
+    Deny {
+        reason: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redirect {
+    #[serde(default)]
+    pub scheme: Option<Scheme>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub path: Option<PathModifier>,
+    pub status: RedirectStatus,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RedirectStatus {
+    MovedPermanently,
+    Found,
+    SeeOther,
+    TemporaryRedirect,
+    PermanentRedirect,
+}
+
+impl RedirectStatus {
+    pub fn code(self) -> http::StatusCode {
+        use http::StatusCode as S;
+        match self {
+            RedirectStatus::MovedPermanently => S::MOVED_PERMANENTLY,
+            RedirectStatus::Found => S::FOUND,
+            RedirectStatus::SeeOther => S::SEE_OTHER,
+            RedirectStatus::TemporaryRedirect => S::TEMPORARY_REDIRECT,
+            RedirectStatus::PermanentRedirect => S::PERMANENT_REDIRECT,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PathModifier {
+    ReplaceFullPath(String),
+    /// Replaces the part of the path matched by the rule's `Prefix` match.
+    ReplacePrefixMatch(String),
+    /// ingress-nginx `rewrite-target`: when `pattern` matches the path
+    /// (case-insensitively, anywhere, as nginx's `rewrite` does), the path
+    /// becomes `replacement` with `$n` captures filled in; otherwise it is
+    /// left alone. A `?` in the result starts new query arguments, and the
+    /// original ones follow them.
+    RegexReplace {
+        pattern: String,
+        replacement: Vec<Substitution>,
+    },
+}
+
+/// A piece of a [`PathModifier::RegexReplace`] replacement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Substitution {
+    Literal(String),
+    /// The text of capture group `n` (empty when the group did not take part).
+    Capture(u8),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UrlRewrite {
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub path: Option<PathModifier>,
+}
+
+/// Per-rule timeouts. Defaults follow ingress-nginx (`proxy-connect-timeout`
+/// 5 s, `proxy-read-timeout` and `proxy-send-timeout` 60 s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeouts {
+    /// TCP connect to an upstream endpoint. Expiry: 504.
+    #[serde(with = "serde_http::millis")]
+    pub connect: Duration,
+    /// Wait for the upstream's response headers, and the longest gap between
+    /// two pieces of the upstream's response body.
+    #[serde(with = "serde_http::millis")]
+    pub read: Duration,
+    /// The longest gap between two pieces of the client's request body.
+    #[serde(with = "serde_http::millis")]
+    pub send: Duration,
+    /// The whole exchange, from the request's head to the end of the
+    /// response body (Gateway API `timeouts.request`): 504 if it passes
+    /// before the response head, a cut-off body after. `None`: only the
+    /// other timeouts apply.
+    #[serde(default, with = "serde_http::opt_millis")]
+    pub request: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            read: Duration::from_secs(60),
+            send: Duration::from_secs(60),
+            request: None,
+        }
+    }
+}
+
+// === impl Hostname ===
+
+impl Hostname {
+    /// Parses `example.com` or `*.example.com`, lower-casing it. Returns
+    /// `None` for anything that is not a plausible DNS name.
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim_end_matches('.');
+        let (wild, name) = if let Some(rest) = s.strip_prefix("**.") {
+            (Some(true), rest)
+        } else if let Some(rest) = s.strip_prefix("*.") {
+            (Some(false), rest)
+        } else {
+            (None, s)
+        };
+        if name.is_empty() || name.len() > 253 {
+            return None;
+        }
+        let valid = name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+        if !valid {
+            return None;
+        }
+        let name = name.to_ascii_lowercase();
+        Some(match wild {
+            None => Hostname::Exact(name),
+            Some(false) => Hostname::Wildcard(name),
+            Some(true) => Hostname::WildcardAnyDepth(name),
+        })
+    }
+}
+
+impl std::fmt::Display for Hostname {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hostname::Exact(n) => f.write_str(n),
+            Hostname::Wildcard(n) => write!(f, "*.{n}"),
+            Hostname::WildcardAnyDepth(n) => write!(f, "**.{n}"),
+        }
+    }
+}
+
+impl Serialize for Hostname {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Hostname {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Hostname::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid hostname {s:?}")))
+    }
+}
