@@ -133,8 +133,8 @@ pub struct Report {
 pub struct NamespaceSummary {
     pub namespace: String,
     pub ingresses: usize,
-    /// Annotations by [`Status`] (its kebab-case name).
-    pub annotations: BTreeMap<&'static str, usize>,
+    /// Annotations by [`Status`] (serialized by its kebab-case name).
+    pub annotations: BTreeMap<Status, usize>,
     pub path_changes: usize,
     /// Translation findings of severity error: something would not be
     /// served as written.
@@ -391,7 +391,7 @@ fn summarise(ingresses: &[IngressReport]) -> Vec<NamespaceSummary> {
             });
         s.ingresses += 1;
         for row in &ing.annotations {
-            *s.annotations.entry(status_key(row.status)).or_default() += 1;
+            *s.annotations.entry(row.status).or_default() += 1;
         }
         s.path_changes += ing.path_changes.len();
         s.errors += ing
@@ -401,18 +401,6 @@ fn summarise(ingresses: &[IngressReport]) -> Vec<NamespaceSummary> {
             .count();
     }
     by_ns.into_values().collect()
-}
-
-/// [`Status`]'s serialized name.
-fn status_key(s: Status) -> &'static str {
-    match s {
-        Status::Supported => "supported",
-        Status::Partly => "partly",
-        Status::NotSupported => "not-supported",
-        Status::Snippet => "snippet",
-        Status::Invalid => "invalid",
-        Status::Unknown => "unknown",
-    }
 }
 
 // === rendering ===
@@ -582,7 +570,7 @@ fn ns_counts(ns: &NamespaceSummary) -> String {
     let parts: Vec<String> = ns
         .annotations
         .iter()
-        .map(|(k, v)| format!("{v} {k}"))
+        .map(|(k, v)| format!("{v} {}", k.as_str()))
         .collect();
     if parts.is_empty() {
         "none".into()

@@ -189,8 +189,8 @@ fn findings_and_the_namespace_summary() {
     assert_eq!(ns, ["a", "b"]);
     let a = &r.namespaces[0];
     assert_eq!(a.ingresses, 1);
-    assert_eq!(a.annotations.get("supported"), Some(&1));
-    assert_eq!(a.annotations.get("snippet"), Some(&1));
+    assert_eq!(a.annotations.get(&Status::Supported), Some(&1));
+    assert_eq!(a.annotations.get(&Status::Snippet), Some(&1));
     assert_eq!(a.path_changes, 1);
     assert_eq!(r.namespaces[1].ingresses, 2);
     assert_eq!(r.namespaces[1].path_changes, 3);
