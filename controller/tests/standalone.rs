@@ -1416,37 +1416,22 @@ fn validate_names_dropped_and_ignored_cors_settings() {
 /// An auth service like oauth2-proxy's `/oauth2/auth`: 202 with the user
 /// for the cookie `session=ok`, 401 otherwise.
 async fn auth_service() -> SocketAddr {
-    use hyper::body::Incoming;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: http::Request<Incoming>| async move {
-                    let signed_in = req
-                        .headers()
-                        .get("cookie")
-                        .is_some_and(|c| c.as_bytes() == b"session=ok");
-                    let rsp = if signed_in {
-                        http::Response::builder()
-                            .status(StatusCode::ACCEPTED)
-                            .header("x-auth-request-user", "alice")
-                    } else {
-                        http::Response::builder().status(StatusCode::UNAUTHORIZED)
-                    };
-                    let body = http_body_util::Full::new(bytes::Bytes::new());
-                    Ok::<_, std::convert::Infallible>(rsp.body(body).unwrap())
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+    support::serve_with(|req| {
+        let signed_in = req
+            .headers()
+            .get("cookie")
+            .is_some_and(|c| c.as_bytes() == b"session=ok");
+        let rsp = if signed_in {
+            http::Response::builder()
+                .status(StatusCode::ACCEPTED)
+                .header("x-auth-request-user", "alice")
+        } else {
+            http::Response::builder().status(StatusCode::UNAUTHORIZED)
+        };
+        rsp.body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    })
+    .await
 }
 
 /// oauth2-proxy's documented annotations through the real binary and a
