@@ -373,3 +373,24 @@ async fn grpc_callers_get_a_grpc_status() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_in_cluster_service_is_asked_at_its_endpoints() {
+    let svc = AuthService::start().await;
+    let up = Upstream::echo("app").await;
+    // A name no resolver knows: only the Service's endpoints can answer.
+    let mut policy = auth(
+        Template::service_url("http://oauth2-proxy.auth.svc.cluster.local:4180/200/check").unwrap(),
+    );
+    policy.service = Some(Box::new(backend("auth/oauth2-proxy:4180", &[svc.addr])));
+    let proxy = Proxy::start(config(vec![guarded("ok.test", up.addr, policy)])).await;
+    let (status, headers, body) = get_with(&proxy, "ok.test", "/", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers["x-seen-h-x-auth-request-user"], "alice");
+    let seen = svc.seen();
+    assert_eq!(seen[0].uri, "/200/check");
+    assert_eq!(
+        seen[0].headers["host"],
+        "oauth2-proxy.auth.svc.cluster.local:4180"
+    );
+}

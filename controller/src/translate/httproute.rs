@@ -93,7 +93,10 @@ fn translate_one(
     // A route whose auth policy cannot be used is not served, rather than
     // served unguarded.
     let external_auth = match external_auth(route.spec.policies.as_ref()) {
-        Ok(a) => a.map(Box::new),
+        Ok(a) => a.map(|mut a| {
+            super::auth::resolve_auth_service(snap, &mut a);
+            Box::new(a)
+        }),
         Err(d) => {
             report.diagnostics.push(d);
             return None;

@@ -120,7 +120,10 @@ pub(super) fn translate_all(
             .policy()
             .or_else(|| settings.global_auth.clone().filter(|_| ext.global))
             .filter(|_| denied.is_none())
-            .map(Box::new);
+            .map(|mut a| {
+                auth::resolve_auth_service(snap, &mut a);
+                Box::new(a)
+            });
         let mut t = IngressTranslator {
             snap,
             settings,

@@ -242,7 +242,7 @@ impl Chain {
                     &state.basic_auth,
                 ))),
                 Filter::ExternalAuth(a) => Compiled::ExternalAuth(Box::new(
-                    ExternalAuthFilter::build(a, &state.external_auth),
+                    ExternalAuthFilter::build(a, &state.external_auth, upstreams),
                 )),
                 Filter::ErrorPages(p) => Compiled::ErrorPages(Box::new(ErrorPagesRuntime::build(
                     p,

@@ -53,7 +53,7 @@ pub enum Filter {
 /// the client to sign in, 403 refuses, anything else fails closed (500).
 /// Templates are parsed when the model is made; see
 /// [`crate::filter::external_auth`].
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExternalAuth {
     /// The service's URL: http or https, no variable in its authority.
     pub url: crate::filter::external_auth::Template,
@@ -90,6 +90,12 @@ pub struct ExternalAuth {
     /// The client's idle connections to the service.
     #[serde(default)]
     pub keepalive: AuthKeepalive,
+    /// The in-cluster Service a plain-http `url` names, when the
+    /// controller knows it: subrequests go to its endpoints (with `Host`
+    /// as written), through the same pools and health as routes. Without
+    /// it the URL's host is resolved by DNS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<Box<Backend>>,
 }
 
 fn rd() -> String {
@@ -119,6 +125,7 @@ impl ExternalAuth {
             timeout: Self::DEFAULT_TIMEOUT,
             cache: None,
             keepalive: AuthKeepalive::default(),
+            service: None,
         }
     }
 }

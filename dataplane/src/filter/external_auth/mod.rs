@@ -23,7 +23,8 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, StatusCode, Uri};
+use http::uri::PathAndQuery;
+use http::{Method, Request, StatusCode, Uri, Version};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
@@ -37,12 +38,18 @@ use tracing::{debug, warn};
 pub use template::{Template, TemplateError, Var, Vars};
 
 use super::Answer;
+use super::error_pages::backend_set;
+use crate::balance::retry::{self, Failed, Sent, Timing};
+use crate::body::{RequestBody, ResponseBody};
 use crate::headers::{
     X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID,
 };
 use crate::model::{AuthKeepalive, ExternalAuth};
+use crate::model::Protocol;
 use crate::request::ctx::{RequestCtx, ip_header};
+use crate::route::table::BackendSet;
 use crate::store::KeyedStore;
+use crate::upstream::Upstreams;
 
 static X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
 static X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
@@ -84,7 +91,9 @@ pub struct ExternalAuthCounters {
 #[derive(Default)]
 pub struct ExternalAuthState {
     clients: KeyedStore<(AuthKeepalive, Duration), AuthClient>,
-    caches: KeyedStore<ExternalAuth, AuthCache>,
+    /// By the policy's settings (its JSON form without the service's
+    /// endpoints, which do not change what is cached).
+    caches: KeyedStore<String, AuthCache>,
     tls: OnceLock<Option<rustls::ClientConfig>>,
     counters: ExternalAuthCounters,
 }
@@ -128,9 +137,15 @@ impl ExternalAuthState {
     }
 
     fn cache(&self, policy: &ExternalAuth) -> Arc<AuthCache> {
+        let identity = ExternalAuth {
+            service: None,
+            ..policy.clone()
+        };
+        // A policy that cannot be written out gets a cache of its own.
+        let key =
+            serde_json::to_string(&identity).unwrap_or_else(|_| format!("unwritable:{policy:p}"));
         self.caches.prune();
-        self.caches
-            .get_or_insert_with(policy.clone(), AuthCache::new)
+        self.caches.get_or_insert_with(key, AuthCache::new)
     }
 }
 
@@ -227,11 +242,29 @@ struct Inner {
     always_set_cookie: bool,
     timeout: Duration,
     cache: Option<(Template, Duration, Arc<AuthCache>)>,
+    /// The in-cluster Service's endpoints, for plain-http URLs naming one.
+    service: Option<BackendSet>,
     counters: ExternalAuthCounters,
 }
 
 impl ExternalAuthFilter {
-    pub(crate) fn build(policy: &ExternalAuth, state: &ExternalAuthState) -> Self {
+    pub(crate) fn build(
+        policy: &ExternalAuth,
+        state: &ExternalAuthState,
+        upstreams: &Upstreams,
+    ) -> Self {
+        // TLS needs the name the service's certificate carries: https
+        // always goes by the URL's host.
+        let plain = policy
+            .url
+            .as_str()
+            .get(..5)
+            .is_some_and(|s| s.eq_ignore_ascii_case("http:"));
+        let service = policy
+            .service
+            .as_deref()
+            .filter(|_| plain)
+            .map(|b| backend_set(b, upstreams));
         let signin_param = policy.signin.as_ref().and_then(|s| {
             let param = &policy.signin_redirect_param;
             (!s.sets_param(param)).then(|| {
@@ -258,6 +291,7 @@ impl ExternalAuthFilter {
                     .cache
                     .as_ref()
                     .map(|c| (c.key.clone(), c.duration, state.cache(policy))),
+                service,
                 counters: state.counters.clone(),
             }),
         }
@@ -389,14 +423,19 @@ impl Inner {
     ) -> Decision {
         let url = sub.uri().clone();
         let exchange = async {
-            let rsp = self.client.request(sub).await?;
-            let (parts, body) = rsp.into_parts();
-            // Read a short body to the end so the connection goes back to
-            // the pool; a long one is dropped with its connection.
-            let _ = http_body_util::Limited::new(body, DRAIN_BYTES)
-                .collect()
-                .await;
-            Ok::<_, hyper_util::client::legacy::Error>(parts)
+            match &self.service {
+                Some(service) => self.send_to_service(service, sub).await,
+                None => {
+                    let rsp = self.client.request(sub).await.map_err(|e| e.to_string())?;
+                    let (parts, body) = rsp.into_parts();
+                    // Read a short body to the end so the connection goes
+                    // back to the pool; a long one is dropped with it.
+                    let _ = http_body_util::Limited::new(body, DRAIN_BYTES)
+                        .collect()
+                        .await;
+                    Ok(parts)
+                }
+            }
         };
         let parts = match tokio::time::timeout(self.timeout, exchange).await {
             Ok(Ok(parts)) => parts,
@@ -473,6 +512,61 @@ impl Inner {
                 cookies: cookies(),
             })),
         }
+    }
+
+    /// The subrequest to one of the in-cluster Service's endpoints, through
+    /// the upstream pools, with `Host` as the URL names it.
+    async fn send_to_service(
+        &self,
+        service: &BackendSet,
+        sub: Request<Empty<Bytes>>,
+    ) -> Result<http::response::Parts, String> {
+        let backend = service
+            .pick_backend()
+            .map_err(|_| "the auth Service has no ready endpoints".to_owned())?;
+        let (mut parts, _) = sub.into_parts();
+        let authority = parts.uri.authority().cloned();
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        match backend.protocol {
+            Protocol::Http1 => {
+                if let Some(host) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+                    parts.headers.insert(header::HOST, host);
+                }
+                parts.version = Version::HTTP_11;
+                parts.uri = Uri::from(path);
+            }
+            // HTTP/2 names the host in the URI, as written.
+            Protocol::H2c => parts.version = Version::HTTP_2,
+        }
+        let req = Request::from_parts(parts, RequestBody::empty());
+        let timing = Timing {
+            start: Instant::now(),
+            wait: self.timeout,
+            connect: self.timeout,
+        };
+        let sent = retry::send_own(backend, req, timing).await;
+        let Sent {
+            rsp,
+            recycle,
+            in_flight,
+            ..
+        } = match sent {
+            Ok(sent) => sent,
+            Err(Failed::NoEndpoint) => return Err("the auth Service has no endpoint".into()),
+            Err(Failed::Timeout { addr }) => return Err(format!("{addr} did not answer in time")),
+            Err(Failed::Upstream { error, .. }) => return Err(error.to_string()),
+        };
+        let (parts, body) = rsp.into_parts();
+        // Read to the end (bounded) so the connection goes back to its pool.
+        let body = ResponseBody::upstream(body, self.timeout, None, recycle).holding(in_flight);
+        let _ = http_body_util::Limited::new(body, DRAIN_BYTES)
+            .collect()
+            .await;
+        Ok(parts)
     }
 
     fn failed(&self, id: &HeaderValue, url: &Uri, error: &dyn std::fmt::Display) -> Decision {

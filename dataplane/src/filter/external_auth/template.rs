@@ -145,6 +145,15 @@ impl Template {
         &self.source
     }
 
+    /// The host and port as written, for a URL whose authority holds no
+    /// variable (every service URL).
+    pub fn authority(&self) -> Option<&str> {
+        let (_, rest) = self.source.split_once("://")?;
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let authority = &rest[..end];
+        (!authority.contains('$')).then_some(authority)
+    }
+
     /// Whether the written text (not a variable's value) has a query.
     pub fn has_query(&self) -> bool {
         self.parts
@@ -527,6 +536,16 @@ mod tests {
         }
         assert!(Template::text(&"x".repeat(MAX_LEN + 1)).is_err());
         assert!(Template::text("$http_").is_err());
+    }
+
+    #[test]
+    fn knows_its_authority() {
+        let t = Template::service_url("http://auth.ns.svc:4180/check?u=$request_uri").unwrap();
+        assert_eq!(t.authority(), Some("auth.ns.svc:4180"));
+        let t = Template::service_url("http://auth.test").unwrap();
+        assert_eq!(t.authority(), Some("auth.test"));
+        let t = Template::signin_url("https://$host/start").unwrap();
+        assert_eq!(t.authority(), None);
     }
 
     #[test]
