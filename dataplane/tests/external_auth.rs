@@ -394,3 +394,29 @@ async fn an_in_cluster_service_is_asked_at_its_endpoints() {
         "oauth2-proxy.auth.svc.cluster.local:4180"
     );
 }
+
+#[tokio::test]
+async fn a_hand_written_policy_that_fails_the_checks_fails_closed() {
+    let svc = AuthService::start().await;
+    let up = Upstream::echo("app").await;
+    // Read back from JSON as translation never writes it: the service's
+    // host from the client's Host header, which here names the auth
+    // service itself.
+    let steered: ExternalAuth =
+        serde_json::from_value(serde_json::json!({"url": "http://$best_http_host/200"})).unwrap();
+    let mut bad_param = auth(svc.url("/401"));
+    bad_param.signin = Some(Template::signin_url("https://login.test/").unwrap());
+    bad_param.signin_redirect_param = "rd&next".into();
+    let mut any_host = guarded("any", up.addr, steered);
+    any_host.hostnames.clear();
+    let proxy = Proxy::start(config(vec![
+        guarded("param.test", up.addr, bad_param),
+        any_host,
+    ]))
+    .await;
+    let (status, _, _) = get_with(&proxy, &svc.addr.to_string(), "/", &[]).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    let (status, _, _) = get_with(&proxy, "param.test", "/", &[]).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(svc.seen().is_empty(), "{:?}", svc.seen());
+}

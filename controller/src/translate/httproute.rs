@@ -370,6 +370,8 @@ fn external_auth(policies: Option<&HTTPRoutePolicies>) -> Result<Option<External
             Some(Template::signin_url(signin).map_err(|e| invalid("signin", e.to_string()))?);
     }
     if let Some(param) = &p.signin_redirect_param {
+        portico_dataplane::external_auth::check_redirect_param(param)
+            .map_err(|reason| invalid("signinRedirectParam", reason.into()))?;
         auth.signin_redirect_param = param.clone();
     }
     for (i, n) in p.response_headers.iter().enumerate() {

@@ -281,12 +281,7 @@ fn auth_signin(v: &str, d: &mut Draft) -> Result<(), String> {
 }
 
 fn auth_signin_redirect_param(v: &str, d: &mut Draft) -> Result<(), String> {
-    let ok = v.len() <= 64
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if !ok {
-        return Err("expected a query parameter name (letters, digits, -, _, .)".into());
-    }
+    portico_dataplane::external_auth::check_redirect_param(v)?;
     d.out.external_auth.signin_redirect_param = Some(v.to_owned());
     Ok(())
 }

@@ -44,8 +44,8 @@ use crate::body::{RequestBody, ResponseBody};
 use crate::headers::{
     X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID,
 };
-use crate::model::{AuthKeepalive, ExternalAuth};
 use crate::model::Protocol;
+use crate::model::{AuthKeepalive, ExternalAuth};
 use crate::request::ctx::{RequestCtx, ip_header};
 use crate::route::table::BackendSet;
 use crate::store::KeyedStore;
@@ -66,6 +66,20 @@ const CACHE_ENTRY_BYTES: usize = 8 * 1024;
 /// Read of an answer's body, so that its connection can be reused; a
 /// longer body closes the connection instead.
 const DRAIN_BYTES: usize = 64 * 1024;
+
+/// A signin URL's redirect parameter: a query name that needs no escaping.
+pub fn check_redirect_param(param: &str) -> Result<(), &'static str> {
+    let ok = !param.is_empty()
+        && param.len() <= 64
+        && param
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err("expected a query parameter name of at most 64 letters, digits, -, _ or .")
+    }
+}
 
 /// The client the subrequests go out on: http, or https verified against
 /// the system's roots.
@@ -230,6 +244,8 @@ pub(crate) struct ExternalAuthFilter {
 }
 
 struct Inner {
+    /// The policy passed the checks translation makes.
+    sound: bool,
     client: Arc<AuthClient>,
     url: Template,
     method: Method,
@@ -265,6 +281,17 @@ impl ExternalAuthFilter {
             .as_deref()
             .filter(|_| plain)
             .map(|b| backend_set(b, upstreams));
+        // Translation checked these; a hand-written table is held to the
+        // same rules, failing closed: every request answers 500.
+        let sound = Template::service_url(policy.url.as_str()).is_ok()
+            && policy
+                .signin
+                .as_ref()
+                .is_none_or(|s| Template::signin_url(s.as_str()).is_ok())
+            && check_redirect_param(&policy.signin_redirect_param).is_ok();
+        if !sound {
+            warn!(auth.url = %policy.url, "external auth policy refused: every request answers 500");
+        }
         let signin_param = policy.signin.as_ref().and_then(|s| {
             let param = &policy.signin_redirect_param;
             (!s.sets_param(param)).then(|| {
@@ -274,6 +301,7 @@ impl ExternalAuthFilter {
         });
         Self {
             inner: Arc::new(Inner {
+                sound,
                 client: state.client(policy.keepalive, policy.timeout),
                 url: policy.url.clone(),
                 method: policy.method.clone().unwrap_or(Method::GET),
@@ -319,6 +347,10 @@ impl ExternalAuthFilter {
                 upstream,
                 cookies: Vec::new(),
             }));
+        }
+        if !inner.sound {
+            inner.fail(ctx, "the policy did not pass its checks");
+            return Check::Answer(Answer::Status(StatusCode::INTERNAL_SERVER_ERROR));
         }
         let Some(subrequest) = inner.subrequest(req, &vars, ctx) else {
             inner.fail(ctx, "the auth URL did not render to a URL");
