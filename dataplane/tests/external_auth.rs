@@ -329,8 +329,17 @@ async fn templates_render_per_request() {
         svc.addr
     ))
     .unwrap();
-    let proxy = Proxy::start(config(vec![guarded("t.test", up.addr, auth(url))])).await;
-    let (status, _, _) = get_with(
+    // `upstream-vhost`: the upstream gets another Host; `$host` stays the
+    // client's.
+    let mut route = guarded("t.test", up.addr, auth(url));
+    if let Action::Forward(f) = &mut route.rules[0].action {
+        f.rewrite = Some(UrlRewrite {
+            hostname: Some("internal.vhost".into()),
+            path: None,
+        });
+    }
+    let proxy = Proxy::start(config(vec![route])).await;
+    let (status, headers, _) = get_with(
         &proxy,
         "T.test:8080",
         "/p?a=1",
@@ -338,6 +347,7 @@ async fn templates_render_per_request() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["x-seen-host"], "internal.vhost");
     let seen = svc.seen();
     assert_eq!(
         seen[0].uri,
