@@ -312,12 +312,18 @@ async fn the_cache_remembers_allowing_answers_only() {
     let (status, _, _) = get_with(&proxy, "ok.test", "/", &bob).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(svc.seen().len(), 2);
+    // Without the cookie the key is empty: never remembered.
+    for _ in 0..2 {
+        let (status, _, _) = get_with(&proxy, "ok.test", "/", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(svc.seen().len(), 4);
     // Denials are never remembered.
     for _ in 0..2 {
         let (status, _, _) = get_with(&proxy, "no.test", "/", &alice).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
-    assert_eq!(svc.seen().len(), 4);
+    assert_eq!(svc.seen().len(), 6);
 }
 
 #[tokio::test]

@@ -328,14 +328,20 @@ impl ExternalAuthFilter {
     /// The request side: a remembered answer, or the subrequest to await.
     pub(crate) fn check(&self, req: &Request<Incoming>, host: &str, ctx: &RequestCtx) -> Check {
         let inner = &self.inner;
+        if !inner.sound {
+            inner.fail(ctx, "the policy did not pass its checks");
+            return Check::Answer(Answer::Status(StatusCode::INTERNAL_SERVER_ERROR));
+        }
         let vars = Vars {
             scheme: ctx.conn.scheme,
             host,
             uri: req.uri(),
             headers: req.headers(),
         };
+        // An empty key (the cookie it names is absent) would lump every
+        // such request together: those are always asked.
         let cache_key = inner.cache.as_ref().and_then(|(key, _, cache)| {
-            let key = key.render(&vars)?;
+            let key = key.render(&vars).filter(|k| !k.is_empty())?;
             Some((key, cache))
         });
         if let Some((key, cache)) = &cache_key
@@ -347,10 +353,6 @@ impl ExternalAuthFilter {
                 upstream,
                 cookies: Vec::new(),
             }));
-        }
-        if !inner.sound {
-            inner.fail(ctx, "the policy did not pass its checks");
-            return Check::Answer(Answer::Status(StatusCode::INTERNAL_SERVER_ERROR));
         }
         let Some(subrequest) = inner.subrequest(req, &vars, ctx) else {
             inner.fail(ctx, "the auth URL did not render to a URL");
