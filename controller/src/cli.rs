@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use portico_dataplane::model::Hsts;
+use http::{HeaderName, Method};
+use portico_dataplane::external_auth::Template;
+use portico_dataplane::model::{ExternalAuth, Hsts};
 use portico_dataplane::request::forwarded::IpNet;
 use portico_dataplane::request::head::HeadRules;
 use portico_dataplane::request::path::{EscapedSlashes, PathNormalization, PathPolicy};
@@ -99,6 +101,23 @@ pub struct ClassArgs {
     /// answer 503.
     #[arg(long, env = "PORTICO_ALLOW_CROSS_NAMESPACE_AUTH_SECRET")]
     pub allow_cross_namespace_auth_secret: bool,
+    /// External authentication for every Ingress path without an
+    /// `auth-url` of its own and without `enable-global-auth: "false"`
+    /// (ingress-nginx's ConfigMap key `global-auth-url`): an http(s) URL,
+    /// nginx variables as in `auth-url`. Default: none.
+    #[arg(long, env = "PORTICO_GLOBAL_AUTH_URL", value_parser = parse_auth_url)]
+    pub global_auth_url: Option<Template>,
+    /// The `auth-signin` of the global policy. Default: none (a 401 from
+    /// the service reaches the client).
+    #[arg(long, env = "PORTICO_GLOBAL_AUTH_SIGNIN", value_parser = parse_auth_signin, requires = "global_auth_url")]
+    pub global_auth_signin: Option<Template>,
+    /// The `auth-response-headers` of the global policy (comma-separated).
+    /// Default: none.
+    #[arg(long, env = "PORTICO_GLOBAL_AUTH_RESPONSE_HEADERS", value_delimiter = ',', value_parser = parse_auth_response_header, requires = "global_auth_url")]
+    pub global_auth_response_headers: Vec<HeaderName>,
+    /// The `auth-method` of the global policy. Default: GET.
+    #[arg(long, env = "PORTICO_GLOBAL_AUTH_METHOD", value_parser = parse_auth_method, requires = "global_auth_url")]
+    pub global_auth_method: Option<Method>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -449,6 +468,13 @@ impl ClassArgs {
             default_backend_service: self.default_backend_service.clone(),
             custom_http_errors: self.custom_http_errors.clone(),
             allow_cross_namespace_auth_secret: self.allow_cross_namespace_auth_secret,
+            global_auth: self.global_auth_url.clone().map(|url| {
+                let mut auth = ExternalAuth::new(url);
+                auth.signin = self.global_auth_signin.clone();
+                auth.response_headers = self.global_auth_response_headers.clone();
+                auth.method = self.global_auth_method.clone();
+                auth
+            }),
             ..Settings::default()
         }
     }
@@ -462,6 +488,33 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .map(Duration::from_secs)
         .or_else(|| crate::translate::parse_duration(s))
         .ok_or_else(|| format!("{s:?} is not a duration such as 30s, 1500ms or 1m30s"))
+}
+
+/// `--global-auth-url`.
+fn parse_auth_url(s: &str) -> Result<Template, String> {
+    Template::service_url(s).map_err(|e| e.to_string())
+}
+
+/// `--global-auth-signin`.
+fn parse_auth_signin(s: &str) -> Result<Template, String> {
+    Template::signin_url(s).map_err(|e| e.to_string())
+}
+
+/// A `--global-auth-response-headers` entry: a header a user may set.
+fn parse_auth_response_header(s: &str) -> Result<HeaderName, String> {
+    let name = HeaderName::from_bytes(s.trim().as_bytes())
+        .map_err(|_| format!("{s:?} is not a header name"))?;
+    portico_dataplane::model::user_settable(&name)
+        .map_err(|reason| format!("{name} cannot be set: {reason}"))?;
+    Ok(name)
+}
+
+/// `--global-auth-method`: a method in capitals.
+fn parse_auth_method(s: &str) -> Result<Method, String> {
+    if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(format!("{s:?} is not an HTTP method in capitals, e.g. GET"));
+    }
+    Method::from_bytes(s.as_bytes()).map_err(|e| e.to_string())
 }
 
 /// A `--trusted-proxies` entry.
@@ -663,6 +716,57 @@ mod tests {
             text.contains("--trusted-proxies") && text.contains("\"10.0.0.0/33\""),
             "{text}"
         );
+    }
+
+    #[test]
+    fn global_auth_flags_make_one_policy() {
+        let class = |extra: &[&str]| run_args(extra).map(|a| a.class);
+        assert_eq!(class(&[]).unwrap().settings().global_auth, None);
+        let settings = class(&[
+            "--global-auth-url",
+            "http://oauth2-proxy.auth.svc:4180/oauth2/auth",
+            "--global-auth-signin",
+            "https://$host/oauth2/start?rd=$escaped_request_uri",
+            "--global-auth-response-headers",
+            "X-Auth-Request-User,X-Auth-Request-Email",
+            "--global-auth-method",
+            "HEAD",
+        ])
+        .unwrap()
+        .settings();
+        let auth = settings.global_auth.unwrap();
+        assert_eq!(
+            auth.url.as_str(),
+            "http://oauth2-proxy.auth.svc:4180/oauth2/auth"
+        );
+        assert_eq!(
+            auth.signin.unwrap().as_str(),
+            "https://$host/oauth2/start?rd=$escaped_request_uri"
+        );
+        assert_eq!(
+            auth.response_headers,
+            ["x-auth-request-user", "x-auth-request-email"]
+        );
+        assert_eq!(auth.method, Some(Method::HEAD));
+        for bad in [
+            &["--global-auth-url", "http://$host/auth"][..],
+            &["--global-auth-url", "http://a.test/$remote_addr"],
+            &["--global-auth-signin", "https://a.test/"],
+            &[
+                "--global-auth-url",
+                "http://a.test/",
+                "--global-auth-response-headers",
+                "Host",
+            ],
+            &[
+                "--global-auth-url",
+                "http://a.test/",
+                "--global-auth-method",
+                "get",
+            ],
+        ] {
+            assert!(class(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1412,3 +1412,84 @@ fn validate_names_dropped_and_ignored_cors_settings() {
         "{text}"
     );
 }
+
+/// An auth service like oauth2-proxy's `/oauth2/auth`: 202 with the user
+/// for the cookie `session=ok`, 401 otherwise.
+async fn auth_service() -> SocketAddr {
+    support::serve_with(|req| {
+        let signed_in = req
+            .headers()
+            .get("cookie")
+            .is_some_and(|c| c.as_bytes() == b"session=ok");
+        let rsp = if signed_in {
+            http::Response::builder()
+                .status(StatusCode::ACCEPTED)
+                .header("x-auth-request-user", "alice")
+        } else {
+            http::Response::builder().status(StatusCode::UNAUTHORIZED)
+        };
+        rsp.body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    })
+    .await
+}
+
+/// oauth2-proxy's documented annotations through the real binary and a
+/// real auth service: sign-in redirect, the user passed on in place of the
+/// client's forgery, and `--global-auth-url` with its opt-out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_auth_guards_paths_as_oauth2_proxy_expects() {
+    let auth = auth_service().await;
+    let up = serve(|req| {
+        let user = req
+            .headers()
+            .get_all("x-auth-request-user")
+            .iter()
+            .map(|v| v.to_str().unwrap_or("?"))
+            .collect::<Vec<_>>()
+            .join(",");
+        (StatusCode::OK, format!("user={user}"))
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = manifests(up, "/")
+        + &ingress(
+            "sso",
+            &format!(
+                r#"nginx.ingress.kubernetes.io/auth-url: "http://{auth}/oauth2/auth",
+                   nginx.ingress.kubernetes.io/auth-signin: "https://login.test/oauth2/start",
+                   nginx.ingress.kubernetes.io/auth-response-headers: "X-Auth-Request-User""#
+            ),
+        )
+        + &ingress("global", "")
+        + &ingress(
+            "public",
+            r#"nginx.ingress.kubernetes.io/enable-global-auth: "false""#,
+        );
+    std::fs::write(dir.path().join("all.yaml"), text).unwrap();
+    let global = format!("http://{auth}/oauth2/auth");
+    let portico = Portico::start_with(dir.path(), &["--global-auth-url", &global]);
+    portico.ready().await;
+    let http = portico.http;
+
+    let (status, headers, _) =
+        support::request(http, http::Method::GET, "sso.test", "/page?a=1", &[])
+            .await
+            .expect("an answer");
+    assert_eq!(status, StatusCode::FOUND);
+    assert_eq!(
+        headers["location"],
+        "https://login.test/oauth2/start?rd=http%3A%2F%2Fsso%2Etest%2Fpage%3Fa%3D1"
+    );
+    let signed_in = [("cookie", "session=ok"), ("x-auth-request-user", "mallory")];
+    let (status, _, body) = support::request(http, http::Method::GET, "sso.test", "/", &signed_in)
+        .await
+        .expect("an answer");
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "user=alice"));
+
+    // The global policy: no signin URL, so the 401 reaches the client.
+    let (status, _) = get(http, "global.test", "/").await.expect("an answer");
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = get(http, "public.test", "/").await.expect("an answer");
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "user="));
+}

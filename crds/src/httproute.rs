@@ -220,6 +220,92 @@ pub struct HTTPRoutePolicies {
     /// same thing; its unset fields take Portico's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backends: Option<BackendPolicy>,
+    /// External authentication (oauth2-proxy and the like) for every rule
+    /// of the route: each request is first asked of an HTTP service. The
+    /// same policy as ingress-nginx's `auth-url` annotations; see
+    /// docs/external-auth.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_auth: Option<ExternalAuthPolicy>,
+}
+
+/// An http(s) URL, nginx variables allowed after the host (checked in full
+/// by translation).
+pub const AUTH_URL_PATTERN: &str = r"^[hH][tT][tT][pP][sS]?://[^\s]+$";
+
+/// A request to an authentication service before each request.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalAuthPolicy {
+    /// The service's http(s) URL. May hold `$host`, `$scheme`,
+    /// `$request_uri`, `$escaped_request_uri`, `$best_http_host`,
+    /// `$http_<name>`, `$arg_<name>`, `$cookie_<name>` after its host,
+    /// never in it.
+    #[schemars(length(min = 1, max = 2048), pattern(AUTH_URL_PATTERN))]
+    pub url: String,
+
+    /// The subrequest's method. Absent: GET.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[A-Z]{1,32}$"))]
+    pub method: Option<String>,
+
+    /// Where a 401 from the service sends the client (302), with the
+    /// original URL in `signinRedirectParam`. Absent: the 401 reaches the
+    /// client with the service's `WWW-Authenticate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048), pattern(AUTH_URL_PATTERN))]
+    pub signin: Option<String>,
+
+    /// Absent: `rd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[A-Za-z0-9._-]{1,64}$"))]
+    pub signin_redirect_param: Option<String>,
+
+    /// Headers of the service's 2xx answer copied onto the upstream
+    /// request; the client's copies of these names are always removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        inner(length(min = 1, max = 256), pattern(HEADER_NAME_PATTERN)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub response_headers: Vec<String>,
+
+    /// `X-Auth-Request-Redirect` on the subrequest. Absent: the original
+    /// request URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096), pattern(r"^[!-~]+$"))]
+    pub request_redirect: Option<String>,
+
+    /// Headers set on the subrequest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "atomic"))]
+    pub proxy_set_headers: Vec<HTTPHeader>,
+
+    /// Allowing answers remembered per rendered key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<ExternalAuthCachePolicy>,
+
+    /// The service's `Set-Cookie` also reaches the client when it allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub always_set_cookie: Option<bool>,
+
+    /// Bounds the whole exchange, as a Gateway API duration. Absent: 5s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub timeout: Option<String>,
+}
+
+/// Which allowing answers are remembered (2xx only), and for how long.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalAuthCachePolicy {
+    /// A template of the same variables as `url`, e.g.
+    /// `$cookie__oauth2_proxy`.
+    #[schemars(length(min = 1, max = 1024))]
+    pub key: String,
+    /// A Gateway API duration.
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub duration: String,
 }
 
 /// A browser origin (`https://app.example.com`, `http://localhost:8080`)

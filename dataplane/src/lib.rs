@@ -48,6 +48,7 @@ use tracing::{info, warn};
 // Paths the controller's annotation parsers name (kept while that code
 // moves on another branch).
 pub use crate::filter::basic_auth;
+pub use crate::filter::external_auth;
 pub use crate::request::forwarded;
 pub use crate::route::pattern;
 
@@ -177,6 +178,9 @@ impl Dataplane {
         let filter_state = filter::FilterState::new(basic_auth::Verifier::new(
             config.basic_auth,
             metrics.basic_auth.clone(),
+        ))
+        .with_external_auth(filter::external_auth::ExternalAuthState::new(
+            metrics.external_auth.clone(),
         ));
         let self_signed =
             Arc::new(ServerCert::self_signed(&["portico.invalid"]).map_err(std::io::Error::other)?);

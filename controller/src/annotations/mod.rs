@@ -62,6 +62,7 @@ pub use self::registry::{
 pub use self::features::balance::{BalanceAnnotations, LoadBalance};
 pub use self::features::basic_auth::{AuthAnnotations, AuthSecretType};
 pub use self::features::canary::CanaryAnnotations;
+pub use self::features::external_auth::ExternalAuthAnnotations;
 pub use self::features::grpc::GrpcAnnotations;
 pub use self::features::https::{AuthTlsVerify, HttpsAnnotations};
 pub use self::features::redirects::RedirectTarget;
@@ -181,6 +182,8 @@ pub struct IngressAnnotations {
     pub balance: BalanceAnnotations,
     pub retry: RetryAnnotations,
     pub auth: AuthAnnotations,
+    /// `auth-url` and its parts; `enable-global-auth`.
+    pub external_auth: ExternalAuthAnnotations,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -239,6 +242,7 @@ pub(crate) struct Draft {
     canary: features::canary::CanaryDraft,
     cors: features::cors::CorsDraft,
     basic_auth: features::basic_auth::BasicAuthDraft,
+    external_auth: features::external_auth::ExternalAuthDraft,
     /// An annotation whose invalid value leaves the canary unused was
     /// invalid.
     canary_unused: bool,
@@ -266,6 +270,7 @@ impl Draft {
         features::service_health::finish(&mut self, &mut notes);
         features::balance::finish(&mut self, &mut notes);
         features::basic_auth::finish(&mut self, &mut notes);
+        features::external_auth::finish(&mut self, &mut notes);
         features::cors::finish(&mut self, &mut notes);
         (self.out, self.svc, notes)
     }

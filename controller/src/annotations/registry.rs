@@ -245,7 +245,6 @@ const fn removed(name: &'static str, note: &'static str) -> NginxAnnotation {
     }
 }
 
-const AUTH_EXTERNAL: &str = "external authentication";
 const AUTH_TLS: &str = "client certificate authentication";
 const AFFINITY: &str = "session affinity";
 const BALANCING: &str = "load balancing";
@@ -258,23 +257,9 @@ const WAF: &str = "web application firewall";
 
 static NGINX_NOT_SUPPORTED: &[NginxAnnotation] = &[
     removed("add-base-url", "no replacement"),
-    not_yet("auth-always-set-cookie", AUTH_EXTERNAL),
-    not_yet("auth-cache-duration", AUTH_EXTERNAL),
-    not_yet("auth-cache-key", AUTH_EXTERNAL),
-    not_yet("auth-keepalive", AUTH_EXTERNAL),
-    not_yet("auth-keepalive-requests", AUTH_EXTERNAL),
-    not_yet("auth-keepalive-share-vars", AUTH_EXTERNAL),
-    not_yet("auth-keepalive-timeout", AUTH_EXTERNAL),
-    not_yet("auth-method", AUTH_EXTERNAL),
-    not_yet("auth-proxy-set-headers", AUTH_EXTERNAL),
-    not_yet("auth-request-redirect", AUTH_EXTERNAL),
-    not_yet("auth-response-headers", AUTH_EXTERNAL),
-    not_yet("auth-signin", AUTH_EXTERNAL),
-    not_yet("auth-signin-redirect-param", AUTH_EXTERNAL),
     snippet("auth-snippet"),
     not_yet("auth-tls-error-page", AUTH_TLS),
     not_yet("auth-tls-match-cn", AUTH_TLS),
-    not_yet("auth-url", AUTH_EXTERNAL),
     removed("base-url-scheme", "no replacement"),
     not_yet("client-body-buffer-size", BUFFERING),
     snippet("configuration-snippet"),
@@ -283,7 +268,6 @@ static NGINX_NOT_SUPPORTED: &[NginxAnnotation] = &[
         "overriding the upstream Connection header",
     ),
     not_yet("enable-access-log", "per-Ingress access log switch"),
-    not_yet("enable-global-auth", AUTH_EXTERNAL),
     removed("enable-influxdb", "InfluxDB metrics"),
     not_yet("enable-modsecurity", WAF),
     not_yet("enable-opentelemetry", TRACING),

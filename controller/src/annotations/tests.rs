@@ -427,7 +427,7 @@ fn unknown_keys_under_either_prefix() {
 fn unsupported_nginx_annotations() {
     let parsed = parse_checked(&raw(&[
         (
-            "nginx.ingress.kubernetes.io/auth-url",
+            "nginx.ingress.kubernetes.io/auth-tls-error-page",
             "https://auth.example/",
         ),
         ("nginx.ingress.kubernetes.io/limit-rps", "10"),
@@ -439,7 +439,7 @@ fn unsupported_nginx_annotations() {
         kinds(&parsed),
         vec![
             (
-                "nginx.ingress.kubernetes.io/auth-url",
+                "nginx.ingress.kubernetes.io/auth-tls-error-page",
                 DiagnosticKind::Unsupported
             ),
             (

@@ -4,10 +4,12 @@
 //! that cannot admit anyone denies the paths (503, as ingress-nginx's
 //! "location denied"), never serves them unauthenticated.
 
+use portico_dataplane::external_auth::Template;
 use portico_dataplane::filter::basic_auth::{Credentials, parse_htpasswd, parse_user_map};
-use portico_dataplane::model::BasicAuth;
+use portico_dataplane::model::{BasicAuth, ExternalAuth};
 
 use super::Settings;
+use super::backends::{PortRef, ServiceRef};
 use crate::annotations::{AuthAnnotations, AuthSecretType};
 use crate::diagnostics::Diagnostic;
 use crate::snapshot::Snapshot;
@@ -78,4 +80,62 @@ pub(super) fn basic_auth(
         users: Credentials::new(parsed.users),
         forward_authorization: a.forward_authorization,
     }))
+}
+
+/// Points an external-auth policy whose plain-http URL names an in-cluster
+/// Service (`http://name.namespace.svc[.cluster.local][:port]/...`) at that
+/// Service's endpoints, resolved from the same EndpointSlices as routes.
+/// Anything else, or a Service the snapshot does not hold, stays with DNS.
+pub(crate) fn resolve_auth_service(snap: &Snapshot, auth: &mut ExternalAuth) {
+    auth.service = auth_service_ref(&auth.url)
+        .and_then(|r| super::backends::error_backend(snap, &r).ok())
+        .map(Box::new);
+}
+
+/// The Service an auth URL names, if it names one by its cluster DNS name.
+fn auth_service_ref(url: &Template) -> Option<ServiceRef> {
+    if !url.as_str().get(..7)?.eq_ignore_ascii_case("http://") {
+        return None;
+    }
+    let authority = url.authority()?;
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().ok()?),
+        None => (authority, 80),
+    };
+    let host = host.to_ascii_lowercase();
+    let rest = host
+        .strip_suffix(".svc.cluster.local")
+        .or_else(|| host.strip_suffix(".svc"))?;
+    let (name, namespace) = rest.split_once('.')?;
+    if namespace.contains('.') || name.is_empty() || namespace.is_empty() {
+        return None;
+    }
+    Some(ServiceRef {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        port: Some(PortRef::Number(i32::from(port))),
+    })
+}
+
+#[cfg(test)]
+mod auth_service_tests {
+    use super::*;
+
+    #[test]
+    fn only_cluster_names_of_plain_http_urls_name_a_service() {
+        let r =
+            |u: &str| auth_service_ref(&Template::service_url(u).unwrap()).map(|r| r.to_string());
+        assert_eq!(
+            r("http://oauth2-proxy.auth.svc.cluster.local/oauth2/auth").as_deref(),
+            Some("auth/oauth2-proxy:80")
+        );
+        assert_eq!(
+            r("http://OAuth.Auth.svc:4180/x").as_deref(),
+            Some("auth/oauth:4180")
+        );
+        assert_eq!(r("https://oauth2-proxy.auth.svc/x"), None);
+        assert_eq!(r("http://auth.example.com/x"), None);
+        assert_eq!(r("http://a.b.c.svc/x"), None);
+        assert_eq!(r("http://auth.svc/x"), None);
+    }
 }

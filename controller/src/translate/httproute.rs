@@ -10,12 +10,14 @@ use portico_crds::{
     LoadBalancingAlgorithm, PathMatchType, PathModifierType, RedirectScheme, SameSiteSpec,
     StringMatchType,
 };
+use portico_dataplane::external_auth::Template;
 use portico_dataplane::model::{
-    Action, AffinityMode, Backend, Balance, CookieAffinity, Cors, EndpointPolicy, Filter, Filters,
-    Forward, GrpcOptions, GrpcWeb, HashKey, HeaderMatch, HeaderModifier, HealthCheck, Hostname,
-    InvalidField, OriginHost, OriginPattern, OutlierDetection, PathMatch, PathModifier, Probe,
-    Protocol, QueryMatch, Redirect, RedirectStatus, Route, RouteMatch, Rule, SameSite, Scheme,
-    SourceRef, StatusRange, Timeouts, UrlRewrite, ValueMatch, user_settable,
+    Action, AffinityMode, Backend, Balance, CookieAffinity, Cors, EndpointPolicy, ExternalAuth,
+    ExternalAuthCache, Filter, Filters, Forward, GrpcOptions, GrpcWeb, HashKey, HeaderMatch,
+    HeaderModifier, HealthCheck, Hostname, InvalidField, OriginHost, OriginPattern,
+    OutlierDetection, PathMatch, PathModifier, Probe, Protocol, QueryMatch, Redirect,
+    RedirectStatus, Route, RouteMatch, Rule, SameSite, Scheme, SourceRef, StatusRange, Timeouts,
+    UrlRewrite, ValueMatch, user_settable,
 };
 
 use super::backends::{self, PortRef};
@@ -88,6 +90,18 @@ fn translate_one(
         return None;
     }
     let (grpc, grpc_web_cors) = grpc_options(route.spec.policies.as_ref(), report);
+    // A route whose auth policy cannot be used is not served, rather than
+    // served unguarded.
+    let external_auth = match external_auth(route.spec.policies.as_ref()) {
+        Ok(a) => a.map(|mut a| {
+            super::auth::resolve_auth_service(snap, &mut a);
+            Box::new(a)
+        }),
+        Err(d) => {
+            report.diagnostics.push(d);
+            return None;
+        }
+    };
     let backend_policy = route
         .spec
         .policies
@@ -103,8 +117,10 @@ fn translate_one(
             backends: backend_policy,
         };
         match translate_rule(snap, rule, &policies, namespace, &field, report) {
-            Ok(r) => {
+            Ok(mut r) => {
                 report.rules_served += 1;
+                r.chain
+                    .extend(external_auth.clone().map(Filter::ExternalAuth));
                 rules.push(r);
             }
             Err(d) => report.diagnostics.push(d),
@@ -326,6 +342,87 @@ fn translate_rule(
         max_request_body: Some(portico_dataplane::model::DEFAULT_MAX_REQUEST_BODY),
         grpc: grpc.clone(),
     })
+}
+
+/// `policies.externalAuth`, parsed whole: every value typed, templates
+/// checked as the annotations' are.
+fn external_auth(policies: Option<&HTTPRoutePolicies>) -> Result<Option<ExternalAuth>, Diagnostic> {
+    let Some(p) = policies.and_then(|p| p.external_auth.as_ref()) else {
+        return Ok(None);
+    };
+    let invalid = |field: &str, reason: String| {
+        Diagnostic::error(
+            "UnsupportedValue",
+            format!("spec.policies.externalAuth.{field}"),
+            format!("{reason}; the route is not served"),
+        )
+    };
+    let url = Template::service_url(&p.url).map_err(|e| invalid("url", e.to_string()))?;
+    let mut auth = ExternalAuth::new(url);
+    if let Some(m) = &p.method {
+        auth.method = Some(
+            Method::from_bytes(m.as_bytes())
+                .map_err(|_| invalid("method", format!("{m:?} is not an HTTP method")))?,
+        );
+    }
+    if let Some(signin) = &p.signin {
+        auth.signin =
+            Some(Template::signin_url(signin).map_err(|e| invalid("signin", e.to_string()))?);
+    }
+    if let Some(param) = &p.signin_redirect_param {
+        portico_dataplane::external_auth::check_redirect_param(param)
+            .map_err(|reason| invalid("signinRedirectParam", reason.into()))?;
+        auth.signin_redirect_param = param.clone();
+    }
+    for (i, n) in p.response_headers.iter().enumerate() {
+        let name = HeaderName::from_bytes(n.as_bytes()).map_err(|_| {
+            invalid(
+                &format!("responseHeaders[{i}]"),
+                format!("{n:?} is not a header name"),
+            )
+        })?;
+        user_settable(&name).map_err(|reason| {
+            invalid(
+                &format!("responseHeaders[{i}]"),
+                format!("{name} cannot be set: {reason}"),
+            )
+        })?;
+        auth.response_headers.push(name);
+    }
+    if let Some(r) = &p.request_redirect {
+        HeaderValue::from_str(r)
+            .map_err(|_| invalid("requestRedirect", "not a valid header value".into()))?;
+        auth.request_redirect = Some(r.clone());
+    }
+    for (i, h) in p.proxy_set_headers.iter().enumerate() {
+        let field = format!("proxySetHeaders[{i}]");
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| invalid(&field, format!("{:?} is not a header name", h.name)))?;
+        user_settable(&name)
+            .map_err(|reason| invalid(&field, format!("{name} cannot be set: {reason}")))?;
+        let value = HeaderValue::from_str(&h.value)
+            .map_err(|_| invalid(&field, "not a valid header value".into()))?;
+        auth.proxy_set_headers.push((name, value));
+    }
+    if let Some(c) = &p.cache {
+        let key = Template::text(&c.key).map_err(|e| invalid("cache.key", e.to_string()))?;
+        let duration = parse_duration(&c.duration)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                invalid(
+                    "cache.duration",
+                    format!("{:?} is not a duration above 0", c.duration),
+                )
+            })?;
+        auth.cache = Some(ExternalAuthCache { key, duration });
+    }
+    auth.always_set_cookie = p.always_set_cookie.unwrap_or(false);
+    if let Some(t) = &p.timeout {
+        auth.timeout = parse_duration(t)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| invalid("timeout", format!("{t:?} is not a duration above 0")))?;
+    }
+    Ok(Some(auth))
 }
 
 /// `policies.grpcWeb` and `policies.grpcMaxMessageBytes`, and the bridge's

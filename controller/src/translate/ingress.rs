@@ -8,10 +8,10 @@ use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend}
 use kube::ResourceExt;
 use portico_dataplane::model::{
     Action, Backend, BasicAuth, Canary, CanaryHeader, CanaryHeaderValue, Cors,
-    DEFAULT_GRPC_MAX_MESSAGE, ErrorOrigin, ErrorPages, Filter, Filters, Forward, GrpcOptions,
-    GrpcWeb, Hostname, Hsts, HttpsPolicy, HttpsRedirect, IpAccess, PathMatch, PathModifier,
-    Protocol, Redirect, RedirectStatus, RetryPolicy, Route, RouteClientAuth, RouteMatch, Rule,
-    Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
+    DEFAULT_GRPC_MAX_MESSAGE, ErrorOrigin, ErrorPages, ExternalAuth, Filter, Filters, Forward,
+    GrpcOptions, GrpcWeb, Hostname, Hsts, HttpsPolicy, HttpsRedirect, IpAccess, PathMatch,
+    PathModifier, Protocol, Redirect, RedirectStatus, RetryPolicy, Route, RouteClientAuth,
+    RouteMatch, Rule, Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
 };
 
 use super::auth;
@@ -112,6 +112,18 @@ pub(super) fn translate_all(
                 None
             }
         };
+        // The Ingress's own policy, else the global one unless it opts
+        // out; a denied Ingress (an invalid `auth-url` among the reasons)
+        // serves nothing to guard.
+        let ext = &parsed.ingress.external_auth;
+        let external_auth = ext
+            .policy()
+            .or_else(|| settings.global_auth.clone().filter(|_| ext.global))
+            .filter(|_| denied.is_none())
+            .map(|mut a| {
+                auth::resolve_auth_service(snap, &mut a);
+                Box::new(a)
+            });
         let mut t = IngressTranslator {
             snap,
             settings,
@@ -119,6 +131,7 @@ pub(super) fn translate_all(
             error_pages,
             client_auth: client_auth.clone(),
             basic_auth,
+            external_auth,
             upstream_client_certs: Vec::new(),
             ing,
             ann: &parsed.ingress,
@@ -234,6 +247,8 @@ struct IngressTranslator<'a> {
     client_auth: Option<Arc<ClientAuth>>,
     /// `auth-type: basic` and its users.
     basic_auth: Option<BasicAuth>,
+    /// `auth-url` and its parts, or the global policy.
+    external_auth: Option<Box<ExternalAuth>>,
     /// Client certificates to backends this Ingress's rules name.
     upstream_client_certs: Vec<tls::UpstreamClientCert>,
     ing: &'a Ingress,
@@ -462,12 +477,14 @@ impl IngressTranslator<'_> {
                 send: self.ann.proxy_send_timeout.unwrap_or(defaults.send),
                 request: None,
             },
-            // Basic auth after the IP lists: see `Filter::stage`.
+            // Basic auth after the IP lists, external auth after basic
+            // auth: see `Filter::stage`.
             chain: self
                 .ip_access()
                 .map(Filter::IpAccess)
                 .into_iter()
                 .chain(self.basic_auth.clone().map(Filter::BasicAuth))
+                .chain(self.external_auth.clone().map(Filter::ExternalAuth))
                 .chain(self.cors().map(Filter::Cors))
                 .collect(),
             max_request_body: match self.ann.proxy_body_size {

@@ -72,6 +72,10 @@ pub struct Settings {
     /// `--allow-cross-namespace-auth-secret`: `auth-secret` may name a
     /// Secret in another namespace.
     pub allow_cross_namespace_auth_secret: bool,
+    /// `--global-auth-url` and friends: external authentication for every
+    /// Ingress path without its own `auth-url` or `enable-global-auth:
+    /// "false"`.
+    pub global_auth: Option<portico_dataplane::model::ExternalAuth>,
 }
 
 impl Default for Settings {
@@ -91,6 +95,7 @@ impl Default for Settings {
             default_backend_service: None,
             custom_http_errors: Vec::new(),
             allow_cross_namespace_auth_secret: false,
+            global_auth: None,
         }
     }
 }

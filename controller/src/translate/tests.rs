@@ -70,6 +70,9 @@ struct ExpectSettings {
     custom_http_errors: Vec<u16>,
     #[serde(default)]
     allow_cross_namespace_auth_secret: bool,
+    /// `--global-auth-url`.
+    #[serde(default)]
+    global_auth_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +132,11 @@ fn run_fixture(path: &Path) -> Result<(), String> {
     });
     settings.custom_http_errors = expect.settings.custom_http_errors.clone();
     settings.allow_cross_namespace_auth_secret = expect.settings.allow_cross_namespace_auth_secret;
+    settings.global_auth = expect.settings.global_auth_url.as_deref().map(|url| {
+        portico_dataplane::model::ExternalAuth::new(
+            portico_dataplane::external_auth::Template::service_url(url).expect("globalAuthUrl"),
+        )
+    });
     settings.side_by_side_classes = expect
         .settings
         .watch_ingress_class

@@ -270,6 +270,19 @@ pub async fn request(
 pub async fn serve(
     answer: impl Fn(&Request<Incoming>) -> (StatusCode, String) + Copy + Send + 'static,
 ) -> SocketAddr {
+    serve_with(move |req| {
+        let (status, body) = answer(req);
+        let mut rsp = Response::new(Full::new(Bytes::from(body)));
+        *rsp.status_mut() = status;
+        rsp
+    })
+    .await
+}
+
+/// [`serve`] with whole responses (headers included).
+pub async fn serve_with(
+    answer: impl Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Copy + Send + 'static,
+) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -279,10 +292,7 @@ pub async fn serve(
             };
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| async move {
-                    let (status, body) = answer(&req);
-                    let mut rsp = Response::new(Full::new(Bytes::from(body)));
-                    *rsp.status_mut() = status;
-                    Ok::<_, std::convert::Infallible>(rsp)
+                    Ok::<_, std::convert::Infallible>(answer(&req))
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)

@@ -201,6 +201,17 @@ pub(crate) struct Timing {
 
 /// Sends `req` to an endpoint of `backend`, then retries as the policy
 /// allows. `retry: false` (an upgrade) sends once.
+/// A request the proxy makes itself (an error page, an external-auth
+/// subrequest): any endpoint of `backend`, the default retry policy.
+pub(crate) async fn send_own(
+    backend: &BackendRuntime,
+    req: Request<RequestBody>,
+    timing: Timing,
+) -> Result<Sent, Failed> {
+    let policy = RetryPolicy::default();
+    send(backend, &RequestKey::default(), req, &policy, true, timing).await
+}
+
 pub(crate) async fn send(
     backend: &BackendRuntime,
     key: &RequestKey,

@@ -26,7 +26,6 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::balance::RequestKey;
 use crate::balance::retry::{self, Sent, Timing};
 use crate::body::{RequestBody, ResponseBody};
 use crate::headers::{X_FORWARDED_FOR, X_REQUEST_ID};
@@ -197,16 +196,7 @@ impl ErrorPagesRuntime {
             wait: self.timeouts.read,
             connect: self.timeouts.connect,
         };
-        let policy = RetryPolicy::default();
-        let sent = retry::send(
-            backend,
-            &RequestKey::default(),
-            request,
-            &policy,
-            true,
-            timing,
-        )
-        .await;
+        let sent = retry::send_own(backend, request, timing).await;
         let Sent {
             rsp,
             recycle,
@@ -310,8 +300,9 @@ impl ErrorPagesRuntime {
     }
 }
 
-/// The error backend alone, whatever weight it was given.
-fn backend_set(backend: &Backend, upstreams: &Upstreams) -> BackendSet {
+/// The error backend alone, whatever weight it was given; also external
+/// auth's in-cluster service.
+pub(crate) fn backend_set(backend: &Backend, upstreams: &Upstreams) -> BackendSet {
     let one = Backend {
         weight: 1,
         ..backend.clone()

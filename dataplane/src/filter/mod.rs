@@ -15,6 +15,7 @@
 pub mod basic_auth;
 pub(crate) mod cors;
 pub(crate) mod error_pages;
+pub mod external_auth;
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -26,9 +27,10 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::body::ResponseBody;
-use crate::filter::basic_auth::{BasicAuthFilter, Check, Verifier, Wait};
+use crate::filter::basic_auth::{BasicAuthFilter, Check, Verifier};
 use crate::filter::cors::CorsPolicy;
 use crate::filter::error_pages::{Asker, ErrorPagesRuntime, ErrorRequest};
+use crate::filter::external_auth::{AuthCarry, Decision, ExternalAuthFilter, ExternalAuthState};
 use crate::headers;
 use crate::model::{Filter, HeaderModifier, HttpsRedirect, RouteClientAuth, Rule, Scheme};
 use crate::request::ctx::{Call, ConnInfo, RequestCtx};
@@ -50,15 +52,25 @@ pub struct Chain {
 }
 
 /// What filters keep outside the table, so that it outlives a swap:
-/// basic auth's verification slots and per-Secret caches.
+/// basic auth's verification slots and per-Secret caches; external auth's
+/// clients and caches.
 #[derive(Default)]
 pub struct FilterState {
     pub(crate) basic_auth: Verifier,
+    pub(crate) external_auth: ExternalAuthState,
 }
 
 impl FilterState {
     pub fn new(basic_auth: Verifier) -> Self {
-        Self { basic_auth }
+        Self {
+            basic_auth,
+            external_auth: ExternalAuthState::default(),
+        }
+    }
+
+    pub fn with_external_auth(mut self, external_auth: ExternalAuthState) -> Self {
+        self.external_auth = external_auth;
+        self
     }
 }
 
@@ -83,6 +95,7 @@ enum Compiled {
     },
     ErrorPages(Box<ErrorPagesRuntime>),
     BasicAuth(Box<BasicAuthFilter>),
+    ExternalAuth(Box<ExternalAuthFilter>),
 }
 
 /// Policy data compiled once per table build and shared by every rule that
@@ -124,10 +137,23 @@ pub(crate) struct Pending {
     wait: Wait,
 }
 
+/// What a filter waits for.
+enum Wait {
+    BasicAuth(basic_auth::Wait),
+    ExternalAuth(external_auth::Wait),
+}
+
 impl Pending {
-    /// The filter's index and its answer, if it answers.
-    pub(crate) async fn wait(self) -> (usize, Option<Answer>) {
-        (self.at, self.wait.await)
+    /// The filter's index and its decision.
+    pub(crate) async fn wait(self) -> (usize, Decision) {
+        let decision = match self.wait {
+            Wait::BasicAuth(w) => Decision {
+                answer: w.await,
+                carry: None,
+            },
+            Wait::ExternalAuth(w) => w.await,
+        };
+        (self.at, decision)
     }
 }
 
@@ -146,6 +172,18 @@ pub(crate) struct Passed {
     answered_by: Option<usize>,
     /// What an error page is asked with; only on rules with error pages.
     error_request: Option<Box<ErrorRequest>>,
+    /// External auth's headers for the upstream and cookies for the client.
+    auth: Option<Box<AuthCarry>>,
+}
+
+impl Passed {
+    /// Puts what external auth allowed with on the request, before it is
+    /// forwarded (replacing the client's copies of those headers).
+    pub(crate) fn admitted(&mut self, headers: &mut HeaderMap) {
+        if let Some(carry) = &mut self.auth {
+            carry.apply(headers);
+        }
+    }
 }
 
 // === impl Chain ===
@@ -203,6 +241,9 @@ impl Chain {
                     &a.users,
                     &state.basic_auth,
                 ))),
+                Filter::ExternalAuth(a) => Compiled::ExternalAuth(Box::new(
+                    ExternalAuthFilter::build(a, &state.external_auth, upstreams),
+                )),
                 Filter::ErrorPages(p) => Compiled::ErrorPages(Box::new(ErrorPagesRuntime::build(
                     p,
                     rule.timeouts,
@@ -268,6 +309,7 @@ impl Chain {
             answered_by: None,
             // Taken before any filter answers: their answers get pages too.
             error_request: self.error_pages.map(|_| Box::new(ErrorRequest::of(req))),
+            auth: None,
         };
         let flow = self.run_from(0, &mut passed, req, host, ctx);
         (passed, flow)
@@ -278,12 +320,16 @@ impl Chain {
     pub(crate) fn resume(
         &self,
         at: usize,
-        answer: Option<Answer>,
+        decision: Decision,
         passed: &mut Passed,
         req: &Request<Incoming>,
         host: &str,
         ctx: &RequestCtx,
     ) -> Flow {
+        let Decision { answer, carry } = decision;
+        if carry.is_some() {
+            passed.auth = carry;
+        }
         if answer.is_some() {
             passed.answered_by = Some(at);
             return Flow::Done(answer);
@@ -300,7 +346,7 @@ impl Chain {
         ctx: &RequestCtx,
     ) -> Flow {
         for (i, f) in self.filters.iter().enumerate().skip(start) {
-            match f.verdict(req, host, ctx) {
+            match f.verdict(req, host, ctx, passed) {
                 Verdict::Continue => {}
                 Verdict::Answer(answer) => {
                     passed.answered_by = Some(i);
@@ -386,6 +432,11 @@ impl Chain {
                     headers.insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
                 }
                 Compiled::ResponseHeaders(m) => apply_header_modifier(headers, m),
+                Compiled::ExternalAuth(_) => {
+                    for cookie in passed.auth.iter().flat_map(|c| &c.cookies) {
+                        headers.append(header::SET_COOKIE, cookie.clone());
+                    }
+                }
                 // A preflight answer already carries its CORS headers.
                 Compiled::Cors(c) if passed.answered_by != Some(i) => {
                     c.decorate(passed.origin.as_ref(), headers);
@@ -428,12 +479,26 @@ where
 impl Compiled {
     /// This filter's request side, for filters that may wait; the others
     /// decide in [`Compiled::request`].
-    fn verdict(&self, req: &Request<Incoming>, host: &str, ctx: &RequestCtx) -> Verdict {
+    fn verdict(
+        &self,
+        req: &Request<Incoming>,
+        host: &str,
+        ctx: &RequestCtx,
+        passed: &mut Passed,
+    ) -> Verdict {
         match self {
             Compiled::BasicAuth(a) => match a.check(req.headers()) {
                 Check::Admit => Verdict::Continue,
                 Check::Answer(answer) => Verdict::Answer(answer),
-                Check::Wait(wait) => Verdict::Wait(wait),
+                Check::Wait(wait) => Verdict::Wait(Wait::BasicAuth(wait)),
+            },
+            Compiled::ExternalAuth(a) => match a.check(req, host, ctx) {
+                external_auth::Check::Admit(carry) => {
+                    passed.auth = Some(carry);
+                    Verdict::Continue
+                }
+                external_auth::Check::Answer(answer) => Verdict::Answer(answer),
+                external_auth::Check::Wait(wait) => Verdict::Wait(Wait::ExternalAuth(wait)),
             },
             _ => match self.request(req, host, ctx) {
                 Some(answer) => Verdict::Answer(answer),
@@ -590,6 +655,7 @@ mod tests {
             Filter::IpAccess(_) => "ip_access",
             Filter::ErrorPages(_) => "error_pages",
             Filter::BasicAuth(_) => "basic_auth",
+            Filter::ExternalAuth(_) => "external_auth",
         }
     }
 
@@ -710,6 +776,30 @@ mod tests {
         assert_eq!(
             chain.iter().map(kind).skip(4).collect::<Vec<_>>(),
             ["client_cert", "ip_access", "basic_auth", "body_limit"]
+        );
+
+        // External auth asks its service last of the access checks: after
+        // the local ones (no subrequest for a client they refuse), basic
+        // auth included. Translation lists it after basic auth.
+        let external = Filter::ExternalAuth(Box::new(crate::model::ExternalAuth::new(
+            external_auth::Template::service_url("http://auth.test/").unwrap(),
+        )));
+        assert_eq!(external.stage(), Stage::Access);
+        rule.chain = vec![
+            Filter::IpAccess(crate::model::IpAccess::default()),
+            basic.clone(),
+            external,
+        ];
+        let chain = route.rule_filters(&rule);
+        assert_eq!(
+            chain.iter().map(kind).skip(4).collect::<Vec<_>>(),
+            [
+                "client_cert",
+                "ip_access",
+                "basic_auth",
+                "external_auth",
+                "body_limit"
+            ]
         );
         rule.chain.clear();
 

@@ -42,6 +42,119 @@ pub enum Filter {
     /// with a challenge unless the request carries a listed user's
     /// password.
     BasicAuth(BasicAuth),
+    /// External authentication (ingress-nginx `auth-url`, oauth2-proxy's
+    /// `auth_request`): each request is first asked of an HTTP service.
+    /// Boxed: large, and most rules have none.
+    ExternalAuth(Box<ExternalAuth>),
+}
+
+/// Who may use a rule, as an HTTP service says (ingress-nginx `auth-*`
+/// annotations, HTTPRoute `policies.externalAuth`): 2xx allows, 401 asks
+/// the client to sign in, 403 refuses, anything else fails closed (500).
+/// Templates are parsed when the model is made; see
+/// [`crate::filter::external_auth`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExternalAuth {
+    /// The service's URL: http or https, no variable in its authority.
+    pub url: crate::filter::external_auth::Template,
+    /// The subrequest's method; GET when unset.
+    #[serde(default, with = "serde_http::opt_method")]
+    pub method: Option<Method>,
+    /// Where a 401 sends the client (302), with the original URL in
+    /// `signin_redirect_param`; without it the 401 goes to the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signin: Option<crate::filter::external_auth::Template>,
+    /// `rd` unless set.
+    #[serde(default = "rd")]
+    pub signin_redirect_param: String,
+    /// Copied from an allowing answer onto the upstream request; any the
+    /// client sent are removed, present in the answer or not.
+    #[serde(default, with = "serde_http::header_names")]
+    pub response_headers: Vec<HeaderName>,
+    /// `X-Auth-Request-Redirect`; the original URI when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_redirect: Option<String>,
+    /// Set on the subrequest after every other header.
+    #[serde(default, with = "serde_http::header_pairs")]
+    pub proxy_set_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The service's `Set-Cookie` also reaches the client on an allowed
+    /// request (always on a denied one).
+    #[serde(default)]
+    pub always_set_cookie: bool,
+    /// Bounds the whole exchange, connecting included.
+    #[serde(with = "serde_http::millis", default = "auth_timeout")]
+    pub timeout: Duration,
+    /// Allowing answers remembered per rendered key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<ExternalAuthCache>,
+    /// The client's idle connections to the service.
+    #[serde(default)]
+    pub keepalive: AuthKeepalive,
+    /// The in-cluster Service a plain-http `url` names, when the
+    /// controller knows it: subrequests go to its endpoints (with `Host`
+    /// as written), through the same pools and health as routes. Without
+    /// it the URL's host is resolved by DNS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<Box<Backend>>,
+}
+
+fn rd() -> String {
+    "rd".into()
+}
+
+fn auth_timeout() -> Duration {
+    ExternalAuth::DEFAULT_TIMEOUT
+}
+
+impl ExternalAuth {
+    /// ingress-nginx's `proxy_connect_timeout`/`proxy_read_timeout`
+    /// defaults for the auth location.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// A policy asking `url` with every other setting at its default.
+    pub fn new(url: crate::filter::external_auth::Template) -> Self {
+        Self {
+            url,
+            method: None,
+            signin: None,
+            signin_redirect_param: rd(),
+            response_headers: Vec::new(),
+            request_redirect: None,
+            proxy_set_headers: Vec::new(),
+            always_set_cookie: false,
+            timeout: Self::DEFAULT_TIMEOUT,
+            cache: None,
+            keepalive: AuthKeepalive::default(),
+            service: None,
+        }
+    }
+}
+
+/// Which allowing answers are remembered, and for how long (2xx only).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ExternalAuthCache {
+    pub key: crate::filter::external_auth::Template,
+    #[serde(with = "serde_http::millis")]
+    pub duration: Duration,
+}
+
+/// The auth client's pool (ingress-nginx `auth-keepalive`,
+/// `auth-keepalive-timeout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AuthKeepalive {
+    /// Idle connections kept per service; 0 closes each after use.
+    pub connections: usize,
+    #[serde(with = "serde_http::millis")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for AuthKeepalive {
+    fn default() -> Self {
+        Self {
+            connections: 32,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Who may use a rule by HTTP Basic authentication, from a Secret's
@@ -145,7 +258,10 @@ impl Filter {
             | Filter::RequestHeaders(_)
             | Filter::ResponseHeaders(_) => Stage::Rewrite,
             Filter::Cors(_) => Stage::PreAccess,
-            Filter::IpAccess(_) | Filter::ClientCert(_) | Filter::BasicAuth(_) => Stage::Access,
+            Filter::IpAccess(_)
+            | Filter::ClientCert(_)
+            | Filter::BasicAuth(_)
+            | Filter::ExternalAuth(_) => Stage::Access,
             // Content: its response side (the error page) runs first on
             // the way back, so every other filter's applies to the page.
             Filter::BodyLimit(_) | Filter::ErrorPages(_) => Stage::Content,

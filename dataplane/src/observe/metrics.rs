@@ -53,6 +53,8 @@ pub struct Metrics {
     proxy_protocol_refused: Vec<Counter>,
     /// Basic-auth checks by result, and those waiting for a hash.
     pub basic_auth: crate::filter::basic_auth::AuthCounters,
+    /// External-auth checks by result.
+    pub external_auth: crate::filter::external_auth::ExternalAuthCounters,
 }
 
 /// How a gRPC call reached the proxy.
@@ -324,8 +326,23 @@ impl Metrics {
             "Basic-authentication password checks admitted and not finished (running or waiting for a slot)",
             basic_auth.pending.clone(),
         );
+        let checks = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "external_auth_checks",
+            "External-authentication checks by result: allowed (2xx), cached (a remembered 2xx), unauthorized (401), forbidden (403), failed (another status, a timeout or a connection error: answered 500)",
+            checks.clone(),
+        );
+        let result = |result| checks.get_or_create(&ResultLabels { result }).clone();
+        let external_auth = crate::filter::external_auth::ExternalAuthCounters {
+            allowed: result("allowed"),
+            cached: result("cached"),
+            unauthorized: result("unauthorized"),
+            forbidden: result("forbidden"),
+            failed: result("failed"),
+        };
         Self {
             basic_auth,
+            external_auth,
             request_rejections,
             grpc_calls,
             proxy_protocol_ok,

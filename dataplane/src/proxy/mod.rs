@@ -140,6 +140,7 @@ pub(crate) async fn handle(
             }
         }
     };
+    passed.admitted(req.headers_mut());
     let (mut rsp, upstream) = match (answer, &routed.rule.action) {
         (Some(a), _) => (render(a, &ctx), None),
         (None, Action::Redirect(r)) => (render(redirect(r, &routed, &req, host, &ctx), &ctx), None),
@@ -766,7 +767,7 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named in
 /// `Connection`. `te: trailers` survives: gRPC needs it end to end. With
 /// `keep_upgrade`, `Connection: upgrade` and `Upgrade` are kept.
-fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Most messages carry none of these: one pass over the names spares a
     // hash lookup per name below.
     if !keep_upgrade && !headers.keys().any(is_hop_by_hop) {

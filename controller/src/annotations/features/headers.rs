@@ -48,7 +48,7 @@ fn path_header_value(s: &str) -> Result<HeaderValue, String> {
 const CUSTOM_HEADERS_MAX: usize = 64;
 
 /// Inline `Name: value` lines, one header per line; blank lines skipped.
-fn header_lines(s: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+pub(super) fn header_lines(s: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
     if !s.contains(':') {
         return Err(
             "looks like a ConfigMap reference; Portico does not read ConfigMaps, write the headers inline as 'Name: value' lines"

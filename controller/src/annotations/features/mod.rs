@@ -23,6 +23,7 @@ pub(super) mod body_size;
 pub(super) mod canary;
 pub(super) mod cors;
 pub(super) mod error_pages;
+pub(super) mod external_auth;
 pub(super) mod grpc;
 pub(super) mod headers;
 pub(super) mod hosts;
@@ -51,6 +52,7 @@ pub(super) const RUNS: &[&[AnnotationSpec]] = &[
     headers::CUSTOM,
     https::SPECS,
     basic_auth::SPECS,
+    external_auth::SPECS,
     upstream::TLS,
     balance::SPECS,
     timeouts::RETRIES,
@@ -69,6 +71,7 @@ pub(super) const VALID: &[&[super::tests::Valid]] = &[
     canary::tests::VALID,
     cors::tests::VALID,
     error_pages::tests::VALID,
+    external_auth::tests::VALID,
     grpc::tests::VALID,
     headers::tests::VALID,
     hosts::tests::VALID,
@@ -88,6 +91,7 @@ pub(super) const INVALID: &[&[super::tests::Invalid]] = &[
     canary::tests::INVALID,
     cors::tests::INVALID,
     error_pages::tests::INVALID,
+    external_auth::tests::INVALID,
     grpc::tests::INVALID,
     headers::tests::INVALID,
     hosts::tests::INVALID,
