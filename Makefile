@@ -75,10 +75,13 @@ grpc-web-clients:
 	echo "$$hash" > gen/.stamp; \
 	echo "grpc-web-clients: installed and generated in $$((SECONDS - start)) s"
 
-## e2e-tools: etcd, kube-apiserver and helm built from e2e/tools/go.mod into
-## e2e/tools/bin/, stamped with the versions go.mod pins (kube-apiserver's
+## e2e-tools: etcd, kube-apiserver and helm built from e2e/tools/go.mod, and
+## the external-auth peers (Dex, oauth2-proxy), each from its own module under
+## e2e/tools/<name>/ so their dependency graphs do not meet (Dex needs cgo
+## for its SQLite storage, compiled in even though the tests use memory), into
+## e2e/tools/bin/, stamped with the versions the modules pin (kube-apiserver's
 ## /version, helm's default Kubernetes version). A binary is rebuilt only
-## when go.mod, go.sum or its link flags change (the stamp holds their hash).
+## when its go.mod, go.sum or link flags change (the stamp holds their hash).
 ## One `go build` at a time: the CI machines have two cores and the builds
 ## are memory hungry.
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
@@ -88,16 +91,19 @@ e2e-tools:
 	@cd $(E2E_TOOLS); \
 	k8s=$$($(GO) list -m -f '{{.Version}}' k8s.io/kubernetes); minor=$$(cut -d. -f2 <<<"$$k8s"); \
 	helmv=$$($(GO) list -m -f '{{.Version}}' helm.sh/helm/v3); \
+	o2pv=$$(cd oauth2-proxy && $(GO) list -m -f '{{.Version}}' github.com/oauth2-proxy/oauth2-proxy/v7); \
 	mkdir -p bin; \
-	for tool in "etcd|go.etcd.io/etcd/server/v3|" \
-	            "kube-apiserver|k8s.io/kubernetes/cmd/kube-apiserver|-X k8s.io/component-base/version.gitVersion=$$k8s -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$$minor" \
-	            "helm|helm.sh/helm/v3/cmd/helm|-X helm.sh/helm/v3/internal/version.version=$$helmv -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$$minor"; do \
-		IFS='|' read -r name pkg ldflags <<<"$$tool"; \
-		hash=$$(cat go.mod go.sum <(echo "$$ldflags") | sha256sum | cut -d' ' -f1); \
+	for tool in "etcd|.|0|go.etcd.io/etcd/server/v3|" \
+	            "kube-apiserver|.|0|k8s.io/kubernetes/cmd/kube-apiserver|-X k8s.io/component-base/version.gitVersion=$$k8s -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$$minor" \
+	            "helm|.|0|helm.sh/helm/v3/cmd/helm|-X helm.sh/helm/v3/internal/version.version=$$helmv -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$$minor" \
+	            "dex|dex|1|github.com/dexidp/dex/cmd/dex|" \
+	            "oauth2-proxy|oauth2-proxy|0|github.com/oauth2-proxy/oauth2-proxy/v7|-X github.com/oauth2-proxy/oauth2-proxy/v7/pkg/version.VERSION=$$o2pv"; do \
+		IFS='|' read -r name dir cgo pkg ldflags <<<"$$tool"; \
+		hash=$$(cat $$dir/go.mod $$dir/go.sum <(echo "$$ldflags") | sha256sum | cut -d' ' -f1); \
 		if [[ -x bin/$$name && "$$(cat bin/.$$name.stamp 2>/dev/null)" == "$$hash" ]]; then \
 			echo "e2e-tools: $$name up to date"; continue; fi; \
 		echo "e2e-tools: building $$name ($$pkg)"; start=$$SECONDS; \
-		GOFLAGS=-mod=mod CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w $$ldflags" -o bin/$$name $$pkg; \
+		(cd $$dir && GOFLAGS=-mod=mod CGO_ENABLED=$$cgo $(GO) build -trimpath -ldflags="-s -w $$ldflags" -o $(E2E_BIN)/$$name $$pkg); \
 		echo "$$hash" > bin/.$$name.stamp; \
 		echo "e2e-tools: $$name built in $$((SECONDS - start)) s"; \
 	done

@@ -229,7 +229,7 @@ async fn wait_ready(client: Client, mut child: Child, log: &Path) -> anyhow::Res
     }
 }
 
-async fn retry<T, F, Fut>(what: &str, mut start: F) -> anyhow::Result<T>
+pub(crate) async fn retry<T, F, Fut>(what: &str, mut start: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<T>>,

@@ -13,11 +13,13 @@
 //! failed expectation panics with what was waited for.
 #![forbid(unsafe_code)]
 
+mod browser;
 mod chart;
 mod control_plane;
 mod env;
 mod netns;
 mod objects;
+pub mod oidc;
 mod pki;
 mod portico;
 mod ports;
@@ -26,6 +28,7 @@ mod upstream;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+pub use browser::{Browser, Page};
 pub use chart::Chart;
 pub use control_plane::ControlPlane;
 pub use env::{TestEnv, tool};

@@ -1,7 +1,7 @@
 //! The real `portico` binary, run out of cluster with a kubeconfig.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -95,15 +95,40 @@ impl Portico {
             .arg("--kubeconfig")
             .arg(&env.portico_kubeconfig)
             .args(&opts.args)
-            .env("POD_NAMESPACE", &env.namespace)
-            .env("RUST_LOG", "info")
+            .env("POD_NAMESPACE", &env.namespace);
+        if let Some(id) = &opts.identity {
+            cmd.env("POD_NAME", id);
+        }
+        Self::spawn(cmd).await
+    }
+
+    /// Starts `portico run --manifests dir` (no cluster), listeners on
+    /// 127.0.0.1:0, with `args` added. Returns once it reports its bound
+    /// addresses. For peers that must be reached at a loopback address,
+    /// which the API server refuses in EndpointSlices.
+    pub async fn with_manifests(dir: &Path, args: &[&str]) -> anyhow::Result<Self> {
+        let mut cmd = Command::new(binary()?);
+        cmd.args([
+            "run",
+            "--http-addr=127.0.0.1:0",
+            "--https-addr=127.0.0.1:0",
+            "--admin-addr=127.0.0.1:0",
+            "--debug-addr=127.0.0.1:0",
+            "--access-log=false",
+            "--log-format=json",
+        ])
+        .arg("--manifests")
+        .arg(dir)
+        .args(args);
+        Self::spawn(cmd).await
+    }
+
+    async fn spawn(mut cmd: Command) -> anyhow::Result<Self> {
+        cmd.env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        if let Some(id) = &opts.identity {
-            cmd.env("POD_NAME", id);
-        }
         let mut child = cmd.spawn().context("starting portico")?;
         let stderr = child.stderr.take().context("portico stderr")?;
         let logs = Arc::new(Mutex::new(Vec::new()));
