@@ -88,7 +88,7 @@ pub enum TemplateError {
     #[error("must be an absolute http:// or https:// URL")]
     NotHttp,
     #[error(
-        "variable ${0} in the URL's host: the address must be written out, so no request can change where it goes"
+        "variable ${0} in the URL's host: the address must be written out, so no request can change where it goes (for oauth2-proxy, name its Service: http://<service>.<namespace>.svc.cluster.local:<port>/oauth2/auth)"
     )]
     VariableInAuthority(String),
     #[error("not a valid URL: {0}")]
