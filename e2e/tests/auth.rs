@@ -81,7 +81,10 @@ endpoints: [{{addresses: ["{ip}"]}}]
 
 /// The two Ingresses of oauth2-proxy's ingress-nginx example: the
 /// application with `auth-url`/`auth-signin`/`auth-response-headers`, and
-/// oauth2-proxy's own `/oauth2` paths on the same host.
+/// oauth2-proxy's own `/oauth2` paths on the same host. `auth-url` names
+/// oauth2-proxy's Service (the docs' `https://$host/oauth2/auth` is
+/// refused: a request must not choose where the subrequest goes), so the
+/// subrequests go to its endpoints.
 fn manifests(app: SocketAddr, oauth2_proxy: SocketAddr) -> String {
     format!(
         r#"apiVersion: networking.k8s.io/v1
@@ -95,7 +98,7 @@ metadata:
   name: app
   namespace: auth
   annotations:
-    nginx.ingress.kubernetes.io/auth-url: "http://{o2p}/oauth2/auth"
+    nginx.ingress.kubernetes.io/auth-url: "http://oauth2-proxy.auth.svc.cluster.local/oauth2/auth"
     nginx.ingress.kubernetes.io/auth-signin: "http://$host/oauth2/start?rd=$escaped_request_uri"
     nginx.ingress.kubernetes.io/auth-response-headers: "x-auth-request-user, x-auth-request-email"
 spec:
@@ -119,7 +122,6 @@ spec:
 "#,
         app_svc = service("app", app),
         o2p_svc = service("oauth2-proxy", oauth2_proxy),
-        o2p = oauth2_proxy,
     )
 }
 
