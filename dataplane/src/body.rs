@@ -313,6 +313,8 @@ pub struct ResponseBody {
     /// Counts the request in flight on its endpoint until the body ends.
     in_flight: Option<InFlight>,
     grpc: Option<GrpcResponse>,
+    /// Places under connection limits, released when the body ends.
+    held: Vec<crate::filter::rate_limit::ConnectionGuard>,
 }
 
 /// A gRPC call's response: when the proxy cut the request stream, the call
@@ -347,6 +349,7 @@ impl ResponseBody {
             recycle,
             grpc: None,
             in_flight: None,
+            held: Vec::new(),
         }
     }
 
@@ -367,6 +370,7 @@ impl ResponseBody {
             recycle,
             grpc: None,
             in_flight: None,
+            held: Vec::new(),
         }
     }
 
@@ -381,6 +385,7 @@ impl ResponseBody {
             recycle: None,
             grpc: None,
             in_flight: None,
+            held: Vec::new(),
         }
     }
 
@@ -417,8 +422,15 @@ impl ResponseBody {
         self
     }
 
+    /// Holds `guards` until the body ends (or is dropped).
+    pub(crate) fn hold(mut self, guards: Vec<crate::filter::rate_limit::ConnectionGuard>) -> Self {
+        self.held = guards;
+        self
+    }
+
     fn finish(&mut self, complete: bool) {
         self.in_flight = None;
+        self.held.clear();
         if let Some(r) = self.recycle.take()
             && complete
         {

@@ -15,6 +15,7 @@
 pub mod basic_auth;
 pub(crate) mod cors;
 pub(crate) mod error_pages;
+pub mod rate_limit;
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -29,6 +30,9 @@ use crate::body::ResponseBody;
 use crate::filter::basic_auth::{BasicAuthFilter, Check, Verifier, Wait};
 use crate::filter::cors::CorsPolicy;
 use crate::filter::error_pages::{Asker, ErrorPagesRuntime, ErrorRequest};
+use crate::filter::rate_limit::{
+    ConnLimiter, ConnectionGuard, Limited, Limits, RateDecision, RateLimiter,
+};
 use crate::headers;
 use crate::model::{Filter, HeaderModifier, HttpsRedirect, RouteClientAuth, Rule, Scheme};
 use crate::request::ctx::{Call, ConnInfo, RequestCtx};
@@ -50,15 +54,30 @@ pub struct Chain {
 }
 
 /// What filters keep outside the table, so that it outlives a swap:
-/// basic auth's verification slots and per-Secret caches.
+/// basic auth's verification slots and per-Secret caches, the limits'
+/// buckets and counts.
 #[derive(Default)]
 pub struct FilterState {
     pub(crate) basic_auth: Verifier,
+    pub(crate) limits: Limits,
 }
 
 impl FilterState {
     pub fn new(basic_auth: Verifier) -> Self {
-        Self { basic_auth }
+        Self {
+            basic_auth,
+            limits: Limits::default(),
+        }
+    }
+
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Forgets the state no table names any more; after each publish.
+    pub(crate) fn prune(&self) {
+        self.limits.prune();
     }
 }
 
@@ -83,6 +102,8 @@ enum Compiled {
     },
     ErrorPages(Box<ErrorPagesRuntime>),
     BasicAuth(Box<BasicAuthFilter>),
+    RateLimit(Arc<RateLimiter>),
+    ConnectionLimit(Arc<ConnLimiter>),
 }
 
 /// Policy data compiled once per table build and shared by every rule that
@@ -107,6 +128,9 @@ pub(crate) enum Answer {
     Status(StatusCode),
     /// 401 with this `WWW-Authenticate` challenge.
     Unauthorized(HeaderValue),
+    /// A rate or connection limit's refusal, with `Retry-After` (boxed:
+    /// rare on the way, and it carries the optional rate headers).
+    Limited(Box<Limited>),
 }
 
 /// Where the request side stands.
@@ -146,6 +170,20 @@ pub(crate) struct Passed {
     answered_by: Option<usize>,
     /// What an error page is asked with; only on rules with error pages.
     error_request: Option<Box<ErrorRequest>>,
+    /// Places held under connection limits, until the response body ends
+    /// (empty, without allocating, on rules without one).
+    held: Vec<ConnectionGuard>,
+    /// A passing request's `RateLimit-Policy` and `RateLimit` values, for
+    /// policies that send them.
+    rate_headers: Option<(HeaderValue, HeaderValue)>,
+}
+
+impl Passed {
+    /// The places held under connection limits, for the response body to
+    /// hold until it ends.
+    pub(crate) fn take_held(&mut self) -> Vec<ConnectionGuard> {
+        std::mem::take(&mut self.held)
+    }
 }
 
 // === impl Chain ===
@@ -208,6 +246,14 @@ impl Chain {
                     rule.timeouts,
                     upstreams,
                 ))),
+                Filter::RateLimit(p) => {
+                    Compiled::RateLimit(state.limits.rate(p, interned.ip_set(&p.scope.exempt)))
+                }
+                Filter::ConnectionLimit(p) => Compiled::ConnectionLimit(
+                    state
+                        .limits
+                        .connections(p, interned.ip_set(&p.scope.exempt)),
+                ),
             })
             .collect();
         let reads_origin = filters.iter().any(|f| matches!(f, Compiled::Cors(_)));
@@ -268,6 +314,8 @@ impl Chain {
             answered_by: None,
             // Taken before any filter answers: their answers get pages too.
             error_request: self.error_pages.map(|_| Box::new(ErrorRequest::of(req))),
+            held: Vec::new(),
+            rate_headers: None,
         };
         let flow = self.run_from(0, &mut passed, req, host, ctx);
         (passed, flow)
@@ -300,7 +348,31 @@ impl Chain {
         ctx: &RequestCtx,
     ) -> Flow {
         for (i, f) in self.filters.iter().enumerate().skip(start) {
-            match f.verdict(req, host, ctx) {
+            let verdict = match f {
+                Compiled::RateLimit(l) => match l.check(req.headers(), ctx.client_addr().ip) {
+                    Some(RateDecision::Refuse(limited)) => {
+                        Verdict::Answer(Answer::Limited(Box::new(limited)))
+                    }
+                    Some(RateDecision::Pass(headers)) => {
+                        if headers.is_some() {
+                            passed.rate_headers = headers;
+                        }
+                        Verdict::Continue
+                    }
+                    None => Verdict::Continue,
+                },
+                Compiled::ConnectionLimit(l) => {
+                    match l.acquire(req.headers(), ctx.client_addr().ip) {
+                        Ok(guard) => {
+                            passed.held.extend(guard);
+                            Verdict::Continue
+                        }
+                        Err(limited) => Verdict::Answer(Answer::Limited(Box::new(limited))),
+                    }
+                }
+                _ => f.verdict(req, host, ctx),
+            };
+            match verdict {
                 Verdict::Continue => {}
                 Verdict::Answer(answer) => {
                     passed.answered_by = Some(i);
@@ -389,6 +461,12 @@ impl Chain {
                 // A preflight answer already carries its CORS headers.
                 Compiled::Cors(c) if passed.answered_by != Some(i) => {
                     c.decorate(passed.origin.as_ref(), headers);
+                }
+                Compiled::RateLimit(_) => {
+                    if let Some((policy, state)) = &passed.rate_headers {
+                        headers.insert(&rate_limit::RATELIMIT_POLICY, policy.clone());
+                        headers.insert(&rate_limit::RATELIMIT, state.clone());
+                    }
                 }
                 _ => {}
             }
@@ -578,6 +656,25 @@ mod tests {
         }))
     }
 
+    fn rate_limit() -> Filter {
+        Filter::RateLimit(crate::model::RateLimit {
+            scope: crate::model::LimitScope::new("r"),
+            rates: vec![crate::model::Rate {
+                requests: 1,
+                per: crate::model::RatePeriod::Second,
+                burst: 5,
+            }],
+            headers: false,
+        })
+    }
+
+    fn connection_limit() -> Filter {
+        Filter::ConnectionLimit(crate::model::ConnectionLimit {
+            scope: crate::model::LimitScope::new("r"),
+            max: 1,
+        })
+    }
+
     fn kind(f: &Filter) -> &'static str {
         match f {
             Filter::HttpsRedirect(_) => "https_redirect",
@@ -590,12 +687,16 @@ mod tests {
             Filter::IpAccess(_) => "ip_access",
             Filter::ErrorPages(_) => "error_pages",
             Filter::BasicAuth(_) => "basic_auth",
+            Filter::RateLimit(_) => "rate_limit",
+            Filter::ConnectionLimit(_) => "connection_limit",
         }
     }
 
     /// The whole order in one table: each filter's stage, and the running
     /// order of a rule that has them all. An HTTPS redirect answers before
-    /// a CORS preflight, which answers before a client-certificate
+    /// a CORS preflight, which answers before the limits (nginx's
+    /// preaccess phase: a flood costs no access check or password hash),
+    /// which answer before a client-certificate
     /// mismatch or an IP deny, which answer before a body-size check; on
     /// the way back the error page comes first (every other filter applies
     /// to it), then CORS decorates, then the header edits, then HSTS.
@@ -614,6 +715,8 @@ mod tests {
             (Filter::ResponseHeaders(modifier("x-rsp")), Stage::Rewrite),
             (Filter::RequestHeaders(modifier("x-req")), Stage::Rewrite),
             (Filter::Cors(Cors::grpc_web()), Stage::PreAccess),
+            (rate_limit(), Stage::PreAccess),
+            (connection_limit(), Stage::PreAccess),
             (Filter::ClientCert(auth.clone()), Stage::Access),
             (Filter::IpAccess(IpAccess::default()), Stage::Access),
             (Filter::BodyLimit(10), Stage::Content),
@@ -633,6 +736,8 @@ mod tests {
             error_pages(),
             Filter::IpAccess(IpAccess::default()),
             Filter::Cors(Cors::grpc_web()),
+            rate_limit(),
+            connection_limit(),
         ];
         let route = Route {
             id: "r".into(),
@@ -654,6 +759,8 @@ mod tests {
                 "response_headers",
                 "request_headers",
                 "cors",
+                "rate_limit",
+                "connection_limit",
                 "client_cert",
                 "ip_access",
                 "body_limit",

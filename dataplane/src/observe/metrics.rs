@@ -53,6 +53,8 @@ pub struct Metrics {
     proxy_protocol_refused: Vec<Counter>,
     /// Basic-auth checks by result, and those waiting for a hash.
     pub basic_auth: crate::filter::basic_auth::AuthCounters,
+    /// Requests refused by rate and connection limits; keys tracked.
+    pub limits: crate::filter::rate_limit::LimitCounters,
 }
 
 /// How a gRPC call reached the proxy.
@@ -324,8 +326,25 @@ impl Metrics {
             "Basic-authentication password checks admitted and not finished (running or waiting for a slot)",
             basic_auth.pending.clone(),
         );
+        let limits = crate::filter::rate_limit::LimitCounters::default();
+        registry.register(
+            "rate_limited_requests",
+            "Requests refused by a local limit, by route and kind (rate: limit-rps/limit-rpm; connections: limit-connections)",
+            limits.limited.clone(),
+        );
+        registry.register(
+            "rate_limit_tracked_keys",
+            "Client keys the local limits track on this replica, all policies together",
+            limits.tracked.clone(),
+        );
+        registry.register(
+            "rate_limit_untracked",
+            "New client keys let through unlimited because their policy tracked --limit-max-keys keys already",
+            limits.untracked.clone(),
+        );
         Self {
             basic_auth,
+            limits,
             request_rejections,
             grpc_calls,
             proxy_protocol_ok,

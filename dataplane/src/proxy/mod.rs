@@ -152,6 +152,10 @@ pub(crate) async fn handle(
         rsp = Box::pin(chain.error_page(&passed, rsp, &ctx)).await;
     }
     chain.response(&passed, &ctx.conn, rsp.headers_mut());
+    let held = passed.take_held();
+    if !held.is_empty() {
+        rsp = rsp.map(|body| body.hold(held));
+    }
     Ok(finish(
         &shared,
         ctx,
