@@ -64,6 +64,7 @@ pub use self::features::basic_auth::{AuthAnnotations, AuthSecretType};
 pub use self::features::canary::CanaryAnnotations;
 pub use self::features::grpc::GrpcAnnotations;
 pub use self::features::https::{AuthTlsVerify, HttpsAnnotations};
+pub use self::features::rate_limit::{DEFAULT_BURST_MULTIPLIER, LimitAnnotations};
 pub use self::features::redirects::RedirectTarget;
 pub use self::features::rewrite::{RewriteSegment, RewriteTarget};
 pub use self::features::service_health::ServiceAnnotations;
@@ -181,6 +182,8 @@ pub struct IngressAnnotations {
     pub balance: BalanceAnnotations,
     pub retry: RetryAnnotations,
     pub auth: AuthAnnotations,
+    /// `limit-*`: local rate and connection limits.
+    pub limits: LimitAnnotations,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

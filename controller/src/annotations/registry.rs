@@ -249,7 +249,7 @@ const AUTH_EXTERNAL: &str = "external authentication";
 const AUTH_TLS: &str = "client certificate authentication";
 const AFFINITY: &str = "session affinity";
 const BALANCING: &str = "load balancing";
-const RATE_LIMIT: &str = "rate limiting";
+const RESPONSE_BANDWIDTH: &str = "response bandwidth limits";
 const BACKEND_TLS: &str = "TLS to backends";
 const BUFFERING: &str = "nginx buffering; Portico streams bodies";
 const RESPONSE_REWRITE: &str = "rewriting backend responses";
@@ -303,18 +303,8 @@ static NGINX_NOT_SUPPORTED: &[NginxAnnotation] = &[
     removed("influxdb-measurement", "InfluxDB metrics"),
     removed("influxdb-port", "InfluxDB metrics"),
     removed("influxdb-server-name", "InfluxDB metrics"),
-    NginxAnnotation {
-        name: "limit-allowlist",
-        aliases: &["limit-whitelist"],
-        status: NginxStatus::NotYet,
-        note: RATE_LIMIT,
-    },
-    not_yet("limit-burst-multiplier", RATE_LIMIT),
-    not_yet("limit-connections", RATE_LIMIT),
-    not_yet("limit-rate", RATE_LIMIT),
-    not_yet("limit-rate-after", RATE_LIMIT),
-    not_yet("limit-rpm", RATE_LIMIT),
-    not_yet("limit-rps", RATE_LIMIT),
+    not_yet("limit-rate", RESPONSE_BANDWIDTH),
+    not_yet("limit-rate-after", RESPONSE_BANDWIDTH),
     removed("lua-resty-waf", WAF),
     removed("lua-resty-waf-allow-unknown-content-types", WAF),
     removed("lua-resty-waf-debug", WAF),

@@ -7,11 +7,12 @@ use http::HeaderName;
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend};
 use kube::ResourceExt;
 use portico_dataplane::model::{
-    Action, Backend, BasicAuth, Canary, CanaryHeader, CanaryHeaderValue, Cors,
+    Action, Backend, BasicAuth, Canary, CanaryHeader, CanaryHeaderValue, ConnectionLimit, Cors,
     DEFAULT_GRPC_MAX_MESSAGE, ErrorOrigin, ErrorPages, Filter, Filters, Forward, GrpcOptions,
-    GrpcWeb, Hostname, Hsts, HttpsPolicy, HttpsRedirect, IpAccess, PathMatch, PathModifier,
-    Protocol, Redirect, RedirectStatus, RetryPolicy, Route, RouteClientAuth, RouteMatch, Rule,
-    Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
+    GrpcWeb, Hostname, Hsts, HttpsPolicy, HttpsRedirect, IpAccess, LimitKey, LimitScope, PathMatch,
+    PathModifier, Protocol, Rate, RateLimit, RatePeriod, Redirect, RedirectStatus, RetryPolicy,
+    Route, RouteClientAuth, RouteMatch, Rule, Scheme, SourceRef, Substitution, Timeouts,
+    UrlRewrite,
 };
 
 use super::auth;
@@ -19,8 +20,9 @@ use super::backends::{self, PortRef};
 use super::tls::{self, TlsHosts};
 use super::{ObjectReport, Settings, TlsBinding, Translation, check_regex, class, created_secs};
 use crate::annotations::{
-    self, AnnotationDiagnostic, BackendProtocol, BodySize, CanaryAnnotations, DiagnosticKind,
-    Fallback, IngressAnnotations, Parsed, RedirectTarget, RewriteSegment,
+    self, AnnotationDiagnostic, BackendProtocol, BodySize, CanaryAnnotations,
+    DEFAULT_BURST_MULTIPLIER, DiagnosticKind, Fallback, IngressAnnotations, Parsed, RedirectTarget,
+    RewriteSegment,
 };
 use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
 use crate::snapshot::Snapshot;
@@ -469,6 +471,8 @@ impl IngressTranslator<'_> {
                 .into_iter()
                 .chain(self.basic_auth.clone().map(Filter::BasicAuth))
                 .chain(self.cors().map(Filter::Cors))
+                // After CORS in their stage: see `Filter::stage`.
+                .chain(self.limits())
                 .collect(),
             max_request_body: match self.ann.proxy_body_size {
                 None => Some(portico_dataplane::model::DEFAULT_MAX_REQUEST_BODY),
@@ -477,6 +481,46 @@ impl IngressTranslator<'_> {
             },
             grpc: self.grpc_options(),
         }
+    }
+
+    /// `limit-rps`, `limit-rpm` (one rate-limit filter, both rates) and
+    /// `limit-connections`, per client address, for every path; the state
+    /// is the Ingress's (its route id), as ingress-nginx's zones.
+    fn limits(&self) -> Vec<Filter> {
+        let l = &self.ann.limits;
+        let scope = |status| LimitScope {
+            id: self.route_id(),
+            key: LimitKey::ClientAddress,
+            exempt: l.allowlist.clone(),
+            status,
+        };
+        let multiplier = l.burst_multiplier.unwrap_or(DEFAULT_BURST_MULTIPLIER);
+        let rates: Vec<Rate> = [(l.rps, RatePeriod::Second), (l.rpm, RatePeriod::Minute)]
+            .into_iter()
+            .filter_map(|(n, per)| {
+                let requests = n.filter(|n| *n > 0)?;
+                Some(Rate {
+                    requests,
+                    per,
+                    burst: requests.saturating_mul(multiplier),
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        if !rates.is_empty() {
+            out.push(Filter::RateLimit(RateLimit {
+                scope: scope(self.settings.limit_req_status),
+                rates,
+                headers: l.headers,
+            }));
+        }
+        if let Some(max) = l.connections.filter(|n| *n > 0) {
+            out.push(Filter::ConnectionLimit(ConnectionLimit {
+                scope: scope(self.settings.limit_conn_status),
+                max,
+            }));
+        }
+        out
     }
 
     /// The Ingress's access lists, each its own or else the global one.

@@ -72,6 +72,10 @@ pub struct Settings {
     /// `--allow-cross-namespace-auth-secret`: `auth-secret` may name a
     /// Secret in another namespace.
     pub allow_cross_namespace_auth_secret: bool,
+    /// `--limit-req-status-code`: the status of a rate-limited request.
+    pub limit_req_status: u16,
+    /// `--limit-conn-status-code`: likewise for `limit-connections`.
+    pub limit_conn_status: u16,
 }
 
 impl Default for Settings {
@@ -91,6 +95,8 @@ impl Default for Settings {
             default_backend_service: None,
             custom_http_errors: Vec::new(),
             allow_cross_namespace_auth_secret: false,
+            limit_req_status: portico_dataplane::model::DEFAULT_LIMIT_STATUS,
+            limit_conn_status: portico_dataplane::model::DEFAULT_LIMIT_STATUS,
         }
     }
 }

@@ -27,6 +27,7 @@ pub(super) mod grpc;
 pub(super) mod headers;
 pub(super) mod hosts;
 pub(super) mod https;
+pub(super) mod rate_limit;
 pub(super) mod redirects;
 pub(super) mod rewrite;
 pub(super) mod service_health;
@@ -46,6 +47,7 @@ pub(super) const RUNS: &[&[AnnotationSpec]] = &[
     upstream::PROTOCOL,
     canary::SPECS,
     access_lists::SPECS,
+    rate_limit::SPECS,
     hosts::SPECS,
     error_pages::SPECS,
     headers::CUSTOM,
@@ -73,6 +75,7 @@ pub(super) const VALID: &[&[super::tests::Valid]] = &[
     headers::tests::VALID,
     hosts::tests::VALID,
     https::tests::VALID,
+    rate_limit::tests::VALID,
     redirects::tests::VALID,
     rewrite::tests::VALID,
     timeouts::tests::VALID,
@@ -92,6 +95,7 @@ pub(super) const INVALID: &[&[super::tests::Invalid]] = &[
     headers::tests::INVALID,
     hosts::tests::INVALID,
     https::tests::INVALID,
+    rate_limit::tests::INVALID,
     redirects::tests::INVALID,
     rewrite::tests::INVALID,
     timeouts::tests::INVALID,
