@@ -7,12 +7,11 @@ use http::HeaderName;
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend};
 use kube::ResourceExt;
 use portico_dataplane::model::{
-    Action, Backend, BasicAuth, Canary, CanaryHeader, CanaryHeaderValue, ConnectionLimit, Cors,
+    Action, Backend, BasicAuth, Canary, CanaryHeader, CanaryHeaderValue, Cors,
     DEFAULT_GRPC_MAX_MESSAGE, ErrorOrigin, ErrorPages, Filter, Filters, Forward, GrpcOptions,
-    GrpcWeb, Hostname, Hsts, HttpsPolicy, HttpsRedirect, IpAccess, LimitKey, LimitScope, PathMatch,
-    PathModifier, Protocol, Rate, RateLimit, RatePeriod, Redirect, RedirectStatus, RetryPolicy,
-    Route, RouteClientAuth, RouteMatch, Rule, Scheme, SourceRef, Substitution, Timeouts,
-    UrlRewrite,
+    GrpcWeb, Hostname, Hsts, HttpsPolicy, HttpsRedirect, IpAccess, LimitKey, PathMatch,
+    PathModifier, Protocol, Redirect, RedirectStatus, RetryPolicy, Route, RouteClientAuth,
+    RouteMatch, Rule, Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
 };
 
 use super::auth;
@@ -488,39 +487,20 @@ impl IngressTranslator<'_> {
     /// is the Ingress's (its route id), as ingress-nginx's zones.
     fn limits(&self) -> Vec<Filter> {
         let l = &self.ann.limits;
-        let scope = |status| LimitScope {
-            id: self.route_id(),
-            key: LimitKey::ClientAddress,
-            exempt: l.allowlist.clone(),
-            status,
-        };
-        let multiplier = l.burst_multiplier.unwrap_or(DEFAULT_BURST_MULTIPLIER);
-        let rates: Vec<Rate> = [(l.rps, RatePeriod::Second), (l.rpm, RatePeriod::Minute)]
-            .into_iter()
-            .filter_map(|(n, per)| {
-                let requests = n.filter(|n| *n > 0)?;
-                Some(Rate {
-                    requests,
-                    per,
-                    burst: requests.saturating_mul(multiplier),
-                })
-            })
-            .collect();
-        let mut out = Vec::new();
-        if !rates.is_empty() {
-            out.push(Filter::RateLimit(RateLimit {
-                scope: scope(self.settings.limit_req_status),
-                rates,
+        let on = |n: Option<u32>| n.filter(|n| *n > 0);
+        super::limit_filters(
+            &self.route_id(),
+            super::LimitRequest {
+                rps: on(l.rps),
+                rpm: on(l.rpm),
+                multiplier: l.burst_multiplier.unwrap_or(DEFAULT_BURST_MULTIPLIER),
+                concurrent: on(l.connections),
+                key: LimitKey::ClientAddress,
+                exempt: l.allowlist.clone(),
                 headers: l.headers,
-            }));
-        }
-        if let Some(max) = l.connections.filter(|n| *n > 0) {
-            out.push(Filter::ConnectionLimit(ConnectionLimit {
-                scope: scope(self.settings.limit_conn_status),
-                max,
-            }));
-        }
-        out
+            },
+            self.settings,
+        )
     }
 
     /// The Ingress's access lists, each its own or else the global one.
