@@ -52,11 +52,12 @@ async fn every_metric_and_label_the_dashboard_queries_is_exported() {
         tls_secret("secure-tls", "secure.test", 7, 30)
     );
     // A limited Ingress: the limit counters exist per route from the start.
-    let app = app + &ingress_for(
-        "limited",
-        "demo",
-        r#"nginx.ingress.kubernetes.io/limit-rps: "100""#,
-    );
+    let app = app
+        + &ingress_for(
+            "limited",
+            "demo",
+            r#"nginx.ingress.kubernetes.io/limit-rps: "100""#,
+        );
     std::fs::write(dir.path().join("app.yaml"), app).unwrap();
     std::fs::write(dir.path().join("tls.yaml"), tls).unwrap();
 

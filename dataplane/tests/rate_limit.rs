@@ -39,6 +39,17 @@ fn limited_route(upstream: SocketAddr, filters: Vec<Filter>) -> RouteConfig {
 /// A GET for `path` from the loopback address `from` (127.0.0.0/8 is all
 /// loopback), on a connection of its own.
 async fn get_from(from: &str, proxy: SocketAddr, path: &str) -> (StatusCode, http::HeaderMap) {
+    let (parts, body) = head_from(from, proxy, path).await;
+    http_body_util::BodyExt::collect(body).await.unwrap();
+    (parts.status, parts.headers)
+}
+
+/// [`get_from`] up to the answer's head; the body still to read.
+async fn head_from(
+    from: &str,
+    proxy: SocketAddr,
+    path: &str,
+) -> (http::response::Parts, hyper::body::Incoming) {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket
         .bind(SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0))
@@ -53,9 +64,7 @@ async fn get_from(from: &str, proxy: SocketAddr, path: &str) -> (StatusCode, htt
         .body(empty())
         .unwrap();
     let rsp = sender.send_request(req).await.unwrap();
-    let (parts, body) = rsp.into_parts();
-    http_body_util::BodyExt::collect(body).await.unwrap();
-    (parts.status, parts.headers)
+    rsp.into_parts()
 }
 
 async fn statuses(from: &str, proxy: SocketAddr, n: usize) -> Vec<u16> {
@@ -171,23 +180,48 @@ async fn grpc_call(
     (rsp.status(), rsp.headers().clone())
 }
 
-/// An upstream that holds `/hold` requests until the test releases each
-/// (it is told of each on `arrived`), and answers others at once.
+/// An upstream that answers `/hold` requests at once with a body it ends
+/// only when the test releases it (it is told of each on `arrived`), and
+/// others with a whole body: a place is held until the body ends, not only
+/// until the answer's head.
 async fn holding_upstream() -> (Upstream, mpsc::UnboundedReceiver<oneshot::Sender<()>>) {
     let (tx, arrived) = mpsc::unbounded_channel();
     let up = Upstream::start(move |req| {
         let tx = tx.clone();
         async move {
-            if req.uri().path() == "/hold" {
-                let (release, released) = oneshot::channel::<()>();
-                tx.send(release).unwrap();
-                let _ = released.await;
+            if req.uri().path() != "/hold" {
+                return Response::new(full("done"));
             }
-            Response::new(full("done"))
+            let (release, released) = oneshot::channel::<()>();
+            tx.send(release).unwrap();
+            let body = tokio_stream::once(released).then_frame();
+            Response::new(body)
         }
     })
     .await;
     (up, arrived)
+}
+
+/// A body of one chunk, sent when the release comes.
+trait ThenFrame {
+    fn then_frame(self) -> Body;
+}
+
+impl<S> ThenFrame for S
+where
+    S: tokio_stream::Stream<Item = oneshot::Receiver<()>> + Send + Sync + 'static,
+{
+    fn then_frame(self) -> Body {
+        use http_body_util::BodyExt;
+        use tokio_stream::StreamExt;
+        let frames = self.then(|released| async move {
+            let _ = released.await;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(
+                bytes::Bytes::from_static(b"done"),
+            ))
+        });
+        http_body_util::StreamBody::new(frames).boxed()
+    }
 }
 
 #[tokio::test]
@@ -200,10 +234,14 @@ async fn requests_in_flight_are_limited_per_client() {
     let proxy = Proxy::start(limited_route(up.addr, vec![limit])).await;
     let addr = proxy.addr;
 
-    let held: Vec<_> = (0..2)
-        .map(|_| tokio::spawn(async move { get_from("127.0.0.2", addr, "/hold").await.0 }))
-        .collect();
-    // Both reached the upstream: they hold their places now.
+    // Two requests whose answers' heads have come back, their bodies not
+    // yet: they hold their places until their bodies end.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (parts, body) = head_from("127.0.0.2", addr, "/hold").await;
+        assert_eq!(parts.status, StatusCode::OK);
+        held.push(tokio::spawn(http_body_util::BodyExt::collect(body)));
+    }
     let mut releases = vec![arrived.recv().await.unwrap(), arrived.recv().await.unwrap()];
 
     let (status, headers) = get_from("127.0.0.2", addr, "/").await;
@@ -220,7 +258,7 @@ async fn requests_in_flight_are_limited_per_client() {
     );
     releases.pop().unwrap().send(()).unwrap();
     for h in held {
-        assert_eq!(h.await.unwrap(), StatusCode::OK);
+        assert_eq!(h.await.unwrap().unwrap().to_bytes(), "done");
     }
     let text = proxy.scrape().await;
     assert!(
