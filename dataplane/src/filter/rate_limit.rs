@@ -697,6 +697,32 @@ mod tests {
         assert!(!passes(&l, 1, 1000 * MS));
     }
 
+    /// Threads racing on one key's atomic admit exactly one plus the
+    /// burst, and on different keys never refuse each other.
+    #[test]
+    fn concurrent_requests_take_exactly_the_burst() {
+        let l = limiter(&policy(1, RatePeriod::Minute, 9), 1000);
+        let passed = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for t in 0..8u128 {
+                let (l, passed) = (&l, &passed);
+                s.spawn(move || {
+                    let mut own = 0;
+                    for _ in 0..100 {
+                        if passes(l, 1, 0) {
+                            passed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        own += usize::from(passes(l, 100 + t, 0));
+                    }
+                    // Its own key: one plus the burst of 9, whatever the
+                    // others do.
+                    assert_eq!(own, 10);
+                });
+            }
+        });
+        assert_eq!(passed.load(Ordering::Relaxed), 10);
+    }
+
     #[test]
     fn per_minute_and_both_rates() {
         let mut p = policy(5, RatePeriod::Second, 0);
