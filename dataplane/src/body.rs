@@ -315,6 +315,8 @@ pub struct ResponseBody {
     grpc: Option<GrpcResponse>,
     /// Places under connection limits, released when the body ends.
     held: Vec<crate::filter::rate_limit::ConnectionGuard>,
+    /// A bandwidth limit (`limit-rate`): frames wait for it.
+    throttle: Option<Box<crate::filter::rate_limit::Throttle>>,
 }
 
 /// A gRPC call's response: when the proxy cut the request stream, the call
@@ -350,6 +352,7 @@ impl ResponseBody {
             grpc: None,
             in_flight: None,
             held: Vec::new(),
+            throttle: None,
         }
     }
 
@@ -371,6 +374,7 @@ impl ResponseBody {
             grpc: None,
             in_flight: None,
             held: Vec::new(),
+            throttle: None,
         }
     }
 
@@ -386,6 +390,7 @@ impl ResponseBody {
             grpc: None,
             in_flight: None,
             held: Vec::new(),
+            throttle: None,
         }
     }
 
@@ -425,6 +430,12 @@ impl ResponseBody {
     /// Holds `guards` until the body ends (or is dropped).
     pub(crate) fn hold(mut self, guards: Vec<crate::filter::rate_limit::ConnectionGuard>) -> Self {
         self.held = guards;
+        self
+    }
+
+    /// Holds the body's frames to `throttle`'s rate.
+    pub(crate) fn throttle(mut self, throttle: crate::filter::rate_limit::Throttle) -> Self {
+        self.throttle = Some(Box::new(throttle));
         self
     }
 
@@ -480,6 +491,9 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        if let Some(t) = this.throttle.as_mut() {
+            ready!(t.poll_ready(cx));
+        }
         let polled = match &mut this.source {
             Source::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Source::Upstream(inner) => match poll_upstream(inner, this.recycle.as_mut(), cx) {
@@ -566,6 +580,9 @@ impl Body for ResponseBody {
                 }
                 if let Some(data) = frame.data_ref() {
                     this.sent += data.len() as u64;
+                    if let Some(t) = this.throttle.as_mut() {
+                        t.sent(data.len() as u64);
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

@@ -147,6 +147,37 @@ async fn a_republish_keeps_the_buckets_and_new_settings_start_fresh() {
     );
 }
 
+/// A bandwidth limit delivers every byte, and delays the body once past
+/// the free bytes (counted; the timing itself is a unit test's).
+#[tokio::test]
+async fn a_bandwidth_limit_delivers_everything_and_engages() {
+    let body = "x".repeat(4096);
+    let up = Upstream::start(move |_| {
+        let body = body.clone();
+        async move { Response::new(full(body)) }
+    })
+    .await;
+    let rate = Filter::ResponseRate(ResponseRate {
+        // 4096 bytes, 4000 free: 96 bytes at 1 MB/s, under 0.1 ms.
+        bytes_per_second: 1_000_000,
+        after: 4000,
+    });
+    let proxy = Proxy::start(limited_route(up.addr, vec![rate])).await;
+    let (parts, body) = head_from("127.0.0.2", proxy.addr, "/").await;
+    assert_eq!(parts.status, StatusCode::OK);
+    let bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(bytes.len(), 4096);
+    let text = proxy.scrape().await;
+    assert_eq!(
+        sample(&text, "portico_response_throttled_total"),
+        Some(1.0),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn grpc_callers_get_resource_exhausted() {
     let up = Upstream::echo("app").await;

@@ -51,6 +51,11 @@ pub struct Chain {
     error_pages: Option<usize>,
     /// A basic-auth filter keeps the client's credential from the upstream.
     strips_authorization: bool,
+    /// The response bandwidth limit and its counter, if any.
+    throttle: Option<(
+        crate::model::ResponseRate,
+        prometheus_client::metrics::counter::Counter,
+    )>,
 }
 
 /// What filters keep outside the table, so that it outlives a swap:
@@ -104,6 +109,8 @@ enum Compiled {
     BasicAuth(Box<BasicAuthFilter>),
     RateLimit(Arc<RateLimiter>),
     ConnectionLimit(Arc<ConnLimiter>),
+    /// Applied to the response body (see [`Chain::throttle`]).
+    ResponseRate,
 }
 
 /// Policy data compiled once per table build and shared by every rule that
@@ -210,6 +217,11 @@ impl Chain {
         state: &FilterState,
         interned: &mut Interned,
     ) -> Self {
+        // The last listed wins, as a later nginx `limit_rate` does.
+        let throttle = filters.iter().rev().find_map(|f| match f {
+            Filter::ResponseRate(r) => Some((*r, state.limits.throttled())),
+            _ => None,
+        });
         let strips_authorization = filters
             .iter()
             .any(|f| matches!(f, Filter::BasicAuth(a) if !a.forward_authorization));
@@ -249,6 +261,7 @@ impl Chain {
                 Filter::RateLimit(p) => {
                     Compiled::RateLimit(state.limits.rate(p, interned.ip_set(&p.scope.exempt)))
                 }
+                Filter::ResponseRate(_) => Compiled::ResponseRate,
                 Filter::ConnectionLimit(p) => Compiled::ConnectionLimit(
                     state
                         .limits
@@ -266,7 +279,18 @@ impl Chain {
             reads_origin,
             error_pages,
             strips_authorization,
+            throttle,
         }
+    }
+
+    /// A fresh bandwidth limit for one response, on rules with one.
+    pub(crate) fn throttle(&self) -> Option<rate_limit::Throttle> {
+        let (rate, counter) = self.throttle.as_ref()?;
+        Some(rate_limit::Throttle::new(
+            rate.bytes_per_second,
+            rate.after,
+            counter.clone(),
+        ))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -689,6 +713,7 @@ mod tests {
             Filter::BasicAuth(_) => "basic_auth",
             Filter::RateLimit(_) => "rate_limit",
             Filter::ConnectionLimit(_) => "connection_limit",
+            Filter::ResponseRate(_) => "response_rate",
         }
     }
 
@@ -819,6 +844,13 @@ mod tests {
             ["client_cert", "ip_access", "basic_auth", "body_limit"]
         );
         rule.chain.clear();
+
+        // A bandwidth limit is about the content.
+        let rate = crate::model::ResponseRate {
+            bytes_per_second: 1,
+            after: 0,
+        };
+        assert_eq!(Filter::ResponseRate(rate).stage(), Stage::Content);
 
         // Redirect and deny rules read no body.
         rule.action = Action::Deny { reason: "x".into() };

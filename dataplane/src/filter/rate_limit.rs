@@ -27,6 +27,7 @@
 //! it changes nothing: that is when a key may be evicted.
 
 use std::collections::hash_map::RandomState;
+use std::future::Future;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -78,6 +79,8 @@ pub struct LimitCounters {
     pub tracked: Gauge,
     /// New keys let through unlimited because their policy was at its cap.
     pub untracked: Counter,
+    /// Responses whose body a bandwidth limit delayed at least once.
+    pub throttled: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -122,6 +125,11 @@ impl Limits {
         self.connections.get_or_insert_with(policy.clone(), || {
             ConnLimiter::new(policy, exempt, self.config.max_keys, &self.counters)
         })
+    }
+
+    /// The counter of throttled responses.
+    pub(crate) fn throttled(&self) -> Counter {
+        self.counters.throttled.clone()
     }
 
     /// Forgets the policies no table names; after each publish.
@@ -267,6 +275,67 @@ pub(crate) struct RateLimiter {
     epoch: Instant,
     keys: Tracked<[AtomicU64; MAX_RATES]>,
     pub(crate) limited: Counter,
+}
+
+// === impl Throttle ===
+
+/// One response's bandwidth limit (nginx `limit_rate` after
+/// `limit_rate_after`): once `after` bytes are sent, the body is held to
+/// `rate` bytes per second on average since then, by sleeping before the
+/// next frame (a frame is never split: the burst is one frame).
+pub(crate) struct Throttle {
+    rate: u64,
+    after: u64,
+    sent: u64,
+    since: Option<tokio::time::Instant>,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    throttled: Option<Counter>,
+}
+
+impl Throttle {
+    pub(crate) fn new(rate: u64, after: u64, throttled: Counter) -> Self {
+        Self {
+            rate: rate.max(1),
+            after,
+            sent: 0,
+            since: None,
+            sleep: None,
+            throttled: Some(throttled),
+        }
+    }
+
+    /// Ready when the next frame may go.
+    pub(crate) fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if let Some(s) = self.sleep.as_mut() {
+            std::task::ready!(s.as_mut().poll(cx));
+            self.sleep = None;
+        }
+        std::task::Poll::Ready(())
+    }
+
+    /// Counts `n` bytes sent; past `after`, the next frame waits until
+    /// the average is back to the rate.
+    pub(crate) fn sent(&mut self, n: u64) {
+        self.sent = self.sent.saturating_add(n);
+        let over = self.sent.saturating_sub(self.after);
+        if over == 0 {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let since = *self.since.get_or_insert(now);
+        let nanos = u128::from(over) * u128::from(NANOS) / u128::from(self.rate);
+        let due = since + std::time::Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+        if due <= now {
+            return;
+        }
+        if let Some(c) = self.throttled.take() {
+            c.inc();
+        }
+        match self.sleep.as_mut() {
+            Some(s) => s.as_mut().reset(due),
+            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(due))),
+        }
+    }
 }
 
 /// A refused request: the answer's parts.
@@ -824,6 +893,32 @@ mod tests {
             KeyOf::Route.of(&h, ip),
             KeyOf::Route.of(&HeaderMap::new(), "::1".parse().unwrap())
         );
+    }
+
+    /// After `after` bytes the average since is held to the rate, frame by
+    /// frame; on tokio's paused clock, so the times are exact.
+    #[tokio::test(start_paused = true)]
+    async fn a_throttle_holds_the_average_rate_after_the_free_bytes() {
+        let counter = Counter::default();
+        let mut t = Throttle::new(1024, 1024, counter.clone());
+        let ready = |t: &mut Throttle| {
+            let waker = std::task::Waker::noop();
+            t.poll_ready(&mut std::task::Context::from_waker(waker))
+                .is_ready()
+        };
+        t.sent(1024);
+        assert!(ready(&mut t), "the free bytes wait for nothing");
+        let start = tokio::time::Instant::now();
+        t.sent(2048);
+        assert!(!ready(&mut t));
+        assert_eq!(counter.get(), 1);
+        std::future::poll_fn(|cx| t.poll_ready(cx)).await;
+        assert_eq!(start.elapsed(), std::time::Duration::from_secs(2));
+        // 512 more: due half a second after the 2 KiB were.
+        t.sent(512);
+        std::future::poll_fn(|cx| t.poll_ready(cx)).await;
+        assert_eq!(start.elapsed(), std::time::Duration::from_millis(2500));
+        assert_eq!(counter.get(), 1, "counted once per response");
     }
 
     /// Memory per tracked key at 1,000,000 distinct addresses: run once

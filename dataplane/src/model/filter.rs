@@ -48,6 +48,18 @@ pub enum Filter {
     /// Requests in flight at once per client key (ingress-nginx
     /// `limit-connections`): one more answers `status`.
     ConnectionLimit(ConnectionLimit),
+    /// Response bandwidth (ingress-nginx `limit-rate`,
+    /// `limit-rate-after`): after the first `after` bytes of a response,
+    /// its body is sent at `bytes_per_second` on average.
+    ResponseRate(ResponseRate),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ResponseRate {
+    /// More than 0.
+    pub bytes_per_second: u64,
+    #[serde(default)]
+    pub after: u64,
 }
 
 /// nginx `limit_req` with `nodelay`, as ingress-nginx configures it: each
@@ -266,7 +278,9 @@ impl Filter {
             Filter::IpAccess(_) | Filter::ClientCert(_) | Filter::BasicAuth(_) => Stage::Access,
             // Content: its response side (the error page) runs first on
             // the way back, so every other filter's applies to the page.
-            Filter::BodyLimit(_) | Filter::ErrorPages(_) => Stage::Content,
+            Filter::BodyLimit(_) | Filter::ErrorPages(_) | Filter::ResponseRate(_) => {
+                Stage::Content
+            }
         }
     }
 }

@@ -338,6 +338,11 @@ impl Metrics {
             limits.tracked.clone(),
         );
         registry.register(
+            "response_throttled",
+            "Responses whose body a bandwidth limit (limit-rate) delayed at least once",
+            limits.throttled.clone(),
+        );
+        registry.register(
             "rate_limit_untracked",
             "New client keys let through unlimited because their policy tracked --limit-max-keys keys already",
             limits.untracked.clone(),

@@ -156,6 +156,9 @@ pub(crate) async fn handle(
     if !held.is_empty() {
         rsp = rsp.map(|body| body.hold(held));
     }
+    if let Some(t) = chain.throttle() {
+        rsp = rsp.map(|body| body.throttle(t));
+    }
     Ok(finish(
         &shared,
         ctx,
