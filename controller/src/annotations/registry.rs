@@ -249,7 +249,6 @@ const AUTH_EXTERNAL: &str = "external authentication";
 const AUTH_TLS: &str = "client certificate authentication";
 const AFFINITY: &str = "session affinity";
 const BALANCING: &str = "load balancing";
-const RESPONSE_BANDWIDTH: &str = "response bandwidth limits";
 const BACKEND_TLS: &str = "TLS to backends";
 const BUFFERING: &str = "nginx buffering; Portico streams bodies";
 const RESPONSE_REWRITE: &str = "rewriting backend responses";
@@ -303,8 +302,6 @@ static NGINX_NOT_SUPPORTED: &[NginxAnnotation] = &[
     removed("influxdb-measurement", "InfluxDB metrics"),
     removed("influxdb-port", "InfluxDB metrics"),
     removed("influxdb-server-name", "InfluxDB metrics"),
-    not_yet("limit-rate", RESPONSE_BANDWIDTH),
-    not_yet("limit-rate-after", RESPONSE_BANDWIDTH),
     removed("lua-resty-waf", WAF),
     removed("lua-resty-waf-allow-unknown-content-types", WAF),
     removed("lua-resty-waf-debug", WAF),

@@ -10,8 +10,8 @@ use portico_dataplane::model::{
     Action, Backend, BasicAuth, Canary, CanaryHeader, CanaryHeaderValue, Cors,
     DEFAULT_GRPC_MAX_MESSAGE, ErrorOrigin, ErrorPages, Filter, Filters, Forward, GrpcOptions,
     GrpcWeb, Hostname, Hsts, HttpsPolicy, HttpsRedirect, IpAccess, LimitKey, PathMatch,
-    PathModifier, Protocol, Redirect, RedirectStatus, RetryPolicy, Route, RouteClientAuth,
-    RouteMatch, Rule, Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
+    PathModifier, Protocol, Redirect, RedirectStatus, ResponseRate, RetryPolicy, Route,
+    RouteClientAuth, RouteMatch, Rule, Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
 };
 
 use super::auth;
@@ -488,7 +488,13 @@ impl IngressTranslator<'_> {
     fn limits(&self) -> Vec<Filter> {
         let l = &self.ann.limits;
         let on = |n: Option<u32>| n.filter(|n| *n > 0);
-        super::limit_filters(
+        let bandwidth = on(l.rate_kib).map(|kib| {
+            Filter::ResponseRate(ResponseRate {
+                bytes_per_second: u64::from(kib) * 1024,
+                after: u64::from(l.rate_after_kib.unwrap_or(0)) * 1024,
+            })
+        });
+        let mut out = super::limit_filters(
             &self.route_id(),
             super::LimitRequest {
                 rps: on(l.rps),
@@ -500,7 +506,9 @@ impl IngressTranslator<'_> {
                 headers: l.headers,
             },
             self.settings,
-        )
+        );
+        out.extend(bandwidth);
+        out
     }
 
     /// The Ingress's access lists, each its own or else the global one.

@@ -1,6 +1,7 @@
 //! Local rate and connection limits: `limit-rps`, `limit-rpm`,
 //! `limit-burst-multiplier`, `limit-connections`, `limit-allowlist` (alias
-//! `limit-whitelist`) and `limit-headers` (Portico's own). As
+//! `limit-whitelist`), `limit-rate`, `limit-rate-after` and
+//! `limit-headers` (Portico's own). As
 //! ingress-nginx, an invalid value is ignored (that limit is not applied,
 //! or the default applies), with a diagnostic.
 
@@ -21,6 +22,10 @@ pub struct LimitAnnotations {
     pub allowlist: Vec<ipnet::IpNet>,
     /// Send the IETF `RateLimit-Policy` and `RateLimit` headers.
     pub headers: bool,
+    /// `limit-rate`: response bandwidth, KiB per second (nginx `k`).
+    pub rate_kib: Option<u32>,
+    /// `limit-rate-after`: KiB sent before `limit-rate` applies.
+    pub rate_after_kib: Option<u32>,
 }
 
 /// ingress-nginx's default burst multiplier.
@@ -33,6 +38,9 @@ const MAX_RPS: u32 = 1_000_000;
 const MAX_RPM: u32 = 60_000_000;
 const MAX_BURST_MULTIPLIER: u32 = 1_000;
 const MAX_CONNECTIONS: u32 = 1_000_000;
+/// 1 GiB/s and 1 TiB: above any real response.
+const MAX_RATE_KIB: u32 = 1 << 20;
+const MAX_RATE_AFTER_KIB: u32 = 1 << 30;
 
 pub(super) const SPECS: &[AnnotationSpec] = &[
     spec(
@@ -88,6 +96,24 @@ pub(super) const SPECS: &[AnnotationSpec] = &[
         )
     },
     spec(
+        "limit-rate",
+        "",
+        Path,
+        Ignored,
+        Full,
+        "Response bandwidth per request, in kilobytes (KiB) per second (nginx `limit_rate Nk`): after `limit-rate-after`, each response body is sent at this rate on average. `0`: no limit. At most 1048576.",
+        limit_rate,
+    ),
+    spec(
+        "limit-rate-after",
+        "0",
+        Path,
+        Ignored,
+        Full,
+        "Kilobytes (KiB) of each response sent at full speed before `limit-rate` applies.",
+        limit_rate_after,
+    ),
+    spec(
         "limit-headers",
         "false",
         Path,
@@ -136,6 +162,16 @@ fn limit_allowlist(v: &str, d: &mut Draft) -> Result<(), String> {
     Ok(())
 }
 
+fn limit_rate(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.limits.rate_kib = Some(bounded(v, MAX_RATE_KIB)?);
+    Ok(())
+}
+
+fn limit_rate_after(v: &str, d: &mut Draft) -> Result<(), String> {
+    d.out.limits.rate_after_kib = Some(bounded(v, MAX_RATE_AFTER_KIB)?);
+    Ok(())
+}
+
 fn limit_headers(v: &str, d: &mut Draft) -> Result<(), String> {
     d.out.limits.headers = values::go_bool(v)?;
     Ok(())
@@ -174,6 +210,13 @@ pub(crate) mod tests {
                     "10.0.0.0/8".parse().unwrap(),
                     "192.0.2.7/32".parse().unwrap(),
                 ]
+            },
+        },
+        Valid {
+            set: &[("limit-rate", "100"), ("limit-rate-after", "1024")],
+            want: |a| {
+                a.limits.rate_kib = Some(100);
+                a.limits.rate_after_kib = Some(1024);
             },
         },
         Valid {
@@ -217,6 +260,20 @@ pub(crate) mod tests {
             values: &["10.0.0.0/33", "all", ","],
             context: NO_CONTEXT,
             want: |_| {},
+        },
+        Invalid {
+            name: "limit-rate",
+            fallback: Fallback::Ignored,
+            values: &["1m", "-1", "1048577"],
+            context: NO_CONTEXT,
+            want: |_| {},
+        },
+        Invalid {
+            name: "limit-rate-after",
+            fallback: Fallback::Ignored,
+            values: &["10k", "1073741825"],
+            context: &[("limit-rate", "10")],
+            want: |a| a.limits.rate_kib = Some(10),
         },
         Invalid {
             name: "limit-headers",
