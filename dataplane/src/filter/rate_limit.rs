@@ -1,6 +1,8 @@
-//! Local (per replica) rate and connection limits: ingress-nginx's
-//! `limit-rps`/`limit-rpm` (nginx `limit_req ... nodelay`) and
-//! `limit-connections` (nginx `limit_conn`, counted per request).
+//! Local (per replica) rate, connection and bandwidth limits:
+//! ingress-nginx's `limit-rps`/`limit-rpm` (nginx `limit_req ...
+//! nodelay`), `limit-connections` (nginx `limit_conn`, counted per
+//! request) and `limit-rate` (nginx `limit_rate`, a [`Throttle`] on the
+//! response body).
 //!
 //! State lives outside the table: one [`RateLimiter`] or [`ConnLimiter`]
 //! per distinct policy value in a [`KeyedStore`], so a republish that keeps
@@ -274,6 +276,8 @@ pub(crate) struct RateLimiter {
     headers: bool,
     epoch: Instant,
     keys: Tracked<[AtomicU64; MAX_RATES]>,
+    /// When the last sweep was queued (0: never).
+    last_sweep: AtomicU64,
     pub(crate) limited: Counter,
 }
 
@@ -394,6 +398,7 @@ impl RateLimiter {
             headers: policy.headers,
             epoch: Instant::now(),
             keys: Tracked::new(max, c),
+            last_sweep: AtomicU64::new(0),
             limited: c
                 .limited
                 .get_or_create(&LimitLabels {
@@ -429,7 +434,7 @@ impl RateLimiter {
             // Fail open for new keys at the cap: a flood of addresses
             // must not lock out new clients; the known ones stay limited.
             self.keys.untracked.inc();
-            sweep_soon(self, |s| &s.keys.sweeping, Self::sweep);
+            self.sweep_if_due(now);
             return RateDecision::Pass(None);
         }
         let decision = match self.keys.map.entry(key) {
@@ -442,7 +447,7 @@ impl RateLimiter {
         };
         let count = self.keys.added();
         if self.keys.wants_sweep(count) {
-            sweep_soon(self, |s| &s.keys.sweeping, Self::sweep);
+            self.sweep_if_due(now);
         }
         decision
     }
@@ -516,6 +521,22 @@ impl RateLimiter {
             value(format!("\"local\";q={q};w={w}")),
             value(format!("\"local\";r={r};t={t}")),
         )
+    }
+
+    /// Queues a sweep, at most one a second per policy: a map full of
+    /// clients that are all still busy must not be swept back to back.
+    fn sweep_if_due(self: &Arc<Self>, now: u64) {
+        let last = self.last_sweep.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < NANOS && last != 0 {
+            return;
+        }
+        if self
+            .last_sweep
+            .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            sweep_soon(self, |s| &s.keys.sweeping, Self::sweep);
+        }
     }
 
     /// Forgets the keys that decide as a new key would (drained a whole
