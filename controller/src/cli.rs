@@ -118,6 +118,15 @@ pub struct ClassArgs {
     /// The `auth-method` of the global policy. Default: GET.
     #[arg(long, env = "PORTICO_GLOBAL_AUTH_METHOD", value_parser = parse_auth_method, requires = "global_auth_url")]
     pub global_auth_method: Option<Method>,
+    /// The status of a request refused by `limit-rps`/`limit-rpm` (400 to
+    /// 599; ingress-nginx's `limit-req-status-code`, default 503; 429 is
+    /// the usual alternative).
+    #[arg(long, env = "PORTICO_LIMIT_REQ_STATUS_CODE", default_value_t = 503, value_parser = parse_error_code)]
+    pub limit_req_status_code: u16,
+    /// The status of a request refused by `limit-connections` (400 to
+    /// 599; ingress-nginx's `limit-conn-status-code`, default 503).
+    #[arg(long, env = "PORTICO_LIMIT_CONN_STATUS_CODE", default_value_t = 503, value_parser = parse_error_code)]
+    pub limit_conn_status_code: u16,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -190,6 +199,12 @@ pub struct RunArgs {
     pub client_address: ClientAddressArgs,
     #[command(flatten)]
     pub basic_auth: BasicAuthArgs,
+    /// Client keys each rate or connection limit tracks (at about 70 bytes
+    /// a key: 100000 is about 7 MB per policy); a new client beyond them is
+    /// not limited until idle keys are forgotten (counted in
+    /// `portico_rate_limit_untracked_total`).
+    #[arg(long, env = "PORTICO_LIMIT_MAX_KEYS", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
+    pub limit_max_keys: u32,
 }
 
 /// How basic-auth passwords are checked: off the proxy's workers, bounded.
@@ -475,6 +490,8 @@ impl ClassArgs {
                 auth.method = self.global_auth_method.clone();
                 auth
             }),
+            limit_req_status: self.limit_req_status_code,
+            limit_conn_status: self.limit_conn_status_code,
             ..Settings::default()
         }
     }
@@ -626,6 +643,31 @@ mod tests {
         ]);
         assert_eq!((set.concurrency, set.queue, set.cache_entries), (3, 0, 0));
         assert!(run_args(&["--basic-auth-concurrency=0"]).is_err());
+    }
+
+    #[test]
+    fn limit_flags_default_to_ingress_nginx() {
+        let args = run_args(&[]).unwrap();
+        let settings = args.class.settings();
+        assert_eq!(
+            (settings.limit_req_status, settings.limit_conn_status),
+            (503, 503)
+        );
+        assert_eq!(args.limit_max_keys, 100_000);
+        let args = run_args(&[
+            "--limit-req-status-code=429",
+            "--limit-conn-status-code=429",
+            "--limit-max-keys=10",
+        ])
+        .unwrap();
+        let settings = args.class.settings();
+        assert_eq!(
+            (settings.limit_req_status, settings.limit_conn_status),
+            (429, 429)
+        );
+        assert_eq!(args.limit_max_keys, 10);
+        assert!(run_args(&["--limit-req-status-code=200"]).is_err());
+        assert!(run_args(&["--limit-max-keys=0"]).is_err());
     }
 
     #[test]

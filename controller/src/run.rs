@@ -39,6 +39,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         drain_timeout: args.drain_timeout,
         basic_auth: args.basic_auth.config(),
+        limits: portico_dataplane::filter::rate_limit::LimitConfig {
+            // u32 always fits a usize on the platforms portico builds for.
+            max_keys: usize::try_from(args.limit_max_keys).unwrap_or(usize::MAX),
+        },
         ..Default::default()
     })
     .context("starting the dataplane")?;

@@ -10,7 +10,7 @@ use http::StatusCode;
 
 mod support;
 
-use support::{Portico, eventually, get, manifests, tls_secret, upstream};
+use support::{Portico, eventually, get, ingress_for, manifests, tls_secret, upstream};
 
 const DASHBOARD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -51,6 +51,13 @@ async fn every_metric_and_label_the_dashboard_queries_is_exported() {
         "{}---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: secure}}\nspec:\n  tls: [{{hosts: [secure.test], secretName: secure-tls}}]\n  rules:\n    - host: secure.test\n      http:\n        paths:\n          - {{path: /, pathType: Prefix, backend: {{service: {{name: demo, port: {{number: 80}}}}}}}}\n",
         tls_secret("secure-tls", "secure.test", 7, 30)
     );
+    // A limited Ingress: the limit counters exist per route from the start.
+    let app = app
+        + &ingress_for(
+            "limited",
+            "demo",
+            r#"nginx.ingress.kubernetes.io/limit-rps: "100""#,
+        );
     std::fs::write(dir.path().join("app.yaml"), app).unwrap();
     std::fs::write(dir.path().join("tls.yaml"), tls).unwrap();
 

@@ -1493,3 +1493,89 @@ async fn external_auth_guards_paths_as_oauth2_proxy_expects() {
     let (status, body) = get(http, "public.test", "/").await.expect("an answer");
     assert_eq!((status, body.as_str()), (StatusCode::OK, "user="));
 }
+
+/// An upstream that answers `/hold` only when told to (it says when such a
+/// request has arrived), anything else at once.
+async fn holding_upstream() -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<tokio::sync::oneshot::Sender<()>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, arrived) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if head.starts_with(b"GET /hold ") {
+                    let (release, released) = tokio::sync::oneshot::channel::<()>();
+                    let _ = tx.send(release);
+                    let _ = released.await;
+                }
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    (addr, arrived)
+}
+
+/// `limit-rps` and `limit-connections` through the real binary, with the
+/// status flags: the burst passes, then 429 with `Retry-After`; one
+/// request in flight per client, the next refused 503 until it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_annotations_and_status_flags() {
+    let (up, mut arrived) = holding_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut yaml = format!("{DEFAULT_INGRESS_CLASS}{}", service_at("app", up));
+    yaml += &ingress_for(
+        "rated",
+        "app",
+        r#"nginx.ingress.kubernetes.io/limit-rpm: "1", nginx.ingress.kubernetes.io/limit-burst-multiplier: "2""#,
+    );
+    yaml += &ingress_for(
+        "conns",
+        "app",
+        r#"nginx.ingress.kubernetes.io/limit-connections: "1""#,
+    );
+    std::fs::write(dir.path().join("app.yaml"), yaml).unwrap();
+    let portico = Portico::start_with(dir.path(), &["--limit-req-status-code", "429"]);
+    portico.ready().await;
+    let http = portico.http;
+
+    // 1 per minute with a burst of 2: three pass, the fourth is refused.
+    for _ in 0..3 {
+        let (status, _) = get(http, "rated.test", "/").await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, headers, _) = support::request(http, http::Method::GET, "rated.test", "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(headers.contains_key("retry-after"), "{headers:?}");
+
+    let held = tokio::spawn(async move { get(http, "conns.test", "/hold").await });
+    let release = arrived.recv().await.unwrap();
+    let (status, _) = get(http, "conns.test", "/").await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    release.send(()).unwrap();
+    assert_eq!(held.await.unwrap().unwrap().0, StatusCode::OK);
+    eventually("the place to free up", || async move {
+        get(http, "conns.test", "/")
+            .await
+            .filter(|(s, _)| *s == StatusCode::OK)
+    })
+    .await;
+}

@@ -226,6 +226,11 @@ pub struct HTTPRoutePolicies {
     /// docs/external-auth.md.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_auth: Option<ExternalAuthPolicy>,
+    /// Local request limits on every rule of the route, counted on each
+    /// replica (ingress-nginx's `limit-rps`, `limit-rpm`,
+    /// `limit-connections`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitPolicy>,
 }
 
 /// An http(s) URL, nginx variables allowed after the host (checked in full
@@ -306,6 +311,80 @@ pub struct ExternalAuthCachePolicy {
     /// A Gateway API duration.
     #[schemars(pattern(DURATION_PATTERN))]
     pub duration: String,
+}
+
+/// Requests per key over time (a leaky bucket as nginx's `limit_req`
+/// with `nodelay`), and requests in flight at once per key. Refused
+/// requests get `--limit-req-status-code` or `--limit-conn-status-code`
+/// (503 by default) with `Retry-After`.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[x_kube(
+    validation = Rule::new("has(self.requestsPerSecond) || has(self.requestsPerMinute) || has(self.concurrentRequests)")
+        .message("set requestsPerSecond, requestsPerMinute or concurrentRequests")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitPolicy {
+    /// Requests per second per key; `burstMultiplier` times as many more
+    /// pass at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub requests_per_second: Option<i64>,
+    /// Requests per minute per key; with both set, a request must pass
+    /// both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 60_000_000))]
+    pub requests_per_minute: Option<i64>,
+    /// The burst, as a multiple of each rate. Absent: 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub burst_multiplier: Option<i64>,
+    /// Requests in flight at once per key (until the response ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub concurrent_requests: Option<i64>,
+    /// What is counted. Absent: the client address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<RateLimitKey>,
+    /// Client addresses or CIDR ranges no limit applies to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 1000),
+        inner(length(min = 1, max = 64)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub exempt: Vec<String>,
+    /// Send the IETF `RateLimit-Policy` and `RateLimit` headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<bool>,
+}
+
+/// What a limit counts by.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[x_kube(
+    validation = Rule::new("self.type == 'Header' ? has(self.header) : !has(self.header)")
+        .message("header is set exactly when type is Header")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitKey {
+    #[serde(rename = "type")]
+    pub key_type: RateLimitKeyType,
+    /// For `Header`: the request header whose value is the key; requests
+    /// without it are not limited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256), pattern(HEADER_NAME_PATTERN))]
+    pub header: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RateLimitKeyType {
+    /// The client address (the peer, the PROXY protocol source, or with
+    /// `--trusted-proxies` the `X-Forwarded-For` entry).
+    #[default]
+    ClientAddress,
+    /// A request header's value.
+    Header,
+    /// Every request of the route as one key.
+    Route,
 }
 
 /// A browser origin (`https://app.example.com`, `http://localhost:8080`)

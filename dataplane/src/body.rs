@@ -313,6 +313,10 @@ pub struct ResponseBody {
     /// Counts the request in flight on its endpoint until the body ends.
     in_flight: Option<InFlight>,
     grpc: Option<GrpcResponse>,
+    /// Places under connection limits, released when the body ends.
+    held: Vec<crate::filter::rate_limit::ConnectionGuard>,
+    /// A bandwidth limit (`limit-rate`): frames wait for it.
+    throttle: Option<Box<crate::filter::rate_limit::Throttle>>,
 }
 
 /// A gRPC call's response: when the proxy cut the request stream, the call
@@ -347,6 +351,8 @@ impl ResponseBody {
             recycle,
             grpc: None,
             in_flight: None,
+            held: Vec::new(),
+            throttle: None,
         }
     }
 
@@ -367,6 +373,8 @@ impl ResponseBody {
             recycle,
             grpc: None,
             in_flight: None,
+            held: Vec::new(),
+            throttle: None,
         }
     }
 
@@ -381,6 +389,8 @@ impl ResponseBody {
             recycle: None,
             grpc: None,
             in_flight: None,
+            held: Vec::new(),
+            throttle: None,
         }
     }
 
@@ -417,8 +427,21 @@ impl ResponseBody {
         self
     }
 
+    /// Holds `guards` until the body ends (or is dropped).
+    pub(crate) fn hold(mut self, guards: Vec<crate::filter::rate_limit::ConnectionGuard>) -> Self {
+        self.held = guards;
+        self
+    }
+
+    /// Holds the body's frames to `throttle`'s rate.
+    pub(crate) fn throttle(mut self, throttle: crate::filter::rate_limit::Throttle) -> Self {
+        self.throttle = Some(Box::new(throttle));
+        self
+    }
+
     fn finish(&mut self, complete: bool) {
         self.in_flight = None;
+        self.held.clear();
         if let Some(r) = self.recycle.take()
             && complete
         {
@@ -468,6 +491,9 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        if let Some(t) = this.throttle.as_mut() {
+            ready!(t.poll_ready(cx));
+        }
         let polled = match &mut this.source {
             Source::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Source::Upstream(inner) => match poll_upstream(inner, this.recycle.as_mut(), cx) {
@@ -554,6 +580,9 @@ impl Body for ResponseBody {
                 }
                 if let Some(data) = frame.data_ref() {
                     this.sent += data.len() as u64;
+                    if let Some(t) = this.throttle.as_mut() {
+                        t.sent(data.len() as u64);
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

@@ -81,6 +81,8 @@ pub struct DataplaneConfig {
     pub trusted_proxies: forwarded::TrustedProxies,
     /// Basic auth's verification limits and cache size (`--basic-auth-*`).
     pub basic_auth: basic_auth::BasicAuthConfig,
+    /// Client keys tracked per limit policy (`--limit-max-keys`).
+    pub limits: filter::rate_limit::LimitConfig,
 }
 
 impl Default for DataplaneConfig {
@@ -93,6 +95,7 @@ impl Default for DataplaneConfig {
             drain_timeout: Duration::from_secs(30),
             trusted_proxies: forwarded::TrustedProxies::default(),
             basic_auth: basic_auth::BasicAuthConfig::default(),
+            limits: filter::rate_limit::LimitConfig::default(),
         }
     }
 }
@@ -181,6 +184,10 @@ impl Dataplane {
         ))
         .with_external_auth(filter::external_auth::ExternalAuthState::new(
             metrics.external_auth.clone(),
+        ))
+        .with_limits(filter::rate_limit::Limits::new(
+            config.limits,
+            metrics.limits.clone(),
         ));
         let self_signed =
             Arc::new(ServerCert::self_signed(&["portico.invalid"]).map_err(std::io::Error::other)?);
@@ -234,6 +241,7 @@ impl Dataplane {
         // What only the old table named goes with its last request (at once
         // when none is running); the store forgets it now or next time.
         s.upstreams.prune();
+        s.filter_state.prune();
         s.generation.store(generation, Ordering::Release);
         s.metrics.table_generation.set(generation as i64);
         s.metrics.table_last_swap.set(

@@ -65,6 +65,7 @@ pub use self::features::canary::CanaryAnnotations;
 pub use self::features::external_auth::ExternalAuthAnnotations;
 pub use self::features::grpc::GrpcAnnotations;
 pub use self::features::https::{AuthTlsVerify, HttpsAnnotations};
+pub use self::features::rate_limit::{DEFAULT_BURST_MULTIPLIER, LimitAnnotations};
 pub use self::features::redirects::RedirectTarget;
 pub use self::features::rewrite::{RewriteSegment, RewriteTarget};
 pub use self::features::service_health::ServiceAnnotations;
@@ -184,6 +185,8 @@ pub struct IngressAnnotations {
     pub auth: AuthAnnotations,
     /// `auth-url` and its parts; `enable-global-auth`.
     pub external_auth: ExternalAuthAnnotations,
+    /// `limit-*`: local rate and connection limits.
+    pub limits: LimitAnnotations,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -248,7 +248,6 @@ const fn removed(name: &'static str, note: &'static str) -> NginxAnnotation {
 const AUTH_TLS: &str = "client certificate authentication";
 const AFFINITY: &str = "session affinity";
 const BALANCING: &str = "load balancing";
-const RATE_LIMIT: &str = "rate limiting";
 const BACKEND_TLS: &str = "TLS to backends";
 const BUFFERING: &str = "nginx buffering; Portico streams bodies";
 const RESPONSE_REWRITE: &str = "rewriting backend responses";
@@ -287,18 +286,6 @@ static NGINX_NOT_SUPPORTED: &[NginxAnnotation] = &[
     removed("influxdb-measurement", "InfluxDB metrics"),
     removed("influxdb-port", "InfluxDB metrics"),
     removed("influxdb-server-name", "InfluxDB metrics"),
-    NginxAnnotation {
-        name: "limit-allowlist",
-        aliases: &["limit-whitelist"],
-        status: NginxStatus::NotYet,
-        note: RATE_LIMIT,
-    },
-    not_yet("limit-burst-multiplier", RATE_LIMIT),
-    not_yet("limit-connections", RATE_LIMIT),
-    not_yet("limit-rate", RATE_LIMIT),
-    not_yet("limit-rate-after", RATE_LIMIT),
-    not_yet("limit-rpm", RATE_LIMIT),
-    not_yet("limit-rps", RATE_LIMIT),
     removed("lua-resty-waf", WAF),
     removed("lua-resty-waf-allow-unknown-content-types", WAF),
     removed("lua-resty-waf-debug", WAF),

@@ -430,7 +430,7 @@ fn unsupported_nginx_annotations() {
             "nginx.ingress.kubernetes.io/auth-tls-error-page",
             "https://auth.example/",
         ),
-        ("nginx.ingress.kubernetes.io/limit-rps", "10"),
+        ("nginx.ingress.kubernetes.io/mirror-target", "http://m"),
         ("nginx.ingress.kubernetes.io/grpc-backend", "true"),
         ("portico.dev/auth-tls-match-cn", "CN=x"),
     ]));
@@ -447,7 +447,7 @@ fn unsupported_nginx_annotations() {
                 DiagnosticKind::Unsupported
             ),
             (
-                "nginx.ingress.kubernetes.io/limit-rps",
+                "nginx.ingress.kubernetes.io/mirror-target",
                 DiagnosticKind::Unsupported
             ),
             ("portico.dev/auth-tls-match-cn", DiagnosticKind::Unsupported),

@@ -7,13 +7,13 @@ use kube::ResourceExt;
 use portico_crds::{
     AffinityModeSpec, BackendPolicy, FilterType, HTTPCORSFilter, HTTPHeader, HTTPHeaderFilter,
     HTTPMethod, HTTPPathModifier, HTTPRoute, HTTPRouteFilter, HTTPRoutePolicies, HTTPRouteRule,
-    LoadBalancingAlgorithm, PathMatchType, PathModifierType, RedirectScheme, SameSiteSpec,
-    StringMatchType,
+    LoadBalancingAlgorithm, PathMatchType, PathModifierType, RateLimitKeyType, RateLimitPolicy,
+    RedirectScheme, SameSiteSpec, StringMatchType,
 };
 use portico_dataplane::external_auth::Template;
 use portico_dataplane::model::{
     Action, AffinityMode, Backend, Balance, CookieAffinity, Cors, EndpointPolicy, ExternalAuth,
-    ExternalAuthCache, Filter, Filters, Forward, GrpcOptions, GrpcWeb, HashKey, HeaderMatch,
+    ExternalAuthCache, Filter, Filters, LimitKey, Forward, GrpcOptions, GrpcWeb, HashKey, HeaderMatch,
     HeaderModifier, HealthCheck, Hostname, InvalidField, OriginHost, OriginPattern,
     OutlierDetection, PathMatch, PathModifier, Probe, Protocol, QueryMatch, Redirect,
     RedirectStatus, Route, RouteMatch, Rule, SameSite, Scheme, SourceRef, StatusRange, Timeouts,
@@ -40,6 +40,17 @@ pub(super) fn translate_all(snap: &Snapshot, settings: &Settings, out: &mut Tran
         };
         let tls = route.spec.policies.as_ref().and_then(|p| p.tls.as_ref());
         if let Some(mut built) = translate_one(snap, route, &namespace, &mut report) {
+            let limits = route
+                .spec
+                .policies
+                .as_ref()
+                .and_then(|p| p.rate_limit.as_ref())
+                .map(|p| rate_limit_filters(p, &built.id, settings, &mut report))
+                .unwrap_or_default();
+            // After the rule's CORS in their stage: see `Filter::stage`.
+            for rule in &mut built.rules {
+                rule.chain.extend(limits.iter().cloned());
+            }
             // Gateway API redirects only through explicit RequestRedirect
             // filters; HSTS follows the global setting for its TLS hosts.
             if tls.is_some() && settings.hsts_enabled {
@@ -141,6 +152,83 @@ fn translate_one(
         https: Default::default(),
         rules,
     })
+}
+
+/// `spec.policies.rateLimit` as the limit filters of every rule, keyed by
+/// the route (one state per route, as an Ingress's). An invalid value
+/// leaves that limit out, with a warning, as an invalid annotation does.
+fn rate_limit_filters(
+    p: &RateLimitPolicy,
+    route_id: &str,
+    settings: &Settings,
+    report: &mut ObjectReport,
+) -> Vec<Filter> {
+    const FIELD: &str = "spec.policies.rateLimit";
+    let mut warn = |field: String, message: String| {
+        report
+            .diagnostics
+            .push(Diagnostic::warning("UnsupportedValue", field, message));
+    };
+    let mut positive = |v: Option<i64>, name: &str, max: u32| -> Option<u32> {
+        let v = v?;
+        match u32::try_from(v) {
+            Ok(n) if (1..=max).contains(&n) => Some(n),
+            _ => {
+                warn(
+                    format!("{FIELD}.{name}"),
+                    format!("{v} is not between 1 and {max}; that limit is not applied"),
+                );
+                None
+            }
+        }
+    };
+    let rps = positive(p.requests_per_second, "requestsPerSecond", 1_000_000);
+    let rpm = positive(p.requests_per_minute, "requestsPerMinute", 60_000_000);
+    let concurrent = positive(p.concurrent_requests, "concurrentRequests", 1_000_000);
+    let multiplier = positive(p.burst_multiplier, "burstMultiplier", 1000)
+        .unwrap_or(crate::annotations::DEFAULT_BURST_MULTIPLIER);
+    let key = match p.key.as_ref() {
+        None => Some(LimitKey::ClientAddress),
+        Some(k) => match (k.key_type, k.header.as_deref()) {
+            (RateLimitKeyType::ClientAddress, _) => Some(LimitKey::ClientAddress),
+            (RateLimitKeyType::Route, _) => Some(LimitKey::Route),
+            (RateLimitKeyType::Header, Some(h)) => match HeaderName::from_bytes(h.as_bytes()) {
+                Ok(name) => Some(LimitKey::Header(name)),
+                Err(_) => None,
+            },
+            (RateLimitKeyType::Header, None) => None,
+        },
+    };
+    let Some(key) = key else {
+        warn(
+            format!("{FIELD}.key.header"),
+            "type Header needs a valid header name; no limit is applied".into(),
+        );
+        return Vec::new();
+    };
+    let mut exempt = Vec::new();
+    for (i, e) in p.exempt.iter().enumerate() {
+        match portico_dataplane::forwarded::parse_range(e) {
+            Ok(net) => exempt.push(net),
+            Err(err) => warn(
+                format!("{FIELD}.exempt[{i}]"),
+                format!("{e:?}: {err}; the entry is left out"),
+            ),
+        }
+    }
+    super::limit_filters(
+        route_id,
+        super::LimitRequest {
+            rps,
+            rpm,
+            multiplier,
+            concurrent,
+            key,
+            exempt,
+            headers: p.headers.unwrap_or(false),
+        },
+        settings,
+    )
 }
 
 /// What `spec.policies` says for every rule of a route.

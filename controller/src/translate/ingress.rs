@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use portico_dataplane::model::{
     Action, Backend, BasicAuth, Canary, CanaryHeader, CanaryHeaderValue, Cors,
     DEFAULT_GRPC_MAX_MESSAGE, ErrorOrigin, ErrorPages, ExternalAuth, Filter, Filters, Forward,
-    GrpcOptions, GrpcWeb, Hostname, Hsts, HttpsPolicy, HttpsRedirect, IpAccess, PathMatch,
+    GrpcOptions, GrpcWeb, Hostname, Hsts, HttpsPolicy, HttpsRedirect, IpAccess, LimitKey, PathMatch, ResponseRate,
     PathModifier, Protocol, Redirect, RedirectStatus, RetryPolicy, Route, RouteClientAuth,
     RouteMatch, Rule, Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
 };
@@ -19,8 +19,9 @@ use super::backends::{self, PortRef};
 use super::tls::{self, TlsHosts};
 use super::{ObjectReport, Settings, TlsBinding, Translation, check_regex, class, created_secs};
 use crate::annotations::{
-    self, AnnotationDiagnostic, BackendProtocol, BodySize, CanaryAnnotations, DiagnosticKind,
-    Fallback, IngressAnnotations, Parsed, RedirectTarget, RewriteSegment,
+    self, AnnotationDiagnostic, BackendProtocol, BodySize, CanaryAnnotations,
+    DEFAULT_BURST_MULTIPLIER, DiagnosticKind, Fallback, IngressAnnotations, Parsed, RedirectTarget,
+    RewriteSegment,
 };
 use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
 use crate::snapshot::Snapshot;
@@ -486,6 +487,8 @@ impl IngressTranslator<'_> {
                 .chain(self.basic_auth.clone().map(Filter::BasicAuth))
                 .chain(self.external_auth.clone().map(Filter::ExternalAuth))
                 .chain(self.cors().map(Filter::Cors))
+                // After CORS in their stage: see `Filter::stage`.
+                .chain(self.limits())
                 .collect(),
             max_request_body: match self.ann.proxy_body_size {
                 None => Some(portico_dataplane::model::DEFAULT_MAX_REQUEST_BODY),
@@ -494,6 +497,35 @@ impl IngressTranslator<'_> {
             },
             grpc: self.grpc_options(),
         }
+    }
+
+    /// `limit-rps`, `limit-rpm` (one rate-limit filter, both rates) and
+    /// `limit-connections`, per client address, for every path; the state
+    /// is the Ingress's (its route id), as ingress-nginx's zones.
+    fn limits(&self) -> Vec<Filter> {
+        let l = &self.ann.limits;
+        let on = |n: Option<u32>| n.filter(|n| *n > 0);
+        let bandwidth = on(l.rate_kib).map(|kib| {
+            Filter::ResponseRate(ResponseRate {
+                bytes_per_second: u64::from(kib) * 1024,
+                after: u64::from(l.rate_after_kib.unwrap_or(0)) * 1024,
+            })
+        });
+        let mut out = super::limit_filters(
+            &self.route_id(),
+            super::LimitRequest {
+                rps: on(l.rps),
+                rpm: on(l.rpm),
+                multiplier: l.burst_multiplier.unwrap_or(DEFAULT_BURST_MULTIPLIER),
+                concurrent: on(l.connections),
+                key: LimitKey::ClientAddress,
+                exempt: l.allowlist.clone(),
+                headers: l.headers,
+            },
+            self.settings,
+        );
+        out.extend(bandwidth);
+        out
     }
 
     /// The Ingress's access lists, each its own or else the global one.

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use portico_dataplane::listen::tls::{ClientAuthBinding, PassthroughBinding};
-use portico_dataplane::model::{Action, Hostname, Hsts, Route, RouteConfig, RouteMatch};
+use portico_dataplane::model::{Action, Filter, Hostname, Hsts, Route, RouteConfig, RouteMatch};
 
 use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
 use crate::snapshot::{Key, Snapshot};
@@ -76,6 +76,10 @@ pub struct Settings {
     /// Ingress path without its own `auth-url` or `enable-global-auth:
     /// "false"`.
     pub global_auth: Option<portico_dataplane::model::ExternalAuth>,
+    /// `--limit-req-status-code`: the status of a rate-limited request.
+    pub limit_req_status: u16,
+    /// `--limit-conn-status-code`: likewise for `limit-connections`.
+    pub limit_conn_status: u16,
 }
 
 impl Default for Settings {
@@ -96,8 +100,60 @@ impl Default for Settings {
             custom_http_errors: Vec::new(),
             allow_cross_namespace_auth_secret: false,
             global_auth: None,
+            limit_req_status: portico_dataplane::model::DEFAULT_LIMIT_STATUS,
+            limit_conn_status: portico_dataplane::model::DEFAULT_LIMIT_STATUS,
         }
     }
+}
+
+/// A rate and connection limit request, checked: from an Ingress's
+/// `limit-*` annotations or an HTTPRoute's `policies.rateLimit`.
+pub(super) struct LimitRequest {
+    pub(super) rps: Option<u32>,
+    pub(super) rpm: Option<u32>,
+    pub(super) multiplier: u32,
+    pub(super) concurrent: Option<u32>,
+    pub(super) key: portico_dataplane::model::LimitKey,
+    pub(super) exempt: Vec<ipnet::IpNet>,
+    pub(super) headers: bool,
+}
+
+/// The filters of `r` for the route `id`, whose state they share: one
+/// rate limit with every rate (`burst = rate × multiplier`), one
+/// connection limit.
+pub(super) fn limit_filters(id: &str, r: LimitRequest, settings: &Settings) -> Vec<Filter> {
+    use portico_dataplane::model::{ConnectionLimit, LimitScope, Rate, RateLimit, RatePeriod};
+    let scope = |status| LimitScope {
+        id: id.to_owned(),
+        key: r.key.clone(),
+        exempt: r.exempt.clone(),
+        status,
+    };
+    let rates: Vec<Rate> = [(r.rps, RatePeriod::Second), (r.rpm, RatePeriod::Minute)]
+        .into_iter()
+        .filter_map(|(n, per)| {
+            n.map(|requests| Rate {
+                requests,
+                per,
+                burst: requests.saturating_mul(r.multiplier),
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    if !rates.is_empty() {
+        out.push(Filter::RateLimit(RateLimit {
+            scope: scope(settings.limit_req_status),
+            rates,
+            headers: r.headers,
+        }));
+    }
+    if let Some(max) = r.concurrent {
+        out.push(Filter::ConnectionLimit(ConnectionLimit {
+            scope: scope(settings.limit_conn_status),
+            max,
+        }));
+    }
+    out
 }
 
 /// The result of translating one snapshot.

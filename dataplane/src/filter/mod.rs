@@ -16,6 +16,7 @@ pub mod basic_auth;
 pub(crate) mod cors;
 pub(crate) mod error_pages;
 pub mod external_auth;
+pub mod rate_limit;
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -31,6 +32,9 @@ use crate::filter::basic_auth::{BasicAuthFilter, Check, Verifier};
 use crate::filter::cors::CorsPolicy;
 use crate::filter::error_pages::{Asker, ErrorPagesRuntime, ErrorRequest};
 use crate::filter::external_auth::{AuthCarry, Decision, ExternalAuthFilter, ExternalAuthState};
+use crate::filter::rate_limit::{
+    ConnLimiter, ConnectionGuard, Limited, Limits, RateDecision, RateLimiter,
+};
 use crate::headers;
 use crate::model::{Filter, HeaderModifier, HttpsRedirect, RouteClientAuth, Rule, Scheme};
 use crate::request::ctx::{Call, ConnInfo, RequestCtx};
@@ -49,15 +53,21 @@ pub struct Chain {
     error_pages: Option<usize>,
     /// A basic-auth filter keeps the client's credential from the upstream.
     strips_authorization: bool,
+    /// The response bandwidth limit and its counter, if any.
+    throttle: Option<(
+        crate::model::ResponseRate,
+        prometheus_client::metrics::counter::Counter,
+    )>,
 }
 
 /// What filters keep outside the table, so that it outlives a swap:
 /// basic auth's verification slots and per-Secret caches; external auth's
-/// clients and caches.
+/// clients and caches; the limits' buckets and counts.
 #[derive(Default)]
 pub struct FilterState {
     pub(crate) basic_auth: Verifier,
     pub(crate) external_auth: ExternalAuthState,
+    pub(crate) limits: Limits,
 }
 
 impl FilterState {
@@ -65,12 +75,23 @@ impl FilterState {
         Self {
             basic_auth,
             external_auth: ExternalAuthState::default(),
+            limits: Limits::default(),
         }
     }
 
     pub fn with_external_auth(mut self, external_auth: ExternalAuthState) -> Self {
         self.external_auth = external_auth;
         self
+    }
+
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Forgets the state no table names any more; after each publish.
+    pub(crate) fn prune(&self) {
+        self.limits.prune();
     }
 }
 
@@ -96,6 +117,10 @@ enum Compiled {
     ErrorPages(Box<ErrorPagesRuntime>),
     BasicAuth(Box<BasicAuthFilter>),
     ExternalAuth(Box<ExternalAuthFilter>),
+    RateLimit(Arc<RateLimiter>),
+    ConnectionLimit(Arc<ConnLimiter>),
+    /// Applied to the response body (see [`Chain::throttle`]).
+    ResponseRate,
 }
 
 /// Policy data compiled once per table build and shared by every rule that
@@ -120,6 +145,9 @@ pub(crate) enum Answer {
     Status(StatusCode),
     /// 401 with this `WWW-Authenticate` challenge.
     Unauthorized(HeaderValue),
+    /// A rate or connection limit's refusal, with `Retry-After` (boxed:
+    /// rare on the way, and it carries the optional rate headers).
+    Limited(Box<Limited>),
 }
 
 /// Where the request side stands.
@@ -174,6 +202,12 @@ pub(crate) struct Passed {
     error_request: Option<Box<ErrorRequest>>,
     /// External auth's headers for the upstream and cookies for the client.
     auth: Option<Box<AuthCarry>>,
+    /// Places held under connection limits, until the response body ends
+    /// (empty, without allocating, on rules without one).
+    held: Vec<ConnectionGuard>,
+    /// A passing request's `RateLimit-Policy` and `RateLimit` values, for
+    /// policies that send them.
+    rate_headers: Option<(HeaderValue, HeaderValue)>,
 }
 
 impl Passed {
@@ -183,6 +217,12 @@ impl Passed {
         if let Some(carry) = &mut self.auth {
             carry.apply(headers);
         }
+    }
+
+    /// The places held under connection limits, for the response body to
+    /// hold until it ends.
+    pub(crate) fn take_held(&mut self) -> Vec<ConnectionGuard> {
+        std::mem::take(&mut self.held)
     }
 }
 
@@ -210,6 +250,11 @@ impl Chain {
         state: &FilterState,
         interned: &mut Interned,
     ) -> Self {
+        // The last listed wins, as a later nginx `limit_rate` does.
+        let throttle = filters.iter().rev().find_map(|f| match f {
+            Filter::ResponseRate(r) => Some((*r, state.limits.throttled())),
+            _ => None,
+        });
         let strips_authorization = filters
             .iter()
             .any(|f| matches!(f, Filter::BasicAuth(a) if !a.forward_authorization));
@@ -249,6 +294,15 @@ impl Chain {
                     rule.timeouts,
                     upstreams,
                 ))),
+                Filter::RateLimit(p) => {
+                    Compiled::RateLimit(state.limits.rate(p, interned.ip_set(&p.scope.exempt)))
+                }
+                Filter::ResponseRate(_) => Compiled::ResponseRate,
+                Filter::ConnectionLimit(p) => Compiled::ConnectionLimit(
+                    state
+                        .limits
+                        .connections(p, interned.ip_set(&p.scope.exempt)),
+                ),
             })
             .collect();
         let reads_origin = filters.iter().any(|f| matches!(f, Compiled::Cors(_)));
@@ -261,7 +315,18 @@ impl Chain {
             reads_origin,
             error_pages,
             strips_authorization,
+            throttle,
         }
+    }
+
+    /// A fresh bandwidth limit for one response, on rules with one.
+    pub(crate) fn throttle(&self) -> Option<rate_limit::Throttle> {
+        let (rate, counter) = self.throttle.as_ref()?;
+        Some(rate_limit::Throttle::new(
+            rate.bytes_per_second,
+            rate.after,
+            counter.clone(),
+        ))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -310,6 +375,8 @@ impl Chain {
             // Taken before any filter answers: their answers get pages too.
             error_request: self.error_pages.map(|_| Box::new(ErrorRequest::of(req))),
             auth: None,
+            held: Vec::new(),
+            rate_headers: None,
         };
         let flow = self.run_from(0, &mut passed, req, host, ctx);
         (passed, flow)
@@ -346,7 +413,31 @@ impl Chain {
         ctx: &RequestCtx,
     ) -> Flow {
         for (i, f) in self.filters.iter().enumerate().skip(start) {
-            match f.verdict(req, host, ctx, passed) {
+            let verdict = match f {
+                Compiled::RateLimit(l) => match l.check(req.headers(), ctx.client_addr().ip) {
+                    Some(RateDecision::Refuse(limited)) => {
+                        Verdict::Answer(Answer::Limited(Box::new(limited)))
+                    }
+                    Some(RateDecision::Pass(headers)) => {
+                        if headers.is_some() {
+                            passed.rate_headers = headers;
+                        }
+                        Verdict::Continue
+                    }
+                    None => Verdict::Continue,
+                },
+                Compiled::ConnectionLimit(l) => {
+                    match l.acquire(req.headers(), ctx.client_addr().ip) {
+                        Ok(guard) => {
+                            passed.held.extend(guard);
+                            Verdict::Continue
+                        }
+                        Err(limited) => Verdict::Answer(Answer::Limited(Box::new(limited))),
+                    }
+                }
+                _ => f.verdict(req, host, ctx, passed),
+            };
+            match verdict {
                 Verdict::Continue => {}
                 Verdict::Answer(answer) => {
                     passed.answered_by = Some(i);
@@ -440,6 +531,12 @@ impl Chain {
                 // A preflight answer already carries its CORS headers.
                 Compiled::Cors(c) if passed.answered_by != Some(i) => {
                     c.decorate(passed.origin.as_ref(), headers);
+                }
+                Compiled::RateLimit(_) => {
+                    if let Some((policy, state)) = &passed.rate_headers {
+                        headers.insert(&rate_limit::RATELIMIT_POLICY, policy.clone());
+                        headers.insert(&rate_limit::RATELIMIT, state.clone());
+                    }
                 }
                 _ => {}
             }
@@ -643,6 +740,25 @@ mod tests {
         }))
     }
 
+    fn rate_limit() -> Filter {
+        Filter::RateLimit(crate::model::RateLimit {
+            scope: crate::model::LimitScope::new("r"),
+            rates: vec![crate::model::Rate {
+                requests: 1,
+                per: crate::model::RatePeriod::Second,
+                burst: 5,
+            }],
+            headers: false,
+        })
+    }
+
+    fn connection_limit() -> Filter {
+        Filter::ConnectionLimit(crate::model::ConnectionLimit {
+            scope: crate::model::LimitScope::new("r"),
+            max: 1,
+        })
+    }
+
     fn kind(f: &Filter) -> &'static str {
         match f {
             Filter::HttpsRedirect(_) => "https_redirect",
@@ -656,12 +772,17 @@ mod tests {
             Filter::ErrorPages(_) => "error_pages",
             Filter::BasicAuth(_) => "basic_auth",
             Filter::ExternalAuth(_) => "external_auth",
+            Filter::RateLimit(_) => "rate_limit",
+            Filter::ConnectionLimit(_) => "connection_limit",
+            Filter::ResponseRate(_) => "response_rate",
         }
     }
 
     /// The whole order in one table: each filter's stage, and the running
     /// order of a rule that has them all. An HTTPS redirect answers before
-    /// a CORS preflight, which answers before a client-certificate
+    /// a CORS preflight, which answers before the limits (nginx's
+    /// preaccess phase: a flood costs no access check or password hash),
+    /// which answer before a client-certificate
     /// mismatch or an IP deny, which answer before a body-size check; on
     /// the way back the error page comes first (every other filter applies
     /// to it), then CORS decorates, then the header edits, then HSTS.
@@ -680,6 +801,8 @@ mod tests {
             (Filter::ResponseHeaders(modifier("x-rsp")), Stage::Rewrite),
             (Filter::RequestHeaders(modifier("x-req")), Stage::Rewrite),
             (Filter::Cors(Cors::grpc_web()), Stage::PreAccess),
+            (rate_limit(), Stage::PreAccess),
+            (connection_limit(), Stage::PreAccess),
             (Filter::ClientCert(auth.clone()), Stage::Access),
             (Filter::IpAccess(IpAccess::default()), Stage::Access),
             (Filter::BodyLimit(10), Stage::Content),
@@ -699,6 +822,8 @@ mod tests {
             error_pages(),
             Filter::IpAccess(IpAccess::default()),
             Filter::Cors(Cors::grpc_web()),
+            rate_limit(),
+            connection_limit(),
         ];
         let route = Route {
             id: "r".into(),
@@ -720,6 +845,8 @@ mod tests {
                 "response_headers",
                 "request_headers",
                 "cors",
+                "rate_limit",
+                "connection_limit",
                 "client_cert",
                 "ip_access",
                 "body_limit",
@@ -802,6 +929,13 @@ mod tests {
             ]
         );
         rule.chain.clear();
+
+        // A bandwidth limit is about the content.
+        let rate = crate::model::ResponseRate {
+            bytes_per_second: 1,
+            after: 0,
+        };
+        assert_eq!(Filter::ResponseRate(rate).stage(), Stage::Content);
 
         // Redirect and deny rules read no body.
         rule.action = Action::Deny { reason: "x".into() };

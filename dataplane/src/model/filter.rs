@@ -46,6 +46,16 @@ pub enum Filter {
     /// `auth_request`): each request is first asked of an HTTP service.
     /// Boxed: large, and most rules have none.
     ExternalAuth(Box<ExternalAuth>),
+    /// Requests per client key over time (ingress-nginx `limit-rps`,
+    /// `limit-rpm`): over the limit answers `status` with `Retry-After`.
+    RateLimit(RateLimit),
+    /// Requests in flight at once per client key (ingress-nginx
+    /// `limit-connections`): one more answers `status`.
+    ConnectionLimit(ConnectionLimit),
+    /// Response bandwidth (ingress-nginx `limit-rate`,
+    /// `limit-rate-after`): after the first `after` bytes of a response,
+    /// its body is sent at `bytes_per_second` on average.
+    ResponseRate(ResponseRate),
 }
 
 /// Who may use a rule, as an HTTP service says (ingress-nginx `auth-*`
@@ -157,6 +167,120 @@ impl Default for AuthKeepalive {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ResponseRate {
+    /// More than 0.
+    pub bytes_per_second: u64,
+    #[serde(default)]
+    pub after: u64,
+}
+
+/// nginx `limit_req` with `nodelay`, as ingress-nginx configures it: each
+/// key has a leaky bucket per rate; a request within `burst` of the rate
+/// passes at once, one beyond it is refused (and costs nothing). The
+/// buckets live outside the table, shared by every rule holding an equal
+/// value ([`crate::filter::FilterState`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// `status`: `--limit-req-status-code`.
+    #[serde(flatten)]
+    pub scope: LimitScope,
+    /// A request must pass each (ingress-nginx applies `limit-rps` and
+    /// `limit-rpm` both when both are set). One or two.
+    pub rates: Vec<Rate>,
+    /// Send the IETF `RateLimit-Policy` and `RateLimit` headers.
+    #[serde(default)]
+    pub headers: bool,
+}
+
+/// One leaky bucket: `requests` per `per`, and `burst` more at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Rate {
+    pub requests: u32,
+    pub per: RatePeriod,
+    #[serde(default)]
+    pub burst: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RatePeriod {
+    Second,
+    Minute,
+}
+
+impl RatePeriod {
+    pub fn seconds(self) -> u64 {
+        match self {
+            RatePeriod::Second => 1,
+            RatePeriod::Minute => 60,
+        }
+    }
+}
+
+/// What a limit counts by.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitKey {
+    /// The client address the proxy derives (the peer, the PROXY protocol
+    /// source, or a trusted proxy's `X-Forwarded-For` entry).
+    #[default]
+    ClientAddress,
+    /// A request header's value; a request without it (or with it empty)
+    /// is not limited, as nginx does not count an empty key.
+    Header(#[serde(with = "super::serde_http::header_name")] HeaderName),
+    /// Every request as one key.
+    Route,
+}
+
+/// nginx `limit_conn` per request, as ingress-nginx's `limit-connections`:
+/// at most `max` requests of one key in flight at once (until the
+/// response body ends); one more answers `status`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConnectionLimit {
+    /// `status`: `--limit-conn-status-code`.
+    #[serde(flatten)]
+    pub scope: LimitScope,
+    pub max: u32,
+}
+
+/// What every kind of limit has: whose state it is, what it counts by,
+/// whom it spares and how it refuses.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LimitScope {
+    /// Whose state this is: rules with the same id and settings share it.
+    /// Translation uses the route id: ingress-nginx keeps one zone per
+    /// Ingress, shared by its paths. Also the metrics' `route` label.
+    pub id: String,
+    #[serde(default)]
+    pub key: LimitKey,
+    /// Clients never limited (`limit-allowlist`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exempt: Vec<ipnet::IpNet>,
+    /// The refusal's status, 400 to 599.
+    #[serde(default = "service_unavailable")]
+    pub status: u16,
+}
+
+impl LimitScope {
+    /// Per client address, refused with ingress-nginx's 503.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            key: LimitKey::ClientAddress,
+            exempt: Vec::new(),
+            status: DEFAULT_LIMIT_STATUS,
+        }
+    }
+}
+
+/// ingress-nginx's default refusal status for both limits.
+pub const DEFAULT_LIMIT_STATUS: u16 = 503;
+
+fn service_unavailable() -> u16 {
+    DEFAULT_LIMIT_STATUS
+}
+
 /// Who may use a rule by HTTP Basic authentication, from a Secret's
 /// htpasswd entries. Shown in `/debug/routes` as realm, Secret and user
 /// count: the hashes never leave the process.
@@ -257,6 +381,12 @@ impl Filter {
             | Filter::Hsts(_)
             | Filter::RequestHeaders(_)
             | Filter::ResponseHeaders(_) => Stage::Rewrite,
+            // nginx's preaccess phase, where `limit_req` and `limit_conn`
+            // run: a flood is refused before any access check or password
+            // hash is paid for. Translation lists them after CORS, whose
+            // preflight ingress-nginx answers earlier (`return` in the
+            // rewrite phase).
+            Filter::RateLimit(_) | Filter::ConnectionLimit(_) => Stage::PreAccess,
             Filter::Cors(_) => Stage::PreAccess,
             Filter::IpAccess(_)
             | Filter::ClientCert(_)
@@ -264,7 +394,9 @@ impl Filter {
             | Filter::ExternalAuth(_) => Stage::Access,
             // Content: its response side (the error page) runs first on
             // the way back, so every other filter's applies to the page.
-            Filter::BodyLimit(_) | Filter::ErrorPages(_) => Stage::Content,
+            Filter::BodyLimit(_) | Filter::ErrorPages(_) | Filter::ResponseRate(_) => {
+                Stage::Content
+            }
         }
     }
 }

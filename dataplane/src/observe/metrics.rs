@@ -55,6 +55,8 @@ pub struct Metrics {
     pub basic_auth: crate::filter::basic_auth::AuthCounters,
     /// External-auth checks by result.
     pub external_auth: crate::filter::external_auth::ExternalAuthCounters,
+    /// Requests refused by rate and connection limits; keys tracked.
+    pub limits: crate::filter::rate_limit::LimitCounters,
 }
 
 /// How a gRPC call reached the proxy.
@@ -340,9 +342,31 @@ impl Metrics {
             forbidden: result("forbidden"),
             failed: result("failed"),
         };
+        let limits = crate::filter::rate_limit::LimitCounters::default();
+        registry.register(
+            "rate_limited_requests",
+            "Requests refused by a local limit, by route and kind (rate: limit-rps/limit-rpm; connections: limit-connections)",
+            limits.limited.clone(),
+        );
+        registry.register(
+            "rate_limit_tracked_keys",
+            "Client keys the local limits track on this replica, all policies together",
+            limits.tracked.clone(),
+        );
+        registry.register(
+            "response_throttled",
+            "Responses whose body a bandwidth limit (limit-rate) delayed at least once",
+            limits.throttled.clone(),
+        );
+        registry.register(
+            "rate_limit_untracked",
+            "New client keys let through unlimited because their policy tracked --limit-max-keys keys already",
+            limits.untracked.clone(),
+        );
         Self {
             basic_auth,
             external_auth,
+            limits,
             request_rejections,
             grpc_calls,
             proxy_protocol_ok,

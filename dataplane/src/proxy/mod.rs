@@ -153,6 +153,13 @@ pub(crate) async fn handle(
         rsp = Box::pin(chain.error_page(&passed, rsp, &ctx)).await;
     }
     chain.response(&passed, &ctx.conn, rsp.headers_mut());
+    let held = passed.take_held();
+    if !held.is_empty() {
+        rsp = rsp.map(|body| body.hold(held));
+    }
+    if let Some(t) = chain.throttle() {
+        rsp = rsp.map(|body| body.throttle(t));
+    }
     Ok(finish(
         &shared,
         ctx,

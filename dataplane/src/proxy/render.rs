@@ -52,6 +52,25 @@ pub(super) fn render(answer: Answer, ctx: &RequestCtx) -> Response<ResponseBody>
     match answer {
         Answer::Preflight(rsp) => *rsp,
         Answer::Status(status) => ctx.error(status),
+        Answer::Limited(limited) => {
+            // gRPC's own mapping makes 429 and 503 UNAVAILABLE, which
+            // clients retry at once; a limit is a quota: RESOURCE_EXHAUSTED.
+            let mut rsp = match ctx.call {
+                Call::Http => ctx.error(limited.status),
+                Call::Grpc | Call::Web { .. } => ctx.grpc_status(
+                    Code::ResourceExhausted,
+                    &format!("portico: rate limited (HTTP {})", limited.status.as_u16()),
+                    StatusCode::OK,
+                ),
+            };
+            let h = rsp.headers_mut();
+            h.insert(header::RETRY_AFTER, HeaderValue::from(limited.retry_after));
+            if let Some((policy, state)) = limited.headers {
+                h.insert(&crate::filter::rate_limit::RATELIMIT_POLICY, policy);
+                h.insert(&crate::filter::rate_limit::RATELIMIT, state);
+            }
+            rsp
+        }
         Answer::Unauthorized(challenge) => {
             let mut rsp = ctx.error(StatusCode::UNAUTHORIZED);
             rsp.headers_mut()

@@ -47,7 +47,7 @@ const MAX_SOURCE_RANGES: usize = 100_000;
 /// (`allowlist-source-range`). Every entry must parse: an access list with
 /// a typo must not open or close more than it says, so the caller fails
 /// closed on an error.
-fn source_ranges(s: &str) -> Result<Vec<ipnet::IpNet>, String> {
+pub(super) fn source_ranges(s: &str) -> Result<Vec<ipnet::IpNet>, String> {
     let mut out = Vec::new();
     for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         if out.len() == MAX_SOURCE_RANGES {

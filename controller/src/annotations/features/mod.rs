@@ -28,6 +28,7 @@ pub(super) mod grpc;
 pub(super) mod headers;
 pub(super) mod hosts;
 pub(super) mod https;
+pub(super) mod rate_limit;
 pub(super) mod redirects;
 pub(super) mod rewrite;
 pub(super) mod service_health;
@@ -47,6 +48,7 @@ pub(super) const RUNS: &[&[AnnotationSpec]] = &[
     upstream::PROTOCOL,
     canary::SPECS,
     access_lists::SPECS,
+    rate_limit::SPECS,
     hosts::SPECS,
     error_pages::SPECS,
     headers::CUSTOM,
@@ -76,6 +78,7 @@ pub(super) const VALID: &[&[super::tests::Valid]] = &[
     headers::tests::VALID,
     hosts::tests::VALID,
     https::tests::VALID,
+    rate_limit::tests::VALID,
     redirects::tests::VALID,
     rewrite::tests::VALID,
     timeouts::tests::VALID,
@@ -96,6 +99,7 @@ pub(super) const INVALID: &[&[super::tests::Invalid]] = &[
     headers::tests::INVALID,
     hosts::tests::INVALID,
     https::tests::INVALID,
+    rate_limit::tests::INVALID,
     redirects::tests::INVALID,
     rewrite::tests::INVALID,
     timeouts::tests::INVALID,
