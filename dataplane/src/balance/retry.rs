@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use crate::balance::{InFlight, RequestKey};
 use crate::body::{RequestBody, find_body_error};
 use crate::model::RetryPolicy;
+use crate::observe::trace::RequestSpan;
 use crate::route::table::BackendRuntime;
 use crate::upstream::health::{HealthShared, Outcome};
 use crate::upstream::{Recycle, SendError, UpstreamError};
@@ -208,6 +209,7 @@ pub(crate) async fn send(
     policy: &RetryPolicy,
     retry: bool,
     timing: Timing,
+    trace: Option<&RequestSpan>,
 ) -> Result<Sent, Failed> {
     let Timing {
         start,
@@ -321,6 +323,9 @@ pub(crate) async fn send(
             }
         };
         let next = again.map(|r| {
+            if let Some(t) = trace {
+                t.retry(addr, outcome_reason(&outcome));
+            }
             tried.push(pick.index);
             sent_at = Instant::now();
             next_attempt(backend, key, &tried, deadline, max_attempts, sent_at, r)
@@ -339,6 +344,15 @@ pub(crate) async fn send(
             Some(Err(r)) => return outcome.map_err(|f| f.with_unsent(r)),
             None => return outcome,
         }
+    }
+}
+
+/// Why an attempt is made again, for the trace's retry event.
+fn outcome_reason(outcome: &Result<Sent, Failed>) -> &'static str {
+    match outcome {
+        Ok(_) => "status",
+        Err(Failed::Timeout { .. }) => "timeout",
+        Err(_) => "error",
     }
 }
 

@@ -205,6 +205,7 @@ impl ErrorPagesRuntime {
             &policy,
             true,
             timing,
+            None,
         )
         .await;
         let Sent {

@@ -31,6 +31,7 @@ use crate::filter::cors::CorsPolicy;
 use crate::filter::error_pages::{Asker, ErrorPagesRuntime, ErrorRequest};
 use crate::headers;
 use crate::model::{Filter, HeaderModifier, HttpsRedirect, RouteClientAuth, Rule, Scheme};
+use crate::observe::trace::{RuleTrace, Tracing};
 use crate::request::ctx::{Call, ConnInfo, RequestCtx};
 use crate::request::forwarded::{IpNet, IpSet};
 use crate::upstream::Upstreams;
@@ -47,6 +48,9 @@ pub struct Chain {
     error_pages: Option<usize>,
     /// A basic-auth filter keeps the client's credential from the upstream.
     strips_authorization: bool,
+    /// The rule's tracing, when it traces (its `Filter::Trace` or the
+    /// global switch).
+    trace: Option<Box<RuleTrace>>,
 }
 
 /// What filters keep outside the table, so that it outlives a swap:
@@ -54,11 +58,16 @@ pub struct Chain {
 #[derive(Default)]
 pub struct FilterState {
     pub(crate) basic_auth: Verifier,
+    /// The tracer, when an OTLP exporter is configured.
+    pub(crate) tracing: Option<Arc<Tracing>>,
 }
 
 impl FilterState {
     pub fn new(basic_auth: Verifier) -> Self {
-        Self { basic_auth }
+        Self {
+            basic_auth,
+            tracing: None,
+        }
     }
 }
 
@@ -83,6 +92,8 @@ enum Compiled {
     },
     ErrorPages(Box<ErrorPagesRuntime>),
     BasicAuth(Box<BasicAuthFilter>),
+    /// Nothing to run in the chain: see [`Chain::trace`].
+    Trace,
 }
 
 /// Policy data compiled once per table build and shared by every rule that
@@ -172,6 +183,13 @@ impl Chain {
         state: &FilterState,
         interned: &mut Interned,
     ) -> Self {
+        let trace = state.tracing.as_ref().and_then(|t| {
+            let setting = filters.iter().find_map(|f| match f {
+                Filter::Trace(s) => Some(s),
+                _ => None,
+            });
+            RuleTrace::build(t, setting).map(Box::new)
+        });
         let strips_authorization = filters
             .iter()
             .any(|f| matches!(f, Filter::BasicAuth(a) if !a.forward_authorization));
@@ -208,6 +226,7 @@ impl Chain {
                     rule.timeouts,
                     upstreams,
                 ))),
+                Filter::Trace(_) => Compiled::Trace,
             })
             .collect();
         let reads_origin = filters.iter().any(|f| matches!(f, Compiled::Cors(_)));
@@ -220,7 +239,13 @@ impl Chain {
             reads_origin,
             error_pages,
             strips_authorization,
+            trace,
         }
+    }
+
+    /// The rule's tracing; `None` when it does not trace.
+    pub(crate) fn trace(&self) -> Option<&RuleTrace> {
+        self.trace.as_deref()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -590,6 +615,7 @@ mod tests {
             Filter::IpAccess(_) => "ip_access",
             Filter::ErrorPages(_) => "error_pages",
             Filter::BasicAuth(_) => "basic_auth",
+            Filter::Trace(_) => "trace",
         }
     }
 

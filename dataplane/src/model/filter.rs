@@ -42,6 +42,35 @@ pub enum Filter {
     /// with a challenge unless the request carries a listed user's
     /// password.
     BasicAuth(BasicAuth),
+    /// OpenTelemetry for the rule's requests (ingress-nginx
+    /// `enable-opentelemetry`, `opentelemetry-*`): a rule without one
+    /// follows the global `--enable-opentelemetry`.
+    Trace(Trace),
+}
+
+/// A rule's tracing settings; what it does is in `observe::trace`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trace {
+    /// `None`: the global switch decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Continue the client's `traceparent`; else start a new trace and
+    /// replace the client's header upstream.
+    #[serde(default = "yes")]
+    pub trust_incoming_span: bool,
+    /// The span's name, taken literally; else `HTTP <method>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_name: Option<String>,
+}
+
+impl Default for Trace {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            trust_incoming_span: true,
+            operation_name: None,
+        }
+    }
 }
 
 /// Who may use a rule by HTTP Basic authentication, from a Secret's
@@ -149,6 +178,8 @@ impl Filter {
             // Content: its response side (the error page) runs first on
             // the way back, so every other filter's applies to the page.
             Filter::BodyLimit(_) | Filter::ErrorPages(_) => Stage::Content,
+            // Observes, never answers: its span wraps the whole request.
+            Filter::Trace(_) => Stage::Log,
         }
     }
 }

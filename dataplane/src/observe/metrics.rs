@@ -53,6 +53,8 @@ pub struct Metrics {
     proxy_protocol_refused: Vec<Counter>,
     /// Basic-auth checks by result, and those waiting for a hash.
     pub basic_auth: crate::filter::basic_auth::AuthCounters,
+    /// Trace spans dropped instead of exported, by reason.
+    pub trace_spans_dropped: crate::observe::trace::DroppedSpans,
 }
 
 /// How a gRPC call reached the proxy.
@@ -105,6 +107,11 @@ const GRPC_CODES: [&str; 18] = [
 struct GrpcLabels {
     protocol: &'static str,
     code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -324,7 +331,19 @@ impl Metrics {
             "Basic-authentication password checks admitted and not finished (running or waiting for a slot)",
             basic_auth.pending.clone(),
         );
+        let dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "trace_spans_dropped",
+            "OpenTelemetry spans dropped instead of exported: queue_full (the export queue was full), export_failed (the collector refused, was unreachable or too slow)",
+            dropped.clone(),
+        );
+        let reason = |reason| dropped.get_or_create(&ReasonLabels { reason }).clone();
+        let trace_spans_dropped = crate::observe::trace::DroppedSpans {
+            queue_full: reason("queue_full"),
+            export_failed: reason("export_failed"),
+        };
         Self {
+            trace_spans_dropped,
             basic_auth,
             request_rejections,
             grpc_calls,
