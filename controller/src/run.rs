@@ -39,6 +39,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         drain_timeout: args.drain_timeout,
         basic_auth: args.basic_auth.config(),
+        tracing: args.tracing.config()?,
         ..Default::default()
     })
     .context("starting the dataplane")?;
@@ -111,6 +112,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .serve_listeners(listeners, shutdown_signal())
         .await;
     rebuild.abort();
+    // The spans still queued go out, within the exporter's timeout.
+    let flushing = dataplane.clone();
+    if tokio::task::spawn_blocking(move || flushing.shutdown_tracing())
+        .await
+        .is_err()
+    {
+        warn!("tracing: the exporter did not shut down cleanly");
+    }
     if let Some(status) = status {
         status.shutdown().await;
     }

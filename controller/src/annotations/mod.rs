@@ -181,6 +181,9 @@ pub struct IngressAnnotations {
     pub balance: BalanceAnnotations,
     pub retry: RetryAnnotations,
     pub auth: AuthAnnotations,
+    /// `enable-opentelemetry`, `opentelemetry-*`; `None` when none is set
+    /// (the global switch and defaults apply).
+    pub trace: Option<portico_dataplane::model::Trace>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

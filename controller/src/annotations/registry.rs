@@ -253,7 +253,6 @@ const RATE_LIMIT: &str = "rate limiting";
 const BACKEND_TLS: &str = "TLS to backends";
 const BUFFERING: &str = "nginx buffering; Portico streams bodies";
 const RESPONSE_REWRITE: &str = "rewriting backend responses";
-const TRACING: &str = "tracing";
 const WAF: &str = "web application firewall";
 
 static NGINX_NOT_SUPPORTED: &[NginxAnnotation] = &[
@@ -286,7 +285,6 @@ static NGINX_NOT_SUPPORTED: &[NginxAnnotation] = &[
     not_yet("enable-global-auth", AUTH_EXTERNAL),
     removed("enable-influxdb", "InfluxDB metrics"),
     not_yet("enable-modsecurity", WAF),
-    not_yet("enable-opentelemetry", TRACING),
     removed("enable-opentracing", "use OpenTelemetry"),
     not_yet("enable-owasp-core-rules", WAF),
     not_yet("enable-rewrite-log", "nginx rewrite log"),
@@ -327,8 +325,6 @@ static NGINX_NOT_SUPPORTED: &[NginxAnnotation] = &[
     not_yet("mirror-target", "request mirroring"),
     snippet("modsecurity-snippet"),
     not_yet("modsecurity-transaction-id", WAF),
-    not_yet("opentelemetry-operation-name", TRACING),
-    not_yet("opentelemetry-trust-incoming-span", TRACING),
     removed("opentracing-trust-incoming-span", "use OpenTelemetry"),
     not_yet("proxy-buffer-size", BUFFERING),
     not_yet("proxy-buffering", BUFFERING),

@@ -469,6 +469,7 @@ impl IngressTranslator<'_> {
                 .into_iter()
                 .chain(self.basic_auth.clone().map(Filter::BasicAuth))
                 .chain(self.cors().map(Filter::Cors))
+                .chain(self.ann.trace.clone().map(Filter::Trace))
                 .collect(),
             max_request_body: match self.ann.proxy_body_size {
                 None => Some(portico_dataplane::model::DEFAULT_MAX_REQUEST_BODY),

@@ -31,6 +31,7 @@ pub(super) mod redirects;
 pub(super) mod rewrite;
 pub(super) mod service_health;
 pub(super) mod timeouts;
+pub(super) mod tracing;
 pub(super) mod upstream;
 
 /// The registry, in its order: the order annotations are parsed (and their
@@ -57,6 +58,7 @@ pub(super) const RUNS: &[&[AnnotationSpec]] = &[
     service_health::SPECS,
     cors::SPECS,
     grpc::SPECS,
+    tracing::SPECS,
 ];
 
 /// Each group's valid cases, run by `tests::valid_values_under_both_spellings`.
@@ -76,6 +78,7 @@ pub(super) const VALID: &[&[super::tests::Valid]] = &[
     redirects::tests::VALID,
     rewrite::tests::VALID,
     timeouts::tests::VALID,
+    tracing::tests::VALID,
     upstream::tests::VALID,
 ];
 
@@ -95,5 +98,6 @@ pub(super) const INVALID: &[&[super::tests::Invalid]] = &[
     redirects::tests::INVALID,
     rewrite::tests::INVALID,
     timeouts::tests::INVALID,
+    tracing::tests::INVALID,
     upstream::tests::INVALID,
 ];
