@@ -211,8 +211,19 @@ fn manifests_for(upstream: SocketAddr) -> String {
 /// directory, which must outlive it.
 async fn start_portico(endpoint: &str, extra: &[&str]) -> (Portico, SocketAddr, tempfile::TempDir) {
     let upstream = echo_traceparent().await;
+    let (portico, dir) = run_portico(&manifests_for(upstream), endpoint, extra).await;
+    (portico, upstream, dir)
+}
+
+/// Portico serving `manifests`, tracing every Ingress to `endpoint` (as
+/// service `edge`) unless it says otherwise.
+async fn run_portico(
+    manifests: &str,
+    endpoint: &str,
+    extra: &[&str],
+) -> (Portico, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("all.yaml"), manifests_for(upstream)).unwrap();
+    std::fs::write(dir.path().join("all.yaml"), manifests).unwrap();
     let mut args = vec![
         "--enable-opentelemetry",
         "true",
@@ -224,7 +235,7 @@ async fn start_portico(endpoint: &str, extra: &[&str]) -> (Portico, SocketAddr, 
     args.extend_from_slice(extra);
     let portico = Portico::start_with(dir.path(), &args);
     portico.ready().await;
-    (portico, upstream, dir)
+    (portico, dir)
 }
 
 /// A request carrying the client's own span ([`TRACE_ID`], [`PARENT_ID`]);
@@ -399,4 +410,93 @@ async fn a_collector_that_is_down_neither_fails_nor_stalls_requests() {
     })
     .await;
     drop(black_hole);
+}
+
+/// A retry is an event on the request's one span: the endpoint that failed
+/// and why; the span ends with the endpoint that answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_is_an_event_on_the_span() {
+    let collector = Collector::start();
+    let failing = serve(|_| (StatusCode::SERVICE_UNAVAILABLE, String::new())).await;
+    let healthy = echo_traceparent().await;
+    let mut m = DEFAULT_INGRESS_CLASS.to_owned();
+    m.push_str("apiVersion: v1\nkind: Service\nmetadata: {name: pair}\nspec: {ports: [{name: http, port: 80}]}\n");
+    m.push_str(&endpoint_slice("pair", 1, failing));
+    m.push_str(&endpoint_slice("pair", 2, healthy));
+    m.push_str(&ingress_for(
+        "retried",
+        "pair",
+        r#"nginx.ingress.kubernetes.io/proxy-next-upstream: "error http_503""#,
+    ));
+    let endpoint = format!("http://{}", collector.grpc);
+    let (portico, _dir) = run_portico(&m, &endpoint, &["--otel-schedule-delay", "50ms"]).await;
+
+    // Round robin over two endpoints: one of two requests meets the
+    // failing one first.
+    for path in ["/retry-0", "/retry-1"] {
+        send(&portico, "retried.test", path, &[]).await;
+    }
+    let (a, b) = (
+        collector.span_for("/retry-0").await,
+        collector.span_for("/retry-1").await,
+    );
+    let retried: Vec<&Value> = [&a, &b]
+        .into_iter()
+        .filter(|s| s["events"].as_array().is_some_and(|e| !e.is_empty()))
+        .collect();
+    assert_eq!(retried.len(), 1, "{a}\n{b}");
+    let span = retried[0];
+    let event = &span["events"][0];
+    assert_eq!(event["name"], "retry");
+    assert_eq!(attr(event, "portico.upstream"), Some(failing.to_string()));
+    assert_eq!(
+        attr(event, "portico.retry.reason").as_deref(),
+        Some("status")
+    );
+    assert_eq!(
+        attr(span, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(attr(span, "portico.upstream"), Some(healthy.to_string()));
+}
+
+/// A gRPC call's span has the call's status, from its trailers or a
+/// trailers-only answer, and a server-side failure marks it an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_records_its_status() {
+    let collector = Collector::start();
+    let echo = portico_testkit::grpc_upstream().await;
+    let mut m = DEFAULT_INGRESS_CLASS.to_owned();
+    m.push_str(service_at("echo", echo).trim_start_matches("\n---"));
+    m.push_str(&ingress_for(
+        "grpc",
+        "echo",
+        r#"nginx.ingress.kubernetes.io/backend-protocol: GRPC"#,
+    ));
+    let endpoint = format!("http://{}", collector.grpc);
+    let (portico, _dir) = run_portico(&m, &endpoint, &["--otel-schedule-delay", "50ms"]).await;
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", portico.http))
+        .unwrap()
+        .origin("http://grpc.test".parse().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let mut client = portico_testkit::EchoClient::new(channel);
+    let failed = client
+        .unary(portico_testkit::EchoRequest {
+            message: "down".into(),
+            code: 14,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(failed.code(), tonic::Code::Unavailable);
+    let span = collector.span_for("/portico.test.Echo/Unary").await;
+    assert_eq!(attr(&span, "rpc.grpc.status_code").as_deref(), Some("14"));
+    assert_eq!(
+        attr(&span, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(span["status"]["code"], 2, "ERROR: {span}");
 }

@@ -644,6 +644,7 @@ mod tests {
             (Filter::IpAccess(IpAccess::default()), Stage::Access),
             (Filter::BodyLimit(10), Stage::Content),
             (error_pages(), Stage::Content),
+            (Filter::Trace(crate::model::Trace::default()), Stage::Log),
         ];
         for (f, stage) in &every {
             assert_eq!(f.stage(), *stage, "{f:?}");
@@ -656,6 +657,7 @@ mod tests {
         rule.grpc.web = Some(GrpcWeb::default());
         // The rule's own list, in an order the stages overrule.
         rule.chain = vec![
+            Filter::Trace(crate::model::Trace::default()),
             error_pages(),
             Filter::IpAccess(IpAccess::default()),
             Filter::Cors(Cors::grpc_web()),
@@ -684,6 +686,7 @@ mod tests {
                 "ip_access",
                 "body_limit",
                 "error_pages",
+                "trace",
             ]
         );
         assert_eq!(chain, every.map(|(f, _)| f));
