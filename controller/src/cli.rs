@@ -648,6 +648,33 @@ mod tests {
     }
 
     #[test]
+    fn tracing_needs_an_endpoint_and_a_ratio_within_bounds() {
+        let tracing = |extra: &[&str]| run_args(extra).map(|a| a.tracing.config());
+        assert!(tracing(&[]).unwrap().unwrap().is_none());
+        assert!(
+            tracing(&["--enable-opentelemetry", "true"])
+                .unwrap()
+                .is_err()
+        );
+        let config = tracing(&[
+            "--otlp-endpoint",
+            "http://collector:4318",
+            "--otlp-protocol",
+            "http",
+            "--otel-sampler-ratio",
+            "0.25",
+        ])
+        .unwrap()
+        .unwrap()
+        .unwrap();
+        assert_eq!(config.protocol, portico_dataplane::OtlpProtocol::Http);
+        assert_eq!(config.sampler_ratio, 0.25);
+        assert!(!config.enabled_by_default);
+        assert_eq!(config.service_name, "portico");
+        assert!(run_args(&["--otel-sampler-ratio", "1.5"]).is_err());
+    }
+
+    #[test]
     fn drain_timeout_defaults_to_30s() {
         let run = |extra: &[&str]| run_args(extra).unwrap().drain_timeout;
         assert_eq!(run(&[]), Duration::from_secs(30));

@@ -130,9 +130,17 @@ impl Tracing {
             .thread_name("portico-otlp")
             .enable_all()
             .build()?;
-        let inner = {
+        let built = {
             let _in_runtime = runtime.enter();
-            build_exporter(&config)?
+            build_exporter(&config)
+        };
+        let inner = match built {
+            Ok(inner) => inner,
+            Err(e) => {
+                // Dropping a runtime on an async worker panics.
+                runtime.shutdown_background();
+                return Err(e);
+            }
         };
         let queued = Arc::new(AtomicUsize::new(0));
         let exporter = Exporter {
@@ -479,5 +487,33 @@ impl RequestSpan {
             }
         }
         span.end();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bad_endpoint_or_ratio_is_an_error_not_a_panic() {
+        let bad = TraceConfig::new("not a uri at all", OtlpProtocol::Grpc);
+        assert!(matches!(
+            Tracing::start(bad, DroppedSpans::default()),
+            Err(TraceError::Exporter(_))
+        ));
+        let mut ratio = TraceConfig::new("http://127.0.0.1:4317", OtlpProtocol::Http);
+        ratio.sampler_ratio = 1.5;
+        assert!(matches!(
+            Tracing::start(ratio, DroppedSpans::default()),
+            Err(TraceError::Ratio(_))
+        ));
+    }
+
+    #[test]
+    fn span_names_are_static_for_known_methods() {
+        assert_eq!(default_name(&Method::GET), "HTTP GET");
+        assert!(matches!(default_name(&Method::PATCH), Cow::Borrowed(_)));
+        let custom = Method::from_bytes(b"PURGE").unwrap();
+        assert_eq!(default_name(&custom), "HTTP _OTHER");
     }
 }
