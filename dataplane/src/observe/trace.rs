@@ -20,7 +20,7 @@ use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
     Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _,
 };
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
@@ -349,33 +349,40 @@ impl RuleTrace {
             Some(n) => n.clone(),
             None => default_name(head.method),
         };
-        let mut attributes = vec![
-            KeyValue::new("http.request.method", head.method.as_str().to_owned()),
-            KeyValue::new("url.path", head.path.to_owned()),
-            KeyValue::new("url.scheme", head.scheme),
-            KeyValue::new("server.address", head.host.to_owned()),
-            KeyValue::new("client.address", head.client.to_string()),
-            KeyValue::new("network.peer.address", head.peer.ip.to_string()),
-            KeyValue::new("portico.route", head.route.to_owned()),
-        ];
-        if let Some(port) = head.peer.port {
-            attributes.push(KeyValue::new("network.peer.port", i64::from(port)));
-        }
-        if let Some(ua) = head
-            .headers
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-        {
-            attributes.push(KeyValue::new("user_agent.original", ua.to_owned()));
-        }
-        let span = self
+        let mut span = self
             .tracing
             .tracer
             .span_builder(name)
             .with_kind(SpanKind::Server)
-            .with_attributes(attributes)
             .with_start_time(head.start)
             .start_with_context(&self.tracing.tracer, &parent);
+        // Attributes only for spans that will be exported: a request the
+        // sampler left out allocates none (our sampler reads none).
+        if span.is_recording() {
+            let method = match default_name(head.method) {
+                Cow::Borrowed(name) => Value::from(&name["HTTP ".len()..]),
+                Cow::Owned(_) => Value::from(head.method.as_str().to_owned()),
+            };
+            span.set_attributes([
+                KeyValue::new("http.request.method", method),
+                KeyValue::new("url.path", head.path.to_owned()),
+                KeyValue::new("url.scheme", head.scheme),
+                KeyValue::new("server.address", head.host.to_owned()),
+                KeyValue::new("client.address", head.client.to_string()),
+                KeyValue::new("network.peer.address", head.peer.ip.to_string()),
+                KeyValue::new("portico.route", Arc::clone(head.route)),
+            ]);
+            if let Some(port) = head.peer.port {
+                span.set_attribute(KeyValue::new("network.peer.port", i64::from(port)));
+            }
+            if let Some(ua) = head
+                .headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+            {
+                span.set_attribute(KeyValue::new("user_agent.original", ua.to_owned()));
+            }
+        }
         RequestSpan {
             span: Mutex::new(span),
         }
@@ -393,7 +400,7 @@ pub(crate) struct SpanHead<'a> {
     pub client: std::net::IpAddr,
     /// The connection's peer (a PROXY protocol source is the peer).
     pub peer: crate::request::forwarded::ClientAddr,
-    pub route: &'a str,
+    pub route: &'a Arc<str>,
     pub start: std::time::SystemTime,
 }
 
