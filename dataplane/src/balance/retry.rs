@@ -323,9 +323,6 @@ pub(crate) async fn send(
             }
         };
         let next = again.map(|r| {
-            if let Some(t) = trace {
-                t.retry(addr, outcome_reason(&outcome));
-            }
             tried.push(pick.index);
             sent_at = Instant::now();
             next_attempt(backend, key, &tried, deadline, max_attempts, sent_at, r)
@@ -333,6 +330,10 @@ pub(crate) async fn send(
         match next {
             // A failed response is dropped unread: its connection closes.
             Some(Ok((next, r))) => {
+                // Only an attempt that is made is an event.
+                if let Some(t) = trace {
+                    t.retry(addr, outcome_reason(&outcome));
+                }
                 drop(outcome);
                 (pick, req) = (next, r);
                 // Only a retry under change-on-failure re-points a session.
