@@ -205,6 +205,78 @@ pub struct RunArgs {
     /// `portico_rate_limit_untracked_total`).
     #[arg(long, env = "PORTICO_LIMIT_MAX_KEYS", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
     pub limit_max_keys: u32,
+    #[command(flatten)]
+    pub tracing: TracingArgs,
+}
+
+/// OpenTelemetry traces: where spans go and which requests make them.
+#[derive(Args, Debug, Clone)]
+pub struct TracingArgs {
+    /// Trace every Ingress's requests unless its `enable-opentelemetry`
+    /// annotation says `false` (ingress-nginx's ConfigMap key of the same
+    /// name). Needs `--otlp-endpoint`.
+    #[arg(long, env = "PORTICO_ENABLE_OPENTELEMETRY", default_value_t = false, action = clap::ArgAction::Set)]
+    pub enable_opentelemetry: bool,
+    /// The OpenTelemetry collector spans are exported to, e.g.
+    /// `http://otel-collector.observability:4317` (gRPC) or `:4318` (HTTP;
+    /// `/v1/traces` is added). Unset: nothing is traced, whatever the
+    /// switches say.
+    #[arg(long, env = "PORTICO_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP over gRPC or over HTTP with protobuf bodies.
+    #[arg(long, env = "PORTICO_OTLP_PROTOCOL", value_enum, default_value_t = OtlpProtocolArg::Grpc)]
+    pub otlp_protocol: OtlpProtocolArg,
+    /// The fraction of new traces recorded, 0 to 1; a request whose trusted
+    /// `traceparent` says sampled (or not) follows it.
+    #[arg(long, env = "PORTICO_OTEL_SAMPLER_RATIO", default_value_t = 1.0, value_parser = parse_ratio)]
+    pub otel_sampler_ratio: f64,
+    /// The `service.name` of every span.
+    #[arg(long, env = "PORTICO_OTEL_SERVICE_NAME", default_value = "portico")]
+    pub otel_service_name: String,
+    /// Spans waiting for export before new ones are dropped (counted in
+    /// `portico_trace_spans_dropped_total`).
+    #[arg(long, env = "PORTICO_OTEL_MAX_QUEUE_SIZE", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub otel_max_queue_size: u32,
+    /// How long a span may wait before its batch is exported (a duration:
+    /// `5s`, `200ms`).
+    #[arg(long, env = "PORTICO_OTEL_SCHEDULE_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub otel_schedule_delay: Duration,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocolArg {
+    Grpc,
+    Http,
+}
+
+impl TracingArgs {
+    /// The dataplane's tracing, or `None` without an endpoint.
+    pub fn config(&self) -> anyhow::Result<Option<portico_dataplane::TraceConfig>> {
+        let Some(endpoint) = &self.otlp_endpoint else {
+            if self.enable_opentelemetry {
+                anyhow::bail!("--enable-opentelemetry needs --otlp-endpoint");
+            }
+            return Ok(None);
+        };
+        let protocol = match self.otlp_protocol {
+            OtlpProtocolArg::Grpc => portico_dataplane::OtlpProtocol::Grpc,
+            OtlpProtocolArg::Http => portico_dataplane::OtlpProtocol::Http,
+        };
+        let mut config = portico_dataplane::TraceConfig::new(endpoint.clone(), protocol);
+        config.enabled_by_default = self.enable_opentelemetry;
+        config.sampler_ratio = self.otel_sampler_ratio;
+        config.service_name = self.otel_service_name.clone();
+        config.max_queue_size = usize::try_from(self.otel_max_queue_size).unwrap_or(usize::MAX);
+        config.schedule_delay = self.otel_schedule_delay;
+        Ok(Some(config))
+    }
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not a ratio between 0 and 1")),
+    }
 }
 
 /// How basic-auth passwords are checked: off the proxy's workers, bounded.
@@ -668,6 +740,33 @@ mod tests {
         assert_eq!(args.limit_max_keys, 10);
         assert!(run_args(&["--limit-req-status-code=200"]).is_err());
         assert!(run_args(&["--limit-max-keys=0"]).is_err());
+    }
+
+    #[test]
+    fn tracing_needs_an_endpoint_and_a_ratio_within_bounds() {
+        let tracing = |extra: &[&str]| run_args(extra).map(|a| a.tracing.config());
+        assert!(tracing(&[]).unwrap().unwrap().is_none());
+        assert!(
+            tracing(&["--enable-opentelemetry", "true"])
+                .unwrap()
+                .is_err()
+        );
+        let config = tracing(&[
+            "--otlp-endpoint",
+            "http://collector:4318",
+            "--otlp-protocol",
+            "http",
+            "--otel-sampler-ratio",
+            "0.25",
+        ])
+        .unwrap()
+        .unwrap()
+        .unwrap();
+        assert_eq!(config.protocol, portico_dataplane::OtlpProtocol::Http);
+        assert_eq!(config.sampler_ratio, 0.25);
+        assert!(!config.enabled_by_default);
+        assert_eq!(config.service_name, "portico");
+        assert!(run_args(&["--otel-sampler-ratio", "1.5"]).is_err());
     }
 
     #[test]

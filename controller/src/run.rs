@@ -43,6 +43,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             // u32 always fits a usize on the platforms portico builds for.
             max_keys: usize::try_from(args.limit_max_keys).unwrap_or(usize::MAX),
         },
+        tracing: args.tracing.config()?,
         ..Default::default()
     })
     .context("starting the dataplane")?;
@@ -115,6 +116,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .serve_listeners(listeners, shutdown_signal())
         .await;
     rebuild.abort();
+    // The spans still queued go out, within the exporter's timeout.
+    let flushing = dataplane.clone();
+    if tokio::task::spawn_blocking(move || flushing.shutdown_tracing())
+        .await
+        .is_err()
+    {
+        warn!("tracing: the exporter did not shut down cleanly");
+    }
     if let Some(status) = status {
         status.shutdown().await;
     }

@@ -54,6 +54,7 @@ pub use crate::route::pattern;
 
 pub use crate::listen::server::ListenerConfig;
 pub use crate::observe::AccessLogSink;
+pub use crate::observe::trace::{OtlpProtocol, TraceConfig};
 pub use crate::route::router::RouteError;
 pub use crate::route::table::RouteTable;
 pub use crate::upstream::PoolConfig;
@@ -83,6 +84,8 @@ pub struct DataplaneConfig {
     pub basic_auth: basic_auth::BasicAuthConfig,
     /// Client keys tracked per limit policy (`--limit-max-keys`).
     pub limits: filter::rate_limit::LimitConfig,
+    /// OTLP trace export (`--otlp-endpoint`); `None`: no rule traces.
+    pub tracing: Option<TraceConfig>,
 }
 
 impl Default for DataplaneConfig {
@@ -96,6 +99,7 @@ impl Default for DataplaneConfig {
             trusted_proxies: forwarded::TrustedProxies::default(),
             basic_auth: basic_auth::BasicAuthConfig::default(),
             limits: filter::rate_limit::LimitConfig::default(),
+            tracing: None,
         }
     }
 }
@@ -178,7 +182,7 @@ impl Dataplane {
         let table = Arc::new(ArcSwap::from_pointee(RouteTable::empty()));
         metrics.register_upstreams(Arc::clone(&table), Arc::clone(upstreams.health()));
         let no_route_stats = metrics.route_stats(observe::NO_ROUTE);
-        let filter_state = filter::FilterState::new(basic_auth::Verifier::new(
+        let mut filter_state = filter::FilterState::new(basic_auth::Verifier::new(
             config.basic_auth,
             metrics.basic_auth.clone(),
         ))
@@ -189,6 +193,12 @@ impl Dataplane {
             config.limits,
             metrics.limits.clone(),
         ));
+        filter_state.tracing = config
+            .tracing
+            .map(|c| observe::trace::Tracing::start(c, metrics.trace_spans_dropped.clone()))
+            .transpose()
+            .map_err(std::io::Error::other)?
+            .map(Arc::new);
         let self_signed =
             Arc::new(ServerCert::self_signed(&["portico.invalid"]).map_err(std::io::Error::other)?);
         let certs = Arc::new(ArcSwap::from_pointee(CertTable::build(
@@ -218,6 +228,15 @@ impl Dataplane {
                 publish: Mutex::new(()),
             }),
         })
+    }
+
+    /// Exports the spans still queued and stops the trace exporter; blocks
+    /// up to its export timeout, so call it off the async workers. Spans
+    /// of later requests are not exported.
+    pub fn shutdown_tracing(&self) {
+        if let Some(t) = &self.shared.filter_state.tracing {
+            t.shutdown();
+        }
     }
 
     /// Compiles `config` into a new table and makes it live atomically.

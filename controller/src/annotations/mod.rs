@@ -187,6 +187,9 @@ pub struct IngressAnnotations {
     pub external_auth: ExternalAuthAnnotations,
     /// `limit-*`: local rate and connection limits.
     pub limits: LimitAnnotations,
+    /// `enable-opentelemetry`, `opentelemetry-*`; `None` when none is set
+    /// (the global switch and defaults apply).
+    pub trace: Option<portico_dataplane::model::Trace>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

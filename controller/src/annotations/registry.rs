@@ -251,7 +251,6 @@ const BALANCING: &str = "load balancing";
 const BACKEND_TLS: &str = "TLS to backends";
 const BUFFERING: &str = "nginx buffering; Portico streams bodies";
 const RESPONSE_REWRITE: &str = "rewriting backend responses";
-const TRACING: &str = "tracing";
 const WAF: &str = "web application firewall";
 
 static NGINX_NOT_SUPPORTED: &[NginxAnnotation] = &[
@@ -269,7 +268,6 @@ static NGINX_NOT_SUPPORTED: &[NginxAnnotation] = &[
     not_yet("enable-access-log", "per-Ingress access log switch"),
     removed("enable-influxdb", "InfluxDB metrics"),
     not_yet("enable-modsecurity", WAF),
-    not_yet("enable-opentelemetry", TRACING),
     removed("enable-opentracing", "use OpenTelemetry"),
     not_yet("enable-owasp-core-rules", WAF),
     not_yet("enable-rewrite-log", "nginx rewrite log"),
@@ -298,8 +296,6 @@ static NGINX_NOT_SUPPORTED: &[NginxAnnotation] = &[
     not_yet("mirror-target", "request mirroring"),
     snippet("modsecurity-snippet"),
     not_yet("modsecurity-transaction-id", WAF),
-    not_yet("opentelemetry-operation-name", TRACING),
-    not_yet("opentelemetry-trust-incoming-span", TRACING),
     removed("opentracing-trust-incoming-span", "use OpenTelemetry"),
     not_yet("proxy-buffer-size", BUFFERING),
     not_yet("proxy-buffering", BUFFERING),

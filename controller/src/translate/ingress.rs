@@ -489,6 +489,7 @@ impl IngressTranslator<'_> {
                 .chain(self.cors().map(Filter::Cors))
                 // After CORS in their stage: see `Filter::stage`.
                 .chain(self.limits())
+                .chain(self.ann.trace.clone().map(Filter::Trace))
                 .collect(),
             max_request_body: match self.ann.proxy_body_size {
                 None => Some(portico_dataplane::model::DEFAULT_MAX_REQUEST_BODY),

@@ -44,11 +44,21 @@ apiVersion: v1
 kind: Service
 metadata: {{name: {name}}}
 spec:
-  ports: [{{name: http, port: 80, targetPort: {port}}}]
+  ports: [{{name: http, port: 80, targetPort: {port}}}]{slice}"#,
+        port = addr.port(),
+        slice = endpoint_slice(name, 1, addr),
+    )
+}
+
+/// EndpointSlice `<service>-<n>` putting the port `http` of Service
+/// `service` at `addr`, as a `---`-led manifest to append.
+pub fn endpoint_slice(service: &str, n: u32, addr: SocketAddr) -> String {
+    format!(
+        r#"
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
-metadata: {{name: {name}-1, labels: {{kubernetes.io/service-name: {name}}}}}
+metadata: {{name: {service}-{n}, labels: {{kubernetes.io/service-name: {service}}}}}
 addressType: IPv4
 ports: [{{name: http, port: {port}}}]
 endpoints: [{{addresses: ["{ip}"]}}]

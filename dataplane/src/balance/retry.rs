@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use crate::balance::{InFlight, RequestKey};
 use crate::body::{RequestBody, find_body_error};
 use crate::model::RetryPolicy;
+use crate::observe::trace::RequestSpan;
 use crate::route::table::BackendRuntime;
 use crate::upstream::health::{HealthShared, Outcome};
 use crate::upstream::{Recycle, SendError, UpstreamError};
@@ -209,7 +210,7 @@ pub(crate) async fn send_own(
     timing: Timing,
 ) -> Result<Sent, Failed> {
     let policy = RetryPolicy::default();
-    send(backend, &RequestKey::default(), req, &policy, true, timing).await
+    send(backend, &RequestKey::default(), req, &policy, true, timing, None).await
 }
 
 pub(crate) async fn send(
@@ -219,6 +220,7 @@ pub(crate) async fn send(
     policy: &RetryPolicy,
     retry: bool,
     timing: Timing,
+    trace: Option<&RequestSpan>,
 ) -> Result<Sent, Failed> {
     let Timing {
         start,
@@ -339,6 +341,10 @@ pub(crate) async fn send(
         match next {
             // A failed response is dropped unread: its connection closes.
             Some(Ok((next, r))) => {
+                // Only an attempt that is made is an event.
+                if let Some(t) = trace {
+                    t.retry(addr, outcome_reason(&outcome));
+                }
                 drop(outcome);
                 (pick, req) = (next, r);
                 // Only a retry under change-on-failure re-points a session.
@@ -350,6 +356,15 @@ pub(crate) async fn send(
             Some(Err(r)) => return outcome.map_err(|f| f.with_unsent(r)),
             None => return outcome,
         }
+    }
+}
+
+/// Why an attempt is made again, for the trace's retry event.
+fn outcome_reason(outcome: &Result<Sent, Failed>) -> &'static str {
+    match outcome {
+        Ok(_) => "status",
+        Err(Failed::Timeout { .. }) => "timeout",
+        Err(_) => "error",
     }
 }
 

@@ -37,6 +37,7 @@ use crate::filter::rate_limit::{
 };
 use crate::headers;
 use crate::model::{Filter, HeaderModifier, HttpsRedirect, RouteClientAuth, Rule, Scheme};
+use crate::observe::trace::{RuleTrace, Tracing};
 use crate::request::ctx::{Call, ConnInfo, RequestCtx};
 use crate::request::forwarded::{IpNet, IpSet};
 use crate::upstream::Upstreams;
@@ -58,6 +59,9 @@ pub struct Chain {
         crate::model::ResponseRate,
         prometheus_client::metrics::counter::Counter,
     )>,
+    /// The rule's tracing, when it traces (its `Filter::Trace` or the
+    /// global switch).
+    trace: Option<Box<RuleTrace>>,
 }
 
 /// What filters keep outside the table, so that it outlives a swap:
@@ -68,6 +72,8 @@ pub struct FilterState {
     pub(crate) basic_auth: Verifier,
     pub(crate) external_auth: ExternalAuthState,
     pub(crate) limits: Limits,
+    /// The tracer, when an OTLP exporter is configured.
+    pub(crate) tracing: Option<Arc<Tracing>>,
 }
 
 impl FilterState {
@@ -76,6 +82,7 @@ impl FilterState {
             basic_auth,
             external_auth: ExternalAuthState::default(),
             limits: Limits::default(),
+            tracing: None,
         }
     }
 
@@ -121,6 +128,8 @@ enum Compiled {
     ConnectionLimit(Arc<ConnLimiter>),
     /// Applied to the response body (see [`Chain::throttle`]).
     ResponseRate,
+    /// Nothing to run in the chain: see [`Chain::trace`].
+    Trace,
 }
 
 /// Policy data compiled once per table build and shared by every rule that
@@ -255,6 +264,13 @@ impl Chain {
             Filter::ResponseRate(r) => Some((*r, state.limits.throttled())),
             _ => None,
         });
+        let trace = state.tracing.as_ref().and_then(|t| {
+            let setting = filters.iter().find_map(|f| match f {
+                Filter::Trace(s) => Some(s),
+                _ => None,
+            });
+            RuleTrace::build(t, setting).map(Box::new)
+        });
         let strips_authorization = filters
             .iter()
             .any(|f| matches!(f, Filter::BasicAuth(a) if !a.forward_authorization));
@@ -303,6 +319,7 @@ impl Chain {
                         .limits
                         .connections(p, interned.ip_set(&p.scope.exempt)),
                 ),
+                Filter::Trace(_) => Compiled::Trace,
             })
             .collect();
         let reads_origin = filters.iter().any(|f| matches!(f, Compiled::Cors(_)));
@@ -316,6 +333,7 @@ impl Chain {
             error_pages,
             strips_authorization,
             throttle,
+            trace,
         }
     }
 
@@ -327,6 +345,11 @@ impl Chain {
             rate.after,
             counter.clone(),
         ))
+    }
+
+    /// The rule's tracing; `None` when it does not trace.
+    pub(crate) fn trace(&self) -> Option<&RuleTrace> {
+        self.trace.as_deref()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -775,6 +798,7 @@ mod tests {
             Filter::RateLimit(_) => "rate_limit",
             Filter::ConnectionLimit(_) => "connection_limit",
             Filter::ResponseRate(_) => "response_rate",
+            Filter::Trace(_) => "trace",
         }
     }
 
@@ -807,6 +831,7 @@ mod tests {
             (Filter::IpAccess(IpAccess::default()), Stage::Access),
             (Filter::BodyLimit(10), Stage::Content),
             (error_pages(), Stage::Content),
+            (Filter::Trace(crate::model::Trace::default()), Stage::Log),
         ];
         for (f, stage) in &every {
             assert_eq!(f.stage(), *stage, "{f:?}");
@@ -819,6 +844,7 @@ mod tests {
         rule.grpc.web = Some(GrpcWeb::default());
         // The rule's own list, in an order the stages overrule.
         rule.chain = vec![
+            Filter::Trace(crate::model::Trace::default()),
             error_pages(),
             Filter::IpAccess(IpAccess::default()),
             Filter::Cors(Cors::grpc_web()),
@@ -851,6 +877,7 @@ mod tests {
                 "ip_access",
                 "body_limit",
                 "error_pages",
+                "trace",
             ]
         );
         assert_eq!(chain, every.map(|(f, _)| f));

@@ -56,6 +56,10 @@ pub enum Filter {
     /// `limit-rate-after`): after the first `after` bytes of a response,
     /// its body is sent at `bytes_per_second` on average.
     ResponseRate(ResponseRate),
+    /// OpenTelemetry for the rule's requests (ingress-nginx
+    /// `enable-opentelemetry`, `opentelemetry-*`): a rule without one
+    /// follows the global `--enable-opentelemetry`.
+    Trace(Trace),
 }
 
 /// Who may use a rule, as an HTTP service says (ingress-nginx `auth-*`
@@ -281,6 +285,31 @@ fn service_unavailable() -> u16 {
     DEFAULT_LIMIT_STATUS
 }
 
+/// A rule's tracing settings; what it does is in `observe::trace`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trace {
+    /// `None`: the global switch decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Continue the client's `traceparent`; else start a new trace and
+    /// replace the client's header upstream.
+    #[serde(default = "yes")]
+    pub trust_incoming_span: bool,
+    /// The span's name, taken literally; else `HTTP <method>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_name: Option<String>,
+}
+
+impl Default for Trace {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            trust_incoming_span: true,
+            operation_name: None,
+        }
+    }
+}
+
 /// Who may use a rule by HTTP Basic authentication, from a Secret's
 /// htpasswd entries. Shown in `/debug/routes` as realm, Secret and user
 /// count: the hashes never leave the process.
@@ -397,6 +426,8 @@ impl Filter {
             Filter::BodyLimit(_) | Filter::ErrorPages(_) | Filter::ResponseRate(_) => {
                 Stage::Content
             }
+            // Observes, never answers: its span wraps the whole request.
+            Filter::Trace(_) => Stage::Log,
         }
     }
 }

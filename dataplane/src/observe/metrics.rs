@@ -57,6 +57,8 @@ pub struct Metrics {
     pub external_auth: crate::filter::external_auth::ExternalAuthCounters,
     /// Requests refused by rate and connection limits; keys tracked.
     pub limits: crate::filter::rate_limit::LimitCounters,
+    /// Trace spans dropped instead of exported, by reason.
+    pub trace_spans_dropped: crate::observe::trace::DroppedSpans,
 }
 
 /// How a gRPC call reached the proxy.
@@ -109,6 +111,11 @@ const GRPC_CODES: [&str; 18] = [
 struct GrpcLabels {
     protocol: &'static str,
     code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -363,7 +370,19 @@ impl Metrics {
             "New client keys let through unlimited because their policy tracked --limit-max-keys keys already",
             limits.untracked.clone(),
         );
+        let dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "trace_spans_dropped",
+            "OpenTelemetry spans dropped instead of exported: queue_full (the export queue was full), export_failed (the collector refused, was unreachable or too slow)",
+            dropped.clone(),
+        );
+        let reason = |reason| dropped.get_or_create(&ReasonLabels { reason }).clone();
+        let trace_spans_dropped = crate::observe::trace::DroppedSpans {
+            queue_full: reason("queue_full"),
+            export_failed: reason("export_failed"),
+        };
         Self {
+            trace_spans_dropped,
             basic_auth,
             external_auth,
             limits,

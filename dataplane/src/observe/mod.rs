@@ -10,6 +10,7 @@
 mod access_log;
 mod format;
 mod metrics;
+pub mod trace;
 
 pub use access_log::*;
 pub use format::Rfc3339;

@@ -39,6 +39,7 @@ use crate::headers::{
 use crate::model::{
     Action, PathMatch, PathModifier, Protocol, Redirect, RouteClientAuth, Substitution,
 };
+use crate::observe::trace::SpanHead;
 use crate::observe::{AccessRecord, NO_ROUTE, RouteStats};
 use crate::request::ctx::{Call, ConnInfo, RequestCtx, ip_header};
 use crate::request::head::{self, Rejection};
@@ -64,7 +65,7 @@ pub(crate) async fn handle(
     conn: Arc<ConnInfo>,
     mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
-    let ctx = RequestCtx {
+    let mut ctx = RequestCtx {
         start: Instant::now(),
         time: SystemTime::now(),
         id: request_id(req.headers()),
@@ -72,6 +73,7 @@ pub(crate) async fn handle(
         conn,
         bytes_in: (!req.body().is_end_stream()).then(Arc::default),
         call: Call::of(req.headers()),
+        trace: None,
     };
     let host_value = request_host(&req);
     // Taken before the path is normalised: the log keeps the URI as sent.
@@ -126,6 +128,20 @@ pub(crate) async fn handle(
     }
     let route_id = Arc::clone(&routed.runtime.route_id);
     let stats = Arc::clone(&routed.runtime.stats);
+    // One branch for rules that do not trace.
+    if let Some(trace) = routed.runtime.chain.trace() {
+        ctx.trace = Some(Box::new(trace.start(&SpanHead {
+            method: req.method(),
+            path: req.uri().path(),
+            scheme: ctx.conn.scheme.as_str(),
+            host,
+            headers: req.headers(),
+            client: ctx.client.ip,
+            peer: ctx.conn.client,
+            route: &route_id,
+            start: ctx.time,
+        })));
+    }
     // The rule's filters around its action: the request side may answer
     // in its place; the response side runs on every answer.
     let chain = &routed.runtime.chain;
@@ -410,6 +426,9 @@ async fn forward(
         .headers
         .insert(X_REQUEST_ID.clone(), upstream_request_id(&ctx.id));
     routed.runtime.chain.upstream_request(&mut parts.headers);
+    if let Some(trace) = &ctx.trace {
+        trace.inject(&mut parts.headers);
+    }
     if let Some((content_type, _)) = bridge {
         // gRPC proper toward the backend: its content type, no length (a
         // text body shrinks when decoded), and `te: trailers`, which gRPC
@@ -493,6 +512,7 @@ async fn forward(
             wait,
             connect: timeouts.connect,
         },
+        ctx.trace.as_deref(),
     )
     .await;
     let Sent {
@@ -684,9 +704,15 @@ fn finish(
     let body = body.on_done(Box::new(move |done: Done| {
         let bytes_out = done.bytes;
         let elapsed = ctx.start.elapsed();
-        if let Some(protocol) = ctx.call.protocol() {
-            let code = header_status.or(done.grpc_status);
+        let grpc_code = ctx
+            .call
+            .protocol()
+            .map(|protocol| (protocol, header_status.or(done.grpc_status)));
+        if let Some((protocol, code)) = grpc_code {
             shared.metrics.grpc_call(protocol, code);
+        }
+        if let Some(trace) = ctx.trace {
+            trace.end(status, grpc_code.and_then(|(_, code)| code), upstream);
         }
         match &stats {
             Some(s) => s.record(status, elapsed),
@@ -1014,6 +1040,7 @@ mod tests {
             )),
             bytes_in: None,
             call: Call::Http,
+            trace: None,
         };
         set_client_cert_headers(&mut h, &ctx, None);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();

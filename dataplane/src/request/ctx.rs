@@ -83,6 +83,9 @@ pub(crate) struct RequestCtx {
     pub(crate) bytes_in: Option<Arc<AtomicU64>>,
     /// The protocol the client speaks: the proxy's own errors are in it.
     pub(crate) call: Call,
+    /// The request's server span, on rules that trace; ended when the
+    /// answer's body is done.
+    pub(crate) trace: Option<Box<crate::observe::trace::RequestSpan>>,
 }
 
 /// What a request is, as far as the shape of answers goes.

@@ -33,6 +33,7 @@ pub(super) mod redirects;
 pub(super) mod rewrite;
 pub(super) mod service_health;
 pub(super) mod timeouts;
+pub(super) mod tracing;
 pub(super) mod upstream;
 
 /// The registry, in its order: the order annotations are parsed (and their
@@ -61,6 +62,7 @@ pub(super) const RUNS: &[&[AnnotationSpec]] = &[
     service_health::SPECS,
     cors::SPECS,
     grpc::SPECS,
+    tracing::SPECS,
 ];
 
 /// Each group's valid cases, run by `tests::valid_values_under_both_spellings`.
@@ -82,6 +84,7 @@ pub(super) const VALID: &[&[super::tests::Valid]] = &[
     redirects::tests::VALID,
     rewrite::tests::VALID,
     timeouts::tests::VALID,
+    tracing::tests::VALID,
     upstream::tests::VALID,
 ];
 
@@ -103,5 +106,6 @@ pub(super) const INVALID: &[&[super::tests::Invalid]] = &[
     redirects::tests::INVALID,
     rewrite::tests::INVALID,
     timeouts::tests::INVALID,
+    tracing::tests::INVALID,
     upstream::tests::INVALID,
 ];
