@@ -36,7 +36,6 @@ fn route(i: usize, hostname: &str, rules: Vec<Rule>) -> Route {
         },
         hostnames: vec![Hostname::Exact(hostname.into())],
         rules,
-        https: Default::default(),
     }
 }
 
@@ -47,12 +46,7 @@ fn rule(path: PathMatch, headers: Vec<HeaderMatch>) -> Rule {
             headers,
             ..RouteMatch::default()
         }],
-        filters: Default::default(),
-        action: Action::Forward(Forward::to(vec![])),
-        timeouts: Default::default(),
-        chain: Vec::new(),
-        max_request_body: None,
-        grpc: Default::default(),
+        ..Rule::new(Action::Forward(Forward::to(vec![])))
     }
 }
 

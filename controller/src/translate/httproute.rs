@@ -11,15 +11,17 @@ use portico_crds::{
     StringMatchType,
 };
 use portico_dataplane::model::{
-    Action, AffinityMode, Backend, Balance, CookieAffinity, Cors, EndpointPolicy, Filter, Filters,
-    Forward, GrpcOptions, GrpcWeb, HashKey, HeaderMatch, HeaderModifier, HealthCheck, Hostname,
+    Action, AffinityMode, Backend, Balance, CookieAffinity, Cors, EndpointPolicy, Filter, Forward,
+    GrpcOptions, GrpcWeb, HashKey, HeaderMatch, HeaderModifier, HealthCheck, Hostname,
     InvalidField, OriginHost, OriginPattern, OutlierDetection, PathMatch, PathModifier, Probe,
     Protocol, QueryMatch, Redirect, RedirectStatus, Route, RouteMatch, Rule, SameSite, Scheme,
     SourceRef, StatusRange, Timeouts, UrlRewrite, ValueMatch, user_settable,
 };
 
 use super::backends::{self, PortRef};
-use super::{ObjectReport, Settings, TlsBinding, Translation, check_regex, created_secs};
+use super::{
+    ObjectReport, Settings, TlsBinding, Translation, check_regex, created_secs, header_filters,
+};
 use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
 use crate::snapshot::Snapshot;
 
@@ -41,7 +43,7 @@ pub(super) fn translate_all(snap: &Snapshot, settings: &Settings, out: &mut Tran
             // Gateway API redirects only through explicit RequestRedirect
             // filters; HSTS follows the global setting for its TLS hosts.
             if tls.is_some() && settings.hsts_enabled {
-                built.https.hsts = Some(settings.hsts);
+                built.add_to_every_rule(&[Filter::Hsts(settings.hsts)]);
             }
             out.config.routes.push(built);
         }
@@ -122,7 +124,6 @@ fn translate_one(
             created: created_secs(&route.metadata),
         },
         hostnames,
-        https: Default::default(),
         rules,
     })
 }
@@ -214,7 +215,7 @@ fn translate_rule(
         });
     }
 
-    let mut filters = Filters::default();
+    let mut filters = HeaderEdits::default();
     let mut redirect = None;
     let mut rewrite = None;
     let mut cors = None;
@@ -316,16 +317,27 @@ fn translate_rule(
             })
         }
     };
-    Ok(Rule {
+    let mut rule = Rule {
         matches,
-        filters,
         action,
         timeouts,
-        chain: cors.map(Filter::Cors).into_iter().collect(),
-        // Gateway API sets no body limit; keep the dataplane's safe default.
-        max_request_body: Some(portico_dataplane::model::DEFAULT_MAX_REQUEST_BODY),
+        chain: header_filters(filters.request, filters.response)
+            .into_iter()
+            .chain(cors.map(Filter::Cors))
+            .collect(),
         grpc: grpc.clone(),
-    })
+    };
+    // Gateway API sets no body limit; keep the dataplane's safe default.
+    rule.set_body_limit(Some(portico_dataplane::model::DEFAULT_MAX_REQUEST_BODY));
+    Ok(rule)
+}
+
+/// A rule's `RequestHeaderModifier` and `ResponseHeaderModifier`: the
+/// last of each kind stands.
+#[derive(Default)]
+struct HeaderEdits {
+    request: HeaderModifier,
+    response: HeaderModifier,
 }
 
 /// `policies.grpcWeb` and `policies.grpcMaxMessageBytes`, and the bridge's
@@ -525,7 +537,7 @@ fn apply_filter(
     f: &HTTPRouteFilter,
     field: &str,
     matches: &[RouteMatch],
-    filters: &mut Filters,
+    filters: &mut HeaderEdits,
     redirect: &mut Option<Redirect>,
     rewrite: &mut Option<UrlRewrite>,
     found: &mut Vec<Diagnostic>,
@@ -545,15 +557,14 @@ fn apply_filter(
                 .request_header_modifier
                 .as_ref()
                 .ok_or_else(|| missing("requestHeaderModifier"))?;
-            filters.request_headers =
-                header_modifier(m, &format!("{field}.requestHeaderModifier"), found)?;
+            filters.request = header_modifier(m, &format!("{field}.requestHeaderModifier"), found)?;
         }
         FilterType::ResponseHeaderModifier => {
             let m = f
                 .response_header_modifier
                 .as_ref()
                 .ok_or_else(|| missing("responseHeaderModifier"))?;
-            filters.response_headers =
+            filters.response =
                 header_modifier(m, &format!("{field}.responseHeaderModifier"), found)?;
         }
         FilterType::RequestRedirect => {

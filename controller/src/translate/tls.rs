@@ -440,6 +440,16 @@ mod tests {
         Object::Secret(Arc::new(s))
     }
 
+    /// The rule's client-certificate filter.
+    fn client_cert(
+        rule: &portico_dataplane::model::Rule,
+    ) -> Option<portico_dataplane::model::RouteClientAuth> {
+        rule.chain.iter().find_map(|f| match f {
+            portico_dataplane::model::Filter::ClientCert(a) => Some(a.clone()),
+            _ => None,
+        })
+    }
+
     #[test]
     fn client_auth_policy_from_annotations() {
         use portico_dataplane::listen::tls::VerifyClient;
@@ -456,7 +466,7 @@ mod tests {
         assert_eq!(b.hosts, vec![Hostname::parse("web.test").unwrap()]);
         assert_eq!(b.auth.verify, VerifyClient::Optional);
         assert_eq!(
-            t.config.routes[0].https.client_auth,
+            client_cert(&t.config.routes[0].rules[0]),
             Some(RouteClientAuth {
                 policy: b.auth.id.clone(),
                 pass_certificate: true,
@@ -471,7 +481,7 @@ mod tests {
             ca_secret("client-ca", &ca),
         ]);
         assert!(t.client_auth.is_empty());
-        assert_eq!(t.config.routes[0].https.client_auth, None);
+        assert_eq!(client_cert(&t.config.routes[0].rules[0]), None);
         for (objects, want) in [
             (
                 vec![],

@@ -345,17 +345,6 @@ mod tests {
                 id: "ingress/default/web".into(),
                 source: SourceRef::default(),
                 hostnames: vec![Hostname::Wildcard("example.com".into())],
-                https: HttpsPolicy {
-                    redirect: Some(HttpsRedirect {
-                        port: Some(8443),
-                        preserve_trailing_slash: true,
-                    }),
-                    hsts: Some(Hsts::DEFAULT),
-                    client_auth: Some(RouteClientAuth {
-                        policy: "default/ca On 1".into(),
-                        pass_certificate: true,
-                    }),
-                },
                 rules: vec![Rule {
                     matches: vec![RouteMatch {
                         path: PathMatch::Exact("/a".into()),
@@ -366,17 +355,6 @@ mod tests {
                         query: vec![],
                         method: Some(Method::POST),
                     }],
-                    filters: Filters {
-                        request_headers: HeaderModifier {
-                            set: vec![(
-                                HeaderName::from_static("x-a"),
-                                HeaderValue::from_static("1"),
-                            )],
-                            add: vec![],
-                            remove: vec![HeaderName::from_static("x-b")],
-                        },
-                        response_headers: HeaderModifier::default(),
-                    },
                     action: Action::Forward(Forward::to(vec![Backend {
                         name: "default/web:80".into(),
                         weight: 1,
@@ -385,8 +363,26 @@ mod tests {
                         policy: EndpointPolicy::default(),
                     }])),
                     timeouts: Timeouts::default(),
-                    chain: Vec::new(),
-                    max_request_body: Some(10),
+                    chain: vec![
+                        Filter::HttpsRedirect(HttpsRedirect {
+                            port: Some(8443),
+                            preserve_trailing_slash: true,
+                        }),
+                        Filter::Hsts(Hsts::DEFAULT),
+                        Filter::RequestHeaders(HeaderModifier {
+                            set: vec![(
+                                HeaderName::from_static("x-a"),
+                                HeaderValue::from_static("1"),
+                            )],
+                            add: vec![],
+                            remove: vec![HeaderName::from_static("x-b")],
+                        }),
+                        Filter::ClientCert(RouteClientAuth {
+                            policy: "default/ca On 1".into(),
+                            pass_certificate: true,
+                        }),
+                        Filter::BodyLimit(10),
+                    ],
                     grpc: Default::default(),
                 }],
             }],

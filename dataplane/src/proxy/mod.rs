@@ -393,11 +393,7 @@ async fn forward(
     parts.headers.reserve(ADDED_REQUEST_HEADERS);
     strip_hop_by_hop(&mut parts.headers, upgrade);
     add_forwarded_headers(&mut parts.headers, ctx, host);
-    set_client_cert_headers(
-        &mut parts.headers,
-        ctx,
-        routed.route.https.client_auth.as_ref(),
-    );
+    set_client_cert_headers(&mut parts.headers, ctx, routed.runtime.chain.client_cert());
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), upstream_request_id(&ctx.id));
@@ -447,7 +443,7 @@ async fn forward(
     parts.uri = uri;
     let mut body = RequestBody::new(
         body,
-        rule.max_request_body,
+        routed.runtime.chain.body_limit(),
         rule.timeouts.send,
         ctx.bytes_in.clone(),
     );

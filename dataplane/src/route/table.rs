@@ -16,7 +16,7 @@ use crate::filter::{Chain, FilterState, Interned};
 use crate::headers::cookie_value;
 use crate::model::{
     Action, Backend, Balance, Canary, CanaryAffinity, CanaryHeaderValue, Filter, PathModifier,
-    Protocol, RetryPolicy, Route, RouteConfig, RouteMatch, Rule, UpstreamTls,
+    Protocol, RetryPolicy, RouteConfig, RouteMatch, Rule, UpstreamTls, order_filters,
 };
 use crate::observe::{Metrics, RouteStats};
 use crate::route::router::{RequestHead, RouteError, Router};
@@ -112,7 +112,6 @@ pub struct BackendRuntime {
 
 /// A routed request: everything borrowed from the table it was routed on.
 pub struct Routed<'t> {
-    pub(crate) route: &'t Route,
     pub(crate) rule: &'t Rule,
     pub(crate) matched: Option<&'t RouteMatch>,
     pub runtime: &'t RuleRuntime,
@@ -175,7 +174,8 @@ impl RouteTable {
                                 reason,
                             })
                         };
-                        let filters = route.rule_filters(rule);
+                        let mut filters = rule.chain.clone();
+                        order_filters(&mut filters);
                         let chain = Chain::build_with(
                             &filters,
                             rule,
@@ -262,7 +262,6 @@ impl RouteTable {
         let runtime = self.rules.get(hit.route)?.get(hit.rule)?;
         let matched = hit.matched.and_then(|m| rule.matches.get(m));
         Some(Routed {
-            route,
             rule,
             matched,
             runtime,
@@ -346,14 +345,15 @@ fn refuse_unsafe_fields(config: &mut RouteConfig) -> Vec<RouteError> {
                     reason,
                 })
             };
-            let filters = &mut rule.filters;
-            for (which, m) in [
-                ("request_headers", &mut filters.request_headers),
-                ("response_headers", &mut filters.response_headers),
-            ] {
+            for (i, f) in rule.chain.iter_mut().enumerate() {
+                let (which, m) = match f {
+                    Filter::RequestHeaders(m) => ("request_headers", m),
+                    Filter::ResponseHeaders(m) => ("response_headers", m),
+                    _ => continue,
+                };
                 for (list, name, reason) in m.retain_user_settable() {
                     error(
-                        format!("filters.{which}.{list}"),
+                        format!("chain[{i}].{which}.{list}"),
                         format!("{name}: {reason}; left out"),
                     );
                 }
@@ -579,7 +579,7 @@ impl BackendSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Backend, Forward, SourceRef, Timeouts};
+    use crate::model::{Backend, Forward, Route};
     use prometheus_client::metrics::counter::Counter;
 
     fn backend(name: &str, weight: u32, ports: &[u16]) -> Backend {
@@ -653,23 +653,10 @@ mod tests {
     fn endpoints_are_shared_across_builds() {
         let upstreams = Upstreams::new(Default::default(), Counter::default());
         let metrics = Metrics::new();
-        let cfg = || RouteConfig {
-            routes: vec![Route {
-                id: "r".into(),
-                source: SourceRef::default(),
-                hostnames: vec![],
-                https: Default::default(),
-                rules: vec![Rule {
-                    matches: vec![],
-                    filters: Default::default(),
-                    action: Action::Forward(Forward::to(vec![backend("a", 1, &[9])])),
-                    timeouts: Timeouts::default(),
-                    chain: Vec::new(),
-                    max_request_body: None,
-                    grpc: Default::default(),
-                }],
-            }],
-            ..Default::default()
+        let cfg = || {
+            let mut rule = Rule::new(Action::Forward(Forward::to(vec![backend("a", 1, &[9])])));
+            rule.set_body_limit(None);
+            RouteConfig::new(vec![Route::new("r", vec![], vec![rule])])
         };
         let state = FilterState::default();
         let t1 = RouteTable::build(1, cfg(), &upstreams, &metrics, &state);
@@ -711,13 +698,7 @@ mod tests {
             ];
             r
         };
-        let route = |id: &str, rules| Route {
-            id: id.into(),
-            source: SourceRef::default(),
-            hostnames: vec![],
-            https: Default::default(),
-            rules,
-        };
+        let route = |id: &str, rules| Route::new(id, vec![], rules);
         let cfg = RouteConfig {
             routes: vec![
                 route("a", vec![rule(&long, "1"), rule(&long, "1")]),

@@ -25,7 +25,6 @@ fn route(id: &str, hosts: &[&str], rules: Vec<Rule>) -> Route {
             .map(|h| Hostname::parse(h).expect("test hostname"))
             .collect(),
         rules,
-        https: Default::default(),
     }
 }
 
@@ -39,12 +38,7 @@ fn with_source(mut route: Route, namespace: &str, name: &str, created: i64) -> R
 fn rule(matches: Vec<RouteMatch>) -> Rule {
     Rule {
         matches,
-        filters: Default::default(),
-        action: Action::Forward(Forward::to(vec![])),
-        timeouts: Default::default(),
-        chain: Vec::new(),
-        max_request_body: None,
-        grpc: Default::default(),
+        ..Rule::new(Action::Forward(Forward::to(vec![])))
     }
 }
 
