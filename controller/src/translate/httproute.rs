@@ -115,17 +115,13 @@ fn translate_one(
     if rules.is_empty() {
         return None;
     }
-    Some(Route {
-        id: format!("httproute/{namespace}/{}", route.name_any()),
-        source: SourceRef {
-            kind: "HTTPRoute".into(),
-            namespace: namespace.to_owned(),
-            name: route.name_any(),
-            created: created_secs(&route.metadata),
-        },
-        hostnames,
-        rules,
-    })
+    let id = format!("httproute/{namespace}/{}", route.name_any());
+    Some(Route::new(id, hostnames, rules).with_source(SourceRef {
+        kind: "HTTPRoute".into(),
+        namespace: namespace.to_owned(),
+        name: route.name_any(),
+        created: created_secs(&route.metadata),
+    }))
 }
 
 /// What `spec.policies` says for every rule of a route.
@@ -299,36 +295,33 @@ fn translate_rule(
                         ));
                         // Keep its weight so the others' shares stay as written.
                         list.push(Backend {
-                            name: format!("{namespace}/{}:{port}", b.name),
                             weight,
                             protocol: Protocol::Http1,
-                            endpoints: Vec::new(),
-                            policy: Default::default(),
+                            ..Backend::new(format!("{namespace}/{}:{port}", b.name), Vec::new())
                         });
                     }
                 }
             }
             Action::Forward(Forward {
-                backends: list,
                 rewrite,
-                canary: None,
-                upstream_tls: None,
-                retry: Default::default(),
+                ..Forward::to(list)
             })
         }
     };
+    // Gateway API sets no body limit: `Rule::new`'s safe default stays.
     let mut rule = Rule {
         matches,
-        action,
         timeouts,
-        chain: header_filters(filters.request, filters.response)
-            .into_iter()
-            .chain(cors.map(Filter::Cors))
-            .collect(),
         grpc: grpc.clone(),
+        ..Rule::new(action)
     };
-    // Gateway API sets no body limit; keep the dataplane's safe default.
-    rule.set_body_limit(Some(portico_dataplane::model::DEFAULT_MAX_REQUEST_BODY));
+    // Ahead of the body limit, as every translation lists them.
+    rule.chain.splice(
+        0..0,
+        header_filters(filters.request, filters.response)
+            .into_iter()
+            .chain(cors.map(Filter::Cors)),
+    );
     Ok(rule)
 }
 

@@ -382,12 +382,8 @@ impl IngressTranslator<'_> {
                 hostnames.extend(aliases.iter().cloned());
             }
             let https = self.https_filters(&hostnames);
-            let mut route = Route {
-                id: self.route_id(),
-                source: self.source(),
-                hostnames,
-                rules,
-            };
+            let mut route =
+                Route::new(self.route_id(), hostnames, rules).with_source(self.source());
             route.add_to_every_rule(&https);
             routes.push((route, keys));
         }
@@ -395,12 +391,8 @@ impl IngressTranslator<'_> {
         if let Some(r) = default_backend {
             let covered = routes.iter().any(|(route, _)| route.hostnames.is_empty());
             if !covered {
-                let mut route = Route {
-                    id: self.route_id(),
-                    source: self.source(),
-                    hostnames: Vec::new(),
-                    rules: vec![r],
-                };
+                let mut route =
+                    Route::new(self.route_id(), Vec::new(), vec![r]).with_source(self.source());
                 route.add_to_every_rule(&self.https_filters(&[]));
                 routes.push((route, vec![(0, None)]));
             }
@@ -456,22 +448,24 @@ impl IngressTranslator<'_> {
         let defaults = Timeouts::default();
         let mut rule = Rule {
             matches,
-            action,
             timeouts: Timeouts {
                 connect: self.ann.proxy_connect_timeout.unwrap_or(defaults.connect),
                 read: self.ann.proxy_read_timeout.unwrap_or(defaults.read),
                 send: self.ann.proxy_send_timeout.unwrap_or(defaults.send),
                 request: None,
             },
-            // Basic auth after the IP lists: see `Filter::stage`.
-            chain: header_filters(request, response)
+            grpc: self.grpc_options(),
+            ..Rule::new(action)
+        };
+        // Basic auth after the IP lists: see `Filter::stage`.
+        rule.chain.splice(
+            0..0,
+            header_filters(request, response)
                 .into_iter()
                 .chain(self.ip_access().map(Filter::IpAccess))
                 .chain(self.basic_auth.clone().map(Filter::BasicAuth))
-                .chain(self.cors().map(Filter::Cors))
-                .collect(),
-            grpc: self.grpc_options(),
-        };
+                .chain(self.cors().map(Filter::Cors)),
+        );
         rule.set_body_limit(match self.ann.proxy_body_size {
             None => Some(portico_dataplane::model::DEFAULT_MAX_REQUEST_BODY),
             Some(BodySize::Unlimited) => None,
@@ -787,9 +781,6 @@ impl IngressTranslator<'_> {
         let r = &self.ann.retry;
         let d = RetryPolicy::default();
         Action::Forward(Forward {
-            backends,
-            rewrite: None,
-            canary: None,
             upstream_tls,
             retry: RetryPolicy {
                 on: r.on.unwrap_or(d.on),
@@ -797,6 +788,7 @@ impl IngressTranslator<'_> {
                 timeout: r.timeout.unwrap_or(d.timeout),
                 ..d
             },
+            ..Forward::to(backends)
         })
     }
 

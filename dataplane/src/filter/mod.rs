@@ -596,13 +596,7 @@ mod tests {
         Filter::ErrorPages(Box::new(crate::model::ErrorPages {
             codes: vec![404],
             intercept_upstream: true,
-            backend: crate::model::Backend {
-                name: "errors".into(),
-                weight: 1,
-                protocol: Default::default(),
-                endpoints: vec![],
-                policy: Default::default(),
-            },
+            backend: crate::model::Backend::new("errors", vec![]),
             origin: Default::default(),
         }))
     }

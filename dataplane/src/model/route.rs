@@ -53,6 +53,12 @@ impl Route {
         }
     }
 
+    /// The route, from `source`.
+    pub fn with_source(mut self, source: SourceRef) -> Self {
+        self.source = source;
+        self
+    }
+
     /// Puts `filters` on every rule's chain, ahead of the rule's own: a
     /// policy of the whole route (HTTPS redirect, HSTS, client
     /// certificates) comes first within its stage.

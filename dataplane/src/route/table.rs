@@ -583,15 +583,14 @@ mod tests {
     use prometheus_client::metrics::counter::Counter;
 
     fn backend(name: &str, weight: u32, ports: &[u16]) -> Backend {
+        let endpoints = ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}").parse().unwrap())
+            .collect();
         Backend {
-            name: name.into(),
             weight,
             protocol: Protocol::Http1,
-            endpoints: ports
-                .iter()
-                .map(|p| format!("127.0.0.1:{p}").parse().unwrap())
-                .collect(),
-            policy: Default::default(),
+            ..Backend::new(name, endpoints)
         }
     }
 
@@ -699,13 +698,10 @@ mod tests {
             r
         };
         let route = |id: &str, rules| Route::new(id, vec![], rules);
-        let cfg = RouteConfig {
-            routes: vec![
-                route("a", vec![rule(&long, "1"), rule(&long, "1")]),
-                route("b", vec![rule(&long, "1"), rule(&short, "2")]),
-            ],
-            default_backend: None,
-        };
+        let cfg = RouteConfig::new(vec![
+            route("a", vec![rule(&long, "1"), rule(&long, "1")]),
+            route("b", vec![rule(&long, "1"), rule(&short, "2")]),
+        ]);
         let upstreams = Upstreams::new(Default::default(), Counter::default());
         let t = RouteTable::build(1, cfg, &upstreams, &Metrics::new(), &FilterState::default());
         let sets = |route: usize, rule: usize| t.rules[route][rule].chain.ip_sets();
