@@ -16,6 +16,10 @@
 //! affinity. Slow start scales an endpoint's weight for all of them.
 
 pub(crate) mod retry;
+mod set;
+
+pub(crate) use set::PickError;
+pub use set::{BackendRuntime, BackendSet};
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

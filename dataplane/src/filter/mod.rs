@@ -401,9 +401,7 @@ impl Chain {
     }
 
     /// The error backend's endpoints, for health reports.
-    pub(crate) fn error_backends(
-        &self,
-    ) -> impl Iterator<Item = &crate::route::table::BackendRuntime> {
+    pub(crate) fn error_backends(&self) -> impl Iterator<Item = &crate::balance::BackendRuntime> {
         self.error_pages_runtime()
             .into_iter()
             .flat_map(|p| p.backends())

@@ -26,6 +26,7 @@ use tracing::{debug, warn};
 
 use crate::Shared;
 use crate::balance::retry::{self, Failed, Sent};
+use crate::balance::{BackendRuntime, PickError};
 use crate::balance::{RequestKey, RequestView};
 use crate::body::{Done, GrpcRequest, RequestBody, ResponseBody};
 use crate::filter::{Answer, Chain, Flow, Passed};
@@ -40,7 +41,7 @@ use crate::request::ctx::{Call, ConnInfo, RequestCtx};
 use crate::request::head::{self, Rejection};
 use crate::request::path::{self, PathError, PathNormalization, PathPolicy};
 use crate::route::router::{RequestHead, replace_prefix_match};
-use crate::route::table::{BackendRuntime, PickError, RouteTable, Routed};
+use crate::route::table::{RouteTable, Routed};
 
 mod forwarding;
 mod render;
