@@ -234,11 +234,13 @@ fn upstream_client_cert(
     Ok(Some((id, cert)))
 }
 
-/// A Secret's non-empty `ca.crt`.
+/// A Secret's non-empty `ca.crt`. A CA bundle may come in a TLS Secret or
+/// an Opaque one (ingress-nginx's `auth-tls-secret` docs use either), and
+/// both kinds are watched.
 fn ca_bundle<'s>(snap: &'s Snapshot, ns: &str, name: &str) -> Result<&'s [u8], String> {
     snap.secrets
         .get(&(ns.to_owned(), name.to_owned()))
-        .ok_or_else(|| format!("no Secret of type kubernetes.io/tls named {ns}/{name}"))?
+        .ok_or_else(|| format!("no Secret of type kubernetes.io/tls or Opaque named {ns}/{name}"))?
         .data
         .as_ref()
         .and_then(|d| d.get("ca.crt"))
@@ -485,7 +487,7 @@ mod tests {
         for (objects, want) in [
             (
                 vec![],
-                "no Secret of type kubernetes.io/tls named default/client-ca",
+                "no Secret of type kubernetes.io/tls or Opaque named default/client-ca",
             ),
             (
                 vec![ca_secret("client-ca", "junk")],
