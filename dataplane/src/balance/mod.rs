@@ -19,6 +19,8 @@ pub(crate) mod retry;
 mod set;
 
 pub(crate) use set::PickError;
+#[cfg(test)]
+pub(crate) use set::tests::backend as test_backend;
 pub use set::{BackendRuntime, BackendSet};
 
 use std::net::{IpAddr, SocketAddr};

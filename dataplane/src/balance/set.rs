@@ -115,11 +115,12 @@ impl BackendSet {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use prometheus_client::metrics::counter::Counter;
 
-    fn backend(name: &str, weight: u32, ports: &[u16]) -> Backend {
+    /// A backend of `weight` on loopback `ports`, speaking HTTP/1.1.
+    pub(crate) fn backend(name: &str, weight: u32, ports: &[u16]) -> Backend {
         let endpoints = ports
             .iter()
             .map(|p| format!("127.0.0.1:{p}").parse().unwrap())

@@ -474,20 +474,9 @@ impl CanaryRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Backend, Forward, Protocol, Route};
+    use crate::balance::test_backend as backend;
+    use crate::model::{Forward, Route};
     use prometheus_client::metrics::counter::Counter;
-
-    fn backend(name: &str, weight: u32, ports: &[u16]) -> Backend {
-        let endpoints = ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}").parse().unwrap())
-            .collect();
-        Backend {
-            weight,
-            protocol: Protocol::Http1,
-            ..Backend::new(name, endpoints)
-        }
-    }
 
     #[test]
     fn endpoints_are_shared_across_builds() {
