@@ -26,18 +26,13 @@ const SIZES: [usize; 3] = [10, 1_000, 10_000];
 const HEADER_RULES: usize = 5;
 
 fn route(i: usize, hostname: &str, rules: Vec<Rule>) -> Route {
-    Route {
-        id: format!("httproute/default/r-{i}"),
-        source: SourceRef {
-            kind: "HTTPRoute".into(),
-            namespace: "default".into(),
-            name: format!("r-{i}"),
-            created: i as i64,
-        },
-        hostnames: vec![Hostname::Exact(hostname.into())],
-        rules,
-        https: Default::default(),
-    }
+    let hostnames = vec![Hostname::Exact(hostname.into())];
+    Route::new(format!("httproute/default/r-{i}"), hostnames, rules).with_source(SourceRef {
+        kind: "HTTPRoute".into(),
+        namespace: "default".into(),
+        name: format!("r-{i}"),
+        created: i as i64,
+    })
 }
 
 fn rule(path: PathMatch, headers: Vec<HeaderMatch>) -> Rule {
@@ -47,12 +42,7 @@ fn rule(path: PathMatch, headers: Vec<HeaderMatch>) -> Rule {
             headers,
             ..RouteMatch::default()
         }],
-        filters: Default::default(),
-        action: Action::Forward(Forward::to(vec![])),
-        timeouts: Default::default(),
-        chain: Vec::new(),
-        max_request_body: None,
-        grpc: Default::default(),
+        ..Rule::new(Action::Forward(Forward::to(vec![])))
     }
 }
 
@@ -71,10 +61,7 @@ fn hosts_config(n: usize) -> RouteConfig {
             )
         })
         .collect();
-    RouteConfig {
-        routes,
-        ..Default::default()
-    }
+    RouteConfig::new(routes)
 }
 
 /// `n` services under one hostname, a prefix and an exact path each, plus a
@@ -105,10 +92,7 @@ fn paths_config(n: usize) -> RouteConfig {
             )],
         ));
     }
-    RouteConfig {
-        routes,
-        ..Default::default()
-    }
+    RouteConfig::new(routes)
 }
 
 struct Request {

@@ -29,8 +29,8 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portico_dataplane::model::{
-    Action, Backend, EndpointPolicy, Forward, HealthCheck, Probe, Protocol, RetryOn, RetryPolicy,
-    Route, RouteConfig, Rule, SourceRef,
+    Action, Backend, EndpointPolicy, Forward, HealthCheck, Probe, RetryOn, RetryPolicy, Route,
+    RouteConfig, Rule,
 };
 use portico_dataplane::{AccessLogSink, Dataplane, DataplaneConfig};
 use tokio::net::TcpListener;
@@ -237,36 +237,16 @@ async fn run(s: &Scenario, total: Duration, clients: usize) -> Result<Report, Er
 }
 
 fn routes(endpoints: Vec<SocketAddr>, policy: EndpointPolicy, retry: RetryPolicy) -> RouteConfig {
-    RouteConfig {
-        routes: vec![Route {
-            id: "bench".into(),
-            source: SourceRef::default(),
-            hostnames: vec![],
-            https: Default::default(),
-            rules: vec![Rule {
-                matches: vec![],
-                filters: Default::default(),
-                action: Action::Forward(Forward {
-                    backends: vec![Backend {
-                        name: "bench/web:80".into(),
-                        weight: 1,
-                        protocol: Protocol::Http1,
-                        endpoints,
-                        policy,
-                    }],
-                    rewrite: None,
-                    canary: None,
-                    upstream_tls: None,
-                    retry,
-                }),
-                timeouts: Default::default(),
-                chain: Vec::new(),
-                max_request_body: Some(1 << 20),
-                grpc: Default::default(),
-            }],
-        }],
-        ..Default::default()
-    }
+    let backend = Backend {
+        policy,
+        ..Backend::new("bench/web:80", endpoints)
+    };
+    let forward = Forward {
+        retry,
+        ..Forward::to(vec![backend])
+    };
+    let rule = Rule::new(Action::Forward(forward));
+    RouteConfig::new(vec![Route::new("bench", vec![], vec![rule])])
 }
 
 /// An upstream that can be killed: listener and connections closed.

@@ -28,7 +28,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use portico_dataplane::model::{
-    Action, Backend, Forward, GrpcOptions, GrpcWeb, Protocol, Route, RouteConfig, Rule, SourceRef,
+    Action, Backend, Forward, GrpcWeb, Protocol, Route, RouteConfig, Rule,
 };
 use portico_dataplane::{Dataplane, DataplaneConfig};
 use portico_testkit::{EchoClient, EchoRequest};
@@ -76,33 +76,18 @@ async fn proxy(listen: SocketAddr, upstream: SocketAddr) -> Result<(), Error> {
     let admin_listener = TcpListener::bind("127.0.0.1:0").await?;
     eprintln!("bench_grpc: proxy {}", proxy_listener.local_addr()?);
     let dp = Dataplane::new(DataplaneConfig::default())?;
-    let report = dp.publish(RouteConfig {
-        routes: vec![Route {
-            id: "bench-grpc".into(),
-            source: SourceRef::default(),
-            hostnames: vec![],
-            https: Default::default(),
-            rules: vec![Rule {
-                matches: vec![],
-                filters: Default::default(),
-                action: Action::Forward(Forward::to(vec![Backend {
-                    name: "echo".into(),
-                    weight: 1,
-                    protocol: Protocol::H2c,
-                    endpoints: vec![upstream],
-                    policy: Default::default(),
-                }])),
-                timeouts: Default::default(),
-                chain: Vec::new(),
-                max_request_body: None,
-                grpc: GrpcOptions {
-                    web: Some(GrpcWeb::default()),
-                    ..Default::default()
-                },
-            }],
-        }],
-        ..Default::default()
-    });
+    let backend = Backend {
+        protocol: Protocol::H2c,
+        ..Backend::new("echo", vec![upstream])
+    };
+    let mut rule = Rule::new(Action::Forward(Forward::to(vec![backend])));
+    rule.set_body_limit(None);
+    rule.grpc.web = Some(GrpcWeb::default());
+    let report = dp.publish(RouteConfig::new(vec![Route::new(
+        "bench-grpc",
+        vec![],
+        vec![rule],
+    )]));
     if !report.errors.is_empty() {
         return Err(format!("route rejected: {:?}", report.errors).into());
     }

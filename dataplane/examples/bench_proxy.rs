@@ -26,7 +26,7 @@ use portico_dataplane::filter::basic_auth::{Credentials, parse_htpasswd};
 use portico_dataplane::listen::tls::{CertConfig, ServerCert};
 use portico_dataplane::model::{
     Action, Backend, BasicAuth, Cors, Filter, Forward, IpAccess, OriginPattern, Route, RouteConfig,
-    Rule, SourceRef,
+    Rule,
 };
 use portico_dataplane::{AccessLogSink, Dataplane, DataplaneConfig};
 use tokio::net::TcpListener;
@@ -111,24 +111,9 @@ async fn run(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr) -> Res
 
 /// Everything, on any host, to the one upstream.
 fn route_to(upstream: SocketAddr) -> RouteConfig {
-    RouteConfig {
-        routes: vec![Route {
-            id: "bench".into(),
-            source: SourceRef::default(),
-            hostnames: vec![],
-            https: Default::default(),
-            rules: vec![Rule {
-                matches: vec![],
-                filters: Default::default(),
-                action: Action::Forward(Forward::to(vec![Backend::new("bench", vec![upstream])])),
-                timeouts: Default::default(),
-                chain: Vec::new(),
-                max_request_body: Some(1 << 20),
-                grpc: Default::default(),
-            }],
-        }],
-        ..Default::default()
-    }
+    let backends = vec![Backend::new("bench", vec![upstream])];
+    let rule = Rule::new(Action::Forward(Forward::to(backends)));
+    RouteConfig::new(vec![Route::new("bench", vec![], vec![rule])])
 }
 
 /// The policy mode's filters, as translation would make them from

@@ -6,7 +6,7 @@ mod support;
 
 use http::{HeaderMap, Request, StatusCode};
 use portico_dataplane::DataplaneConfig;
-use portico_dataplane::model::{Balance, HashKey, HttpsPolicy, HttpsRedirect, RouteConfig};
+use portico_dataplane::model::{Balance, Filter, HashKey, HttpsRedirect, RouteConfig};
 use portico_dataplane::request::forwarded::{TrustedProxies, parse_range};
 use support::*;
 
@@ -197,11 +197,7 @@ fn redirecting(up: &Upstream) -> RouteConfig {
         &["fwd.test"],
         vec![forward_rule(vec![], vec![backend("b", &[up.addr])])],
     );
-    r.https = HttpsPolicy {
-        redirect: Some(HttpsRedirect::default()),
-        hsts: None,
-        client_auth: None,
-    };
+    r.add_to_every_rule(&[Filter::HttpsRedirect(HttpsRedirect::default())]);
     config(vec![r])
 }
 

@@ -452,13 +452,13 @@ async fn response_filters_apply_to_the_page() {
     let app = app().await;
     let errors = ErrorBackend::start(StatusCode::OK).await;
     let mut rule = forward_rule(vec![], vec![backend("app", &[app.addr])]);
-    rule.filters.response_headers = HeaderModifier {
+    rule.chain.push(Filter::ResponseHeaders(HeaderModifier {
         set: vec![(
             http::HeaderName::from_static("x-frame-options"),
             http::HeaderValue::from_static("DENY"),
         )],
         ..Default::default()
-    };
+    }));
     let proxy = Proxy::start(one_rule(with_pages(rule, pages(&[404], errors.backend())))).await;
     let (status, headers, page) = request(&proxy, Method::GET, "/status/404", &[], "").await;
     assert_eq!(status, StatusCode::NOT_FOUND);

@@ -213,16 +213,20 @@ async fn proxy_errors_are_grpc_shaped() {
 async fn filter_answers_are_grpc_shaped() {
     let up = grpc_upstream().await;
     let mut routes = grpc_routes(&[up]);
-    routes.routes[0].https.client_auth = Some(portico_dataplane::model::RouteClientAuth {
-        policy: "default/client-ca".into(),
-        pass_certificate: false,
-    });
+    routes.routes[0].add_to_every_rule(&[portico_dataplane::model::Filter::ClientCert(
+        portico_dataplane::model::RouteClientAuth {
+            policy: "default/client-ca".into(),
+            pass_certificate: false,
+        },
+    )]);
     let proxy = Proxy::start(routes.clone()).await;
     // Plain HTTP cannot carry a certificate: 403, as PERMISSION_DENIED.
     let a = raw_call(&proxy, "/portico.test.Echo/Unary", &req("x"), &[]).await;
     assert_trailers_only(&a, Code::PermissionDenied);
 
-    routes.routes[0].https.redirect = Some(Default::default());
+    routes.routes[0].add_to_every_rule(&[portico_dataplane::model::Filter::HttpsRedirect(
+        Default::default(),
+    )]);
     let proxy = Proxy::start(routes).await;
     let a = raw_call(&proxy, "/portico.test.Echo/Unary", &req("x"), &[]).await;
     assert_trailers_only(&a, Code::Unknown);

@@ -739,14 +739,21 @@ async fn policies_answer_in_stage_order() {
     let up = grpc_upstream().await;
     let mut routes = web_routes(&[up], None);
     let r = &mut routes.routes[0];
-    r.https.redirect = Some(Default::default());
-    r.https.client_auth = Some(portico_dataplane::model::RouteClientAuth {
-        policy: "default/client-ca".into(),
-        pass_certificate: false,
-    });
-    r.rules[0].filters.response_headers.set.push((
-        http::HeaderName::from_static("access-control-max-age"),
-        http::HeaderValue::from_static("60"),
+    r.add_to_every_rule(&[
+        Filter::HttpsRedirect(Default::default()),
+        Filter::ClientCert(portico_dataplane::model::RouteClientAuth {
+            policy: "default/client-ca".into(),
+            pass_certificate: false,
+        }),
+    ]);
+    r.rules[0].chain.push(Filter::ResponseHeaders(
+        portico_dataplane::model::HeaderModifier {
+            set: vec![(
+                http::HeaderName::from_static("access-control-max-age"),
+                http::HeaderValue::from_static("60"),
+            )],
+            ..Default::default()
+        },
     ));
     let c = h1_client();
     let preflight = |proxy: &Proxy| {
@@ -765,7 +772,9 @@ async fn policies_answer_in_stage_order() {
     assert!(h["location"].to_str().unwrap().starts_with("https://"));
     assert_eq!(h["access-control-allow-origin"], ORIGIN, "{h:?}");
 
-    routes.routes[0].https.redirect = None;
+    routes.routes[0].rules[0]
+        .chain
+        .retain(|f| !matches!(f, Filter::HttpsRedirect(_)));
     let proxy = Proxy::start(routes).await;
     let (status, h, _) = send(&c, preflight(&proxy)).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "preflight before access");

@@ -15,10 +15,13 @@ use support::*;
 /// generation it was built for.
 fn generation_table(generation: u64, upstream: std::net::SocketAddr) -> RouteConfig {
     let mut rule = forward_rule(vec![], vec![backend("b", &[upstream])]);
-    rule.filters.response_headers.set = vec![(
-        HeaderName::from_static("x-table"),
-        HeaderValue::from(generation),
-    )];
+    rule.chain.push(Filter::ResponseHeaders(HeaderModifier {
+        set: vec![(
+            HeaderName::from_static("x-table"),
+            HeaderValue::from(generation),
+        )],
+        ..HeaderModifier::default()
+    }));
     config(vec![route("r", &["swap.test"], vec![rule])])
 }
 

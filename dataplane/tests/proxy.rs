@@ -151,12 +151,7 @@ async fn h2c_client_to_h1_upstream_and_h1_client_to_h2c_upstream() {
 async fn redirects() {
     let mk = |redirect: Redirect, path: &str| Rule {
         matches: vec![prefix(path)],
-        filters: Filters::default(),
-        action: Action::Redirect(redirect),
-        timeouts: Timeouts::default(),
-        chain: Vec::new(),
-        max_request_body: None,
-        grpc: Default::default(),
+        ..Rule::new(Action::Redirect(redirect))
     };
     let cfg = config(vec![route(
         "r",
@@ -217,7 +212,7 @@ async fn rewrite_and_header_filters() {
             path: Some(PathModifier::ReplacePrefixMatch("/".into())),
         });
     }
-    rule.filters.request_headers = HeaderModifier {
+    rule.chain.push(Filter::RequestHeaders(HeaderModifier {
         set: vec![(
             HeaderName::from_static("x-set"),
             HeaderValue::from_static("s"),
@@ -227,15 +222,15 @@ async fn rewrite_and_header_filters() {
             HeaderValue::from_static("2"),
         )],
         remove: vec![HeaderName::from_static("x-drop")],
-    };
-    rule.filters.response_headers = HeaderModifier {
+    }));
+    rule.chain.push(Filter::ResponseHeaders(HeaderModifier {
         set: vec![(
             HeaderName::from_static("x-rsp"),
             HeaderValue::from_static("r"),
         )],
         add: vec![],
         remove: vec![HeaderName::from_static("x-upstream")],
-    };
+    }));
     let proxy = Proxy::start(config(vec![route("r", &["rw.test"], vec![rule])])).await;
     let req = Request::get(proxy.url("/app/deep/x?k=v"))
         .header("host", "rw.test")
@@ -366,7 +361,7 @@ async fn body_size_limit() {
     })
     .await;
     let mut rule = forward_rule(vec![], vec![backend("b", &[up.addr])]);
-    rule.max_request_body = Some(1000);
+    rule.set_body_limit(Some(1000));
     let proxy = Proxy::start(config(vec![route("r", &["b.test"], vec![rule])])).await;
     let c = h1_client();
 
@@ -887,17 +882,9 @@ async fn deny_answers_503_without_contacting_upstreams() {
     let cfg = config(vec![route(
         "d",
         &["deny.test"],
-        vec![Rule {
-            matches: vec![],
-            filters: Filters::default(),
-            action: Action::Deny {
-                reason: "invalid permanent-redirect".into(),
-            },
-            timeouts: Timeouts::default(),
-            chain: Vec::new(),
-            max_request_body: None,
-            grpc: Default::default(),
-        }],
+        vec![Rule::new(Action::Deny {
+            reason: "invalid permanent-redirect".into(),
+        })],
     )]);
     let proxy = Proxy::start(cfg).await;
     let (s, _, body) = get(&h1_client(), proxy.addr, "deny.test", "/x").await;

@@ -273,12 +273,7 @@ async fn a_client_cannot_claim_https_on_the_plain_listener() {
 async fn see_other_and_temporary_redirects() {
     let redirect = |path: &str, to: Redirect| Rule {
         matches: vec![prefix(path)],
-        filters: Filters::default(),
-        action: Action::Redirect(to),
-        timeouts: Timeouts::default(),
-        chain: Vec::new(),
-        max_request_body: None,
-        grpc: Default::default(),
+        ..Rule::new(Action::Redirect(to))
     };
     let cfg = config(vec![route(
         "r",
@@ -360,13 +355,13 @@ fn defaults_match_ingress_nginx() {
     assert_eq!(t.request, None);
 
     assert_eq!(DEFAULT_MAX_REQUEST_BODY, 1024 * 1024, "proxy-body-size 1m");
-    // A rule that names no limit or timeouts gets the defaults.
-    let mut rule = serde_json::to_value(forward_rule(vec![], vec![])).unwrap();
-    let fields = rule.as_object_mut().unwrap();
-    fields.remove("max_request_body");
-    fields.remove("timeouts");
+    // A forwarding rule gets the default body limit on its chain...
+    let rule = forward_rule(vec![], vec![]);
+    assert_eq!(rule.chain, [Filter::BodyLimit(1024 * 1024)]);
+    // ...and one that names no timeouts the default ones.
+    let mut rule = serde_json::to_value(rule).unwrap();
+    rule.as_object_mut().unwrap().remove("timeouts");
     let rule: Rule = serde_json::from_value(rule).unwrap();
-    assert_eq!(rule.max_request_body, Some(1024 * 1024));
     assert_eq!(rule.timeouts, Timeouts::default());
 
     let l = ListenerConfig::default();

@@ -13,8 +13,7 @@ use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portico_dataplane::listen::tls::CertConfig;
 use portico_dataplane::model::{
-    Action, Hostname, Hsts, HttpsPolicy, HttpsRedirect, Protocol, Route, RouteClientAuth,
-    UpstreamTls,
+    Action, Filter, Hostname, Hsts, HttpsRedirect, Protocol, Route, RouteClientAuth, UpstreamTls,
 };
 use support::tls::*;
 use support::*;
@@ -406,28 +405,26 @@ async fn http_redirects_to_https_and_https_answers_carry_hsts() {
         &["r.test"],
         vec![forward_rule(vec![], vec![backend("b", &[up.addr])])],
     );
-    redirecting.https = HttpsPolicy {
-        redirect: Some(HttpsRedirect::default()),
-        hsts: Some(Hsts::DEFAULT),
-        client_auth: None,
-    };
+    redirecting.add_to_every_rule(&[
+        Filter::HttpsRedirect(HttpsRedirect::default()),
+        Filter::Hsts(Hsts::DEFAULT),
+    ]);
     let mut ported = route(
         "p",
         &["p.test"],
         vec![forward_rule(vec![], vec![backend("b", &[up.addr])])],
     );
-    ported.https = HttpsPolicy {
-        redirect: Some(HttpsRedirect {
+    ported.add_to_every_rule(&[
+        Filter::HttpsRedirect(HttpsRedirect {
             port: Some(8443),
             preserve_trailing_slash: true,
         }),
-        hsts: Some(Hsts {
+        Filter::Hsts(Hsts {
             max_age: 60,
             include_subdomains: false,
             preload: true,
         }),
-        client_auth: None,
-    };
+    ]);
     let plain = route(
         "plain",
         &["plain.test"],
@@ -521,10 +518,10 @@ async fn client_certificates_per_host() {
             &[host],
             vec![forward_rule(vec![], vec![backend("b", &[up.addr])])],
         );
-        r.https.client_auth = Some(RouteClientAuth {
+        r.add_to_every_rule(&[Filter::ClientCert(RouteClientAuth {
             policy: id,
             pass_certificate: host == "m.test",
-        });
+        })]);
         let binding = ClientAuthBinding {
             hosts: vec![Hostname::parse(host).unwrap()],
             auth: Arc::new(auth),

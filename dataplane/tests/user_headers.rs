@@ -21,18 +21,19 @@ fn h(name: &'static str, value: &'static str) -> (HeaderName, HeaderValue) {
 async fn reserved_headers_in_a_hand_written_config_are_never_applied() {
     let up = Upstream::echo("up").await;
     let mut rule = forward_rule(vec![], vec![backend("b", &[up.addr])]);
-    rule.filters.response_headers = HeaderModifier {
+    // After the default body limit: `chain[1]` and `chain[2]`.
+    rule.chain.push(Filter::ResponseHeaders(HeaderModifier {
         // Served, this would end the first response early and make its
         // body (and what follows) read as the next response.
         set: vec![h("content-length", "0"), h("x-ok", "1")],
         add: vec![h("transfer-encoding", "chunked")],
         remove: vec![HeaderName::from_static("te")],
-    };
-    rule.filters.request_headers = HeaderModifier {
+    }));
+    rule.chain.push(Filter::RequestHeaders(HeaderModifier {
         set: vec![h("host", "evil.test"), h("content-length", "5")],
         add: vec![h("x-b", "2")],
         remove: vec![],
-    };
+    }));
     let cfg = config(vec![route("r", &["hdr.test"], vec![rule])]);
     let proxy = Proxy::start(cfg.clone()).await;
 
@@ -42,11 +43,11 @@ async fn reserved_headers_in_a_hand_written_config_are_never_applied() {
     assert_eq!(
         refused,
         [
-            "filters.request_headers.set",
-            "filters.request_headers.set",
-            "filters.response_headers.add",
-            "filters.response_headers.remove",
-            "filters.response_headers.set",
+            "chain[1].response_headers.add",
+            "chain[1].response_headers.remove",
+            "chain[1].response_headers.set",
+            "chain[2].request_headers.set",
+            "chain[2].request_headers.set",
         ],
         "{:?}",
         report.errors

@@ -122,11 +122,10 @@ pub fn resolve(
             .map(|ips| ips.iter().map(|ip| SocketAddr::new(*ip, number)).collect())
             .unwrap_or_default();
         return Ok(Backend {
-            name,
             weight,
             protocol,
-            endpoints,
             policy,
+            ..Backend::new(name, endpoints)
         });
     }
 
@@ -134,11 +133,10 @@ pub fn resolve(
         return Err(port_not_found(namespace, service, port));
     };
     Ok(Backend {
-        name,
         weight,
         protocol,
-        endpoints: ready_endpoints(snap, &key, service_port),
         policy,
+        ..Backend::new(name, ready_endpoints(snap, &key, service_port))
     })
 }
 

@@ -12,16 +12,17 @@ use portico_crds::{
 };
 use portico_dataplane::external_auth::Template;
 use portico_dataplane::model::{
-    Action, AffinityMode, Backend, Balance, CookieAffinity, Cors, EndpointPolicy, ExternalAuth,
-    ExternalAuthCache, Filter, Filters, LimitKey, Forward, GrpcOptions, GrpcWeb, HashKey, HeaderMatch,
-    HeaderModifier, HealthCheck, Hostname, InvalidField, OriginHost, OriginPattern,
-    OutlierDetection, PathMatch, PathModifier, Probe, Protocol, QueryMatch, Redirect,
-    RedirectStatus, Route, RouteMatch, Rule, SameSite, Scheme, SourceRef, StatusRange, Timeouts,
-    UrlRewrite, ValueMatch, user_settable,
+    Action, AffinityMode, Backend, Balance, CookieAffinity, Cors, EndpointPolicy, ExternalAuth, ExternalAuthCache, Filter, Forward, LimitKey,
+    GrpcOptions, GrpcWeb, HashKey, HeaderMatch, HeaderModifier, HealthCheck, Hostname,
+    InvalidField, OriginHost, OriginPattern, OutlierDetection, PathMatch, PathModifier, Probe,
+    Protocol, QueryMatch, Redirect, RedirectStatus, Route, RouteMatch, Rule, SameSite, Scheme,
+    SourceRef, StatusRange, Timeouts, UrlRewrite, ValueMatch, user_settable,
 };
 
 use super::backends::{self, PortRef};
-use super::{ObjectReport, Settings, TlsBinding, Translation, check_regex, created_secs};
+use super::{
+    ObjectReport, Settings, TlsBinding, Translation, check_regex, created_secs, header_filters,
+};
 use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
 use crate::snapshot::Snapshot;
 
@@ -54,7 +55,7 @@ pub(super) fn translate_all(snap: &Snapshot, settings: &Settings, out: &mut Tran
             // Gateway API redirects only through explicit RequestRedirect
             // filters; HSTS follows the global setting for its TLS hosts.
             if tls.is_some() && settings.hsts_enabled {
-                built.https.hsts = Some(settings.hsts);
+                built.add_to_every_rule(&[Filter::Hsts(settings.hsts)]);
             }
             out.config.routes.push(built);
         }
@@ -140,18 +141,13 @@ fn translate_one(
     if rules.is_empty() {
         return None;
     }
-    Some(Route {
-        id: format!("httproute/{namespace}/{}", route.name_any()),
-        source: SourceRef {
-            kind: "HTTPRoute".into(),
-            namespace: namespace.to_owned(),
-            name: route.name_any(),
-            created: created_secs(&route.metadata),
-        },
-        hostnames,
-        https: Default::default(),
-        rules,
-    })
+    let id = format!("httproute/{namespace}/{}", route.name_any());
+    Some(Route::new(id, hostnames, rules).with_source(SourceRef {
+        kind: "HTTPRoute".into(),
+        namespace: namespace.to_owned(),
+        name: route.name_any(),
+        created: created_secs(&route.metadata),
+    }))
 }
 
 /// `spec.policies.rateLimit` as the limit filters of every rule, keyed by
@@ -318,7 +314,7 @@ fn translate_rule(
         });
     }
 
-    let mut filters = Filters::default();
+    let mut filters = HeaderEdits::default();
     let mut redirect = None;
     let mut rewrite = None;
     let mut cors = None;
@@ -402,34 +398,42 @@ fn translate_rule(
                         ));
                         // Keep its weight so the others' shares stay as written.
                         list.push(Backend {
-                            name: format!("{namespace}/{}:{port}", b.name),
                             weight,
                             protocol: Protocol::Http1,
-                            endpoints: Vec::new(),
-                            policy: Default::default(),
+                            ..Backend::new(format!("{namespace}/{}:{port}", b.name), Vec::new())
                         });
                     }
                 }
             }
             Action::Forward(Forward {
-                backends: list,
                 rewrite,
-                canary: None,
-                upstream_tls: None,
-                retry: Default::default(),
+                ..Forward::to(list)
             })
         }
     };
-    Ok(Rule {
+    // Gateway API sets no body limit: `Rule::new`'s safe default stays.
+    let mut rule = Rule {
         matches,
-        filters,
-        action,
         timeouts,
-        chain: cors.map(Filter::Cors).into_iter().collect(),
-        // Gateway API sets no body limit; keep the dataplane's safe default.
-        max_request_body: Some(portico_dataplane::model::DEFAULT_MAX_REQUEST_BODY),
         grpc: grpc.clone(),
-    })
+        ..Rule::new(action)
+    };
+    // Ahead of the body limit, as every translation lists them.
+    rule.chain.splice(
+        0..0,
+        header_filters(filters.request, filters.response)
+            .into_iter()
+            .chain(cors.map(Filter::Cors)),
+    );
+    Ok(rule)
+}
+
+/// A rule's `RequestHeaderModifier` and `ResponseHeaderModifier`: the
+/// last of each kind stands.
+#[derive(Default)]
+struct HeaderEdits {
+    request: HeaderModifier,
+    response: HeaderModifier,
 }
 
 /// `policies.externalAuth`, parsed whole: every value typed, templates
@@ -710,7 +714,7 @@ fn apply_filter(
     f: &HTTPRouteFilter,
     field: &str,
     matches: &[RouteMatch],
-    filters: &mut Filters,
+    filters: &mut HeaderEdits,
     redirect: &mut Option<Redirect>,
     rewrite: &mut Option<UrlRewrite>,
     found: &mut Vec<Diagnostic>,
@@ -730,15 +734,14 @@ fn apply_filter(
                 .request_header_modifier
                 .as_ref()
                 .ok_or_else(|| missing("requestHeaderModifier"))?;
-            filters.request_headers =
-                header_modifier(m, &format!("{field}.requestHeaderModifier"), found)?;
+            filters.request = header_modifier(m, &format!("{field}.requestHeaderModifier"), found)?;
         }
         FilterType::ResponseHeaderModifier => {
             let m = f
                 .response_header_modifier
                 .as_ref()
                 .ok_or_else(|| missing("responseHeaderModifier"))?;
-            filters.response_headers =
+            filters.response =
                 header_modifier(m, &format!("{field}.responseHeaderModifier"), found)?;
         }
         FilterType::RequestRedirect => {

@@ -8,16 +8,19 @@ use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend}
 use kube::ResourceExt;
 use portico_dataplane::model::{
     Action, Backend, BasicAuth, Canary, CanaryHeader, CanaryHeaderValue, Cors,
-    DEFAULT_GRPC_MAX_MESSAGE, ErrorOrigin, ErrorPages, ExternalAuth, Filter, Filters, Forward,
-    GrpcOptions, GrpcWeb, Hostname, Hsts, HttpsPolicy, HttpsRedirect, IpAccess, LimitKey, PathMatch, ResponseRate,
-    PathModifier, Protocol, Redirect, RedirectStatus, RetryPolicy, Route, RouteClientAuth,
-    RouteMatch, Rule, Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
+    DEFAULT_GRPC_MAX_MESSAGE, ErrorOrigin, ErrorPages, ExternalAuth, Filter, Forward, GrpcOptions, GrpcWeb, LimitKey, ResponseRate,
+    HeaderModifier, Hostname, Hsts, HttpsRedirect, IpAccess, PathMatch, PathModifier, Protocol,
+    Redirect, RedirectStatus, RetryPolicy, Route, RouteClientAuth, RouteMatch, Rule, Scheme,
+    SourceRef, Substitution, Timeouts, UrlRewrite,
 };
 
 use super::auth;
 use super::backends::{self, PortRef};
 use super::tls::{self, TlsHosts};
-use super::{ObjectReport, Settings, TlsBinding, Translation, check_regex, class, created_secs};
+use super::{
+    ObjectReport, Settings, TlsBinding, Translation, check_regex, class, created_secs,
+    header_filters,
+};
 use crate::annotations::{
     self, AnnotationDiagnostic, BackendProtocol, BodySize, CanaryAnnotations,
     DEFAULT_BURST_MULTIPLIER, DiagnosticKind, Fallback, IngressAnnotations, Parsed, RedirectTarget,
@@ -394,39 +397,29 @@ impl IngressTranslator<'_> {
             if !hostnames.is_empty() {
                 hostnames.extend(aliases.iter().cloned());
             }
-            routes.push((
-                Route {
-                    id: self.route_id(),
-                    source: self.source(),
-                    https: self.https_policy(&hostnames),
-                    hostnames,
-                    rules,
-                },
-                keys,
-            ));
+            let https = self.https_filters(&hostnames);
+            let mut route =
+                Route::new(self.route_id(), hostnames, rules).with_source(self.source());
+            route.add_to_every_rule(&https);
+            routes.push((route, keys));
         }
         // The default backend also serves hosts no rule names.
         if let Some(r) = default_backend {
             let covered = routes.iter().any(|(route, _)| route.hostnames.is_empty());
             if !covered {
-                routes.push((
-                    Route {
-                        id: self.route_id(),
-                        source: self.source(),
-                        https: self.https_policy(&[]),
-                        hostnames: Vec::new(),
-                        rules: vec![r],
-                    },
-                    vec![(0, None)],
-                ));
+                let mut route =
+                    Route::new(self.route_id(), Vec::new(), vec![r]).with_source(self.source());
+                route.add_to_every_rule(&self.https_filters(&[]));
+                routes.push((route, vec![(0, None)]));
             }
         }
         routes
     }
 
-    /// `ssl-redirect` (default on) and HSTS apply to hosts served over TLS;
-    /// `force-ssl-redirect` to any host, including the catch-all.
-    fn https_policy(&self, hostnames: &[Hostname]) -> HttpsPolicy {
+    /// The filters of every path of a route: `ssl-redirect` (default on)
+    /// and HSTS apply to hosts served over TLS, `force-ssl-redirect` to any
+    /// host, including the catch-all; then client certificates.
+    fn https_filters(&self, hostnames: &[Hostname]) -> Vec<Filter> {
         let a = &self.ann.https;
         let s = self.settings;
         let tls = hostnames.iter().any(|h| self.tls_hosts.covers(h));
@@ -447,57 +440,58 @@ impl IngressTranslator<'_> {
             policy: auth.id.clone(),
             pass_certificate: a.auth_tls_pass_certificate,
         });
-        HttpsPolicy {
-            redirect,
-            hsts,
-            client_auth,
-        }
+        redirect
+            .map(Filter::HttpsRedirect)
+            .into_iter()
+            .chain(hsts.map(Filter::Hsts))
+            .chain(client_auth.map(Filter::ClientCert))
+            .collect()
     }
 
     /// A rule with the annotations that apply to every path.
     fn base_rule(&self, matches: Vec<RouteMatch>, action: Action) -> Rule {
-        let mut filters = Filters::default();
+        let mut request = HeaderModifier::default();
         if let Some(prefix) = &self.ann.x_forwarded_prefix {
-            filters.request_headers.set.push((
+            request.set.push((
                 HeaderName::from_static("x-forwarded-prefix"),
                 prefix.clone(),
             ));
         }
-        filters
-            .response_headers
-            .set
-            .extend(self.ann.custom_headers.iter().cloned());
+        let response = HeaderModifier {
+            set: self.ann.custom_headers.clone(),
+            ..HeaderModifier::default()
+        };
         let defaults = Timeouts::default();
-        Rule {
+        let mut rule = Rule {
             matches,
-            filters,
-            action,
             timeouts: Timeouts {
                 connect: self.ann.proxy_connect_timeout.unwrap_or(defaults.connect),
                 read: self.ann.proxy_read_timeout.unwrap_or(defaults.read),
                 send: self.ann.proxy_send_timeout.unwrap_or(defaults.send),
                 request: None,
             },
-            // Basic auth after the IP lists, external auth after basic
-            // auth: see `Filter::stage`.
-            chain: self
-                .ip_access()
-                .map(Filter::IpAccess)
+            grpc: self.grpc_options(),
+            ..Rule::new(action)
+        };
+        // Basic auth after the IP lists, external auth after basic auth;
+        // the limits after CORS in their stage: see `Filter::stage`.
+        rule.chain.splice(
+            0..0,
+            header_filters(request, response)
                 .into_iter()
+                .chain(self.ip_access().map(Filter::IpAccess))
                 .chain(self.basic_auth.clone().map(Filter::BasicAuth))
                 .chain(self.external_auth.clone().map(Filter::ExternalAuth))
                 .chain(self.cors().map(Filter::Cors))
-                // After CORS in their stage: see `Filter::stage`.
                 .chain(self.limits())
-                .chain(self.ann.trace.clone().map(Filter::Trace))
-                .collect(),
-            max_request_body: match self.ann.proxy_body_size {
-                None => Some(portico_dataplane::model::DEFAULT_MAX_REQUEST_BODY),
-                Some(BodySize::Unlimited) => None,
-                Some(BodySize::Bytes(n)) => Some(n),
-            },
-            grpc: self.grpc_options(),
-        }
+                .chain(self.ann.trace.clone().map(Filter::Trace)),
+        );
+        rule.set_body_limit(match self.ann.proxy_body_size {
+            None => Some(portico_dataplane::model::DEFAULT_MAX_REQUEST_BODY),
+            Some(BodySize::Unlimited) => None,
+            Some(BodySize::Bytes(n)) => Some(n),
+        });
+        rule
     }
 
     /// `limit-rps`, `limit-rpm` (one rate-limit filter, both rates) and
@@ -836,9 +830,6 @@ impl IngressTranslator<'_> {
         let r = &self.ann.retry;
         let d = RetryPolicy::default();
         Action::Forward(Forward {
-            backends,
-            rewrite: None,
-            canary: None,
             upstream_tls,
             retry: RetryPolicy {
                 on: r.on.unwrap_or(d.on),
@@ -846,6 +837,7 @@ impl IngressTranslator<'_> {
                 timeout: r.timeout.unwrap_or(d.timeout),
                 ..d
             },
+            ..Forward::to(backends)
         })
     }
 

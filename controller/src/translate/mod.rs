@@ -9,7 +9,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use portico_dataplane::listen::tls::{ClientAuthBinding, PassthroughBinding};
-use portico_dataplane::model::{Action, Filter, Hostname, Hsts, Route, RouteConfig, RouteMatch};
+use portico_dataplane::model::{
+    Action, Filter, HeaderModifier, Hostname, Hsts, Route, RouteConfig, RouteMatch,
+};
 
 use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
 use crate::snapshot::{Key, Snapshot};
@@ -228,6 +230,20 @@ impl ObjectReport {
 /// `--default-backend-service`, resolved like any backend; a Service that
 /// is not there is reported on itself (there is no object that named it),
 /// and requests no route matches get the proxy's plain 404.
+/// A rule's header edits as filters, the response edits listed first so
+/// that their response side runs after every later filter's of the same
+/// stage (see `Filter::stage`); an empty edit is left out.
+fn header_filters(request: HeaderModifier, response: HeaderModifier) -> Vec<Filter> {
+    let mut out = Vec::new();
+    if !response.is_empty() {
+        out.push(Filter::ResponseHeaders(response));
+    }
+    if !request.is_empty() {
+        out.push(Filter::RequestHeaders(request));
+    }
+    out
+}
+
 fn default_backend(
     snap: &Snapshot,
     settings: &Settings,

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use portico_dataplane::model::Filter;
 use portico_dataplane::route::router::{RequestHead, Router};
 use serde::Deserialize;
 use serde_json::Value;
@@ -89,7 +90,9 @@ struct RequestCase {
     /// A subset of the matched rule's JSON form (`/debug/routes` shape).
     #[serde(default)]
     rule: Option<Value>,
-    /// A subset of the matched route's `https` policy (JSON form).
+    /// A subset of the matched rule's HTTPS filters (JSON form), as
+    /// `{redirect, hsts, client_auth}`: its `https_redirect`, `hsts` and
+    /// `client_cert` filters, `null` for one it does not have.
     #[serde(default)]
     https: Option<Value>,
 }
@@ -244,8 +247,7 @@ fn check_requests(t: &Translation, cases: &[RequestCase]) -> Result<(), String> 
             return Err(format!("{what}: route {got_route:?}, want {:?}", c.route));
         }
         if let (Some(want), Some(h)) = (&c.https, hit) {
-            let got =
-                serde_json::to_value(&t.config.routes[h.route].https).map_err(|e| e.to_string())?;
+            let got = https_filters(&t.config.routes[h.route].rules[h.rule])?;
             subset(want, &got, "https")?;
         }
         if let (Some(want), Some(h)) = (&c.rule, hit) {
@@ -262,6 +264,24 @@ fn check_requests(t: &Translation, cases: &[RequestCase]) -> Result<(), String> 
     Ok(())
 }
 
+/// A rule's HTTPS filters in one object: see [`RequestCase::https`].
+fn https_filters(rule: &portico_dataplane::model::Rule) -> Result<Value, String> {
+    let mut out = serde_json::Map::new();
+    for key in ["redirect", "hsts", "client_auth"] {
+        out.insert(key.into(), Value::Null);
+    }
+    for f in &rule.chain {
+        let (key, value) = match f {
+            Filter::HttpsRedirect(r) => ("redirect", serde_json::to_value(r)),
+            Filter::Hsts(h) => ("hsts", serde_json::to_value(h)),
+            Filter::ClientCert(a) => ("client_auth", serde_json::to_value(a)),
+            _ => continue,
+        };
+        out.insert(key.into(), value.map_err(|e| e.to_string())?);
+    }
+    Ok(Value::Object(out))
+}
+
 /// Translation never hands the dataplane what its table build would leave
 /// out or its requests answer 400 for: those are reported on the object.
 fn dataplane_accepts_every_field(t: &Translation) -> Result<(), String> {
@@ -269,11 +289,11 @@ fn dataplane_accepts_every_field(t: &Translation) -> Result<(), String> {
     for route in &t.config.routes {
         for (i, rule) in route.rules.iter().enumerate() {
             let at = format!("{} rules[{i}]", route.id);
-            for mut m in [
-                rule.filters.request_headers.clone(),
-                rule.filters.response_headers.clone(),
-            ] {
-                let refused = m.retain_user_settable();
+            for f in &rule.chain {
+                let (Filter::RequestHeaders(m) | Filter::ResponseHeaders(m)) = f else {
+                    continue;
+                };
+                let refused = m.clone().retain_user_settable();
                 if !refused.is_empty() {
                     return Err(format!(
                         "{at}: reserved headers reach the table: {refused:?}"

@@ -234,11 +234,13 @@ fn upstream_client_cert(
     Ok(Some((id, cert)))
 }
 
-/// A Secret's non-empty `ca.crt`.
+/// A Secret's non-empty `ca.crt`. A CA bundle may come in a TLS Secret or
+/// an Opaque one (ingress-nginx's `auth-tls-secret` docs use either), and
+/// both kinds are watched.
 fn ca_bundle<'s>(snap: &'s Snapshot, ns: &str, name: &str) -> Result<&'s [u8], String> {
     snap.secrets
         .get(&(ns.to_owned(), name.to_owned()))
-        .ok_or_else(|| format!("no Secret of type kubernetes.io/tls named {ns}/{name}"))?
+        .ok_or_else(|| format!("no Secret of type kubernetes.io/tls or Opaque named {ns}/{name}"))?
         .data
         .as_ref()
         .and_then(|d| d.get("ca.crt"))
@@ -440,6 +442,16 @@ mod tests {
         Object::Secret(Arc::new(s))
     }
 
+    /// The rule's client-certificate filter.
+    fn client_cert(
+        rule: &portico_dataplane::model::Rule,
+    ) -> Option<portico_dataplane::model::RouteClientAuth> {
+        rule.chain.iter().find_map(|f| match f {
+            portico_dataplane::model::Filter::ClientCert(a) => Some(a.clone()),
+            _ => None,
+        })
+    }
+
     #[test]
     fn client_auth_policy_from_annotations() {
         use portico_dataplane::listen::tls::VerifyClient;
@@ -456,7 +468,7 @@ mod tests {
         assert_eq!(b.hosts, vec![Hostname::parse("web.test").unwrap()]);
         assert_eq!(b.auth.verify, VerifyClient::Optional);
         assert_eq!(
-            t.config.routes[0].https.client_auth,
+            client_cert(&t.config.routes[0].rules[0]),
             Some(RouteClientAuth {
                 policy: b.auth.id.clone(),
                 pass_certificate: true,
@@ -471,11 +483,11 @@ mod tests {
             ca_secret("client-ca", &ca),
         ]);
         assert!(t.client_auth.is_empty());
-        assert_eq!(t.config.routes[0].https.client_auth, None);
+        assert_eq!(client_cert(&t.config.routes[0].rules[0]), None);
         for (objects, want) in [
             (
                 vec![],
-                "no Secret of type kubernetes.io/tls named default/client-ca",
+                "no Secret of type kubernetes.io/tls or Opaque named default/client-ca",
             ),
             (
                 vec![ca_secret("client-ca", "junk")],

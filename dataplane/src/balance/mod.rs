@@ -16,6 +16,12 @@
 //! affinity. Slow start scales an endpoint's weight for all of them.
 
 pub(crate) mod retry;
+mod set;
+
+pub(crate) use set::PickError;
+#[cfg(test)]
+pub(crate) use set::tests::backend as test_backend;
+pub use set::{BackendRuntime, BackendSet};
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

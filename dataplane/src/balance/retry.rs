@@ -20,11 +20,11 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use crate::balance::BackendRuntime;
 use crate::balance::{InFlight, RequestKey};
 use crate::body::{RequestBody, find_body_error};
 use crate::model::RetryPolicy;
 use crate::observe::trace::RequestSpan;
-use crate::route::table::BackendRuntime;
 use crate::upstream::health::{HealthShared, Outcome};
 use crate::upstream::{Recycle, SendError, UpstreamError};
 

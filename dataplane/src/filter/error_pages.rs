@@ -27,10 +27,10 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::balance::retry::{self, Sent, Timing};
+use crate::balance::{BackendRuntime, BackendSet};
 use crate::body::{RequestBody, ResponseBody};
 use crate::headers::{X_FORWARDED_FOR, X_REQUEST_ID};
 use crate::model::{self, Backend, ErrorOrigin, Protocol, RetryPolicy, Timeouts};
-use crate::route::table::{BackendRuntime, BackendSet};
 use crate::upstream::Upstreams;
 
 static X_CODE: HeaderName = HeaderName::from_static("x-code");

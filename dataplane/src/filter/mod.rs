@@ -62,6 +62,11 @@ pub struct Chain {
     /// The rule's tracing, when it traces (its `Filter::Trace` or the
     /// global switch).
     trace: Option<Box<RuleTrace>>,
+    /// The body limit, which the forwarded body is held to as it streams.
+    body_limit: Option<u64>,
+    /// The index of the client-certificate filter, whose policy says what
+    /// the upstream is told of the certificate.
+    client_cert: Option<usize>,
 }
 
 /// What filters keep outside the table, so that it outlives a swap:
@@ -238,8 +243,8 @@ impl Passed {
 // === impl Chain ===
 
 impl Chain {
-    /// Compiles `filters` (in running order, see
-    /// [`crate::model::Route::rule_filters`]) for `rule`; an error
+    /// Compiles `filters` (`rule`'s chain in running order, see
+    /// [`crate::model::order_filters`]) for `rule`; an error
     /// backend's endpoints come from `upstreams`.
     pub fn build(
         filters: &[Filter],
@@ -274,6 +279,14 @@ impl Chain {
         let strips_authorization = filters
             .iter()
             .any(|f| matches!(f, Filter::BasicAuth(a) if !a.forward_authorization));
+        // The strictest, should a hand-written chain hold several.
+        let body_limit = filters
+            .iter()
+            .filter_map(|f| match f {
+                Filter::BodyLimit(limit) => Some(*limit),
+                _ => None,
+            })
+            .min();
         let filters: Box<[Compiled]> = filters
             .iter()
             .map(|f| match f {
@@ -327,6 +340,9 @@ impl Chain {
         let error_pages = filters
             .iter()
             .rposition(|f| matches!(f, Compiled::ErrorPages(_)));
+        let client_cert = filters
+            .iter()
+            .position(|f| matches!(f, Compiled::ClientCert(_)));
         Self {
             filters,
             reads_origin,
@@ -334,6 +350,8 @@ impl Chain {
             strips_authorization,
             throttle,
             trace,
+            body_limit,
+            client_cert,
         }
     }
 
@@ -354,6 +372,19 @@ impl Chain {
 
     pub fn is_empty(&self) -> bool {
         self.filters.is_empty()
+    }
+
+    /// The request-body limit; `None`: unlimited.
+    pub(crate) fn body_limit(&self) -> Option<u64> {
+        self.body_limit
+    }
+
+    /// The client-certificate policy the request was admitted under.
+    pub(crate) fn client_cert(&self) -> Option<&RouteClientAuth> {
+        match self.filters.get(self.client_cert?)? {
+            Compiled::ClientCert(a) => Some(a),
+            _ => None,
+        }
     }
 
     /// The compiled IP sets of the chain's access lists (allow, then deny).
@@ -530,9 +561,7 @@ impl Chain {
     }
 
     /// The error backend's endpoints, for health reports.
-    pub(crate) fn error_backends(
-        &self,
-    ) -> impl Iterator<Item = &crate::route::table::BackendRuntime> {
+    pub(crate) fn error_backends(&self) -> impl Iterator<Item = &crate::balance::BackendRuntime> {
         self.error_pages_runtime()
             .into_iter()
             .flat_map(|p| p.backends())
@@ -736,9 +765,7 @@ pub(crate) fn apply_header_modifier(headers: &mut HeaderMap, m: &HeaderModifier)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{
-        Action, Cors, Forward, GrpcWeb, Hsts, HttpsPolicy, IpAccess, Route, SourceRef, Stage,
-    };
+    use crate::model::{Action, Cors, Forward, GrpcWeb, Hsts, IpAccess, Route, Stage};
     use http::HeaderName;
 
     fn modifier(name: &'static str) -> HeaderModifier {
@@ -752,13 +779,7 @@ mod tests {
         Filter::ErrorPages(Box::new(crate::model::ErrorPages {
             codes: vec![404],
             intercept_upstream: true,
-            backend: crate::model::Backend {
-                name: "errors".into(),
-                weight: 1,
-                protocol: Default::default(),
-                endpoints: vec![],
-                policy: Default::default(),
-            },
+            backend: crate::model::Backend::new("errors", vec![]),
             origin: Default::default(),
         }))
     }
@@ -837,32 +858,43 @@ mod tests {
             assert_eq!(f.stage(), *stage, "{f:?}");
         }
 
-        let mut rule = Rule::new(Action::Forward(Forward::to(vec![])));
-        rule.filters.request_headers = modifier("x-req");
-        rule.filters.response_headers = modifier("x-rsp");
-        rule.max_request_body = Some(10);
-        rule.grpc.web = Some(GrpcWeb::default());
-        // The rule's own list, in an order the stages overrule.
-        rule.chain = vec![
-            Filter::Trace(crate::model::Trace::default()),
-            error_pages(),
-            Filter::IpAccess(IpAccess::default()),
-            Filter::Cors(Cors::grpc_web()),
-            rate_limit(),
-            connection_limit(),
-        ];
-        let route = Route {
-            id: "r".into(),
-            source: SourceRef::default(),
-            hostnames: vec![],
-            rules: vec![],
-            https: HttpsPolicy {
-                redirect: Some(HttpsRedirect::default()),
-                hsts: Some(Hsts::DEFAULT),
-                client_auth: Some(auth),
-            },
+        // A rule as translation writes it: its header edits, then its own
+        // list (in an order the stages overrule), its body limit, and the
+        // route-wide policies put ahead of it all.
+        let chain_of = |action: Action, own: Vec<Filter>| {
+            let mut rule = Rule::new(action);
+            rule.chain.splice(
+                0..0,
+                [
+                    Filter::ResponseHeaders(modifier("x-rsp")),
+                    Filter::RequestHeaders(modifier("x-req")),
+                ],
+            );
+            rule.chain.extend(own);
+            rule.set_body_limit(Some(10));
+            rule.grpc.web = Some(GrpcWeb::default());
+            let mut route = Route::new("r", vec![], vec![rule]);
+            route.add_to_every_rule(&[
+                Filter::HttpsRedirect(HttpsRedirect::default()),
+                Filter::Hsts(Hsts::DEFAULT),
+                Filter::ClientCert(auth.clone()),
+            ]);
+            let mut chain = route.rules.remove(0).chain;
+            crate::model::order_filters(&mut chain);
+            chain
         };
-        let chain = route.rule_filters(&rule);
+        let forward = || Action::Forward(Forward::to(vec![]));
+        let chain = chain_of(
+            forward(),
+            vec![
+                Filter::Trace(crate::model::Trace::default()),
+                error_pages(),
+                Filter::IpAccess(IpAccess::default()),
+                Filter::Cors(Cors::grpc_web()),
+                rate_limit(),
+                connection_limit(),
+            ],
+        );
         assert_eq!(
             chain.iter().map(kind).collect::<Vec<_>>(),
             [
@@ -905,12 +937,10 @@ mod tests {
         assert_eq!(shuffled[0], Filter::ResponseHeaders(modifier("x-b")));
 
         // A filter on the rule's own list takes its stage's place, after
-        // the derived ones of that stage.
-        rule.chain = vec![Filter::ResponseHeaders(modifier("x-own"))];
-        let chain = route.rule_filters(&rule);
+        // the route-wide ones and header edits of that stage.
+        let chain = chain_of(forward(), vec![Filter::ResponseHeaders(modifier("x-own"))]);
         assert_eq!(chain[4], Filter::ResponseHeaders(modifier("x-own")));
         assert_eq!(kind(&chain[5]), "client_cert");
-        rule.chain.clear();
 
         // Basic auth asks for credentials after the checks that need none:
         // a client the certificate or the address lists refuse is never
@@ -922,11 +952,13 @@ mod tests {
             forward_authorization: false,
         });
         assert_eq!(basic.stage(), Stage::Access);
-        rule.chain = vec![
-            Filter::IpAccess(crate::model::IpAccess::default()),
-            basic.clone(),
-        ];
-        let chain = route.rule_filters(&rule);
+        let chain = chain_of(
+            forward(),
+            vec![
+                Filter::IpAccess(crate::model::IpAccess::default()),
+                basic.clone(),
+            ],
+        );
         assert_eq!(
             chain.iter().map(kind).skip(4).collect::<Vec<_>>(),
             ["client_cert", "ip_access", "basic_auth", "body_limit"]
@@ -939,12 +971,14 @@ mod tests {
             external_auth::Template::service_url("http://auth.test/").unwrap(),
         )));
         assert_eq!(external.stage(), Stage::Access);
-        rule.chain = vec![
-            Filter::IpAccess(crate::model::IpAccess::default()),
-            basic.clone(),
-            external,
-        ];
-        let chain = route.rule_filters(&rule);
+        let chain = chain_of(
+            forward(),
+            vec![
+                Filter::IpAccess(crate::model::IpAccess::default()),
+                basic.clone(),
+                external,
+            ],
+        );
         assert_eq!(
             chain.iter().map(kind).skip(4).collect::<Vec<_>>(),
             [
@@ -955,7 +989,6 @@ mod tests {
                 "body_limit"
             ]
         );
-        rule.chain.clear();
 
         // A bandwidth limit is about the content.
         let rate = crate::model::ResponseRate {
@@ -965,25 +998,16 @@ mod tests {
         assert_eq!(Filter::ResponseRate(rate).stage(), Stage::Content);
 
         // Redirect and deny rules read no body.
-        rule.action = Action::Deny { reason: "x".into() };
-        let chain = route.rule_filters(&rule);
+        let chain = chain_of(Action::Deny { reason: "x".into() }, vec![]);
         assert!(!chain.iter().any(|f| matches!(f, Filter::BodyLimit(_))));
     }
 
     #[test]
     fn a_rule_without_policies_has_an_empty_chain() {
-        let mut rule = Rule::new(Action::Deny { reason: "x".into() });
-        rule.max_request_body = None;
-        let route = Route {
-            id: "r".into(),
-            source: SourceRef::default(),
-            hostnames: vec![],
-            rules: vec![],
-            https: HttpsPolicy::default(),
-        };
-        let filters = route.rule_filters(&rule);
-        assert!(filters.is_empty());
+        // A deny reads no body: not even the default limit.
+        let rule = Rule::new(Action::Deny { reason: "x".into() });
+        assert!(rule.chain.is_empty());
         let upstreams = Upstreams::new(Default::default(), Default::default());
-        assert!(Chain::build(&filters, &rule, &upstreams, &FilterState::default()).is_empty());
+        assert!(Chain::build(&rule.chain, &rule, &upstreams, &FilterState::default()).is_empty());
     }
 }

@@ -29,7 +29,9 @@ pub enum Filter {
     /// client-certificate policy: 421 over TLS otherwise, 403 over HTTP.
     ClientCert(RouteClientAuth),
     /// A declared request body (`Content-Length`) larger than this answers
-    /// 413 before anything is sent upstream (gRPC calls excepted).
+    /// 413 before anything is sent upstream, and a streamed one is cut off
+    /// there (gRPC calls excepted: [`GrpcOptions::max_message`] limits each
+    /// message instead). Only on forwarding rules.
     BodyLimit(u64),
     /// Client address lists (ingress-nginx `allowlist-source-range`,
     /// `denylist-source-range`): 403 for a denied client.
@@ -436,55 +438,6 @@ impl Filter {
 pub fn order_filters(filters: &mut [Filter]) {
     // Stable: list order within a stage is kept.
     filters.sort_by_key(Filter::stage);
-}
-
-impl Route {
-    /// A rule's filter chain, in running order, derived from where the
-    /// settings live in this model: the route's HTTPS policy (redirect,
-    /// HSTS, client certificates) and the rule's header modifiers and body
-    /// limit, then the rule's own [`Rule::chain`]. Off the request path,
-    /// once per table build.
-    pub fn rule_filters(&self, rule: &Rule) -> Vec<Filter> {
-        let mut out = Vec::new();
-        let https = &self.https;
-        if let Some(r) = https.redirect {
-            out.push(Filter::HttpsRedirect(r));
-        }
-        if let Some(h) = https.hsts {
-            out.push(Filter::Hsts(h));
-        }
-        // Listed before the response side of every later filter: see
-        // `Filter::stage`.
-        if !rule.filters.response_headers.is_empty() {
-            out.push(Filter::ResponseHeaders(
-                rule.filters.response_headers.clone(),
-            ));
-        }
-        if !rule.filters.request_headers.is_empty() {
-            out.push(Filter::RequestHeaders(rule.filters.request_headers.clone()));
-        }
-        if let Some(a) = &https.client_auth {
-            out.push(Filter::ClientCert(a.clone()));
-        }
-        // Bodies only matter where a request is forwarded: a redirect or a
-        // deny reads no body.
-        if matches!(rule.action, Action::Forward(_))
-            && let Some(limit) = rule.max_request_body
-        {
-            out.push(Filter::BodyLimit(limit));
-        }
-        out.extend(rule.chain.iter().cloned());
-        order_filters(&mut out);
-        out
-    }
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Filters {
-    #[serde(default)]
-    pub request_headers: HeaderModifier,
-    #[serde(default)]
-    pub response_headers: HeaderModifier,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -340,58 +340,48 @@ mod tests {
 
     #[test]
     fn config_round_trips_through_json() {
-        let cfg = RouteConfig {
-            routes: vec![Route {
-                id: "ingress/default/web".into(),
-                source: SourceRef::default(),
-                hostnames: vec![Hostname::Wildcard("example.com".into())],
-                https: HttpsPolicy {
-                    redirect: Some(HttpsRedirect {
-                        port: Some(8443),
-                        preserve_trailing_slash: true,
-                    }),
-                    hsts: Some(Hsts::DEFAULT),
-                    client_auth: Some(RouteClientAuth {
-                        policy: "default/ca On 1".into(),
-                        pass_certificate: true,
-                    }),
-                },
-                rules: vec![Rule {
-                    matches: vec![RouteMatch {
-                        path: PathMatch::Exact("/a".into()),
-                        headers: vec![HeaderMatch {
-                            name: HeaderName::from_static("x-env"),
-                            value: ValueMatch::Exact("canary".into()),
-                        }],
-                        query: vec![],
-                        method: Some(Method::POST),
-                    }],
-                    filters: Filters {
-                        request_headers: HeaderModifier {
-                            set: vec![(
-                                HeaderName::from_static("x-a"),
-                                HeaderValue::from_static("1"),
-                            )],
-                            add: vec![],
-                            remove: vec![HeaderName::from_static("x-b")],
-                        },
-                        response_headers: HeaderModifier::default(),
-                    },
-                    action: Action::Forward(Forward::to(vec![Backend {
-                        name: "default/web:80".into(),
-                        weight: 1,
-                        protocol: Protocol::H2c,
-                        endpoints: vec!["127.0.0.1:8080".parse().unwrap()],
-                        policy: EndpointPolicy::default(),
-                    }])),
-                    timeouts: Timeouts::default(),
-                    chain: Vec::new(),
-                    max_request_body: Some(10),
-                    grpc: Default::default(),
-                }],
-            }],
-            ..Default::default()
+        let backend = Backend {
+            protocol: Protocol::H2c,
+            ..Backend::new("default/web:80", vec!["127.0.0.1:8080".parse().unwrap()])
         };
+        let rule = Rule {
+            matches: vec![RouteMatch {
+                path: PathMatch::Exact("/a".into()),
+                headers: vec![HeaderMatch {
+                    name: HeaderName::from_static("x-env"),
+                    value: ValueMatch::Exact("canary".into()),
+                }],
+                query: vec![],
+                method: Some(Method::POST),
+            }],
+            chain: vec![
+                Filter::HttpsRedirect(HttpsRedirect {
+                    port: Some(8443),
+                    preserve_trailing_slash: true,
+                }),
+                Filter::Hsts(Hsts::DEFAULT),
+                Filter::RequestHeaders(HeaderModifier {
+                    set: vec![(
+                        HeaderName::from_static("x-a"),
+                        HeaderValue::from_static("1"),
+                    )],
+                    add: vec![],
+                    remove: vec![HeaderName::from_static("x-b")],
+                }),
+                Filter::ClientCert(RouteClientAuth {
+                    policy: "default/ca On 1".into(),
+                    pass_certificate: true,
+                }),
+                Filter::BodyLimit(10),
+            ],
+            ..Rule::new(Action::Forward(Forward::to(vec![backend])))
+        };
+        let hostnames = vec![Hostname::Wildcard("example.com".into())];
+        let cfg = RouteConfig::new(vec![Route::new(
+            "ingress/default/web",
+            hostnames,
+            vec![rule],
+        )]);
         let json = serde_json::to_string(&cfg).unwrap();
         let back: RouteConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(cfg, back);

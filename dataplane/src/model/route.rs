@@ -39,40 +39,37 @@ pub struct Route {
     #[serde(default)]
     pub hostnames: Vec<Hostname>,
     pub rules: Vec<Rule>,
-    /// HTTP-to-HTTPS redirect and HSTS for this route's requests.
-    #[serde(default)]
-    pub https: HttpsPolicy,
 }
 
 impl Route {
     /// A route of `rules` for `hostnames` (empty: the default virtual
-    /// host), with no source object and no HTTPS policy.
+    /// host), with no source object.
     pub fn new(id: impl Into<String>, hostnames: Vec<Hostname>, rules: Vec<Rule>) -> Self {
         Self {
             id: id.into(),
             source: SourceRef::default(),
             hostnames,
             rules,
-            https: HttpsPolicy::default(),
         }
     }
-}
 
-/// What a route does about HTTPS (ingress-nginx `ssl-redirect`,
-/// `force-ssl-redirect`, `hsts*`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HttpsPolicy {
-    /// Plain-HTTP requests are answered 308 to the same URL over https,
-    /// except ACME HTTP-01 challenges (`/.well-known/acme-challenge/`).
-    #[serde(default)]
-    pub redirect: Option<HttpsRedirect>,
-    /// `Strict-Transport-Security` on responses to HTTPS requests.
-    #[serde(default)]
-    pub hsts: Option<Hsts>,
-    /// Requests must come on a TLS connection verified under this
-    /// client-certificate policy (published with the certificates).
-    #[serde(default)]
-    pub client_auth: Option<RouteClientAuth>,
+    /// The route, from `source`.
+    pub fn with_source(mut self, source: SourceRef) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// Puts `filters` on every rule's chain, ahead of the rule's own: a
+    /// policy of the whole route (HTTPS redirect, HSTS, client
+    /// certificates) comes first within its stage.
+    pub fn add_to_every_rule(&mut self, filters: &[Filter]) {
+        if filters.is_empty() {
+            return;
+        }
+        for rule in &mut self.rules {
+            rule.chain.splice(0..0, filters.iter().cloned());
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,42 +152,47 @@ pub struct Rule {
     /// "every request" (a `Prefix("/")` match).
     #[serde(default)]
     pub matches: Vec<RouteMatch>,
-    #[serde(default)]
-    pub filters: Filters,
     pub action: Action,
     #[serde(default)]
     pub timeouts: Timeouts,
-    /// `None`: unlimited. Not applied to gRPC calls, whose streams are
-    /// unbounded: [`GrpcOptions::max_message`] limits each message instead.
-    #[serde(default = "default_max_request_body")]
-    pub max_request_body: Option<u64>,
     #[serde(default)]
     pub grpc: GrpcOptions,
-    /// Filters on the rule's chain besides those derived from the fields
-    /// above and the route's [`HttpsPolicy`] (see [`Route::rule_filters`]):
-    /// where new policies go. Run by [`Filter::stage`], then list order.
+    /// Every policy of the rule (see [`Filter`]). Run by [`Filter::stage`],
+    /// then list order ([`order_filters`], at table build).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chain: Vec<Filter>,
 }
 
 impl Rule {
-    /// A rule for every request with `action` and the defaults: no
-    /// filters, the default timeouts, body limit and gRPC options.
+    /// A rule for every request with `action` and the defaults: the
+    /// default timeouts, body limit (where it forwards) and gRPC options,
+    /// no other filters.
     pub fn new(action: Action) -> Self {
-        Self {
+        let mut rule = Self {
             matches: Vec::new(),
-            filters: Filters::default(),
             action,
             timeouts: Timeouts::default(),
-            max_request_body: default_max_request_body(),
             grpc: GrpcOptions::default(),
             chain: Vec::new(),
+        };
+        rule.set_body_limit(Some(DEFAULT_MAX_REQUEST_BODY));
+        rule
+    }
+
+    /// Replaces the rule's request-body limit (`None`: unlimited). Only a
+    /// forwarding rule gets one: a redirect or a deny reads no body.
+    pub fn set_body_limit(&mut self, limit: Option<u64>) {
+        self.chain.retain(|f| !matches!(f, Filter::BodyLimit(_)));
+        if let (Some(limit), Action::Forward(_)) = (limit, &self.action) {
+            // First of its stage, ahead of error pages.
+            let at = self
+                .chain
+                .iter()
+                .position(|f| f.stage() >= Stage::Content)
+                .unwrap_or(self.chain.len());
+            self.chain.insert(at, Filter::BodyLimit(limit));
         }
     }
-}
-
-fn default_max_request_body() -> Option<u64> {
-    Some(DEFAULT_MAX_REQUEST_BODY)
 }
 
 /// All conditions must hold (AND).

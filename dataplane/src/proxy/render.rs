@@ -3,7 +3,17 @@
 //! caller's protocol (plain text, or gRPC trailers-only for gRPC and
 //! gRPC-Web).
 
-use super::*;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::body::{BodyError, ResponseBody, find_body_error};
+use crate::filter::Answer;
+use crate::grpc::{self, Code, GrpcBodyError};
+use crate::headers::X_REQUEST_ID;
+use crate::request::ctx::{Call, RequestCtx};
+use crate::upstream::UpstreamError;
+use tracing::warn;
 
 impl RequestCtx {
     /// The proxy's own error answer, in the caller's protocol.

@@ -9,18 +9,17 @@ use std::time::SystemTime;
 use http::HeaderMap;
 use regex::Regex;
 
-use crate::balance::retry::RetryBudget;
-use crate::balance::{Balancer, SessionSide};
+use crate::balance::{BackendRuntime, BackendSet, SessionSide};
 use crate::filter::error_pages::ErrorPagesRuntime;
 use crate::filter::{Chain, FilterState, Interned};
 use crate::headers::cookie_value;
 use crate::model::{
     Action, Backend, Balance, Canary, CanaryAffinity, CanaryHeaderValue, Filter, PathModifier,
-    Protocol, RetryPolicy, Route, RouteConfig, RouteMatch, Rule, UpstreamTls,
+    RetryPolicy, RouteConfig, RouteMatch, Rule, UpstreamTls, order_filters,
 };
 use crate::observe::{Metrics, RouteStats};
 use crate::route::router::{RequestHead, RouteError, Router};
-use crate::upstream::{EndpointKey, Upstreams};
+use crate::upstream::Upstreams;
 
 pub struct RouteTable {
     generation: u64,
@@ -90,40 +89,11 @@ enum CanaryHeaderRuntime {
     Pattern(Regex),
 }
 
-/// A weighted split over backends; each backend's [`Balancer`] picks the
-/// endpoint. The split's counter is an atomic in the table: a swap restarts
-/// the rotation, which is harmless. Endpoint health lives on the endpoints.
-#[derive(Default)]
-pub struct BackendSet {
-    backends: Vec<BackendRuntime>,
-    /// Cumulative weights, parallel to `backends`.
-    cumulative: Vec<u64>,
-    next: AtomicU64,
-}
-
-pub struct BackendRuntime {
-    pub(crate) name: Arc<str>,
-    pub(crate) protocol: Protocol,
-    pub balancer: Balancer,
-    /// The backend's budget for retries (the policy is the rule's,
-    /// `model::Forward::retry`).
-    pub(crate) budget: Arc<RetryBudget>,
-}
-
 /// A routed request: everything borrowed from the table it was routed on.
 pub struct Routed<'t> {
-    pub(crate) route: &'t Route,
     pub(crate) rule: &'t Rule,
     pub(crate) matched: Option<&'t RouteMatch>,
     pub runtime: &'t RuleRuntime,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum PickError {
-    /// No backend has weight (or none is listed).
-    NoBackend,
-    /// The chosen backend has no endpoints.
-    NoEndpoints,
 }
 
 // === impl RouteTable ===
@@ -175,7 +145,8 @@ impl RouteTable {
                                 reason,
                             })
                         };
-                        let filters = route.rule_filters(rule);
+                        let mut filters = rule.chain.clone();
+                        order_filters(&mut filters);
                         let chain = Chain::build_with(
                             &filters,
                             rule,
@@ -262,7 +233,6 @@ impl RouteTable {
         let runtime = self.rules.get(hit.route)?.get(hit.rule)?;
         let matched = hit.matched.and_then(|m| rule.matches.get(m));
         Some(Routed {
-            route,
             rule,
             matched,
             runtime,
@@ -346,14 +316,15 @@ fn refuse_unsafe_fields(config: &mut RouteConfig) -> Vec<RouteError> {
                     reason,
                 })
             };
-            let filters = &mut rule.filters;
-            for (which, m) in [
-                ("request_headers", &mut filters.request_headers),
-                ("response_headers", &mut filters.response_headers),
-            ] {
+            for (i, f) in rule.chain.iter_mut().enumerate() {
+                let (which, m) = match f {
+                    Filter::RequestHeaders(m) => ("request_headers", m),
+                    Filter::ResponseHeaders(m) => ("response_headers", m),
+                    _ => continue,
+                };
                 for (list, name, reason) in m.retain_user_settable() {
                     error(
-                        format!("filters.{which}.{list}"),
+                        format!("chain[{i}].{which}.{list}"),
                         format!("{name}: {reason}; left out"),
                     );
                 }
@@ -377,8 +348,6 @@ fn refuse_unsafe_fields(config: &mut RouteConfig) -> Vec<RouteError> {
     }
     errors
 }
-
-// === impl BackendSet ===
 
 /// nginx's `rewrite` is case-insensitive for ingress-nginx locations and
 /// matches anywhere in the path.
@@ -502,174 +471,21 @@ impl CanaryRuntime {
     }
 }
 
-impl BackendSet {
-    pub(crate) fn build(
-        list: &[Backend],
-        upstreams: &Upstreams,
-        tls: Option<&Arc<UpstreamTls>>,
-        retry: &RetryPolicy,
-        side: SessionSide,
-    ) -> Self {
-        let mut total = 0u64;
-        let mut backends = Vec::new();
-        let mut cumulative = Vec::new();
-        for b in list.iter().filter(|b| b.weight > 0) {
-            total += u64::from(b.weight);
-            cumulative.push(total);
-            let endpoints: Vec<_> = b
-                .endpoints
-                .iter()
-                .map(|&addr| {
-                    upstreams.endpoint(EndpointKey {
-                        addr,
-                        protocol: b.protocol,
-                        tls: tls.cloned(),
-                    })
-                })
-                .collect();
-            let checks = match &b.policy.health_check {
-                Some(hc) => endpoints
-                    .iter()
-                    .filter_map(|ep| upstreams.check(ep, hc))
-                    .collect(),
-                None => Vec::new(),
-            };
-            backends.push(BackendRuntime {
-                name: Arc::from(b.name.as_str()),
-                protocol: b.protocol,
-                balancer: Balancer::new(
-                    endpoints,
-                    b.policy.clone(),
-                    Arc::clone(upstreams.health()),
-                    checks,
-                )
-                .for_side(side),
-                budget: upstreams.retry_budget(
-                    &b.name,
-                    retry.budget_percent,
-                    retry.budget_min_per_second,
-                ),
-            });
-        }
-        Self {
-            backends,
-            cumulative,
-            next: AtomicU64::new(0),
-        }
-    }
-
-    /// Picks a backend by weight; its balancer then picks the endpoint.
-    pub(crate) fn pick_backend(&self) -> Result<&BackendRuntime, PickError> {
-        let total = *self.cumulative.last().ok_or(PickError::NoBackend)?;
-        let n = self.next.fetch_add(1, Ordering::Relaxed) % total;
-        let idx = self.cumulative.partition_point(|&c| c <= n);
-        let backend = self.backends.get(idx).ok_or(PickError::NoBackend)?;
-        if backend.balancer.is_empty() {
-            return Err(PickError::NoEndpoints);
-        }
-        Ok(backend)
-    }
-
-    /// Every backend of the split (for metrics and `/debug`).
-    pub fn backends(&self) -> impl Iterator<Item = &BackendRuntime> {
-        self.backends.iter()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Backend, Forward, SourceRef, Timeouts};
+    use crate::balance::test_backend as backend;
+    use crate::model::{Forward, Route};
     use prometheus_client::metrics::counter::Counter;
-
-    fn backend(name: &str, weight: u32, ports: &[u16]) -> Backend {
-        Backend {
-            name: name.into(),
-            weight,
-            protocol: Protocol::Http1,
-            endpoints: ports
-                .iter()
-                .map(|p| format!("127.0.0.1:{p}").parse().unwrap())
-                .collect(),
-            policy: Default::default(),
-        }
-    }
-
-    impl BackendSet {
-        /// A backend, then one of its endpoints.
-        fn pick(&self) -> Result<(&BackendRuntime, &Arc<crate::upstream::Endpoint>), PickError> {
-            let b = self.pick_backend()?;
-            let p = b
-                .balancer
-                .pick(&Default::default(), &[])
-                .ok_or(PickError::NoEndpoints)?;
-            Ok((b, p.endpoint))
-        }
-    }
-
-    fn set(backends: Vec<Backend>) -> BackendSet {
-        let upstreams = Upstreams::new(Default::default(), Counter::default());
-        BackendSet::build(
-            &backends,
-            &upstreams,
-            None,
-            &RetryPolicy::default(),
-            SessionSide::Mainline,
-        )
-    }
-
-    #[test]
-    fn weights_split_exactly_over_a_cycle() {
-        let s = set(vec![backend("a", 3, &[1]), backend("b", 1, &[2])]);
-        let mut a = 0;
-        for _ in 0..400 {
-            if &*s.pick().unwrap().0.name == "a" {
-                a += 1;
-            }
-        }
-        assert_eq!(a, 300);
-    }
-
-    #[test]
-    fn zero_weight_backend_gets_nothing() {
-        let s = set(vec![backend("a", 0, &[1]), backend("b", 1, &[2])]);
-        for _ in 0..10 {
-            assert_eq!(&*s.pick().unwrap().0.name, "b");
-        }
-        let none = set(vec![backend("a", 0, &[1])]);
-        assert_eq!(none.pick().err(), Some(PickError::NoBackend));
-        let empty = set(vec![backend("a", 1, &[])]);
-        assert_eq!(empty.pick().err(), Some(PickError::NoEndpoints));
-    }
-
-    #[test]
-    fn endpoints_round_robin() {
-        let s = set(vec![backend("a", 1, &[1, 2, 3])]);
-        let ports: Vec<u16> = (0..6).map(|_| s.pick().unwrap().1.addr().port()).collect();
-        assert_eq!(ports, [1, 2, 3, 1, 2, 3]);
-    }
 
     #[test]
     fn endpoints_are_shared_across_builds() {
         let upstreams = Upstreams::new(Default::default(), Counter::default());
         let metrics = Metrics::new();
-        let cfg = || RouteConfig {
-            routes: vec![Route {
-                id: "r".into(),
-                source: SourceRef::default(),
-                hostnames: vec![],
-                https: Default::default(),
-                rules: vec![Rule {
-                    matches: vec![],
-                    filters: Default::default(),
-                    action: Action::Forward(Forward::to(vec![backend("a", 1, &[9])])),
-                    timeouts: Timeouts::default(),
-                    chain: Vec::new(),
-                    max_request_body: None,
-                    grpc: Default::default(),
-                }],
-            }],
-            ..Default::default()
+        let cfg = || {
+            let mut rule = Rule::new(Action::Forward(Forward::to(vec![backend("a", 1, &[9])])));
+            rule.set_body_limit(None);
+            RouteConfig::new(vec![Route::new("r", vec![], vec![rule])])
         };
         let state = FilterState::default();
         let t1 = RouteTable::build(1, cfg(), &upstreams, &metrics, &state);
@@ -711,20 +527,11 @@ mod tests {
             ];
             r
         };
-        let route = |id: &str, rules| Route {
-            id: id.into(),
-            source: SourceRef::default(),
-            hostnames: vec![],
-            https: Default::default(),
-            rules,
-        };
-        let cfg = RouteConfig {
-            routes: vec![
-                route("a", vec![rule(&long, "1"), rule(&long, "1")]),
-                route("b", vec![rule(&long, "1"), rule(&short, "2")]),
-            ],
-            default_backend: None,
-        };
+        let route = |id: &str, rules| Route::new(id, vec![], rules);
+        let cfg = RouteConfig::new(vec![
+            route("a", vec![rule(&long, "1"), rule(&long, "1")]),
+            route("b", vec![rule(&long, "1"), rule(&short, "2")]),
+        ]);
         let upstreams = Upstreams::new(Default::default(), Counter::default());
         let t = RouteTable::build(1, cfg, &upstreams, &Metrics::new(), &FilterState::default());
         let sets = |route: usize, rule: usize| t.rules[route][rule].chain.ip_sets();

@@ -441,12 +441,7 @@ pub fn backend(name: &str, addrs: &[SocketAddr]) -> Backend {
 pub fn forward_rule(matches: Vec<RouteMatch>, backends: Vec<Backend>) -> Rule {
     Rule {
         matches,
-        filters: Filters::default(),
-        action: Action::Forward(Forward::to(backends)),
-        timeouts: Timeouts::default(),
-        chain: Vec::new(),
-        max_request_body: Some(DEFAULT_MAX_REQUEST_BODY),
-        grpc: Default::default(),
+        ..Rule::new(Action::Forward(Forward::to(backends)))
     }
 }
 
@@ -454,18 +449,13 @@ pub fn forward_rule(matches: Vec<RouteMatch>, backends: Vec<Backend>) -> Rule {
 pub fn prefix_redirect(from: &str, to: &str) -> Rule {
     Rule {
         matches: vec![prefix(from)],
-        filters: Filters::default(),
-        action: Action::Redirect(Redirect {
+        ..Rule::new(Action::Redirect(Redirect {
             scheme: None,
             hostname: None,
             port: None,
             path: Some(PathModifier::ReplacePrefixMatch(to.into())),
             status: RedirectStatus::Found,
-        }),
-        timeouts: Timeouts::default(),
-        chain: Vec::new(),
-        max_request_body: None,
-        grpc: Default::default(),
+        }))
     }
 }
 

@@ -47,7 +47,7 @@ use crate::headers::{
 use crate::model::Protocol;
 use crate::model::{AuthKeepalive, ExternalAuth};
 use crate::request::ctx::{RequestCtx, ip_header};
-use crate::route::table::BackendSet;
+use crate::balance::BackendSet;
 use crate::store::KeyedStore;
 use crate::upstream::Upstreams;
 

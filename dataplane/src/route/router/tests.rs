@@ -12,21 +12,16 @@ use crate::model::{
 // === helpers ===
 
 fn route(id: &str, hosts: &[&str], rules: Vec<Rule>) -> Route {
-    Route {
-        id: id.into(),
-        source: SourceRef {
-            kind: "HTTPRoute".into(),
-            namespace: "default".into(),
-            name: id.into(),
-            created: 0,
-        },
-        hostnames: hosts
-            .iter()
-            .map(|h| Hostname::parse(h).expect("test hostname"))
-            .collect(),
-        rules,
-        https: Default::default(),
-    }
+    let hostnames = hosts
+        .iter()
+        .map(|h| Hostname::parse(h).expect("test hostname"))
+        .collect();
+    Route::new(id, hostnames, rules).with_source(SourceRef {
+        kind: "HTTPRoute".into(),
+        namespace: "default".into(),
+        name: id.into(),
+        created: 0,
+    })
 }
 
 fn with_source(mut route: Route, namespace: &str, name: &str, created: i64) -> Route {
@@ -39,12 +34,7 @@ fn with_source(mut route: Route, namespace: &str, name: &str, created: i64) -> R
 fn rule(matches: Vec<RouteMatch>) -> Rule {
     Rule {
         matches,
-        filters: Default::default(),
-        action: Action::Forward(Forward::to(vec![])),
-        timeouts: Default::default(),
-        chain: Vec::new(),
-        max_request_body: None,
-        grpc: Default::default(),
+        ..Rule::new(Action::Forward(Forward::to(vec![])))
     }
 }
 
@@ -116,10 +106,7 @@ impl MatchExt for RouteMatch {
 }
 
 fn router(routes: Vec<Route>) -> Router {
-    let (router, errors) = Router::new(&RouteConfig {
-        routes,
-        ..Default::default()
-    });
+    let (router, errors) = Router::new(&RouteConfig::new(routes));
     assert_eq!(errors, vec![], "test config must compile");
     router
 }
@@ -755,27 +742,24 @@ fn regex_is_whole_path() {
 
 #[test]
 fn bad_regex_skips_only_that_rule() {
-    let config = RouteConfig {
-        routes: vec![
-            route(
-                "r",
-                &[],
-                vec![
-                    rule(vec![prefix("/"), regex("/api/(")]),
-                    rule(vec![prefix("/api")]),
-                    rule(vec![prefix("/h").header_regex("x-a", "[")]),
-                    rule(vec![prefix("/q").query_regex("q", "a{99999}")]),
-                    rule(vec![prefix("/")]),
-                ],
-            ),
-            route(
-                "other",
-                &["other.test"],
-                vec![rule(vec![prefix("no-slash")])],
-            ),
-        ],
-        ..Default::default()
-    };
+    let config = RouteConfig::new(vec![
+        route(
+            "r",
+            &[],
+            vec![
+                rule(vec![prefix("/"), regex("/api/(")]),
+                rule(vec![prefix("/api")]),
+                rule(vec![prefix("/h").header_regex("x-a", "[")]),
+                rule(vec![prefix("/q").query_regex("q", "a{99999}")]),
+                rule(vec![prefix("/")]),
+            ],
+        ),
+        route(
+            "other",
+            &["other.test"],
+            vec![rule(vec![prefix("no-slash")])],
+        ),
+    ]);
     let (router, errors) = Router::new(&config);
     let fields: Vec<_> = errors
         .iter()

@@ -1,0 +1,190 @@
+//! A rule's weighted split over its backends, each with its balancer and
+//! retry budget: built once per table from the model's backends and the
+//! shared endpoints, read by the proxy to pick a backend.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::balance::retry::RetryBudget;
+use crate::balance::{Balancer, SessionSide};
+use crate::model::{Backend, Protocol, RetryPolicy, UpstreamTls};
+use crate::upstream::{EndpointKey, Upstreams};
+
+/// A weighted split over backends; each backend's [`Balancer`] picks the
+/// endpoint. The split's counter is an atomic in the table: a swap restarts
+/// the rotation, which is harmless. Endpoint health lives on the endpoints.
+#[derive(Default)]
+pub struct BackendSet {
+    backends: Vec<BackendRuntime>,
+    /// Cumulative weights, parallel to `backends`.
+    cumulative: Vec<u64>,
+    next: AtomicU64,
+}
+
+pub struct BackendRuntime {
+    pub(crate) name: Arc<str>,
+    pub(crate) protocol: Protocol,
+    pub balancer: Balancer,
+    /// The backend's budget for retries (the policy is the rule's,
+    /// `model::Forward::retry`).
+    pub(crate) budget: Arc<RetryBudget>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PickError {
+    /// No backend has weight (or none is listed).
+    NoBackend,
+    /// The chosen backend has no endpoints.
+    NoEndpoints,
+}
+
+// === impl BackendSet ===
+
+impl BackendSet {
+    pub(crate) fn build(
+        list: &[Backend],
+        upstreams: &Upstreams,
+        tls: Option<&Arc<UpstreamTls>>,
+        retry: &RetryPolicy,
+        side: SessionSide,
+    ) -> Self {
+        let mut total = 0u64;
+        let mut backends = Vec::new();
+        let mut cumulative = Vec::new();
+        for b in list.iter().filter(|b| b.weight > 0) {
+            total += u64::from(b.weight);
+            cumulative.push(total);
+            let endpoints: Vec<_> = b
+                .endpoints
+                .iter()
+                .map(|&addr| {
+                    upstreams.endpoint(EndpointKey {
+                        addr,
+                        protocol: b.protocol,
+                        tls: tls.cloned(),
+                    })
+                })
+                .collect();
+            let checks = match &b.policy.health_check {
+                Some(hc) => endpoints
+                    .iter()
+                    .filter_map(|ep| upstreams.check(ep, hc))
+                    .collect(),
+                None => Vec::new(),
+            };
+            backends.push(BackendRuntime {
+                name: Arc::from(b.name.as_str()),
+                protocol: b.protocol,
+                balancer: Balancer::new(
+                    endpoints,
+                    b.policy.clone(),
+                    Arc::clone(upstreams.health()),
+                    checks,
+                )
+                .for_side(side),
+                budget: upstreams.retry_budget(
+                    &b.name,
+                    retry.budget_percent,
+                    retry.budget_min_per_second,
+                ),
+            });
+        }
+        Self {
+            backends,
+            cumulative,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// Picks a backend by weight; its balancer then picks the endpoint.
+    pub(crate) fn pick_backend(&self) -> Result<&BackendRuntime, PickError> {
+        let total = *self.cumulative.last().ok_or(PickError::NoBackend)?;
+        let n = self.next.fetch_add(1, Ordering::Relaxed) % total;
+        let idx = self.cumulative.partition_point(|&c| c <= n);
+        let backend = self.backends.get(idx).ok_or(PickError::NoBackend)?;
+        if backend.balancer.is_empty() {
+            return Err(PickError::NoEndpoints);
+        }
+        Ok(backend)
+    }
+
+    /// Every backend of the split (for metrics and `/debug`).
+    pub fn backends(&self) -> impl Iterator<Item = &BackendRuntime> {
+        self.backends.iter()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use prometheus_client::metrics::counter::Counter;
+
+    /// A backend of `weight` on loopback `ports`, speaking HTTP/1.1.
+    pub(crate) fn backend(name: &str, weight: u32, ports: &[u16]) -> Backend {
+        let endpoints = ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}").parse().unwrap())
+            .collect();
+        Backend {
+            weight,
+            protocol: Protocol::Http1,
+            ..Backend::new(name, endpoints)
+        }
+    }
+
+    impl BackendSet {
+        /// A backend, then one of its endpoints.
+        pub(crate) fn pick(
+            &self,
+        ) -> Result<(&BackendRuntime, &Arc<crate::upstream::Endpoint>), PickError> {
+            let b = self.pick_backend()?;
+            let p = b
+                .balancer
+                .pick(&Default::default(), &[])
+                .ok_or(PickError::NoEndpoints)?;
+            Ok((b, p.endpoint))
+        }
+    }
+
+    fn set(backends: Vec<Backend>) -> BackendSet {
+        let upstreams = Upstreams::new(Default::default(), Counter::default());
+        BackendSet::build(
+            &backends,
+            &upstreams,
+            None,
+            &RetryPolicy::default(),
+            SessionSide::Mainline,
+        )
+    }
+
+    #[test]
+    fn weights_split_exactly_over_a_cycle() {
+        let s = set(vec![backend("a", 3, &[1]), backend("b", 1, &[2])]);
+        let mut a = 0;
+        for _ in 0..400 {
+            if &*s.pick().unwrap().0.name == "a" {
+                a += 1;
+            }
+        }
+        assert_eq!(a, 300);
+    }
+
+    #[test]
+    fn zero_weight_backend_gets_nothing() {
+        let s = set(vec![backend("a", 0, &[1]), backend("b", 1, &[2])]);
+        for _ in 0..10 {
+            assert_eq!(&*s.pick().unwrap().0.name, "b");
+        }
+        let none = set(vec![backend("a", 0, &[1])]);
+        assert_eq!(none.pick().err(), Some(PickError::NoBackend));
+        let empty = set(vec![backend("a", 1, &[])]);
+        assert_eq!(empty.pick().err(), Some(PickError::NoEndpoints));
+    }
+
+    #[test]
+    fn endpoints_round_robin() {
+        let s = set(vec![backend("a", 1, &[1, 2, 3])]);
+        let ports: Vec<u16> = (0..6).map(|_| s.pick().unwrap().1.addr().port()).collect();
+        assert_eq!(ports, [1, 2, 3, 1, 2, 3]);
+    }
+}
