@@ -12,11 +12,12 @@ use portico_crds::{
 };
 use portico_dataplane::external_auth::Template;
 use portico_dataplane::model::{
-    Action, AffinityMode, Backend, Balance, CookieAffinity, Cors, EndpointPolicy, ExternalAuth, ExternalAuthCache, Filter, Forward, LimitKey,
-    GrpcOptions, GrpcWeb, HashKey, HeaderMatch, HeaderModifier, HealthCheck, Hostname,
-    InvalidField, OriginHost, OriginPattern, OutlierDetection, PathMatch, PathModifier, Probe,
-    Protocol, QueryMatch, Redirect, RedirectStatus, Route, RouteMatch, Rule, SameSite, Scheme,
-    SourceRef, StatusRange, Timeouts, UrlRewrite, ValueMatch, user_settable,
+    Action, AffinityMode, Backend, Balance, CookieAffinity, Cors, EndpointPolicy, ExternalAuth,
+    ExternalAuthCache, Filter, Forward, GrpcOptions, GrpcWeb, HashKey, HeaderMatch, HeaderModifier,
+    HealthCheck, Hostname, InvalidField, LimitKey, OriginHost, OriginPattern, OutlierDetection,
+    PathMatch, PathModifier, Probe, Protocol, QueryMatch, Redirect, RedirectStatus, Route,
+    RouteMatch, Rule, SameSite, Scheme, SourceRef, StatusRange, Timeouts, UrlRewrite, ValueMatch,
+    user_settable,
 };
 
 use super::backends::{self, PortRef};

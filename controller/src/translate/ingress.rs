@@ -8,10 +8,10 @@ use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend}
 use kube::ResourceExt;
 use portico_dataplane::model::{
     Action, Backend, BasicAuth, Canary, CanaryHeader, CanaryHeaderValue, Cors,
-    DEFAULT_GRPC_MAX_MESSAGE, ErrorOrigin, ErrorPages, ExternalAuth, Filter, Forward, GrpcOptions, GrpcWeb, LimitKey, ResponseRate,
-    HeaderModifier, Hostname, Hsts, HttpsRedirect, IpAccess, PathMatch, PathModifier, Protocol,
-    Redirect, RedirectStatus, RetryPolicy, Route, RouteClientAuth, RouteMatch, Rule, Scheme,
-    SourceRef, Substitution, Timeouts, UrlRewrite,
+    DEFAULT_GRPC_MAX_MESSAGE, ErrorOrigin, ErrorPages, ExternalAuth, Filter, Forward, GrpcOptions,
+    GrpcWeb, HeaderModifier, Hostname, Hsts, HttpsRedirect, IpAccess, LimitKey, PathMatch,
+    PathModifier, Protocol, Redirect, RedirectStatus, ResponseRate, RetryPolicy, Route,
+    RouteClientAuth, RouteMatch, Rule, Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
 };
 
 use super::auth;

@@ -210,7 +210,16 @@ pub(crate) async fn send_own(
     timing: Timing,
 ) -> Result<Sent, Failed> {
     let policy = RetryPolicy::default();
-    send(backend, &RequestKey::default(), req, &policy, true, timing, None).await
+    send(
+        backend,
+        &RequestKey::default(),
+        req,
+        &policy,
+        true,
+        timing,
+        None,
+    )
+    .await
 }
 
 pub(crate) async fn send(

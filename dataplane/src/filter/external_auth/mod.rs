@@ -39,6 +39,7 @@ pub use template::{Template, TemplateError, Var, Vars};
 
 use super::Answer;
 use super::error_pages::backend_set;
+use crate::balance::BackendSet;
 use crate::balance::retry::{self, Failed, Sent, Timing};
 use crate::body::{RequestBody, ResponseBody};
 use crate::headers::{
@@ -47,7 +48,6 @@ use crate::headers::{
 use crate::model::Protocol;
 use crate::model::{AuthKeepalive, ExternalAuth};
 use crate::request::ctx::{RequestCtx, ip_header};
-use crate::balance::BackendSet;
 use crate::store::KeyedStore;
 use crate::upstream::Upstreams;
 
