@@ -16,6 +16,7 @@ pub mod basic_auth;
 pub(crate) mod cors;
 pub(crate) mod error_pages;
 pub mod external_auth;
+pub mod jwt;
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -31,6 +32,7 @@ use crate::filter::basic_auth::{BasicAuthFilter, Check, Verifier};
 use crate::filter::cors::CorsPolicy;
 use crate::filter::error_pages::{Asker, ErrorPagesRuntime, ErrorRequest};
 use crate::filter::external_auth::{AuthCarry, Decision, ExternalAuthFilter, ExternalAuthState};
+use crate::filter::jwt::{JwtFilter, JwtState};
 use crate::headers;
 use crate::model::{Filter, HeaderModifier, HttpsRedirect, RouteClientAuth, Rule, Scheme};
 use crate::request::ctx::{Call, ConnInfo, RequestCtx};
@@ -58,6 +60,8 @@ pub struct Chain {
 pub struct FilterState {
     pub(crate) basic_auth: Verifier,
     pub(crate) external_auth: ExternalAuthState,
+    /// JWT's JWKS fetchers, one per URL.
+    pub(crate) jwt: JwtState,
 }
 
 impl FilterState {
@@ -65,6 +69,7 @@ impl FilterState {
         Self {
             basic_auth,
             external_auth: ExternalAuthState::default(),
+            jwt: JwtState::default(),
         }
     }
 
@@ -96,6 +101,7 @@ enum Compiled {
     ErrorPages(Box<ErrorPagesRuntime>),
     BasicAuth(Box<BasicAuthFilter>),
     ExternalAuth(Box<ExternalAuthFilter>),
+    Jwt(Box<JwtFilter>),
 }
 
 /// Policy data compiled once per table build and shared by every rule that
@@ -141,6 +147,8 @@ pub(crate) struct Pending {
 enum Wait {
     BasicAuth(basic_auth::Wait),
     ExternalAuth(external_auth::Wait),
+    /// Keys being fetched for a token.
+    Jwt(external_auth::Wait),
 }
 
 impl Pending {
@@ -151,7 +159,7 @@ impl Pending {
                 answer: w.await,
                 carry: None,
             },
-            Wait::ExternalAuth(w) => w.await,
+            Wait::ExternalAuth(w) | Wait::Jwt(w) => w.await,
         };
         (self.at, decision)
     }
@@ -174,12 +182,17 @@ pub(crate) struct Passed {
     error_request: Option<Box<ErrorRequest>>,
     /// External auth's headers for the upstream and cookies for the client.
     auth: Option<Box<AuthCarry>>,
+    /// JWT's claim headers for the upstream.
+    jwt: Option<Box<AuthCarry>>,
 }
 
 impl Passed {
     /// Puts what external auth allowed with on the request, before it is
     /// forwarded (replacing the client's copies of those headers).
     pub(crate) fn admitted(&mut self, headers: &mut HeaderMap) {
+        if let Some(carry) = &mut self.jwt {
+            carry.apply(headers);
+        }
         if let Some(carry) = &mut self.auth {
             carry.apply(headers);
         }
@@ -244,6 +257,11 @@ impl Chain {
                 Filter::ExternalAuth(a) => Compiled::ExternalAuth(Box::new(
                     ExternalAuthFilter::build(a, &state.external_auth, upstreams),
                 )),
+                Filter::Jwt(j) => Compiled::Jwt(Box::new(JwtFilter::build(
+                    j,
+                    &state.jwt,
+                    &state.external_auth,
+                ))),
                 Filter::ErrorPages(p) => Compiled::ErrorPages(Box::new(ErrorPagesRuntime::build(
                     p,
                     rule.timeouts,
@@ -310,6 +328,7 @@ impl Chain {
             // Taken before any filter answers: their answers get pages too.
             error_request: self.error_pages.map(|_| Box::new(ErrorRequest::of(req))),
             auth: None,
+            jwt: None,
         };
         let flow = self.run_from(0, &mut passed, req, host, ctx);
         (passed, flow)
@@ -328,7 +347,11 @@ impl Chain {
     ) -> Flow {
         let Decision { answer, carry } = decision;
         if carry.is_some() {
-            passed.auth = carry;
+            if matches!(self.filters.get(at), Some(Compiled::Jwt(_))) {
+                passed.jwt = carry;
+            } else {
+                passed.auth = carry;
+            }
         }
         if answer.is_some() {
             passed.answered_by = Some(at);
@@ -500,6 +523,14 @@ impl Compiled {
                 external_auth::Check::Answer(answer) => Verdict::Answer(answer),
                 external_auth::Check::Wait(wait) => Verdict::Wait(Wait::ExternalAuth(wait)),
             },
+            Compiled::Jwt(j) => match j.check(req.headers(), host) {
+                jwt::Check::Admit(carry) => {
+                    passed.jwt = Some(carry);
+                    Verdict::Continue
+                }
+                jwt::Check::Answer(answer) => Verdict::Answer(answer),
+                jwt::Check::Wait(wait) => Verdict::Wait(Wait::Jwt(wait)),
+            },
             _ => match self.request(req, host, ctx) {
                 Some(answer) => Verdict::Answer(answer),
                 None => Verdict::Continue,
@@ -656,6 +687,7 @@ mod tests {
             Filter::ErrorPages(_) => "error_pages",
             Filter::BasicAuth(_) => "basic_auth",
             Filter::ExternalAuth(_) => "external_auth",
+            Filter::Jwt(_) => "jwt",
         }
     }
 
@@ -788,7 +820,7 @@ mod tests {
         rule.chain = vec![
             Filter::IpAccess(crate::model::IpAccess::default()),
             basic.clone(),
-            external,
+            external.clone(),
         ];
         let chain = route.rule_filters(&rule);
         assert_eq!(
@@ -797,6 +829,32 @@ mod tests {
                 "client_cert",
                 "ip_access",
                 "basic_auth",
+                "external_auth",
+                "body_limit"
+            ]
+        );
+
+        // JWT is a local check (no subrequest, keys already fetched): after
+        // basic auth, before external auth, so a request without a valid
+        // token costs the auth service nothing. Translation lists it there.
+        let jwt = Filter::Jwt(Box::new(crate::model::Jwt {
+            providers: vec![],
+            required: true,
+        }));
+        assert_eq!(jwt.stage(), Stage::Access);
+        rule.chain = vec![
+            Filter::IpAccess(crate::model::IpAccess::default()),
+            basic.clone(),
+            jwt,
+            external,
+        ];
+        let chain = route.rule_filters(&rule);
+        assert_eq!(
+            chain.iter().map(kind).skip(5).collect::<Vec<_>>(),
+            [
+                "ip_access",
+                "basic_auth",
+                "jwt",
                 "external_auth",
                 "body_limit"
             ]
