@@ -65,6 +65,7 @@ pub use self::features::canary::CanaryAnnotations;
 pub use self::features::external_auth::ExternalAuthAnnotations;
 pub use self::features::grpc::GrpcAnnotations;
 pub use self::features::https::{AuthTlsVerify, HttpsAnnotations};
+pub use self::features::jwt::JwtAnnotations;
 pub use self::features::redirects::RedirectTarget;
 pub use self::features::rewrite::{RewriteSegment, RewriteTarget};
 pub use self::features::service_health::ServiceAnnotations;
@@ -184,6 +185,8 @@ pub struct IngressAnnotations {
     pub auth: AuthAnnotations,
     /// `auth-url` and its parts; `enable-global-auth`.
     pub external_auth: ExternalAuthAnnotations,
+    /// `jwt-*`: JWT validation.
+    pub jwt: JwtAnnotations,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,6 +246,7 @@ pub(crate) struct Draft {
     cors: features::cors::CorsDraft,
     basic_auth: features::basic_auth::BasicAuthDraft,
     external_auth: features::external_auth::ExternalAuthDraft,
+    jwt: features::jwt::JwtDraft,
     /// An annotation whose invalid value leaves the canary unused was
     /// invalid.
     canary_unused: bool,
@@ -271,6 +275,7 @@ impl Draft {
         features::balance::finish(&mut self, &mut notes);
         features::basic_auth::finish(&mut self, &mut notes);
         features::external_auth::finish(&mut self, &mut notes);
+        features::jwt::finish(&mut self, &mut notes);
         features::cors::finish(&mut self, &mut notes);
         (self.out, self.svc, notes)
     }

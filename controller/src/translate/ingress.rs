@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use portico_dataplane::model::{
     Action, Backend, BasicAuth, Canary, CanaryHeader, CanaryHeaderValue, Cors,
     DEFAULT_GRPC_MAX_MESSAGE, ErrorOrigin, ErrorPages, ExternalAuth, Filter, Filters, Forward,
-    GrpcOptions, GrpcWeb, Hostname, Hsts, HttpsPolicy, HttpsRedirect, IpAccess, PathMatch,
+    GrpcOptions, GrpcWeb, Hostname, Hsts, HttpsPolicy, HttpsRedirect, IpAccess, Jwt, PathMatch,
     PathModifier, Protocol, Redirect, RedirectStatus, RetryPolicy, Route, RouteClientAuth,
     RouteMatch, Rule, Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
 };
@@ -112,6 +112,18 @@ pub(super) fn translate_all(
                 None
             }
         };
+        let jwt = match auth::jwt(snap, settings, &obj.namespace, &parsed.ingress.jwt) {
+            Ok(j) => j.map(Box::new),
+            Err(reason) => {
+                report.diagnostics.push(Diagnostic::error(
+                    "InvalidJwtKeys",
+                    auth::JWT_FIELD,
+                    format!("{reason}; the Ingress's paths answer 503"),
+                ));
+                denied = denied.or(Some(reason));
+                None
+            }
+        };
         // The Ingress's own policy, else the global one unless it opts
         // out; a denied Ingress (an invalid `auth-url` among the reasons)
         // serves nothing to guard.
@@ -131,6 +143,7 @@ pub(super) fn translate_all(
             error_pages,
             client_auth: client_auth.clone(),
             basic_auth,
+            jwt,
             external_auth,
             upstream_client_certs: Vec::new(),
             ing,
@@ -247,6 +260,7 @@ struct IngressTranslator<'a> {
     client_auth: Option<Arc<ClientAuth>>,
     /// `auth-type: basic` and its users.
     basic_auth: Option<BasicAuth>,
+    jwt: Option<Box<Jwt>>,
     /// `auth-url` and its parts, or the global policy.
     external_auth: Option<Box<ExternalAuth>>,
     /// Client certificates to backends this Ingress's rules name.
@@ -484,6 +498,7 @@ impl IngressTranslator<'_> {
                 .map(Filter::IpAccess)
                 .into_iter()
                 .chain(self.basic_auth.clone().map(Filter::BasicAuth))
+                .chain(self.jwt.clone().map(Filter::Jwt))
                 .chain(self.external_auth.clone().map(Filter::ExternalAuth))
                 .chain(self.cors().map(Filter::Cors))
                 .collect(),

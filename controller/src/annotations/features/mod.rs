@@ -28,6 +28,7 @@ pub(super) mod grpc;
 pub(super) mod headers;
 pub(super) mod hosts;
 pub(super) mod https;
+pub(super) mod jwt;
 pub(super) mod redirects;
 pub(super) mod rewrite;
 pub(super) mod service_health;
@@ -53,6 +54,7 @@ pub(super) const RUNS: &[&[AnnotationSpec]] = &[
     https::SPECS,
     basic_auth::SPECS,
     external_auth::SPECS,
+    jwt::SPECS,
     upstream::TLS,
     balance::SPECS,
     timeouts::RETRIES,
@@ -76,6 +78,7 @@ pub(super) const VALID: &[&[super::tests::Valid]] = &[
     headers::tests::VALID,
     hosts::tests::VALID,
     https::tests::VALID,
+    jwt::tests::VALID,
     redirects::tests::VALID,
     rewrite::tests::VALID,
     timeouts::tests::VALID,
@@ -96,6 +99,7 @@ pub(super) const INVALID: &[&[super::tests::Invalid]] = &[
     headers::tests::INVALID,
     hosts::tests::INVALID,
     https::tests::INVALID,
+    jwt::tests::INVALID,
     redirects::tests::INVALID,
     rewrite::tests::INVALID,
     timeouts::tests::INVALID,
