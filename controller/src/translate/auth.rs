@@ -124,28 +124,14 @@ pub(super) fn jwt(
     };
     let jwks = match (&a.jwks_uri, &a.jwks_secret) {
         (Some(uri), None) => JwksSource::Uri(uri.clone()),
-        (None, Some((secret_ns, name))) => {
-            let (ns, secret) = opaque_secret(
-                snap,
-                settings,
-                namespace,
-                "jwt-jwks-secret",
-                secret_ns.as_deref(),
-                name,
-            )?;
-            let text = secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get("jwks"))
-                .ok_or_else(|| format!("Secret {ns}/{name} has no key jwks"))?;
-            let text = std::str::from_utf8(&text.0)
-                .map_err(|_| format!("Secret {ns}/{name}: jwks is not UTF-8 text"))?;
-            KeySet::parse(text.as_bytes()).map_err(|e| format!("Secret {ns}/{name}: jwks: {e}"))?;
-            JwksSource::Inline {
-                secret: format!("{ns}/{name}"),
-                jwks: text.to_owned(),
-            }
-        }
+        (None, Some((secret_ns, name))) => jwks_from_secret(
+            snap,
+            settings,
+            namespace,
+            "jwt-jwks-secret",
+            secret_ns.as_deref(),
+            name,
+        )?,
         // Reported by the annotation parser, which also denies the paths.
         _ => return Err("JWT validation needs exactly one key source".into()),
     };
@@ -170,6 +156,32 @@ pub(super) fn jwt(
         providers: vec![p],
         required: a.required,
     }))
+}
+
+/// The JWKS document under the key `jwks` of the Opaque Secret `name`,
+/// checked now so that a broken one (or an HMAC key) is reported on the
+/// object that names it.
+pub(super) fn jwks_from_secret(
+    snap: &Snapshot,
+    settings: &Settings,
+    namespace: &str,
+    field: &str,
+    secret_ns: Option<&str>,
+    name: &str,
+) -> Result<JwksSource, String> {
+    let (ns, secret) = opaque_secret(snap, settings, namespace, field, secret_ns, name)?;
+    let text = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("jwks"))
+        .ok_or_else(|| format!("Secret {ns}/{name} has no key jwks"))?;
+    let text = std::str::from_utf8(&text.0)
+        .map_err(|_| format!("Secret {ns}/{name}: jwks is not UTF-8 text"))?;
+    KeySet::parse(text.as_bytes()).map_err(|e| format!("Secret {ns}/{name}: jwks: {e}"))?;
+    Ok(JwksSource::Inline {
+        secret: format!("{ns}/{name}"),
+        jwks: text.to_owned(),
+    })
 }
 
 /// Points an external-auth policy whose plain-http URL names an in-cluster
