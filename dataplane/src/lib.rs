@@ -181,7 +181,8 @@ impl Dataplane {
         ))
         .with_external_auth(filter::external_auth::ExternalAuthState::new(
             metrics.external_auth.clone(),
-        ));
+        ))
+        .with_jwt(filter::jwt::JwtState::new(metrics.jwt.clone()));
         let self_signed =
             Arc::new(ServerCert::self_signed(&["portico.invalid"]).map_err(std::io::Error::other)?);
         let certs = Arc::new(ArcSwap::from_pointee(CertTable::build(

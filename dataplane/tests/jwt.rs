@@ -175,6 +175,17 @@ async fn each_invalid_token_gets_an_rfc6750_challenge() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{reason}: {body}");
         assert_eq!(headers["www-authenticate"], invalid(reason).as_str());
     }
+    // Counted by reason, a bounded label set.
+    let metrics = proxy.scrape().await;
+    for (result, n) in [("missing", 1.0), ("expired", 1.0), ("unknown_key", 1.0)] {
+        let series = format!("portico_jwt_checks_total{{result=\"{result}\"}}");
+        assert_eq!(sample(&metrics, &series), Some(n), "{series}\n{metrics}");
+    }
+    assert_eq!(
+        sample(&metrics, "portico_jwks_fetches_total{result=\"ok\"}"),
+        // The first fetch, and the refetch the stranger's kid asked for.
+        Some(2.0)
+    );
 }
 
 #[tokio::test]

@@ -25,6 +25,7 @@ use http::{StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use prometheus_client::metrics::counter::Counter;
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
 
@@ -188,13 +189,35 @@ impl Key {
 
 // === impl JwtState ===
 
-/// What JWT keeps outside the table: one fetcher per JWKS URL.
+/// The counters of `portico_jwt_checks_total` and
+/// `portico_jwks_fetches_total`.
+#[derive(Clone, Default)]
+pub struct JwtCounters {
+    pub allowed: Counter,
+    /// No token on a rule that requires one.
+    pub missing: Counter,
+    /// By [`Refusal`], in [`Refusal::ALL`] order.
+    pub refused: [Counter; Refusal::ALL.len()],
+    pub fetch_ok: Counter,
+    pub fetch_failed: Counter,
+}
+
+/// What JWT keeps outside the table: one fetcher per JWKS URL, and the
+/// counters.
 #[derive(Default)]
 pub struct JwtState {
     fetchers: KeyedStore<String, JwksFetcher>,
+    counters: Arc<JwtCounters>,
 }
 
 impl JwtState {
+    pub fn new(counters: JwtCounters) -> Self {
+        Self {
+            fetchers: KeyedStore::default(),
+            counters: Arc::new(counters),
+        }
+    }
+
     /// The fetcher for `uri`, started by the first table that names it.
     fn fetcher(&self, uri: &str, auth: &ExternalAuthState) -> Option<Arc<JwksFetcher>> {
         self.fetchers.prune();
@@ -202,7 +225,7 @@ impl JwtState {
         self.fetchers.try_get_or_insert_with(uri.clone(), || {
             let parsed: Uri = uri.parse().ok()?;
             let client = auth.client(AuthKeepalive::default(), FETCH_TIMEOUT);
-            JwksFetcher::start(parsed, client)
+            JwksFetcher::start(parsed, client, Arc::clone(&self.counters))
         })
     }
 }
@@ -236,7 +259,7 @@ impl Drop for JwksFetcher {
 
 impl JwksFetcher {
     /// `None` outside a tokio runtime (no table is built there).
-    fn start(uri: Uri, client: Arc<AuthClient>) -> Option<Self> {
+    fn start(uri: Uri, client: Arc<AuthClient>, counters: Arc<JwtCounters>) -> Option<Self> {
         let handle = tokio::runtime::Handle::try_current().ok()?;
         let shared = Arc::new(Fetched {
             keys: ArcSwapOption::empty(),
@@ -247,23 +270,25 @@ impl JwksFetcher {
             epoch: tokio::time::Instant::now(),
         });
         let task = handle
-            .spawn(Arc::clone(&shared).run(uri, client))
+            .spawn(Arc::clone(&shared).run(uri, client, counters))
             .abort_handle();
         Some(Self { shared, task })
     }
 }
 
 impl Fetched {
-    async fn run(self: Arc<Self>, uri: Uri, client: Arc<AuthClient>) {
+    async fn run(self: Arc<Self>, uri: Uri, client: Arc<AuthClient>, counters: Arc<JwtCounters>) {
         loop {
             let next = match fetch(&client, &uri).await {
                 Ok((keys, max_age)) => {
+                    counters.fetch_ok.inc();
                     tracing::debug!(jwks.uri = %uri, keys = keys.len(), "JWKS fetched");
                     self.keys.store(Some(Arc::new(keys)));
                     max_age.unwrap_or(DEFAULT_REFRESH)
                 }
                 Err(error) => {
                     // The last good set stays.
+                    counters.fetch_failed.inc();
                     tracing::warn!(jwks.uri = %uri, %error, "JWKS fetch failed");
                     if self.keys.load().is_some() {
                         DEFAULT_REFRESH.min(MIN_REFRESH)
@@ -381,6 +406,7 @@ pub(crate) struct JwtFilter {
     required: bool,
     /// Every claim header of every provider: the client's copies go.
     names: Arc<[HeaderName]>,
+    counters: Arc<JwtCounters>,
 }
 
 struct Provider {
@@ -419,6 +445,35 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    pub const ALL: [Refusal; 10] = [
+        Refusal::Malformed,
+        Refusal::Algorithm,
+        Refusal::Issuer,
+        Refusal::UnknownKey,
+        Refusal::Signature,
+        Refusal::Audience,
+        Refusal::Expired,
+        Refusal::NotYetValid,
+        Refusal::MissingClaim,
+        Refusal::ClaimValue,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Malformed => "malformed",
+            Refusal::Algorithm => "algorithm",
+            Refusal::Issuer => "issuer",
+            Refusal::UnknownKey => "unknown_key",
+            Refusal::Signature => "signature",
+            Refusal::Audience => "audience",
+            Refusal::Expired => "expired",
+            Refusal::NotYetValid => "not_yet_valid",
+            Refusal::MissingClaim => "missing_claim",
+            Refusal::ClaimValue => "claim_value",
+        }
+    }
+
     pub fn description(self) -> &'static str {
         match self {
             Refusal::Malformed => "malformed token",
@@ -478,6 +533,7 @@ impl JwtFilter {
             providers,
             required: jwt.required,
             names: names.into(),
+            counters: Arc::clone(&state.counters),
         }
     }
 
@@ -495,23 +551,31 @@ impl JwtFilter {
                 continue;
             }
             return match p.validate(token) {
-                Step::Done(Ok(upstream)) => Check::Admit(self.carry(upstream)),
+                Step::Done(Ok(upstream)) => {
+                    self.counters.allowed.inc();
+                    Check::Admit(self.carry(upstream))
+                }
                 Step::Done(Err(r)) => self.refuse(r),
                 Step::Fetch(fetcher) => {
                     let seen = fetcher.shared.attempts.load(Ordering::Acquire);
                     let providers = Arc::clone(&self.providers);
                     let names = Arc::clone(&self.names);
+                    let counters = Arc::clone(&self.counters);
                     let token = token.to_owned();
                     Check::Wait(Box::pin(async move {
                         fetcher.shared.after(seen).await;
                         let answer = match providers[i].validate(&token) {
                             Step::Done(Ok(upstream)) => {
+                                counters.allowed.inc();
                                 return Decision {
                                     answer: None,
                                     carry: Some(Box::new(AuthCarry::new(names, upstream))),
                                 };
                             }
-                            Step::Done(Err(r)) => Answer::Unauthorized(r.challenge()),
+                            Step::Done(Err(r)) => {
+                                counters.refused[r as usize].inc();
+                                Answer::Unauthorized(r.challenge())
+                            }
                             // The keys did not come: the proxy's failure,
                             // not the client's.
                             Step::Fetch(_) => Answer::Status(StatusCode::SERVICE_UNAVAILABLE),
@@ -528,6 +592,7 @@ impl JwtFilter {
             return self.refuse(Refusal::Issuer);
         }
         if self.required {
+            self.counters.missing.inc();
             Check::Answer(Answer::Unauthorized(realm(host)))
         } else {
             Check::Admit(self.carry(Vec::new()))
@@ -540,6 +605,7 @@ impl JwtFilter {
 
     fn refuse(&self, r: Refusal) -> Check {
         tracing::debug!(reason = r.description(), "JWT refused");
+        self.counters.refused[r as usize].inc();
         Check::Answer(Answer::Unauthorized(r.challenge()))
     }
 }

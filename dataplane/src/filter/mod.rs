@@ -73,6 +73,11 @@ impl FilterState {
         }
     }
 
+    pub fn with_jwt(mut self, jwt: JwtState) -> Self {
+        self.jwt = jwt;
+        self
+    }
+
     pub fn with_external_auth(mut self, external_auth: ExternalAuthState) -> Self {
         self.external_auth = external_auth;
         self
