@@ -291,7 +291,7 @@ impl Fetched {
                     counters.fetch_failed.inc();
                     tracing::warn!(jwks.uri = %uri, %error, "JWKS fetch failed");
                     if self.keys.load().is_some() {
-                        DEFAULT_REFRESH.min(MIN_REFRESH)
+                        MIN_REFRESH
                     } else {
                         RETRY
                     }
@@ -489,13 +489,40 @@ impl Refusal {
         }
     }
 
+    /// The RFC 6750 challenge: fixed text, no allocation per request.
     fn challenge(self) -> HeaderValue {
-        // Fixed ASCII text: always a valid header value.
-        HeaderValue::try_from(format!(
-            "Bearer error=\"invalid_token\", error_description=\"{}\"",
-            self.description()
-        ))
-        .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"invalid_token\""))
+        HeaderValue::from_static(match self {
+            Refusal::Malformed => {
+                r#"Bearer error="invalid_token", error_description="malformed token""#
+            }
+            Refusal::Algorithm => {
+                r#"Bearer error="invalid_token", error_description="algorithm not accepted""#
+            }
+            Refusal::Issuer => {
+                r#"Bearer error="invalid_token", error_description="unknown issuer""#
+            }
+            Refusal::UnknownKey => {
+                r#"Bearer error="invalid_token", error_description="unknown signing key""#
+            }
+            Refusal::Signature => {
+                r#"Bearer error="invalid_token", error_description="invalid signature""#
+            }
+            Refusal::Audience => {
+                r#"Bearer error="invalid_token", error_description="audience not accepted""#
+            }
+            Refusal::Expired => {
+                r#"Bearer error="invalid_token", error_description="token expired""#
+            }
+            Refusal::NotYetValid => {
+                r#"Bearer error="invalid_token", error_description="token not yet valid""#
+            }
+            Refusal::MissingClaim => {
+                r#"Bearer error="invalid_token", error_description="required claim missing""#
+            }
+            Refusal::ClaimValue => {
+                r#"Bearer error="invalid_token", error_description="claim not usable as a header value""#
+            }
+        })
     }
 }
 
