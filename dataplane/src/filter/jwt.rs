@@ -407,6 +407,9 @@ pub(crate) struct JwtFilter {
     /// Every claim header of every provider: the client's copies go.
     names: Arc<[HeaderName]>,
     counters: Arc<JwtCounters>,
+    /// By [`Refusal`], in [`Refusal::ALL`] order: a refusal costs no
+    /// allocation for its `WWW-Authenticate`.
+    challenges: Arc<[HeaderValue]>,
 }
 
 struct Provider {
@@ -489,40 +492,15 @@ impl Refusal {
         }
     }
 
-    /// The RFC 6750 challenge: fixed text, no allocation per request.
+    /// The RFC 6750 challenge; made once per table build (see
+    /// [`JwtFilter::challenges`]).
     fn challenge(self) -> HeaderValue {
-        HeaderValue::from_static(match self {
-            Refusal::Malformed => {
-                r#"Bearer error="invalid_token", error_description="malformed token""#
-            }
-            Refusal::Algorithm => {
-                r#"Bearer error="invalid_token", error_description="algorithm not accepted""#
-            }
-            Refusal::Issuer => {
-                r#"Bearer error="invalid_token", error_description="unknown issuer""#
-            }
-            Refusal::UnknownKey => {
-                r#"Bearer error="invalid_token", error_description="unknown signing key""#
-            }
-            Refusal::Signature => {
-                r#"Bearer error="invalid_token", error_description="invalid signature""#
-            }
-            Refusal::Audience => {
-                r#"Bearer error="invalid_token", error_description="audience not accepted""#
-            }
-            Refusal::Expired => {
-                r#"Bearer error="invalid_token", error_description="token expired""#
-            }
-            Refusal::NotYetValid => {
-                r#"Bearer error="invalid_token", error_description="token not yet valid""#
-            }
-            Refusal::MissingClaim => {
-                r#"Bearer error="invalid_token", error_description="required claim missing""#
-            }
-            Refusal::ClaimValue => {
-                r#"Bearer error="invalid_token", error_description="claim not usable as a header value""#
-            }
-        })
+        // Fixed ASCII text: always a valid header value.
+        HeaderValue::try_from(format!(
+            "Bearer error=\"invalid_token\", error_description=\"{}\"",
+            self.description()
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"invalid_token\""))
     }
 }
 
@@ -561,6 +539,7 @@ impl JwtFilter {
             required: jwt.required,
             names: names.into(),
             counters: Arc::clone(&state.counters),
+            challenges: Refusal::ALL.map(Refusal::challenge).into(),
         }
     }
 
@@ -588,6 +567,7 @@ impl JwtFilter {
                     let providers = Arc::clone(&self.providers);
                     let names = Arc::clone(&self.names);
                     let counters = Arc::clone(&self.counters);
+                    let challenges = Arc::clone(&self.challenges);
                     let token = token.to_owned();
                     Check::Wait(Box::pin(async move {
                         fetcher.shared.after(seen).await;
@@ -601,7 +581,7 @@ impl JwtFilter {
                             }
                             Step::Done(Err(r)) => {
                                 counters.refused[r as usize].inc();
-                                Answer::Unauthorized(r.challenge())
+                                Answer::Unauthorized(challenges[r as usize].clone())
                             }
                             // The keys did not come: the proxy's failure,
                             // not the client's.
@@ -633,7 +613,7 @@ impl JwtFilter {
     fn refuse(&self, r: Refusal) -> Check {
         tracing::debug!(reason = r.description(), "JWT refused");
         self.counters.refused[r as usize].inc();
-        Check::Answer(Answer::Unauthorized(r.challenge()))
+        Check::Answer(Answer::Unauthorized(self.challenges[r as usize].clone()))
     }
 }
 
