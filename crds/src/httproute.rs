@@ -251,7 +251,9 @@ pub struct JwtPolicy {
 #[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[x_kube(
     validation = Rule::new("has(self.jwksUri) != has(self.jwksSecretRef)")
-        .message("set exactly one of jwksUri and jwksSecretRef")
+        .message("set exactly one of jwksUri and jwksSecretRef"),
+    validation = Rule::new("!has(self.fromHeader) || !has(self.fromCookie)")
+        .message("set at most one of fromHeader and fromCookie")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct JwtProviderPolicy {
@@ -277,6 +279,11 @@ pub struct JwtProviderPolicy {
     /// the issuer's JWKS document.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_secret_ref: Option<JwksSecretRef>,
+    /// Read the token from this header (its value, `Bearer ` optional).
+    /// Absent: `Authorization: Bearer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256), pattern(HEADER_NAME_PATTERN))]
+    pub from_header: Option<String>,
     /// Read the token from this cookie. Absent: `Authorization: Bearer`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^[A-Za-z0-9!#$%&'*+\-.^_\x60|~]{1,256}$"))]

@@ -401,9 +401,21 @@ fn jwt(
         };
         let mut provider = JwtProvider::new(pp.issuer.clone(), jwks);
         provider.audiences = pp.audiences.clone();
-        if let Some(c) = &pp.from_cookie {
-            provider.from = TokenSource::Cookie(c.clone());
-        }
+        provider.from = match (&pp.from_header, &pp.from_cookie) {
+            (Some(h), None) => {
+                TokenSource::Named(HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                    invalid(&at("fromHeader"), format!("{h:?} is not a header name"))
+                })?)
+            }
+            (None, Some(c)) => TokenSource::Cookie(c.clone()),
+            (None, None) => TokenSource::Header,
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    &at("fromHeader"),
+                    "set at most one of fromHeader and fromCookie".into(),
+                ));
+            }
+        };
         for (j, c) in pp.claim_to_headers.iter().enumerate() {
             let field = at(&format!("claimToHeaders[{j}]"));
             let header = HeaderName::from_bytes(c.header.as_bytes())

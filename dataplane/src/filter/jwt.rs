@@ -707,6 +707,14 @@ impl Provider {
                     .then(|| token.trim())
                     .filter(|t| !t.is_empty())
             }),
+            TokenSource::Named(name) => headers.get(name).and_then(|v| {
+                let v = v.to_str().ok()?.trim();
+                let token = match v.split_once(' ') {
+                    Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
+                    _ => v,
+                };
+                (!token.is_empty()).then_some(token)
+            }),
             TokenSource::Cookie(name) => headers
                 .get_all(header::COOKIE)
                 .iter()

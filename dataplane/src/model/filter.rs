@@ -130,6 +130,9 @@ pub enum TokenSource {
     Header,
     /// The value of the named cookie.
     Cookie(String),
+    /// The value of this header, after an optional `Bearer ` (for
+    /// gateways that pass tokens under their own name).
+    Named(#[serde(with = "serde_http::header_name")] HeaderName),
 }
 
 /// A claim copied onto the upstream request.

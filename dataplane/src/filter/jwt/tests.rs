@@ -255,6 +255,25 @@ fn claims_become_headers_and_hostile_values_are_refused() {
 }
 
 #[test]
+fn a_named_header_carries_the_token_with_or_without_bearer() {
+    let s = Signer::new(Algorithm::EdDSA, "k1");
+    let mut p = provider(&[&s]);
+    p.from = TokenSource::Named(HeaderName::from_static("x-jwt"));
+    let f = filter(vec![p], true);
+    let token = s.sign(&claims());
+    for value in [token.clone(), format!("Bearer {token}")] {
+        let mut h = HeaderMap::new();
+        h.insert("x-jwt", HeaderValue::try_from(value).unwrap());
+        assert!(run(&f, &h).is_ok());
+    }
+    // The Authorization header is not read for this provider.
+    assert_eq!(
+        run(&f, &bearer(&token)),
+        Err("Bearer realm=\"app.test\"".into())
+    );
+}
+
+#[test]
 fn key_pinned_to_an_algorithm_verifies_only_that_one() {
     let s = Signer::new(Algorithm::RS256, "k1");
     let r384 = Signer::new(Algorithm::RS384, "k1");
