@@ -1579,3 +1579,103 @@ async fn limit_annotations_and_status_flags() {
     })
     .await;
 }
+
+/// `portico.dev/jwt-*` on an Ingress, its JWKS in an Opaque Secret in the
+/// manifests directory: a token that key signed passes with its claims as
+/// headers; forged headers do not; a Secret holding an HMAC key is
+/// reported on the Ingress and denies its paths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_annotations_validate_against_a_secrets_jwks() {
+    use portico_testkit::jwt::{Algorithm, Signer, jwks, now};
+    // Answers with the claim header it received.
+    let up = serve(|req| {
+        let user = req
+            .headers()
+            .get_all("x-user")
+            .iter()
+            .map(|v| v.to_str().unwrap_or("?").to_owned())
+            .collect::<Vec<_>>();
+        (StatusCode::OK, format!("user={}", user.join("|")))
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let guarded = r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: guarded
+  annotations:
+    portico.dev/jwt-issuer: https://idp.test
+    portico.dev/jwt-jwks-secret: idp-keys
+    portico.dev/jwt-audiences: api
+    portico.dev/jwt-claim-to-headers: |
+      sub:X-User
+spec:
+  ingressClassName: portico
+  rules: [{host: guarded.test, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: demo, port: {number: 80}}}}]}}]
+"#;
+    std::fs::write(dir.path().join("app.yaml"), manifests(up, "/") + guarded).unwrap();
+    let key = Signer::new(Algorithm::ES256, "k1");
+    let secret = |jwks: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: idp-keys}}\ntype: Opaque\ndata:\n  jwks: {}\n",
+            base64(jwks.as_bytes())
+        )
+    };
+    let secret_file = dir.path().join("keys.yaml");
+    std::fs::write(&secret_file, secret(&jwks(&[&key]))).unwrap();
+
+    let portico = Portico::start(dir.path());
+    portico.ready().await;
+    let http = portico.http;
+    let token = key.sign(&serde_json::json!({
+        "iss": "https://idp.test", "aud": "api", "sub": "alice", "exp": now() + 300,
+    }));
+    let bearer = format!("Bearer {token}");
+    let call = |auth: Option<&str>| {
+        let mut headers = vec![("x-user", "root")];
+        if let Some(a) = auth {
+            headers.push(("authorization", a));
+        }
+        let headers: Vec<(String, String)> = headers
+            .into_iter()
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect();
+        async move {
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            support::request(http, http::Method::GET, "guarded.test", "/", &headers)
+                .await
+                .unwrap()
+        }
+    };
+    let (status, headers, _) = call(None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers["www-authenticate"], "Bearer realm=\"guarded.test\"");
+    let (status, _, body) = call(Some(&bearer)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, "user=alice");
+
+    // A shared secret in the key set: reported, and the paths denied.
+    std::fs::write(
+        &secret_file,
+        secret(r#"{"keys":[{"kty":"oct","kid":"s","k":"c2VjcmV0"}]}"#),
+    )
+    .unwrap();
+    let bearer2 = bearer.clone();
+    eventually("the paths denied", || {
+        let b = bearer2.clone();
+        async move { (call(Some(&b)).await.0 == StatusCode::SERVICE_UNAVAILABLE).then_some(()) }
+    })
+    .await;
+    let reported = portico
+        .log_containing(
+            "the HMAC key reported",
+            &["InvalidJwtKeys", "shared secret"],
+        )
+        .await;
+    assert!(reported.contains("Secret default/idp-keys"), "{reported}");
+}

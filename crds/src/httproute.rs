@@ -231,6 +231,101 @@ pub struct HTTPRoutePolicies {
     /// `limit-connections`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitPolicy>,
+    /// JWT validation for every rule of the route: requests must carry a
+    /// token one of the providers signed. Checked before `externalAuth`.
+    /// See docs/jwt.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtPolicy>,
+}
+
+/// Bearer tokens checked against issuers' keys.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtPolicy {
+    /// The issuers whose tokens are accepted; a token's `iss` picks one.
+    #[schemars(length(min = 1, max = 8), extend("x-kubernetes-list-type" = "atomic"))]
+    pub providers: Vec<JwtProviderPolicy>,
+    /// `false`: a request without a token passes (claim headers removed);
+    /// one with a token must still carry a valid one. Absent: true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<bool>,
+}
+
+/// One issuer: its identifier, where its keys are, what its tokens must
+/// say and what is passed on.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[x_kube(
+    validation = Rule::new("has(self.jwksUri) != has(self.jwksSecretRef)")
+        .message("set exactly one of jwksUri and jwksSecretRef"),
+    validation = Rule::new("!has(self.fromHeader) || !has(self.fromCookie)")
+        .message("set at most one of fromHeader and fromCookie")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtProviderPolicy {
+    /// Compared exactly with the token's `iss`.
+    #[schemars(length(min = 1, max = 1024))]
+    pub issuer: String,
+    /// The token's `aud` must hold one of these. Empty: not checked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 16),
+        inner(length(min = 1, max = 1024)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub audiences: Vec<String>,
+    /// The issuer's JWKS URL, fetched and refreshed off the request path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 2048),
+        pattern(r"^[hH][tT][tT][pP][sS]?://[^\s]+$")
+    )]
+    pub jwks_uri: Option<String>,
+    /// An Opaque Secret in the route's namespace whose key `jwks` holds
+    /// the issuer's JWKS document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_secret_ref: Option<JwksSecretRef>,
+    /// Read the token from this header (its value, `Bearer ` optional).
+    /// Absent: `Authorization: Bearer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256), pattern(HEADER_NAME_PATTERN))]
+    pub from_header: Option<String>,
+    /// Read the token from this cookie. Absent: `Authorization: Bearer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[A-Za-z0-9!#$%&'*+\-.^_\x60|~]{1,256}$"))]
+    pub from_cookie: Option<String>,
+    /// String, number and bool claims set on the upstream request under
+    /// these headers; the client's copies are always removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), extend("x-kubernetes-list-type" = "atomic"))]
+    pub claim_to_headers: Vec<ClaimToHeader>,
+    /// Claims that must be present.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 16),
+        inner(length(min = 1, max = 256)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub required_claims: Vec<String>,
+    /// Leeway on `exp` and `nbf`. Absent: 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 300))]
+    pub clock_skew_seconds: Option<i64>,
+}
+
+/// A Secret in the route's namespace.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct JwksSecretRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// A claim copied onto the upstream request.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ClaimToHeader {
+    #[schemars(length(min = 1, max = 256))]
+    pub claim: String,
+    #[schemars(length(min = 1, max = 256), pattern(HEADER_NAME_PATTERN))]
+    pub header: String,
 }
 
 /// An http(s) URL, nginx variables allowed after the host (checked in full

@@ -192,7 +192,8 @@ impl Dataplane {
         .with_limits(filter::rate_limit::Limits::new(
             config.limits,
             metrics.limits.clone(),
-        ));
+        ))
+        .with_jwt(filter::jwt::JwtState::new(metrics.jwt.clone()));
         filter_state.tracing = config
             .tracing
             .map(|c| observe::trace::Tracing::start(c, metrics.trace_spans_dropped.clone()))

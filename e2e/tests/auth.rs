@@ -19,7 +19,9 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use portico_e2e::oidc::{Dex, OAuth2Proxy, PASSWORD, USER_EMAIL, USER_NAME};
+use portico_e2e::oidc::{
+    CLIENT_ID, CLIENT_SECRET, Dex, OAuth2Proxy, PASSWORD, USER_EMAIL, USER_NAME,
+};
 use portico_e2e::{Browser, Portico};
 use url::Url;
 
@@ -234,6 +236,121 @@ async fn oauth2_proxy_and_dex_sign_in_through_auth_url() -> anyhow::Result<()> {
     assert_eq!(
         denied.location().map(|u| u.path().to_owned()).as_deref(),
         Some("/oauth2/start")
+    );
+    drop(portico);
+    Ok(())
+}
+
+/// An HTTPRoute whose `policies.jwt` trusts Dex: its JWKS from
+/// `{issuer}/keys`, the audience our client, the subject and email passed
+/// on under the headers the app echoes.
+fn jwt_manifests(app: SocketAddr, issuer: &str) -> String {
+    format!(
+        r#"{app_svc}---
+apiVersion: portico.dev/v1alpha1
+kind: HTTPRoute
+metadata: {{name: api, namespace: auth}}
+spec:
+  hostnames: [{JWT_HOST}]
+  policies:
+    jwt:
+      providers:
+        - issuer: "{issuer}"
+          jwksUri: "{issuer}/keys"
+          audiences: [{CLIENT_ID}]
+          claimToHeaders:
+            - {{claim: sub, header: X-Auth-Request-User}}
+            - {{claim: email, header: X-Auth-Request-Email}}
+  rules:
+    - backendRefs: [{{name: app, port: 80}}]
+"#,
+        app_svc = service("app", app),
+    )
+}
+
+const JWT_HOST: &str = "api.e2e.test";
+
+/// An ID token from Dex's password grant, checked by `policies.jwt`
+/// against Dex's own JWKS: accepted with its claims passed on, forged
+/// identity headers replaced; no token or a tampered one refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dex_id_token_passes_policies_jwt() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let dex = Dex::start(dir.path(), "http://unused.e2e.test/callback").await?;
+    let app = app().await?;
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir(&manifests)?;
+    std::fs::write(manifests.join("api.yaml"), jwt_manifests(app, &dex.issuer))?;
+    let portico = Portico::with_manifests(&manifests, &[]).await?;
+    portico_e2e::eventually("the route", portico_e2e::CONVERGE, || async {
+        let r = portico.get(JWT_HOST, "/").await.ok()?;
+        (r.status != StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+
+    let mut browser = Browser::new();
+    let token_url = Url::parse(&format!("{}/token", dex.issuer))?;
+    let answer = browser
+        .send(
+            http::Method::POST,
+            &token_url,
+            Some(&[
+                ("grant_type", "password"),
+                ("username", USER_EMAIL),
+                ("password", PASSWORD),
+                ("scope", "openid email"),
+                ("client_id", CLIENT_ID),
+                ("client_secret", CLIENT_SECRET),
+            ]),
+        )
+        .await?;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    let tokens: serde_json::Value = serde_json::from_str(&answer.body)?;
+    let id_token = tokens["id_token"].as_str().expect("an ID token").to_owned();
+
+    browser.resolve(JWT_HOST, portico.http);
+    let page = Url::parse(&format!("http://{JWT_HOST}/data"))?;
+    let bearer = format!("Bearer {id_token}");
+    let served = browser
+        .send_with(
+            http::Method::GET,
+            &page,
+            None,
+            &[
+                ("authorization", &bearer),
+                ("x-auth-request-email", "mallory@example.com"),
+            ],
+        )
+        .await?;
+    assert_eq!(served.status, StatusCode::OK, "{served:?}");
+    assert_eq!(
+        identity(&served.body, "email"),
+        USER_EMAIL,
+        "{}",
+        served.body
+    );
+    assert!(identity(&served.body, "user").len() > 8, "{}", served.body);
+
+    let missing = browser.send(http::Method::GET, &page, None).await?;
+    assert_eq!(missing.status, StatusCode::UNAUTHORIZED, "{missing:?}");
+    // One character of the signature changed: not Dex's signature.
+    let at = id_token.len() - 10;
+    let swapped = if &id_token[at..=at] == "A" { "B" } else { "A" };
+    let tampered = format!("{}{swapped}{}", &id_token[..at], &id_token[at + 1..]);
+    let refused = browser
+        .send_with(
+            http::Method::GET,
+            &page,
+            None,
+            &[("authorization", &format!("Bearer {tampered}"))],
+        )
+        .await?;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{refused:?}");
+    assert!(
+        refused.headers["www-authenticate"]
+            .to_str()?
+            .contains("error=\"invalid_token\""),
+        "{refused:?}"
     );
     drop(portico);
     Ok(())

@@ -8,6 +8,8 @@
 //! for clients in other languages (the gRPC-Web clients in `e2e/grpc-web`).
 #![forbid(unsafe_code)]
 
+pub mod jwt;
+
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;

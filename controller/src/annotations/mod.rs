@@ -65,6 +65,7 @@ pub use self::features::canary::CanaryAnnotations;
 pub use self::features::external_auth::ExternalAuthAnnotations;
 pub use self::features::grpc::GrpcAnnotations;
 pub use self::features::https::{AuthTlsVerify, HttpsAnnotations};
+pub use self::features::jwt::JwtAnnotations;
 pub use self::features::rate_limit::{DEFAULT_BURST_MULTIPLIER, LimitAnnotations};
 pub use self::features::redirects::RedirectTarget;
 pub use self::features::rewrite::{RewriteSegment, RewriteTarget};
@@ -190,6 +191,8 @@ pub struct IngressAnnotations {
     /// `enable-opentelemetry`, `opentelemetry-*`; `None` when none is set
     /// (the global switch and defaults apply).
     pub trace: Option<portico_dataplane::model::Trace>,
+    /// `jwt-*`: JWT validation.
+    pub jwt: JwtAnnotations,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -249,6 +252,7 @@ pub(crate) struct Draft {
     cors: features::cors::CorsDraft,
     basic_auth: features::basic_auth::BasicAuthDraft,
     external_auth: features::external_auth::ExternalAuthDraft,
+    jwt: features::jwt::JwtDraft,
     /// An annotation whose invalid value leaves the canary unused was
     /// invalid.
     canary_unused: bool,
@@ -277,6 +281,7 @@ impl Draft {
         features::balance::finish(&mut self, &mut notes);
         features::basic_auth::finish(&mut self, &mut notes);
         features::external_auth::finish(&mut self, &mut notes);
+        features::jwt::finish(&mut self, &mut notes);
         features::cors::finish(&mut self, &mut notes);
         (self.out, self.svc, notes)
     }

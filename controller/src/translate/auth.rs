@@ -4,13 +4,17 @@
 //! that cannot admit anyone denies the paths (503, as ingress-nginx's
 //! "location denied"), never serves them unauthenticated.
 
+use k8s_openapi::api::core::v1::Secret;
 use portico_dataplane::external_auth::Template;
 use portico_dataplane::filter::basic_auth::{Credentials, parse_htpasswd, parse_user_map};
-use portico_dataplane::model::{BasicAuth, ExternalAuth};
+use portico_dataplane::filter::jwt::KeySet;
+use portico_dataplane::model::{
+    BasicAuth, ClaimHeader, ExternalAuth, JwksSource, Jwt, JwtProvider, TokenSource,
+};
 
 use super::Settings;
 use super::backends::{PortRef, ServiceRef};
-use crate::annotations::{AuthAnnotations, AuthSecretType};
+use crate::annotations::{AuthAnnotations, AuthSecretType, JwtAnnotations};
 use crate::diagnostics::Diagnostic;
 use crate::snapshot::Snapshot;
 
@@ -31,19 +35,14 @@ pub(super) fn basic_auth(
     let Some((secret_ns, name)) = a.secret.as_ref().filter(|_| a.basic) else {
         return Ok(None);
     };
-    let ns = secret_ns.as_deref().unwrap_or(namespace);
-    if ns != namespace && !settings.allow_cross_namespace_auth_secret {
-        return Err(format!(
-            "auth-secret names Secret {ns}/{name} in another namespace, allowed only with --allow-cross-namespace-auth-secret"
-        ));
-    }
-    let secret = snap
-        .secrets
-        .get(&(ns.to_owned(), name.clone()))
-        .ok_or_else(|| format!("no Opaque Secret named {ns}/{name}"))?;
-    if let Some(t) = secret.type_.as_deref().filter(|t| *t != "Opaque") {
-        return Err(format!("Secret {ns}/{name} is of type {t}, not Opaque"));
-    }
+    let (ns, secret) = opaque_secret(
+        snap,
+        settings,
+        namespace,
+        "auth-secret",
+        secret_ns.as_deref(),
+        name,
+    )?;
     let data = secret.data.as_ref();
     let parsed = match a.secret_type {
         AuthSecretType::AuthFile => {
@@ -80,6 +79,109 @@ pub(super) fn basic_auth(
         users: Credentials::new(parsed.users),
         forward_authorization: a.forward_authorization,
     }))
+}
+
+/// The Opaque Secret `annotation` names (`namespace/name` or `name` in
+/// `namespace`), and its namespace.
+fn opaque_secret<'s>(
+    snap: &'s Snapshot,
+    settings: &Settings,
+    namespace: &str,
+    annotation: &str,
+    secret_ns: Option<&str>,
+    name: &str,
+) -> Result<(String, &'s Secret), String> {
+    let ns = secret_ns.unwrap_or(namespace);
+    if ns != namespace && !settings.allow_cross_namespace_auth_secret {
+        return Err(format!(
+            "{annotation} names Secret {ns}/{name} in another namespace, allowed only with --allow-cross-namespace-auth-secret"
+        ));
+    }
+    let secret = snap
+        .secrets
+        .get(&(ns.to_owned(), name.to_owned()))
+        .ok_or_else(|| format!("no Opaque Secret named {ns}/{name}"))?;
+    if let Some(t) = secret.type_.as_deref().filter(|t| *t != "Opaque") {
+        return Err(format!("Secret {ns}/{name} is of type {t}, not Opaque"));
+    }
+    Ok((ns.to_owned(), secret))
+}
+
+/// The field diagnostics about JWT keys are reported on.
+pub(super) const JWT_FIELD: &str = "metadata.annotations[jwt-issuer]";
+
+/// The JWT filter `a` asks for, on an Ingress in `namespace`: `None` when
+/// off; an error naming the Secret and the reason when its keys are
+/// unusable (the caller denies the paths).
+pub(super) fn jwt(
+    snap: &Snapshot,
+    settings: &Settings,
+    namespace: &str,
+    a: &JwtAnnotations,
+) -> Result<Option<Jwt>, String> {
+    let Some(issuer) = &a.issuer else {
+        return Ok(None);
+    };
+    let jwks = match (&a.jwks_uri, &a.jwks_secret) {
+        (Some(uri), None) => JwksSource::Uri(uri.clone()),
+        (None, Some((secret_ns, name))) => jwks_from_secret(
+            snap,
+            settings,
+            namespace,
+            "jwt-jwks-secret",
+            secret_ns.as_deref(),
+            name,
+        )?,
+        // Reported by the annotation parser, which also denies the paths.
+        _ => return Err("JWT validation needs exactly one key source".into()),
+    };
+    let mut p = JwtProvider::new(issuer.clone(), jwks);
+    p.audiences = a.audiences.clone();
+    p.from = match &a.from_cookie {
+        Some(c) => TokenSource::Cookie(c.clone()),
+        None => TokenSource::Header,
+    };
+    p.claim_to_headers = a
+        .claim_to_headers
+        .iter()
+        .map(|(claim, header)| ClaimHeader {
+            claim: claim.clone(),
+            header: header.clone(),
+        })
+        .collect();
+    if let Some(skew) = a.clock_skew {
+        p.clock_skew = skew;
+    }
+    Ok(Some(Jwt {
+        providers: vec![p],
+        required: a.required,
+    }))
+}
+
+/// The JWKS document under the key `jwks` of the Opaque Secret `name`,
+/// checked now so that a broken one (or an HMAC key) is reported on the
+/// object that names it.
+pub(super) fn jwks_from_secret(
+    snap: &Snapshot,
+    settings: &Settings,
+    namespace: &str,
+    field: &str,
+    secret_ns: Option<&str>,
+    name: &str,
+) -> Result<JwksSource, String> {
+    let (ns, secret) = opaque_secret(snap, settings, namespace, field, secret_ns, name)?;
+    let text = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("jwks"))
+        .ok_or_else(|| format!("Secret {ns}/{name} has no key jwks"))?;
+    let text = std::str::from_utf8(&text.0)
+        .map_err(|_| format!("Secret {ns}/{name}: jwks is not UTF-8 text"))?;
+    KeySet::parse(text.as_bytes()).map_err(|e| format!("Secret {ns}/{name}: jwks: {e}"))?;
+    Ok(JwksSource::Inline {
+        secret: format!("{ns}/{name}"),
+        jwks: text.to_owned(),
+    })
 }
 
 /// Points an external-auth policy whose plain-http URL names an in-cluster

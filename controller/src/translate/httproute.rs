@@ -12,12 +12,12 @@ use portico_crds::{
 };
 use portico_dataplane::external_auth::Template;
 use portico_dataplane::model::{
-    Action, AffinityMode, Backend, Balance, CookieAffinity, Cors, EndpointPolicy, ExternalAuth,
-    ExternalAuthCache, Filter, Forward, GrpcOptions, GrpcWeb, HashKey, HeaderMatch, HeaderModifier,
-    HealthCheck, Hostname, InvalidField, LimitKey, OriginHost, OriginPattern, OutlierDetection,
-    PathMatch, PathModifier, Probe, Protocol, QueryMatch, Redirect, RedirectStatus, Route,
-    RouteMatch, Rule, SameSite, Scheme, SourceRef, StatusRange, Timeouts, UrlRewrite, ValueMatch,
-    user_settable,
+    Action, AffinityMode, Backend, Balance, ClaimHeader, CookieAffinity, Cors, EndpointPolicy,
+    ExternalAuth, ExternalAuthCache, Filter, Forward, GrpcOptions, GrpcWeb, HashKey, HeaderMatch,
+    HeaderModifier, HealthCheck, Hostname, InvalidField, JwksSource, Jwt, JwtProvider, LimitKey,
+    OriginHost, OriginPattern, OutlierDetection, PathMatch, PathModifier, Probe, Protocol,
+    QueryMatch, Redirect, RedirectStatus, Route, RouteMatch, Rule, SameSite, Scheme, SourceRef,
+    StatusRange, Timeouts, TokenSource, UrlRewrite, ValueMatch, user_settable,
 };
 
 use super::backends::{self, PortRef};
@@ -115,6 +115,13 @@ fn translate_one(
             return None;
         }
     };
+    let jwt = match jwt(snap, namespace, route.spec.policies.as_ref()) {
+        Ok(j) => j.map(Box::new),
+        Err(d) => {
+            report.diagnostics.push(d);
+            return None;
+        }
+    };
     let backend_policy = route
         .spec
         .policies
@@ -132,6 +139,8 @@ fn translate_one(
         match translate_rule(snap, rule, &policies, namespace, &field, report) {
             Ok(mut r) => {
                 report.rules_served += 1;
+                // JWT before external auth: see `Filter::stage`.
+                r.chain.extend(jwt.clone().map(Filter::Jwt));
                 r.chain
                     .extend(external_auth.clone().map(Filter::ExternalAuth));
                 rules.push(r);
@@ -435,6 +444,96 @@ fn translate_rule(
 struct HeaderEdits {
     request: HeaderModifier,
     response: HeaderModifier,
+}
+
+/// `policies.jwt`, parsed whole; Secret key sets read and checked now.
+fn jwt(
+    snap: &Snapshot,
+    namespace: &str,
+    policies: Option<&HTTPRoutePolicies>,
+) -> Result<Option<Jwt>, Diagnostic> {
+    let Some(p) = policies.and_then(|p| p.jwt.as_ref()) else {
+        return Ok(None);
+    };
+    let invalid = |field: &str, reason: String| {
+        Diagnostic::error(
+            "UnsupportedValue",
+            format!("spec.policies.jwt.{field}"),
+            format!("{reason}; the route is not served"),
+        )
+    };
+    let mut providers = Vec::with_capacity(p.providers.len());
+    for (i, pp) in p.providers.iter().enumerate() {
+        let at = |f: &str| format!("providers[{i}].{f}");
+        let jwks = match (&pp.jwks_uri, &pp.jwks_secret_ref) {
+            (Some(uri), None) => {
+                let parsed: http::Uri = uri
+                    .parse()
+                    .map_err(|_| invalid(&at("jwksUri"), format!("{uri:?} is not a URL")))?;
+                if parsed.host().is_none() {
+                    return Err(invalid(&at("jwksUri"), format!("{uri:?} has no host")));
+                }
+                JwksSource::Uri(uri.clone())
+            }
+            // Same namespace only: the Secret is the route's own.
+            (None, Some(r)) => super::auth::jwks_from_secret(
+                snap,
+                &Settings::default(),
+                namespace,
+                "jwksSecretRef",
+                None,
+                &r.name,
+            )
+            .map_err(|reason| invalid(&at("jwksSecretRef"), reason))?,
+            _ => {
+                return Err(invalid(
+                    &at("jwksUri"),
+                    "set exactly one of jwksUri and jwksSecretRef".into(),
+                ));
+            }
+        };
+        let mut provider = JwtProvider::new(pp.issuer.clone(), jwks);
+        provider.audiences = pp.audiences.clone();
+        provider.from = match (&pp.from_header, &pp.from_cookie) {
+            (Some(h), None) => {
+                TokenSource::Named(HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                    invalid(&at("fromHeader"), format!("{h:?} is not a header name"))
+                })?)
+            }
+            (None, Some(c)) => TokenSource::Cookie(c.clone()),
+            (None, None) => TokenSource::Header,
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    &at("fromHeader"),
+                    "set at most one of fromHeader and fromCookie".into(),
+                ));
+            }
+        };
+        for (j, c) in pp.claim_to_headers.iter().enumerate() {
+            let field = at(&format!("claimToHeaders[{j}]"));
+            let header = HeaderName::from_bytes(c.header.as_bytes())
+                .map_err(|_| invalid(&field, format!("{:?} is not a header name", c.header)))?;
+            user_settable(&header)
+                .map_err(|reason| invalid(&field, format!("{header} cannot be set: {reason}")))?;
+            provider.claim_to_headers.push(ClaimHeader {
+                claim: c.claim.clone(),
+                header,
+            });
+        }
+        provider.required_claims = pp.required_claims.clone();
+        if let Some(s) = pp.clock_skew_seconds {
+            let s = u64::try_from(s)
+                .ok()
+                .filter(|s| *s <= 300)
+                .ok_or_else(|| invalid(&at("clockSkewSeconds"), "expected 0 to 300".into()))?;
+            provider.clock_skew = Duration::from_secs(s);
+        }
+        providers.push(provider);
+    }
+    Ok(Some(Jwt {
+        providers,
+        required: p.required.unwrap_or(true),
+    }))
 }
 
 /// `policies.externalAuth`, parsed whole: every value typed, templates

@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use portico_dataplane::model::{
     Action, Backend, BasicAuth, Canary, CanaryHeader, CanaryHeaderValue, Cors,
     DEFAULT_GRPC_MAX_MESSAGE, ErrorOrigin, ErrorPages, ExternalAuth, Filter, Forward, GrpcOptions,
-    GrpcWeb, HeaderModifier, Hostname, Hsts, HttpsRedirect, IpAccess, LimitKey, PathMatch,
+    GrpcWeb, HeaderModifier, Hostname, Hsts, HttpsRedirect, IpAccess, Jwt, LimitKey, PathMatch,
     PathModifier, Protocol, Redirect, RedirectStatus, ResponseRate, RetryPolicy, Route,
     RouteClientAuth, RouteMatch, Rule, Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
 };
@@ -116,6 +116,18 @@ pub(super) fn translate_all(
                 None
             }
         };
+        let jwt = match auth::jwt(snap, settings, &obj.namespace, &parsed.ingress.jwt) {
+            Ok(j) => j.map(Box::new),
+            Err(reason) => {
+                report.diagnostics.push(Diagnostic::error(
+                    "InvalidJwtKeys",
+                    auth::JWT_FIELD,
+                    format!("{reason}; the Ingress's paths answer 503"),
+                ));
+                denied = denied.or(Some(reason));
+                None
+            }
+        };
         // The Ingress's own policy, else the global one unless it opts
         // out; a denied Ingress (an invalid `auth-url` among the reasons)
         // serves nothing to guard.
@@ -135,6 +147,7 @@ pub(super) fn translate_all(
             error_pages,
             client_auth: client_auth.clone(),
             basic_auth,
+            jwt,
             external_auth,
             upstream_client_certs: Vec::new(),
             ing,
@@ -251,6 +264,7 @@ struct IngressTranslator<'a> {
     client_auth: Option<Arc<ClientAuth>>,
     /// `auth-type: basic` and its users.
     basic_auth: Option<BasicAuth>,
+    jwt: Option<Box<Jwt>>,
     /// `auth-url` and its parts, or the global policy.
     external_auth: Option<Box<ExternalAuth>>,
     /// Client certificates to backends this Ingress's rules name.
@@ -481,6 +495,7 @@ impl IngressTranslator<'_> {
                 .into_iter()
                 .chain(self.ip_access().map(Filter::IpAccess))
                 .chain(self.basic_auth.clone().map(Filter::BasicAuth))
+                .chain(self.jwt.clone().map(Filter::Jwt))
                 .chain(self.external_auth.clone().map(Filter::ExternalAuth))
                 .chain(self.cors().map(Filter::Cors))
                 .chain(self.limits())

@@ -16,6 +16,7 @@ pub mod basic_auth;
 pub(crate) mod cors;
 pub(crate) mod error_pages;
 pub mod external_auth;
+pub mod jwt;
 pub mod rate_limit;
 
 use std::borrow::Borrow;
@@ -32,6 +33,7 @@ use crate::filter::basic_auth::{BasicAuthFilter, Check, Verifier};
 use crate::filter::cors::CorsPolicy;
 use crate::filter::error_pages::{Asker, ErrorPagesRuntime, ErrorRequest};
 use crate::filter::external_auth::{AuthCarry, Decision, ExternalAuthFilter, ExternalAuthState};
+use crate::filter::jwt::{JwtFilter, JwtState};
 use crate::filter::rate_limit::{
     ConnLimiter, ConnectionGuard, Limited, Limits, RateDecision, RateLimiter,
 };
@@ -79,6 +81,8 @@ pub struct FilterState {
     pub(crate) limits: Limits,
     /// The tracer, when an OTLP exporter is configured.
     pub(crate) tracing: Option<Arc<Tracing>>,
+    /// JWT's JWKS fetchers, one per URL.
+    pub(crate) jwt: JwtState,
 }
 
 impl FilterState {
@@ -88,7 +92,13 @@ impl FilterState {
             external_auth: ExternalAuthState::default(),
             limits: Limits::default(),
             tracing: None,
+            jwt: JwtState::default(),
         }
+    }
+
+    pub fn with_jwt(mut self, jwt: JwtState) -> Self {
+        self.jwt = jwt;
+        self
     }
 
     pub fn with_external_auth(mut self, external_auth: ExternalAuthState) -> Self {
@@ -135,6 +145,7 @@ enum Compiled {
     ResponseRate,
     /// Nothing to run in the chain: see [`Chain::trace`].
     Trace,
+    Jwt(Box<JwtFilter>),
 }
 
 /// Policy data compiled once per table build and shared by every rule that
@@ -183,6 +194,8 @@ pub(crate) struct Pending {
 enum Wait {
     BasicAuth(basic_auth::Wait),
     ExternalAuth(external_auth::Wait),
+    /// Keys being fetched for a token.
+    Jwt(external_auth::Wait),
 }
 
 impl Pending {
@@ -193,7 +206,7 @@ impl Pending {
                 answer: w.await,
                 carry: None,
             },
-            Wait::ExternalAuth(w) => w.await,
+            Wait::ExternalAuth(w) | Wait::Jwt(w) => w.await,
         };
         (self.at, decision)
     }
@@ -222,12 +235,17 @@ pub(crate) struct Passed {
     /// A passing request's `RateLimit-Policy` and `RateLimit` values, for
     /// policies that send them.
     rate_headers: Option<(HeaderValue, HeaderValue)>,
+    /// JWT's claim headers for the upstream.
+    jwt: Option<Box<AuthCarry>>,
 }
 
 impl Passed {
     /// Puts what external auth allowed with on the request, before it is
     /// forwarded (replacing the client's copies of those headers).
     pub(crate) fn admitted(&mut self, headers: &mut HeaderMap) {
+        if let Some(carry) = &mut self.jwt {
+            carry.apply(headers);
+        }
         if let Some(carry) = &mut self.auth {
             carry.apply(headers);
         }
@@ -318,6 +336,11 @@ impl Chain {
                 Filter::ExternalAuth(a) => Compiled::ExternalAuth(Box::new(
                     ExternalAuthFilter::build(a, &state.external_auth, upstreams),
                 )),
+                Filter::Jwt(j) => Compiled::Jwt(Box::new(JwtFilter::build(
+                    j,
+                    &state.jwt,
+                    &state.external_auth,
+                ))),
                 Filter::ErrorPages(p) => Compiled::ErrorPages(Box::new(ErrorPagesRuntime::build(
                     p,
                     rule.timeouts,
@@ -431,6 +454,7 @@ impl Chain {
             auth: None,
             held: Vec::new(),
             rate_headers: None,
+            jwt: None,
         };
         let flow = self.run_from(0, &mut passed, req, host, ctx);
         (passed, flow)
@@ -449,7 +473,11 @@ impl Chain {
     ) -> Flow {
         let Decision { answer, carry } = decision;
         if carry.is_some() {
-            passed.auth = carry;
+            if matches!(self.filters.get(at), Some(Compiled::Jwt(_))) {
+                passed.jwt = carry;
+            } else {
+                passed.auth = carry;
+            }
         }
         if answer.is_some() {
             passed.answered_by = Some(at);
@@ -649,6 +677,14 @@ impl Compiled {
                 external_auth::Check::Answer(answer) => Verdict::Answer(answer),
                 external_auth::Check::Wait(wait) => Verdict::Wait(Wait::ExternalAuth(wait)),
             },
+            Compiled::Jwt(j) => match j.check(req.headers(), host) {
+                jwt::Check::Admit(carry) => {
+                    passed.jwt = Some(carry);
+                    Verdict::Continue
+                }
+                jwt::Check::Answer(answer) => Verdict::Answer(answer),
+                jwt::Check::Wait(wait) => Verdict::Wait(Wait::Jwt(wait)),
+            },
             _ => match self.request(req, host, ctx) {
                 Some(answer) => Verdict::Answer(answer),
                 None => Verdict::Continue,
@@ -820,6 +856,7 @@ mod tests {
             Filter::ConnectionLimit(_) => "connection_limit",
             Filter::ResponseRate(_) => "response_rate",
             Filter::Trace(_) => "trace",
+            Filter::Jwt(_) => "jwt",
         }
     }
 
@@ -976,7 +1013,7 @@ mod tests {
             vec![
                 Filter::IpAccess(crate::model::IpAccess::default()),
                 basic.clone(),
-                external,
+                external.clone(),
             ],
         );
         assert_eq!(
@@ -996,6 +1033,34 @@ mod tests {
             after: 0,
         };
         assert_eq!(Filter::ResponseRate(rate).stage(), Stage::Content);
+
+        // JWT is a local check (no subrequest, keys already fetched): after
+        // basic auth, before external auth, so a request without a valid
+        // token costs the auth service nothing. Translation lists it there.
+        let jwt = Filter::Jwt(Box::new(crate::model::Jwt {
+            providers: vec![],
+            required: true,
+        }));
+        assert_eq!(jwt.stage(), Stage::Access);
+        let chain = chain_of(
+            forward(),
+            vec![
+                Filter::IpAccess(crate::model::IpAccess::default()),
+                basic.clone(),
+                jwt,
+                external,
+            ],
+        );
+        assert_eq!(
+            chain.iter().map(kind).skip(5).collect::<Vec<_>>(),
+            [
+                "ip_access",
+                "basic_auth",
+                "jwt",
+                "external_auth",
+                "body_limit"
+            ]
+        );
 
         // Redirect and deny rules read no body.
         let chain = chain_of(Action::Deny { reason: "x".into() }, vec![]);

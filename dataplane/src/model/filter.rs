@@ -62,6 +62,101 @@ pub enum Filter {
     /// `enable-opentelemetry`, `opentelemetry-*`): a rule without one
     /// follows the global `--enable-opentelemetry`.
     Trace(Trace),
+    /// JWT bearer tokens checked against issuers' keys (HTTPRoute
+    /// `policies.jwt`, `portico.dev/jwt-*`): 401 unless a valid token
+    /// comes. Boxed: large, and most rules have none.
+    Jwt(Box<Jwt>),
+}
+
+/// Who may use a rule by a JWT one of `providers` signed. See
+/// [`crate::filter::jwt`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Jwt {
+    pub providers: Vec<JwtProvider>,
+    /// `false`: a request without a token passes (claim headers removed);
+    /// one with a token must still carry a valid one.
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+/// One issuer whose tokens a rule accepts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JwtProvider {
+    /// Compared exactly with the token's `iss`.
+    pub issuer: String,
+    /// The token's `aud` must hold one of these; empty: not checked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    pub jwks: JwksSource,
+    #[serde(default)]
+    pub from: TokenSource,
+    /// Claim name → upstream header; string, number and bool claims only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claim_to_headers: Vec<ClaimHeader>,
+    /// Claims that must be present (besides `exp`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_claims: Vec<String>,
+    /// Leeway on `exp` and `nbf`.
+    #[serde(with = "serde_http::millis", default = "clock_skew")]
+    pub clock_skew: Duration,
+}
+
+impl JwtProvider {
+    pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(30);
+
+    /// A provider for `issuer` with every other setting at its default.
+    pub fn new(issuer: impl Into<String>, jwks: JwksSource) -> Self {
+        Self {
+            issuer: issuer.into(),
+            audiences: Vec::new(),
+            jwks,
+            from: TokenSource::default(),
+            claim_to_headers: Vec::new(),
+            required_claims: Vec::new(),
+            clock_skew: Self::DEFAULT_CLOCK_SKEW,
+        }
+    }
+}
+
+fn clock_skew() -> Duration {
+    JwtProvider::DEFAULT_CLOCK_SKEW
+}
+
+/// Where an issuer's public keys come from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JwksSource {
+    /// Fetched (https, or http inside the cluster) off the request path
+    /// and refreshed.
+    Uri(String),
+    /// A JWKS document from a Secret's `jwks` key, translated in.
+    Inline {
+        /// `namespace/name`, for people reading the table.
+        secret: String,
+        jwks: String,
+    },
+}
+
+/// Where the token is read.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenSource {
+    /// `Authorization: Bearer <token>`.
+    #[default]
+    Header,
+    /// The value of the named cookie.
+    Cookie(String),
+    /// The value of this header, after an optional `Bearer ` (for
+    /// gateways that pass tokens under their own name).
+    Named(#[serde(with = "serde_http::header_name")] HeaderName),
+}
+
+/// A claim copied onto the upstream request.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ClaimHeader {
+    pub claim: String,
+    #[serde(with = "serde_http::header_name")]
+    pub header: HeaderName,
 }
 
 /// Who may use a rule, as an HTTP service says (ingress-nginx `auth-*`
@@ -422,6 +517,7 @@ impl Filter {
             Filter::IpAccess(_)
             | Filter::ClientCert(_)
             | Filter::BasicAuth(_)
+            | Filter::Jwt(_)
             | Filter::ExternalAuth(_) => Stage::Access,
             // Content: its response side (the error page) runs first on
             // the way back, so every other filter's applies to the page.

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub limits: crate::filter::rate_limit::LimitCounters,
     /// Trace spans dropped instead of exported, by reason.
     pub trace_spans_dropped: crate::observe::trace::DroppedSpans,
+    /// JWT checks by result, JWKS fetches by result.
+    pub jwt: crate::filter::jwt::JwtCounters,
 }
 
 /// How a gRPC call reached the proxy.
@@ -381,8 +383,32 @@ impl Metrics {
             queue_full: reason("queue_full"),
             export_failed: reason("export_failed"),
         };
+        let jwt_checks = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "jwt_checks",
+            "JWT checks by result: allowed, missing (no token where one is required), or the refusal's reason (malformed, algorithm, issuer, unknown_key, signature, audience, expired, not_yet_valid, missing_claim, claim_value)",
+            jwt_checks.clone(),
+        );
+        let jwks_fetches = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "jwks_fetches",
+            "JWKS fetches by result: ok, failed (the last good key set is kept)",
+            jwks_fetches.clone(),
+        );
+        // Each in its own closure: `get_or_create` returns a read guard,
+        // and two in one expression would deadlock on the second's insert.
+        let fetch_result = |result| jwks_fetches.get_or_create(&ResultLabels { result }).clone();
+        let jwt_result = |result| jwt_checks.get_or_create(&ResultLabels { result }).clone();
+        let jwt = crate::filter::jwt::JwtCounters {
+            allowed: jwt_result("allowed"),
+            missing: jwt_result("missing"),
+            refused: crate::filter::jwt::Refusal::ALL.map(|r| jwt_result(r.label())),
+            fetch_ok: fetch_result("ok"),
+            fetch_failed: fetch_result("failed"),
+        };
         Self {
             trace_spans_dropped,
+            jwt,
             basic_auth,
             external_auth,
             limits,

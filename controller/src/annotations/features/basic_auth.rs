@@ -107,14 +107,20 @@ fn auth_type(v: &str, d: &mut Draft) -> Result<(), String> {
 /// `name` (the Ingress's namespace) or `namespace/name`.
 fn auth_secret(v: &str, d: &mut Draft) -> Result<(), String> {
     d.basic_auth.secret_written = true;
-    d.out.auth.secret = Some(match v.split_once('/') {
+    d.out.auth.secret = Some(secret_ref(v)?);
+    Ok(())
+}
+
+/// A Secret named `name` (the Ingress's namespace) or `namespace/name`:
+/// the namespace when written, and the name.
+pub(super) fn secret_ref(v: &str) -> Result<(Option<String>, String), String> {
+    Ok(match v.split_once('/') {
         Some(_) => {
             let (ns, name) = namespaced_secret(v)?;
             (Some(ns), name)
         }
         None => (None, values::dns1123_subdomain(v)?),
-    });
-    Ok(())
+    })
 }
 
 fn auth_secret_type(v: &str, d: &mut Draft) -> Result<(), String> {

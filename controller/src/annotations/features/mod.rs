@@ -28,6 +28,7 @@ pub(super) mod grpc;
 pub(super) mod headers;
 pub(super) mod hosts;
 pub(super) mod https;
+pub(super) mod jwt;
 pub(super) mod rate_limit;
 pub(super) mod redirects;
 pub(super) mod rewrite;
@@ -56,6 +57,7 @@ pub(super) const RUNS: &[&[AnnotationSpec]] = &[
     https::SPECS,
     basic_auth::SPECS,
     external_auth::SPECS,
+    jwt::SPECS,
     upstream::TLS,
     balance::SPECS,
     timeouts::RETRIES,
@@ -81,6 +83,7 @@ pub(super) const VALID: &[&[super::tests::Valid]] = &[
     hosts::tests::VALID,
     https::tests::VALID,
     rate_limit::tests::VALID,
+    jwt::tests::VALID,
     redirects::tests::VALID,
     rewrite::tests::VALID,
     timeouts::tests::VALID,
@@ -103,6 +106,7 @@ pub(super) const INVALID: &[&[super::tests::Invalid]] = &[
     hosts::tests::INVALID,
     https::tests::INVALID,
     rate_limit::tests::INVALID,
+    jwt::tests::INVALID,
     redirects::tests::INVALID,
     rewrite::tests::INVALID,
     timeouts::tests::INVALID,

@@ -210,6 +210,16 @@ pub(crate) struct AuthCarry {
 }
 
 impl AuthCarry {
+    /// Puts `upstream` on the request in place of the client's copies of
+    /// every header in `names`.
+    pub(crate) fn new(names: Arc<[HeaderName]>, upstream: Vec<(HeaderName, HeaderValue)>) -> Self {
+        Self {
+            names,
+            upstream,
+            cookies: Vec::new(),
+        }
+    }
+
     /// Puts the service's headers on the request that goes upstream, in
     /// place of any the client sent under those names.
     pub(crate) fn apply(&mut self, headers: &mut HeaderMap) {
