@@ -66,7 +66,13 @@
 #                      portico caches verified credentials whatever the
 #                      hash), and wrk sends the Origin and Authorization
 #                      headers; compares portico with nginx doing the same
-#                      (haproxy is left out). off (default): no policies
+#                      (haproxy is left out). off (default): no policies.
+#                      limit: one local rate limit per client address that
+#                      no request reaches (the check's cost); limit-keys:
+#                      the limit keyed by an x-client header wrk varies
+#                      over 100,000 values (the per-Lua-request cost lands
+#                      on wrk's core, not the proxy's). Both are for
+#                      BENCH_PROXIES=portico, against a run with off
 #   BENCH_TLS          off (plain HTTP), keepalive (HTTPS keep-alive req/s)
 #                      or handshake (every request on a new connection: full
 #                      TLS handshakes per second; wrk does not resume
@@ -105,8 +111,12 @@ case $policies in
     curl_extra=(-u bench:bench)
     latency_rates=
     ;;
+  limit | limit-keys)
+    # Portico only: nginx's limit_req is a different mode of comparison.
+    latency_rates=
+    ;;
   *)
-    printf 'load: error: BENCH_POLICIES must be on or off\n' >&2
+    printf 'load: error: BENCH_POLICIES must be on, off, limit or limit-keys\n' >&2
     exit 2
     ;;
 esac
@@ -368,7 +378,7 @@ start_haproxy() {
 run_wrk() {
   local url=$1 duration=$2 out=$3 pid rc=0
   taskset -c "$load_core" wrk -t1 -c"$connections" -d"${duration}s" --latency "${wrk_extra[@]}" \
-    -s "$here/wrk_report.lua" "$url" >"$out" 2>&1 &
+    -s "$wrk_script" "$url" >"$out" 2>&1 &
   pid=$!
   pids+=("$pid")
   wait "$pid" || rc=$?
@@ -455,7 +465,7 @@ main() {
   install_oha
   local suffix=''
   [[ $tls == off ]] || suffix="-tls-$tls"
-  [[ $policies == off ]] || suffix+="-policies"
+  case $policies in off) ;; on) suffix+="-policies" ;; *) suffix+="-$policies" ;; esac
   local out=${BENCH_OUT:-$target/bench/load$suffix.json}
 
   local examples=(--example bench_upstream)
@@ -474,6 +484,20 @@ main() {
   chmod 755 "$tmp" # nginx's worker drops root
   trap cleanup EXIT
   trap 'exit 130' INT TERM
+
+  wrk_script=$here/wrk_report.lua
+  if [[ $policies == limit-keys ]]; then
+    # The report, plus a request function that sends a new x-client value
+    # each time, cycling through 100,000.
+    wrk_script=$tmp/wrk_keys.lua
+    cat "$here/wrk_report.lua" - >"$wrk_script" <<'LUA'
+local n = 0
+request = function()
+  n = (n + 1) % 100000
+  return wrk.format(nil, nil, { ["x-client"] = tostring(n) })
+end
+LUA
+  fi
 
   if [[ $tls != off ]]; then
     tls_cert=$tmp/tls.crt

@@ -19,14 +19,20 @@
 //! policy mode: an IP allow-list (ten ranges, the client's among them),
 //! CORS for one origin with credentials, and basic auth from the htpasswd
 //! file `BENCH_HTPASSWD`.
+//!
+//! With `BENCH_POLICIES=limit` the route carries one local rate limit per
+//! client address that no request reaches (the cost of the check, not of
+//! refusals); with `BENCH_POLICIES=limit-keys` the limit is keyed by the
+//! `x-client` header, which the bench's wrk script varies over 100,000
+//! values, so the limiter tracks that many keys.
 
 use std::net::SocketAddr;
 
 use portico_dataplane::filter::basic_auth::{Credentials, parse_htpasswd};
 use portico_dataplane::listen::tls::{CertConfig, ServerCert};
 use portico_dataplane::model::{
-    Action, Backend, BasicAuth, Cors, Filter, Forward, IpAccess, OriginPattern, Route, RouteConfig,
-    Rule,
+    Action, Backend, BasicAuth, Cors, Filter, Forward, IpAccess, LimitKey, LimitScope,
+    OriginPattern, RateLimit, Rate, RatePeriod, Route, RouteConfig, Rule,
 };
 use portico_dataplane::{AccessLogSink, Dataplane, DataplaneConfig};
 use tokio::net::TcpListener;
@@ -66,8 +72,14 @@ async fn run(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr) -> Res
     }
     let dp = Dataplane::new(config)?;
     let mut routes = route_to(upstream);
-    if std::env::var_os("BENCH_POLICIES").is_some_and(|v| v == "on") {
-        routes.routes[0].rules[0].chain = policies()?;
+    match std::env::var("BENCH_POLICIES").as_deref() {
+        Ok("on") => routes.routes[0].rules[0].chain = policies()?,
+        Ok("limit") => routes.routes[0].rules[0].chain = vec![limit(LimitKey::ClientAddress)],
+        Ok("limit-keys") => {
+            let header = http::HeaderName::from_static("x-client");
+            routes.routes[0].rules[0].chain = vec![limit(LimitKey::Header(header))];
+        }
+        _ => {}
     }
     let report = dp.publish(routes);
     if !report.errors.is_empty() {
@@ -157,4 +169,23 @@ fn policies() -> Result<Vec<Filter>, Error> {
             forward_authorization: false,
         }),
     ])
+}
+
+/// A per-second limit far above what one proxy core serves: every request
+/// is checked and passes.
+fn limit(key: LimitKey) -> Filter {
+    Filter::RateLimit(RateLimit {
+        scope: LimitScope {
+            id: "bench".into(),
+            key,
+            exempt: Vec::new(),
+            status: 503,
+        },
+        rates: vec![Rate {
+            requests: 100_000_000,
+            per: RatePeriod::Second,
+            burst: 500_000_000,
+        }],
+        headers: false,
+    })
 }
