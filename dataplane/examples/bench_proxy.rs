@@ -32,7 +32,7 @@ use portico_dataplane::filter::basic_auth::{Credentials, parse_htpasswd};
 use portico_dataplane::listen::tls::{CertConfig, ServerCert};
 use portico_dataplane::model::{
     Action, Backend, BasicAuth, Cors, Filter, Forward, IpAccess, LimitKey, LimitScope,
-    OriginPattern, RateLimit, Rate, RatePeriod, Route, RouteConfig, Rule,
+    OriginPattern, Rate, RateLimit, RatePeriod, Route, RouteConfig, Rule,
 };
 use portico_dataplane::{AccessLogSink, Dataplane, DataplaneConfig};
 use tokio::net::TcpListener;
@@ -172,8 +172,17 @@ fn policies() -> Result<Vec<Filter>, Error> {
 }
 
 /// A per-second limit far above what one proxy core serves: every request
-/// is checked and passes.
+/// is checked and passes. `BENCH_LIMIT_RPS=N` sets a real one instead (N
+/// per second, burst 5 x N as ingress-nginx's default multiplier), to see
+/// how closely the enforced rate follows the configured one.
 fn limit(key: LimitKey) -> Filter {
+    let (requests, burst) = match std::env::var("BENCH_LIMIT_RPS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        Some(n) => (n, n.saturating_mul(5)),
+        None => (100_000_000, 500_000_000),
+    };
     Filter::RateLimit(RateLimit {
         scope: LimitScope {
             id: "bench".into(),
@@ -182,9 +191,9 @@ fn limit(key: LimitKey) -> Filter {
             status: 503,
         },
         rates: vec![Rate {
-            requests: 100_000_000,
+            requests,
             per: RatePeriod::Second,
-            burst: 500_000_000,
+            burst,
         }],
         headers: false,
     })
