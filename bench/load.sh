@@ -72,7 +72,10 @@
 #                      the limit keyed by an x-client header wrk varies
 #                      over 100,000 values (the per-Lua-request cost lands
 #                      on wrk's core, not the proxy's). Both are for
-#                      BENCH_PROXIES=portico, against a run with off
+#                      BENCH_PROXIES=portico, against a run with off.
+#                      auth: every request first asks an external auth
+#                      service (the bench upstream, on the load core) as
+#                      auth-url does; auth-cache: with the auth cache on
 #   BENCH_TLS          off (plain HTTP), keepalive (HTTPS keep-alive req/s)
 #                      or handshake (every request on a new connection: full
 #                      TLS handshakes per second; wrk does not resume
@@ -111,12 +114,12 @@ case $policies in
     curl_extra=(-u bench:bench)
     latency_rates=
     ;;
-  limit | limit-keys)
+  limit | limit-keys | auth | auth-cache)
     # Portico only: nginx's limit_req is a different mode of comparison.
     latency_rates=
     ;;
   *)
-    printf 'load: error: BENCH_POLICIES must be on, off, limit or limit-keys\n' >&2
+    printf 'load: error: BENCH_POLICIES must be on, off, limit, limit-keys, auth or auth-cache\n' >&2
     exit 2
     ;;
 esac

@@ -25,14 +25,20 @@
 //! refusals); with `BENCH_POLICIES=limit-keys` the limit is keyed by the
 //! `x-client` header, which the bench's wrk script varies over 100,000
 //! values, so the limiter tracks that many keys.
+//!
+//! With `BENCH_POLICIES=auth` every request is first asked of an external
+//! auth service (the bench upstream itself, which allows everything:
+//! `GET /auth`), as `auth-url` does; `auth-cache` adds the auth cache keyed
+//! by the host, so only the first request of each minute is asked.
 
 use std::net::SocketAddr;
 
 use portico_dataplane::filter::basic_auth::{Credentials, parse_htpasswd};
+use portico_dataplane::filter::external_auth::Template;
 use portico_dataplane::listen::tls::{CertConfig, ServerCert};
 use portico_dataplane::model::{
-    Action, Backend, BasicAuth, Cors, Filter, Forward, IpAccess, LimitKey, LimitScope,
-    OriginPattern, Rate, RateLimit, RatePeriod, Route, RouteConfig, Rule,
+    Action, Backend, BasicAuth, Cors, ExternalAuth, ExternalAuthCache, Filter, Forward, IpAccess,
+    LimitKey, LimitScope, OriginPattern, Rate, RateLimit, RatePeriod, Route, RouteConfig, Rule,
 };
 use portico_dataplane::{AccessLogSink, Dataplane, DataplaneConfig};
 use tokio::net::TcpListener;
@@ -75,6 +81,17 @@ async fn run(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr) -> Res
     match std::env::var("BENCH_POLICIES").as_deref() {
         Ok("on") => routes.routes[0].rules[0].chain = policies()?,
         Ok("limit") => routes.routes[0].rules[0].chain = vec![limit(LimitKey::ClientAddress)],
+        Ok(mode @ ("auth" | "auth-cache")) => {
+            let url = Template::service_url(&format!("http://{upstream}/auth"))?;
+            let mut auth = ExternalAuth::new(url);
+            if mode == "auth-cache" {
+                auth.cache = Some(ExternalAuthCache {
+                    key: Template::text("$host")?,
+                    duration: std::time::Duration::from_secs(60),
+                });
+            }
+            routes.routes[0].rules[0].chain = vec![Filter::ExternalAuth(Box::new(auth))];
+        }
         Ok("limit-keys") => {
             let header = http::HeaderName::from_static("x-client");
             routes.routes[0].rules[0].chain = vec![limit(LimitKey::Header(header))];
