@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
@@ -32,7 +32,7 @@ use crate::body::{Done, GrpcRequest, RequestBody, ResponseBody};
 use crate::filter::{Answer, Chain, Flow, Passed};
 use crate::grpc::web::{WebContentType, WebEncoder};
 use crate::grpc::{self, CallFailure, Code};
-use crate::headers::{X_REQUEST_ID, location, split_host_port};
+use crate::headers::{X_REQUEST_ID, location, split_host_port, strip_hop_by_hop};
 use crate::model::{
     Action, Forward, PathMatch, PathModifier, Protocol, Redirect, Substitution, Timeouts,
 };
@@ -52,9 +52,6 @@ use forwarding::{
     upstream_request_id,
 };
 use render::{grpc_body_error, non_grpc_answer, render, upstream_error_response};
-
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Serves one request. Never fails: every error is a response.
 pub(crate) async fn handle(
@@ -874,73 +871,6 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named in
-/// `Connection`. `te: trailers` survives: gRPC needs it end to end. With
-/// `keep_upgrade`, `Connection: upgrade` and `Upgrade` are kept.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none of these: one pass over the names spares a
-    // hash lookup per name below.
-    if !keep_upgrade && !headers.keys().any(is_hop_by_hop) {
-        return;
-    }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            if keep_upgrade && name == header::UPGRADE {
-                continue;
-            }
-            if name == header::TE {
-                continue;
-            }
-            headers.remove(&name);
-        }
-        headers.remove(header::CONNECTION);
-    }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-    ] {
-        headers.remove(name);
-    }
-    if let Some(te) = headers.get(header::TE)
-        && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
-    {
-        headers.remove(header::TE);
-    }
-    if keep_upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
-    }
-}
-
-/// The names [`strip_hop_by_hop`] may remove.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    // `Connection` may name any header, but only when it is present.
-    [
-        &header::CONNECTION,
-        &header::UPGRADE,
-        &header::TE,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-    ]
-    .contains(&name)
-}
-
 /// The rewritten path with the request's query. A modifier whose result has
 /// its own `?query` (an ingress-nginx rewrite target) keeps the request's
 /// arguments after those, as nginx does.
@@ -999,46 +929,6 @@ fn modify_path(m: &PathModifier, routed: &Routed<'_>, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_are_removed() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("close, x-secret"));
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
-        h.insert("upgrade", HeaderValue::from_static("websocket"));
-        h.insert("te", HeaderValue::from_static("trailers"));
-        h.insert("x-keep", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h, false);
-        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, ["te", "x-keep"]);
-
-        let mut h = HeaderMap::new();
-        h.insert("te", HeaderValue::from_static("gzip"));
-        strip_hop_by_hop(&mut h, false);
-        assert!(h.is_empty());
-
-        // Each one alone, next to headers that stay, is found by the scan.
-        for name in [
-            "keep-alive",
-            "proxy-connection",
-            "proxy-authenticate",
-            "proxy-authorization",
-            "trailer",
-            "transfer-encoding",
-            "upgrade",
-            "connection",
-        ] {
-            let mut h = HeaderMap::new();
-            h.insert("x-keep", HeaderValue::from_static("1"));
-            h.insert(name, HeaderValue::from_static("x"));
-            h.insert("accept", HeaderValue::from_static("*/*"));
-            strip_hop_by_hop(&mut h, false);
-            let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-            assert_eq!(left, ["x-keep", "accept"], "{name}");
-        }
-    }
 
     #[test]
     fn upgrade_keeps_connection_upgrade() {

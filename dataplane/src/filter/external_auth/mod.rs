@@ -395,7 +395,7 @@ impl Inner {
     ) -> Option<Request<Empty<Bytes>>> {
         let uri = Uri::try_from(self.url.render(vars)?).ok()?;
         let mut headers = req.headers().clone();
-        crate::proxy::strip_hop_by_hop(&mut headers, false);
+        crate::headers::strip_hop_by_hop(&mut headers, false);
         for name in [
             header::HOST,
             header::CONTENT_LENGTH,
