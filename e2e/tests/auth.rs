@@ -127,6 +127,22 @@ spec:
     )
 }
 
+/// `portico run --manifests` on `yaml` (in a folder under `dir`),
+/// returned once `host` is served: until the manifests are read every
+/// host is 404.
+async fn serve(dir: &std::path::Path, yaml: &str, host: &str) -> anyhow::Result<Portico> {
+    let manifests = dir.join("manifests");
+    std::fs::create_dir(&manifests)?;
+    std::fs::write(manifests.join("all.yaml"), yaml)?;
+    let portico = Portico::with_manifests(&manifests, &[]).await?;
+    portico_e2e::eventually(&format!("{host} served"), portico_e2e::CONVERGE, || async {
+        let r = portico.get(host, "/").await.ok()?;
+        (r.status != StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+    Ok(portico)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oauth2_proxy_and_dex_sign_in_through_auth_url() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -134,16 +150,7 @@ async fn oauth2_proxy_and_dex_sign_in_through_auth_url() -> anyhow::Result<()> {
     let dex = Dex::start(dir.path(), &callback).await?;
     let o2p = OAuth2Proxy::start(dir.path(), &dex.issuer, &callback, HOST, &[]).await?;
     let app = app().await?;
-    let manifests = dir.path().join("manifests");
-    std::fs::create_dir(&manifests)?;
-    std::fs::write(manifests.join("app.yaml"), self::manifests(app, o2p.addr))?;
-    let portico = Portico::with_manifests(&manifests, &[]).await?;
-    // Served once the manifests are read: until then every host is 404.
-    portico_e2e::eventually("the app's routes", portico_e2e::CONVERGE, || async {
-        let r = portico.get(HOST, "/").await.ok()?;
-        (r.status != StatusCode::NOT_FOUND).then_some(())
-    })
-    .await;
+    let portico = serve(dir.path(), &manifests(app, o2p.addr), HOST).await?;
 
     let mut browser = Browser::new();
     browser.resolve(HOST, portico.http);
@@ -278,15 +285,7 @@ async fn a_dex_id_token_passes_policies_jwt() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let dex = Dex::start(dir.path(), "http://unused.e2e.test/callback").await?;
     let app = app().await?;
-    let manifests = dir.path().join("manifests");
-    std::fs::create_dir(&manifests)?;
-    std::fs::write(manifests.join("api.yaml"), jwt_manifests(app, &dex.issuer))?;
-    let portico = Portico::with_manifests(&manifests, &[]).await?;
-    portico_e2e::eventually("the route", portico_e2e::CONVERGE, || async {
-        let r = portico.get(JWT_HOST, "/").await.ok()?;
-        (r.status != StatusCode::NOT_FOUND).then_some(())
-    })
-    .await;
+    let portico = serve(dir.path(), &jwt_manifests(app, &dex.issuer), JWT_HOST).await?;
 
     let mut browser = Browser::new();
     let token_url = Url::parse(&format!("{}/token", dex.issuer))?;
