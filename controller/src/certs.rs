@@ -58,6 +58,8 @@ impl CertMemory {
             passthrough: t.passthrough.clone(),
             // Invalid ones deny their paths (fail closed): nothing to keep.
             upstream_client_certs: t.upstream_client_certs.clone(),
+            // Gateway HTTPS ports: none translated yet.
+            ports: Vec::new(),
         }
     }
 }

@@ -229,6 +229,20 @@ pub struct Backend {
     /// How endpoints are kept healthy and chosen.
     #[serde(default)]
     pub policy: EndpointPolicy,
+    /// Filters of this backend alone, run when a request is sent to it
+    /// (Gateway API `backendRefs[].filters`): request header edits as the
+    /// request leaves for it, response header edits on its answer. Only
+    /// [`Filter::RequestHeaders`] and [`Filter::ResponseHeaders`]; the table
+    /// build refuses a rule holding any other.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<Filter>,
+    /// The reference could not be resolved (Gateway API: a missing
+    /// Service, a kind Portico does not serve, a cross-namespace reference
+    /// no ReferenceGrant allows). Requests the split sends here are
+    /// answered 500, as the Gateway API asks, and the others keep their
+    /// share. The reason is for operators (`/debug/routes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
 }
 
 impl Backend {
@@ -241,6 +255,18 @@ impl Backend {
             protocol: Protocol::default(),
             endpoints,
             policy: EndpointPolicy::default(),
+            filters: Vec::new(),
+            invalid: None,
+        }
+    }
+
+    /// A backend whose reference could not be resolved: its share of
+    /// requests is answered 500 (see [`Backend::invalid`]).
+    pub fn invalid(name: impl Into<String>, weight: u32, reason: impl Into<String>) -> Self {
+        Self {
+            weight,
+            invalid: Some(reason.into()),
+            ..Self::new(name, Vec::new())
         }
     }
 }

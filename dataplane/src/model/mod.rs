@@ -20,6 +20,7 @@ mod checks;
 mod cors;
 mod filter;
 mod grpc;
+mod listener;
 mod route;
 
 pub use backend::*;
@@ -27,6 +28,7 @@ pub use checks::*;
 pub use cors::*;
 pub use filter::*;
 pub use grpc::*;
+pub use listener::*;
 pub use route::*;
 
 /// serde adapters for `http` types and durations, so the model stays typed.

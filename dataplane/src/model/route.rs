@@ -15,6 +15,10 @@ pub struct RouteConfig {
     /// (ingress-nginx `--default-backend-service`); `None`: a plain 404.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_backend: Option<Backend>,
+    /// Gateway listener ports besides the main listeners, each with its
+    /// own routes ([`GatewayPort`]); at most one entry per port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<GatewayPort>,
 }
 
 impl RouteConfig {
@@ -23,6 +27,7 @@ impl RouteConfig {
         Self {
             routes,
             default_backend: None,
+            ports: Vec::new(),
         }
     }
 }

@@ -253,6 +253,26 @@ pub struct CertConfig {
     /// them with ([`crate::model::UpstreamTls::client_cert`]). Ids must
     /// change when the certificate does: they key connection pools.
     pub upstream_client_certs: Vec<(String, Arc<ServerCert>)>,
+    /// Certificates of the Gateway HTTPS ports
+    /// ([`crate::model::GatewayPort`]), one entry per port: a handshake on
+    /// such a port is served from its entry only, never from the main
+    /// listener's bindings.
+    pub ports: Vec<PortCerts>,
+}
+
+/// The certificates of one Gateway HTTPS port: its listeners'
+/// `certificateRefs`, bound to the listeners' hostnames.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PortCerts {
+    pub port: u16,
+    /// Earlier bindings win a host claimed twice (translation lists the
+    /// listeners with exact hostnames first).
+    pub bindings: Vec<CertBinding>,
+    /// For handshakes without SNI, or with a name no binding holds: the
+    /// certificate of the port's listener without a hostname, if it has
+    /// one. `None`: such handshakes fail (no certificate is sent that
+    /// no listener asked for).
+    pub default: Option<Arc<ServerCert>>,
 }
 
 /// Host names to values: exact names, then one-label wildcards;
