@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The load half of `make bench`: the same small-response upstream behind
-# portico, nginx and haproxy, one proxy core each, one wrk run each; prints
-# req/s, p50, p99 and the ratios portico/nginx and portico/haproxy, and
+# portico, nginx, haproxy and Caddy, one proxy core each, one wrk run each;
+# prints req/s, p50, p99 and the ratios of portico to each, and
 # writes them to target/bench/load.json. Figures are measured and reported,
 # never asserted: the script fails only when it cannot measure.
 #
@@ -20,7 +20,8 @@
 # measurement first waits for both cores to be quiet.
 #
 # Fairness: each proxy logs every request (portico: JSON to stdout; nginx:
-# a JSON log_format; haproxy: httplog to stdout; all to /dev/null), keeps
+# a JSON log_format; haproxy: httplog to stdout; Caddy: its JSON access log
+# to stdout; all to /dev/null), keeps
 # connections to the upstream alive, adds X-Forwarded-For and a request id,
 # and never closes client keep-alive connections on a request count.
 #
@@ -38,7 +39,8 @@
 #   BENCH_SECONDS      measured duration per proxy (10)
 #   BENCH_WARMUP       warm-up seconds per proxy, not measured (3)
 #   BENCH_CONNECTIONS  wrk connections (64)
-#   BENCH_PROXIES      which proxies, in order ("portico nginx haproxy")
+#   BENCH_PROXIES      which proxies, in order ("portico nginx haproxy caddy");
+#                      Caddy (Debian's package) runs with GOMAXPROCS=1
 #   BENCH_ROUNDS       rounds (3); each round measures every proxy once,
 #                      in an order rotated by one per round. This VM's
 #                      throughput drifts by about 10% over minutes, so one
@@ -95,7 +97,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 seconds=${BENCH_SECONDS:-10}
 warmup=${BENCH_WARMUP:-3}
 connections=${BENCH_CONNECTIONS:-64}
-proxies=${BENCH_PROXIES:-portico nginx haproxy}
+proxies=${BENCH_PROXIES:-portico nginx haproxy caddy}
 rounds=${BENCH_ROUNDS:-3}
 latency_rates=${BENCH_LATENCY_RATES-10000 30000}
 latency_seconds=${BENCH_LATENCY_SECONDS:-10}
@@ -152,6 +154,9 @@ install_tools() {
   local missing=()
   command -v nginx >/dev/null || missing+=(nginx)
   command -v haproxy >/dev/null || missing+=(haproxy)
+  if [[ " $proxies " == *" caddy "* ]]; then
+    command -v caddy >/dev/null || missing+=(caddy)
+  fi
   command -v wrk >/dev/null || missing+=(wrk)
   command -v taskset >/dev/null || missing+=(util-linux)
   command -v python3 >/dev/null || missing+=(python3)
@@ -376,6 +381,33 @@ start_haproxy() {
   proxy_pid=$!
 }
 
+start_caddy() {
+  # Go schedules goroutines on GOMAXPROCS threads: one, like the others'
+  # one worker. X-Forwarded-For/-Proto/-Host and upstream keep-alive are
+  # Caddy's defaults; the request id and X-Real-IP are added as the others
+  # add them. The admin API is off so it opens no second port.
+  cat >"$tmp/Caddyfile" <<EOF
+{
+	admin off
+	auto_https off
+}
+http://127.0.0.1:$port {
+	log {
+		output stdout
+		format json
+	}
+	reverse_proxy $upstream {
+		header_up X-Request-ID {http.request.uuid}
+		header_up X-Real-IP {http.request.remote.host}
+	}
+}
+EOF
+  GOMAXPROCS=1 XDG_DATA_HOME=$tmp XDG_CONFIG_HOME=$tmp taskset -c "$proxy_core" \
+    caddy run --config "$tmp/Caddyfile" --adapter caddyfile \
+    >/dev/null 2>"$tmp/caddy.err" &
+  proxy_pid=$!
+}
+
 # Runs wrk in the background and waits for it, so a signal to the script
 # acts at once (and cleanup stops wrk) rather than after the run.
 run_wrk() {
@@ -450,9 +482,9 @@ main() {
   [[ $(uname -s) == Linux ]] || die "needs Linux (taskset, /proc)"
   local name
   for name in $proxies; do
-    [[ $name == @(portico|nginx|haproxy) ]] || die "unknown proxy in BENCH_PROXIES: $name"
-    [[ $tls == off || $name != haproxy ]] || die "BENCH_TLS=$tls compares portico with nginx only"
-    [[ $policies == off || $name != haproxy ]] || die "BENCH_POLICIES=on compares portico with nginx only"
+    [[ $name == @(portico|nginx|haproxy|caddy) ]] || die "unknown proxy in BENCH_PROXIES: $name"
+    [[ $tls == off || $name == @(portico|nginx) ]] || die "BENCH_TLS=$tls compares portico with nginx only"
+    [[ $policies == off || $name == @(portico|nginx) ]] || die "BENCH_POLICIES=$policies compares portico with nginx only"
   done
   install_tools
   local rate
@@ -556,6 +588,7 @@ LUA
     echo "kernel=$(uname -r)"
     echo "nginx=$(nginx -v 2>&1 | head -n1)"
     echo "haproxy=$(haproxy -v 2>&1 | head -n1)"
+    if command -v caddy >/dev/null; then echo "caddy=caddy $(caddy version 2>&1 | head -n1)"; fi
     echo "wrk=$(wrk -v 2>&1 | head -n1 || true)"
     if [[ -n $latency_rates ]]; then echo "oha=$("$oha" --version)"; fi
     echo "latency_rates=$latency_rates"
