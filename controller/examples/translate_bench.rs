@@ -2,9 +2,14 @@
 //! Ingress rules, then compiling and swapping the dataplane table.
 //!
 //! Usage: `translate_bench [RULES]` (default 10000). Prints the median of
-//! several runs for each phase.
+//! several runs for each phase, then the heap each stage keeps: the
+//! snapshot's objects, the translation (and its `RouteConfig`), the live
+//! table, counted by a wrapper around the system allocator (bytes asked
+//! for, not what the allocator holds from the OS).
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Service;
@@ -13,6 +18,38 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use portico_controller::snapshot::{Object, Snapshot};
 use portico_controller::translate::{Settings, translate};
 use portico_dataplane::{Dataplane, DataplaneConfig};
+
+/// Bytes allocated and not yet freed.
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+struct Counting;
+
+// SAFETY: every call is passed to the system allocator unchanged; the
+// counter is only arithmetic on the sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn live_mib() -> f64 {
+    LIVE.load(Ordering::Relaxed) as f64 / (1024.0 * 1024.0)
+}
 
 fn yaml<T: serde::de::DeserializeOwned>(s: &str) -> T {
     serde_yaml::from_str(s).expect("bench object")
@@ -24,6 +61,7 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(10_000);
     let services = 100;
+    let before_objects = live_mib();
     let mut objects = vec![Object::IngressClass(Arc::new(yaml::<IngressClass>(
         "metadata: {name: portico}\nspec: {controller: portico.dev/ingress-controller}",
     )))];
@@ -51,6 +89,7 @@ fn main() {
         )))));
     }
     let snap = Snapshot::from_objects(objects);
+    let snapshot_mib = live_mib() - before_objects;
     let settings = Settings::default();
     let dataplane = Dataplane::new(DataplaneConfig::default()).expect("dataplane");
 
@@ -64,6 +103,18 @@ fn main() {
         dataplane.publish(t.config);
         publish_times.push(t1.elapsed());
     }
+    // What each stage keeps, measured from a clean start of each.
+    let base = live_mib();
+    let t = translate(&snap, &settings);
+    let translation_mib = live_mib() - base;
+    let config_only = live_mib();
+    let config = t.config.clone();
+    let config_mib = live_mib() - config_only;
+    drop(dataplane);
+    let fresh = Dataplane::new(DataplaneConfig::default()).expect("dataplane");
+    let before_table = live_mib();
+    fresh.publish(config);
+    let table_mib = live_mib() - before_table;
     let median = |v: &mut Vec<Duration>| {
         v.sort();
         v[v.len() / 2]
@@ -74,4 +125,9 @@ fn main() {
         median(&mut translate_times),
         median(&mut publish_times)
     );
+    println!(
+        "heap kept: snapshot objects {snapshot_mib:.1} MiB, translation {translation_mib:.1} MiB \
+         (its RouteConfig {config_mib:.1} MiB), live table {table_mib:.1} MiB (its RouteConfig included)"
+    );
+    drop(t);
 }
