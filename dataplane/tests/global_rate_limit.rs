@@ -270,3 +270,30 @@ async fn a_refused_key_costs_no_more_round_trips() {
     assert_eq!(statuses("127.0.0.3", proxy.addr, 1).await, [200]);
     assert_eq!(redis.script_calls().await, calls + 1);
 }
+
+/// A header key counts per header value; a request without it is not
+/// counted (nginx does not count an empty key).
+#[tokio::test]
+async fn a_header_key_counts_per_value() {
+    let redis = RedisServer::start().await;
+    let up = Upstream::echo("app").await;
+    let mut p = policy(2);
+    p.key = HashKey::parse("$http_x_user").unwrap();
+    let proxy = proxy_for(
+        limited_route(up.addr, p),
+        redis_at(&redis.url(), None, false),
+    )
+    .await;
+    let client = h1_client();
+    let mut seen = Vec::new();
+    for user in ["alice", "alice", "alice", "bob", ""] {
+        let mut req = http::Request::get(proxy.url("/")).header("host", HOST);
+        if !user.is_empty() {
+            req = req.header("x-user", user);
+        }
+        let (status, _, _) = send(&client, req.body(empty()).unwrap()).await;
+        seen.push(status.as_u16());
+    }
+    assert_eq!(seen, [200, 200, 429, 200, 200]);
+    assert_eq!(statuses("127.0.0.2", proxy.addr, 4).await, [200; 4]);
+}
