@@ -297,3 +297,91 @@ async fn a_header_key_counts_per_value() {
     assert_eq!(seen, [200, 200, 429, 200, 200]);
     assert_eq!(statuses("127.0.0.2", proxy.addr, 4).await, [200; 4]);
 }
+
+/// A replica started while Redis is down lets requests through, and
+/// limits once Redis comes up: the connection is retried by later
+/// requests, not only made once.
+#[tokio::test]
+async fn redis_down_at_start_then_up() {
+    let mut redis = RedisServer::start().await;
+    redis.kill();
+    let up = Upstream::echo("app").await;
+    let proxy = proxy_for(
+        limited_route(up.addr, policy(1)),
+        redis_at(&redis.url(), None, false),
+    )
+    .await;
+    assert_eq!(statuses("127.0.0.2", proxy.addr, 3).await, [200; 3]);
+    redis.restart().await;
+    assert_eventually!(
+        get_from("127.0.0.3", proxy.addr).await.0 == StatusCode::TOO_MANY_REQUESTS,
+        "limiting did not start once Redis came up"
+    );
+}
+
+/// The script itself, on the server: the previous window's count weighs
+/// by the part of it still inside the sliding window; a refused request
+/// is not counted; the wait it returns ends within the current window
+/// when only the previous window's weight is in the way. The window is an
+/// hour and the decisions keep a margin of several requests either side,
+/// so the few milliseconds between reading the server's clock and running
+/// the script cannot change them.
+#[tokio::test]
+async fn the_script_weighs_the_previous_window() {
+    use portico_dataplane::filter::global_rate_limit::SCRIPT;
+    let redis = RedisServer::start().await;
+    let window: u64 = 3_600_000;
+    let time = redis.command(&["TIME"]).await.unwrap();
+    let (secs, micros) = time.split_once(' ').unwrap();
+    let now = secs.parse::<u64>().unwrap() * 1000 + micros.parse::<u64>().unwrap() / 1000;
+    let current = now / window;
+    let elapsed = now - current * window;
+    // The share of the previous window still inside the sliding one, in
+    // percent of its 100 requests.
+    let weight = (window - elapsed) * 100 / window;
+    let eval = |key: &'static str, limit: u64| {
+        let redis = &redis;
+        async move {
+            redis
+                .command(&[
+                    "EVAL",
+                    SCRIPT,
+                    "1",
+                    key,
+                    &limit.to_string(),
+                    &window.to_string(),
+                ])
+                .await
+                .unwrap()
+        }
+    };
+    // Both keys: 100 requests counted in the previous window.
+    for key in ["a", "b"] {
+        let prev = (current - 1).to_string();
+        redis
+            .command(&["HSET", key, "w", &prev, "c", "100", "p", "0"])
+            .await
+            .unwrap();
+    }
+    // Room for one more above the weighted count (with a margin): admitted,
+    // and the previous count rolls into `p`, the current one starts at 1.
+    assert_eq!(eval("a", weight + 6).await, "1 0");
+    assert_eq!(redis.command(&["HGET", "a", "c"]).await.unwrap(), "1");
+    assert_eq!(redis.command(&["HGET", "a", "p"]).await.unwrap(), "100");
+    assert_eq!(
+        redis.command(&["HGET", "a", "w"]).await.unwrap(),
+        current.to_string()
+    );
+    if weight > 7 {
+        // Below the weighted count: refused, not counted, and the wait
+        // ends within this window (the previous one's weight decays).
+        let reply = eval("b", weight - 6).await;
+        let (admitted, wait) = reply.split_once(' ').unwrap();
+        assert_eq!(admitted, "0", "{reply}");
+        let wait: u64 = wait.parse().unwrap();
+        assert!(wait >= 1 && wait <= window - elapsed, "{reply}");
+        let prev = (current - 1).to_string();
+        assert_eq!(redis.command(&["HGET", "b", "w"]).await.unwrap(), prev);
+        assert_eq!(redis.command(&["HGET", "b", "c"]).await.unwrap(), "100");
+    }
+}

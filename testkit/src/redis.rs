@@ -186,7 +186,7 @@ impl RedisServer {
 
     /// One command on the plain port (after AUTH when there is a
     /// password); the reply as text: a status or bulk string, an integer,
-    /// or `Err` with an error reply.
+    /// an array's items joined by spaces, or `Err` with an error reply.
     pub async fn command(&self, args: &[&str]) -> Result<String, String> {
         let stream = TcpStream::connect(self.addr())
             .await
@@ -254,6 +254,14 @@ async fn read_reply(conn: &mut BufReader<TcpStream>) -> Result<String, String> {
             conn.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
             buf.truncate(buf.len() - 2);
             String::from_utf8(buf).map_err(|e| e.to_string())
+        }
+        "*" => {
+            let n: i64 = rest.parse().map_err(|_| format!("bad reply {line:?}"))?;
+            let mut items = Vec::new();
+            for _ in 0..n.max(0) {
+                items.push(Box::pin(read_reply(conn)).await?);
+            }
+            Ok(items.join(" "))
         }
         _ => Err(format!("unexpected reply {line:?}")),
     }
