@@ -51,6 +51,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ring::digest;
+use rustls_pki_types::pem::PemObject as _;
 use tracing::warn;
 
 use crate::filter::Answer;
@@ -183,8 +184,6 @@ impl RedisConfig {
     }
 }
 
-use rustls_pki_types::pem::PemObject as _;
-
 /// The errors' metric, one counter per reason, resolved at start.
 #[derive(Clone, Default)]
 pub struct GlobalLimitCounters {
@@ -249,8 +248,9 @@ impl Default for GlobalLimits {
 struct Redis {
     config: Option<RedisConfig>,
     fail_closed: bool,
-    /// Made at the first table build that names a global limit, so a
-    /// replica without one never connects; reconnects on its own.
+    /// Made at the first table build (on a runtime) that names a global
+    /// limit, so a replica without one never connects; reconnects on its
+    /// own. `Some(None)`: no `--redis-url`, or it could not be set up.
     conn: std::sync::OnceLock<Option<ConnectionManager>>,
     script: redis::Script,
     errors: [Counter; 4],
@@ -334,9 +334,13 @@ impl Redis {
     /// first call connects. Needs a tokio runtime (table builds run on
     /// one); without one, calls fail as unavailable.
     fn connect(&self) {
+        // Without a runtime, try again at the next build rather than
+        // settle on no connection.
+        if self.conn.get().is_some() || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
         self.conn.get_or_init(|| {
             let config = self.config.as_ref()?;
-            tokio::runtime::Handle::try_current().ok()?;
             let manager = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(config.connect_timeout))
                 .set_response_timeout(Some(config.call_timeout))
@@ -561,7 +565,7 @@ impl GlobalLimiter {
         }))
     }
 
-    /// The Redis key for `headers`' key value, for tests.
+    /// The Redis key of a key digest, for tests.
     #[cfg(test)]
     fn redis_key_of(&self, digest: &[u8; 32]) -> String {
         format!("{}{}", self.prefix, hex(&digest[..16]))
