@@ -7,7 +7,7 @@ CARGO_DENY_VERSION := 0.20.2
 # check the committed code against it.
 KOPIUM_VERSION := 0.24.1
 
-.PHONY: all build run test lint fmt-check clippy deny unit grpc-web-clients otelcol e2e e2e-tools bench bench-lookup bench-translate bench-load bench-grpc bench-failover tools clean
+.PHONY: all build run test lint fmt-check clippy deny unit grpc-web-clients redis-server otelcol e2e e2e-tools bench bench-lookup bench-translate bench-load bench-grpc bench-failover tools clean
 
 all: build
 
@@ -50,8 +50,10 @@ deny:
 
 # The e2e crate needs the real control plane; `make e2e` runs it.
 # controller/tests/grpc_web_clients.rs needs the Node clients,
-# controller/tests/tracing.rs the OpenTelemetry Collector.
-unit: grpc-web-clients otelcol
+# controller/tests/tracing.rs the OpenTelemetry Collector, the global rate
+# limit's tests (dataplane/tests/global_rate_limit.rs, controller/tests/
+# global_rate_limit.rs) a redis-server.
+unit: grpc-web-clients redis-server otelcol
 	$(CARGO) test --workspace --locked --all-targets --exclude portico-e2e
 
 ## grpc-web-clients: the real gRPC-Web clients controller/tests/grpc_web_clients.rs
@@ -75,6 +77,12 @@ grpc-web-clients:
 	./node_modules/.bin/buf generate; \
 	echo "$$hash" > gen/.stamp; \
 	echo "grpc-web-clients: installed and generated in $$((SECONDS - start)) s"
+
+## redis-server: the real Redis the global rate limit's tests start (on free
+## ports, one per test), from Debian's package when it is missing.
+redis-server:
+	@command -v redis-server >/dev/null || \
+		{ echo "redis-server: installing redis-server"; apt-get update -qq && apt-get install -y -qq redis-server; }
 
 ## e2e-tools: etcd, kube-apiserver and helm built from e2e/tools/go.mod, and
 ## the external-auth peers (Dex, oauth2-proxy), each from its own module under

@@ -78,6 +78,13 @@
 #                      auth: every request first asks an external auth
 #                      service (the bench upstream, on the load core) as
 #                      auth-url does; auth-cache: with the auth cache on
+#                      global-limit: one global rate limit per client
+#                      address that no request reaches, counted in a
+#                      redis-server the script starts on the load core
+#                      (installed from Debian when missing): every request
+#                      makes one script call, so against a run with off it
+#                      shows the added p50/p99 (wrk's, and open-loop at
+#                      BENCH_LATENCY_RATES) and proxy CPU per request
 #   BENCH_TLS          off (plain HTTP), keepalive (HTTPS keep-alive req/s)
 #                      or handshake (every request on a new connection: full
 #                      TLS handshakes per second; wrk does not resume
@@ -120,8 +127,12 @@ case $policies in
     # Portico only: nginx's limit_req is a different mode of comparison.
     latency_rates=
     ;;
+  global-limit)
+    # Portico only, keeping the open-loop latency phase: the added
+    # latency per request is what this mode is for.
+    ;;
   *)
-    printf 'load: error: BENCH_POLICIES must be on, off, limit, limit-keys, auth or auth-cache\n' >&2
+    printf 'load: error: BENCH_POLICIES must be on, off, limit, limit-keys, auth, auth-cache or global-limit\n' >&2
     exit 2
     ;;
 esac
@@ -162,6 +173,9 @@ install_tools() {
   command -v python3 >/dev/null || missing+=(python3)
   command -v curl >/dev/null || missing+=(curl)
   command -v openssl >/dev/null || missing+=(openssl)
+  if [[ $policies == global-limit ]]; then
+    command -v redis-server >/dev/null || missing+=(redis-server)
+  fi
   ((${#missing[@]})) || return 0
 
   local sudo=()
@@ -341,7 +355,7 @@ start_portico() {
   admin=$(free_port)
   # stdout is the access log.
   BENCH_TLS_CERT=${tls_cert:-} BENCH_TLS_KEY=${tls_key:-} \
-    BENCH_POLICIES=$policies BENCH_HTPASSWD=$tmp/htpasswd \
+    BENCH_POLICIES=$policies BENCH_HTPASSWD=$tmp/htpasswd BENCH_REDIS_URL=${redis_url:-} \
     taskset -c "$proxy_core" "$bin_dir/bench_proxy" \
     "127.0.0.1:$port" "127.0.0.1:$admin" "$upstream" \
     >/dev/null 2>"$tmp/portico.err" &
@@ -562,6 +576,25 @@ LUA
   [[ -n $upstream ]] || die "upstream did not start: $(cat "$tmp/upstream.err")"
   wait_ready "http://$upstream/" "$upstream_pid" || die "upstream does not answer on $upstream"
   log "upstream on $upstream (core $load_core)"
+
+  redis_url=
+  if [[ $policies == global-limit ]]; then
+    # On the load core, beside the upstream: the proxy core measures
+    # portico's side of the round trip; the latency includes Redis'.
+    local redis_port
+    redis_port=$(free_port)
+    taskset -c "$load_core" redis-server --bind 127.0.0.1 --port "$redis_port" \
+      --save '' --appendonly no --dir "$tmp" >"$tmp/redis.out" 2>&1 &
+    pids+=($!)
+    for ((i = 0; i < 100; i++)); do
+      [[ $(redis-cli -p "$redis_port" ping 2>/dev/null) == PONG ]] && break
+      sleep 0.1
+    done
+    [[ $(redis-cli -p "$redis_port" ping 2>/dev/null) == PONG ]] ||
+      die "redis-server did not start: $(cat "$tmp/redis.out")"
+    redis_url=redis://127.0.0.1:$redis_port
+    log "redis-server on 127.0.0.1:$redis_port (core $load_core)"
+  fi
 
   [[ $rounds =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive number"
   local order=($proxies) round

@@ -127,6 +127,10 @@ pub struct ClassArgs {
     /// 599; ingress-nginx's `limit-conn-status-code`, default 503).
     #[arg(long, env = "PORTICO_LIMIT_CONN_STATUS_CODE", default_value_t = 503, value_parser = parse_error_code)]
     pub limit_conn_status_code: u16,
+    /// The status of a request refused by `global-rate-limit` (400 to 599;
+    /// ingress-nginx's `global-rate-limit-status-code`, default 429).
+    #[arg(long, env = "PORTICO_GLOBAL_RATE_LIMIT_STATUS_CODE", default_value_t = 429, value_parser = parse_error_code)]
+    pub global_rate_limit_status_code: u16,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -207,6 +211,81 @@ pub struct RunArgs {
     pub limit_max_keys: u32,
     #[command(flatten)]
     pub tracing: TracingArgs,
+    #[command(flatten)]
+    pub global_limits: GlobalLimitArgs,
+}
+
+/// Where global rate limits count (Redis) and what happens without it.
+#[derive(Args, Debug, Clone)]
+pub struct GlobalLimitArgs {
+    /// The Redis that `global-rate-limit` counts in, shared by every
+    /// replica: `redis://[user:password@]host[:port][/db]`, or `rediss://`
+    /// for TLS (the system's roots, or `--redis-ca-file`). Default: none
+    /// (global limits let every request through, counted as
+    /// `reason="unconfigured"`).
+    #[arg(long, env = "PORTICO_REDIS_URL", value_parser = parse_redis_url)]
+    pub redis_url: Option<RedisUrl>,
+    /// PEM certificates that a `rediss://` server's certificate must chain
+    /// to, instead of the system's roots.
+    #[arg(long, env = "PORTICO_REDIS_CA_FILE", requires = "redis_url")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
+    /// How long a connection to Redis may take (`1s`, `500ms`).
+    #[arg(long, env = "PORTICO_REDIS_CONNECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub redis_connect_timeout: Duration,
+    /// How long a request waits for Redis' count; past it the request is
+    /// decided as if Redis were down. Default: 50ms.
+    #[arg(long, env = "PORTICO_REDIS_TIMEOUT", default_value = "50ms", value_parser = parse_duration)]
+    pub redis_timeout: Duration,
+    /// Answer 503 when Redis cannot count a request (unreachable, slow,
+    /// erroring) instead of letting it through (ingress-nginx's
+    /// behaviour, the default).
+    #[arg(long, env = "PORTICO_GLOBAL_RATE_LIMIT_FAIL_CLOSED")]
+    pub global_rate_limit_fail_closed: bool,
+}
+
+/// A Redis URL, which may hold a password: never printed.
+#[derive(Clone)]
+pub struct RedisUrl(String);
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisUrl(<redacted>)")
+    }
+}
+
+fn parse_redis_url(s: &str) -> Result<RedisUrl, String> {
+    portico_dataplane::filter::global_rate_limit::RedisConfig::new(s, None)
+        .map(|_| RedisUrl(s.to_owned()))
+        .map_err(|e| e.to_string())
+}
+
+impl GlobalLimitArgs {
+    pub fn config(
+        &self,
+    ) -> anyhow::Result<portico_dataplane::filter::global_rate_limit::GlobalLimitConfig> {
+        use anyhow::Context as _;
+        use portico_dataplane::filter::global_rate_limit::{GlobalLimitConfig, RedisConfig};
+        let redis = match &self.redis_url {
+            None => None,
+            Some(RedisUrl(url)) => {
+                let ca =
+                    match &self.redis_ca_file {
+                        Some(path) => Some(std::fs::read(path).with_context(|| {
+                            format!("reading --redis-ca-file {}", path.display())
+                        })?),
+                        None => None,
+                    };
+                Some(
+                    RedisConfig::new(url, ca)?
+                        .with_timeouts(self.redis_connect_timeout, self.redis_timeout),
+                )
+            }
+        };
+        Ok(GlobalLimitConfig {
+            redis,
+            fail_closed: self.global_rate_limit_fail_closed,
+        })
+    }
 }
 
 /// OpenTelemetry traces: where spans go and which requests make them.
@@ -564,6 +643,7 @@ impl ClassArgs {
             }),
             limit_req_status: self.limit_req_status_code,
             limit_conn_status: self.limit_conn_status_code,
+            global_limit_status: self.global_rate_limit_status_code,
             ..Settings::default()
         }
     }
@@ -740,6 +820,50 @@ mod tests {
         assert_eq!(args.limit_max_keys, 10);
         assert!(run_args(&["--limit-req-status-code=200"]).is_err());
         assert!(run_args(&["--limit-max-keys=0"]).is_err());
+    }
+
+    #[test]
+    fn global_limit_flags() {
+        let args = run_args(&[]).unwrap();
+        assert_eq!(args.class.settings().global_limit_status, 429);
+        let g = &args.global_limits;
+        assert!(g.redis_url.is_none() && !g.global_rate_limit_fail_closed);
+        assert_eq!(g.redis_timeout, Duration::from_millis(50));
+        assert_eq!(g.redis_connect_timeout, Duration::from_secs(1));
+        assert!(g.config().unwrap().redis.is_none());
+
+        let args = run_args(&[
+            "--redis-url=rediss://user:hunter2@redis.example:6380/2",
+            "--redis-timeout=20ms",
+            "--global-rate-limit-fail-closed",
+            "--global-rate-limit-status-code=503",
+        ])
+        .unwrap();
+        let g = &args.global_limits;
+        assert_eq!(g.redis_timeout, Duration::from_millis(20));
+        let config = g.config().unwrap();
+        assert!(config.fail_closed && config.redis.is_some());
+        assert_eq!(args.class.settings().global_limit_status, 503);
+        // The password never shows.
+        assert!(!format!("{args:?}").contains("hunter2"));
+
+        for bad in [
+            "--redis-url=http://redis:6379",
+            "--redis-url=redis://",
+            "--global-rate-limit-status-code=200",
+            "--redis-ca-file=/ca.pem",
+        ] {
+            assert!(run_args(&[bad]).is_err(), "{bad}");
+        }
+        // A CA file needs TLS, and must hold a certificate.
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let ca_arg = format!("--redis-ca-file={}", ca.display());
+        let args = run_args(&["--redis-url=rediss://redis:6380", &ca_arg]).unwrap();
+        assert!(args.global_limits.config().is_err());
+        let args = run_args(&["--redis-url=redis://redis:6379", &ca_arg]).unwrap();
+        assert!(args.global_limits.config().is_err());
     }
 
     #[test]

@@ -236,6 +236,11 @@ pub struct HTTPRoutePolicies {
     /// See docs/jwt.md.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtPolicy>,
+    /// A request limit counted by every replica together, in Redis
+    /// (`--redis-url`): ingress-nginx's `global-rate-limit`. Checked after
+    /// `rateLimit`. See docs/rate-limits.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_rate_limit: Option<GlobalRateLimitPolicy>,
 }
 
 /// Bearer tokens checked against issuers' keys.
@@ -451,6 +456,34 @@ pub struct RateLimitPolicy {
     /// Send the IETF `RateLimit-Policy` and `RateLimit` headers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<bool>,
+}
+
+/// At most `requests` per `window` per key, across every replica (a
+/// sliding window counted in Redis). Refused requests get
+/// `--global-rate-limit-status-code` (429 by default) with `Retry-After`;
+/// when Redis cannot answer they pass, or get 503 with
+/// `--global-rate-limit-fail-closed`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GlobalRateLimitPolicy {
+    /// Requests per window per key.
+    #[schemars(range(min = 1, max = 1_000_000_000))]
+    pub requests: i64,
+    /// The window, a Gateway API Duration in whole seconds, 1s to 24h
+    /// (`10s`, `1m`, `1h`).
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub window: String,
+    /// What is counted. Absent: the client address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<RateLimitKey>,
+    /// Client addresses or CIDR ranges never counted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 1000),
+        inner(length(min = 1, max = 64)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub exempt: Vec<String>,
 }
 
 /// What a limit counts by.

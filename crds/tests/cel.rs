@@ -80,10 +80,11 @@ fn every_rule_compiles_and_fits_the_cost_budget() {
     // + CORS (its filter type, once per rule, `*` alone in three lists)
     // + rateLimit (some limit set; header exactly for a Header key)
     // + externalAuth (reserved header names in proxySetHeaders)
-    // + jwt providers (one key source; header or cookie, not both).
+    // + jwt providers (one key source; header or cookie, not both)
+    // + globalRateLimit (header exactly for a Header key).
     assert_eq!(
         seen,
-        1 + 2 + 3 + 5 + 8 + 4 + 4 + 10 + 1 + 1 + 1 + 1 + 2 + 6 + 2 + 1 + 3 + 2 + 1 + 2
+        1 + 2 + 3 + 5 + 8 + 4 + 4 + 10 + 1 + 1 + 1 + 1 + 2 + 6 + 2 + 1 + 3 + 2 + 1 + 2 + 1
     );
 }
 

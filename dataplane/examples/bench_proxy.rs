@@ -30,15 +30,23 @@
 //! auth service (the bench upstream itself, which allows everything:
 //! `GET /auth`), as `auth-url` does; `auth-cache` adds the auth cache keyed
 //! by the host, so only the first request of each minute is asked.
+//!
+//! With `BENCH_POLICIES=global-limit` the route carries one global rate
+//! limit per client address, counted in the Redis at `BENCH_REDIS_URL`
+//! (the script starts one on the load core), high enough that no request
+//! is refused: every request costs one script call, so the run shows the
+//! round trip's added latency and CPU.
 
 use std::net::SocketAddr;
 
 use portico_dataplane::filter::basic_auth::{Credentials, parse_htpasswd};
 use portico_dataplane::filter::external_auth::Template;
+use portico_dataplane::filter::global_rate_limit::{GlobalLimitConfig, RedisConfig};
 use portico_dataplane::listen::tls::{CertConfig, ServerCert};
 use portico_dataplane::model::{
-    Action, Backend, BasicAuth, Cors, ExternalAuth, ExternalAuthCache, Filter, Forward, IpAccess,
-    LimitKey, LimitScope, OriginPattern, Rate, RateLimit, RatePeriod, Route, RouteConfig, Rule,
+    Action, Backend, BasicAuth, Cors, ExternalAuth, ExternalAuthCache, Filter, Forward,
+    GlobalRateLimit, HashKey, HashVar, IpAccess, LimitKey, LimitScope, OriginPattern, Rate,
+    RateLimit, RatePeriod, Route, RouteConfig, Rule,
 };
 use portico_dataplane::{AccessLogSink, Dataplane, DataplaneConfig};
 use tokio::net::TcpListener;
@@ -76,9 +84,17 @@ async fn run(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr) -> Res
     if std::env::var_os("BENCH_ACCESS_LOG").is_some_and(|v| v == "off") {
         config.access_log = AccessLogSink::Disabled;
     }
+    let mode = std::env::var("BENCH_POLICIES");
+    if mode.as_deref() == Ok("global-limit") {
+        let url = std::env::var("BENCH_REDIS_URL").map_err(|_| "BENCH_REDIS_URL is not set")?;
+        config.global_limits = GlobalLimitConfig {
+            redis: Some(RedisConfig::new(&url, None)?),
+            fail_closed: false,
+        };
+    }
     let dp = Dataplane::new(config)?;
     let mut routes = route_to(upstream);
-    match std::env::var("BENCH_POLICIES").as_deref() {
+    match mode.as_deref() {
         Ok("on") => routes.routes[0].rules[0].chain = policies()?,
         Ok("limit") => routes.routes[0].rules[0].chain = vec![limit(LimitKey::ClientAddress)],
         Ok(mode @ ("auth" | "auth-cache")) => {
@@ -96,6 +112,7 @@ async fn run(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr) -> Res
             let header = http::HeaderName::from_static("x-client");
             routes.routes[0].rules[0].chain = vec![limit(LimitKey::Header(header))];
         }
+        Ok("global-limit") => routes.routes[0].rules[0].chain = vec![global_limit()],
         _ => {}
     }
     let report = dp.publish(routes);
@@ -213,5 +230,18 @@ fn limit(key: LimitKey) -> Filter {
             burst,
         }],
         headers: false,
+    })
+}
+
+/// A global limit no request reaches (a billion per minute per client
+/// address): each request asks Redis once and passes.
+fn global_limit() -> Filter {
+    Filter::GlobalRateLimit(GlobalRateLimit {
+        id: "bench".into(),
+        limit: 1_000_000_000,
+        window_secs: 60,
+        key: HashKey(vec![HashVar::RemoteAddr]),
+        exempt: Vec::new(),
+        status: 429,
     })
 }

@@ -125,7 +125,16 @@ fn route(shared: &Shared, pages: PageSet, req: &Request<Incoming>) -> Response<F
         Page::Healthz => text(StatusCode::OK, "ok\n"),
         Page::Readyz => {
             if shared.is_ready() {
-                text(StatusCode::OK, "ready\n")
+                // Redis' state is a detail: failing open, the proxy
+                // serves, so readiness stays green.
+                match shared.global_limit_status() {
+                    Some(line) => with_type(
+                        StatusCode::OK,
+                        format!("ready\n{line}\n"),
+                        "text/plain; charset=utf-8",
+                    ),
+                    None => text(StatusCode::OK, "ready\n"),
+                }
             } else if shared.is_draining() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
             } else {

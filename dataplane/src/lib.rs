@@ -86,6 +86,8 @@ pub struct DataplaneConfig {
     pub limits: filter::rate_limit::LimitConfig,
     /// OTLP trace export (`--otlp-endpoint`); `None`: no rule traces.
     pub tracing: Option<TraceConfig>,
+    /// Global limits' Redis (`--redis-*`) and failure mode.
+    pub global_limits: filter::global_rate_limit::GlobalLimitConfig,
 }
 
 impl Default for DataplaneConfig {
@@ -100,6 +102,7 @@ impl Default for DataplaneConfig {
             basic_auth: basic_auth::BasicAuthConfig::default(),
             limits: filter::rate_limit::LimitConfig::default(),
             tracing: None,
+            global_limits: filter::global_rate_limit::GlobalLimitConfig::default(),
         }
     }
 }
@@ -159,6 +162,11 @@ impl Shared {
     pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
+
+    /// The global limits' Redis, for `/readyz`.
+    pub(crate) fn global_limit_status(&self) -> Option<String> {
+        self.filter_state.global_limit_status()
+    }
 }
 
 /// Handle to the dataplane; cheap to clone.
@@ -193,7 +201,12 @@ impl Dataplane {
             config.limits,
             metrics.limits.clone(),
         ))
-        .with_jwt(filter::jwt::JwtState::new(metrics.jwt.clone()));
+        .with_jwt(filter::jwt::JwtState::new(metrics.jwt.clone()))
+        .with_global_limits(filter::global_rate_limit::GlobalLimits::new(
+            config.global_limits,
+            &metrics.global_limits,
+            &metrics.limits,
+        ));
         filter_state.tracing = config
             .tracing
             .map(|c| observe::trace::Tracing::start(c, metrics.trace_spans_dropped.clone()))

@@ -8,10 +8,9 @@
 
 mod support;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use http::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use portico_dataplane::model::*;
 use support::*;
 use tokio::sync::{mpsc, oneshot};
@@ -50,21 +49,7 @@ async fn head_from(
     proxy: SocketAddr,
     path: &str,
 ) -> (http::response::Parts, hyper::body::Incoming) {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket
-        .bind(SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0))
-        .unwrap();
-    let stream = socket.connect(proxy).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = Request::get(path)
-        .header("host", HOST)
-        .body(empty())
-        .unwrap();
-    let rsp = sender.send_request(req).await.unwrap();
-    rsp.into_parts()
+    get_head_from(from, proxy, HOST, path).await
 }
 
 async fn statuses(from: &str, proxy: SocketAddr, n: usize) -> Vec<u16> {

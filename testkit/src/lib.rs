@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod jwt;
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::pin::Pin;

@@ -63,6 +63,7 @@ pub use self::features::balance::{BalanceAnnotations, LoadBalance};
 pub use self::features::basic_auth::{AuthAnnotations, AuthSecretType};
 pub use self::features::canary::CanaryAnnotations;
 pub use self::features::external_auth::ExternalAuthAnnotations;
+pub use self::features::global_rate_limit::GlobalLimitAnnotations;
 pub use self::features::grpc::GrpcAnnotations;
 pub use self::features::https::{AuthTlsVerify, HttpsAnnotations};
 pub use self::features::jwt::JwtAnnotations;
@@ -188,6 +189,8 @@ pub struct IngressAnnotations {
     pub external_auth: ExternalAuthAnnotations,
     /// `limit-*`: local rate and connection limits.
     pub limits: LimitAnnotations,
+    /// `global-rate-limit*`: the limit counted in Redis.
+    pub global_limit: GlobalLimitAnnotations,
     /// `enable-opentelemetry`, `opentelemetry-*`; `None` when none is set
     /// (the global switch and defaults apply).
     pub trace: Option<portico_dataplane::model::Trace>,
@@ -253,6 +256,7 @@ pub(crate) struct Draft {
     basic_auth: features::basic_auth::BasicAuthDraft,
     external_auth: features::external_auth::ExternalAuthDraft,
     jwt: features::jwt::JwtDraft,
+    global_limit: features::global_rate_limit::GlobalLimitDraft,
     /// An annotation whose invalid value leaves the canary unused was
     /// invalid.
     canary_unused: bool,
@@ -283,6 +287,7 @@ impl Draft {
         features::external_auth::finish(&mut self, &mut notes);
         features::jwt::finish(&mut self, &mut notes);
         features::cors::finish(&mut self, &mut notes);
+        features::global_rate_limit::finish(&mut self, &mut notes);
         (self.out, self.svc, notes)
     }
 

@@ -5,19 +5,20 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 use kube::ResourceExt;
 use portico_crds::{
-    AffinityModeSpec, BackendPolicy, FilterType, HTTPCORSFilter, HTTPHeader, HTTPHeaderFilter,
-    HTTPMethod, HTTPPathModifier, HTTPRoute, HTTPRouteFilter, HTTPRoutePolicies, HTTPRouteRule,
-    LoadBalancingAlgorithm, PathMatchType, PathModifierType, RateLimitKeyType, RateLimitPolicy,
-    RedirectScheme, SameSiteSpec, StringMatchType,
+    AffinityModeSpec, BackendPolicy, FilterType, GlobalRateLimitPolicy, HTTPCORSFilter, HTTPHeader,
+    HTTPHeaderFilter, HTTPMethod, HTTPPathModifier, HTTPRoute, HTTPRouteFilter, HTTPRoutePolicies,
+    HTTPRouteRule, LoadBalancingAlgorithm, PathMatchType, PathModifierType, RateLimitKey,
+    RateLimitKeyType, RateLimitPolicy, RedirectScheme, SameSiteSpec, StringMatchType,
 };
 use portico_dataplane::external_auth::Template;
 use portico_dataplane::model::{
     Action, AffinityMode, Backend, Balance, ClaimHeader, CookieAffinity, Cors, EndpointPolicy,
-    ExternalAuth, ExternalAuthCache, Filter, Forward, GrpcOptions, GrpcWeb, HashKey, HeaderMatch,
-    HeaderModifier, HealthCheck, Hostname, InvalidField, JwksSource, Jwt, JwtProvider, LimitKey,
-    OriginHost, OriginPattern, OutlierDetection, PathMatch, PathModifier, Probe, Protocol,
-    QueryMatch, Redirect, RedirectStatus, Route, RouteMatch, Rule, SameSite, Scheme, SourceRef,
-    StatusRange, Timeouts, TokenSource, UrlRewrite, ValueMatch, user_settable,
+    ExternalAuth, ExternalAuthCache, Filter, Forward, GlobalRateLimit, GrpcOptions, GrpcWeb,
+    HashKey, HashVar, HeaderMatch, HeaderModifier, HealthCheck, Hostname, InvalidField, JwksSource,
+    Jwt, JwtProvider, LimitKey, OriginHost, OriginPattern, OutlierDetection, PathMatch,
+    PathModifier, Probe, Protocol, QueryMatch, Redirect, RedirectStatus, Route, RouteMatch, Rule,
+    SameSite, Scheme, SourceRef, StatusRange, Timeouts, TokenSource, UrlRewrite, ValueMatch,
+    user_settable,
 };
 
 use super::backends::{self, PortRef};
@@ -42,13 +43,23 @@ pub(super) fn translate_all(snap: &Snapshot, settings: &Settings, out: &mut Tran
         };
         let tls = route.spec.policies.as_ref().and_then(|p| p.tls.as_ref());
         if let Some(mut built) = translate_one(snap, route, &namespace, &mut report) {
-            let limits = route
+            let mut limits = route
                 .spec
                 .policies
                 .as_ref()
                 .and_then(|p| p.rate_limit.as_ref())
                 .map(|p| rate_limit_filters(p, &built.id, settings, &mut report))
                 .unwrap_or_default();
+            // After the local limits: a client they refuse costs no Redis
+            // round trip.
+            limits.extend(
+                route
+                    .spec
+                    .policies
+                    .as_ref()
+                    .and_then(|p| p.global_rate_limit.as_ref())
+                    .and_then(|p| global_rate_limit_filter(p, &built.id, settings, &mut report)),
+            );
             // After the rule's CORS in their stage: see `Filter::stage`.
             for rule in &mut built.rules {
                 rule.chain.extend(limits.iter().cloned());
@@ -170,11 +181,7 @@ fn rate_limit_filters(
     report: &mut ObjectReport,
 ) -> Vec<Filter> {
     const FIELD: &str = "spec.policies.rateLimit";
-    let mut warn = |field: String, message: String| {
-        report
-            .diagnostics
-            .push(Diagnostic::warning("UnsupportedValue", field, message));
-    };
+    let mut warn = unsupported(report);
     let mut positive = |v: Option<i64>, name: &str, max: u32| -> Option<u32> {
         let v = v?;
         match u32::try_from(v) {
@@ -193,35 +200,10 @@ fn rate_limit_filters(
     let concurrent = positive(p.concurrent_requests, "concurrentRequests", 1_000_000);
     let multiplier = positive(p.burst_multiplier, "burstMultiplier", 1000)
         .unwrap_or(crate::annotations::DEFAULT_BURST_MULTIPLIER);
-    let key = match p.key.as_ref() {
-        None => Some(LimitKey::ClientAddress),
-        Some(k) => match (k.key_type, k.header.as_deref()) {
-            (RateLimitKeyType::ClientAddress, _) => Some(LimitKey::ClientAddress),
-            (RateLimitKeyType::Route, _) => Some(LimitKey::Route),
-            (RateLimitKeyType::Header, Some(h)) => match HeaderName::from_bytes(h.as_bytes()) {
-                Ok(name) => Some(LimitKey::Header(name)),
-                Err(_) => None,
-            },
-            (RateLimitKeyType::Header, None) => None,
-        },
-    };
-    let Some(key) = key else {
-        warn(
-            format!("{FIELD}.key.header"),
-            "type Header needs a valid header name; no limit is applied".into(),
-        );
+    let Some(key) = limit_key(p.key.as_ref(), FIELD, &mut warn) else {
         return Vec::new();
     };
-    let mut exempt = Vec::new();
-    for (i, e) in p.exempt.iter().enumerate() {
-        match portico_dataplane::forwarded::parse_range(e) {
-            Ok(net) => exempt.push(net),
-            Err(err) => warn(
-                format!("{FIELD}.exempt[{i}]"),
-                format!("{e:?}: {err}; the entry is left out"),
-            ),
-        }
-    }
+    let exempt = exempt_ranges(&p.exempt, FIELD, &mut warn);
     super::limit_filters(
         route_id,
         super::LimitRequest {
@@ -235,6 +217,113 @@ fn rate_limit_filters(
         },
         settings,
     )
+}
+
+/// Reports an `UnsupportedValue` warning (field, message) on `report`.
+fn unsupported(report: &mut ObjectReport) -> impl FnMut(String, String) + '_ {
+    |field, message| {
+        report
+            .diagnostics
+            .push(Diagnostic::warning("UnsupportedValue", field, message));
+    }
+}
+
+/// What a limit policy counts by; `None` (reported) when a Header key
+/// names no valid header.
+fn limit_key(
+    key: Option<&RateLimitKey>,
+    field: &str,
+    warn: &mut impl FnMut(String, String),
+) -> Option<LimitKey> {
+    let key = match key {
+        None => Some(LimitKey::ClientAddress),
+        Some(k) => match (k.key_type, k.header.as_deref()) {
+            (RateLimitKeyType::ClientAddress, _) => Some(LimitKey::ClientAddress),
+            (RateLimitKeyType::Route, _) => Some(LimitKey::Route),
+            (RateLimitKeyType::Header, Some(h)) => HeaderName::from_bytes(h.as_bytes())
+                .ok()
+                .map(LimitKey::Header),
+            (RateLimitKeyType::Header, None) => None,
+        },
+    };
+    if key.is_none() {
+        warn(
+            format!("{field}.key.header"),
+            "type Header needs a valid header name; no limit is applied".into(),
+        );
+    }
+    key
+}
+
+/// A limit policy's exempt ranges; invalid entries are reported and left
+/// out.
+fn exempt_ranges(
+    list: &[String],
+    field: &str,
+    warn: &mut impl FnMut(String, String),
+) -> Vec<ipnet::IpNet> {
+    let mut exempt = Vec::new();
+    for (i, e) in list.iter().enumerate() {
+        match portico_dataplane::forwarded::parse_range(e) {
+            Ok(net) => exempt.push(net),
+            Err(err) => warn(
+                format!("{field}.exempt[{i}]"),
+                format!("{e:?}: {err}; the entry is left out"),
+            ),
+        }
+    }
+    exempt
+}
+
+/// `policies.globalRateLimit`: one filter, counters per route (its id).
+fn global_rate_limit_filter(
+    p: &GlobalRateLimitPolicy,
+    route_id: &str,
+    settings: &Settings,
+    report: &mut ObjectReport,
+) -> Option<Filter> {
+    const FIELD: &str = "spec.policies.globalRateLimit";
+    let mut warn = unsupported(report);
+    let Some(limit) = u32::try_from(p.requests)
+        .ok()
+        .filter(|n| (1..=1_000_000_000).contains(n))
+    else {
+        warn(
+            format!("{FIELD}.requests"),
+            format!(
+                "{} is not between 1 and 1000000000; no limit is applied",
+                p.requests
+            ),
+        );
+        return None;
+    };
+    let window = parse_duration(&p.window)
+        .filter(|d| d.subsec_nanos() == 0)
+        .and_then(|d| u32::try_from(d.as_secs()).ok())
+        .filter(|s| (1..=86_400).contains(s));
+    let Some(window_secs) = window else {
+        warn(
+            format!("{FIELD}.window"),
+            format!(
+                "{:?} is not a whole number of seconds from 1s to 24h; no limit is applied",
+                p.window
+            ),
+        );
+        return None;
+    };
+    let key = match limit_key(p.key.as_ref(), FIELD, &mut warn)? {
+        LimitKey::ClientAddress => HashKey(vec![HashVar::RemoteAddr]),
+        LimitKey::Header(name) => HashKey(vec![HashVar::Header(name)]),
+        LimitKey::Route => HashKey(vec![]),
+    };
+    Some(Filter::GlobalRateLimit(GlobalRateLimit {
+        id: route_id.to_owned(),
+        limit,
+        window_secs,
+        key,
+        exempt: exempt_ranges(&p.exempt, FIELD, &mut warn),
+        status: settings.global_limit_status,
+    }))
 }
 
 /// What `spec.policies` says for every rule of a route.

@@ -8,10 +8,11 @@ use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend}
 use kube::ResourceExt;
 use portico_dataplane::model::{
     Action, Backend, BasicAuth, Canary, CanaryHeader, CanaryHeaderValue, Cors,
-    DEFAULT_GRPC_MAX_MESSAGE, ErrorOrigin, ErrorPages, ExternalAuth, Filter, Forward, GrpcOptions,
-    GrpcWeb, HeaderModifier, Hostname, Hsts, HttpsRedirect, IpAccess, Jwt, LimitKey, PathMatch,
-    PathModifier, Protocol, Redirect, RedirectStatus, ResponseRate, RetryPolicy, Route,
-    RouteClientAuth, RouteMatch, Rule, Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
+    DEFAULT_GRPC_MAX_MESSAGE, ErrorOrigin, ErrorPages, ExternalAuth, Filter, Forward,
+    GlobalRateLimit, GrpcOptions, GrpcWeb, HashKey, HashVar, HeaderModifier, Hostname, Hsts,
+    HttpsRedirect, IpAccess, Jwt, LimitKey, PathMatch, PathModifier, Protocol, Redirect,
+    RedirectStatus, ResponseRate, RetryPolicy, Route, RouteClientAuth, RouteMatch, Rule, Scheme,
+    SourceRef, Substitution, Timeouts, UrlRewrite,
 };
 
 use super::auth;
@@ -534,8 +535,28 @@ impl IngressTranslator<'_> {
             },
             self.settings,
         );
+        out.extend(self.global_limit());
         out.extend(bandwidth);
         out
+    }
+
+    /// `global-rate-limit` with its window: counters per Ingress (its
+    /// route id), as ingress-nginx's per-Ingress namespace; after the
+    /// local limits, so a client they refuse costs no Redis round trip.
+    fn global_limit(&self) -> Option<Filter> {
+        let g = &self.ann.global_limit;
+        let limit = g.limit.filter(|n| *n > 0)?;
+        Some(Filter::GlobalRateLimit(GlobalRateLimit {
+            id: self.route_id(),
+            limit,
+            window_secs: g.window_secs?,
+            key: g
+                .key
+                .clone()
+                .unwrap_or_else(|| HashKey(vec![HashVar::RemoteAddr])),
+            exempt: g.ignored_cidrs.clone(),
+            status: self.settings.global_limit_status,
+        }))
     }
 
     /// The Ingress's access lists, each its own or else the global one.

@@ -82,6 +82,8 @@ pub struct Settings {
     pub limit_req_status: u16,
     /// `--limit-conn-status-code`: likewise for `limit-connections`.
     pub limit_conn_status: u16,
+    /// `--global-rate-limit-status-code`: likewise for `global-rate-limit`.
+    pub global_limit_status: u16,
 }
 
 impl Default for Settings {
@@ -104,6 +106,7 @@ impl Default for Settings {
             global_auth: None,
             limit_req_status: portico_dataplane::model::DEFAULT_LIMIT_STATUS,
             limit_conn_status: portico_dataplane::model::DEFAULT_LIMIT_STATUS,
+            global_limit_status: portico_dataplane::model::DEFAULT_GLOBAL_LIMIT_STATUS,
         }
     }
 }

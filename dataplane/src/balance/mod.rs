@@ -627,7 +627,7 @@ fn hash_request(key: &HashKey, req: &RequestView<'_>) -> Option<u64> {
 }
 
 /// The raw value of the first query argument called `name`.
-fn query_arg<'q>(query: Option<&'q str>, name: &str) -> Option<&'q [u8]> {
+pub(crate) fn query_arg<'q>(query: Option<&'q str>, name: &str) -> Option<&'q [u8]> {
     query?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == name).then_some(v.as_bytes())

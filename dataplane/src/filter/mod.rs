@@ -16,6 +16,7 @@ pub mod basic_auth;
 pub(crate) mod cors;
 pub(crate) mod error_pages;
 pub mod external_auth;
+pub mod global_rate_limit;
 pub mod jwt;
 pub mod rate_limit;
 
@@ -33,6 +34,7 @@ use crate::filter::basic_auth::{BasicAuthFilter, Check, Verifier};
 use crate::filter::cors::CorsPolicy;
 use crate::filter::error_pages::{Asker, ErrorPagesRuntime, ErrorRequest};
 use crate::filter::external_auth::{AuthCarry, Decision, ExternalAuthFilter, ExternalAuthState};
+use crate::filter::global_rate_limit::{GlobalLimiter, GlobalLimits};
 use crate::filter::jwt::{JwtFilter, JwtState};
 use crate::filter::rate_limit::{
     ConnLimiter, ConnectionGuard, Limited, Limits, RateDecision, RateLimiter,
@@ -83,6 +85,8 @@ pub struct FilterState {
     pub(crate) tracing: Option<Arc<Tracing>>,
     /// JWT's JWKS fetchers, one per URL.
     pub(crate) jwt: JwtState,
+    /// Global limits' Redis connection and remembered refusals.
+    pub(crate) global_limits: GlobalLimits,
 }
 
 impl FilterState {
@@ -93,7 +97,18 @@ impl FilterState {
             limits: Limits::default(),
             tracing: None,
             jwt: JwtState::default(),
+            global_limits: GlobalLimits::default(),
         }
+    }
+
+    pub fn with_global_limits(mut self, global_limits: GlobalLimits) -> Self {
+        self.global_limits = global_limits;
+        self
+    }
+
+    /// The global limits' line for `/readyz`, once one has asked Redis.
+    pub(crate) fn global_limit_status(&self) -> Option<String> {
+        self.global_limits.status()
     }
 
     pub fn with_jwt(mut self, jwt: JwtState) -> Self {
@@ -114,6 +129,7 @@ impl FilterState {
     /// Forgets the state no table names any more; after each publish.
     pub(crate) fn prune(&self) {
         self.limits.prune();
+        self.global_limits.prune();
     }
 }
 
@@ -146,6 +162,7 @@ enum Compiled {
     /// Nothing to run in the chain: see [`Chain::trace`].
     Trace,
     Jwt(Box<JwtFilter>),
+    GlobalRateLimit(Arc<GlobalLimiter>),
 }
 
 /// Policy data compiled once per table build and shared by every rule that
@@ -196,6 +213,8 @@ enum Wait {
     ExternalAuth(external_auth::Wait),
     /// Keys being fetched for a token.
     Jwt(external_auth::Wait),
+    /// Redis counting the request.
+    GlobalRateLimit(external_auth::Wait),
 }
 
 impl Pending {
@@ -206,7 +225,7 @@ impl Pending {
                 answer: w.await,
                 carry: None,
             },
-            Wait::ExternalAuth(w) | Wait::Jwt(w) => w.await,
+            Wait::ExternalAuth(w) | Wait::Jwt(w) | Wait::GlobalRateLimit(w) => w.await,
         };
         (self.at, decision)
     }
@@ -356,6 +375,9 @@ impl Chain {
                         .connections(p, interned.ip_set(&p.scope.exempt)),
                 ),
                 Filter::Trace(_) => Compiled::Trace,
+                Filter::GlobalRateLimit(p) => Compiled::GlobalRateLimit(
+                    state.global_limits.limiter(p, interned.ip_set(&p.exempt)),
+                ),
             })
             .collect();
         let reads_origin = filters.iter().any(|f| matches!(f, Compiled::Cors(_)));
@@ -685,6 +707,11 @@ impl Compiled {
                 jwt::Check::Answer(answer) => Verdict::Answer(answer),
                 jwt::Check::Wait(wait) => Verdict::Wait(Wait::Jwt(wait)),
             },
+            Compiled::GlobalRateLimit(l) => match l.check(req, host, ctx.client_addr().ip) {
+                global_rate_limit::Check::Skip => Verdict::Continue,
+                global_rate_limit::Check::Answer(answer) => Verdict::Answer(answer),
+                global_rate_limit::Check::Wait(wait) => Verdict::Wait(Wait::GlobalRateLimit(wait)),
+            },
             _ => match self.request(req, host, ctx) {
                 Some(answer) => Verdict::Answer(answer),
                 None => Verdict::Continue,
@@ -839,6 +866,17 @@ mod tests {
         })
     }
 
+    fn global_rate_limit() -> Filter {
+        Filter::GlobalRateLimit(crate::model::GlobalRateLimit {
+            id: "r".into(),
+            limit: 1,
+            window_secs: 1,
+            key: crate::model::HashKey(vec![]),
+            exempt: vec![],
+            status: 429,
+        })
+    }
+
     fn kind(f: &Filter) -> &'static str {
         match f {
             Filter::HttpsRedirect(_) => "https_redirect",
@@ -857,6 +895,7 @@ mod tests {
             Filter::ResponseRate(_) => "response_rate",
             Filter::Trace(_) => "trace",
             Filter::Jwt(_) => "jwt",
+            Filter::GlobalRateLimit(_) => "global_rate_limit",
         }
     }
 
@@ -885,6 +924,7 @@ mod tests {
             (Filter::Cors(Cors::grpc_web()), Stage::PreAccess),
             (rate_limit(), Stage::PreAccess),
             (connection_limit(), Stage::PreAccess),
+            (global_rate_limit(), Stage::PreAccess),
             (Filter::ClientCert(auth.clone()), Stage::Access),
             (Filter::IpAccess(IpAccess::default()), Stage::Access),
             (Filter::BodyLimit(10), Stage::Content),
@@ -930,6 +970,7 @@ mod tests {
                 Filter::Cors(Cors::grpc_web()),
                 rate_limit(),
                 connection_limit(),
+                global_rate_limit(),
             ],
         );
         assert_eq!(
@@ -942,6 +983,7 @@ mod tests {
                 "cors",
                 "rate_limit",
                 "connection_limit",
+                "global_rate_limit",
                 "client_cert",
                 "ip_access",
                 "body_limit",

@@ -66,6 +66,10 @@ pub enum Filter {
     /// `policies.jwt`, `portico.dev/jwt-*`): 401 unless a valid token
     /// comes. Boxed: large, and most rules have none.
     Jwt(Box<Jwt>),
+    /// Requests per key per window across every replica, counted in
+    /// Redis (ingress-nginx `global-rate-limit`): over the limit answers
+    /// `status` with `Retry-After`.
+    GlobalRateLimit(GlobalRateLimit),
 }
 
 /// Who may use a rule by a JWT one of `providers` signed. See
@@ -375,6 +379,39 @@ impl LimitScope {
     }
 }
 
+/// ingress-nginx's `global-rate-limit`: at most `limit` requests per
+/// `window_secs` per key, counted in Redis by every replica together (a
+/// sliding window, [`crate::filter::global_rate_limit`]). Counters are
+/// shared by every rule holding the same `id`, limit, window and key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GlobalRateLimit {
+    /// Whose counters these are; translation uses the route id (one
+    /// namespace per Ingress, as ingress-nginx's per-Ingress UID). Also
+    /// the metrics' `route` label.
+    pub id: String,
+    /// Requests per window, more than 0.
+    pub limit: u32,
+    /// The window, in whole seconds, more than 0.
+    pub window_secs: u32,
+    /// What a request counts by: its variables' values together. No
+    /// variables: every request of the rule counts as one key. A request
+    /// with none of the variables present is not limited.
+    pub key: HashKey,
+    /// Clients never limited (`global-rate-limit-ignored-cidrs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exempt: Vec<ipnet::IpNet>,
+    /// The refusal's status, 400 to 599 (`--global-rate-limit-status-code`).
+    #[serde(default = "too_many_requests")]
+    pub status: u16,
+}
+
+/// ingress-nginx's default refusal status for global limits.
+pub const DEFAULT_GLOBAL_LIMIT_STATUS: u16 = 429;
+
+fn too_many_requests() -> u16 {
+    DEFAULT_GLOBAL_LIMIT_STATUS
+}
+
 /// ingress-nginx's default refusal status for both limits.
 pub const DEFAULT_LIMIT_STATUS: u16 = 503;
 
@@ -512,7 +549,11 @@ impl Filter {
             // hash is paid for. Translation lists them after CORS, whose
             // preflight ingress-nginx answers earlier (`return` in the
             // rewrite phase).
-            Filter::RateLimit(_) | Filter::ConnectionLimit(_) => Stage::PreAccess,
+            // Translation lists the global limit after the local ones: a
+            // client a local limit refuses costs no Redis round trip.
+            Filter::RateLimit(_) | Filter::ConnectionLimit(_) | Filter::GlobalRateLimit(_) => {
+                Stage::PreAccess
+            }
             Filter::Cors(_) => Stage::PreAccess,
             Filter::IpAccess(_)
             | Filter::ClientCert(_)

@@ -61,6 +61,8 @@ pub struct Metrics {
     pub trace_spans_dropped: crate::observe::trace::DroppedSpans,
     /// JWT checks by result, JWKS fetches by result.
     pub jwt: crate::filter::jwt::JwtCounters,
+    /// Requests Redis could not decide for a global limit, by reason.
+    pub global_limits: crate::filter::global_rate_limit::GlobalLimitCounters,
 }
 
 /// How a gRPC call reached the proxy.
@@ -354,7 +356,7 @@ impl Metrics {
         let limits = crate::filter::rate_limit::LimitCounters::default();
         registry.register(
             "rate_limited_requests",
-            "Requests refused by a local limit, by route and kind (rate: limit-rps/limit-rpm; connections: limit-connections)",
+            "Requests refused by a limit, by route and kind (rate: limit-rps/limit-rpm; connections: limit-connections; global: global-rate-limit, counted in Redis)",
             limits.limited.clone(),
         );
         registry.register(
@@ -371,6 +373,12 @@ impl Metrics {
             "rate_limit_untracked",
             "New client keys let through unlimited because their policy tracked --limit-max-keys keys already",
             limits.untracked.clone(),
+        );
+        let global_limits = crate::filter::global_rate_limit::GlobalLimitCounters::default();
+        registry.register(
+            "global_rate_limit_errors",
+            "Requests a global limit could not ask Redis about, by reason: timeout (no answer within --redis-timeout), unavailable (not connected), error (an error reply), unconfigured (no --redis-url); they pass, or are answered 503 with --global-rate-limit-fail-closed",
+            global_limits.errors.clone(),
         );
         let dropped = Family::<ReasonLabels, Counter>::default();
         registry.register(
@@ -409,6 +417,7 @@ impl Metrics {
         Self {
             trace_spans_dropped,
             jwt,
+            global_limits,
             basic_auth,
             external_auth,
             limits,

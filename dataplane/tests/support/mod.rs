@@ -322,13 +322,47 @@ impl Proxy {
 
     /// The OpenMetrics text the admin listener serves at `/metrics`.
     pub async fn scrape(&self) -> String {
-        let req = Request::get(format!("http://{}/metrics", self.admin))
+        self.admin_page("/metrics").await
+    }
+
+    /// An admin page's text (`/metrics`, `/readyz`), which must answer 200.
+    pub async fn admin_page(&self, path: &str) -> String {
+        let req = Request::get(format!("http://{}{path}", self.admin))
             .body(empty())
             .unwrap();
         let (status, _, text) = send(&h1_client(), req).await;
         assert_eq!(status, StatusCode::OK, "{text}");
         text
     }
+}
+
+/// A GET for `path` on `host` from the loopback address `from`
+/// (127.0.0.0/8 is all loopback), on a connection of its own: the
+/// answer's head, its body still to read.
+pub async fn get_head_from(
+    from: &str,
+    proxy: SocketAddr,
+    host: &str,
+    path: &str,
+) -> (http::response::Parts, hyper::body::Incoming) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(
+            from.parse::<std::net::IpAddr>().unwrap(),
+            0,
+        ))
+        .unwrap();
+    let stream = socket.connect(proxy).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header("host", host)
+        .body(empty())
+        .unwrap();
+    let rsp = sender.send_request(req).await.unwrap();
+    rsp.into_parts()
 }
 
 /// The value of the sample line `series` (a name, with its `{labels}` if it

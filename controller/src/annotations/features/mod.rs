@@ -24,6 +24,7 @@ pub(super) mod canary;
 pub(super) mod cors;
 pub(super) mod error_pages;
 pub(super) mod external_auth;
+pub(super) mod global_rate_limit;
 pub(super) mod grpc;
 pub(super) mod headers;
 pub(super) mod hosts;
@@ -51,6 +52,7 @@ pub(super) const RUNS: &[&[AnnotationSpec]] = &[
     canary::SPECS,
     access_lists::SPECS,
     rate_limit::SPECS,
+    global_rate_limit::SPECS,
     hosts::SPECS,
     error_pages::SPECS,
     headers::CUSTOM,
@@ -78,6 +80,7 @@ pub(super) const VALID: &[&[super::tests::Valid]] = &[
     cors::tests::VALID,
     error_pages::tests::VALID,
     external_auth::tests::VALID,
+    global_rate_limit::tests::VALID,
     grpc::tests::VALID,
     headers::tests::VALID,
     hosts::tests::VALID,
@@ -101,6 +104,7 @@ pub(super) const INVALID: &[&[super::tests::Invalid]] = &[
     cors::tests::INVALID,
     error_pages::tests::INVALID,
     external_auth::tests::INVALID,
+    global_rate_limit::tests::INVALID,
     grpc::tests::INVALID,
     headers::tests::INVALID,
     hosts::tests::INVALID,
