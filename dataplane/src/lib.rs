@@ -86,6 +86,8 @@ pub struct DataplaneConfig {
     pub limits: filter::rate_limit::LimitConfig,
     /// OTLP trace export (`--otlp-endpoint`); `None`: no rule traces.
     pub tracing: Option<TraceConfig>,
+    /// Request mirroring's bounds (`--mirror-max-in-flight`, `--mirror-max-body`).
+    pub mirror: filter::mirror::MirrorConfig,
 }
 
 impl Default for DataplaneConfig {
@@ -100,6 +102,7 @@ impl Default for DataplaneConfig {
             basic_auth: basic_auth::BasicAuthConfig::default(),
             limits: filter::rate_limit::LimitConfig::default(),
             tracing: None,
+            mirror: filter::mirror::MirrorConfig::default(),
         }
     }
 }
@@ -193,7 +196,11 @@ impl Dataplane {
             config.limits,
             metrics.limits.clone(),
         ))
-        .with_jwt(filter::jwt::JwtState::new(metrics.jwt.clone()));
+        .with_jwt(filter::jwt::JwtState::new(metrics.jwt.clone()))
+        .with_mirror(filter::mirror::MirrorState::new(
+            config.mirror,
+            metrics.mirror.clone(),
+        ));
         filter_state.tracing = config
             .tracing
             .map(|c| observe::trace::Tracing::start(c, metrics.trace_spans_dropped.clone()))

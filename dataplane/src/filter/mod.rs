@@ -17,6 +17,7 @@ pub(crate) mod cors;
 pub(crate) mod error_pages;
 pub mod external_auth;
 pub mod jwt;
+pub mod mirror;
 pub mod rate_limit;
 
 use std::borrow::Borrow;
@@ -34,6 +35,7 @@ use crate::filter::cors::CorsPolicy;
 use crate::filter::error_pages::{Asker, ErrorPagesRuntime, ErrorRequest};
 use crate::filter::external_auth::{AuthCarry, Decision, ExternalAuthFilter, ExternalAuthState};
 use crate::filter::jwt::{JwtFilter, JwtState};
+use crate::filter::mirror::{MirrorRuntime, MirrorState, Tee};
 use crate::filter::rate_limit::{
     ConnLimiter, ConnectionGuard, Limited, Limits, RateDecision, RateLimiter,
 };
@@ -83,6 +85,8 @@ pub struct FilterState {
     pub(crate) tracing: Option<Arc<Tracing>>,
     /// JWT's JWKS fetchers, one per URL.
     pub(crate) jwt: JwtState,
+    /// Request mirroring's bound on copies in flight.
+    pub(crate) mirror: MirrorState,
 }
 
 impl FilterState {
@@ -93,7 +97,13 @@ impl FilterState {
             limits: Limits::default(),
             tracing: None,
             jwt: JwtState::default(),
+            mirror: MirrorState::default(),
         }
+    }
+
+    pub fn with_mirror(mut self, mirror: MirrorState) -> Self {
+        self.mirror = mirror;
+        self
     }
 
     pub fn with_jwt(mut self, jwt: JwtState) -> Self {
@@ -146,6 +156,8 @@ enum Compiled {
     /// Nothing to run in the chain: see [`Chain::trace`].
     Trace,
     Jwt(Box<JwtFilter>),
+    /// Shared with the copies' tasks, which outlive the request.
+    Mirror(Arc<MirrorRuntime>),
 }
 
 /// Policy data compiled once per table build and shared by every rule that
@@ -237,6 +249,9 @@ pub(crate) struct Passed {
     rate_headers: Option<(HeaderValue, HeaderValue)>,
     /// JWT's claim headers for the upstream.
     jwt: Option<Box<AuthCarry>>,
+    /// The indices of the mirrors that sampled the request (empty, without
+    /// allocating, on rules without one).
+    mirrors: Vec<usize>,
 }
 
 impl Passed {
@@ -255,6 +270,12 @@ impl Passed {
     /// hold until it ends.
     pub(crate) fn take_held(&mut self) -> Vec<ConnectionGuard> {
         std::mem::take(&mut self.held)
+    }
+
+    /// The mirrors that sampled the request, for the forwarding to start
+    /// their copies ([`Chain::start_mirrors`]).
+    pub(crate) fn take_mirrors(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.mirrors)
     }
 }
 
@@ -356,6 +377,12 @@ impl Chain {
                         .connections(p, interned.ip_set(&p.scope.exempt)),
                 ),
                 Filter::Trace(_) => Compiled::Trace,
+                Filter::Mirror(m) => Compiled::Mirror(Arc::new(MirrorRuntime::build(
+                    m,
+                    rule.timeouts,
+                    upstreams,
+                    &state.mirror,
+                ))),
             })
             .collect();
         let reads_origin = filters.iter().any(|f| matches!(f, Compiled::Cors(_)));
@@ -455,6 +482,7 @@ impl Chain {
             held: Vec::new(),
             rate_headers: None,
             jwt: None,
+            mirrors: Vec::new(),
         };
         let flow = self.run_from(0, &mut passed, req, host, ctx);
         (passed, flow)
@@ -517,6 +545,12 @@ impl Chain {
                         Err(limited) => Verdict::Answer(Answer::Limited(Box::new(limited))),
                     }
                 }
+                Compiled::Mirror(m) => {
+                    if m.sample() {
+                        passed.mirrors.push(i);
+                    }
+                    Verdict::Continue
+                }
                 _ => f.verdict(req, host, ctx, passed),
             };
             match verdict {
@@ -529,6 +563,24 @@ impl Chain {
             }
         }
         Flow::Done(None)
+    }
+
+    /// Starts the copies of the mirrors at `picked` (see
+    /// [`Passed::take_mirrors`]) from the request as it leaves (`head`,
+    /// its URI still the routed one); the tee the body must feed when some
+    /// copy waits for it.
+    pub(crate) fn start_mirrors(
+        &self,
+        picked: &[usize],
+        head: &http::request::Parts,
+        host: &HeaderValue,
+        body: &Incoming,
+    ) -> Option<Tee> {
+        let mirrors = picked.iter().filter_map(|&i| match self.filters.get(i) {
+            Some(Compiled::Mirror(m)) => Some(m),
+            _ => None,
+        });
+        mirror::start(mirrors, head, host, body)
     }
 
     /// Edits the request headers as they leave for the upstream.
@@ -839,6 +891,13 @@ mod tests {
         })
     }
 
+    fn mirror() -> Filter {
+        Filter::Mirror(Box::new(crate::model::Mirror::to_backend(
+            "r",
+            crate::model::Backend::new("shadow", vec![]),
+        )))
+    }
+
     fn kind(f: &Filter) -> &'static str {
         match f {
             Filter::HttpsRedirect(_) => "https_redirect",
@@ -857,6 +916,7 @@ mod tests {
             Filter::ResponseRate(_) => "response_rate",
             Filter::Trace(_) => "trace",
             Filter::Jwt(_) => "jwt",
+            Filter::Mirror(_) => "mirror",
         }
     }
 
@@ -865,7 +925,9 @@ mod tests {
     /// a CORS preflight, which answers before the limits (nginx's
     /// preaccess phase: a flood costs no access check or password hash),
     /// which answer before a client-certificate
-    /// mismatch or an IP deny, which answer before a body-size check; on
+    /// mismatch or an IP deny, which answer before a body-size check,
+    /// which answers before a request is mirrored (nginx's precontent
+    /// phase: a refused request is never copied); on
     /// the way back the error page comes first (every other filter applies
     /// to it), then CORS decorates, then the header edits, then HSTS.
     #[test]
@@ -888,6 +950,7 @@ mod tests {
             (Filter::ClientCert(auth.clone()), Stage::Access),
             (Filter::IpAccess(IpAccess::default()), Stage::Access),
             (Filter::BodyLimit(10), Stage::Content),
+            (mirror(), Stage::Content),
             (error_pages(), Stage::Content),
             (Filter::Trace(crate::model::Trace::default()), Stage::Log),
         ];
@@ -925,6 +988,7 @@ mod tests {
             forward(),
             vec![
                 Filter::Trace(crate::model::Trace::default()),
+                mirror(),
                 error_pages(),
                 Filter::IpAccess(IpAccess::default()),
                 Filter::Cors(Cors::grpc_web()),
@@ -945,6 +1009,7 @@ mod tests {
                 "client_cert",
                 "ip_access",
                 "body_limit",
+                "mirror",
                 "error_pages",
                 "trace",
             ]
