@@ -44,6 +44,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             max_keys: usize::try_from(args.limit_max_keys).unwrap_or(usize::MAX),
         },
         tracing: args.tracing.config()?,
+        mirror: args.mirror.config(),
         ..Default::default()
     })
     .context("starting the dataplane")?;

@@ -66,6 +66,7 @@ pub use self::features::external_auth::ExternalAuthAnnotations;
 pub use self::features::grpc::GrpcAnnotations;
 pub use self::features::https::{AuthTlsVerify, HttpsAnnotations};
 pub use self::features::jwt::JwtAnnotations;
+pub use self::features::mirror::{MirrorAnnotations, MirrorTarget};
 pub use self::features::rate_limit::{DEFAULT_BURST_MULTIPLIER, LimitAnnotations};
 pub use self::features::redirects::RedirectTarget;
 pub use self::features::rewrite::{RewriteSegment, RewriteTarget};
@@ -193,6 +194,7 @@ pub struct IngressAnnotations {
     pub trace: Option<portico_dataplane::model::Trace>,
     /// `jwt-*`: JWT validation.
     pub jwt: JwtAnnotations,
+    pub mirror: MirrorAnnotations,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -283,6 +285,7 @@ impl Draft {
         features::external_auth::finish(&mut self, &mut notes);
         features::jwt::finish(&mut self, &mut notes);
         features::cors::finish(&mut self, &mut notes);
+        features::mirror::finish(&mut self, &mut notes);
         (self.out, self.svc, notes)
     }
 
