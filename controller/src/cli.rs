@@ -285,6 +285,34 @@ impl GlobalLimitArgs {
             redis,
             fail_closed: self.global_rate_limit_fail_closed,
         })
+    pub mirror: MirrorArgs,
+}
+
+/// Request mirroring's bounds (`mirror-target`, HTTPRoute `RequestMirror`).
+#[derive(Args, Debug, Clone)]
+pub struct MirrorArgs {
+    /// Mirrored copies in flight at once, all routes together (buffering
+    /// their body or waiting for the mirror's answer); one more is dropped
+    /// and counted (`portico_mirror_requests_total{result="dropped_busy"}`),
+    /// the original untouched.
+    #[arg(long, env = "PORTICO_MIRROR_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub mirror_max_in_flight: u32,
+    /// The largest request body copied to a mirror, in bytes; the copy of
+    /// a larger one is dropped and counted (`result="dropped_body"`), the
+    /// original streams on. With the default in-flight bound, at most
+    /// 64 MiB of bodies are held.
+    #[arg(long, env = "PORTICO_MIRROR_MAX_BODY", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(0..=16_777_216))]
+    pub mirror_max_body: u32,
+}
+
+impl MirrorArgs {
+    pub fn config(&self) -> portico_dataplane::filter::mirror::MirrorConfig {
+        // u32 always fits a usize on the platforms portico builds for.
+        let n = |v: u32| usize::try_from(v).unwrap_or(usize::MAX);
+        portico_dataplane::filter::mirror::MirrorConfig {
+            max_in_flight: n(self.mirror_max_in_flight),
+            max_body: n(self.mirror_max_body),
+        }
     }
 }
 
@@ -806,6 +834,14 @@ mod tests {
             (503, 503)
         );
         assert_eq!(args.limit_max_keys, 100_000);
+        let mirror = args.mirror.config();
+        assert_eq!(
+            (mirror.max_in_flight, mirror.max_body),
+            (
+                portico_dataplane::filter::mirror::DEFAULT_MAX_IN_FLIGHT,
+                portico_dataplane::filter::mirror::DEFAULT_MAX_BODY
+            )
+        );
         let args = run_args(&[
             "--limit-req-status-code=429",
             "--limit-conn-status-code=429",

@@ -45,6 +45,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         tracing: args.tracing.config()?,
         global_limits: args.global_limits.config()?,
+        mirror: args.mirror.config(),
         ..Default::default()
     })
     .context("starting the dataplane")?;

@@ -1679,3 +1679,108 @@ spec:
         .await;
     assert!(reported.contains("Secret default/idp-keys"), "{reported}");
 }
+
+/// A recording upstream: answers 200 and sends each request's path, `Host`
+/// and body on the channel, once it has read the whole body.
+async fn recording_upstream() -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<(String, String, String)>,
+) {
+    use http_body_util::BodyExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let tx = tx.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes());
+                            let path = parts.uri.path_and_query().map(|p| p.to_string());
+                            let host = parts.headers.get("host").and_then(|h| h.to_str().ok());
+                            if let (Ok(body), Some(path), Some(host)) = (body, path, host) {
+                                let body = String::from_utf8_lossy(&body).into_owned();
+                                let _ = tx.send((path, host.to_owned(), body));
+                            }
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(b"shadow")),
+                            ))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_target_copies_requests_to_a_service() {
+    let up = upstream("demo").await;
+    let (shadow, mut copies) = recording_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = manifests(up, "/")
+        + &service_at("shadow", shadow)
+        + &ingress_for(
+            "mirrored",
+            "demo",
+            r#"nginx.ingress.kubernetes.io/mirror-target: "http://shadow.default.svc$request_uri""#,
+        );
+    std::fs::write(dir.path().join("app.yaml"), text).unwrap();
+    let portico = Portico::start(dir.path());
+    portico.ready().await;
+
+    let answer = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(portico.http).await.unwrap();
+        s.write_all(b"POST /orders/7?x=1 HTTP/1.1\r\nhost: mirrored.test\r\ncontent-length: 5\r\nconnection: close\r\n\r\norder")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
+            .await
+            .expect("an answer within 20 s")
+            .unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("demo /orders/7"), "{answer}");
+    let copy = tokio::time::timeout(Duration::from_secs(20), copies.recv())
+        .await
+        .expect("a copy within 20 s")
+        .unwrap();
+    assert_eq!(
+        copy,
+        (
+            "/orders/7?x=1".to_owned(),
+            "shadow.default.svc".to_owned(),
+            "order".to_owned()
+        )
+    );
+}
+
+#[test]
+fn validate_reports_a_mirror_target_it_cannot_resolve() {
+    let text = format!(
+        "{DEFAULT_INGRESS_CLASS}{}",
+        ingress_for(
+            "external",
+            "demo",
+            r#"nginx.ingress.kubernetes.io/mirror-target: "http://test.env.com$request_uri""#,
+        )
+        .trim_start_matches("\n---\n")
+    );
+    let (code, out) = validate_args(&["-"], &text);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("metadata.annotations[mirror-target]: InvalidAnnotation")
+            && out.contains("test.env.com is not a Service's cluster name"),
+        "{out}"
+    );
+}

@@ -113,6 +113,16 @@ pub struct RequestBody {
     total: u64,
     timer: IdleTimer,
     grpc: Option<GrpcRequest>,
+    /// Request mirroring's part, on mirrored requests only.
+    mirror: Option<Box<Mirrored>>,
+}
+
+/// A body's part in request mirroring.
+enum Mirrored {
+    /// The original's body, kept for copies as it streams.
+    Tee(crate::filter::mirror::Tee),
+    /// A copy's body, whole; `None` once sent.
+    Copy(Option<Bytes>),
 }
 
 /// What a gRPC call's request stream goes through: messages are checked
@@ -170,7 +180,16 @@ impl RequestBody {
             total: 0,
             timer: IdleTimer::new(send_timeout),
             grpc: None,
+            mirror: None,
         }
+    }
+
+    /// Keeps a copy of the body for `tee`'s copies as it streams; they are
+    /// sent at its end, or dropped if it fails or is dropped first.
+    pub(crate) fn tee(mut self, tee: crate::filter::mirror::Tee) -> Self {
+        // Boxed: a body without a tee stays one pointer larger only.
+        self.mirror = Some(Box::new(Mirrored::Tee(tee)));
+        self
     }
 
     /// A gRPC call's stream: per-message limits instead of a total one, and
@@ -201,6 +220,47 @@ impl RequestBody {
             total: 0,
             timer: IdleTimer::new(Duration::MAX),
             grpc: None,
+            mirror: None,
+        }
+    }
+
+    /// A mirrored copy's body, whole.
+    pub(crate) fn buffered(body: Bytes) -> Self {
+        let mut b = Self::empty();
+        if !body.is_empty() {
+            b.mirror = Some(Box::new(Mirrored::Copy(Some(body))));
+        }
+        b
+    }
+
+    /// Feeds the tee what the upstream is sent: a piece is kept, the end
+    /// sends the copies, a failure (or a body over the tee's bound) drops
+    /// them.
+    fn feed_tee(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, BodyError>>>) {
+        let Some(Mirrored::Tee(tee)) = self.mirror.as_deref_mut() else {
+            return;
+        };
+        let keep = match polled {
+            Poll::Pending => return,
+            Poll::Ready(Some(Ok(frame))) => frame.data_ref().is_none_or(|d| tee.push(d)),
+            Poll::Ready(Some(Err(_))) => false,
+            Poll::Ready(None) => true,
+        };
+        let ended = keep && (matches!(polled, Poll::Ready(None)) || self.inner_ended());
+        if !keep || ended {
+            let taken = self.mirror.take().map(|m| *m);
+            if ended && let Some(Mirrored::Tee(tee)) = taken {
+                tee.finish();
+            }
+        }
+    }
+
+    /// The client's body has no more to give (hyper may not poll again
+    /// once it says so).
+    fn inner_ended(&self) -> bool {
+        match &self.inner {
+            None => true,
+            Some(b) => b.is_end_stream() && self.grpc.as_ref().is_none_or(|g| g.text.is_none()),
         }
     }
 }
@@ -214,6 +274,45 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        let Some(mirror) = this.mirror.as_deref_mut() else {
+            return this.poll_client(cx);
+        };
+        if let Mirrored::Copy(body) = mirror {
+            return Poll::Ready(body.take().map(|b| Ok(Frame::data(b))));
+        }
+        let polled = this.poll_client(cx);
+        this.feed_tee(&polled);
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        if let Some(Mirrored::Copy(body)) = self.mirror.as_deref() {
+            return body.is_none();
+        }
+        self.inner_ended()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if let Some(Mirrored::Copy(body)) = self.mirror.as_deref() {
+            return SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64));
+        }
+        if self.grpc.as_ref().is_some_and(|g| g.text.is_some()) {
+            // Decoding changes the length.
+            return SizeHint::default();
+        }
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+impl RequestBody {
+    /// The client's body, under the limit and timeout.
+    fn poll_client(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self;
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
@@ -261,24 +360,6 @@ impl Body for RequestBody {
                 Poll::Ready(Some(Err(BodyError::Timeout(this.timer.idle))))
             }
         }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            None => true,
-            // A text body may still hold an undecoded last quantum.
-            Some(b) => b.is_end_stream() && self.grpc.as_ref().is_none_or(|g| g.text.is_none()),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        if self.grpc.as_ref().is_some_and(|g| g.text.is_some()) {
-            // Decoding changes the length.
-            return SizeHint::default();
-        }
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
     }
 }
 

@@ -88,6 +88,8 @@ pub struct DataplaneConfig {
     pub tracing: Option<TraceConfig>,
     /// Global limits' Redis (`--redis-*`) and failure mode.
     pub global_limits: filter::global_rate_limit::GlobalLimitConfig,
+    /// Request mirroring's bounds (`--mirror-max-in-flight`, `--mirror-max-body`).
+    pub mirror: filter::mirror::MirrorConfig,
 }
 
 impl Default for DataplaneConfig {
@@ -103,6 +105,7 @@ impl Default for DataplaneConfig {
             limits: filter::rate_limit::LimitConfig::default(),
             tracing: None,
             global_limits: filter::global_rate_limit::GlobalLimitConfig::default(),
+            mirror: filter::mirror::MirrorConfig::default(),
         }
     }
 }
@@ -206,6 +209,10 @@ impl Dataplane {
             config.global_limits,
             &metrics.global_limits,
             &metrics.limits,
+        ))
+        .with_mirror(filter::mirror::MirrorState::new(
+            config.mirror,
+            metrics.mirror.clone(),
         ));
         filter_state.tracing = config
             .tracing

@@ -67,6 +67,7 @@ pub use self::features::global_rate_limit::GlobalLimitAnnotations;
 pub use self::features::grpc::GrpcAnnotations;
 pub use self::features::https::{AuthTlsVerify, HttpsAnnotations};
 pub use self::features::jwt::JwtAnnotations;
+pub use self::features::mirror::{MirrorAnnotations, MirrorTarget};
 pub use self::features::rate_limit::{DEFAULT_BURST_MULTIPLIER, LimitAnnotations};
 pub use self::features::redirects::RedirectTarget;
 pub use self::features::rewrite::{RewriteSegment, RewriteTarget};
@@ -196,6 +197,7 @@ pub struct IngressAnnotations {
     pub trace: Option<portico_dataplane::model::Trace>,
     /// `jwt-*`: JWT validation.
     pub jwt: JwtAnnotations,
+    pub mirror: MirrorAnnotations,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -288,6 +290,7 @@ impl Draft {
         features::jwt::finish(&mut self, &mut notes);
         features::cors::finish(&mut self, &mut notes);
         features::global_rate_limit::finish(&mut self, &mut notes);
+        features::mirror::finish(&mut self, &mut notes);
         (self.out, self.svc, notes)
     }
 

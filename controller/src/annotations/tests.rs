@@ -430,7 +430,7 @@ fn unsupported_nginx_annotations() {
             "nginx.ingress.kubernetes.io/auth-tls-error-page",
             "https://auth.example/",
         ),
-        ("nginx.ingress.kubernetes.io/mirror-target", "http://m"),
+        ("nginx.ingress.kubernetes.io/http2-push-preload", "true"),
         ("nginx.ingress.kubernetes.io/grpc-backend", "true"),
         ("portico.dev/auth-tls-match-cn", "CN=x"),
     ]));
@@ -447,7 +447,7 @@ fn unsupported_nginx_annotations() {
                 DiagnosticKind::Unsupported
             ),
             (
-                "nginx.ingress.kubernetes.io/mirror-target",
+                "nginx.ingress.kubernetes.io/http2-push-preload",
                 DiagnosticKind::Unsupported
             ),
             ("portico.dev/auth-tls-match-cn", DiagnosticKind::Unsupported),

@@ -204,6 +204,12 @@ fn auth_service_ref(url: &Template) -> Option<ServiceRef> {
         Some((h, p)) => (h, p.parse::<u16>().ok()?),
         None => (authority, 80),
     };
+    cluster_service_ref(host, port)
+}
+
+/// The Service a host name names by its cluster DNS name
+/// (`name.namespace.svc[.cluster.local]`), on `port`.
+pub(super) fn cluster_service_ref(host: &str, port: u16) -> Option<ServiceRef> {
     let host = host.to_ascii_lowercase();
     let rest = host
         .strip_suffix(".svc.cluster.local")

@@ -8,15 +8,12 @@ use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend}
 use kube::ResourceExt;
 use portico_dataplane::model::{
     Action, Backend, BasicAuth, Canary, CanaryHeader, CanaryHeaderValue, Cors,
-    DEFAULT_GRPC_MAX_MESSAGE, ErrorOrigin, ErrorPages, ExternalAuth, Filter, Forward,
-    GlobalRateLimit, GrpcOptions, GrpcWeb, HashKey, HashVar, HeaderModifier, Hostname, Hsts,
-    HttpsRedirect, IpAccess, Jwt, LimitKey, PathMatch, PathModifier, Protocol, Redirect,
-    RedirectStatus, ResponseRate, RetryPolicy, Route, RouteClientAuth, RouteMatch, Rule, Scheme,
-    SourceRef, Substitution, Timeouts, UrlRewrite,
+    DEFAULT_GRPC_MAX_MESSAGE, ErrorOrigin, ErrorPages, ExternalAuth, Filter, Forward, GlobalRateLimit, GrpcOptions, GrpcWeb, HashKey, HashVar, HeaderModifier, Hostname, Hsts, HttpsRedirect, IpAccess, Jwt, LimitKey, Mirror, PathMatch, PathModifier, Protocol, Redirect, RedirectStatus, ResponseRate, RetryPolicy, Route, RouteClientAuth, RouteMatch, Rule, Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
 };
 
 use super::auth;
 use super::backends::{self, PortRef};
+use super::mirror;
 use super::tls::{self, TlsHosts};
 use super::{
     ObjectReport, Settings, TlsBinding, Translation, check_regex, class, created_secs,
@@ -91,6 +88,7 @@ pub(super) fn translate_all(
                 None
             }
         };
+        let mirror = mirror::ingress_mirror(snap, &parsed.ingress.mirror, &mut report);
         let error_pages = error_pages(
             snap,
             settings,
@@ -146,6 +144,7 @@ pub(super) fn translate_all(
             settings,
             tls_hosts,
             error_pages,
+            mirror,
             client_auth: client_auth.clone(),
             basic_auth,
             jwt,
@@ -262,6 +261,8 @@ struct IngressTranslator<'a> {
     /// The codes, whether upstream answers are intercepted, and the error
     /// backend, when the paths get custom error pages.
     error_pages: Option<(Vec<u16>, bool, Backend)>,
+    /// `mirror-target` and its parts, its Service resolved.
+    mirror: Option<Mirror>,
     client_auth: Option<Arc<ClientAuth>>,
     /// `auth-type: basic` and its users.
     basic_auth: Option<BasicAuth>,
@@ -365,6 +366,7 @@ impl IngressTranslator<'_> {
             self.report.rules_served += 1;
             let action = self.forward_action(b, "spec.defaultBackend", "/");
             let mut rule = self.base_rule(Vec::new(), action);
+            rule.chain.extend(self.mirror_filter(&rule.action));
             rule.chain.extend(self.error_pages_filter(b, &rule.action));
             rule
         });
@@ -704,9 +706,22 @@ impl IngressTranslator<'_> {
             &format!("{field}.backend"),
         );
         let mut rule = self.base_rule(matches, action);
+        rule.chain.extend(self.mirror_filter(&rule.action));
         rule.chain
             .extend(self.error_pages_filter(&path.backend, &rule.action));
         Some(rule)
+    }
+
+    /// The Ingress's mirror on a forwarding path, counted under its route;
+    /// listed after the body limit (set by `base_rule`), before the error
+    /// pages, as nginx checks the body size first.
+    fn mirror_filter(&self, action: &Action) -> Option<Filter> {
+        let mut m = self.mirror.clone()?;
+        if !matches!(action, Action::Forward(_)) {
+            return None;
+        }
+        m.route = self.route_id();
+        Some(Filter::Mirror(Box::new(m)))
     }
 
     /// The path's custom error pages; the error backend is told the

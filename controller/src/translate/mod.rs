@@ -21,6 +21,7 @@ pub mod backends;
 pub mod class;
 mod httproute;
 mod ingress;
+mod mirror;
 pub(crate) use ingress::regex_hosts;
 #[cfg(test)]
 mod tests;

@@ -338,21 +338,25 @@ fn discard(body: ResponseBody) {
     if !body.is_upstream() || body.is_end_stream() {
         return;
     }
-    tokio::spawn(async move {
-        let mut body = body;
-        let read = async {
-            let mut left = DISCARD_BYTES;
-            while let Some(Ok(frame)) = body.frame().await {
-                if let Some(data) = frame.data_ref() {
-                    let Some(rest) = left.checked_sub(data.len()) else {
-                        return;
-                    };
-                    left = rest;
-                }
+    tokio::spawn(drain(body));
+}
+
+/// Reads an answer's body off and drops it, up to [`DISCARD_BYTES`] within
+/// [`DISCARD_TIME`]: read to its end, the connection goes back to the
+/// pool; cut short, it is closed. Also a mirrored copy's answer.
+pub(crate) async fn drain(mut body: ResponseBody) {
+    let read = async {
+        let mut left = DISCARD_BYTES;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                let Some(rest) = left.checked_sub(data.len()) else {
+                    return;
+                };
+                left = rest;
             }
-        };
-        let _ = tokio::time::timeout(DISCARD_TIME, read).await;
-    });
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_TIME, read).await;
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub(crate) mod error_pages;
 pub mod external_auth;
 pub mod global_rate_limit;
 pub mod jwt;
+pub mod mirror;
 pub mod rate_limit;
 
 use std::borrow::Borrow;
@@ -36,6 +37,7 @@ use crate::filter::error_pages::{Asker, ErrorPagesRuntime, ErrorRequest};
 use crate::filter::external_auth::{AuthCarry, Decision, ExternalAuthFilter, ExternalAuthState};
 use crate::filter::global_rate_limit::{GlobalLimiter, GlobalLimits};
 use crate::filter::jwt::{JwtFilter, JwtState};
+use crate::filter::mirror::{MirrorRuntime, MirrorState, Tee};
 use crate::filter::rate_limit::{
     ConnLimiter, ConnectionGuard, Limited, Limits, RateDecision, RateLimiter,
 };
@@ -87,6 +89,8 @@ pub struct FilterState {
     pub(crate) jwt: JwtState,
     /// Global limits' Redis connection and remembered refusals.
     pub(crate) global_limits: GlobalLimits,
+    /// Request mirroring's bound on copies in flight.
+    pub(crate) mirror: MirrorState,
 }
 
 impl FilterState {
@@ -109,6 +113,15 @@ impl FilterState {
     /// The global limits' line for `/readyz`, once one has asked Redis.
     pub(crate) fn global_limit_status(&self) -> Option<String> {
         self.global_limits.status()
+    }
+
+            mirror: MirrorState::default(),
+        }
+    }
+
+    pub fn with_mirror(mut self, mirror: MirrorState) -> Self {
+        self.mirror = mirror;
+        self
     }
 
     pub fn with_jwt(mut self, jwt: JwtState) -> Self {
@@ -163,6 +176,8 @@ enum Compiled {
     Trace,
     Jwt(Box<JwtFilter>),
     GlobalRateLimit(Arc<GlobalLimiter>),
+    /// Shared with the copies' tasks, which outlive the request.
+    Mirror(Arc<MirrorRuntime>),
 }
 
 /// Policy data compiled once per table build and shared by every rule that
@@ -256,6 +271,9 @@ pub(crate) struct Passed {
     rate_headers: Option<(HeaderValue, HeaderValue)>,
     /// JWT's claim headers for the upstream.
     jwt: Option<Box<AuthCarry>>,
+    /// The indices of the mirrors that sampled the request (empty, without
+    /// allocating, on rules without one).
+    mirrors: Vec<usize>,
 }
 
 impl Passed {
@@ -274,6 +292,12 @@ impl Passed {
     /// hold until it ends.
     pub(crate) fn take_held(&mut self) -> Vec<ConnectionGuard> {
         std::mem::take(&mut self.held)
+    }
+
+    /// The mirrors that sampled the request, for the forwarding to start
+    /// their copies ([`Chain::start_mirrors`]).
+    pub(crate) fn take_mirrors(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.mirrors)
     }
 }
 
@@ -378,6 +402,12 @@ impl Chain {
                 Filter::GlobalRateLimit(p) => Compiled::GlobalRateLimit(
                     state.global_limits.limiter(p, interned.ip_set(&p.exempt)),
                 ),
+                Filter::Mirror(m) => Compiled::Mirror(Arc::new(MirrorRuntime::build(
+                    m,
+                    rule.timeouts,
+                    upstreams,
+                    &state.mirror,
+                ))),
             })
             .collect();
         let reads_origin = filters.iter().any(|f| matches!(f, Compiled::Cors(_)));
@@ -477,6 +507,7 @@ impl Chain {
             held: Vec::new(),
             rate_headers: None,
             jwt: None,
+            mirrors: Vec::new(),
         };
         let flow = self.run_from(0, &mut passed, req, host, ctx);
         (passed, flow)
@@ -539,6 +570,12 @@ impl Chain {
                         Err(limited) => Verdict::Answer(Answer::Limited(Box::new(limited))),
                     }
                 }
+                Compiled::Mirror(m) => {
+                    if m.sample() {
+                        passed.mirrors.push(i);
+                    }
+                    Verdict::Continue
+                }
                 _ => f.verdict(req, host, ctx, passed),
             };
             match verdict {
@@ -551,6 +588,24 @@ impl Chain {
             }
         }
         Flow::Done(None)
+    }
+
+    /// Starts the copies of the mirrors at `picked` (see
+    /// [`Passed::take_mirrors`]) from the request as it leaves (`head`,
+    /// its URI still the routed one); the tee the body must feed when some
+    /// copy waits for it.
+    pub(crate) fn start_mirrors(
+        &self,
+        picked: &[usize],
+        head: &http::request::Parts,
+        host: &HeaderValue,
+        body: &Incoming,
+    ) -> Option<Tee> {
+        let mirrors = picked.iter().filter_map(|&i| match self.filters.get(i) {
+            Some(Compiled::Mirror(m)) => Some(m),
+            _ => None,
+        });
+        mirror::start(mirrors, head, host, body)
     }
 
     /// Edits the request headers as they leave for the upstream.
@@ -877,6 +932,13 @@ mod tests {
         })
     }
 
+    fn mirror() -> Filter {
+        Filter::Mirror(Box::new(crate::model::Mirror::to_backend(
+            "r",
+            crate::model::Backend::new("shadow", vec![]),
+        )))
+    }
+
     fn kind(f: &Filter) -> &'static str {
         match f {
             Filter::HttpsRedirect(_) => "https_redirect",
@@ -896,6 +958,7 @@ mod tests {
             Filter::Trace(_) => "trace",
             Filter::Jwt(_) => "jwt",
             Filter::GlobalRateLimit(_) => "global_rate_limit",
+            Filter::Mirror(_) => "mirror",
         }
     }
 
@@ -904,7 +967,9 @@ mod tests {
     /// a CORS preflight, which answers before the limits (nginx's
     /// preaccess phase: a flood costs no access check or password hash),
     /// which answer before a client-certificate
-    /// mismatch or an IP deny, which answer before a body-size check; on
+    /// mismatch or an IP deny, which answer before a body-size check,
+    /// which answers before a request is mirrored (nginx's precontent
+    /// phase: a refused request is never copied); on
     /// the way back the error page comes first (every other filter applies
     /// to it), then CORS decorates, then the header edits, then HSTS.
     #[test]
@@ -928,6 +993,7 @@ mod tests {
             (Filter::ClientCert(auth.clone()), Stage::Access),
             (Filter::IpAccess(IpAccess::default()), Stage::Access),
             (Filter::BodyLimit(10), Stage::Content),
+            (mirror(), Stage::Content),
             (error_pages(), Stage::Content),
             (Filter::Trace(crate::model::Trace::default()), Stage::Log),
         ];
@@ -965,6 +1031,7 @@ mod tests {
             forward(),
             vec![
                 Filter::Trace(crate::model::Trace::default()),
+                mirror(),
                 error_pages(),
                 Filter::IpAccess(IpAccess::default()),
                 Filter::Cors(Cors::grpc_web()),
@@ -987,6 +1054,7 @@ mod tests {
                 "client_cert",
                 "ip_access",
                 "body_limit",
+                "mirror",
                 "error_pages",
                 "trace",
             ]

@@ -70,6 +70,100 @@ pub enum Filter {
     /// Redis (ingress-nginx `global-rate-limit`): over the limit answers
     /// `status` with `Retry-After`.
     GlobalRateLimit(GlobalRateLimit),
+    /// Copies of the rule's requests sent to another backend, fire and
+    /// forget (ingress-nginx `mirror-target`, Gateway API
+    /// `RequestMirror`): the copy's answer is discarded and never delays
+    /// or changes the original's. Boxed: it holds a whole backend, and
+    /// most rules have none. See [`crate::filter::mirror`].
+    Mirror(Box<Mirror>),
+}
+
+/// Where a rule's requests are copied to, and which of them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Mirror {
+    /// The metrics' `route` label; translation uses the route id (as
+    /// [`LimitScope::id`]).
+    pub route: String,
+    /// Where copies go (cleartext; weight ignored), its endpoints resolved
+    /// by translation like an error backend's.
+    pub backend: Backend,
+    /// The share of requests copied; all when unset.
+    #[serde(default)]
+    pub fraction: MirrorFraction,
+    /// Copy the request body too (ingress-nginx `mirror-request-body`);
+    /// `false`: copies go without one.
+    #[serde(default = "yes")]
+    pub request_body: bool,
+    /// The copies' `Host` (ingress-nginx `mirror-host`); `None`: the
+    /// original request's. Checked as an authority by translation; the
+    /// table build turns a rule with an invalid one into no copies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The copies' path and query.
+    #[serde(default)]
+    pub path: MirrorPath,
+}
+
+impl Mirror {
+    /// Every request of route `route` copied to `backend` with the
+    /// request's own `Host`, path, query and body: Gateway API's
+    /// `RequestMirror` (set [`Mirror::fraction`] from its `percent` or
+    /// `fraction`).
+    pub fn to_backend(route: impl Into<String>, backend: Backend) -> Self {
+        Self {
+            route: route.into(),
+            backend,
+            fraction: MirrorFraction::ALL,
+            request_body: true,
+            host: None,
+            path: MirrorPath::Request,
+        }
+    }
+}
+
+/// `numerator` of every `denominator` requests, sampled at random per
+/// request (Gateway API `fraction`; `percent` is `n/100`). A numerator of
+/// 0 copies none; one at or above the denominator copies all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MirrorFraction {
+    pub numerator: u32,
+    /// More than 0; a 0 copies none.
+    pub denominator: u32,
+}
+
+impl MirrorFraction {
+    pub const ALL: Self = Self {
+        numerator: 1,
+        denominator: 1,
+    };
+
+    /// Gateway API's `percent`, 0 to 100.
+    pub fn percent(p: u32) -> Self {
+        Self {
+            numerator: p,
+            denominator: 100,
+        }
+    }
+}
+
+impl Default for MirrorFraction {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+/// The copies' path and query.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MirrorPath {
+    /// The request's, as routed (before a rule's rewrite): Gateway API's
+    /// `RequestMirror`.
+    #[default]
+    Request,
+    /// ingress-nginx's `mirror-target` path: `prefix` as written (`/` when
+    /// empty and nothing follows), then the request's URI when the target
+    /// ends in `$request_uri`. Checked as a path by translation.
+    Target { prefix: String, request_uri: bool },
 }
 
 /// Who may use a rule by a JWT one of `providers` signed. See
@@ -562,9 +656,14 @@ impl Filter {
             | Filter::ExternalAuth(_) => Stage::Access,
             // Content: its response side (the error page) runs first on
             // the way back, so every other filter's applies to the page.
-            Filter::BodyLimit(_) | Filter::ErrorPages(_) | Filter::ResponseRate(_) => {
-                Stage::Content
-            }
+            // nginx's `mirror` runs in its precontent phase, after the
+            // access checks and limits: a refused request is not copied.
+            // Translation lists it after the body limit, which nginx checks
+            // on `Content-Length` before any phase runs.
+            Filter::BodyLimit(_)
+            | Filter::ErrorPages(_)
+            | Filter::ResponseRate(_)
+            | Filter::Mirror(_) => Stage::Content,
             // Observes, never answers: its span wraps the whole request.
             Filter::Trace(_) => Stage::Log,
         }

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub external_auth: crate::filter::external_auth::ExternalAuthCounters,
     /// Requests refused by rate and connection limits; keys tracked.
     pub limits: crate::filter::rate_limit::LimitCounters,
+    /// Mirrored copies by route and result.
+    pub mirror: crate::filter::mirror::MirrorCounters,
     /// Trace spans dropped instead of exported, by reason.
     pub trace_spans_dropped: crate::observe::trace::DroppedSpans,
     /// JWT checks by result, JWKS fetches by result.
@@ -379,6 +381,11 @@ impl Metrics {
             "global_rate_limit_errors",
             "Requests a global limit could not ask Redis about, by reason: timeout (no answer within --redis-timeout), unavailable (not connected), error (an error reply), unconfigured (no --redis-url); they pass, or are answered 503 with --global-rate-limit-fail-closed",
             global_limits.errors.clone(),
+        let mirror = crate::filter::mirror::MirrorCounters::default();
+        registry.register(
+            "mirror_requests",
+            "Mirrored copies of requests by route and result: sent (the mirror answered), dropped_busy (--mirror-max-in-flight copies were in flight), dropped_body (the body was over --mirror-max-body, or ended early), failed (no answer: no endpoint, connection error or timeout)",
+            mirror.requests.clone(),
         );
         let dropped = Family::<ReasonLabels, Counter>::default();
         registry.register(
@@ -421,6 +428,7 @@ impl Metrics {
             basic_auth,
             external_auth,
             limits,
+            mirror,
             request_rejections,
             grpc_calls,
             proxy_protocol_ok,

@@ -114,7 +114,8 @@ pub(crate) async fn handle(
     let (mut passed, answer) = request_filters(chain, &req, host, &ctx).await;
     // What external auth allowed with (its headers) goes upstream.
     passed.admitted(req.headers_mut());
-    let (rsp, upstream) = act(answer, &routed, req, &host_value, host, &ctx).await;
+    let mirrors = passed.take_mirrors();
+    let (rsp, upstream) = act(answer, &routed, req, &host_value, host, &ctx, mirrors).await;
     let rsp = response_filters(chain, &mut passed, rsp, &ctx).await;
     Ok(finish(
         &shared,
@@ -214,6 +215,8 @@ async fn request_filters(
 }
 
 /// The rule's action, unless a filter answered: redirect, forward or deny.
+/// Only a forwarded request is mirrored (`mirrors`: the chain's mirrors
+/// that sampled it).
 async fn act(
     answer: Option<Answer>,
     routed: &Routed<'_>,
@@ -221,11 +224,12 @@ async fn act(
     host_value: &HeaderValue,
     host: &str,
     ctx: &RequestCtx,
+    mirrors: Vec<usize>,
 ) -> (Response<ResponseBody>, Option<SocketAddr>) {
     match (answer, &routed.rule.action) {
         (Some(a), _) => (render(a, ctx), None),
         (None, Action::Redirect(r)) => (render(redirect(r, routed, &req, host, ctx), ctx), None),
-        (None, Action::Forward(_)) => forward(routed, req, host_value, ctx).await,
+        (None, Action::Forward(_)) => forward(routed, req, host_value, ctx, mirrors).await,
         (None, Action::Deny { .. }) => (ctx.error(StatusCode::SERVICE_UNAVAILABLE), None),
     }
 }
@@ -367,6 +371,9 @@ struct Exchange<'r> {
     /// The client speaks HTTP/1: an unsent body is drained before the
     /// answer.
     client_h1: bool,
+    /// The rule's mirrors that sampled the request (empty, without
+    /// allocating, on rules without one).
+    mirrors: Vec<usize>,
 }
 
 /// Forwards the request to the rule's backends: pick a backend, build the
@@ -376,6 +383,7 @@ async fn forward(
     mut req: Request<Incoming>,
     host: &HeaderValue,
     ctx: &RequestCtx,
+    mirrors: Vec<usize>,
 ) -> (Response<ResponseBody>, Option<SocketAddr>) {
     let rule = routed.rule;
     let Action::Forward(fwd) = &rule.action else {
@@ -431,6 +439,7 @@ async fn forward(
         failure: None,
         upgrade,
         client_h1: req.version() < Version::HTTP_2,
+        mirrors,
     };
     let upstream_req = match upstream_request(routed, fwd, req, host, ctx, protocol, &mut exchange)
     {
@@ -468,7 +477,8 @@ fn pick_backend<'t>(
 
 /// The request as it goes upstream: rewritten target, forwarding and
 /// filter headers, the upstream protocol's form, the body under the
-/// rule's limits. Also notes the call's gRPC deadline and failure slot.
+/// rule's limits. Also notes the call's gRPC deadline and failure slot,
+/// and starts the copies of the `mirrors` that sampled the request.
 fn upstream_request(
     routed: &Routed<'_>,
     fwd: &Forward,
@@ -482,6 +492,14 @@ fn upstream_request(
     let (path_and_query, host_value) = upstream_target(routed, fwd, &req, host)?;
     let (mut parts, body) = req.into_parts();
     set_upstream_headers(&mut parts.headers, routed, host, ctx, exchange);
+    // Copies leave with the head as the original does, before its
+    // protocol's form and rewrite; nothing to do on rules without mirrors.
+    let tee = (!exchange.mirrors.is_empty())
+        .then(|| {
+            let chain = &routed.runtime.chain;
+            chain.start_mirrors(&exchange.mirrors, &parts, host, &body)
+        })
+        .flatten();
     parts.uri = match protocol {
         Protocol::Http1 => {
             parts.version = Version::HTTP_11;
@@ -512,6 +530,9 @@ fn upstream_request(
         rule.timeouts.send,
         ctx.bytes_in.clone(),
     );
+    if let Some(tee) = tee {
+        body = body.tee(tee);
+    }
     exchange.failure = exchange.grpc_call.then(CallFailure::default);
     if let Some(f) = &exchange.failure {
         let text_in = exchange.bridge.is_some_and(|(ct, _)| ct.text);

@@ -30,6 +30,7 @@ pub(super) mod headers;
 pub(super) mod hosts;
 pub(super) mod https;
 pub(super) mod jwt;
+pub(super) mod mirror;
 pub(super) mod rate_limit;
 pub(super) mod redirects;
 pub(super) mod rewrite;
@@ -67,6 +68,7 @@ pub(super) const RUNS: &[&[AnnotationSpec]] = &[
     cors::SPECS,
     grpc::SPECS,
     tracing::SPECS,
+    mirror::SPECS,
 ];
 
 /// Each group's valid cases, run by `tests::valid_values_under_both_spellings`.
@@ -87,6 +89,7 @@ pub(super) const VALID: &[&[super::tests::Valid]] = &[
     https::tests::VALID,
     rate_limit::tests::VALID,
     jwt::tests::VALID,
+    mirror::tests::VALID,
     redirects::tests::VALID,
     rewrite::tests::VALID,
     timeouts::tests::VALID,
@@ -111,6 +114,7 @@ pub(super) const INVALID: &[&[super::tests::Invalid]] = &[
     https::tests::INVALID,
     rate_limit::tests::INVALID,
     jwt::tests::INVALID,
+    mirror::tests::INVALID,
     redirects::tests::INVALID,
     rewrite::tests::INVALID,
     timeouts::tests::INVALID,
