@@ -1,0 +1,1 @@
+//! Gateway API results (status) from fixtures.
