@@ -15,7 +15,9 @@
 
 use std::collections::BTreeMap;
 
-use portico_dataplane::model::{GatewayPort, Hostname, PortProtocol, Route, SourceRef};
+use portico_dataplane::model::{
+    Filter, GatewayPort, Hostname, HttpsRedirect, PortProtocol, Route, SourceRef,
+};
 
 use super::{ObjectReport, TlsBinding, Translation};
 use crate::diagnostics::{Kind, ObjectRef};
@@ -267,16 +269,44 @@ pub(super) fn translate_all(snap: &Snapshot, settings: &super::Settings, out: &m
                 (None, Some(_)) => {}
             }
         }
+        let build = |hostnames: Option<Vec<Hostname>>| {
+            Route::new(
+                route.id(),
+                hostnames.unwrap_or_default(),
+                route.rules.clone(),
+            )
+            .with_source(SourceRef {
+                kind: route.kind.object_kind().as_str().into(),
+                namespace: route.namespace.clone(),
+                name: route.name.clone(),
+                created: route.created,
+            })
+        };
+        // The main listeners share one table: names attached only over
+        // HTTPS are redirected there over HTTP, never served in clear.
+        let http = by_place.remove(&Place::MainHttp);
+        let https_only = match (&http, by_place.remove(&Place::MainHttps)) {
+            (_, None) | (Some(None), _) => None,
+            (None, Some(s)) => Some(s),
+            (Some(Some(h)), Some(None)) => (!h.is_empty()).then_some(None),
+            (Some(Some(h)), Some(Some(s))) => {
+                let rest: Vec<Hostname> = s.into_iter().filter(|n| !h.contains(n)).collect();
+                (!rest.is_empty()).then_some(Some(rest))
+            }
+        };
+        if let Some(h) = http {
+            placed.entry(Place::MainHttp).or_default().push(build(h));
+        }
+        if let Some(s) = https_only {
+            let mut r = build(s);
+            r.add_to_every_rule(&[Filter::HttpsRedirect(HttpsRedirect {
+                port: settings.https_redirect_port,
+                preserve_trailing_slash: true,
+            })]);
+            placed.entry(Place::MainHttps).or_default().push(r);
+        }
         for (place, hostnames) in by_place {
-            let hostnames = hostnames.unwrap_or_default();
-            let built =
-                Route::new(route.id(), hostnames, route.rules.clone()).with_source(SourceRef {
-                    kind: route.kind.object_kind().as_str().into(),
-                    namespace: route.namespace.clone(),
-                    name: route.name.clone(),
-                    created: route.created,
-                });
-            placed.entry(place).or_default().push(built);
+            placed.entry(place).or_default().push(build(hostnames));
         }
     }
     for (place, routes) in placed {
