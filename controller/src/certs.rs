@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use portico_dataplane::listen::tls::{CertBinding, CertConfig, ServerCert};
+use portico_dataplane::listen::tls::{CertBinding, CertConfig, PortCerts, ServerCert};
 use portico_dataplane::model::Hostname;
 
 use crate::snapshot::Key;
@@ -58,8 +58,29 @@ impl CertMemory {
             passthrough: t.passthrough.clone(),
             // Invalid ones deny their paths (fail closed): nothing to keep.
             upstream_client_certs: t.upstream_client_certs.clone(),
-            // Gateway HTTPS ports: none translated yet.
-            ports: Vec::new(),
+            ports: t
+                .port_tls
+                .iter()
+                .map(|p| PortCerts {
+                    port: p.port,
+                    bindings: p
+                        .bindings
+                        .iter()
+                        .filter_map(|(hosts, secret)| {
+                            Some(CertBinding {
+                                name: format!("{}/{}", secret.0, secret.1),
+                                hosts: hosts.iter().filter_map(|h| Hostname::parse(h)).collect(),
+                                cert: Arc::clone(self.last_good.get(secret)?),
+                            })
+                        })
+                        .collect(),
+                    default: p
+                        .default
+                        .as_ref()
+                        .and_then(|k| self.last_good.get(k))
+                        .cloned(),
+                })
+                .collect(),
         }
     }
 }

@@ -131,6 +131,27 @@ pub struct ClassArgs {
     /// ingress-nginx's `global-rate-limit-status-code`, default 429).
     #[arg(long, env = "PORTICO_GLOBAL_RATE_LIMIT_STATUS_CODE", default_value_t = 429, value_parser = parse_error_code)]
     pub global_rate_limit_status_code: u16,
+    /// Gateway API: GatewayClasses whose `spec.controllerName` is this are
+    /// ours, and so are their Gateways.
+    #[arg(
+        long,
+        env = "PORTICO_GATEWAY_CONTROLLER_NAME",
+        default_value = crate::translate::gateway::DEFAULT_CONTROLLER_NAME
+    )]
+    pub gateway_controller_name: String,
+    /// Gateway HTTP listeners on this port are served by the main HTTP
+    /// listener (the chart's Service maps 80 there).
+    #[arg(long, env = "PORTICO_GATEWAY_HTTP_PORT", default_value_t = 80)]
+    pub gateway_http_port: u16,
+    /// Gateway HTTPS listeners on this port are served by the main HTTPS
+    /// listener (the chart's Service maps 443 there).
+    #[arg(long, env = "PORTICO_GATEWAY_HTTPS_PORT", default_value_t = 443)]
+    pub gateway_https_port: u16,
+    /// Added to every other Gateway listener port to get the port bound
+    /// (status reports the port bound), so Gateways run without root or
+    /// in tests on high ports.
+    #[arg(long, env = "PORTICO_GATEWAY_PORT_OFFSET", default_value_t = 0)]
+    pub gateway_port_offset: u16,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -672,6 +693,10 @@ impl ClassArgs {
             limit_req_status: self.limit_req_status_code,
             limit_conn_status: self.limit_conn_status_code,
             global_limit_status: self.global_rate_limit_status_code,
+            gateway_controller_name: self.gateway_controller_name.clone(),
+            gateway_http_port: self.gateway_http_port,
+            gateway_https_port: self.gateway_https_port,
+            gateway_port_offset: self.gateway_port_offset,
             ..Settings::default()
         }
     }

@@ -19,6 +19,13 @@ pub enum Kind {
     Service,
     EndpointSlice,
     Secret,
+    GatewayClass,
+    Gateway,
+    /// Gateway API's HTTPRoute (`gateway.networking.k8s.io`), apart from
+    /// Portico's own ([`Kind::HttpRoute`]).
+    GatewayHttpRoute,
+    GrpcRoute,
+    ReferenceGrant,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -52,6 +59,16 @@ impl Severity {
 }
 
 impl Kind {
+    /// The `kind` field of the object's API type.
+    pub fn api_kind(self) -> &'static str {
+        match self {
+            Kind::GatewayHttpRoute => "HTTPRoute",
+            other => other.as_str(),
+        }
+    }
+
+    /// The kind as shown to people: Gateway API's HTTPRoute is named with
+    /// its group, apart from Portico's own.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Ingress => "Ingress",
@@ -60,6 +77,11 @@ impl Kind {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Secret => "Secret",
+            Kind::GatewayClass => "GatewayClass",
+            Kind::Gateway => "Gateway",
+            Kind::GatewayHttpRoute => "HTTPRoute.gateway.networking.k8s.io",
+            Kind::GrpcRoute => "GRPCRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
         }
     }
 }

@@ -9,11 +9,14 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::ResourceExt;
 use portico_crds::HTTPRoute;
+use portico_crds::gateway::{
+    Gateway, GatewayClass, GrpcRoute, HttpRoute as GatewayHttpRoute, ReferenceGrant,
+};
 
 /// The label the EndpointSlice controller sets to the owning Service's name.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -31,6 +34,15 @@ pub struct Snapshot {
     /// By the Service they belong to.
     pub endpoint_slices: BTreeMap<Key, Vec<Arc<EndpointSlice>>>,
     pub secrets: BTreeMap<Key, Arc<Secret>>,
+    /// Gateway API objects, each list sorted by namespace and name.
+    pub gateway_classes: BTreeMap<String, Arc<GatewayClass>>,
+    pub gateways: Vec<Arc<Gateway>>,
+    pub gateway_http_routes: Vec<Arc<GatewayHttpRoute>>,
+    pub grpc_routes: Vec<Arc<GrpcRoute>>,
+    pub reference_grants: Vec<Arc<ReferenceGrant>>,
+    /// By name: their labels select routes for Gateway listeners
+    /// (`allowedRoutes.namespaces.selector`).
+    pub namespaces: BTreeMap<String, Arc<Namespace>>,
     /// Addresses of `ExternalName` Services' DNS names, resolved outside
     /// translation (which does no I/O). Absent: not resolved (yet).
     pub external_names: BTreeMap<String, Vec<IpAddr>>,
@@ -48,6 +60,12 @@ pub enum Object {
     Service(Arc<Service>),
     EndpointSlice(Arc<EndpointSlice>),
     Secret(Arc<Secret>),
+    GatewayClass(Arc<GatewayClass>),
+    Gateway(Arc<Gateway>),
+    GatewayHttpRoute(Arc<GatewayHttpRoute>),
+    GrpcRoute(Arc<GrpcRoute>),
+    ReferenceGrant(Arc<ReferenceGrant>),
+    Namespace(Arc<Namespace>),
 }
 
 /// How an `ExternalName` is keyed in [`Snapshot::external_names`]: DNS names
@@ -94,6 +112,16 @@ impl Snapshot {
             Object::Secret(o) => {
                 self.secrets.insert(key(&*o), o);
             }
+            Object::GatewayClass(o) => {
+                self.gateway_classes.insert(o.name_any(), o);
+            }
+            Object::Gateway(o) => self.gateways.push(o),
+            Object::GatewayHttpRoute(o) => self.gateway_http_routes.push(o),
+            Object::GrpcRoute(o) => self.grpc_routes.push(o),
+            Object::ReferenceGrant(o) => self.reference_grants.push(o),
+            Object::Namespace(o) => {
+                self.namespaces.insert(o.name_any(), o);
+            }
         }
     }
 
@@ -114,6 +142,10 @@ impl Snapshot {
         }
         dedup(&mut self.ingresses);
         dedup(&mut self.http_routes);
+        dedup(&mut self.gateways);
+        dedup(&mut self.gateway_http_routes);
+        dedup(&mut self.grpc_routes);
+        dedup(&mut self.reference_grants);
         for slices in self.endpoint_slices.values_mut() {
             dedup(slices);
         }

@@ -513,10 +513,14 @@ fn object_reference(obj: &ObjectRef, report: &ObjectReport) -> ObjectReference {
         Kind::HttpRoute => "portico.dev/v1alpha1",
         Kind::EndpointSlice => "discovery.k8s.io/v1",
         Kind::Service | Kind::Secret => "v1",
+        Kind::GatewayClass | Kind::Gateway | Kind::GatewayHttpRoute | Kind::GrpcRoute => {
+            "gateway.networking.k8s.io/v1"
+        }
+        Kind::ReferenceGrant => "gateway.networking.k8s.io/v1beta1",
     };
     ObjectReference {
         api_version: Some(api_version.into()),
-        kind: Some(obj.kind.as_str().into()),
+        kind: Some(obj.kind.api_kind().into()),
         namespace: Some(obj.namespace.clone()).filter(|n| !n.is_empty()),
         name: Some(obj.name.clone()),
         uid: report.uid.clone(),

@@ -244,6 +244,12 @@ fn object_ref(o: &Object) -> Option<ObjectRef> {
         Object::Service(x) => (Kind::Service, key(x.as_ref())),
         Object::EndpointSlice(x) => (Kind::EndpointSlice, key(x.as_ref())),
         Object::Secret(x) => (Kind::Secret, key(x.as_ref())),
+        Object::GatewayClass(x) => (Kind::GatewayClass, key(x.as_ref())),
+        Object::Gateway(x) => (Kind::Gateway, key(x.as_ref())),
+        Object::GatewayHttpRoute(x) => (Kind::GatewayHttpRoute, key(x.as_ref())),
+        Object::GrpcRoute(x) => (Kind::GrpcRoute, key(x.as_ref())),
+        Object::ReferenceGrant(x) => (Kind::ReferenceGrant, key(x.as_ref())),
+        Object::Namespace(_) => return None,
     };
     Some(ObjectRef {
         kind,

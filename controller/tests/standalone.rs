@@ -13,7 +13,7 @@ mod support;
 
 use support::{
     DEFAULT_INGRESS_CLASS, PORTICO, Portico, base64, eventually, get, ingress_for, manifests,
-    serve, service_at, tls_secret, upstream,
+    serve, served_serial, service_at, tls_secret, upstream,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,24 +322,6 @@ fn crds_prints_the_committed_yaml() {
     )
     .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
-}
-
-/// The serial (hex, as openssl prints it) of the certificate `openssl
-/// s_client` is served for `sni`: a TLS peer no one here wrote.
-async fn served_serial(addr: SocketAddr, sni: &'static str) -> Option<String> {
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "openssl s_client -connect {addr} -servername {sni} </dev/null 2>/dev/null | openssl x509 -noout -serial"
-            ))
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        Some(text.trim().strip_prefix("serial=")?.to_owned())
-    })
-    .await
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -476,13 +476,7 @@ async fn a_grpc_call_records_its_status() {
     let endpoint = format!("http://{}", collector.grpc);
     let (portico, _dir) = run_portico(&m, &endpoint, &["--otel-schedule-delay", "50ms"]).await;
 
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", portico.http))
-        .unwrap()
-        .origin("http://grpc.test".parse().unwrap())
-        .connect()
-        .await
-        .unwrap();
-    let mut client = portico_testkit::EchoClient::new(channel);
+    let mut client = echo_client(portico.http, "grpc.test").await;
     let failed = client
         .unary(portico_testkit::EchoRequest {
             message: "down".into(),

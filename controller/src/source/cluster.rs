@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::ListParams;
@@ -22,6 +22,9 @@ use kube::runtime::watcher::ExponentialBackoff;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
 use portico_crds::HTTPRoute;
+use portico_crds::gateway::{
+    Gateway, GatewayClass, GrpcRoute, HttpRoute as GatewayHttpRoute, ReferenceGrant,
+};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -31,7 +34,7 @@ use crate::cli::RunArgs;
 use crate::reconcile::SnapshotFn;
 use crate::snapshot::{Object, Snapshot};
 
-/// How often an absent HTTPRoute CRD is looked for again.
+/// How often an absent custom resource definition is looked for again.
 const CRD_RECHECK: Duration = Duration::from_secs(30);
 
 /// Watch retries after an error, e.g. the API server away: 200 ms doubling
@@ -146,36 +149,44 @@ pub async fn start(
     );
     tasks.push(t);
 
-    // HTTPRoute is optional: run without it, and start watching once the
-    // CRD appears.
-    let (routes_store, routes_writer) = reflector::store::<DeserializeGuard<HTTPRoute>>();
-    let routes_flag = watch("HTTPRoute");
-    let routes_api: Api<DeserializeGuard<HTTPRoute>> = api(&client, ns);
-    tasks.push(tokio::spawn(async move {
-        let (_, flag, changes) = &routes_flag;
-        loop {
-            match routes_api.list(&ListParams::default().limit(1)).await {
-                Ok(_) => break,
-                Err(kube::Error::Api(e)) if e.code == 404 => {
-                    if !flag.swap(true, Ordering::AcqRel) {
-                        warn!("the HTTPRoute CRD (httproutes.portico.dev) is not installed; serving Ingresses only until it is (`portico crds | kubectl apply -f -`)");
-                        changes.notify_one();
-                    }
-                }
-                Err(e) => warn!(error = %e, "cannot check for the HTTPRoute CRD; retrying"),
-            }
-            tokio::time::sleep(CRD_RECHECK).await;
-        }
-        flag.store(false, Ordering::Release);
-        info!("watching HTTPRoutes");
-        let stream = reflector::reflector(
-            routes_writer,
-            watcher::watcher(routes_api, watcher::Config::default())
-                .backoff(watch_backoff())
-                .modify(strip),
-        );
-        drive(stream, routes_flag, report_undecodable).await;
-    }));
+    // Custom resources are optional: run without each, and start watching
+    // once its CRD appears.
+    let (routes, t) = spawn_optional_watch::<HTTPRoute>(
+        api(&client, ns),
+        watch("HTTPRoute"),
+        "the HTTPRoute CRD (httproutes.portico.dev) is not installed; serving without portico.dev HTTPRoutes until it is (`portico crds | kubectl apply -f -`)",
+    );
+    tasks.push(t);
+    const GATEWAY_MISSING: &str =
+        "is not installed (Gateway API CRDs: see docs/gateway.md); serving without it until it is";
+    let (gateway_classes, t) = spawn_optional_watch::<GatewayClass>(
+        Api::all(client.clone()),
+        watch("GatewayClass"),
+        GATEWAY_MISSING,
+    );
+    tasks.push(t);
+    let (gateways, t) =
+        spawn_optional_watch::<Gateway>(api(&client, ns), watch("Gateway"), GATEWAY_MISSING);
+    tasks.push(t);
+    let (gateway_routes, t) = spawn_optional_watch::<GatewayHttpRoute>(
+        api(&client, ns),
+        watch("HTTPRoute.gateway.networking.k8s.io"),
+        GATEWAY_MISSING,
+    );
+    tasks.push(t);
+    let (grpc_routes, t) =
+        spawn_optional_watch::<GrpcRoute>(api(&client, ns), watch("GRPCRoute"), GATEWAY_MISSING);
+    tasks.push(t);
+    let (grants, t) = spawn_optional_watch::<ReferenceGrant>(
+        api(&client, ns),
+        watch("ReferenceGrant"),
+        GATEWAY_MISSING,
+    );
+    tasks.push(t);
+    // Labels for listeners' namespace selectors: few and small objects.
+    let (namespaces, t) =
+        spawn_watch::<Namespace>(Api::all(client.clone()), plain.clone(), watch("Namespace"));
+    tasks.push(t);
 
     let snapshot: SnapshotFn = Arc::new(move || {
         if !synced.iter().all(|f| f.load(Ordering::Acquire)) {
@@ -190,11 +201,13 @@ pub async fn start(
             .chain(slices.state().into_iter().map(Object::EndpointSlice))
             .chain(secrets.state().into_iter().map(Object::Secret))
             .chain(opaque.state().into_iter().map(Object::Secret))
-            .chain(routes_store.state().into_iter().filter_map(|g| {
-                g.0.as_ref()
-                    .ok()
-                    .map(|r| Object::HttpRoute(Arc::new(r.clone())))
-            }));
+            .chain(decoded(&routes).map(Object::HttpRoute))
+            .chain(decoded(&gateway_classes).map(Object::GatewayClass))
+            .chain(decoded(&gateways).map(Object::Gateway))
+            .chain(decoded(&gateway_routes).map(Object::GatewayHttpRoute))
+            .chain(decoded(&grpc_routes).map(Object::GrpcRoute))
+            .chain(decoded(&grants).map(Object::ReferenceGrant))
+            .chain(namespaces.state().into_iter().map(Object::Namespace));
         Some(Snapshot::from_objects(objects))
     });
     Ok((snapshot, ClusterWatch { tasks }))
@@ -246,10 +259,70 @@ where
     }
 }
 
-fn report_undecodable(obj: &DeserializeGuard<HTTPRoute>) {
+/// The objects of an optional kind that decoded; the others were reported
+/// when they arrived.
+fn decoded<K>(store: &Store<DeserializeGuard<K>>) -> impl Iterator<Item = Arc<K>> + use<K>
+where
+    K: Resource + DeserializeOwned + Clone,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    store
+        .state()
+        .into_iter()
+        .filter_map(|g| g.0.as_ref().ok().map(|o| Arc::new(o.clone())))
+}
+
+/// Watches a custom resource that may not be installed: while its CRD is
+/// absent (the list answers 404) the kind counts as synced and empty, the
+/// absence is said once (`missing` follows the kind's name), and the CRD is
+/// looked for again every [`CRD_RECHECK`]. Objects that fail to decode are
+/// reported and skipped, never breaking the watch.
+fn spawn_optional_watch<K>(
+    api: Api<DeserializeGuard<K>>,
+    ctx: WatchCtx,
+    missing: &'static str,
+) -> (Store<DeserializeGuard<K>>, JoinHandle<()>)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store::<DeserializeGuard<K>>();
+    let task = tokio::spawn(async move {
+        let (kind, flag, changes) = &ctx;
+        loop {
+            match api.list(&ListParams::default().limit(1)).await {
+                Ok(_) => break,
+                Err(kube::Error::Api(e)) if e.code == 404 => {
+                    if !flag.swap(true, Ordering::AcqRel) {
+                        warn!(kind, "{kind} {missing}");
+                        changes.notify_one();
+                    }
+                }
+                Err(e) => warn!(kind, error = %e, "cannot check for the CRD; retrying"),
+            }
+            tokio::time::sleep(CRD_RECHECK).await;
+        }
+        flag.store(false, Ordering::Release);
+        info!(kind, "watching");
+        let stream = reflector::reflector(
+            writer,
+            watcher::watcher(api, watcher::Config::default())
+                .backoff(watch_backoff())
+                .modify(strip),
+        );
+        let kind = ctx.0;
+        drive(stream, ctx, move |obj: &DeserializeGuard<K>| {
+            report_undecodable(kind, obj)
+        })
+        .await;
+    });
+    (reader, task)
+}
+
+fn report_undecodable<K>(kind: &'static str, obj: &DeserializeGuard<K>) {
     if let Err(invalid) = &obj.0 {
         warn!(
-            kind = "HTTPRoute",
+            kind,
             namespace = invalid.metadata.namespace.as_deref().unwrap_or(""),
             name = invalid.metadata.name.as_deref().unwrap_or(""),
             error = %invalid.error,

@@ -386,7 +386,13 @@ fn parse_value(value: Value, idx: usize, within: &str, out: &mut Parsed) -> Resu
         (api_version.as_str(), kind.as_str()),
         ("networking.k8s.io/v1", "Ingress" | "IngressClass")
             | ("portico.dev/v1alpha1", "HTTPRoute")
-            | ("v1", "Service" | "Secret")
+            | ("v1", "Service" | "Secret" | "Namespace")
+            | (
+                GATEWAY_V1 | GATEWAY_V1BETA1,
+                "GatewayClass" | "Gateway" | "HTTPRoute"
+            )
+            | (GATEWAY_V1, "GRPCRoute")
+            | (GATEWAY_V1BETA1, "ReferenceGrant")
             | ("discovery.k8s.io/v1", "EndpointSlice")
     );
     if known && name_missing(&value) {
@@ -402,6 +408,22 @@ fn parse_value(value: Value, idx: usize, within: &str, out: &mut Parsed) -> Resu
         ("portico.dev/v1alpha1", "HTTPRoute") => {
             Object::HttpRoute(Arc::new(namespaced(typed(value, &object)?)))
         }
+        (GATEWAY_V1 | GATEWAY_V1BETA1, "GatewayClass") => {
+            Object::GatewayClass(Arc::new(typed(value, &object)?))
+        }
+        (GATEWAY_V1 | GATEWAY_V1BETA1, "Gateway") => {
+            Object::Gateway(Arc::new(namespaced(typed(value, &object)?)))
+        }
+        (GATEWAY_V1 | GATEWAY_V1BETA1, "HTTPRoute") => {
+            Object::GatewayHttpRoute(Arc::new(namespaced(typed(value, &object)?)))
+        }
+        (GATEWAY_V1, "GRPCRoute") => {
+            Object::GrpcRoute(Arc::new(namespaced(typed(value, &object)?)))
+        }
+        (GATEWAY_V1BETA1, "ReferenceGrant") => {
+            Object::ReferenceGrant(Arc::new(namespaced(typed(value, &object)?)))
+        }
+        ("v1", "Namespace") => Object::Namespace(Arc::new(typed(value, &object)?)),
         ("v1", "Service") => {
             let svc: k8s_openapi::api::core::v1::Service = typed(value, &object)?;
             check_service_ports(&svc).map_err(|(field, message)| invalid(&field, &message))?;
@@ -454,6 +476,12 @@ fn parse_value(value: Value, idx: usize, within: &str, out: &mut Parsed) -> Resu
     out.objects.push(object);
     Ok(())
 }
+
+/// Gateway API versions read. v1beta1 GatewayClass, Gateway and HTTPRoute
+/// have the v1 shape (the API server serves both), so one type reads both;
+/// ReferenceGrant is v1beta1 only in the standard channel.
+const GATEWAY_V1: &str = "gateway.networking.k8s.io/v1";
+const GATEWAY_V1BETA1: &str = "gateway.networking.k8s.io/v1beta1";
 
 /// The typed object, or the field that does not fit and why.
 fn typed<T: serde::de::DeserializeOwned>(v: Value, object: &str) -> Result<T, Problem> {
@@ -938,6 +966,7 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::key;
 
     fn parse(text: &str) -> Parsed {
         parse_documents(Path::new("m.yaml"), text)
@@ -967,6 +996,36 @@ mod tests {
             text.push_str(&format!("l{i}: &l{i} [{refs}]\n"));
         }
         text
+    }
+
+    /// The Gateway API kinds are read in their served versions (v1, and
+    /// v1beta1 for ReferenceGrant and the kinds whose shape it shares),
+    /// namespaced ones defaulting to `default`; Namespaces for selectors.
+    #[test]
+    fn gateway_api_kinds_are_read() {
+        let p = parse(concat!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: portico}\nspec: {controllerName: portico.dev/gateway-controller}\n---\n",
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec: {gatewayClassName: portico, listeners: [{name: http, port: 80, protocol: HTTP}]}\n---\n",
+            "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: HTTPRoute\nmetadata: {name: r, namespace: shop}\nspec: {parentRefs: [{name: gw}]}\n---\n",
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: g, namespace: shop}\nspec: {}\n---\n",
+            "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: rg, namespace: shop}\nspec: {from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: default}], to: [{group: '', kind: Service}]}\n---\n",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {team: a}}\n---\n",
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: ReferenceGrant\nmetadata: {name: not-served}\nspec: {from: [], to: []}\n",
+        ));
+        assert!(p.errors.is_empty(), "{:?}", errors(&p));
+        let snap = Snapshot::from_objects(p.objects);
+        assert_eq!(snap.gateway_classes.len(), 1);
+        assert_eq!(snap.gateways.len(), 1);
+        assert_eq!(key(&*snap.gateways[0]), ("default".into(), "gw".into()));
+        assert_eq!(
+            key(&*snap.gateway_http_routes[0]),
+            ("shop".into(), "r".into())
+        );
+        assert_eq!(snap.grpc_routes.len(), 1);
+        assert_eq!(snap.reference_grants.len(), 1);
+        assert!(snap.namespaces.contains_key("shop"));
+        // ReferenceGrant v1 is not in the standard channel v1.6.1.
+        assert_eq!(p.skipped.len(), 1, "{:?}", p.skipped);
     }
 
     /// TLS and Opaque Secrets are read (no type is Opaque), with

@@ -346,6 +346,81 @@ fn translate_rule(
 ) -> Result<Rule, Diagnostic> {
     let grpc = policies.grpc;
     let backend_policy = policies.backends;
+    let parts = rule_parts(rule, field, &mut report.diagnostics)?;
+    let mut list = Vec::new();
+    if parts.redirect.is_none() {
+        for (j, b) in rule.backend_refs.iter().enumerate() {
+            let bf = format!("{field}.backendRefs[{j}]");
+            let Some(port) = b.port else {
+                report.diagnostics.push(Diagnostic::warning(
+                    "UnsupportedValue",
+                    format!("{bf}.port"),
+                    "a port is required for a Service backend; it receives no traffic",
+                ));
+                continue;
+            };
+            let weight = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
+            // gRPC-Web bridging needs gRPC, so HTTP/2, to the backend;
+            // otherwise the Service port's appProtocol says.
+            let protocol = if grpc.web.is_some() {
+                Protocol::H2c
+            } else {
+                backends::app_protocol(snap, namespace, &b.name, port)
+            };
+            match backends::resolve(
+                snap,
+                namespace,
+                &b.name,
+                &PortRef::Number(port),
+                protocol,
+                weight,
+            ) {
+                Ok(mut backend) => {
+                    if let Some(p) = backend_policy {
+                        apply_backend_policy(&mut backend.policy, p, report);
+                    }
+                    list.push(backend)
+                }
+                Err(e) => {
+                    report.diagnostics.push(Diagnostic::warning(
+                        e.reason,
+                        bf.clone(),
+                        format!("{}; its share of requests answers 503", e.message),
+                    ));
+                    // Keep its weight so the others' shares stay as written.
+                    list.push(Backend {
+                        weight,
+                        protocol: Protocol::Http1,
+                        ..Backend::new(format!("{namespace}/{}:{port}", b.name), Vec::new())
+                    });
+                }
+            }
+        }
+    }
+    // One CORS filter per rule: the rule's own, else the gRPC-Web bridge's;
+    // on a bridged rule either lets gRPC-Web clients work.
+    Ok(parts.assemble(list, grpc, policies.grpc_web_cors))
+}
+
+/// What a Gateway-shaped rule says apart from its backends: matches,
+/// filters and timeouts, each checked. Shared by `portico.dev` HTTPRoutes
+/// and Gateway API HTTPRoutes and GRPCRoutes (`translate::gateway`).
+pub(super) struct RuleParts {
+    pub(super) matches: Vec<RouteMatch>,
+    headers: HeaderEdits,
+    pub(super) redirect: Option<Redirect>,
+    rewrite: Option<UrlRewrite>,
+    cors: Option<Cors>,
+    timeouts: Timeouts,
+}
+
+/// `rule`'s matches, filters and timeouts, or the error that keeps the
+/// whole rule out; findings that leave only a part out go to `found`.
+pub(super) fn rule_parts(
+    rule: &HTTPRouteRule,
+    field: &str,
+    found: &mut Vec<Diagnostic>,
+) -> Result<RuleParts, Diagnostic> {
     let mut matches = Vec::with_capacity(rule.matches.len());
     for (j, m) in rule.matches.iter().enumerate() {
         let mf = format!("{field}.matches[{j}]");
@@ -419,7 +494,6 @@ fn translate_rule(
     let mut cors = None;
     for (j, f) in rule.filters.iter().enumerate() {
         let ff = format!("{field}.filters[{j}]");
-        let found = &mut report.diagnostics;
         if f.filter_type == FilterType::Cors {
             let c = f.cors.as_ref().ok_or_else(|| {
                 Diagnostic::error(
@@ -441,90 +515,55 @@ fn translate_rule(
             found,
         )?;
     }
-    // One CORS filter per rule: the rule's own, else the gRPC-Web bridge's;
-    // on a bridged rule either lets gRPC-Web clients work.
-    let cors = cors
-        .or_else(|| policies.grpc_web_cors.cloned())
-        .map(|mut c| {
+    Ok(RuleParts {
+        matches,
+        headers: filters,
+        redirect,
+        rewrite,
+        cors,
+        timeouts: timeouts(rule, field)?,
+    })
+}
+
+impl RuleParts {
+    /// The rule: a redirect if a filter says so, else forwarding to
+    /// `backends`. `grpc_web_cors` is the CORS of a gRPC-Web bridge, used
+    /// when the rule has no CORS filter of its own.
+    pub(super) fn assemble(
+        self,
+        backends: Vec<Backend>,
+        grpc: &GrpcOptions,
+        grpc_web_cors: Option<&Cors>,
+    ) -> Rule {
+        let cors = self.cors.or_else(|| grpc_web_cors.cloned()).map(|mut c| {
             if grpc.web.is_some() {
                 c.add_grpc_web_headers();
             }
             c
         });
-
-    let timeouts = timeouts(rule, field)?;
-    let action = match redirect {
-        Some(r) => Action::Redirect(r),
-        None => {
-            let mut list = Vec::new();
-            for (j, b) in rule.backend_refs.iter().enumerate() {
-                let bf = format!("{field}.backendRefs[{j}]");
-                let Some(port) = b.port else {
-                    report.diagnostics.push(Diagnostic::warning(
-                        "UnsupportedValue",
-                        format!("{bf}.port"),
-                        "a port is required for a Service backend; it receives no traffic",
-                    ));
-                    continue;
-                };
-                let weight = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
-                // gRPC-Web bridging needs gRPC, so HTTP/2, to the backend;
-                // otherwise the Service port's appProtocol says.
-                let protocol = if grpc.web.is_some() {
-                    Protocol::H2c
-                } else {
-                    backends::app_protocol(snap, namespace, &b.name, port)
-                };
-                match backends::resolve(
-                    snap,
-                    namespace,
-                    &b.name,
-                    &PortRef::Number(port),
-                    protocol,
-                    weight,
-                ) {
-                    Ok(mut backend) => {
-                        if let Some(p) = backend_policy {
-                            apply_backend_policy(&mut backend.policy, p, report);
-                        }
-                        list.push(backend)
-                    }
-                    Err(e) => {
-                        report.diagnostics.push(Diagnostic::warning(
-                            e.reason,
-                            bf.clone(),
-                            format!("{}; its share of requests answers 503", e.message),
-                        ));
-                        // Keep its weight so the others' shares stay as written.
-                        list.push(Backend {
-                            weight,
-                            protocol: Protocol::Http1,
-                            ..Backend::new(format!("{namespace}/{}:{port}", b.name), Vec::new())
-                        });
-                    }
-                }
-            }
-            Action::Forward(Forward {
-                rewrite,
-                ..Forward::to(list)
-            })
-        }
-    };
-    // Gateway API sets no body limit: `Rule::new`'s safe default stays.
-    let mut rule = Rule {
-        matches,
-        timeouts,
-        grpc: grpc.clone(),
-        ..Rule::new(action)
-    };
-    // Ahead of the body limit, as every translation lists them.
-    rule.chain.splice(
-        0..0,
-        header_filters(filters.request, filters.response)
-            .into_iter()
-            .chain(cors.map(Filter::Cors)),
-    );
-    Ok(rule)
+        let action = match self.redirect {
+            Some(r) => Action::Redirect(r),
+            None => Action::Forward(Forward {
+                rewrite: self.rewrite,
+                ..Forward::to(backends)
+            }),
+        };
+        // Gateway API sets no body limit: `Rule::new`'s safe default stays.
+        let mut rule = Rule {
+            matches: self.matches,
+            timeouts: self.timeouts,
+            grpc: grpc.clone(),
+            ..Rule::new(action)
+        };
+        // Ahead of the body limit, as every translation lists them.
+        rule.chain.splice(
+            0..0,
+            header_filters(self.headers.request, self.headers.response)
+                .into_iter()
+                .chain(cors.map(Filter::Cors)),
+        );
+        rule
+    }
 }
 
 /// A rule's `RequestHeaderModifier` and `ResponseHeaderModifier`: the
@@ -1099,7 +1138,7 @@ fn path_modifier(
 /// A header filter. Names the dataplane never lets a filter touch
 /// ([`user_settable`]) are reported and left out; the rest of the rule is
 /// served.
-fn header_modifier(
+pub(super) fn header_modifier(
     m: &HTTPHeaderFilter,
     field: &str,
     found: &mut Vec<Diagnostic>,

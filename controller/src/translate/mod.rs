@@ -19,6 +19,7 @@ use crate::snapshot::{Key, Snapshot};
 mod auth;
 pub mod backends;
 pub mod class;
+pub mod gateway;
 mod httproute;
 mod ingress;
 mod mirror;
@@ -85,6 +86,17 @@ pub struct Settings {
     pub limit_conn_status: u16,
     /// `--global-rate-limit-status-code`: likewise for `global-rate-limit`.
     pub global_limit_status: u16,
+    /// `--gateway-controller-name`: GatewayClasses with this
+    /// `spec.controllerName` are ours.
+    pub gateway_controller_name: String,
+    /// `--gateway-http-port`: Gateway HTTP listeners on this port are
+    /// served by the main HTTP listener.
+    pub gateway_http_port: u16,
+    /// `--gateway-https-port`: likewise for HTTPS and the main HTTPS
+    /// listener.
+    pub gateway_https_port: u16,
+    /// `--gateway-port-offset`: added to every other Gateway listener port.
+    pub gateway_port_offset: u16,
 }
 
 impl Default for Settings {
@@ -108,6 +120,10 @@ impl Default for Settings {
             limit_req_status: portico_dataplane::model::DEFAULT_LIMIT_STATUS,
             limit_conn_status: portico_dataplane::model::DEFAULT_LIMIT_STATUS,
             global_limit_status: portico_dataplane::model::DEFAULT_GLOBAL_LIMIT_STATUS,
+            gateway_controller_name: gateway::DEFAULT_CONTROLLER_NAME.into(),
+            gateway_http_port: 80,
+            gateway_https_port: 443,
+            gateway_port_offset: 0,
         }
     }
 }
@@ -180,6 +196,11 @@ pub struct Translation {
     pub passthrough: Vec<PassthroughBinding>,
     /// Client certificates to backends (`proxy-ssl-secret`), by id.
     pub upstream_client_certs: Vec<tls::UpstreamClientCert>,
+    /// Certificates of Gateway HTTPS listeners on ports of their own.
+    pub port_tls: Vec<gateway::PortTls>,
+    /// Gateway API status: per GatewayClass, Gateway, listener and route
+    /// parent.
+    pub gateway: gateway::Results,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -213,6 +234,7 @@ pub fn translate(snap: &Snapshot, settings: &Settings) -> Translation {
     out.config.default_backend = default_backend(snap, settings, &mut out);
     ingress::translate_all(snap, settings, &tls_hosts, &mut out);
     httproute::translate_all(snap, settings, &mut out);
+    gateway::translate_all(snap, settings, &mut out);
     tls::resolve_certificates(snap, settings, &mut out);
     report_services(snap, &mut out);
     report_conflicts(&mut out);
@@ -412,6 +434,8 @@ fn describe_match(m: &RouteMatch) -> String {
 fn object_ref(route: &Route) -> ObjectRef {
     let kind = match route.source.kind.as_str() {
         "HTTPRoute" => Kind::HttpRoute,
+        k if k == Kind::GatewayHttpRoute.as_str() => Kind::GatewayHttpRoute,
+        k if k == Kind::GrpcRoute.as_str() => Kind::GrpcRoute,
         _ => Kind::Ingress,
     };
     ObjectRef {

@@ -51,6 +51,18 @@ struct Expect {
     /// `null`: none), when given.
     #[serde(default)]
     default_backend: Option<Value>,
+    /// A subset of the Gateway API results: `classes` by name, `gateways`
+    /// by `ns/name`, `routes` by `Kind ns/name` (JSON form), when given.
+    #[serde(default)]
+    gateway: Option<Value>,
+    /// Gateway ports as `port: {protocol, routes: {id: [hostnames]}}`,
+    /// exactly, when given.
+    #[serde(default)]
+    ports: Option<Value>,
+    /// Gateway port certificates as `port: {default, bindings: {ns/secret:
+    /// [hosts]}}`, exactly, when given.
+    #[serde(default)]
+    port_tls: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,6 +86,9 @@ struct ExpectSettings {
     /// `--global-auth-url`.
     #[serde(default)]
     global_auth_url: Option<String>,
+    /// `--gateway-port-offset`.
+    #[serde(default)]
+    gateway_port_offset: u16,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +155,7 @@ fn run_fixture(path: &Path) -> Result<(), String> {
             portico_dataplane::external_auth::Template::service_url(url).expect("globalAuthUrl"),
         )
     });
+    settings.gateway_port_offset = expect.settings.gateway_port_offset;
     settings.side_by_side_classes = expect
         .settings
         .watch_ingress_class
@@ -197,6 +213,55 @@ fn run_fixture(path: &Path) -> Result<(), String> {
         let got = serde_json::to_value(&t.config.default_backend).map_err(|e| e.to_string())?;
         subset(want, &got, "default_backend")?;
     }
+    if let Some(want) = &expect.gateway {
+        subset(want, &gateway_json(&t.gateway)?, "gateway")?;
+    }
+    if let Some(want) = &expect.ports {
+        let got: serde_json::Map<String, Value> = t
+            .config
+            .ports
+            .iter()
+            .map(|p| {
+                let routes: serde_json::Map<String, Value> = p
+                    .routes
+                    .iter()
+                    .map(|r| {
+                        let hosts = r.hostnames.iter().map(|h| Value::from(h.to_string()));
+                        (r.id.clone(), Value::Array(hosts.collect()))
+                    })
+                    .collect();
+                let v =
+                    serde_json::json!({"protocol": format!("{:?}", p.protocol), "routes": routes});
+                (p.port.to_string(), v)
+            })
+            .collect();
+        let got = Value::Object(got);
+        if &got != want {
+            return Err(format!("ports: got {got}, want {want}"));
+        }
+    }
+    if let Some(want) = &expect.port_tls {
+        let got: serde_json::Map<String, Value> = t
+            .port_tls
+            .iter()
+            .map(|p| {
+                let bindings: serde_json::Map<String, Value> = p
+                    .bindings
+                    .iter()
+                    .map(|(hosts, k)| (format!("{}/{}", k.0, k.1), serde_json::json!(hosts)))
+                    .collect();
+                let default = p.default.as_ref().map(|k| format!("{}/{}", k.0, k.1));
+                (
+                    p.port.to_string(),
+                    serde_json::json!({"default": default, "bindings": bindings}),
+                )
+            })
+            .collect();
+        let got = Value::Object(got);
+        if &got != want {
+            return Err(format!("portTls: got {got}, want {want}"));
+        }
+    }
     if let Some(tls) = &expect.tls {
         let got: BTreeMap<String, Vec<String>> = t
             .tls
@@ -208,6 +273,30 @@ fn run_fixture(path: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The Gateway API results with string keys, for [`subset`].
+fn gateway_json(r: &super::gateway::Results) -> Result<Value, String> {
+    let mut classes = serde_json::Map::new();
+    for (k, v) in &r.classes {
+        classes.insert(k.clone(), to_json(v)?);
+    }
+    let mut gateways = serde_json::Map::new();
+    for (k, v) in &r.gateways {
+        gateways.insert(format!("{}/{}", k.0, k.1), to_json(v)?);
+    }
+    let mut routes = serde_json::Map::new();
+    for (k, v) in &r.routes {
+        routes.insert(
+            format!("{} {}/{}", k.kind.as_str(), k.namespace, k.name),
+            to_json(v)?,
+        );
+    }
+    Ok(serde_json::json!({"classes": classes, "gateways": gateways, "routes": routes}))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, String> {
+    serde_json::to_value(v).map_err(|e| e.to_string())
 }
 
 fn check_requests(t: &Translation, cases: &[RequestCase]) -> Result<(), String> {

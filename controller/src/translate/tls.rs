@@ -16,7 +16,7 @@ use portico_dataplane::model::{Hostname, UpstreamTls};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-use super::{Settings, TlsBinding, Translation, class};
+use super::{Settings, TlsBinding, Translation, class, gateway};
 use crate::annotations::{AuthTlsVerify, HttpsAnnotations, UpstreamTlsAnnotations};
 use crate::diagnostics::Diagnostic;
 use crate::snapshot::{Key, Snapshot};
@@ -44,6 +44,7 @@ pub(super) fn resolve_certificates(snap: &Snapshot, settings: &Settings, out: &m
         .tls
         .iter()
         .map(|b| &b.secret)
+        .chain(out.port_tls.iter().flat_map(gateway::PortTls::secrets))
         .chain(settings.default_certificate.as_ref());
     for key in wanted {
         if !certs.contains_key(key) {
@@ -249,7 +250,7 @@ fn ca_bundle<'s>(snap: &'s Snapshot, ns: &str, name: &str) -> Result<&'s [u8], S
         .ok_or_else(|| format!("Secret {ns}/{name} has no ca.crt"))
 }
 
-fn load(snap: &Snapshot, key: &Key) -> CertStatus {
+pub(super) fn load(snap: &Snapshot, key: &Key) -> CertStatus {
     let (ns, name) = key;
     let secret: &Secret = snap
         .secrets

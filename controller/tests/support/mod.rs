@@ -391,3 +391,35 @@ pub fn tls_secret(name: &str, host: &str, serial: u64, days: i64) -> String {
         base64(key.serialize_pem().as_bytes()),
     )
 }
+
+/// The serial of the certificate served at `addr` for `sni`, through
+/// openssl (a TLS client no one here wrote).
+pub async fn served_serial(addr: SocketAddr, sni: &'static str) -> Option<String> {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "openssl s_client -connect {addr} -servername {sni} </dev/null 2>/dev/null | openssl x509 -noout -serial"
+            ))
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        Some(text.trim().strip_prefix("serial=")?.to_owned())
+    })
+    .await
+    .unwrap()
+}
+
+/// A gRPC echo client through Portico at `addr`, for the host `authority`.
+pub async fn echo_client(
+    addr: SocketAddr,
+    authority: &str,
+) -> portico_testkit::EchoClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .origin(format!("http://{authority}").parse().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    portico_testkit::EchoClient::new(channel)
+}

@@ -1,0 +1,366 @@
+//! Gateway API HTTPRoutes: rules through the same checks as `portico.dev`
+//! HTTPRoutes (`translate::httproute::rule_parts`: matches, filters,
+//! timeouts), backends with their own filters, and the 500 the spec asks
+//! for a backend that cannot be resolved. Also the route shape GRPCRoutes
+//! share ([`GatewayRoute`], [`build`]).
+
+use portico_crds::HTTPRouteRule;
+use portico_crds::gateway::HttpRoute;
+use portico_dataplane::model::{Backend, Filter, GrpcOptions, Hostname, Protocol, Rule};
+use serde::Deserialize;
+
+use super::{Cond, GROUP, ParentRef, RouteKind, grants, parse_hostname, reshape};
+use crate::diagnostics::Diagnostic;
+use crate::snapshot::Snapshot;
+use crate::translate::backends::{self, PortRef};
+use crate::translate::created_secs;
+use crate::translate::httproute::{header_modifier, rule_parts};
+
+/// A route of either kind, translated once and then placed on every
+/// listener it attaches to.
+#[derive(Debug)]
+pub(super) struct GatewayRoute {
+    pub(super) kind: RouteKind,
+    pub(super) namespace: String,
+    pub(super) name: String,
+    pub(super) created: i64,
+    pub(super) meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    /// Valid hostnames; `hostnames_invalid`: some were written but none
+    /// is valid, so the route matches no host.
+    pub(super) hostnames: Vec<Hostname>,
+    pub(super) hostnames_invalid: bool,
+    pub(super) parent_refs: Vec<ParentRef>,
+    pub(super) rules: Vec<Rule>,
+    pub(super) rules_total: usize,
+    /// `ResolvedRefs`: the first backend that did not resolve, and why.
+    pub(super) resolved_refs: Cond,
+    /// Why some rules are not served (`UnsupportedValue`), if any is not.
+    pub(super) unsupported: Option<Cond>,
+    pub(super) diagnostics: Vec<Diagnostic>,
+}
+
+impl GatewayRoute {
+    pub(super) fn id(&self) -> String {
+        let prefix = match self.kind {
+            RouteKind::Http => "gateway-httproute",
+            RouteKind::Grpc => "grpcroute",
+        };
+        format!("{prefix}/{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A `backendRefs[]` entry of either route kind.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct BackendRefSpec {
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    port: Option<i32>,
+    #[serde(default)]
+    weight: Option<i32>,
+    #[serde(default)]
+    filters: Vec<serde_json::Value>,
+}
+
+/// One rule as read: the part `rule_parts` checks (in the `portico.dev`
+/// shape, which Gateway API's matches, filters and timeouts share) and its
+/// backendRefs.
+pub(super) struct RuleInput {
+    pub(super) rule: HTTPRouteRule,
+    pub(super) backend_refs: Vec<BackendRefSpec>,
+}
+
+pub(super) fn routes(snap: &Snapshot) -> Vec<GatewayRoute> {
+    snap.gateway_http_routes
+        .iter()
+        .map(|r| translate(snap, r))
+        .collect()
+}
+
+fn translate(snap: &Snapshot, r: &HttpRoute) -> GatewayRoute {
+    let parent_refs = reshape(&r.spec.parent_refs).unwrap_or_default();
+    let rules: Vec<Result<RuleInput, Diagnostic>> = match r.spec.rules.as_deref() {
+        // The schema's default: one rule for every request, no backends.
+        None | Some([]) => vec![Ok(RuleInput {
+            rule: HTTPRouteRule::default(),
+            backend_refs: Vec::new(),
+        })],
+        Some(rules) => rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| {
+                let field = format!("spec.rules[{i}]");
+                let value = serde_json::to_value(rule).map_err(|e| invalid(&field, e))?;
+                rule_input(value, &field)
+            })
+            .collect(),
+    };
+    build(
+        snap,
+        RouteKind::Http,
+        &r.metadata,
+        r.spec.hostnames.as_deref().unwrap_or_default(),
+        parent_refs,
+        rules,
+    )
+}
+
+fn invalid(field: &str, e: impl std::fmt::Display) -> Diagnostic {
+    Diagnostic::error(
+        "UnsupportedValue",
+        field.to_owned(),
+        format!("{e}; this rule is not served"),
+    )
+}
+
+/// A rule's JSON (either kind) as a [`RuleInput`]: filters Portico does
+/// not serve keep the rule out.
+pub(super) fn rule_input(
+    mut value: serde_json::Value,
+    field: &str,
+) -> Result<RuleInput, Diagnostic> {
+    let backend_refs = match value.as_object_mut().and_then(|o| o.remove("backendRefs")) {
+        Some(v) => {
+            serde_json::from_value(v).map_err(|e| invalid(&format!("{field}.backendRefs"), e))?
+        }
+        None => Vec::new(),
+    };
+    if let Some(filters) = value.get("filters").and_then(|f| f.as_array()) {
+        for (j, f) in filters.iter().enumerate() {
+            unsupported_filter(f, &format!("{field}.filters[{j}]"))?;
+        }
+    }
+    let rule = serde_json::from_value(value).map_err(|e| invalid(field, e))?;
+    Ok(RuleInput { rule, backend_refs })
+}
+
+/// `RequestMirror` (not yet: it needs the dataplane's mirroring) and
+/// `ExtensionRef` (no extensions) keep a rule out.
+fn unsupported_filter(f: &serde_json::Value, field: &str) -> Result<(), Diagnostic> {
+    match f.get("type").and_then(|t| t.as_str()) {
+        Some("RequestMirror") => Err(Diagnostic::error(
+            "UnsupportedValue",
+            format!("{field}.type"),
+            "RequestMirror is not supported yet; this rule is not served",
+        )),
+        Some("ExtensionRef") => Err(Diagnostic::error(
+            "UnsupportedValue",
+            format!("{field}.type"),
+            "ExtensionRef filters are not supported; this rule is not served",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The route from its rules, each checked and its backends resolved.
+pub(super) fn build(
+    snap: &Snapshot,
+    kind: RouteKind,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    hostnames: &[String],
+    parent_refs: Vec<ParentRef>,
+    inputs: Vec<Result<RuleInput, Diagnostic>>,
+) -> GatewayRoute {
+    let namespace = meta.namespace.clone().unwrap_or_default();
+    let mut route = GatewayRoute {
+        kind,
+        namespace: namespace.clone(),
+        name: meta.name.clone().unwrap_or_default(),
+        created: created_secs(meta),
+        meta: meta.clone(),
+        hostnames: Vec::new(),
+        hostnames_invalid: false,
+        parent_refs,
+        rules: Vec::new(),
+        rules_total: inputs.len(),
+        resolved_refs: Cond::yes("ResolvedRefs", ""),
+        unsupported: None,
+        diagnostics: Vec::new(),
+    };
+    for (i, h) in hostnames.iter().enumerate() {
+        match parse_hostname(h) {
+            Some(p) => route.hostnames.push(p),
+            None => route.diagnostics.push(Diagnostic::error(
+                "UnsupportedValue",
+                format!("spec.hostnames[{i}]"),
+                format!("{h:?} is not a valid host name; it is not served"),
+            )),
+        }
+    }
+    route.hostnames_invalid = !hostnames.is_empty() && route.hostnames.is_empty();
+    let protocol = match kind {
+        RouteKind::Http => None,
+        // gRPC is HTTP/2; Portico speaks it in cleartext to backends.
+        RouteKind::Grpc => Some(Protocol::H2c),
+    };
+    for (i, input) in inputs.into_iter().enumerate() {
+        let field = format!("spec.rules[{i}]");
+        let built = input.and_then(|input| {
+            let parts = rule_parts(&input.rule, &field, &mut route.diagnostics)?;
+            let mut list = Vec::new();
+            if parts.redirect.is_none() {
+                for (j, b) in input.backend_refs.iter().enumerate() {
+                    list.push(backend(
+                        snap,
+                        kind,
+                        &namespace,
+                        b,
+                        protocol,
+                        &format!("{field}.backendRefs[{j}]"),
+                        &mut route,
+                    )?);
+                }
+                if list.is_empty() {
+                    // No backend: every request answers 500, as the spec says.
+                    list.push(Backend::invalid(
+                        format!("{}/{}:rules[{i}]", namespace, route.name),
+                        1,
+                        "the rule has no backendRefs",
+                    ));
+                }
+            }
+            Ok(parts.assemble(list, &GrpcOptions::default(), None))
+        });
+        match built {
+            Ok(rule) => route.rules.push(rule),
+            Err(d) => {
+                route.unsupported.get_or_insert_with(|| {
+                    Cond::yes("UnsupportedValue", format!("{}: {}", d.field, d.message))
+                });
+                route.diagnostics.push(d);
+            }
+        }
+    }
+    route
+}
+
+/// One backendRef: the Service's endpoints, or an unresolved backend that
+/// answers 500 for its share. Its own filters ride on it. A filter Portico
+/// cannot run per backend keeps the rule out (the error).
+fn backend(
+    snap: &Snapshot,
+    kind: RouteKind,
+    namespace: &str,
+    b: &BackendRefSpec,
+    protocol: Option<Protocol>,
+    field: &str,
+    route: &mut GatewayRoute,
+) -> Result<Backend, Diagnostic> {
+    let weight = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
+    let target_ns = b.namespace.clone().unwrap_or_else(|| namespace.to_owned());
+    let port_text = b.port.map_or_else(|| "-".to_owned(), |p| p.to_string());
+    let name = format!("{target_ns}/{}:{port_text}", b.name);
+    let mut filters = Vec::new();
+    for (k, f) in b.filters.iter().enumerate() {
+        let ff = format!("{field}.filters[{k}]");
+        unsupported_filter(f, &ff)?;
+        let parsed: portico_crds::HTTPRouteFilter =
+            serde_json::from_value(f.clone()).map_err(|e| invalid(&ff, e))?;
+        let found = &mut route.diagnostics;
+        match (
+            &parsed.request_header_modifier,
+            &parsed.response_header_modifier,
+        ) {
+            (Some(m), _)
+                if parsed.filter_type == portico_crds::FilterType::RequestHeaderModifier =>
+            {
+                filters.push(Filter::RequestHeaders(header_modifier(
+                    m,
+                    &format!("{ff}.requestHeaderModifier"),
+                    found,
+                )?));
+            }
+            (_, Some(m))
+                if parsed.filter_type == portico_crds::FilterType::ResponseHeaderModifier =>
+            {
+                filters.push(Filter::ResponseHeaders(header_modifier(
+                    m,
+                    &format!("{ff}.responseHeaderModifier"),
+                    found,
+                )?));
+            }
+            _ => {
+                return Err(Diagnostic::error(
+                    "UnsupportedValue",
+                    format!("{ff}.type"),
+                    "only RequestHeaderModifier and ResponseHeaderModifier are supported on a backendRef; this rule is not served",
+                ));
+            }
+        }
+    }
+    let unresolved = |route: &mut GatewayRoute, reason: &'static str, at: String, why: String| {
+        if route.resolved_refs.status {
+            route.resolved_refs = Cond::no(reason, why.clone());
+        }
+        route.diagnostics.push(Diagnostic::warning(
+            reason,
+            at,
+            format!("{why}; its share of requests answers 500"),
+        ));
+        Backend::invalid(name.clone(), weight, why)
+    };
+    let group = b.group.as_deref().unwrap_or("");
+    let backend_kind = b.kind.as_deref().unwrap_or("Service");
+    if !group.is_empty() || backend_kind != "Service" {
+        return Ok(unresolved(
+            route,
+            "InvalidKind",
+            format!("{field}.kind"),
+            format!(
+                "{backend_kind} of group {group:?} is not a kind Portico sends to (core Services are)"
+            ),
+        ));
+    }
+    if target_ns != namespace
+        && !grants::permits(
+            snap,
+            (GROUP, kind.as_str(), namespace),
+            ("", "Service", &target_ns, &b.name),
+        )
+    {
+        return Ok(unresolved(
+            route,
+            "RefNotPermitted",
+            format!("{field}.namespace"),
+            format!(
+                "Service {target_ns}/{} is in another namespace and no ReferenceGrant there allows it",
+                b.name
+            ),
+        ));
+    }
+    let Some(port) = b.port else {
+        return Ok(unresolved(
+            route,
+            "BackendNotFound",
+            format!("{field}.port"),
+            "a port is required for a Service backend".into(),
+        ));
+    };
+    let protocol =
+        protocol.unwrap_or_else(|| backends::app_protocol(snap, &target_ns, &b.name, port));
+    match backends::resolve(
+        snap,
+        &target_ns,
+        &b.name,
+        &PortRef::Number(port),
+        protocol,
+        weight,
+    ) {
+        Ok(mut backend) => {
+            backend.filters = filters;
+            Ok(backend)
+        }
+        Err(e) => Ok(unresolved(
+            route,
+            "BackendNotFound",
+            field.to_owned(),
+            e.message,
+        )),
+    }
+}

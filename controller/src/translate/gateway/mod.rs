@@ -1,0 +1,410 @@
+//! Gateway API (`gateway.networking.k8s.io`): GatewayClasses, Gateways and
+//! their listeners, HTTPRoutes and GRPCRoutes attached to them, and the
+//! ReferenceGrants that let references cross namespaces, translated into
+//! the same [`RouteConfig`](portico_dataplane::model::RouteConfig) as
+//! Ingresses and `portico.dev` HTTPRoutes, plus a typed status for each
+//! ([`Results`]).
+//!
+//! One file per concern: `listeners` (classes, listeners, ports,
+//! conflicts), `attach` (parentRefs, allowedRoutes, hostnames), `http` and
+//! `grpc` (rules and backends), `grants` (ReferenceGrant). Where a listener
+//! lands: a listener on `--gateway-http-port` (HTTP) or
+//! `--gateway-https-port` (HTTPS) is served by the main listener, its
+//! routes in `RouteConfig::routes`; any other port becomes a
+//! [`GatewayPort`] at `port + --gateway-port-offset`.
+
+use std::collections::BTreeMap;
+
+use portico_dataplane::model::{
+    Filter, GatewayPort, Hostname, HttpsRedirect, PortProtocol, Route, SourceRef,
+};
+
+use super::{ObjectReport, TlsBinding, Translation};
+use crate::diagnostics::{Kind, ObjectRef};
+use crate::snapshot::{Key, Snapshot};
+
+mod attach;
+mod grants;
+mod grpc;
+mod http;
+mod listeners;
+#[cfg(test)]
+mod tests;
+
+use listeners::{Listener, Place};
+
+/// `--gateway-controller-name`'s default.
+pub const DEFAULT_CONTROLLER_NAME: &str = "portico.dev/gateway-controller";
+/// The Gateway API group.
+pub const GROUP: &str = portico_crds::gateway::GROUP;
+
+/// One condition: `status` True or False, a CamelCase reason, a message.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Cond {
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Cond {
+    pub fn yes(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: true,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    pub fn no(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: false,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything Gateway API status says, from one translation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Results {
+    /// GatewayClasses of `--gateway-controller-name`, by name.
+    pub classes: BTreeMap<String, ClassResult>,
+    /// Gateways of those classes.
+    pub gateways: BTreeMap<Key, GatewayResult>,
+    /// Routes with at least one parentRef to one of those Gateways; only
+    /// those parents are listed (others belong to other controllers).
+    pub routes: BTreeMap<RouteRef, RouteResult>,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ClassResult {
+    pub generation: Option<i64>,
+    pub accepted: Cond,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct GatewayResult {
+    pub generation: Option<i64>,
+    pub accepted: Cond,
+    pub programmed: Cond,
+    /// In `spec.listeners` order.
+    pub listeners: Vec<ListenerResult>,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ListenerResult {
+    pub name: String,
+    /// Where it is served: the main listener or a port of its own (after
+    /// `--gateway-port-offset`); `None` when it is not served.
+    pub served_port: Option<ServedPort>,
+    /// Routes accepted on this listener.
+    pub attached_routes: i32,
+    /// Route kinds (group `gateway.networking.k8s.io`) it accepts.
+    pub supported_kinds: Vec<&'static str>,
+    pub accepted: Cond,
+    pub programmed: Cond,
+    pub resolved_refs: Cond,
+    pub conflicted: Cond,
+}
+
+/// Where a listener is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum ServedPort {
+    /// By the main HTTP or HTTPS listener (`--http-port`/`--https-port`).
+    Main(PortProtocol),
+    /// A port of its own.
+    Port(u16),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RouteKind {
+    Http,
+    Grpc,
+}
+
+impl RouteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Http => "HTTPRoute",
+            RouteKind::Grpc => "GRPCRoute",
+        }
+    }
+
+    fn object_kind(self) -> Kind {
+        match self {
+            RouteKind::Http => Kind::GatewayHttpRoute,
+            RouteKind::Grpc => Kind::GrpcRoute,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RouteRef {
+    pub kind: RouteKind,
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct RouteResult {
+    pub generation: Option<i64>,
+    /// One per parentRef naming a Gateway of ours, in `spec.parentRefs`
+    /// order.
+    pub parents: Vec<ParentResult>,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ParentResult {
+    pub parent: ParentRef,
+    pub accepted: Cond,
+    pub resolved_refs: Cond,
+    /// Some rules are not served (Gateway API's `PartiallyInvalid`).
+    pub partially_invalid: Option<Cond>,
+}
+
+/// A route's `parentRefs[]` entry, defaults applied.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentRef {
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    pub name: String,
+    #[serde(default)]
+    pub section_name: Option<String>,
+    #[serde(default)]
+    pub port: Option<i32>,
+}
+
+impl ParentRef {
+    /// Names a Gateway (the default group and kind).
+    fn is_gateway(&self) -> bool {
+        self.group.as_deref().unwrap_or(GROUP) == GROUP
+            && self.kind.as_deref().unwrap_or("Gateway") == "Gateway"
+    }
+}
+
+/// The certificates of a Gateway HTTPS port of its own: becomes a
+/// `listen::tls::PortCerts` once the Secrets are loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortTls {
+    pub port: u16,
+    /// Host names (Gateway `*.` wildcards as written) and their Secret;
+    /// exact hostnames first, so they win a name claimed twice.
+    pub bindings: Vec<(Vec<String>, Key)>,
+    /// The certificate of the port's listener without a hostname.
+    pub default: Option<Key>,
+}
+
+impl PortTls {
+    pub fn secrets(&self) -> impl Iterator<Item = &Key> {
+        self.bindings
+            .iter()
+            .map(|(_, k)| k)
+            .chain(self.default.as_ref())
+    }
+}
+
+/// A Gateway `*.suffix` as written, for certificate bindings.
+fn hostname_text(h: &Hostname) -> String {
+    match h {
+        Hostname::Exact(s) => s.clone(),
+        Hostname::Wildcard(s) | Hostname::WildcardAnyDepth(s) => format!("*.{s}"),
+    }
+}
+
+/// Parses a Gateway API hostname: exact, or `*.` then a name (any depth).
+pub(super) fn parse_hostname(h: &str) -> Option<Hostname> {
+    match h.strip_prefix("*.") {
+        Some(suffix) if !suffix.starts_with('*') => match Hostname::parse(suffix) {
+            Some(Hostname::Exact(s)) => Some(Hostname::WildcardAnyDepth(s)),
+            _ => None,
+        },
+        Some(_) => None,
+        None => Hostname::parse(h).filter(|h| matches!(h, Hostname::Exact(_))),
+    }
+}
+
+/// Converts between two serde shapes of the same API object (kopium's
+/// per-kind types and the shared ones translation reads).
+fn reshape<T: serde::Serialize, U: serde::de::DeserializeOwned>(v: &T) -> Result<U, String> {
+    serde_json::to_value(v)
+        .and_then(serde_json::from_value)
+        .map_err(|e| e.to_string())
+}
+
+/// Translates every Gateway of our classes and the routes attached to them.
+pub(super) fn translate_all(snap: &Snapshot, settings: &super::Settings, out: &mut Translation) {
+    let classes = listeners::classes(snap, settings, out);
+    if classes.is_empty() {
+        return;
+    }
+    let mut listeners = listeners::listeners(snap, settings, &classes, out);
+    // Routes of each served place, then by kind.
+    let mut placed: BTreeMap<Place, Vec<Route>> = BTreeMap::new();
+    let routes = http::routes(snap)
+        .into_iter()
+        .chain(grpc::routes(snap))
+        .collect::<Vec<_>>();
+    let attached = attach::attach_all(snap, &routes, &mut listeners, out);
+    for (route, attachments) in routes.iter().zip(attached) {
+        let mut by_place: BTreeMap<Place, Option<Vec<Hostname>>> = BTreeMap::new();
+        for a in attachments {
+            let place = listeners[a.listener].place;
+            let entry = by_place.entry(place).or_insert_with(|| Some(Vec::new()));
+            match (entry.as_mut(), a.hostnames) {
+                // A listener without hostname and a route without: every
+                // host of the place (its default virtual host).
+                (_, None) => *entry = None,
+                (Some(list), Some(hs)) => {
+                    for h in hs {
+                        if !list.contains(&h) {
+                            list.push(h);
+                        }
+                    }
+                }
+                (None, Some(_)) => {}
+            }
+        }
+        let build = |hostnames: Option<Vec<Hostname>>| {
+            Route::new(
+                route.id(),
+                hostnames.unwrap_or_default(),
+                route.rules.clone(),
+            )
+            .with_source(SourceRef {
+                kind: route.kind.object_kind().as_str().into(),
+                namespace: route.namespace.clone(),
+                name: route.name.clone(),
+                created: route.created,
+            })
+        };
+        // The main listeners share one table: names attached only over
+        // HTTPS are redirected there over HTTP, never served in clear.
+        let http = by_place.remove(&Place::MainHttp);
+        let https_only = match (&http, by_place.remove(&Place::MainHttps)) {
+            (_, None) | (Some(None), _) => None,
+            (None, Some(s)) => Some(s),
+            (Some(Some(h)), Some(None)) => (!h.is_empty()).then_some(None),
+            (Some(Some(h)), Some(Some(s))) => {
+                let rest: Vec<Hostname> = s.into_iter().filter(|n| !h.contains(n)).collect();
+                (!rest.is_empty()).then_some(Some(rest))
+            }
+        };
+        if let Some(h) = http {
+            placed.entry(Place::MainHttp).or_default().push(build(h));
+        }
+        if let Some(s) = https_only {
+            let mut r = build(s);
+            r.add_to_every_rule(&[Filter::HttpsRedirect(HttpsRedirect {
+                port: settings.https_redirect_port,
+                preserve_trailing_slash: true,
+            })]);
+            placed.entry(Place::MainHttps).or_default().push(r);
+        }
+        for (place, hostnames) in by_place {
+            placed.entry(place).or_default().push(build(hostnames));
+        }
+    }
+    for (place, routes) in placed {
+        match place {
+            Place::MainHttp | Place::MainHttps => out.config.routes.extend(routes),
+            Place::Port(port) => {
+                let protocol = listeners
+                    .iter()
+                    .find(|l| l.place == place && l.serves())
+                    .map_or(PortProtocol::Http, |l| l.protocol);
+                out.config
+                    .ports
+                    .push(GatewayPort::new(port, protocol, routes));
+            }
+        }
+    }
+    // Every served HTTP port, even with no route: the listener is open.
+    for l in listeners.iter().filter(|l| l.serves()) {
+        if let Place::Port(port) = l.place
+            && !out.config.ports.iter().any(|p| p.port == port)
+        {
+            out.config
+                .ports
+                .push(GatewayPort::new(port, l.protocol, Vec::new()));
+        }
+    }
+    out.config.ports.sort_by_key(|p| p.port);
+    certificates(&listeners, out);
+    listeners::finish(&listeners, out);
+}
+
+/// HTTPS listeners' certificates: on the main listener, bindings for the
+/// listener's hostname (or, without one, its routes' hostnames); on a port
+/// of its own, that port's `PortTls`.
+fn certificates(listeners: &[Listener], out: &mut Translation) {
+    let mut ports: BTreeMap<u16, PortTls> = BTreeMap::new();
+    // Exact hostnames first: they win a name a wildcard also covers.
+    let mut order: Vec<&Listener> = listeners
+        .iter()
+        .filter(|l| l.serves() && l.cert.is_some())
+        .collect();
+    order.sort_by_key(|l| !matches!(l.hostname, Some(Hostname::Exact(_))));
+    for l in order {
+        let Some(secret) = l.cert.clone() else {
+            continue;
+        };
+        let hosts: Vec<String> = match &l.hostname {
+            Some(h) => vec![hostname_text(h)],
+            None => l
+                .route_hostnames
+                .iter()
+                .map(hostname_text)
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        };
+        match l.place {
+            Place::MainHttps => {
+                if !hosts.is_empty() {
+                    out.tls.push(TlsBinding {
+                        hosts,
+                        secret,
+                        source: l.gateway_ref(),
+                        field: format!("spec.listeners[{}].tls.certificateRefs[0]", l.index),
+                    });
+                }
+            }
+            Place::Port(port) => {
+                let entry = ports.entry(port).or_insert_with(|| PortTls {
+                    port,
+                    bindings: Vec::new(),
+                    default: None,
+                });
+                if l.hostname.is_none() {
+                    entry.default.get_or_insert(secret);
+                } else {
+                    entry.bindings.push((hosts, secret));
+                }
+            }
+            Place::MainHttp => {}
+        }
+    }
+    out.port_tls.extend(ports.into_values());
+}
+
+/// The report of an object, created with its generation and uid.
+fn report_of<'a>(
+    out: &'a mut Translation,
+    kind: Kind,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> &'a mut ObjectReport {
+    let obj = ObjectRef {
+        kind,
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.name.clone().unwrap_or_default(),
+    };
+    let report = out.reports.entry(obj).or_default();
+    report.generation = meta.generation;
+    report.uid = meta.uid.clone();
+    report
+}
