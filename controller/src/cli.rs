@@ -234,6 +234,8 @@ pub struct RunArgs {
     pub tracing: TracingArgs,
     #[command(flatten)]
     pub global_limits: GlobalLimitArgs,
+    #[command(flatten)]
+    pub mirror: MirrorArgs,
 }
 
 /// Where global rate limits count (Redis) and what happens without it.
@@ -306,7 +308,7 @@ impl GlobalLimitArgs {
             redis,
             fail_closed: self.global_rate_limit_fail_closed,
         })
-    pub mirror: MirrorArgs,
+    }
 }
 
 /// Request mirroring's bounds (`mirror-target`, HTTPRoute `RequestMirror`).

@@ -8,7 +8,11 @@ use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend}
 use kube::ResourceExt;
 use portico_dataplane::model::{
     Action, Backend, BasicAuth, Canary, CanaryHeader, CanaryHeaderValue, Cors,
-    DEFAULT_GRPC_MAX_MESSAGE, ErrorOrigin, ErrorPages, ExternalAuth, Filter, Forward, GlobalRateLimit, GrpcOptions, GrpcWeb, HashKey, HashVar, HeaderModifier, Hostname, Hsts, HttpsRedirect, IpAccess, Jwt, LimitKey, Mirror, PathMatch, PathModifier, Protocol, Redirect, RedirectStatus, ResponseRate, RetryPolicy, Route, RouteClientAuth, RouteMatch, Rule, Scheme, SourceRef, Substitution, Timeouts, UrlRewrite,
+    DEFAULT_GRPC_MAX_MESSAGE, ErrorOrigin, ErrorPages, ExternalAuth, Filter, Forward,
+    GlobalRateLimit, GrpcOptions, GrpcWeb, HashKey, HashVar, HeaderModifier, Hostname, Hsts,
+    HttpsRedirect, IpAccess, Jwt, LimitKey, Mirror, PathMatch, PathModifier, Protocol, Redirect,
+    RedirectStatus, ResponseRate, RetryPolicy, Route, RouteClientAuth, RouteMatch, Rule, Scheme,
+    SourceRef, Substitution, Timeouts, UrlRewrite,
 };
 
 use super::auth;

@@ -102,6 +102,7 @@ impl FilterState {
             tracing: None,
             jwt: JwtState::default(),
             global_limits: GlobalLimits::default(),
+            mirror: MirrorState::default(),
         }
     }
 
@@ -113,10 +114,6 @@ impl FilterState {
     /// The global limits' line for `/readyz`, once one has asked Redis.
     pub(crate) fn global_limit_status(&self) -> Option<String> {
         self.global_limits.status()
-    }
-
-            mirror: MirrorState::default(),
-        }
     }
 
     pub fn with_mirror(mut self, mirror: MirrorState) -> Self {

@@ -381,6 +381,7 @@ impl Metrics {
             "global_rate_limit_errors",
             "Requests a global limit could not ask Redis about, by reason: timeout (no answer within --redis-timeout), unavailable (not connected), error (an error reply), unconfigured (no --redis-url); they pass, or are answered 503 with --global-rate-limit-fail-closed",
             global_limits.errors.clone(),
+        );
         let mirror = crate::filter::mirror::MirrorCounters::default();
         registry.register(
             "mirror_requests",
