@@ -39,8 +39,11 @@
 #   BENCH_SECONDS      measured duration per proxy (10)
 #   BENCH_WARMUP       warm-up seconds per proxy, not measured (3)
 #   BENCH_CONNECTIONS  wrk connections (64)
-#   BENCH_PROXIES      which proxies, in order ("portico nginx haproxy caddy");
-#                      Caddy (Debian's package) runs with GOMAXPROCS=1
+#   BENCH_PROXIES      which proxies, in order ("portico nginx haproxy caddy
+#                      traefik"); Caddy (Debian's package) and Traefik
+#                      (built once from its Go module by
+#                      bench/traefik/build.sh into <target>/bench-tools)
+#                      run with GOMAXPROCS=1
 #   BENCH_ROUNDS       rounds (3); each round measures every proxy once,
 #                      in an order rotated by one per round. This VM's
 #                      throughput drifts by about 10% over minutes, so one
@@ -104,7 +107,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 seconds=${BENCH_SECONDS:-10}
 warmup=${BENCH_WARMUP:-3}
 connections=${BENCH_CONNECTIONS:-64}
-proxies=${BENCH_PROXIES:-portico nginx haproxy caddy}
+proxies=${BENCH_PROXIES:-portico nginx haproxy caddy traefik}
 rounds=${BENCH_ROUNDS:-3}
 latency_rates=${BENCH_LATENCY_RATES-10000 30000}
 latency_seconds=${BENCH_LATENCY_SECONDS:-10}
@@ -422,6 +425,43 @@ EOF
   proxy_pid=$!
 }
 
+start_traefik() {
+  # Traefik adds X-Forwarded-* and X-Real-Ip itself and keeps upstream
+  # connections alive; it has no built-in request id (only plugins make
+  # one), so it does one header less than the others. GOMAXPROCS=1 as Caddy.
+  cat >"$tmp/traefik.yml" <<EOF
+entryPoints:
+  web:
+    address: "127.0.0.1:$port"
+providers:
+  file:
+    filename: "$tmp/traefik-routes.yml"
+accessLog:
+  format: json
+log:
+  level: ERROR
+global:
+  checkNewVersion: false
+  sendAnonymousUsage: false
+EOF
+  cat >"$tmp/traefik-routes.yml" <<EOF
+http:
+  routers:
+    bench:
+      rule: "PathPrefix(\`/\`)"
+      entryPoints: [web]
+      service: upstream
+  services:
+    upstream:
+      loadBalancer:
+        servers:
+          - url: "http://$upstream"
+EOF
+  GOMAXPROCS=1 taskset -c "$proxy_core" "$traefik" --configFile="$tmp/traefik.yml" \
+    >/dev/null 2>"$tmp/traefik.err" &
+  proxy_pid=$!
+}
+
 # Runs wrk in the background and waits for it, so a signal to the script
 # acts at once (and cleanup stops wrk) rather than after the run.
 run_wrk() {
@@ -496,7 +536,7 @@ main() {
   [[ $(uname -s) == Linux ]] || die "needs Linux (taskset, /proc)"
   local name
   for name in $proxies; do
-    [[ $name == @(portico|nginx|haproxy|caddy) ]] || die "unknown proxy in BENCH_PROXIES: $name"
+    [[ $name == @(portico|nginx|haproxy|caddy|traefik) ]] || die "unknown proxy in BENCH_PROXIES: $name"
     [[ $tls == off || $name == @(portico|nginx) ]] || die "BENCH_TLS=$tls compares portico with nginx only"
     [[ $policies == off || $name == @(portico|nginx) ]] || die "BENCH_POLICIES=$policies compares portico with nginx only"
   done
@@ -512,6 +552,10 @@ main() {
     python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
   bin_dir=${BENCH_BIN_DIR:-$target/release/examples}
   install_oha
+  traefik=
+  if [[ " $proxies " == *" traefik "* ]]; then
+    traefik=$(bash "$here/traefik/build.sh" "$target/bench-tools/bin") || die "building traefik failed"
+  fi
   local suffix=''
   [[ $tls == off ]] || suffix="-tls-$tls"
   case $policies in off) ;; on) suffix+="-policies" ;; *) suffix+="-$policies" ;; esac
@@ -622,6 +666,7 @@ LUA
     echo "nginx=$(nginx -v 2>&1 | head -n1)"
     echo "haproxy=$(haproxy -v 2>&1 | head -n1)"
     if command -v caddy >/dev/null; then echo "caddy=caddy $(caddy version 2>&1 | head -n1)"; fi
+    if [[ -n $traefik ]]; then echo "traefik=traefik $("$traefik" version 2>&1 | awk '/^Version:/ {print $2}')"; fi
     echo "wrk=$(wrk -v 2>&1 | head -n1 || true)"
     if [[ -n $latency_rates ]]; then echo "oha=$("$oha" --version)"; fi
     echo "latency_rates=$latency_rates"

@@ -120,6 +120,7 @@ def main():
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--bin", default="target/release/portico")
     ap.add_argument("--keep", action="store_true", help="keep the manifest folder")
+    ap.add_argument("--log", help="portico's log goes here (default: discarded)")
     a = ap.parse_args()
 
     upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
@@ -173,7 +174,7 @@ endpoints:
             "--access-log", "false",
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=open(a.log, "w") if a.log else subprocess.DEVNULL,
     )
     try:
         last = a.ingresses - 1

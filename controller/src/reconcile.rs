@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use portico_dataplane::Dataplane;
 use portico_dataplane::listen::tls::CertConfig;
-use portico_dataplane::model::RouteConfig;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -65,7 +64,6 @@ impl Rebuilder {
 
     /// Runs until the task is dropped.
     pub async fn run(self) {
-        let mut last_config: Option<Arc<RouteConfig>> = None;
         let mut last_reports: BTreeMap<ObjectRef, ObjectReport> = BTreeMap::new();
         let mut certs = CertMemory::default();
         let mut last_certs: Option<CertConfig> = None;
@@ -87,7 +85,6 @@ impl Rebuilder {
             let snapshot = Arc::clone(&self.snapshot);
             let settings = self.settings.clone();
             let dataplane = self.dataplane.clone();
-            let previous = last_config.clone();
             let previous_certs = last_certs.take();
             // The memory moves into the blocking task and back; if that task
             // panicked it starts afresh (the default certificate covers).
@@ -96,18 +93,30 @@ impl Rebuilder {
                 let Some(snap) = snapshot() else {
                     return (memory, previous_certs, None);
                 };
-                let translation = translate::translate(&snap, &settings);
+                let mut translation = translate::translate(&snap, &settings);
                 let served = memory.serve(&translation, &settings);
                 if previous_certs.as_ref() != Some(&served) {
                     dataplane.publish_certs(served.clone());
                 }
-                let config = Arc::new(translation.config.clone());
-                let published = if previous.as_deref() != Some(&*config) {
-                    Some(dataplane.publish((*config).clone()).generation)
+                // One copy of the routing configuration is kept, the live
+                // table's: at 10,000 rules each copy is about 11 MB. A
+                // table's configuration differs from translation's only if
+                // the build refused a field translation let through (they
+                // share the checks), and then publishing again is harmless.
+                // The first translation is always published, even an empty
+                // one: readiness waits for it.
+                let config = std::mem::take(&mut translation.config);
+                let routes = config.routes.len();
+                let changed = {
+                    let live = dataplane.current();
+                    live.generation() == 0 || live.config() != &config
+                };
+                let published = if changed {
+                    Some(dataplane.publish(config).generation)
                 } else {
                     None
                 };
-                (memory, Some(served), Some((translation, config, published)))
+                (memory, Some(served), Some((translation, routes, published)))
             })
             .await;
             let Ok((memory, served, result)) = result else {
@@ -116,14 +125,14 @@ impl Rebuilder {
             };
             certs = memory;
             last_certs = served;
-            let Some((translation, config, published)) = result else {
+            let Some((translation, routes, published)) = result else {
                 debug!("sources not synced yet; nothing published");
                 continue;
             };
             match published {
                 Some(generation) => info!(
                     generation,
-                    routes = config.routes.len(),
+                    routes,
                     event_to_swap_ms = first.elapsed().as_secs_f64() * 1e3,
                     "published a new routing table"
                 ),
@@ -131,7 +140,6 @@ impl Rebuilder {
             }
             log_new_diagnostics(&last_reports, &translation.reports);
             last_reports = translation.reports.clone();
-            last_config = Some(config);
             self.reports.send_replace(Some(Arc::new(translation)));
         }
     }

@@ -253,7 +253,9 @@ impl RouteTable {
         self.published_at
     }
 
-    pub(crate) fn config(&self) -> &RouteConfig {
+    /// The configuration the table was built from, as published (fields
+    /// the build refused already taken out).
+    pub fn config(&self) -> &RouteConfig {
         &self.config
     }
 
