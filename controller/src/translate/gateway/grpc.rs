@@ -7,7 +7,7 @@ use portico_crds::gateway::GrpcRoute;
 use portico_crds::gateway::grpcroutes::{GrpcRouteRules, GrpcRouteRulesMatchesMethodType};
 use portico_crds::{HTTPHeaderMatch, HTTPPathMatch, HTTPRouteMatch, PathMatchType};
 
-use super::http::{GatewayRoute, RuleInput, build, rule_input};
+use super::http::{GatewayRoute, RuleInput, build, rule_input, status_parents};
 use super::{RouteKind, reshape};
 use crate::diagnostics::Diagnostic;
 use crate::snapshot::Snapshot;
@@ -32,14 +32,16 @@ fn translate(snap: &Snapshot, r: &GrpcRoute) -> GatewayRoute {
             .map(|(i, r)| rule(r, &format!("spec.rules[{i}]")))
             .collect(),
     };
-    build(
+    let mut route = build(
         snap,
         RouteKind::Grpc,
         &r.metadata,
         r.spec.hostnames.as_deref().unwrap_or_default(),
         parent_refs,
         rules,
-    )
+    );
+    route.status_parents = status_parents(r.status.as_ref().map(|s| &s.parents));
+    route
 }
 
 fn rule(r: &GrpcRouteRules, field: &str) -> Result<RuleInput, Diagnostic> {

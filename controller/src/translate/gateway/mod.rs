@@ -151,6 +151,10 @@ pub struct RouteResult {
     /// One per parentRef naming a Gateway of ours, in `spec.parentRefs`
     /// order.
     pub parents: Vec<ParentResult>,
+    /// `status.parents` as found (every controller's): the list is one
+    /// atomic value, so a write keeps the other controllers' entries.
+    #[serde(skip)]
+    pub existing_parents: Vec<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
