@@ -77,6 +77,25 @@ fn rule(r: &GrpcRouteRules, field: &str) -> Result<RuleInput, Diagnostic> {
                     "a service or method name cannot contain '/'".into(),
                 ));
             }
+            // Each part a whole pattern of its own, so that neither can
+            // reach outside its group once they are joined.
+            Some(method)
+                if method.r#type == Some(GrpcRouteRulesMatchesMethodType::RegularExpression)
+                    && let Some((part, e)) =
+                        [("service", &method.service), ("method", &method.method)]
+                            .into_iter()
+                            .find_map(|(n, v)| {
+                                v.as_deref()
+                                    .and_then(|v| crate::translate::check_regex(v).err())
+                                    .map(|e| (n, e))
+                            }) =>
+            {
+                return Err(Diagnostic::error(
+                    "InvalidRegex",
+                    format!("{mf}.method.{part}"),
+                    format!("{e}; this rule is not served"),
+                ));
+            }
             Some(method) => Some(
                 method_path(
                     method.r#type.as_ref(),
