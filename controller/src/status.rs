@@ -1,5 +1,6 @@
 //! What Portico tells users through the API: Ingress load-balancer status,
-//! HTTPRoute conditions, and Warning Events for what it could not accept.
+//! HTTPRoute conditions, Gateway API status (`gateway`), and Warning Events
+//! for what it could not accept.
 //!
 //! Every replica translates and serves; only the holder of the Lease writes.
 //! Writes are server-side apply with one field manager, and content already
@@ -28,7 +29,10 @@ use tracing::{debug, info, warn};
 use crate::cli::RunArgs;
 use crate::diagnostics::{Diagnostic, Kind, ObjectRef, Severity};
 use crate::reconcile::Reports;
+use crate::translate::gateway::{RouteKind, RouteRef};
 use crate::translate::{ObjectReport, Translation};
+
+mod gateway;
 
 /// The field manager of every status write.
 pub const FIELD_MANAGER: &str = "portico.dev/status";
@@ -87,6 +91,7 @@ pub async fn start(args: &RunArgs, reports: Reports) -> anyhow::Result<StatusHan
         args.publish_service.clone(),
         args.publish_status_address.clone(),
         args.update_status_on_shutdown,
+        args.class.gateway_controller_name.clone(),
     );
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(writer.run(reports, leader, stop_rx));
@@ -99,6 +104,8 @@ struct StatusWriter {
     publish_service: Option<String>,
     publish_addresses: Vec<String>,
     update_on_shutdown: bool,
+    /// `--gateway-controller-name`: our `controllerName` in route status.
+    gateway_controller: String,
     /// The last status content written, per object.
     written: BTreeMap<ObjectRef, serde_json::Value>,
     /// Diagnostics already sent as Events, per object and generation.
@@ -113,6 +120,7 @@ impl StatusWriter {
         publish_service: Option<String>,
         publish_addresses: Vec<String>,
         update_on_shutdown: bool,
+        gateway_controller: String,
     ) -> Self {
         Self {
             recorder: Recorder::new(
@@ -126,6 +134,7 @@ impl StatusWriter {
             publish_service,
             publish_addresses,
             update_on_shutdown,
+            gateway_controller,
             written: BTreeMap::new(),
             events_sent: BTreeMap::new(),
             addresses: Vec::new(),
@@ -191,9 +200,39 @@ impl StatusWriter {
         // their status and Events, never Portico.
         for (obj, report) in t.reports.iter().filter(|(_, r)| !r.read_only) {
             self.send_events(obj, report).await;
+            let previous = self.previous_conditions(obj);
             let status = match obj.kind {
                 Kind::Ingress => ingress_status(&self.addresses),
-                Kind::HttpRoute => httproute_status(report, self.previous_conditions(obj)),
+                Kind::HttpRoute => httproute_status(report, previous),
+                Kind::GatewayClass => match t.gateway.classes.get(&obj.name) {
+                    Some(r) => gateway::gatewayclass_status(r, previous),
+                    None => continue,
+                },
+                Kind::Gateway => {
+                    match t
+                        .gateway
+                        .gateways
+                        .get(&(obj.namespace.clone(), obj.name.clone()))
+                    {
+                        Some(r) => gateway::gateway_status(r, &self.addresses, previous),
+                        None => continue,
+                    }
+                }
+                Kind::GatewayHttpRoute | Kind::GrpcRoute => {
+                    let key = RouteRef {
+                        kind: if obj.kind == Kind::GrpcRoute {
+                            RouteKind::Grpc
+                        } else {
+                            RouteKind::Http
+                        },
+                        namespace: obj.namespace.clone(),
+                        name: obj.name.clone(),
+                    };
+                    match t.gateway.routes.get(&key) {
+                        Some(r) => gateway::route_status(r, &self.gateway_controller, previous),
+                        None => continue,
+                    }
+                }
                 _ => continue,
             };
             if self.written.get(obj).map(comparable) == Some(comparable(&status)) {
@@ -244,9 +283,44 @@ impl StatusWriter {
                 api.patch_status(&obj.name, &pp, &Patch::Apply(&patch))
                     .await?;
             }
+            Kind::GatewayClass | Kind::Gateway | Kind::GatewayHttpRoute | Kind::GrpcRoute => {
+                self.apply_gateway_status(obj, status).await?;
+            }
             _ => {}
         }
         debug!(object = %obj, "status written");
+        Ok(())
+    }
+
+    /// A Gateway API object's status, as a dynamic object: the answer is
+    /// not read, so it need not decode into the generated types.
+    async fn apply_gateway_status(
+        &self,
+        obj: &ObjectRef,
+        status: &serde_json::Value,
+    ) -> anyhow::Result<()> {
+        let kind = obj.kind.api_kind();
+        let gvk = kube::api::GroupVersionKind::gvk(portico_crds::gateway::GROUP, "v1", kind);
+        let plural = match obj.kind {
+            Kind::GatewayClass => "gatewayclasses",
+            Kind::Gateway => "gateways",
+            Kind::GrpcRoute => "grpcroutes",
+            _ => "httproutes",
+        };
+        let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, plural);
+        let api: Api<kube::api::DynamicObject> = if obj.kind == Kind::GatewayClass {
+            Api::all_with(self.client.clone(), &resource)
+        } else {
+            Api::namespaced_with(self.client.clone(), &obj.namespace, &resource)
+        };
+        let patch = json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": kind,
+            "status": status,
+        });
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch_status(&obj.name, &pp, &Patch::Apply(&patch))
+            .await?;
         Ok(())
     }
 
@@ -325,8 +399,10 @@ impl StatusWriter {
         };
         if addresses != self.addresses {
             self.addresses = addresses;
-            // Ingress statuses must be rewritten with the new addresses.
-            self.written.retain(|o, _| o.kind != Kind::Ingress);
+            // Ingress and Gateway statuses must be rewritten with the new
+            // addresses.
+            self.written
+                .retain(|o, _| !matches!(o.kind, Kind::Ingress | Kind::Gateway));
         }
     }
 
@@ -457,24 +533,27 @@ pub fn httproute_status(
         ),
     };
     let mut conditions = vec![accepted, resolved];
-    // Keep transition times of conditions whose status did not flip.
-    if let Some(prev) = previous
-        .and_then(|p| p.get("conditions"))
-        .and_then(|c| c.as_array())
-    {
-        for c in &mut conditions {
-            let kept = prev
-                .iter()
-                .find(|p| p.get("type") == Some(&json!(c.type_)))
-                .filter(|p| p.get("status") == Some(&json!(c.status)))
-                .and_then(|p| p.get("lastTransitionTime"))
-                .and_then(|t| serde_json::from_value::<Time>(t.clone()).ok());
-            if let Some(t) = kept {
-                c.last_transition_time = t;
-            }
+    keep_transition_times(&mut conditions, previous.and_then(|p| p.get("conditions")));
+    json!({ "conditions": conditions })
+}
+
+/// Keeps the transition times of `previous` (a written conditions list)
+/// for conditions whose status did not flip.
+fn keep_transition_times(conditions: &mut [Condition], previous: Option<&serde_json::Value>) {
+    let Some(prev) = previous.and_then(|c| c.as_array()) else {
+        return;
+    };
+    for c in conditions {
+        let kept = prev
+            .iter()
+            .find(|p| p.get("type") == Some(&json!(c.type_)))
+            .filter(|p| p.get("status") == Some(&json!(c.status)))
+            .and_then(|p| p.get("lastTransitionTime"))
+            .and_then(|t| serde_json::from_value::<Time>(t.clone()).ok());
+        if let Some(t) = kept {
+            c.last_transition_time = t;
         }
     }
-    json!({ "conditions": conditions })
 }
 
 fn condition(
@@ -494,16 +573,21 @@ fn condition(
     }
 }
 
-/// Status without transition times, to compare content.
+/// Status without transition times (at any depth: Gateway listeners and
+/// route parents nest conditions), to compare content.
 fn comparable(v: &serde_json::Value) -> serde_json::Value {
-    let mut v = v.clone();
-    if let Some(conds) = v.get_mut("conditions").and_then(|c| c.as_array_mut()) {
-        for c in conds {
-            if let Some(o) = c.as_object_mut() {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(o) => {
                 o.remove("lastTransitionTime");
+                o.values_mut().for_each(strip);
             }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
         }
     }
+    let mut v = v.clone();
+    strip(&mut v);
     v
 }
 

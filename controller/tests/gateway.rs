@@ -465,3 +465,62 @@ spec:
         assert!(text.contains(want), "{want}\n{text}");
     }
 }
+
+/// HTTPRouteListenerHostnameMatching: four listeners on port 80 with
+/// exact and wildcard hostnames; each request goes to the routes of the
+/// most specific listener whose hostname matches, or to none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_hostnames_pick_the_most_specific_listener() {
+    let v1 = echo("infra-backend-v1").await;
+    let v2 = echo("infra-backend-v2").await;
+    let v3 = echo("infra-backend-v3").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = CLASS_AND_GATEWAY.replace(
+        "    - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}",
+        r#"    - {name: listener-1, port: 80, protocol: HTTP, hostname: bar.com}
+    - {name: listener-2, port: 80, protocol: HTTP, hostname: foo.bar.com}
+    - {name: listener-3, port: 80, protocol: HTTP, hostname: "*.bar.com"}
+    - {name: listener-4, port: 80, protocol: HTTP, hostname: "*.foo.com"}"#,
+    );
+    m.push_str(&service_at("infra-backend-v1", v1));
+    m.push_str(&service_at("infra-backend-v2", v2));
+    m.push_str(&service_at("infra-backend-v3", v3));
+    for (name, sections, backend) in [
+        ("backend-v1", "[listener-1]", "infra-backend-v1"),
+        ("backend-v2", "[listener-2]", "infra-backend-v2"),
+        ("backend-v3", "[listener-3, listener-4]", "infra-backend-v3"),
+    ] {
+        let parents: Vec<String> = sections
+            .trim_matches(['[', ']'])
+            .split(", ")
+            .map(|s| format!("{{name: same-namespace, sectionName: {s}}}"))
+            .collect();
+        m.push_str(&format!(
+            "\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  parentRefs: [{}]\n  rules: [{{backendRefs: [{{name: {backend}, port: 80}}]}}]\n",
+            parents.join(", ")
+        ));
+    }
+    std::fs::write(dir.path().join("app.yaml"), m).unwrap();
+    let portico = Portico::start(dir.path());
+    portico.ready().await;
+    let http = portico.http;
+    for (host, want) in [
+        ("bar.com", Some("infra-backend-v1")),
+        ("foo.bar.com", Some("infra-backend-v2")),
+        ("baz.bar.com", Some("infra-backend-v3")),
+        ("boo.bar.com", Some("infra-backend-v3")),
+        ("multiple.prefixes.bar.com", Some("infra-backend-v3")),
+        ("multiple.prefixes.foo.com", Some("infra-backend-v3")),
+        ("foo.com", None),
+        ("no.matching.host", None),
+    ] {
+        three_times(host, || async move {
+            let (s, _, e) = call(http, Method::GET, host, "/", &[]).await;
+            match want {
+                Some(b) => s == StatusCode::OK && e.is_some_and(|e| e.backend == b),
+                None => s == StatusCode::NOT_FOUND,
+            }
+        })
+        .await;
+    }
+}

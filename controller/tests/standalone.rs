@@ -737,12 +737,13 @@ spec:
       http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: shop, port: {number: 80}}}}]}
 "#;
 
-const GATEWAY_ROUTE: &str = r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
+/// A kind Portico does not read.
+const UNREAD_ROUTE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
 metadata: {name: api, namespace: web}
 spec:
-  hostnames: [api.test]
+  rules: []
 "#;
 
 #[test]
@@ -777,11 +778,11 @@ fn validate_assumes_the_configured_class_when_the_input_holds_none() {
 #[test]
 fn validate_lists_documents_it_does_not_read_and_strict_fails_on_them() {
     let dir = dir_with_good_manifests();
-    std::fs::write(dir.path().join("gateway.yaml"), GATEWAY_ROUTE).unwrap();
+    std::fs::write(dir.path().join("gateway.yaml"), UNREAD_ROUTE).unwrap();
     let (code, out) = validate_with_guard(dir.path());
     assert_eq!(code, Some(0), "{out}");
     assert!(
-        out.contains("gateway.yaml: document 0: HTTPRoute web/api (gateway.networking.k8s.io/v1/HTTPRoute) is not read by Portico"),
+        out.contains("gateway.yaml: document 0: TCPRoute web/api (gateway.networking.k8s.io/v1alpha2/TCPRoute) is not read by Portico"),
         "{out}"
     );
     assert!(out.contains("1 documents not read"), "{out}");
@@ -815,7 +816,7 @@ spec:
 
 #[test]
 fn validate_speaks_json_and_github_and_exits_2_on_unreadable_input() {
-    let input = format!("{APP_INGRESS}---{GATEWAY_ROUTE}");
+    let input = format!("{APP_INGRESS}---{UNREAD_ROUTE}");
     let (code, out) = validate_args(&["-o", "json", "-"], &input);
     assert_eq!(code, Some(1), "{out}");
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();

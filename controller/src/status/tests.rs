@@ -146,6 +146,7 @@ fn writer(log: &ApiLog, fixture: Fixture, publish_service: Option<&str>) -> Stat
         publish_service.map(str::to_owned),
         Vec::new(),
         true,
+        "portico.dev/gateway-controller".into(),
     )
 }
 
@@ -511,4 +512,54 @@ fn an_unusable_certificate_reference_is_unresolved() {
             .unwrap()
             .starts_with("spec.policies.tls: Secret shop/api-tls")
     );
+}
+
+/// Gateway API statuses go to each kind's status subresource, server-side
+/// applied, and unchanged content is not written again (nested transition
+/// times included).
+#[tokio::test]
+async fn gateway_api_statuses_are_applied_once() {
+    let log = ApiLog::default();
+    let mut w = writer(&log, Fixture::default(), None);
+    w.publish_addresses = vec!["203.0.113.7".into()];
+    w.refresh_addresses().await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/translate/fixtures");
+    let mut objects = Vec::new();
+    for name in ["base.yml", "gateway_grpc.yaml"] {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        objects.extend(crate::source::manifests::parse_documents(&path, &text).objects);
+    }
+    let t = crate::translate::translate(
+        &crate::snapshot::Snapshot::from_objects(objects),
+        &crate::translate::Settings::default(),
+    );
+    w.write_all(&t).await;
+    let mut paths: Vec<String> = log.status_patches().into_iter().map(|c| c.path).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "/apis/gateway.networking.k8s.io/v1/gatewayclasses/portico/status",
+            "/apis/gateway.networking.k8s.io/v1/namespaces/default/gateways/gw/status",
+            "/apis/gateway.networking.k8s.io/v1/namespaces/default/grpcroutes/bad/status",
+            "/apis/gateway.networking.k8s.io/v1/namespaces/default/grpcroutes/echo/status",
+            "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/clash/status",
+        ]
+    );
+    let gw = log
+        .status_patches()
+        .into_iter()
+        .find(|c| c.path.ends_with("/gateways/gw/status"))
+        .unwrap();
+    assert_eq!(gw.body["kind"], "Gateway");
+    assert_eq!(
+        gw.body["status"]["addresses"],
+        json!([{"type": "IPAddress", "value": "203.0.113.7"}])
+    );
+    assert_eq!(gw.body["status"]["listeners"][0]["attachedRoutes"], 1);
+
+    let before = log.status_patches().len();
+    w.write_all(&t).await;
+    assert_eq!(log.status_patches().len(), before, "rewritten unchanged");
 }

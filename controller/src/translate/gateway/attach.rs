@@ -112,6 +112,7 @@ pub(super) fn attach_all(
             RouteResult {
                 generation: route.meta.generation,
                 parents,
+                existing_parents: route.status_parents.clone(),
             },
         );
     }

@@ -7,7 +7,7 @@ use portico_crds::gateway::GrpcRoute;
 use portico_crds::gateway::grpcroutes::{GrpcRouteRules, GrpcRouteRulesMatchesMethodType};
 use portico_crds::{HTTPHeaderMatch, HTTPPathMatch, HTTPRouteMatch, PathMatchType};
 
-use super::http::{GatewayRoute, RuleInput, build, rule_input};
+use super::http::{GatewayRoute, RuleInput, build, rule_input, status_parents};
 use super::{RouteKind, reshape};
 use crate::diagnostics::Diagnostic;
 use crate::snapshot::Snapshot;
@@ -32,14 +32,16 @@ fn translate(snap: &Snapshot, r: &GrpcRoute) -> GatewayRoute {
             .map(|(i, r)| rule(r, &format!("spec.rules[{i}]")))
             .collect(),
     };
-    build(
+    let mut route = build(
         snap,
         RouteKind::Grpc,
         &r.metadata,
         r.spec.hostnames.as_deref().unwrap_or_default(),
         parent_refs,
         rules,
-    )
+    );
+    route.status_parents = status_parents(r.status.as_ref().map(|s| &s.parents));
+    route
 }
 
 fn rule(r: &GrpcRouteRules, field: &str) -> Result<RuleInput, Diagnostic> {
@@ -73,6 +75,25 @@ fn rule(r: &GrpcRouteRules, field: &str) -> Result<RuleInput, Diagnostic> {
                 return Err(invalid(
                     format!("{mf}.method"),
                     "a service or method name cannot contain '/'".into(),
+                ));
+            }
+            // Each part a whole pattern of its own, so that neither can
+            // reach outside its group once they are joined.
+            Some(method)
+                if method.r#type == Some(GrpcRouteRulesMatchesMethodType::RegularExpression)
+                    && let Some((part, e)) =
+                        [("service", &method.service), ("method", &method.method)]
+                            .into_iter()
+                            .find_map(|(n, v)| {
+                                v.as_deref()
+                                    .and_then(|v| crate::translate::check_regex(v).err())
+                                    .map(|e| (n, e))
+                            }) =>
+            {
+                return Err(Diagnostic::error(
+                    "InvalidRegex",
+                    format!("{mf}.method.{part}"),
+                    format!("{e}; this rule is not served"),
                 ));
             }
             Some(method) => Some(

@@ -37,6 +37,9 @@ pub(super) struct GatewayRoute {
     /// Why some rules are not served (`UnsupportedValue`), if any is not.
     pub(super) unsupported: Option<Cond>,
     pub(super) diagnostics: Vec<Diagnostic>,
+    /// `status.parents` as last written (every controller's): status keeps
+    /// the other controllers' entries, the list being one atomic value.
+    pub(super) status_parents: Vec<serde_json::Value>,
 }
 
 impl GatewayRoute {
@@ -101,14 +104,27 @@ fn translate(snap: &Snapshot, r: &HttpRoute) -> GatewayRoute {
             })
             .collect(),
     };
-    build(
+    let mut route = build(
         snap,
         RouteKind::Http,
         &r.metadata,
         r.spec.hostnames.as_deref().unwrap_or_default(),
         parent_refs,
         rules,
-    )
+    );
+    route.status_parents = status_parents(r.status.as_ref().map(|s| &s.parents));
+    route
+}
+
+/// A route's `status.parents` as JSON values.
+pub(super) fn status_parents<T: serde::Serialize>(parents: Option<&T>) -> Vec<serde_json::Value> {
+    parents
+        .and_then(|p| serde_json::to_value(p).ok())
+        .and_then(|v| match v {
+            serde_json::Value::Array(a) => Some(a),
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 fn invalid(field: &str, e: impl std::fmt::Display) -> Diagnostic {
@@ -182,6 +198,7 @@ pub(super) fn build(
         resolved_refs: Cond::yes("ResolvedRefs", ""),
         unsupported: None,
         diagnostics: Vec::new(),
+        status_parents: Vec::new(),
     };
     for (i, h) in hostnames.iter().enumerate() {
         match parse_hostname(h) {

@@ -20,6 +20,8 @@ use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
 use crate::snapshot::{Key, Snapshot, key};
 use crate::translate::{Settings, Translation, created_secs, tls};
 
+const REASON_UNSUPPORTED_ADDRESS: &str = "UnsupportedAddress";
+
 /// Where a listener's routes are served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Place {
@@ -130,14 +132,34 @@ pub(super) fn listeners(
     gateways.sort_by_key(|g| (created_secs(&g.metadata), key(*g)));
     let mut all = Vec::new();
     for gw in gateways {
-        report_of(out, Kind::Gateway, &gw.metadata);
+        let report = report_of(out, Kind::Gateway, &gw.metadata);
+        // Portico is reached at its Service's addresses; it cannot take
+        // others.
         let unsupported_address = gw.spec.addresses.as_ref().is_some_and(|a| !a.is_empty());
+        let (accepted, programmed) = if unsupported_address {
+            (
+                Cond::no(
+                    REASON_UNSUPPORTED_ADDRESS,
+                    "spec.addresses cannot be assigned: the Gateway is reached at the addresses of Portico's Service",
+                ),
+                Cond::no("AddressNotAssigned", "no address could be assigned"),
+            )
+        } else {
+            (Cond::yes("Accepted", ""), Cond::yes("Programmed", ""))
+        };
+        if unsupported_address {
+            report.diagnostics.push(Diagnostic::error(
+                REASON_UNSUPPORTED_ADDRESS,
+                "spec.addresses",
+                "Portico cannot assign addresses: the Gateway is reached at the addresses of its Service; the Gateway is not served",
+            ));
+        }
         out.gateway.gateways.insert(
             key(gw),
             GatewayResult {
                 generation: gw.metadata.generation,
-                accepted: Cond::yes("Accepted", ""),
-                programmed: Cond::yes("Programmed", ""),
+                accepted,
+                programmed,
                 listeners: Vec::new(),
             },
         );

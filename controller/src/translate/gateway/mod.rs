@@ -151,6 +151,10 @@ pub struct RouteResult {
     /// One per parentRef naming a Gateway of ours, in `spec.parentRefs`
     /// order.
     pub parents: Vec<ParentResult>,
+    /// `status.parents` as found (every controller's): the list is one
+    /// atomic value, so a write keeps the other controllers' entries.
+    #[serde(skip)]
+    pub existing_parents: Vec<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -243,71 +247,15 @@ pub(super) fn translate_all(snap: &Snapshot, settings: &super::Settings, out: &m
         return;
     }
     let mut listeners = listeners::listeners(snap, settings, &classes, out);
-    // Routes of each served place, then by kind.
-    let mut placed: BTreeMap<Place, Vec<Route>> = BTreeMap::new();
     let routes = http::routes(snap)
         .into_iter()
         .chain(grpc::routes(snap))
         .collect::<Vec<_>>();
     let attached = attach::attach_all(snap, &routes, &mut listeners, out);
+    // Routes by the place that serves them.
+    let mut placed: BTreeMap<Place, Vec<Route>> = BTreeMap::new();
     for (route, attachments) in routes.iter().zip(attached) {
-        let mut by_place: BTreeMap<Place, Option<Vec<Hostname>>> = BTreeMap::new();
-        for a in attachments {
-            let place = listeners[a.listener].place;
-            let entry = by_place.entry(place).or_insert_with(|| Some(Vec::new()));
-            match (entry.as_mut(), a.hostnames) {
-                // A listener without hostname and a route without: every
-                // host of the place (its default virtual host).
-                (_, None) => *entry = None,
-                (Some(list), Some(hs)) => {
-                    for h in hs {
-                        if !list.contains(&h) {
-                            list.push(h);
-                        }
-                    }
-                }
-                (None, Some(_)) => {}
-            }
-        }
-        let build = |hostnames: Option<Vec<Hostname>>| {
-            Route::new(
-                route.id(),
-                hostnames.unwrap_or_default(),
-                route.rules.clone(),
-            )
-            .with_source(SourceRef {
-                kind: route.kind.object_kind().as_str().into(),
-                namespace: route.namespace.clone(),
-                name: route.name.clone(),
-                created: route.created,
-            })
-        };
-        // The main listeners share one table: names attached only over
-        // HTTPS are redirected there over HTTP, never served in clear.
-        let http = by_place.remove(&Place::MainHttp);
-        let https_only = match (&http, by_place.remove(&Place::MainHttps)) {
-            (_, None) | (Some(None), _) => None,
-            (None, Some(s)) => Some(s),
-            (Some(Some(h)), Some(None)) => (!h.is_empty()).then_some(None),
-            (Some(Some(h)), Some(Some(s))) => {
-                let rest: Vec<Hostname> = s.into_iter().filter(|n| !h.contains(n)).collect();
-                (!rest.is_empty()).then_some(Some(rest))
-            }
-        };
-        if let Some(h) = http {
-            placed.entry(Place::MainHttp).or_default().push(build(h));
-        }
-        if let Some(s) = https_only {
-            let mut r = build(s);
-            r.add_to_every_rule(&[Filter::HttpsRedirect(HttpsRedirect {
-                port: settings.https_redirect_port,
-                preserve_trailing_slash: true,
-            })]);
-            placed.entry(Place::MainHttps).or_default().push(r);
-        }
-        for (place, hostnames) in by_place {
-            placed.entry(place).or_default().push(build(hostnames));
-        }
+        place_route(route, attachments, &listeners, settings, &mut placed);
     }
     for (place, routes) in placed {
         match place {
@@ -323,7 +271,7 @@ pub(super) fn translate_all(snap: &Snapshot, settings: &super::Settings, out: &m
             }
         }
     }
-    // Every served HTTP port, even with no route: the listener is open.
+    // Every served port, even with no route: the listener is open.
     for l in listeners.iter().filter(|l| l.serves()) {
         if let Place::Port(port) = l.place
             && !out.config.ports.iter().any(|p| p.port == port)
@@ -336,6 +284,74 @@ pub(super) fn translate_all(snap: &Snapshot, settings: &super::Settings, out: &m
     out.config.ports.sort_by_key(|p| p.port);
     certificates(&listeners, out);
     listeners::finish(&listeners, out);
+}
+
+/// One route's `Route`s, by place: its hostnames on each are the union of
+/// its attachments' there.
+fn place_route(
+    route: &http::GatewayRoute,
+    attachments: Vec<attach::Attachment>,
+    listeners: &[Listener],
+    settings: &super::Settings,
+    placed: &mut BTreeMap<Place, Vec<Route>>,
+) {
+    let mut by_place: BTreeMap<Place, Option<Vec<Hostname>>> = BTreeMap::new();
+    for a in attachments {
+        let place = listeners[a.listener].place;
+        let entry = by_place.entry(place).or_insert_with(|| Some(Vec::new()));
+        match (entry.as_mut(), a.hostnames) {
+            // A listener without hostname and a route without: every host
+            // of the place (its default virtual host).
+            (_, None) => *entry = None,
+            (Some(list), Some(hs)) => {
+                for h in hs {
+                    if !list.contains(&h) {
+                        list.push(h);
+                    }
+                }
+            }
+            (None, Some(_)) => {}
+        }
+    }
+    let build = |hostnames: Option<Vec<Hostname>>| {
+        Route::new(
+            route.id(),
+            hostnames.unwrap_or_default(),
+            route.rules.clone(),
+        )
+        .with_source(SourceRef {
+            kind: route.kind.object_kind().as_str().into(),
+            namespace: route.namespace.clone(),
+            name: route.name.clone(),
+            created: route.created,
+        })
+    };
+    // The main listeners share one table: names attached only over HTTPS
+    // are redirected there over HTTP, never served in clear.
+    let http = by_place.remove(&Place::MainHttp);
+    let https_only = match (&http, by_place.remove(&Place::MainHttps)) {
+        (_, None) | (Some(None), _) => None,
+        (None, Some(s)) => Some(s),
+        (Some(Some(h)), Some(None)) => (!h.is_empty()).then_some(None),
+        (Some(Some(h)), Some(Some(s))) => {
+            let rest: Vec<Hostname> = s.into_iter().filter(|n| !h.contains(n)).collect();
+            (!rest.is_empty()).then_some(Some(rest))
+        }
+    };
+    if let Some(h) = http {
+        placed.entry(Place::MainHttp).or_default().push(build(h));
+    }
+    if let Some(s) = https_only {
+        let mut r = build(s);
+        r.add_to_every_rule(&[Filter::HttpsRedirect(HttpsRedirect {
+            port: settings.https_redirect_port,
+            preserve_trailing_slash: true,
+        })]);
+        placed.entry(Place::MainHttps).or_default().push(r);
+    }
+    for (place, hostnames) in by_place {
+        placed.entry(place).or_default().push(build(hostnames));
+    }
 }
 
 /// HTTPS listeners' certificates: on the main listener, bindings for the
