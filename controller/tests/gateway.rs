@@ -446,6 +446,7 @@ spec:
   rules:
     - backendRefs: [{name: missing, port: 80}]
     - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: missing, port: 80}}}]
+    - filters: [{type: ExtensionRef, extensionRef: {group: example.dev, kind: Plugin, name: x}}]
 "#,
     );
     std::fs::write(dir.path().join("gw.yaml"), m).unwrap();
@@ -459,7 +460,8 @@ spec:
     for want in [
         "HTTPRoute.gateway.networking.k8s.io default/web: spec.parentRefs[0]: NoMatchingParent",
         "HTTPRoute.gateway.networking.k8s.io default/web: spec.rules[0].backendRefs[0]: BackendNotFound",
-        "HTTPRoute.gateway.networking.k8s.io default/web: spec.rules[1].filters[0].type: UnsupportedValue",
+        "HTTPRoute.gateway.networking.k8s.io default/web: spec.rules[1].filters[0].requestMirror.backendRef: BackendNotFound: Service default/missing not found; no copies are sent",
+        "HTTPRoute.gateway.networking.k8s.io default/web: spec.rules[2].filters[0].type: UnsupportedValue",
         "ok: Gateway default/same-namespace",
     ] {
         assert!(text.contains(want), "{want}\n{text}");
@@ -522,5 +524,70 @@ async fn listener_hostnames_pick_the_most_specific_listener() {
             }
         })
         .await;
+    }
+}
+
+/// HTTPRouteRequestMirror: each request of the rule is also sent, fire and
+/// forget, to the mirror's backend with the same path and headers; the
+/// client gets the primary backend's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_mirror_copies_requests_to_its_backend() {
+    let primary = echo("infra-backend-v1").await;
+    let (tx, mut copies) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+    // `serve_with` takes a `Copy` closure: a leaked sender is one.
+    let tx: &'static tokio::sync::mpsc::UnboundedSender<(String, String)> = Box::leak(Box::new(tx));
+    let mirror = serve_with(move |req| {
+        let marker = req
+            .headers()
+            .get("x-test")
+            .map_or("", |v| v.to_str().unwrap_or(""))
+            .to_owned();
+        let _ = tx.send((req.uri().path().to_owned(), marker));
+        Response::new(Full::new(Bytes::from_static(b"from the mirror")))
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = CLASS_AND_GATEWAY.to_owned();
+    m.push_str(&service_at("infra-backend-v1", primary));
+    m.push_str(&service_at("infra-backend-v2", mirror));
+    m.push_str(
+        r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: request-mirror, namespace: default}
+spec:
+  parentRefs: [{name: same-namespace}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /mirror}}]
+      filters:
+        - type: RequestMirror
+          requestMirror: {backendRef: {name: infra-backend-v2, port: 80}}
+      backendRefs: [{name: infra-backend-v1, port: 80}]
+"#,
+    );
+    std::fs::write(dir.path().join("app.yaml"), m).unwrap();
+    let portico = Portico::start(dir.path());
+    portico.ready().await;
+    three_times("the primary backend answers /mirror", || async {
+        let (status, _, echo) = call(
+            portico.http,
+            Method::GET,
+            "mirror.test",
+            "/mirror/x",
+            &[("x-test", "copied")],
+        )
+        .await;
+        status == StatusCode::OK && echo.is_some_and(|e| e.backend == "infra-backend-v1")
+    })
+    .await;
+    // At least the four answered requests were copied; a bound, not a
+    // synchronisation: the copies arrive as soon as they are sent.
+    for _ in 0..4 {
+        let copy = tokio::time::timeout(std::time::Duration::from_secs(10), copies.recv())
+            .await
+            .expect("a copy reaches the mirror")
+            .expect("the mirror is serving");
+        assert_eq!(copy, ("/mirror/x".to_owned(), "copied".to_owned()));
     }
 }

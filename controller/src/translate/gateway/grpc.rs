@@ -25,6 +25,7 @@ fn translate(snap: &Snapshot, r: &GrpcRoute) -> GatewayRoute {
         None | Some([]) => vec![Ok(RuleInput {
             rule: Default::default(),
             backend_refs: Vec::new(),
+            mirrors: Vec::new(),
         })],
         Some(rules) => rules
             .iter()

@@ -6,7 +6,9 @@
 
 use portico_crds::HTTPRouteRule;
 use portico_crds::gateway::HttpRoute;
-use portico_dataplane::model::{Backend, Filter, GrpcOptions, Hostname, Protocol, Rule};
+use portico_dataplane::model::{
+    Backend, Filter, GrpcOptions, Hostname, Mirror, MirrorFraction, Protocol, Rule,
+};
 use serde::Deserialize;
 
 use super::{Cond, GROUP, ParentRef, RouteKind, grants, parse_hostname, reshape};
@@ -72,11 +74,47 @@ pub(super) struct BackendRefSpec {
 }
 
 /// One rule as read: the part `rule_parts` checks (in the `portico.dev`
-/// shape, which Gateway API's matches, filters and timeouts share) and its
-/// backendRefs.
+/// shape, which Gateway API's matches, filters and timeouts share), its
+/// backendRefs and its `RequestMirror` filters.
 pub(super) struct RuleInput {
     pub(super) rule: HTTPRouteRule,
     pub(super) backend_refs: Vec<BackendRefSpec>,
+    pub(super) mirrors: Vec<(String, MirrorSpec)>,
+}
+
+/// A `RequestMirror` filter: where copies go and which share of requests.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct MirrorSpec {
+    backend_ref: BackendRefSpec,
+    #[serde(default)]
+    percent: Option<i32>,
+    #[serde(default)]
+    fraction: Option<FractionSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct FractionSpec {
+    numerator: i32,
+    #[serde(default)]
+    denominator: Option<i32>,
+}
+
+impl MirrorSpec {
+    /// The share copied: `percent`, or `fraction` (denominator 100 when
+    /// unset), or all. The CRD's CEL rules keep the values in range;
+    /// negative ones copy none.
+    fn fraction(&self) -> MirrorFraction {
+        let n = |v: i32| u32::try_from(v).unwrap_or(0);
+        match (&self.percent, &self.fraction) {
+            (Some(p), _) => MirrorFraction::percent(n(*p).min(100)),
+            (None, Some(f)) => MirrorFraction {
+                numerator: n(f.numerator),
+                denominator: n(f.denominator.unwrap_or(100)),
+            },
+            (None, None) => MirrorFraction::ALL,
+        }
+    }
 }
 
 pub(super) fn routes(snap: &Snapshot) -> Vec<GatewayRoute> {
@@ -93,6 +131,7 @@ fn translate(snap: &Snapshot, r: &HttpRoute) -> GatewayRoute {
         None | Some([]) => vec![Ok(RuleInput {
             rule: HTTPRouteRule::default(),
             backend_refs: Vec::new(),
+            mirrors: Vec::new(),
         })],
         Some(rules) => rules
             .iter()
@@ -147,23 +186,47 @@ pub(super) fn rule_input(
         }
         None => Vec::new(),
     };
-    if let Some(filters) = value.get("filters").and_then(|f| f.as_array()) {
-        for (j, f) in filters.iter().enumerate() {
-            unsupported_filter(f, &format!("{field}.filters[{j}]"))?;
+    // Mirrors are taken out before the rest is read in the `portico.dev`
+    // shape, which has no such filter; their stage is fixed, so their place
+    // in the list does not matter.
+    let mut mirrors = Vec::new();
+    if let Some(filters) = value.get_mut("filters").and_then(|f| f.as_array_mut()) {
+        let mut kept = Vec::with_capacity(filters.len());
+        for (j, f) in std::mem::take(filters).into_iter().enumerate() {
+            let at = format!("{field}.filters[{j}]");
+            if f.get("type").and_then(|t| t.as_str()) == Some("RequestMirror") {
+                let spec = f
+                    .get("requestMirror")
+                    .cloned()
+                    .ok_or_else(|| invalid(&at, "type RequestMirror without requestMirror"))
+                    .and_then(|m| {
+                        serde_json::from_value::<MirrorSpec>(m)
+                            .map_err(|e| invalid(&format!("{at}.requestMirror"), e))
+                    })?;
+                mirrors.push((format!("{at}.requestMirror.backendRef"), spec));
+                continue;
+            }
+            unsupported_filter(&f, &at)?;
+            kept.push(f);
         }
+        *filters = kept;
     }
     let rule = serde_json::from_value(value).map_err(|e| invalid(field, e))?;
-    Ok(RuleInput { rule, backend_refs })
+    Ok(RuleInput {
+        rule,
+        backend_refs,
+        mirrors,
+    })
 }
 
-/// `RequestMirror` (not yet: it needs the dataplane's mirroring) and
+/// `RequestMirror` on a backendRef (copies are per rule) and
 /// `ExtensionRef` (no extensions) keep a rule out.
 fn unsupported_filter(f: &serde_json::Value, field: &str) -> Result<(), Diagnostic> {
     match f.get("type").and_then(|t| t.as_str()) {
         Some("RequestMirror") => Err(Diagnostic::error(
             "UnsupportedValue",
             format!("{field}.type"),
-            "RequestMirror is not supported yet; this rule is not served",
+            "RequestMirror on a backendRef is not supported (put it on the rule); this rule is not served",
         )),
         Some("ExtensionRef") => Err(Diagnostic::error(
             "UnsupportedValue",
@@ -229,7 +292,7 @@ pub(super) fn build(
                         &namespace,
                         b,
                         protocol,
-                        &format!("{field}.backendRefs[{j}]"),
+                        RefUse::Backend(&format!("{field}.backendRefs[{j}]")),
                         &mut route,
                     )?);
                 }
@@ -242,7 +305,27 @@ pub(super) fn build(
                     ));
                 }
             }
-            Ok(parts.assemble(list, &GrpcOptions::default(), None))
+            let mut rule = parts.assemble(list, &GrpcOptions::default(), None);
+            for (at, m) in &input.mirrors {
+                let target = backend(
+                    snap,
+                    kind,
+                    &namespace,
+                    &m.backend_ref,
+                    protocol,
+                    RefUse::Mirror(at),
+                    &mut route,
+                )?;
+                // An unresolved mirror is reported (ResolvedRefs) and copies
+                // nothing; the rule itself is served.
+                if target.invalid.is_none() {
+                    rule.chain.push(Filter::Mirror(Box::new(Mirror {
+                        fraction: m.fraction(),
+                        ..Mirror::to_backend(route.id(), target)
+                    })));
+                }
+            }
+            Ok(rule)
         });
         match built {
             Ok(rule) => route.rules.push(rule),
@@ -257,6 +340,16 @@ pub(super) fn build(
     route
 }
 
+/// What a backendRef is for, and its field: what an unresolved one means
+/// differs.
+#[derive(Clone, Copy)]
+enum RefUse<'a> {
+    /// A rule's backendRef: its share of requests answers 500.
+    Backend(&'a str),
+    /// A `RequestMirror`'s: no copies are sent.
+    Mirror(&'a str),
+}
+
 /// One backendRef: the Service's endpoints, or an unresolved backend that
 /// answers 500 for its share. Its own filters ride on it. A filter Portico
 /// cannot run per backend keeps the rule out (the error).
@@ -266,9 +359,13 @@ fn backend(
     namespace: &str,
     b: &BackendRefSpec,
     protocol: Option<Protocol>,
-    field: &str,
+    used: RefUse<'_>,
     route: &mut GatewayRoute,
 ) -> Result<Backend, Diagnostic> {
+    let (field, effect) = match used {
+        RefUse::Backend(f) => (f, "its share of requests answers 500"),
+        RefUse::Mirror(f) => (f, "no copies are sent"),
+    };
     let weight = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
     let target_ns = b.namespace.clone().unwrap_or_else(|| namespace.to_owned());
     let port_text = b.port.map_or_else(|| "-".to_owned(), |p| p.to_string());
@@ -315,11 +412,9 @@ fn backend(
         if route.resolved_refs.status {
             route.resolved_refs = Cond::no(reason, why.clone());
         }
-        route.diagnostics.push(Diagnostic::warning(
-            reason,
-            at,
-            format!("{why}; its share of requests answers 500"),
-        ));
+        route
+            .diagnostics
+            .push(Diagnostic::warning(reason, at, format!("{why}; {effect}")));
         Backend::invalid(name.clone(), weight, why)
     };
     let group = b.group.as_deref().unwrap_or("");
