@@ -456,3 +456,30 @@ async fn a_request_an_access_list_refuses_is_not_copied() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(fence(&proxy, &mut shadow_rx).await.is_empty());
 }
+
+#[tokio::test]
+async fn an_upgrade_request_is_not_copied() {
+    let app = Upstream::echo("app").await;
+    let (shadow, mut shadow_rx) = recorder("shadow").await;
+    let proxy = Proxy::start(routes(
+        app.addr,
+        shadow.addr,
+        vec![rule(
+            "/",
+            app.addr,
+            vec![Filter::Mirror(Box::new(mirror_to("r", shadow.addr)))],
+        )],
+    ))
+    .await;
+    let req = Request::get(proxy.url("/ws"))
+        .header("host", HOST)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .body(empty())
+        .unwrap();
+    // The echo upstream does not upgrade: a plain answer comes back.
+    let (status, headers, _) = send(&h1_client(), req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["x-seen-h-upgrade"], "websocket");
+    assert!(fence(&proxy, &mut shadow_rx).await.is_empty());
+}
