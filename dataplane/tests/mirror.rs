@@ -94,6 +94,14 @@ fn routes(app: SocketAddr, fence_mirror: SocketAddr, mut rules: Vec<Rule>) -> Ro
     config(vec![route("r", &[HOST], rules)])
 }
 
+/// [`routes`] with one rule for every path, mirrored to `shadow` (route
+/// `r`), then `more` filters.
+fn mirrored(app: SocketAddr, shadow: SocketAddr, more: Vec<Filter>) -> RouteConfig {
+    let mut filters = vec![Filter::Mirror(Box::new(mirror_to("r", shadow)))];
+    filters.extend(more);
+    routes(app, shadow, vec![rule("/", app, filters)])
+}
+
 /// Sends the fence and waits for its copy on `rx`; returns the copies
 /// that came before it.
 async fn fence(proxy: &Proxy, rx: &mut mpsc::UnboundedReceiver<Seen>) -> Vec<Seen> {
@@ -365,23 +373,12 @@ async fn a_closed_mirror_fails_its_copies_only() {
 async fn a_body_over_the_bound_or_cut_short_drops_the_copy_only() {
     let (app, mut app_rx) = recorder("app").await;
     let (shadow, mut shadow_rx) = recorder("shadow").await;
-    let proxy = Proxy::start_with(
-        routes(
-            app.addr,
-            shadow.addr,
-            vec![rule(
-                "/",
-                app.addr,
-                vec![Filter::Mirror(Box::new(mirror_to("r", shadow.addr)))],
-            )],
-        ),
-        |c| {
-            c.mirror = MirrorConfig {
-                max_body: 1024,
-                ..MirrorConfig::default()
-            };
-        },
-    )
+    let proxy = Proxy::start_with(mirrored(app.addr, shadow.addr, vec![]), |c| {
+        c.mirror = MirrorConfig {
+            max_body: 1024,
+            ..MirrorConfig::default()
+        };
+    })
     .await;
 
     // Declared over the bound: dropped before a byte is read.
@@ -435,21 +432,14 @@ async fn a_body_over_the_bound_or_cut_short_drops_the_copy_only() {
 async fn a_request_an_access_list_refuses_is_not_copied() {
     let app = Upstream::echo("app").await;
     let (shadow, mut shadow_rx) = recorder("shadow").await;
-    let proxy = Proxy::start(routes(
+    let proxy = Proxy::start(mirrored(
         app.addr,
         shadow.addr,
-        vec![rule(
-            "/",
-            app.addr,
-            // Listed first: the stages still run the access check first.
-            vec![
-                Filter::Mirror(Box::new(mirror_to("r", shadow.addr))),
-                Filter::IpAccess(IpAccess {
-                    allow: vec!["10.0.0.0/8".parse().unwrap()],
-                    deny: vec![],
-                }),
-            ],
-        )],
+        // Listed after the mirror: the stages still run it first.
+        vec![Filter::IpAccess(IpAccess {
+            allow: vec!["10.0.0.0/8".parse().unwrap()],
+            deny: vec![],
+        })],
     ))
     .await;
     let (status, _, _) = get(&h1_client(), proxy.addr, HOST, "/x").await;
@@ -461,16 +451,7 @@ async fn a_request_an_access_list_refuses_is_not_copied() {
 async fn an_upgrade_request_is_not_copied() {
     let app = Upstream::echo("app").await;
     let (shadow, mut shadow_rx) = recorder("shadow").await;
-    let proxy = Proxy::start(routes(
-        app.addr,
-        shadow.addr,
-        vec![rule(
-            "/",
-            app.addr,
-            vec![Filter::Mirror(Box::new(mirror_to("r", shadow.addr)))],
-        )],
-    ))
-    .await;
+    let proxy = Proxy::start(mirrored(app.addr, shadow.addr, vec![])).await;
     let req = Request::get(proxy.url("/ws"))
         .header("host", HOST)
         .header("connection", "upgrade")
