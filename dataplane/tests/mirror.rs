@@ -43,13 +43,18 @@ async fn recorder(name: &'static str) -> (Upstream, mpsc::UnboundedReceiver<Seen
             let body = body.collect().await.map(|b| b.to_bytes());
             let len = body.as_ref().map_or(0, |b| b.len());
             if let Ok(body) = body {
+                let mut headers = parts.headers;
+                // HTTP/2 carries the host as :authority.
+                if let Some(a) = parts.uri.authority() {
+                    headers.insert("host", a.as_str().parse().unwrap());
+                }
                 let _ = tx.send(Seen {
                     method: parts.method,
                     path: parts
                         .uri
                         .path_and_query()
                         .map_or(String::new(), |p| p.to_string()),
-                    headers: parts.headers,
+                    headers,
                     body,
                 });
             }
@@ -463,4 +468,34 @@ async fn an_upgrade_request_is_not_copied() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["x-seen-h-upgrade"], "websocket");
     assert!(fence(&proxy, &mut shadow_rx).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_http2_request_is_copied_to_an_h2c_mirror() {
+    let (app, mut app_rx) = recorder("app").await;
+    let (shadow, mut shadow_rx) = recorder("shadow").await;
+    let mut m = mirror_to("r", shadow.addr);
+    m.backend.protocol = Protocol::H2c;
+    let proxy = Proxy::start(routes(
+        app.addr,
+        shadow.addr,
+        vec![rule("/", app.addr, vec![Filter::Mirror(Box::new(m))])],
+    ))
+    .await;
+    let req = Request::put(format!("http://{HOST}/h2?z=9"))
+        .body(full("over h2"))
+        .unwrap();
+    let rsp = h2c_connection(proxy.addr)
+        .await
+        .send_request(req)
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), StatusCode::OK);
+    let original = next(&mut app_rx).await;
+    let copy = next(&mut shadow_rx).await;
+    assert_eq!(copy.method, Method::PUT);
+    assert_eq!(copy.path, "/h2?z=9");
+    assert_eq!(copy.body, "over h2");
+    assert_eq!(copy.headers["host"], HOST);
+    assert_eq!(copy.headers["host"], original.headers["host"]);
 }
