@@ -1066,7 +1066,11 @@ pub enum HTTPMethod {
     validation = Rule::new("!(has(self.cors) && self.type != 'CORS')")
         .message("filter.cors must be nil if the filter.type is not CORS"),
     validation = Rule::new("!(!has(self.cors) && self.type == 'CORS')")
-        .message("filter.cors must be specified for CORS filter.type")
+        .message("filter.cors must be specified for CORS filter.type"),
+    validation = Rule::new("!(has(self.requestMirror) && self.type != 'RequestMirror')")
+        .message("filter.requestMirror must be nil if the filter.type is not RequestMirror"),
+    validation = Rule::new("!(!has(self.requestMirror) && self.type == 'RequestMirror')")
+        .message("filter.requestMirror must be specified for RequestMirror filter.type")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct HTTPRouteFilter {
@@ -1097,6 +1101,10 @@ pub struct HTTPRouteFilter {
     /// Answer cross-origin requests from browsers (CORS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<HTTPCORSFilter>,
+
+    /// Copy requests to another Service, fire and forget. May be repeated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_mirror: Option<HTTPRequestMirrorFilter>,
 }
 
 /// The kind of a filter.
@@ -1108,6 +1116,7 @@ pub enum FilterType {
     URLRewrite,
     #[serde(rename = "CORS")]
     Cors,
+    RequestMirror,
 }
 
 /// Header changes. A header name may appear in only one of the lists, once.
@@ -1270,6 +1279,62 @@ pub struct HTTPURLRewriteFilter {
     /// Change the path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<HTTPPathModifier>,
+}
+
+/// Copies of matching requests sent to another Service, fire and forget:
+/// the copy's answer is discarded and never delays or changes the
+/// original's (Gateway API's `RequestMirror`). Copies keep the request's
+/// method, path, query, headers and body (bodies up to
+/// `--mirror-max-body`).
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[x_kube(
+    validation = Rule::new("!(has(self.percent) && has(self.fraction))")
+        .message("Only one of percent or fraction may be specified in HTTPRequestMirrorFilter")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPRequestMirrorFilter {
+    /// The Service copies go to, in the route's namespace.
+    pub backend_ref: HTTPMirrorBackendRef,
+
+    /// The share of requests copied, 0 to 100. Neither this nor fraction:
+    /// every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub percent: Option<i32>,
+
+    /// The share of requests copied, as numerator/denominator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<MirrorFractionSpec>,
+}
+
+/// The Service a mirror sends copies to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPMirrorBackendRef {
+    /// The Service's name, in the route's namespace.
+    #[schemars(length(min = 1, max = 63), pattern(SERVICE_NAME_PATTERN))]
+    pub name: String,
+
+    /// The Service port (`spec.ports[].port`).
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+/// `numerator` of every `denominator` requests.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[x_kube(
+    validation = Rule::new("self.numerator <= self.denominator")
+        .message("numerator must be less than or equal to denominator")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MirrorFractionSpec {
+    #[schemars(range(min = 0))]
+    pub numerator: i32,
+
+    /// Absent: 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1), extend("default" = 100))]
+    pub denominator: Option<i32>,
 }
 
 /// A CORS origin as Gateway API writes it: `*`, or `http(s)://host[:port]`

@@ -81,10 +81,12 @@ fn every_rule_compiles_and_fits_the_cost_budget() {
     // + rateLimit (some limit set; header exactly for a Header key)
     // + externalAuth (reserved header names in proxySetHeaders)
     // + jwt providers (one key source; header or cookie, not both)
-    // + globalRateLimit (header exactly for a Header key).
+    // + globalRateLimit (header exactly for a Header key)
+    // + RequestMirror (its filter type, percent or fraction, the fraction
+    // at most 1).
     assert_eq!(
         seen,
-        1 + 2 + 3 + 5 + 8 + 4 + 4 + 10 + 1 + 1 + 1 + 1 + 2 + 6 + 2 + 1 + 3 + 2 + 1 + 2 + 1
+        1 + 2 + 3 + 5 + 8 + 4 + 4 + 10 + 1 + 1 + 1 + 1 + 2 + 6 + 2 + 1 + 3 + 2 + 1 + 2 + 1 + 4
     );
 }
 
@@ -537,5 +539,34 @@ fn a_cors_filter_is_named_by_its_type_once_and_wildcards_stand_alone() {
         "allowCredentials": true,
         "maxAge": 60,
     } }))] }),
+    );
+}
+
+#[test]
+fn a_request_mirror_takes_percent_or_a_fraction_of_at_most_one() {
+    let mirror = |extra: Value| {
+        let mut m = json!({ "backendRef": { "name": "shadow", "port": 80 } });
+        m.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        json!({ "rules": [rule_with(json!({ "type": "RequestMirror", "requestMirror": m }))] })
+    };
+    assert_accepted(mirror(json!({})));
+    assert_accepted(mirror(json!({ "percent": 50 })));
+    assert_accepted(mirror(json!({ "fraction": { "numerator": 1 } })));
+    assert_accepted(mirror(
+        json!({ "fraction": { "numerator": 3, "denominator": 3 } }),
+    ));
+    assert_rejected(
+        mirror(json!({ "percent": 5, "fraction": { "numerator": 1 } })),
+        &["Only one of percent or fraction"],
+    );
+    assert_rejected(
+        mirror(json!({ "fraction": { "numerator": 2, "denominator": 1 } })),
+        &["numerator must be less than or equal to denominator"],
+    );
+    assert_rejected(
+        json!({ "rules": [rule_with(json!({ "type": "RequestMirror" }))] }),
+        &["filter.requestMirror must be specified"],
     );
 }

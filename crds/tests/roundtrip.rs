@@ -87,8 +87,16 @@ fn full_route_round_trips_with_every_filter() {
             FilterType::ResponseHeaderModifier,
             FilterType::URLRewrite,
             FilterType::Cors,
+            FilterType::RequestMirror,
         ]
     );
+    let mirror = api.filters[4].request_mirror.as_ref().unwrap();
+    assert_eq!(
+        (mirror.backend_ref.name.as_str(), mirror.backend_ref.port),
+        ("api-shadow", 8080)
+    );
+    let fraction = mirror.fraction.as_ref().unwrap();
+    assert_eq!((fraction.numerator, fraction.denominator), (1, Some(10)));
     let request_headers = api.filters[0].request_header_modifier.as_ref().unwrap();
     assert_eq!(request_headers.set[0].name, "X-Forwarded-Prefix");
     assert_eq!(request_headers.add[0].value, "api");

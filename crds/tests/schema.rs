@@ -190,7 +190,8 @@ fn enums_are_listed() {
                 "ResponseHeaderModifier",
                 "RequestRedirect",
                 "URLRewrite",
-                "CORS"
+                "CORS",
+                "RequestMirror"
             ]),
         ),
         (
@@ -349,7 +350,9 @@ fn cel_rules_sit_where_they_apply() {
     assert_eq!(count("spec.rules"), 2);
     assert_eq!(count("spec.rules[]"), 3);
     assert_eq!(count("spec.rules[].filters"), 6);
-    assert_eq!(count("spec.rules[].filters[]"), 10);
+    assert_eq!(count("spec.rules[].filters[]"), 12);
+    assert_eq!(count("spec.rules[].filters[].requestMirror"), 1);
+    assert_eq!(count("spec.rules[].filters[].requestMirror.fraction"), 1);
     assert_eq!(count("spec.rules[].filters[].cors.allowOrigins"), 1);
     assert_eq!(count("spec.rules[].filters[].cors.allowMethods"), 1);
     assert_eq!(count("spec.rules[].filters[].cors.allowHeaders"), 1);

@@ -260,6 +260,7 @@ impl RequestBody {
     fn inner_ended(&self) -> bool {
         match &self.inner {
             None => true,
+            // A text body may still hold an undecoded last quantum.
             Some(b) => b.is_end_stream() && self.grpc.as_ref().is_none_or(|g| g.text.is_none()),
         }
     }

@@ -43,13 +43,18 @@ async fn recorder(name: &'static str) -> (Upstream, mpsc::UnboundedReceiver<Seen
             let body = body.collect().await.map(|b| b.to_bytes());
             let len = body.as_ref().map_or(0, |b| b.len());
             if let Ok(body) = body {
+                let mut headers = parts.headers;
+                // HTTP/2 carries the host as :authority.
+                if let Some(a) = parts.uri.authority() {
+                    headers.insert("host", a.as_str().parse().unwrap());
+                }
                 let _ = tx.send(Seen {
                     method: parts.method,
                     path: parts
                         .uri
                         .path_and_query()
                         .map_or(String::new(), |p| p.to_string()),
-                    headers: parts.headers,
+                    headers,
                     body,
                 });
             }
@@ -92,6 +97,14 @@ fn routes(app: SocketAddr, fence_mirror: SocketAddr, mut rules: Vec<Rule>) -> Ro
         vec![Filter::Mirror(Box::new(mirror_to("fence", fence_mirror)))],
     ));
     config(vec![route("r", &[HOST], rules)])
+}
+
+/// [`routes`] with one rule for every path, mirrored to `shadow` (route
+/// `r`), then `more` filters.
+fn mirrored(app: SocketAddr, shadow: SocketAddr, more: Vec<Filter>) -> RouteConfig {
+    let mut filters = vec![Filter::Mirror(Box::new(mirror_to("r", shadow)))];
+    filters.extend(more);
+    routes(app, shadow, vec![rule("/", app, filters)])
 }
 
 /// Sends the fence and waits for its copy on `rx`; returns the copies
@@ -365,23 +378,12 @@ async fn a_closed_mirror_fails_its_copies_only() {
 async fn a_body_over_the_bound_or_cut_short_drops_the_copy_only() {
     let (app, mut app_rx) = recorder("app").await;
     let (shadow, mut shadow_rx) = recorder("shadow").await;
-    let proxy = Proxy::start_with(
-        routes(
-            app.addr,
-            shadow.addr,
-            vec![rule(
-                "/",
-                app.addr,
-                vec![Filter::Mirror(Box::new(mirror_to("r", shadow.addr)))],
-            )],
-        ),
-        |c| {
-            c.mirror = MirrorConfig {
-                max_body: 1024,
-                ..MirrorConfig::default()
-            };
-        },
-    )
+    let proxy = Proxy::start_with(mirrored(app.addr, shadow.addr, vec![]), |c| {
+        c.mirror = MirrorConfig {
+            max_body: 1024,
+            ..MirrorConfig::default()
+        };
+    })
     .await;
 
     // Declared over the bound: dropped before a byte is read.
@@ -435,24 +437,65 @@ async fn a_body_over_the_bound_or_cut_short_drops_the_copy_only() {
 async fn a_request_an_access_list_refuses_is_not_copied() {
     let app = Upstream::echo("app").await;
     let (shadow, mut shadow_rx) = recorder("shadow").await;
-    let proxy = Proxy::start(routes(
+    let proxy = Proxy::start(mirrored(
         app.addr,
         shadow.addr,
-        vec![rule(
-            "/",
-            app.addr,
-            // Listed first: the stages still run the access check first.
-            vec![
-                Filter::Mirror(Box::new(mirror_to("r", shadow.addr))),
-                Filter::IpAccess(IpAccess {
-                    allow: vec!["10.0.0.0/8".parse().unwrap()],
-                    deny: vec![],
-                }),
-            ],
-        )],
+        // Listed after the mirror: the stages still run it first.
+        vec![Filter::IpAccess(IpAccess {
+            allow: vec!["10.0.0.0/8".parse().unwrap()],
+            deny: vec![],
+        })],
     ))
     .await;
     let (status, _, _) = get(&h1_client(), proxy.addr, HOST, "/x").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(fence(&proxy, &mut shadow_rx).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_upgrade_request_is_not_copied() {
+    let app = Upstream::echo("app").await;
+    let (shadow, mut shadow_rx) = recorder("shadow").await;
+    let proxy = Proxy::start(mirrored(app.addr, shadow.addr, vec![])).await;
+    let req = Request::get(proxy.url("/ws"))
+        .header("host", HOST)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .body(empty())
+        .unwrap();
+    // The echo upstream does not upgrade: a plain answer comes back.
+    let (status, headers, _) = send(&h1_client(), req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["x-seen-h-upgrade"], "websocket");
+    assert!(fence(&proxy, &mut shadow_rx).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_http2_request_is_copied_to_an_h2c_mirror() {
+    let (app, mut app_rx) = recorder("app").await;
+    let (shadow, mut shadow_rx) = recorder("shadow").await;
+    let mut m = mirror_to("r", shadow.addr);
+    m.backend.protocol = Protocol::H2c;
+    let proxy = Proxy::start(routes(
+        app.addr,
+        shadow.addr,
+        vec![rule("/", app.addr, vec![Filter::Mirror(Box::new(m))])],
+    ))
+    .await;
+    let req = Request::put(format!("http://{HOST}/h2?z=9"))
+        .body(full("over h2"))
+        .unwrap();
+    let rsp = h2c_connection(proxy.addr)
+        .await
+        .send_request(req)
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), StatusCode::OK);
+    let original = next(&mut app_rx).await;
+    let copy = next(&mut shadow_rx).await;
+    assert_eq!(copy.method, Method::PUT);
+    assert_eq!(copy.path, "/h2?z=9");
+    assert_eq!(copy.body, "over h2");
+    assert_eq!(copy.headers["host"], HOST);
+    assert_eq!(copy.headers["host"], original.headers["host"]);
 }

@@ -15,10 +15,10 @@ use portico_dataplane::model::{
     Action, AffinityMode, Backend, Balance, ClaimHeader, CookieAffinity, Cors, EndpointPolicy,
     ExternalAuth, ExternalAuthCache, Filter, Forward, GlobalRateLimit, GrpcOptions, GrpcWeb,
     HashKey, HashVar, HeaderMatch, HeaderModifier, HealthCheck, Hostname, InvalidField, JwksSource,
-    Jwt, JwtProvider, LimitKey, OriginHost, OriginPattern, OutlierDetection, PathMatch,
-    PathModifier, Probe, Protocol, QueryMatch, Redirect, RedirectStatus, Route, RouteMatch, Rule,
-    SameSite, Scheme, SourceRef, StatusRange, Timeouts, TokenSource, UrlRewrite, ValueMatch,
-    user_settable,
+    Jwt, JwtProvider, LimitKey, Mirror, MirrorFraction, OriginHost, OriginPattern,
+    OutlierDetection, PathMatch, PathModifier, Probe, Protocol, QueryMatch, Redirect,
+    RedirectStatus, Route, RouteMatch, Rule, SameSite, Scheme, SourceRef, StatusRange, Timeouts,
+    TokenSource, UrlRewrite, ValueMatch, user_settable,
 };
 
 use super::backends::{self, PortRef};
@@ -138,6 +138,7 @@ fn translate_one(
         .policies
         .as_ref()
         .and_then(|p| p.backends.as_ref());
+    let id = format!("httproute/{namespace}/{}", route.name_any());
     let mut rules = Vec::new();
     for (i, rule) in route.spec.rules.iter().enumerate() {
         report.rules_total += 1;
@@ -150,6 +151,11 @@ fn translate_one(
         match translate_rule(snap, rule, &policies, namespace, &field, report) {
             Ok(mut r) => {
                 report.rules_served += 1;
+                for f in &mut r.chain {
+                    if let Filter::Mirror(m) = f {
+                        m.route = id.clone();
+                    }
+                }
                 // JWT before external auth: see `Filter::stage`.
                 r.chain.extend(jwt.clone().map(Filter::Jwt));
                 r.chain
@@ -162,7 +168,6 @@ fn translate_one(
     if rules.is_empty() {
         return None;
     }
-    let id = format!("httproute/{namespace}/{}", route.name_any());
     Some(Route::new(id, hostnames, rules).with_source(SourceRef {
         kind: "HTTPRoute".into(),
         namespace: namespace.to_owned(),
@@ -397,9 +402,29 @@ fn translate_rule(
             }
         }
     }
+    let mut mirrors = Vec::new();
+    for (j, f) in rule.filters.iter().enumerate() {
+        if f.filter_type == FilterType::RequestMirror {
+            let ff = format!("{field}.filters[{j}]");
+            mirrors.extend(request_mirror(
+                snap,
+                namespace,
+                f,
+                &ff,
+                &mut report.diagnostics,
+            )?);
+        }
+    }
     // One CORS filter per rule: the rule's own, else the gRPC-Web bridge's;
     // on a bridged rule either lets gRPC-Web clients work.
-    Ok(parts.assemble(list, grpc, policies.grpc_web_cors))
+    let mut rule = parts.assemble(list, grpc, policies.grpc_web_cors);
+    // After the body limit: a request it refuses is not copied. A redirect
+    // copies nothing.
+    if matches!(rule.action, Action::Forward(_)) {
+        rule.chain
+            .extend(mirrors.into_iter().map(|m| Filter::Mirror(Box::new(m))));
+    }
+    Ok(rule)
 }
 
 /// What a Gateway-shaped rule says apart from its backends: matches,
@@ -494,6 +519,11 @@ pub(super) fn rule_parts(
     let mut cors = None;
     for (j, f) in rule.filters.iter().enumerate() {
         let ff = format!("{field}.filters[{j}]");
+        if f.filter_type == FilterType::RequestMirror {
+            // Resolved by the caller, which has the snapshot:
+            // `translate_rule` here, `translate::gateway` for Gateway API.
+            continue;
+        }
         if f.filter_type == FilterType::Cors {
             let c = f.cors.as_ref().ok_or_else(|| {
                 Diagnostic::error(
@@ -564,6 +594,83 @@ impl RuleParts {
         );
         rule
     }
+}
+
+/// A `RequestMirror` filter: its Service resolved (a missing one is
+/// reported and mirrors nothing; the rule is served), its share of
+/// requests; the route id is set by [`translate_one`].
+fn request_mirror(
+    snap: &Snapshot,
+    namespace: &str,
+    f: &HTTPRouteFilter,
+    field: &str,
+    found: &mut Vec<Diagnostic>,
+) -> Result<Option<Mirror>, Diagnostic> {
+    let mf = format!("{field}.requestMirror");
+    let m = f.request_mirror.as_ref().ok_or_else(|| {
+        Diagnostic::error(
+            "InvalidFilter",
+            mf.clone(),
+            "filter type needs requestMirror; this rule is not served",
+        )
+    })?;
+    let unsupported = |at: &str, message: String| {
+        Diagnostic::error(
+            "UnsupportedValue",
+            format!("{mf}.{at}"),
+            format!("{message}; this rule is not served"),
+        )
+    };
+    let fraction = match (m.percent, &m.fraction) {
+        (None, None) => MirrorFraction::ALL,
+        (Some(p), None) => MirrorFraction::percent(
+            u32::try_from(p)
+                .ok()
+                .filter(|p| *p <= 100)
+                .ok_or_else(|| unsupported("percent", format!("{p} is not 0 to 100")))?,
+        ),
+        (None, Some(fr)) => {
+            let denominator = fr.denominator.unwrap_or(100);
+            match (u32::try_from(fr.numerator), u32::try_from(denominator)) {
+                (Ok(n), Ok(d)) if d > 0 && n <= d => MirrorFraction {
+                    numerator: n,
+                    denominator: d,
+                },
+                _ => {
+                    return Err(unsupported(
+                        "fraction",
+                        format!(
+                            "{}/{denominator} is not a fraction of at most 1",
+                            fr.numerator
+                        ),
+                    ));
+                }
+            }
+        }
+        (Some(_), Some(_)) => {
+            return Err(unsupported(
+                "percent",
+                "set at most one of percent and fraction".into(),
+            ));
+        }
+    };
+    let b = &m.backend_ref;
+    let port = PortRef::Number(b.port);
+    let protocol = backends::app_protocol(snap, namespace, &b.name, b.port);
+    let backend = match backends::resolve(snap, namespace, &b.name, &port, protocol, 1) {
+        Ok(backend) => backend,
+        Err(e) => {
+            found.push(Diagnostic::warning(
+                e.reason,
+                format!("{mf}.backendRef"),
+                format!("{}; no requests are mirrored", e.message),
+            ));
+            return Ok(None);
+        }
+    };
+    let mut mirror = Mirror::to_backend(String::new(), backend);
+    mirror.fraction = fraction;
+    Ok(Some(mirror))
 }
 
 /// A rule's `RequestHeaderModifier` and `ResponseHeaderModifier`: the
@@ -955,8 +1062,9 @@ fn apply_filter(
         )
     };
     match f.filter_type {
-        // `translate_rule` keeps the rule's one CORS filter itself.
-        FilterType::Cors => {}
+        // `translate_rule` keeps the rule's one CORS filter and its
+        // mirrors itself.
+        FilterType::Cors | FilterType::RequestMirror => {}
         FilterType::RequestHeaderModifier => {
             let m = f
                 .request_header_modifier

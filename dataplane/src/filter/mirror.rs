@@ -268,7 +268,7 @@ struct CopyHead {
 }
 
 /// A copy waiting to be sent: its mirror, head and place under the bound.
-struct Copy {
+struct PendingCopy {
     mirror: Arc<MirrorRuntime>,
     head: CopyHead,
     _slot: Slot,
@@ -302,7 +302,7 @@ pub(crate) fn start<'a>(
             m.results.failed.inc();
             continue;
         };
-        let copy = Copy {
+        let copy = PendingCopy {
             mirror: Arc::clone(m),
             head: CopyHead {
                 method: head.method.clone(),
@@ -324,7 +324,7 @@ pub(crate) fn start<'a>(
 
 /// The copies waiting for the request body, and its pieces so far.
 pub(crate) struct Tee {
-    copies: Vec<Copy>,
+    copies: Vec<PendingCopy>,
     pieces: Vec<Bytes>,
     len: usize,
     max: usize,
@@ -383,8 +383,8 @@ impl Drop for Tee {
 }
 
 /// Sends one copy and drops its answer; counts the result.
-async fn send(copy: Copy, body: Bytes) {
-    let Copy {
+async fn send(copy: PendingCopy, body: Bytes) {
+    let PendingCopy {
         mirror,
         head,
         _slot,

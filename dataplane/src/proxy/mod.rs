@@ -494,7 +494,9 @@ fn upstream_request(
     set_upstream_headers(&mut parts.headers, routed, host, ctx, exchange);
     // Copies leave with the head as the original does, before its
     // protocol's form and rewrite; nothing to do on rules without mirrors.
-    let tee = (!exchange.mirrors.is_empty())
+    // An upgrade (WebSocket) is not copied: a copy cannot hold a tunnel,
+    // and nginx's mirror subrequests do not upgrade either.
+    let tee = (!exchange.mirrors.is_empty() && !exchange.upgrade)
         .then(|| {
             let chain = &routed.runtime.chain;
             chain.start_mirrors(&exchange.mirrors, &parts, host, &body)
