@@ -90,6 +90,15 @@ impl Held {
         }
     }
 
+    /// Waits for a request to reach it; panics after 10 s rather than hang
+    /// a test whose request went elsewhere.
+    async fn arrival(&mut self) {
+        tokio::time::timeout(std::time::Duration::from_secs(10), self.arrived.recv())
+            .await
+            .expect("a request reaches the held upstream within 10 s")
+            .unwrap();
+    }
+
     fn release(&self) {
         self.gate.add_permits(1);
     }
@@ -142,6 +151,25 @@ async fn each_port_routes_among_its_own_routes() {
         sample(&proxy.scrape().await, "portico_gateway_ports_open"),
         Some(2.0)
     );
+}
+
+#[tokio::test]
+async fn a_port_takes_the_main_listeners_client_settings() {
+    let up = Upstream::echo("up").await;
+    let [p] = free_ports();
+    let mut cfg = config(vec![]);
+    cfg.ports = vec![http_port(p, vec![to("up", "app.test", up.addr)])];
+    let (_proxy, _) = Proxy::start_gateway(cfg, |c| c.listener.proxy_protocol = true).await;
+
+    // The PROXY protocol header names the client.
+    let request = "PROXY TCP4 203.0.113.7 127.0.0.1 4711 80\r\n\
+                   GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n";
+    let rsp = RawResponse::parse(&raw_exchange(at(p), request.as_bytes(), false).await).unwrap();
+    assert_eq!(rsp.status, 200);
+    assert_eq!(rsp.header("x-seen-h-x-real-ip"), Some("203.0.113.7"));
+    // Without one, the connection is closed unanswered.
+    let bare = b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n";
+    assert!(raw_exchange(at(p), bare, false).await.is_empty());
 }
 
 #[tokio::test]
@@ -220,7 +248,7 @@ async fn a_kept_port_keeps_its_connections_and_a_dropped_one_drains() {
 
     // A request in flight on the port when a publish drops it.
     let in_flight = spawn_get(at(p), "slow.test");
-    held.arrived.recv().await.unwrap();
+    held.arrival().await;
     let report = proxy.dp.publish(config(vec![]));
     assert!(report.ports.is_empty());
     assert_eventually!(refused(at(p)).await, "the dropped port still accepts");
@@ -510,7 +538,7 @@ async fn shutdown_drains_a_gateway_port() {
     let (mut proxy, _) = Proxy::start_gateway(cfg, |_| {}).await;
 
     let in_flight = spawn_get(at(p), "slow.test");
-    held.arrived.recv().await.unwrap();
+    held.arrival().await;
     proxy.begin_shutdown();
     assert_eventually!(
         refused(at(p)).await,

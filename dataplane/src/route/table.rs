@@ -653,6 +653,27 @@ mod tests {
         assert_eq!(upstreams.live_endpoints(), 0);
     }
 
+    #[test]
+    fn ports_listed_twice_or_taken_by_a_main_listener_are_left_out() {
+        use crate::model::{GatewayPort, PortProtocol};
+        let cfg = RouteConfig {
+            ports: [9000, 8443, 80, 9000, 7000, 9000]
+                .map(|p| GatewayPort::new(p, PortProtocol::Http, vec![]))
+                .to_vec(),
+            ..RouteConfig::default()
+        };
+        let (allowed, refused) = allowed_ports(&cfg, &[80, 443]);
+        let ports: Vec<u16> = allowed.iter().map(|&i| cfg.ports[i].port).collect();
+        assert_eq!(ports, [7000, 8443], "in port order");
+        assert_eq!(
+            refused,
+            [
+                (9000, "listed 3 times".to_owned()),
+                (80, "the port of a main listener".to_owned()),
+            ]
+        );
+    }
+
     /// An Ingress with one long list and many paths compiles the list once.
     #[test]
     fn rules_with_the_same_policy_data_share_one_compiled_copy() {
