@@ -318,9 +318,8 @@ impl Dataplane {
         let s = &self.shared;
         let (mut outcomes, open) = if s.is_draining() {
             s.gateway_ports.close_all();
-            let draining = || Err("the dataplane is shutting down".to_owned());
-            let refused = table.gateway_ports().map(|(p, _)| (p, draining()));
-            (refused.collect(), 0)
+            let wanted: Vec<_> = table.gateway_ports().map(|(p, _)| (p, Ok(()))).collect();
+            (GatewayPorts::refused(&wanted), 0)
         } else {
             s.gateway_ports.reconcile(table.gateway_ports())
         };

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
@@ -48,6 +48,9 @@ pub(crate) struct GatewayPorts {
     /// Written only by `publish` (under its lock) and at shutdown.
     set: watch::Sender<PortSet>,
     next_id: AtomicU64,
+    /// Set at shutdown: no publish binds a port after it, even one that
+    /// began before.
+    closed: AtomicBool,
 }
 
 impl GatewayPorts {
@@ -56,6 +59,7 @@ impl GatewayPorts {
             address,
             set: watch::Sender::new(PortSet::default()),
             next_id: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -106,14 +110,37 @@ impl GatewayPorts {
             };
             outcomes.push((port, outcome));
         }
-        let open = next.len();
         drop(current);
-        self.set.send_replace(Arc::new(next));
+        let next = Arc::new(next);
+        let open = next.len();
+        // Under the channel's lock, which `close_all` takes after marking
+        // the set closed: a publish racing a shutdown never leaves a
+        // socket bound that no loop serves.
+        let mut closed = false;
+        self.set.send_modify(|set| {
+            closed = self.closed.load(Ordering::Acquire);
+            if !closed {
+                *set = next;
+            }
+        });
+        if closed {
+            return (Self::refused(&outcomes), 0);
+        }
         (outcomes, open)
     }
 
-    /// Lets go of every socket (on shutdown).
+    /// Every port of `outcomes` refused: the dataplane is shutting down.
+    pub(crate) fn refused(outcomes: &[PortOutcome]) -> Vec<PortOutcome> {
+        let shutting_down = || Err("the dataplane is shutting down".to_owned());
+        outcomes
+            .iter()
+            .map(|(p, _)| (*p, shutting_down()))
+            .collect()
+    }
+
+    /// Lets go of every socket, for good (on shutdown).
     pub(crate) fn close_all(&self) {
+        self.closed.store(true, Ordering::Release);
         self.set.send_replace(PortSet::default());
     }
 
@@ -321,6 +348,17 @@ mod tests {
         let (_, open) = ports.reconcile([(taken, Http)].into_iter());
         assert_eq!(open, 1);
         drop(now);
+        assert!(std::net::TcpListener::bind(("127.0.0.1", free)).is_ok());
+
+        // After shutdown nothing is bound, and the report says why.
+        ports.close_all();
+        let (report, open) = ports.reconcile([(free, Http)].into_iter());
+        assert_eq!(open, 0);
+        assert_eq!(
+            report,
+            [(free, Err("the dataplane is shutting down".to_owned()))]
+        );
+        assert!(ports.subscribe().borrow().is_empty());
         assert!(std::net::TcpListener::bind(("127.0.0.1", free)).is_ok());
     }
 }
