@@ -412,22 +412,28 @@ impl Build<'_> {
 }
 
 /// The indexes of `config.ports` to serve, in port order, and the ports
-/// left out: a port listed twice (both entries: which one was meant is
-/// not ours to guess) or a main listener's.
+/// left out: port 0, a port listed twice (both entries: which one was
+/// meant is not ours to guess) or a main listener's.
 fn allowed_ports(config: &RouteConfig, reserved: &[u16]) -> (Vec<usize>, Vec<(u16, String)>) {
     let mut refused: Vec<(u16, String)> = Vec::new();
     let mut allowed = Vec::new();
     for (i, p) in config.ports.iter().enumerate() {
+        if refused.iter().any(|(port, _)| *port == p.port) {
+            continue;
+        }
         let listed = config.ports.iter().filter(|q| q.port == p.port).count();
-        if reserved.contains(&p.port) {
-            refused.push((p.port, "the port of a main listener".to_owned()));
+        let reason = if p.port == 0 {
+            // Binding it would pick a port no client knows.
+            "port 0 is not a listener port".to_owned()
+        } else if reserved.contains(&p.port) {
+            "the port of a main listener".to_owned()
         } else if listed > 1 {
-            if !refused.iter().any(|(port, _)| *port == p.port) {
-                refused.push((p.port, format!("listed {listed} times")));
-            }
+            format!("listed {listed} times")
         } else {
             allowed.push((p.port, i));
-        }
+            continue;
+        };
+        refused.push((p.port, reason));
     }
     allowed.sort_unstable();
     (allowed.into_iter().map(|(_, i)| i).collect(), refused)
@@ -657,7 +663,7 @@ mod tests {
     fn ports_listed_twice_or_taken_by_a_main_listener_are_left_out() {
         use crate::model::{GatewayPort, PortProtocol};
         let cfg = RouteConfig {
-            ports: [9000, 8443, 80, 9000, 7000, 9000]
+            ports: [9000, 8443, 80, 9000, 7000, 0, 9000]
                 .map(|p| GatewayPort::new(p, PortProtocol::Http, vec![]))
                 .to_vec(),
             ..RouteConfig::default()
@@ -670,6 +676,7 @@ mod tests {
             [
                 (9000, "listed 3 times".to_owned()),
                 (80, "the port of a main listener".to_owned()),
+                (0, "port 0 is not a listener port".to_owned()),
             ]
         );
     }
