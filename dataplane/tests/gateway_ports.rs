@@ -313,6 +313,15 @@ async fn a_taken_port_is_reported_and_bound_once_free() {
     );
     assert_eq!(outcome(&report, free), Some(Ok(())));
     assert!(refused(at(twice)).await);
+    // Operators see the refusals, and the ports, in `/debug/routes`.
+    let (_, _, page) = get(&c, proxy.debug, "debug", "/debug/routes").await;
+    let page: serde_json::Value = serde_json::from_str(&page).unwrap();
+    let rejected = page["rejected"].as_array().unwrap();
+    assert!(
+        rejected.contains(&format!("Gateway port {twice}: listed 2 times").into()),
+        "{rejected:?}"
+    );
+    assert_eq!(page["config"]["ports"].as_array().unwrap().len(), 5);
     let (status, _, _) = get(&c, at(free), "app.test", "/").await;
     assert_eq!(status, StatusCode::OK);
 }
