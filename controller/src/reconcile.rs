@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use portico_dataplane::Dataplane;
 use portico_dataplane::listen::tls::CertConfig;
+use portico_dataplane::{Dataplane, PortOutcome};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -67,6 +67,9 @@ impl Rebuilder {
         let mut last_reports: BTreeMap<ObjectRef, ObjectReport> = BTreeMap::new();
         let mut certs = CertMemory::default();
         let mut last_certs: Option<CertConfig> = None;
+        // The Gateway ports' bind results of the last publish: they stand
+        // until the next publish tries again.
+        let mut last_ports: Vec<PortOutcome> = Vec::new();
         loop {
             self.changes.notified().await;
             let first = Instant::now();
@@ -86,12 +89,13 @@ impl Rebuilder {
             let settings = self.settings.clone();
             let dataplane = self.dataplane.clone();
             let previous_certs = last_certs.take();
+            let mut ports = std::mem::take(&mut last_ports);
             // The memory moves into the blocking task and back; if that task
             // panicked it starts afresh (the default certificate covers).
             let mut memory = std::mem::take(&mut certs);
             let result = tokio::task::spawn_blocking(move || {
                 let Some(snap) = snapshot() else {
-                    return (memory, previous_certs, None);
+                    return (memory, previous_certs, ports, None);
                 };
                 let mut translation = translate::translate(&snap, &settings);
                 let served = memory.serve(&translation, &settings);
@@ -112,19 +116,28 @@ impl Rebuilder {
                     live.generation() == 0 || live.config() != &config
                 };
                 let published = if changed {
-                    Some(dataplane.publish(config).generation)
+                    let report = dataplane.publish(config);
+                    ports = report.ports;
+                    Some(report.generation)
                 } else {
                     None
                 };
-                (memory, Some(served), Some((translation, routes, published)))
+                translation.gateway.apply_port_outcomes(&ports);
+                (
+                    memory,
+                    Some(served),
+                    ports,
+                    Some((translation, routes, published)),
+                )
             })
             .await;
-            let Ok((memory, served, result)) = result else {
+            let Ok((memory, served, ports, result)) = result else {
                 warn!("rebuild task failed; retrying on the next change");
                 continue;
             };
             certs = memory;
             last_certs = served;
+            last_ports = ports;
             let Some((translation, routes, published)) = result else {
                 debug!("sources not synced yet; nothing published");
                 continue;

@@ -46,6 +46,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing: args.tracing.config()?,
         global_limits: args.global_limits.config()?,
         mirror: args.mirror.config(),
+        // Gateway listener ports open beside the main HTTP listener, on
+        // its address (loopback in tests, every interface in a pod).
+        gateway_address: args.http_addr.ip(),
         ..Default::default()
     })
     .context("starting the dataplane")?;

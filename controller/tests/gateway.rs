@@ -279,10 +279,14 @@ spec:
 
     // A backendRef that does not resolve, or crosses namespaces without a
     // ReferenceGrant, is never sent to; the table holds it as an
-    // unresolved backend (the dataplane answers 500 for it).
+    // unresolved backend and the dataplane answers 500 for it
+    // (HTTPRouteInvalidNonExistentBackendRef, ...CrossNamespaceBackendRef).
     for path in ["/missing", "/cross"] {
         let (s, _, e) = get(path, &[]).await;
-        assert!(s.is_server_error() && e.is_none(), "{path}: {s}");
+        assert!(
+            s == StatusCode::INTERNAL_SERVER_ERROR && e.is_none(),
+            "{path}: {s}"
+        );
     }
     let (_, routes) = support::get(portico.debug, "x", "/debug/routes")
         .await
@@ -316,7 +320,7 @@ spec:
     std::fs::remove_file(&grant).unwrap();
     three_times("the grant withdrawn", || async {
         let (s, _, e) = get("/cross", &[]).await;
-        s.is_server_error() && e.is_none()
+        s == StatusCode::INTERNAL_SERVER_ERROR && e.is_none()
     })
     .await;
 }
@@ -590,4 +594,63 @@ spec:
             .expect("the mirror is serving");
         assert_eq!(copy, ("/mirror/x".to_owned(), "copied".to_owned()));
     }
+}
+
+/// A Gateway listener on a port of its own (not 80/443): the dataplane
+/// opens it at `port + --gateway-port-offset` on the HTTP listener's
+/// address, and its routes answer there only, not on the main listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_on_another_port_gets_a_socket_and_routes_of_its_own() {
+    let backend = echo("infra-backend-v1").await;
+    // A port free a moment ago, as the listener's port after the offset.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let offset: u16 = 1000;
+    let listener_port = port
+        .checked_sub(offset)
+        .expect("ephemeral ports are above 1000");
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: portico}}
+spec: {{controllerName: portico.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: extra, namespace: default}}
+spec:
+  gatewayClassName: portico
+  listeners:
+    - {{name: admin-ui, port: {listener_port}, protocol: HTTP}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: ui, namespace: default}}
+spec:
+  parentRefs: [{{name: extra}}]
+  hostnames: [ui.test]
+  rules:
+    - backendRefs: [{{name: infra-backend-v1, port: 80}}]
+"#
+    );
+    m.push_str(&service_at("infra-backend-v1", backend));
+    std::fs::write(dir.path().join("app.yaml"), m).unwrap();
+    let portico = Portico::start_with(dir.path(), &["--gateway-port-offset", &offset.to_string()]);
+    portico.ready().await;
+    let on_port = SocketAddr::from(([127, 0, 0, 1], port));
+    three_times("the route answers on the Gateway's port", || async {
+        let (status, _, echo) = call(on_port, Method::GET, "ui.test", "/", &[]).await;
+        status == StatusCode::OK && echo.is_some_and(|e| e.backend == "infra-backend-v1")
+    })
+    .await;
+    let (status, _, _) = call(portico.http, Method::GET, "ui.test", "/", &[]).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "the main listener does not serve another port's routes"
+    );
 }

@@ -160,7 +160,17 @@ fn route(shared: &Shared, pages: PageSet, req: &Request<Incoming>) -> Response<F
             let doc = DebugRoutes {
                 generation: table.generation(),
                 published_at: Rfc3339(table.published_at()).to_string(),
-                rejected: table.errors().iter().map(|e| e.to_string()).collect(),
+                rejected: table
+                    .errors()
+                    .iter()
+                    .map(|e| e.to_string())
+                    .chain(
+                        table
+                            .port_errors()
+                            .iter()
+                            .map(|(port, reason)| format!("Gateway port {port}: {reason}")),
+                    )
+                    .collect(),
                 config: table.config(),
                 filters: table
                     .filters()

@@ -36,6 +36,7 @@ pub mod model;
 pub(crate) mod store;
 
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
@@ -61,6 +62,8 @@ pub use crate::upstream::PoolConfig;
 pub use crate::upstream::health::EndpointReport;
 
 use crate::admin::PageSet;
+use crate::listen::ports::{self, GatewayPorts};
+use crate::listen::server::Serving;
 use crate::listen::tls::{CertConfig, CertTable, ServerCert};
 use crate::listen::{server, tls};
 use crate::model::RouteConfig;
@@ -90,6 +93,9 @@ pub struct DataplaneConfig {
     pub global_limits: filter::global_rate_limit::GlobalLimitConfig,
     /// Request mirroring's bounds (`--mirror-max-in-flight`, `--mirror-max-body`).
     pub mirror: filter::mirror::MirrorConfig,
+    /// The address Gateway listener ports ([`model::GatewayPort`]) are
+    /// bound on; `0.0.0.0` by default.
+    pub gateway_address: IpAddr,
 }
 
 impl Default for DataplaneConfig {
@@ -106,6 +112,7 @@ impl Default for DataplaneConfig {
             tracing: None,
             global_limits: filter::global_rate_limit::GlobalLimitConfig::default(),
             mirror: filter::mirror::MirrorConfig::default(),
+            gateway_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         }
     }
 }
@@ -124,12 +131,20 @@ pub struct Listeners {
     pub debug: Option<TcpListener>,
 }
 
+/// A Gateway port, and `Ok` when its socket is open, else why not.
+pub type PortOutcome = (u16, Result<(), String>);
+
 /// What a publish did.
 #[derive(Debug)]
 pub struct PublishReport {
     pub generation: u64,
     /// Rules left out because they could not be compiled.
     pub errors: Vec<RouteError>,
+    /// Each Gateway port of the config, in port order: `Ok` when its
+    /// socket is open (bound now or kept), else why not (a bind error
+    /// such as `address in use`, a port listed twice, a main listener's
+    /// port). A port that failed is tried again on the next publish.
+    pub ports: Vec<PortOutcome>,
 }
 
 /// State shared by every connection and the admin listener.
@@ -155,6 +170,11 @@ pub(crate) struct Shared {
     /// Serialises publishers so generations are published in order. Never
     /// taken on the request path.
     publish: Mutex<()>,
+    /// The Gateway ports' sockets, bound by `publish`.
+    gateway_ports: GatewayPorts,
+    /// The main listeners' ports, once serving: no Gateway port may take
+    /// one. Read by `publish` only.
+    main_ports: ArcSwap<Vec<u16>>,
 }
 
 impl Shared {
@@ -189,7 +209,8 @@ impl Dataplane {
             config.access_log_capacity,
             metrics.access_log_dropped.clone(),
         )?;
-        let upstreams = Upstreams::new(config.pool, metrics.upstream_connect_errors.clone());
+        let upstreams = Upstreams::new(config.pool, metrics.upstream_connect_errors.clone())
+            .with_unresolved_counter(metrics.backend_unresolved.clone());
         let table = Arc::new(ArcSwap::from_pointee(RouteTable::empty()));
         metrics.register_upstreams(Arc::clone(&table), Arc::clone(upstreams.health()));
         let no_route_stats = metrics.route_stats(observe::NO_ROUTE);
@@ -247,6 +268,8 @@ impl Dataplane {
                 generation: AtomicU64::new(0),
                 draining: AtomicBool::new(false),
                 publish: Mutex::new(()),
+                gateway_ports: GatewayPorts::new(config.gateway_address),
+                main_ports: ArcSwap::default(),
             }),
         })
     }
@@ -271,12 +294,14 @@ impl Dataplane {
         let table = RouteTable::build(
             generation,
             config,
+            &s.main_ports.load(),
             &s.upstreams,
             &s.metrics,
             &s.filter_state,
         );
         let errors = table.errors().to_vec();
         let published_at = table.published_at();
+        let ports = self.open_gateway_ports(&table);
         s.table.store(Arc::new(table));
         // What only the old table named goes with its last request (at once
         // when none is running); the store forgets it now or next time.
@@ -299,7 +324,32 @@ impl Dataplane {
             rejected = errors.len(),
             "routing table published"
         );
-        PublishReport { generation, errors }
+        PublishReport {
+            generation,
+            errors,
+            ports,
+        }
+    }
+
+    /// Binds the table's new Gateway ports and lets go of those it no
+    /// longer serves (none while draining); each port's outcome, the
+    /// table's refusals included, in port order.
+    fn open_gateway_ports(&self, table: &RouteTable) -> Vec<PortOutcome> {
+        let s = &self.shared;
+        let (mut outcomes, open) = if s.is_draining() {
+            s.gateway_ports.close_all();
+            let wanted: Vec<_> = table.gateway_ports().map(|(p, _)| (p, Ok(()))).collect();
+            (GatewayPorts::refused(&wanted), 0)
+        } else {
+            s.gateway_ports.reconcile(table.gateway_ports())
+        };
+        s.metrics.gateway_ports_open.set(open as i64);
+        for (port, reason) in table.port_errors() {
+            warn!(port, reason, "Gateway port left out");
+            outcomes.push((*port, Err(reason.clone())));
+        }
+        outcomes.sort_by_key(|(port, _)| *port);
+        outcomes
     }
 
     /// Makes a certificate set live atomically: the next handshake sees it,
@@ -330,7 +380,8 @@ impl Dataplane {
                 certificate: default_name.into(),
             })
             .set(default.info().not_after);
-        for b in &config.bindings {
+        let port_bindings = config.ports.iter().flat_map(|p| &p.bindings);
+        for b in config.bindings.iter().chain(port_bindings) {
             gauges
                 .get_or_create(&observe::CertLabels {
                     certificate: b.name.clone(),
@@ -414,19 +465,33 @@ impl Dataplane {
         let shared = &self.shared;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
+        let main_ports = [Some(&proxy), https.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.local_addr().ok())
+            .map(|a| a.port())
+            .collect();
+        shared.main_ports.store(Arc::new(main_ports));
         let https_task = https.map(|listener| {
             tokio::spawn(server::serve_proxy(
                 Arc::clone(shared),
                 listener,
-                true,
+                Serving::Main { tls: true },
                 stop_rx.clone(),
                 drain_tx.clone(),
             ))
         });
+        // Sockets bound by publishes before now are served from the start.
+        let ports_task = tokio::spawn(ports::serve_ports(
+            Arc::clone(shared),
+            shared.gateway_ports.subscribe(),
+            stop_rx.clone(),
+            drain_tx.clone(),
+        ));
         let proxy_task = tokio::spawn(server::serve_proxy(
             Arc::clone(shared),
             proxy,
-            false,
+            Serving::Main { tls: false },
             stop_rx.clone(),
             drain_tx,
         ));
@@ -455,6 +520,10 @@ impl Dataplane {
         if let Some(t) = https_task {
             let _ = t.await;
         }
+        let _ = ports_task.await;
+        // Refused from now on, like the main listeners' ports.
+        shared.gateway_ports.close_all();
+        shared.metrics.gateway_ports_open.set(0);
         // Every connection holds a drain sender: recv() ends when all are gone.
         let drained = tokio::time::timeout(shared.drain_timeout, drain_rx.recv())
             .await

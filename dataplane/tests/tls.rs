@@ -9,8 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use http::{HeaderMap, Request, StatusCode};
-use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use portico_dataplane::listen::tls::CertConfig;
 use portico_dataplane::model::{
     Action, Filter, Hostname, Hsts, HttpsRedirect, Protocol, Route, RouteClientAuth, UpstreamTls,
@@ -19,54 +17,6 @@ use support::tls::*;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-type Tls = tokio_rustls::client::TlsStream<TcpStream>;
-
-/// One GET over an established TLS connection, h2 or HTTP/1.1 as ALPN chose.
-async fn https_get(stream: Tls, host: &str, path: &str) -> (StatusCode, HeaderMap, String) {
-    try_https_get(stream, host, path, &[]).await.unwrap()
-}
-
-/// [`https_get`] with extra request headers; an error when the server ends
-/// the connection (as after a refused client certificate in TLS 1.3, where
-/// the client's handshake completes before the server has judged it).
-async fn try_https_get(
-    stream: Tls,
-    host: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Result<(StatusCode, HeaderMap, String), String> {
-    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    let io = TokioIo::new(stream);
-    let mut req = if h2 {
-        Request::get(format!("https://{host}{path}"))
-    } else {
-        Request::get(path).header("host", host)
-    };
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(empty()).unwrap();
-    let e = |e: hyper::Error| e.to_string();
-    let rsp = if h2 {
-        let (mut tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-            .await
-            .map_err(e)?;
-        tokio::spawn(conn);
-        tx.send_request(req).await.map_err(e)?
-    } else {
-        let (mut tx, conn) = hyper::client::conn::http1::handshake(io).await.map_err(e)?;
-        tokio::spawn(conn);
-        tx.send_request(req).await.map_err(e)?
-    };
-    let (parts, body) = rsp.into_parts();
-    let body = body.collect().await.map_err(e)?.to_bytes();
-    Ok((
-        parts.status,
-        parts.headers,
-        String::from_utf8_lossy(&body).into_owned(),
-    ))
-}
 
 /// A CA, an echo upstream, and a proxy serving `host` over HTTPS with a
 /// certificate from that CA.

@@ -276,6 +276,37 @@ mod tests {
         assert_eq!(listeners[2]["conditions"][0]["observedGeneration"], 3);
     }
 
+    /// A Gateway port the dataplane could not open (`PublishReport::ports`)
+    /// takes its listener back: not accepted (`PortUnavailable`), not
+    /// programmed; a port that opened changes nothing.
+    #[test]
+    fn a_port_the_dataplane_could_not_open_is_port_unavailable() {
+        let mut t = translated("gateway_listeners.yaml");
+        t.gateway
+            .apply_port_outcomes(&[(18080, Err("address in use".into())), (18081, Ok(()))]);
+        let gw = &t.gateway.gateways[&("default".into(), "main".into())];
+        let s = gateway_status(gw, &[], None);
+        let listeners = s["listeners"].as_array().unwrap();
+        assert_eq!(
+            types_and_reasons(&listeners[1]["conditions"])[..2],
+            [
+                t3("Accepted", "False", "PortUnavailable"),
+                t3("Programmed", "False", "Invalid"),
+            ]
+        );
+        assert_eq!(
+            listeners[1]["conditions"][0]["message"],
+            "port 18080 could not be opened: address in use"
+        );
+        assert_eq!(
+            types_and_reasons(&s["conditions"]),
+            [
+                t3("Accepted", "True", "ListenersNotValid"),
+                t3("Programmed", "True", "Programmed")
+            ]
+        );
+    }
+
     #[test]
     fn route_status_lists_our_parents_and_keeps_other_controllers() {
         let t = translated("gateway_httproute.yaml");

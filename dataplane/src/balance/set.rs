@@ -5,8 +5,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use prometheus_client::metrics::counter::Counter;
+
 use crate::balance::retry::RetryBudget;
 use crate::balance::{Balancer, SessionSide};
+use crate::filter::{BackendFilters, Interned};
 use crate::model::{Backend, Protocol, RetryPolicy, UpstreamTls};
 use crate::upstream::{EndpointKey, Upstreams};
 
@@ -28,6 +31,12 @@ pub struct BackendRuntime {
     /// The backend's budget for retries (the policy is the rule's,
     /// `model::Forward::retry`).
     pub(crate) budget: Arc<RetryBudget>,
+    /// The backend's own header edits; empty (and unread) for most.
+    pub(crate) filters: BackendFilters,
+    /// Set when the reference could not be resolved
+    /// ([`Backend::invalid`]): requests picked here are answered 500 and
+    /// counted on it. Such a backend has no endpoints, checks or pools.
+    pub(crate) unresolved: Option<Counter>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -36,6 +45,8 @@ pub(crate) enum PickError {
     NoBackend,
     /// The chosen backend has no endpoints.
     NoEndpoints,
+    /// The chosen backend's reference could not be resolved.
+    Unresolved,
 }
 
 // === impl BackendSet ===
@@ -48,12 +59,30 @@ impl BackendSet {
         retry: &RetryPolicy,
         side: SessionSide,
     ) -> Self {
+        let mut interned = Interned::default();
+        Self::build_with(list, upstreams, tls, retry, side, &mut interned)
+    }
+
+    /// [`BackendSet::build`], sharing the backends' compiled header edits
+    /// with the rest of the table build through `interned`.
+    pub(crate) fn build_with(
+        list: &[Backend],
+        upstreams: &Upstreams,
+        tls: Option<&Arc<UpstreamTls>>,
+        retry: &RetryPolicy,
+        side: SessionSide,
+        interned: &mut Interned,
+    ) -> Self {
         let mut total = 0u64;
         let mut backends = Vec::new();
         let mut cumulative = Vec::new();
         for b in list.iter().filter(|b| b.weight > 0) {
             total += u64::from(b.weight);
             cumulative.push(total);
+            if b.invalid.is_some() {
+                backends.push(BackendRuntime::unresolved(b, upstreams));
+                continue;
+            }
             let endpoints: Vec<_> = b
                 .endpoints
                 .iter()
@@ -87,6 +116,8 @@ impl BackendSet {
                     retry.budget_percent,
                     retry.budget_min_per_second,
                 ),
+                filters: BackendFilters::build(&b.filters, interned),
+                unresolved: None,
             });
         }
         Self {
@@ -102,6 +133,10 @@ impl BackendSet {
         let n = self.next.fetch_add(1, Ordering::Relaxed) % total;
         let idx = self.cumulative.partition_point(|&c| c <= n);
         let backend = self.backends.get(idx).ok_or(PickError::NoBackend)?;
+        if let Some(counter) = &backend.unresolved {
+            counter.inc();
+            return Err(PickError::Unresolved);
+        }
         if backend.balancer.is_empty() {
             return Err(PickError::NoEndpoints);
         }
@@ -111,6 +146,30 @@ impl BackendSet {
     /// Every backend of the split (for metrics and `/debug`).
     pub fn backends(&self) -> impl Iterator<Item = &BackendRuntime> {
         self.backends.iter()
+    }
+}
+
+// === impl BackendRuntime ===
+
+impl BackendRuntime {
+    /// A backend that keeps its share of the split and answers it 500:
+    /// no endpoint, health check or pool is made for it, and its retry
+    /// budget (never spent: nothing is sent) stays out of the shared store.
+    fn unresolved(b: &Backend, upstreams: &Upstreams) -> Self {
+        let health = Arc::clone(upstreams.health());
+        Self {
+            name: Arc::from(b.name.as_str()),
+            protocol: b.protocol,
+            balancer: Balancer::new(
+                Vec::new(),
+                b.policy.clone(),
+                Arc::clone(&health),
+                Vec::new(),
+            ),
+            budget: Arc::new(RetryBudget::new(0, 0, health)),
+            filters: BackendFilters::default(),
+            unresolved: Some(upstreams.unresolved_counter().clone()),
+        }
     }
 }
 

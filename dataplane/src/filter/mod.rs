@@ -186,6 +186,17 @@ pub struct Interned {
     header_modifiers: HashMap<HeaderModifier, Arc<HeaderModifier>>,
 }
 
+/// One backend's own header edits (Gateway API `backendRefs[].filters`),
+/// compiled once per build. Request edits run after the rule's (Gateway
+/// API runs route filters, then backendRef filters); response edits on
+/// that backend's answers, before the rule's response side. Empty for
+/// every backend without filters: two empty slices, nothing allocated.
+#[derive(Default)]
+pub(crate) struct BackendFilters {
+    request: Box<[Arc<HeaderModifier>]>,
+    response: Box<[Arc<HeaderModifier>]>,
+}
+
 /// A filter's answer in place of the rule's action.
 pub(crate) enum Answer {
     /// A redirect to `location` (checked as a header value when rendered).
@@ -694,6 +705,59 @@ impl Chain {
                 }
                 _ => {}
             }
+        }
+    }
+}
+
+// === impl BackendFilters ===
+
+impl BackendFilters {
+    /// Header edits only: the table build has refused a rule whose
+    /// backends hold any other filter (`route::router`), so others are
+    /// never seen here.
+    pub(crate) fn build(filters: &[Filter], interned: &mut Interned) -> Self {
+        if filters.is_empty() {
+            return Self::default();
+        }
+        let edits = |want: fn(&Filter) -> Option<&HeaderModifier>, interned: &mut Interned| {
+            filters
+                .iter()
+                .filter_map(want)
+                .map(|m| interned.header_modifier(m))
+                .collect()
+        };
+        let request = edits(
+            |f| match f {
+                Filter::RequestHeaders(m) => Some(m),
+                _ => None,
+            },
+            interned,
+        );
+        let response = edits(
+            |f| match f {
+                Filter::ResponseHeaders(m) => Some(m),
+                _ => None,
+            },
+            interned,
+        );
+        Self { request, response }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.request.is_empty() && self.response.is_empty()
+    }
+
+    /// Edits the request headers as they leave for this backend.
+    pub(crate) fn upstream_request(&self, headers: &mut HeaderMap) {
+        for m in &self.request {
+            apply_header_modifier(headers, m);
+        }
+    }
+
+    /// Edits this backend's answer, in list order.
+    pub(crate) fn response(&self, headers: &mut HeaderMap) {
+        for m in &self.response {
+            apply_header_modifier(headers, m);
         }
     }
 }

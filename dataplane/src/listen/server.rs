@@ -30,7 +30,7 @@ use crate::listen::tls::ClientCert;
 use crate::listen::tls::passthrough::{Rewind, read_client_hello};
 use crate::model::Scheme;
 use crate::proxy;
-use crate::request::ctx::ConnInfo;
+use crate::request::ctx::{ConnInfo, Listener};
 use crate::request::head::{HeadRules, Rejection};
 use crate::request::path::PathPolicy;
 use bytes::Bytes;
@@ -88,14 +88,44 @@ impl Default for ListenerConfig {
     }
 }
 
+/// What a proxy listener serves.
+#[derive(Clone)]
+pub(crate) enum Serving {
+    /// A main listener: plain HTTP, or with `tls` the main certificates
+    /// (SNI, client-certificate policies, passthrough).
+    Main { tls: bool },
+    /// A Gateway port ([`crate::model::GatewayPort`]): its own routes, and
+    /// with `tls` its own certificates only.
+    Gateway {
+        port: u16,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    },
+}
+
+impl Serving {
+    fn is_tls(&self) -> bool {
+        match self {
+            Serving::Main { tls } => *tls,
+            Serving::Gateway { tls, .. } => tls.is_some(),
+        }
+    }
+
+    fn listener(&self) -> Listener {
+        match self {
+            Serving::Main { .. } => Listener::Main,
+            Serving::Gateway { port, .. } => Listener::Gateway(*port),
+        }
+    }
+}
+
 /// Accepts until `shutdown` turns true, then drops the listener; every
 /// connection task holds a clone of `drain` so the caller can wait for them.
-/// With `tls`, each connection is a TLS handshake first (in its own task, so
+/// Over TLS, each connection is a TLS handshake first (in its own task, so
 /// a slow client never holds up the accept loop).
 pub(crate) async fn serve_proxy(
     shared: Arc<Shared>,
     listener: TcpListener,
-    tls: bool,
+    serving: Serving,
     mut shutdown: watch::Receiver<bool>,
     drain: mpsc::Sender<()>,
 ) {
@@ -129,12 +159,14 @@ pub(crate) async fn serve_proxy(
             accepted = listener.accept() => match accepted {
                 Ok((mut stream, peer)) => {
                     let _ = stream.set_nodelay(true);
+                    let tls = serving.is_tls();
                     let scheme = if tls { Scheme::Https } else { Scheme::Http };
                     let span = debug_span!("conn", client.addr = %peer, tls);
                     let shared = Arc::clone(&shared);
                     let builder = Arc::clone(&builder);
                     let shutdown = shutdown.clone();
                     let drain = drain.clone();
+                    let serving = serving.clone();
                     tokio::spawn(
                         async move {
                             let Some((client, rest)) = proxy_header(&shared, &mut stream, peer).await else {
@@ -142,7 +174,12 @@ pub(crate) async fn serve_proxy(
                             };
                             let trusted = shared.trusted_proxies.contains(client.ip());
                             let mut conn = ConnInfo::new(client, local, scheme, trusted);
-                            if tls {
+                            conn.listener = serving.listener();
+                            if let Serving::Gateway { tls: Some(config), .. } = &serving {
+                                if let Some(stream) = port_handshake(&shared, config, stream, rest).await {
+                                    serve_conn(shared, builder, stream, conn, shutdown, drain).await;
+                                }
+                            } else if tls {
                                 if let Some((stream, client_cert)) = handshake(&shared, stream, rest).await {
                                     conn.client_cert = client_cert;
                                     serve_conn(shared, builder, stream, conn, shutdown, drain).await;
@@ -255,6 +292,37 @@ async fn handshake(
         Err(_) => {
             debug!(timeout = ?limit, "TLS handshake timed out");
             metrics.tls_handshake(false, "timeout");
+            None
+        }
+    }
+}
+
+/// A Gateway HTTPS port's handshake under the handshake timeout, counted
+/// like the main listener's: the port's own configuration, no passthrough,
+/// no client certificates.
+async fn port_handshake(
+    shared: &Shared,
+    config: &Arc<rustls::ServerConfig>,
+    stream: TcpStream,
+    rest: Bytes,
+) -> Option<TlsStream<Rewind<TcpStream>>> {
+    let limit = shared.listener.tls_handshake_timeout;
+    let accept =
+        tokio_rustls::TlsAcceptor::from(Arc::clone(config)).accept(Rewind::new(rest, stream));
+    match tokio::time::timeout(limit, accept).await {
+        Ok(Ok(tls)) => {
+            shared.metrics.tls_handshake(true, "none");
+            Some(tls)
+        }
+        Ok(Err(e)) => {
+            let reason = crate::listen::tls::handshake_failure_reason(&e);
+            debug!(error = %e, reason, "TLS handshake failed");
+            shared.metrics.tls_handshake(false, reason);
+            None
+        }
+        Err(_) => {
+            debug!(timeout = ?limit, "TLS handshake timed out");
+            shared.metrics.tls_handshake(false, "timeout");
             None
         }
     }

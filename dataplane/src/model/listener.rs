@@ -17,10 +17,11 @@ use super::*;
 /// One port opened for Gateway listeners, and what is served on it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GatewayPort {
-    /// The port the dataplane binds, on the main HTTP listener's address
-    /// (after `--gateway-port-offset`). Never a main listener's port:
-    /// translation puts those listeners' routes into
-    /// [`RouteConfig::routes`].
+    /// The port the dataplane binds, on the Gateway address
+    /// (`DataplaneConfig::gateway_address`; after `--gateway-port-offset`).
+    /// Never a main listener's port: translation puts those listeners'
+    /// routes into [`RouteConfig::routes`], and the table build refuses
+    /// such a port, as it does a port listed twice.
     pub port: u16,
     pub protocol: PortProtocol,
     /// Served on this port only. Hostnames are the intersection of each

@@ -30,6 +30,11 @@ pub struct Metrics {
     request_duration: Family<RouteLabel, AtomicHistogram, fn() -> AtomicHistogram>,
     pub upstream_connect_errors: Counter,
     pub open_connections: Gauge,
+    /// Gateway listener ports with an open socket.
+    pub gateway_ports_open: Gauge,
+    /// Requests the split sent to a backend whose reference could not be
+    /// resolved (answered 500).
+    pub backend_unresolved: Counter,
     pub table_generation: Gauge,
     pub table_last_swap: Gauge<f64, AtomicU64>,
     pub table_rejected_rules: Gauge,
@@ -200,6 +205,18 @@ impl Metrics {
             "open_connections",
             "Client connections currently open on the proxy listener",
             open_connections.clone(),
+        );
+        let gateway_ports_open = Gauge::default();
+        registry.register(
+            "gateway_ports_open",
+            "Gateway listener ports with an open socket (bound by a publish, not yet closed)",
+            gateway_ports_open.clone(),
+        );
+        let backend_unresolved = Counter::default();
+        registry.register(
+            "backend_unresolved_requests",
+            "Requests sent by a rule's split to a backend whose reference could not be resolved, answered 500 (gRPC: UNAVAILABLE) without contacting anything",
+            backend_unresolved.clone(),
         );
         let table_generation = Gauge::default();
         registry.register(
@@ -439,6 +456,8 @@ impl Metrics {
             request_duration,
             upstream_connect_errors,
             open_connections,
+            gateway_ports_open,
+            backend_unresolved,
             table_generation,
             table_last_swap,
             table_rejected_rules,

@@ -38,7 +38,7 @@ use crate::model::{
 };
 use crate::observe::trace::SpanHead;
 use crate::observe::{AccessRecord, NO_ROUTE, RouteStats};
-use crate::request::ctx::{Call, ConnInfo, RequestCtx};
+use crate::request::ctx::{Call, ConnInfo, Listener, RequestCtx};
 use crate::request::head::{self, Rejection};
 use crate::request::path::{self, PathError, PathNormalization, PathPolicy};
 use crate::route::router::{RequestHead, replace_prefix_match};
@@ -85,7 +85,7 @@ pub(crate) async fn handle(
         method: req.method(),
         headers: req.headers(),
     };
-    let Some(routed) = table.lookup(&head) else {
+    let Some(routed) = table.lookup_on(ctx.conn.listener, &head) else {
         let rsp = unmatched(&table, &req, &ctx).await;
         return Ok(finish(&shared, ctx, log, None, NO_ROUTE.into(), None, rsp));
     };
@@ -152,7 +152,8 @@ fn refuse_head_or_path(
 }
 
 /// The 404 of a request no route matches, rendered by
-/// `--default-backend-service` for HTTP callers.
+/// `--default-backend-service` for HTTP callers on the main listeners (a
+/// Gateway port's misses are plain: the default backend is Ingress's).
 async fn unmatched(
     table: &RouteTable,
     req: &Request<Incoming>,
@@ -160,7 +161,7 @@ async fn unmatched(
 ) -> Response<ResponseBody> {
     let rsp = ctx.error(StatusCode::NOT_FOUND);
     match table.default_backend() {
-        Some(pages) if matches!(ctx.call, Call::Http) => {
+        Some(pages) if matches!(ctx.call, Call::Http) && ctx.conn.listener == Listener::Main => {
             let asker = crate::filter::error_pages::Asker {
                 id: &ctx.id,
                 client: ctx.client.ip,
@@ -183,7 +184,7 @@ fn refuse_route_parameters(
 ) -> Option<Response<ResponseBody>> {
     let policy = shared.listener.path;
     if policy.normalization != PathNormalization::None
-        && let Err(e) = check_parameters(table, head, routed, policy)
+        && let Err(e) = check_parameters(table, ctx.conn.listener, head, routed, policy)
     {
         count_rejection(shared, Rejection::PathParameters, &e);
         return Some(ctx.error(StatusCode::BAD_REQUEST));
@@ -297,6 +298,7 @@ fn normalize_path(req: &mut Request<Incoming>, policy: PathPolicy) -> Result<(),
 /// path with a `;` pays for the second lookup.
 fn check_parameters(
     table: &RouteTable,
+    listener: Listener,
     head: &RequestHead<'_>,
     routed: &Routed<'_>,
     policy: PathPolicy,
@@ -306,10 +308,13 @@ fn check_parameters(
     };
     let bare = path::normalize(&bare, policy)?;
     let same = table
-        .lookup(&RequestHead {
-            path: &bare,
-            ..*head
-        })
+        .lookup_on(
+            listener,
+            &RequestHead {
+                path: &bare,
+                ..*head
+            },
+        )
         .is_some_and(|other| std::ptr::eq(other.rule, routed.rule));
     if same {
         Ok(())
@@ -408,7 +413,10 @@ async fn forward(
     }
     let (backend, starts_sessions) = match pick_backend(routed, &req) {
         Ok(picked) => picked,
-        Err(status) => return (ctx.error(status), None),
+        Err(PickError::Unresolved) => return (unresolved(ctx), None),
+        Err(PickError::NoBackend | PickError::NoEndpoints) => {
+            return (ctx.error(StatusCode::SERVICE_UNAVAILABLE), None);
+        }
     };
     let key = backend.balancer.request_key(&RequestView {
         client: ctx.client_addr().ip,
@@ -443,7 +451,13 @@ async fn forward(
     };
     let upstream_req = match upstream_request(routed, fwd, req, host, ctx, protocol, &mut exchange)
     {
-        Ok(r) => r,
+        Ok(mut r) => {
+            // Gateway API: route filters, then the backendRef's.
+            if !backend.filters.is_empty() {
+                backend.filters.upstream_request(r.headers_mut());
+            }
+            r
+        }
         Err(status) => return (ctx.error(status), None),
     };
     let timeouts = rule.timeouts;
@@ -452,7 +466,12 @@ async fn forward(
         Ok(sent) => sent,
         Err(answer) => return answer,
     };
-    shape_response(sent, client_upgrade, exchange, timeouts, ctx)
+    let (mut rsp, addr) = shape_response(sent, client_upgrade, exchange, timeouts, ctx);
+    // The backend's own edits come before the rule's response side.
+    if !backend.filters.is_empty() {
+        backend.filters.response(rsp.headers_mut());
+    }
+    (rsp, addr)
 }
 
 /// The backend set (mainline or canary) and, by its weighted split, the
@@ -460,7 +479,7 @@ async fn forward(
 fn pick_backend<'t>(
     routed: &Routed<'t>,
     req: &Request<Incoming>,
-) -> Result<(&'t BackendRuntime, bool), StatusCode> {
+) -> Result<(&'t BackendRuntime, bool), PickError> {
     let (backends, starts_sessions) = match &routed.runtime.canary {
         Some(canary) => {
             let chosen = canary.choose(req.headers(), &routed.runtime.backends);
@@ -469,9 +488,22 @@ fn pick_backend<'t>(
         None => (&routed.runtime.backends, true),
     };
     // The weighted split picks the backend; its balancer the endpoint.
-    match backends.pick_backend() {
-        Ok(b) => Ok((b, starts_sessions)),
-        Err(PickError::NoBackend | PickError::NoEndpoints) => Err(StatusCode::SERVICE_UNAVAILABLE),
+    let b = backends.pick_backend()?;
+    Ok((b, starts_sessions))
+}
+
+/// The answer for a request the split sent to a backend whose reference
+/// could not be resolved: 500, as the Gateway API asks of HTTPRoute; a gRPC
+/// caller gets `UNAVAILABLE`, as it asks of GRPCRoute (the mapping of 500
+/// would say `UNKNOWN`).
+fn unresolved(ctx: &RequestCtx) -> Response<ResponseBody> {
+    match ctx.call {
+        Call::Http => ctx.error(StatusCode::INTERNAL_SERVER_ERROR),
+        Call::Grpc | Call::Web { .. } => ctx.grpc_status(
+            Code::Unavailable,
+            "portico: the backend could not be resolved",
+            StatusCode::OK,
+        ),
     }
 }
 

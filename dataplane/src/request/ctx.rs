@@ -16,6 +16,16 @@ use crate::listen::tls::ClientCert;
 use crate::model::Scheme;
 use crate::request::forwarded::{ClientAddr, TrustedProxies};
 
+/// Which listener a connection came in on: its requests are routed among
+/// that listener's routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Listener {
+    /// The main HTTP and HTTPS listeners ([`crate::model::RouteConfig::routes`]).
+    Main,
+    /// A Gateway listener port ([`crate::model::GatewayPort`]).
+    Gateway(u16),
+}
+
 /// What the proxy knows about the client connection a request came on.
 #[derive(Debug)]
 pub(crate) struct ConnInfo {
@@ -33,11 +43,14 @@ pub(crate) struct ConnInfo {
     /// `client` is in `--trusted-proxies`: another proxy, whose
     /// `X-Forwarded-*` headers are believed. Decided once per connection.
     pub trusted: bool,
+    /// The listener it came in on.
+    pub listener: Listener,
 }
 
 impl ConnInfo {
     /// `local`: the listener's address (its IP may be unspecified; only its
     /// port is used).
+    /// On the main listeners; a Gateway port's connection sets `listener`.
     pub fn new(client: SocketAddr, local: SocketAddr, scheme: Scheme, trusted: bool) -> Self {
         let client = ClientAddr::from(client);
         Self {
@@ -47,6 +60,7 @@ impl ConnInfo {
             client_ip: ip_header(client),
             local_port: HeaderValue::from(local.port()),
             trusted,
+            listener: Listener::Main,
         }
     }
 

@@ -15,9 +15,10 @@ use crate::filter::{Chain, FilterState, Interned};
 use crate::headers::cookie_value;
 use crate::model::{
     Action, Backend, Balance, Canary, CanaryAffinity, CanaryHeaderValue, Filter, PathModifier,
-    RetryPolicy, RouteConfig, RouteMatch, Rule, UpstreamTls, order_filters,
+    PortProtocol, RetryPolicy, Route, RouteConfig, RouteMatch, Rule, UpstreamTls, order_filters,
 };
 use crate::observe::{Metrics, RouteStats};
+use crate::request::ctx::Listener;
 use crate::route::router::{RequestHead, RouteError, Router};
 use crate::upstream::Upstreams;
 
@@ -31,6 +32,21 @@ pub struct RouteTable {
     errors: Vec<RouteError>,
     /// Renders the 404 of requests no route matches.
     default_backend: Option<ErrorPagesRuntime>,
+    /// The Gateway ports served, by port (sorted, unique).
+    ports: Vec<PortRoutes>,
+    /// Ports of `config.ports` left out, and why.
+    port_errors: Vec<(u16, String)>,
+}
+
+/// One Gateway port's routes, compiled like the main listeners'.
+struct PortRoutes {
+    port: u16,
+    protocol: PortProtocol,
+    /// Index in `config.ports`.
+    index: usize,
+    router: Router,
+    /// `[route][rule]`, parallel to `config.ports[index].routes`.
+    rules: Vec<Vec<RuleRuntime>>,
 }
 
 /// What the proxy needs at request time for one rule.
@@ -109,14 +125,18 @@ impl RouteTable {
             rules: Vec::new(),
             errors: Vec::new(),
             default_backend: None,
+            ports: Vec::new(),
+            port_errors: Vec::new(),
         }
     }
 
     /// Compiles a config. Rules that do not compile are left out and reported;
-    /// everything else is served.
+    /// everything else is served. A Gateway port listed twice, or equal to
+    /// one of `reserved` (the main listeners' ports), is left out.
     pub(crate) fn build(
         generation: u64,
         config: RouteConfig,
+        reserved: &[u16],
         upstreams: &Upstreams,
         metrics: &Metrics,
         filter_state: &FilterState,
@@ -126,8 +146,190 @@ impl RouteTable {
         let (router, mut errors) = Router::new(&config);
         errors.extend(refused);
         let mut interned = Interned::default();
-        let rules = config
+        let mut build = Build {
+            upstreams,
+            metrics,
+            filter_state,
+            interned: &mut interned,
+            errors: &mut errors,
+        };
+        let rules = build.rules(&config.routes);
+        let (allowed, port_errors) = allowed_ports(&config, reserved);
+        let ports = allowed
+            .into_iter()
+            .filter_map(|index| Some((index, config.ports.get(index)?)))
+            .map(|(index, port)| {
+                let (router, refused) = Router::for_routes(&port.routes);
+                build.errors.extend(refused);
+                PortRoutes {
+                    port: port.port,
+                    protocol: port.protocol,
+                    index,
+                    router,
+                    rules: build.rules(&port.routes),
+                }
+            })
+            .collect();
+        let default_backend = config
+            .default_backend
+            .as_ref()
+            .map(|b| ErrorPagesRuntime::unmatched(b, upstreams));
+        Self {
+            generation,
+            published_at: SystemTime::now(),
+            config: Arc::new(config),
+            router,
+            rules,
+            errors,
+            default_backend,
+            ports,
+            port_errors,
+        }
+    }
+
+    /// The rule a request on the main listeners follows.
+    pub fn lookup(&self, head: &RequestHead<'_>) -> Option<Routed<'_>> {
+        routed(&self.router, &self.config.routes, &self.rules, head)
+    }
+
+    /// The rule a request on `listener` follows: a Gateway port routes
+    /// among its own routes only, and a port this table does not serve
+    /// (a connection accepted before the port was dropped) routes nothing.
+    pub(crate) fn lookup_on(
+        &self,
+        listener: Listener,
+        head: &RequestHead<'_>,
+    ) -> Option<Routed<'_>> {
+        match listener {
+            Listener::Main => self.lookup(head),
+            Listener::Gateway(port) => {
+                let i = self.ports.binary_search_by_key(&port, |p| p.port).ok()?;
+                let p = self.ports.get(i)?;
+                let routes = &self.config.ports.get(p.index)?.routes;
+                routed(&p.router, routes, &p.rules, head)
+            }
+        }
+    }
+
+    /// The Gateway ports this table serves, in port order.
+    pub(crate) fn gateway_ports(&self) -> impl Iterator<Item = (u16, PortProtocol)> + '_ {
+        self.ports.iter().map(|p| (p.port, p.protocol))
+    }
+
+    /// Gateway ports left out of this table, and why.
+    pub(crate) fn port_errors(&self) -> &[(u16, String)] {
+        &self.port_errors
+    }
+
+    /// The error pages of requests no route matches, if a default backend
+    /// is set.
+    pub(crate) fn default_backend(&self) -> Option<&ErrorPagesRuntime> {
+        self.default_backend.as_ref()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub(crate) fn published_at(&self) -> SystemTime {
+        self.published_at
+    }
+
+    /// The configuration the table was built from, as published (fields
+    /// the build refused already taken out).
+    pub fn config(&self) -> &RouteConfig {
+        &self.config
+    }
+
+    /// Each route's id with each rule's filter chain, in running order:
+    /// the main listeners' routes, then each Gateway port's.
+    pub(crate) fn filters(&self) -> impl Iterator<Item = (&str, Vec<&[Filter]>)> {
+        let ports = self.ports.iter().flat_map(|p| {
+            let routes = self.config.ports.get(p.index).map(|c| c.routes.as_slice());
+            routes.unwrap_or_default().iter().zip(&p.rules)
+        });
+        self.config
             .routes
+            .iter()
+            .zip(&self.rules)
+            .chain(ports)
+            .map(|(route, rules)| {
+                let chains = rules.iter().map(|r| r.filters.as_slice()).collect();
+                (route.id.as_str(), chains)
+            })
+    }
+
+    pub(crate) fn errors(&self) -> &[RouteError] {
+        &self.errors
+    }
+
+    /// Every backend of every rule, canaries and error backends included
+    /// (a backend used by several rules comes once per rule).
+    pub fn backends(&self) -> impl Iterator<Item = &BackendRuntime> {
+        self.rules
+            .iter()
+            .chain(self.ports.iter().flat_map(|p| &p.rules))
+            .flatten()
+            .flat_map(|r| {
+                r.backends
+                    .backends()
+                    .chain(r.canary.iter().flat_map(|c| c.backends.backends()))
+                    .chain(r.chain.error_backends())
+            })
+            .chain(self.default_backend.iter().flat_map(|d| d.backends()))
+    }
+
+    /// Each endpoint of each backend once, with its health.
+    pub(crate) fn endpoint_health(&self) -> Vec<crate::upstream::health::EndpointReport> {
+        let mut seen = std::collections::BTreeMap::new();
+        for b in self.backends() {
+            for r in b.balancer.report(&b.name) {
+                seen.entry((r.backend.clone(), r.address)).or_insert(r);
+            }
+        }
+        seen.into_values().collect()
+    }
+}
+
+/// The rule `head` follows in one list of routes and its router.
+fn routed<'t>(
+    router: &Router,
+    routes: &'t [Route],
+    rules: &'t [Vec<RuleRuntime>],
+    head: &RequestHead<'_>,
+) -> Option<Routed<'t>> {
+    let hit = router.lookup(head)?;
+    let rule = routes.get(hit.route)?.rules.get(hit.rule)?;
+    let runtime = rules.get(hit.route)?.get(hit.rule)?;
+    let matched = hit.matched.and_then(|m| rule.matches.get(m));
+    Some(Routed {
+        rule,
+        matched,
+        runtime,
+    })
+}
+
+/// What one table build shares while compiling each list of routes.
+struct Build<'b> {
+    upstreams: &'b Upstreams,
+    metrics: &'b Metrics,
+    filter_state: &'b FilterState,
+    interned: &'b mut Interned,
+    errors: &'b mut Vec<RouteError>,
+}
+
+impl Build<'_> {
+    /// Each rule's runtime, `[route][rule]`, parallel to `routes`.
+    fn rules(&mut self, routes: &[Route]) -> Vec<Vec<RuleRuntime>> {
+        let Self {
+            upstreams,
+            metrics,
+            filter_state,
+            interned,
+            errors,
+        } = self;
+        let (upstreams, metrics, filter_state) = (*upstreams, *metrics, *filter_state);
+        routes
             .iter()
             .map(|route| {
                 let route_id: Arc<str> = Arc::from(route.id.as_str());
@@ -147,13 +349,8 @@ impl RouteTable {
                         };
                         let mut filters = rule.chain.clone();
                         order_filters(&mut filters);
-                        let chain = Chain::build_with(
-                            &filters,
-                            rule,
-                            upstreams,
-                            filter_state,
-                            &mut interned,
-                        );
+                        let chain =
+                            Chain::build_with(&filters, rule, upstreams, filter_state, interned);
                         let Action::Forward(fwd) = &rule.action else {
                             return RuleRuntime {
                                 route_id: Arc::clone(&route_id),
@@ -187,6 +384,7 @@ impl RouteTable {
                                 upstreams,
                                 tls.as_ref(),
                                 &fwd.retry,
+                                interned,
                             )
                             .map_err(|e| error("canary.header", e))
                             .ok()
@@ -194,12 +392,13 @@ impl RouteTable {
                         RuleRuntime {
                             route_id: Arc::clone(&route_id),
                             stats: Arc::clone(&stats),
-                            backends: BackendSet::build(
+                            backends: BackendSet::build_with(
                                 &fwd.backends,
                                 upstreams,
                                 tls.as_ref(),
                                 &fwd.retry,
                                 SessionSide::Mainline,
+                                interned,
                             ),
                             canary,
                             rewrite_regex,
@@ -210,96 +409,36 @@ impl RouteTable {
                     })
                     .collect()
             })
-            .collect();
-        let default_backend = config
-            .default_backend
-            .as_ref()
-            .map(|b| ErrorPagesRuntime::unmatched(b, upstreams));
-        Self {
-            generation,
-            published_at: SystemTime::now(),
-            config: Arc::new(config),
-            router,
-            rules,
-            errors,
-            default_backend,
+            .collect()
+    }
+}
+
+/// The indexes of `config.ports` to serve, in port order, and the ports
+/// left out: port 0, a port listed twice (both entries: which one was
+/// meant is not ours to guess) or a main listener's.
+fn allowed_ports(config: &RouteConfig, reserved: &[u16]) -> (Vec<usize>, Vec<(u16, String)>) {
+    let mut refused: Vec<(u16, String)> = Vec::new();
+    let mut allowed = Vec::new();
+    for (i, p) in config.ports.iter().enumerate() {
+        if refused.iter().any(|(port, _)| *port == p.port) {
+            continue;
         }
+        let listed = config.ports.iter().filter(|q| q.port == p.port).count();
+        let reason = if p.port == 0 {
+            // Binding it would pick a port no client knows.
+            "port 0 is not a listener port".to_owned()
+        } else if reserved.contains(&p.port) {
+            "the port of a main listener".to_owned()
+        } else if listed > 1 {
+            format!("listed {listed} times")
+        } else {
+            allowed.push((p.port, i));
+            continue;
+        };
+        refused.push((p.port, reason));
     }
-
-    pub fn lookup(&self, head: &RequestHead<'_>) -> Option<Routed<'_>> {
-        let hit = self.router.lookup(head)?;
-        let route = self.config.routes.get(hit.route)?;
-        let rule = route.rules.get(hit.rule)?;
-        let runtime = self.rules.get(hit.route)?.get(hit.rule)?;
-        let matched = hit.matched.and_then(|m| rule.matches.get(m));
-        Some(Routed {
-            rule,
-            matched,
-            runtime,
-        })
-    }
-
-    /// The error pages of requests no route matches, if a default backend
-    /// is set.
-    pub(crate) fn default_backend(&self) -> Option<&ErrorPagesRuntime> {
-        self.default_backend.as_ref()
-    }
-
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
-    pub(crate) fn published_at(&self) -> SystemTime {
-        self.published_at
-    }
-
-    /// The configuration the table was built from, as published (fields
-    /// the build refused already taken out).
-    pub fn config(&self) -> &RouteConfig {
-        &self.config
-    }
-
-    /// Each route's id with each rule's filter chain, in running order.
-    pub(crate) fn filters(&self) -> impl Iterator<Item = (&str, Vec<&[Filter]>)> {
-        self.config
-            .routes
-            .iter()
-            .zip(&self.rules)
-            .map(|(route, rules)| {
-                let chains = rules.iter().map(|r| r.filters.as_slice()).collect();
-                (route.id.as_str(), chains)
-            })
-    }
-
-    pub(crate) fn errors(&self) -> &[RouteError] {
-        &self.errors
-    }
-
-    /// Every backend of every rule, canaries and error backends included
-    /// (a backend used by several rules comes once per rule).
-    pub fn backends(&self) -> impl Iterator<Item = &BackendRuntime> {
-        self.rules
-            .iter()
-            .flatten()
-            .flat_map(|r| {
-                r.backends
-                    .backends()
-                    .chain(r.canary.iter().flat_map(|c| c.backends.backends()))
-                    .chain(r.chain.error_backends())
-            })
-            .chain(self.default_backend.iter().flat_map(|d| d.backends()))
-    }
-
-    /// Each endpoint of each backend once, with its health.
-    pub(crate) fn endpoint_health(&self) -> Vec<crate::upstream::health::EndpointReport> {
-        let mut seen = std::collections::BTreeMap::new();
-        for b in self.backends() {
-            for r in b.balancer.report(&b.name) {
-                seen.entry((r.backend.clone(), r.address)).or_insert(r);
-            }
-        }
-        seen.into_values().collect()
-    }
+    allowed.sort_unstable();
+    (allowed.into_iter().map(|(_, i)| i).collect(), refused)
 }
 
 /// Leaves out what no table may apply, however the config was written:
@@ -308,7 +447,8 @@ impl RouteTable {
 /// their requests answer 400. Off the request path, once per build.
 fn refuse_unsafe_fields(config: &mut RouteConfig) -> Vec<RouteError> {
     let mut errors = Vec::new();
-    for route in &mut config.routes {
+    let ports = config.ports.iter_mut().flat_map(|p| &mut p.routes);
+    for route in config.routes.iter_mut().chain(ports) {
         for (idx, rule) in route.rules.iter_mut().enumerate() {
             let mut error = |field: String, reason: String| {
                 errors.push(RouteError {
@@ -318,17 +458,31 @@ fn refuse_unsafe_fields(config: &mut RouteConfig) -> Vec<RouteError> {
                     reason,
                 })
             };
-            for (i, f) in rule.chain.iter_mut().enumerate() {
-                let (which, m) = match f {
-                    Filter::RequestHeaders(m) => ("request_headers", m),
-                    Filter::ResponseHeaders(m) => ("response_headers", m),
-                    _ => continue,
-                };
-                for (list, name, reason) in m.retain_user_settable() {
-                    error(
-                        format!("chain[{i}].{which}.{list}"),
-                        format!("{name}: {reason}; left out"),
-                    );
+            let backend_chains = match &mut rule.action {
+                Action::Forward(f) => f.backends.iter_mut().enumerate().collect(),
+                _ => Vec::new(),
+            };
+            let chains = std::iter::once(("chain".to_owned(), &mut rule.chain)).chain(
+                backend_chains.into_iter().map(|(b, backend)| {
+                    (
+                        format!("action.forward.backends[{b}].filters"),
+                        &mut backend.filters,
+                    )
+                }),
+            );
+            for (at, chain) in chains {
+                for (i, f) in chain.iter_mut().enumerate() {
+                    let (which, m) = match f {
+                        Filter::RequestHeaders(m) => ("request_headers", m),
+                        Filter::ResponseHeaders(m) => ("response_headers", m),
+                        _ => continue,
+                    };
+                    for (list, name, reason) in m.retain_user_settable() {
+                        error(
+                            format!("{at}[{i}].{which}.{list}"),
+                            format!("{name}: {reason}; left out"),
+                        );
+                    }
                 }
             }
             let invalid = match &rule.action {
@@ -366,6 +520,7 @@ impl CanaryRuntime {
         upstreams: &Upstreams,
         tls: Option<&Arc<UpstreamTls>>,
         retry: &RetryPolicy,
+        interned: &mut Interned,
     ) -> Result<Self, String> {
         let header = match &c.header {
             None => None,
@@ -388,7 +543,14 @@ impl CanaryRuntime {
             CanaryAffinity::Legacy => None,
         };
         Ok(Self {
-            backends: BackendSet::build(&c.backends, upstreams, tls, retry, SessionSide::Canary),
+            backends: BackendSet::build_with(
+                &c.backends,
+                upstreams,
+                tls,
+                retry,
+                SessionSide::Canary,
+                interned,
+            ),
             header,
             cookie: c.cookie.as_deref().map(Box::from),
             weight: u64::from(c.weight),
@@ -490,13 +652,35 @@ mod tests {
             RouteConfig::new(vec![Route::new("r", vec![], vec![rule])])
         };
         let state = FilterState::default();
-        let t1 = RouteTable::build(1, cfg(), &upstreams, &metrics, &state);
-        let t2 = RouteTable::build(2, cfg(), &upstreams, &metrics, &state);
+        let t1 = RouteTable::build(1, cfg(), &[], &upstreams, &metrics, &state);
+        let t2 = RouteTable::build(2, cfg(), &[], &upstreams, &metrics, &state);
         let e1 = Arc::clone(t1.rules[0][0].backends.pick().unwrap().1);
         let e2 = Arc::clone(t2.rules[0][0].backends.pick().unwrap().1);
         assert!(Arc::ptr_eq(&e1, &e2));
         drop((t1, t2, e1, e2));
         assert_eq!(upstreams.live_endpoints(), 0);
+    }
+
+    #[test]
+    fn ports_listed_twice_or_taken_by_a_main_listener_are_left_out() {
+        use crate::model::{GatewayPort, PortProtocol};
+        let cfg = RouteConfig {
+            ports: [9000, 8443, 80, 9000, 7000, 0, 9000]
+                .map(|p| GatewayPort::new(p, PortProtocol::Http, vec![]))
+                .to_vec(),
+            ..RouteConfig::default()
+        };
+        let (allowed, refused) = allowed_ports(&cfg, &[80, 443]);
+        let ports: Vec<u16> = allowed.iter().map(|&i| cfg.ports[i].port).collect();
+        assert_eq!(ports, [7000, 8443], "in port order");
+        assert_eq!(
+            refused,
+            [
+                (9000, "listed 3 times".to_owned()),
+                (80, "the port of a main listener".to_owned()),
+                (0, "port 0 is not a listener port".to_owned()),
+            ]
+        );
     }
 
     /// An Ingress with one long list and many paths compiles the list once.
@@ -535,7 +719,14 @@ mod tests {
             route("b", vec![rule(&long, "1"), rule(&short, "2")]),
         ]);
         let upstreams = Upstreams::new(Default::default(), Counter::default());
-        let t = RouteTable::build(1, cfg, &upstreams, &Metrics::new(), &FilterState::default());
+        let t = RouteTable::build(
+            1,
+            cfg,
+            &[],
+            &upstreams,
+            &Metrics::new(),
+            &FilterState::default(),
+        );
         let sets = |route: usize, rule: usize| t.rules[route][rule].chain.ip_sets();
         let (a0, a1, b0, b1) = (sets(0, 0), sets(0, 1), sets(1, 0), sets(1, 1));
         // Allow, then deny (empty, shared by all).

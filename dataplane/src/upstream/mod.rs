@@ -140,6 +140,9 @@ pub struct Upstreams {
     checks: KeyedStore<CheckKey, Check>,
     /// By backend and budget settings.
     budgets: KeyedStore<BudgetKey, RetryBudget>,
+    /// Requests picked onto a backend whose reference could not be
+    /// resolved (`portico_backend_unresolved_requests_total`).
+    unresolved: Counter,
 }
 
 /// A retry budget's identity: the backend and the budget's settings.
@@ -162,7 +165,18 @@ impl Upstreams {
             health: Arc::default(),
             checks: KeyedStore::default(),
             budgets: KeyedStore::default(),
+            unresolved: Counter::default(),
         }
+    }
+
+    /// Counts requests sent to unresolved backends on `counter`.
+    pub fn with_unresolved_counter(mut self, counter: Counter) -> Self {
+        self.unresolved = counter;
+        self
+    }
+
+    pub(crate) fn unresolved_counter(&self) -> &Counter {
+        &self.unresolved
     }
 
     /// The retry budget of backend `name`, shared with every table (and

@@ -22,7 +22,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use portico_dataplane::model::*;
-use portico_dataplane::{AccessLogSink, Dataplane, DataplaneConfig, ListenerConfig, Listeners};
+use portico_dataplane::{
+    AccessLogSink, Dataplane, DataplaneConfig, ListenerConfig, Listeners, PublishReport,
+};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -274,6 +276,25 @@ impl Proxy {
         Self::serve(dp, log).await
     }
 
+    /// A dataplane binding Gateway listener ports on 127.0.0.1, with
+    /// `routes` published before it serves (their sockets are served from
+    /// the start); that publish's report.
+    pub async fn start_gateway(
+        routes: RouteConfig,
+        tweak: impl FnOnce(&mut DataplaneConfig),
+    ) -> (Self, PublishReport) {
+        let log = LogCapture::default();
+        let mut cfg = DataplaneConfig {
+            access_log: AccessLogSink::Writer(Box::new(log.clone())),
+            gateway_address: std::net::Ipv4Addr::LOCALHOST.into(),
+            ..Default::default()
+        };
+        tweak(&mut cfg);
+        let dp = Dataplane::new(cfg).unwrap();
+        let report = dp.publish(routes);
+        (Self::serve(dp, log).await, report)
+    }
+
     /// Serves a dataplane that has not necessarily published anything.
     pub async fn serve(dp: Dataplane, log: LogCapture) -> Self {
         let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -363,6 +384,14 @@ pub async fn get_head_from(
         .unwrap();
     let rsp = sender.send_request(req).await.unwrap();
     rsp.into_parts()
+}
+
+/// A port that was free on 127.0.0.1 a moment ago (bound to port 0, read,
+/// let go): for Gateway listener ports, which the test names before the
+/// dataplane binds them. The one race these tests accept.
+pub fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
 }
 
 /// The value of the sample line `series` (a name, with its `{labels}` if it

@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use base64::Engine as _;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use portico_dataplane::listen::tls::danger::NoVerification;
 use portico_dataplane::listen::tls::{CertBinding, ServerCert};
 use portico_dataplane::model::Hostname;
@@ -216,4 +219,52 @@ pub async fn connect(
 /// The leaf certificate the server presented.
 pub fn served_leaf(s: &TlsStream<TcpStream>) -> CertificateDer<'static> {
     s.get_ref().1.peer_certificates().expect("a certificate")[0].clone()
+}
+
+pub type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// One GET over an established TLS connection, h2 or HTTP/1.1 as ALPN chose.
+pub async fn https_get(stream: Tls, host: &str, path: &str) -> (StatusCode, HeaderMap, String) {
+    try_https_get(stream, host, path, &[]).await.unwrap()
+}
+
+/// [`https_get`] with extra request headers; an error when the server ends
+/// the connection (as after a refused client certificate in TLS 1.3, where
+/// the client's handshake completes before the server has judged it).
+pub async fn try_https_get(
+    stream: Tls,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(StatusCode, HeaderMap, String), String> {
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = TokioIo::new(stream);
+    let mut req = if h2 {
+        Request::get(format!("https://{host}{path}"))
+    } else {
+        Request::get(path).header("host", host)
+    };
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(super::empty()).unwrap();
+    let e = |e: hyper::Error| e.to_string();
+    let rsp = if h2 {
+        let (mut tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(e)?;
+        tokio::spawn(conn);
+        tx.send_request(req).await.map_err(e)?
+    } else {
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(io).await.map_err(e)?;
+        tokio::spawn(conn);
+        tx.send_request(req).await.map_err(e)?
+    };
+    let (parts, body) = rsp.into_parts();
+    let body = body.collect().await.map_err(e)?.to_bytes();
+    Ok((
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
 }

@@ -13,8 +13,8 @@ use portico_crds::gateway::gateways::{
 use portico_dataplane::model::{Hostname, PortProtocol};
 
 use super::{
-    ClassResult, Cond, GROUP, GatewayResult, ListenerResult, RouteKind, ServedPort, grants,
-    parse_hostname, report_of,
+    ClassResult, Cond, GROUP, GatewayResult, ListenerResult, Results, RouteKind, ServedPort,
+    grants, parse_hostname, report_of,
 };
 use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
 use crate::snapshot::{Key, Snapshot, key};
@@ -481,10 +481,9 @@ fn conflicts(all: &mut [Listener]) {
     }
 }
 
-/// Whether a listener is programmed. The one place that decides it: the
-/// dataplane reports each port's bind result in its `PublishReport` once
-/// Gateway ports are served; a port that failed to bind must make this
-/// False (`PortUnavailable` on Accepted) here.
+/// Whether a listener is programmed, as translation sees it; after the
+/// publish, [`Results::apply_port_outcomes`] takes back a port the
+/// dataplane could not open.
 fn programmed(l: &Listener) -> Cond {
     if l.serves() {
         Cond::yes("Programmed", "")
@@ -515,8 +514,6 @@ pub(super) fn finish(listeners: &[Listener], out: &mut Translation) {
             .extend(l.diagnostics.iter().cloned());
     }
     for gw in out.gateway.gateways.values_mut() {
-        let total = gw.listeners.len();
-        let valid = gw.listeners.iter().filter(|l| l.programmed.status).count();
         if gw
             .listeners
             .iter()
@@ -529,15 +526,51 @@ pub(super) fn finish(listeners: &[Listener], out: &mut Translation) {
             gw.programmed = Cond::no("AddressNotAssigned", "no address could be assigned");
             continue;
         }
-        if valid < total {
-            gw.accepted = Cond {
-                status: valid > 0,
-                reason: "ListenersNotValid",
-                message: format!("{} of {total} listeners are not served", total - valid),
-            };
-        }
-        if valid == 0 {
-            gw.programmed = Cond::no("Invalid", "no listener is served");
+        summarize(gw);
+    }
+}
+
+/// A Gateway's own conditions from its listeners': not accepted when none
+/// is served, not programmed when none is programmed.
+fn summarize(gw: &mut GatewayResult) {
+    let total = gw.listeners.len();
+    let valid = gw.listeners.iter().filter(|l| l.programmed.status).count();
+    if valid < total {
+        gw.accepted = Cond {
+            status: valid > 0,
+            reason: "ListenersNotValid",
+            message: format!("{} of {total} listeners are not served", total - valid),
+        };
+    }
+    if valid == 0 {
+        gw.programmed = Cond::no("Invalid", "no listener is served");
+    }
+}
+
+impl Results {
+    /// The dataplane's bind results after a publish
+    /// (`PublishReport::ports`): a listener on a Gateway port that could not
+    /// be opened (address in use, no permission) is neither accepted
+    /// (`PortUnavailable`) nor programmed, and its Gateway says so. The
+    /// dataplane tries the port again on the next publish.
+    pub fn apply_port_outcomes(&mut self, outcomes: &[(u16, Result<(), String>)]) {
+        for gw in self.gateways.values_mut() {
+            let mut failed = false;
+            for l in &mut gw.listeners {
+                let Some(ServedPort::Port(port)) = l.served_port else {
+                    continue;
+                };
+                if let Some((_, Err(e))) = outcomes.iter().find(|(p, _)| *p == port) {
+                    let why = format!("port {port} could not be opened: {e}");
+                    l.accepted = Cond::no("PortUnavailable", why.clone());
+                    l.programmed = Cond::no("Invalid", why);
+                    l.served_port = None;
+                    failed = true;
+                }
+            }
+            if failed {
+                summarize(gw);
+            }
         }
     }
 }

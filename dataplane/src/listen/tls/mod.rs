@@ -342,12 +342,43 @@ impl CertIndex {
     }
 }
 
+/// One Gateway HTTPS port's certificates: no fallback beyond its own
+/// default, which it may lack.
+struct PortIndex {
+    names: HostMap<Arc<CertifiedKey>>,
+    default: Option<Arc<CertifiedKey>>,
+}
+
+impl PortIndex {
+    fn build(p: &PortCerts) -> Self {
+        let mut names = HostMap::new();
+        for b in &p.bindings {
+            for h in &b.hosts {
+                names.insert(h, || Arc::clone(&b.cert.key));
+            }
+        }
+        Self {
+            names,
+            default: p.default.as_ref().map(|c| Arc::clone(&c.key)),
+        }
+    }
+
+    fn select(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        match server_name.and_then(|n| self.names.get(n)) {
+            Some((k, _)) => Some(Arc::clone(k)),
+            None => self.default.clone(),
+        }
+    }
+}
+
 /// The immutable table the TLS listener reads: certificates, and the
 /// server configuration of each client-certificate policy.
 pub struct CertTable {
     certs: Arc<CertIndex>,
     policies: HostMap<Arc<Policy>>,
     passthrough: HostMap<Arc<passthrough::PassthroughTarget>>,
+    /// The Gateway HTTPS ports' certificates, by port.
+    ports: HashMap<u16, PortIndex>,
 }
 
 /// A client-certificate policy made servable: its own server configuration
@@ -404,11 +435,28 @@ impl CertTable {
                 passthrough.insert(h, || Arc::clone(&target));
             }
         }
+        let ports = config
+            .ports
+            .iter()
+            .map(|p| (p.port, PortIndex::build(p)))
+            .collect();
         Self {
             certs,
             policies,
             passthrough,
+            ports,
         }
+    }
+
+    /// The certificate a Gateway HTTPS port serves for a name: its
+    /// bindings, then its default; `None` fails the handshake. Never the
+    /// main listener's certificates.
+    pub fn select_on_port(
+        &self,
+        port: u16,
+        server_name: Option<&str>,
+    ) -> Option<Arc<CertifiedKey>> {
+        self.ports.get(&port)?.select(server_name)
     }
 
     /// The certificate for a name: exact, then wildcard, then the default.
@@ -484,6 +532,45 @@ impl ResolvesServerCert for FixedResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         count_default(self.certs.select(hello.server_name()), &self.default_served)
     }
+}
+
+/// A Gateway HTTPS port's resolver: that port's entry of the live table
+/// on every handshake (one atomic load, no lock).
+struct PortResolver {
+    port: u16,
+    table: Arc<ArcSwap<CertTable>>,
+}
+
+impl std::fmt::Debug for PortResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PortResolver")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResolvesServerCert for PortResolver {
+    /// `None` makes rustls refuse the handshake with an `access_denied`
+    /// alert.
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.table
+            .load()
+            .select_on_port(self.port, hello.server_name())
+    }
+}
+
+/// A Gateway HTTPS port's configuration, made once when its socket starts
+/// serving (its session cache and ticket keys live as long as the socket);
+/// certificates from the port's entry of the live `table`. No client
+/// certificates are asked for.
+pub(crate) fn port_server_config(
+    port: u16,
+    table: Arc<ArcSwap<CertTable>>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    server_config(
+        Arc::new(PortResolver { port, table }),
+        WebPkiClientVerifier::no_client_auth(),
+    )
 }
 
 /// The main configuration, for every host without a client-certificate

@@ -256,13 +256,19 @@ impl Router {
     /// expression, a path that does not start with `/`) is left out and
     /// reported; everything else is served.
     pub fn new(config: &RouteConfig) -> (Router, Vec<RouteError>) {
+        Self::for_routes(&config.routes)
+    }
+
+    /// [`Router::new`] over a list of routes: the main listeners' or one
+    /// Gateway port's ([`model::GatewayPort::routes`]).
+    pub fn for_routes(routes: &[model::Route]) -> (Router, Vec<RouteError>) {
         let mut errors = Vec::new();
         let mut candidates = Vec::new();
         // Sort key of each candidate, by candidate id.
         let mut precedence = Vec::new();
         // Candidate ids of each route, so virtual hosts can share them.
-        let mut by_route: Vec<Range<usize>> = Vec::with_capacity(config.routes.len());
-        for (route_idx, route) in config.routes.iter().enumerate() {
+        let mut by_route: Vec<Range<usize>> = Vec::with_capacity(routes.len());
+        for (route_idx, route) in routes.iter().enumerate() {
             let start = candidates.len();
             for (rule_idx, rule) in route.rules.iter().enumerate() {
                 match compile_rule(route_idx, rule_idx, rule) {
@@ -286,7 +292,7 @@ impl Router {
         let mut wildcard: HashMap<Box<[u8]>, Vec<usize>> = HashMap::new();
         let mut deep: HashMap<Box<[u8]>, Vec<usize>> = HashMap::new();
         let mut default = Vec::new();
-        for (route_idx, route) in config.routes.iter().enumerate() {
+        for (route_idx, route) in routes.iter().enumerate() {
             if route.hostnames.is_empty() {
                 default.push(route_idx);
             }
@@ -590,10 +596,36 @@ fn compile_rule(
             &mut errors,
         ));
     }
+    check_backend_filters(rule, &mut errors);
     if errors.is_empty() {
         Ok(compiled)
     } else {
         Err(errors)
+    }
+}
+
+/// A backend's own filters (Gateway API `backendRefs[].filters`) are
+/// header edits only: the proxy applies nothing else per backend, and a
+/// filter silently skipped would serve what the user meant to restrict.
+fn check_backend_filters(rule: &model::Rule, errors: &mut Vec<FieldError>) {
+    let model::Action::Forward(fwd) = &rule.action else {
+        return;
+    };
+    let mainline = fwd.backends.iter().enumerate().map(|(i, b)| ("", i, b));
+    let canary = fwd.canary.iter().flat_map(|c| c.backends.iter());
+    let canary = canary.enumerate().map(|(i, b)| ("canary.", i, b));
+    for (set, b, backend) in mainline.chain(canary) {
+        for (f, filter) in backend.filters.iter().enumerate() {
+            if !matches!(
+                filter,
+                model::Filter::RequestHeaders(_) | model::Filter::ResponseHeaders(_)
+            ) {
+                errors.push(FieldError {
+                    field: format!("action.forward.{set}backends[{b}].filters[{f}]"),
+                    reason: "a backend's filters may only edit request or response headers".into(),
+                });
+            }
+        }
     }
 }
 
