@@ -88,7 +88,16 @@
 #                      certificate, TLS 1.2 and 1.3, session cache on; the
 #                      TLS modes compare portico with nginx only; the
 #                      latency phase runs in keepalive mode, not in
-#                      handshake mode.
+#                      handshake mode. All five proxies take the TLS modes:
+#                      haproxy (ssl-default-bind-options ssl-min-ver
+#                      TLSv1.2, its default session cache), Caddy and
+#                      Traefik (their default session tickets/cache) on the
+#                      same certificate; HTTP/1.1 only (wrk sends no ALPN;
+#                      Caddy's HTTP/3 is off so it opens no UDP port).
+#   BENCH_CONN         keepalive (default) or close: wrk sends
+#                      "Connection: close", so every request opens a new TCP
+#                      connection to the proxy (the proxy still keeps its
+#                      upstream connections alive); no latency phase.
 set -euo pipefail
 
 OHA_VERSION=1.16.0
@@ -125,6 +134,18 @@ case $policies in
     ;;
   *)
     printf 'load: error: BENCH_POLICIES must be on, off, limit, limit-keys, auth or auth-cache\n' >&2
+    exit 2
+    ;;
+esac
+conn=${BENCH_CONN:-keepalive}
+case $conn in
+  keepalive) ;;
+  close)
+    wrk_extra+=(-H "Connection: close")
+    latency_rates=
+    ;;
+  *)
+    printf 'load: error: BENCH_CONN must be keepalive or close\n' >&2
     exit 2
     ;;
 esac
@@ -376,7 +397,16 @@ start_nginx() {
 }
 
 start_haproxy() {
+  local bind_ssl='' global_ssl='' proto=http
+  if [[ $tls != off ]]; then
+    # haproxy reads the certificate and key from one PEM file.
+    cat "$tls_cert" "$tls_key" >"$tmp/haproxy.pem"
+    bind_ssl=" ssl crt $tmp/haproxy.pem alpn http/1.1"
+    global_ssl='ssl-default-bind-options ssl-min-ver TLSv1.2'
+    proto=https
+  fi
   sed -e "s|@PORT@|$port|g" -e "s|@UPSTREAM@|$upstream|g" -e "s|@CORE@|$proxy_core|g" \
+    -e "s|@BIND_SSL@|$bind_ssl|g" -e "s|@GLOBAL_SSL@|$global_ssl|g" -e "s|@PROTO@|$proto|g" \
     "$here/haproxy.cfg.in" >"$tmp/haproxy.cfg"
   # -db: foreground, one process. stdout is the request log.
   taskset -c "$proxy_core" haproxy -db -f "$tmp/haproxy.cfg" \
@@ -389,12 +419,23 @@ start_caddy() {
   # one worker. X-Forwarded-For/-Proto/-Host and upstream keep-alive are
   # Caddy's defaults; the request id and X-Real-IP are added as the others
   # add them. The admin API is off so it opens no second port.
+  local site="http://127.0.0.1:$port" tls_line=''
+  if [[ $tls != off ]]; then
+    site="https://127.0.0.1:$port"
+    tls_line="tls $tls_cert $tls_key {
+		protocols tls1.2 tls1.3
+	}"
+  fi
   cat >"$tmp/Caddyfile" <<EOF
 {
 	admin off
 	auto_https off
+	servers {
+		protocols h1 h2
+	}
 }
-http://127.0.0.1:$port {
+$site {
+	$tls_line
 	log {
 		output stdout
 		format json
@@ -412,6 +453,22 @@ EOF
 }
 
 start_traefik() {
+  local traefik_router_tls='' traefik_tls=''
+  if [[ $tls != off ]]; then
+    traefik_router_tls=$'\n      tls: {}'
+    traefik_tls="tls:
+  options:
+    default:
+      minVersion: VersionTLS12
+  certificates:
+    - certFile: \"$tls_cert\"
+      keyFile: \"$tls_key\"
+  stores:
+    default:
+      defaultCertificate:
+        certFile: \"$tls_cert\"
+        keyFile: \"$tls_key\""
+  fi
   # Traefik adds X-Forwarded-* and X-Real-Ip itself and keeps upstream
   # connections alive; it has no built-in request id (only plugins make
   # one), so it does one header less than the others. GOMAXPROCS=1 as Caddy.
@@ -436,12 +493,13 @@ http:
     bench:
       rule: "PathPrefix(\`/\`)"
       entryPoints: [web]
-      service: upstream
+      service: upstream$traefik_router_tls
   services:
     upstream:
       loadBalancer:
         servers:
           - url: "http://$upstream"
+$traefik_tls
 EOF
   GOMAXPROCS=1 taskset -c "$proxy_core" "$traefik" --configFile="$tmp/traefik.yml" \
     >/dev/null 2>"$tmp/traefik.err" &
@@ -523,7 +581,6 @@ main() {
   local name
   for name in $proxies; do
     [[ $name == @(portico|nginx|haproxy|caddy|traefik) ]] || die "unknown proxy in BENCH_PROXIES: $name"
-    [[ $tls == off || $name == @(portico|nginx) ]] || die "BENCH_TLS=$tls compares portico with nginx only"
     [[ $policies == off || $name == @(portico|nginx) ]] || die "BENCH_POLICIES=$policies compares portico with nginx only"
   done
   install_tools
@@ -544,6 +601,7 @@ main() {
   fi
   local suffix=''
   [[ $tls == off ]] || suffix="-tls-$tls"
+  [[ $conn == keepalive ]] || suffix+="-conn-$conn"
   case $policies in off) ;; on) suffix+="-policies" ;; *) suffix+="-$policies" ;; esac
   local out=${BENCH_OUT:-$target/bench/load$suffix.json}
 
@@ -583,9 +641,9 @@ LUA
     tls_key=$tmp/tls.key
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
       -keyout "$tls_key" -out "$tls_cert" -days 2 -subj /CN=bench.test \
-      -addext subjectAltName=DNS:bench.test 2>/dev/null || die "openssl cannot make the ECDSA P-256 certificate"
+      -addext subjectAltName=DNS:bench.test,IP:127.0.0.1 2>/dev/null || die "openssl cannot make the ECDSA P-256 certificate"
     chmod 644 "$tls_key"
-    log "TLS mode $tls: ECDSA P-256 certificate for both proxies"
+    log "TLS mode $tls: the same ECDSA P-256 certificate for every proxy"
   fi
 
   # user bench, password bench, as {SHA}: base64 of the password's SHA-1.
@@ -647,6 +705,7 @@ LUA
     echo "proxies=$proxies"
     echo "rounds=$rounds"
     echo "tls=$tls"
+    echo "conn=$conn"
   } >"$tmp/machine"
 
   python3 "$here/load_report.py" "$tmp" "$out"
