@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# `make bench-report`: runs the twelve scenarios of the comparison, each
+# into its own JSON file under <target>/bench/report/data/, then renders
+# the self-contained HTML report (index.html, plots embedded) and the
+# markdown summary (summary.md) with bench/report.py. Figures are measured
+# and reported, never asserted; a scenario that cannot be measured here is
+# listed in the report with the reason, and the others still run.
+#
+# Placement, logging and keep-alive are bench/load.sh's for every scenario
+# (proxy alone on core 0; load generator and upstream on core 1; every
+# proxy logs each request to /dev/null; keep-alive to the upstream).
+#
+# Usage: bash bench/report.sh [--render-only]
+#   --render-only: re-render the report from the JSON already in data/,
+#                  measuring nothing (`make bench-report-render`).
+#
+# Knobs (environment), besides bench/load.sh's (BENCH_SECONDS,
+# BENCH_ROUNDS, BENCH_BUILD, BENCH_BIN_DIR, OHA, ...), which every
+# load-based scenario passes on:
+#   BENCH_SCENARIOS    which scenarios, by id (all twelve, in this order:
+#                      keepalive conn-close tls-keepalive tls-handshake
+#                      route-edits failover bodies routes-10k regex h2 grpc
+#                      websocket)
+#   BENCH_REPORT_DIR   where the report goes (<target>/bench/report)
+#   BENCH_PORTICO      the release binary for the scenarios that run
+#                      `portico run --manifests` (<target>/release/portico)
+#   BENCH_EDIT_SECONDS duration of the route-edit and failover scenarios (20)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+export PATH="$PATH:/usr/sbin:/sbin"
+
+MATPLOTLIB_VERSION=3.9.2
+
+log() { printf 'report: %s\n' "$*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+
+target=$(cd "$root" && cargo metadata --format-version 1 --no-deps |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+report=${BENCH_REPORT_DIR:-$target/bench/report}
+data=$report/data
+venv=$target/bench-tools/venv
+all_scenarios="keepalive conn-close tls-keepalive tls-handshake route-edits failover bodies routes-10k regex h2 grpc websocket"
+scenarios=${BENCH_SCENARIOS:-$all_scenarios}
+export BENCH_BIN_DIR=${BENCH_BIN_DIR:-$target/release/examples}
+portico_bin=${BENCH_PORTICO:-$target/release/portico}
+
+# matplotlib from PyPI, pinned, into a venv under the target directory;
+# created only when missing or at another version.
+install_venv() {
+  if "$venv/bin/python" -c "import matplotlib, sys; sys.exit(matplotlib.__version__ != '$MATPLOTLIB_VERSION')" 2>/dev/null; then
+    return 0
+  fi
+  log "installing matplotlib $MATPLOTLIB_VERSION into $venv (once)"
+  python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+  "$venv/bin/pip" install -q --disable-pip-version-check "matplotlib==$MATPLOTLIB_VERSION" ||
+    die "pip install matplotlib==$MATPLOTLIB_VERSION failed"
+}
+
+# Installs Debian packages that are missing, with services left stopped
+# (policy-rc.d), as bench/load.sh does. Arguments: command:package pairs.
+install_debs() {
+  local missing=() pair
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+  done
+  ((${#missing[@]})) || return 0
+  local sudo=()
+  ((EUID == 0)) || sudo=(sudo)
+  log "installing from Debian: ${missing[*]}"
+  "${sudo[@]}" apt-get update -qq
+  local policy=/usr/sbin/policy-rc.d own_policy=0 rc=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+    "${sudo[@]}" chmod 755 "$policy"
+    own_policy=1
+  fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 || rc=$?
+  ((own_policy)) && "${sudo[@]}" rm -f "$policy"
+  ((rc == 0)) || die "apt-get install ${missing[*]} failed"
+}
+
+# Records a scenario's state for the report: measured, failed or not
+# measured, with the reason.
+status() {
+  local id=$1 state=$2 why=${3:-}
+  python3 -c 'import json, sys; json.dump({"status": sys.argv[1], "why": sys.argv[2]}, open(sys.argv[3], "w"))' \
+    "$state" "$why" "$data/$id.status.json"
+}
+
+# === scenarios ===
+# Each scenario_<id> writes $data/<id>.json, its log to $data/<id>.log,
+# and returns non-zero if it could not measure. One that is not
+# implemented yet, or needs something not built, calls `status` itself
+# with "not measured" and returns 3.
+
+load_scenario() {
+  local id=$1
+  shift
+  env "$@" BENCH_OUT="$data/$id.json" bash "$here/load.sh" >"$data/$id.txt" 2>"$data/$id.log"
+}
+
+scenario_keepalive() { load_scenario keepalive; }
+scenario_conn-close() { load_scenario conn-close BENCH_CONN=close; }
+scenario_tls-keepalive() { load_scenario tls-keepalive BENCH_TLS=keepalive; }
+scenario_tls-handshake() { load_scenario tls-handshake BENCH_TLS=handshake; }
+
+not_yet() {
+  status "$1" "not measured" "$2"
+  return 3
+}
+
+scenario_route-edits() { not_yet route-edits "not implemented yet"; }
+scenario_failover() { not_yet failover "not implemented yet"; }
+scenario_bodies() { not_yet bodies "not implemented yet"; }
+scenario_routes-10k() { not_yet routes-10k "not implemented yet"; }
+scenario_regex() { not_yet regex "not implemented yet"; }
+scenario_h2() { not_yet h2 "not implemented yet"; }
+scenario_grpc() { not_yet grpc "not implemented yet"; }
+scenario_websocket() { not_yet websocket "not implemented yet"; }
+
+# The machine and every tool's version, for the report's header.
+machine() {
+  {
+    echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "nproc=$(nproc)"
+    echo "cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
+    echo "kernel=$(uname -r)"
+    echo "os=$(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME")"
+    echo "portico=$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)"
+    echo "rustc=$(rustc -V 2>/dev/null || echo unknown)"
+    command -v nginx >/dev/null && echo "nginx=$(nginx -v 2>&1 | head -n1)"
+    command -v haproxy >/dev/null && echo "haproxy=$(haproxy -v 2>&1 | head -n1)"
+    command -v caddy >/dev/null && echo "caddy=caddy $(caddy version 2>&1 | head -n1)"
+    local traefik=$target/bench-tools/bin/traefik
+    [[ -x $traefik ]] && echo "traefik=traefik $("$traefik" version 2>&1 | awk '/^Version:/ {print $2}')"
+    command -v wrk >/dev/null && echo "wrk=$(wrk -v 2>&1 | head -n1 || true)"
+    local oha=${OHA:-$target/bench-tools/bin/oha}
+    [[ -x $oha ]] && echo "oha=$("$oha" --version)"
+    command -v h2load >/dev/null && echo "h2load=$(h2load --version 2>&1 | head -n1)"
+    echo "openssl=$(openssl version 2>/dev/null || echo unknown)"
+    echo "python=$(python3 -V 2>&1)"
+    echo "matplotlib=$("$venv/bin/python" -c 'import matplotlib; print(matplotlib.__version__)' 2>/dev/null || echo missing)"
+    echo "placement=proxy alone on core 0 (taskset); load generator and upstream on core 1"
+  } >"$data/machine.txt"
+}
+
+render() {
+  install_venv
+  "$venv/bin/python" "$here/report.py" "$data" "$report"
+}
+
+main() {
+  if [[ ${1:-} == --render-only ]]; then
+    [[ -d $data ]] || die "no results in $data: run make bench-report first"
+    render
+    return
+  fi
+  [[ $(uname -s) == Linux ]] || die "needs Linux (taskset, /proc)"
+  install_venv
+  mkdir -p "$data"
+  if [[ ${BENCH_BUILD:-1} != 0 ]]; then
+    log "building portico and the bench examples (release)"
+    (cd "$root" && cargo build --release -q -p portico &&
+      cargo build --release -q -p portico-dataplane --example bench_upstream --example bench_proxy \
+        --example bench_failover --example bench_grpc) || die "cargo build failed"
+  fi
+  # Built once above (or given); the scenarios' scripts do not rebuild.
+  export BENCH_BUILD=0
+  local id rc known
+  for id in $scenarios; do
+    known=0
+    for k in $all_scenarios; do [[ $k == "$id" ]] && known=1; done
+    ((known)) || die "unknown scenario in BENCH_SCENARIOS: $id (known: $all_scenarios)"
+  done
+  for id in $scenarios; do
+    rm -f "$data/$id.json" "$data/$id.status.json" "$data/$id.log" "$data/$id.txt"
+    log "scenario $id"
+    rc=0
+    "scenario_$id" || rc=$?
+    case $rc in
+      0) status "$id" measured ;;
+      3) log "$id: not measured: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["why"])' "$data/$id.status.json")" ;;
+      *)
+        log "$id failed (exit $rc); its log: $data/$id.log"
+        tail -n 5 "$data/$id.log" >&2 2>/dev/null || true
+        status "$id" failed "exit $rc; see data/$id.log: $(tail -n 1 "$data/$id.log" 2>/dev/null || true)"
+        ;;
+    esac
+  done
+  machine
+  render
+}
+
+main "$@"
