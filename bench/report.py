@@ -114,17 +114,30 @@ SCENARIOS = [
         "process with -sf; Caddy: caddy reload; Traefik: its file provider). Failed requests must be 0.",
         [
             "Portico here is the release binary `portico run --manifests`, not the bench_proxy example.",
-            "A failed request is a socket error or a non-2xx status seen by wrk.",
+            "A failed request is a socket error or a non-2xx status seen by wrk. wrk does not retry "
+            "a request whose keep-alive connection the proxy closed; many clients retry idempotent "
+            "requests then, so they would not see such an error, but a client that cannot retry does.",
+            "haproxy reloads seamlessly (the listeners passed to the new process with -x, a stats "
+            "socket with expose-fd listeners); nginx and Caddy as their users reload them.",
         ],
     ),
     Scenario(
         "failover",
         "One of three endpoints killed under load",
-        "Three upstream processes behind each proxy; one is killed partway through; "
-        "errors seen by the client and the time from the kill to the last error.",
+        "Three bench_upstream processes (127.0.0.1, .2, .3, one port) behind each proxy; one is "
+        "killed with SIGKILL a quarter into the run; a client on the load core (16 keep-alive "
+        "connections, Python asyncio, every request timestamped) counts the errors and the time "
+        "from the kill to the last error.",
         [
-            "Portico's figures come from the bench_failover example (in-process), the peers' from "
-            "three bench_upstream processes, one killed with SIGKILL.",
+            "Portico is the release binary in --manifests mode with an EndpointSlice of three "
+            "endpoints that stays unchanged (no Kubernetes to remove the dead pod), on its defaults; "
+            "make bench-failover breaks Portico's behaviour down by configuration.",
+            "Each peer uses its own means, as its documentation recommends: nginx its defaults "
+            "(proxy_next_upstream error timeout, max_fails 1, fail_timeout 10s); haproxy active "
+            "checks every second, retry-on conn-failure empty-response, redispatch; Caddy "
+            "lb_try_duration 2s, fail_duration 10s, active health checks every second; Traefik a "
+            "health check every second and the retry middleware (3 attempts).",
+            "The client's rate is far below saturation (Python); the error count scales with it.",
         ],
     ),
 ]

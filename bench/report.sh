@@ -115,8 +115,24 @@ not_yet() {
   return 3
 }
 
-scenario_route-edits() { not_yet route-edits "not implemented yet"; }
-scenario_failover() { not_yet failover "not implemented yet"; }
+# The Traefik binary, built once (bench/traefik/build.sh caches it).
+traefik_bin() {
+  [[ -n ${BENCH_TRAEFIK:-} ]] || BENCH_TRAEFIK=$(bash "$here/traefik/build.sh" "$target/bench-tools/bin" 2>>"$data/traefik-build.log") || BENCH_TRAEFIK=
+  export BENCH_TRAEFIK
+}
+
+churn_scenario() {
+  local id=$1 what=$2
+  [[ -x $portico_bin ]] || {
+    status "$id" "not measured" "no portico release binary at $portico_bin (cargo build --release -p portico)"
+    return 3
+  }
+  traefik_bin
+  BENCH_PORTICO=$portico_bin python3 "$here/churn.py" "$what" "$data/$id.json" 2>"$data/$id.log"
+}
+
+scenario_route-edits() { churn_scenario route-edits edits; }
+scenario_failover() { churn_scenario failover failover; }
 scenario_bodies() { not_yet bodies "not implemented yet"; }
 scenario_routes-10k() { not_yet routes-10k "not implemented yet"; }
 scenario_regex() { not_yet regex "not implemented yet"; }
