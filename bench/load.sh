@@ -98,6 +98,9 @@
 #                      "Connection: close", so every request opens a new TCP
 #                      connection to the proxy (the proxy still keeps its
 #                      upstream connections alive); no latency phase.
+#   BENCH_BODY         none (default); up: every request a POST of a 1 MiB
+#                      body; down: every request a GET of a 1 MiB response
+#                      (bench_upstream's /1m). No latency phase.
 set -euo pipefail
 
 OHA_VERSION=1.16.0
@@ -134,6 +137,20 @@ case $policies in
     ;;
   *)
     printf 'load: error: BENCH_POLICIES must be on, off, limit, limit-keys, auth or auth-cache\n' >&2
+    exit 2
+    ;;
+esac
+body=${BENCH_BODY:-none}
+path=/
+case $body in
+  none) ;;
+  up) latency_rates= ;;
+  down)
+    path=/1m
+    latency_rates=
+    ;;
+  *)
+    printf 'load: error: BENCH_BODY must be none, up or down\n' >&2
     exit 2
     ;;
 esac
@@ -540,7 +557,7 @@ run_latency() {
 bench_one() {
   local name=$1 tag=$2 url ps
   port=$(free_port)
-  url="$scheme://127.0.0.1:$port/"
+  url="$scheme://127.0.0.1:$port$path"
   "start_$name"
   pids+=("$proxy_pid")
   if ! wait_ready "$url" "$proxy_pid"; then
@@ -602,6 +619,7 @@ main() {
   local suffix=''
   [[ $tls == off ]] || suffix="-tls-$tls"
   [[ $conn == keepalive ]] || suffix+="-conn-$conn"
+  [[ $body == none ]] || suffix+="-body-$body"
   case $policies in off) ;; on) suffix+="-policies" ;; *) suffix+="-$policies" ;; esac
   local out=${BENCH_OUT:-$target/bench/load$suffix.json}
 
@@ -633,6 +651,16 @@ request = function()
   n = (n + 1) % 100000
   return wrk.format(nil, nil, { ["x-client"] = tostring(n) })
 end
+LUA
+  fi
+  if [[ $body == up ]]; then
+    # A static request (method, body) keeps wrk's fast path: no Lua per
+    # request.
+    wrk_script=$tmp/wrk_upload.lua
+    cat - "$here/wrk_report.lua" >"$wrk_script" <<'LUA'
+wrk.method = "POST"
+wrk.body = string.rep("x", 1048576)
+wrk.headers["Content-Type"] = "application/octet-stream"
 LUA
   fi
 
@@ -706,6 +734,7 @@ LUA
     echo "rounds=$rounds"
     echo "tls=$tls"
     echo "conn=$conn"
+    echo "body=$body"
   } >"$tmp/machine"
 
   python3 "$here/load_report.py" "$tmp" "$out"

@@ -407,6 +407,7 @@ def main():
             "generator": "wrk -t1 (closed-loop; coordinated omission applies)",
             "tls": machine.get("tls", "off"),
             "conn": machine.get("conn", "keepalive"),
+            "body": machine.get("body", "none"),
         },
         "results": results,
         "rounds": {n: rounds_by_name[n] for n in names},

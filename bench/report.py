@@ -38,8 +38,12 @@ FOREIGN_LIMIT = 0.05
 
 
 class Scenario:
-    def __init__(self, sid, title, what, notes=()):
+    """parts: [(suffix, label)] for a scenario measured in several runs,
+    each in <id>-<suffix>.json; none: one run in <id>.json."""
+
+    def __init__(self, sid, title, what, notes=(), parts=()):
         self.id, self.title, self.what, self.notes = sid, title, what, list(notes)
+        self.parts = list(parts)
 
 
 SCENARIOS = [
@@ -81,8 +85,13 @@ SCENARIOS = [
     Scenario(
         "bodies",
         "1 MiB bodies up and down",
-        "POST of a 1 MiB body, and GET of a 1 MiB response, through each proxy.",
-        ["nginx runs with client_body_buffer_size 2m so a 1 MiB upload is not written to a temp file."],
+        "BENCH_BODY=up: every request a POST of a 1 MiB body; BENCH_BODY=down: every request a GET "
+        "of a 1 MiB response (bench_upstream's /1m); keep-alive, wrk as in scenario 1.",
+        [
+            "nginx runs with client_body_buffer_size 2m so a 1 MiB upload is not written to a "
+            "temporary file; its response buffering (proxy_buffering on, the default) is left as is.",
+        ],
+        parts=[("up", "1 MiB up (POST)"), ("down", "1 MiB down (GET)")],
     ),
     Scenario(
         "routes-10k",
@@ -285,8 +294,9 @@ def ratio(a, b):
     return a / b if a is not None and b else None
 
 
-def load_section(sec, d):
-    """A bench/load.sh report."""
+def load_section(sec, d, label=""):
+    """A bench/load.sh report; label names the part of the scenario."""
+    pre = f"{label}: " if label else ""
     results = {r["proxy"]: r for r in d["results"]}
     names = [n for n in ORDER if n in results]
     cpu = d.get("proxy_core_us_per_request", {})
@@ -314,7 +324,7 @@ def load_section(sec, d):
     s = d["settings"]
     sec.tables.append(
         (
-            f"Closed loop (wrk, {s['connections']} connections, {s['seconds']} s per proxy, "
+            f"{pre}Closed loop (wrk, {s['connections']} connections, {s['seconds']} s per proxy, "
             f"{s['rounds']} round(s); each proxy's median round; CPU per request: median over rounds)",
             [
                 "proxy",
@@ -344,18 +354,18 @@ def load_section(sec, d):
             )
         sec.tables.append(
             (
-                "Ratios portico/peer (median of the ratios within each round; req/s: higher is better "
+                f"{pre}Ratios portico/peer (median of the ratios within each round; req/s: higher is better "
                 "for portico, latency and CPU: lower is)",
                 ["ratio", "req/s", "req/s per proxy CPU", "p50", "p99", "user µs/req"],
                 rrows,
             )
         )
-    sec.plots.append(("req/s", bar_plot("req/s (median round)", names, [results[n]["rps"] for n in names], "req/s")))
+    sec.plots.append(("req/s", bar_plot(f"{pre}req/s (median round)", names, [results[n]["rps"] for n in names], "req/s")))
     sec.plots.append(
         (
             "CPU per request on the proxy core",
             bar_plot(
-                "CPU per request on the proxy core (µs)",
+                f"{pre}CPU per request on the proxy core (µs)",
                 names,
                 None,
                 "µs per request",
@@ -371,7 +381,7 @@ def load_section(sec, d):
         sec.plots.append(
             (
                 "Latency by percentile, closed loop",
-                percentile_plot("wrk, closed loop at saturation (understates stalls)", closed),
+                percentile_plot(f"{pre}wrk, closed loop at saturation (understates stalls)", closed),
             )
         )
     ol = d.get("open_loop_latency") or {}
@@ -443,14 +453,20 @@ def section(scenario, data):
         sec.state, sec.why = st["status"], st.get("why", "")
     else:
         sec.why = "not run (not in BENCH_SCENARIOS)"
-    if sec.state == "measured" and d is None:
+    parts = [(load_json(os.path.join(data, f"{scenario.id}-{suffix}.json")), label) for suffix, label in scenario.parts]
+    if not scenario.parts:
+        parts = [(d, "")]
+    if sec.state == "measured" and not any(p for p, _ in parts):
         sec.state, sec.why = "failed", "the scenario wrote no results"
     if sec.state == "measured":
         try:
-            if "proxy_core_us_per_request" in d:
-                load_section(sec, d)
-            else:
-                table_section(sec, d)
+            for d, label in parts:
+                if d is None:
+                    sec.notes.append(f"{label}: no results.")
+                elif "proxy_core_us_per_request" in d:
+                    load_section(sec, d, label)
+                else:
+                    table_section(sec, d)
         except (KeyError, TypeError, ValueError) as e:
             sec.state, sec.why = "failed", f"unreadable results: {e!r}"
             sec.tables, sec.plots = [], []

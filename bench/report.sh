@@ -133,7 +133,33 @@ churn_scenario() {
 
 scenario_route-edits() { churn_scenario route-edits edits; }
 scenario_failover() { churn_scenario failover failover; }
-scenario_bodies() { not_yet bodies "not implemented yet"; }
+# Needs bench_upstream to answer GET /1m with 1 MiB and to read uploads
+# (dataplane/examples/bench_upstream.rs); an older build answers 13 bytes
+# and leaves uploads unread, which would measure nothing useful.
+upstream_serves_1m() {
+  local out=$data/upstream-check.out pid size=0 addr='' i
+  taskset -c 1 "$BENCH_BIN_DIR/bench_upstream" 127.0.0.1:0 >"$out" 2>/dev/null &
+  pid=$!
+  for ((i = 0; i < 50; i++)); do
+    addr=$(head -n1 "$out" 2>/dev/null || true)
+    [[ -n $addr ]] && break
+    sleep 0.1
+  done
+  [[ -n $addr ]] && size=$(curl -s --max-time 5 "http://$addr/1m" | wc -c)
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rm -f "$out"
+  ((size == 1048576))
+}
+
+scenario_bodies() {
+  upstream_serves_1m || {
+    status bodies "not measured" "needs the bench_upstream change (GET /1m answers 1 MiB, uploads read to the end): written in dataplane/examples/bench_upstream.rs, not yet built"
+    return 3
+  }
+  rm -f "$data/bodies-up.json" "$data/bodies-down.json"
+  load_scenario bodies-up BENCH_BODY=up && load_scenario bodies-down BENCH_BODY=down
+}
 scenario_routes-10k() { not_yet routes-10k "not implemented yet"; }
 scenario_regex() { not_yet regex "not implemented yet"; }
 scenario_h2() { not_yet h2 "not implemented yet"; }
@@ -195,7 +221,7 @@ main() {
     ((known)) || die "unknown scenario in BENCH_SCENARIOS: $id (known: $all_scenarios)"
   done
   for id in $scenarios; do
-    rm -f "$data/$id.json" "$data/$id.status.json" "$data/$id.log" "$data/$id.txt"
+    rm -f "$data/$id".* "$data/$id"-*.json
     log "scenario $id"
     rc=0
     "scenario_$id" || rc=$?
