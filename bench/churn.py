@@ -150,10 +150,11 @@ def haproxy_conf(d, port, ups, edits, failover):
         # no connection is refused in between: haproxy's seamless reload.
         .replace("@GLOBAL_SSL@", f"stats socket {d}/haproxy.sock mode 600 level admin expose-fd listeners")
     )
-    allowed = " || ".join(["{ path_beg /bench }"] + [f"{{ path_beg /edit-{n} }}" for n in range(1, edits + 1)])
+    # Lines of one ACL name are alternatives (a line takes at most 64 words).
+    acls = "".join(f"    acl route path_beg {p}\n" for p in ["/bench"] + [f"/edit-{n}" for n in range(1, edits + 1)])
     conf = conf.replace(
         "    default_backend upstream",
-        f"    http-request deny deny_status 404 unless {allowed}\n    default_backend upstream",
+        f"{acls}    http-request deny deny_status 404 unless route\n    default_backend upstream",
     )
     if failover:
         # Active checks each second, and a failed connection retried on

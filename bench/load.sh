@@ -101,6 +101,14 @@
 #   BENCH_BODY         none (default); up: every request a POST of a 1 MiB
 #                      body; down: every request a GET of a 1 MiB response
 #                      (bench_upstream's /1m). No latency phase.
+#   BENCH_ROUTES       none (default); hosts: 10,000 virtual hosts, wrk
+#                      varying the Host header over all of them; regex: 100
+#                      regex path routes, requests matching the last one.
+#                      bench/routes.py writes each proxy's configuration;
+#                      Portico is then the release binary in --manifests
+#                      mode (BENCH_PORTICO, <cargo target dir>/release/
+#                      portico), since bench_proxy serves one route. No
+#                      latency phase.
 set -euo pipefail
 
 OHA_VERSION=1.16.0
@@ -154,6 +162,28 @@ case $body in
     exit 2
     ;;
 esac
+routes=${BENCH_ROUTES:-none}
+case $routes in
+  none) ;;
+  hosts)
+    curl_extra+=(-H "Host: h0.bench.test")
+    latency_rates=
+    ;;
+  regex)
+    path=/r99/abc/123
+    wrk_extra+=(-H "Host: bench.test")
+    curl_extra+=(-H "Host: bench.test")
+    latency_rates=
+    ;;
+  *)
+    printf 'load: error: BENCH_ROUTES must be none, hosts or regex\n' >&2
+    exit 2
+    ;;
+esac
+[[ $routes == none || $body == none ]] || {
+  printf 'load: error: BENCH_ROUTES and BENCH_BODY do not combine\n' >&2
+  exit 2
+}
 conn=${BENCH_CONN:-keepalive}
 case $conn in
   keepalive) ;;
@@ -284,8 +314,10 @@ free_port() {
 # Polls until the URL answers 200; a bounded wait, not synchronisation by
 # sleeping.
 wait_ready() {
-  local url=$1 pid=$2 i
-  for ((i = 0; i < 100; i++)); do
+  local url=$1 pid=$2 i tries=100
+  # 10,000 routes take some proxies seconds to load.
+  [[ ${routes:-none} == none ]] || tries=1200
+  for ((i = 0; i < tries; i++)); do
     kill -0 "$pid" 2>/dev/null || return 1
     if curl -kfsS -o /dev/null --max-time 1 "${curl_extra[@]}" "$url" 2>/dev/null; then
       return 0
@@ -377,9 +409,24 @@ wait_quiet() {
 # Each start_* starts one proxy pinned to the proxy core, listening on
 # $port, forwarding to $upstream, and sets $proxy_pid.
 
+# Many routes (BENCH_ROUTES) for the other proxies: their rendered
+# configuration rewritten in place.
+more_routes() {
+  [[ $routes == none ]] || python3 "$here/routes.py" "$routes" "$@" || die "routes.py $routes $1 failed"
+}
+
 start_portico() {
   local admin
   admin=$(free_port)
+  if [[ $routes != none ]]; then
+    more_routes portico "$tmp/manifests" "$upstream"
+    taskset -c "$proxy_core" "$portico_bin" run --manifests "$tmp/manifests" \
+      --http-addr "127.0.0.1:$port" --https-addr "127.0.0.1:$(free_port)" \
+      --admin-addr "127.0.0.1:$admin" --debug-addr off \
+      >/dev/null 2>"$tmp/portico.err" &
+    proxy_pid=$!
+    return
+  fi
   # stdout is the access log.
   BENCH_TLS_CERT=${tls_cert:-} BENCH_TLS_KEY=${tls_key:-} \
     BENCH_POLICIES=$policies BENCH_HTPASSWD=$tmp/htpasswd \
@@ -407,6 +454,7 @@ start_nginx() {
     -e "s|@LISTEN_SSL@|$listen_ssl|g" -e "s|@SSL_CONF@|$ssl_conf|g" \
     -e "s|@HTTP_POLICIES@|$http_policies|g" -e "s|@POLICIES@|$location_policies|g" \
     "$here/nginx.conf.in" >"$tmp/nginx/nginx.conf"
+  more_routes nginx "$tmp/nginx/nginx.conf"
   taskset -c "$proxy_core" nginx -e "$tmp/nginx/nginx-error.log" \
     -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" \
     >/dev/null 2>"$tmp/nginx.err" &
@@ -425,6 +473,7 @@ start_haproxy() {
   sed -e "s|@PORT@|$port|g" -e "s|@UPSTREAM@|$upstream|g" -e "s|@CORE@|$proxy_core|g" \
     -e "s|@BIND_SSL@|$bind_ssl|g" -e "s|@GLOBAL_SSL@|$global_ssl|g" -e "s|@PROTO@|$proto|g" \
     "$here/haproxy.cfg.in" >"$tmp/haproxy.cfg"
+  more_routes haproxy "$tmp/haproxy.cfg"
   # -db: foreground, one process. stdout is the request log.
   taskset -c "$proxy_core" haproxy -db -f "$tmp/haproxy.cfg" \
     >/dev/null 2>"$tmp/haproxy.err" &
@@ -463,6 +512,7 @@ $site {
 	}
 }
 EOF
+  more_routes caddy "$tmp/Caddyfile"
   GOMAXPROCS=1 XDG_DATA_HOME=$tmp XDG_CONFIG_HOME=$tmp taskset -c "$proxy_core" \
     caddy run --config "$tmp/Caddyfile" --adapter caddyfile \
     >/dev/null 2>"$tmp/caddy.err" &
@@ -518,6 +568,7 @@ http:
           - url: "http://$upstream"
 $traefik_tls
 EOF
+  more_routes traefik "$tmp/traefik-routes.yml"
   GOMAXPROCS=1 taskset -c "$proxy_core" "$traefik" --configFile="$tmp/traefik.yml" \
     >/dev/null 2>"$tmp/traefik.err" &
   proxy_pid=$!
@@ -563,6 +614,19 @@ bench_one() {
   if ! wait_ready "$url" "$proxy_pid"; then
     cat "$tmp/$name.err" >&2 2>/dev/null || true
     die "$name did not answer on $url"
+  fi
+  if [[ $routes != none ]]; then
+    # The routes must be the ones measured: the upstream's body through a
+    # route, and a 404 where no route matches.
+    local got miss_url=$scheme://127.0.0.1:$port/nope/1 miss
+    got=$(curl -ks --max-time 5 "${curl_extra[@]}" "$url" || true)
+    [[ $got == "hello, world" ]] || die "$name: $url did not reach the upstream (got: ${got:0:200})"
+    if [[ $routes == hosts ]]; then
+      miss=$(curl -ks -o /dev/null -w '%{http_code}' --max-time 5 -H "Host: nope.bench.test" "$url" || true)
+    else
+      miss=$(curl -ks -o /dev/null -w '%{http_code}' --max-time 5 "${curl_extra[@]}" "$miss_url" || true)
+    fi
+    [[ $miss == 404 ]] || die "$name: a request no route matches answered $miss, not 404"
   fi
   log "$name: warm-up ${warmup}s"
   run_wrk "$url" "$warmup" "$tmp/$tag.warmup" || die "wrk warm-up against $name failed"
@@ -620,6 +684,7 @@ main() {
   [[ $tls == off ]] || suffix="-tls-$tls"
   [[ $conn == keepalive ]] || suffix+="-conn-$conn"
   [[ $body == none ]] || suffix+="-body-$body"
+  [[ $routes == none ]] || suffix+="-routes-$routes"
   case $policies in off) ;; on) suffix+="-policies" ;; *) suffix+="-$policies" ;; esac
   local out=${BENCH_OUT:-$target/bench/load$suffix.json}
 
@@ -628,7 +693,11 @@ main() {
   if [[ ${BENCH_BUILD:-1} != 0 ]]; then
     log "building ${examples[*]} (release)"
     (cd "$root" && cargo build --release -q -p portico-dataplane "${examples[@]}")
+    if [[ $routes != none ]]; then
+      (cd "$root" && cargo build --release -q -p portico)
+    fi
   fi
+  portico_bin=${BENCH_PORTICO:-$target/release/portico}
 
   local cores
   cores=$(nproc)
@@ -650,6 +719,18 @@ local n = 0
 request = function()
   n = (n + 1) % 100000
   return wrk.format(nil, nil, { ["x-client"] = tostring(n) })
+end
+LUA
+  fi
+  if [[ $routes == hosts ]]; then
+    # The report, plus a Host header cycling through the 10,000 hosts
+    # (Lua per request: its cost lands on wrk's core, the same for all).
+    wrk_script=$tmp/wrk_hosts.lua
+    cat "$here/wrk_report.lua" - >"$wrk_script" <<'LUA'
+local n = 0
+request = function()
+  n = (n + 1) % 10000
+  return wrk.format(nil, nil, { Host = "h" .. n .. ".bench.test" })
 end
 LUA
   fi
@@ -735,6 +816,7 @@ LUA
     echo "tls=$tls"
     echo "conn=$conn"
     echo "body=$body"
+    echo "routes=$routes"
   } >"$tmp/machine"
 
   python3 "$here/load_report.py" "$tmp" "$out"

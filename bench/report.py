@@ -96,10 +96,32 @@ SCENARIOS = [
     Scenario(
         "routes-10k",
         "10,000 routes, lookups spread over them",
-        "10,000 virtual hosts in each proxy's configuration; a wrk Lua script varies the "
-        "Host header over all of them.",
+        "BENCH_ROUTES=hosts: 10,000 virtual hosts in each proxy's configuration (bench/routes.py); "
+        "a wrk Lua script varies the Host header over all of them; before measuring, each proxy is "
+        "checked to reach the upstream through a route and to answer 404 for an unknown host.",
+        [
+            "Portico is the release binary in --manifests mode (100 Ingresses of 100 hosts), since "
+            "the bench_proxy example serves one route; compare its figures with scenario 1's knowing that.",
+            "Each peer in the form its users write: nginx one server with 10,000 server_names (its "
+            "name hash); haproxy a map file; Caddy one site block listing every host; Traefik one "
+            "router per host, as its Kubernetes provider makes one per Ingress rule.",
+            "wrk runs Lua per request here (the Host header), on the load core: the same for all.",
+        ],
     ),
-    Scenario("regex", "Regex routes", "100 regex path routes; requests match the last one."),
+    Scenario(
+        "regex",
+        "Regex routes",
+        "BENCH_ROUTES=regex: 100 regex path routes ^/r<i>/[a-z]+/[0-9]+ (case-insensitive, as "
+        "ingress-nginx renders use-regex); every request matches the last one; checked as in "
+        "scenario 6.",
+        [
+            "Portico is the release binary in --manifests mode with one Ingress carrying "
+            "use-regex and 100 ImplementationSpecific paths.",
+            "nginx: regex locations in order; haproxy: one ACL of 100 path_reg patterns; Caddy: "
+            "path_regexp handle blocks (Caddy orders them itself); Traefik: one PathRegexp router "
+            "each (ordered by rule length).",
+        ],
+    ),
     Scenario(
         "h2",
         "HTTP/2 multiplexed",

@@ -160,8 +160,8 @@ scenario_bodies() {
   rm -f "$data/bodies-up.json" "$data/bodies-down.json"
   load_scenario bodies-up BENCH_BODY=up && load_scenario bodies-down BENCH_BODY=down
 }
-scenario_routes-10k() { not_yet routes-10k "not implemented yet"; }
-scenario_regex() { not_yet regex "not implemented yet"; }
+scenario_routes-10k() { load_scenario routes-10k BENCH_ROUTES=hosts BENCH_PORTICO="$portico_bin"; }
+scenario_regex() { load_scenario regex BENCH_ROUTES=regex BENCH_PORTICO="$portico_bin"; }
 scenario_h2() { not_yet h2 "not implemented yet"; }
 scenario_grpc() { not_yet grpc "not implemented yet"; }
 scenario_websocket() { not_yet websocket "not implemented yet"; }
