@@ -64,16 +64,20 @@ def status_of(url, timeout=1.0):
         return None
 
 
-def wait_status(url, want, seconds, proc=None):
-    """Polls (bounded) until url answers `want`; True if it did."""
+def wait_until(check, seconds, proc=None):
+    """Polls (bounded) until check() holds; True if it did."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             return False
-        if status_of(url) == want:
+        if check():
             return True
         time.sleep(0.1)
     return False
+
+
+def wait_status(url, want, seconds, proc=None):
+    return wait_until(lambda: status_of(url) == want, seconds, proc)
 
 
 class Processes:
@@ -114,17 +118,26 @@ class Processes:
 # endpoint, as its documentation recommends).
 
 
-def nginx_conf(d, port, ups, edits, failover):
+def nginx_conf(d, port, ups, edits, failover, websocket=False):
     with open(os.path.join(HERE, "nginx.conf.in")) as f:
         conf = f.read()
+    http_extra, location_extra = "", ""
+    if websocket:
+        # What ingress-nginx renders: Upgrade passed on, and Connection
+        # "upgrade" for upgrades only, so other requests keep the
+        # upstream connection alive.
+        http_extra = 'map $http_upgrade $connection_upgrade { default upgrade; "" ""; }'
+        location_extra = "proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection $connection_upgrade;"
     conf = (
         conf.replace("@DIR@", d)
         .replace("@PORT@", str(port))
         .replace("@LISTEN_SSL@", "")
         .replace("@SSL_CONF@", "")
-        .replace("@HTTP_POLICIES@", "")
-        .replace("@POLICIES@", "")
+        .replace("@HTTP_POLICIES@", http_extra)
     )
+    if websocket:
+        conf = conf.replace('            proxy_set_header Connection "";\n', "")
+    conf = conf.replace("@POLICIES@", location_extra)
     # nginx's defaults already retry the next server on a connect error
     # (proxy_next_upstream error timeout) and set a dead one aside for
     # fail_timeout (10 s) after max_fails (1).
@@ -279,8 +292,9 @@ class Proxy:
     """One proxy under test: start() serves /bench on self.port through
     self.ups; apply(edits) rewrites its routes and applies them."""
 
-    def __init__(self, name, procs, work, ups, failover):
+    def __init__(self, name, procs, work, ups, failover, websocket=False):
         self.name, self.procs, self.ups, self.failover = name, procs, ups, failover
+        self.websocket = websocket
         self.dir = os.path.join(work, name)
         os.makedirs(self.dir, exist_ok=True)
         os.chmod(self.dir, 0o755)  # nginx's worker drops root
@@ -324,7 +338,9 @@ class Proxy:
         self.proc = self.run(["nginx"] + self.conf_args)
 
     def apply_file_nginx(self, n):
-        write_atomic(f"{self.dir}/nginx.conf", nginx_conf(self.dir, self.port, self.ups, n, self.failover))
+        write_atomic(
+            f"{self.dir}/nginx.conf", nginx_conf(self.dir, self.port, self.ups, n, self.failover, self.websocket)
+        )
 
     def apply_nginx(self, n):
         self.apply_file_nginx(n)
@@ -379,13 +395,20 @@ class Proxy:
         write_atomic(self.routes, traefik_routes(self.ups, n, self.failover))
 
     # --- common ---
-    def start(self):
+    def start(self, ready_path="/bench", ready_status=200):
+        """ready_status None: any answer from the upstream (a WebSocket
+        server refuses a plain GET), not the proxy's own 404 or 502."""
         getattr(self, f"start_{self.name}")()
-        if not wait_status(f"http://127.0.0.1:{self.port}/bench", 200, 20, self.proc):
+        url = f"http://127.0.0.1:{self.port}{ready_path}"
+        if ready_status is None:
+            ok = wait_until(lambda: status_of(url) not in (None, 404, 502, 503, 504), 20, self.proc)
+        else:
+            ok = wait_status(url, ready_status, 20, self.proc)
+        if not ok:
             self.err.flush()
             with open(os.path.join(self.dir, "stderr")) as f:
                 tail = f.read()[-2000:]
-            raise RuntimeError(f"{self.name} did not answer 200 on /bench: {tail}")
+            raise RuntimeError(f"{self.name} did not answer on {ready_path} as expected: {tail}")
 
     def apply(self, n):
         getattr(self, f"apply_{self.name}")(n)
@@ -533,6 +556,29 @@ def failover(proxy, seconds, connections, ups_procs):
 # === main ===
 
 
+def available(names):
+    """The proxies of `names` that are installed, and a note for each that is not."""
+    names, notes = list(names), []
+    if "traefik" in names and not os.access(os.environ.get("BENCH_TRAEFIK", ""), os.X_OK):
+        names.remove("traefik")
+        notes.append("Traefik not measured: no traefik binary (BENCH_TRAEFIK).")
+    for tool in ("nginx", "haproxy", "caddy"):
+        if tool in names and not shutil.which(tool):
+            names.remove(tool)
+            notes.append(f"{tool} not measured: not installed.")
+    return names, notes
+
+
+def workdir():
+    work = tempfile.mkdtemp(prefix="portico-churn.")
+    os.chmod(work, 0o755)  # nginx's worker drops root
+    return work
+
+
+def remove(work):
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def start_upstreams(procs, hosts, port, work):
     bin_dir = os.environ.get("BENCH_BIN_DIR", "target/release/examples")
     ups, ps = [], []
@@ -553,16 +599,8 @@ def main():
     what, out = sys.argv[1], sys.argv[2]
     names = os.environ.get("BENCH_PROXIES", "portico nginx haproxy caddy traefik").split()
     seconds = int(os.environ.get("BENCH_EDIT_SECONDS", "20"))
-    notes = []
-    if "traefik" in names and not os.access(os.environ.get("BENCH_TRAEFIK", ""), os.X_OK):
-        names.remove("traefik")
-        notes.append("Traefik not measured: no traefik binary (BENCH_TRAEFIK).")
-    for tool in ("nginx", "haproxy", "caddy"):
-        if tool in names and not shutil.which(tool):
-            names.remove(tool)
-            notes.append(f"{tool} not measured: not installed.")
-    work = tempfile.mkdtemp(prefix="portico-churn.")
-    os.chmod(work, 0o755)
+    names, notes = available(names)
+    work = workdir()
     procs = Processes()
     results = []
     try:
@@ -584,7 +622,7 @@ def main():
             procs.stop_all()
     finally:
         procs.stop_all()
-        shutil.rmtree(work, ignore_errors=True)
+        remove(work)
     if what == "edits":
         doc = {
             "caption": f"wrk on /bench for {seconds} s while the routes change once a second",

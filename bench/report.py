@@ -135,7 +135,15 @@ SCENARIOS = [
     Scenario(
         "websocket",
         "WebSocket echo",
-        "An echo upstream and a small client: messages/s and p99 round trip.",
+        "bench/websocket.py: an echo upstream and a client (Python, the websockets package), both "
+        "on the load core; 16 WebSockets, one 64-byte message in flight on each; messages/s, round "
+        "trip and the proxy's CPU per message.",
+        [
+            "The Python load side saturates before any proxy, so messages/s says little; the "
+            "proxy's CPU per message and the round trip compare the proxies.",
+            "Portico is the release binary in --manifests mode; nginx passes Upgrade and "
+            "Connection as ingress-nginx renders them; haproxy, Caddy and Traefik need nothing.",
+        ],
     ),
     Scenario(
         "route-edits",

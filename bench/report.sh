@@ -32,6 +32,7 @@ root=$(cd "$here/.." && pwd)
 export PATH="$PATH:/usr/sbin:/sbin"
 
 MATPLOTLIB_VERSION=3.9.2
+WEBSOCKETS_VERSION=13.1
 
 log() { printf 'report: %s\n' "$*" >&2; }
 die() {
@@ -49,16 +50,20 @@ scenarios=${BENCH_SCENARIOS:-$all_scenarios}
 export BENCH_BIN_DIR=${BENCH_BIN_DIR:-$target/release/examples}
 portico_bin=${BENCH_PORTICO:-$target/release/portico}
 
-# matplotlib from PyPI, pinned, into a venv under the target directory;
-# created only when missing or at another version.
+# matplotlib (the plots) and websockets (the WebSocket scenario's echo
+# upstream and client) from PyPI, pinned, into a venv under the target
+# directory; installed only when missing or at another version.
 install_venv() {
-  if "$venv/bin/python" -c "import matplotlib, sys; sys.exit(matplotlib.__version__ != '$MATPLOTLIB_VERSION')" 2>/dev/null; then
+  if "$venv/bin/python" -c "
+import sys, matplotlib, websockets
+sys.exit(matplotlib.__version__ != '$MATPLOTLIB_VERSION' or websockets.__version__ != '$WEBSOCKETS_VERSION')" 2>/dev/null; then
     return 0
   fi
-  log "installing matplotlib $MATPLOTLIB_VERSION into $venv (once)"
-  python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
-  "$venv/bin/pip" install -q --disable-pip-version-check "matplotlib==$MATPLOTLIB_VERSION" ||
-    die "pip install matplotlib==$MATPLOTLIB_VERSION failed"
+  log "installing matplotlib $MATPLOTLIB_VERSION and websockets $WEBSOCKETS_VERSION into $venv (once)"
+  [[ -x $venv/bin/pip ]] || python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+  "$venv/bin/pip" install -q --disable-pip-version-check \
+    "matplotlib==$MATPLOTLIB_VERSION" "websockets==$WEBSOCKETS_VERSION" ||
+    die "pip install into $venv failed"
 }
 
 # Installs Debian packages that are missing, with services left stopped
@@ -164,7 +169,10 @@ scenario_routes-10k() { load_scenario routes-10k BENCH_ROUTES=hosts BENCH_PORTIC
 scenario_regex() { load_scenario regex BENCH_ROUTES=regex BENCH_PORTICO="$portico_bin"; }
 scenario_h2() { not_yet h2 "not implemented yet"; }
 scenario_grpc() { not_yet grpc "not implemented yet"; }
-scenario_websocket() { not_yet websocket "not implemented yet"; }
+scenario_websocket() {
+  traefik_bin
+  BENCH_PORTICO=$portico_bin "$venv/bin/python" "$here/websocket.py" "$data/websocket.json" 2>"$data/websocket.log"
+}
 
 # The machine and every tool's version, for the report's header.
 machine() {
