@@ -109,6 +109,12 @@
 #                      mode (BENCH_PORTICO, <cargo target dir>/release/
 #                      portico), since bench_proxy serves one route. No
 #                      latency phase.
+#   BENCH_H2           on: HTTP/2 over TLS (ALPN h2; implies
+#                      BENCH_TLS=keepalive) with h2load (Debian's
+#                      nghttp2-client) instead of wrk: BENCH_CONNECTIONS
+#                      streams in flight, BENCH_H2_STREAMS (8) per
+#                      connection; percentiles from h2load's per-request
+#                      log. No latency phase.
 set -euo pipefail
 
 OHA_VERSION=1.16.0
@@ -184,6 +190,19 @@ esac
   printf 'load: error: BENCH_ROUTES and BENCH_BODY do not combine\n' >&2
   exit 2
 }
+h2=${BENCH_H2:-off}
+h2_streams=${BENCH_H2_STREAMS:-8}
+case $h2 in
+  off) ;;
+  on)
+    tls=keepalive
+    latency_rates=
+    ;;
+  *)
+    printf 'load: error: BENCH_H2 must be on or off\n' >&2
+    exit 2
+    ;;
+esac
 conn=${BENCH_CONN:-keepalive}
 case $conn in
   keepalive) ;;
@@ -229,6 +248,7 @@ install_tools() {
     command -v caddy >/dev/null || missing+=(caddy)
   fi
   command -v wrk >/dev/null || missing+=(wrk)
+  [[ $h2 == off ]] || command -v h2load >/dev/null || missing+=(nghttp2-client)
   command -v taskset >/dev/null || missing+=(util-linux)
   command -v python3 >/dev/null || missing+=(python3)
   command -v curl >/dev/null || missing+=(curl)
@@ -441,6 +461,7 @@ start_nginx() {
   local listen_ssl='' ssl_conf=''
   if [[ $tls != off ]]; then
     listen_ssl=' ssl'
+    [[ $h2 == off ]] || listen_ssl=' ssl http2'
     ssl_conf="ssl_certificate $tls_cert; ssl_certificate_key $tls_key; ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m; ssl_session_tickets on;"
   fi
   local http_policies='' location_policies=''
@@ -467,6 +488,7 @@ start_haproxy() {
     # haproxy reads the certificate and key from one PEM file.
     cat "$tls_cert" "$tls_key" >"$tmp/haproxy.pem"
     bind_ssl=" ssl crt $tmp/haproxy.pem alpn http/1.1"
+    [[ $h2 == off ]] || bind_ssl=" ssl crt $tmp/haproxy.pem alpn h2,http/1.1"
     global_ssl='ssl-default-bind-options ssl-min-ver TLSv1.2'
     proto=https
   fi
@@ -578,6 +600,10 @@ EOF
 # acts at once (and cleanup stops wrk) rather than after the run.
 run_wrk() {
   local url=$1 duration=$2 out=$3 pid rc=0
+  if [[ $h2 == on ]]; then
+    run_h2load "$@"
+    return
+  fi
   taskset -c "$load_core" wrk -t1 -c"$connections" -d"${duration}s" --latency "${wrk_extra[@]}" \
     -s "$wrk_script" "$url" >"$out" 2>&1 &
   pid=$!
@@ -585,6 +611,48 @@ run_wrk() {
   wait "$pid" || rc=$?
   forget "$pid"
   return "$rc"
+}
+
+# h2load in wrk's place (BENCH_H2=on): the same number of requests in
+# flight, multiplexed; its per-request log becomes the WRK_JSON line
+# load_report.py reads.
+run_h2load() {
+  local url=$1 duration=$2 out=$3 pid rc=0 clients
+  clients=$(((connections + h2_streams - 1) / h2_streams))
+  taskset -c "$load_core" h2load -t1 -c"$clients" -m"$h2_streams" -D"$duration" \
+    --log-file="$out.log" "$url" >"$out" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  wait "$pid" || rc=$?
+  forget "$pid"
+  ((rc == 0)) || return "$rc"
+  python3 - "$out" "$duration" >>"$out" <<'PY'
+import json, sys
+out, duration = sys.argv[1], float(sys.argv[2])
+text = open(out).read()
+# h2load's log: start (us since the epoch), status, duration (us), tab-separated.
+rows = [l.split("\t") for l in open(out + ".log") if l.strip()]
+lat = sorted(int(r[2]) for r in rows)
+bad = sum(1 for r in rows if not r[1].startswith("2"))
+failed = 0
+for line in text.splitlines():
+    if line.startswith("requests:"):
+        # requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout
+        f = line.split(",")
+        failed = int(f[4].split()[0]) if len(f) > 4 else 0
+def pct(p):
+    return lat[min(len(lat) - 1, int(len(lat) * p / 100))] if lat else 0
+if "Application protocol: h2" not in text:
+    sys.exit("h2load did not negotiate h2")
+points = [10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99]
+print("WRK_JSON " + json.dumps({
+    "requests": len(lat), "duration_us": int(duration * 1e6), "bytes": 0,
+    "latency_us": {"mean": sum(lat) / len(lat) if lat else 0, "p50": pct(50), "p90": pct(90),
+                   "p99": pct(99), "p999": pct(99.9), "max": lat[-1] if lat else 0},
+    "percentiles_us": {f"{p:g}": pct(p) for p in points},
+    "errors": {"connect": 0, "read": 0, "write": 0, "status": bad, "timeout": failed},
+}))
+PY
 }
 
 # The open-loop phase: oha at each fixed rate against $1, one worker
@@ -629,7 +697,10 @@ bench_one() {
     [[ $miss == 404 ]] || die "$name: a request no route matches answered $miss, not 404"
   fi
   log "$name: warm-up ${warmup}s"
-  run_wrk "$url" "$warmup" "$tmp/$tag.warmup" || die "wrk warm-up against $name failed"
+  run_wrk "$url" "$warmup" "$tmp/$tag.warmup" || {
+    tail -n 20 "$tmp/$tag.warmup" >&2
+    die "wrk warm-up against $name failed"
+  }
   mapfile -t ps < <(proxy_pids "$proxy_pid")
   wait_quiet
   log "$name: measuring ${seconds}s with $connections connections"
@@ -685,6 +756,7 @@ main() {
   [[ $conn == keepalive ]] || suffix+="-conn-$conn"
   [[ $body == none ]] || suffix+="-body-$body"
   [[ $routes == none ]] || suffix+="-routes-$routes"
+  [[ $h2 == off ]] || suffix+="-h2"
   case $policies in off) ;; on) suffix+="-policies" ;; *) suffix+="-$policies" ;; esac
   local out=${BENCH_OUT:-$target/bench/load$suffix.json}
 
@@ -817,6 +889,8 @@ LUA
     echo "conn=$conn"
     echo "body=$body"
     echo "routes=$routes"
+    echo "h2=$h2"
+    if [[ $h2 == on ]]; then echo "h2load=$(h2load --version 2>&1 | head -n1)"; fi
   } >"$tmp/machine"
 
   python3 "$here/load_report.py" "$tmp" "$out"

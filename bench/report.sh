@@ -167,7 +167,7 @@ scenario_bodies() {
 }
 scenario_routes-10k() { load_scenario routes-10k BENCH_ROUTES=hosts BENCH_PORTICO="$portico_bin"; }
 scenario_regex() { load_scenario regex BENCH_ROUTES=regex BENCH_PORTICO="$portico_bin"; }
-scenario_h2() { not_yet h2 "not implemented yet"; }
+scenario_h2() { load_scenario h2 BENCH_H2=on; }
 scenario_grpc() {
   not_yet grpc "not implemented yet: bench/grpc.sh (make bench-grpc) measures unary calls for portico and nginx only; haproxy, Caddy and Traefik over h2c and a streaming method in the bench_grpc example are not written"
 }
