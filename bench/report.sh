@@ -168,8 +168,17 @@ scenario_bodies() {
 scenario_routes-10k() { load_scenario routes-10k BENCH_ROUTES=hosts BENCH_PORTICO="$portico_bin"; }
 scenario_regex() { load_scenario regex BENCH_ROUTES=regex BENCH_PORTICO="$portico_bin"; }
 scenario_h2() { load_scenario h2 BENCH_H2=on; }
+# Unary calls only; streaming needs a streaming method in bench_grpc.
 scenario_grpc() {
-  not_yet grpc "not implemented yet: bench/grpc.sh (make bench-grpc) measures unary calls for portico and nginx only; haproxy, Caddy and Traefik over h2c and a streaming method in the bench_grpc example are not written"
+  [[ -x $BENCH_BIN_DIR/bench_grpc ]] || {
+    not_yet grpc "no bench_grpc example in $BENCH_BIN_DIR (cargo build --release -p portico-dataplane --example bench_grpc)"
+    return 3
+  }
+  traefik_bin
+  local proxies="portico nginx haproxy caddy"
+  [[ -n $BENCH_TRAEFIK ]] && proxies+=" traefik"
+  BENCH_BUILD=0 BENCH_GRPC_PROXIES=$proxies BENCH_GRPC_OUT=$data/grpc.json \
+    bash "$here/grpc.sh" >"$data/grpc.txt" 2>"$data/grpc.log"
 }
 scenario_websocket() {
   traefik_bin
