@@ -276,7 +276,8 @@ def percentile_plot(title, curves):
             [ms for _, ms in pts],
             label=label,
             color=COLORS.get(name, "#999999"),
-            marker=".",
+            # A histogram-refined curve has hundreds of points: no markers.
+            marker="." if len(pts) <= 40 else None,
             linewidth=1.5,
         )
     ax.set_xscale("log")
