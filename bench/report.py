@@ -330,6 +330,7 @@ class Section:
         self.tables = []
         self.plots = []
         self.notes = list(scenario.notes)
+        self.noisy = False  # other processes took CPU during a run
 
 
 def ratio(a, b):
@@ -455,6 +456,7 @@ def load_section(sec, d, label=""):
         sec.notes.append("No open-loop phase in this run (no oha, or BENCH_LATENCY_RATES empty).")
     noisy = [n for n in names if foreign[n] > FOREIGN_LIMIT]
     if noisy:
+        sec.noisy = True
         sec.notes.append(
             "Other processes used more than "
             f"{FOREIGN_LIMIT:.0%} of a core during the runs of: {', '.join(noisy)}. "
@@ -525,8 +527,21 @@ def headline(sec):
     return f"{sec.state}: {sec.why}" if sec.why else sec.state
 
 
+def noisy_warning(sections):
+    noisy = [s.scenario.title for s in sections if s.noisy]
+    if not noisy:
+        return None
+    return (
+        f"Not a result: other processes used the CPU during {len(noisy)} scenario(s) "
+        f"({'; '.join(noisy)}); see each one's foreign CPU column, and rerun on a quiet machine."
+    )
+
+
 def markdown(machine, sections):
     out = ["# Portico against nginx, haproxy, Caddy and Traefik", ""]
+    warning = noisy_warning(sections)
+    if warning:
+        out += [f"**{warning}**", ""]
     out.append(machine_md(machine))
     out.append("")
     out.append("| # | scenario | state |")
@@ -590,6 +605,11 @@ def page(machine, sections):
         "<h1>Portico against nginx, haproxy, Caddy and Traefik</h1>",
         "<p>Figures are measured and reported, never asserted. A run where other processes "
         "used the CPU (the <em>foreign CPU</em> column) is not a result.</p>",
+    ]
+    warning = noisy_warning(sections)
+    if warning:
+        out.append(f"<p class='state missing'>{e(warning)}</p>")
+    out += [
         "<h2>Machine</h2><ul>",
     ]
     out += [f"<li>{e(line[2:])}</li>" for line in machine_md(machine).splitlines()]

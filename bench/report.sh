@@ -193,7 +193,14 @@ machine() {
     echo "cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
     echo "kernel=$(uname -r)"
     echo "os=$(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME")"
-    echo "portico=$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)"
+    local rev
+    rev=$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)
+    if [[ $built == 1 ]]; then
+      echo "portico=portico $rev"
+    else
+      # Not built from this tree: say which binaries were measured.
+      echo "portico=portico binaries given (BENCH_BUILD=0: $BENCH_BIN_DIR, $portico_bin); tree $rev"
+    fi
     echo "rustc=$(rustc -V 2>/dev/null || echo unknown)"
     command -v nginx >/dev/null && echo "nginx=$(nginx -v 2>&1 | head -n1)"
     command -v haproxy >/dev/null && echo "haproxy=$(haproxy -v 2>&1 | head -n1)"
@@ -225,7 +232,9 @@ main() {
   [[ $(uname -s) == Linux ]] || die "needs Linux (taskset, /proc)"
   install_venv
   mkdir -p "$data"
+  built=0
   if [[ ${BENCH_BUILD:-1} != 0 ]]; then
+    built=1
     log "building portico and the bench examples (release)"
     (cd "$root" && cargo build --release -q -p portico &&
       cargo build --release -q -p portico-dataplane --example bench_upstream --example bench_proxy \
