@@ -111,6 +111,54 @@ class Processes:
         self.procs = []
 
 
+# === foreign CPU ===
+
+
+def process_table():
+    """(pid, start time) -> (ppid, jiffies) for every process now."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone between the listing and the read
+        table[(int(entry), fields[19])] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    return table
+
+
+class ForeignCpu:
+    """CPU that processes other than this script and its descendants used
+    between start() and share(), in cores (1.0 = one core busy), as
+    bench/load.sh's foreign column: a busy machine makes a run no result.
+    Processes that exited meanwhile are not seen."""
+
+    def start(self):
+        self.before, self.t0 = process_table(), time.monotonic()
+
+    def share(self):
+        after, wall = process_table(), time.monotonic() - self.t0
+        parent = {pid: ppid for (pid, _), (ppid, _) in {**self.before, **after}.items()}
+        me = os.getpid()
+
+        def ours(pid):
+            for _ in range(64):
+                if pid == me:
+                    return True
+                if pid not in parent or pid <= 1:
+                    return False
+                pid = parent[pid]
+            return False
+
+        used = 0
+        for key, (_, ticks) in after.items():
+            if not ours(key[0]):
+                used += ticks - self.before.get(key, (0, 0))[1]
+        return round(used / os.sysconf("SC_CLK_TCK") / wall, 3) if wall > 0 else 0.0
+
+
 # === configurations ===
 # Each proxy's configuration for: listen port, upstream addresses, the
 # edit routes (/edit-1 .. /edit-N), and whether upstreams may die (the
@@ -432,6 +480,8 @@ def run_wrk(url, seconds, connections):
 
 def edits(proxy, seconds, connections):
     proxy.start()
+    foreign = ForeignCpu()
+    foreign.start()
     # wrk in a thread while this one edits, one edit a second.
     import concurrent.futures
 
@@ -465,6 +515,7 @@ def edits(proxy, seconds, connections):
         "p999_ms": round(wrk["latency_us"]["p999"] / 1000, 3),
         "max_ms": round(wrk["latency_us"]["max"] / 1000, 3),
         "percentiles_ms": {k: v / 1000 for k, v in (wrk.get("percentiles_us") or {}).items()},
+        "foreign_cpu": foreign.share(),
     }
 
 
@@ -537,6 +588,8 @@ def failover(proxy, seconds, connections, ups_procs):
         served["cpu_s"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         victim.send_signal(signal.SIGKILL)
 
+    foreign = ForeignCpu()
+    foreign.start()
     events = asyncio.run(client(proxy.port, seconds, connections, kill_at, kill))
     errors = [t for t, ok in events if not ok]
     after = [t for t, ok in events if t >= kill_at]
@@ -550,6 +603,7 @@ def failover(proxy, seconds, connections, ups_procs):
         "last_error_after_kill_s": round(last, 3) if last is not None else "none",
         "rps_after_kill": round(len(after) / (seconds - kill_at), 1) if after else None,
         "killed_upstream_cpu_s": served.get("cpu_s"),
+        "foreign_cpu": foreign.share(),
     }
 
 
@@ -639,6 +693,7 @@ def main():
                 ["p99_ms", "p99 ms", ".3f"],
                 ["p999_ms", "p99.9 ms", ".3f"],
                 ["max_ms", "max ms", ".3f"],
+                ["foreign_cpu", "foreign CPU", ".0%"],
             ],
             "curves": {r["proxy"]: r.pop("percentiles_ms") for r in results},
             "curve_title": "wrk (closed loop) during the edits",
@@ -659,6 +714,7 @@ def main():
                 ["requests", "requests", "d"],
                 ["rps_after_kill", "req/s after the kill"],
                 ["killed_upstream_cpu_s", "CPU s the killed upstream had used", ".2f"],
+                ["foreign_cpu", "foreign CPU", ".0%"],
             ],
             "bar": {"key": "errors", "title": "errors after one of three upstreams was killed", "ylabel": "errors"},
         }

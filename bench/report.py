@@ -477,6 +477,13 @@ def table_section(sec, d):
             cells.append(fmt(v, spec[0] if spec else ".0f") if not isinstance(v, bool) else str(v))
         rows.append(cells)
     sec.tables.append((d.get("caption", ""), [c[1] for c in cols], rows))
+    noisy = [r["proxy"] for r in d["results"] if (r.get("foreign_cpu") or 0) > FOREIGN_LIMIT]
+    if noisy:
+        sec.noisy = True
+        sec.notes.append(
+            f"Other processes used more than {FOREIGN_LIMIT:.0%} of a core during the runs of: "
+            f"{', '.join(noisy)}. These figures are not results; rerun on a quiet machine."
+        )
     sec.notes.extend(d.get("notes", []))
     curves = d.get("curves") or {}
     if curves:

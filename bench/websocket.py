@@ -126,6 +126,8 @@ def run_all(out):
                 proxy.start(ready_path="/bench", ready_status=None)
                 churn.log(f"websocket: {name}, {seconds} s, {conns} connections")
                 before = proxy_ticks(proxy.proc.pid)
+                foreign = churn.ForeignCpu()
+                foreign.start()
                 t0 = time.monotonic()
                 run = subprocess.run(
                     ["taskset", "-c", churn.LOAD_CORE, sys.executable, __file__, "--client",
@@ -148,6 +150,7 @@ def run_all(out):
                         "proxy_cpu_us_per_message": round(cpu_s * 1e6 / msgs, 2) if msgs else None,
                         "proxy_cpu_share": f"{cpu_s / wall:.0%}",
                         "errors": r["errors"],
+                        "foreign_cpu": foreign.share(),
                         "percentiles_ms": r["percentiles_ms"],
                     }
                 )
@@ -171,6 +174,7 @@ def run_all(out):
             ["proxy_cpu_us_per_message", "proxy CPU µs/message", ".2f"],
             ["proxy_cpu_share", "proxy CPU"],
             ["errors", "errors", "d"],
+            ["foreign_cpu", "foreign CPU", ".0%"],
         ],
         "curves": {r["proxy"]: r.pop("percentiles_ms") for r in results},
         "curve_title": "WebSocket echo round trip",
