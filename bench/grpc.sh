@@ -159,7 +159,22 @@ run_load() {
   results+=("$name $(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["calls_per_s"], d["p50_ms"], d["p99_ms"], d["errors"])' "$out")")
 }
 
-run_load direct "$upstream" grpc
+# Streaming: long-lived Bidi streams, a message and its echo at a time;
+# only with a bench_grpc that has the mode.
+streams=0
+usage=$("$bin" 2>&1 || true)
+[[ $usage == *grpc-stream* ]] && streams=1
+((streams)) || log "this bench_grpc has no grpc-stream mode (rebuild it); streaming skipped"
+
+# Unary, then streaming when available, against one target.
+run_both() {
+  local name=$1 target=$2
+  run_load "$name" "$target" grpc
+  ((streams)) && run_load "$name-stream" "$target" grpc-stream
+  return 0
+}
+
+run_both direct "$upstream"
 
 for p in $proxies; do
   case $p in
@@ -168,7 +183,7 @@ for p in $proxies; do
       pid=$!
       pids+=($pid)
       addr=$(bound_addr "$tmp/proxy.err" proxy)
-      run_load portico-grpc "$addr" grpc
+      run_both portico-grpc "$addr"
       run_load portico-grpc-web "$addr" grpc-web
       kill "$pid"
       ;;
@@ -185,7 +200,7 @@ for p in $proxies; do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
         sleep 0.05
       done
-      run_load nginx-grpc "127.0.0.1:$port" grpc
+      run_both nginx-grpc "127.0.0.1:$port"
       kill "$pid"
       ;;
     haproxy | caddy | traefik)
@@ -195,7 +210,7 @@ for p in $proxies; do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
         sleep 0.05
       done
-      run_load "$p-grpc" "127.0.0.1:$port" grpc
+      run_both "$p-grpc" "127.0.0.1:$port"
       kill "$pid"
       ;;
     *) die "unknown proxy $p" ;;
@@ -220,19 +235,23 @@ ratio("portico-grpc", "nginx-grpc")
 ratio("nginx-grpc", "direct")
 out = os.environ.get("BENCH_GRPC_OUT")
 if out:
-    # bench/report.py's table form; "proxy" is the run's name.
-    direct = rows.get("direct", (None,))[0]
-    portico = rows.get("portico-grpc", (None,))[0]
-    results = [
-        {"proxy": name.removesuffix("-grpc"), "calls_per_s": rps, "p50_ms": p50, "p99_ms": p99, "errors": err,
-         "of_direct": round(rps / direct, 2) if direct else None,
-         "portico_ratio": round(portico / rps, 2) if portico and rps else None}
-        for name, (rps, p50, p99, err) in rows.items()
-    ]
+    # bench/report.py's table form; "proxy" is the run's name. Ratios are
+    # within a kind: unary with unary, streams with streams.
+    results = []
+    for name, (rps, p50, p99, err) in rows.items():
+        kind = "-stream" if name.endswith("-stream") else ""
+        direct = rows.get("direct" + kind, (None,))[0]
+        portico = rows.get("portico-grpc" + kind, (None,))[0]
+        results.append({
+            "proxy": name.replace("-grpc", ""), "calls_per_s": rps, "p50_ms": p50, "p99_ms": p99, "errors": err,
+            "of_direct": round(rps / direct, 2) if direct else None,
+            "portico_ratio": round(portico / rps, 2) if portico and rps and not name.endswith("-web") else None,
+        })
     with open(out, "w") as f:
         json.dump({
-            "caption": "unary gRPC calls, h2c in and out, 64 in flight (bench_grpc load on the load core)",
-            "columns": [["proxy", "run"], ["calls_per_s", "calls/s"], ["p50_ms", "p50 ms", ".2f"],
+            "caption": "gRPC over h2c in and out, 64 in flight (bench_grpc load on the load core): unary calls, "
+                       "and (-stream) messages on 64 long-lived Bidi streams",
+            "columns": [["proxy", "run"], ["calls_per_s", "calls or messages/s"], ["p50_ms", "p50 ms", ".2f"],
                         ["p99_ms", "p99 ms", ".2f"], ["errors", "errors", "d"], ["of_direct", "of direct", ".2f"],
                         ["portico_ratio", "portico/this", ".2f"]],
             "bar": {"key": "calls_per_s", "title": "unary gRPC calls/s", "ylabel": "calls/s"},
