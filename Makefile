@@ -7,7 +7,7 @@ CARGO_DENY_VERSION := 0.20.2
 # check the committed code against it.
 KOPIUM_VERSION := 0.24.1
 
-.PHONY: all build run test lint fmt-check clippy deny unit grpc-web-clients redis-server otelcol e2e e2e-tools bench bench-lookup bench-translate bench-load bench-grpc bench-failover tools clean
+.PHONY: all build run test lint fmt-check clippy deny unit grpc-web-clients redis-server otelcol e2e e2e-tools bench bench-lookup bench-translate bench-load bench-grpc bench-failover bench-report bench-report-render tools clean
 
 all: build
 
@@ -180,6 +180,16 @@ bench-grpc:
 ## the error rate and the time to recover per configuration.
 bench-failover:
 	$(CARGO) run --release -p portico-dataplane --example bench_failover
+
+## bench-report: the twelve-scenario comparison with nginx, haproxy, Caddy and
+## Traefik, written as target/bench/report/index.html (plots embedded) and
+## summary.md; see docs/benchmarks.md. bench-report-render: the same report
+## from the results already measured, measuring nothing.
+bench-report:
+	bash bench/report.sh
+
+bench-report-render:
+	bash bench/report.sh --render-only
 
 clean:
 	$(CARGO) clean

@@ -12,7 +12,10 @@
 #
 # Knobs: BENCH_SECONDS (10), BENCH_CONCURRENCY (64 calls in flight),
 # BENCH_BUILD (1; 0 uses existing binaries), BENCH_GRPC_PROXIES
-# ("portico nginx").
+# ("portico nginx"; haproxy, caddy and traefik too, all h2c in and out,
+# one worker each, access log to /dev/null), BENCH_BIN_DIR (where
+# bench_grpc is), BENCH_TRAEFIK (the traefik binary), BENCH_GRPC_OUT (a
+# JSON file for bench/report.py).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,7 +25,7 @@ seconds=${BENCH_SECONDS:-10}
 conc=${BENCH_CONCURRENCY:-64}
 proxies=${BENCH_GRPC_PROXIES:-portico nginx}
 target_dir=${CARGO_TARGET_DIR:-$root/target}
-bin=$target_dir/release/examples/bench_grpc
+bin=${BENCH_BIN_DIR:-$target_dir/release/examples}/bench_grpc
 proxy_core=0
 load_core=1
 
@@ -62,6 +65,90 @@ taskset -c $load_core "$bin" upstream 127.0.0.1:0 2>"$tmp/upstream.err" &
 pids+=($!)
 upstream=$(bound_addr "$tmp/upstream.err" upstream)
 
+# haproxy, Caddy and Traefik proxy gRPC as plain HTTP/2: h2c from the
+# client, h2c to the upstream. Sets $pid.
+start_h2c_peer() {
+  local name=$1 port=$2
+  case $name in
+    haproxy)
+      cat >"$tmp/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    cpu-map 1/1 $proxy_core
+    log stdout format raw local0 info
+defaults
+    mode http
+    log global
+    option httplog
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend grpc
+    bind 127.0.0.1:$port proto h2
+    http-request set-header X-Request-ID %[uuid]
+    option forwardfor
+    default_backend upstream
+backend upstream
+    server upstream $upstream proto h2
+EOF
+      taskset -c $proxy_core haproxy -db -f "$tmp/haproxy.cfg" >/dev/null 2>"$tmp/haproxy.err" &
+      ;;
+    caddy)
+      cat >"$tmp/Caddyfile" <<EOF
+{
+	admin off
+	auto_https off
+	servers {
+		protocols h1 h2 h2c
+	}
+}
+http://127.0.0.1:$port {
+	log {
+		output stdout
+		format json
+	}
+	reverse_proxy h2c://$upstream {
+		header_up X-Request-ID {http.request.uuid}
+	}
+}
+EOF
+      GOMAXPROCS=1 XDG_DATA_HOME=$tmp XDG_CONFIG_HOME=$tmp taskset -c $proxy_core \
+        caddy run --config "$tmp/Caddyfile" --adapter caddyfile >/dev/null 2>"$tmp/caddy.err" &
+      ;;
+    traefik)
+      [[ -x ${BENCH_TRAEFIK:-} ]] || die "traefik: set BENCH_TRAEFIK to the binary"
+      cat >"$tmp/traefik.yml" <<EOF
+entryPoints:
+  web:
+    address: "127.0.0.1:$port"
+providers:
+  file:
+    filename: "$tmp/traefik-routes.yml"
+accessLog:
+  format: json
+log:
+  level: ERROR
+EOF
+      cat >"$tmp/traefik-routes.yml" <<EOF
+http:
+  routers:
+    grpc:
+      rule: "PathPrefix(\`/\`)"
+      entryPoints: [web]
+      service: upstream
+  services:
+    upstream:
+      loadBalancer:
+        servers:
+          - url: "h2c://$upstream"
+EOF
+      GOMAXPROCS=1 taskset -c $proxy_core "$BENCH_TRAEFIK" --configFile="$tmp/traefik.yml" >/dev/null 2>"$tmp/traefik.err" &
+      ;;
+  esac
+  pid=$!
+  pids+=($pid)
+}
+
 results=()
 run_load() {
   local name=$1 target=$2 mode=$3 out
@@ -72,7 +159,22 @@ run_load() {
   results+=("$name $(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["calls_per_s"], d["p50_ms"], d["p99_ms"], d["errors"])' "$out")")
 }
 
-run_load direct "$upstream" grpc
+# Streaming: long-lived Bidi streams, a message and its echo at a time;
+# only with a bench_grpc that has the mode.
+streams=0
+usage=$("$bin" 2>&1 || true)
+[[ $usage == *grpc-stream* ]] && streams=1
+((streams)) || log "this bench_grpc has no grpc-stream mode (rebuild it); streaming skipped"
+
+# Unary, then streaming when available, against one target.
+run_both() {
+  local name=$1 target=$2
+  run_load "$name" "$target" grpc
+  ((streams)) && run_load "$name-stream" "$target" grpc-stream
+  return 0
+}
+
+run_both direct "$upstream"
 
 for p in $proxies; do
   case $p in
@@ -81,7 +183,7 @@ for p in $proxies; do
       pid=$!
       pids+=($pid)
       addr=$(bound_addr "$tmp/proxy.err" proxy)
-      run_load portico-grpc "$addr" grpc
+      run_both portico-grpc "$addr"
       run_load portico-grpc-web "$addr" grpc-web
       kill "$pid"
       ;;
@@ -98,15 +200,25 @@ for p in $proxies; do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
         sleep 0.05
       done
-      run_load nginx-grpc "127.0.0.1:$port" grpc
+      run_both nginx-grpc "127.0.0.1:$port"
+      kill "$pid"
+      ;;
+    haproxy | caddy | traefik)
+      port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+      start_h2c_peer "$p" "$port"
+      for ((i = 0; i < 200; i++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        sleep 0.05
+      done
+      run_both "$p-grpc" "127.0.0.1:$port"
       kill "$pid"
       ;;
     *) die "unknown proxy $p" ;;
   esac
 done
 
-python3 - "${results[@]}" <<'PY'
-import sys
+BENCH_GRPC_OUT=${BENCH_GRPC_OUT:-} python3 - "${results[@]}" <<'PY'
+import json, os, sys
 rows = {}
 for r in sys.argv[1:]:
     name, rps, p50, p99, err = r.split()
@@ -121,4 +233,28 @@ ratio("portico-grpc", "direct")
 ratio("portico-grpc-web", "direct")
 ratio("portico-grpc", "nginx-grpc")
 ratio("nginx-grpc", "direct")
+out = os.environ.get("BENCH_GRPC_OUT")
+if out:
+    # bench/report.py's table form; "proxy" is the run's name. Ratios are
+    # within a kind: unary with unary, streams with streams.
+    results = []
+    for name, (rps, p50, p99, err) in rows.items():
+        kind = "-stream" if name.endswith("-stream") else ""
+        direct = rows.get("direct" + kind, (None,))[0]
+        portico = rows.get("portico-grpc" + kind, (None,))[0]
+        results.append({
+            "proxy": name.replace("-grpc", ""), "calls_per_s": rps, "p50_ms": p50, "p99_ms": p99, "errors": err,
+            "of_direct": round(rps / direct, 2) if direct else None,
+            "portico_ratio": round(portico / rps, 2) if portico and rps and not name.endswith("-web") else None,
+        })
+    with open(out, "w") as f:
+        json.dump({
+            "caption": "gRPC over h2c in and out, 64 in flight (bench_grpc load on the load core): unary calls, "
+                       "and (-stream) messages on 64 long-lived Bidi streams",
+            "columns": [["proxy", "run"], ["calls_per_s", "calls or messages/s"], ["p50_ms", "p50 ms", ".2f"],
+                        ["p99_ms", "p99 ms", ".2f"], ["errors", "errors", "d"], ["of_direct", "of direct", ".2f"],
+                        ["portico_ratio", "portico/this", ".2f"]],
+            "bar": {"key": "calls_per_s", "title": "unary gRPC calls/s", "ylabel": "calls/s"},
+            "results": results,
+        }, f, indent=2)
 PY

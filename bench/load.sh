@@ -95,7 +95,33 @@
 #                      certificate, TLS 1.2 and 1.3, session cache on; the
 #                      TLS modes compare portico with nginx only; the
 #                      latency phase runs in keepalive mode, not in
-#                      handshake mode.
+#                      handshake mode. All five proxies take the TLS modes:
+#                      haproxy (ssl-default-bind-options ssl-min-ver
+#                      TLSv1.2, its default session cache), Caddy and
+#                      Traefik (their default session tickets/cache) on the
+#                      same certificate; HTTP/1.1 only (wrk sends no ALPN;
+#                      Caddy's HTTP/3 is off so it opens no UDP port).
+#   BENCH_CONN         keepalive (default) or close: wrk sends
+#                      "Connection: close", so every request opens a new TCP
+#                      connection to the proxy (the proxy still keeps its
+#                      upstream connections alive); no latency phase.
+#   BENCH_BODY         none (default); up: every request a POST of a 1 MiB
+#                      body; down: every request a GET of a 1 MiB response
+#                      (bench_upstream's /1m). No latency phase.
+#   BENCH_ROUTES       none (default); hosts: 10,000 virtual hosts, wrk
+#                      varying the Host header over all of them; regex: 100
+#                      regex path routes, requests matching the last one.
+#                      bench/routes.py writes each proxy's configuration;
+#                      Portico is then the release binary in --manifests
+#                      mode (BENCH_PORTICO, <cargo target dir>/release/
+#                      portico), since bench_proxy serves one route. No
+#                      latency phase.
+#   BENCH_H2           on: HTTP/2 over TLS (ALPN h2; implies
+#                      BENCH_TLS=keepalive) with h2load (Debian's
+#                      nghttp2-client) instead of wrk: BENCH_CONNECTIONS
+#                      streams in flight, BENCH_H2_STREAMS (8) per
+#                      connection; percentiles from h2load's per-request
+#                      log. No latency phase.
 set -euo pipefail
 
 OHA_VERSION=1.16.0
@@ -139,6 +165,67 @@ case $policies in
     exit 2
     ;;
 esac
+body=${BENCH_BODY:-none}
+path=/
+case $body in
+  none) ;;
+  up) latency_rates= ;;
+  down)
+    path=/1m
+    latency_rates=
+    ;;
+  *)
+    printf 'load: error: BENCH_BODY must be none, up or down\n' >&2
+    exit 2
+    ;;
+esac
+routes=${BENCH_ROUTES:-none}
+case $routes in
+  none) ;;
+  hosts)
+    curl_extra+=(-H "Host: h0.bench.test")
+    latency_rates=
+    ;;
+  regex)
+    path=/r99/abc/123
+    wrk_extra+=(-H "Host: bench.test")
+    curl_extra+=(-H "Host: bench.test")
+    latency_rates=
+    ;;
+  *)
+    printf 'load: error: BENCH_ROUTES must be none, hosts or regex\n' >&2
+    exit 2
+    ;;
+esac
+[[ $routes == none || $body == none ]] || {
+  printf 'load: error: BENCH_ROUTES and BENCH_BODY do not combine\n' >&2
+  exit 2
+}
+h2=${BENCH_H2:-off}
+h2_streams=${BENCH_H2_STREAMS:-8}
+case $h2 in
+  off) ;;
+  on)
+    tls=keepalive
+    latency_rates=
+    ;;
+  *)
+    printf 'load: error: BENCH_H2 must be on or off\n' >&2
+    exit 2
+    ;;
+esac
+conn=${BENCH_CONN:-keepalive}
+case $conn in
+  keepalive) ;;
+  close)
+    wrk_extra+=(-H "Connection: close")
+    latency_rates=
+    ;;
+  *)
+    printf 'load: error: BENCH_CONN must be keepalive or close\n' >&2
+    exit 2
+    ;;
+esac
 case $tls in
   off) ;;
   keepalive) scheme=https ;;
@@ -172,6 +259,7 @@ install_tools() {
     command -v caddy >/dev/null || missing+=(caddy)
   fi
   command -v wrk >/dev/null || missing+=(wrk)
+  [[ $h2 == off ]] || command -v h2load >/dev/null || missing+=(nghttp2-client)
   command -v taskset >/dev/null || missing+=(util-linux)
   command -v python3 >/dev/null || missing+=(python3)
   command -v curl >/dev/null || missing+=(curl)
@@ -260,8 +348,10 @@ free_port() {
 # Polls until the URL answers 200; a bounded wait, not synchronisation by
 # sleeping.
 wait_ready() {
-  local url=$1 pid=$2 i
-  for ((i = 0; i < 100; i++)); do
+  local url=$1 pid=$2 i tries=100
+  # 10,000 routes take some proxies seconds to load.
+  [[ ${routes:-none} == none ]] || tries=1200
+  for ((i = 0; i < tries; i++)); do
     kill -0 "$pid" 2>/dev/null || return 1
     if curl -kfsS -o /dev/null --max-time 1 "${curl_extra[@]}" "$url" 2>/dev/null; then
       return 0
@@ -353,9 +443,24 @@ wait_quiet() {
 # Each start_* starts one proxy pinned to the proxy core, listening on
 # $port, forwarding to $upstream, and sets $proxy_pid.
 
+# Many routes (BENCH_ROUTES) for the other proxies: their rendered
+# configuration rewritten in place.
+more_routes() {
+  [[ $routes == none ]] || python3 "$here/routes.py" "$routes" "$@" || die "routes.py $routes $1 failed"
+}
+
 start_portico() {
   local admin
   admin=$(free_port)
+  if [[ $routes != none ]]; then
+    more_routes portico "$tmp/manifests" "$upstream"
+    taskset -c "$proxy_core" "$portico_bin" run --manifests "$tmp/manifests" \
+      --http-addr "127.0.0.1:$port" --https-addr "127.0.0.1:$(free_port)" \
+      --admin-addr "127.0.0.1:$admin" --debug-addr off \
+      >/dev/null 2>"$tmp/portico.err" &
+    proxy_pid=$!
+    return
+  fi
   # stdout is the access log.
   BENCH_TLS_CERT=${tls_cert:-} BENCH_TLS_KEY=${tls_key:-} \
     BENCH_POLICIES=$policies BENCH_HTPASSWD=$tmp/htpasswd BENCH_REDIS_URL=${redis_url:-} \
@@ -370,6 +475,7 @@ start_nginx() {
   local listen_ssl='' ssl_conf=''
   if [[ $tls != off ]]; then
     listen_ssl=' ssl'
+    [[ $h2 == off ]] || listen_ssl=' ssl http2'
     ssl_conf="ssl_certificate $tls_cert; ssl_certificate_key $tls_key; ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m; ssl_session_tickets on;"
   fi
   local http_policies='' location_policies=''
@@ -383,6 +489,7 @@ start_nginx() {
     -e "s|@LISTEN_SSL@|$listen_ssl|g" -e "s|@SSL_CONF@|$ssl_conf|g" \
     -e "s|@HTTP_POLICIES@|$http_policies|g" -e "s|@POLICIES@|$location_policies|g" \
     "$here/nginx.conf.in" >"$tmp/nginx/nginx.conf"
+  more_routes nginx "$tmp/nginx/nginx.conf"
   taskset -c "$proxy_core" nginx -e "$tmp/nginx/nginx-error.log" \
     -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" \
     >/dev/null 2>"$tmp/nginx.err" &
@@ -390,8 +497,19 @@ start_nginx() {
 }
 
 start_haproxy() {
+  local bind_ssl='' global_ssl='' proto=http
+  if [[ $tls != off ]]; then
+    # haproxy reads the certificate and key from one PEM file.
+    cat "$tls_cert" "$tls_key" >"$tmp/haproxy.pem"
+    bind_ssl=" ssl crt $tmp/haproxy.pem alpn http/1.1"
+    [[ $h2 == off ]] || bind_ssl=" ssl crt $tmp/haproxy.pem alpn h2,http/1.1"
+    global_ssl='ssl-default-bind-options ssl-min-ver TLSv1.2'
+    proto=https
+  fi
   sed -e "s|@PORT@|$port|g" -e "s|@UPSTREAM@|$upstream|g" -e "s|@CORE@|$proxy_core|g" \
+    -e "s|@BIND_SSL@|$bind_ssl|g" -e "s|@GLOBAL_SSL@|$global_ssl|g" -e "s|@PROTO@|$proto|g" \
     "$here/haproxy.cfg.in" >"$tmp/haproxy.cfg"
+  more_routes haproxy "$tmp/haproxy.cfg"
   # -db: foreground, one process. stdout is the request log.
   taskset -c "$proxy_core" haproxy -db -f "$tmp/haproxy.cfg" \
     >/dev/null 2>"$tmp/haproxy.err" &
@@ -403,12 +521,23 @@ start_caddy() {
   # one worker. X-Forwarded-For/-Proto/-Host and upstream keep-alive are
   # Caddy's defaults; the request id and X-Real-IP are added as the others
   # add them. The admin API is off so it opens no second port.
+  local site="http://127.0.0.1:$port" tls_line=''
+  if [[ $tls != off ]]; then
+    site="https://127.0.0.1:$port"
+    tls_line="tls $tls_cert $tls_key {
+		protocols tls1.2 tls1.3
+	}"
+  fi
   cat >"$tmp/Caddyfile" <<EOF
 {
 	admin off
 	auto_https off
+	servers {
+		protocols h1 h2
+	}
 }
-http://127.0.0.1:$port {
+$site {
+	$tls_line
 	log {
 		output stdout
 		format json
@@ -419,6 +548,7 @@ http://127.0.0.1:$port {
 	}
 }
 EOF
+  more_routes caddy "$tmp/Caddyfile"
   GOMAXPROCS=1 XDG_DATA_HOME=$tmp XDG_CONFIG_HOME=$tmp taskset -c "$proxy_core" \
     caddy run --config "$tmp/Caddyfile" --adapter caddyfile \
     >/dev/null 2>"$tmp/caddy.err" &
@@ -426,6 +556,22 @@ EOF
 }
 
 start_traefik() {
+  local traefik_router_tls='' traefik_tls=''
+  if [[ $tls != off ]]; then
+    traefik_router_tls=$'\n      tls: {}'
+    traefik_tls="tls:
+  options:
+    default:
+      minVersion: VersionTLS12
+  certificates:
+    - certFile: \"$tls_cert\"
+      keyFile: \"$tls_key\"
+  stores:
+    default:
+      defaultCertificate:
+        certFile: \"$tls_cert\"
+        keyFile: \"$tls_key\""
+  fi
   # Traefik adds X-Forwarded-* and X-Real-Ip itself and keeps upstream
   # connections alive; it has no built-in request id (only plugins make
   # one), so it does one header less than the others. GOMAXPROCS=1 as Caddy.
@@ -450,13 +596,15 @@ http:
     bench:
       rule: "PathPrefix(\`/\`)"
       entryPoints: [web]
-      service: upstream
+      service: upstream$traefik_router_tls
   services:
     upstream:
       loadBalancer:
         servers:
           - url: "http://$upstream"
+$traefik_tls
 EOF
+  more_routes traefik "$tmp/traefik-routes.yml"
   GOMAXPROCS=1 taskset -c "$proxy_core" "$traefik" --configFile="$tmp/traefik.yml" \
     >/dev/null 2>"$tmp/traefik.err" &
   proxy_pid=$!
@@ -466,6 +614,10 @@ EOF
 # acts at once (and cleanup stops wrk) rather than after the run.
 run_wrk() {
   local url=$1 duration=$2 out=$3 pid rc=0
+  if [[ $h2 == on ]]; then
+    run_h2load "$@"
+    return
+  fi
   taskset -c "$load_core" wrk -t1 -c"$connections" -d"${duration}s" --latency "${wrk_extra[@]}" \
     -s "$wrk_script" "$url" >"$out" 2>&1 &
   pid=$!
@@ -473,6 +625,48 @@ run_wrk() {
   wait "$pid" || rc=$?
   forget "$pid"
   return "$rc"
+}
+
+# h2load in wrk's place (BENCH_H2=on): the same number of requests in
+# flight, multiplexed; its per-request log becomes the WRK_JSON line
+# load_report.py reads.
+run_h2load() {
+  local url=$1 duration=$2 out=$3 pid rc=0 clients
+  clients=$(((connections + h2_streams - 1) / h2_streams))
+  taskset -c "$load_core" h2load -t1 -c"$clients" -m"$h2_streams" -D"$duration" \
+    --log-file="$out.log" "$url" >"$out" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  wait "$pid" || rc=$?
+  forget "$pid"
+  ((rc == 0)) || return "$rc"
+  python3 - "$out" "$duration" >>"$out" <<'PY'
+import json, sys
+out, duration = sys.argv[1], float(sys.argv[2])
+text = open(out).read()
+# h2load's log: start (us since the epoch), status, duration (us), tab-separated.
+rows = [l.split("\t") for l in open(out + ".log") if l.strip()]
+lat = sorted(int(r[2]) for r in rows)
+bad = sum(1 for r in rows if not r[1].startswith("2"))
+failed = 0
+for line in text.splitlines():
+    if line.startswith("requests:"):
+        # requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout
+        f = line.split(",")
+        failed = int(f[4].split()[0]) if len(f) > 4 else 0
+def pct(p):
+    return lat[min(len(lat) - 1, int(len(lat) * p / 100))] if lat else 0
+if "Application protocol: h2" not in text:
+    sys.exit("h2load did not negotiate h2")
+points = [10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99]
+print("WRK_JSON " + json.dumps({
+    "requests": len(lat), "duration_us": int(duration * 1e6), "bytes": 0,
+    "latency_us": {"mean": sum(lat) / len(lat) if lat else 0, "p50": pct(50), "p90": pct(90),
+                   "p99": pct(99), "p999": pct(99.9), "max": lat[-1] if lat else 0},
+    "percentiles_us": {f"{p:g}": pct(p) for p in points},
+    "errors": {"connect": 0, "read": 0, "write": 0, "status": bad, "timeout": failed},
+}))
+PY
 }
 
 # The open-loop phase: oha at each fixed rate against $1, one worker
@@ -496,15 +690,31 @@ run_latency() {
 bench_one() {
   local name=$1 tag=$2 url ps
   port=$(free_port)
-  url="$scheme://127.0.0.1:$port/"
+  url="$scheme://127.0.0.1:$port$path"
   "start_$name"
   pids+=("$proxy_pid")
   if ! wait_ready "$url" "$proxy_pid"; then
     cat "$tmp/$name.err" >&2 2>/dev/null || true
     die "$name did not answer on $url"
   fi
+  if [[ $routes != none ]]; then
+    # The routes must be the ones measured: the upstream's body through a
+    # route, and a 404 where no route matches.
+    local got miss_url=$scheme://127.0.0.1:$port/nope/1 miss
+    got=$(curl -ks --max-time 5 "${curl_extra[@]}" "$url" || true)
+    [[ $got == "hello, world" ]] || die "$name: $url did not reach the upstream (got: ${got:0:200})"
+    if [[ $routes == hosts ]]; then
+      miss=$(curl -ks -o /dev/null -w '%{http_code}' --max-time 5 -H "Host: nope.bench.test" "$url" || true)
+    else
+      miss=$(curl -ks -o /dev/null -w '%{http_code}' --max-time 5 "${curl_extra[@]}" "$miss_url" || true)
+    fi
+    [[ $miss == 404 ]] || die "$name: a request no route matches answered $miss, not 404"
+  fi
   log "$name: warm-up ${warmup}s"
-  run_wrk "$url" "$warmup" "$tmp/$tag.warmup" || die "wrk warm-up against $name failed"
+  run_wrk "$url" "$warmup" "$tmp/$tag.warmup" || {
+    tail -n 20 "$tmp/$tag.warmup" >&2
+    die "wrk warm-up against $name failed"
+  }
   mapfile -t ps < <(proxy_pids "$proxy_pid")
   wait_quiet
   log "$name: measuring ${seconds}s with $connections connections"
@@ -537,7 +747,6 @@ main() {
   local name
   for name in $proxies; do
     [[ $name == @(portico|nginx|haproxy|caddy|traefik) ]] || die "unknown proxy in BENCH_PROXIES: $name"
-    [[ $tls == off || $name == @(portico|nginx) ]] || die "BENCH_TLS=$tls compares portico with nginx only"
     [[ $policies == off || $name == @(portico|nginx) ]] || die "BENCH_POLICIES=$policies compares portico with nginx only"
   done
   install_tools
@@ -558,6 +767,10 @@ main() {
   fi
   local suffix=''
   [[ $tls == off ]] || suffix="-tls-$tls"
+  [[ $conn == keepalive ]] || suffix+="-conn-$conn"
+  [[ $body == none ]] || suffix+="-body-$body"
+  [[ $routes == none ]] || suffix+="-routes-$routes"
+  [[ $h2 == off ]] || suffix+="-h2"
   case $policies in off) ;; on) suffix+="-policies" ;; *) suffix+="-$policies" ;; esac
   local out=${BENCH_OUT:-$target/bench/load$suffix.json}
 
@@ -566,7 +779,11 @@ main() {
   if [[ ${BENCH_BUILD:-1} != 0 ]]; then
     log "building ${examples[*]} (release)"
     (cd "$root" && cargo build --release -q -p portico-dataplane "${examples[@]}")
+    if [[ $routes != none ]]; then
+      (cd "$root" && cargo build --release -q -p portico)
+    fi
   fi
+  portico_bin=${BENCH_PORTICO:-$target/release/portico}
 
   local cores
   cores=$(nproc)
@@ -591,15 +808,37 @@ request = function()
 end
 LUA
   fi
+  if [[ $routes == hosts ]]; then
+    # The report, plus a Host header cycling through the 10,000 hosts
+    # (Lua per request: its cost lands on wrk's core, the same for all).
+    wrk_script=$tmp/wrk_hosts.lua
+    cat "$here/wrk_report.lua" - >"$wrk_script" <<'LUA'
+local n = 0
+request = function()
+  n = (n + 1) % 10000
+  return wrk.format(nil, nil, { Host = "h" .. n .. ".bench.test" })
+end
+LUA
+  fi
+  if [[ $body == up ]]; then
+    # A static request (method, body) keeps wrk's fast path: no Lua per
+    # request.
+    wrk_script=$tmp/wrk_upload.lua
+    cat - "$here/wrk_report.lua" >"$wrk_script" <<'LUA'
+wrk.method = "POST"
+wrk.body = string.rep("x", 1048576)
+wrk.headers["Content-Type"] = "application/octet-stream"
+LUA
+  fi
 
   if [[ $tls != off ]]; then
     tls_cert=$tmp/tls.crt
     tls_key=$tmp/tls.key
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
       -keyout "$tls_key" -out "$tls_cert" -days 2 -subj /CN=bench.test \
-      -addext subjectAltName=DNS:bench.test 2>/dev/null || die "openssl cannot make the ECDSA P-256 certificate"
+      -addext subjectAltName=DNS:bench.test,IP:127.0.0.1 2>/dev/null || die "openssl cannot make the ECDSA P-256 certificate"
     chmod 644 "$tls_key"
-    log "TLS mode $tls: ECDSA P-256 certificate for both proxies"
+    log "TLS mode $tls: the same ECDSA P-256 certificate for every proxy"
   fi
 
   # user bench, password bench, as {SHA}: base64 of the password's SHA-1.
@@ -680,6 +919,11 @@ LUA
     echo "proxies=$proxies"
     echo "rounds=$rounds"
     echo "tls=$tls"
+    echo "conn=$conn"
+    echo "body=$body"
+    echo "routes=$routes"
+    echo "h2=$h2"
+    if [[ $h2 == on ]]; then echo "h2load=$(h2load --version 2>&1 | head -n1)"; fi
   } >"$tmp/machine"
 
   python3 "$here/load_report.py" "$tmp" "$out"

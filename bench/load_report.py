@@ -58,6 +58,10 @@ def oha_report(path):
             "max": ms(s.get("slowest")),
         },
         "errors": errors,
+        # The whole curve, for bench/report.py: oha's percentile table
+        # (ms, keyed by percentile) and its histogram (ms -> count).
+        "percentiles_ms": {k.lstrip("p"): ms(v) for k, v in pct.items()},
+        "histogram_ms": {str(ms(float(k))): n for k, n in (d.get("responseTimeHistogram") or {}).items()},
     }
 
 
@@ -134,6 +138,7 @@ def measure(work, name, tag, machine):
         # softirq work done on its behalf, i.e. loopback TCP.)
         "rps_per_proxy_cpu": round(rps / proxy_cpu, 1) if proxy_cpu > 0 else None,
         "latency_ms": {k: round(v / 1000, 3) for k, v in lat.items()},
+        "percentiles_ms": {k: round(v / 1000, 3) for k, v in (wrk.get("percentiles_us") or {}).items()},
         "proxy_core_us_per_request": {"user": round(user_us, 2), "kernel": round(kernel_us, 2)},
         "errors": wrk["errors"],
         "cpu": {
@@ -400,6 +405,9 @@ def main():
             "load_core": int(machine["load_core"]),
             "rounds": rounds,
             "generator": "wrk -t1 (closed-loop; coordinated omission applies)",
+            "tls": machine.get("tls", "off"),
+            "conn": machine.get("conn", "keepalive"),
+            "body": machine.get("body", "none"),
         },
         "results": results,
         "rounds": {n: rounds_by_name[n] for n in names},

@@ -11,9 +11,12 @@
 //!   (as `bench_proxy`), one route to UPSTREAM over h2c with the gRPC-Web
 //!   bridge on, access log on (production defaults).
 //! - `bench_grpc load TARGET MODE SECONDS CONCURRENCY`: MODE `grpc` (tonic
-//!   client, one HTTP/2 connection, CONCURRENCY calls in flight) or
-//!   `grpc-web` (HTTP/1.1, CONCURRENCY keep-alive connections, binary
-//!   gRPC-Web). Prints one JSON line: calls/s, p50 and p99 in ms, errors.
+//!   client, one HTTP/2 connection, CONCURRENCY calls in flight),
+//!   `grpc-stream` (the same connection, CONCURRENCY long-lived `Bidi`
+//!   streams, each sending a message and waiting for its echo: messages
+//!   over streams, not stream setups) or `grpc-web` (HTTP/1.1, CONCURRENCY
+//!   keep-alive connections, binary gRPC-Web). Prints one JSON line:
+//!   calls (messages) per second, p50 and p99 in ms, errors.
 //!
 //! Every call must succeed with status OK; failures are counted and
 //! reported, never hidden.
@@ -39,7 +42,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage: bench_grpc upstream ADDR | proxy LISTEN UPSTREAM | load TARGET grpc|grpc-web SECONDS CONCURRENCY";
+const USAGE: &str = "usage: bench_grpc upstream ADDR | proxy LISTEN UPSTREAM | load TARGET grpc|grpc-stream|grpc-web SECONDS CONCURRENCY";
 
 fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -143,6 +146,43 @@ async fn load(
                             Err(_) => {
                                 tally.errors.fetch_add(1, Ordering::Relaxed);
                             }
+                        }
+                    }
+                    lat
+                }));
+            }
+        }
+        "grpc-stream" => {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{target}"))?
+                .connect()
+                .await?;
+            for _ in 0..concurrency {
+                let mut client = EchoClient::new(channel.clone());
+                let tally = Arc::clone(&tally);
+                tasks.push(tokio::spawn(async move {
+                    let mut lat = Vec::new();
+                    let (tx, rx) = tokio::sync::mpsc::channel(1);
+                    let mut replies = match client
+                        .bidi(tokio_stream::wrappers::ReceiverStream::new(rx))
+                        .await
+                    {
+                        Ok(rsp) => rsp.into_inner(),
+                        Err(_) => {
+                            tally.errors.fetch_add(1, Ordering::Relaxed);
+                            return lat;
+                        }
+                    };
+                    while !tally.stop.load(Ordering::Relaxed) {
+                        let t = Instant::now();
+                        let ok = tx.send(request()).await.is_ok()
+                            && matches!(replies.message().await, Ok(Some(_)));
+                        if ok {
+                            lat.push(t.elapsed().as_micros() as u32);
+                            tally.ok.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            // The stream is broken: count it and stop this task.
+                            tally.errors.fetch_add(1, Ordering::Relaxed);
+                            break;
                         }
                     }
                     lat
