@@ -25,6 +25,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRoutePathRedirect",
     "HTTPRoutePathRewrite",
     "HTTPRouteQueryParamMatching",
+    "HTTPRouteRequestMirror",
     "HTTPRouteResponseHeaderModification",
     "HTTPRouteSchemeRedirect",
     "ReferenceGrant",
