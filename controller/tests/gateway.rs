@@ -86,6 +86,17 @@ async fn call(
     (status, headers, serde_json::from_str(&body).ok())
 }
 
+/// Writes `manifests` to a fresh folder and starts Portico on it with
+/// `extra` run flags, ready; the folder lives as long as the caller keeps
+/// it (tests edit it).
+async fn portico_on(manifests: &str, extra: &[&str]) -> (tempfile::TempDir, Portico) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.yaml"), manifests).unwrap();
+    let portico = Portico::start_with(dir.path(), extra);
+    portico.ready().await;
+    (dir, portico)
+}
+
 /// The conformance pass rule: the same expectation met on three
 /// consecutive requests (after convergence).
 async fn three_times<F, Fut>(what: &str, mut check: F)
@@ -117,7 +128,6 @@ async fn an_http_listener_on_port_80_serves_httproutes_on_the_main_listener() {
     let v2 = echo("infra-backend-v2").await;
     let v3 = echo("infra-backend-v3").await;
     let web = echo("web-backend").await;
-    let dir = tempfile::tempdir().unwrap();
     let mut m = CLASS_AND_GATEWAY.to_owned();
     m.push_str(&service_at("infra-backend-v1", v1));
     m.push_str(&service_at("infra-backend-v2", v2));
@@ -174,9 +184,7 @@ spec:
       backendRefs: [{name: web-backend, namespace: gateway-conformance-web-backend, port: 80}]
 "#,
     );
-    std::fs::write(dir.path().join("app.yaml"), m).unwrap();
-    let portico = Portico::start(dir.path());
-    portico.ready().await;
+    let (dir, portico) = portico_on(&m, &[]).await;
     let http = portico.http;
     let get = |path: &'static str, headers: &'static [(&'static str, &'static str)]| async move {
         call(http, Method::GET, "example.com", path, headers).await
@@ -330,7 +338,6 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpcroute_routes_by_service_and_method_to_an_h2c_backend() {
     let echo = portico_testkit::grpc_upstream().await;
-    let dir = tempfile::tempdir().unwrap();
     let mut m = CLASS_AND_GATEWAY.to_owned();
     m.push_str(&service_at("grpc-echo", echo));
     m.push_str(
@@ -347,9 +354,7 @@ spec:
       backendRefs: [{name: grpc-echo, port: 80}]
 "#,
     );
-    std::fs::write(dir.path().join("app.yaml"), m).unwrap();
-    let portico = Portico::start(dir.path());
-    portico.ready().await;
+    let (_dir, portico) = portico_on(&m, &[]).await;
     let mut client = echo_client(portico.http, "grpc.test").await;
     let reply = eventually("the unary call answered", || {
         let mut client = client.clone();
@@ -382,7 +387,6 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_listener_on_443_serves_its_certificate_and_routes() {
     let v1 = echo("infra-backend-v1").await;
-    let dir = tempfile::tempdir().unwrap();
     let mut m = CLASS_AND_GATEWAY.replace(
         "    - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}",
         "    - {name: https, port: 443, protocol: HTTPS, hostname: secure.test, tls: {certificateRefs: [{name: secure-tls}]}}",
@@ -401,9 +405,7 @@ spec:
 "#,
     );
     m.push_str(&tls_secret("secure-tls", "secure.test", 0x6a7e, 30));
-    std::fs::write(dir.path().join("app.yaml"), m).unwrap();
-    let portico = Portico::start(dir.path());
-    portico.ready().await;
+    let (_dir, portico) = portico_on(&m, &[]).await;
     let https = portico.https;
     eventually("the listener's certificate", || async move {
         served_serial(https, "secure.test")
@@ -480,7 +482,6 @@ async fn listener_hostnames_pick_the_most_specific_listener() {
     let v1 = echo("infra-backend-v1").await;
     let v2 = echo("infra-backend-v2").await;
     let v3 = echo("infra-backend-v3").await;
-    let dir = tempfile::tempdir().unwrap();
     let mut m = CLASS_AND_GATEWAY.replace(
         "    - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}",
         r#"    - {name: listener-1, port: 80, protocol: HTTP, hostname: bar.com}
@@ -506,9 +507,7 @@ async fn listener_hostnames_pick_the_most_specific_listener() {
             parents.join(", ")
         ));
     }
-    std::fs::write(dir.path().join("app.yaml"), m).unwrap();
-    let portico = Portico::start(dir.path());
-    portico.ready().await;
+    let (_dir, portico) = portico_on(&m, &[]).await;
     let http = portico.http;
     for (host, want) in [
         ("bar.com", Some("infra-backend-v1")),
@@ -550,7 +549,6 @@ async fn a_request_mirror_copies_requests_to_its_backend() {
         Response::new(Full::new(Bytes::from_static(b"from the mirror")))
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
     let mut m = CLASS_AND_GATEWAY.to_owned();
     m.push_str(&service_at("infra-backend-v1", primary));
     m.push_str(&service_at("infra-backend-v2", mirror));
@@ -570,9 +568,7 @@ spec:
       backendRefs: [{name: infra-backend-v1, port: 80}]
 "#,
     );
-    std::fs::write(dir.path().join("app.yaml"), m).unwrap();
-    let portico = Portico::start(dir.path());
-    portico.ready().await;
+    let (_dir, portico) = portico_on(&m, &[]).await;
     three_times("the primary backend answers /mirror", || async {
         let (status, _, echo) = call(
             portico.http,
@@ -612,7 +608,6 @@ async fn a_listener_on_another_port_gets_a_socket_and_routes_of_its_own() {
     let listener_port = port
         .checked_sub(offset)
         .expect("ephemeral ports are above 1000");
-    let dir = tempfile::tempdir().unwrap();
     let mut m = format!(
         r#"apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
@@ -638,9 +633,7 @@ spec:
 "#
     );
     m.push_str(&service_at("infra-backend-v1", backend));
-    std::fs::write(dir.path().join("app.yaml"), m).unwrap();
-    let portico = Portico::start_with(dir.path(), &["--gateway-port-offset", &offset.to_string()]);
-    portico.ready().await;
+    let (_dir, portico) = portico_on(&m, &["--gateway-port-offset", &offset.to_string()]).await;
     let on_port = SocketAddr::from(([127, 0, 0, 1], port));
     three_times("the route answers on the Gateway's port", || async {
         let (status, _, echo) = call(on_port, Method::GET, "ui.test", "/", &[]).await;

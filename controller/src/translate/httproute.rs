@@ -596,6 +596,38 @@ impl RuleParts {
     }
 }
 
+/// A `RequestMirror`'s share of requests from its `percent` or `fraction`
+/// (`numerator`, `denominator` defaulting to 100): the field at fault and
+/// why when one is out of range or both are set. Shared with Gateway API
+/// translation.
+pub(super) fn mirror_fraction(
+    percent: Option<i32>,
+    fraction: Option<(i32, Option<i32>)>,
+) -> Result<MirrorFraction, (&'static str, String)> {
+    match (percent, fraction) {
+        (None, None) => Ok(MirrorFraction::ALL),
+        (Some(p), None) => u32::try_from(p)
+            .ok()
+            .filter(|p| *p <= 100)
+            .map(MirrorFraction::percent)
+            .ok_or_else(|| ("percent", format!("{p} is not 0 to 100"))),
+        (None, Some((numerator, denominator))) => {
+            let denominator = denominator.unwrap_or(100);
+            match (u32::try_from(numerator), u32::try_from(denominator)) {
+                (Ok(n), Ok(d)) if d > 0 && n <= d => Ok(MirrorFraction {
+                    numerator: n,
+                    denominator: d,
+                }),
+                _ => Err((
+                    "fraction",
+                    format!("{numerator}/{denominator} is not a fraction of at most 1"),
+                )),
+            }
+        }
+        (Some(_), Some(_)) => Err(("percent", "set at most one of percent and fraction".into())),
+    }
+}
+
 /// A `RequestMirror` filter: its Service resolved (a missing one is
 /// reported and mirrors nothing; the rule is served), its share of
 /// requests; the route id is set by [`translate_one`].
@@ -621,39 +653,11 @@ fn request_mirror(
             format!("{message}; this rule is not served"),
         )
     };
-    let fraction = match (m.percent, &m.fraction) {
-        (None, None) => MirrorFraction::ALL,
-        (Some(p), None) => MirrorFraction::percent(
-            u32::try_from(p)
-                .ok()
-                .filter(|p| *p <= 100)
-                .ok_or_else(|| unsupported("percent", format!("{p} is not 0 to 100")))?,
-        ),
-        (None, Some(fr)) => {
-            let denominator = fr.denominator.unwrap_or(100);
-            match (u32::try_from(fr.numerator), u32::try_from(denominator)) {
-                (Ok(n), Ok(d)) if d > 0 && n <= d => MirrorFraction {
-                    numerator: n,
-                    denominator: d,
-                },
-                _ => {
-                    return Err(unsupported(
-                        "fraction",
-                        format!(
-                            "{}/{denominator} is not a fraction of at most 1",
-                            fr.numerator
-                        ),
-                    ));
-                }
-            }
-        }
-        (Some(_), Some(_)) => {
-            return Err(unsupported(
-                "percent",
-                "set at most one of percent and fraction".into(),
-            ));
-        }
-    };
+    let fraction = mirror_fraction(
+        m.percent,
+        m.fraction.as_ref().map(|f| (f.numerator, f.denominator)),
+    )
+    .map_err(|(at, why)| unsupported(at, why))?;
     let b = &m.backend_ref;
     let port = PortRef::Number(b.port);
     let protocol = backends::app_protocol(snap, namespace, &b.name, b.port);

@@ -22,11 +22,7 @@ pub(super) fn routes(snap: &Snapshot) -> Vec<GatewayRoute> {
 fn translate(snap: &Snapshot, r: &GrpcRoute) -> GatewayRoute {
     let parent_refs = reshape(&r.spec.parent_refs).unwrap_or_default();
     let rules = match r.spec.rules.as_deref() {
-        None | Some([]) => vec![Ok(RuleInput {
-            rule: Default::default(),
-            backend_refs: Vec::new(),
-            mirrors: Vec::new(),
-        })],
+        None | Some([]) => vec![Ok(RuleInput::every_request())],
         Some(rules) => rules
             .iter()
             .enumerate()

@@ -6,9 +6,7 @@
 
 use portico_crds::HTTPRouteRule;
 use portico_crds::gateway::HttpRoute;
-use portico_dataplane::model::{
-    Backend, Filter, GrpcOptions, Hostname, Mirror, MirrorFraction, Protocol, Rule,
-};
+use portico_dataplane::model::{Backend, Filter, GrpcOptions, Hostname, Mirror, Protocol, Rule};
 use serde::Deserialize;
 
 use super::{Cond, GROUP, ParentRef, RouteKind, grants, parse_hostname, reshape};
@@ -16,7 +14,7 @@ use crate::diagnostics::Diagnostic;
 use crate::snapshot::Snapshot;
 use crate::translate::backends::{self, PortRef};
 use crate::translate::created_secs;
-use crate::translate::httproute::{header_modifier, rule_parts};
+use crate::translate::httproute::{header_modifier, mirror_fraction, rule_parts};
 
 /// A route of either kind, translated once and then placed on every
 /// listener it attaches to.
@@ -82,6 +80,18 @@ pub(super) struct RuleInput {
     pub(super) mirrors: Vec<(String, MirrorSpec)>,
 }
 
+impl RuleInput {
+    /// The schema's default rule: every request, no filters, no backends
+    /// (so every request answers 500).
+    pub(super) fn every_request() -> Self {
+        Self {
+            rule: HTTPRouteRule::default(),
+            backend_refs: Vec::new(),
+            mirrors: Vec::new(),
+        }
+    }
+}
+
 /// A `RequestMirror` filter: where copies go and which share of requests.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -100,23 +110,6 @@ pub(super) struct FractionSpec {
     denominator: Option<i32>,
 }
 
-impl MirrorSpec {
-    /// The share copied: `percent`, or `fraction` (denominator 100 when
-    /// unset), or all. The CRD's CEL rules keep the values in range;
-    /// negative ones copy none.
-    fn fraction(&self) -> MirrorFraction {
-        let n = |v: i32| u32::try_from(v).unwrap_or(0);
-        match (&self.percent, &self.fraction) {
-            (Some(p), _) => MirrorFraction::percent(n(*p).min(100)),
-            (None, Some(f)) => MirrorFraction {
-                numerator: n(f.numerator),
-                denominator: n(f.denominator.unwrap_or(100)),
-            },
-            (None, None) => MirrorFraction::ALL,
-        }
-    }
-}
-
 pub(super) fn routes(snap: &Snapshot) -> Vec<GatewayRoute> {
     snap.gateway_http_routes
         .iter()
@@ -128,11 +121,7 @@ fn translate(snap: &Snapshot, r: &HttpRoute) -> GatewayRoute {
     let parent_refs = reshape(&r.spec.parent_refs).unwrap_or_default();
     let rules: Vec<Result<RuleInput, Diagnostic>> = match r.spec.rules.as_deref() {
         // The schema's default: one rule for every request, no backends.
-        None | Some([]) => vec![Ok(RuleInput {
-            rule: HTTPRouteRule::default(),
-            backend_refs: Vec::new(),
-            mirrors: Vec::new(),
-        })],
+        None | Some([]) => vec![Ok(RuleInput::every_request())],
         Some(rules) => rules
             .iter()
             .enumerate()
@@ -307,6 +296,16 @@ pub(super) fn build(
             }
             let mut rule = parts.assemble(list, &GrpcOptions::default(), None);
             for (at, m) in &input.mirrors {
+                let fraction = mirror_fraction(
+                    m.percent,
+                    m.fraction.as_ref().map(|f| (f.numerator, f.denominator)),
+                )
+                .map_err(|(which, why)| {
+                    invalid(
+                        &format!("{}.{which}", at.trim_end_matches(".backendRef")),
+                        why,
+                    )
+                })?;
                 let target = backend(
                     snap,
                     kind,
@@ -320,7 +319,7 @@ pub(super) fn build(
                 // nothing; the rule itself is served.
                 if target.invalid.is_none() {
                     rule.chain.push(Filter::Mirror(Box::new(Mirror {
-                        fraction: m.fraction(),
+                        fraction,
                         ..Mirror::to_backend(route.id(), target)
                     })));
                 }
