@@ -520,7 +520,11 @@ start_caddy() {
   # Go schedules goroutines on GOMAXPROCS threads: one, like the others'
   # one worker. X-Forwarded-For/-Proto/-Host and upstream keep-alive are
   # Caddy's defaults; the request id and X-Real-IP are added as the others
-  # add them. The admin API is off so it opens no second port.
+  # add them. The admin API is off so it opens no second port. Go's
+  # transport keeps only a few idle upstream connections per host unless
+  # told (2 in Go, 32 in newer Caddy): with more client connections than
+  # that, every request past it dials the upstream anew, so the idle pool is
+  # sized above the client connections, as nginx's `keepalive`.
   local site="http://127.0.0.1:$port" tls_line=''
   if [[ $tls != off ]]; then
     site="https://127.0.0.1:$port"
@@ -545,6 +549,9 @@ $site {
 	reverse_proxy $upstream {
 		header_up X-Request-ID {http.request.uuid}
 		header_up X-Real-IP {http.request.remote.host}
+		transport http {
+			keepalive_idle_conns_per_host $((connections * 2))
+		}
 	}
 }
 EOF
