@@ -1,0 +1,851 @@
+//! Gateway API against a real kube-apiserver (issue 21, Tests): the
+//! upstream v1.6.1 standard-channel CRDs installed unchanged, a
+//! GatewayClass and a Gateway whose HTTP and HTTPS listeners portico binds
+//! on unprivileged ports (`--gateway-port-offset`), routes attached across
+//! namespaces with and without ReferenceGrants, every status read back, and
+//! an HTTPRoute edited under load (weights, a rule added, rules reordered)
+//! without one failed request.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use kube::Client;
+use portico_e2e::{
+    CONVERGE, GatewayPorts, HostCertificate, Portico, PorticoOptions, TestEnv, apply, apply_json,
+    condition, condition_state, delete_gateway_object, get_gateway_object, host_tls_secret,
+    https_get, install_gateway_api, namespace,
+};
+use serde_json::{Value, json};
+
+const CONTROLLER: &str = "portico.dev/gateway-controller";
+/// What Gateway `addresses` must report (`--publish-status-address`).
+const ADDRESS: &str = "198.51.100.9";
+
+/// A control plane with the Gateway API CRDs and a GatewayClass of ours,
+/// and portico running against it with the Gateway ports mapped.
+struct World {
+    env: TestEnv,
+    ports: GatewayPorts,
+    portico: Portico,
+}
+
+async fn world(namespace: &str) -> anyhow::Result<World> {
+    let env = TestEnv::start(namespace, &[]).await?;
+    // The CRDs exist before portico starts, as in a cluster that has them.
+    install_gateway_api(&env.admin).await?;
+    apply_json(
+        &env.admin,
+        &json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "GatewayClass",
+            "metadata": {"name": "portico"},
+            "spec": {"controllerName": CONTROLLER},
+        }),
+        false,
+    )
+    .await?;
+    let ports = GatewayPorts::pick()?;
+    let portico = Portico::start(
+        &env,
+        PorticoOptions {
+            args: vec![ports.flag(), format!("--publish-status-address={ADDRESS}")],
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok(World {
+        env,
+        ports,
+        portico,
+    })
+}
+
+/// Polls a Gateway API object until `ok` holds; panics with what was
+/// waited for and the object as last seen.
+async fn wait_object(
+    client: &Client,
+    kind: &str,
+    ns: Option<&str>,
+    name: &str,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + CONVERGE;
+    let mut last = None;
+    loop {
+        if let Some(obj) = get_gateway_object(client, kind, ns, name).await {
+            if ok(&obj) {
+                return obj;
+            }
+            last = Some(obj);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {CONVERGE:?} waiting for {kind} {name}: {what}; last seen:\n{}",
+            serde_json::to_string_pretty(&last).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every condition in the object's status (its own, its listeners', its
+/// route parents') carries `observedGeneration` equal to its generation,
+/// and there is at least one.
+fn current(obj: &Value) -> bool {
+    fn collect<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("conditions", Value::Array(cs)) => out.extend(cs),
+                        _ => collect(v, out),
+                    }
+                }
+            }
+            Value::Array(vs) => vs.iter().for_each(|v| collect(v, out)),
+            _ => {}
+        }
+    }
+    let generation = &obj["metadata"]["generation"];
+    let mut conditions = Vec::new();
+    collect(&obj["status"], &mut conditions);
+    !conditions.is_empty()
+        && conditions
+            .iter()
+            .all(|c| &c["observedGeneration"] == generation)
+}
+
+fn is(conditions: &Value, type_: &str, status: &str, reason: &str) -> bool {
+    condition_state(conditions, type_) == Some((status.to_owned(), reason.to_owned()))
+}
+
+/// A Gateway status's listener `name`.
+fn listener<'a>(gw: &'a Value, name: &str) -> &'a Value {
+    gw["status"]["listeners"]
+        .as_array()
+        .and_then(|ls| ls.iter().find(|l| l["name"] == name))
+        .unwrap_or(&Value::Null)
+}
+
+/// A route status's conditions for our parent entry with `sectionName`.
+fn parent<'a>(route: &'a Value, section: &str) -> &'a Value {
+    route["status"]["parents"]
+        .as_array()
+        .and_then(|ps| {
+            ps.iter().find(|p| {
+                p["controllerName"] == CONTROLLER && p["parentRef"]["sectionName"] == section
+            })
+        })
+        .map_or(&Value::Null, |p| &p["conditions"])
+}
+
+/// An HTTPRoute with one rule to `backend` (`namespace` when another),
+/// attached to listener `section` of Gateway `edge` in `gw_ns`.
+fn http_route(
+    ns: &str,
+    name: &str,
+    gw_ns: &str,
+    sections: &[&str],
+    path: &str,
+    backend: (&str, Option<&str>),
+) -> Value {
+    let mut backend_ref = json!({"name": backend.0, "port": 80});
+    if let Some(other) = backend.1 {
+        backend_ref["namespace"] = json!(other);
+    }
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "parentRefs": sections.iter().map(|s| json!({"name": "edge", "namespace": gw_ns, "sectionName": s})).collect::<Vec<_>>(),
+            "rules": [{
+                "matches": [{"path": {"type": "PathPrefix", "value": path}}],
+                "backendRefs": [backend_ref],
+            }],
+        },
+    })
+}
+
+/// Gateway `edge`: HTTP listeners on one port (any hostname, `All`; a
+/// `Same` one; a `Selector` one; one for gRPC), HTTPS listeners on another, and with
+/// `cross_namespace_cert` one more whose certificate is another
+/// namespace's Secret.
+fn edge_gateway(ns: &str, ports: GatewayPorts, cross_namespace_cert: bool) -> Value {
+    let all = json!({"namespaces": {"from": "All"}});
+    let mut listeners = vec![
+        json!({"name": "http", "port": ports.http, "protocol": "HTTP", "allowedRoutes": all}),
+        json!({"name": "same", "port": ports.http, "protocol": "HTTP", "hostname": "same.example",
+               "allowedRoutes": {"namespaces": {"from": "Same"}}}),
+        json!({"name": "selected", "port": ports.http, "protocol": "HTTP", "hostname": "selected.example",
+               "allowedRoutes": {"namespaces": {"from": "Selector", "selector": {"matchLabels": {"team": "a"}}}}}),
+        // Its own hostname: a GRPCRoute and an HTTPRoute whose hostnames
+        // meet on one listener conflict.
+        json!({"name": "grpc", "port": ports.http, "protocol": "HTTP", "hostname": "grpc.example"}),
+        json!({"name": "https", "port": ports.https, "protocol": "HTTPS", "hostname": "secure.example",
+               "tls": {"mode": "Terminate", "certificateRefs": [{"name": "secure-tls"}]}, "allowedRoutes": all}),
+    ];
+    if cross_namespace_cert {
+        listeners.push(json!({"name": "https-other", "port": ports.https, "protocol": "HTTPS", "hostname": "other.example",
+            "tls": {"certificateRefs": [{"name": "other-tls", "namespace": "team-b"}]}, "allowedRoutes": all}));
+    }
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "edge", "namespace": ns},
+        "spec": {"gatewayClassName": "portico", "listeners": listeners},
+    })
+}
+
+/// A ReferenceGrant in `ns` letting `from_kind`s of `from_ns` refer to
+/// `to_kind`s (core group) there.
+fn grant(ns: &str, name: &str, from_kind: &str, from_ns: &str, to_kind: &str) -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1beta1",
+        "kind": "ReferenceGrant",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "from": [{"group": "gateway.networking.k8s.io", "kind": from_kind, "namespace": from_ns}],
+            "to": [{"group": "", "kind": to_kind}],
+        },
+    })
+}
+
+/// An HTTPRoute in a table: namespace, name, the listeners it attaches
+/// to, its path prefix, its backend Service and that Service's namespace
+/// when another.
+type RouteRow<'a> = (
+    &'a str,
+    &'a str,
+    &'a [&'a str],
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+);
+
+/// `(type, status, reason)` of a condition.
+type Expect = (&'static str, &'static str, &'static str);
+const ACCEPTED: Expect = ("Accepted", "True", "Accepted");
+const RESOLVED: Expect = ("ResolvedRefs", "True", "ResolvedRefs");
+const NOT_ALLOWED: Expect = ("Accepted", "False", "NotAllowedByListeners");
+const REF_NOT_PERMITTED: Expect = ("ResolvedRefs", "False", "RefNotPermitted");
+
+fn all(conditions: &Value, expect: &[Expect]) -> bool {
+    expect.iter().all(|(t, s, r)| is(conditions, t, s, r))
+}
+
+/// Waits for what portico writes in the statuses of Gateway `edge` and
+/// its routes.
+struct Statuses<'a> {
+    client: &'a Client,
+    gw_ns: &'a str,
+}
+
+impl Statuses<'_> {
+    async fn gateway(&self, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        wait_object(self.client, "Gateway", Some(self.gw_ns), "edge", what, ok).await
+    }
+
+    async fn attached(&self, l: &str, n: u64) {
+        let what = format!("{n} routes attached to listener {l}");
+        self.gateway(&what, |g| listener(g, l)["attachedRoutes"] == n)
+            .await;
+    }
+
+    /// Route `kind ns/name`'s entry for listener `section` meets `expect`
+    /// and every condition is current.
+    async fn route(
+        &self,
+        kind: &str,
+        ns: &str,
+        name: &str,
+        section: &str,
+        expect: &[Expect],
+    ) -> Value {
+        let what = format!("parent {section}: {expect:?}, current");
+        wait_object(self.client, kind, Some(ns), name, &what, |r| {
+            all(parent(r, section), expect) && current(r)
+        })
+        .await
+    }
+}
+
+/// The GatewayClass and Gateway statuses, TLS with SNI on the mapped
+/// HTTPS port, and cross-namespace references: a backendRef and a
+/// certificateRef withdrawn and granted live by ReferenceGrants;
+/// `allowedRoutes` `Same`, `All` and `Selector`; a GRPCRoute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_listeners_statuses_and_reference_grants() -> anyhow::Result<()> {
+    let World {
+        env,
+        ports,
+        portico,
+    } = world("e2e-gateway").await?;
+    let client = &env.admin;
+    let gw_ns = env.namespace.as_str();
+    let statuses = Statuses { client, gw_ns };
+    let (http, https) = (ports.bound(ports.http), ports.bound(ports.https));
+    apply(client, &namespace("team-a", &[("team", "a")])).await?;
+    apply(client, &namespace("team-b", &[])).await?;
+    apply(client, &namespace("team-c", &[])).await?;
+    let _web = env.backend("web").await?;
+    let _store = env.backend_in("team-b", "store").await?;
+    let _a = env.backend_in("team-a", "a-web").await?;
+    let _c = env.backend_in("team-c", "c-web").await?;
+    let secure = HostCertificate::generate("secure.example")?;
+    let other = HostCertificate::generate("other.example")?;
+    apply(client, &host_tls_secret(gw_ns, "secure-tls", &secure)).await?;
+    apply(client, &host_tls_secret("team-b", "other-tls", &other)).await?;
+
+    // GatewayClass: accepted, with the features portico's tests cover.
+    let class = wait_object(client, "GatewayClass", None, "portico", "Accepted", |c| {
+        all(&c["status"]["conditions"], &[ACCEPTED]) && current(c)
+    })
+    .await;
+    let features: Vec<&str> = class["status"]["supportedFeatures"]
+        .as_array()
+        .map(|fs| fs.iter().filter_map(|f| f["name"].as_str()).collect())
+        .unwrap_or_default();
+    for core in ["Gateway", "HTTPRoute", "ReferenceGrant", "GRPCRoute"] {
+        assert!(features.contains(&core), "{core} missing from {features:?}");
+    }
+    assert!(features.is_sorted(), "unsorted: {features:?}");
+
+    apply_json(client, &edge_gateway(gw_ns, ports, false), false).await?;
+    let routes: [RouteRow; 5] = [
+        (
+            gw_ns,
+            "web",
+            &["same", "https", "https-other"],
+            "/",
+            "web",
+            None,
+        ),
+        // To team-b: needs a grant there.
+        ("team-a", "shop", &["http"], "/", "store", Some("team-b")),
+        // On `same` from a namespace not the Gateway's.
+        ("team-a", "intruder", &["same"], "/x", "a-web", None),
+        // On `selected`: team-a is labelled team=a, team-c is not.
+        ("team-a", "selected-a", &["selected"], "/", "a-web", None),
+        ("team-c", "selected-c", &["selected"], "/c", "c-web", None),
+    ];
+    for (ns, name, sections, path, svc, svc_ns) in routes {
+        let route = http_route(ns, name, gw_ns, sections, path, (svc, svc_ns));
+        apply_json(client, &route, false).await?;
+    }
+
+    // Served on the mapped ports: HTTP, and HTTPS with SNI and the
+    // listener's certificate verified.
+    portico
+        .wait_for_on(http, "same.example", "/", StatusCode::OK, "web /")
+        .await;
+    let r = portico.get_on(http, "same.example", "/x").await?;
+    assert_eq!(r.body, "web /x", "a team-a route on a Same listener");
+    portico
+        .wait_for_on(http, "selected.example", "/", StatusCode::OK, "a-web /")
+        .await;
+    let r = portico.get_on(http, "selected.example", "/c").await?;
+    assert_eq!(r.body, "a-web /c", "team-c is not selected yet");
+    let r = https_get(https, "secure.example", &secure.ca, "/tls").await?;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "web /tls"));
+
+    let served = [
+        ACCEPTED,
+        ("Programmed", "True", "Programmed"),
+        RESOLVED,
+        ("Conflicted", "False", "NoConflicts"),
+    ];
+    let gw = statuses
+        .gateway("Accepted, Programmed, listeners, current", |g| {
+            all(&g["status"]["conditions"], &served[..2])
+                && ["http", "same", "selected", "https"].iter().all(|l| {
+                    all(&listener(g, l)["conditions"], &served)
+                        && listener(g, l)["attachedRoutes"] == 1
+                })
+                && current(g)
+        })
+        .await;
+    assert_eq!(gw["metadata"]["generation"], 1);
+    let addresses = json!([{"type": "IPAddress", "value": ADDRESS}]);
+    assert_eq!(gw["status"]["addresses"], addresses);
+    // The port actually bound, after the offset.
+    for (l, bound) in [("http", http), ("selected", http), ("https", https)] {
+        let programmed = condition(&listener(&gw, l)["conditions"], "Programmed").cloned();
+        let message = format!("served on port {}", bound.port());
+        assert_eq!(
+            programmed.as_ref().map(|c| &c["message"]),
+            Some(&json!(message)),
+            "listener {l}: {programmed:?}"
+        );
+    }
+    let kinds = json!([
+        {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
+        {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"},
+    ]);
+    assert_eq!(listener(&gw, "http")["supportedKinds"], kinds);
+
+    // allowedRoutes: Same refuses team-a, Selector refuses team-c until
+    // team-c is labelled, live.
+    statuses
+        .route("HTTPRoute", "team-a", "intruder", "same", &[NOT_ALLOWED])
+        .await;
+    statuses
+        .route(
+            "HTTPRoute",
+            "team-c",
+            "selected-c",
+            "selected",
+            &[NOT_ALLOWED],
+        )
+        .await;
+    statuses
+        .route(
+            "HTTPRoute",
+            "team-a",
+            "selected-a",
+            "selected",
+            &[ACCEPTED, RESOLVED],
+        )
+        .await;
+    apply(client, &namespace("team-c", &[("team", "a")])).await?;
+    portico
+        .wait_for_on(http, "selected.example", "/c", StatusCode::OK, "c-web /c")
+        .await;
+    statuses
+        .route("HTTPRoute", "team-c", "selected-c", "selected", &[ACCEPTED])
+        .await;
+    statuses.attached("selected", 2).await;
+
+    // A backendRef into team-b: 500 and RefNotPermitted without a grant;
+    // served and resolved with one; withdrawn live when it is deleted.
+    let refused = [ACCEPTED, REF_NOT_PERMITTED];
+    let error = StatusCode::INTERNAL_SERVER_ERROR;
+    statuses
+        .route("HTTPRoute", "team-a", "shop", "http", &refused)
+        .await;
+    portico
+        .wait_for_on(http, "shop.example", "/", error, "")
+        .await;
+    let shop_grant = grant("team-b", "shop", "HTTPRoute", "team-a", "Service");
+    apply_json(client, &shop_grant, false).await?;
+    portico
+        .wait_for_on(http, "shop.example", "/cart", StatusCode::OK, "store /cart")
+        .await;
+    statuses
+        .route("HTTPRoute", "team-a", "shop", "http", &[ACCEPTED, RESOLVED])
+        .await;
+    delete_gateway_object(client, "ReferenceGrant", Some("team-b"), "shop").await?;
+    portico
+        .wait_for_on(http, "shop.example", "/", error, "")
+        .await;
+    statuses
+        .route("HTTPRoute", "team-a", "shop", "http", &refused)
+        .await;
+
+    // A certificateRef into team-b, added by editing the Gateway: the
+    // listener is not served (no handshake for its name) until a grant
+    // lets the Gateway's namespace read the Secret.
+    apply_json(client, &edge_gateway(gw_ns, ports, true), false).await?;
+    let gw = statuses
+        .gateway("https-other RefNotPermitted at generation 2", |g| {
+            let c = &listener(g, "https-other")["conditions"];
+            g["metadata"]["generation"] == 2
+                && all(c, &[REF_NOT_PERMITTED, ("Programmed", "False", "Invalid")])
+                && current(g)
+        })
+        .await;
+    let https_listener = &listener(&gw, "https")["conditions"];
+    assert!(all(https_listener, &served), "untouched: {https_listener}");
+    match https_get(https, "other.example", &other.ca, "/").await {
+        Err(e) => assert!(format!("{e:#}").contains("TLS handshake"), "{e:#}"),
+        Ok(r) => panic!("other.example served without its Secret: {}", r.body),
+    }
+    let secret_grant = grant("team-b", "edge", "Gateway", gw_ns, "Secret");
+    apply_json(client, &secret_grant, false).await?;
+    let r = portico_e2e::eventually("other.example over TLS", CONVERGE, || async {
+        https_get(https, "other.example", &other.ca, "/o")
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "web /o"));
+    statuses
+        .gateway("https-other served", |g| {
+            all(&listener(g, "https-other")["conditions"], &served)
+                && all(&g["status"]["conditions"], &served[..2])
+                && current(g)
+        })
+        .await;
+    statuses.attached("https-other", 1).await;
+    // SNI still picks each listener's own certificate.
+    let r = https_get(https, "secure.example", &secure.ca, "/s").await?;
+    assert_eq!(r.body, "web /s");
+
+    // A GRPCRoute through the same Gateway port, to an h2c backend: the
+    // matched method is served, another method of the service is not.
+    env.grpc_backend("grpc-echo").await?;
+    apply_json(
+        client,
+        &json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "GRPCRoute",
+            "metadata": {"name": "echo", "namespace": gw_ns},
+            "spec": {
+                "parentRefs": [{"name": "edge", "sectionName": "grpc"}],
+                "rules": [{
+                    "matches": [{"method": {"service": "portico.test.Echo", "method": "Unary"}}],
+                    "backendRefs": [{"name": "grpc-echo", "port": 80}],
+                }],
+            },
+        }),
+        false,
+    )
+    .await?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{http}"))?
+        .origin("http://grpc.example".parse()?)
+        .connect()
+        .await?;
+    let echo = portico_testkit::EchoClient::new(channel);
+    let request = |count| portico_testkit::EchoRequest {
+        message: "over the gateway".into(),
+        count,
+        ..Default::default()
+    };
+    let reply = portico_e2e::eventually("the GRPCRoute's unary call", CONVERGE, || {
+        let mut echo = echo.clone();
+        async move { echo.unary(request(0)).await.ok() }
+    })
+    .await;
+    assert_eq!(reply.into_inner().message, "over the gateway");
+    let unmatched = echo.clone().server_stream(request(1)).await;
+    assert!(
+        unmatched.is_err(),
+        "ServerStream matches no rule: {unmatched:?}"
+    );
+    statuses
+        .route("GRPCRoute", gw_ns, "echo", "grpc", &[ACCEPTED, RESOLVED])
+        .await;
+    statuses.attached("grpc", 1).await;
+    Ok(())
+}
+
+// === Route edits under load ===
+
+/// The route `app` as edit `k` leaves it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Shape {
+    /// Rule `/a`'s weights: v1 1 / v2 0, or flipped.
+    a_to_v2: bool,
+    /// Rule `/d` (to v1) present.
+    with_d: bool,
+    /// Rules written in reverse order.
+    reversed: bool,
+}
+
+impl Shape {
+    /// Edit `k` (from 1) changes one thing in turn: the weights, a rule
+    /// added or removed, the rules' order.
+    fn after(self, k: u32) -> Self {
+        match k % 3 {
+            1 => Self {
+                a_to_v2: !self.a_to_v2,
+                ..self
+            },
+            2 => Self {
+                with_d: !self.with_d,
+                ..self
+            },
+            _ => Self {
+                reversed: !self.reversed,
+                ..self
+            },
+        }
+    }
+
+    /// Which backend must answer `path` (rule order never matters:
+    /// Gateway API precedence is by match, longest prefix first).
+    fn backend_for(self, path: &str) -> &'static str {
+        match path {
+            p if p.starts_with("/a") => {
+                if self.a_to_v2 {
+                    "v2"
+                } else {
+                    "v1"
+                }
+            }
+            p if p.starts_with("/b") => "v2",
+            p if p.starts_with("/d") && self.with_d => "v1",
+            _ => "v3",
+        }
+    }
+
+    /// The HTTPRoute; every rule stamps `x-edit: k` on its answers, so a
+    /// response tells which edit's table served it.
+    fn route(self, ns: &str, k: u32) -> Value {
+        let stamp = json!([{"type": "ResponseHeaderModifier",
+            "responseHeaderModifier": {"set": [{"name": "x-edit", "value": k.to_string()}]}}]);
+        let prefix = |p: &str| json!([{"path": {"type": "PathPrefix", "value": p}}]);
+        let (w1, w2) = if self.a_to_v2 { (0, 1) } else { (1, 0) };
+        let mut rules = vec![
+            json!({"matches": prefix("/a"), "filters": stamp, "backendRefs": [
+                {"name": "v1", "port": 80, "weight": w1}, {"name": "v2", "port": 80, "weight": w2}]}),
+            json!({"matches": prefix("/b"), "filters": stamp, "backendRefs": [{"name": "v2", "port": 80}]}),
+            json!({"filters": stamp, "backendRefs": [{"name": "v3", "port": 80}]}),
+        ];
+        if self.with_d {
+            rules.push(json!({"matches": prefix("/d"), "filters": stamp, "backendRefs": [{"name": "v1", "port": 80}]}));
+        }
+        if self.reversed {
+            rules.reverse();
+        }
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "app", "namespace": ns},
+            "spec": {
+                "parentRefs": [{"name": "edge", "sectionName": "http"}],
+                "hostnames": ["app.example"],
+                "rules": rules,
+            },
+        })
+    }
+}
+
+/// The paths the load cycles through: one per rule, and one for the
+/// catch-all.
+const PATHS: [&str; 4] = ["/a/1", "/b/2", "/d/3", "/other"];
+
+/// What the load saw, shared by the clients.
+#[derive(Default)]
+struct Tally {
+    requests: AtomicU64,
+    /// Non-2xx answers and connection or protocol errors.
+    failed: AtomicU64,
+    /// 2xx answers from a backend the stamped edit does not route to.
+    misrouted: AtomicU64,
+    /// Answers per edit stamp.
+    per_edit: Mutex<BTreeMap<u32, u64>>,
+    /// The first few problems, for the failure message.
+    samples: Mutex<Vec<String>>,
+}
+
+impl Tally {
+    fn record(&self, path: &str, shapes: &[Shape], answer: anyhow::Result<Answer>) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let problem = match answer {
+            Err(e) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                Some(format!("{path}: {e:#}"))
+            }
+            Ok(a) if !a.status.is_success() => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                Some(format!("{path}: {} {:?}", a.status, a.body))
+            }
+            Ok(a) => {
+                let expected = a
+                    .edit
+                    .and_then(|k| shapes.get(k as usize))
+                    .map(|s| s.backend_for(path));
+                let served_by = a.body.split(' ').next();
+                if let Some(k) = a.edit {
+                    *self
+                        .per_edit
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(k)
+                        .or_default() += 1;
+                }
+                (expected.is_none() || expected != served_by).then(|| {
+                    self.misrouted.fetch_add(1, Ordering::Relaxed);
+                    format!("{path}: edit {:?} answered by {:?}", a.edit, a.body)
+                })
+            }
+        };
+        if let Some(p) = problem {
+            let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+            if samples.len() < 10 {
+                samples.push(p);
+            }
+        }
+    }
+
+    fn answered_under(&self, k: u32) -> u64 {
+        self.per_edit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&k)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    edit: Option<u32>,
+    body: String,
+}
+
+/// A request for `app.example`. The pooled client takes an absolute URI
+/// (it connects there and sends the path); a bare connection is given the
+/// path alone: in absolute form the URI's authority, not `Host`, names the
+/// host.
+fn app_request(addr: Option<SocketAddr>, path: &str) -> anyhow::Result<Request<Empty<Bytes>>> {
+    let uri = match addr {
+        Some(addr) => format!("http://{addr}{path}"),
+        None => path.to_owned(),
+    };
+    let mut req = Request::get(uri).header(http::header::HOST, "app.example");
+    if addr.is_none() {
+        req = req.header(http::header::CONNECTION, "close");
+    }
+    Ok(req.body(Empty::new())?)
+}
+
+async fn answer(resp: http::Response<hyper::body::Incoming>) -> anyhow::Result<Answer> {
+    let status = resp.status();
+    let edit = resp
+        .headers()
+        .get("x-edit")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok(Answer {
+        status,
+        edit,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// One request on a connection of its own, closed after the answer.
+async fn fresh_connection_get(addr: SocketAddr, path: &str) -> anyhow::Result<Answer> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    answer(sender.send_request(app_request(None, path)?).await?).await
+}
+
+/// Each edit lands (its stamp seen, its routing right) while six clients
+/// keep requesting: four on keep-alive connections, two opening a
+/// connection per request. Every non-2xx answer, connection error and
+/// misrouted answer is counted; all must be zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_edits_under_load_fail_no_request() -> anyhow::Result<()> {
+    const EDITS: u32 = 12;
+    /// Answers the load must get from each edit's table before the next
+    /// edit: traffic straddles every swap.
+    const PER_EDIT: u64 = 50;
+    let World {
+        env,
+        ports,
+        portico,
+    } = world("e2e-gateway-load").await?;
+    let client = &env.admin;
+    let ns = env.namespace.as_str();
+    let addr = ports.bound(ports.http);
+    let statuses = Statuses { client, gw_ns: ns };
+    let _v = [
+        env.backend("v1").await?,
+        env.backend("v2").await?,
+        env.backend("v3").await?,
+    ];
+    apply_json(
+        client,
+        &json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": "edge", "namespace": ns},
+            "spec": {"gatewayClassName": "portico", "listeners": [
+                {"name": "http", "port": ports.http, "protocol": "HTTP"}]},
+        }),
+        false,
+    )
+    .await?;
+    let mut shapes = vec![Shape::default()];
+    for k in 1..=EDITS {
+        let next = shapes[k as usize - 1].after(k);
+        shapes.push(next);
+    }
+    let shapes: Arc<[Shape]> = shapes.into();
+    apply_json(client, &shapes[0].route(ns, 0), false).await?;
+    portico
+        .wait_for_on(addr, "app.example", "/a", StatusCode::OK, "v1 /a")
+        .await;
+
+    let tally = Arc::new(Tally::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..6 {
+        let (tally, stop, shapes) = (tally.clone(), stop.clone(), shapes.clone());
+        clients.push(tokio::spawn(async move {
+            let keep_alive: HttpClient<_, Empty<Bytes>> =
+                HttpClient::builder(TokioExecutor::new()).build_http();
+            let mut i = c;
+            while !stop.load(Ordering::Relaxed) {
+                let path = PATHS[i % PATHS.len()];
+                i += 1;
+                let a = if c < 4 {
+                    match app_request(Some(addr), path) {
+                        Ok(req) => match keep_alive.request(req).await {
+                            Ok(resp) => answer(resp).await,
+                            Err(e) => Err(e.into()),
+                        },
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    fresh_connection_get(addr, path).await
+                };
+                tally.record(path, &shapes, a);
+            }
+        }));
+    }
+
+    let started = Instant::now();
+    for k in 1..=EDITS {
+        apply_json(client, &shapes[k as usize].route(ns, k), false).await?;
+        let what = format!("edit {k} ({:?}) answering under load", shapes[k as usize]);
+        portico_e2e::eventually(&what, CONVERGE, || async {
+            (tally.answered_under(k) >= PER_EDIT).then_some(())
+        })
+        .await;
+        let route = statuses
+            .route("HTTPRoute", ns, "app", "http", &[ACCEPTED, RESOLVED])
+            .await;
+        assert_eq!(route["metadata"]["generation"], json!(k + 1));
+    }
+    let editing = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await?;
+    }
+    let requests = tally.requests.load(Ordering::Relaxed);
+    let failed = tally.failed.load(Ordering::Relaxed);
+    let misrouted = tally.misrouted.load(Ordering::Relaxed);
+    println!(
+        "route edits under load: {EDITS} edits in {editing:?}, {requests} requests from 6 clients \
+         (4 keep-alive, 2 a connection per request), {failed} failed, {misrouted} misrouted; \
+         answers per edit {:?}",
+        tally.per_edit.lock().unwrap_or_else(|p| p.into_inner())
+    );
+    let samples = tally
+        .samples
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    assert_eq!(
+        failed, 0,
+        "failed requests during route edits: {samples:#?}"
+    );
+    assert_eq!(
+        misrouted, 0,
+        "misrouted requests during route edits: {samples:#?}"
+    );
+    Ok(())
+}
