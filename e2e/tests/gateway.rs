@@ -12,12 +12,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::Service;
 use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
 use portico_e2e::{
     CONVERGE, GatewayPorts, HostCertificate, Portico, PorticoOptions, TestEnv, apply, apply_json,
     condition, condition_state, delete_gateway_object, get_gateway_object, host_tls_secret,
@@ -37,8 +40,40 @@ struct World {
     portico: Portico,
 }
 
-async fn world(namespace: &str) -> anyhow::Result<World> {
+/// Where Gateway `addresses` come from.
+enum Published {
+    /// `--publish-status-address=ADDRESS`.
+    Address,
+    /// `--publish-service` naming the chart's LoadBalancer Service, whose
+    /// status has [`LB_IP`] and [`LB_HOSTNAME`] (as a cloud's load-balancer
+    /// controller would write them).
+    Service,
+}
+
+const LB_IP: &str = "203.0.113.7";
+const LB_HOSTNAME: &str = "lb.example.net";
+
+async fn world(namespace: &str, published: Published) -> anyhow::Result<World> {
     let env = TestEnv::start(namespace, &[]).await?;
+    let publish = match published {
+        Published::Address => format!("--publish-status-address={ADDRESS}"),
+        Published::Service => {
+            let service = env
+                .chart
+                .of_kinds(&["Service"])
+                .find(|s| s["spec"]["type"] == "LoadBalancer")
+                .cloned()
+                .context("the chart renders no LoadBalancer Service")?;
+            apply_json(&env.admin, &service, false).await?;
+            let name = service["metadata"]["name"].as_str().unwrap_or_default();
+            let lb = json!({"status": {"loadBalancer": {"ingress": [
+                {"ip": LB_IP}, {"hostname": LB_HOSTNAME}]}}});
+            Api::<Service>::namespaced(env.admin.clone(), namespace)
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(lb))
+                .await?;
+            format!("--publish-service={namespace}/{name}")
+        }
+    };
     // The CRDs exist before portico starts, as in a cluster that has them.
     install_gateway_api(&env.admin).await?;
     apply_json(
@@ -56,7 +91,7 @@ async fn world(namespace: &str) -> anyhow::Result<World> {
     let portico = Portico::start(
         &env,
         PorticoOptions {
-            args: vec![ports.flag(), format!("--publish-status-address={ADDRESS}")],
+            args: vec![ports.flag(), publish],
             ..Default::default()
         },
     )
@@ -288,7 +323,7 @@ async fn gateway_listeners_statuses_and_reference_grants() -> anyhow::Result<()>
         env,
         ports,
         portico,
-    } = world("e2e-gateway").await?;
+    } = world("e2e-gateway", Published::Address).await?;
     let client = &env.admin;
     let gw_ns = env.namespace.as_str();
     let statuses = Statuses { client, gw_ns };
@@ -816,7 +851,7 @@ async fn route_edits_under_load_fail_no_request() -> anyhow::Result<()> {
         env,
         ports,
         portico,
-    } = world("e2e-gateway-load").await?;
+    } = world("e2e-gateway-load", Published::Service).await?;
     let client = &env.admin;
     let ns = env.namespace.as_str();
     let addr = ports.bound(ports.http);
@@ -904,10 +939,17 @@ async fn route_edits_under_load_fail_no_request() -> anyhow::Result<()> {
         }
     }
     let editing = started.elapsed();
-    // The Gateway still counts the one route, its status current.
+    // The Gateway still counts the one route, its status current, its
+    // addresses the published Service's.
+    let addresses = json!([
+        {"type": "IPAddress", "value": LB_IP},
+        {"type": "Hostname", "value": LB_HOSTNAME},
+    ]);
     statuses
-        .gateway("one route attached after the edits", |g| {
-            listener(g, "http")["attachedRoutes"] == 1 && current(g)
+        .gateway("one route attached, the Service's addresses", |g| {
+            listener(g, "http")["attachedRoutes"] == 1
+                && g["status"]["addresses"] == addresses
+                && current(g)
         })
         .await;
     load.stop.store(true, Ordering::Relaxed);
