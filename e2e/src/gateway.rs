@@ -45,9 +45,8 @@ pub async fn install_gateway_api(client: &Client) -> anyhow::Result<()> {
         .with_context(|| format!("reading the Gateway API bundle at {}", dir.display()))?
         .map(|e| e.map(|e| e.path()))
         .collect::<Result<_, _>>()?;
+    // In file order, as `kubectl apply -f <dir>` goes.
     files.sort();
-    // CRDs first: the admission policy's binding refers to nothing of
-    // theirs, but a bundle applied in order is what users run.
     for path in files
         .iter()
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))

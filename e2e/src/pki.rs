@@ -1,6 +1,7 @@
 //! Certificates for the control plane: one CA, the apiserver's serving
 //! certificate, the admin client certificate (group `system:masters`), and
-//! the ServiceAccount token signing key. All written as PEM files.
+//! the ServiceAccount token signing key. All written as PEM files. And
+//! serving certificates for Gateway listeners, each with a CA of its own.
 
 use std::path::{Path, PathBuf};
 

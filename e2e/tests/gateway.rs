@@ -272,6 +272,7 @@ const ACCEPTED: Expect = ("Accepted", "True", "Accepted");
 const RESOLVED: Expect = ("ResolvedRefs", "True", "ResolvedRefs");
 const NOT_ALLOWED: Expect = ("Accepted", "False", "NotAllowedByListeners");
 const REF_NOT_PERMITTED: Expect = ("ResolvedRefs", "False", "RefNotPermitted");
+const NO_MATCHING_PARENT: Expect = ("Accepted", "False", "NoMatchingParent");
 
 fn all(conditions: &Value, expect: &[Expect]) -> bool {
     expect.iter().all(|(t, s, r)| is(conditions, t, s, r))
@@ -295,9 +296,14 @@ impl Statuses<'_> {
             .await;
     }
 
+    /// [`Self::route_of`] an HTTPRoute.
+    async fn route(&self, ns: &str, name: &str, section: &str, expect: &[Expect]) -> Value {
+        self.route_of("HTTPRoute", ns, name, section, expect).await
+    }
+
     /// Route `kind ns/name`'s entry for listener `section` meets `expect`
     /// and every condition is current.
-    async fn route(
+    async fn route_of(
         &self,
         kind: &str,
         ns: &str,
@@ -423,28 +429,19 @@ async fn gateway_listeners_statuses_and_reference_grants() -> anyhow::Result<()>
     ]);
     assert_eq!(listener(&gw, "http")["supportedKinds"], kinds);
 
-    // allowedRoutes: Same refuses team-a, Selector refuses team-c until
-    // team-c is labelled, live.
+    // allowedRoutes: Same takes the Gateway's namespace and refuses
+    // team-a; Selector refuses team-c until team-c is labelled, live.
     statuses
-        .route("HTTPRoute", "team-a", "intruder", "same", &[NOT_ALLOWED])
+        .route(gw_ns, "web", "same", &[ACCEPTED, RESOLVED])
         .await;
     statuses
-        .route(
-            "HTTPRoute",
-            "team-c",
-            "selected-c",
-            "selected",
-            &[NOT_ALLOWED],
-        )
+        .route("team-a", "intruder", "same", &[NOT_ALLOWED])
         .await;
     statuses
-        .route(
-            "HTTPRoute",
-            "team-a",
-            "selected-a",
-            "selected",
-            &[ACCEPTED, RESOLVED],
-        )
+        .route("team-c", "selected-c", "selected", &[NOT_ALLOWED])
+        .await;
+    statuses
+        .route("team-a", "selected-a", "selected", &[ACCEPTED, RESOLVED])
         .await;
     // Status is written after the table with those routes is live: the
     // refused ones are not served.
@@ -457,7 +454,7 @@ async fn gateway_listeners_statuses_and_reference_grants() -> anyhow::Result<()>
         .wait_for_on(http, "selected.example", "/c", StatusCode::OK, "c-web /c")
         .await;
     statuses
-        .route("HTTPRoute", "team-c", "selected-c", "selected", &[ACCEPTED])
+        .route("team-c", "selected-c", "selected", &[ACCEPTED])
         .await;
     statuses.attached("selected", 2).await;
 
@@ -465,9 +462,7 @@ async fn gateway_listeners_statuses_and_reference_grants() -> anyhow::Result<()>
     // served and resolved with one; withdrawn live when it is deleted.
     let refused = [ACCEPTED, REF_NOT_PERMITTED];
     let error = StatusCode::INTERNAL_SERVER_ERROR;
-    statuses
-        .route("HTTPRoute", "team-a", "shop", "http", &refused)
-        .await;
+    statuses.route("team-a", "shop", "http", &refused).await;
     portico
         .wait_for_on(http, "shop.example", "/", error, "")
         .await;
@@ -477,19 +472,21 @@ async fn gateway_listeners_statuses_and_reference_grants() -> anyhow::Result<()>
         .wait_for_on(http, "shop.example", "/cart", StatusCode::OK, "store /cart")
         .await;
     statuses
-        .route("HTTPRoute", "team-a", "shop", "http", &[ACCEPTED, RESOLVED])
+        .route("team-a", "shop", "http", &[ACCEPTED, RESOLVED])
         .await;
     delete_gateway_object(client, "ReferenceGrant", Some("team-b"), "shop").await?;
     portico
         .wait_for_on(http, "shop.example", "/", error, "")
         .await;
-    statuses
-        .route("HTTPRoute", "team-a", "shop", "http", &refused)
-        .await;
+    statuses.route("team-a", "shop", "http", &refused).await;
 
     // A certificateRef into team-b, added by editing the Gateway: the
     // listener is not served (no handshake for its name) until a grant
-    // lets the Gateway's namespace read the Secret.
+    // lets the Gateway's namespace read the Secret. Until the listener
+    // exists, the route naming it is told so.
+    statuses
+        .route(gw_ns, "web", "https-other", &[NO_MATCHING_PARENT])
+        .await;
     apply_json(client, &edge_gateway(gw_ns, ports, true), false).await?;
     let gw = statuses
         .gateway("https-other RefNotPermitted at generation 2", |g| {
@@ -525,6 +522,9 @@ async fn gateway_listeners_statuses_and_reference_grants() -> anyhow::Result<()>
         })
         .await;
     statuses.attached("https-other", 1).await;
+    statuses
+        .route(gw_ns, "web", "https-other", &[ACCEPTED, RESOLVED])
+        .await;
     // SNI still picks each listener's own certificate.
     let r = https_get(https, "secure.example", &secure.ca, "/s").await?;
     assert_eq!(r.body, "web /s");
@@ -571,7 +571,7 @@ async fn gateway_listeners_statuses_and_reference_grants() -> anyhow::Result<()>
         "ServerStream matches no rule: {unmatched:?}"
     );
     statuses
-        .route("GRPCRoute", gw_ns, "echo", "grpc", &[ACCEPTED, RESOLVED])
+        .route_of("GRPCRoute", gw_ns, "echo", "grpc", &[ACCEPTED, RESOLVED])
         .await;
     statuses.attached("grpc", 1).await;
     Ok(())
@@ -911,7 +911,7 @@ async fn route_edits_under_load_fail_no_request() -> anyhow::Result<()> {
         })
         .await;
         let route = statuses
-            .route("HTTPRoute", ns, "app", "http", &[ACCEPTED, RESOLVED])
+            .route(ns, "app", "http", &[ACCEPTED, RESOLVED])
             .await;
         assert_eq!(route["metadata"]["generation"], json!(generation));
         if k % 3 == 0 {
@@ -926,7 +926,7 @@ async fn route_edits_under_load_fail_no_request() -> anyhow::Result<()> {
             apply_json(client, &reordered.route(ns, k), false).await?;
             generation += 1;
             let route = statuses
-                .route("HTTPRoute", ns, "app", "http", &[ACCEPTED, RESOLVED])
+                .route(ns, "app", "http", &[ACCEPTED, RESOLVED])
                 .await;
             assert_eq!(route["metadata"]["generation"], json!(generation));
             let seen = tally.answered_under(k);
