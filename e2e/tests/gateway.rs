@@ -2,8 +2,9 @@
 //! upstream v1.6.1 standard-channel CRDs installed unchanged, a
 //! GatewayClass and a Gateway whose HTTP and HTTPS listeners portico binds
 //! on unprivileged ports (`--gateway-port-offset`), routes attached across
-//! namespaces with and without ReferenceGrants, every status read back, and
-//! an HTTPRoute edited under load (weights, a rule added, rules reordered)
+//! namespaces with and without ReferenceGrants, a GRPCRoute, every status
+//! read back with its `observedGeneration`, and an HTTPRoute edited under
+//! load (weights, a rule added, rules reordered, and reordered alone)
 //! without one failed request.
 
 use std::collections::BTreeMap;
