@@ -986,5 +986,15 @@ async fn route_edits_under_load_fail_no_request() -> anyhow::Result<()> {
         opened, KEEP_ALIVE as u64,
         "a table swap closed keep-alive connections"
     );
+
+    // The Gateway deleted: its port stops accepting.
+    delete_gateway_object(client, "Gateway", Some(ns), "edge").await?;
+    portico_e2e::eventually("the Gateway's port closed", CONVERGE, || async {
+        tokio::net::TcpStream::connect(addr)
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
     Ok(())
 }
