@@ -71,7 +71,7 @@ pub fn helm_output(cmd: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
-fn parse_documents(text: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+pub(crate) fn parse_documents(text: &str) -> anyhow::Result<Vec<serde_json::Value>> {
     let mut docs = Vec::new();
     for de in serde_yaml::Deserializer::from_str(text) {
         let v = serde_json::Value::deserialize(de)?;

@@ -81,8 +81,22 @@ impl TestEnv {
     /// A real upstream answering `<name> <path>`, with the Service `name`
     /// and the EndpointSlice the EndpointSlice controller would write.
     pub async fn backend(&self, name: &str) -> anyhow::Result<Upstream> {
-        let upstream = Upstream::start(name).await?;
+        self.backend_in(&self.namespace, name).await
+    }
+
+    /// A gRPC upstream (the testkit's `Echo` service, h2c) behind the
+    /// Service `name` in the test's namespace; its address.
+    pub async fn grpc_backend(&self, name: &str) -> anyhow::Result<std::net::SocketAddr> {
+        let addr = crate::upstream::grpc_upstream().await?;
         let ns = &self.namespace;
+        crate::apply(&self.admin, &crate::service(ns, name, addr.port())).await?;
+        crate::apply(&self.admin, &crate::endpoint_slice(ns, name, &[addr])).await?;
+        Ok(addr)
+    }
+
+    /// [`Self::backend`] in namespace `ns` (which must exist).
+    pub async fn backend_in(&self, ns: &str, name: &str) -> anyhow::Result<Upstream> {
+        let upstream = Upstream::start(name).await?;
         crate::apply(&self.admin, &crate::service(ns, name, upstream.addr.port())).await?;
         crate::apply(
             &self.admin,

@@ -17,6 +17,7 @@ mod browser;
 mod chart;
 mod control_plane;
 mod env;
+mod gateway;
 mod netns;
 mod objects;
 pub mod oidc;
@@ -32,10 +33,17 @@ pub use browser::{Browser, Page};
 pub use chart::Chart;
 pub use control_plane::ControlPlane;
 pub use env::{TestEnv, tool};
+pub use gateway::{
+    GATEWAY_GROUP, GatewayPorts, condition, condition_state, delete_gateway_object,
+    gateway_api_dir, get_gateway_object, host_tls_secret, https_get, install_gateway_api,
+    namespace,
+};
 pub use objects::{
     apply, apply_json, endpoint_slice, ingress, service, tls_secret, wait_for_crd, warning_event,
 };
+pub use pki::HostCertificate;
 pub use portico::{Portico, PorticoOptions, Response, binary as portico_binary};
+pub use ports::{free_port, free_port_pair};
 pub use upstream::Upstream;
 
 /// Polls `f` every 20 ms until it returns `Some`; panics naming `what`

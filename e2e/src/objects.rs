@@ -195,6 +195,6 @@ pub async fn warning_event(client: &Client, namespace: &str, regarding: &str) ->
 }
 
 /// Builders above produce valid objects by construction.
-fn typed<K: DeserializeOwned>(v: serde_json::Value) -> K {
+pub(crate) fn typed<K: DeserializeOwned>(v: serde_json::Value) -> K {
     serde_json::from_value(v).expect("builder JSON matches the k8s-openapi type")
 }

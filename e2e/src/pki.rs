@@ -1,6 +1,7 @@
 //! Certificates for the control plane: one CA, the apiserver's serving
 //! certificate, the admin client certificate (group `system:masters`), and
-//! the ServiceAccount token signing key. All written as PEM files.
+//! the ServiceAccount token signing key. All written as PEM files. And
+//! serving certificates for Gateway listeners, each with a CA of its own.
 
 use std::path::{Path, PathBuf};
 
@@ -66,6 +67,38 @@ impl Pki {
             admin_key: write("admin.key", admin_key.serialize_pem())?,
             service_account_key: write("sa.key", sa_key.serialize_pem())?,
             service_account_pub: write("sa.pub", sa_key.public_key_pem())?,
+        })
+    }
+}
+
+/// A serving certificate for one host, issued by a CA of its own: the
+/// Secret gets `cert_pem`/`key_pem`, the client trusts `ca` alone, so a
+/// handshake succeeds only when the proxy serves exactly this certificate
+/// for the name asked in SNI.
+pub struct HostCertificate {
+    pub ca: rustls_pki_types::CertificateDer<'static>,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl HostCertificate {
+    pub fn generate(host: &str) -> anyhow::Result<Self> {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, format!("portico-e2e-ca for {host}"));
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+        let mut leaf = CertificateParams::new(vec![host.to_owned()])?;
+        leaf.distinguished_name.push(DnType::CommonName, host);
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate()?;
+        let cert = leaf.signed_by(&key, &ca)?;
+        Ok(Self {
+            ca: ca.der().clone(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
         })
     }
 }

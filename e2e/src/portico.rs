@@ -177,7 +177,18 @@ impl Portico {
 
     /// GET `path` on the proxy with `Host: host`.
     pub async fn get(&self, host: &str, path: &str) -> anyhow::Result<Response> {
-        let req = Request::get(format!("http://{}{path}", self.http))
+        self.get_on(self.http, host, path).await
+    }
+
+    /// GET `path` with `Host: host` on another of portico's listeners (a
+    /// Gateway port).
+    pub async fn get_on(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        path: &str,
+    ) -> anyhow::Result<Response> {
+        let req = Request::get(format!("http://{addr}{path}"))
             .header(http::header::HOST, host)
             .body(Empty::new())?;
         self.send(req).await
@@ -209,9 +220,21 @@ impl Portico {
     /// Waits until `host` + `path` answers `status` with a body containing
     /// `body` (any body when empty).
     pub async fn wait_for(&self, host: &str, path: &str, status: StatusCode, body: &str) {
-        let what = format!("GET {host}{path} → {status} {body:?}");
+        self.wait_for_on(self.http, host, path, status, body).await;
+    }
+
+    /// [`Self::wait_for`] on another of portico's listeners.
+    pub async fn wait_for_on(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        path: &str,
+        status: StatusCode,
+        body: &str,
+    ) {
+        let what = format!("GET {host}{path} at {addr} → {status} {body:?}");
         crate::eventually(&what, crate::CONVERGE, || async {
-            let r = self.get(host, path).await.ok()?;
+            let r = self.get_on(addr, host, path).await.ok()?;
             (r.status == status && r.body.contains(body)).then_some(())
         })
         .await;

@@ -60,3 +60,12 @@ pub async fn plain_get(uri: &http::Uri) -> anyhow::Result<String> {
     let body = resp.into_body().collect().await?.to_bytes();
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
+
+/// The testkit's gRPC `Echo` service (every call shape) over h2c, listening
+/// where the HTTP upstreams do; it runs until the test's runtime ends.
+pub async fn grpc_upstream() -> anyhow::Result<SocketAddr> {
+    let listener = UpstreamNetns::get()?.bind()?;
+    let addr = listener.local_addr()?;
+    portico_testkit::serve_grpc_upstream(listener);
+    Ok(addr)
+}

@@ -172,12 +172,19 @@ pub async fn grpc_upstream() -> SocketAddr {
         .await
         .expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local addr");
+    serve_grpc_upstream(listener);
+    addr
+}
+
+/// Serves the `Echo` service over h2c on a listener the caller bound
+/// (the e2e tests bind inside a network namespace); it runs until the
+/// test's runtime ends.
+pub fn serve_grpc_upstream(listener: TcpListener) {
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(EchoServer::new(EchoService))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
-    addr
 }
 
 /// One message as gRPC frames it on the wire: flag 0 (uncompressed), a
