@@ -345,4 +345,27 @@ mod tests {
         let again = route_status(&r, "portico.dev/gateway-controller", Some(&s));
         assert_eq!(again, s);
     }
+
+    /// A route without parents of ours (it left our Gateways) is written
+    /// with every other controller's entry and none of ours.
+    #[test]
+    fn route_status_without_our_parents_drops_our_stale_entry() {
+        let r = RouteResult {
+            generation: Some(4),
+            parents: Vec::new(),
+            existing_parents: vec![
+                json!({"parentRef": {"name": "gone"}, "controllerName": "portico.dev/gateway-controller", "conditions": []}),
+                json!({"parentRef": {"name": "theirs"}, "controllerName": "example.com/other", "conditions": []}),
+            ],
+        };
+        let s = route_status(&r, "portico.dev/gateway-controller", None);
+        assert_eq!(
+            s["parents"],
+            json!([{"parentRef": {"name": "theirs"}, "controllerName": "example.com/other", "conditions": []}])
+        );
+        let mut alone = r.clone();
+        alone.existing_parents.truncate(1);
+        let s = route_status(&alone, "portico.dev/gateway-controller", None);
+        assert_eq!(s["parents"], json!([]));
+    }
 }

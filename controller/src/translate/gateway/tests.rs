@@ -130,3 +130,182 @@ fn an_https_listener_without_its_secret_is_not_served() {
     assert!(t.tls.is_empty() && t.port_tls.is_empty() && t.config.ports.is_empty());
     assert_eq!(gw.programmed.reason, "Invalid");
 }
+
+/// Objects from YAML documents, as standalone mode reads them.
+fn parsed(yaml: &str) -> Vec<Object> {
+    crate::source::manifests::parse_documents(std::path::Path::new("test.yaml"), yaml).objects
+}
+
+const CLASS: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: portico}\nspec: {controllerName: portico.dev/gateway-controller}\n";
+
+/// A Gateway with one listener, created at `created`.
+fn gateway(name: &str, created: &str, listener: &str) -> String {
+    format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: default, creationTimestamp: \"{created}\"}}\nspec:\n  gatewayClassName: portico\n  listeners: [{listener}]\n"
+    )
+}
+
+/// An HTTPRoute of `parent` with `hostnames` and one rule for `path`.
+fn route(name: &str, parent: &str, hostnames: &str, path: &str) -> String {
+    format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  parentRefs: [{{name: {parent}}}]\n  hostnames: {hostnames}\n  rules: [{{matches: [{{path: {{type: PathPrefix, value: {path}}}}}], backendRefs: [{{name: web, port: 80}}]}}]\n"
+    )
+}
+
+fn gateway_result<'a>(
+    t: &'a crate::translate::Translation,
+    name: &str,
+) -> &'a super::GatewayResult {
+    &t.gateway.gateways[&("default".into(), name.into())]
+}
+
+/// Two Gateways' hostname-less HTTP listeners on one port share it (on the
+/// main listener and on a port of its own): both are served, every route
+/// of both lands in that place's routes, and each Gateway counts its own.
+#[test]
+fn http_listeners_of_two_gateways_share_a_port() {
+    for (port, served) in [
+        (80, ServedPort::Main(PortProtocol::Http)),
+        (9000, ServedPort::Port(9000)),
+    ] {
+        let listener = format!("{{name: http, port: {port}, protocol: HTTP}}");
+        let mut m = CLASS.to_owned();
+        m.push_str(&gateway("one", "2026-01-01T00:00:00Z", &listener));
+        m.push_str(&gateway("two", "2026-02-01T00:00:00Z", &listener));
+        m.push_str(&route("a", "one", "[a.test]", "/"));
+        m.push_str(&route("any-one", "one", "[]", "/one"));
+        m.push_str(&route("b", "two", "[b.test]", "/"));
+        m.push_str(&route("any-two", "two", "[]", "/two"));
+        let t = translate(&Snapshot::from_objects(parsed(&m)), &Settings::default());
+        for gw in ["one", "two"] {
+            let l = &gateway_result(&t, gw).listeners[0];
+            assert_eq!(l.served_port, Some(served), "{gw} on {port}: {l:?}");
+            assert!(!l.conflicted.status, "{gw} on {port}: {l:?}");
+            assert_eq!(l.attached_routes, 2, "{gw} on {port}");
+        }
+        let routes = if port == 80 {
+            &t.config.routes
+        } else {
+            assert_eq!(t.config.ports.len(), 1);
+            &t.config.ports[0].routes
+        };
+        let mut names: Vec<&str> = routes.iter().map(|r| r.source.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names, ["a", "any-one", "any-two", "b"], "on {port}");
+        // A route of every host also competes under the names the others
+        // route: once in the default virtual host, once under those names.
+        let any_one: Vec<Vec<String>> = routes
+            .iter()
+            .filter(|r| r.source.name == "any-one")
+            .map(|r| r.hostnames.iter().map(ToString::to_string).collect())
+            .collect();
+        assert_eq!(
+            any_one,
+            [vec![], vec!["a.test".to_owned(), "b.test".to_owned()]],
+            "on {port}"
+        );
+    }
+}
+
+/// Within one Gateway two listeners for one port and hostname conflict
+/// (the later is not served); across Gateways only different protocols
+/// on one port do.
+#[test]
+fn hostname_conflicts_are_within_one_gateway_and_protocol_conflicts_across() {
+    let mut m = CLASS.to_owned();
+    m.push_str(&gateway(
+        "one",
+        "2026-01-01T00:00:00Z",
+        "{name: a, port: 9000, protocol: HTTP}, {name: b, port: 9000, protocol: HTTP}",
+    ));
+    m.push_str(&gateway(
+        "two",
+        "2026-02-01T00:00:00Z",
+        "{name: tls, port: 9000, protocol: HTTPS, tls: {certificateRefs: [{name: x}]}}",
+    ));
+    let mut objs = parsed(&m);
+    objs.push(tls_secret("default", "x", "x.test"));
+    let t = translate(&Snapshot::from_objects(objs), &Settings::default());
+    let one = gateway_result(&t, "one");
+    assert!(!one.listeners[0].conflicted.status);
+    assert_eq!(one.listeners[1].conflicted.reason, "HostnameConflict");
+    assert_eq!(one.listeners[1].served_port, None);
+    let two = gateway_result(&t, "two");
+    assert_eq!(two.listeners[0].conflicted.reason, "ProtocolConflict");
+    assert_eq!(two.listeners[0].served_port, None);
+}
+
+/// HTTPS listeners of two Gateways for one hostname on one port share it
+/// when they name the same Secret; with another Secret the younger is
+/// `Conflicted` (one SNI name gets one certificate), the message naming
+/// the Secret that is served.
+#[test]
+fn https_listeners_of_two_gateways_share_a_hostname_only_with_one_certificate() {
+    for (second, shared) in [("same", true), ("other", false)] {
+        let mut m = CLASS.to_owned();
+        m.push_str(&gateway(
+            "one",
+            "2026-01-01T00:00:00Z",
+            "{name: tls, port: 9443, protocol: HTTPS, hostname: s.test, tls: {certificateRefs: [{name: same}]}}",
+        ));
+        m.push_str(&gateway(
+            "two",
+            "2026-02-01T00:00:00Z",
+            &format!("{{name: tls, port: 9443, protocol: HTTPS, hostname: s.test, tls: {{certificateRefs: [{{name: {second}}}]}}}}"),
+        ));
+        let mut objs = parsed(&m);
+        objs.push(tls_secret("default", "same", "s.test"));
+        objs.push(tls_secret("default", "other", "s.test"));
+        let t = translate(&Snapshot::from_objects(objs), &Settings::default());
+        assert!(gateway_result(&t, "one").listeners[0].programmed.status);
+        let l = &gateway_result(&t, "two").listeners[0];
+        assert_eq!(l.programmed.status, shared, "{second}: {l:?}");
+        if !shared {
+            assert_eq!(l.conflicted.reason, "HostnameConflict");
+            assert!(
+                l.conflicted.message.contains("Secret default/same"),
+                "{}",
+                l.conflicted.message
+            );
+        }
+        assert_eq!(t.port_tls.len(), 1);
+        assert!(t.port_tls[0].bindings.iter().all(|(_, k)| k.1 == "same"));
+    }
+}
+
+/// A route that names none of our Gateways any more (its Gateway deleted,
+/// moved to another class, or the parentRef removed) but still carries
+/// our entry in `status.parents` gets a result without parents, so the
+/// writer takes our entry out; without such an entry it gets none.
+#[test]
+fn a_route_that_left_our_gateways_gets_a_result_without_parents() {
+    let status = |controller: &str| {
+        format!(
+            "status:\n  parents:\n    - {{parentRef: {{name: gone}}, controllerName: {controller}, conditions: []}}\n"
+        )
+    };
+    for (controller, stale) in [
+        ("portico.dev/gateway-controller", true),
+        ("example.com/other", false),
+    ] {
+        // Without a GatewayClass of ours at all, too.
+        for class in [CLASS, ""] {
+            let mut m = class.to_owned();
+            m.push_str(&route("left", "gone", "[]", "/"));
+            m.push_str(&status(controller));
+            let t = translate(&Snapshot::from_objects(parsed(&m)), &Settings::default());
+            let key = super::RouteRef {
+                kind: super::RouteKind::Http,
+                namespace: "default".into(),
+                name: "left".into(),
+            };
+            assert_eq!(t.gateway.routes.contains_key(&key), stale, "{controller}");
+            if stale {
+                let r = &t.gateway.routes[&key];
+                assert!(r.parents.is_empty());
+                assert_eq!(r.existing_parents.len(), 1);
+            }
+        }
+    }
+}
