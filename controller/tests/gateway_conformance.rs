@@ -1,0 +1,382 @@
+//! More of the Gateway API conformance suite (v1.6) against the real binary
+//! in standalone mode: each test names the upstream case it models, with
+//! the upstream manifests adapted to echo backends on 127.0.0.1, the same
+//! requests and the same pass rules (three consecutive passes).
+
+mod gateway_support;
+mod support;
+
+use gateway_support::*;
+use http::{Method, StatusCode};
+use support::*;
+
+/// An HTTPRoute of the conformance shape, as YAML.
+fn httproute(name: &str, spec: &str) -> String {
+    format!(
+        "\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: default}}\nspec:\n{spec}"
+    )
+}
+
+/// Port sharing across Gateways, as the upstream suite's several Gateways
+/// with hostname-less HTTP listeners on port 80 need: two Gateways on one
+/// port, each with a route for a host of its own and one without
+/// hostnames. Every route answers on the shared port, by host and path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_share_port_80() {
+    let mut m = with_infra_backends(CLASS_AND_GATEWAY).await;
+    // A second Gateway like the first: the suite's `all-namespaces`.
+    let (_, gateway) = CLASS_AND_GATEWAY.split_once("---").expect("two documents");
+    m.push_str("---");
+    m.push_str(&gateway.replace("name: same-namespace", "name: all-namespaces"));
+    for (name, gateway, hostnames, path, backend) in [
+        (
+            "one-host",
+            "same-namespace",
+            "[one.example.com]",
+            "/",
+            "infra-backend-v1",
+        ),
+        (
+            "one-any",
+            "same-namespace",
+            "[]",
+            "/one",
+            "infra-backend-v1",
+        ),
+        (
+            "two-host",
+            "all-namespaces",
+            "[two.example.com]",
+            "/",
+            "infra-backend-v2",
+        ),
+        (
+            "two-any",
+            "all-namespaces",
+            "[]",
+            "/two",
+            "infra-backend-v2",
+        ),
+    ] {
+        m.push_str(&httproute(
+            name,
+            &format!(
+                "  parentRefs: [{{name: {gateway}}}]\n  hostnames: {hostnames}\n  rules: [{{matches: [{{path: {{type: PathPrefix, value: {path}}}}}], backendRefs: [{{name: {backend}, port: 80}}]}}]\n"
+            ),
+        ));
+    }
+    let (_dir, portico) = portico_on(&m, &[]).await;
+    let http = portico.http;
+    for (host, path, want) in [
+        ("one.example.com", "/", Some("infra-backend-v1")),
+        ("two.example.com", "/", Some("infra-backend-v2")),
+        ("any.example.com", "/one", Some("infra-backend-v1")),
+        ("any.example.com", "/two", Some("infra-backend-v2")),
+        // Hostname-less routes compete under the named hosts too.
+        ("one.example.com", "/two", Some("infra-backend-v2")),
+        ("two.example.com", "/one/x", Some("infra-backend-v1")),
+        ("any.example.com", "/", None),
+    ] {
+        expect(http, host, path, want).await;
+    }
+}
+
+/// HTTPRouteHostnameIntersection: a Gateway with exact and wildcard
+/// listener hostnames; routes attach only where their hostnames intersect
+/// the listeners', and answer only for the intersection. The route whose
+/// hostnames intersect none is `NoMatchingListenerHostname`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn httproute_hostname_intersection() {
+    let mut m = with_infra_backends(&CLASS_AND_GATEWAY.replace(
+        "    - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}",
+        r#"    - {name: listener-1, port: 80, protocol: HTTP, hostname: very.specific.com}
+    - {name: listener-2, port: 80, protocol: HTTP, hostname: "*.wildcard.io"}
+    - {name: listener-3, port: 80, protocol: HTTP, hostname: "*.anotherwildcard.io"}"#,
+    ))
+    .await;
+    for (name, hostnames, path, backend) in [
+        (
+            "specific-host-matches-listener-specific-host",
+            r#"[non.matching.com, "*.nonmatchingwildcard.io", very.specific.com]"#,
+            "/s1",
+            "infra-backend-v1",
+        ),
+        (
+            "specific-host-matches-listener-wildcard-host",
+            "[non.matching.com, wildcard.io, foo.wildcard.io, bar.wildcard.io, foo.bar.wildcard.io]",
+            "/s2",
+            "infra-backend-v2",
+        ),
+        (
+            "wildcard-host-matches-listener-specific-host",
+            r#"[non.matching.com, "*.specific.com"]"#,
+            "/s3",
+            "infra-backend-v3",
+        ),
+        (
+            "wildcard-host-matches-listener-wildcard-host",
+            r#"["*.anotherwildcard.io"]"#,
+            "/s4",
+            "infra-backend-v1",
+        ),
+        (
+            "no-intersecting-hosts",
+            "[specific.but.wrong.com, wildcard.io]",
+            "/s5",
+            "infra-backend-v2",
+        ),
+    ] {
+        m.push_str(&httproute(
+            name,
+            &format!(
+                "  parentRefs: [{{name: same-namespace}}]\n  hostnames: {hostnames}\n  rules: [{{matches: [{{path: {{type: PathPrefix, value: {path}}}}}], backendRefs: [{{name: {backend}, port: 8080}}]}}]\n"
+            ),
+        ));
+    }
+    // The suite's Services listen on 8080.
+    let m = m.replace(
+        "ports: [{name: http, port: 80,",
+        "ports: [{name: http, port: 8080,",
+    );
+    let (dir, portico) = portico_on(&m, &[]).await;
+    let http = portico.http;
+    for (host, path, want) in [
+        ("very.specific.com", "/s1", Some("infra-backend-v1")),
+        // The port in the Host header is not part of the match.
+        ("very.specific.com:1234", "/s1", Some("infra-backend-v1")),
+        ("non.matching.com", "/s1", None),
+        ("foo.nonmatchingwildcard.io", "/s1", None),
+        ("foo.wildcard.io", "/s1", None),
+        ("very.specific.com", "/non-matching-prefix", None),
+        ("foo.wildcard.io", "/s2", Some("infra-backend-v2")),
+        ("bar.wildcard.io", "/s2", Some("infra-backend-v2")),
+        ("foo.bar.wildcard.io", "/s2", Some("infra-backend-v2")),
+        ("non.matching.com", "/s2", None),
+        ("wildcard.io", "/s2", None),
+        ("very.specific.com", "/s2", None),
+        ("foo.wildcard.io", "/non-matching-prefix", None),
+        ("very.specific.com", "/s3", Some("infra-backend-v3")),
+        ("non.matching.com", "/s3", None),
+        ("foo.specific.com", "/s3", None),
+        ("foo.wildcard.io", "/s3", None),
+        ("foo.anotherwildcard.io", "/s4", Some("infra-backend-v1")),
+        ("bar.anotherwildcard.io", "/s4", Some("infra-backend-v1")),
+        (
+            "foo.bar.anotherwildcard.io",
+            "/s4",
+            Some("infra-backend-v1"),
+        ),
+        ("anotherwildcard.io", "/s4", None),
+        ("foo.wildcard.io", "/s4", None),
+        ("very.specific.com", "/s4", None),
+        ("specific.but.wrong.com", "/s5", None),
+        ("wildcard.io", "/s5", None),
+    ] {
+        expect(http, host, path, want).await;
+    }
+    // Status as `portico validate` reports it from the same manifests.
+    let (_, text) = validate(dir.path());
+    assert!(
+        text.contains(
+            "default/no-intersecting-hosts: spec.parentRefs[0]: NoMatchingListenerHostname"
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("default/wildcard-host-matches-listener-wildcard-host: spec.parentRefs"),
+        "{text}"
+    );
+}
+
+/// HTTPRouteMatchingAcrossRoutes: two routes on one listener, one for
+/// `example.com` and `example.net`, one for `*.com`; a request for
+/// `example.com` is matched against both (the longest path, then the
+/// header match, wins), `example.net` against the first only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn httproute_matching_across_routes() {
+    let mut m = with_infra_backends(CLASS_AND_GATEWAY).await;
+    m.push_str(&httproute(
+        "matching-part1",
+        r#"  parentRefs: [{name: same-namespace}]
+  hostnames: [example.com, example.net]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /}}, {headers: [{name: version, value: one}]}]
+      backendRefs: [{name: infra-backend-v1, port: 80}]
+"#,
+    ));
+    m.push_str(&httproute(
+        "matching-part2",
+        r#"  parentRefs: [{name: same-namespace}]
+  hostnames: ["*.com"]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /v2}}, {headers: [{name: version, value: two}]}]
+      backendRefs: [{name: infra-backend-v2, port: 80}]
+"#,
+    ));
+    let (_dir, portico) = portico_on(&m, &[]).await;
+    let http = portico.http;
+    for (host, path, headers, want) in [
+        ("example.com", "/", &[][..], "infra-backend-v1"),
+        ("example.com", "/example", &[], "infra-backend-v1"),
+        ("example.net", "/example", &[], "infra-backend-v1"),
+        (
+            "example.com",
+            "/example",
+            &[("version", "one")],
+            "infra-backend-v1",
+        ),
+        ("example.com", "/v2", &[], "infra-backend-v2"),
+        // v2 matches are limited to example.com.
+        ("example.net", "/v2", &[], "infra-backend-v1"),
+        ("example.com", "/v2/example", &[], "infra-backend-v2"),
+        (
+            "example.com",
+            "/",
+            &[("version", "two")],
+            "infra-backend-v2",
+        ),
+    ] {
+        three_times(&format!("{host}{path} {headers:?}"), || async {
+            let (s, _, e) = call(http, Method::GET, host, path, headers).await;
+            s == StatusCode::OK && e.is_some_and(|e| e.backend == want)
+        })
+        .await;
+    }
+}
+
+/// HTTPRoutePathMatchOrder: exact paths before prefixes, longer prefixes
+/// before shorter ones, whatever the rule order. (The upstream manifest is
+/// not in the reference index; the rules here give the upstream requests
+/// their upstream answers, written in the reverse order of precedence.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn httproute_path_match_order() {
+    let mut m = with_infra_backends(CLASS_AND_GATEWAY).await;
+    m.push_str(&httproute(
+        "path-matching-order",
+        r#"  parentRefs: [{name: same-namespace}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /match}}]
+      backendRefs: [{name: infra-backend-v3, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /match/prefix}}]
+      backendRefs: [{name: infra-backend-v1, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /match/prefix/one}}]
+      backendRefs: [{name: infra-backend-v2, port: 80}]
+    - matches: [{path: {type: Exact, value: /match}}]
+      backendRefs: [{name: infra-backend-v1, port: 80}]
+    - matches: [{path: {type: Exact, value: /match/exact}}]
+      backendRefs: [{name: infra-backend-v2, port: 80}]
+    - matches: [{path: {type: Exact, value: /match/exact/one}}]
+      backendRefs: [{name: infra-backend-v3, port: 80}]
+"#,
+    ));
+    let (_dir, portico) = portico_on(&m, &[]).await;
+    for (path, want) in [
+        ("/match/exact/one", "infra-backend-v3"),
+        ("/match/exact", "infra-backend-v2"),
+        ("/match", "infra-backend-v1"),
+        ("/match/prefix/one/any", "infra-backend-v2"),
+        ("/match/prefix/any", "infra-backend-v1"),
+        ("/match/any", "infra-backend-v3"),
+    ] {
+        expect(portico.http, "example.com", path, Some(want)).await;
+    }
+}
+
+/// HTTPRouteTimeoutRequest and HTTPRouteTimeoutBackendRequest: a backend
+/// that never answers gets the request cut at the route's
+/// `timeouts.request` or `timeouts.backendRequest`, answered 504.
+/// HTTPRouteBackendRequestHeaderModifier: a `backendRef`'s own
+/// `RequestHeaderModifier` edits what that backend sees, and only that one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn httproute_timeouts_and_backend_request_header_modifier() {
+    let hang = silent().await;
+    let mut m = with_infra_backends(CLASS_AND_GATEWAY).await;
+    m.push_str(&service_at("slow", hang));
+    m.push_str(&httproute(
+        "timeouts",
+        r#"  parentRefs: [{name: same-namespace}]
+  rules:
+    - matches: [{path: {type: Exact, value: /request-timeout}}]
+      timeouts: {request: 500ms}
+      backendRefs: [{name: slow, port: 80}]
+    - matches: [{path: {type: Exact, value: /backend-timeout}}]
+      timeouts: {request: 10s, backendRequest: 500ms}
+      backendRefs: [{name: slow, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /backend-headers}}]
+      backendRefs:
+        - name: infra-backend-v1
+          port: 80
+          filters:
+            - type: RequestHeaderModifier
+              requestHeaderModifier:
+                set: [{name: X-Header-Set, value: set-overwrites-values}]
+                add: [{name: X-Header-Add, value: add-appends-values}]
+                remove: [X-Header-Remove]
+    - matches: [{path: {type: PathPrefix, value: /other-backend}}]
+      backendRefs: [{name: infra-backend-v2, port: 80}]
+"#,
+    ));
+    let (_dir, portico) = portico_on(&m, &[]).await;
+    let http = portico.http;
+    for path in ["/request-timeout", "/backend-timeout"] {
+        three_times(path, || async {
+            let (s, _, _) = call(http, Method::GET, "example.com", path, &[]).await;
+            s == StatusCode::GATEWAY_TIMEOUT
+        })
+        .await;
+    }
+    let sent = [
+        ("X-Header-Set", "some-other-value"),
+        ("X-Header-Add", "add-val"),
+        ("X-Header-Remove", "gone"),
+    ];
+    three_times("the backendRef's header edits", || async {
+        let (s, _, e) = call(http, Method::GET, "example.com", "/backend-headers", &sent).await;
+        let Some(e) = e.filter(|_| s == StatusCode::OK) else {
+            return false;
+        };
+        e.backend == "infra-backend-v1"
+            && e.headers.get("x-header-set").map(String::as_str) == Some("set-overwrites-values")
+            // The echo keeps one value per name: the appended one is last.
+            && e.headers
+                .get("x-header-add")
+                .is_some_and(|v| v.contains("add-appends-values"))
+            && !e.headers.contains_key("x-header-remove")
+    })
+    .await;
+    // Another backend's requests are not edited.
+    let (s, _, e) = call(http, Method::GET, "example.com", "/other-backend", &sent).await;
+    assert_eq!(s, StatusCode::OK);
+    let e = e.expect("echo");
+    assert_eq!(
+        e.headers.get("x-header-set").map(String::as_str),
+        Some("some-other-value")
+    );
+    assert!(e.headers.contains_key("x-header-remove"));
+}
+
+/// HTTPRouteRequestMultipleMirrors: two `RequestMirror` filters on one
+/// rule; each request reaches both mirrors, and the client gets the
+/// primary backend's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn httproute_request_multiple_mirrors() {
+    let primary = echo("infra-backend-v1").await;
+    let (v2, mut to_v2) = recorder().await;
+    let (v3, mut to_v3) = recorder().await;
+    let mut m = CLASS_AND_GATEWAY.to_owned();
+    m.push_str(&service_at("infra-backend-v1", primary));
+    m.push_str(&service_at("infra-backend-v2", v2));
+    m.push_str(&service_at("infra-backend-v3", v3));
+    m.push_str(&mirror_route(
+        "request-multiple-mirrors",
+        "/multi-mirror",
+        &["infra-backend-v2", "infra-backend-v3"],
+    ));
+    let (_dir, portico) = portico_on(&m, &[]).await;
+    primary_answers(portico.http, "/multi-mirror/x").await;
+    for _ in 0..4 {
+        let want = ("/multi-mirror/x".to_owned(), "copied".to_owned());
+        assert_eq!(next_seen(&mut to_v2).await, want);
+        assert_eq!(next_seen(&mut to_v3).await, want);
+    }
+}
