@@ -317,7 +317,14 @@ fn allows(snap: &Snapshot, l: &Listener, route: &GatewayRoute, gw_namespace: &st
                 .namespaces
                 .get(&route.namespace)
                 .map_or(&empty, |n| &n.metadata);
-            selects(sel, meta.labels.as_ref().unwrap_or(&BTreeMap::new()))
+            let mut labels = meta.labels.clone().unwrap_or_default();
+            // The API server sets it on every namespace; standalone
+            // manifests need not list their Namespaces for it.
+            labels.insert(
+                "kubernetes.io/metadata.name".into(),
+                route.namespace.clone(),
+            );
+            selects(sel, &labels)
         }
     }
 }

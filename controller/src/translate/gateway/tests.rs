@@ -309,3 +309,125 @@ fn a_route_that_left_our_gateways_gets_a_result_without_parents() {
         }
     }
 }
+
+/// One listener's result by Gateway (namespace `gateway-conformance-infra`)
+/// and listener name.
+fn listener<'a>(
+    t: &'a crate::translate::Translation,
+    gateway: &str,
+    name: &str,
+) -> &'a super::ListenerResult {
+    let gw = &t.gateway.gateways[&("gateway-conformance-infra".into(), gateway.into())];
+    gw.listeners
+        .iter()
+        .find(|l| l.name == name)
+        .unwrap_or_else(|| panic!("{gateway} has no listener {name}"))
+}
+
+/// A conformance manifest, `{GATEWAY_CLASS_NAME}` being ours.
+fn conformance(yaml: &str) -> crate::translate::Translation {
+    let mut m = CLASS.to_owned();
+    m.push_str("---\n");
+    m.push_str(&yaml.replace("\"{GATEWAY_CLASS_NAME}\"", "portico"));
+    translate(&Snapshot::from_objects(parsed(&m)), &Settings::default())
+}
+
+/// GatewayWithAttachedRoutes (upstream manifest): `attachedRoutes` counts
+/// the routes accepted per listener, per Gateway (three Gateways share
+/// port 80), selecting namespaces by the `kubernetes.io/metadata.name`
+/// label every namespace carries; a UDP listener is not accepted and
+/// counts none.
+#[test]
+fn gateway_with_attached_routes() {
+    let gateway = |name: &str, udp: bool| {
+        let udp = if udp {
+            "    - {name: udp, port: 8080, protocol: UDP, allowedRoutes: {kinds: [{kind: UDPRoute}], namespaces: {from: Selector, selector: {matchLabels: {kubernetes.io/metadata.name: gateway-conformance-infra}}}}}\n"
+        } else {
+            ""
+        };
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: Gateway\nmetadata: {{name: {name}, namespace: gateway-conformance-infra}}\nspec:\n  gatewayClassName: \"{{GATEWAY_CLASS_NAME}}\"\n  listeners:\n{udp}    - {{name: http, port: 80, protocol: HTTP, allowedRoutes: {{kinds: [{{kind: HTTPRoute}}], namespaces: {{from: Selector, selector: {{matchLabels: {{kubernetes.io/metadata.name: gateway-conformance-infra}}}}}}}}}}\n---\n"
+        )
+    };
+    let route = |name: &str, gateway: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: gateway-conformance-infra}}\nspec:\n  parentRefs: [{{kind: Gateway, name: {gateway}, namespace: gateway-conformance-infra}}]\n  rules: [{{backendRefs: [{{name: infra-backend-v1, port: 8080}}]}}]\n---\n"
+        )
+    };
+    let mut m = gateway("gateway-with-one-attached-route", false);
+    m.push_str(&route("http-route-1", "gateway-with-one-attached-route"));
+    m.push_str(&gateway("gateway-with-two-attached-routes", false));
+    m.push_str(&route("http-route-2", "gateway-with-two-attached-routes"));
+    m.push_str(&route("http-route-3", "gateway-with-two-attached-routes"));
+    let two = "gateway-with-two-listeners-and-one-attached-route";
+    m.push_str(&gateway(two, true));
+    m.push_str(&route("http-route-4", two));
+    let t = conformance(&m);
+    for (gw, name, attached, accepted) in [
+        ("gateway-with-one-attached-route", "http", 1, true),
+        ("gateway-with-two-attached-routes", "http", 2, true),
+        (two, "http", 1, true),
+        (two, "udp", 0, false),
+    ] {
+        let l = listener(&t, gw, name);
+        assert_eq!(l.attached_routes, attached, "{gw}/{name}");
+        assert_eq!(l.accepted.status, accepted, "{gw}/{name}: {l:?}");
+        assert_eq!(l.programmed.status, accepted, "{gw}/{name}: {l:?}");
+    }
+}
+
+/// GatewayInvalidTLSConfiguration (upstream manifest): an HTTPS listener
+/// whose certificateRef names a missing Secret, another group, another
+/// kind, or a malformed Secret has `ResolvedRefs: False`
+/// (`InvalidCertificateRef`) and is not programmed; the Gateway's HTTP
+/// listener on the shared port 80 is, and serves its control route.
+#[test]
+fn gateway_invalid_tls_configuration() {
+    let mut m = String::new();
+    for (name, reference) in [
+        (
+            "gateway-certificate-nonexistent-secret",
+            "{group: \"\", kind: Secret, name: nonexistent-certificate}",
+        ),
+        (
+            "gateway-certificate-unsupported-group",
+            "{group: wrong.group.company.io, kind: Secret, name: tls-validity-checks-certificate}",
+        ),
+        (
+            "gateway-certificate-unsupported-kind",
+            "{group: \"\", kind: WrongKind, name: tls-validity-checks-certificate}",
+        ),
+        (
+            "gateway-certificate-malformed-secret",
+            "{group: \"\", kind: Secret, name: malformed-certificate}",
+        ),
+    ] {
+        m.push_str(&format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: gateway-conformance-infra}}\nspec:\n  gatewayClassName: \"{{GATEWAY_CLASS_NAME}}\"\n  listeners:\n    - {{name: http, port: 80, protocol: HTTP, allowedRoutes: {{namespaces: {{from: Same}}}}}}\n    - {{name: https, port: 443, protocol: HTTPS, allowedRoutes: {{namespaces: {{from: All}}}}, tls: {{certificateRefs: [{reference}]}}}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}-control, namespace: gateway-conformance-infra}}\nspec:\n  parentRefs: [{{name: {name}, sectionName: http}}]\n  hostnames: [{name}.example.com]\n  rules: [{{backendRefs: [{{name: infra-backend-v1, port: 8080}}]}}]\n---\n"
+        ));
+    }
+    m.push_str("apiVersion: v1\nkind: Secret\nmetadata: {name: malformed-certificate, namespace: gateway-conformance-infra}\ndata: {tls.crt: SGVsbG8gd29ybGQK, tls.key: SGVsbG8gd29ybGQK}\ntype: kubernetes.io/tls\n");
+    let t = conformance(&m);
+    for gw in [
+        "gateway-certificate-nonexistent-secret",
+        "gateway-certificate-unsupported-group",
+        "gateway-certificate-unsupported-kind",
+        "gateway-certificate-malformed-secret",
+    ] {
+        let https = listener(&t, gw, "https");
+        assert!(!https.resolved_refs.status, "{gw}: {https:?}");
+        assert_eq!(https.resolved_refs.reason, "InvalidCertificateRef", "{gw}");
+        assert!(!https.programmed.status, "{gw}");
+        let http = listener(&t, gw, "http");
+        assert!(http.programmed.status, "{gw}: {http:?}");
+        assert_eq!(http.attached_routes, 1, "{gw}");
+        let hosts: Vec<String> = t
+            .config
+            .routes
+            .iter()
+            .filter(|r| r.source.name == format!("{gw}-control"))
+            .flat_map(|r| r.hostnames.iter().map(ToString::to_string))
+            .collect();
+        assert_eq!(hosts, [format!("{gw}.example.com")]);
+    }
+}
