@@ -7,8 +7,6 @@ mod gateway_support;
 mod support;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::process::Command;
 
 use gateway_support::*;
 use http::{Method, StatusCode};
@@ -307,17 +305,7 @@ spec:
             .filter(|s| s.eq_ignore_ascii_case("6A7E"))
     })
     .await;
-    let body = tokio::task::spawn_blocking(move || {
-        let out = Command::new("curl")
-            .args(["-sS", "-k", "--max-time", "5", "--resolve"])
-            .arg(format!("secure.test:{}:127.0.0.1", https.port()))
-            .arg(format!("https://secure.test:{}/", https.port()))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    })
-    .await
-    .unwrap();
+    let body = curl_https(https, "secure.test").await;
     let e: Echo = serde_json::from_str(&body).expect(&body);
     assert_eq!(e.backend, "infra-backend-v1");
     // The main HTTP listener shares the table: a name attached only over
@@ -438,16 +426,8 @@ async fn a_request_mirror_copies_requests_to_its_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_on_another_port_gets_a_socket_and_routes_of_its_own() {
     let backend = echo("infra-backend-v1").await;
-    // A port free a moment ago, as the listener's port after the offset.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let offset: u16 = 1000;
-    let listener_port = port
-        .checked_sub(offset)
-        .expect("ephemeral ports are above 1000");
+    let (listener_port, on_port) = gateway_port(offset);
     let mut m = format!(
         r#"apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
@@ -474,7 +454,6 @@ spec:
     );
     m.push_str(&service_at("infra-backend-v1", backend));
     let (_dir, portico) = portico_on(&m, &["--gateway-port-offset", &offset.to_string()]).await;
-    let on_port = SocketAddr::from(([127, 0, 0, 1], port));
     three_times("the route answers on the Gateway's port", || async {
         let (status, _, echo) = call(on_port, Method::GET, "ui.test", "/", &[]).await;
         status == StatusCode::OK && echo.is_some_and(|e| e.backend == "infra-backend-v1")

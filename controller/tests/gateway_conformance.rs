@@ -380,3 +380,60 @@ async fn httproute_request_multiple_mirrors() {
         assert_eq!(next_seen(&mut to_v3).await, want);
     }
 }
+
+/// GatewayModifyListeners and HTTPRouteHTTPSListener on a Gateway port of
+/// its own: a listener added to a running Gateway (HTTPS, on a port of its
+/// own, with a generated certificate) starts serving the route that names
+/// it by `sectionName`, through a real TLS handshake with that
+/// certificate; removing the listener closes its port while the Gateway's
+/// other listener keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_added_and_removed_live_serves_https_on_its_port() {
+    let mut m = with_infra_backends(CLASS_AND_GATEWAY).await;
+    m.push_str(&httproute(
+        "http-route",
+        "  parentRefs: [{name: same-namespace, sectionName: http}]\n  rules: [{backendRefs: [{name: infra-backend-v1, port: 80}]}]\n",
+    ));
+    m.push_str(&httproute(
+        "https-route",
+        "  parentRefs: [{name: same-namespace, sectionName: https}]\n  hostnames: [secure.test]\n  rules: [{backendRefs: [{name: infra-backend-v2, port: 80}]}]\n",
+    ));
+    m.push_str("\n---\n");
+    m.push_str(&tls_secret("secure-tls", "secure.test", 0x5ec, 30));
+    let offset: u16 = 1000;
+    let (listener_port, on_port) = gateway_port(offset);
+    let (dir, portico) = portico_on(&m, &["--gateway-port-offset", &offset.to_string()]).await;
+    expect(portico.http, "example.com", "/", Some("infra-backend-v1")).await;
+
+    let with_https = m.replace(
+        "    - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}",
+        &format!(
+            "    - {{name: http, port: 80, protocol: HTTP, allowedRoutes: {{namespaces: {{from: All}}}}}}\n    - {{name: https, port: {listener_port}, protocol: HTTPS, tls: {{certificateRefs: [{{name: secure-tls}}]}}}}"
+        ),
+    );
+    assert_ne!(with_https, m);
+    std::fs::write(dir.path().join("app.yaml"), &with_https).unwrap();
+    eventually("the added listener's certificate", || async move {
+        served_serial(on_port, "secure.test")
+            .await
+            .filter(|s| s.eq_ignore_ascii_case("05EC"))
+    })
+    .await;
+    three_times("the route of the added listener over TLS", || async {
+        serde_json::from_str::<Echo>(&curl_https(on_port, "secure.test").await)
+            .is_ok_and(|e| e.backend == "infra-backend-v2")
+    })
+    .await;
+    // Its route is not served on the HTTP listener.
+    expect(portico.http, "secure.test", "/", Some("infra-backend-v1")).await;
+
+    std::fs::write(dir.path().join("app.yaml"), &m).unwrap();
+    eventually("the removed listener's port closed", || async move {
+        tokio::net::TcpStream::connect(on_port)
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    expect(portico.http, "example.com", "/", Some("infra-backend-v1")).await;
+}

@@ -227,3 +227,33 @@ pub async fn with_infra_backends(manifests: &str) -> String {
     }
     m
 }
+
+/// `GET https://{host}/` through curl at `addr` (a TLS client no one here
+/// wrote; the certificate is not checked): the body, empty when none came.
+pub async fn curl_https(addr: SocketAddr, host: &'static str) -> String {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-k", "--max-time", "5", "--resolve"])
+            .arg(format!("{host}:{}:127.0.0.1", addr.port()))
+            .arg(format!("https://{host}:{}/", addr.port()))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .unwrap()
+}
+
+/// A port free a moment ago, as a Gateway listener's port after
+/// `offset`: (the listener port to write, the address it is bound at).
+pub fn gateway_port(offset: u16) -> (u16, SocketAddr) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listener_port = port
+        .checked_sub(offset)
+        .expect("ephemeral ports are above the offset");
+    (listener_port, SocketAddr::from(([127, 0, 0, 1], port)))
+}
