@@ -437,3 +437,80 @@ async fn a_listener_added_and_removed_live_serves_https_on_its_port() {
     .await;
     expect(portico.http, "example.com", "/", Some("infra-backend-v1")).await;
 }
+
+/// The gRPC status of one unary call through Portico at `addr` for
+/// `authority`, with `metadata`.
+async fn grpc_code(
+    addr: std::net::SocketAddr,
+    authority: &str,
+    metadata: &[(&'static str, &'static str)],
+) -> tonic::Code {
+    let mut client = echo_client(addr, authority).await;
+    let mut req = tonic::Request::new(portico_testkit::EchoRequest {
+        message: "hello".into(),
+        ..Default::default()
+    });
+    for (k, v) in metadata {
+        req.metadata_mut().insert(*k, v.parse().unwrap());
+    }
+    match client.unary(req).await {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+/// GRPCRouteHeaderMatching and GRPCRouteListenerHostnameMatching, with one
+/// gRPC echo backend: a rule's header match decides whether the call
+/// reaches it (another header value goes to a rule whose backend does not
+/// resolve: UNAVAILABLE, as GRPCRoute asks; no match: UNIMPLEMENTED), and
+/// listener hostnames decide which listener's routes a call's authority
+/// reaches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcroute_header_and_listener_hostname_matching() {
+    let echo = portico_testkit::grpc_upstream().await;
+    let mut m = CLASS_AND_GATEWAY.replace(
+        "    - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}",
+        r#"    - {name: listener-1, port: 80, protocol: HTTP, hostname: bar.com}
+    - {name: listener-2, port: 80, protocol: HTTP, hostname: foo.bar.com}
+    - {name: listener-3, port: 80, protocol: HTTP, hostname: "*.bar.com"}"#,
+    );
+    m.push_str(&service_at("grpc-infra-backend-v1", echo));
+    for (name, section, rules) in [
+        (
+            "header-matching",
+            "listener-1",
+            "    - matches: [{headers: [{name: version, value: one}]}]\n      backendRefs: [{name: grpc-infra-backend-v1, port: 80}]\n    - matches: [{headers: [{name: version, value: two}]}]\n      backendRefs: [{name: grpc-infra-backend-v2, port: 80}]\n",
+        ),
+        (
+            "specific",
+            "listener-2",
+            "    - backendRefs: [{name: grpc-infra-backend-v1, port: 80}]\n",
+        ),
+        (
+            "wildcard",
+            "listener-3",
+            "    - backendRefs: [{name: grpc-infra-backend-v2, port: 80}]\n",
+        ),
+    ] {
+        m.push_str(&format!(
+            "\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  parentRefs: [{{name: same-namespace, sectionName: {section}}}]\n  rules:\n{rules}"
+        ));
+    }
+    let (_dir, portico) = portico_on(&m, &[]).await;
+    let http = portico.http;
+    use tonic::Code::{Ok, Unavailable, Unimplemented};
+    for (authority, metadata, want) in [
+        ("bar.com", &[("version", "one")][..], Ok),
+        ("bar.com", &[("version", "two")], Unavailable),
+        ("bar.com", &[("version", "three")], Unimplemented),
+        ("bar.com", &[], Unimplemented),
+        ("foo.bar.com", &[], Ok),
+        ("baz.bar.com", &[], Unavailable),
+        ("foo.com", &[], Unimplemented),
+    ] {
+        three_times(&format!("{authority} {metadata:?} → {want:?}"), || async {
+            grpc_code(http, authority, metadata).await == want
+        })
+        .await;
+    }
+}
