@@ -14,18 +14,23 @@ use crate::translate::gateway::{
 };
 
 /// The Gateway API features Portico's tests exercise end to end
-/// (`controller/tests/gateway.rs`), sorted as the spec asks. A feature is
-/// listed only when a request-level test covers it.
+/// (`controller/tests/gateway.rs`, `gateway_conformance.rs`), sorted as
+/// the spec asks. A feature is listed only when a request-level test
+/// covers it (docs/gateway.md, "Conformance").
 pub const SUPPORTED_FEATURES: &[&str] = &[
     "GRPCRoute",
     "Gateway",
     "HTTPRoute",
+    "HTTPRouteBackendRequestHeaderModification",
+    "HTTPRouteBackendTimeout",
     "HTTPRouteHostRewrite",
     "HTTPRouteMethodMatching",
     "HTTPRoutePathRedirect",
     "HTTPRoutePathRewrite",
     "HTTPRouteQueryParamMatching",
     "HTTPRouteRequestMirror",
+    "HTTPRouteRequestMultipleMirrors",
+    "HTTPRouteRequestTimeout",
     "HTTPRouteResponseHeaderModification",
     "HTTPRouteSchemeRedirect",
     "ReferenceGrant",
