@@ -22,13 +22,8 @@ use support::*;
 /// by the main HTTP listener.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_listener_on_port_80_serves_httproutes_on_the_main_listener() {
-    let web = echo("web-backend").await;
     let mut m = with_infra_backends(CLASS_AND_GATEWAY).await;
-    m.push_str(&service_in(
-        "gateway-conformance-web-backend",
-        "web-backend",
-        web,
-    ));
+    m.push_str(&web_backend().await);
     m.push_str(
         r#"
 ---

@@ -514,3 +514,106 @@ async fn grpcroute_header_and_listener_hostname_matching() {
         .await;
     }
 }
+
+/// Three passes of a redirect: `path` answered `status` with `location`.
+async fn expect_redirect(http: std::net::SocketAddr, path: &str, status: u16, location: &str) {
+    three_times(&format!("{path} → {status} {location}"), || async {
+        let (s, headers, _) = call(http, Method::GET, "example.com", path, &[]).await;
+        s.as_u16() == status && headers.get("location").is_some_and(|l| l == location)
+    })
+    .await;
+}
+
+/// HTTPRouteExactPathMatching (Exact matches the whole path only),
+/// HTTPRouteParentRefPort (a parentRef naming the listener's port
+/// attaches), HTTPRouteRedirectPort (the redirect's port in `Location`)
+/// and HTTPRoute303Redirect/307/308 (the status codes besides 301/302).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn httproute_exact_paths_parent_ref_port_and_redirects() {
+    let mut m = with_infra_backends(CLASS_AND_GATEWAY).await;
+    m.push_str(&httproute(
+        "exact-matching",
+        r#"  parentRefs: [{name: same-namespace, port: 80}]
+  rules:
+    - matches: [{path: {type: Exact, value: /one}}]
+      backendRefs: [{name: infra-backend-v1, port: 80}]
+    - matches: [{path: {type: Exact, value: /two}}]
+      backendRefs: [{name: infra-backend-v2, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /port}}]
+      filters: [{type: RequestRedirect, requestRedirect: {port: 8083}}]
+    - matches: [{path: {type: PathPrefix, value: /port-and-host}}]
+      filters: [{type: RequestRedirect, requestRedirect: {hostname: example.org, port: 8083}}]
+    - matches: [{path: {type: PathPrefix, value: /port-and-status}}]
+      filters: [{type: RequestRedirect, requestRedirect: {port: 8083, statusCode: 301}}]
+    - matches: [{path: {type: PathPrefix, value: /see-other}}]
+      filters: [{type: RequestRedirect, requestRedirect: {statusCode: 303}}]
+    - matches: [{path: {type: PathPrefix, value: /temporary}}]
+      filters: [{type: RequestRedirect, requestRedirect: {statusCode: 307}}]
+    - matches: [{path: {type: PathPrefix, value: /permanent}}]
+      filters: [{type: RequestRedirect, requestRedirect: {statusCode: 308}}]
+"#,
+    ));
+    let (_dir, portico) = portico_on(&m, &[]).await;
+    let http = portico.http;
+    for (path, want) in [
+        ("/one", Some("infra-backend-v1")),
+        ("/two", Some("infra-backend-v2")),
+        ("/", None),
+        ("/one/example", None),
+        ("/two/", None),
+    ] {
+        expect(http, "example.com", path, want).await;
+    }
+    for (path, status, location) in [
+        ("/port", 302, "http://example.com:8083/port"),
+        (
+            "/port-and-host",
+            302,
+            "http://example.org:8083/port-and-host",
+        ),
+        (
+            "/port-and-status",
+            301,
+            "http://example.com:8083/port-and-status",
+        ),
+        ("/see-other", 303, "http://example.com/see-other"),
+        ("/temporary", 307, "http://example.com/temporary"),
+        ("/permanent", 308, "http://example.com/permanent"),
+    ] {
+        expect_redirect(http, path, status, location).await;
+    }
+}
+
+/// HTTPRouteCrossNamespace: a route in the web-backend namespace attaches
+/// to the `backend-namespaces` Gateway of the infra namespace, whose
+/// listener selects namespaces labelled `gateway-conformance: backend`,
+/// and sends to a Service of its own namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn httproute_cross_namespace() {
+    let mut m = CLASS_AND_GATEWAY
+        .replace(
+            "name: same-namespace, namespace: default",
+            "name: backend-namespaces, namespace: gateway-conformance-infra",
+        )
+        .replace(
+            "allowedRoutes: {namespaces: {from: All}}",
+            "allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {gateway-conformance: backend}}}}",
+        );
+    m.push_str(
+        "\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: gateway-conformance-web-backend, labels: {gateway-conformance: backend}}\n",
+    );
+    m.push_str(&web_backend().await);
+    m.push_str(
+        r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: cross-namespace, namespace: gateway-conformance-web-backend}
+spec:
+  parentRefs: [{name: backend-namespaces, namespace: gateway-conformance-infra}]
+  rules: [{backendRefs: [{name: web-backend, port: 80}]}]
+"#,
+    );
+    let (_dir, portico) = portico_on(&m, &[]).await;
+    expect(portico.http, "example.com", "/", Some("web-backend")).await;
+}

@@ -257,3 +257,13 @@ pub fn gateway_port(offset: u16) -> (u16, SocketAddr) {
         .expect("ephemeral ports are above the offset");
     (listener_port, SocketAddr::from(([127, 0, 0, 1], port)))
 }
+
+/// The suite's `web-backend` echo, in namespace
+/// `gateway-conformance-web-backend`, started; its Service as a manifest.
+pub async fn web_backend() -> String {
+    service_in(
+        "gateway-conformance-web-backend",
+        "web-backend",
+        echo("web-backend").await,
+    )
+}

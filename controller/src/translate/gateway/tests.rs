@@ -431,3 +431,72 @@ fn gateway_invalid_tls_configuration() {
         assert_eq!(hosts, [format!("{gw}.example.com")]);
     }
 }
+
+/// HTTPRouteInvalidParentRefNotMatchingSectionName,
+/// ...NotMatchingListenerPort, ...SectionNameNotMatchingPort and
+/// HTTPRouteInvalidCrossNamespaceParentRef: a parentRef naming no listener
+/// is `NoMatchingParent`; one from a namespace the listener does not allow
+/// is `NotAllowedByListeners`; neither is served.
+#[test]
+fn invalid_parent_refs_are_not_accepted() {
+    let mut m = CLASS.to_owned();
+    m.push_str(&gateway(
+        "same-namespace",
+        "2026-01-01T00:00:00Z",
+        "{name: http, port: 80, protocol: HTTP}",
+    ));
+    let mut cases = Vec::new();
+    for (name, namespace, parent, reason) in [
+        (
+            "section",
+            "default",
+            "{name: same-namespace, sectionName: nonexistent}",
+            "NoMatchingParent",
+        ),
+        (
+            "port",
+            "default",
+            "{name: same-namespace, port: 81}",
+            "NoMatchingParent",
+        ),
+        (
+            "section-port",
+            "default",
+            "{name: same-namespace, sectionName: http, port: 81}",
+            "NoMatchingParent",
+        ),
+        (
+            "cross-namespace",
+            "gateway-conformance-web-backend",
+            "{name: same-namespace, namespace: default}",
+            "NotAllowedByListeners",
+        ),
+    ] {
+        m.push_str(&format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  parentRefs: [{parent}]\n  hostnames: [{name}.example.com]\n  rules: [{{backendRefs: [{{name: web, port: 80}}]}}]\n"
+        ));
+        cases.push((name, namespace, reason));
+    }
+    let t = translate(&Snapshot::from_objects(parsed(&m)), &Settings::default());
+    for (name, namespace, reason) in cases {
+        let key = super::RouteRef {
+            kind: super::RouteKind::Http,
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        let parent = &t.gateway.routes[&key].parents[0];
+        assert_eq!(
+            (parent.accepted.status, parent.accepted.reason),
+            (false, reason),
+            "{name}"
+        );
+        assert!(
+            t.config.routes.iter().all(|r| r.source.name != name),
+            "{name} is served"
+        );
+    }
+    assert_eq!(
+        gateway_result(&t, "same-namespace").listeners[0].attached_routes,
+        0
+    );
+}
