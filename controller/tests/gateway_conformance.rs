@@ -617,3 +617,55 @@ spec:
     let (_dir, portico) = portico_on(&m, &[]).await;
     expect(portico.http, "example.com", "/", Some("web-backend")).await;
 }
+
+/// HTTPRouteInvalidBackendRefUnknownKind, HTTPRouteInvalidReferenceGrant
+/// and HTTPRoutePartiallyInvalidViaInvalidReferenceGrant: a backendRef of
+/// a kind Portico does not send to, or into another namespace whose
+/// ReferenceGrant does not cover it (it names another Service), is
+/// answered 500 without contacting anything; the route's other rules are
+/// served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn httproute_invalid_backend_refs_answer_500() {
+    let mut m = with_infra_backends(CLASS_AND_GATEWAY).await;
+    m.push_str(&web_backend().await);
+    m.push_str(
+        r#"
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: reference-grant-wrong-service, namespace: gateway-conformance-web-backend}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: default}]
+  to: [{group: "", kind: Service, name: not-web-backend}]
+"#,
+    );
+    m.push_str(&httproute(
+        "invalid-backend-refs",
+        r#"  parentRefs: [{name: same-namespace}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /unknown-kind}}]
+      backendRefs: [{group: unknown.example.com, kind: UnknownKind, name: infra-backend-v1, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /invalid-grant}}]
+      backendRefs: [{name: web-backend, namespace: gateway-conformance-web-backend, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /valid}}]
+      backendRefs: [{name: infra-backend-v1, port: 80}]
+"#,
+    ));
+    let (dir, portico) = portico_on(&m, &[]).await;
+    let http = portico.http;
+    expect(http, "example.com", "/valid", Some("infra-backend-v1")).await;
+    for path in ["/unknown-kind", "/invalid-grant"] {
+        three_times(path, || async {
+            let (s, _, e) = call(http, Method::GET, "example.com", path, &[]).await;
+            s == StatusCode::INTERNAL_SERVER_ERROR && e.is_none()
+        })
+        .await;
+    }
+    let (_, text) = validate(dir.path());
+    for want in [
+        "default/invalid-backend-refs: spec.rules[0].backendRefs[0].kind: InvalidKind",
+        "default/invalid-backend-refs: spec.rules[1].backendRefs[0].namespace: RefNotPermitted",
+    ] {
+        assert!(text.contains(want), "{want}\n{text}");
+    }
+}

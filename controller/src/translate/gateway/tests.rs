@@ -500,3 +500,42 @@ fn invalid_parent_refs_are_not_accepted() {
         0
     );
 }
+
+/// GatewayInvalidRouteKind and HTTPRouteDisallowedKind: a listener's
+/// `allowedRoutes.kinds` entry Portico cannot attach is left out with
+/// `ResolvedRefs: False` (`InvalidRouteKinds`); a listener left with no
+/// kind takes no route, and an HTTPRoute there is `NotAllowedByListeners`.
+#[test]
+fn route_kinds_a_listener_cannot_take() {
+    let mut m = CLASS.to_owned();
+    m.push_str(&gateway(
+        "kinds",
+        "2026-01-01T00:00:00Z",
+        "{name: only-invalid, port: 80, protocol: HTTP, hostname: a.test, allowedRoutes: {kinds: [{kind: FooRoute}]}}, {name: mixed, port: 80, protocol: HTTP, hostname: b.test, allowedRoutes: {kinds: [{kind: HTTPRoute}, {kind: FooRoute}]}}, {name: tls-only, port: 80, protocol: HTTP, hostname: c.test, allowedRoutes: {kinds: [{kind: TLSRoute}]}}",
+    ));
+    m.push_str(
+        &route("disallowed", "kinds", "[c.test]", "/")
+            .replace("[{name: kinds}]", "[{name: kinds, sectionName: tls-only}]"),
+    );
+    let t = translate(&Snapshot::from_objects(parsed(&m)), &Settings::default());
+    let gw = gateway_result(&t, "kinds");
+    for (l, kinds) in gw.listeners.iter().zip([&[][..], &["HTTPRoute"], &[]]) {
+        assert_eq!(
+            (l.resolved_refs.status, l.resolved_refs.reason),
+            (false, "InvalidRouteKinds"),
+            "{l:?}"
+        );
+        assert_eq!(l.supported_kinds, kinds, "{}", l.name);
+    }
+    assert_eq!(gw.listeners[2].attached_routes, 0);
+    let key = super::RouteRef {
+        kind: super::RouteKind::Http,
+        namespace: "default".into(),
+        name: "disallowed".into(),
+    };
+    let parent = &t.gateway.routes[&key].parents[0];
+    assert_eq!(
+        (parent.accepted.status, parent.accepted.reason),
+        (false, "NotAllowedByListeners")
+    );
+}
