@@ -669,3 +669,38 @@ spec:
         assert!(text.contains(want), "{want}\n{text}");
     }
 }
+
+/// HTTPRouteServiceTypes: backends behind a headless Service and behind a
+/// Service without selector whose EndpointSlice is written by hand are
+/// served like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn httproute_service_types() {
+    let mut m = CLASS_AND_GATEWAY.to_owned();
+    let headless = service_at("headless", echo("headless").await)
+        .replace("spec:\n  ports:", "spec:\n  clusterIP: None\n  ports:");
+    assert!(headless.contains("clusterIP: None"));
+    m.push_str(&headless);
+    m.push_str(&service_at(
+        "manual-endpointslices",
+        echo("manual-endpointslices").await,
+    ));
+    m.push_str(&httproute(
+        "service-types",
+        r#"  parentRefs: [{name: same-namespace}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /headless}}]
+      backendRefs: [{name: headless, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /manual}}]
+      backendRefs: [{name: manual-endpointslices, port: 80}]
+"#,
+    ));
+    let (_dir, portico) = portico_on(&m, &[]).await;
+    expect(portico.http, "example.com", "/headless", Some("headless")).await;
+    expect(
+        portico.http,
+        "example.com",
+        "/manual",
+        Some("manual-endpointslices"),
+    )
+    .await;
+}

@@ -539,3 +539,54 @@ fn route_kinds_a_listener_cannot_take() {
         (false, "NotAllowedByListeners")
     );
 }
+
+/// GatewaySecretMissingReferenceGrant, GatewaySecretInvalidReferenceGrant,
+/// GatewaySecretReferenceGrantAllInNamespace and
+/// GatewaySecretReferenceGrantSpecific: a certificateRef into another
+/// namespace resolves only with a ReferenceGrant there for Gateways of
+/// this namespace that names that Secret or every Secret.
+#[test]
+fn certificate_refs_across_namespaces_need_a_matching_grant() {
+    let grant = |to: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: grant, namespace: gateway-conformance-web-backend}}\nspec:\n  from: [{{group: gateway.networking.k8s.io, kind: Gateway, namespace: gateway-conformance-infra}}]\n  to: [{to}]\n"
+        )
+    };
+    for (case, grant, resolved) in [
+        ("missing", String::new(), false),
+        (
+            "invalid",
+            grant("{group: \"\", kind: Secret, name: not-the-certificate}"),
+            false,
+        ),
+        (
+            "all-in-namespace",
+            grant("{group: \"\", kind: Secret}"),
+            true,
+        ),
+        (
+            "specific",
+            grant("{group: \"\", kind: Secret, name: certificate}"),
+            true,
+        ),
+    ] {
+        let mut m = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gateway-secret, namespace: gateway-conformance-infra}\nspec:\n  gatewayClassName: \"{GATEWAY_CLASS_NAME}\"\n  listeners:\n    - {name: https, port: 443, protocol: HTTPS, hostname: secure.test, tls: {certificateRefs: [{group: \"\", kind: Secret, name: certificate, namespace: gateway-conformance-web-backend}]}}\n".to_owned();
+        m.push_str(&grant);
+        let mut objs = parsed(&format!(
+            "{CLASS}---\n{}",
+            m.replace("\"{GATEWAY_CLASS_NAME}\"", "portico")
+        ));
+        objs.push(tls_secret(
+            "gateway-conformance-web-backend",
+            "certificate",
+            "secure.test",
+        ));
+        let t = translate(&Snapshot::from_objects(objs), &Settings::default());
+        let l = listener(&t, "gateway-secret", "https");
+        assert_eq!(l.resolved_refs.status, resolved, "{case}: {l:?}");
+        assert_eq!(l.programmed.status, resolved, "{case}");
+        if !resolved {
+            assert_eq!(l.resolved_refs.reason, "RefNotPermitted", "{case}");
+        }
+    }
+}
