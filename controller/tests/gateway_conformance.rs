@@ -704,3 +704,87 @@ async fn httproute_service_types() {
     )
     .await;
 }
+
+/// GatewayHTTPListenerIsolation (upstream manifest): four listeners on
+/// port 80 (no hostname, `*.example.com`, `*.foo.example.com`,
+/// `abc.foo.example.com`), one route each; a request reaches only the
+/// routes of the most specific listener matching its host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_http_listener_isolation() {
+    let mut m = CLASS_AND_GATEWAY
+        .split_once("---")
+        .expect("two documents")
+        .0
+        .to_owned();
+    m.push_str(&service_in(
+        "gateway-conformance-infra",
+        "infra-backend-v1",
+        echo("infra-backend-v1").await,
+    ));
+    m.push_str("\n---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: Gateway\nmetadata: {name: http-listener-isolation, namespace: gateway-conformance-infra}\nspec:\n  gatewayClassName: portico\n  listeners:\n    - {name: empty-hostname, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}\n");
+    let listeners = [
+        ("wildcard-example-com", "\"*.example.com\""),
+        ("wildcard-foo-example-com", "\"*.foo.example.com\""),
+        ("abc-foo-example-com", "abc.foo.example.com"),
+    ];
+    for (name, hostname) in listeners {
+        m.push_str(&format!(
+            "    - {{name: {name}, port: 80, protocol: HTTP, hostname: {hostname}, allowedRoutes: {{namespaces: {{from: All}}}}}}\n"
+        ));
+    }
+    let sections = [
+        "empty-hostname",
+        "wildcard-example-com",
+        "wildcard-foo-example-com",
+        "abc-foo-example-com",
+    ];
+    for section in sections {
+        m.push_str(&format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: attaches-to-{section}, namespace: gateway-conformance-infra}}\nspec:\n  parentRefs: [{{name: http-listener-isolation, namespace: gateway-conformance-infra, sectionName: {section}}}]\n  rules: [{{matches: [{{path: {{type: PathPrefix, value: /{section}}}}}], backendRefs: [{{name: infra-backend-v1, port: 80}}]}}]\n"
+        ));
+    }
+    let (_dir, portico) = portico_on(&m, &[]).await;
+    for (host, own) in [
+        ("bar.com", "empty-hostname"),
+        ("bar.example.com", "wildcard-example-com"),
+        ("bar.foo.example.com", "wildcard-foo-example-com"),
+        ("abc.foo.example.com", "abc-foo-example-com"),
+    ] {
+        for section in sections {
+            let want = (section == own).then_some("infra-backend-v1");
+            expect(portico.http, host, &format!("/{section}"), want).await;
+        }
+    }
+}
+
+/// HTTPRouteNamedRule: rules with and without a `name` are served alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn httproute_named_rule() {
+    let mut m = with_infra_backends(CLASS_AND_GATEWAY).await;
+    m.push_str(&httproute(
+        "named-rule",
+        r#"  parentRefs: [{name: same-namespace}]
+  rules:
+    - name: named-rule
+      matches: [{path: {type: PathPrefix, value: /named}}]
+      backendRefs: [{name: infra-backend-v1, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /unnamed}}]
+      backendRefs: [{name: infra-backend-v2, port: 80}]
+"#,
+    ));
+    let (_dir, portico) = portico_on(&m, &[]).await;
+    expect(
+        portico.http,
+        "example.com",
+        "/named",
+        Some("infra-backend-v1"),
+    )
+    .await;
+    expect(
+        portico.http,
+        "example.com",
+        "/unnamed",
+        Some("infra-backend-v2"),
+    )
+    .await;
+}
