@@ -788,3 +788,20 @@ async fn httproute_named_rule() {
     )
     .await;
 }
+
+/// GRPCRouteNamedRule: a GRPCRoute rule with a `name` is served like one
+/// without.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcroute_named_rule() {
+    let echo = portico_testkit::grpc_upstream().await;
+    let mut m = CLASS_AND_GATEWAY.to_owned();
+    m.push_str(&service_at("grpc-infra-backend-v1", echo));
+    m.push_str(
+        "\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: named-rule, namespace: default}\nspec:\n  parentRefs: [{name: same-namespace}]\n  hostnames: [grpc.test]\n  rules:\n    - name: named-rule\n      matches: [{method: {service: portico.test.Echo, method: Unary}}]\n      backendRefs: [{name: grpc-infra-backend-v1, port: 80}]\n",
+    );
+    let (_dir, portico) = portico_on(&m, &[]).await;
+    three_times("the named rule answers", || async {
+        grpc_code(portico.http, "grpc.test", &[]).await == tonic::Code::Ok
+    })
+    .await;
+}

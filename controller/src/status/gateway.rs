@@ -19,6 +19,7 @@ use crate::translate::gateway::{
 /// covers it (docs/gateway.md, "Conformance").
 pub const SUPPORTED_FEATURES: &[&str] = &[
     "GRPCRoute",
+    "GRPCRouteNamedRouteRule",
     "Gateway",
     "GatewayHTTPListenerIsolation",
     "HTTPRoute",
