@@ -805,3 +805,54 @@ async fn grpcroute_named_rule() {
     })
     .await;
 }
+
+/// An echo speaking only cleartext HTTP/2 (prior knowledge), answering
+/// with the HTTP version it was spoken to in.
+async fn h2c_echo() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let body = serde_json::json!({
+                            "backend": format!("h2c {:?}", req.version()),
+                            "path": req.uri().path(),
+                            "host": "",
+                            "headers": {},
+                        });
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(body.to_string())),
+                        ))
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+            });
+        }
+    });
+    addr
+}
+
+/// HTTPRouteBackendProtocolH2C: a backend whose Service port says
+/// `appProtocol: kubernetes.io/h2c` is spoken to in cleartext HTTP/2,
+/// whatever the client spoke.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn httproute_backend_protocol_h2c() {
+    let mut m = CLASS_AND_GATEWAY.to_owned();
+    let service = service_at("infra-backend-v1", h2c_echo().await).replace(
+        "ports: [{name: http, port: 80,",
+        "ports: [{name: http, port: 80, appProtocol: kubernetes.io/h2c,",
+    );
+    assert!(service.contains("appProtocol"));
+    m.push_str(&service);
+    m.push_str(&httproute(
+        "backend-protocol-h2c",
+        "  parentRefs: [{name: same-namespace}]\n  rules: [{backendRefs: [{name: infra-backend-v1, port: 80}]}]\n",
+    ));
+    let (_dir, portico) = portico_on(&m, &[]).await;
+    expect(portico.http, "example.com", "/", Some("h2c HTTP/2.0")).await;
+}
