@@ -856,3 +856,64 @@ async fn httproute_backend_protocol_h2c() {
     let (_dir, portico) = portico_on(&m, &[]).await;
     expect(portico.http, "example.com", "/", Some("h2c HTTP/2.0")).await;
 }
+
+/// HTTPRouteRedirectPortAndScheme, its cases on a listener on port 80:
+/// the redirect's scheme and port, a port left out when it is the
+/// scheme's own (the suite accepts it written too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn httproute_redirect_port_and_scheme_on_port_80() {
+    let cases = [
+        ("/scheme-nil-and-port-nil", "", "http", None),
+        ("/scheme-nil-and-port-80", "port: 80", "http", None),
+        (
+            "/scheme-nil-and-port-8080",
+            "port: 8080",
+            "http",
+            Some(8080),
+        ),
+        ("/scheme-https-and-port-nil", "scheme: https", "https", None),
+        (
+            "/scheme-https-and-port-443",
+            "scheme: https, port: 443",
+            "https",
+            None,
+        ),
+        (
+            "/scheme-https-and-port-8443",
+            "scheme: https, port: 8443",
+            "https",
+            Some(8443),
+        ),
+    ];
+    let mut rules = String::new();
+    for (path, redirect, _, _) in cases {
+        let sep = if redirect.is_empty() { "" } else { ", " };
+        rules.push_str(&format!(
+            "    - matches: [{{path: {{type: Exact, value: {path}}}}}]\n      filters: [{{type: RequestRedirect, requestRedirect: {{hostname: example.org{sep}{redirect}}}}}]\n"
+        ));
+    }
+    let mut m = CLASS_AND_GATEWAY.to_owned();
+    m.push_str(&httproute(
+        "http-route-for-listener-on-port-80",
+        &format!("  parentRefs: [{{name: same-namespace}}]\n  rules:\n{rules}"),
+    ));
+    let (_dir, portico) = portico_on(&m, &[]).await;
+    for (path, _, scheme, port) in cases {
+        three_times(path, || async {
+            let (s, headers, _) = call(portico.http, Method::GET, "example.com", path, &[]).await;
+            let Some(location) = headers.get("location").and_then(|l| l.to_str().ok()) else {
+                return false;
+            };
+            let Ok(uri) = location.parse::<http::Uri>() else {
+                return false;
+            };
+            let default = if scheme == "https" { 443 } else { 80 };
+            s == StatusCode::FOUND
+                && uri.scheme_str() == Some(scheme)
+                && uri.host() == Some("example.org")
+                && uri.port_u16().filter(|p| *p != default) == port
+                && uri.path() == path
+        })
+        .await;
+    }
+}

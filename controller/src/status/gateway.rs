@@ -34,6 +34,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteNamedRouteRule",
     "HTTPRoutePathRedirect",
     "HTTPRoutePathRewrite",
+    "HTTPRoutePortRedirect",
     "HTTPRouteQueryParamMatching",
     "HTTPRouteRequestMirror",
     "HTTPRouteRequestMultipleMirrors",
