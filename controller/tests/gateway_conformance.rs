@@ -806,6 +806,36 @@ async fn grpcroute_named_rule() {
     .await;
 }
 
+/// The suite's Gateway and a route to infra-backend-v1 at `addr`, its
+/// Service port declaring `app_protocol`.
+fn behind_app_protocol(addr: std::net::SocketAddr, app_protocol: &str) -> String {
+    let mut m = CLASS_AND_GATEWAY.to_owned();
+    let service = service_at("infra-backend-v1", addr).replace(
+        "ports: [{name: http, port: 80,",
+        &format!("ports: [{{name: http, port: 80, appProtocol: {app_protocol},"),
+    );
+    assert!(service.contains("appProtocol"));
+    m.push_str(&service);
+    m.push_str(&httproute(
+        "backend-protocol",
+        "  parentRefs: [{name: same-namespace}]\n  rules: [{backendRefs: [{name: infra-backend-v1, port: 80}]}]\n",
+    ));
+    m
+}
+
+/// An HTTP/1.1 head read byte by byte up to its blank line, so nothing
+/// after it is consumed; `None` when the connection ends first.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.ok()?;
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
 /// An echo speaking only cleartext HTTP/2 (prior knowledge), answering
 /// with the HTTP version it was spoken to in.
 async fn h2c_echo() -> std::net::SocketAddr {
@@ -842,17 +872,7 @@ async fn h2c_echo() -> std::net::SocketAddr {
 /// whatever the client spoke.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn httproute_backend_protocol_h2c() {
-    let mut m = CLASS_AND_GATEWAY.to_owned();
-    let service = service_at("infra-backend-v1", h2c_echo().await).replace(
-        "ports: [{name: http, port: 80,",
-        "ports: [{name: http, port: 80, appProtocol: kubernetes.io/h2c,",
-    );
-    assert!(service.contains("appProtocol"));
-    m.push_str(&service);
-    m.push_str(&httproute(
-        "backend-protocol-h2c",
-        "  parentRefs: [{name: same-namespace}]\n  rules: [{backendRefs: [{name: infra-backend-v1, port: 80}]}]\n",
-    ));
+    let m = behind_app_protocol(h2c_echo().await, "kubernetes.io/h2c");
     let (_dir, portico) = portico_on(&m, &[]).await;
     expect(portico.http, "example.com", "/", Some("h2c HTTP/2.0")).await;
 }
@@ -916,4 +936,70 @@ async fn httproute_redirect_port_and_scheme_on_port_80() {
         })
         .await;
     }
+}
+
+/// A backend that answers an upgrade request with 101 and then echoes
+/// every byte back: what a WebSocket echo does once the handshake is over.
+async fn upgrade_echo() -> std::net::SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Some(head) = read_head(&mut stream).await else {
+                    return;
+                };
+                let head = head.to_ascii_lowercase();
+                if !head.contains("upgrade: websocket") {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n")
+                    .await;
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// HTTPRouteBackendProtocolWebSocket: behind a Service port with
+/// `appProtocol: kubernetes.io/ws`, an upgrade request is answered 101 by
+/// the backend and the connection then carries bytes both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn httproute_backend_protocol_websocket() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let m = behind_app_protocol(upgrade_echo().await, "kubernetes.io/ws");
+    let (_dir, portico) = portico_on(&m, &[]).await;
+    let http = portico.http;
+    three_times("a WebSocket upgrade carries bytes both ways", || async move {
+        let Ok(mut conn) = tokio::net::TcpStream::connect(http).await else {
+            return false;
+        };
+        let handshake = "GET /ws HTTP/1.1\r\nhost: example.com\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+        if conn.write_all(handshake.as_bytes()).await.is_err() {
+            return false;
+        }
+        if !read_head(&mut conn)
+            .await
+            .is_some_and(|h| h.starts_with("HTTP/1.1 101"))
+        {
+            return false;
+        }
+        let mut echoed = [0u8; 5];
+        conn.write_all(b"hello").await.is_ok()
+            && tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                conn.read_exact(&mut echoed),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok())
+            && &echoed == b"hello"
+    })
+    .await;
 }
