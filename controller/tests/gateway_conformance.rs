@@ -1003,3 +1003,41 @@ async fn httproute_backend_protocol_websocket() {
     })
     .await;
 }
+
+/// HTTPRouteParentRefPort, modelled: a Gateway with listeners on two
+/// ports; a parentRef naming a port attaches to that port's listeners
+/// only, so each route answers on its own port and not on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn httproute_parent_ref_port() {
+    let offset: u16 = 1000;
+    let (listener_port, on_port) = gateway_port(offset);
+    let mut m = with_infra_backends(&CLASS_AND_GATEWAY.replace(
+        "    - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}",
+        &format!(
+            "    - {{name: http, port: 80, protocol: HTTP}}\n    - {{name: http-other, port: {listener_port}, protocol: HTTP}}"
+        ),
+    ))
+    .await;
+    for (name, port, path, backend) in [
+        ("on-80", 80, "/eighty", "infra-backend-v1"),
+        ("on-other", listener_port, "/other", "infra-backend-v2"),
+    ] {
+        m.push_str(&httproute(
+            name,
+            &format!(
+                "  parentRefs: [{{name: same-namespace, port: {port}}}]\n  rules: [{{matches: [{{path: {{type: PathPrefix, value: {path}}}}}], backendRefs: [{{name: {backend}, port: 80}}]}}]\n"
+            ),
+        ));
+    }
+    let (_dir, portico) = portico_on(&m, &["--gateway-port-offset", &offset.to_string()]).await;
+    expect(
+        portico.http,
+        "example.com",
+        "/eighty",
+        Some("infra-backend-v1"),
+    )
+    .await;
+    expect(portico.http, "example.com", "/other", None).await;
+    expect(on_port, "example.com", "/other", Some("infra-backend-v2")).await;
+    expect(on_port, "example.com", "/eighty", None).await;
+}
