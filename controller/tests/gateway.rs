@@ -3,116 +3,14 @@
 //! fit, same requests, same pass rules): a Gateway listener on port 80
 //! lands on the main HTTP listener, 443 on the main HTTPS listener.
 
+mod gateway_support;
 mod support;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::process::Command;
 
-use bytes::Bytes;
-use http::{Method, Response, StatusCode};
-use http_body_util::Full;
+use gateway_support::*;
+use http::{Method, StatusCode};
 use support::*;
-
-const CLASS_AND_GATEWAY: &str = r#"apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: portico}
-spec: {controllerName: portico.dev/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: same-namespace, namespace: default}
-spec:
-  gatewayClassName: portico
-  listeners:
-    - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
-"#;
-
-/// The conformance echo backend's answer, reduced: which backend, and the
-/// path, host and headers it saw.
-#[derive(Debug, serde::Deserialize)]
-struct Echo {
-    backend: String,
-    path: String,
-    host: String,
-    headers: BTreeMap<String, String>,
-}
-
-async fn echo(name: &'static str) -> SocketAddr {
-    serve_with(move |req| {
-        let headers: BTreeMap<String, String> = req
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
-            .collect();
-        let body = serde_json::json!({
-            "backend": name,
-            "path": req.uri().path_and_query().map_or("/", |p| p.as_str()),
-            "host": req.headers().get("host").map_or("", |h| h.to_str().unwrap_or("")),
-            "headers": headers,
-        });
-        let mut rsp = Response::new(Full::new(Bytes::from(body.to_string())));
-        rsp.headers_mut()
-            .insert("x-header-remove", "from-backend".parse().unwrap());
-        rsp
-    })
-    .await
-}
-
-/// `service_at` in another namespace.
-fn service_in(namespace: &str, name: &str, addr: SocketAddr) -> String {
-    service_at(name, addr)
-        .replace(
-            &format!("metadata: {{name: {name}}}"),
-            &format!("metadata: {{name: {name}, namespace: {namespace}}}"),
-        )
-        .replace(
-            &format!("metadata: {{name: {name}-1, labels:"),
-            &format!("metadata: {{name: {name}-1, namespace: {namespace}, labels:"),
-        )
-}
-
-/// A request through Portico: status, response headers and the echo.
-async fn call(
-    addr: SocketAddr,
-    method: Method,
-    host: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (StatusCode, http::HeaderMap, Option<Echo>) {
-    let (status, headers, body) = request(addr, method, host, path, headers)
-        .await
-        .expect("an answer");
-    (status, headers, serde_json::from_str(&body).ok())
-}
-
-/// Writes `manifests` to a fresh folder and starts Portico on it with
-/// `extra` run flags, ready; the folder lives as long as the caller keeps
-/// it (tests edit it).
-async fn portico_on(manifests: &str, extra: &[&str]) -> (tempfile::TempDir, Portico) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("app.yaml"), manifests).unwrap();
-    let portico = Portico::start_with(dir.path(), extra);
-    portico.ready().await;
-    (dir, portico)
-}
-
-/// The conformance pass rule: the same expectation met on three
-/// consecutive requests (after convergence).
-async fn three_times<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    eventually(what, || {
-        let first = check();
-        async move { first.await.then_some(()) }
-    })
-    .await;
-    for _ in 0..3 {
-        assert!(check().await, "{what}: not stable over three requests");
-    }
-}
 
 /// HTTPRouteSimpleSameNamespace, HTTPRouteMatching, HTTPRouteHeaderMatching,
 /// HTTPRouteQueryParamMatching, HTTPRouteMethodMatching,
@@ -124,19 +22,8 @@ where
 /// by the main HTTP listener.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_listener_on_port_80_serves_httproutes_on_the_main_listener() {
-    let v1 = echo("infra-backend-v1").await;
-    let v2 = echo("infra-backend-v2").await;
-    let v3 = echo("infra-backend-v3").await;
-    let web = echo("web-backend").await;
-    let mut m = CLASS_AND_GATEWAY.to_owned();
-    m.push_str(&service_at("infra-backend-v1", v1));
-    m.push_str(&service_at("infra-backend-v2", v2));
-    m.push_str(&service_at("infra-backend-v3", v3));
-    m.push_str(&service_in(
-        "gateway-conformance-web-backend",
-        "web-backend",
-        web,
-    ));
+    let mut m = with_infra_backends(CLASS_AND_GATEWAY).await;
+    m.push_str(&web_backend().await);
     m.push_str(
         r#"
 ---
@@ -413,17 +300,7 @@ spec:
             .filter(|s| s.eq_ignore_ascii_case("6A7E"))
     })
     .await;
-    let body = tokio::task::spawn_blocking(move || {
-        let out = Command::new("curl")
-            .args(["-sS", "-k", "--max-time", "5", "--resolve"])
-            .arg(format!("secure.test:{}:127.0.0.1", https.port()))
-            .arg(format!("https://secure.test:{}/", https.port()))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    })
-    .await
-    .unwrap();
+    let body = curl_https(https, "secure.test").await;
     let e: Echo = serde_json::from_str(&body).expect(&body);
     assert_eq!(e.backend, "infra-backend-v1");
     // The main HTTP listener shares the table: a name attached only over
@@ -456,13 +333,8 @@ spec:
 "#,
     );
     std::fs::write(dir.path().join("gw.yaml"), m).unwrap();
-    let out = Command::new(PORTICO)
-        .arg("validate")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = validate(dir.path());
+    assert_eq!(code, Some(1), "{text}");
     for want in [
         "HTTPRoute.gateway.networking.k8s.io default/web: spec.parentRefs[0]: NoMatchingParent",
         "HTTPRoute.gateway.networking.k8s.io default/web: spec.rules[0].backendRefs[0]: BackendNotFound",
@@ -479,19 +351,14 @@ spec:
 /// most specific listener whose hostname matches, or to none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listener_hostnames_pick_the_most_specific_listener() {
-    let v1 = echo("infra-backend-v1").await;
-    let v2 = echo("infra-backend-v2").await;
-    let v3 = echo("infra-backend-v3").await;
-    let mut m = CLASS_AND_GATEWAY.replace(
+    let mut m = with_infra_backends(&CLASS_AND_GATEWAY.replace(
         "    - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}",
         r#"    - {name: listener-1, port: 80, protocol: HTTP, hostname: bar.com}
     - {name: listener-2, port: 80, protocol: HTTP, hostname: foo.bar.com}
     - {name: listener-3, port: 80, protocol: HTTP, hostname: "*.bar.com"}
     - {name: listener-4, port: 80, protocol: HTTP, hostname: "*.foo.com"}"#,
-    );
-    m.push_str(&service_at("infra-backend-v1", v1));
-    m.push_str(&service_at("infra-backend-v2", v2));
-    m.push_str(&service_at("infra-backend-v3", v3));
+    ))
+    .await;
     for (name, sections, backend) in [
         ("backend-v1", "[listener-1]", "infra-backend-v1"),
         ("backend-v2", "[listener-2]", "infra-backend-v2"),
@@ -519,14 +386,7 @@ async fn listener_hostnames_pick_the_most_specific_listener() {
         ("foo.com", None),
         ("no.matching.host", None),
     ] {
-        three_times(host, || async move {
-            let (s, _, e) = call(http, Method::GET, host, "/", &[]).await;
-            match want {
-                Some(b) => s == StatusCode::OK && e.is_some_and(|e| e.backend == b),
-                None => s == StatusCode::NOT_FOUND,
-            }
-        })
-        .await;
+        expect(http, host, "/", want).await;
     }
 }
 
@@ -536,58 +396,21 @@ async fn listener_hostnames_pick_the_most_specific_listener() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_mirror_copies_requests_to_its_backend() {
     let primary = echo("infra-backend-v1").await;
-    let (tx, mut copies) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
-    // `serve_with` takes a `Copy` closure: a leaked sender is one.
-    let tx: &'static tokio::sync::mpsc::UnboundedSender<(String, String)> = Box::leak(Box::new(tx));
-    let mirror = serve_with(move |req| {
-        let marker = req
-            .headers()
-            .get("x-test")
-            .map_or("", |v| v.to_str().unwrap_or(""))
-            .to_owned();
-        let _ = tx.send((req.uri().path().to_owned(), marker));
-        Response::new(Full::new(Bytes::from_static(b"from the mirror")))
-    })
-    .await;
+    let (mirror, mut copies) = recorder().await;
     let mut m = CLASS_AND_GATEWAY.to_owned();
     m.push_str(&service_at("infra-backend-v1", primary));
     m.push_str(&service_at("infra-backend-v2", mirror));
-    m.push_str(
-        r#"
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: request-mirror, namespace: default}
-spec:
-  parentRefs: [{name: same-namespace}]
-  rules:
-    - matches: [{path: {type: PathPrefix, value: /mirror}}]
-      filters:
-        - type: RequestMirror
-          requestMirror: {backendRef: {name: infra-backend-v2, port: 80}}
-      backendRefs: [{name: infra-backend-v1, port: 80}]
-"#,
-    );
+    m.push_str(&mirror_route(
+        "request-mirror",
+        "/mirror",
+        &["infra-backend-v2"],
+    ));
     let (_dir, portico) = portico_on(&m, &[]).await;
-    three_times("the primary backend answers /mirror", || async {
-        let (status, _, echo) = call(
-            portico.http,
-            Method::GET,
-            "mirror.test",
-            "/mirror/x",
-            &[("x-test", "copied")],
-        )
-        .await;
-        status == StatusCode::OK && echo.is_some_and(|e| e.backend == "infra-backend-v1")
-    })
-    .await;
+    primary_answers(portico.http, "/mirror/x").await;
     // At least the four answered requests were copied; a bound, not a
     // synchronisation: the copies arrive as soon as they are sent.
     for _ in 0..4 {
-        let copy = tokio::time::timeout(std::time::Duration::from_secs(10), copies.recv())
-            .await
-            .expect("a copy reaches the mirror")
-            .expect("the mirror is serving");
+        let copy = next_seen(&mut copies).await;
         assert_eq!(copy, ("/mirror/x".to_owned(), "copied".to_owned()));
     }
 }
@@ -598,16 +421,8 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_on_another_port_gets_a_socket_and_routes_of_its_own() {
     let backend = echo("infra-backend-v1").await;
-    // A port free a moment ago, as the listener's port after the offset.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let offset: u16 = 1000;
-    let listener_port = port
-        .checked_sub(offset)
-        .expect("ephemeral ports are above 1000");
+    let (listener_port, on_port) = gateway_port(offset);
     let mut m = format!(
         r#"apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
@@ -634,7 +449,6 @@ spec:
     );
     m.push_str(&service_at("infra-backend-v1", backend));
     let (_dir, portico) = portico_on(&m, &["--gateway-port-offset", &offset.to_string()]).await;
-    let on_port = SocketAddr::from(([127, 0, 0, 1], port));
     three_times("the route answers on the Gateway's port", || async {
         let (status, _, echo) = call(on_port, Method::GET, "ui.test", "/", &[]).await;
         status == StatusCode::OK && echo.is_some_and(|e| e.backend == "infra-backend-v1")

@@ -14,18 +14,33 @@ use crate::translate::gateway::{
 };
 
 /// The Gateway API features Portico's tests exercise end to end
-/// (`controller/tests/gateway.rs`), sorted as the spec asks. A feature is
-/// listed only when a request-level test covers it.
+/// (`controller/tests/gateway.rs`, `gateway_conformance.rs`), sorted as
+/// the spec asks. A feature is listed only when a request-level test
+/// covers it (docs/gateway.md, "Conformance").
 pub const SUPPORTED_FEATURES: &[&str] = &[
     "GRPCRoute",
+    "GRPCRouteNamedRouteRule",
     "Gateway",
+    "GatewayHTTPListenerIsolation",
     "HTTPRoute",
+    "HTTPRoute303RedirectStatusCode",
+    "HTTPRoute307RedirectStatusCode",
+    "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteBackendProtocolH2C",
+    "HTTPRouteBackendProtocolWebSocket",
+    "HTTPRouteBackendRequestHeaderModification",
+    "HTTPRouteBackendTimeout",
     "HTTPRouteHostRewrite",
     "HTTPRouteMethodMatching",
+    "HTTPRouteNamedRouteRule",
+    "HTTPRouteParentRefPort",
     "HTTPRoutePathRedirect",
     "HTTPRoutePathRewrite",
+    "HTTPRoutePortRedirect",
     "HTTPRouteQueryParamMatching",
     "HTTPRouteRequestMirror",
+    "HTTPRouteRequestMultipleMirrors",
+    "HTTPRouteRequestTimeout",
     "HTTPRouteResponseHeaderModification",
     "HTTPRouteSchemeRedirect",
     "ReferenceGrant",
@@ -344,5 +359,77 @@ mod tests {
         // Writing again with the same content keeps transition times.
         let again = route_status(&r, "portico.dev/gateway-controller", Some(&s));
         assert_eq!(again, s);
+    }
+
+    /// GatewayClassObservedGenerationBump, GatewayObservedGenerationBump and
+    /// HTTPRouteObservedGenerationBump: after a spec change (a new
+    /// generation), every condition carries the new `observedGeneration`,
+    /// so the content differs and the writer applies it.
+    #[test]
+    fn conditions_follow_the_generation() {
+        let status_at = |generation: i64| {
+            let text = format!(
+                "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: portico, generation: {generation}}}\nspec: {{controllerName: portico.dev/gateway-controller}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: default, generation: {generation}}}\nspec:\n  gatewayClassName: portico\n  listeners: [{{name: http, port: 80, protocol: HTTP}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: web, namespace: default, generation: {generation}}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules: [{{backendRefs: [{{name: web, port: 80}}]}}]\n"
+            );
+            let objects = parse_documents(Path::new("bump.yaml"), &text).objects;
+            let t = translate(&Snapshot::from_objects(objects), &Settings::default());
+            let route = crate::translate::gateway::RouteRef {
+                kind: crate::translate::gateway::RouteKind::Http,
+                namespace: "default".into(),
+                name: "web".into(),
+            };
+            [
+                gatewayclass_status(&t.gateway.classes["portico"], None)["conditions"].clone(),
+                gateway_status(
+                    &t.gateway.gateways[&("default".into(), "gw".into())],
+                    &[],
+                    None,
+                )["conditions"]
+                    .clone(),
+                gateway_status(
+                    &t.gateway.gateways[&("default".into(), "gw".into())],
+                    &[],
+                    None,
+                )["listeners"][0]["conditions"]
+                    .clone(),
+                route_status(
+                    &t.gateway.routes[&route],
+                    "portico.dev/gateway-controller",
+                    None,
+                )["parents"][0]["conditions"]
+                    .clone(),
+            ]
+        };
+        for generation in [1, 2] {
+            for conditions in status_at(generation) {
+                for c in conditions.as_array().unwrap() {
+                    assert_eq!(c["observedGeneration"], generation, "{c}");
+                }
+            }
+        }
+        assert_ne!(status_at(1), status_at(2));
+    }
+
+    /// A route without parents of ours (it left our Gateways) is written
+    /// with every other controller's entry and none of ours.
+    #[test]
+    fn route_status_without_our_parents_drops_our_stale_entry() {
+        let r = RouteResult {
+            generation: Some(4),
+            parents: Vec::new(),
+            existing_parents: vec![
+                json!({"parentRef": {"name": "gone"}, "controllerName": "portico.dev/gateway-controller", "conditions": []}),
+                json!({"parentRef": {"name": "theirs"}, "controllerName": "example.com/other", "conditions": []}),
+            ],
+        };
+        let s = route_status(&r, "portico.dev/gateway-controller", None);
+        assert_eq!(
+            s["parents"],
+            json!([{"parentRef": {"name": "theirs"}, "controllerName": "example.com/other", "conditions": []}])
+        );
+        let mut alone = r.clone();
+        alone.existing_parents.truncate(1);
+        let s = route_status(&alone, "portico.dev/gateway-controller", None);
+        assert_eq!(s["parents"], json!([]));
     }
 }

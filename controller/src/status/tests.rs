@@ -563,3 +563,59 @@ async fn gateway_api_statuses_are_applied_once() {
     w.write_all(&t).await;
     assert_eq!(log.status_patches().len(), before, "rewritten unchanged");
 }
+
+/// A route whose parentRef no longer names a Gateway of ours: the writer
+/// applies `status.parents` without our stale entry and with the other
+/// controller's; once the route's status shows that, nothing more is
+/// written for it.
+#[tokio::test]
+async fn a_stale_route_parent_of_ours_is_removed() {
+    let log = ApiLog::default();
+    let mut w = writer(&log, Fixture::default(), None);
+    let manifests = |parents: &str| {
+        format!(
+            r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: portico}}
+spec: {{controllerName: portico.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: left, namespace: default}}
+spec:
+  parentRefs: [{{name: theirs}}]
+  rules: [{{backendRefs: [{{name: web, port: 80}}]}}]
+status:
+  parents: {parents}
+"#
+        )
+    };
+    let theirs =
+        r#"{parentRef: {name: theirs}, controllerName: example.com/other, conditions: []}"#;
+    let ours = r#"{parentRef: {name: gone}, controllerName: portico.dev/gateway-controller, conditions: []}"#;
+    let translated = |text: String| {
+        let path = std::path::Path::new("route.yaml");
+        crate::translate::translate(
+            &crate::snapshot::Snapshot::from_objects(
+                crate::source::manifests::parse_documents(path, &text).objects,
+            ),
+            &crate::translate::Settings::default(),
+        )
+    };
+    w.write_all(&translated(manifests(&format!("[{ours}, {theirs}]"))))
+        .await;
+    let patches = log.status_patches();
+    assert_eq!(patches.len(), 2, "{patches:?}");
+    let route = patches
+        .iter()
+        .find(|c| c.path.ends_with("/httproutes/left/status"))
+        .expect("the route's status written");
+    assert_eq!(
+        route.body["status"]["parents"],
+        json!([{"parentRef": {"name": "theirs"}, "controllerName": "example.com/other", "conditions": []}])
+    );
+    // The watch brings the written status back: nothing left to remove.
+    w.write_all(&translated(manifests(&format!("[{theirs}]"))))
+        .await;
+    assert_eq!(log.status_patches().len(), 2);
+}

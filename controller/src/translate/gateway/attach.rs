@@ -6,14 +6,14 @@
 //! routes. An HTTPRoute and a GRPCRoute on one listener with intersecting
 //! hostnames: the older route is accepted, the other is not.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use portico_crds::gateway::gateways::GatewayListenersAllowedRoutesNamespacesSelector;
 use portico_dataplane::model::Hostname;
 
 use super::http::GatewayRoute;
-use super::listeners::{AllowedNamespaces, Listener};
+use super::listeners::{AllowedNamespaces, Listener, Place};
 use super::{Cond, ParentResult, RouteRef, RouteResult, report_of};
 use crate::diagnostics::Diagnostic;
 use crate::snapshot::Snapshot;
@@ -26,6 +26,9 @@ pub(super) struct Attachment {
     /// The intersected hostnames; `None`: every host (neither the route
     /// nor the listener names one).
     pub(super) hostnames: Option<Vec<Hostname>>,
+    /// For a route of every host: the names other routes of its place
+    /// name, which it also serves (see [`share_hostnames`]).
+    pub(super) also: Vec<Hostname>,
 }
 
 /// Per listener, the hostnames each route kind took so far (`None`: every
@@ -34,11 +37,15 @@ type Taken = BTreeMap<usize, Vec<(super::RouteKind, Option<Vec<Hostname>>)>>;
 
 /// Attaches every route; returns each route's attachments (same order as
 /// `routes`), counts them on the listeners and writes route results and
-/// findings.
+/// findings. `controller` is our `controllerName`: a route that names none
+/// of our Gateways any more but still carries our entry in
+/// `status.parents` gets a result without parents, so the writer removes
+/// that entry.
 pub(super) fn attach_all(
     snap: &Snapshot,
     routes: &[GatewayRoute],
     listeners: &mut [Listener],
+    controller: &str,
     out: &mut Translation,
 ) -> Vec<Vec<Attachment>> {
     let mut result: Vec<Vec<Attachment>> = routes.iter().map(|_| Vec::new()).collect();
@@ -96,19 +103,24 @@ pub(super) fn attach_all(
             });
         }
         if parents.is_empty() {
-            continue;
+            let stale = route
+                .status_parents
+                .iter()
+                .any(|p| p.get("controllerName").and_then(|c| c.as_str()) == Some(controller));
+            if !stale {
+                continue;
+            }
+            // No findings: the route is not ours any more.
+            report_of(out, route.kind.object_kind(), &route.meta);
+        } else {
+            let report = report_of(out, route.kind.object_kind(), &route.meta);
+            report.diagnostics.extend(route.diagnostics.iter().cloned());
+            report.diagnostics.extend(findings);
+            report.rules_total = route.rules_total;
+            report.rules_served = route.rules.len();
         }
-        let report = report_of(out, route.kind.object_kind(), &route.meta);
-        report.diagnostics.extend(route.diagnostics.iter().cloned());
-        report.diagnostics.extend(findings);
-        report.rules_total = route.rules_total;
-        report.rules_served = route.rules.len();
         out.gateway.routes.insert(
-            RouteRef {
-                kind: route.kind,
-                namespace: route.namespace.clone(),
-                name: route.name.clone(),
-            },
+            route_ref(route),
             RouteResult {
                 generation: route.meta.generation,
                 parents,
@@ -117,6 +129,14 @@ pub(super) fn attach_all(
         );
     }
     result
+}
+
+fn route_ref(route: &GatewayRoute) -> RouteRef {
+    RouteRef {
+        kind: route.kind,
+        namespace: route.namespace.clone(),
+        name: route.name.clone(),
+    }
 }
 
 /// The listeners of one parent the route attaches to, or why none.
@@ -224,6 +244,7 @@ fn attach_one(
         out.push(Attachment {
             listener: i,
             hostnames,
+            also: Vec::new(),
         });
     }
     if out.is_empty() {
@@ -235,6 +256,51 @@ fn attach_one(
         }));
     }
     Ok(out)
+}
+
+/// Gateway API matches a request against every route whose hostnames
+/// match its host; the dataplane picks one virtual host, the most specific.
+/// So a route whose hostname (or lack of one) covers a more specific name
+/// another route of the same place names also serves that name, and
+/// competes there by match precedence (HTTPRouteMatchingAcrossRoutes). A
+/// name a more specific listener claims stays with that listener's routes.
+pub(super) fn share_hostnames(attached: &mut [Vec<Attachment>], listeners: &[Listener]) {
+    // The main listeners share one table.
+    let table = |p: Place| {
+        if p == Place::MainHttps {
+            Place::MainHttp
+        } else {
+            p
+        }
+    };
+    let mut named: BTreeMap<Place, BTreeSet<Hostname>> = BTreeMap::new();
+    for a in attached.iter().flatten() {
+        if let Some(hs) = &a.hostnames {
+            named
+                .entry(table(listeners[a.listener].place))
+                .or_default()
+                .extend(hs.iter().cloned());
+        }
+    }
+    for a in attached.iter_mut().flatten() {
+        let l = &listeners[a.listener];
+        let Some(names) = named.get(&table(l.place)) else {
+            continue;
+        };
+        let extra: Vec<Hostname> = names
+            .iter()
+            .filter(|n| match &a.hostnames {
+                None => true,
+                Some(hs) => !hs.contains(n) && hs.iter().any(|h| covers(h, n)),
+            })
+            .filter(|n| !claimed_by_more_specific(n, l, a.listener, listeners))
+            .cloned()
+            .collect();
+        match &mut a.hostnames {
+            None => a.also = extra,
+            Some(hs) => hs.extend(extra),
+        }
+    }
 }
 
 /// `allowedRoutes`: the route's kind, and its namespace.
@@ -251,7 +317,14 @@ fn allows(snap: &Snapshot, l: &Listener, route: &GatewayRoute, gw_namespace: &st
                 .namespaces
                 .get(&route.namespace)
                 .map_or(&empty, |n| &n.metadata);
-            selects(sel, meta.labels.as_ref().unwrap_or(&BTreeMap::new()))
+            let mut labels = meta.labels.clone().unwrap_or_default();
+            // The API server sets it on every namespace; standalone
+            // manifests need not list their Namespaces for it.
+            labels.insert(
+                "kubernetes.io/metadata.name".into(),
+                route.namespace.clone(),
+            );
+            selects(sel, &labels)
         }
     }
 }

@@ -426,12 +426,17 @@ fn certificate(
     Ok(k)
 }
 
-/// Listeners sharing a place: the first (oldest Gateway, then listener
-/// order) decides the protocol of a port of its own, and owns a hostname
-/// (or no hostname); later ones are `Conflicted` and not served.
+/// Listeners sharing a place. The first (oldest Gateway, then listener
+/// order) decides the protocol of a port of its own, across Gateways.
+/// Hostnames conflict within one Gateway only, as the spec defines listener
+/// conflicts: listeners of different Gateways on one place share it, their
+/// routes told apart by host and path as on one listener. HTTPS is the
+/// exception: one SNI name gets one certificate, so another Gateway's
+/// listener for the same hostname (or none) is shared only when it names
+/// the same Secret. Later ones are `Conflicted` and not served.
 fn conflicts(all: &mut [Listener]) {
     let mut protocols: BTreeMap<Place, (PortProtocol, usize)> = BTreeMap::new();
-    let mut hosts: BTreeMap<(Place, Option<Hostname>), usize> = BTreeMap::new();
+    let mut hosts: BTreeMap<(Place, Option<Hostname>), Vec<usize>> = BTreeMap::new();
     for i in 0..all.len() {
         if !all[i].result.accepted.status {
             continue;
@@ -451,20 +456,38 @@ fn conflicts(all: &mut [Listener]) {
                 ),
             ))
         } else {
-            let owner = *hosts.entry((place, all[i].hostname.clone())).or_insert(i);
-            (owner != i).then(|| {
+            let owners = hosts.entry((place, all[i].hostname.clone())).or_default();
+            let l = &all[i];
+            let same_gateway = owners.iter().find(|&&j| all[j].gateway == l.gateway);
+            let other_cert = owners.iter().find(|&&j| {
+                l.protocol == PortProtocol::Https
+                    && l.cert.is_some()
+                    && all[j].cert.is_some()
+                    && all[j].cert != l.cert
+            });
+            let hostname = l
+                .hostname
+                .as_ref()
+                .map_or_else(|| "(any)".to_owned(), super::hostname_text);
+            let found = match (same_gateway, other_cert) {
+                (Some(&j), _) => Some((j, String::new())),
+                (None, Some(&j)) => Some((
+                    j,
+                    all[j].cert.as_ref().map_or_else(String::new, |(ns, name)| {
+                        format!(" with another certificate (Secret {ns}/{name}); one name gets one certificate")
+                    }),
+                )),
+                (None, None) => None,
+            };
+            if found.is_none() {
+                owners.push(i);
+            }
+            found.map(|(j, why)| {
                 (
                     "HostnameConflict",
                     format!(
-                        "port {} and hostname {} are already served for Gateway {}/{} listener {}, which comes first",
-                        all[i].port,
-                        all[i]
-                            .hostname
-                            .as_ref()
-                            .map_or_else(|| "(any)".to_owned(), super::hostname_text),
-                        all[owner].gateway.0,
-                        all[owner].gateway.1,
-                        all[owner].name
+                        "port {} and hostname {hostname} are already served for Gateway {}/{} listener {}, which comes first{why}",
+                        l.port, all[j].gateway.0, all[j].gateway.1, all[j].name
                     ),
                 )
             })

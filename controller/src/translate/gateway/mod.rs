@@ -72,7 +72,9 @@ pub struct Results {
     /// Gateways of those classes.
     pub gateways: BTreeMap<Key, GatewayResult>,
     /// Routes with at least one parentRef to one of those Gateways; only
-    /// those parents are listed (others belong to other controllers).
+    /// those parents are listed (others belong to other controllers). A
+    /// route with none but an entry of ours left in its `status.parents`
+    /// is here without parents, so that entry is removed.
     pub routes: BTreeMap<RouteRef, RouteResult>,
 }
 
@@ -242,16 +244,22 @@ fn reshape<T: serde::Serialize, U: serde::de::DeserializeOwned>(v: &T) -> Result
 
 /// Translates every Gateway of our classes and the routes attached to them.
 pub(super) fn translate_all(snap: &Snapshot, settings: &super::Settings, out: &mut Translation) {
+    // Without a class of ours, routes are still read: one may carry a
+    // stale entry of ours in its status to take back.
     let classes = listeners::classes(snap, settings, out);
-    if classes.is_empty() {
-        return;
-    }
     let mut listeners = listeners::listeners(snap, settings, &classes, out);
     let routes = http::routes(snap)
         .into_iter()
         .chain(grpc::routes(snap))
         .collect::<Vec<_>>();
-    let attached = attach::attach_all(snap, &routes, &mut listeners, out);
+    let mut attached = attach::attach_all(
+        snap,
+        &routes,
+        &mut listeners,
+        &settings.gateway_controller_name,
+        out,
+    );
+    attach::share_hostnames(&mut attached, &listeners);
     // Routes by the place that serves them.
     let mut placed: BTreeMap<Place, Vec<Route>> = BTreeMap::new();
     for (route, attachments) in routes.iter().zip(attached) {
@@ -296,6 +304,8 @@ fn place_route(
     placed: &mut BTreeMap<Place, Vec<Route>>,
 ) {
     let mut by_place: BTreeMap<Place, Option<Vec<Hostname>>> = BTreeMap::new();
+    // Names a catch-all attachment also serves, by place.
+    let mut also: BTreeMap<Place, Vec<Hostname>> = BTreeMap::new();
     for a in attachments {
         let place = listeners[a.listener].place;
         let entry = by_place.entry(place).or_insert_with(|| Some(Vec::new()));
@@ -312,6 +322,12 @@ fn place_route(
             }
             (None, Some(_)) => {}
         }
+        let names = also.entry(place).or_default();
+        for h in a.also {
+            if !names.contains(&h) {
+                names.push(h);
+            }
+        }
     }
     let build = |hostnames: Option<Vec<Hostname>>| {
         Route::new(
@@ -326,6 +342,19 @@ fn place_route(
             created: route.created,
         })
     };
+    // A route of every host is also put under the names other routes of
+    // its place name, so it competes there too.
+    let mut also_at = |place: Place| {
+        let names = also.remove(&place).unwrap_or_default();
+        (!names.is_empty()).then(|| build(Some(names)))
+    };
+    let redirect = |mut r: Route| {
+        r.add_to_every_rule(&[Filter::HttpsRedirect(HttpsRedirect {
+            port: settings.https_redirect_port,
+            preserve_trailing_slash: true,
+        })]);
+        r
+    };
     // The main listeners share one table: names attached only over HTTPS
     // are redirected there over HTTP, never served in clear.
     let http = by_place.remove(&Place::MainHttp);
@@ -338,19 +367,33 @@ fn place_route(
             (!rest.is_empty()).then_some(Some(rest))
         }
     };
+    let (http_also, https_also) = (also_at(Place::MainHttp), also_at(Place::MainHttps));
     if let Some(h) = http {
+        let every_host = h.is_none();
         placed.entry(Place::MainHttp).or_default().push(build(h));
+        if every_host {
+            placed.entry(Place::MainHttp).or_default().extend(http_also);
+        }
     }
     if let Some(s) = https_only {
-        let mut r = build(s);
-        r.add_to_every_rule(&[Filter::HttpsRedirect(HttpsRedirect {
-            port: settings.https_redirect_port,
-            preserve_trailing_slash: true,
-        })]);
-        placed.entry(Place::MainHttps).or_default().push(r);
+        let every_host = s.is_none();
+        placed
+            .entry(Place::MainHttps)
+            .or_default()
+            .push(redirect(build(s)));
+        if every_host {
+            placed
+                .entry(Place::MainHttps)
+                .or_default()
+                .extend(https_also.map(redirect));
+        }
     }
     for (place, hostnames) in by_place {
+        let every_host = hostnames.is_none();
         placed.entry(place).or_default().push(build(hostnames));
+        if every_host {
+            placed.entry(place).or_default().extend(also_at(place));
+        }
     }
 }
 

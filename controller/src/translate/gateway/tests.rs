@@ -130,3 +130,463 @@ fn an_https_listener_without_its_secret_is_not_served() {
     assert!(t.tls.is_empty() && t.port_tls.is_empty() && t.config.ports.is_empty());
     assert_eq!(gw.programmed.reason, "Invalid");
 }
+
+/// Objects from YAML documents, as standalone mode reads them.
+fn parsed(yaml: &str) -> Vec<Object> {
+    crate::source::manifests::parse_documents(std::path::Path::new("test.yaml"), yaml).objects
+}
+
+const CLASS: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: portico}\nspec: {controllerName: portico.dev/gateway-controller}\n";
+
+/// A Gateway with one listener, created at `created`.
+fn gateway(name: &str, created: &str, listener: &str) -> String {
+    format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: default, creationTimestamp: \"{created}\"}}\nspec:\n  gatewayClassName: portico\n  listeners: [{listener}]\n"
+    )
+}
+
+/// An HTTPRoute of `parent` with `hostnames` and one rule for `path`.
+fn route(name: &str, parent: &str, hostnames: &str, path: &str) -> String {
+    format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  parentRefs: [{{name: {parent}}}]\n  hostnames: {hostnames}\n  rules: [{{matches: [{{path: {{type: PathPrefix, value: {path}}}}}], backendRefs: [{{name: web, port: 80}}]}}]\n"
+    )
+}
+
+fn gateway_result<'a>(
+    t: &'a crate::translate::Translation,
+    name: &str,
+) -> &'a super::GatewayResult {
+    &t.gateway.gateways[&("default".into(), name.into())]
+}
+
+/// Two Gateways' hostname-less HTTP listeners on one port share it (on the
+/// main listener and on a port of its own): both are served, every route
+/// of both lands in that place's routes, and each Gateway counts its own.
+#[test]
+fn http_listeners_of_two_gateways_share_a_port() {
+    for (port, served) in [
+        (80, ServedPort::Main(PortProtocol::Http)),
+        (9000, ServedPort::Port(9000)),
+    ] {
+        let listener = format!("{{name: http, port: {port}, protocol: HTTP}}");
+        let mut m = CLASS.to_owned();
+        m.push_str(&gateway("one", "2026-01-01T00:00:00Z", &listener));
+        m.push_str(&gateway("two", "2026-02-01T00:00:00Z", &listener));
+        m.push_str(&route("a", "one", "[a.test]", "/"));
+        m.push_str(&route("any-one", "one", "[]", "/one"));
+        m.push_str(&route("b", "two", "[b.test]", "/"));
+        m.push_str(&route("any-two", "two", "[]", "/two"));
+        let t = translate(&Snapshot::from_objects(parsed(&m)), &Settings::default());
+        for gw in ["one", "two"] {
+            let l = &gateway_result(&t, gw).listeners[0];
+            assert_eq!(l.served_port, Some(served), "{gw} on {port}: {l:?}");
+            assert!(!l.conflicted.status, "{gw} on {port}: {l:?}");
+            assert_eq!(l.attached_routes, 2, "{gw} on {port}");
+        }
+        let routes = if port == 80 {
+            &t.config.routes
+        } else {
+            assert_eq!(t.config.ports.len(), 1);
+            &t.config.ports[0].routes
+        };
+        let mut names: Vec<&str> = routes.iter().map(|r| r.source.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names, ["a", "any-one", "any-two", "b"], "on {port}");
+        // A route of every host also competes under the names the others
+        // route: once in the default virtual host, once under those names.
+        let any_one: Vec<Vec<String>> = routes
+            .iter()
+            .filter(|r| r.source.name == "any-one")
+            .map(|r| r.hostnames.iter().map(ToString::to_string).collect())
+            .collect();
+        assert_eq!(
+            any_one,
+            [vec![], vec!["a.test".to_owned(), "b.test".to_owned()]],
+            "on {port}"
+        );
+    }
+}
+
+/// Within one Gateway two listeners for one port and hostname conflict
+/// (the later is not served); across Gateways only different protocols
+/// on one port do.
+#[test]
+fn hostname_conflicts_are_within_one_gateway_and_protocol_conflicts_across() {
+    let mut m = CLASS.to_owned();
+    m.push_str(&gateway(
+        "one",
+        "2026-01-01T00:00:00Z",
+        "{name: a, port: 9000, protocol: HTTP}, {name: b, port: 9000, protocol: HTTP}",
+    ));
+    m.push_str(&gateway(
+        "two",
+        "2026-02-01T00:00:00Z",
+        "{name: tls, port: 9000, protocol: HTTPS, tls: {certificateRefs: [{name: x}]}}",
+    ));
+    let mut objs = parsed(&m);
+    objs.push(tls_secret("default", "x", "x.test"));
+    let t = translate(&Snapshot::from_objects(objs), &Settings::default());
+    let one = gateway_result(&t, "one");
+    assert!(!one.listeners[0].conflicted.status);
+    assert_eq!(one.listeners[1].conflicted.reason, "HostnameConflict");
+    assert_eq!(one.listeners[1].served_port, None);
+    let two = gateway_result(&t, "two");
+    assert_eq!(two.listeners[0].conflicted.reason, "ProtocolConflict");
+    assert_eq!(two.listeners[0].served_port, None);
+}
+
+/// HTTPS listeners of two Gateways for one hostname on one port share it
+/// when they name the same Secret; with another Secret the younger is
+/// `Conflicted` (one SNI name gets one certificate), the message naming
+/// the Secret that is served.
+#[test]
+fn https_listeners_of_two_gateways_share_a_hostname_only_with_one_certificate() {
+    for (second, shared) in [("same", true), ("other", false)] {
+        let mut m = CLASS.to_owned();
+        m.push_str(&gateway(
+            "one",
+            "2026-01-01T00:00:00Z",
+            "{name: tls, port: 9443, protocol: HTTPS, hostname: s.test, tls: {certificateRefs: [{name: same}]}}",
+        ));
+        m.push_str(&gateway(
+            "two",
+            "2026-02-01T00:00:00Z",
+            &format!("{{name: tls, port: 9443, protocol: HTTPS, hostname: s.test, tls: {{certificateRefs: [{{name: {second}}}]}}}}"),
+        ));
+        let mut objs = parsed(&m);
+        objs.push(tls_secret("default", "same", "s.test"));
+        objs.push(tls_secret("default", "other", "s.test"));
+        let t = translate(&Snapshot::from_objects(objs), &Settings::default());
+        assert!(gateway_result(&t, "one").listeners[0].programmed.status);
+        let l = &gateway_result(&t, "two").listeners[0];
+        assert_eq!(l.programmed.status, shared, "{second}: {l:?}");
+        if !shared {
+            assert_eq!(l.conflicted.reason, "HostnameConflict");
+            assert!(
+                l.conflicted.message.contains("Secret default/same"),
+                "{}",
+                l.conflicted.message
+            );
+        }
+        assert_eq!(t.port_tls.len(), 1);
+        assert!(t.port_tls[0].bindings.iter().all(|(_, k)| k.1 == "same"));
+    }
+}
+
+/// A route that names none of our Gateways any more (its Gateway deleted,
+/// moved to another class, or the parentRef removed) but still carries
+/// our entry in `status.parents` gets a result without parents, so the
+/// writer takes our entry out; without such an entry it gets none.
+#[test]
+fn a_route_that_left_our_gateways_gets_a_result_without_parents() {
+    let status = |controller: &str| {
+        format!(
+            "status:\n  parents:\n    - {{parentRef: {{name: gone}}, controllerName: {controller}, conditions: []}}\n"
+        )
+    };
+    for (controller, stale) in [
+        ("portico.dev/gateway-controller", true),
+        ("example.com/other", false),
+    ] {
+        // Without a GatewayClass of ours at all, too.
+        for class in [CLASS, ""] {
+            let mut m = class.to_owned();
+            m.push_str(&route("left", "gone", "[]", "/"));
+            m.push_str(&status(controller));
+            let t = translate(&Snapshot::from_objects(parsed(&m)), &Settings::default());
+            let key = super::RouteRef {
+                kind: super::RouteKind::Http,
+                namespace: "default".into(),
+                name: "left".into(),
+            };
+            assert_eq!(t.gateway.routes.contains_key(&key), stale, "{controller}");
+            if stale {
+                let r = &t.gateway.routes[&key];
+                assert!(r.parents.is_empty());
+                assert_eq!(r.existing_parents.len(), 1);
+            }
+        }
+    }
+}
+
+/// One listener's result by Gateway (namespace `gateway-conformance-infra`)
+/// and listener name.
+fn listener<'a>(
+    t: &'a crate::translate::Translation,
+    gateway: &str,
+    name: &str,
+) -> &'a super::ListenerResult {
+    let gw = &t.gateway.gateways[&("gateway-conformance-infra".into(), gateway.into())];
+    gw.listeners
+        .iter()
+        .find(|l| l.name == name)
+        .unwrap_or_else(|| panic!("{gateway} has no listener {name}"))
+}
+
+/// A conformance manifest, `{GATEWAY_CLASS_NAME}` being ours.
+fn conformance(yaml: &str) -> crate::translate::Translation {
+    let mut m = CLASS.to_owned();
+    m.push_str("---\n");
+    m.push_str(&yaml.replace("\"{GATEWAY_CLASS_NAME}\"", "portico"));
+    translate(&Snapshot::from_objects(parsed(&m)), &Settings::default())
+}
+
+/// GatewayWithAttachedRoutes (upstream manifest): `attachedRoutes` counts
+/// the routes accepted per listener, per Gateway (three Gateways share
+/// port 80), selecting namespaces by the `kubernetes.io/metadata.name`
+/// label every namespace carries; a UDP listener is not accepted and
+/// counts none.
+#[test]
+fn gateway_with_attached_routes() {
+    let gateway = |name: &str, udp: bool| {
+        let udp = if udp {
+            "    - {name: udp, port: 8080, protocol: UDP, allowedRoutes: {kinds: [{kind: UDPRoute}], namespaces: {from: Selector, selector: {matchLabels: {kubernetes.io/metadata.name: gateway-conformance-infra}}}}}\n"
+        } else {
+            ""
+        };
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: Gateway\nmetadata: {{name: {name}, namespace: gateway-conformance-infra}}\nspec:\n  gatewayClassName: \"{{GATEWAY_CLASS_NAME}}\"\n  listeners:\n{udp}    - {{name: http, port: 80, protocol: HTTP, allowedRoutes: {{kinds: [{{kind: HTTPRoute}}], namespaces: {{from: Selector, selector: {{matchLabels: {{kubernetes.io/metadata.name: gateway-conformance-infra}}}}}}}}}}\n---\n"
+        )
+    };
+    let route = |name: &str, gateway: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: gateway-conformance-infra}}\nspec:\n  parentRefs: [{{kind: Gateway, name: {gateway}, namespace: gateway-conformance-infra}}]\n  rules: [{{backendRefs: [{{name: infra-backend-v1, port: 8080}}]}}]\n---\n"
+        )
+    };
+    let mut m = gateway("gateway-with-one-attached-route", false);
+    m.push_str(&route("http-route-1", "gateway-with-one-attached-route"));
+    m.push_str(&gateway("gateway-with-two-attached-routes", false));
+    m.push_str(&route("http-route-2", "gateway-with-two-attached-routes"));
+    m.push_str(&route("http-route-3", "gateway-with-two-attached-routes"));
+    let two = "gateway-with-two-listeners-and-one-attached-route";
+    m.push_str(&gateway(two, true));
+    m.push_str(&route("http-route-4", two));
+    let t = conformance(&m);
+    for (gw, name, attached, accepted) in [
+        ("gateway-with-one-attached-route", "http", 1, true),
+        ("gateway-with-two-attached-routes", "http", 2, true),
+        (two, "http", 1, true),
+        (two, "udp", 0, false),
+    ] {
+        let l = listener(&t, gw, name);
+        assert_eq!(l.attached_routes, attached, "{gw}/{name}");
+        assert_eq!(l.accepted.status, accepted, "{gw}/{name}: {l:?}");
+        assert_eq!(l.programmed.status, accepted, "{gw}/{name}: {l:?}");
+    }
+}
+
+/// GatewayInvalidTLSConfiguration (upstream manifest): an HTTPS listener
+/// whose certificateRef names a missing Secret, another group, another
+/// kind, or a malformed Secret has `ResolvedRefs: False`
+/// (`InvalidCertificateRef`) and is not programmed; the Gateway's HTTP
+/// listener on the shared port 80 is, and serves its control route.
+#[test]
+fn gateway_invalid_tls_configuration() {
+    let mut m = String::new();
+    for (name, reference) in [
+        (
+            "gateway-certificate-nonexistent-secret",
+            "{group: \"\", kind: Secret, name: nonexistent-certificate}",
+        ),
+        (
+            "gateway-certificate-unsupported-group",
+            "{group: wrong.group.company.io, kind: Secret, name: tls-validity-checks-certificate}",
+        ),
+        (
+            "gateway-certificate-unsupported-kind",
+            "{group: \"\", kind: WrongKind, name: tls-validity-checks-certificate}",
+        ),
+        (
+            "gateway-certificate-malformed-secret",
+            "{group: \"\", kind: Secret, name: malformed-certificate}",
+        ),
+    ] {
+        m.push_str(&format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: gateway-conformance-infra}}\nspec:\n  gatewayClassName: \"{{GATEWAY_CLASS_NAME}}\"\n  listeners:\n    - {{name: http, port: 80, protocol: HTTP, allowedRoutes: {{namespaces: {{from: Same}}}}}}\n    - {{name: https, port: 443, protocol: HTTPS, allowedRoutes: {{namespaces: {{from: All}}}}, tls: {{certificateRefs: [{reference}]}}}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}-control, namespace: gateway-conformance-infra}}\nspec:\n  parentRefs: [{{name: {name}, sectionName: http}}]\n  hostnames: [{name}.example.com]\n  rules: [{{backendRefs: [{{name: infra-backend-v1, port: 8080}}]}}]\n---\n"
+        ));
+    }
+    m.push_str("apiVersion: v1\nkind: Secret\nmetadata: {name: malformed-certificate, namespace: gateway-conformance-infra}\ndata: {tls.crt: SGVsbG8gd29ybGQK, tls.key: SGVsbG8gd29ybGQK}\ntype: kubernetes.io/tls\n");
+    let t = conformance(&m);
+    for gw in [
+        "gateway-certificate-nonexistent-secret",
+        "gateway-certificate-unsupported-group",
+        "gateway-certificate-unsupported-kind",
+        "gateway-certificate-malformed-secret",
+    ] {
+        let https = listener(&t, gw, "https");
+        assert!(!https.resolved_refs.status, "{gw}: {https:?}");
+        assert_eq!(https.resolved_refs.reason, "InvalidCertificateRef", "{gw}");
+        assert!(!https.programmed.status, "{gw}");
+        let http = listener(&t, gw, "http");
+        assert!(http.programmed.status, "{gw}: {http:?}");
+        assert_eq!(http.attached_routes, 1, "{gw}");
+        let hosts: Vec<String> = t
+            .config
+            .routes
+            .iter()
+            .filter(|r| r.source.name == format!("{gw}-control"))
+            .flat_map(|r| r.hostnames.iter().map(ToString::to_string))
+            .collect();
+        assert_eq!(hosts, [format!("{gw}.example.com")]);
+    }
+}
+
+/// HTTPRouteInvalidParentRefNotMatchingSectionName,
+/// ...NotMatchingListenerPort, ...SectionNameNotMatchingPort and
+/// HTTPRouteInvalidCrossNamespaceParentRef: a parentRef naming no listener
+/// is `NoMatchingParent`; one from a namespace the listener does not allow
+/// is `NotAllowedByListeners`; neither is served.
+#[test]
+fn invalid_parent_refs_are_not_accepted() {
+    let mut m = CLASS.to_owned();
+    m.push_str(&gateway(
+        "same-namespace",
+        "2026-01-01T00:00:00Z",
+        "{name: http, port: 80, protocol: HTTP}",
+    ));
+    let mut cases = Vec::new();
+    for (name, namespace, parent, reason) in [
+        (
+            "section",
+            "default",
+            "{name: same-namespace, sectionName: nonexistent}",
+            "NoMatchingParent",
+        ),
+        (
+            "port",
+            "default",
+            "{name: same-namespace, port: 81}",
+            "NoMatchingParent",
+        ),
+        (
+            "section-port",
+            "default",
+            "{name: same-namespace, sectionName: http, port: 81}",
+            "NoMatchingParent",
+        ),
+        (
+            "cross-namespace",
+            "gateway-conformance-web-backend",
+            "{name: same-namespace, namespace: default}",
+            "NotAllowedByListeners",
+        ),
+    ] {
+        m.push_str(&format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  parentRefs: [{parent}]\n  hostnames: [{name}.example.com]\n  rules: [{{backendRefs: [{{name: web, port: 80}}]}}]\n"
+        ));
+        cases.push((name, namespace, reason));
+    }
+    let t = translate(&Snapshot::from_objects(parsed(&m)), &Settings::default());
+    for (name, namespace, reason) in cases {
+        let key = super::RouteRef {
+            kind: super::RouteKind::Http,
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        let parent = &t.gateway.routes[&key].parents[0];
+        assert_eq!(
+            (parent.accepted.status, parent.accepted.reason),
+            (false, reason),
+            "{name}"
+        );
+        assert!(
+            t.config.routes.iter().all(|r| r.source.name != name),
+            "{name} is served"
+        );
+    }
+    assert_eq!(
+        gateway_result(&t, "same-namespace").listeners[0].attached_routes,
+        0
+    );
+}
+
+/// GatewayInvalidRouteKind and HTTPRouteDisallowedKind: a listener's
+/// `allowedRoutes.kinds` entry Portico cannot attach is left out with
+/// `ResolvedRefs: False` (`InvalidRouteKinds`); a listener left with no
+/// kind takes no route, and an HTTPRoute there is `NotAllowedByListeners`.
+#[test]
+fn route_kinds_a_listener_cannot_take() {
+    let mut m = CLASS.to_owned();
+    m.push_str(&gateway(
+        "kinds",
+        "2026-01-01T00:00:00Z",
+        "{name: only-invalid, port: 80, protocol: HTTP, hostname: a.test, allowedRoutes: {kinds: [{kind: FooRoute}]}}, {name: mixed, port: 80, protocol: HTTP, hostname: b.test, allowedRoutes: {kinds: [{kind: HTTPRoute}, {kind: FooRoute}]}}, {name: tls-only, port: 80, protocol: HTTP, hostname: c.test, allowedRoutes: {kinds: [{kind: TLSRoute}]}}",
+    ));
+    m.push_str(
+        &route("disallowed", "kinds", "[c.test]", "/")
+            .replace("[{name: kinds}]", "[{name: kinds, sectionName: tls-only}]"),
+    );
+    let t = translate(&Snapshot::from_objects(parsed(&m)), &Settings::default());
+    let gw = gateway_result(&t, "kinds");
+    for (l, kinds) in gw.listeners.iter().zip([&[][..], &["HTTPRoute"], &[]]) {
+        assert_eq!(
+            (l.resolved_refs.status, l.resolved_refs.reason),
+            (false, "InvalidRouteKinds"),
+            "{l:?}"
+        );
+        assert_eq!(l.supported_kinds, kinds, "{}", l.name);
+    }
+    assert_eq!(gw.listeners[2].attached_routes, 0);
+    let key = super::RouteRef {
+        kind: super::RouteKind::Http,
+        namespace: "default".into(),
+        name: "disallowed".into(),
+    };
+    let parent = &t.gateway.routes[&key].parents[0];
+    assert_eq!(
+        (parent.accepted.status, parent.accepted.reason),
+        (false, "NotAllowedByListeners")
+    );
+}
+
+/// GatewaySecretMissingReferenceGrant, GatewaySecretInvalidReferenceGrant,
+/// GatewaySecretReferenceGrantAllInNamespace and
+/// GatewaySecretReferenceGrantSpecific: a certificateRef into another
+/// namespace resolves only with a ReferenceGrant there for Gateways of
+/// this namespace that names that Secret or every Secret.
+#[test]
+fn certificate_refs_across_namespaces_need_a_matching_grant() {
+    let grant = |to: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: grant, namespace: gateway-conformance-web-backend}}\nspec:\n  from: [{{group: gateway.networking.k8s.io, kind: Gateway, namespace: gateway-conformance-infra}}]\n  to: [{to}]\n"
+        )
+    };
+    for (case, grant, resolved) in [
+        ("missing", String::new(), false),
+        (
+            "invalid",
+            grant("{group: \"\", kind: Secret, name: not-the-certificate}"),
+            false,
+        ),
+        (
+            "all-in-namespace",
+            grant("{group: \"\", kind: Secret}"),
+            true,
+        ),
+        (
+            "specific",
+            grant("{group: \"\", kind: Secret, name: certificate}"),
+            true,
+        ),
+    ] {
+        let mut m = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gateway-secret, namespace: gateway-conformance-infra}\nspec:\n  gatewayClassName: \"{GATEWAY_CLASS_NAME}\"\n  listeners:\n    - {name: https, port: 443, protocol: HTTPS, hostname: secure.test, tls: {certificateRefs: [{group: \"\", kind: Secret, name: certificate, namespace: gateway-conformance-web-backend}]}}\n".to_owned();
+        m.push_str(&grant);
+        let mut objs = parsed(&format!(
+            "{CLASS}---\n{}",
+            m.replace("\"{GATEWAY_CLASS_NAME}\"", "portico")
+        ));
+        objs.push(tls_secret(
+            "gateway-conformance-web-backend",
+            "certificate",
+            "secure.test",
+        ));
+        let t = translate(&Snapshot::from_objects(objs), &Settings::default());
+        let l = listener(&t, "gateway-secret", "https");
+        assert_eq!(l.resolved_refs.status, resolved, "{case}: {l:?}");
+        assert_eq!(l.programmed.status, resolved, "{case}");
+        if !resolved {
+            assert_eq!(l.resolved_refs.reason, "RefNotPermitted", "{case}");
+        }
+    }
+}
