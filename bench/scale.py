@@ -11,7 +11,9 @@ and reports:
     Ingress file so a new path answers; the time from the file's rename into
     place to the first 200 on the new path (polled every millisecond), p50,
     p99 and max;
-  - resident memory during the churn (sampled after each edit) and at its end.
+  - resident memory during the churn (sampled after each edit) and at its end,
+    and with 60 s or more of edits, the end against the first minute's (the
+    goal: within 10%).
 
 Usage: python3 bench/scale.py [--ingresses 2000] [--paths 5] [--edits 60]
        [--interval 1.0] [--bin target/release/portico]
@@ -191,6 +193,7 @@ endpoints:
         print(f"RSS idle after the first publish: {idle / 1024:.1f} MiB")
 
         lat, rss = [], []
+        churn_start, minute1 = time.monotonic(), None
         for e in range(a.edits):
             i = (e * 7919) % a.ingresses
             path = f"/edit{e}"
@@ -203,6 +206,8 @@ endpoints:
                 time.sleep(0.001)
             lat.append((time.monotonic() - t0) * 1000)
             rss.append(rss_kib(proc.pid))
+            if minute1 is None and time.monotonic() - churn_start >= 60:
+                minute1 = rss[-1]
             time.sleep(max(0.0, t_next - time.monotonic()))
         lat.sort()
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
@@ -214,6 +219,12 @@ endpoints:
             f"RSS under churn: max {max(rss) / 1024:.1f} MiB, "
             f"end {rss[-1] / 1024:.1f} MiB"
         )
+        if minute1:
+            # The flatness goal: the end within 10% of the first minute.
+            print(
+                f"RSS after the first minute of churn {minute1 / 1024:.1f} MiB, "
+                f"end/first minute {rss[-1] / minute1:.3f}"
+            )
     finally:
         proc.terminate()
         proc.wait()
