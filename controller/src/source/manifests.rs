@@ -18,6 +18,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_yaml::value::{Tag, TaggedValue};
@@ -841,11 +842,51 @@ pub struct ManifestDir {
 
 #[derive(Debug, Default)]
 struct FileState {
+    /// The file as listed when it was last read: a file listed with the
+    /// same stamp is not read again.
+    stamp: Option<Stamp>,
     fingerprint: Option<u64>,
     /// The last good parse: served until the file parses again.
     objects: Vec<Object>,
     /// Errors of the current content; empty when it parsed.
     errors: Vec<ManifestError>,
+}
+
+/// What says a file may have changed without reading it: its modification
+/// time, size and inode (a file renamed into place is a new inode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+/// A file modified this recently is read even with an unchanged stamp: a
+/// second write within the file system's timestamp granularity (a jiffy on
+/// Linux) that keeps the size would otherwise go unseen.
+const RACY: Duration = Duration::from_secs(2);
+
+impl Stamp {
+    fn of(meta: &fs::Metadata) -> Self {
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Self {
+            modified: meta.modified().ok(),
+            len: meta.len(),
+            inode,
+        }
+    }
+
+    /// Whether a file with this stamp, read before, needs no new read.
+    fn settled(self, before: Option<Stamp>, now: SystemTime) -> bool {
+        let old_enough = self
+            .modified
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age >= RACY);
+        before == Some(self) && old_enough
+    }
 }
 
 /// What a rescan found.
@@ -867,18 +908,33 @@ impl ManifestDir {
         &self.root
     }
 
-    /// Re-reads every manifest file; files whose bytes did not change are not
-    /// parsed again.
+    /// Lists the directory and re-reads each manifest file whose stamp
+    /// (modification time, size, inode) changed since it was read; files
+    /// whose bytes did not change are not parsed again, and a removed file's
+    /// objects go with it.
     pub fn rescan(&mut self) -> io::Result<Scan> {
+        self.rescan_named(&[])
+    }
+
+    /// [`ManifestDir::rescan`], reading the files in `named` (the paths a
+    /// change notification named, sorted) whatever their stamp says.
+    pub fn rescan_named(&mut self, named: &[PathBuf]) -> io::Result<Scan> {
         let mut found = Vec::new();
         collect_files(&self.root, &mut found)?;
-        found.sort();
+        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut scan = Scan::default();
         let before = self.files.len();
         self.files
-            .retain(|path, _| found.binary_search(path).is_ok());
+            .retain(|path, _| found.binary_search_by(|(p, _)| p.cmp(path)).is_ok());
         scan.changed |= self.files.len() != before;
-        for path in found {
+        let now = SystemTime::now();
+        for (path, stamp) in found {
+            let state = self.files.entry(path.clone()).or_default();
+            if stamp.settled(state.stamp, now) && named.binary_search(&path).is_err() {
+                continue;
+            }
+            // Taken before the read: a write after it is seen next time.
+            state.stamp = Some(stamp);
             let text = match read_file(&path) {
                 Ok(t) => Ok(t),
                 // Deleted between listing and reading: the next scan sees it.
@@ -894,7 +950,6 @@ impl ManifestDir {
                 Err(e) => e.hash(&mut h),
             }
             let fingerprint = h.finish();
-            let state = self.files.entry(path.clone()).or_default();
             if state.fingerprint == Some(fingerprint) {
                 continue;
             }
@@ -941,7 +996,7 @@ impl ManifestDir {
     }
 }
 
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
+fn collect_files(dir: &Path, out: &mut Vec<(PathBuf, Stamp)>) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
@@ -957,7 +1012,7 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
             path.extension().and_then(|e| e.to_str()),
             Some("yaml" | "yml")
         ) {
-            out.push(path);
+            out.push((path, Stamp::of(&meta)));
         }
     }
     Ok(())
@@ -1323,6 +1378,50 @@ mod tests {
         let e = manifests.errors();
         assert_eq!(e.len(), 1);
         assert!(e[0].file.ends_with("bomb.yaml"), "{e:?}");
+    }
+
+    /// A rescan reads only files whose stamp changed (or that a
+    /// notification named); a removed file's objects go with it.
+    #[test]
+    fn only_changed_or_named_files_are_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (web, other) = (dir.path().join("web.yaml"), dir.path().join("other.yaml"));
+        let mut manifests = ManifestDir::new(dir.path());
+        let services = |m: &ManifestDir| m.snapshot().services.keys().cloned().collect::<Vec<_>>();
+        let named = |n: &str| ("shop".to_owned(), n.to_owned());
+        // Same length as SERVICE: only the stamp's time can tell them apart.
+        let renamed = SERVICE.replace("name: web", "name: api");
+        assert_eq!(renamed.len(), SERVICE.len());
+        let settled = SystemTime::now() - 2 * RACY;
+        let write = |path: &Path, text: &str| {
+            std::fs::write(path, text).unwrap();
+            let f = std::fs::File::options().write(true).open(path).unwrap();
+            f.set_modified(settled).unwrap();
+        };
+
+        write(&web, SERVICE);
+        write(&other, &SERVICE.replace("name: web", "name: db"));
+        assert!(manifests.rescan().unwrap().changed);
+        assert_eq!(services(&manifests), [named("db"), named("web")]);
+        // Rewritten in place with the same size and time: not read.
+        write(&web, &renamed);
+        assert!(!manifests.rescan().unwrap().changed);
+        assert_eq!(services(&manifests), [named("db"), named("web")]);
+        // Named by a notification: read.
+        assert!(
+            manifests
+                .rescan_named(std::slice::from_ref(&web))
+                .unwrap()
+                .changed
+        );
+        assert_eq!(services(&manifests), [named("api"), named("db")]);
+        // A new time (or size, or inode) is read without being named.
+        std::fs::write(&web, SERVICE).unwrap();
+        assert!(manifests.rescan().unwrap().changed);
+        assert_eq!(services(&manifests), [named("db"), named("web")]);
+        std::fs::remove_file(&other).unwrap();
+        assert!(manifests.rescan().unwrap().changed);
+        assert_eq!(services(&manifests), [named("web")]);
     }
 
     #[test]
