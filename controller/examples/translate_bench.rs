@@ -141,7 +141,7 @@ fn main() {
     );
     println!(
         "heap kept: snapshot objects {snapshot_mib:.1} MiB, translation {translation_mib:.1} MiB \
-         (its RouteConfig {config_mib:.1} MiB), live table {table_mib:.1} MiB (its RouteConfig included)"
+         (its RouteConfig {config_mib:.1} MiB), live table {table_mib:.1} MiB (besides that RouteConfig, which it keeps)"
     );
     println!("live table by part (a build from empty stores; bytes per rule):");
     for (part, bytes) in parts {
