@@ -16,7 +16,7 @@ and reports:
     goal: within 10%).
 
 Usage: python3 bench/scale.py [--ingresses 2000] [--paths 5] [--edits 60]
-       [--interval 1.0] [--bin target/release/portico]
+       [--interval 1.0] [--timeout 10] [--bin target/release/portico]
 
 Only 127.0.0.1 is used. Run on a quiet machine: apply-to-live is a time.
 """
@@ -120,6 +120,7 @@ def main():
     ap.add_argument("--paths", type=int, default=5)
     ap.add_argument("--edits", type=int, default=60)
     ap.add_argument("--interval", type=float, default=1.0)
+    ap.add_argument("--timeout", type=float, default=10.0, help="seconds an edit may take")
     ap.add_argument("--bin", default="target/release/portico")
     ap.add_argument("--keep", action="store_true", help="keep the manifest folder")
     ap.add_argument("--log", help="portico's log goes here (default: discarded)")
@@ -201,8 +202,8 @@ endpoints:
             write(os.path.join(d, f"ing{i:05}.yaml"), ingress_yaml(i, a.paths, path))
             t0 = time.monotonic()
             while get(http_port, f"h{i}.example.com", path) != 200:
-                if time.monotonic() - t0 > 10:
-                    sys.exit(f"edit {e} not live after 10 s")
+                if time.monotonic() - t0 > a.timeout:
+                    sys.exit(f"edit {e} not live after {a.timeout:g} s")
                 time.sleep(0.001)
             lat.append((time.monotonic() - t0) * 1000)
             rss.append(rss_kib(proc.pid))
