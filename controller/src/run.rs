@@ -223,7 +223,12 @@ pub fn manifest_source(
             named.dedup();
             let changed = {
                 let mut dir = task_dir.lock().unwrap_or_else(|p| p.into_inner());
-                match dir.rescan_named(&named) {
+                // Poll mode names nothing: always the full listing.
+                let scan = match dir.refresh_named(&named) {
+                    Some(scan) => Ok(scan),
+                    None => dir.rescan_named(&named),
+                };
+                match scan {
                     Ok(scan) => {
                         if scan.changed {
                             report_manifest_errors(&dir);

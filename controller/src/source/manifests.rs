@@ -16,6 +16,7 @@ use std::fmt;
 use std::fs;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{self, Read};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -929,58 +930,116 @@ impl ManifestDir {
         scan.changed |= self.files.len() != before;
         let now = SystemTime::now();
         for (path, stamp) in found {
-            let state = self.files.entry(path.clone()).or_default();
-            if stamp.settled(state.stamp, now) && named.binary_search(&path).is_err() {
-                continue;
-            }
-            // Taken before the read: a write after it is seen next time.
-            state.stamp = Some(stamp);
-            let text = match read_file(&path) {
-                Ok(t) => Ok(t),
-                // Deleted between listing and reading: the next scan sees it.
-                Err(ManifestError {
-                    reason: Problem::Unreadable(_),
-                    ..
-                }) if !path.exists() => continue,
-                Err(e) => Err(e),
-            };
-            let mut h = DefaultHasher::new();
-            match &text {
-                Ok(t) => t.hash(&mut h),
-                Err(e) => e.hash(&mut h),
-            }
-            let fingerprint = h.finish();
-            if state.fingerprint == Some(fingerprint) {
-                continue;
-            }
-            state.fingerprint = Some(fingerprint);
-            if text.as_ref().is_ok_and(String::is_empty) && !state.objects.is_empty() {
-                // A writer that truncates before it writes is seen empty for
-                // a moment: serving nothing from the file then would empty
-                // the table until the write lands, and keep it empty if that
-                // write is malformed.
-                warn!(
-                    file = %path.display(),
-                    "manifest file is empty; its last objects keep serving until it has content again or is deleted"
-                );
-                continue;
-            }
-            scan.changed = true;
-            let parsed = match text {
-                Ok(text) => parse_documents(&path, &text),
-                Err(e) => Parsed {
-                    errors: vec![e],
-                    ..Default::default()
-                },
-            };
-            if parsed.errors.is_empty() {
-                state.objects = parsed.objects;
-                state.errors.clear();
-            } else {
-                state.errors = parsed.errors;
-            }
+            let force = named.binary_search(&path).is_ok();
+            scan.changed |= self.refresh(path, stamp, force, now);
         }
         Ok(scan)
+    }
+
+    /// Reads only the files `named` (a notification's paths) when they say
+    /// all that changed: manifest files written, created or removed, and
+    /// other files, which do not count. `None` when a full
+    /// [`ManifestDir::rescan`] is needed: nothing named (an overflowed
+    /// queue), a directory, a hidden entry (a ConfigMap mount's `..data`
+    /// swap), a path outside the root, or a removed entry that held files.
+    /// At 10,000 files a full listing costs about a second of CPU.
+    pub fn refresh_named(&mut self, named: &[PathBuf]) -> Option<Scan> {
+        if named.is_empty() {
+            return None;
+        }
+        let mut scan = Scan::default();
+        let now = SystemTime::now();
+        for path in named {
+            let rest = path.strip_prefix(&self.root).ok()?;
+            if rest
+                .components()
+                .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+            {
+                return None;
+            }
+            let manifest = matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            );
+            match fs::metadata(path) {
+                Ok(meta) if meta.is_dir() => return None,
+                Ok(meta) if manifest => {
+                    let stamp = Stamp::of(&meta);
+                    scan.changed |= self.refresh(path.clone(), stamp, true, now);
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if self.files.remove(path).is_some() {
+                        scan.changed = true;
+                    } else if self
+                        .files
+                        .range::<Path, _>((Bound::Excluded(path.as_path()), Bound::Unbounded))
+                        .next()
+                        .is_some_and(|(p, _)| p.starts_with(path))
+                    {
+                        // A removed directory: its files go too.
+                        return None;
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+        Some(scan)
+    }
+
+    /// Reads one listed file if its stamp says it may have changed (or
+    /// `force`); whether its objects or errors changed.
+    fn refresh(&mut self, path: PathBuf, stamp: Stamp, force: bool, now: SystemTime) -> bool {
+        let state = self.files.entry(path.clone()).or_default();
+        if stamp.settled(state.stamp, now) && !force {
+            return false;
+        }
+        // Taken before the read: a write after it is seen next time.
+        state.stamp = Some(stamp);
+        let text = match read_file(&path) {
+            Ok(t) => Ok(t),
+            // Deleted between listing and reading: the next scan sees it.
+            Err(ManifestError {
+                reason: Problem::Unreadable(_),
+                ..
+            }) if !path.exists() => return false,
+            Err(e) => Err(e),
+        };
+        let mut h = DefaultHasher::new();
+        match &text {
+            Ok(t) => t.hash(&mut h),
+            Err(e) => e.hash(&mut h),
+        }
+        let fingerprint = h.finish();
+        if state.fingerprint == Some(fingerprint) {
+            return false;
+        }
+        state.fingerprint = Some(fingerprint);
+        if text.as_ref().is_ok_and(String::is_empty) && !state.objects.is_empty() {
+            // A writer that truncates before it writes is seen empty for
+            // a moment: serving nothing from the file then would empty
+            // the table until the write lands, and keep it empty if that
+            // write is malformed.
+            warn!(
+                file = %path.display(),
+                "manifest file is empty; its last objects keep serving until it has content again or is deleted"
+            );
+            return false;
+        }
+        let parsed = match text {
+            Ok(text) => parse_documents(&path, &text),
+            Err(e) => Parsed {
+                errors: vec![e],
+                ..Default::default()
+            },
+        };
+        if parsed.errors.is_empty() {
+            state.objects = parsed.objects;
+            state.errors.clear();
+        } else {
+            state.errors = parsed.errors;
+        }
+        true
     }
 
     /// Current errors, by file.
@@ -1420,6 +1479,66 @@ mod tests {
         assert!(manifests.rescan().unwrap().changed);
         assert_eq!(services(&manifests), [named("db"), named("web")]);
         std::fs::remove_file(&other).unwrap();
+        assert!(manifests.rescan().unwrap().changed);
+        assert_eq!(services(&manifests), [named("web")]);
+    }
+
+    /// A notification's paths alone are read when they say all that
+    /// changed; anything else asks for the full listing.
+    #[test]
+    fn named_files_alone_are_read_or_a_full_listing_is_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (web, db) = (root.join("web.yaml"), root.join("db.yaml"));
+        let mut manifests = ManifestDir::new(root);
+        let services = |m: &ManifestDir| m.snapshot().services.keys().cloned().collect::<Vec<_>>();
+        let named = |n: &str| ("shop".to_owned(), n.to_owned());
+        std::fs::write(&web, SERVICE).unwrap();
+        assert!(manifests.rescan().unwrap().changed);
+
+        // A new file, named: read without a listing.
+        std::fs::write(&db, SERVICE.replace("name: web", "name: db")).unwrap();
+        let scan = manifests.refresh_named(std::slice::from_ref(&db)).unwrap();
+        assert!(scan.changed);
+        assert_eq!(services(&manifests), [named("db"), named("web")]);
+        // Another kind of file, named: nothing to do.
+        std::fs::write(root.join("notes.txt"), "x").unwrap();
+        assert!(
+            !manifests
+                .refresh_named(&[root.join("notes.txt")])
+                .unwrap()
+                .changed
+        );
+        // Removed, named: its objects go.
+        std::fs::remove_file(&db).unwrap();
+        assert!(
+            manifests
+                .refresh_named(std::slice::from_ref(&db))
+                .unwrap()
+                .changed
+        );
+        assert_eq!(services(&manifests), [named("web")]);
+
+        // A directory, a hidden entry, a path elsewhere, or nothing named:
+        // the full listing.
+        std::fs::create_dir(root.join("more")).unwrap();
+        assert!(manifests.refresh_named(&[root.join("more")]).is_none());
+        assert!(manifests.refresh_named(&[root.join("..data")]).is_none());
+        assert!(
+            manifests
+                .refresh_named(&[PathBuf::from("/elsewhere.yaml")])
+                .is_none()
+        );
+        assert!(manifests.refresh_named(&[]).is_none());
+        // A removed directory that held files.
+        std::fs::write(
+            root.join("more/api.yaml"),
+            SERVICE.replace("name: web", "name: api"),
+        )
+        .unwrap();
+        assert!(manifests.rescan().unwrap().changed);
+        std::fs::remove_dir_all(root.join("more")).unwrap();
+        assert!(manifests.refresh_named(&[root.join("more")]).is_none());
         assert!(manifests.rescan().unwrap().changed);
         assert_eq!(services(&manifests), [named("web")]);
     }
