@@ -5,7 +5,8 @@
 //! several runs for each phase, then the heap each stage keeps: the
 //! snapshot's objects, the translation (and its `RouteConfig`), the live
 //! table, counted by a wrapper around the system allocator (bytes asked
-//! for, not what the allocator holds from the OS).
+//! for, not what the allocator holds from the OS); then the live table
+//! by part (`RouteTable::heap_by_part`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use portico_controller::snapshot::{Object, Snapshot};
 use portico_controller::translate::{Settings, translate};
-use portico_dataplane::{Dataplane, DataplaneConfig};
+use portico_dataplane::{Dataplane, DataplaneConfig, RouteTable};
 
 /// Bytes allocated and not yet freed.
 static LIVE: AtomicIsize = AtomicIsize::new(0);
@@ -110,6 +111,19 @@ fn main() {
     let config_only = live_mib();
     let config = t.config.clone();
     let config_mib = live_mib() - config_only;
+    // The rules' chains as data: the copy each rule's runtime kept
+    // beside the config's until the table read the config's instead.
+    let before_chains = live_mib();
+    let chains: Vec<_> = config
+        .routes
+        .iter()
+        .flat_map(|r| &r.rules)
+        .map(|r| r.chain.clone())
+        .collect();
+    let chains_mib = live_mib() - before_chains;
+    drop(chains);
+    let live = || LIVE.load(Ordering::Relaxed);
+    let parts = RouteTable::heap_by_part(config.clone(), &live);
     drop(dataplane);
     let fresh = Dataplane::new(DataplaneConfig::default()).expect("dataplane");
     let before_table = live_mib();
@@ -127,7 +141,19 @@ fn main() {
     );
     println!(
         "heap kept: snapshot objects {snapshot_mib:.1} MiB, translation {translation_mib:.1} MiB \
-         (its RouteConfig {config_mib:.1} MiB), live table {table_mib:.1} MiB (its RouteConfig included)"
+         (its RouteConfig {config_mib:.1} MiB), live table {table_mib:.1} MiB (besides that RouteConfig, which it keeps)"
+    );
+    println!("live table by part (a build from empty stores; bytes per rule):");
+    for (part, bytes) in parts {
+        println!(
+            "  {part:<36} {:>8.2} MiB {:>7.0}",
+            bytes as f64 / (1024.0 * 1024.0),
+            bytes as f64 / rules as f64
+        );
+    }
+    println!(
+        "  {:<36} {chains_mib:>8.2} MiB (in the RouteConfig)",
+        "rule chains as data"
     );
     drop(t);
 }

@@ -94,10 +94,13 @@ impl Rebuilder {
             // panicked it starts afresh (the default certificate covers).
             let mut memory = std::mem::take(&mut certs);
             let result = tokio::task::spawn_blocking(move || {
+                let mut split = Split::start();
                 let Some(snap) = snapshot() else {
                     return (memory, previous_certs, ports, None);
                 };
+                split.snapshot = split.lap();
                 let mut translation = translate::translate(&snap, &settings);
+                split.translate = split.lap();
                 let served = memory.serve(&translation, &settings);
                 if previous_certs.as_ref() != Some(&served) {
                     dataplane.publish_certs(served.clone());
@@ -115,10 +118,12 @@ impl Rebuilder {
                     let live = dataplane.current();
                     live.generation() == 0 || live.config() != &config
                 };
+                split.compare = split.lap();
                 let published = if changed {
                     let report = dataplane.publish(config);
                     ports = report.ports;
-                    Some(report.generation)
+                    split.publish = split.lap();
+                    Some((report.generation, split))
                 } else {
                     None
                 };
@@ -143,10 +148,14 @@ impl Rebuilder {
                 continue;
             };
             match published {
-                Some(generation) => info!(
+                Some((generation, split)) => info!(
                     generation,
                     routes,
                     event_to_swap_ms = first.elapsed().as_secs_f64() * 1e3,
+                    snapshot_ms = split.snapshot,
+                    translate_ms = split.translate,
+                    compare_ms = split.compare,
+                    publish_ms = split.publish,
                     "published a new routing table"
                 ),
                 None => debug!("translation unchanged; table kept"),
@@ -155,6 +164,39 @@ impl Rebuilder {
             last_reports = translation.reports.clone();
             self.reports.send_replace(Some(Arc::new(translation)));
         }
+    }
+}
+
+/// Where a rebuild's time went, in milliseconds: taking the snapshot,
+/// translating it, publishing certificates and comparing the result with
+/// the live config, and the table build and swap (`Dataplane::publish`).
+/// The debounce before is the rest of `event_to_swap_ms`.
+#[derive(Clone, Copy)]
+struct Split {
+    at: std::time::Instant,
+    snapshot: f64,
+    translate: f64,
+    compare: f64,
+    publish: f64,
+}
+
+impl Split {
+    fn start() -> Self {
+        Self {
+            at: std::time::Instant::now(),
+            snapshot: 0.0,
+            translate: 0.0,
+            compare: 0.0,
+            publish: 0.0,
+        }
+    }
+
+    /// Milliseconds since the last lap.
+    fn lap(&mut self) -> f64 {
+        let now = std::time::Instant::now();
+        let ms = (now - self.at).as_secs_f64() * 1e3;
+        self.at = now;
+        ms
     }
 }
 

@@ -183,12 +183,13 @@ pub fn manifest_source(
     report_manifest_errors(&dir);
     let dir = Arc::new(Mutex::new(dir));
 
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    // Each notification's paths: those files are read whatever their stamp.
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
     let watcher = {
         let tx = tx.clone();
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
-                let _ = tx.send(());
+            if let Ok(event) = event {
+                let _ = tx.send(event.paths);
             }
         })
         .and_then(|mut w| w.watch(&root, RecursiveMode::Recursive).map(|()| w))
@@ -205,16 +206,29 @@ pub fn manifest_source(
     let task_changes = Arc::clone(&changes);
     let task = tokio::spawn(async move {
         loop {
+            let mut named = Vec::new();
             if poll {
                 tokio::time::sleep(POLL_INTERVAL).await;
-            } else if rx.recv().await.is_none() {
-                return;
+            } else {
+                match rx.recv().await {
+                    Some(paths) => named.extend(paths),
+                    None => return,
+                }
             }
             // Editors write in bursts: absorb what is already queued.
-            while rx.try_recv().is_ok() {}
+            while let Ok(paths) = rx.try_recv() {
+                named.extend(paths);
+            }
+            named.sort_unstable();
+            named.dedup();
             let changed = {
                 let mut dir = task_dir.lock().unwrap_or_else(|p| p.into_inner());
-                match dir.rescan() {
+                // Poll mode names nothing: always the full listing.
+                let scan = match dir.refresh_named(&named) {
+                    Some(scan) => Ok(scan),
+                    None => dir.rescan_named(&named),
+                };
+                match scan {
                     Ok(scan) => {
                         if scan.changed {
                             report_manifest_errors(&dir);

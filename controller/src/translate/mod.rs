@@ -238,6 +238,9 @@ pub fn translate(snap: &Snapshot, settings: &Settings) -> Translation {
     tls::resolve_certificates(snap, settings, &mut out);
     report_services(snap, &mut out);
     report_conflicts(&mut out);
+    // In running order, as the live table keeps it, so the rebuild loop's
+    // comparison with the live config sees an unchanged result as equal.
+    out.config.order_chains();
     for report in out.reports.values_mut() {
         report.diagnostics.sort();
         report.diagnostics.dedup();

@@ -18,10 +18,10 @@
 pub(crate) mod retry;
 mod set;
 
-pub(crate) use set::PickError;
 #[cfg(test)]
 pub(crate) use set::tests::backend as test_backend;
 pub use set::{BackendRuntime, BackendSet};
+pub(crate) use set::{PickError, SharedBackends};
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

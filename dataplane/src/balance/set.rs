@@ -2,6 +2,9 @@
 //! retry budget: built once per table from the model's backends and the
 //! shared endpoints, read by the proxy to pick a backend.
 
+use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -18,7 +21,9 @@ use crate::upstream::{EndpointKey, Upstreams};
 /// the rotation, which is harmless. Endpoint health lives on the endpoints.
 #[derive(Default)]
 pub struct BackendSet {
-    backends: Vec<BackendRuntime>,
+    /// Shared with every rule of the table naming an equal backend
+    /// ([`SharedBackends`]).
+    backends: Vec<Arc<BackendRuntime>>,
     /// Cumulative weights, parallel to `backends`.
     cumulative: Vec<u64>,
     next: AtomicU64,
@@ -60,18 +65,20 @@ impl BackendSet {
         side: SessionSide,
     ) -> Self {
         let mut interned = Interned::default();
-        Self::build_with(list, upstreams, tls, retry, side, &mut interned)
+        let mut shared = SharedBackends::default();
+        let build = (upstreams, &mut interned, &mut shared);
+        Self::build_with(list, tls, retry, side, build)
     }
 
     /// [`BackendSet::build`], sharing the backends' compiled header edits
-    /// with the rest of the table build through `interned`.
-    pub(crate) fn build_with(
-        list: &[Backend],
-        upstreams: &Upstreams,
-        tls: Option<&Arc<UpstreamTls>>,
+    /// (`interned`) and each backend's runtime (`shared`) with the rest of
+    /// the table build.
+    pub(crate) fn build_with<'c>(
+        list: &'c [Backend],
+        tls: Option<&'c Arc<UpstreamTls>>,
         retry: &RetryPolicy,
         side: SessionSide,
-        interned: &mut Interned,
+        (upstreams, interned, shared): (&Upstreams, &mut Interned, &mut SharedBackends<'c>),
     ) -> Self {
         let mut total = 0u64;
         let mut backends = Vec::new();
@@ -79,46 +86,16 @@ impl BackendSet {
         for b in list.iter().filter(|b| b.weight > 0) {
             total += u64::from(b.weight);
             cumulative.push(total);
-            if b.invalid.is_some() {
-                backends.push(BackendRuntime::unresolved(b, upstreams));
-                continue;
-            }
-            let endpoints: Vec<_> = b
-                .endpoints
-                .iter()
-                .map(|&addr| {
-                    upstreams.endpoint(EndpointKey {
-                        addr,
-                        protocol: b.protocol,
-                        tls: tls.cloned(),
-                    })
-                })
-                .collect();
-            let checks = match &b.policy.health_check {
-                Some(hc) => endpoints
-                    .iter()
-                    .filter_map(|ep| upstreams.check(ep, hc))
-                    .collect(),
-                None => Vec::new(),
+            let key = BackendKey {
+                backend: b,
+                tls,
+                budget: (retry.budget_percent, retry.budget_min_per_second),
+                side,
             };
-            backends.push(BackendRuntime {
-                name: Arc::from(b.name.as_str()),
-                protocol: b.protocol,
-                balancer: Balancer::new(
-                    endpoints,
-                    b.policy.clone(),
-                    Arc::clone(upstreams.health()),
-                    checks,
-                )
-                .for_side(side),
-                budget: upstreams.retry_budget(
-                    &b.name,
-                    retry.budget_percent,
-                    retry.budget_min_per_second,
-                ),
-                filters: BackendFilters::build(&b.filters, interned),
-                unresolved: None,
+            let runtime = shared.get_or_build(key, || {
+                BackendRuntime::build(b, upstreams, tls, retry, side, interned)
             });
+            backends.push(runtime);
         }
         Self {
             backends,
@@ -126,7 +103,6 @@ impl BackendSet {
             next: AtomicU64::new(0),
         }
     }
-
     /// Picks a backend by weight; its balancer then picks the endpoint.
     pub(crate) fn pick_backend(&self) -> Result<&BackendRuntime, PickError> {
         let total = *self.cumulative.last().ok_or(PickError::NoBackend)?;
@@ -145,13 +121,108 @@ impl BackendSet {
 
     /// Every backend of the split (for metrics and `/debug`).
     pub fn backends(&self) -> impl Iterator<Item = &BackendRuntime> {
-        self.backends.iter()
+        self.backends.iter().map(|b| &**b)
+    }
+}
+
+/// What makes two backends' runtimes interchangeable: the whole model
+/// backend (name, endpoints, policy, filters), the rule's upstream TLS and
+/// retry budget settings, and the side of the split.
+#[derive(Clone, Copy, PartialEq)]
+struct BackendKey<'c> {
+    backend: &'c Backend,
+    tls: Option<&'c Arc<UpstreamTls>>,
+    budget: (u8, u32),
+    side: SessionSide,
+}
+
+/// Each distinct backend's runtime of one table build, so that the rules
+/// naming an equal backend (at 10,000 rules over 100 Services: 100, not
+/// 10,000) share one balancer, as an nginx upstream serves every location
+/// naming it. Keys borrow the build's config; the map lives for one build.
+#[derive(Default)]
+pub(crate) struct SharedBackends<'c> {
+    /// By a hash of the name, endpoints and side; equal keys compared whole.
+    built: HashMap<u64, Vec<(BackendKey<'c>, Arc<BackendRuntime>)>>,
+}
+
+impl<'c> SharedBackends<'c> {
+    fn get_or_build(
+        &mut self,
+        key: BackendKey<'c>,
+        build: impl FnOnce() -> BackendRuntime,
+    ) -> Arc<BackendRuntime> {
+        let mut h = DefaultHasher::new();
+        (
+            &key.backend.name,
+            &key.backend.endpoints,
+            key.side == SessionSide::Canary,
+        )
+            .hash(&mut h);
+        let bucket = self.built.entry(h.finish()).or_default();
+        if let Some((_, runtime)) = bucket.iter().find(|(k, _)| *k == key) {
+            return Arc::clone(runtime);
+        }
+        let runtime = Arc::new(build());
+        bucket.push((key, Arc::clone(&runtime)));
+        runtime
     }
 }
 
 // === impl BackendRuntime ===
 
 impl BackendRuntime {
+    /// One backend's runtime: its endpoints (from the shared store), active
+    /// checks, balancer and retry budget.
+    fn build(
+        b: &Backend,
+        upstreams: &Upstreams,
+        tls: Option<&Arc<UpstreamTls>>,
+        retry: &RetryPolicy,
+        side: SessionSide,
+        interned: &mut Interned,
+    ) -> Self {
+        if b.invalid.is_some() {
+            return Self::unresolved(b, upstreams);
+        }
+        let endpoints: Vec<_> = b
+            .endpoints
+            .iter()
+            .map(|&addr| {
+                upstreams.endpoint(EndpointKey {
+                    addr,
+                    protocol: b.protocol,
+                    tls: tls.cloned(),
+                })
+            })
+            .collect();
+        let checks = match &b.policy.health_check {
+            Some(hc) => endpoints
+                .iter()
+                .filter_map(|ep| upstreams.check(ep, hc))
+                .collect(),
+            None => Vec::new(),
+        };
+        Self {
+            name: Arc::from(b.name.as_str()),
+            protocol: b.protocol,
+            balancer: Balancer::new(
+                endpoints,
+                b.policy.clone(),
+                Arc::clone(upstreams.health()),
+                checks,
+            )
+            .for_side(side),
+            budget: upstreams.retry_budget(
+                &b.name,
+                retry.budget_percent,
+                retry.budget_min_per_second,
+            ),
+            filters: BackendFilters::build(&b.filters, interned),
+            unresolved: None,
+        }
+    }
+
     /// A backend that keeps its share of the split and answers it 500:
     /// no endpoint, health check or pool is made for it, and its retry
     /// budget (never spent: nothing is sent) stays out of the shared store.

@@ -30,6 +30,19 @@ impl RouteConfig {
             ports: Vec::new(),
         }
     }
+
+    /// Puts every rule's chain in running order ([`order_filters`]), in
+    /// place. Translation does it so that two translations compare equal
+    /// to the live table's config, which the table build orders again
+    /// (a no-op then) for a config written by hand.
+    pub fn order_chains(&mut self) {
+        let ports = self.ports.iter_mut().flat_map(|p| &mut p.routes);
+        for route in self.routes.iter_mut().chain(ports) {
+            for rule in &mut route.rules {
+                order_filters(&mut rule.chain);
+            }
+        }
+    }
 }
 
 /// The rules one source object contributes (an Ingress, an HTTPRoute).
@@ -163,7 +176,7 @@ pub struct Rule {
     #[serde(default)]
     pub grpc: GrpcOptions,
     /// Every policy of the rule (see [`Filter`]). Run by [`Filter::stage`],
-    /// then list order ([`order_filters`], at table build).
+    /// then list order ([`order_filters`], at translation and table build).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chain: Vec<Filter>,
 }

@@ -9,13 +9,13 @@ use std::time::SystemTime;
 use http::HeaderMap;
 use regex::Regex;
 
-use crate::balance::{BackendRuntime, BackendSet, SessionSide};
+use crate::balance::{BackendRuntime, BackendSet, SessionSide, SharedBackends};
 use crate::filter::error_pages::ErrorPagesRuntime;
 use crate::filter::{Chain, FilterState, Interned};
 use crate::headers::cookie_value;
 use crate::model::{
     Action, Backend, Balance, Canary, CanaryAffinity, CanaryHeaderValue, Filter, PathModifier,
-    PortProtocol, RetryPolicy, Route, RouteConfig, RouteMatch, Rule, UpstreamTls, order_filters,
+    PortProtocol, RetryPolicy, Route, RouteConfig, RouteMatch, Rule, UpstreamTls,
 };
 use crate::observe::{Metrics, RouteStats};
 use crate::request::ctx::Listener;
@@ -55,14 +55,14 @@ pub struct RuleRuntime {
     pub(crate) stats: Arc<RouteStats>,
     /// Empty for redirects.
     pub backends: BackendSet,
-    pub(crate) canary: Option<CanaryRuntime>,
+    /// Boxed: most rules have none.
+    pub(crate) canary: Option<Box<CanaryRuntime>>,
     /// The compiled pattern of a [`PathModifier::RegexReplace`] rewrite.
     pub(crate) rewrite_regex: Option<Regex>,
     /// The rule bridges gRPC-Web calls to gRPC.
     pub(crate) bridges_grpc_web: bool,
-    /// The rule's filters in running order, as data (`/debug/routes`)...
-    pub(crate) filters: Vec<Filter>,
-    /// ...and compiled.
+    /// The rule's filters compiled; as data they are the config's
+    /// `Rule::chain`, already in running order.
     pub(crate) chain: Chain,
 }
 
@@ -141,9 +141,45 @@ impl RouteTable {
         metrics: &Metrics,
         filter_state: &FilterState,
     ) -> Self {
+        let stores = (upstreams, metrics, filter_state);
+        Self::build_metered(generation, config, reserved, stores, Meter::default()).0
+    }
+
+    /// The heap a table built from `config` keeps, by part, as `live`
+    /// (the bytes allocated and not yet freed, from a counting allocator)
+    /// sees it: for `translate_bench`, not for serving. The build starts
+    /// from empty stores, as a process's first publish does.
+    #[doc(hidden)]
+    pub fn heap_by_part(
+        config: RouteConfig,
+        live: &dyn Fn() -> isize,
+    ) -> Vec<(&'static str, isize)> {
+        let upstreams = Upstreams::new(Default::default(), Default::default());
+        let metrics = Metrics::new();
+        let filter_state = FilterState::default();
+        let meter = Meter {
+            live: Some(live),
+            ..Meter::default()
+        };
+        let stores = (&upstreams, &metrics, &filter_state);
+        let (table, meter) = Self::build_metered(1, config, &[], stores, meter);
+        let kept = Part::ALL.map(|(part, name)| (name, meter.kept[part as usize]));
+        drop(table);
+        kept.to_vec()
+    }
+
+    fn build_metered<'m>(
+        generation: u64,
+        config: RouteConfig,
+        reserved: &[u16],
+        (upstreams, metrics, filter_state): (&Upstreams, &Metrics, &FilterState),
+        mut meter: Meter<'m>,
+    ) -> (Self, Meter<'m>) {
         let mut config = config;
+        // In place, once: the config is what `/debug/routes` shows.
+        config.order_chains();
         let refused = refuse_unsafe_fields(&mut config);
-        let (router, mut errors) = Router::new(&config);
+        let (router, mut errors) = meter.part(Part::Router, || Router::new(&config));
         errors.extend(refused);
         let mut interned = Interned::default();
         let mut build = Build {
@@ -151,7 +187,9 @@ impl RouteTable {
             metrics,
             filter_state,
             interned: &mut interned,
+            shared: SharedBackends::default(),
             errors: &mut errors,
+            meter,
         };
         let rules = build.rules(&config.routes);
         let (allowed, port_errors) = allowed_ports(&config, reserved);
@@ -170,11 +208,12 @@ impl RouteTable {
                 }
             })
             .collect();
-        let default_backend = config
-            .default_backend
-            .as_ref()
-            .map(|b| ErrorPagesRuntime::unmatched(b, upstreams));
-        Self {
+        let mut meter = build.meter;
+        let default_backend = meter.part(Part::DefaultBackend, || {
+            let b = config.default_backend.as_ref()?;
+            Some(ErrorPagesRuntime::unmatched(b, upstreams))
+        });
+        let table = Self {
             generation,
             published_at: SystemTime::now(),
             config: Arc::new(config),
@@ -184,7 +223,8 @@ impl RouteTable {
             default_backend,
             ports,
             port_errors,
-        }
+        };
+        (table, meter)
     }
 
     /// The rule a request on the main listeners follows.
@@ -246,17 +286,12 @@ impl RouteTable {
     pub(crate) fn filters(&self) -> impl Iterator<Item = (&str, Vec<&[Filter]>)> {
         let ports = self.ports.iter().flat_map(|p| {
             let routes = self.config.ports.get(p.index).map(|c| c.routes.as_slice());
-            routes.unwrap_or_default().iter().zip(&p.rules)
+            routes.unwrap_or_default()
         });
-        self.config
-            .routes
-            .iter()
-            .zip(&self.rules)
-            .chain(ports)
-            .map(|(route, rules)| {
-                let chains = rules.iter().map(|r| r.filters.as_slice()).collect();
-                (route.id.as_str(), chains)
-            })
+        self.config.routes.iter().chain(ports).map(|route| {
+            let chains = route.rules.iter().map(|r| r.chain.as_slice()).collect();
+            (route.id.as_str(), chains)
+        })
     }
 
     pub(crate) fn errors(&self) -> &[RouteError] {
@@ -310,106 +345,169 @@ fn routed<'t>(
 }
 
 /// What one table build shares while compiling each list of routes.
-struct Build<'b> {
+struct Build<'b, 'm> {
     upstreams: &'b Upstreams,
     metrics: &'b Metrics,
     filter_state: &'b FilterState,
     interned: &'b mut Interned,
+    /// Each distinct backend's runtime, shared by the rules naming it.
+    shared: SharedBackends<'b>,
     errors: &'b mut Vec<RouteError>,
+    meter: Meter<'m>,
 }
 
-impl Build<'_> {
+/// The parts of a table [`RouteTable::heap_by_part`] counts.
+#[derive(Clone, Copy)]
+enum Part {
+    Router,
+    RouteIds,
+    RouteStats,
+    Chains,
+    BackendSets,
+    Canaries,
+    Rewrites,
+    /// The `[route][rule]` vectors of `RuleRuntime`s themselves.
+    RuleRuntimes,
+    DefaultBackend,
+}
+
+impl Part {
+    const ALL: [(Part, &'static str); 9] = [
+        (Part::Router, "router"),
+        (Part::RouteIds, "route ids"),
+        (Part::RouteStats, "route metric series"),
+        (Part::Chains, "compiled filter chains"),
+        (Part::BackendSets, "backend sets (balancers, endpoints)"),
+        (Part::Canaries, "canaries"),
+        (Part::Rewrites, "rewrite regexes"),
+        (Part::RuleRuntimes, "RuleRuntime vectors"),
+        (Part::DefaultBackend, "default backend"),
+    ];
+}
+
+/// Counts the heap each part of a build keeps, when given a reading of
+/// the bytes allocated and not yet freed (a counting allocator's); a
+/// build without one only calls through.
+#[derive(Default)]
+struct Meter<'m> {
+    live: Option<&'m dyn Fn() -> isize>,
+    kept: [isize; Part::ALL.len()],
+}
+
+impl Meter<'_> {
+    fn part<T>(&mut self, part: Part, f: impl FnOnce() -> T) -> T {
+        let Some(live) = self.live else { return f() };
+        let before = live();
+        let out = f();
+        self.kept[part as usize] += live() - before;
+        out
+    }
+}
+
+impl<'b> Build<'b, '_> {
     /// Each rule's runtime, `[route][rule]`, parallel to `routes`.
-    fn rules(&mut self, routes: &[Route]) -> Vec<Vec<RuleRuntime>> {
-        let Self {
-            upstreams,
-            metrics,
-            filter_state,
-            interned,
-            errors,
-        } = self;
-        let (upstreams, metrics, filter_state) = (*upstreams, *metrics, *filter_state);
-        routes
+    fn rules(&mut self, routes: &'b [Route]) -> Vec<Vec<RuleRuntime>> {
+        let before = self.meter.live.map(|live| live());
+        let inner_before: isize = self.meter.kept.iter().sum();
+        let rules = routes
             .iter()
             .map(|route| {
-                let route_id: Arc<str> = Arc::from(route.id.as_str());
-                let stats = metrics.route_stats(&route.id);
+                let route_id: Arc<str> = self
+                    .meter
+                    .part(Part::RouteIds, || Arc::from(route.id.as_str()));
+                let metrics = self.metrics;
+                let stats = self
+                    .meter
+                    .part(Part::RouteStats, || metrics.route_stats(&route.id));
                 route
                     .rules
                     .iter()
                     .enumerate()
-                    .map(|(idx, rule)| {
-                        let mut error = |field: &str, reason: String| {
-                            errors.push(RouteError {
-                                route_id: route.id.clone(),
-                                rule: idx,
-                                field: field.into(),
-                                reason,
-                            })
-                        };
-                        let mut filters = rule.chain.clone();
-                        order_filters(&mut filters);
-                        let chain =
-                            Chain::build_with(&filters, rule, upstreams, filter_state, interned);
-                        let Action::Forward(fwd) = &rule.action else {
-                            return RuleRuntime {
-                                route_id: Arc::clone(&route_id),
-                                stats: Arc::clone(&stats),
-                                backends: BackendSet::default(),
-                                canary: None,
-                                rewrite_regex: None,
-                                bridges_grpc_web: false,
-                                filters,
-                                chain,
-                            };
-                        };
-                        let rewrite_regex = match fwd.rewrite.as_ref().and_then(|r| r.path.as_ref())
-                        {
-                            Some(PathModifier::RegexReplace { pattern, .. }) => {
-                                match rewrite_regex(pattern) {
-                                    Ok(re) => Some(re),
-                                    Err(e) => {
-                                        error("rewrite.path.pattern", e);
-                                        None
-                                    }
-                                }
-                            }
-                            _ => None,
-                        };
-                        let tls = fwd.upstream_tls.clone();
-                        let canary = fwd.canary.as_ref().and_then(|c| {
-                            CanaryRuntime::build(
-                                c,
-                                &fwd.backends,
-                                upstreams,
-                                tls.as_ref(),
-                                &fwd.retry,
-                                interned,
-                            )
-                            .map_err(|e| error("canary.header", e))
-                            .ok()
-                        });
-                        RuleRuntime {
-                            route_id: Arc::clone(&route_id),
-                            stats: Arc::clone(&stats),
-                            backends: BackendSet::build_with(
-                                &fwd.backends,
-                                upstreams,
-                                tls.as_ref(),
-                                &fwd.retry,
-                                SessionSide::Mainline,
-                                interned,
-                            ),
-                            canary,
-                            rewrite_regex,
-                            bridges_grpc_web: rule.grpc.web.is_some(),
-                            filters,
-                            chain,
-                        }
-                    })
+                    .map(|(idx, rule)| self.rule(route, &route_id, &stats, idx, rule))
                     .collect()
             })
-            .collect()
+            .collect();
+        if let (Some(live), Some(before)) = (self.meter.live, before) {
+            let inner: isize = self.meter.kept.iter().sum::<isize>() - inner_before;
+            self.meter.kept[Part::RuleRuntimes as usize] += live() - before - inner;
+        }
+        rules
+    }
+
+    fn rule(
+        &mut self,
+        route: &Route,
+        route_id: &Arc<str>,
+        stats: &Arc<RouteStats>,
+        idx: usize,
+        rule: &'b Rule,
+    ) -> RuleRuntime {
+        let Self {
+            upstreams,
+            filter_state,
+            interned,
+            shared,
+            errors,
+            meter,
+            ..
+        } = self;
+        let (upstreams, filter_state) = (*upstreams, *filter_state);
+        let mut error = |field: &str, reason: String| {
+            errors.push(RouteError {
+                route_id: route.id.clone(),
+                rule: idx,
+                field: field.into(),
+                reason,
+            })
+        };
+        let chain = meter.part(Part::Chains, || {
+            Chain::build_with(&rule.chain, rule, upstreams, filter_state, interned)
+        });
+        let Action::Forward(fwd) = &rule.action else {
+            return RuleRuntime {
+                route_id: Arc::clone(route_id),
+                stats: Arc::clone(stats),
+                backends: BackendSet::default(),
+                canary: None,
+                rewrite_regex: None,
+                bridges_grpc_web: false,
+                chain,
+            };
+        };
+        let rewrite_regex = meter.part(Part::Rewrites, || {
+            match fwd.rewrite.as_ref().and_then(|r| r.path.as_ref()) {
+                Some(PathModifier::RegexReplace { pattern, .. }) => match rewrite_regex(pattern) {
+                    Ok(re) => Some(re),
+                    Err(e) => {
+                        error("rewrite.path.pattern", e);
+                        None
+                    }
+                },
+                _ => None,
+            }
+        });
+        let tls = fwd.upstream_tls.as_ref();
+        let canary = meter.part(Part::Canaries, || {
+            let c = fwd.canary.as_ref()?;
+            let build = (upstreams, &mut **interned, &mut *shared);
+            CanaryRuntime::build(c, &fwd.backends, tls, &fwd.retry, build)
+                .map(Box::new)
+                .map_err(|e| error("canary.header", e))
+                .ok()
+        });
+        let backends = meter.part(Part::BackendSets, || {
+            let build = (upstreams, &mut **interned, shared);
+            BackendSet::build_with(&fwd.backends, tls, &fwd.retry, SessionSide::Mainline, build)
+        });
+        RuleRuntime {
+            route_id: Arc::clone(route_id),
+            stats: Arc::clone(stats),
+            backends,
+            canary,
+            rewrite_regex,
+            bridges_grpc_web: rule.grpc.web.is_some(),
+            chain,
+        }
     }
 }
 
@@ -514,13 +612,12 @@ fn rewrite_regex(pattern: &str) -> Result<Regex, String> {
 // === impl CanaryRuntime ===
 
 impl CanaryRuntime {
-    fn build(
-        c: &Canary,
+    fn build<'c>(
+        c: &'c Canary,
         mainline: &[Backend],
-        upstreams: &Upstreams,
-        tls: Option<&Arc<UpstreamTls>>,
+        tls: Option<&'c Arc<UpstreamTls>>,
         retry: &RetryPolicy,
-        interned: &mut Interned,
+        build: (&Upstreams, &mut Interned, &mut SharedBackends<'c>),
     ) -> Result<Self, String> {
         let header = match &c.header {
             None => None,
@@ -543,14 +640,7 @@ impl CanaryRuntime {
             CanaryAffinity::Legacy => None,
         };
         Ok(Self {
-            backends: BackendSet::build_with(
-                &c.backends,
-                upstreams,
-                tls,
-                retry,
-                SessionSide::Canary,
-                interned,
-            ),
+            backends: BackendSet::build_with(&c.backends, tls, retry, SessionSide::Canary, build),
             header,
             cookie: c.cookie.as_deref().map(Box::from),
             weight: u64::from(c.weight),
@@ -642,6 +732,19 @@ mod tests {
     use crate::model::{Forward, Route};
     use prometheus_client::metrics::counter::Counter;
 
+    /// A table built from fresh stores.
+    fn table(cfg: RouteConfig) -> RouteTable {
+        let upstreams = Upstreams::new(Default::default(), Counter::default());
+        RouteTable::build(
+            1,
+            cfg,
+            &[],
+            &upstreams,
+            &Metrics::new(),
+            &FilterState::default(),
+        )
+    }
+
     #[test]
     fn endpoints_are_shared_across_builds() {
         let upstreams = Upstreams::new(Default::default(), Counter::default());
@@ -659,6 +762,59 @@ mod tests {
         assert!(Arc::ptr_eq(&e1, &e2));
         drop((t1, t2, e1, e2));
         assert_eq!(upstreams.live_endpoints(), 0);
+    }
+
+    /// Rules naming an equal backend share one runtime (balancer, endpoint
+    /// list), as an nginx upstream serves every location naming it; any
+    /// difference in the backend or its settings gets a runtime of its own.
+    #[test]
+    fn rules_naming_an_equal_backend_share_one_runtime() {
+        let rule = |b: Backend, budget: u8| {
+            let mut fwd = Forward::to(vec![b]);
+            fwd.retry.budget_percent = budget;
+            Rule::new(Action::Forward(fwd))
+        };
+        let mut other_policy = backend("a", 1, &[9]);
+        other_policy.policy.panic_threshold_percent = 0;
+        let cfg = RouteConfig::new(vec![
+            Route::new("r1", vec![], vec![rule(backend("a", 1, &[9]), 20)]),
+            Route::new(
+                "r2",
+                vec![],
+                vec![
+                    rule(backend("a", 1, &[9]), 20),
+                    rule(backend("a", 1, &[9, 10]), 20),
+                    rule(backend("a", 1, &[9]), 50),
+                    rule(other_policy, 20),
+                ],
+            ),
+        ]);
+        let t = table(cfg);
+        let runtime = |route: usize, rule: usize| -> *const BackendRuntime {
+            t.rules[route][rule].backends.backends().next().unwrap()
+        };
+        assert_eq!(runtime(0, 0), runtime(1, 0), "equal backends share");
+        for other in 1..4 {
+            assert_ne!(runtime(0, 0), runtime(1, other), "rule {other} differs");
+        }
+    }
+
+    /// `/debug/routes` shows the config's own chains, in running order:
+    /// the table keeps no second copy.
+    #[test]
+    fn the_config_keeps_each_chain_in_running_order() {
+        use crate::model::{Filter, Hsts};
+        let mut rule = Rule::new(Action::Forward(Forward::to(vec![backend("a", 1, &[9])])));
+        // Listed after the body limit, run before it.
+        rule.chain.push(Filter::Hsts(Hsts::DEFAULT));
+        let listed = rule.chain.clone();
+        let t = table(RouteConfig::new(vec![Route::new("r", vec![], vec![rule])]));
+        let mut ordered = listed.clone();
+        crate::model::order_filters(&mut ordered);
+        assert_ne!(ordered, listed, "the case needs a chain out of order");
+        assert_eq!(t.config().routes[0].rules[0].chain, ordered);
+        let (_, chains) = t.filters().next().unwrap();
+        assert_eq!(chains, [ordered.as_slice()]);
     }
 
     #[test]
@@ -718,15 +874,7 @@ mod tests {
             route("a", vec![rule(&long, "1"), rule(&long, "1")]),
             route("b", vec![rule(&long, "1"), rule(&short, "2")]),
         ]);
-        let upstreams = Upstreams::new(Default::default(), Counter::default());
-        let t = RouteTable::build(
-            1,
-            cfg,
-            &[],
-            &upstreams,
-            &Metrics::new(),
-            &FilterState::default(),
-        );
+        let t = table(cfg);
         let sets = |route: usize, rule: usize| t.rules[route][rule].chain.ip_sets();
         let (a0, a1, b0, b1) = (sets(0, 0), sets(0, 1), sets(1, 0), sets(1, 1));
         // Allow, then deny (empty, shared by all).
