@@ -54,6 +54,16 @@
 #   BENCH_BUILD        0: do not run cargo build, use existing binaries (1)
 #   BENCH_BIN_DIR      where bench_upstream/bench_proxy are
 #                      (<cargo target dir>/release/examples)
+#   BENCH_PORTICO      the portico binary measured (<cargo target dir>/
+#                      release/portico), run as users run it: `portico run
+#                      --manifests` with one Ingress to the upstream
+#                      (bench/routes.py one), one tokio worker
+#                      (TOKIO_WORKER_THREADS=1), the access log on stdout;
+#                      in TLS modes the certificate is a Secret and
+#                      --default-ssl-certificate. `example`: the
+#                      bench_proxy example instead (one current-thread
+#                      runtime, the dataplane alone), for comparison. The
+#                      policy modes (BENCH_POLICIES) always run the example.
 #   BENCH_OUT          the JSON report (<cargo target dir>/bench/load.json)
 #   BENCH_QUIET_TIMEOUT seconds to wait for other load on the cores to stop
 #                      before each measurement (120)
@@ -111,10 +121,8 @@
 #   BENCH_ROUTES       none (default); hosts: 10,000 virtual hosts, wrk
 #                      varying the Host header over all of them; regex: 100
 #                      regex path routes, requests matching the last one.
-#                      bench/routes.py writes each proxy's configuration;
-#                      Portico is then the release binary in --manifests
-#                      mode (BENCH_PORTICO, <cargo target dir>/release/
-#                      portico), since bench_proxy serves one route. No
+#                      bench/routes.py writes each proxy's configuration
+#                      (Portico's as manifests for the binary). No
 #                      latency phase.
 #   BENCH_H2           on: HTTP/2 over TLS (ALPN h2; implies
 #                      BENCH_TLS=keepalive) with h2load (Debian's
@@ -452,16 +460,31 @@ more_routes() {
 start_portico() {
   local admin
   admin=$(free_port)
-  if [[ $routes != none ]]; then
-    more_routes portico "$tmp/manifests" "$upstream"
-    taskset -c "$proxy_core" "$portico_bin" run --manifests "$tmp/manifests" \
-      --http-addr "127.0.0.1:$port" --https-addr "127.0.0.1:$(free_port)" \
+  if [[ $portico_as == binary ]]; then
+    # As users run it: the release binary, its manifests in a directory,
+    # one tokio worker (as the example's one thread and the single-worker
+    # peers), the access log on stdout unless BENCH_ACCESS_LOG=off.
+    local kind=one tls_args=()
+    [[ $routes == none ]] || kind=$routes
+    if [[ $tls != off ]]; then
+      python3 "$here/routes.py" "$kind" portico "$tmp/manifests" "$upstream" "$tls_cert" "$tls_key" ||
+        die "routes.py $kind portico failed"
+      tls_args=(--default-ssl-certificate default/bench-tls)
+    else
+      python3 "$here/routes.py" "$kind" portico "$tmp/manifests" "$upstream" || die "routes.py $kind portico failed"
+    fi
+    # TLS modes: LISTEN_ADDR's port serves HTTPS, as with the example.
+    local http_addr=127.0.0.1:$port https_addr=127.0.0.1:$(free_port)
+    [[ $tls == off ]] || { https_addr=$http_addr; http_addr=127.0.0.1:$(free_port); }
+    TOKIO_WORKER_THREADS=1 taskset -c "$proxy_core" "$portico_bin" run --manifests "$tmp/manifests" \
+      --http-addr "$http_addr" --https-addr "$https_addr" \
       --admin-addr "127.0.0.1:$admin" --debug-addr off \
+      --access-log "$([[ ${BENCH_ACCESS_LOG:-on} == off ]] && echo false || echo true)" "${tls_args[@]}" \
       >/dev/null 2>"$tmp/portico.err" &
     proxy_pid=$!
     return
   fi
-  # stdout is the access log.
+  # The example; stdout is the access log.
   BENCH_TLS_CERT=${tls_cert:-} BENCH_TLS_KEY=${tls_key:-} \
     BENCH_POLICIES=$policies BENCH_HTPASSWD=$tmp/htpasswd BENCH_REDIS_URL=${redis_url:-} \
     taskset -c "$proxy_core" "$bin_dir/bench_proxy" \
@@ -781,16 +804,27 @@ main() {
   case $policies in off) ;; on) suffix+="-policies" ;; *) suffix+="-$policies" ;; esac
   local out=${BENCH_OUT:-$target/bench/load$suffix.json}
 
+  # Portico is the release binary, except with BENCH_PORTICO=example or
+  # a policy mode, which only the example can set up.
+  portico_as=binary
+  portico_bin=${BENCH_PORTICO:-$target/release/portico}
+  if [[ $portico_bin == example ]]; then
+    [[ $routes == none ]] || die "BENCH_ROUTES=$routes needs the binary: the example serves one route"
+    portico_as=example
+  elif [[ $policies != off ]]; then
+    [[ $routes == none ]] || die "BENCH_POLICIES=$policies and BENCH_ROUTES=$routes do not combine"
+    portico_as=example
+    log "BENCH_POLICIES=$policies: portico is the bench_proxy example (it sets the policies up)"
+  fi
   local examples=(--example bench_upstream)
-  [[ " $proxies " == *" portico "* ]] && examples+=(--example bench_proxy)
+  [[ " $proxies " == *" portico "* && $portico_as == example ]] && examples+=(--example bench_proxy)
   if [[ ${BENCH_BUILD:-1} != 0 ]]; then
     log "building ${examples[*]} (release)"
     (cd "$root" && cargo build --release -q -p portico-dataplane "${examples[@]}")
-    if [[ $routes != none ]]; then
+    if [[ " $proxies " == *" portico "* && $portico_as == binary ]]; then
       (cd "$root" && cargo build --release -q -p portico)
     fi
   fi
-  portico_bin=${BENCH_PORTICO:-$target/release/portico}
 
   local cores
   cores=$(nproc)
@@ -924,6 +958,7 @@ LUA
     echo "proxy_core=$proxy_core"
     echo "load_core=$load_core"
     echo "proxies=$proxies"
+    echo "portico_as=$portico_as"
     echo "rounds=$rounds"
     echo "tls=$tls"
     echo "conn=$conn"

@@ -55,6 +55,9 @@ SCENARIOS = [
         [
             "Traefik adds no request id (it has none built in), so it does one header less than the others.",
             "Caddy and Traefik run with GOMAXPROCS=1, the others with one worker thread.",
+            "Portico is the release binary `portico run --manifests` (one Ingress, one tokio worker, "
+            "access log on) here and in scenarios 2 to 8; BENCH_PORTICO=example measures the "
+            "bench_proxy example instead.",
         ],
     ),
     Scenario(
@@ -100,8 +103,8 @@ SCENARIOS = [
         "a wrk Lua script varies the Host header over all of them; before measuring, each proxy is "
         "checked to reach the upstream through a route and to answer 404 for an unknown host.",
         [
-            "Portico is the release binary in --manifests mode (100 Ingresses of 100 hosts), since "
-            "the bench_proxy example serves one route; compare its figures with scenario 1's knowing that.",
+            "Portico is the release binary in --manifests mode (100 Ingresses of 100 hosts), as in "
+            "scenario 1 (one Ingress there).",
             "Each peer in the form its users write: nginx one server with 10,000 server_names (its "
             "name hash); haproxy a map file; Caddy one site block listing every host; Traefik one "
             "router per host, as its Kubernetes provider makes one per Ingress rule.",
@@ -130,7 +133,8 @@ SCENARIOS = [
         "as in every scenario; percentiles from h2load's per-request log (closed loop).",
         [
             "nginx listens with ssl http2, haproxy with alpn h2,http/1.1; Caddy and Traefik "
-            "offer h2 by default on TLS; Portico is the bench_proxy example with TLS.",
+            "offer h2 by default on TLS; Portico is the release binary with the certificate as a "
+            "Secret and --default-ssl-certificate.",
         ],
     ),
     Scenario(

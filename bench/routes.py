@@ -17,11 +17,19 @@ path_regexp handle blocks; Traefik one router per host or regex (as its
 Kubernetes provider makes one per Ingress rule); Portico Ingress
 manifests served by the release binary in --manifests mode.
 
-usage: routes.py KIND PROXY FILE [UPSTREAM PORT]
+For Portico alone there is a third kind, the route every proxy has without
+BENCH_ROUTES:
+
+  one    one Ingress sending every host and path to the upstream, what the
+         bench_proxy example serves; with CERT and KEY (PEM files) also a
+         TLS Secret, for `--default-ssl-certificate default/bench-tls`.
+
+usage: routes.py KIND PROXY FILE [UPSTREAM [CERT KEY]]
   nginx, haproxy, caddy, traefik: rewrites FILE (the rendered config) in place;
   portico: writes the manifests to directory FILE (needs UPSTREAM host:port).
 """
 
+import base64
 import os
 import sys
 
@@ -127,7 +135,7 @@ def traefik(kind, conf):
     return "".join(routers) + "  services:\n" + rest
 
 
-def portico(kind, out, upstream):
+def portico(kind, out, upstream, tls=None):
     os.makedirs(out, exist_ok=True)
     addr, port = upstream.rsplit(":", 1)
     docs = [
@@ -169,7 +177,19 @@ endpoints:
 """
     ]
     backend = "            backend:\n              service:\n                name: bench\n                port:\n                  number: 80\n"
-    if kind == "hosts":
+    if tls:
+        cert, key = (base64.b64encode(open(p, "rb").read()).decode() for p in tls)
+        docs.append(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: bench-tls\n  namespace: default\n"
+            f"type: kubernetes.io/tls\ndata:\n  tls.crt: {cert}\n  tls.key: {key}\n"
+        )
+    if kind == "one":
+        docs.append(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: bench\n  namespace: default\n"
+            "spec:\n  ingressClassName: portico\n  rules:\n    - http:\n        paths:\n"
+            f"          - path: /\n            pathType: Prefix\n{backend}"
+        )
+    elif kind == "hosts":
         # 100 Ingresses of 100 hosts each, as many teams' Ingresses would be.
         per = 100
         for k in range(HOSTS // per):
@@ -196,12 +216,14 @@ endpoints:
 
 
 def main():
-    if len(sys.argv) < 4 or sys.argv[1] not in ("hosts", "regex"):
+    if len(sys.argv) < 4 or sys.argv[1] not in ("hosts", "regex", "one"):
         raise SystemExit(__doc__)
     kind, proxy, path = sys.argv[1:4]
     if proxy == "portico":
-        portico(kind, path, sys.argv[4])
+        portico(kind, path, sys.argv[4], sys.argv[5:7] if len(sys.argv) >= 7 else None)
         return
+    if kind == "one":
+        raise SystemExit("routes.py: kind one is for portico")
     with open(path) as f:
         conf = f.read()
     if proxy == "nginx":

@@ -104,10 +104,24 @@ fn push_addr(out: &mut Vec<u8>, addr: SocketAddr) {
 
 /// A JSON string: quoted, with `"`, `\\` and control characters escaped.
 fn json_str(out: &mut Vec<u8>, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
-    // Checking is much cheaper than the lossy conversion's walk, and almost
-    // every value is valid.
+    // Almost every value (ids, methods, hosts, paths, routes) is printable
+    // ASCII with nothing to escape: one pass tells, and it is copied whole.
+    let plain = bytes
+        .iter()
+        .all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\');
+    if plain {
+        out.extend_from_slice(bytes);
+    } else {
+        json_escaped(out, bytes);
+    }
+    out.push(b'"');
+}
+
+/// The inside of a JSON string for bytes that need escaping or are not
+/// ASCII; bytes that are not UTF-8 become U+FFFD.
+fn json_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let lossy;
     let text = match std::str::from_utf8(bytes) {
         Ok(_) => bytes,
@@ -138,7 +152,6 @@ fn json_str(out: &mut Vec<u8>, bytes: &[u8]) {
         clean = i + 1;
     }
     out.extend_from_slice(&text[clean..]);
-    out.push(b'"');
 }
 
 /// Where access-log lines go.

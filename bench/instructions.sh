@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# User-space work per proxied request, in counts that do not depend on how
+# busy the machine is: instructions (and allocator calls) per request, for
+# the bench_proxy example and for the real binary (`portico run
+# --manifests`, access log on), each behind the same small-response
+# upstream, keep-alive, as bench/load.sh runs them.
+#
+# This VM exposes no hardware counters (`perf stat -e instructions:u` says
+# "not supported"), so the counts come from valgrind's callgrind: the proxy
+# runs under it, pinned to core 0; oha (pinned to core 1) sends a warm-up,
+# the counters are zeroed, oha sends exactly BENCH_REQUESTS requests, and
+# the counters are dumped. Every instruction of the process counts (all
+# threads: the access-log writer too), divided by the request count.
+# Allocations are calls into the allocator (mimalloc's aligned entry points,
+# and libc malloc/calloc/realloc from C code) from outside it.
+#
+# The counts are of the whole process over the window, so anything the
+# proxy does on a timer (the access-log writer's 4 ms wake-ups, the
+# connection control ticks) adds a little that depends on the window's
+# length under valgrind (tens of seconds); at the default request count it
+# is well under 1% of the total. Batching depends on concurrency: under
+# callgrind the proxy is the bottleneck, so with 64 connections each wake-up
+# finds many requests ready, as at saturation natively.
+#
+# Prints one line per proxy and writes each callgrind profile
+# (callgrind_annotate-ready) and its top functions to BENCH_OUT_DIR.
+#
+# usage: bash bench/instructions.sh
+# knobs:
+#   BENCH_TARGETS      which proxies, in order ("example portico"):
+#                      example = bench_proxy, portico = the real binary
+#   BENCH_REQUESTS     requests measured (20000)
+#   BENCH_WARMUP_REQUESTS requests before the counters are zeroed (2000)
+#   BENCH_CONNECTIONS  client connections (64)
+#   BENCH_PROFILE      cargo profile whose binaries are used (profiling:
+#                      release code generation, with line tables for
+#                      callgrind_annotate)
+#   BENCH_BUILD        0: do not build (1)
+#   BENCH_BIN_DIR      bench_proxy and bench_upstream (<target>/<profile>/examples)
+#   BENCH_PORTICO      the portico binary (<target>/<profile>/portico)
+#   BENCH_OUT_DIR      profiles and summaries (<target>/bench/instructions)
+#   OHA                the oha binary (<target>/bench-tools/bin/oha, as
+#                      bench/load.sh builds it)
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+target=${CARGO_TARGET_DIR:-$root/target}
+profile=${BENCH_PROFILE:-profiling}
+targets=${BENCH_TARGETS:-example portico}
+requests=${BENCH_REQUESTS:-20000}
+warmup=${BENCH_WARMUP_REQUESTS:-2000}
+connections=${BENCH_CONNECTIONS:-64}
+bin_dir=${BENCH_BIN_DIR:-$target/$profile/examples}
+portico_bin=${BENCH_PORTICO:-$target/$profile/portico}
+out_dir=${BENCH_OUT_DIR:-$target/bench/instructions}
+oha=${OHA:-$target/bench-tools/bin/oha}
+proxy_core=0
+load_core=1
+
+log() { echo "instructions: $*" >&2; }
+die() {
+  log "$*"
+  exit 1
+}
+
+for tool in valgrind callgrind_control callgrind_annotate curl taskset python3; do
+  command -v "$tool" >/dev/null || die "needs $tool (apt-get install valgrind curl util-linux python3)"
+done
+[[ -x $oha ]] || die "no oha at $oha (bench/load.sh builds it; or set OHA)"
+[[ $requests =~ ^[1-9][0-9]*$ ]] || die "BENCH_REQUESTS must be a positive number"
+
+if [[ ${BENCH_BUILD:-1} != 0 ]]; then
+  build=(--example bench_proxy --example bench_upstream)
+  [[ " $targets " == *" portico "* ]] && build+=(--bin portico)
+  log "building ${build[*]} (profile $profile)"
+  (cd "$root" && CARGO_INCREMENTAL=0 cargo build --profile "$profile" --locked -q \
+    --workspace --exclude portico-e2e "${build[@]}")
+fi
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/portico-instr.XXXXXX")
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+mkdir -p "$out_dir"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Waits (valgrind starts slowly) until `url` answers 200.
+wait_ready() {
+  local url=$1 pid=$2 i
+  for ((i = 0; i < 600; i++)); do
+    [[ $(curl -s -o /dev/null -w '%{http_code}' "$url" 2>/dev/null) == 200 ]] && return 0
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.2
+  done
+  return 1
+}
+
+# Sends `n` requests over $connections connections; fails unless all got 200.
+load() {
+  local n=$1 url=$2 json
+  json=$(taskset -c "$load_core" "$oha" --no-tui --output-format json -n "$n" -c "$connections" "$url")
+  python3 -c '
+import json, sys
+r = json.loads(sys.argv[1]); n = int(sys.argv[2])
+codes = r.get("statusCodeDistribution", {})
+if codes.get("200", 0) != n:
+    sys.exit("expected %d answers 200, got %s (errors: %s)" % (n, codes, r.get("errorDistribution")))
+' "$json" "$n"
+}
+
+taskset -c "$load_core" "$bin_dir/bench_upstream" 127.0.0.1:0 >"$tmp/upstream.out" 2>"$tmp/upstream.err" &
+pids+=($!)
+upstream=
+for ((i = 0; i < 100; i++)); do
+  upstream=$(head -n1 "$tmp/upstream.out" 2>/dev/null || true)
+  [[ -n $upstream ]] && break
+  sleep 0.1
+done
+[[ -n $upstream ]] || die "upstream did not start: $(cat "$tmp/upstream.err")"
+
+# The callgrind dump's totals: instructions, and allocator calls from
+# outside the allocator.
+summarize() {
+  python3 - "$1" <<'PY'
+import re, sys
+names, fn, total = {}, None, 0
+alloc = re.compile(r"^(mi_(malloc|zalloc|realloc|calloc)(_aligned)?|malloc|calloc|realloc)$")
+inside = re.compile(r"^_?mi_")
+allocs = 0
+def name(spec):
+    m = re.match(r"\((\d+)\)(?: (.*))?", spec)
+    if not m:
+        return spec
+    if m.group(2) is not None:
+        names[m.group(1)] = m.group(2)
+    return names.get(m.group(1), "?")
+callee = None
+with open(sys.argv[1]) as f:
+    for line in f:
+        if line.startswith("fn="):
+            fn = name(line[3:].strip())
+        elif line.startswith("cfn="):
+            callee = name(line[4:].strip())
+        elif line.startswith("calls=") and callee is not None:
+            if alloc.match(callee) and not inside.match(fn or ""):
+                allocs += int(line[6:].split()[0])
+            callee = None
+        elif line.startswith("summary:") or line.startswith("totals:"):
+            total = int(line.split()[1])
+print(total, allocs)
+PY
+}
+
+measure() {
+  local name=$1 url=$2 pid=$3 dump counts ir allocs
+  wait_ready "$url" "$pid" || die "$name does not answer on $url: $(tail -n5 "$tmp/$name.err")"
+  load "$warmup" "$url"
+  callgrind_control -z "$pid" >/dev/null
+  load "$requests" "$url"
+  callgrind_control -d "$pid" >/dev/null
+  # The dump is the newest numbered file of the process.
+  dump=$(ls -t "$tmp/$name.cg".* 2>/dev/null | grep -v '\.out$' | head -n1 || true)
+  [[ -n $dump ]] || dump=$(ls -t "$tmp/$name.cg"* | head -n1)
+  counts=$(summarize "$dump")
+  ir=${counts% *}
+  allocs=${counts#* }
+  cp "$dump" "$out_dir/$name.callgrind"
+  callgrind_annotate --inclusive=no "$dump" 2>/dev/null | head -n 60 >"$out_dir/$name.top.txt" || true
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  awk -v name="$name" -v n="$requests" -v ir="$ir" -v a="$allocs" -v c="$connections" 'BEGIN {
+    printf "%-8s %d requests, %d connections: %.0f instructions/request, %.2f allocations/request\n", name, n, c, ir / n, a / n }'
+}
+
+callgrind=(valgrind --tool=callgrind --dump-instr=no --collect-jumps=no --compress-strings=yes)
+
+for name in $targets; do
+  port=$(free_port)
+  case $name in
+    example)
+      taskset -c "$proxy_core" "${callgrind[@]}" --callgrind-out-file="$tmp/$name.cg" \
+        "$bin_dir/bench_proxy" "127.0.0.1:$port" "127.0.0.1:$(free_port)" "$upstream" \
+        >/dev/null 2>"$tmp/$name.err" &
+      ;;
+    portico)
+      # The same one route as bench_proxy's: every host and path.
+      python3 "$here/routes.py" one portico "$tmp/manifests" "$upstream"
+      # One worker, as bench_proxy's one thread and the single-worker
+      # nginx; stdout is the access log.
+      TOKIO_WORKER_THREADS=1 taskset -c "$proxy_core" "${callgrind[@]}" --callgrind-out-file="$tmp/$name.cg" \
+        "$portico_bin" run --manifests "$tmp/manifests" \
+        --http-addr "127.0.0.1:$port" --https-addr "127.0.0.1:$(free_port)" \
+        --admin-addr "127.0.0.1:$(free_port)" --debug-addr off \
+        >/dev/null 2>"$tmp/$name.err" &
+      ;;
+    *) die "unknown target $name (example, portico)" ;;
+  esac
+  pid=$!
+  pids+=("$pid")
+  measure "$name" "http://127.0.0.1:$port/" "$pid"
+done
+log "profiles in $out_dir (callgrind_annotate $out_dir/<name>.callgrind)"
