@@ -1041,3 +1041,110 @@ async fn httproute_parent_ref_port() {
     expect(on_port, "example.com", "/other", Some("infra-backend-v2")).await;
     expect(on_port, "example.com", "/eighty", None).await;
 }
+
+/// HTTPRouteCORS: the upstream `http-with-cors-exact` route; a preflight
+/// from an allowed origin (exact and wildcard) is answered by Portico with
+/// the policy's headers, one from another origin gets none of them, and an
+/// actual request from an allowed origin reaches the backend and carries
+/// the allow and expose headers back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn httproute_cors() {
+    let mut m = with_infra_backends(CLASS_AND_GATEWAY).await;
+    m.push_str(&httproute(
+        "http-with-cors-exact",
+        r#"  parentRefs: [{name: same-namespace}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /cors-exact}}]
+      backendRefs: [{name: infra-backend-v1, port: 80}]
+      filters:
+        - type: CORS
+          cors:
+            allowOrigins: ["https://www.foo.com", "https://www.bar.com", "https://*.foobar.com"]
+            allowMethods: [GET, POST, PUT, PATCH, DELETE, OPTIONS]
+            allowHeaders: [x-header-1, x-header-2]
+            exposeHeaders: [x-header-3, x-header-4]
+            allowCredentials: true
+            maxAge: 3600
+"#,
+    ));
+    let (_dir, portico) = portico_on(&m, &[]).await;
+    let http = portico.http;
+    let list = |h: &http::HeaderMap, name: &str| -> Vec<String> {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(',')
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    for origin in ["https://www.foo.com", "https://api.foobar.com"] {
+        three_times(&format!("a preflight from {origin}"), || async move {
+            let (status, h, echo) = call(
+                http,
+                Method::OPTIONS,
+                "example.com",
+                "/cors-exact",
+                &[
+                    ("origin", origin),
+                    ("access-control-request-method", "GET"),
+                    ("access-control-request-headers", "x-header-1, x-header-2"),
+                ],
+            )
+            .await;
+            let methods = list(&h, "access-control-allow-methods");
+            let headers = list(&h, "access-control-allow-headers");
+            (status == StatusCode::OK || status == StatusCode::NO_CONTENT)
+                && echo.is_none()
+                && h.get("access-control-allow-origin")
+                    .and_then(|v| v.to_str().ok())
+                    == Some(origin)
+                && ["get", "post", "put", "patch", "delete", "options"]
+                    .iter()
+                    .all(|m| methods.iter().any(|x| x == m))
+                && ["x-header-1", "x-header-2"]
+                    .iter()
+                    .all(|m| headers.iter().any(|x| x == m))
+                && h.get("access-control-allow-credentials")
+                    .map(|v| v.as_bytes())
+                    == Some(b"true".as_slice())
+                && h.get("access-control-max-age").map(|v| v.as_bytes()) == Some(b"3600".as_slice())
+        })
+        .await;
+    }
+    three_times("a preflight from an origin not allowed", || async move {
+        let (_, h, _) = call(
+            http,
+            Method::OPTIONS,
+            "example.com",
+            "/cors-exact",
+            &[
+                ("origin", "https://foobar.com"),
+                ("access-control-request-method", "GET"),
+            ],
+        )
+        .await;
+        h.get("access-control-allow-origin").is_none()
+            && h.get("access-control-allow-methods").is_none()
+    })
+    .await;
+    three_times("an actual request from an allowed origin", || async move {
+        let (status, h, echo) = call(
+            http,
+            Method::GET,
+            "example.com",
+            "/cors-exact",
+            &[("origin", "https://www.bar.com")],
+        )
+        .await;
+        let exposed = list(&h, "access-control-expose-headers");
+        status == StatusCode::OK
+            && echo.is_some_and(|e| e.backend == "infra-backend-v1")
+            && h.get("access-control-allow-origin").map(|v| v.as_bytes())
+                == Some(b"https://www.bar.com".as_slice())
+            && ["x-header-3", "x-header-4"]
+                .iter()
+                .all(|m| exposed.iter().any(|x| x == m))
+    })
+    .await;
+}
