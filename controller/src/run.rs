@@ -221,8 +221,11 @@ pub fn manifest_source(
             }
             named.sort_unstable();
             named.dedup();
-            let changed = {
-                let mut dir = task_dir.lock().unwrap_or_else(|p| p.into_inner());
+            // Reading and parsing files blocks: keep it off the runtime's
+            // workers, which may be the proxy's.
+            let scan_dir = Arc::clone(&task_dir);
+            let changed = tokio::task::spawn_blocking(move || {
+                let mut dir = scan_dir.lock().unwrap_or_else(|p| p.into_inner());
                 // Poll mode names nothing: always the full listing.
                 let scan = match dir.refresh_named(&named) {
                     Some(scan) => Ok(scan),
@@ -240,7 +243,9 @@ pub fn manifest_source(
                         false
                     }
                 }
-            };
+            })
+            .await
+            .unwrap_or(false);
             if changed {
                 task_changes.notify_one();
             }
