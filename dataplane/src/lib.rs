@@ -291,6 +291,12 @@ impl Dataplane {
         // building was never published, so carrying on is safe.
         let _guard = s.publish.lock().unwrap_or_else(|p| p.into_inner());
         let generation = s.generation.load(Ordering::Acquire) + 1;
+        let live_routes: std::collections::HashSet<String> = config
+            .routes
+            .iter()
+            .chain(config.ports.iter().flat_map(|p| &p.routes))
+            .map(|r| r.id.clone())
+            .collect();
         let table = RouteTable::build(
             generation,
             config,
@@ -307,6 +313,8 @@ impl Dataplane {
         // when none is running); the store forgets it now or next time.
         s.upstreams.prune();
         s.filter_state.prune();
+        s.metrics
+            .retain_routes(&live_routes.iter().map(String::as_str).collect());
         s.generation.store(generation, Ordering::Release);
         s.metrics.table_generation.set(generation as i64);
         s.metrics.table_last_swap.set(

@@ -177,3 +177,39 @@ async fn request_counter_series_do_not_grow_with_paths_or_hosts() {
         "request series grew with paths or hosts:\n{after}"
     );
 }
+
+#[tokio::test]
+async fn a_route_no_table_names_loses_its_series() {
+    let up = Upstream::echo("a").await;
+    let one = |id: &str, host: &str| {
+        route(
+            id,
+            &[host],
+            vec![forward_rule(vec![], vec![backend("b", &[up.addr])])],
+        )
+    };
+    let proxy = Proxy::start(config(vec![one("old", "old.test")])).await;
+    let c = h1_client();
+    get(&c, proxy.addr, "old.test", "/").await;
+    get(&c, proxy.addr, "unknown.test", "/").await;
+    let named = |text: &str, route: &str| {
+        text.lines()
+            .any(|l| l.contains(&format!("route=\"{route}\"")))
+    };
+    assert_eventually!(
+        named(&proxy.scrape().await, "old"),
+        "the route's series exported"
+    );
+
+    // A rename: the old id's series go with the table that named it; the
+    // no-route series stays.
+    proxy.dp.publish(config(vec![one("new", "new.test")]));
+    get(&c, proxy.addr, "new.test", "/").await;
+    let text = proxy.scrape().await;
+    assert!(
+        !named(&text, "old"),
+        "a removed route's series kept:\n{text}"
+    );
+    assert!(named(&text, "new"), "{text}");
+    assert!(named(&text, "none"), "the no-route series dropped:\n{text}");
+}

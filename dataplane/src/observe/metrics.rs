@@ -1,9 +1,9 @@
 //! Prometheus metrics: bounded label sets resolved when a table is built,
 //! atomics on the request path, a fixed-bucket latency histogram.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
@@ -23,11 +23,19 @@ const DURATION_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// The `status_class` label's values, in `RouteStats::by_class` order.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
 /// Every metric the dataplane exports, registered once.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     request_duration: Family<RouteLabel, AtomicHistogram, fn() -> AtomicHistogram>,
+    /// Route ids with series in `requests` and `request_duration`, so a
+    /// publish can drop those of routes no table names any more (series are
+    /// otherwise kept forever, and renamed routes would grow the process).
+    /// Touched only by table builds and publishes, never by a request.
+    route_ids: Mutex<HashSet<String>>,
     pub upstream_connect_errors: Counter,
     pub open_connections: Gauge,
     /// Gateway listener ports with an open socket.
@@ -454,6 +462,7 @@ impl Metrics {
             registry,
             requests,
             request_duration,
+            route_ids: Mutex::default(),
             upstream_connect_errors,
             open_connections,
             gateway_ports_open,
@@ -523,7 +532,11 @@ impl Metrics {
 
     /// Resolves the counters of one route. Called off the request path.
     pub fn route_stats(&self, route: &str) -> Arc<RouteStats> {
-        let by_class = ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|status_class| {
+        self.route_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(route.to_owned());
+        let by_class = STATUS_CLASSES.map(|status_class| {
             self.requests
                 .get_or_create(&RequestLabels {
                     route: route.to_owned(),
@@ -538,6 +551,28 @@ impl Metrics {
             })
             .clone();
         Arc::new(RouteStats { by_class, duration })
+    }
+
+    /// Drops the series of every route `live` does not name (and that is
+    /// not the no-route series), after a publish: a deleted or renamed
+    /// route's counters leave the exposition, as its table has. Requests
+    /// still finishing on the old table count into detached counters.
+    pub fn retain_routes(&self, live: &HashSet<&str>) {
+        let mut ids = self.route_ids.lock().unwrap_or_else(|p| p.into_inner());
+        ids.retain(|id| {
+            if live.contains(id.as_str()) || id == NO_ROUTE {
+                return true;
+            }
+            for status_class in STATUS_CLASSES {
+                self.requests.remove(&RequestLabels {
+                    route: id.clone(),
+                    status_class,
+                });
+            }
+            self.request_duration
+                .remove(&RouteLabel { route: id.clone() });
+            false
+        });
     }
 
     /// Upstream health, load and retries, read from the live table at
