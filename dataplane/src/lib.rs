@@ -291,12 +291,6 @@ impl Dataplane {
         // building was never published, so carrying on is safe.
         let _guard = s.publish.lock().unwrap_or_else(|p| p.into_inner());
         let generation = s.generation.load(Ordering::Acquire) + 1;
-        let live_routes: std::collections::HashSet<String> = config
-            .routes
-            .iter()
-            .chain(config.ports.iter().flat_map(|p| &p.routes))
-            .map(|r| r.id.clone())
-            .collect();
         let table = RouteTable::build(
             generation,
             config,
@@ -308,13 +302,21 @@ impl Dataplane {
         let errors = table.errors().to_vec();
         let published_at = table.published_at();
         let ports = self.open_gateway_ports(&table);
-        s.table.store(Arc::new(table));
+        let table = Arc::new(table);
+        s.table.store(Arc::clone(&table));
         // What only the old table named goes with its last request (at once
         // when none is running); the store forgets it now or next time.
         s.upstreams.prune();
         s.filter_state.prune();
-        s.metrics
-            .retain_routes(&live_routes.iter().map(String::as_str).collect());
+        let config = table.config();
+        s.metrics.retain_routes(
+            &config
+                .routes
+                .iter()
+                .chain(config.ports.iter().flat_map(|p| &p.routes))
+                .map(|r| r.id.as_str())
+                .collect(),
+        );
         s.generation.store(generation, Ordering::Release);
         s.metrics.table_generation.set(generation as i64);
         s.metrics.table_last_swap.set(

@@ -7,7 +7,7 @@ use portico_crds::gateway::GrpcRoute;
 use portico_crds::gateway::grpcroutes::{GrpcRouteRules, GrpcRouteRulesMatchesMethodType};
 use portico_crds::{HTTPHeaderMatch, HTTPPathMatch, HTTPRouteMatch, PathMatchType};
 
-use super::http::{GatewayRoute, RuleInput, build, rule_input, status_parents};
+use super::http::{GatewayRoute, RuleInput, build, rule_input, rule_inputs, status_parents};
 use super::{RouteKind, reshape};
 use crate::diagnostics::Diagnostic;
 use crate::snapshot::Snapshot;
@@ -21,14 +21,7 @@ pub(super) fn routes(snap: &Snapshot) -> Vec<GatewayRoute> {
 
 fn translate(snap: &Snapshot, r: &GrpcRoute) -> GatewayRoute {
     let parent_refs = reshape(&r.spec.parent_refs).unwrap_or_default();
-    let rules = match r.spec.rules.as_deref() {
-        None | Some([]) => vec![Ok(RuleInput::every_request())],
-        Some(rules) => rules
-            .iter()
-            .enumerate()
-            .map(|(i, r)| rule(r, &format!("spec.rules[{i}]")))
-            .collect(),
-    };
+    let rules = rule_inputs(r.spec.rules.as_deref(), rule);
     let mut route = build(
         snap,
         RouteKind::Grpc,

@@ -119,19 +119,10 @@ pub(super) fn routes(snap: &Snapshot) -> Vec<GatewayRoute> {
 
 fn translate(snap: &Snapshot, r: &HttpRoute) -> GatewayRoute {
     let parent_refs = reshape(&r.spec.parent_refs).unwrap_or_default();
-    let rules: Vec<Result<RuleInput, Diagnostic>> = match r.spec.rules.as_deref() {
-        // The schema's default: one rule for every request, no backends.
-        None | Some([]) => vec![Ok(RuleInput::every_request())],
-        Some(rules) => rules
-            .iter()
-            .enumerate()
-            .map(|(i, rule)| {
-                let field = format!("spec.rules[{i}]");
-                let value = serde_json::to_value(rule).map_err(|e| invalid(&field, e))?;
-                rule_input(value, &field)
-            })
-            .collect(),
-    };
+    let rules = rule_inputs(r.spec.rules.as_deref(), |rule, field| {
+        let value = serde_json::to_value(rule).map_err(|e| invalid(field, e))?;
+        rule_input(value, field)
+    });
     let mut route = build(
         snap,
         RouteKind::Http,
@@ -142,6 +133,23 @@ fn translate(snap: &Snapshot, r: &HttpRoute) -> GatewayRoute {
     );
     route.status_parents = status_parents(r.status.as_ref().map(|s| &s.parents));
     route
+}
+
+/// A route's rules (either kind) as [`RuleInput`]s by `each`, with its
+/// field path; none written is the schema's default: one rule for every
+/// request, no backends.
+pub(super) fn rule_inputs<R>(
+    rules: Option<&[R]>,
+    each: impl Fn(&R, &str) -> Result<RuleInput, Diagnostic>,
+) -> Vec<Result<RuleInput, Diagnostic>> {
+    match rules {
+        None | Some([]) => vec![Ok(RuleInput::every_request())],
+        Some(rules) => rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| each(r, &format!("spec.rules[{i}]")))
+            .collect(),
+    }
 }
 
 /// A route's `status.parents` as JSON values.
