@@ -291,14 +291,17 @@ impl Dataplane {
         // building was never published, so carrying on is safe.
         let _guard = s.publish.lock().unwrap_or_else(|p| p.into_inner());
         let generation = s.generation.load(Ordering::Acquire) + 1;
+        // The live table is the last one published (this lock is held):
+        // the build carries its unchanged routes over.
+        let previous = s.table.load_full();
         let table = RouteTable::build(
             generation,
             config,
             &s.main_ports.load(),
-            &s.upstreams,
-            &s.metrics,
-            &s.filter_state,
+            (&s.upstreams, &s.metrics, &s.filter_state),
+            Some(&previous),
         );
+        drop(previous);
         let errors = table.errors().to_vec();
         let published_at = table.published_at();
         let ports = self.open_gateway_ports(&table);

@@ -1,7 +1,9 @@
 //! The live routing table: a compiled [`RouteConfig`] plus the runtime handles
 //! its rules need (shared upstream endpoints, metric counters). Immutable once
-//! built; replaced whole on every publish.
+//! built; a new one on every publish, which carries the unchanged routes'
+//! compiled rules over from the last.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -27,8 +29,9 @@ pub struct RouteTable {
     published_at: SystemTime,
     config: Arc<RouteConfig>,
     router: Router,
-    /// `[route][rule]`, parallel to `config`.
-    rules: Vec<Vec<RuleRuntime>>,
+    /// `[route][rule]`, parallel to `config`. A route's rules are shared
+    /// with the next table when it carries the route over unchanged.
+    rules: Vec<RouteRules>,
     errors: Vec<RouteError>,
     /// Renders the 404 of requests no route matches.
     default_backend: Option<ErrorPagesRuntime>,
@@ -46,8 +49,11 @@ struct PortRoutes {
     index: usize,
     router: Router,
     /// `[route][rule]`, parallel to `config.ports[index].routes`.
-    rules: Vec<Vec<RuleRuntime>>,
+    rules: Vec<RouteRules>,
 }
+
+/// One route's compiled rules, in rule order.
+type RouteRules = Arc<[RuleRuntime]>;
 
 /// What the proxy needs at request time for one rule.
 pub struct RuleRuntime {
@@ -133,16 +139,28 @@ impl RouteTable {
     /// Compiles a config. Rules that do not compile are left out and reported;
     /// everything else is served. A Gateway port listed twice, or equal to
     /// one of `reserved` (the main listeners' ports), is left out.
+    ///
+    /// A route equal to one of `previous`'s (same id, same config after
+    /// the same refusals) keeps that table's compiled rules (`Arc`
+    /// shared), unless its build there reported anything: a one-Ingress
+    /// edit compiles that Ingress's routes only. The router is built whole.
     pub(crate) fn build(
         generation: u64,
         config: RouteConfig,
         reserved: &[u16],
-        upstreams: &Upstreams,
-        metrics: &Metrics,
-        filter_state: &FilterState,
+        (upstreams, metrics, filter_state): (&Upstreams, &Metrics, &FilterState),
+        previous: Option<&RouteTable>,
     ) -> Self {
         let stores = (upstreams, metrics, filter_state);
-        Self::build_metered(generation, config, reserved, stores, Meter::default()).0
+        Self::build_metered(
+            generation,
+            config,
+            reserved,
+            stores,
+            previous,
+            Meter::default(),
+        )
+        .0
     }
 
     /// The heap a table built from `config` keeps, by part, as `live`
@@ -162,7 +180,7 @@ impl RouteTable {
             ..Meter::default()
         };
         let stores = (&upstreams, &metrics, &filter_state);
-        let (table, meter) = Self::build_metered(1, config, &[], stores, meter);
+        let (table, meter) = Self::build_metered(1, config, &[], stores, None, meter);
         let kept = Part::ALL.map(|(part, name)| (name, meter.kept[part as usize]));
         drop(table);
         kept.to_vec()
@@ -173,6 +191,7 @@ impl RouteTable {
         config: RouteConfig,
         reserved: &[u16],
         (upstreams, metrics, filter_state): (&Upstreams, &Metrics, &FilterState),
+        previous: Option<&RouteTable>,
         mut meter: Meter<'m>,
     ) -> (Self, Meter<'m>) {
         let mut config = config;
@@ -191,7 +210,10 @@ impl RouteTable {
             errors: &mut errors,
             meter,
         };
-        let rules = build.rules(&config.routes);
+        let mut carry = previous.map_or_else(Carry::default, |p| {
+            Carry::of(&p.config.routes, &p.rules, &p.errors)
+        });
+        let rules = build.rules(&config.routes, &mut carry);
         let (allowed, port_errors) = allowed_ports(&config, reserved);
         let ports = allowed
             .into_iter()
@@ -199,12 +221,15 @@ impl RouteTable {
             .map(|(index, port)| {
                 let (router, refused) = Router::for_routes(&port.routes);
                 build.errors.extend(refused);
+                let mut carry = previous
+                    .and_then(|p| p.port_carry(port.port))
+                    .unwrap_or_default();
                 PortRoutes {
                     port: port.port,
                     protocol: port.protocol,
                     index,
                     router,
-                    rules: build.rules(&port.routes),
+                    rules: build.rules(&port.routes, &mut carry),
                 }
             })
             .collect();
@@ -225,6 +250,15 @@ impl RouteTable {
             port_errors,
         };
         (table, meter)
+    }
+
+    /// What a build may carry over from this table's routes on Gateway
+    /// port `port`.
+    fn port_carry(&self, port: u16) -> Option<Carry<'_>> {
+        let i = self.ports.binary_search_by_key(&port, |p| p.port).ok()?;
+        let p = self.ports.get(i)?;
+        let routes = &self.config.ports.get(p.index)?.routes;
+        Some(Carry::of(routes, &p.rules, &self.errors))
     }
 
     /// The rule a request on the main listeners follows.
@@ -304,7 +338,7 @@ impl RouteTable {
         self.rules
             .iter()
             .chain(self.ports.iter().flat_map(|p| &p.rules))
-            .flatten()
+            .flat_map(|rules| rules.iter())
             .flat_map(|r| {
                 r.backends
                     .backends()
@@ -330,7 +364,7 @@ impl RouteTable {
 fn routed<'t>(
     router: &Router,
     routes: &'t [Route],
-    rules: &'t [Vec<RuleRuntime>],
+    rules: &'t [RouteRules],
     head: &RequestHead<'_>,
 ) -> Option<Routed<'t>> {
     let hit = router.lookup(head)?;
@@ -342,6 +376,40 @@ fn routed<'t>(
         matched,
         runtime,
     })
+}
+
+/// The previous table's routes of one list (the main listeners' or a
+/// Gateway port's) by id, with their compiled rules, for the next build to
+/// carry over those it finds unchanged.
+#[derive(Default)]
+struct Carry<'p> {
+    by_id: HashMap<&'p str, Vec<(&'p Route, &'p RouteRules)>>,
+}
+
+impl<'p> Carry<'p> {
+    /// A route whose build reported anything is left out, so the next
+    /// build compiles it anew and reports it again.
+    fn of(routes: &'p [Route], rules: &'p [RouteRules], errors: &[RouteError]) -> Self {
+        let reported: HashSet<&str> = errors.iter().map(|e| e.route_id.as_str()).collect();
+        let mut by_id: HashMap<&str, Vec<_>> = HashMap::new();
+        for (route, rules) in routes.iter().zip(rules) {
+            if !reported.contains(route.id.as_str()) {
+                by_id
+                    .entry(route.id.as_str())
+                    .or_default()
+                    .push((route, rules));
+            }
+        }
+        Self { by_id }
+    }
+
+    /// The compiled rules of a route equal to `route`, each taken once
+    /// (an Ingress gives one route per host, all with its id).
+    fn take(&mut self, route: &Route) -> Option<RouteRules> {
+        let same_id = self.by_id.get_mut(route.id.as_str())?;
+        let i = same_id.iter().position(|(old, _)| *old == route)?;
+        Some(Arc::clone(same_id.swap_remove(i).1))
+    }
 }
 
 /// What one table build shares while compiling each list of routes.
@@ -406,12 +474,15 @@ impl Meter<'_> {
 
 impl<'b> Build<'b, '_> {
     /// Each rule's runtime, `[route][rule]`, parallel to `routes`.
-    fn rules(&mut self, routes: &'b [Route]) -> Vec<Vec<RuleRuntime>> {
+    fn rules(&mut self, routes: &'b [Route], carry: &mut Carry<'_>) -> Vec<RouteRules> {
         let before = self.meter.live.map(|live| live());
         let inner_before: isize = self.meter.kept.iter().sum();
         let rules = routes
             .iter()
             .map(|route| {
+                if let Some(rules) = carry.take(route) {
+                    return rules;
+                }
                 let route_id: Arc<str> = self
                     .meter
                     .part(Part::RouteIds, || Arc::from(route.id.as_str()));
@@ -735,14 +806,8 @@ mod tests {
     /// A table built from fresh stores.
     fn table(cfg: RouteConfig) -> RouteTable {
         let upstreams = Upstreams::new(Default::default(), Counter::default());
-        RouteTable::build(
-            1,
-            cfg,
-            &[],
-            &upstreams,
-            &Metrics::new(),
-            &FilterState::default(),
-        )
+        let stores = (&upstreams, &Metrics::new(), &FilterState::default());
+        RouteTable::build(1, cfg, &[], stores, None)
     }
 
     #[test]
@@ -755,8 +820,9 @@ mod tests {
             RouteConfig::new(vec![Route::new("r", vec![], vec![rule])])
         };
         let state = FilterState::default();
-        let t1 = RouteTable::build(1, cfg(), &[], &upstreams, &metrics, &state);
-        let t2 = RouteTable::build(2, cfg(), &[], &upstreams, &metrics, &state);
+        let stores = (&upstreams, &metrics, &state);
+        let t1 = RouteTable::build(1, cfg(), &[], stores, None);
+        let t2 = RouteTable::build(2, cfg(), &[], stores, None);
         let e1 = Arc::clone(t1.rules[0][0].backends.pick().unwrap().1);
         let e2 = Arc::clone(t2.rules[0][0].backends.pick().unwrap().1);
         assert!(Arc::ptr_eq(&e1, &e2));
@@ -767,6 +833,59 @@ mod tests {
     /// Rules naming an equal backend share one runtime (balancer, endpoint
     /// list), as an nginx upstream serves every location naming it; any
     /// difference in the backend or its settings gets a runtime of its own.
+    /// A forwarding route on `host` to one endpoint on `port`.
+    fn route_on(host: &str, port: u16) -> Route {
+        let mut rule = Rule::new(Action::Forward(Forward::to(vec![backend("a", 1, &[port])])));
+        rule.set_body_limit(None);
+        let host = crate::model::Hostname::parse(host).unwrap();
+        Route::new(format!("ingress/default/{host}"), vec![host], vec![rule])
+    }
+
+    #[test]
+    fn an_unchanged_route_keeps_its_compiled_rules_and_an_edited_one_is_rebuilt() {
+        let upstreams = Upstreams::new(Default::default(), Counter::default());
+        let (metrics, state) = (Metrics::new(), FilterState::default());
+        let stores = (&upstreams, &metrics, &state);
+        let first = vec![route_on("kept.example", 9), route_on("edited.example", 9)];
+        let t1 = RouteTable::build(1, RouteConfig::new(first), &[], stores, None);
+        // Reordered too: routes are found by id and content, not position.
+        let second = vec![route_on("edited.example", 10), route_on("kept.example", 9)];
+        let t2 = RouteTable::build(2, RouteConfig::new(second), &[], stores, Some(&t1));
+        assert!(Arc::ptr_eq(&t1.rules[0], &t2.rules[1]));
+        assert!(!Arc::ptr_eq(&t1.rules[1], &t2.rules[0]));
+        let port = |t: &RouteTable, route: usize| {
+            let (_, endpoint) = t.rules[route][0].backends.pick().unwrap();
+            endpoint.key().addr.port()
+        };
+        assert_eq!(port(&t2, 0), 10);
+        assert_eq!(port(&t2, 1), 9);
+    }
+
+    #[test]
+    fn a_route_whose_build_reported_errors_is_compiled_and_reported_again() {
+        let upstreams = Upstreams::new(Default::default(), Counter::default());
+        let (metrics, state) = (Metrics::new(), FilterState::default());
+        let stores = (&upstreams, &metrics, &state);
+        let cfg = || {
+            let mut route = route_on("bad.example", 9);
+            if let Action::Forward(f) = &mut route.rules[0].action {
+                f.rewrite = Some(crate::model::UrlRewrite {
+                    hostname: None,
+                    path: Some(PathModifier::RegexReplace {
+                        pattern: "(unclosed".into(),
+                        replacement: Vec::new(),
+                    }),
+                });
+            }
+            RouteConfig::new(vec![route])
+        };
+        let t1 = RouteTable::build(1, cfg(), &[], stores, None);
+        assert_eq!(t1.errors().len(), 1);
+        let t2 = RouteTable::build(2, cfg(), &[], stores, Some(&t1));
+        assert_eq!(t2.errors(), t1.errors());
+        assert!(!Arc::ptr_eq(&t1.rules[0], &t2.rules[0]));
+    }
+
     #[test]
     fn rules_naming_an_equal_backend_share_one_runtime() {
         let rule = |b: Backend, budget: u8| {
