@@ -66,7 +66,6 @@ impl Rebuilder {
     pub async fn run(self) {
         let mut last_reports: BTreeMap<ObjectRef, ObjectReport> = BTreeMap::new();
         let mut certs = CertMemory::default();
-        let mut memo = translate::Memo::default();
         let mut last_certs: Option<CertConfig> = None;
         // The Gateway ports' bind results of the last publish: they stand
         // until the next publish tries again.
@@ -94,16 +93,14 @@ impl Rebuilder {
             // The memory moves into the blocking task and back; if that task
             // panicked it starts afresh (the default certificate covers).
             let mut memory = std::mem::take(&mut certs);
-            let mut reuse = std::mem::take(&mut memo);
             let result = tokio::task::spawn_blocking(move || {
                 let mut split = Split::start();
                 let Some(snap) = snapshot() else {
-                    return ((memory, reuse), previous_certs, ports, None);
+                    return (memory, previous_certs, ports, None);
                 };
                 split.snapshot = split.lap();
-                let mut translation = translate::translate_reusing(&snap, &settings, &mut reuse);
+                let mut translation = translate::translate(&snap, &settings);
                 split.translate = split.lap();
-                split.reused = reuse.reused();
                 let served = memory.serve(&translation, &settings);
                 if previous_certs.as_ref() != Some(&served) {
                     dataplane.publish_certs(served.clone());
@@ -132,19 +129,18 @@ impl Rebuilder {
                 };
                 translation.gateway.apply_port_outcomes(&ports);
                 (
-                    (memory, reuse),
+                    memory,
                     Some(served),
                     ports,
                     Some((translation, routes, published)),
                 )
             })
             .await;
-            let Ok(((memory, reuse), served, ports, result)) = result else {
+            let Ok((memory, served, ports, result)) = result else {
                 warn!("rebuild task failed; retrying on the next change");
                 continue;
             };
             certs = memory;
-            memo = reuse;
             last_certs = served;
             last_ports = ports;
             let Some((translation, routes, published)) = result else {
@@ -158,7 +154,6 @@ impl Rebuilder {
                     event_to_swap_ms = first.elapsed().as_secs_f64() * 1e3,
                     snapshot_ms = split.snapshot,
                     translate_ms = split.translate,
-                    reused_ingresses = split.reused,
                     compare_ms = split.compare,
                     publish_ms = split.publish,
                     "published a new routing table"
@@ -175,8 +170,7 @@ impl Rebuilder {
 /// Where a rebuild's time went, in milliseconds: taking the snapshot,
 /// translating it, publishing certificates and comparing the result with
 /// the live config, and the table build and swap (`Dataplane::publish`).
-/// The debounce before is the rest of `event_to_swap_ms`. `reused`: the
-/// Ingresses translation took from its memo.
+/// The debounce before is the rest of `event_to_swap_ms`.
 #[derive(Clone, Copy)]
 struct Split {
     at: std::time::Instant,
@@ -184,7 +178,6 @@ struct Split {
     translate: f64,
     compare: f64,
     publish: f64,
-    reused: usize,
 }
 
 impl Split {
@@ -195,7 +188,6 @@ impl Split {
             translate: 0.0,
             compare: 0.0,
             publish: 0.0,
-            reused: 0,
         }
     }
 
