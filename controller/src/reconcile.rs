@@ -25,7 +25,10 @@ use crate::diagnostics::ObjectRef;
 use crate::snapshot::Snapshot;
 use crate::translate::{self, ObjectReport, Settings, Translation};
 
-pub const QUIET: Duration = Duration::from_millis(50);
+/// Short, since waiting is a large share of apply-to-live: the events of
+/// one `kubectl apply` or file write come closer together than this, and
+/// changes arriving during a rebuild are coalesced into the next one.
+pub const QUIET: Duration = Duration::from_millis(20);
 pub const MAX_DELAY: Duration = Duration::from_millis(500);
 
 /// Pulls the current snapshot; `None` until every source has synced once.
