@@ -830,9 +830,6 @@ mod tests {
         assert_eq!(upstreams.live_endpoints(), 0);
     }
 
-    /// Rules naming an equal backend share one runtime (balancer, endpoint
-    /// list), as an nginx upstream serves every location naming it; any
-    /// difference in the backend or its settings gets a runtime of its own.
     /// A forwarding route on `host` to one endpoint on `port`.
     fn route_on(host: &str, port: u16) -> Route {
         let mut rule = Rule::new(Action::Forward(Forward::to(vec![backend("a", 1, &[port])])));
@@ -886,6 +883,9 @@ mod tests {
         assert!(!Arc::ptr_eq(&t1.rules[0], &t2.rules[0]));
     }
 
+    /// Rules naming an equal backend share one runtime (balancer, endpoint
+    /// list), as an nginx upstream serves every location naming it; any
+    /// difference in the backend or its settings gets a runtime of its own.
     #[test]
     fn rules_naming_an_equal_backend_share_one_runtime() {
         let rule = |b: Backend, budget: u8| {
