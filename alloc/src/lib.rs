@@ -7,7 +7,7 @@
 //! below it whenever the next free block happens to be misaligned), is
 //! served by over-allocating and aligning inside the larger block: about
 //! 200 more instructions, and a bigger block, for allocations such as a
-//! request's boxed future or hyper's 8 KiB read buffers' neighbours. Plain
+//! request's boxed future (kilobytes, not a power of two). Plain
 //! `mi_malloc` already returns blocks aligned to 16 bytes whenever the
 //! block is 16 bytes or larger, and to 8 otherwise, so a request whose
 //! alignment is at most 16 and at most its size is given a plain block;
