@@ -9,8 +9,10 @@ use tracing_subscriber::EnvFilter;
 
 // mimalloc: measurably fewer cycles per proxied request than glibc malloc
 // in the load bench, where allocation showed up as ~5% of the proxy core.
+// Called through `portico-alloc`, which asks for plain blocks where they
+// are aligned enough (the `mimalloc` crate asks for aligned ones always).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: portico_alloc::Mimalloc = portico_alloc::Mimalloc;
 
 /// sysexits' EX_USAGE: bad static configuration.
 const EXIT_CONFIG: u8 = 64;

@@ -39,7 +39,7 @@ use tokio::task::JoinSet;
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: portico_alloc::Mimalloc = portico_alloc::Mimalloc;
 
 struct Scenario {
     name: &'static str,

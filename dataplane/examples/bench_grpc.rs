@@ -40,7 +40,7 @@ use tokio::net::TcpListener;
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: portico_alloc::Mimalloc = portico_alloc::Mimalloc;
 
 const USAGE: &str = "usage: bench_grpc upstream ADDR | proxy LISTEN UPSTREAM | load TARGET grpc|grpc-stream|grpc-web SECONDS CONCURRENCY";
 

@@ -55,7 +55,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 // The same allocator as the `portico` binary.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: portico_alloc::Mimalloc = portico_alloc::Mimalloc;
 
 const USAGE: &str = "usage: bench_proxy LISTEN_ADDR ADMIN_ADDR UPSTREAM_ADDR";
 
