@@ -78,7 +78,6 @@ die() {
 for tool in valgrind callgrind_control callgrind_annotate curl taskset python3; do
   command -v "$tool" >/dev/null || die "needs $tool (apt-get install valgrind curl util-linux python3)"
 done
-[[ -x $oha ]] || die "no oha at $oha (bench/load.sh builds it; or set OHA)"
 [[ $requests =~ ^[1-9][0-9]*$ ]] || die "BENCH_REQUESTS must be a positive number"
 
 is_grpc() { [[ $1 == grpc || $1 == grpc-example || $1 == nginx-grpc ]]; }
@@ -86,6 +85,8 @@ http_targets=0 grpc_targets=0
 for name in $targets; do
   if is_grpc "$name"; then grpc_targets=1; else http_targets=1; fi
 done
+# gRPC targets are loaded by bench_grpc, HTTP ones by oha.
+((!http_targets)) || [[ -x $oha ]] || die "no oha at $oha (bench/load.sh builds it; or set OHA)"
 
 if [[ ${BENCH_BUILD:-1} != 0 ]]; then
   build=()
@@ -233,7 +234,8 @@ measure() {
   allocs=${counts#* }
   cp "$dump" "$out_dir/$name.callgrind"
   callgrind_annotate --inclusive=no "$dump" 2>/dev/null | head -n 60 >"$out_dir/$name.top.txt" || true
-  callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | head -n 120 >"$out_dir/$name.inclusive.txt" || true
+  # Every function, not only those making up the default 99 %.
+  callgrind_annotate --threshold=100 --inclusive=yes "$dump" 2>/dev/null | head -n 200 >"$out_dir/$name.inclusive.txt" || true
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   awk -v name="$name" -v n="$requests" -v ir="$ir" -v a="$allocs" -v c="$connections" -v u="$unit" 'BEGIN {
