@@ -469,9 +469,10 @@ impl Recycle {
 /// are, each request's two small tasks would be that large: a large aligned
 /// allocation for the task and the whole size copied as tokio moves it in
 /// and out of the task's cell. Boxed first, the future is copied once, into
-/// its box, and the task holds a pointer.
+/// its box, and the task holds a pointer. The proxy listener's HTTP/2
+/// streams (a task each) are spawned the same way.
 #[derive(Clone, Copy, Debug)]
-struct BoxedSpawn;
+pub(crate) struct BoxedSpawn;
 
 impl<F> hyper::rt::Executor<F> for BoxedSpawn
 where
