@@ -10,8 +10,14 @@
 # core 1 alone: the proxied runs add a hop and a core, so the ratio says
 # what the hop costs in throughput when the load side is the same.
 #
+# Portico is the release binary as users run it (`portico run --manifests`,
+# one Ingress with `backend-protocol: GRPC` and gRPC-Web on, one tokio
+# worker, the access log on stdout to /dev/null), as bench/load.sh runs it;
+# BENCH_PORTICO=example runs the bench_grpc example's proxy instead.
+#
 # Knobs: BENCH_SECONDS (10), BENCH_CONCURRENCY (64 calls in flight),
-# BENCH_BUILD (1; 0 uses existing binaries), BENCH_GRPC_PROXIES
+# BENCH_BUILD (1; 0 uses existing binaries), BENCH_PORTICO (the portico
+# binary, <target>/release/portico; `example`), BENCH_GRPC_PROXIES
 # ("portico nginx"; haproxy, caddy and traefik too, all h2c in and out,
 # one worker each, access log to /dev/null), BENCH_BIN_DIR (where
 # bench_grpc is), BENCH_TRAEFIK (the traefik binary), BENCH_GRPC_OUT (a
@@ -26,6 +32,7 @@ conc=${BENCH_CONCURRENCY:-64}
 proxies=${BENCH_GRPC_PROXIES:-portico nginx}
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 bin=${BENCH_BIN_DIR:-$target_dir/release/examples}/bench_grpc
+portico_bin=${BENCH_PORTICO:-$target_dir/release/portico}
 proxy_core=0
 load_core=1
 
@@ -37,9 +44,13 @@ die() {
 
 [[ $(nproc) -ge 2 ]] || die "needs two cores"
 if [[ ${BENCH_BUILD:-1} == 1 ]]; then
-  cargo build --release --locked -p portico-dataplane --example bench_grpc >&2
+  build=(--example bench_grpc)
+  [[ $portico_bin == example || " $proxies " != *" portico "* ]] || build+=(--bin portico)
+  (cd "$root" && cargo build --release --locked --workspace --exclude portico-e2e "${build[@]}" >&2)
 fi
 [[ -x $bin ]] || die "$bin missing (BENCH_BUILD=0 without a build?)"
+[[ $portico_bin == example || " $proxies " != *" portico "* || -x $portico_bin ]] ||
+  die "$portico_bin missing (BENCH_BUILD=0 without a build?)"
 
 tmp=$(mktemp -d)
 pids=()
@@ -49,6 +60,8 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Waits (bounded) for a role to print the address it bound.
 bound_addr() {
@@ -179,10 +192,28 @@ run_both direct "$upstream"
 for p in $proxies; do
   case $p in
     portico)
-      taskset -c $proxy_core "$bin" proxy 127.0.0.1:0 "$upstream" >/dev/null 2>"$tmp/proxy.err" &
-      pid=$!
-      pids+=($pid)
-      addr=$(bound_addr "$tmp/proxy.err" proxy)
+      if [[ $portico_bin == example ]]; then
+        taskset -c $proxy_core "$bin" proxy 127.0.0.1:0 "$upstream" >/dev/null 2>"$tmp/proxy.err" &
+        pid=$!
+        pids+=($pid)
+        addr=$(bound_addr "$tmp/proxy.err" proxy)
+      else
+        port=$(free_port)
+        python3 "$here/routes.py" grpc portico "$tmp/manifests" "$upstream" || die "routes.py grpc portico failed"
+        TOKIO_WORKER_THREADS=1 taskset -c $proxy_core "$portico_bin" run --manifests "$tmp/manifests" \
+          --http-addr "127.0.0.1:$port" --https-addr "127.0.0.1:$(free_port)" \
+          --admin-addr "127.0.0.1:$(free_port)" --debug-addr off \
+          >/dev/null 2>"$tmp/proxy.err" &
+        pid=$!
+        pids+=($pid)
+        addr=127.0.0.1:$port
+        # Ready once a call goes through (the route is published after start).
+        for ((i = 0; i < 200; i++)); do
+          taskset -c $load_core "$bin" calls "$addr" grpc 1 1 >/dev/null 2>&1 && break
+          kill -0 "$pid" 2>/dev/null || die "portico exited: $(cat "$tmp/proxy.err")"
+          sleep 0.05
+        done
+      fi
       run_both portico-grpc "$addr"
       run_load portico-grpc-web "$addr" grpc-web
       kill "$pid"

@@ -22,21 +22,33 @@
 # callgrind the proxy is the bottleneck, so with 64 connections each wake-up
 # finds many requests ready, as at saturation natively.
 #
+# gRPC (the h2 -> h2 path, as bench/grpc.sh runs it): unary calls over
+# h2c in and out to the tonic echo upstream (`bench_grpc upstream`), sent by
+# `bench_grpc calls` (one HTTP/2 connection, BENCH_CONNECTIONS calls in
+# flight, exactly BENCH_REQUESTS calls), per call rather than per request.
+#
 # Prints one line per proxy and writes each callgrind profile
-# (callgrind_annotate-ready) and its top functions to BENCH_OUT_DIR.
+# (callgrind_annotate-ready) and its top functions, self and inclusive, to
+# BENCH_OUT_DIR.
 #
 # usage: bash bench/instructions.sh
 # knobs:
 #   BENCH_TARGETS      which proxies, in order ("example portico"):
-#                      example = bench_proxy, portico = the real binary
-#   BENCH_REQUESTS     requests measured (20000)
+#                      example = bench_proxy, portico = the real binary;
+#                      gRPC: grpc = the real binary (`backend-protocol:
+#                      GRPC`, gRPC-Web on), grpc-example = bench_grpc's
+#                      proxy, nginx-grpc = nginx grpc_pass
+#                      (bench/nginx-grpc.conf.in, one process: no master)
+#   BENCH_REQUESTS     requests (calls) measured (20000)
 #   BENCH_WARMUP_REQUESTS requests before the counters are zeroed (2000)
-#   BENCH_CONNECTIONS  client connections (64)
+#   BENCH_CONNECTIONS  client connections; gRPC: calls in flight on one
+#                      connection (64)
 #   BENCH_PROFILE      cargo profile whose binaries are used (profiling:
 #                      release code generation, with line tables for
 #                      callgrind_annotate)
 #   BENCH_BUILD        0: do not build (1)
-#   BENCH_BIN_DIR      bench_proxy and bench_upstream (<target>/<profile>/examples)
+#   BENCH_BIN_DIR      bench_proxy, bench_upstream and bench_grpc
+#                      (<target>/<profile>/examples)
 #   BENCH_PORTICO      the portico binary (<target>/<profile>/portico)
 #   BENCH_OUT_DIR      profiles and summaries (<target>/bench/instructions)
 #   OHA                the oha binary (<target>/bench-tools/bin/oha, as
@@ -66,12 +78,21 @@ die() {
 for tool in valgrind callgrind_control callgrind_annotate curl taskset python3; do
   command -v "$tool" >/dev/null || die "needs $tool (apt-get install valgrind curl util-linux python3)"
 done
-[[ -x $oha ]] || die "no oha at $oha (bench/load.sh builds it; or set OHA)"
 [[ $requests =~ ^[1-9][0-9]*$ ]] || die "BENCH_REQUESTS must be a positive number"
 
+is_grpc() { [[ $1 == grpc || $1 == grpc-example || $1 == nginx-grpc ]]; }
+http_targets=0 grpc_targets=0
+for name in $targets; do
+  if is_grpc "$name"; then grpc_targets=1; else http_targets=1; fi
+done
+# gRPC targets are loaded by bench_grpc, HTTP ones by oha.
+((!http_targets)) || [[ -x $oha ]] || die "no oha at $oha (bench/load.sh builds it; or set OHA)"
+
 if [[ ${BENCH_BUILD:-1} != 0 ]]; then
-  build=(--example bench_proxy --example bench_upstream)
-  [[ " $targets " == *" portico "* ]] && build+=(--bin portico)
+  build=()
+  ((http_targets)) && build+=(--example bench_proxy --example bench_upstream)
+  ((grpc_targets)) && build+=(--example bench_grpc)
+  [[ " $targets " == *" portico "* || " $targets " == *" grpc "* ]] && build+=(--bin portico)
   log "building ${build[*]} (profile $profile)"
   (cd "$root" && CARGO_INCREMENTAL=0 cargo build --profile "$profile" --locked -q \
     --workspace --exclude portico-e2e "${build[@]}")
@@ -115,15 +136,46 @@ if codes.get("200", 0) != n:
 ' "$json" "$n"
 }
 
-taskset -c "$load_core" "$bin_dir/bench_upstream" 127.0.0.1:0 >"$tmp/upstream.out" 2>"$tmp/upstream.err" &
-pids+=($!)
-upstream=
-for ((i = 0; i < 100; i++)); do
-  upstream=$(head -n1 "$tmp/upstream.out" 2>/dev/null || true)
-  [[ -n $upstream ]] && break
-  sleep 0.1
-done
-[[ -n $upstream ]] || die "upstream did not start: $(cat "$tmp/upstream.err")"
+# gRPC calls: exactly `n` unary calls, all of them OK, or it fails.
+grpc_load() {
+  local n=$1 target=$2
+  taskset -c "$load_core" "$bin_dir/bench_grpc" calls "$target" grpc "$n" "$connections" >/dev/null
+}
+
+# Waits (valgrind starts slowly) until a gRPC call through `target` succeeds.
+wait_grpc_ready() {
+  local target=$1 pid=$2 i
+  for ((i = 0; i < 600; i++)); do
+    taskset -c "$load_core" "$bin_dir/bench_grpc" calls "$target" grpc 1 1 >/dev/null 2>&1 && return 0
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.2
+  done
+  return 1
+}
+
+if ((http_targets)); then
+  taskset -c "$load_core" "$bin_dir/bench_upstream" 127.0.0.1:0 >"$tmp/upstream.out" 2>"$tmp/upstream.err" &
+  pids+=($!)
+  upstream=
+  for ((i = 0; i < 100; i++)); do
+    upstream=$(head -n1 "$tmp/upstream.out" 2>/dev/null || true)
+    [[ -n $upstream ]] && break
+    sleep 0.1
+  done
+  [[ -n $upstream ]] || die "upstream did not start: $(cat "$tmp/upstream.err")"
+fi
+if ((grpc_targets)); then
+  # The tonic echo service, one thread, as bench/grpc.sh runs it.
+  taskset -c "$load_core" "$bin_dir/bench_grpc" upstream 127.0.0.1:0 2>"$tmp/grpc-upstream.err" &
+  pids+=($!)
+  grpc_upstream=
+  for ((i = 0; i < 100; i++)); do
+    grpc_upstream=$(awk '$2 == "upstream" {print $3; exit}' "$tmp/grpc-upstream.err" 2>/dev/null)
+    [[ -n $grpc_upstream ]] && break
+    sleep 0.1
+  done
+  [[ -n $grpc_upstream ]] || die "gRPC upstream did not start: $(cat "$tmp/grpc-upstream.err")"
+fi
 
 # The callgrind dump's totals: instructions, and allocator calls from
 # outside the allocator.
@@ -158,12 +210,21 @@ print(total, allocs)
 PY
 }
 
+# `url`: http://... for HTTP targets; host:port for gRPC ones.
 measure() {
-  local name=$1 url=$2 pid=$3 dump counts ir allocs
-  wait_ready "$url" "$pid" || die "$name does not answer on $url: $(tail -n5 "$tmp/$name.err")"
-  load "$warmup" "$url"
-  callgrind_control -z "$pid" >/dev/null
-  load "$requests" "$url"
+  local name=$1 url=$2 pid=$3 dump counts ir allocs unit=request
+  if is_grpc "$name"; then
+    unit=call
+    wait_grpc_ready "$url" "$pid" || die "$name does not answer on $url: $(tail -n5 "$tmp/$name.err")"
+    grpc_load "$warmup" "$url"
+    callgrind_control -z "$pid" >/dev/null
+    grpc_load "$requests" "$url"
+  else
+    wait_ready "$url" "$pid" || die "$name does not answer on $url: $(tail -n5 "$tmp/$name.err")"
+    load "$warmup" "$url"
+    callgrind_control -z "$pid" >/dev/null
+    load "$requests" "$url"
+  fi
   callgrind_control -d "$pid" >/dev/null
   # The dump is the newest numbered file of the process.
   dump=$(ls -t "$tmp/$name.cg".* 2>/dev/null | grep -v '\.out$' | head -n1 || true)
@@ -173,10 +234,12 @@ measure() {
   allocs=${counts#* }
   cp "$dump" "$out_dir/$name.callgrind"
   callgrind_annotate --inclusive=no "$dump" 2>/dev/null | head -n 60 >"$out_dir/$name.top.txt" || true
+  # Every function, not only those making up the default 99 %.
+  callgrind_annotate --threshold=100 --inclusive=yes "$dump" 2>/dev/null | head -n 200 >"$out_dir/$name.inclusive.txt" || true
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  awk -v name="$name" -v n="$requests" -v ir="$ir" -v a="$allocs" -v c="$connections" 'BEGIN {
-    printf "%-8s %d requests, %d connections: %.0f instructions/request, %.2f allocations/request\n", name, n, c, ir / n, a / n }'
+  awk -v name="$name" -v n="$requests" -v ir="$ir" -v a="$allocs" -v c="$connections" -v u="$unit" 'BEGIN {
+    printf "%-12s %d %ss, %d in flight: %.0f instructions/%s, %.2f allocations/%s\n", name, n, u, c, ir / n, u, a / n, u }'
 }
 
 callgrind=(valgrind --tool=callgrind --dump-instr=no --collect-jumps=no --compress-strings=yes)
@@ -189,21 +252,46 @@ for name in $targets; do
         "$bin_dir/bench_proxy" "127.0.0.1:$port" "127.0.0.1:$(free_port)" "$upstream" \
         >/dev/null 2>"$tmp/$name.err" &
       ;;
-    portico)
-      # The same one route as bench_proxy's: every host and path.
-      python3 "$here/routes.py" one portico "$tmp/manifests" "$upstream"
+    portico | grpc)
+      # portico: the same one route as bench_proxy's, every host and path;
+      # grpc: that route to the gRPC upstream, as bench/grpc.sh runs it.
+      if [[ $name == portico ]]; then
+        python3 "$here/routes.py" one portico "$tmp/$name-manifests" "$upstream"
+      else
+        python3 "$here/routes.py" grpc portico "$tmp/$name-manifests" "$grpc_upstream"
+      fi
       # One worker, as bench_proxy's one thread and the single-worker
       # nginx; stdout is the access log.
       TOKIO_WORKER_THREADS=1 taskset -c "$proxy_core" "${callgrind[@]}" --callgrind-out-file="$tmp/$name.cg" \
-        "$portico_bin" run --manifests "$tmp/manifests" \
+        "$portico_bin" run --manifests "$tmp/$name-manifests" \
         --http-addr "127.0.0.1:$port" --https-addr "127.0.0.1:$(free_port)" \
         --admin-addr "127.0.0.1:$(free_port)" --debug-addr off \
         >/dev/null 2>"$tmp/$name.err" &
       ;;
-    *) die "unknown target $name (example, portico)" ;;
+    grpc-example)
+      taskset -c "$proxy_core" "${callgrind[@]}" --callgrind-out-file="$tmp/$name.cg" \
+        "$bin_dir/bench_grpc" proxy "127.0.0.1:$port" "$grpc_upstream" \
+        >/dev/null 2>"$tmp/$name.err" &
+      ;;
+    nginx-grpc)
+      command -v nginx >/dev/null || die "nginx-grpc needs nginx"
+      mkdir -p "$tmp/nginx"
+      # One process (no master), so the process measured is the worker.
+      sed -e "s|@DIR@|$tmp/nginx|g" -e "s|@PORT@|$port|g" -e "s|@UPSTREAM@|$grpc_upstream|g" \
+        -e "s|^master_process on;|master_process off;|" \
+        "$here/nginx-grpc.conf.in" >"$tmp/nginx/nginx.conf"
+      taskset -c "$proxy_core" "${callgrind[@]}" --callgrind-out-file="$tmp/$name.cg" \
+        nginx -e "$tmp/nginx/nginx-error.log" -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" \
+        >/dev/null 2>"$tmp/$name.err" &
+      ;;
+    *) die "unknown target $name (example, portico, grpc, grpc-example, nginx-grpc)" ;;
   esac
   pid=$!
   pids+=("$pid")
-  measure "$name" "http://127.0.0.1:$port/" "$pid"
+  if is_grpc "$name"; then
+    measure "$name" "127.0.0.1:$port" "$pid"
+  else
+    measure "$name" "http://127.0.0.1:$port/" "$pid"
+  fi
 done
 log "profiles in $out_dir (callgrind_annotate $out_dir/<name>.callgrind)"

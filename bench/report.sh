@@ -177,7 +177,7 @@ scenario_grpc() {
   traefik_bin
   local proxies="portico nginx haproxy caddy"
   [[ -n $BENCH_TRAEFIK ]] && proxies+=" traefik"
-  BENCH_BUILD=0 BENCH_GRPC_PROXIES=$proxies BENCH_GRPC_OUT=$data/grpc.json \
+  BENCH_BUILD=0 BENCH_GRPC_PROXIES=$proxies BENCH_GRPC_OUT=$data/grpc.json BENCH_PORTICO=$portico_bin \
     bash "$here/grpc.sh" >"$data/grpc.txt" 2>"$data/grpc.log"
 }
 scenario_websocket() {

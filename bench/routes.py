@@ -17,12 +17,15 @@ path_regexp handle blocks; Traefik one router per host or regex (as its
 Kubernetes provider makes one per Ingress rule); Portico Ingress
 manifests served by the release binary in --manifests mode.
 
-For Portico alone there is a third kind, the route every proxy has without
-BENCH_ROUTES:
+For Portico alone there are two more kinds, the route every proxy has
+without BENCH_ROUTES:
 
   one    one Ingress sending every host and path to the upstream, what the
          bench_proxy example serves; with CERT and KEY (PEM files) also a
-         TLS Secret, for `--default-ssl-certificate default/bench-tls`.
+         TLS Secret, for `--default-ssl-certificate default/bench-tls`;
+  grpc   the same Ingress to a gRPC upstream (`backend-protocol: GRPC`,
+         h2c) with the gRPC-Web bridge on, what the bench_grpc example's
+         proxy serves (bench/grpc.sh, bench/instructions.sh).
 
 usage: routes.py KIND PROXY FILE [UPSTREAM [CERT KEY]]
   nginx, haproxy, caddy, traefik: rewrites FILE (the rendered config) in place;
@@ -183,9 +186,16 @@ endpoints:
             "apiVersion: v1\nkind: Secret\nmetadata:\n  name: bench-tls\n  namespace: default\n"
             f"type: kubernetes.io/tls\ndata:\n  tls.crt: {cert}\n  tls.key: {key}\n"
         )
-    if kind == "one":
+    if kind in ("one", "grpc"):
+        annotations = ""
+        if kind == "grpc":
+            annotations = (
+                "  annotations:\n    nginx.ingress.kubernetes.io/backend-protocol: GRPC\n"
+                '    portico.dev/grpc-web: "true"\n'
+            )
         docs.append(
             "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: bench\n  namespace: default\n"
+            f"{annotations}"
             "spec:\n  ingressClassName: portico\n  rules:\n    - http:\n        paths:\n"
             f"          - path: /\n            pathType: Prefix\n{backend}"
         )
@@ -216,14 +226,14 @@ endpoints:
 
 
 def main():
-    if len(sys.argv) < 4 or sys.argv[1] not in ("hosts", "regex", "one"):
+    if len(sys.argv) < 4 or sys.argv[1] not in ("hosts", "regex", "one", "grpc"):
         raise SystemExit(__doc__)
     kind, proxy, path = sys.argv[1:4]
     if proxy == "portico":
         portico(kind, path, sys.argv[4], sys.argv[5:7] if len(sys.argv) >= 7 else None)
         return
-    if kind == "one":
-        raise SystemExit("routes.py: kind one is for portico")
+    if kind in ("one", "grpc"):
+        raise SystemExit(f"routes.py: kind {kind} is for portico")
     with open(path) as f:
         conf = f.read()
     if proxy == "nginx":

@@ -17,6 +17,10 @@
 //!   over streams, not stream setups) or `grpc-web` (HTTP/1.1, CONCURRENCY
 //!   keep-alive connections, binary gRPC-Web). Prints one JSON line:
 //!   calls (messages) per second, p50 and p99 in ms, errors.
+//! - `bench_grpc calls TARGET MODE COUNT CONCURRENCY`: the same, but
+//!   exactly COUNT calls (messages) and then stop, for counting the work
+//!   per call (`bench/instructions.sh`, `BENCH_TARGETS=grpc`); exits with
+//!   an error unless every one succeeded.
 //!
 //! Every call must succeed with status OK; failures are counted and
 //! reported, never hidden.
@@ -42,7 +46,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 #[global_allocator]
 static GLOBAL: portico_alloc::Mimalloc = portico_alloc::Mimalloc;
 
-const USAGE: &str = "usage: bench_grpc upstream ADDR | proxy LISTEN UPSTREAM | load TARGET grpc|grpc-stream|grpc-web SECONDS CONCURRENCY";
+const USAGE: &str = "usage: bench_grpc upstream ADDR | proxy LISTEN UPSTREAM | load TARGET grpc|grpc-stream|grpc-web SECONDS CONCURRENCY | calls TARGET grpc|grpc-stream|grpc-web COUNT CONCURRENCY";
 
 fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -55,7 +59,13 @@ fn main() -> Result<(), Error> {
         ["load", target, mode, seconds, conc] => rt.block_on(load(
             target.parse()?,
             mode,
-            Duration::from_secs(seconds.parse()?),
+            Until::Elapsed(Duration::from_secs(seconds.parse()?)),
+            conc.parse()?,
+        )),
+        ["calls", target, mode, count, conc] => rt.block_on(load(
+            target.parse()?,
+            mode,
+            Until::Count(count.parse()?),
             conc.parse()?,
         )),
         _ => Err(USAGE.into()),
@@ -106,23 +116,51 @@ fn request() -> EchoRequest {
     }
 }
 
-/// Latencies in microseconds, shared by the client tasks.
+/// When a load run ends.
+#[derive(Clone, Copy)]
+enum Until {
+    /// After this long.
+    Elapsed(Duration),
+    /// After this many calls were started.
+    Count(u64),
+}
+
+/// Counts shared by the client tasks.
 struct Tally {
     ok: AtomicU64,
     errors: AtomicU64,
     stop: AtomicBool,
+    /// Calls still to start, when the run is a fixed count.
+    left: Option<AtomicU64>,
+}
+
+impl Tally {
+    /// Whether a task may start another call.
+    fn next(&self) -> bool {
+        if self.stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.left.as_ref().is_none_or(|left| {
+            left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+        })
+    }
 }
 
 async fn load(
     target: SocketAddr,
     mode: &str,
-    duration: Duration,
+    until: Until,
     concurrency: usize,
 ) -> Result<(), Error> {
     let tally = Arc::new(Tally {
         ok: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         stop: AtomicBool::new(false),
+        left: match until {
+            Until::Elapsed(_) => None,
+            Until::Count(n) => Some(AtomicU64::new(n)),
+        },
     });
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -136,7 +174,7 @@ async fn load(
                 let tally = Arc::clone(&tally);
                 tasks.push(tokio::spawn(async move {
                     let mut lat = Vec::new();
-                    while !tally.stop.load(Ordering::Relaxed) {
+                    while tally.next() {
                         let t = Instant::now();
                         match client.unary(request()).await {
                             Ok(_) => {
@@ -172,7 +210,7 @@ async fn load(
                             return lat;
                         }
                     };
-                    while !tally.stop.load(Ordering::Relaxed) {
+                    while tally.next() {
                         let t = Instant::now();
                         let ok = tx.send(request()).await.is_ok()
                             && matches!(replies.message().await, Ok(Some(_)));
@@ -199,7 +237,7 @@ async fn load(
                 let (uri, body) = (uri.clone(), body.clone());
                 tasks.push(tokio::spawn(async move {
                     let mut lat = Vec::new();
-                    while !tally.stop.load(Ordering::Relaxed) {
+                    while tally.next() {
                         let t = Instant::now();
                         let req = http::Request::post(uri.clone())
                             .header("content-type", "application/grpc-web+proto")
@@ -227,13 +265,19 @@ async fn load(
         }
         _ => return Err(USAGE.into()),
     }
-    tokio::time::sleep(duration).await;
-    tally.stop.store(true, Ordering::Relaxed);
-    let elapsed = start.elapsed().as_secs_f64();
+    // A timed run's time ends at the stop (as before the counted mode); a
+    // counted run's when its last call does.
+    let mut elapsed = None;
+    if let Until::Elapsed(duration) = until {
+        tokio::time::sleep(duration).await;
+        tally.stop.store(true, Ordering::Relaxed);
+        elapsed = Some(start.elapsed().as_secs_f64());
+    }
     let mut lat = Vec::new();
     for t in tasks {
         lat.extend(t.await?);
     }
+    let elapsed = elapsed.unwrap_or_else(|| start.elapsed().as_secs_f64());
     lat.sort_unstable();
     let pct = |p: f64| -> f64 {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
@@ -247,6 +291,9 @@ async fn load(
         tally.ok.load(Ordering::Relaxed),
         tally.errors.load(Ordering::Relaxed),
     );
+    if matches!(until, Until::Count(_)) && tally.errors.load(Ordering::Relaxed) > 0 {
+        return Err("some calls failed".into());
+    }
     Ok(())
 }
 

@@ -89,8 +89,13 @@ pub(crate) fn hex(b: u8) -> Option<u8> {
 /// `keep_upgrade`, `Connection: upgrade` and `Upgrade` are kept.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Most messages carry none of these: one pass over the names spares a
-    // hash lookup per name below.
-    if !keep_upgrade && !headers.keys().any(is_hop_by_hop) {
+    // hash lookup per name below. `te: trailers`, which every gRPC request
+    // carries, is not one.
+    if !keep_upgrade
+        && !headers
+            .iter()
+            .any(|(name, value)| is_hop_by_hop(name) && !is_te_trailers(name, value))
+    {
         return;
     }
     if headers.contains_key(header::CONNECTION) {
@@ -123,7 +128,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.remove(name);
     }
     if let Some(te) = headers.get(header::TE)
-        && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
+        && !is_te_trailers(&header::TE, te)
     {
         headers.remove(header::TE);
     }
@@ -135,6 +140,11 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// The names [`strip_hop_by_hop`] may remove.
+/// `te: trailers`, the one `TE` that goes on.
+fn is_te_trailers(name: &HeaderName, value: &HeaderValue) -> bool {
+    name == header::TE && value.as_bytes().eq_ignore_ascii_case(b"trailers")
+}
+
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     // `Connection` may name any header, but only when it is present.
     [
@@ -192,7 +202,24 @@ mod tests {
             strip_hop_by_hop(&mut h, false);
             let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
             assert_eq!(left, ["x-keep", "accept"], "{name}");
+
+            // Beside a gRPC request's `te: trailers`, which stays.
+            let mut h = HeaderMap::new();
+            h.insert("te", HeaderValue::from_static("trailers"));
+            h.insert(name, HeaderValue::from_static("x"));
+            h.insert("x-keep", HeaderValue::from_static("1"));
+            strip_hop_by_hop(&mut h, false);
+            let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+            assert_eq!(left, ["te", "x-keep"], "{name} beside te: trailers");
         }
+
+        // `te: trailers` alone is left as it is, in any case.
+        let mut h = HeaderMap::new();
+        h.insert("te", HeaderValue::from_static("Trailers"));
+        h.insert("content-type", HeaderValue::from_static("application/grpc"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h["te"], "Trailers");
     }
 
     #[test]

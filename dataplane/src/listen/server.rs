@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use futures_util::task::AtomicWaker;
 use http_body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::server::Acceptor;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -33,6 +33,7 @@ use crate::proxy;
 use crate::request::ctx::{ConnInfo, Listener};
 use crate::request::head::{HeadRules, Rejection};
 use crate::request::path::PathPolicy;
+use crate::upstream::BoxedSpawn;
 use bytes::Bytes;
 
 /// Client-side settings of the proxy listener.
@@ -136,7 +137,8 @@ pub(crate) async fn serve_proxy(
         warn!("proxy listener has no local address; not serving");
         return;
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/2's task per stream, boxed as the upstream client's are.
+    let mut builder = auto::Builder::new(BoxedSpawn);
     builder
         .http1()
         .timer(HeadTimer)
@@ -330,7 +332,7 @@ async fn port_handshake(
 
 async fn serve_conn<S>(
     shared: Arc<Shared>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<auto::Builder<BoxedSpawn>>,
     stream: S,
     info: ConnInfo,
     mut shutdown: watch::Receiver<bool>,

@@ -28,7 +28,7 @@ use futures_util::future::Either;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
 use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -460,6 +460,29 @@ impl Recycle {
     }
 }
 
+/// The executor of an upstream HTTP/2 connection: hyper spawns on it the
+/// connection itself and, for every request, a task awaiting the response
+/// head and (unless the body is already sent) one piping the request body.
+///
+/// hyper hands all three over as one enum type, as large as its largest
+/// variant, the connection with its h2 state (kilobytes). Spawned as they
+/// are, each request's two small tasks would be that large: a large aligned
+/// allocation for the task and the whole size copied as tokio moves it in
+/// and out of the task's cell. Boxed first, the future is copied once, into
+/// its box, and the task holds a pointer. The proxy listener's HTTP/2
+/// streams (a task each) are spawned the same way.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BoxedSpawn;
+
+impl<F> hyper::rt::Executor<F> for BoxedSpawn
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::spawn(Box::pin(fut));
+    }
+}
+
 /// One upstream endpoint and its connections.
 pub struct Endpoint {
     key: EndpointKey,
@@ -725,7 +748,7 @@ impl Endpoint {
             return Ok(c);
         }
         let io = self.connect(connect_timeout).await?;
-        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+        let (tx, conn) = http2::Builder::new(BoxedSpawn)
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(io))
             .await
