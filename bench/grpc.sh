@@ -162,14 +162,40 @@ EOF
   pids+=($pid)
 }
 
+# CPU ticks (user + system) of process $1 and its children (nginx's worker
+# is its master's child), and the busy ticks of core $2 from /proc/stat.
+proc_ticks() {
+  awk -v p="$1" '{ # the command name may hold spaces: fields from the last ")"
+    s = $0; sub(/^.*\) /, "", s); split(s, f, " ")
+    if (FILENAME ~ "/" p "/stat$" || f[2] == p) t += f[12] + f[13]
+  } END { print t + 0 }' /proc/[0-9]*/stat 2>/dev/null
+}
+core_busy_ticks() { awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+
+# The proxy process a run measures ($measured_pid; empty for direct): its
+# CPU over the measured window says whether the proxy core was the limit
+# (a proxy under 100% of its core was held back by the load core, where
+# the client and the upstream run) and gives CPU per call, the figure per
+# proxy core the issue compares.
+measured_pid=
 results=()
 run_load() {
-  local name=$1 target=$2 mode=$3 out
+  local name=$1 target=$2 mode=$3 out t0 t1 c0 c1 w0 w1
   # Warm-up, then the measured run.
   taskset -c $load_core "$bin" load "$target" "$mode" 2 "$conc" >/dev/null
+  t0=$( [[ -n $measured_pid ]] && proc_ticks "$measured_pid" || echo 0)
+  c0=$(core_busy_ticks $load_core)
+  w0=$(date +%s.%N)
   out=$(taskset -c $load_core "$bin" load "$target" "$mode" "$seconds" "$conc")
+  w1=$(date +%s.%N)
+  c1=$(core_busy_ticks $load_core)
+  t1=$( [[ -n $measured_pid ]] && proc_ticks "$measured_pid" || echo 0)
   log "$name: $out"
-  results+=("$name $(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["calls_per_s"], d["p50_ms"], d["p99_ms"], d["errors"])' "$out")")
+  results+=("$name $(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["calls_per_s"], d["p50_ms"], d["p99_ms"], d["errors"])' "$out") $(python3 -c '
+import os, sys
+t0, t1, c0, c1, w0, w1 = map(float, sys.argv[1:])
+hz = os.sysconf("SC_CLK_TCK")
+print(round((t1 - t0) / hz / (w1 - w0), 3), round((c1 - c0) / hz / (w1 - w0), 3))' "$t0" "$t1" "$c0" "$c1" "$w0" "$w1")")
 }
 
 # Streaming: long-lived Bidi streams, a message and its echo at a time;
@@ -214,6 +240,7 @@ for p in $proxies; do
           sleep 0.05
         done
       fi
+      measured_pid=$pid
       run_both portico-grpc "$addr"
       run_load portico-grpc-web "$addr" grpc-web
       kill "$pid"
@@ -231,6 +258,7 @@ for p in $proxies; do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
         sleep 0.05
       done
+      measured_pid=$pid
       run_both nginx-grpc "127.0.0.1:$port"
       kill "$pid"
       ;;
@@ -241,6 +269,7 @@ for p in $proxies; do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
         sleep 0.05
       done
+      measured_pid=$pid
       run_both "$p-grpc" "127.0.0.1:$port"
       kill "$pid"
       ;;
@@ -251,18 +280,33 @@ done
 BENCH_GRPC_OUT=${BENCH_GRPC_OUT:-} python3 - "${results[@]}" <<'PY'
 import json, os, sys
 rows = {}
+cpu = {}
 for r in sys.argv[1:]:
-    name, rps, p50, p99, err = r.split()
+    name, rps, p50, p99, err, proxy_cores, load_cores = r.split()
     rows[name] = (float(rps), float(p50), float(p99), int(err))
-print(f"{'run':<18}{'calls/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    cpu[name] = (float(proxy_cores), float(load_cores))
+print(f"{'run':<20}{'calls/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'proxy cpu':>11}{'load cpu':>10}{'proxy us/call':>15}{'calls/s/cpu':>13}")
+def per_core(name):
+    rps, cores = rows[name][0], cpu[name][0]
+    return rps / cores if cores > 0 else None
 for name, (rps, p50, p99, err) in rows.items():
-    print(f"{name:<18}{rps:>10.0f}{p50:>9.2f}{p99:>9.2f}{err:>8}")
+    cores, load = cpu[name]
+    us = f"{cores * 1e6 / rps:.2f}" if cores > 0 and rps else "-"
+    pc = per_core(name)
+    print(f"{name:<20}{rps:>10.0f}{p50:>9.2f}{p99:>9.2f}{err:>8}{cores * 100 if cores else 0:>10.0f}%{load * 100:>9.0f}%{us:>15}{pc and f'{pc:.0f}' or '-':>13}")
+print("proxy cpu: the proxy's processes, of one core, over the measured window; load cpu: the load core")
+print("(client and upstream) busy. A proxy under ~95% was held back by the load core: compare calls/s/cpu.")
 def ratio(a, b):
     if a in rows and b in rows and rows[b][0]:
-        print(f"{a} / {b}: {rows[a][0] / rows[b][0]:.2f}")
+        line = f"{a} / {b}: {rows[a][0] / rows[b][0]:.2f}"
+        pa, pb = (per_core(a) if cpu[a][0] else None), (per_core(b) if cpu[b][0] else None)
+        if pa and pb:
+            line += f" (per proxy core {pa / pb:.2f})"
+        print(line)
 ratio("portico-grpc", "direct")
 ratio("portico-grpc-web", "direct")
 ratio("portico-grpc", "nginx-grpc")
+ratio("portico-grpc-stream", "nginx-grpc-stream")
 ratio("nginx-grpc", "direct")
 out = os.environ.get("BENCH_GRPC_OUT")
 if out:
@@ -277,6 +321,7 @@ if out:
             "proxy": name.replace("-grpc", ""), "calls_per_s": rps, "p50_ms": p50, "p99_ms": p99, "errors": err,
             "of_direct": round(rps / direct, 2) if direct else None,
             "portico_ratio": round(portico / rps, 2) if portico and rps and not name.endswith("-web") else None,
+            "proxy_us": round(cpu[name][0] * 1e6 / rps, 2) if cpu[name][0] > 0 and rps else None,
         })
     with open(out, "w") as f:
         json.dump({
@@ -284,7 +329,7 @@ if out:
                        "and (-stream) messages on 64 long-lived Bidi streams",
             "columns": [["proxy", "run"], ["calls_per_s", "calls or messages/s"], ["p50_ms", "p50 ms", ".2f"],
                         ["p99_ms", "p99 ms", ".2f"], ["errors", "errors", "d"], ["of_direct", "of direct", ".2f"],
-                        ["portico_ratio", "portico/this", ".2f"]],
+                        ["portico_ratio", "portico/this", ".2f"], ["proxy_us", "proxy CPU µs/call", ".2f"]],
             "bar": {"key": "calls_per_s", "title": "unary gRPC calls/s", "ylabel": "calls/s"},
             "results": results,
         }, f, indent=2)
