@@ -8,9 +8,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use http::Method;
 use portico_dataplane::listen::tls::{ClientAuthBinding, PassthroughBinding};
 use portico_dataplane::model::{
-    Action, Filter, HeaderModifier, Hostname, Hsts, Route, RouteConfig, RouteMatch,
+    Action, Filter, HeaderModifier, Hostname, Hsts, PathMatch, Route, RouteConfig, RouteMatch,
 };
 
 use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
@@ -350,28 +351,32 @@ pub(crate) fn check_regex(pattern: &str) -> Result<(), String> {
 /// Two objects defining the same host and match is a conflict: precedence
 /// picks the oldest object (then namespace/name), and the others are told.
 fn report_conflicts(out: &mut Translation) {
-    type Signature = (String, String);
-    let mut owners: HashMap<Signature, &Route> = HashMap::new();
+    // Borrowed from the routes: this runs over every match of every route
+    // on every rebuild, so the key allocates only for header and query
+    // conditions, which few matches have.
+    type Signature<'r> = (Option<&'r Hostname>, MatchSignature<'r>);
+    // A rule without matches matches every path: keyed as the default one.
+    let default_match = [RouteMatch::default()];
+    let mut owners: HashMap<Signature<'_>, &Route> = HashMap::new();
     let mut losers: Vec<(ObjectRef, Diagnostic)> = Vec::new();
     for route in &out.config.routes {
-        let hosts: Vec<String> = if route.hostnames.is_empty() {
-            vec![String::new()]
+        let hosts: Vec<Option<&Hostname>> = if route.hostnames.is_empty() {
+            vec![None]
         } else {
-            route.hostnames.iter().map(Hostname::to_string).collect()
+            route.hostnames.iter().map(Some).collect()
         };
         for rule in &route.rules {
             if matches!(rule.action, Action::Deny { .. }) {
                 continue;
             }
-            let default_match = [RouteMatch::default()];
             let matches = if rule.matches.is_empty() {
                 &default_match[..]
             } else {
                 &rule.matches[..]
             };
             for m in matches {
-                for host in &hosts {
-                    let sig = (host.clone(), match_signature(m));
+                for &host in &hosts {
+                    let sig = (host, match_signature(m));
                     let owner = owners.entry(sig).or_insert(route);
                     if std::ptr::eq(*owner, route) || owner.source == route.source {
                         continue;
@@ -383,7 +388,8 @@ fn report_conflicts(out: &mut Translation) {
                         *owner = route;
                         (route, old)
                     };
-                    let shown_host = if host.is_empty() { "any host" } else { host };
+                    let shown_host =
+                        host.map_or_else(|| "any host".to_owned(), Hostname::to_string);
                     losers.push((
                         object_ref(loser),
                         Diagnostic::warning(
@@ -412,16 +418,24 @@ fn precedes(a: &Route, b: &Route) -> bool {
         <= (b.source.created, &b.source.namespace, &b.source.name)
 }
 
-fn match_signature(m: &RouteMatch) -> String {
-    let mut headers: Vec<String> = m.headers.iter().map(|h| format!("{h:?}")).collect();
-    headers.sort();
-    let mut query: Vec<String> = m.query.iter().map(|q| format!("{q:?}")).collect();
-    query.sort();
-    format!("{:?}|{:?}|{headers:?}|{query:?}", m.path, m.method)
+/// What makes two matches the same: path, method, and the header and query
+/// conditions in any order (rendered only when there are any).
+type MatchSignature<'r> = (&'r PathMatch, Option<&'r Method>, String);
+
+fn match_signature(m: &RouteMatch) -> MatchSignature<'_> {
+    let conditions = if m.headers.is_empty() && m.query.is_empty() {
+        String::new()
+    } else {
+        let mut headers: Vec<String> = m.headers.iter().map(|h| format!("{h:?}")).collect();
+        headers.sort();
+        let mut query: Vec<String> = m.query.iter().map(|q| format!("{q:?}")).collect();
+        query.sort();
+        format!("{headers:?}|{query:?}")
+    };
+    (&m.path, m.method.as_ref(), conditions)
 }
 
 fn describe_match(m: &RouteMatch) -> String {
-    use portico_dataplane::model::PathMatch;
     let path = match &m.path {
         PathMatch::Exact(p) => format!("exact path {p}"),
         PathMatch::Prefix(p) => format!("path prefix {p}"),

@@ -506,3 +506,60 @@ fn an_annotation_finding_says_its_fallback_once() {
         assert!(m.matches("answer 503").count() <= 1, "{m}");
     }
 }
+
+/// Conflicts are found by path, method and conditions in any order; a match
+/// that differs in any of them is another match, not a conflict.
+#[test]
+fn match_signatures_ignore_condition_order_only() {
+    use portico_dataplane::model::{HeaderMatch, PathMatch, QueryMatch, RouteMatch, ValueMatch};
+    let header = |n: &str, v: &str| HeaderMatch {
+        name: http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+        value: ValueMatch::Exact(v.into()),
+    };
+    let query = |n: &str| QueryMatch {
+        name: n.into(),
+        value: ValueMatch::Exact("1".into()),
+    };
+    let m = |headers: Vec<HeaderMatch>, query: Vec<QueryMatch>, method: Option<http::Method>| {
+        RouteMatch {
+            path: PathMatch::Prefix("/a".into()),
+            headers,
+            query,
+            method,
+        }
+    };
+    let ab = m(
+        vec![header("x-a", "1"), header("x-b", "2")],
+        vec![query("q"), query("r")],
+        None,
+    );
+    let ba = m(
+        vec![header("x-b", "2"), header("x-a", "1")],
+        vec![query("r"), query("q")],
+        None,
+    );
+    assert_eq!(super::match_signature(&ab), super::match_signature(&ba));
+    let plain = m(vec![], vec![], None);
+    let get = m(vec![], vec![], Some(http::Method::GET));
+    let other_value = m(
+        vec![header("x-a", "2"), header("x-b", "2")],
+        vec![query("q"), query("r")],
+        None,
+    );
+    let other_path = RouteMatch {
+        path: PathMatch::Exact("/a".into()),
+        ..plain.clone()
+    };
+    for other in [&plain, &get, &other_value, &other_path] {
+        assert_ne!(
+            super::match_signature(&ab),
+            super::match_signature(other),
+            "{other:?}"
+        );
+    }
+    assert_ne!(super::match_signature(&plain), super::match_signature(&get));
+    assert_ne!(
+        super::match_signature(&plain),
+        super::match_signature(&other_path)
+    );
+}

@@ -236,7 +236,7 @@ impl Default for RouteMatch {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum PathMatch {
     Exact(String),
     /// Matches by path segment: `/foo` matches `/foo`, `/foo/`, `/foo/bar`,
