@@ -148,19 +148,11 @@ impl RouteTable {
         generation: u64,
         config: RouteConfig,
         reserved: &[u16],
-        (upstreams, metrics, filter_state): (&Upstreams, &Metrics, &FilterState),
+        stores: (&Upstreams, &Metrics, &FilterState),
         previous: Option<&RouteTable>,
     ) -> Self {
-        let stores = (upstreams, metrics, filter_state);
-        Self::build_metered(
-            generation,
-            config,
-            reserved,
-            stores,
-            previous,
-            Meter::default(),
-        )
-        .0
+        let meter = Meter::default();
+        Self::build_metered(generation, config, reserved, stores, previous, meter).0
     }
 
     /// The heap a table built from `config` keeps, by part, as `live`
@@ -255,10 +247,15 @@ impl RouteTable {
     /// What a build may carry over from this table's routes on Gateway
     /// port `port`.
     fn port_carry(&self, port: u16) -> Option<Carry<'_>> {
+        let (p, routes) = self.port(port)?;
+        Some(Carry::of(routes, &p.rules, &self.errors))
+    }
+
+    /// Gateway port `port`'s compiled part and its routes, if served.
+    fn port(&self, port: u16) -> Option<(&PortRoutes, &[Route])> {
         let i = self.ports.binary_search_by_key(&port, |p| p.port).ok()?;
         let p = self.ports.get(i)?;
-        let routes = &self.config.ports.get(p.index)?.routes;
-        Some(Carry::of(routes, &p.rules, &self.errors))
+        Some((p, &self.config.ports.get(p.index)?.routes))
     }
 
     /// The rule a request on the main listeners follows.
@@ -277,9 +274,7 @@ impl RouteTable {
         match listener {
             Listener::Main => self.lookup(head),
             Listener::Gateway(port) => {
-                let i = self.ports.binary_search_by_key(&port, |p| p.port).ok()?;
-                let p = self.ports.get(i)?;
-                let routes = &self.config.ports.get(p.index)?.routes;
+                let (p, routes) = self.port(port)?;
                 routed(&p.router, routes, &p.rules, head)
             }
         }
