@@ -22,6 +22,7 @@ use crate::balance::InFlight;
 use crate::grpc::web::{TextDecoder, WebEncoder};
 use crate::grpc::{CallFailure, Code, FrameCursor, GrpcBodyError, status_trailers};
 use crate::upstream::Recycle;
+use crate::upstream::body::{UpstreamBody, UpstreamBodyError};
 
 /// Why a proxied body stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,9 @@ pub enum BodyError {
     Deadline,
     #[error(transparent)]
     Stream(#[from] hyper::Error),
+    /// The upstream's response body failed.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamBodyError),
     #[error(transparent)]
     Grpc(#[from] GrpcBodyError),
 }
@@ -377,7 +381,7 @@ pub struct Done {
 }
 
 enum Source {
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
     Full(Option<Bytes>),
 }
 
@@ -417,7 +421,7 @@ impl ResponseBody {
     /// and the whole of it ends by `until` (a route's request timeout) if
     /// set, with an error the client sees as a cut-off body.
     pub fn upstream(
-        inner: Incoming,
+        inner: UpstreamBody,
         read_timeout: Duration,
         until: Option<Instant>,
         recycle: Option<Recycle>,
@@ -442,7 +446,7 @@ impl ResponseBody {
     /// lives, so there is no idle timeout; the client's deadline, if it set
     /// one, ends the call.
     pub fn upstream_grpc(
-        inner: Incoming,
+        inner: UpstreamBody,
         deadline: Option<Instant>,
         recycle: Option<Recycle>,
     ) -> Self {
@@ -550,10 +554,10 @@ impl Drop for ResponseBody {
 /// the body then needs none (only the connection feeds it), and a waker of
 /// its own would only wake the task from inside its own poll.
 fn poll_upstream(
-    inner: &mut Incoming,
+    inner: &mut UpstreamBody,
     recycle: Option<&mut Recycle>,
     cx: &mut Context<'_>,
-) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
     if let Some(r) = recycle {
         r.drive(cx);
         if r.drives_body() {
@@ -579,7 +583,7 @@ impl Body for ResponseBody {
         let polled = match &mut this.source {
             Source::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Source::Upstream(inner) => match poll_upstream(inner, this.recycle.as_mut(), cx) {
-                Poll::Ready(r) => Poll::Ready(r.map(|r| r.map_err(BodyError::Stream))),
+                Poll::Ready(r) => Poll::Ready(r.map(|r| r.map_err(BodyError::Upstream))),
                 Poll::Pending if this.deadline.is_some() => {
                     if let Some(d) = this.deadline.as_mut() {
                         ready!(d.as_mut().poll(cx));

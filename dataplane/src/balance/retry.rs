@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::balance::BackendRuntime;
@@ -25,6 +24,7 @@ use crate::balance::{InFlight, RequestKey};
 use crate::body::{RequestBody, find_body_error};
 use crate::model::RetryPolicy;
 use crate::observe::trace::RequestSpan;
+use crate::upstream::body::UpstreamBody;
 use crate::upstream::health::{HealthShared, Outcome};
 use crate::upstream::{Recycle, SendError, UpstreamError};
 
@@ -35,7 +35,7 @@ const TOKEN: u64 = 1000;
 
 /// A response from an endpoint.
 pub(crate) struct Sent {
-    pub rsp: Response<Incoming>,
+    pub rsp: Response<UpstreamBody>,
     pub recycle: Option<Recycle>,
     pub addr: SocketAddr,
     /// Counts the request on its endpoint until the response body ends.

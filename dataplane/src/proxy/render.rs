@@ -127,7 +127,8 @@ pub(super) fn upstream_error_response(
             // The client's body broke off: nothing useful reaches it anyway.
             Some(BodyError::Stream(_)) => StatusCode::BAD_REQUEST,
             Some(BodyError::Grpc(e)) => return grpc_body_error(e, ctx),
-            None => StatusCode::BAD_GATEWAY,
+            // Only response bodies read from upstream; not a request's.
+            Some(BodyError::Upstream(_)) | None => StatusCode::BAD_GATEWAY,
         },
     };
     if status.is_server_error() {

@@ -10,6 +10,7 @@
 //! HTTP/2 (h2c) uses one multiplexed connection per endpoint, replaced when it
 //! closes.
 
+pub mod body;
 pub mod health;
 pub(crate) mod tls;
 
@@ -41,6 +42,7 @@ use crate::body::RequestBody;
 use crate::model::HealthCheck;
 use crate::model::{Protocol, UpstreamTls};
 use crate::store::KeyedStore;
+use crate::upstream::body::UpstreamBody;
 use crate::upstream::health::check::{Check, CheckKey};
 use crate::upstream::health::{EndpointHealth, HealthShared};
 use crate::upstream::tls::UpstreamConnector;
@@ -372,7 +374,7 @@ pub struct HeadTimeout;
 
 /// An endpoint's answer: the response head (the body streams), and for
 /// HTTP/1.1 the connection to hand back in when the body has been read.
-pub type Answer = (Response<Incoming>, Option<Recycle>);
+pub type Answer = (Response<UpstreamBody>, Option<Recycle>);
 
 /// `fut`, unless `deadline` comes first (`None`: no deadline): a timer of
 /// its own, registered and cancelled. For connecting, and for HTTP/2,
@@ -554,7 +556,7 @@ impl Endpoint {
             Protocol::Http1 => Either::Left(self.send_h1(req, connect_timeout, now, deadline)),
             Protocol::H2c => Either::Right(
                 within(deadline, self.send_h2(req, connect_timeout))
-                    .map(|r| r.map(|sent| sent.map(|rsp| (rsp, None)))),
+                    .map(|r| r.map(|sent| sent.map(|rsp| (rsp.map(UpstreamBody::from), None)))),
             ),
         }
     }
@@ -682,7 +684,7 @@ impl Endpoint {
             conn,
             timer,
         };
-        Ok(Ok((rsp, Some(recycle))))
+        Ok(Ok((rsp.map(UpstreamBody::from), Some(recycle))))
     }
 
     /// Looks over each connection idle now, once: one too old, or that ended

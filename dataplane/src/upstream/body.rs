@@ -1,0 +1,61 @@
+//! An upstream response's body, whichever client read it.
+//!
+//! One type for every upstream protocol, so the proxy's response path
+//! (`ResponseBody`, retries, error pages, mirrors, external auth) is written
+//! once. Each client adds its variant here; matching on it costs a branch
+//! per frame.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+/// The body of an upstream's response.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    /// Read by one of hyper's clients.
+    Hyper(Incoming),
+}
+
+/// Why an upstream's response body failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamBodyError {
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+}
+
+impl From<Incoming> for UpstreamBody {
+    fn from(body: Incoming) -> Self {
+        UpstreamBody::Hyper(body)
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = UpstreamBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
+        match self.get_mut() {
+            UpstreamBody::Hyper(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(UpstreamBodyError::Hyper))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Hyper(b) => b.size_hint(),
+        }
+    }
+}
