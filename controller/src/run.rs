@@ -188,7 +188,9 @@ pub fn manifest_source(
     let watcher = {
         let tx = tx.clone();
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event {
+            if let Ok(event) = event
+                && crate::source::manifests::is_change(&event.kind)
+            {
                 let _ = tx.send(event.paths);
             }
         })
