@@ -55,12 +55,19 @@ def free_port():
         return s.getsockname()[1]
 
 
-def rss_kib(pid):
+def rss_kib(pid, field="VmRSS"):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def rss_split(pid):
+    """Anonymous (heap, stacks) and file-backed (the binary's text) RSS:
+    the allocator's share is the first."""
+    anon, file = rss_kib(pid, "RssAnon"), rss_kib(pid, "RssFile")
+    return f"anonymous {anon / 1024:.1f} MiB, file-backed {file / 1024:.1f} MiB"
 
 
 def ingress_yaml(i, paths, extra=None):
@@ -191,7 +198,10 @@ endpoints:
         rules = a.ingresses * a.paths
         print(f"{a.ingresses} Ingresses x {a.paths} paths = {rules} rules")
         print(f"start to every host served: {first_live:.2f} s")
-        print(f"RSS idle after the first publish: {idle / 1024:.1f} MiB")
+        print(
+            f"RSS idle after the first publish: {idle / 1024:.1f} MiB "
+            f"({rss_split(proc.pid)})"
+        )
 
         lat, rss = [], []
         churn_start, minute1 = time.monotonic(), None
@@ -218,7 +228,7 @@ endpoints:
         )
         print(
             f"RSS under churn: max {max(rss) / 1024:.1f} MiB, "
-            f"end {rss[-1] / 1024:.1f} MiB"
+            f"end {rss[-1] / 1024:.1f} MiB ({rss_split(proc.pid)})"
         )
         if minute1:
             # The flatness goal: the end within 10% of the first minute.
