@@ -203,12 +203,17 @@ endpoints:
             f"({rss_split(proc.pid)})"
         )
 
-        lat, rss = [], []
+        # `rss`: just after each edit went live (the rebuild's peak, often
+        # before freed memory is returned); `settled`: just before the next
+        # edit, about an interval later.
+        lat, rss, settled = [], [], []
         churn_start, minute1 = time.monotonic(), None
         for e in range(a.edits):
             i = (e * 7919) % a.ingresses
             path = f"/edit{e}"
             t_next = time.monotonic() + a.interval
+            if e:
+                settled.append(rss_kib(proc.pid))
             write(os.path.join(d, f"ing{i:05}.yaml"), ingress_yaml(i, a.paths, path))
             t0 = time.monotonic()
             while get(http_port, f"h{i}.example.com", path) != 200:
@@ -230,6 +235,11 @@ endpoints:
             f"RSS under churn: max {max(rss) / 1024:.1f} MiB, "
             f"end {rss[-1] / 1024:.1f} MiB ({rss_split(proc.pid)})"
         )
+        if settled:
+            print(
+                f"RSS under churn before each edit: median "
+                f"{statistics.median(settled) / 1024:.1f} MiB, max {max(settled) / 1024:.1f} MiB"
+            )
         if minute1:
             # The flatness goal: the end within 10% of the first minute.
             print(
