@@ -181,6 +181,9 @@ pub fn manifest_source(
     dir.rescan()
         .with_context(|| format!("reading --manifests {}", root.display()))?;
     report_manifest_errors(&dir);
+    // Parsing every file leaves this thread's pages full of freed YAML
+    // trees; the rebuild loop collects only its own thread's.
+    portico_alloc::collect();
     let dir = Arc::new(Mutex::new(dir));
 
     // Each notification's paths: those files are read whatever their stamp.
