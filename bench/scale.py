@@ -55,12 +55,19 @@ def free_port():
         return s.getsockname()[1]
 
 
-def rss_kib(pid):
+def rss_kib(pid, field="VmRSS"):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def rss_split(pid):
+    """Anonymous (heap, stacks) and file-backed (the binary's text) RSS:
+    the allocator's share is the first."""
+    anon, file = rss_kib(pid, "RssAnon"), rss_kib(pid, "RssFile")
+    return f"anonymous {anon / 1024:.1f} MiB, file-backed {file / 1024:.1f} MiB"
 
 
 def ingress_yaml(i, paths, extra=None):
@@ -191,14 +198,22 @@ endpoints:
         rules = a.ingresses * a.paths
         print(f"{a.ingresses} Ingresses x {a.paths} paths = {rules} rules")
         print(f"start to every host served: {first_live:.2f} s")
-        print(f"RSS idle after the first publish: {idle / 1024:.1f} MiB")
+        print(
+            f"RSS idle after the first publish: {idle / 1024:.1f} MiB "
+            f"({rss_split(proc.pid)})"
+        )
 
-        lat, rss = [], []
+        # `rss`: just after each edit went live (the rebuild's peak, often
+        # before freed memory is returned); `settled`: just before the next
+        # edit, about an interval later.
+        lat, rss, settled = [], [], []
         churn_start, minute1 = time.monotonic(), None
         for e in range(a.edits):
             i = (e * 7919) % a.ingresses
             path = f"/edit{e}"
             t_next = time.monotonic() + a.interval
+            if e:
+                settled.append(rss_kib(proc.pid))
             write(os.path.join(d, f"ing{i:05}.yaml"), ingress_yaml(i, a.paths, path))
             t0 = time.monotonic()
             while get(http_port, f"h{i}.example.com", path) != 200:
@@ -218,8 +233,13 @@ endpoints:
         )
         print(
             f"RSS under churn: max {max(rss) / 1024:.1f} MiB, "
-            f"end {rss[-1] / 1024:.1f} MiB"
+            f"end {rss[-1] / 1024:.1f} MiB ({rss_split(proc.pid)})"
         )
+        if settled:
+            print(
+                f"RSS under churn before each edit: median "
+                f"{statistics.median(settled) / 1024:.1f} MiB, max {max(settled) / 1024:.1f} MiB"
+            )
         if minute1:
             # The flatness goal: the end within 10% of the first minute.
             print(

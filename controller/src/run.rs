@@ -181,6 +181,9 @@ pub fn manifest_source(
     dir.rescan()
         .with_context(|| format!("reading --manifests {}", root.display()))?;
     report_manifest_errors(&dir);
+    // Parsing every file leaves this thread's pages full of freed YAML
+    // trees; the rebuild loop collects only its own thread's.
+    portico_alloc::collect();
     let dir = Arc::new(Mutex::new(dir));
 
     // Each notification's paths: those files are read whatever their stamp.
@@ -188,7 +191,9 @@ pub fn manifest_source(
     let watcher = {
         let tx = tx.clone();
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event {
+            if let Ok(event) = event
+                && crate::source::manifests::is_change(&event.kind)
+            {
                 let _ = tx.send(event.paths);
             }
         })

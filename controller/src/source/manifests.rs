@@ -890,6 +890,21 @@ impl Stamp {
     }
 }
 
+/// Whether a file notification may name a changed file. Opening a file is
+/// not a change: inotify reports the watcher's own reads to it too, and
+/// taking those as changes read the last edited file again, and again, for
+/// as long as the process ran (most of a core at 10,000 files). A write
+/// that closes (`CLOSE_WRITE`) is one.
+pub fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 /// What a rescan found.
 #[derive(Debug, Default)]
 pub struct Scan {
@@ -1561,5 +1576,63 @@ mod tests {
             .deserialize(doc)
             .unwrap_err();
         assert!(e.to_string().contains("duplicate entry with key a"), "{e}");
+    }
+
+    /// The watcher's own read of a file raises an open notification that
+    /// must not count as a change, or every read would cause the next.
+    /// Over a real inotify watch: events arrive in order, so once a later
+    /// write's close is seen, the read's notification has been seen too.
+    #[test]
+    fn reading_a_file_is_not_a_change_and_writing_one_is() {
+        use notify::Watcher;
+        use std::sync::mpsc;
+        use std::time::Duration;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let mut watcher = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
+            let _ = tx.send(e.unwrap());
+        })
+        .unwrap();
+        watcher
+            .watch(dir.path(), notify::RecursiveMode::Recursive)
+            .unwrap();
+        // The changes `is_change` lets through, up to `path`'s closing write.
+        let changes_until_written = |path: &Path| {
+            let mut changes = Vec::new();
+            loop {
+                // A bound for a failing test only; events come at once.
+                let e = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+                let written = e.kind
+                    == notify::EventKind::Access(notify::event::AccessKind::Close(
+                        notify::event::AccessMode::Write,
+                    ));
+                let named = e
+                    .paths
+                    .iter()
+                    .any(|p| p.ends_with(path.file_name().unwrap()));
+                if is_change(&e.kind) {
+                    changes.extend(e.paths);
+                }
+                if written && named {
+                    return changes;
+                }
+            }
+        };
+        let web = dir.path().join("web.yaml");
+        fs::write(&web, "a: 1\n").unwrap();
+        assert!(
+            changes_until_written(&web)
+                .iter()
+                .any(|p| p.ends_with("web.yaml"))
+        );
+        fs::read_to_string(&web).unwrap();
+        let later = dir.path().join("later.yaml");
+        fs::write(&later, "b: 1\n").unwrap();
+        let changes = changes_until_written(&later);
+        assert!(
+            !changes.iter().any(|p| p.ends_with("web.yaml")),
+            "the read counted as a change: {changes:?}"
+        );
     }
 }
