@@ -296,14 +296,20 @@ enum PipeError {
     Stream(h2::Error),
 }
 
-/// The request body on its way up one stream, with flow control: a piece of
-/// data is held until the stream has room for it.
+/// The request body on its way up one stream, with flow control.
+///
+/// Each piece read from the body is handed to h2 at once, window or not
+/// (h2 holds what the window does not cover, and sends it as the window
+/// opens); the next piece is read only once the stream has room again. So
+/// at most one piece per stream waits beyond the window, and a body that
+/// arrives in one piece (a unary call) goes out in the poll that sent the
+/// head: waiting for the stream's first window first would cost the
+/// request's task a wake-up of its own.
 struct Pipe {
     body: RequestBody,
     tx: SendStream<Bytes>,
-    /// Data read from the body that the stream had no room for yet, and
-    /// whether it was the body's end.
-    held: Option<(Bytes, bool)>,
+    /// A piece went beyond the window: wait for room before the next.
+    full: bool,
 }
 
 impl Pipe {
@@ -311,7 +317,7 @@ impl Pipe {
         Self {
             body,
             tx,
-            held: None,
+            full: false,
         }
     }
 
@@ -335,40 +341,27 @@ impl Pipe {
                 };
                 return Poll::Ready(Err(PipeError::Stream(e)));
             }
-            if let Some((data, eos)) = self.held.take() {
-                while self.tx.capacity() == 0 {
-                    match self.tx.poll_capacity(cx) {
-                        Poll::Pending => {
-                            self.held = Some((data, eos));
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(Some(Ok(_))) => {}
-                        Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(PipeError::Stream(e))),
-                        Poll::Ready(None) => {
-                            return Poll::Ready(Err(PipeError::Stream(Reason::CANCEL.into())));
-                        }
-                    }
+            while self.full && self.tx.capacity() == 0 {
+                match ready!(self.tx.poll_capacity(cx)) {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Poll::Ready(Err(PipeError::Stream(e))),
+                    None => return Poll::Ready(Err(PipeError::Stream(Reason::CANCEL.into()))),
                 }
-                self.tx.send_data(data, eos).map_err(PipeError::Stream)?;
-                if eos {
-                    return Poll::Ready(Ok(()));
-                }
-                continue;
             }
+            self.full = false;
             match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         let eos = self.body.is_end_stream();
-                        if data.is_empty() {
-                            self.tx.send_data(data, eos).map_err(PipeError::Stream)?;
-                            if eos {
-                                return Poll::Ready(Ok(()));
-                            }
-                        } else {
-                            // Room for one byte is enough to send it all: h2
-                            // splits the data by the window as it goes.
+                        let sent = data.len();
+                        self.tx.send_data(data, eos).map_err(PipeError::Stream)?;
+                        if eos {
+                            return Poll::Ready(Ok(()));
+                        }
+                        if sent > 0 {
+                            // Room for one more byte beyond what h2 holds.
                             self.tx.reserve_capacity(1);
-                            self.held = Some((data, eos));
+                            self.full = true;
                         }
                     }
                     Err(frame) => {
