@@ -446,3 +446,30 @@ async fn calls_beyond_the_upstreams_stream_limit_wait_and_none_fail() {
     }
     assert_eq!(up.connections.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_over_the_limit_is_refused_as_on_http1() {
+    // Answers only after the whole body: the limit trips first.
+    let up = FrameUpstream::start(
+        h2::server::Builder::new(),
+        false,
+        |req, respond| async move {
+            let mut recv = req.into_body();
+            while let Some(Ok(chunk)) = recv.data().await {
+                let _ = recv.flow_control().release_capacity(chunk.len());
+            }
+            answer(respond, "read").await;
+        },
+    )
+    .await;
+    let mut routes = h2c_routes(&[up.addr]);
+    routes.routes[0].rules[0].set_body_limit(Some(1024));
+    let proxy = Proxy::start(routes).await;
+    let mut tx = client(&proxy, 65_535).await;
+    // No content-length: the limit is found while the body streams.
+    let (rsp, mut send) = tx.send_request(request("POST"), false).unwrap();
+    send.send_data(Bytes::from(vec![b'x'; 600]), false).unwrap();
+    send.send_data(Bytes::from(vec![b'x'; 600]), true).unwrap();
+    let rsp = within("response", rsp).await.expect("response head");
+    assert_eq!(rsp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
