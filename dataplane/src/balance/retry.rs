@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::balance::BackendRuntime;
 use crate::balance::{InFlight, RequestKey};
-use crate::body::{RequestBody, find_body_error};
+use crate::body::RequestBody;
 use crate::model::RetryPolicy;
 use crate::observe::trace::RequestSpan;
 use crate::upstream::body::UpstreamBody;
@@ -302,9 +302,7 @@ pub(crate) async fn send(
                 (again, Ok(sent))
             }
             Ok(Err(SendError { error, request })) => {
-                if let UpstreamError::Http { source, .. } = &error
-                    && find_body_error(source).is_some()
-                {
+                if error.body_error().is_some() {
                     // The client's own body failed it: not the endpoint's
                     // fault, and nothing to send again.
                     return Err(Failed::Upstream {

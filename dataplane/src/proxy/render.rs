@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
-use crate::body::{BodyError, ResponseBody, find_body_error};
+use crate::body::{BodyError, ResponseBody};
 use crate::filter::Answer;
 use crate::grpc::{self, Code, GrpcBodyError};
 use crate::headers::X_REQUEST_ID;
@@ -118,8 +118,9 @@ pub(super) fn upstream_error_response(
         UpstreamError::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         UpstreamError::Connect { .. }
         | UpstreamError::Tls { .. }
-        | UpstreamError::Handshake { .. } => StatusCode::BAD_GATEWAY,
-        UpstreamError::Http { source, .. } => match find_body_error(source) {
+        | UpstreamError::Handshake { .. }
+        | UpstreamError::H2Handshake { .. } => StatusCode::BAD_GATEWAY,
+        UpstreamError::Http { .. } | UpstreamError::H2 { .. } => match e.body_error() {
             Some(BodyError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             Some(BodyError::Timeout(_)) => StatusCode::REQUEST_TIMEOUT,
             // Only response bodies carry the request timeout.

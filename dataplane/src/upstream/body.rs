@@ -12,11 +12,15 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::upstream::h2::H2Body;
+
 /// The body of an upstream's response.
 #[derive(Debug)]
 pub enum UpstreamBody {
     /// Read by one of hyper's clients.
     Hyper(Incoming),
+    /// Read by our HTTP/2 client ([`crate::upstream::h2`]).
+    H2(H2Body),
 }
 
 /// Why an upstream's response body failed.
@@ -24,6 +28,8 @@ pub enum UpstreamBody {
 pub enum UpstreamBodyError {
     #[error(transparent)]
     Hyper(#[from] hyper::Error),
+    #[error(transparent)]
+    H2(#[from] h2::Error),
 }
 
 impl From<Incoming> for UpstreamBody {
@@ -44,18 +50,23 @@ impl Body for UpstreamBody {
             UpstreamBody::Hyper(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(UpstreamBodyError::Hyper))),
+            UpstreamBody::H2(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(UpstreamBodyError::H2))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Hyper(b) => b.is_end_stream(),
+            UpstreamBody::H2(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Hyper(b) => b.size_hint(),
+            UpstreamBody::H2(b) => b.size_hint(),
         }
     }
 }

@@ -7,10 +7,12 @@
 //! path never looks anything up in a shared map and takes no lock.
 //!
 //! HTTP/1.1 connections idle in a bounded lock-free queue per endpoint;
-//! HTTP/2 (h2c) uses one multiplexed connection per endpoint, replaced when it
-//! closes.
+//! HTTP/2 (h2c, or TLS with ALPN h2) uses one multiplexed connection per
+//! endpoint, replaced when it closes, driven by our own client over the
+//! `h2` crate (`upstream::h2`).
 
 pub mod body;
+pub mod h2;
 pub mod health;
 pub(crate) mod tls;
 
@@ -27,9 +29,8 @@ use crossbeam_queue::ArrayQueue;
 use futures_util::FutureExt;
 use futures_util::future::Either;
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
 use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -38,11 +39,12 @@ use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
 use crate::balance::retry::RetryBudget;
-use crate::body::RequestBody;
+use crate::body::{BodyError, RequestBody, find_body_error};
 use crate::model::HealthCheck;
 use crate::model::{Protocol, UpstreamTls};
 use crate::store::KeyedStore;
 use crate::upstream::body::UpstreamBody;
+use crate::upstream::h2::{H2Conn, H2Error};
 use crate::upstream::health::check::{Check, CheckKey};
 use crate::upstream::health::{EndpointHealth, HealthShared};
 use crate::upstream::tls::UpstreamConnector;
@@ -99,6 +101,28 @@ pub enum UpstreamError {
         addr: SocketAddr,
         source: hyper::Error,
     },
+    #[error("HTTP/2 handshake with {addr}: {source}")]
+    H2Handshake {
+        addr: SocketAddr,
+        source: ::h2::Error,
+    },
+    #[error("upstream {addr}: {source}")]
+    H2 { addr: SocketAddr, source: H2Error },
+}
+
+impl UpstreamError {
+    /// The client's request body's own failure, when that is what failed
+    /// the request.
+    pub fn body_error(&self) -> Option<&BodyError> {
+        match self {
+            UpstreamError::Http { source, .. } => find_body_error(source),
+            UpstreamError::H2 {
+                source: H2Error::RequestBody(e),
+                ..
+            } => Some(e),
+            _ => None,
+        }
+    }
 }
 
 /// A failed [`Endpoint::send`]: the error, and the request when none of it
@@ -462,17 +486,14 @@ impl Recycle {
     }
 }
 
-/// The executor of an upstream HTTP/2 connection: hyper spawns on it the
-/// connection itself and, for every request, a task awaiting the response
-/// head and (unless the body is already sent) one piping the request body.
+/// The executor of the proxy listener's HTTP/2 connections: hyper spawns
+/// on it every stream's task.
 ///
-/// hyper hands all three over as one enum type, as large as its largest
-/// variant, the connection with its h2 state (kilobytes). Spawned as they
-/// are, each request's two small tasks would be that large: a large aligned
-/// allocation for the task and the whole size copied as tokio moves it in
-/// and out of the task's cell. Boxed first, the future is copied once, into
-/// its box, and the task holds a pointer. The proxy listener's HTTP/2
-/// streams (a task each) are spawned the same way.
+/// hyper hands its tasks over as one enum type, as large as its largest
+/// variant (kilobytes). Spawned as they are, each stream's task would be
+/// that large: a large aligned allocation for the task and the whole size
+/// copied as tokio moves it in and out of the task's cell. Boxed first, the
+/// future is copied once, into its box, and the task holds a pointer.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BoxedSpawn;
 
@@ -490,7 +511,7 @@ pub struct Endpoint {
     key: EndpointKey,
     pool: PoolConfig,
     idle: ArrayQueue<IdleH1>,
-    h2: ArcSwapOption<http2::SendRequest<RequestBody>>,
+    h2: ArcSwapOption<H2Conn>,
     /// Serialises HTTP/2 connection setup so a burst opens one connection.
     /// Taken only when there is no usable connection.
     h2_connecting: tokio::sync::Mutex<()>,
@@ -556,7 +577,7 @@ impl Endpoint {
             Protocol::Http1 => Either::Left(self.send_h1(req, connect_timeout, now, deadline)),
             Protocol::H2c => Either::Right(
                 within(deadline, self.send_h2(req, connect_timeout))
-                    .map(|r| r.map(|sent| sent.map(|rsp| (rsp.map(UpstreamBody::from), None)))),
+                    .map(|r| r.map(|sent| sent.map(|rsp| (rsp, None)))),
             ),
         }
     }
@@ -712,37 +733,50 @@ impl Endpoint {
         });
     }
 
+    /// Sends on the endpoint's HTTP/2 connection, opening one if there is
+    /// none; a request the connection could not take (it had failed or been
+    /// told to go away since it was last used) goes once on a new one.
     async fn send_h2(
         self: &Arc<Self>,
-        req: Request<RequestBody>,
+        mut req: Request<RequestBody>,
         connect_timeout: Duration,
-    ) -> Result<Response<Incoming>, SendError> {
-        let conn = match self.h2.load_full() {
-            Some(c) if !c.is_closed() => c,
-            // Rare, and large: boxed (as `new_h1` in `send_h1`).
-            _ => match Box::pin(self.connect_h2(connect_timeout)).await {
-                Ok(c) => c,
-                Err(error) => return Err(SendError::unsent(error, req)),
-            },
-        };
-        let mut tx = (*conn).clone();
-        let result = tx.try_send_request(req).await;
-        if result.is_err() && tx.is_closed() {
-            self.h2.compare_and_swap(&Some(conn), None);
-        }
-        result.map_err(|mut e| {
-            let request = e.take_message();
-            SendError {
-                error: self.http_error(e.into_error()),
-                request,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let mut again = true;
+        loop {
+            let conn = match self.h2.load_full() {
+                Some(c) if !c.is_closed() => c,
+                // Rare, and large: boxed (as `new_h1` in `send_h1`).
+                _ => match Box::pin(self.connect_h2(connect_timeout)).await {
+                    Ok(c) => c,
+                    Err(error) => return Err(SendError::unsent(error, req)),
+                },
+            };
+            let failed = match h2::send(&conn, req).await {
+                Ok(rsp) => return Ok(rsp.map(UpstreamBody::H2)),
+                Err(failed) => failed,
+            };
+            if conn.is_closed() {
+                self.h2.compare_and_swap(&Some(conn), None);
             }
-        })
+            match failed.request {
+                Some(r) if again => {
+                    again = false;
+                    req = r;
+                }
+                request => {
+                    return Err(SendError {
+                        error: UpstreamError::H2 {
+                            addr: self.key.addr,
+                            source: failed.error,
+                        },
+                        request,
+                    });
+                }
+            }
+        }
     }
 
-    async fn connect_h2(
-        &self,
-        connect_timeout: Duration,
-    ) -> Result<Arc<http2::SendRequest<RequestBody>>, UpstreamError> {
+    async fn connect_h2(&self, connect_timeout: Duration) -> Result<Arc<H2Conn>, UpstreamError> {
         let _guard = self.h2_connecting.lock().await;
         if let Some(c) = self.h2.load_full()
             && !c.is_closed()
@@ -750,20 +784,13 @@ impl Endpoint {
             return Ok(c);
         }
         let io = self.connect(connect_timeout).await?;
-        let (tx, conn) = http2::Builder::new(BoxedSpawn)
-            .timer(TokioTimer::new())
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(|source| self.handshake_failed(source))?;
         let addr = self.key.addr;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(upstream.addr = %addr, error = %e, "upstream h2 connection ended");
-            }
-        });
-        let tx = Arc::new(tx);
-        self.h2.store(Some(Arc::clone(&tx)));
-        Ok(tx)
+        let conn = H2Conn::handshake(io, addr)
+            .await
+            .map_err(|source| UpstreamError::H2Handshake { addr, source })?;
+        let conn = Arc::new(conn);
+        self.h2.store(Some(Arc::clone(&conn)));
+        Ok(conn)
     }
 
     /// TCP, then TLS when the endpoint has it, all within `timeout`.
