@@ -302,9 +302,7 @@ pub(crate) async fn send(
                 (again, Ok(sent))
             }
             Ok(Err(SendError { error, request })) => {
-                if let UpstreamError::Http { source, .. } = &error
-                    && find_body_error(source).is_some()
-                {
+                if find_body_error(&error).is_some() {
                     // The client's own body failed it: not the endpoint's
                     // fault, and nothing to send again.
                     return Err(Failed::Upstream {

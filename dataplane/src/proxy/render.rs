@@ -119,7 +119,7 @@ pub(super) fn upstream_error_response(
         UpstreamError::Connect { .. }
         | UpstreamError::Tls { .. }
         | UpstreamError::Handshake { .. } => StatusCode::BAD_GATEWAY,
-        UpstreamError::Http { source, .. } => match find_body_error(source) {
+        UpstreamError::Http { .. } | UpstreamError::H1 { .. } => match find_body_error(e) {
             Some(BodyError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             Some(BodyError::Timeout(_)) => StatusCode::REQUEST_TIMEOUT,
             // Only response bodies carry the request timeout.

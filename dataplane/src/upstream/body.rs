@@ -12,11 +12,15 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::upstream::h1::{self, H1Body};
+
 /// The body of an upstream's response.
 #[derive(Debug)]
 pub enum UpstreamBody {
     /// Read by one of hyper's clients.
     Hyper(Incoming),
+    /// Read by Portico's own HTTP/1.1 client.
+    H1(H1Body),
 }
 
 /// Why an upstream's response body failed.
@@ -24,6 +28,10 @@ pub enum UpstreamBody {
 pub enum UpstreamBodyError {
     #[error(transparent)]
     Hyper(#[from] hyper::Error),
+    /// Boxed: `h1::Error` carries a request's `BodyError`, which carries
+    /// this.
+    #[error(transparent)]
+    H1(Box<h1::Error>),
 }
 
 impl From<Incoming> for UpstreamBody {
@@ -44,18 +52,23 @@ impl Body for UpstreamBody {
             UpstreamBody::Hyper(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(UpstreamBodyError::Hyper))),
+            UpstreamBody::H1(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|e| UpstreamBodyError::H1(Box::new(e))))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Hyper(b) => b.is_end_stream(),
+            UpstreamBody::H1(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Hyper(b) => b.size_hint(),
+            UpstreamBody::H1(b) => b.size_hint(),
         }
     }
 }
