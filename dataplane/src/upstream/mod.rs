@@ -383,7 +383,9 @@ impl<F: Future> Future for Exchange<'_, F> {
 pub struct HeadTimeout;
 
 /// An endpoint's answer: the response head (the body streams), and for
-/// HTTP/1.1 the connection to hand back in when the body has been read.
+/// HTTP/1.1 on hyper's client the connection to hand back in when the body
+/// has been read (Portico's own client's body hands its connection back
+/// itself).
 pub type Answer = (Response<UpstreamBody>, Option<Recycle>);
 
 /// `fut`, unless `deadline` comes first (`None`: no deadline): a timer of

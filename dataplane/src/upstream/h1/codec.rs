@@ -175,10 +175,30 @@ pub(crate) struct Head {
     pub reusable: bool,
 }
 
+/// What parsing a head reuses from one response to the next.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    /// Where each field's name and value lie in the head.
+    spans: Vec<[usize; 4]>,
+    /// A map to fill (the request's, once sent, as hyper's client reuses
+    /// it): a fresh `HeaderMap` is two allocations.
+    pub headers: Option<HeaderMap>,
+}
+
+/// [`parse_head_with`] with nothing to reuse.
+#[cfg(test)]
+pub(crate) fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Error> {
+    parse_head_with(buf, head_request, &mut Scratch::default())
+}
+
 /// Parses a response head from the front of `buf`, skipping 1xx responses
 /// (as hyper's client does) and consuming what it parsed. `Ok(None)`: more
 /// bytes are needed. `head_request`: the request was a HEAD.
-pub(crate) fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Error> {
+pub(crate) fn parse_head_with(
+    buf: &mut BytesMut,
+    head_request: bool,
+    scratch: &mut Scratch,
+) -> Result<Option<Head>, Error> {
     loop {
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut rsp = httparse::Response::new(&mut []);
@@ -222,15 +242,18 @@ pub(crate) fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Optio
         let count = rsp.headers.len();
         // Offsets, so the head can be frozen and values shared from it.
         let base = buf.as_ptr() as usize;
-        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-        for (span, h) in spans.iter_mut().zip(rsp.headers.iter()) {
+        let spans = &mut scratch.spans;
+        spans.clear();
+        spans.extend(rsp.headers.iter().map(|h| {
             let name = h.name.as_ptr() as usize - base;
             let value = h.value.as_ptr() as usize - base;
-            *span = (name, name + h.name.len(), value, value + h.value.len());
-        }
+            [name, name + h.name.len(), value, value + h.value.len()]
+        }));
         let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
-        for &(n0, n1, v0, v1) in &spans[..count] {
+        let mut headers = scratch.headers.take().unwrap_or_default();
+        headers.clear();
+        headers.reserve(count);
+        for &[n0, n1, v0, v1] in spans.iter() {
             let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| Error::HeaderName)?;
             let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
                 .map_err(|_| Error::HeaderValue)?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, Request, Response};
+use http::{HeaderMap, Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::time::{Instant, Sleep};
@@ -45,6 +45,7 @@ pub(crate) struct Conn {
     /// The response-head deadline of the request on it, reused from one
     /// request to the next (see [`HeadTimeout`]).
     timer: Pin<Box<Sleep>>,
+    scratch: codec::Scratch,
 }
 
 /// The request body being sent.
@@ -96,6 +97,7 @@ impl Conn {
             // Armed (and registered with the runtime's timer) by the first
             // exchange that has a deadline.
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
+            scratch: codec::Scratch::default(),
         })
     }
 
@@ -178,7 +180,14 @@ impl Conn {
     }
 
     /// Sends the request on and reads until the response head is in.
-    fn poll_head(&mut self, head_request: bool, cx: &mut Context<'_>) -> Poll<Result<Head, Error>> {
+    /// `headers`: the request's, taken to hold the response's once the
+    /// request cannot be handed back any more.
+    fn poll_head(
+        &mut self,
+        head_request: bool,
+        headers: &mut Option<HeaderMap>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Head, Error>> {
         loop {
             if self.upload_failed.is_none()
                 && let Poll::Ready(Err(e)) = self.poll_upload(cx)
@@ -190,8 +199,12 @@ impl Conn {
                     e => return Poll::Ready(Err(e)),
                 }
             }
+            if self.committed && self.scratch.headers.is_none() {
+                self.scratch.headers = headers.take();
+            }
             if !self.read.is_empty()
-                && let Some(head) = codec::parse_head(&mut self.read, head_request)?
+                && let Some(head) =
+                    codec::parse_head_with(&mut self.read, head_request, &mut self.scratch)?
             {
                 return Poll::Ready(Ok(head));
             }
@@ -236,7 +249,7 @@ pub(crate) async fn exchange(
     framing: RequestFraming,
     deadline: Option<Instant>,
 ) -> Result<Result<Exchanged, Failed>, HeadTimeout> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     codec::encode_head(
         &mut conn.write,
         &parts.method,
@@ -262,8 +275,9 @@ pub(crate) async fn exchange(
     if let Some(at) = deadline {
         conn.timer.as_mut().reset(at);
     }
+    let mut headers = Some(std::mem::take(&mut parts.headers));
     let result = std::future::poll_fn(|cx| {
-        if let Poll::Ready(r) = conn.poll_head(head_request, cx) {
+        if let Poll::Ready(r) = conn.poll_head(head_request, &mut headers, cx) {
             return Poll::Ready(Ok(r));
         }
         if deadline.is_some() && conn.timer.as_mut().poll(cx).is_ready() {
@@ -275,12 +289,13 @@ pub(crate) async fn exchange(
     Ok(match result {
         Ok(head) => Ok(Exchanged { head, conn }),
         Err(error) => {
-            let unsent = !conn.committed;
-            let request = conn
-                .upload
-                .take()
-                .filter(|_| unsent)
-                .map(|u| Request::from_parts(parts, u.body));
+            let mut request = None;
+            if !conn.committed
+                && let (Some(up), Some(headers)) = (conn.upload.take(), headers)
+            {
+                parts.headers = headers;
+                request = Some(Request::from_parts(parts, up.body));
+            }
             Err((error, request))
         }
     })
