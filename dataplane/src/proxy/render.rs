@@ -120,17 +120,19 @@ pub(super) fn upstream_error_response(
         | UpstreamError::Tls { .. }
         | UpstreamError::Handshake { .. }
         | UpstreamError::H2Handshake { .. } => StatusCode::BAD_GATEWAY,
-        UpstreamError::Http { .. } | UpstreamError::H2 { .. } => match e.body_error() {
-            Some(BodyError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
-            Some(BodyError::Timeout(_)) => StatusCode::REQUEST_TIMEOUT,
-            // Only response bodies carry the request timeout.
-            Some(BodyError::Deadline) => StatusCode::GATEWAY_TIMEOUT,
-            // The client's body broke off: nothing useful reaches it anyway.
-            Some(BodyError::Stream(_)) => StatusCode::BAD_REQUEST,
-            Some(BodyError::Grpc(e)) => return grpc_body_error(e, ctx),
-            // Only response bodies read from upstream; not a request's.
-            Some(BodyError::Upstream(_)) | None => StatusCode::BAD_GATEWAY,
-        },
+        UpstreamError::Http { .. } | UpstreamError::H1 { .. } | UpstreamError::H2 { .. } => {
+            match e.body_error() {
+                Some(BodyError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+                Some(BodyError::Timeout(_)) => StatusCode::REQUEST_TIMEOUT,
+                // Only response bodies carry the request timeout.
+                Some(BodyError::Deadline) => StatusCode::GATEWAY_TIMEOUT,
+                // The client's body broke off: nothing useful reaches it anyway.
+                Some(BodyError::Stream(_)) => StatusCode::BAD_REQUEST,
+                Some(BodyError::Grpc(e)) => return grpc_body_error(e, ctx),
+                // Only response bodies read from upstream; not a request's.
+                Some(BodyError::Upstream(_)) | None => StatusCode::BAD_GATEWAY,
+            }
+        }
     };
     if status.is_server_error() {
         warn!(request.id = ?ctx.id, error = %e, "upstream request failed");

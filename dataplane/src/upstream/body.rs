@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::upstream::h1::{self, H1Body};
 use crate::upstream::h2::H2Body;
 
 /// The body of an upstream's response.
@@ -19,6 +20,8 @@ use crate::upstream::h2::H2Body;
 pub enum UpstreamBody {
     /// Read by one of hyper's clients.
     Hyper(Incoming),
+    /// Read by Portico's own HTTP/1.1 client.
+    H1(H1Body),
     /// Read by our HTTP/2 client ([`crate::upstream::h2`]).
     H2(H2Body),
 }
@@ -28,6 +31,10 @@ pub enum UpstreamBody {
 pub enum UpstreamBodyError {
     #[error(transparent)]
     Hyper(#[from] hyper::Error),
+    /// Boxed: `h1::Error` carries a request's `BodyError`, which carries
+    /// this.
+    #[error(transparent)]
+    H1(Box<h1::Error>),
     #[error(transparent)]
     H2(#[from] h2::Error),
 }
@@ -50,6 +57,9 @@ impl Body for UpstreamBody {
             UpstreamBody::Hyper(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(UpstreamBodyError::Hyper))),
+            UpstreamBody::H1(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|e| UpstreamBodyError::H1(Box::new(e))))),
             UpstreamBody::H2(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(UpstreamBodyError::H2))),
@@ -59,6 +69,7 @@ impl Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Hyper(b) => b.is_end_stream(),
+            UpstreamBody::H1(b) => b.is_end_stream(),
             UpstreamBody::H2(b) => b.is_end_stream(),
         }
     }
@@ -66,6 +77,7 @@ impl Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Hyper(b) => b.size_hint(),
+            UpstreamBody::H1(b) => b.size_hint(),
             UpstreamBody::H2(b) => b.size_hint(),
         }
     }

@@ -6,12 +6,14 @@
 //! Tables hold `Arc<Endpoint>`s resolved when they are built: the request
 //! path never looks anything up in a shared map and takes no lock.
 //!
-//! HTTP/1.1 connections idle in a bounded lock-free queue per endpoint;
-//! HTTP/2 (h2c, or TLS with ALPN h2) uses one multiplexed connection per
+//! HTTP/1.1 goes through our own client (`upstream::h1`), except the
+//! requests it leaves to hyper's (upgrades among them); each client's idle
+//! connections wait in a bounded lock-free queue per endpoint. HTTP/2 (h2c, or TLS with ALPN h2) uses one multiplexed connection per
 //! endpoint, replaced when it closes, driven by our own client over the
 //! `h2` crate (`upstream::h2`).
 
 pub mod body;
+pub mod h1;
 pub mod h2;
 pub mod health;
 pub(crate) mod tls;
@@ -101,6 +103,9 @@ pub enum UpstreamError {
         addr: SocketAddr,
         source: hyper::Error,
     },
+    /// From Portico's own HTTP/1.1 client ([`h1`]).
+    #[error("upstream {addr}: {source}")]
+    H1 { addr: SocketAddr, source: h1::Error },
     #[error("HTTP/2 handshake with {addr}: {source}")]
     H2Handshake {
         addr: SocketAddr,
@@ -118,6 +123,10 @@ impl UpstreamError {
             UpstreamError::Http { source, .. } => find_body_error(source),
             UpstreamError::H2 {
                 source: H2Error::RequestBody(e),
+                ..
+            } => Some(e),
+            UpstreamError::H1 {
+                source: h1::Error::Body(e),
                 ..
             } => Some(e),
             _ => None,
@@ -346,6 +355,12 @@ struct IdleH1 {
     since: Instant,
 }
 
+/// A connection of Portico's own client ([`h1`]), idle.
+struct IdleConn {
+    conn: Box<h1::Conn>,
+    since: Instant,
+}
+
 /// Sends a request on an [`H1`] and drives the connection until the
 /// response head is in.
 ///
@@ -397,7 +412,9 @@ impl<F: Future> Future for Exchange<'_, F> {
 pub struct HeadTimeout;
 
 /// An endpoint's answer: the response head (the body streams), and for
-/// HTTP/1.1 the connection to hand back in when the body has been read.
+/// HTTP/1.1 on hyper's client the connection to hand back in when the body
+/// has been read (Portico's own client's body hands its connection back
+/// itself).
 pub type Answer = (Response<UpstreamBody>, Option<Recycle>);
 
 /// `fut`, unless `deadline` comes first (`None`: no deadline): a timer of
@@ -511,6 +528,9 @@ pub struct Endpoint {
     key: EndpointKey,
     pool: PoolConfig,
     idle: ArrayQueue<IdleH1>,
+    /// Idle connections of Portico's own HTTP/1.1 client; those of hyper's
+    /// (upgrades and the other requests it leaves to hyper) are in `idle`.
+    idle_conns: ArrayQueue<IdleConn>,
     h2: ArcSwapOption<H2Conn>,
     /// Serialises HTTP/2 connection setup so a burst opens one connection.
     /// Taken only when there is no usable connection.
@@ -541,6 +561,7 @@ impl Endpoint {
             key,
             pool,
             idle: ArrayQueue::new(pool.max_idle_per_endpoint.max(1)),
+            idle_conns: ArrayQueue::new(pool.max_idle_per_endpoint.max(1)),
             h2: ArcSwapOption::empty(),
             h2_connecting: tokio::sync::Mutex::new(()),
             connect_errors,
@@ -589,6 +610,13 @@ impl Endpoint {
         now: Instant,
         deadline: Option<Instant>,
     ) -> Result<Result<Answer, SendError>, HeadTimeout> {
+        // Decided before anything is sent: what Portico's own client does
+        // not frame goes to hyper's.
+        if let Some(framing) = h1::codec::plan(&req) {
+            return self
+                .send_own(req, framing, connect_timeout, now, deadline)
+                .await;
+        }
         loop {
             // One exchange below for pooled and new connections alike: each
             // `.await` site is a slot of its own in this future.
@@ -612,6 +640,66 @@ impl Endpoint {
                 sent => return Ok(sent),
             }
         }
+    }
+
+    /// [`send_h1`](Self::send_h1) on Portico's own client: the response
+    /// body brings the connection back to the idle queue itself, so there
+    /// is no [`Recycle`].
+    async fn send_own(
+        self: &Arc<Self>,
+        mut req: Request<RequestBody>,
+        framing: h1::codec::RequestFraming,
+        connect_timeout: Duration,
+        now: Instant,
+        deadline: Option<Instant>,
+    ) -> Result<Result<Answer, SendError>, HeadTimeout> {
+        loop {
+            let (conn, pooled) = match self.pooled_conn(now) {
+                Some(conn) => (conn, true),
+                // Boxed, as in `send_h1`.
+                None => match within(deadline, Box::pin(self.connect(connect_timeout))).await? {
+                    Ok(io) => (h1::Conn::new(io), false),
+                    Err(error) => return Ok(Err(SendError::unsent(error, req))),
+                },
+            };
+            match h1::exchange(conn, req, framing, deadline).await? {
+                Ok(exchanged) => {
+                    let (rsp, body) = h1::H1Body::new(exchanged, Arc::clone(self));
+                    return Ok(Ok((rsp.map(|()| UpstreamBody::H1(body)), None)));
+                }
+                // Not sent: the pooled connection went away after the
+                // check; the request goes on the next one.
+                Err((_, Some(r))) if pooled => req = r,
+                Err((source, request)) => {
+                    let error = UpstreamError::H1 {
+                        addr: self.key.addr,
+                        source,
+                    };
+                    return Ok(Err(SendError { error, request }));
+                }
+            }
+        }
+    }
+
+    /// An idle connection of Portico's own client young enough to reuse
+    /// and that its upstream has not closed (checked without blocking);
+    /// others are dropped on the way.
+    fn pooled_conn(&self, now: Instant) -> Option<Box<h1::Conn>> {
+        while let Some(mut idle) = self.idle_conns.pop() {
+            let age = now.saturating_duration_since(idle.since);
+            if age <= self.pool.idle_timeout && idle.conn.idle_usable() {
+                return Some(idle.conn);
+            }
+        }
+        None
+    }
+
+    /// A full queue closes the connection: the bound on idle ones.
+    pub(crate) fn park_conn(&self, conn: Box<h1::Conn>) {
+        let _ = self.idle_conns.push(IdleConn {
+            conn,
+            since: Instant::now(),
+        });
     }
 
     /// An idle connection young enough to reuse, if one is pooled; older
@@ -721,6 +809,15 @@ impl Endpoint {
             let young = now.saturating_duration_since(idle.since) <= self.pool.idle_timeout;
             if young && !matches!(idle.h1.poll_settle(&mut cx), Poll::Ready(false)) {
                 let _ = self.idle.push(idle);
+            }
+        }
+        for _ in 0..self.idle_conns.len() {
+            let Some(mut idle) = self.idle_conns.pop() else {
+                return;
+            };
+            let young = now.saturating_duration_since(idle.since) <= self.pool.idle_timeout;
+            if young && idle.conn.idle_usable() {
+                let _ = self.idle_conns.push(idle);
             }
         }
     }
