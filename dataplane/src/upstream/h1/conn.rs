@@ -20,6 +20,12 @@ use crate::upstream::{Endpoint, HeadTimeout, Io};
 /// The read buffer's first size, and what it grows by: hyper's
 /// `INIT_BUFFER_SIZE`. A small response's head and body fit in one read.
 const READ_CHUNK: usize = 8192;
+/// The most one read asks for. Reads that fill what they were offered
+/// double the next one's offer up to this, so a large body comes in
+/// fewer system calls (hyper's adaptive reads, in short); a read that
+/// comes back well short halves it again. Past 64 KiB a read's cost per
+/// byte no longer falls much.
+const READ_MAX: usize = 64 * 1024;
 /// Request body bytes gathered before they are written.
 const WRITE_HIGH: usize = 64 * 1024;
 /// A write buffer grown larger than this by one request's body is let go
@@ -46,6 +52,8 @@ pub(crate) struct Conn {
     /// request to the next (see [`HeadTimeout`]).
     timer: Pin<Box<Sleep>>,
     scratch: codec::Scratch,
+    /// What the next read asks for ([`next_read_size`]).
+    read_size: usize,
 }
 
 /// The request body being sent.
@@ -98,6 +106,7 @@ impl Conn {
             // exchange that has a deadline.
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
             scratch: codec::Scratch::default(),
+            read_size: READ_CHUNK,
         })
     }
 
@@ -109,13 +118,16 @@ impl Conn {
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        if self.read.capacity() - self.read.len() < READ_CHUNK / 8 {
+        if self.read.capacity() - self.read.len() < self.read_size / 8 {
             // Reclaims the buffer in place once the bytes handed on from
             // it have been dropped; a new one only while they live.
-            self.read.reserve(READ_CHUNK);
+            self.read.reserve(self.read_size);
         }
+        let offered = self.read.capacity() - self.read.len();
         let read = self.io.read_buf(&mut self.read);
-        std::pin::pin!(read).poll(cx)
+        let n = ready!(std::pin::pin!(read).poll(cx))?;
+        self.read_size = next_read_size(self.read_size, offered, n);
+        Poll::Ready(Ok(n))
     }
 
     /// Gathers request body frames that are ready and writes them out
@@ -224,11 +236,29 @@ impl Conn {
     /// Ready for the idle queue: drops what the last request left.
     fn settle(&mut self) {
         self.upload = None;
+        // The next response starts small again; a buffer a large body grew
+        // is not kept for an idle connection.
+        self.read_size = READ_CHUNK;
+        if self.read.capacity() > READ_MAX {
+            self.read = BytesMut::with_capacity(READ_CHUNK);
+        }
         self.write.clear();
         if self.write.capacity() > WRITE_KEEP {
             self.write = Vec::with_capacity(1024);
         }
         self.written = 0;
+    }
+}
+
+/// The next read's offer after one that was offered `offered` bytes and
+/// got `got`, when the current offer is `size`.
+fn next_read_size(size: usize, offered: usize, got: usize) -> usize {
+    if got >= offered && got > 0 {
+        (size * 2).min(READ_MAX)
+    } else if got < size / 4 {
+        (size / 2).max(READ_CHUNK)
+    } else {
+        size
     }
 }
 
@@ -448,5 +478,28 @@ impl Body for H1Body {
             State::Done => SizeHint::with_exact(0),
             State::Chunked(_) | State::Close => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_that_fill_their_offer_grow_to_the_cap_and_short_ones_shrink_back() {
+        let mut size = READ_CHUNK;
+        for _ in 0..10 {
+            size = next_read_size(size, size, size);
+        }
+        assert_eq!(size, READ_MAX);
+        // A read that got most of its offer keeps it.
+        assert_eq!(next_read_size(size, size, size / 2), size);
+        for _ in 0..10 {
+            size = next_read_size(size, size, 100);
+        }
+        assert_eq!(size, READ_CHUNK);
+        // Small responses never grow it; the end of a stream neither.
+        assert_eq!(next_read_size(READ_CHUNK, READ_CHUNK, 300), READ_CHUNK);
+        assert_eq!(next_read_size(READ_CHUNK, 0, 0), READ_CHUNK);
     }
 }
