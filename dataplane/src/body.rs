@@ -713,10 +713,17 @@ impl Body for ResponseBody {
 /// Walks an error's sources looking for a [`BodyError`] (hyper wraps the
 /// body error that made a request fail).
 pub fn find_body_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyError> {
+    find_source(err)
+}
+
+/// The first error of type `T` in `err`'s chain of sources, `err` included.
+pub(crate) fn find_source<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if let Some(b) = e.downcast_ref::<BodyError>() {
-            return Some(b);
+        if let Some(t) = e.downcast_ref::<T>() {
+            return Some(t);
         }
         cur = e.source();
     }

@@ -391,14 +391,9 @@ impl Pipe {
 /// passed on (a client that went away cancels), else `INTERNAL_ERROR`, as
 /// hyper's client chose.
 fn reset_reason(e: &BodyError) -> Reason {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(reason) = err.downcast_ref::<h2::Error>().and_then(h2::Error::reason) {
-            return reason;
-        }
-        cur = err.source();
-    }
-    Reason::INTERNAL_ERROR
+    crate::body::find_source::<h2::Error>(e)
+        .and_then(h2::Error::reason)
+        .unwrap_or(Reason::INTERNAL_ERROR)
 }
 
 // === impl H2Body ===

@@ -8,9 +8,10 @@
 //!
 //! HTTP/1.1 goes through our own client (`upstream::h1`), except the
 //! requests it leaves to hyper's (upgrades among them); each client's idle
-//! connections wait in a bounded lock-free queue per endpoint. HTTP/2 (h2c, or TLS with ALPN h2) uses one multiplexed connection per
-//! endpoint, replaced when it closes, driven by our own client over the
-//! `h2` crate (`upstream::h2`).
+//! connections wait in a bounded lock-free queue per endpoint. HTTP/2 (h2c,
+//! or TLS with ALPN h2) uses one multiplexed connection per endpoint,
+//! replaced when it closes, driven by our own client over the `h2` crate
+//! (`upstream::h2`).
 
 pub mod body;
 pub mod h1;
