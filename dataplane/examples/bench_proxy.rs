@@ -95,8 +95,11 @@ async fn run(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr) -> Res
     let dp = Dataplane::new(config)?;
     let mut routes = route_to(upstream);
     match mode.as_deref() {
-        Ok("on") => routes.routes[0].rules[0].chain = policies()?,
-        Ok("limit") => routes.routes[0].rules[0].chain = vec![limit(LimitKey::ClientAddress)],
+        Ok("on") => std::sync::Arc::make_mut(&mut routes.routes[0]).rules[0].chain = policies()?,
+        Ok("limit") => {
+            std::sync::Arc::make_mut(&mut routes.routes[0]).rules[0].chain =
+                vec![limit(LimitKey::ClientAddress)]
+        }
         Ok(mode @ ("auth" | "auth-cache")) => {
             let url = Template::service_url(&format!("http://{upstream}/auth"))?;
             let mut auth = ExternalAuth::new(url);
@@ -106,13 +109,17 @@ async fn run(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr) -> Res
                     duration: std::time::Duration::from_secs(60),
                 });
             }
-            routes.routes[0].rules[0].chain = vec![Filter::ExternalAuth(Box::new(auth))];
+            std::sync::Arc::make_mut(&mut routes.routes[0]).rules[0].chain =
+                vec![Filter::ExternalAuth(Box::new(auth))];
         }
         Ok("limit-keys") => {
             let header = http::HeaderName::from_static("x-client");
-            routes.routes[0].rules[0].chain = vec![limit(LimitKey::Header(header))];
+            std::sync::Arc::make_mut(&mut routes.routes[0]).rules[0].chain =
+                vec![limit(LimitKey::Header(header))];
         }
-        Ok("global-limit") => routes.routes[0].rules[0].chain = vec![global_limit()],
+        Ok("global-limit") => {
+            std::sync::Arc::make_mut(&mut routes.routes[0]).rules[0].chain = vec![global_limit()]
+        }
         _ => {}
     }
     let report = dp.publish(routes);

@@ -117,7 +117,7 @@ async fn sticky_cookie_survives_swaps_and_moves_when_its_endpoint_dies() {
         // New tables: another route; then (persistent) another endpoint.
         let mut cfg = one_route(backend_with(&all[..3], sticky()));
         cfg.routes
-            .push(route("x", &["x.test"], vec![forward_rule(vec![], vec![])]));
+            .push(route("x", &["x.test"], vec![forward_rule(vec![], vec![])]).into());
         proxy.dp.publish(cfg);
         assert_eq!(ask(&proxy, &[("cookie", &cookie)]).await.1, home);
         if mode == AffinityMode::Persistent {

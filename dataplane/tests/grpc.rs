@@ -213,20 +213,20 @@ async fn proxy_errors_are_grpc_shaped() {
 async fn filter_answers_are_grpc_shaped() {
     let up = grpc_upstream().await;
     let mut routes = grpc_routes(&[up]);
-    routes.routes[0].add_to_every_rule(&[portico_dataplane::model::Filter::ClientCert(
-        portico_dataplane::model::RouteClientAuth {
+    std::sync::Arc::make_mut(&mut routes.routes[0]).add_to_every_rule(&[
+        portico_dataplane::model::Filter::ClientCert(portico_dataplane::model::RouteClientAuth {
             policy: "default/client-ca".into(),
             pass_certificate: false,
-        },
-    )]);
+        }),
+    ]);
     let proxy = Proxy::start(routes.clone()).await;
     // Plain HTTP cannot carry a certificate: 403, as PERMISSION_DENIED.
     let a = raw_call(&proxy, "/portico.test.Echo/Unary", &req("x"), &[]).await;
     assert_trailers_only(&a, Code::PermissionDenied);
 
-    routes.routes[0].add_to_every_rule(&[portico_dataplane::model::Filter::HttpsRedirect(
-        Default::default(),
-    )]);
+    std::sync::Arc::make_mut(&mut routes.routes[0]).add_to_every_rule(&[
+        portico_dataplane::model::Filter::HttpsRedirect(Default::default()),
+    ]);
     let proxy = Proxy::start(routes).await;
     let a = raw_call(&proxy, "/portico.test.Echo/Unary", &req("x"), &[]).await;
     assert_trailers_only(&a, Code::Unknown);
@@ -245,7 +245,9 @@ async fn a_non_grpc_upstream_answer_becomes_a_status() {
     })
     .await;
     let mut routes = grpc_routes(&[html.addr]);
-    if let portico_dataplane::model::Action::Forward(f) = &mut routes.routes[0].rules[0].action {
+    if let portico_dataplane::model::Action::Forward(f) =
+        &mut std::sync::Arc::make_mut(&mut routes.routes[0]).rules[0].action
+    {
         f.backends[0].protocol = Protocol::Http1;
     }
     let proxy = Proxy::start(routes).await;
@@ -297,7 +299,9 @@ fn count_messages(mut data: &[u8]) -> usize {
 async fn streams_are_limited_per_message_not_in_total() {
     let up = grpc_upstream().await;
     let mut routes = grpc_routes(&[up]);
-    routes.routes[0].rules[0].grpc.max_message = 64 << 10;
+    std::sync::Arc::make_mut(&mut routes.routes[0]).rules[0]
+        .grpc
+        .max_message = 64 << 10;
     let proxy = Proxy::start(routes).await;
     let mut c = client(&proxy).await;
 

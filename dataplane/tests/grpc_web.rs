@@ -738,7 +738,7 @@ async fn cors_preflight_and_response_headers() {
 async fn policies_answer_in_stage_order() {
     let up = grpc_upstream().await;
     let mut routes = web_routes(&[up], None);
-    let r = &mut routes.routes[0];
+    let r = std::sync::Arc::make_mut(&mut routes.routes[0]);
     r.add_to_every_rule(&[
         Filter::HttpsRedirect(Default::default()),
         Filter::ClientCert(portico_dataplane::model::RouteClientAuth {
@@ -772,7 +772,7 @@ async fn policies_answer_in_stage_order() {
     assert!(h["location"].to_str().unwrap().starts_with("https://"));
     assert_eq!(h["access-control-allow-origin"], ORIGIN, "{h:?}");
 
-    routes.routes[0].rules[0]
+    std::sync::Arc::make_mut(&mut routes.routes[0]).rules[0]
         .chain
         .retain(|f| !matches!(f, Filter::HttpsRedirect(_)));
     let proxy = Proxy::start(routes).await;
@@ -809,9 +809,10 @@ async fn without_the_bridge_grpc_web_passes_through_untouched() {
     })
     .await;
     let mut routes = web_routes(&[seen.addr], None);
-    routes.routes[0].rules[0].grpc.web = None;
-    routes.routes[0].rules[0].chain.clear();
-    if let Action::Forward(f) = &mut routes.routes[0].rules[0].action {
+    let rule = &mut std::sync::Arc::make_mut(&mut routes.routes[0]).rules[0];
+    rule.grpc.web = None;
+    rule.chain.clear();
+    if let Action::Forward(f) = &mut rule.action {
         f.backends[0].protocol = Protocol::Http1;
     }
     let proxy = Proxy::start(routes).await;

@@ -463,7 +463,7 @@ async fn a_request_body_over_the_limit_is_refused_as_on_http1() {
     )
     .await;
     let mut routes = h2c_routes(&[up.addr]);
-    routes.routes[0].rules[0].set_body_limit(Some(1024));
+    std::sync::Arc::make_mut(&mut routes.routes[0]).rules[0].set_body_limit(Some(1024));
     let proxy = Proxy::start(routes).await;
     let mut tx = client(&proxy, 65_535).await;
     // No content-length: the limit is found while the body streams.

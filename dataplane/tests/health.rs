@@ -174,11 +174,11 @@ async fn an_ejection_survives_a_table_swap() {
     // A new table with the same endpoint (and another route): the endpoint
     // is the same object, ejection included.
     let mut cfg = one_route(b);
-    cfg.routes.push(route(
+    cfg.routes.push(std::sync::Arc::new(route(
         "other",
         &["other.test"],
         vec![forward_rule(vec![], vec![backend_of(&[&good], |_| {})])],
-    ));
+    )));
     proxy.dp.publish(cfg);
     let got = statuses(&client, proxy.addr, "web.test", 20).await;
     assert!(got.iter().all(|s| *s == StatusCode::OK), "{got:?}");

@@ -249,11 +249,14 @@ async fn active_health_survives_a_table_swap() {
     // A new table with the same backend and one more route: the same
     // check carries on, verdict and count included.
     let mut cfg = one_route(backend);
-    cfg.routes.push(route(
-        "other",
-        &["other.test"],
-        vec![forward_rule(vec![], vec![backend_of_b(&b)])],
-    ));
+    cfg.routes.push(
+        route(
+            "other",
+            &["other.test"],
+            vec![forward_rule(vec![], vec![backend_of_b(&b)])],
+        )
+        .into(),
+    );
     dp.publish(cfg);
     let r = report(dp, a.addr);
     assert!(!r.active_healthy && !r.eligible, "{r:#?}");

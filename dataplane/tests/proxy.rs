@@ -114,7 +114,7 @@ async fn h2c_client_to_h1_upstream_and_h1_client_to_h2c_upstream() {
             vec![forward_rule(vec![], vec![backend("b2", &[up.addr])])],
         ),
     ]);
-    if let Action::Forward(f) = &mut cfg.routes[1].rules[0].action {
+    if let Action::Forward(f) = &mut std::sync::Arc::make_mut(&mut cfg.routes[1]).rules[0].action {
         f.backends[0].protocol = Protocol::H2c;
     }
     let proxy = Proxy::start(cfg).await;
@@ -754,7 +754,9 @@ async fn a_reused_connection_still_times_out_its_response_head() {
         }
     });
     let mut cfg = simple("third.test", addr);
-    cfg.routes[0].rules[0].timeouts.read = Duration::from_millis(300);
+    std::sync::Arc::make_mut(&mut cfg.routes[0]).rules[0]
+        .timeouts
+        .read = Duration::from_millis(300);
     let proxy = Proxy::start(cfg).await;
     let c = h1_client();
     for n in 1..=2 {

@@ -64,7 +64,7 @@ async fn large_bodies_stream_in_bounded_memory() {
     })
     .await;
     let mut cfg = simple("big.test", up.addr);
-    cfg.routes[0].rules[0].set_body_limit(None);
+    std::sync::Arc::make_mut(&mut cfg.routes[0]).rules[0].set_body_limit(None);
     let proxy = Proxy::start(cfg).await;
     let c = h1_client();
 

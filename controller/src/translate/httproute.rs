@@ -69,7 +69,7 @@ pub(super) fn translate_all(snap: &Snapshot, settings: &Settings, out: &mut Tran
             if tls.is_some() && settings.hsts_enabled {
                 built.add_to_every_rule(&[Filter::Hsts(settings.hsts)]);
             }
-            out.config.routes.push(built);
+            out.config.routes.push(std::sync::Arc::new(built));
         }
         if let Some(tls) = tls {
             out.tls.push(TlsBinding {

@@ -183,7 +183,7 @@ pub(super) fn translate_all(
                     index.entry(key).or_insert((first_route + offset, rule_idx));
                 }
             }
-            out.config.routes.push(route);
+            out.config.routes.push(Arc::new(route));
         }
         if parsed.ingress.ssl_passthrough {
             passthrough(snap, settings, ing, &obj.namespace, &mut report, out);
@@ -1202,7 +1202,7 @@ fn attach_canary(
                 .config
                 .routes
                 .get_mut(route_idx)
-                .and_then(|r| r.rules.get_mut(rule_idx))
+                .and_then(|r| Arc::make_mut(r).rules.get_mut(rule_idx))
             else {
                 continue;
             };

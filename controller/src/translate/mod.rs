@@ -359,7 +359,7 @@ fn report_conflicts(out: &mut Translation) {
     let default_match = [RouteMatch::default()];
     let mut owners: HashMap<Signature<'_>, &Route> = HashMap::new();
     let mut losers: Vec<(ObjectRef, Diagnostic)> = Vec::new();
-    for route in &out.config.routes {
+    for route in out.config.routes.iter().map(|r| &**r) {
         let hosts: Vec<Option<&Hostname>> = if route.hostnames.is_empty() {
             vec![None]
         } else {

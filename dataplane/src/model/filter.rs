@@ -676,6 +676,11 @@ pub fn order_filters(filters: &mut [Filter]) {
     filters.sort_by_key(Filter::stage);
 }
 
+/// Whether `filters` are in running order already ([`order_filters`]).
+pub fn filters_ordered(filters: &[Filter]) -> bool {
+    filters.is_sorted_by_key(Filter::stage)
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HeaderModifier {
     /// Replace any existing values.
@@ -691,6 +696,13 @@ pub struct HeaderModifier {
 impl HeaderModifier {
     pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+
+    /// Whether [`user_settable`] allows every entry, so that
+    /// [`Self::retain_user_settable`] would leave it as it is.
+    pub fn all_user_settable(&self) -> bool {
+        let names = self.set.iter().chain(&self.add).map(|(name, _)| name);
+        names.chain(&self.remove).all(|n| user_settable(n).is_ok())
     }
 
     /// Drops every entry [`user_settable`] refuses; returns them as

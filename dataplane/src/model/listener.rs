@@ -29,7 +29,7 @@ pub struct GatewayPort {
     /// and without hostnames of its own serves the port's default virtual
     /// host.
     #[serde(default)]
-    pub routes: Vec<Route>,
+    pub routes: Vec<Arc<Route>>,
 }
 
 impl GatewayPort {
@@ -38,7 +38,7 @@ impl GatewayPort {
         Self {
             port,
             protocol,
-            routes,
+            routes: routes.into_iter().map(Arc::new).collect(),
         }
     }
 }

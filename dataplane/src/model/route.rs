@@ -10,7 +10,10 @@ pub const DEFAULT_MAX_REQUEST_BODY: u64 = 1024 * 1024;
 /// Everything the dataplane serves: the unit of atomic publication.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RouteConfig {
-    pub routes: Vec<Route>,
+    /// Shared: a rebuild hands an unchanged route over by `Arc` from the
+    /// last translation (and the table build recognises it by pointer),
+    /// so two tables and a translation hold one copy of it.
+    pub routes: Vec<Arc<Route>>,
     /// Renders the proxy's own 404 for requests no route matches
     /// (ingress-nginx `--default-backend-service`); `None`: a plain 404.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -25,7 +28,7 @@ impl RouteConfig {
     /// `routes`, with no default backend.
     pub fn new(routes: Vec<Route>) -> Self {
         Self {
-            routes,
+            routes: routes.into_iter().map(Arc::new).collect(),
             default_backend: None,
             ports: Vec::new(),
         }
@@ -34,11 +37,15 @@ impl RouteConfig {
     /// Puts every rule's chain in running order ([`order_filters`]), in
     /// place. Translation does it so that two translations compare equal
     /// to the live table's config, which the table build orders again
-    /// (a no-op then) for a config written by hand.
+    /// (a no-op then) for a config written by hand. A route already in
+    /// order is left as it is, so a shared one is not copied.
     pub fn order_chains(&mut self) {
         let ports = self.ports.iter_mut().flat_map(|p| &mut p.routes);
         for route in self.routes.iter_mut().chain(ports) {
-            for rule in &mut route.rules {
+            if route.rules.iter().all(|r| filters_ordered(&r.chain)) {
+                continue;
+            }
+            for rule in &mut Arc::make_mut(route).rules {
                 order_filters(&mut rule.chain);
             }
         }

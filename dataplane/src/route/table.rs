@@ -17,7 +17,8 @@ use crate::filter::{Chain, FilterState, Interned};
 use crate::headers::cookie_value;
 use crate::model::{
     Action, Backend, Balance, Canary, CanaryAffinity, CanaryHeaderValue, Filter, PathModifier,
-    PortProtocol, RetryPolicy, Route, RouteConfig, RouteMatch, Rule, UpstreamTls,
+    PortProtocol, RetryPolicy, Route, RouteConfig, RouteMatch, Rule, UpstreamTls, filters_ordered,
+    order_filters,
 };
 use crate::observe::{Metrics, RouteStats};
 use crate::request::ctx::Listener;
@@ -187,9 +188,14 @@ impl RouteTable {
         mut meter: Meter<'m>,
     ) -> (Self, Meter<'m>) {
         let mut config = config;
+        // Routes the last build compiled without a finding, handed over
+        // by `Arc` (an unchanged object's, from translation's memo): they
+        // are in order and refused nothing then, so they are not walked
+        // again.
+        let checked: HashSet<*const Route> =
+            previous.map(|p| p.checked_routes()).unwrap_or_default();
         // In place, once: the config is what `/debug/routes` shows.
-        config.order_chains();
-        let refused = refuse_unsafe_fields(&mut config);
+        let refused = order_and_refuse(&mut config, &checked);
         let (router, mut errors) = meter.part(Part::Router, || Router::new(&config));
         errors.extend(refused);
         let mut interned = Interned::default();
@@ -244,6 +250,20 @@ impl RouteTable {
         (table, meter)
     }
 
+    /// The addresses of every route (main and Gateway ports) whose build
+    /// reported nothing.
+    fn checked_routes(&self) -> HashSet<*const Route> {
+        let reported: HashSet<&str> = self.errors.iter().map(|e| e.route_id.as_str()).collect();
+        let ports = self.config.ports.iter().flat_map(|p| &p.routes);
+        self.config
+            .routes
+            .iter()
+            .chain(ports)
+            .filter(|r| !reported.contains(r.id.as_str()))
+            .map(Arc::as_ptr)
+            .collect()
+    }
+
     /// What a build may carry over from this table's routes on Gateway
     /// port `port`.
     fn port_carry(&self, port: u16) -> Option<Carry<'_>> {
@@ -252,7 +272,7 @@ impl RouteTable {
     }
 
     /// Gateway port `port`'s compiled part and its routes, if served.
-    fn port(&self, port: u16) -> Option<(&PortRoutes, &[Route])> {
+    fn port(&self, port: u16) -> Option<(&PortRoutes, &[Arc<Route>])> {
         let i = self.ports.binary_search_by_key(&port, |p| p.port).ok()?;
         let p = self.ports.get(i)?;
         Some((p, &self.config.ports.get(p.index)?.routes))
@@ -358,7 +378,7 @@ impl RouteTable {
 /// The rule `head` follows in one list of routes and its router.
 fn routed<'t>(
     router: &Router,
-    routes: &'t [Route],
+    routes: &'t [Arc<Route>],
     rules: &'t [RouteRules],
     head: &RequestHead<'_>,
 ) -> Option<Routed<'t>> {
@@ -378,13 +398,13 @@ fn routed<'t>(
 /// carry over those it finds unchanged.
 #[derive(Default)]
 struct Carry<'p> {
-    by_id: HashMap<&'p str, Vec<(&'p Route, &'p RouteRules)>>,
+    by_id: HashMap<&'p str, Vec<(&'p Arc<Route>, &'p RouteRules)>>,
 }
 
 impl<'p> Carry<'p> {
     /// A route whose build reported anything is left out, so the next
     /// build compiles it anew and reports it again.
-    fn of(routes: &'p [Route], rules: &'p [RouteRules], errors: &[RouteError]) -> Self {
+    fn of(routes: &'p [Arc<Route>], rules: &'p [RouteRules], errors: &[RouteError]) -> Self {
         let reported: HashSet<&str> = errors.iter().map(|e| e.route_id.as_str()).collect();
         let mut by_id: HashMap<&str, Vec<_>> = HashMap::new();
         for (route, rules) in routes.iter().zip(rules) {
@@ -399,10 +419,15 @@ impl<'p> Carry<'p> {
     }
 
     /// The compiled rules of a route equal to `route`, each taken once
-    /// (an Ingress gives one route per host, all with its id).
-    fn take(&mut self, route: &Route) -> Option<RouteRules> {
+    /// (an Ingress gives one route per host, all with its id): the very
+    /// same route (handed over by `Arc`) without comparing, else an equal
+    /// one (a translation from scratch).
+    fn take(&mut self, route: &Arc<Route>) -> Option<RouteRules> {
         let same_id = self.by_id.get_mut(route.id.as_str())?;
-        let i = same_id.iter().position(|(old, _)| *old == route)?;
+        let i = same_id
+            .iter()
+            .position(|(old, _)| Arc::ptr_eq(old, route))
+            .or_else(|| same_id.iter().position(|(old, _)| **old == *route))?;
         Some(Arc::clone(same_id.swap_remove(i).1))
     }
 }
@@ -469,7 +494,7 @@ impl Meter<'_> {
 
 impl<'b> Build<'b, '_> {
     /// Each rule's runtime, `[route][rule]`, parallel to `routes`.
-    fn rules(&mut self, routes: &'b [Route], carry: &mut Carry<'_>) -> Vec<RouteRules> {
+    fn rules(&mut self, routes: &'b [Arc<Route>], carry: &mut Carry<'_>) -> Vec<RouteRules> {
         let before = self.meter.live.map(|live| live());
         let inner_before: isize = self.meter.kept.iter().sum();
         let rules = routes
@@ -605,68 +630,107 @@ fn allowed_ports(config: &RouteConfig, reserved: &[u16]) -> (Vec<usize>, Vec<(u1
     (allowed.into_iter().map(|(_, i)| i).collect(), refused)
 }
 
-/// Leaves out what no table may apply, however the config was written:
-/// headers a header modifier must not touch ([`crate::model::user_settable`]).
-/// Redirect and rewrite fields the proxy cannot send are only reported:
-/// their requests answer 400. Off the request path, once per build.
-fn refuse_unsafe_fields(config: &mut RouteConfig) -> Vec<RouteError> {
+/// Puts every rule's chain in running order ([`RouteConfig::order_chains`])
+/// and leaves out what no table may apply, however the config was written
+/// ([`refuse_unsafe_fields`]), except in routes of `checked`. A route is
+/// copied only if it changes.
+fn order_and_refuse(config: &mut RouteConfig, checked: &HashSet<*const Route>) -> Vec<RouteError> {
     let mut errors = Vec::new();
     let ports = config.ports.iter_mut().flat_map(|p| &mut p.routes);
     for route in config.routes.iter_mut().chain(ports) {
-        for (idx, rule) in route.rules.iter_mut().enumerate() {
-            let mut error = |field: String, reason: String| {
-                errors.push(RouteError {
-                    route_id: route.id.clone(),
-                    rule: idx,
-                    field,
-                    reason,
-                })
-            };
-            let backend_chains = match &mut rule.action {
-                Action::Forward(f) => f.backends.iter_mut().enumerate().collect(),
-                _ => Vec::new(),
-            };
-            let chains = std::iter::once(("chain".to_owned(), &mut rule.chain)).chain(
-                backend_chains.into_iter().map(|(b, backend)| {
-                    (
-                        format!("action.forward.backends[{b}].filters"),
-                        &mut backend.filters,
-                    )
-                }),
-            );
-            for (at, chain) in chains {
-                for (i, f) in chain.iter_mut().enumerate() {
-                    let (which, m) = match f {
-                        Filter::RequestHeaders(m) => ("request_headers", m),
-                        Filter::ResponseHeaders(m) => ("response_headers", m),
-                        _ => continue,
-                    };
-                    for (list, name, reason) in m.retain_user_settable() {
-                        error(
-                            format!("{at}[{i}].{which}.{list}"),
-                            format!("{name}: {reason}; left out"),
-                        );
-                    }
-                }
+        if checked.contains(&Arc::as_ptr(route)) {
+            continue;
+        }
+        let ordered = route.rules.iter().all(|r| filters_ordered(&r.chain));
+        if !ordered || !all_user_settable(route) {
+            let route = Arc::make_mut(route);
+            for rule in &mut route.rules {
+                order_filters(&mut rule.chain);
             }
-            let invalid = match &rule.action {
-                Action::Redirect(r) => r.check().err().map(|e| ("redirect", e)),
-                Action::Forward(f) => f
-                    .rewrite
-                    .as_ref()
-                    .and_then(|r| r.check().err())
-                    .map(|e| ("rewrite", e)),
-                Action::Deny { .. } => None,
-            };
-            if let Some((what, e)) = invalid {
-                error(
-                    format!("action.{what}.{}", e.field),
-                    format!("{}; requests answer 400", e.reason),
-                );
+            refuse_unsafe_fields(route, &mut errors);
+        }
+        check_actions(route, &mut errors);
+    }
+    errors
+}
+
+/// The header modifiers of `route`'s rules and their backends.
+fn header_modifiers(route: &Route) -> impl Iterator<Item = &crate::model::HeaderModifier> {
+    route.rules.iter().flat_map(|rule| {
+        let backends = match &rule.action {
+            Action::Forward(f) => &f.backends[..],
+            _ => &[],
+        };
+        let chains = std::iter::once(&rule.chain).chain(backends.iter().map(|b| &b.filters));
+        chains.flatten().filter_map(|f| match f {
+            Filter::RequestHeaders(m) | Filter::ResponseHeaders(m) => Some(m),
+            _ => None,
+        })
+    })
+}
+
+fn all_user_settable(route: &Route) -> bool {
+    header_modifiers(route).all(|m| m.all_user_settable())
+}
+
+/// Leaves out headers a header modifier must not touch
+/// ([`crate::model::user_settable`]). Off the request path.
+fn refuse_unsafe_fields(route: &mut Route, errors: &mut Vec<RouteError>) {
+    for (idx, rule) in route.rules.iter_mut().enumerate() {
+        let backend_chains = match &mut rule.action {
+            Action::Forward(f) => f.backends.iter_mut().enumerate().collect(),
+            _ => Vec::new(),
+        };
+        let chains = std::iter::once(("chain".to_owned(), &mut rule.chain)).chain(
+            backend_chains.into_iter().map(|(b, backend)| {
+                (
+                    format!("action.forward.backends[{b}].filters"),
+                    &mut backend.filters,
+                )
+            }),
+        );
+        for (at, chain) in chains {
+            for (i, f) in chain.iter_mut().enumerate() {
+                let (which, m) = match f {
+                    Filter::RequestHeaders(m) => ("request_headers", m),
+                    Filter::ResponseHeaders(m) => ("response_headers", m),
+                    _ => continue,
+                };
+                for (list, name, reason) in m.retain_user_settable() {
+                    errors.push(RouteError {
+                        route_id: route.id.clone(),
+                        rule: idx,
+                        field: format!("{at}[{i}].{which}.{list}"),
+                        reason: format!("{name}: {reason}; left out"),
+                    });
+                }
             }
         }
     }
-    errors
+}
+
+/// Reports redirect and rewrite fields the proxy cannot send: their
+/// requests answer 400.
+fn check_actions(route: &Route, errors: &mut Vec<RouteError>) {
+    for (idx, rule) in route.rules.iter().enumerate() {
+        let invalid = match &rule.action {
+            Action::Redirect(r) => r.check().err().map(|e| ("redirect", e)),
+            Action::Forward(f) => f
+                .rewrite
+                .as_ref()
+                .and_then(|r| r.check().err())
+                .map(|e| ("rewrite", e)),
+            Action::Deny { .. } => None,
+        };
+        if let Some((what, e)) = invalid {
+            errors.push(RouteError {
+                route_id: route.id.clone(),
+                rule: idx,
+                field: format!("action.{what}.{}", e.field),
+                reason: format!("{}; requests answer 400", e.reason),
+            });
+        }
+    }
 }
 
 /// nginx's `rewrite` is case-insensitive for ingress-nginx locations and
@@ -876,6 +940,71 @@ mod tests {
         let t2 = RouteTable::build(2, cfg(), &[], stores, Some(&t1));
         assert_eq!(t2.errors(), t1.errors());
         assert!(!Arc::ptr_eq(&t1.rules[0], &t2.rules[0]));
+    }
+
+    /// A route handed over by `Arc` from the live table's config is
+    /// carried without comparing and without its checks walked again.
+    #[test]
+    fn a_route_handed_over_by_arc_keeps_its_compiled_rules() {
+        let upstreams = Upstreams::new(Default::default(), Counter::default());
+        let (metrics, state) = (Metrics::new(), FilterState::default());
+        let stores = (&upstreams, &metrics, &state);
+        let t1 = RouteTable::build(
+            1,
+            RouteConfig::new(vec![route_on("a.example", 9)]),
+            &[],
+            stores,
+            None,
+        );
+        let shared = Arc::clone(&t1.config().routes[0]);
+        let mut next = RouteConfig::default();
+        next.routes.push(Arc::clone(&shared));
+        let t2 = RouteTable::build(2, next, &[], stores, Some(&t1));
+        assert!(Arc::ptr_eq(&t2.config().routes[0], &shared));
+        assert!(Arc::ptr_eq(&t1.rules[0], &t2.rules[0]));
+    }
+
+    /// A shared route the build must change (a header no edit may touch)
+    /// is copied, never changed under its other owners, and reported on
+    /// every build it comes to.
+    #[test]
+    fn a_shared_route_with_a_refused_header_is_copied_and_reported_each_time() {
+        use crate::model::{Filter, HeaderModifier};
+        let upstreams = Upstreams::new(Default::default(), Counter::default());
+        let (metrics, state) = (Metrics::new(), FilterState::default());
+        let stores = (&upstreams, &metrics, &state);
+        let sets_a_header = |r: &Route| {
+            r.rules[0]
+                .chain
+                .iter()
+                .any(|f| matches!(f, Filter::RequestHeaders(m) if !m.set.is_empty()))
+        };
+        let mut route = route_on("a.example", 9);
+        route.rules[0]
+            .chain
+            .push(Filter::RequestHeaders(HeaderModifier {
+                set: vec![(
+                    http::header::TRANSFER_ENCODING,
+                    http::HeaderValue::from_static("chunked"),
+                )],
+                ..Default::default()
+            }));
+        let shared = Arc::new(route);
+        let config = || RouteConfig {
+            routes: vec![Arc::clone(&shared)],
+            ..Default::default()
+        };
+        let t1 = RouteTable::build(1, config(), &[], stores, None);
+        let t2 = RouteTable::build(2, config(), &[], stores, Some(&t1));
+        for t in [&t1, &t2] {
+            assert_eq!(t.errors().len(), 1, "{:?}", t.errors());
+            assert!(!Arc::ptr_eq(&t.config().routes[0], &shared));
+            assert!(!sets_a_header(&t.config().routes[0]));
+        }
+        assert!(
+            sets_a_header(&shared),
+            "the shared route itself is unchanged"
+        );
     }
 
     /// Rules naming an equal backend share one runtime (balancer, endpoint

@@ -267,7 +267,10 @@ pub(super) fn translate_all(snap: &Snapshot, settings: &super::Settings, out: &m
     }
     for (place, routes) in placed {
         match place {
-            Place::MainHttp | Place::MainHttps => out.config.routes.extend(routes),
+            Place::MainHttp | Place::MainHttps => out
+                .config
+                .routes
+                .extend(routes.into_iter().map(std::sync::Arc::new)),
             Place::Port(port) => {
                 let protocol = listeners
                     .iter()

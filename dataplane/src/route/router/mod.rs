@@ -23,7 +23,7 @@
 //! tried one by one, and only in virtual hosts that have them, after exact and
 //! prefix paths found nothing.
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -261,7 +261,7 @@ impl Router {
 
     /// [`Router::new`] over a list of routes: the main listeners' or one
     /// Gateway port's ([`model::GatewayPort::routes`]).
-    pub fn for_routes(routes: &[model::Route]) -> (Router, Vec<RouteError>) {
+    pub fn for_routes<R: Borrow<model::Route>>(routes: &[R]) -> (Router, Vec<RouteError>) {
         let mut errors = Vec::new();
         let mut candidates = Vec::new();
         // Sort key of each candidate, by candidate id.
@@ -269,6 +269,7 @@ impl Router {
         // Candidate ids of each route, so virtual hosts can share them.
         let mut by_route: Vec<Range<usize>> = Vec::with_capacity(routes.len());
         for (route_idx, route) in routes.iter().enumerate() {
+            let route = route.borrow();
             let start = candidates.len();
             for (rule_idx, rule) in route.rules.iter().enumerate() {
                 match compile_rule(route_idx, rule_idx, rule) {
@@ -293,6 +294,7 @@ impl Router {
         let mut deep: HashMap<Box<[u8]>, Vec<usize>> = HashMap::new();
         let mut default = Vec::new();
         for (route_idx, route) in routes.iter().enumerate() {
+            let route = route.borrow();
             if route.hostnames.is_empty() {
                 default.push(route_idx);
             }
