@@ -69,6 +69,7 @@ impl Rebuilder {
     pub async fn run(self) {
         let mut last_reports: BTreeMap<ObjectRef, ObjectReport> = BTreeMap::new();
         let mut certs = CertMemory::default();
+        let mut memo = translate::Memo::default();
         let mut last_certs: Option<CertConfig> = None;
         // The Gateway ports' bind results of the last publish: they stand
         // until the next publish tries again.
@@ -96,14 +97,16 @@ impl Rebuilder {
             // The memory moves into the blocking task and back; if that task
             // panicked it starts afresh (the default certificate covers).
             let mut memory = std::mem::take(&mut certs);
+            let mut reuse = std::mem::take(&mut memo);
             let result = tokio::task::spawn_blocking(move || {
                 let mut split = Split::start();
                 let Some(snap) = snapshot() else {
-                    return (memory, previous_certs, ports, None);
+                    return ((memory, reuse), previous_certs, ports, None);
                 };
                 split.snapshot = split.lap();
-                let mut translation = translate::translate(&snap, &settings);
+                let mut translation = translate::translate_reusing(&snap, &settings, &mut reuse);
                 split.translate = split.lap();
+                split.reused = reuse.reused();
                 let served = memory.serve(&translation, &settings);
                 if previous_certs.as_ref() != Some(&served) {
                     dataplane.publish_certs(served.clone());
@@ -142,18 +145,19 @@ impl Rebuilder {
                     split.collect = split.lap();
                 }
                 (
-                    memory,
+                    (memory, reuse),
                     Some(served),
                     ports,
                     Some((translation, routes, published)),
                 )
             })
             .await;
-            let Ok((memory, served, ports, result)) = result else {
+            let Ok(((memory, reuse), served, ports, result)) = result else {
                 warn!("rebuild task failed; retrying on the next change");
                 continue;
             };
             certs = memory;
+            memo = reuse;
             last_certs = served;
             last_ports = ports;
             let Some((translation, routes, published)) = result else {
@@ -167,6 +171,7 @@ impl Rebuilder {
                     event_to_swap_ms = first.elapsed().as_secs_f64() * 1e3,
                     snapshot_ms = split.snapshot,
                     translate_ms = split.translate,
+                    reused_ingresses = split.reused,
                     compare_ms = split.compare,
                     publish_ms = split.publish,
                     collect_ms = split.collect,
@@ -186,7 +191,8 @@ impl Rebuilder {
 /// the live config, and the table build and swap (`Dataplane::publish`).
 /// The debounce before is the rest of `event_to_swap_ms`; `collect`
 /// (returning freed memory, [`portico_alloc::collect`]) comes after the
-/// swap, outside it.
+/// swap, outside it. `reused`: the Ingresses translation took from its
+/// memo.
 #[derive(Clone, Copy)]
 struct Split {
     at: std::time::Instant,
@@ -195,6 +201,7 @@ struct Split {
     compare: f64,
     publish: f64,
     collect: f64,
+    reused: usize,
 }
 
 impl Split {
@@ -206,6 +213,7 @@ impl Split {
             compare: 0.0,
             publish: 0.0,
             collect: 0.0,
+            reused: 0,
         }
     }
 

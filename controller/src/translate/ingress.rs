@@ -40,27 +40,58 @@ pub(super) fn translate_all(
     settings: &Settings,
     tls_hosts: &TlsHosts,
     out: &mut Translation,
+    mut memo: Option<&mut Memo>,
 ) {
-    let ours: Vec<(&Arc<Ingress>, Parsed)> = snap
+    // Entries stay in place (they are large, and most are kept); each one
+    // this translation finds is marked with its epoch, and the others
+    // (deleted or replaced objects) are dropped at the end.
+    let epoch = memo.as_deref_mut().map_or(0, |m| {
+        m.epoch = m.epoch.wrapping_add(1);
+        m.epoch
+    });
+    // Shared with the memo: parsed once per version of an Ingress.
+    let ours: Vec<(&Arc<Ingress>, Arc<Parsed>)> = snap
         .ingresses
         .iter()
         .filter(|ing| class::ingress_is_ours(ing, &snap.ingress_classes, settings))
-        .map(|ing| (ing, annotations::parse(ing.annotations())))
+        .map(|ing| {
+            // Parsing reads the annotations only.
+            let parsed = memo
+                .as_deref()
+                .and_then(|m| m.entries.get(&address(ing)))
+                .map(|e| Arc::clone(&e.parsed));
+            (
+                ing,
+                parsed.unwrap_or_else(|| Arc::new(annotations::parse(ing.annotations()))),
+            )
+        })
         .collect();
     let regex_hosts = regex_hosts(&ours);
     let global_error_backend = out.config.default_backend.clone();
-    let mut index: HashMap<PathKey, (usize, usize)> = HashMap::new();
+    let ctx = PartContext {
+        snap,
+        settings,
+        tls_hosts,
+        regex_hosts: &regex_hosts,
+        global_error_backend: global_error_backend.as_ref(),
+    };
+    if let Some(m) = memo.as_deref_mut() {
+        m.reused = 0;
+        let context = Context::of(&ctx);
+        if m.context.as_ref() != Some(&context) {
+            // Something an Ingress's translation reads changed: every part
+            // is translated afresh.
+            m.entries.values_mut().for_each(|e| e.part = None);
+            m.context = Some(context);
+        }
+    }
+    // Main paths by key, for canaries to find; none kept without canaries.
+    let mut index: Option<HashMap<PathKey, (usize, usize)>> = ours
+        .iter()
+        .any(|(_, p)| p.ingress.canary.is_some())
+        .then(HashMap::new);
     let mut canaries = Vec::new();
     for (ing, parsed) in &ours {
-        let mut report = ObjectReport {
-            generation: ing.metadata.generation,
-            uid: ing.metadata.uid.clone(),
-            read_only: class::is_side_by_side(ing, &snap.ingress_classes, settings),
-            ..Default::default()
-        };
-        report
-            .diagnostics
-            .extend(parsed.diagnostics.iter().map(annotation_diagnostic));
         let obj = ObjectRef {
             kind: Kind::Ingress,
             namespace: ing.namespace().unwrap_or_default(),
@@ -71,106 +102,175 @@ pub(super) fn translate_all(
                 ing,
                 canary.clone(),
                 parsed.ingress.backend_protocol,
-                obj,
-                report,
+                obj.clone(),
+                new_report(&ctx, ing, parsed),
             ));
+        }
+        let Some(m) = memo.as_deref_mut() else {
+            if parsed.ingress.canary.is_none() {
+                main_part(&ctx, ing, parsed, obj).merge_into(out, index.as_mut());
+            }
+            continue;
+        };
+        if let Some(entry) = m.entries.get_mut(&address(ing))
+            && let Some(part) = &entry.part
+        {
+            m.reused += 1;
+            part.merge_into(out, index.as_mut());
+            entry.epoch = epoch;
             continue;
         }
-        let mut denied = parsed.diagnostics.iter().find_map(|d| match d.kind {
-            DiagnosticKind::Invalid(Fallback::PathDenied) => Some(d.message.clone()),
-            _ => None,
-        });
-        let client_auth = match tls::client_auth(snap, &parsed.ingress.https) {
-            Ok(auth) => auth,
-            Err(reason) => {
-                report.diagnostics.push(Diagnostic::error(
-                    crate::translate::REASON_INVALID_CERTIFICATE_REF,
-                    "metadata.annotations[auth-tls-secret]",
-                    format!("{reason}; the Ingress's paths answer 503"),
-                ));
-                denied = denied.or(Some(reason));
-                None
-            }
-        };
-        let mirror = mirror::ingress_mirror(snap, &parsed.ingress.mirror, &mut report);
-        let error_pages = error_pages(
-            snap,
-            settings,
-            &parsed.ingress,
-            &obj.namespace,
-            global_error_backend.as_ref(),
-            &mut report,
+        let part = parsed
+            .ingress
+            .canary
+            .is_none()
+            .then(|| main_part(&ctx, ing, parsed, obj));
+        if let Some(part) = &part {
+            part.merge_into(out, index.as_mut());
+        }
+        // A part that reads the clock (a client certificate's validity,
+        // `proxy-ssl-secret`) is translated every time.
+        let part = part.filter(|_| parsed.ingress.upstream_tls.secret.is_none());
+        m.entries.insert(
+            address(ing),
+            Entry {
+                _object: Arc::clone(ing),
+                parsed: Arc::clone(parsed),
+                part,
+                epoch,
+            },
         );
-        let basic_auth = match auth::basic_auth(
-            snap,
-            settings,
-            &obj.namespace,
-            &parsed.ingress.auth,
-            &mut report.diagnostics,
-        ) {
-            Ok(a) => a,
-            Err(reason) => {
-                report.diagnostics.push(Diagnostic::error(
-                    "InvalidAuthSecret",
-                    auth::FIELD,
-                    format!("{reason}; the Ingress's paths answer 503"),
-                ));
-                denied = denied.or(Some(reason));
-                None
-            }
-        };
-        let jwt = match auth::jwt(snap, settings, &obj.namespace, &parsed.ingress.jwt) {
-            Ok(j) => j.map(Box::new),
-            Err(reason) => {
-                report.diagnostics.push(Diagnostic::error(
-                    "InvalidJwtKeys",
-                    auth::JWT_FIELD,
-                    format!("{reason}; the Ingress's paths answer 503"),
-                ));
-                denied = denied.or(Some(reason));
-                None
-            }
-        };
-        // The Ingress's own policy, else the global one unless it opts
-        // out; a denied Ingress (an invalid `auth-url` among the reasons)
-        // serves nothing to guard.
-        let ext = &parsed.ingress.external_auth;
-        let external_auth = ext
-            .policy()
-            .or_else(|| settings.global_auth.clone().filter(|_| ext.global))
-            .filter(|_| denied.is_none())
-            .map(|mut a| {
-                auth::resolve_auth_service(snap, &mut a);
-                Box::new(a)
-            });
-        let mut t = IngressTranslator {
-            snap,
-            settings,
-            tls_hosts,
-            error_pages,
-            mirror,
-            client_auth: client_auth.clone(),
-            basic_auth,
-            jwt,
-            external_auth,
-            upstream_client_certs: Vec::new(),
-            ing,
-            ann: &parsed.ingress,
-            denied,
-            report: &mut report,
-            namespace: obj.namespace.clone(),
-            regex_hosts: &regex_hosts,
-            obj: &obj,
-        };
-        let first_route = out.config.routes.len();
-        let routes = t.routes(&mut out.tls);
-        for (id, cert) in std::mem::take(&mut t.upstream_client_certs) {
-            if !out.upstream_client_certs.iter().any(|(i, _)| *i == id) {
-                out.upstream_client_certs.push((id, cert));
+    }
+    if let Some(m) = memo {
+        m.entries.retain(|_, e| e.epoch == epoch);
+    }
+    // `Some` whenever there are canaries.
+    let index = index.unwrap_or_default();
+    for (ing, canary, protocol, obj, mut report) in canaries {
+        attach_canary(snap, ing, &canary, protocol, &index, out, &mut report);
+        out.reports.insert(obj, report);
+    }
+}
+
+/// What the last translation of Ingresses keeps for the next
+/// ([`super::translate_reusing`]): each Ingress's parsed annotations, and
+/// what it added to the translation, by the object. An Ingress object
+/// that is the same `Arc` as last time (watch caches and the manifest
+/// directory keep an unchanged object's) gets its part again, as long as
+/// nothing else it may read changed ([`Context`]); otherwise everything is
+/// translated afresh.
+#[derive(Default)]
+pub struct Memo {
+    context: Option<Context>,
+    /// By the object's address; the entry holds the object, so the address
+    /// is not reused while it is here.
+    entries: HashMap<usize, Entry>,
+    /// Counts translations: an entry holds the last one that found it.
+    epoch: u64,
+    /// Parts the last translation reused.
+    reused: usize,
+}
+
+impl Memo {
+    /// How many Ingresses the last translation took from the memo.
+    pub fn reused(&self) -> usize {
+        self.reused
+    }
+}
+
+struct Entry {
+    /// Held so that its address names it while it is here.
+    _object: Arc<Ingress>,
+    parsed: Arc<Parsed>,
+    /// `None` for a canary, whose paths join main Ingresses' routes and are
+    /// attached on every translation.
+    part: Option<IngressPart>,
+    epoch: u64,
+}
+
+fn address(ing: &Arc<Ingress>) -> usize {
+    Arc::as_ptr(ing) as usize
+}
+
+/// Everything besides the Ingress itself that its part may depend on.
+struct Context {
+    /// The snapshot without its Ingresses (and without the time it was
+    /// taken: only `proxy-ssl-secret` reads that, and such parts are not
+    /// kept), compared object by object by identity.
+    objects: Snapshot,
+    settings: String,
+    tls_hosts: TlsHosts,
+    regex_hosts: HashMap<String, ObjectRef>,
+    global_error_backend: Option<Backend>,
+}
+
+impl Context {
+    fn of(ctx: &PartContext<'_>) -> Self {
+        Self {
+            objects: Snapshot {
+                ingresses: Vec::new(),
+                taken_at: 0,
+                ..ctx.snap.clone()
+            },
+            settings: format!("{:?}", ctx.settings),
+            tls_hosts: ctx.tls_hosts.clone(),
+            regex_hosts: ctx.regex_hosts.clone(),
+            global_error_backend: ctx.global_error_backend.cloned(),
+        }
+    }
+}
+
+impl PartialEq for Context {
+    fn eq(&self, other: &Self) -> bool {
+        self.objects.same_objects_besides_ingresses(&other.objects)
+            && self.settings == other.settings
+            && self.tls_hosts == other.tls_hosts
+            && self.regex_hosts == other.regex_hosts
+            && self.global_error_backend == other.global_error_backend
+    }
+}
+
+/// What an Ingress's translation reads besides the Ingress.
+struct PartContext<'a> {
+    snap: &'a Snapshot,
+    settings: &'a Settings,
+    tls_hosts: &'a TlsHosts,
+    regex_hosts: &'a HashMap<String, ObjectRef>,
+    global_error_backend: Option<&'a Backend>,
+}
+
+/// What one main (non-canary) Ingress adds to a translation.
+#[derive(Clone)]
+struct IngressPart {
+    obj: ObjectRef,
+    report: ObjectReport,
+    /// Shared with the translation it went into, and from there with the
+    /// table: a kept part costs the memo no copy of its routes.
+    routes: Vec<(Arc<Route>, RuleKeys)>,
+    tls: Vec<TlsBinding>,
+    upstream_client_certs: Vec<tls::UpstreamClientCert>,
+    client_auth: Option<Arc<ClientAuth>>,
+    passthrough: Vec<PassthroughBinding>,
+}
+
+impl IngressPart {
+    /// Appends the part, in the order a translation of every Ingress in
+    /// turn writes it; `index`, when there are canaries, learns its paths.
+    /// Routes go in by `Arc`; what else the part holds is small.
+    fn merge_into(
+        &self,
+        out: &mut Translation,
+        mut index: Option<&mut HashMap<PathKey, (usize, usize)>>,
+    ) {
+        out.tls.extend(self.tls.iter().cloned());
+        for (id, cert) in &self.upstream_client_certs {
+            if !out.upstream_client_certs.iter().any(|(i, _)| i == id) {
+                out.upstream_client_certs.push((id.clone(), cert.clone()));
             }
         }
-        for (offset, (route, keys)) in routes.into_iter().enumerate() {
-            if let Some(auth) = &client_auth
+        let first_route = out.config.routes.len();
+        for (offset, (route, keys)) in self.routes.iter().enumerate() {
+            if let Some(auth) = &self.client_auth
                 && !route.hostnames.is_empty()
             {
                 out.client_auth.push(ClientAuthBinding {
@@ -178,21 +278,161 @@ pub(super) fn translate_all(
                     auth: Arc::clone(auth),
                 });
             }
-            for (rule_idx, key) in keys {
-                if let Some(key) = key {
-                    index.entry(key).or_insert((first_route + offset, rule_idx));
+            if let Some(index) = index.as_deref_mut() {
+                for (rule_idx, key) in keys {
+                    if let Some(key) = key {
+                        index
+                            .entry(key.clone())
+                            .or_insert((first_route + offset, *rule_idx));
+                    }
                 }
             }
-            out.config.routes.push(Arc::new(route));
+            out.config.routes.push(Arc::clone(route));
         }
-        if parsed.ingress.ssl_passthrough {
-            passthrough(snap, settings, ing, &obj.namespace, &mut report, out);
-        }
-        out.reports.insert(obj, report);
+        out.passthrough.extend(self.passthrough.iter().cloned());
+        out.reports.insert(self.obj.clone(), self.report.clone());
     }
-    for (ing, canary, protocol, obj, mut report) in canaries {
-        attach_canary(snap, ing, &canary, protocol, &index, out, &mut report);
-        out.reports.insert(obj, report);
+}
+
+fn new_report(ctx: &PartContext<'_>, ing: &Ingress, parsed: &Parsed) -> ObjectReport {
+    let mut report = ObjectReport {
+        generation: ing.metadata.generation,
+        uid: ing.metadata.uid.clone(),
+        read_only: class::is_side_by_side(ing, &ctx.snap.ingress_classes, ctx.settings),
+        ..Default::default()
+    };
+    report
+        .diagnostics
+        .extend(parsed.diagnostics.iter().map(annotation_diagnostic));
+    report
+}
+
+/// Translates one main Ingress.
+fn main_part(
+    ctx: &PartContext<'_>,
+    ing: &Arc<Ingress>,
+    parsed: &Parsed,
+    obj: ObjectRef,
+) -> IngressPart {
+    let PartContext {
+        snap,
+        settings,
+        tls_hosts,
+        regex_hosts,
+        global_error_backend,
+    } = *ctx;
+    let mut report = new_report(ctx, ing, parsed);
+    let mut denied = parsed.diagnostics.iter().find_map(|d| match d.kind {
+        DiagnosticKind::Invalid(Fallback::PathDenied) => Some(d.message.clone()),
+        _ => None,
+    });
+    let client_auth = match tls::client_auth(snap, &parsed.ingress.https) {
+        Ok(auth) => auth,
+        Err(reason) => {
+            report.diagnostics.push(Diagnostic::error(
+                crate::translate::REASON_INVALID_CERTIFICATE_REF,
+                "metadata.annotations[auth-tls-secret]",
+                format!("{reason}; the Ingress's paths answer 503"),
+            ));
+            denied = denied.or(Some(reason));
+            None
+        }
+    };
+    let mirror = mirror::ingress_mirror(snap, &parsed.ingress.mirror, &mut report);
+    let error_pages = error_pages(
+        snap,
+        settings,
+        &parsed.ingress,
+        &obj.namespace,
+        global_error_backend,
+        &mut report,
+    );
+    let basic_auth = match auth::basic_auth(
+        snap,
+        settings,
+        &obj.namespace,
+        &parsed.ingress.auth,
+        &mut report.diagnostics,
+    ) {
+        Ok(a) => a,
+        Err(reason) => {
+            report.diagnostics.push(Diagnostic::error(
+                "InvalidAuthSecret",
+                auth::FIELD,
+                format!("{reason}; the Ingress's paths answer 503"),
+            ));
+            denied = denied.or(Some(reason));
+            None
+        }
+    };
+    let jwt = match auth::jwt(snap, settings, &obj.namespace, &parsed.ingress.jwt) {
+        Ok(j) => j.map(Box::new),
+        Err(reason) => {
+            report.diagnostics.push(Diagnostic::error(
+                "InvalidJwtKeys",
+                auth::JWT_FIELD,
+                format!("{reason}; the Ingress's paths answer 503"),
+            ));
+            denied = denied.or(Some(reason));
+            None
+        }
+    };
+    // The Ingress's own policy, else the global one unless it opts
+    // out; a denied Ingress (an invalid `auth-url` among the reasons)
+    // serves nothing to guard.
+    let ext = &parsed.ingress.external_auth;
+    let external_auth = ext
+        .policy()
+        .or_else(|| settings.global_auth.clone().filter(|_| ext.global))
+        .filter(|_| denied.is_none())
+        .map(|mut a| {
+            auth::resolve_auth_service(snap, &mut a);
+            Box::new(a)
+        });
+    let mut t = IngressTranslator {
+        snap,
+        settings,
+        tls_hosts,
+        error_pages,
+        mirror,
+        client_auth: client_auth.clone(),
+        basic_auth,
+        jwt,
+        external_auth,
+        upstream_client_certs: Vec::new(),
+        ing,
+        ann: &parsed.ingress,
+        denied,
+        report: &mut report,
+        namespace: obj.namespace.clone(),
+        regex_hosts,
+        obj: &obj,
+    };
+    let mut tls = Vec::new();
+    let routes = t.routes(&mut tls);
+    let upstream_client_certs = std::mem::take(&mut t.upstream_client_certs);
+    let mut passthrough_bindings = Vec::new();
+    if parsed.ingress.ssl_passthrough {
+        passthrough(
+            snap,
+            settings,
+            ing,
+            &obj.namespace,
+            &mut report,
+            &mut passthrough_bindings,
+        );
+    }
+    IngressPart {
+        obj,
+        report,
+        routes: routes
+            .into_iter()
+            .map(|(route, keys)| (Arc::new(route), keys))
+            .collect(),
+        tls,
+        upstream_client_certs,
+        client_auth,
+        passthrough: passthrough_bindings,
     }
 }
 
@@ -201,10 +441,12 @@ pub(super) fn translate_all(
 /// Ingress for a host makes every Prefix and ImplementationSpecific path of
 /// that host, on every Ingress, a case-insensitive `~* ^path` location.
 /// (Exact paths stay exact here; ingress-nginx turns them into regexes too.)
-pub(crate) fn regex_hosts(ours: &[(&Arc<Ingress>, Parsed)]) -> HashMap<String, ObjectRef> {
+pub(crate) fn regex_hosts<P: std::borrow::Borrow<Parsed>>(
+    ours: &[(&Arc<Ingress>, P)],
+) -> HashMap<String, ObjectRef> {
     let mut hosts = HashMap::new();
     for (ing, parsed) in ours {
-        let a = &parsed.ingress;
+        let a = &parsed.borrow().ingress;
         if a.canary.is_some() || !(a.use_regex || a.rewrite_target.is_some()) {
             continue;
         }
@@ -289,8 +531,11 @@ struct IngressTranslator<'a> {
 /// A host's rules and, per rule, the (host, path, pathType) a canary may join.
 type HostRules = (Vec<Rule>, Vec<(usize, Option<PathKey>)>);
 
-/// A route and, per rule, the (host, path, pathType) a canary may join.
-type BuiltRoute = (Route, Vec<(usize, Option<PathKey>)>);
+/// Per rule of a route, its index and the (host, path, pathType) a canary
+/// may join.
+type RuleKeys = Vec<(usize, Option<PathKey>)>;
+/// A route and its rules' keys.
+type BuiltRoute = (Route, RuleKeys);
 
 impl IngressTranslator<'_> {
     fn source(&self) -> SourceRef {
@@ -1007,7 +1252,7 @@ fn passthrough(
     ing: &Ingress,
     namespace: &str,
     report: &mut ObjectReport,
-    out: &mut Translation,
+    out: &mut Vec<PassthroughBinding>,
 ) {
     let field = "metadata.annotations[ssl-passthrough]";
     if !settings.ssl_passthrough {
@@ -1027,7 +1272,7 @@ fn passthrough(
             continue;
         };
         match resolve_ingress_backend(snap, namespace, &path.backend, Protocol::Http1) {
-            Ok(b) => out.passthrough.push(PassthroughBinding {
+            Ok(b) => out.push(PassthroughBinding {
                 name: b.name,
                 hosts: vec![host],
                 endpoints: b.endpoints,

@@ -24,6 +24,7 @@ pub mod gateway;
 mod httproute;
 mod ingress;
 mod mirror;
+pub use ingress::Memo;
 pub(crate) use ingress::regex_hosts;
 #[cfg(test)]
 mod tests;
@@ -230,10 +231,21 @@ pub struct TlsBinding {
 
 /// Translates a snapshot. Never fails: problems become diagnostics.
 pub fn translate(snap: &Snapshot, settings: &Settings) -> Translation {
+    translate_with(snap, settings, None)
+}
+
+/// [`translate`], taking what `memo` kept from the last translation for
+/// the Ingresses it finds unchanged (see [`Memo`]), and keeping this one's:
+/// the result is the same as [`translate`]'s. The rebuild loop's.
+pub fn translate_reusing(snap: &Snapshot, settings: &Settings, memo: &mut Memo) -> Translation {
+    translate_with(snap, settings, Some(memo))
+}
+
+fn translate_with(snap: &Snapshot, settings: &Settings, memo: Option<&mut Memo>) -> Translation {
     let mut out = Translation::default();
     let tls_hosts = tls::TlsHosts::of(snap, settings);
     out.config.default_backend = default_backend(snap, settings, &mut out);
-    ingress::translate_all(snap, settings, &tls_hosts, &mut out);
+    ingress::translate_all(snap, settings, &tls_hosts, &mut out, memo);
     httproute::translate_all(snap, settings, &mut out);
     gateway::translate_all(snap, settings, &mut out);
     tls::resolve_certificates(snap, settings, &mut out);

@@ -17,7 +17,9 @@ use portico_dataplane::route::router::{RequestHead, Router};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Settings, Translation, translate};
+use std::sync::Arc;
+
+use super::{Memo, Settings, Translation, translate, translate_reusing};
 use crate::snapshot::Snapshot;
 use crate::source::manifests::parse_documents;
 
@@ -175,6 +177,7 @@ fn run_fixture(path: &Path) -> Result<(), String> {
     if translate(&snap, &settings) != t {
         return Err("translation is not deterministic".into());
     }
+    incremental_as_full(&snap, &settings, &t)?;
     check_requests(&t, &expect.requests)?;
     check_diagnostics(&t, &expect.diagnostics)?;
     if let Some(served) = &expect.served {
@@ -451,6 +454,129 @@ fn check_diagnostics(t: &Translation, want: &[DiagnosticCase]) -> Result<(), Str
         ));
     }
     Ok(())
+}
+
+/// Incremental translation gives `full` for `snap`: from an empty memo,
+/// from one that kept every Ingress, and from one that finds each Ingress
+/// in turn a new object (the others kept).
+fn incremental_as_full(
+    snap: &Snapshot,
+    settings: &Settings,
+    full: &Translation,
+) -> Result<(), String> {
+    let mut memo = Memo::default();
+    for round in ["empty", "warm"] {
+        if translate_reusing(snap, settings, &mut memo) != *full {
+            return Err(format!(
+                "incremental translation from a {round} memo differs"
+            ));
+        }
+    }
+    for i in 0..snap.ingresses.len() {
+        let mut edited = snap.clone();
+        edited.ingresses[i] = Arc::new((*snap.ingresses[i]).clone());
+        if translate_reusing(&edited, settings, &mut memo) != *full {
+            let name = snap.ingresses[i].metadata.name.clone().unwrap_or_default();
+            return Err(format!(
+                "incremental translation with Ingress {name} new differs"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A warm memo hands each unchanged route over by `Arc`, so translation,
+/// memo and table share one copy and the table build recognises it.
+#[test]
+fn a_warm_memo_hands_unchanged_routes_over_shared() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/translate/fixtures");
+    let read = |name: &str| {
+        let text = std::fs::read_to_string(dir.join(name)).expect("fixture");
+        parse_documents(Path::new(name), &text).objects
+    };
+    let snap = Snapshot::from_objects(
+        read("base.yml")
+            .into_iter()
+            .chain(read("ingress_paths.yaml")),
+    );
+    let settings = Settings::default();
+    let mut memo = Memo::default();
+    let first = translate_reusing(&snap, &settings, &mut memo);
+    let second = translate_reusing(&snap, &settings, &mut memo);
+    assert!(!first.config.routes.is_empty(), "the case needs routes");
+    assert_eq!(first.config.routes.len(), second.config.routes.len());
+    for (a, b) in first.config.routes.iter().zip(&second.config.routes) {
+        assert!(Arc::ptr_eq(a, b), "{} copied", a.id);
+    }
+}
+
+/// A sequence of edits, each fixture's objects in turn beside the same
+/// shared objects and a few Ingresses kept from step to step (their
+/// Service's endpoints changed at each), then one of those edited: after
+/// each, the incremental translation equals a full one
+/// (table config, diagnostics, statuses, everything), and the unchanged
+/// Ingresses were taken from the memo.
+#[test]
+fn incremental_translation_equals_a_full_one_after_every_edit() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/translate/fixtures");
+    let read = |path: &Path| {
+        let text = std::fs::read_to_string(path).expect("fixture");
+        parse_documents(path, &text).objects
+    };
+    let base = read(&dir.join("base.yml"));
+    let kept_yaml = |i: usize, path: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: kept{i}, namespace: default}}\nspec:\n  ingressClassName: portico\n  rules:\n  - host: kept{i}.example\n    http:\n      paths:\n      - {{path: {path}, pathType: Prefix, backend: {{service: {{name: kept, port: {{number: 80}}}}}}}}\n"
+        )
+    };
+    let kept_object = |i: usize, path: &str| {
+        let yaml = kept_yaml(i, path);
+        let mut objects = parse_documents(Path::new("kept.yaml"), &yaml).objects;
+        assert_eq!(objects.len(), 1, "{yaml}");
+        objects.remove(0)
+    };
+    let mut kept: Vec<_> = (0..4).map(|i| kept_object(i, "/")).collect();
+    // The kept Ingresses' Service, whose endpoints change at every step.
+    let object = |yaml: &str| parse_documents(Path::new("kept.yaml"), yaml).objects;
+    let service = object(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: kept, namespace: default}\nspec: {ports: [{name: http, port: 80}]}\n",
+    );
+    let endpoints = |step: usize| {
+        object(&format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: kept-a, namespace: default, labels: {{kubernetes.io/service-name: kept}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{{addresses: [\"10.9.0.{}\"]}}]\n",
+            step % 250 + 1
+        ))
+    };
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .expect("fixtures dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    paths.sort();
+    let settings = Settings::default();
+    let mut memo = Memo::default();
+    let mut failures = Vec::new();
+    for (step, path) in paths.iter().enumerate() {
+        let mut fixture = read(path);
+        fixture.extend(service.iter().cloned());
+        fixture.extend(endpoints(step));
+        for edit in [false, true] {
+            if edit {
+                kept[step % 4] = kept_object(step % 4, &format!("/step{step}"));
+            }
+            let objects = base.iter().chain(&kept).chain(&fixture).cloned();
+            let snap = Snapshot::from_objects(objects);
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if translate_reusing(&snap, &settings, &mut memo) != translate(&snap, &settings) {
+                failures.push(format!("{name} (kept Ingress edited: {edit})"));
+            }
+            // Only one kept Ingress changed since the step before.
+            if edit && memo.reused() < 3 {
+                failures.push(format!("{name}: {} Ingresses reused", memo.reused()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]

@@ -105,6 +105,7 @@ pub(super) fn resolve_certificates(snap: &Snapshot, settings: &Settings, out: &m
 /// Hosts served over TLS by any object: where `ssl-redirect` and HSTS
 /// apply, whichever object's rules serve the host (as ingress-nginx decides
 /// per server, not per Ingress).
+#[derive(Clone, PartialEq)]
 pub(super) struct TlsHosts(HashSet<Hostname>);
 
 impl TlsHosts {

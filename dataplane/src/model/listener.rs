@@ -15,7 +15,7 @@
 use super::*;
 
 /// One port opened for Gateway listeners, and what is served on it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GatewayPort {
     /// The port the dataplane binds, on the Gateway address
     /// (`DataplaneConfig::gateway_address`; after `--gateway-port-offset`).
@@ -30,6 +30,18 @@ pub struct GatewayPort {
     /// host.
     #[serde(default)]
     pub routes: Vec<Arc<Route>>,
+}
+
+/// As [`RouteConfig`]'s: a shared route is equal to itself.
+impl PartialEq for GatewayPort {
+    fn eq(&self, other: &Self) -> bool {
+        let Self {
+            port,
+            protocol,
+            routes,
+        } = self;
+        *port == other.port && *protocol == other.protocol && same_routes(routes, &other.routes)
+    }
 }
 
 impl GatewayPort {

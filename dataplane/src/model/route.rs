@@ -8,7 +8,7 @@ use super::*;
 pub const DEFAULT_MAX_REQUEST_BODY: u64 = 1024 * 1024;
 
 /// Everything the dataplane serves: the unit of atomic publication.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RouteConfig {
     /// Shared: a rebuild hands an unchanged route over by `Arc` from the
     /// last translation (and the table build recognises it by pointer),
@@ -22,6 +22,27 @@ pub struct RouteConfig {
     /// own routes ([`GatewayPort`]); at most one entry per port.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<GatewayPort>,
+}
+
+/// By value, taking a shared route as equal to itself without comparing
+/// it: the rebuild loop compares each translation with the live table's
+/// config, which shares most routes with it.
+impl PartialEq for RouteConfig {
+    fn eq(&self, other: &Self) -> bool {
+        let Self {
+            routes,
+            default_backend,
+            ports,
+        } = self;
+        same_routes(routes, &other.routes)
+            && *default_backend == other.default_backend
+            && *ports == other.ports
+    }
+}
+
+/// Element by element, by pointer first.
+pub(crate) fn same_routes(a: &[Arc<Route>], b: &[Arc<Route>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y) || x == y)
 }
 
 impl RouteConfig {
