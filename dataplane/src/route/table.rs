@@ -144,7 +144,9 @@ impl RouteTable {
     /// A route equal to one of `previous`'s (same id, same config after
     /// the same refusals) keeps that table's compiled rules (`Arc`
     /// shared), unless its build there reported anything: a one-Ingress
-    /// edit compiles that Ingress's routes only. The router is built whole.
+    /// edit compiles that Ingress's routes only. Likewise a virtual host
+    /// whose routes are all `previous`'s very objects keeps its index
+    /// ([`Router::carrying`]): only the edited hosts are indexed anew.
     pub(crate) fn build(
         generation: u64,
         config: RouteConfig,
@@ -196,7 +198,12 @@ impl RouteTable {
             previous.map(|p| p.checked_routes()).unwrap_or_default();
         // In place, once: the config is what `/debug/routes` shows.
         let refused = order_and_refuse(&mut config, &checked);
-        let (router, mut errors) = meter.part(Part::Router, || Router::new(&config));
+        // A host whose routes are all the previous build's, unchanged,
+        // keeps that build's index.
+        let unchanged = |address: usize| checked.contains(&(address as *const Route));
+        let (router, mut errors) = meter.part(Part::Router, || {
+            Router::carrying(&config.routes, previous.map(|p| &p.router), &unchanged)
+        });
         errors.extend(refused);
         let mut interned = Interned::default();
         let mut build = Build {
@@ -217,7 +224,10 @@ impl RouteTable {
             .into_iter()
             .filter_map(|index| Some((index, config.ports.get(index)?)))
             .map(|(index, port)| {
-                let (router, refused) = Router::for_routes(&port.routes);
+                let last = previous
+                    .and_then(|p| p.port(port.port))
+                    .map(|(p, _)| &p.router);
+                let (router, refused) = Router::carrying(&port.routes, last, &unchanged);
                 build.errors.extend(refused);
                 let mut carry = previous
                     .and_then(|p| p.port_carry(port.port))

@@ -27,7 +27,7 @@ use std::borrow::{Borrow, Cow};
 use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::ops::Range;
+use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, Method};
 use regex::bytes::Regex;
@@ -49,10 +49,13 @@ const HOST_BUF_LEN: usize = 256;
 /// request path.
 #[derive(Clone, Debug, Default)]
 pub struct Router {
-    /// Every compiled (rule, match), indexed by the ids the virtual hosts hold,
-    /// so a route listing many hostnames compiles its patterns once.
-    candidates: Vec<Candidate>,
-    vhosts: Vec<VirtualHost>,
+    /// Shared with the next build wherever that build's routes for the
+    /// host are the same objects ([`Router::carrying`]).
+    vhosts: Vec<Arc<VirtualHost>>,
+    /// Per virtual host, the config index of each of its routes, by the
+    /// host's own route number (which its candidates' hits hold): all a
+    /// carried host needs anew.
+    route_index: Vec<Box<[usize]>>,
     /// Lower-case hostname, without trailing dot, to an index in `vhosts`.
     exact_hosts: HashMap<Box<[u8]>, usize>,
     /// Lower-case wildcard suffix (`example.com` for `*.example.com`): the
@@ -107,6 +110,13 @@ pub struct RouteError {
 /// The rules of one virtual host, indexed by path.
 #[derive(Clone, Debug, Default)]
 struct VirtualHost {
+    /// The addresses of the routes it was built from, in config order
+    /// (compared only while those routes are alive: see
+    /// [`Router::carrying`]).
+    routes: Box<[usize]>,
+    /// Every compiled (rule, match) of its routes; `hit.route` is the
+    /// host's own route number.
+    candidates: Box<[Candidate]>,
     /// Exact path to candidate ids, best first.
     exact_paths: HashMap<Box<str>, Box<[usize]>>,
     prefixes: PrefixTrie,
@@ -262,116 +272,142 @@ impl Router {
     /// [`Router::new`] over a list of routes: the main listeners' or one
     /// Gateway port's ([`model::GatewayPort::routes`]).
     pub fn for_routes<R: Borrow<model::Route>>(routes: &[R]) -> (Router, Vec<RouteError>) {
+        Self::carrying(routes, None, &|_| false)
+    }
+
+    /// [`Router::for_routes`], taking over each virtual host of `previous`
+    /// whose routes are the very same objects (by address), in the same
+    /// order, each of them `unchanged`: a host's index depends on nothing
+    /// else. Only the routes of hosts built anew are compiled.
+    ///
+    /// `unchanged` must hold only for routes that are alive, unchanged, and
+    /// compiled without error by `previous` (so an address cannot have been
+    /// reused, and a carried route reports nothing, as compiling it again
+    /// would not); the table build passes the previous table's routes that
+    /// reported nothing, which it keeps alive until this returns.
+    pub(crate) fn carrying<R: Borrow<model::Route>>(
+        routes: &[R],
+        previous: Option<&Router>,
+        unchanged: &dyn Fn(usize) -> bool,
+    ) -> (Router, Vec<RouteError>) {
+        let address = |r: &R| std::ptr::from_ref::<model::Route>(r.borrow()) as usize;
+        let groups = HostGroups::of(routes);
+        // Each host's previous index, if it can be taken over.
+        let take = |kind: HostKind, key: Option<&[u8]>, ids: &[usize]| {
+            let prev = previous?;
+            let id = match (kind, key) {
+                (HostKind::Exact, Some(k)) => prev.exact_hosts.get(k).copied(),
+                (HostKind::Wildcard, Some(k)) => prev.wildcard_hosts.get(k).copied(),
+                (HostKind::Deep, Some(k)) => prev.deep_wildcard_hosts.get(k).copied(),
+                _ => prev.default_vhost,
+            }?;
+            let vhost = prev.vhosts.get(id)?;
+            let same = vhost.routes.len() == ids.len()
+                && ids
+                    .iter()
+                    .zip(&vhost.routes)
+                    .all(|(&i, &was)| routes.get(i).map(address) == Some(was) && unchanged(was));
+            same.then(|| Arc::clone(vhost))
+        };
+        let mut kept = Vec::with_capacity(groups.len());
+        // How many hosts built anew list each route: its candidates are
+        // moved into the last one and cloned into the others.
+        let mut uses = vec![0u32; routes.len()];
+        for (kind, key, ids) in groups.iter() {
+            let carried = take(kind, key, ids);
+            if carried.is_none() {
+                for &i in ids {
+                    if let Some(n) = uses.get_mut(i) {
+                        *n += 1;
+                    }
+                }
+            }
+            kept.push(carried);
+        }
+
+        // Compiled in config order, so errors come in that order.
         let mut errors = Vec::new();
-        let mut candidates = Vec::new();
-        // Sort key of each candidate, by candidate id.
-        let mut precedence = Vec::new();
-        // Candidate ids of each route, so virtual hosts can share them.
-        let mut by_route: Vec<Range<usize>> = Vec::with_capacity(routes.len());
+        let mut compiled: Vec<Vec<Candidate>> = Vec::with_capacity(routes.len());
         for (route_idx, route) in routes.iter().enumerate() {
             let route = route.borrow();
-            let start = candidates.len();
-            for (rule_idx, rule) in route.rules.iter().enumerate() {
-                match compile_rule(route_idx, rule_idx, rule) {
-                    Ok(compiled) => {
-                        precedence.extend(compiled.iter().map(|c| c.precedence(&route.source)));
-                        candidates.extend(compiled);
-                    }
-                    Err(fields) => errors.extend(fields.into_iter().map(|e| RouteError {
-                        route_id: route.id.clone(),
-                        rule: rule_idx,
-                        field: e.field,
-                        reason: e.reason,
-                    })),
-                }
-            }
-            by_route.push(start..candidates.len());
-        }
-
-        // Group routes by virtual host.
-        let mut exact: HashMap<Box<[u8]>, Vec<usize>> = HashMap::new();
-        let mut wildcard: HashMap<Box<[u8]>, Vec<usize>> = HashMap::new();
-        let mut deep: HashMap<Box<[u8]>, Vec<usize>> = HashMap::new();
-        let mut default = Vec::new();
-        for (route_idx, route) in routes.iter().enumerate() {
-            let route = route.borrow();
-            if route.hostnames.is_empty() {
-                default.push(route_idx);
-            }
-            for hostname in &route.hostnames {
-                let (maps, name): (&mut [&mut HashMap<_, Vec<usize>>], _) = match hostname {
-                    Hostname::Exact(name) => (&mut [&mut exact], name),
-                    Hostname::Wildcard(suffix) => (&mut [&mut wildcard], suffix),
-                    Hostname::WildcardAnyDepth(suffix) => (&mut [&mut wildcard, &mut deep], suffix),
-                };
-                // The model promises lower case without a trailing dot; a
-                // hand-built config that breaks that must still match.
-                let key = name.trim_end_matches('.').to_ascii_lowercase();
-                for map in maps.iter_mut() {
-                    let routes = map
-                        .entry(key.as_bytes().to_vec().into_boxed_slice())
-                        .or_default();
-                    // Routes are visited in order: checking the last entry
-                    // lists a route once even when it names a host twice.
-                    if routes.last() != Some(&route_idx) {
-                        routes.push(route_idx);
+            let mut candidates = Vec::new();
+            if uses.get(route_idx).is_some_and(|&n| n > 0) {
+                for (rule_idx, rule) in route.rules.iter().enumerate() {
+                    match compile_rule(route_idx, rule_idx, rule) {
+                        Ok(c) => candidates.extend(c),
+                        Err(fields) => errors.extend(fields.into_iter().map(|e| RouteError {
+                            route_id: route.id.clone(),
+                            rule: rule_idx,
+                            field: e.field,
+                            reason: e.reason,
+                        })),
                     }
                 }
             }
-        }
-        // Keep each route list in config order after merging both kinds.
-        for routes in wildcard.values_mut() {
-            routes.sort_unstable();
-            routes.dedup();
+            compiled.push(candidates);
         }
 
-        let mut vhosts = Vec::with_capacity(exact.len() + wildcard.len() + deep.len() + 1);
-        let mut build = |routes: &[usize]| {
-            vhosts.push(VirtualHost::build(
-                routes,
-                &by_route,
-                &candidates,
-                &precedence,
-            ));
-            vhosts.len() - 1
+        let mut router = Router {
+            vhosts: Vec::with_capacity(groups.len()),
+            route_index: Vec::with_capacity(groups.len()),
+            ..Router::default()
         };
-        let exact_hosts = exact
-            .into_iter()
-            .map(|(host, routes)| (host, build(&routes)))
-            .collect();
-        let wildcard_hosts = wildcard
-            .into_iter()
-            .map(|(suffix, routes)| (suffix, build(&routes)))
-            .collect();
-        let deep_wildcard_hosts = deep
-            .into_iter()
-            .map(|(suffix, routes)| (suffix, build(&routes)))
-            .collect();
-        let default_vhost = (!default.is_empty()).then(|| build(&default));
-
-        let router = Router {
-            candidates,
-            vhosts,
-            exact_hosts,
-            wildcard_hosts,
-            deep_wildcard_hosts,
-            default_vhost,
-        };
+        for ((kind, key, ids), carried) in groups.0.into_iter().zip(kept) {
+            let vhost = carried.unwrap_or_else(|| {
+                let mut own = Vec::new();
+                for (local, &i) in ids.iter().enumerate() {
+                    let (Some(n), Some(candidates)) = (uses.get_mut(i), compiled.get_mut(i)) else {
+                        continue;
+                    };
+                    *n -= 1;
+                    let start = own.len();
+                    if *n == 0 {
+                        own.append(candidates);
+                    } else {
+                        own.extend(candidates.iter().cloned());
+                    }
+                    for c in &mut own[start..] {
+                        c.hit.route = local;
+                    }
+                }
+                let sources: Vec<&model::SourceRef> = ids
+                    .iter()
+                    .filter_map(|&i| routes.get(i))
+                    .map(|r| &r.borrow().source)
+                    .collect();
+                let addresses = ids
+                    .iter()
+                    .filter_map(|&i| routes.get(i))
+                    .map(address)
+                    .collect();
+                Arc::new(VirtualHost::build(addresses, own, &sources))
+            });
+            let id = router.vhosts.len();
+            router.vhosts.push(vhost);
+            router.route_index.push(ids.into_boxed_slice());
+            let map = match kind {
+                HostKind::Exact => &mut router.exact_hosts,
+                HostKind::Wildcard => &mut router.wildcard_hosts,
+                HostKind::Deep => &mut router.deep_wildcard_hosts,
+                HostKind::Default => {
+                    router.default_vhost = Some(id);
+                    continue;
+                }
+            };
+            map.insert(key.unwrap_or_default(), id);
+        }
         (router, errors)
     }
 
     /// The rule `req` follows, if any.
     pub fn lookup(&self, req: &RequestHead<'_>) -> Option<RouteHit> {
-        let vhost = self.virtual_host(req.host)?;
-        vhost.lookup(&self.candidates, req)
-    }
-
-    fn virtual_host(&self, authority: &str) -> Option<&VirtualHost> {
-        let id = match host_name(authority) {
+        let id = match host_name(req.host) {
             Some(host) => self.named_vhost(host).or(self.default_vhost),
             None => self.default_vhost,
         }?;
-        self.vhosts.get(id)
+        let mut hit = self.vhosts.get(id)?.lookup(req)?;
+        hit.route = *self.route_index.get(id)?.get(hit.route)?;
+        Some(hit)
     }
 
     /// The virtual host named by `host` (port and trailing dot already gone),
@@ -453,37 +489,118 @@ fn host_name(authority: &str) -> Option<&str> {
     Some(host)
 }
 
-// === impl VirtualHost ===
+// === impl HostGroups ===
 
-impl VirtualHost {
-    /// `routes` are the indexes of this host's routes in the config;
-    /// `by_route`, `candidates` and `precedence` are indexed as in
-    /// [`Router::new`].
-    fn build(
-        routes: &[usize],
-        by_route: &[Range<usize>],
-        candidates: &[Candidate],
-        precedence: &[Precedence<'_>],
-    ) -> Self {
-        let mut exact: HashMap<Box<str>, Vec<usize>> = HashMap::new();
-        let mut prefixes = PrefixTrie::default();
-        let mut regexes = Vec::new();
-        for &route in routes {
-            let ids = by_route.get(route).cloned().unwrap_or_default();
-            for id in ids {
-                let Some(candidate) = candidates.get(id) else {
-                    continue;
+/// Which map of [`Router`] a virtual host is found in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HostKind {
+    Exact,
+    /// Both kinds of wildcard, for names one label longer.
+    Wildcard,
+    /// Any-depth wildcards, for names two or more labels longer.
+    Deep,
+    /// The routes without hostnames.
+    Default,
+}
+
+/// The routes of each virtual host (config indexes, in config order), with
+/// the host's kind and lower-case name or suffix.
+struct HostGroups(Vec<HostGroup>);
+
+/// A host's kind, name (`None`: the default host) and routes.
+type HostGroup = (HostKind, Option<Box<[u8]>>, Vec<usize>);
+
+impl HostGroups {
+    fn of<R: Borrow<model::Route>>(routes: &[R]) -> Self {
+        let mut exact: HashMap<Box<[u8]>, Vec<usize>> = HashMap::new();
+        let mut wildcard: HashMap<Box<[u8]>, Vec<usize>> = HashMap::new();
+        let mut deep: HashMap<Box<[u8]>, Vec<usize>> = HashMap::new();
+        let mut default = Vec::new();
+        for (route_idx, route) in routes.iter().enumerate() {
+            let route = route.borrow();
+            if route.hostnames.is_empty() {
+                default.push(route_idx);
+            }
+            for hostname in &route.hostnames {
+                let (maps, name): (&mut [&mut HashMap<_, Vec<usize>>], _) = match hostname {
+                    Hostname::Exact(name) => (&mut [&mut exact], name),
+                    Hostname::Wildcard(suffix) => (&mut [&mut wildcard], suffix),
+                    Hostname::WildcardAnyDepth(suffix) => (&mut [&mut wildcard, &mut deep], suffix),
                 };
-                match &candidate.path {
-                    PathCondition::Exact(path) => exact.entry(path.clone()).or_default().push(id),
-                    PathCondition::Prefix(prefix) => prefixes.insert(prefix, id),
-                    PathCondition::Regex(_) => regexes.push(id),
+                // The model promises lower case without a trailing dot; a
+                // hand-built config that breaks that must still match.
+                let key = name.trim_end_matches('.').to_ascii_lowercase();
+                for map in maps.iter_mut() {
+                    let routes = map
+                        .entry(key.as_bytes().to_vec().into_boxed_slice())
+                        .or_default();
+                    // Routes are visited in order: checking the last entry
+                    // lists a route once even when it names a host twice.
+                    if routes.last() != Some(&route_idx) {
+                        routes.push(route_idx);
+                    }
                 }
             }
         }
+        // Keep each route list in config order after merging both kinds.
+        for routes in wildcard.values_mut() {
+            routes.sort_unstable();
+            routes.dedup();
+        }
+        let mut groups = Vec::with_capacity(exact.len() + wildcard.len() + deep.len() + 1);
+        for (kind, map) in [
+            (HostKind::Exact, exact),
+            (HostKind::Wildcard, wildcard),
+            (HostKind::Deep, deep),
+        ] {
+            groups.extend(map.into_iter().map(|(key, ids)| (kind, Some(key), ids)));
+        }
+        if !default.is_empty() {
+            groups.push((HostKind::Default, None, default));
+        }
+        Self(groups)
+    }
 
-        // Every id has a key (both vectors are filled together), and no two
-        // keys are equal, so the order is total and deterministic.
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (HostKind, Option<&[u8]>, &[usize])> {
+        self.0
+            .iter()
+            .map(|(kind, key, ids)| (*kind, key.as_deref(), &ids[..]))
+    }
+}
+
+// === impl VirtualHost ===
+
+impl VirtualHost {
+    /// `candidates` are its routes' compiled matches, each `hit.route` the
+    /// host's own route number, whose source is `sources[hit.route]`;
+    /// `routes` their addresses.
+    fn build(
+        routes: Box<[usize]>,
+        candidates: Vec<Candidate>,
+        sources: &[&model::SourceRef],
+    ) -> Self {
+        let precedence: Vec<Option<Precedence<'_>>> = candidates
+            .iter()
+            .map(|c| sources.get(c.hit.route).map(|s| c.precedence(s)))
+            .collect();
+        let mut exact: HashMap<Box<str>, Vec<usize>> = HashMap::new();
+        let mut prefixes = PrefixTrie::default();
+        let mut regexes = Vec::new();
+        for (id, candidate) in candidates.iter().enumerate() {
+            match &candidate.path {
+                PathCondition::Exact(path) => exact.entry(path.clone()).or_default().push(id),
+                PathCondition::Prefix(prefix) => prefixes.insert(prefix, id),
+                PathCondition::Regex(_) => regexes.push(id),
+            }
+        }
+
+        // Every candidate has a key (the sources cover every route
+        // number), and no two keys are equal, so the order is total and
+        // deterministic.
         let by_precedence = |ids: &mut Vec<usize>| ids.sort_by_key(|&id| precedence.get(id));
         prefixes.finish(by_precedence);
         by_precedence(&mut regexes);
@@ -494,7 +611,10 @@ impl VirtualHost {
                 (path, ids.into_boxed_slice())
             })
             .collect();
+        drop(precedence);
         VirtualHost {
+            routes,
+            candidates: candidates.into_boxed_slice(),
             exact_paths,
             prefixes,
             regexes: regexes.into_boxed_slice(),
@@ -504,7 +624,8 @@ impl VirtualHost {
     /// Exact paths, then prefixes longest first, then regular expressions:
     /// each stage only runs when the previous one found nothing, and within a
     /// stage candidates are already in precedence order.
-    fn lookup(&self, candidates: &[Candidate], req: &RequestHead<'_>) -> Option<RouteHit> {
+    fn lookup(&self, req: &RequestHead<'_>) -> Option<RouteHit> {
+        let candidates = &self.candidates[..];
         let first_holding = |ids: &[usize]| {
             ids.iter()
                 .filter_map(|&id| candidates.get(id))

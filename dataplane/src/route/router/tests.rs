@@ -1253,3 +1253,61 @@ fn router_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync + 'static>() {}
     assert_send_sync::<Router>();
 }
+
+// === carrying virtual hosts over ===
+
+/// A host whose routes are the previous build's very objects keeps that
+/// build's index, and its hits name the new config's positions; an
+/// edited host, or one whose routes are not vouched for, is built anew.
+#[test]
+fn a_host_whose_routes_are_the_same_objects_keeps_its_index() {
+    let a = Arc::new(route("a", &["a.example"], vec![rule(vec![prefix("/")])]));
+    let b = Arc::new(route(
+        "b",
+        &["b.example", "c.example"],
+        vec![rule(vec![prefix("/b")])],
+    ));
+    let (r1, errors) = Router::for_routes(&[Arc::clone(&a), Arc::clone(&b)]);
+    assert_eq!(errors, vec![]);
+    let alive: std::collections::HashSet<usize> = [&a, &b].map(|r| Arc::as_ptr(r) as usize).into();
+    let edited = Arc::new(route("a", &["a.example"], vec![rule(vec![prefix("/a")])]));
+    // Reordered: b now comes first.
+    let routes = [Arc::clone(&b), edited];
+    let (r2, errors) = Router::carrying(&routes, Some(&r1), &|x| alive.contains(&x));
+    assert_eq!(errors, vec![]);
+    let vhost = |r: &Router, host: &str| Arc::clone(&r.vhosts[r.exact_hosts[host.as_bytes()]]);
+    for host in ["b.example", "c.example"] {
+        assert!(Arc::ptr_eq(&vhost(&r1, host), &vhost(&r2, host)), "{host}");
+        assert_eq!(r2.lookup(&req(host, "/b/x").head()), hit(0, 0, 0), "{host}");
+    }
+    assert!(!Arc::ptr_eq(
+        &vhost(&r1, "a.example"),
+        &vhost(&r2, "a.example")
+    ));
+    assert_eq!(r2.lookup(&req("a.example", "/a/x").head()), hit(1, 0, 0));
+    assert_eq!(r2.lookup(&req("a.example", "/x").head()), None);
+
+    let (r3, _) = Router::carrying(&routes, Some(&r1), &|_| false);
+    assert!(!Arc::ptr_eq(
+        &vhost(&r1, "b.example"),
+        &vhost(&r3, "b.example")
+    ));
+    assert_eq!(r3.lookup(&req("b.example", "/b").head()), hit(0, 0, 0));
+}
+
+/// A host gaining or losing a route is built anew, even when every route
+/// it keeps is the same object.
+#[test]
+fn a_host_with_a_route_more_or_less_is_built_anew() {
+    let a = Arc::new(route("a", &["a.example"], vec![rule(vec![prefix("/a")])]));
+    let b = Arc::new(route("b", &["a.example"], vec![rule(vec![prefix("/b")])]));
+    let alive: std::collections::HashSet<usize> = [&a, &b].map(|r| Arc::as_ptr(r) as usize).into();
+    let (both, _) = Router::for_routes(&[Arc::clone(&a), Arc::clone(&b)]);
+    let (one, _) = Router::carrying(&[Arc::clone(&a)], Some(&both), &|x| alive.contains(&x));
+    assert_eq!(one.lookup(&req("a.example", "/b").head()), None);
+    assert_eq!(one.lookup(&req("a.example", "/a").head()), hit(0, 0, 0));
+    let (again, _) = Router::carrying(&[Arc::clone(&a), Arc::clone(&b)], Some(&one), &|x| {
+        alive.contains(&x)
+    });
+    assert_eq!(again.lookup(&req("a.example", "/b").head()), hit(1, 0, 0));
+}
