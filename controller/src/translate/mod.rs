@@ -6,7 +6,7 @@
 //! written is left out (or denied, where serving it differently would be
 //! wrong) and reported on its object; everything else is served.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use http::Method;
 use portico_dataplane::listen::tls::{ClientAuthBinding, PassthroughBinding};
@@ -369,7 +369,9 @@ fn report_conflicts(out: &mut Translation) {
     type Signature<'r> = (Option<&'r Hostname>, MatchSignature<'r>);
     // A rule without matches matches every path: keyed as the default one.
     let default_match = [RouteMatch::default()];
-    let mut owners: HashMap<Signature<'_>, &Route> = HashMap::new();
+    let matches = out.config.routes.iter().map(|r| r.rules.len()).sum();
+    let mut owners: foldhash::HashMap<Signature<'_>, &Route> =
+        foldhash::HashMapExt::with_capacity(matches);
     let mut losers: Vec<(ObjectRef, Diagnostic)> = Vec::new();
     for route in out.config.routes.iter().map(|r| &**r) {
         let hosts: Vec<Option<&Hostname>> = if route.hostnames.is_empty() {

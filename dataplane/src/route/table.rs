@@ -3,7 +3,7 @@
 //! built; a new one on every publish, which carries the unchanged routes'
 //! compiled rules over from the last.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;

@@ -23,9 +23,9 @@
 //! tried one by one, and only in virtual hosts that have them, after exact and
 //! prefix paths found nothing.
 
+use foldhash::{HashMap, HashMapExt};
 use std::borrow::{Borrow, Cow};
 use std::cmp::Reverse;
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 

@@ -6,7 +6,7 @@
 //! back up visits them longest first, which is their precedence. Segments are
 //! taken literally: `/a//b` has an empty segment and does not match `/a/b`.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 #[derive(Clone, Debug, Default)]
 pub(super) struct PrefixTrie {
