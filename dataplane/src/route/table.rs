@@ -190,21 +190,47 @@ impl RouteTable {
         mut meter: Meter<'m>,
     ) -> (Self, Meter<'m>) {
         let mut config = config;
+        // What the previous table's routes lists (main, then each Gateway
+        // port's) may hand over.
+        let mut carry = previous.map_or_else(Carry::default, |p| {
+            Carry::of(&p.config.routes, &p.rules, &p.errors)
+        });
+        let mut port_carries: Vec<(u16, Carry<'_>)> = previous
+            .map(|p| {
+                let ports = p
+                    .ports
+                    .iter()
+                    .filter_map(|r| Some((r.port, p.port_carry(r.port)?)));
+                ports.collect()
+            })
+            .unwrap_or_default();
         // Routes the last build compiled without a finding, handed over
         // by `Arc` (an unchanged object's, from translation's memo): they
         // are in order and refused nothing then, so they are not walked
-        // again.
-        let checked: HashSet<*const Route> =
-            previous.map(|p| p.checked_routes()).unwrap_or_default();
+        // again, and a host whose routes are all such keeps its index.
+        let unchanged = |address: usize| {
+            carry.checked(address) || port_carries.iter().any(|(_, c)| c.checked(address))
+        };
         // In place, once: the config is what `/debug/routes` shows.
-        let refused = order_and_refuse(&mut config, &checked);
-        // A host whose routes are all the previous build's, unchanged,
-        // keeps that build's index.
-        let unchanged = |address: usize| checked.contains(&(address as *const Route));
+        let refused = order_and_refuse(&mut config, &unchanged);
         let (router, mut errors) = meter.part(Part::Router, || {
             Router::carrying(&config.routes, previous.map(|p| &p.router), &unchanged)
         });
         errors.extend(refused);
+        // Indexed now, while the previous routes are vouched for; their
+        // errors are listed after the main listeners' rules', as before.
+        let (allowed, port_errors) = allowed_ports(&config, reserved);
+        let port_routers: Vec<(usize, Router, Vec<RouteError>)> = allowed
+            .into_iter()
+            .filter_map(|index| {
+                let port = config.ports.get(index)?;
+                let last = previous
+                    .and_then(|p| p.port(port.port))
+                    .map(|(p, _)| &p.router);
+                let (router, refused) = Router::carrying(&port.routes, last, &unchanged);
+                Some((index, router, refused))
+            })
+            .collect();
         let mut interned = Interned::default();
         let mut build = Build {
             upstreams,
@@ -215,22 +241,18 @@ impl RouteTable {
             errors: &mut errors,
             meter,
         };
-        let mut carry = previous.map_or_else(Carry::default, |p| {
-            Carry::of(&p.config.routes, &p.rules, &p.errors)
-        });
         let rules = build.rules(&config.routes, &mut carry);
-        let (allowed, port_errors) = allowed_ports(&config, reserved);
-        let ports = allowed
+        let ports = port_routers
             .into_iter()
-            .filter_map(|index| Some((index, config.ports.get(index)?)))
-            .map(|(index, port)| {
-                let last = previous
-                    .and_then(|p| p.port(port.port))
-                    .map(|(p, _)| &p.router);
-                let (router, refused) = Router::carrying(&port.routes, last, &unchanged);
+            .filter_map(|(index, router, refused)| {
+                Some((index, config.ports.get(index)?, router, refused))
+            })
+            .map(|(index, port, router, refused)| {
                 build.errors.extend(refused);
-                let mut carry = previous
-                    .and_then(|p| p.port_carry(port.port))
+                let mut carry = port_carries
+                    .iter()
+                    .position(|(p, _)| *p == port.port)
+                    .map(|i| port_carries.swap_remove(i).1)
                     .unwrap_or_default();
                 PortRoutes {
                     port: port.port,
@@ -258,20 +280,6 @@ impl RouteTable {
             port_errors,
         };
         (table, meter)
-    }
-
-    /// The addresses of every route (main and Gateway ports) whose build
-    /// reported nothing.
-    fn checked_routes(&self) -> HashSet<*const Route> {
-        let reported: HashSet<&str> = self.errors.iter().map(|e| e.route_id.as_str()).collect();
-        let ports = self.config.ports.iter().flat_map(|p| &p.routes);
-        self.config
-            .routes
-            .iter()
-            .chain(ports)
-            .filter(|r| !reported.contains(r.id.as_str()))
-            .map(Arc::as_ptr)
-            .collect()
     }
 
     /// What a build may carry over from this table's routes on Gateway
@@ -404,11 +412,19 @@ fn routed<'t>(
 }
 
 /// The previous table's routes of one list (the main listeners' or a
-/// Gateway port's) by id, with their compiled rules, for the next build to
-/// carry over those it finds unchanged.
+/// Gateway port's) with their compiled rules, for the next build to carry
+/// over those it finds unchanged: by address (a route handed over by
+/// `Arc`), else by id and content.
 #[derive(Default)]
 struct Carry<'p> {
-    by_id: HashMap<&'p str, Vec<(&'p Arc<Route>, &'p RouteRules)>>,
+    routes: &'p [Arc<Route>],
+    rules: &'p [RouteRules],
+    /// The routes whose build reported nothing, by address: only those
+    /// are carried.
+    by_address: HashMap<usize, usize>,
+    taken: Vec<bool>,
+    /// By id, made at the first route not found by address (an edit's).
+    by_id: Option<HashMap<&'p str, Vec<usize>>>,
 }
 
 impl<'p> Carry<'p> {
@@ -416,16 +432,25 @@ impl<'p> Carry<'p> {
     /// build compiles it anew and reports it again.
     fn of(routes: &'p [Arc<Route>], rules: &'p [RouteRules], errors: &[RouteError]) -> Self {
         let reported: HashSet<&str> = errors.iter().map(|e| e.route_id.as_str()).collect();
-        let mut by_id: HashMap<&str, Vec<_>> = HashMap::new();
-        for (route, rules) in routes.iter().zip(rules) {
+        let mut by_address = HashMap::with_capacity(routes.len());
+        for (i, route) in routes.iter().enumerate() {
             if !reported.contains(route.id.as_str()) {
-                by_id
-                    .entry(route.id.as_str())
-                    .or_default()
-                    .push((route, rules));
+                by_address.insert(Arc::as_ptr(route) as usize, i);
             }
         }
-        Self { by_id }
+        Self {
+            routes,
+            rules,
+            by_address,
+            taken: vec![false; routes.len()],
+            by_id: None,
+        }
+    }
+
+    /// Whether the route at `address` is one of these, unreported. Sound
+    /// only while they are alive (the build borrows their table).
+    fn checked(&self, address: usize) -> bool {
+        self.by_address.contains_key(&address)
     }
 
     /// The compiled rules of a route equal to `route`, each taken once
@@ -433,12 +458,30 @@ impl<'p> Carry<'p> {
     /// same route (handed over by `Arc`) without comparing, else an equal
     /// one (a translation from scratch).
     fn take(&mut self, route: &Arc<Route>) -> Option<RouteRules> {
-        let same_id = self.by_id.get_mut(route.id.as_str())?;
-        let i = same_id
-            .iter()
-            .position(|(old, _)| Arc::ptr_eq(old, route))
-            .or_else(|| same_id.iter().position(|(old, _)| **old == *route))?;
-        Some(Arc::clone(same_id.swap_remove(i).1))
+        let i = match self.by_address.get(&(Arc::as_ptr(route) as usize)) {
+            Some(&i) if !self.taken.get(i).copied().unwrap_or(true) => i,
+            _ => self.find_equal(route)?,
+        };
+        *self.taken.get_mut(i)? = true;
+        self.rules.get(i).cloned()
+    }
+
+    fn find_equal(&mut self, route: &Route) -> Option<usize> {
+        let (routes, by_address) = (self.routes, &self.by_address);
+        let by_id = self.by_id.get_or_insert_with(|| {
+            let mut by_id: HashMap<&str, Vec<usize>> = HashMap::new();
+            for &i in by_address.values() {
+                if let Some(r) = routes.get(i) {
+                    by_id.entry(r.id.as_str()).or_default().push(i);
+                }
+            }
+            by_id
+        });
+        let same_id = by_id.get(route.id.as_str())?;
+        same_id.iter().copied().find(|&i| {
+            !self.taken.get(i).copied().unwrap_or(true)
+                && self.routes.get(i).is_some_and(|old| **old == *route)
+        })
     }
 }
 
@@ -644,11 +687,11 @@ fn allowed_ports(config: &RouteConfig, reserved: &[u16]) -> (Vec<usize>, Vec<(u1
 /// and leaves out what no table may apply, however the config was written
 /// ([`refuse_unsafe_fields`]), except in routes of `checked`. A route is
 /// copied only if it changes.
-fn order_and_refuse(config: &mut RouteConfig, checked: &HashSet<*const Route>) -> Vec<RouteError> {
+fn order_and_refuse(config: &mut RouteConfig, checked: &dyn Fn(usize) -> bool) -> Vec<RouteError> {
     let mut errors = Vec::new();
     let ports = config.ports.iter_mut().flat_map(|p| &mut p.routes);
     for route in config.routes.iter_mut().chain(ports) {
-        if checked.contains(&Arc::as_ptr(route)) {
+        if checked(Arc::as_ptr(route) as usize) {
             continue;
         }
         let ordered = route.rules.iter().all(|r| filters_ordered(&r.chain));
