@@ -218,7 +218,11 @@ pub fn build(input: Input, classes: &[String]) -> Report {
         .iter()
         .map(|(ing, _)| (ing, annotations::parse(ing.annotations())))
         .collect();
-    let regex = regex_hosts(&parsed);
+    let regex = regex_hosts(
+        parsed
+            .iter()
+            .map(|(ing, p)| (*ing, crate::translate::Reads::of(p))),
+    );
 
     let mut ingresses = Vec::new();
     for ((ing, class), (_, parsed)) in selected.iter().zip(&parsed) {

@@ -49,24 +49,30 @@ pub(super) fn translate_all(
         m.epoch = m.epoch.wrapping_add(1);
         m.epoch
     });
-    // Shared with the memo: parsed once per version of an Ingress.
-    let ours: Vec<(&Arc<Ingress>, Arc<Parsed>)> = snap
+    // Each Ingress's annotations, parsed unless a kept part stands in for
+    // them (then what every translation reads of them comes from the memo).
+    let mut ours: Vec<(&Arc<Ingress>, Option<Parsed>, Reads)> = snap
         .ingresses
         .iter()
         .filter(|ing| class::ingress_is_ours(ing, &snap.ingress_classes, settings))
         .map(|ing| {
-            // Parsing reads the annotations only.
-            let parsed = memo
+            let kept = memo
                 .as_deref()
                 .and_then(|m| m.entries.get(&address(ing)))
-                .map(|e| Arc::clone(&e.parsed));
-            (
-                ing,
-                parsed.unwrap_or_else(|| Arc::new(annotations::parse(ing.annotations()))),
-            )
+                .filter(|e| e.part.is_some())
+                .map(|e| e.reads);
+            match kept {
+                Some(reads) => (ing, None, reads),
+                None => {
+                    // Parsing reads the annotations only.
+                    let parsed = annotations::parse(ing.annotations());
+                    let reads = Reads::of(&parsed);
+                    (ing, Some(parsed), reads)
+                }
+            }
         })
         .collect();
-    let regex_hosts = regex_hosts(&ours);
+    let regex_hosts = regex_hosts(ours.iter().map(|(ing, _, reads)| (*ing, *reads)));
     let global_error_backend = out.config.default_backend.clone();
     let ctx = PartContext {
         snap,
@@ -88,10 +94,22 @@ pub(super) fn translate_all(
     // Main paths by key, for canaries to find; none kept without canaries.
     let mut index: Option<HashMap<PathKey, (usize, usize)>> = ours
         .iter()
-        .any(|(_, p)| p.ingress.canary.is_some())
+        .any(|(_, _, reads)| reads.canary)
         .then(HashMap::new);
     let mut canaries = Vec::new();
-    for (ing, parsed) in &ours {
+    for (ing, parsed, reads) in &mut ours {
+        let ing: &Arc<Ingress> = ing;
+        if let Some(m) = memo.as_deref_mut()
+            && let Some(entry) = m.entries.get_mut(&address(ing))
+            && let Some(part) = &entry.part
+        {
+            m.reused += 1;
+            part.merge_into(out, index.as_mut());
+            entry.epoch = epoch;
+            continue;
+        }
+        // Not kept, or kept before the context changed.
+        let parsed: &Parsed = parsed.get_or_insert_with(|| annotations::parse(ing.annotations()));
         let obj = ObjectRef {
             kind: Kind::Ingress,
             namespace: ing.namespace().unwrap_or_default(),
@@ -112,14 +130,6 @@ pub(super) fn translate_all(
             }
             continue;
         };
-        if let Some(entry) = m.entries.get_mut(&address(ing))
-            && let Some(part) = &entry.part
-        {
-            m.reused += 1;
-            part.merge_into(out, index.as_mut());
-            entry.epoch = epoch;
-            continue;
-        }
         let part = parsed
             .ingress
             .canary
@@ -135,7 +145,7 @@ pub(super) fn translate_all(
             address(ing),
             Entry {
                 _object: Arc::clone(ing),
-                parsed: Arc::clone(parsed),
+                reads: *reads,
                 part,
                 epoch,
             },
@@ -181,11 +191,32 @@ impl Memo {
 struct Entry {
     /// Held so that its address names it while it is here.
     _object: Arc<Ingress>,
-    parsed: Arc<Parsed>,
+    reads: Reads,
     /// `None` for a canary, whose paths join main Ingresses' routes and are
     /// attached on every translation.
     part: Option<IngressPart>,
     epoch: u64,
+}
+
+/// What a translation reads of every Ingress's annotations, kept part or
+/// not: kept in the memo instead of the parsed annotations (about 2 KB
+/// an Ingress, most of it defaults).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reads {
+    canary: bool,
+    /// `use-regex` or `rewrite-target`: the Ingress's hosts become regex
+    /// hosts ([`regex_hosts`]).
+    regex: bool,
+}
+
+impl Reads {
+    pub(crate) fn of(parsed: &Parsed) -> Self {
+        let a = &parsed.ingress;
+        Self {
+            canary: a.canary.is_some(),
+            regex: a.use_regex || a.rewrite_target.is_some(),
+        }
+    }
 }
 
 fn address(ing: &Arc<Ingress>) -> usize {
@@ -441,13 +472,12 @@ fn main_part(
 /// Ingress for a host makes every Prefix and ImplementationSpecific path of
 /// that host, on every Ingress, a case-insensitive `~* ^path` location.
 /// (Exact paths stay exact here; ingress-nginx turns them into regexes too.)
-pub(crate) fn regex_hosts<P: std::borrow::Borrow<Parsed>>(
-    ours: &[(&Arc<Ingress>, P)],
+pub(crate) fn regex_hosts<'a>(
+    ours: impl IntoIterator<Item = (&'a Arc<Ingress>, Reads)>,
 ) -> HashMap<String, ObjectRef> {
     let mut hosts = HashMap::new();
-    for (ing, parsed) in ours {
-        let a = &parsed.borrow().ingress;
-        if a.canary.is_some() || !(a.use_regex || a.rewrite_target.is_some()) {
+    for (ing, reads) in ours {
+        if reads.canary || !reads.regex {
             continue;
         }
         let obj = ObjectRef {

@@ -25,7 +25,7 @@ mod httproute;
 mod ingress;
 mod mirror;
 pub use ingress::Memo;
-pub(crate) use ingress::regex_hosts;
+pub(crate) use ingress::{Reads, regex_hosts};
 #[cfg(test)]
 mod tests;
 mod tls;
