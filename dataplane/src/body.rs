@@ -395,7 +395,7 @@ pub struct ResponseBody {
     sent: u64,
     on_done: Option<OnDone>,
     /// The upstream connection, returned to its pool when the body ends.
-    recycle: Option<Recycle>,
+    recycle: Option<Box<Recycle>>,
     /// Counts the request in flight on its endpoint until the body ends.
     in_flight: Option<InFlight>,
     grpc: Option<GrpcResponse>,
@@ -424,7 +424,7 @@ impl ResponseBody {
         inner: UpstreamBody,
         read_timeout: Duration,
         until: Option<Instant>,
-        recycle: Option<Recycle>,
+        recycle: Option<Box<Recycle>>,
     ) -> Self {
         let mut timer = IdleTimer::new(read_timeout);
         timer.until = until;
@@ -448,7 +448,7 @@ impl ResponseBody {
     pub fn upstream_grpc(
         inner: UpstreamBody,
         deadline: Option<Instant>,
-        recycle: Option<Recycle>,
+        recycle: Option<Box<Recycle>>,
     ) -> Self {
         Self {
             source: Source::Upstream(inner),
@@ -580,9 +580,10 @@ impl Body for ResponseBody {
         if let Some(t) = this.throttle.as_mut() {
             ready!(t.poll_ready(cx));
         }
+        let recycle = this.recycle.as_deref_mut();
         let polled = match &mut this.source {
             Source::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Source::Upstream(inner) => match poll_upstream(inner, this.recycle.as_mut(), cx) {
+            Source::Upstream(inner) => match poll_upstream(inner, recycle, cx) {
                 Poll::Ready(r) => Poll::Ready(r.map(|r| r.map_err(BodyError::Upstream))),
                 Poll::Pending if this.deadline.is_some() => {
                     if let Some(d) = this.deadline.as_mut() {
