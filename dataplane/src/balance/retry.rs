@@ -36,7 +36,7 @@ const TOKEN: u64 = 1000;
 /// A response from an endpoint.
 pub(crate) struct Sent {
     pub rsp: Response<UpstreamBody>,
-    pub recycle: Option<Recycle>,
+    pub recycle: Option<Box<Recycle>>,
     pub addr: SocketAddr,
     /// Counts the request on its endpoint until the response body ends.
     pub in_flight: InFlight,
@@ -319,9 +319,9 @@ pub(crate) async fn send(
                     };
                 let (again, unsent) = match request {
                     // Never left: any method may go elsewhere.
-                    Some(r) if wanted => (Some(r), None),
+                    Some(r) if wanted => (Some(*r), None),
                     None if wanted && method_ok => (replay.as_ref().map(Replay::build), None),
-                    unsent => (None, unsent.map(Box::new)),
+                    unsent => (None, unsent),
                 };
                 (
                     again,

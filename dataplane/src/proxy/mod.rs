@@ -811,7 +811,7 @@ async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
     addr: SocketAddr,
-    _conn: Option<crate::upstream::Recycle>,
+    _conn: Option<Box<crate::upstream::Recycle>>,
 ) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,

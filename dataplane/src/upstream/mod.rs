@@ -136,17 +136,19 @@ impl UpstreamError {
 }
 
 /// A failed [`Endpoint::send`]: the error, and the request when none of it
-/// was sent.
+/// was sent. Boxed: the send's result is moved through every layer of the
+/// call on the way back, and an unsent request (rare) inline would make
+/// every answer's result twice its size.
 pub struct SendError {
     pub error: UpstreamError,
-    pub request: Option<Request<RequestBody>>,
+    pub request: Option<Box<Request<RequestBody>>>,
 }
 
 impl SendError {
     fn unsent(error: UpstreamError, request: Request<RequestBody>) -> Self {
         Self {
             error,
-            request: Some(request),
+            request: Some(Box::new(request)),
         }
     }
 }
@@ -416,7 +418,9 @@ pub struct HeadTimeout;
 /// HTTP/1.1 on hyper's client the connection to hand back in when the body
 /// has been read (Portico's own client's body hands its connection back
 /// itself).
-pub type Answer = (Response<UpstreamBody>, Option<Recycle>);
+/// The connection comes back boxed: only hyper's client has one, and the
+/// answer is moved through every layer of the call.
+pub type Answer = (Response<UpstreamBody>, Option<Box<Recycle>>);
 
 /// `fut`, unless `deadline` comes first (`None`: no deadline): a timer of
 /// its own, registered and cancelled. For connecting, and for HTTP/2,
@@ -637,7 +641,7 @@ impl Endpoint {
                 // request goes on the next one.
                 Err(SendError {
                     request: Some(r), ..
-                }) if pooled => req = r,
+                }) if pooled => req = *r,
                 sent => return Ok(sent),
             }
         }
@@ -670,7 +674,7 @@ impl Endpoint {
                 }
                 // Not sent: the pooled connection went away after the
                 // check; the request goes on the next one.
-                Err((_, Some(r))) if pooled => req = r,
+                Err((_, Some(r))) if pooled => req = *r,
                 Err((source, request)) => {
                     let error = UpstreamError::H1 {
                         addr: self.key.addr,
@@ -765,7 +769,7 @@ impl Endpoint {
         let rsp = match result {
             Ok(rsp) => rsp,
             Err(mut e) => {
-                let request = e.take_message();
+                let request = e.take_message().map(Box::new);
                 return Ok(Err(SendError {
                     error: self.http_error(e.into_error()),
                     request,
@@ -794,7 +798,7 @@ impl Endpoint {
             conn,
             timer,
         };
-        Ok(Ok((rsp.map(UpstreamBody::from), Some(recycle))))
+        Ok(Ok((rsp.map(UpstreamBody::from), Some(Box::new(recycle)))))
     }
 
     /// Looks over each connection idle now, once: one too old, or that ended
@@ -867,7 +871,7 @@ impl Endpoint {
                             addr: self.key.addr,
                             source: failed.error,
                         },
-                        request,
+                        request: request.map(Box::new),
                     });
                 }
             }

@@ -268,8 +268,9 @@ pub(crate) struct Exchanged {
     pub conn: Box<Conn>,
 }
 
-/// A failed exchange: the error, and the request when none of it was sent.
-pub(crate) type Failed = (Error, Option<Request<RequestBody>>);
+/// A failed exchange: the error, and the request when none of it was sent
+/// (boxed, as in [`crate::upstream::SendError`]).
+pub(crate) type Failed = (Error, Option<Box<Request<RequestBody>>>);
 
 /// Sends `req` on `conn` framed as `framing` ([`codec::plan`]) and reads
 /// the response head, by `deadline` if any.
@@ -324,7 +325,7 @@ pub(crate) async fn exchange(
                 && let (Some(up), Some(headers)) = (conn.upload.take(), headers)
             {
                 parts.headers = headers;
-                request = Some(Request::from_parts(parts, up.body));
+                request = Some(Box::new(Request::from_parts(parts, up.body)));
             }
             Err((error, request))
         }
