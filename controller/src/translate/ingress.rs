@@ -51,7 +51,7 @@ pub(super) fn translate_all(
     });
     // Each Ingress's annotations, parsed unless a kept part stands in for
     // them (then what every translation reads of them comes from the memo).
-    let mut ours: Vec<(&Arc<Ingress>, Option<Parsed>, Reads)> = snap
+    let mut ours: Vec<Ours<'_>> = snap
         .ingresses
         .iter()
         .filter(|ing| class::ingress_is_ours(ing, &snap.ingress_classes, settings))
@@ -65,7 +65,7 @@ pub(super) fn translate_all(
                 Some(reads) => (ing, None, reads),
                 None => {
                     // Parsing reads the annotations only.
-                    let parsed = annotations::parse(ing.annotations());
+                    let parsed = Box::new(annotations::parse(ing.annotations()));
                     let reads = Reads::of(&parsed);
                     (ing, Some(parsed), reads)
                 }
@@ -109,7 +109,8 @@ pub(super) fn translate_all(
             continue;
         }
         // Not kept, or kept before the context changed.
-        let parsed: &Parsed = parsed.get_or_insert_with(|| annotations::parse(ing.annotations()));
+        let parsed: &Parsed =
+            parsed.get_or_insert_with(|| Box::new(annotations::parse(ing.annotations())));
         let obj = ObjectRef {
             kind: Kind::Ingress,
             namespace: ing.namespace().unwrap_or_default(),
@@ -197,6 +198,11 @@ struct Entry {
     part: Option<IngressPart>,
     epoch: u64,
 }
+
+/// An Ingress of ours, its annotations parsed unless its kept part stands
+/// in for them (boxed: `Parsed` is over 2 KB, and the list holds every
+/// Ingress), and what every translation reads of them.
+type Ours<'s> = (&'s Arc<Ingress>, Option<Box<Parsed>>, Reads);
 
 /// What a translation reads of every Ingress's annotations, kept part or
 /// not: kept in the memo instead of the parsed annotations (about 2 KB
