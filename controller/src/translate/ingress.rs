@@ -363,18 +363,26 @@ fn main_part(
         DiagnosticKind::Invalid(Fallback::PathDenied) => Some(d.message.clone()),
         _ => None,
     });
-    let client_auth = match tls::client_auth(snap, &parsed.ingress.https) {
-        Ok(auth) => auth,
-        Err(reason) => {
-            report.diagnostics.push(Diagnostic::error(
-                crate::translate::REASON_INVALID_CERTIFICATE_REF,
-                "metadata.annotations[auth-tls-secret]",
-                format!("{reason}; the Ingress's paths answer 503"),
-            ));
-            denied = denied.or(Some(reason));
-            None
-        }
+    // A Secret an annotation names that cannot be used denies the
+    // Ingress's paths (503) rather than serving them unguarded.
+    let deny = |report: &mut ObjectReport,
+                denied: &mut Option<String>,
+                code: &'static str,
+                field: &str,
+                reason: String| {
+        report.diagnostics.push(Diagnostic::error(
+            code,
+            field,
+            format!("{reason}; the Ingress's paths answer 503"),
+        ));
+        denied.get_or_insert(reason);
     };
+    let client_auth = tls::client_auth(snap, &parsed.ingress.https).unwrap_or_else(|reason| {
+        let field = "metadata.annotations[auth-tls-secret]";
+        let code = crate::translate::REASON_INVALID_CERTIFICATE_REF;
+        deny(&mut report, &mut denied, code, field, reason);
+        None
+    });
     let mirror = mirror::ingress_mirror(snap, &parsed.ingress.mirror, &mut report);
     let error_pages = error_pages(
         snap,
@@ -393,24 +401,26 @@ fn main_part(
     ) {
         Ok(a) => a,
         Err(reason) => {
-            report.diagnostics.push(Diagnostic::error(
+            deny(
+                &mut report,
+                &mut denied,
                 "InvalidAuthSecret",
                 auth::FIELD,
-                format!("{reason}; the Ingress's paths answer 503"),
-            ));
-            denied = denied.or(Some(reason));
+                reason,
+            );
             None
         }
     };
     let jwt = match auth::jwt(snap, settings, &obj.namespace, &parsed.ingress.jwt) {
         Ok(j) => j.map(Box::new),
         Err(reason) => {
-            report.diagnostics.push(Diagnostic::error(
+            deny(
+                &mut report,
+                &mut denied,
                 "InvalidJwtKeys",
                 auth::JWT_FIELD,
-                format!("{reason}; the Ingress's paths answer 503"),
-            ));
-            denied = denied.or(Some(reason));
+                reason,
+            );
             None
         }
     };

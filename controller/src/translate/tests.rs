@@ -547,12 +547,7 @@ fn incremental_translation_equals_a_full_one_after_every_edit() {
             step % 250 + 1
         ))
     };
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
-        .expect("fixtures dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    paths.sort();
+    let paths = fixture_paths(&dir);
     let settings = Settings::default();
     let mut memo = Memo::default();
     let mut failures = Vec::new();
@@ -579,15 +574,21 @@ fn incremental_translation_equals_a_full_one_after_every_edit() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-#[test]
-fn fixtures() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/translate/fixtures");
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+/// The fixture files (`*.yaml`; `base.yml` is shared by all) in order.
+fn fixture_paths(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
         .expect("fixtures dir")
         .map(|e| e.expect("entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     paths.sort();
+    paths
+}
+
+#[test]
+fn fixtures() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/translate/fixtures");
+    let paths = fixture_paths(&dir);
     assert!(paths.len() >= 10, "fixtures missing from {}", dir.display());
     let failures: Vec<String> = paths
         .iter()
