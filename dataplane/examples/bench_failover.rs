@@ -238,7 +238,7 @@ async fn run(s: &Scenario, total: Duration, clients: usize) -> Result<Report, Er
 
 fn routes(endpoints: Vec<SocketAddr>, policy: EndpointPolicy, retry: RetryPolicy) -> RouteConfig {
     let backend = Backend {
-        policy,
+        policy: policy.into(),
         ..Backend::new("bench/web:80", endpoints)
     };
     let forward = Forward {

@@ -16,7 +16,7 @@ use support::*;
 fn backend_with(pods: &[&Pod], balance: Balance) -> Backend {
     let addrs: Vec<SocketAddr> = pods.iter().map(|p| p.addr).collect();
     let mut b = backend("default/web:80", &addrs);
-    b.policy.balance = balance;
+    b.policy_mut().balance = balance;
     b
 }
 
@@ -169,7 +169,7 @@ async fn a_recovered_endpoint_ramps_up_per_slow_start() {
     let _frozen = FrozenClock::new();
     let (a, b) = (Pod::start("a").await, Pod::start("b").await);
     let mut backend = backend_with(&[&a, &b], Balance::RoundRobin);
-    backend.policy.health_check = Some(HealthCheck {
+    backend.policy_mut().health_check = Some(HealthCheck {
         probe: Probe::Http {
             path: "/healthz".into(),
         },
@@ -177,7 +177,7 @@ async fn a_recovered_endpoint_ramps_up_per_slow_start() {
         timeout: Duration::from_millis(500),
         ..HealthCheck::default()
     });
-    backend.policy.slow_start = Some(Duration::from_secs(30));
+    backend.policy_mut().slow_start = Some(Duration::from_secs(30));
     let proxy = Proxy::start(one_route(backend)).await;
     let dp = &proxy.dp;
     let healthy = |p: &Pod| {

@@ -26,7 +26,7 @@ fn cfg(
         let addrs: Vec<SocketAddr> = pods.iter().map(|p| p.addr).collect();
         let mut b = backend(name, &addrs);
         // As translation does: the canary follows the mainline's policy.
-        b.policy.balance = Balance::Cookie(CookieAffinity {
+        b.policy_mut().balance = Balance::Cookie(CookieAffinity {
             name: "SESSION".into(),
             mode,
             ..Default::default()
@@ -35,7 +35,7 @@ fn cfg(
     };
     let mut rule = forward_rule(vec![], vec![sticky("default/web:80", main)]);
     if let Action::Forward(f) = &mut rule.action {
-        f.canary = Some(Canary {
+        f.canary = Some(Box::new(Canary {
             backends: vec![sticky("default/web-canary:80", canary)],
             header: Some(CanaryHeader {
                 name: HeaderName::from_static("x-canary"),
@@ -45,7 +45,7 @@ fn cfg(
             weight,
             weight_total: 2,
             affinity,
-        });
+        }));
     }
     config(vec![route("r", &["web.test"], vec![rule])])
 }

@@ -247,7 +247,7 @@ async fn hashing_by_client_uses_the_address_a_trusted_peer_names() {
         "default/web:80",
         &pods.iter().map(|p| p.addr).collect::<Vec<_>>(),
     );
-    b.policy.balance = Balance::ConsistentHash {
+    b.policy_mut().balance = Balance::ConsistentHash {
         key: HashKey::parse("$remote_addr").unwrap(),
     };
     let routes = config(vec![route(

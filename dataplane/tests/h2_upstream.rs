@@ -145,7 +145,7 @@ async fn answer(mut respond: SendResponse<Bytes>, body: &'static str) {
 fn h2c_routes(endpoints: &[SocketAddr]) -> RouteConfig {
     let mut b = backend("up", endpoints);
     b.protocol = Protocol::H2c;
-    b.policy.outlier.consecutive_errors = 0;
+    b.policy_mut().outlier.consecutive_errors = 0;
     let mut rule = forward_rule(vec![], vec![b]);
     // Bodies larger than the proxy's own windows.
     rule.set_body_limit(None);

@@ -130,7 +130,7 @@ async fn too_few_eligible_endpoints_is_panic_mode() {
         p.set_status(500);
     }
     let pods: Vec<&Pod> = std::iter::once(&good).chain(bad.iter()).collect();
-    let b = backend_of(&pods, |b| b.policy.outlier.max_ejected_percent = 100);
+    let b = backend_of(&pods, |b| b.policy_mut().outlier.max_ejected_percent = 100);
     let proxy = Proxy::start(one_route(b)).await;
     let client = h1_client();
 

@@ -33,7 +33,7 @@ fn http_check() -> HealthCheck {
 fn checked(name: &str, pods: &[&Pod], check: HealthCheck) -> Backend {
     let addrs: Vec<SocketAddr> = pods.iter().map(|p| p.addr).collect();
     let mut b = backend(name, &addrs);
-    b.policy.health_check = Some(check);
+    b.policy_mut().health_check = Some(check);
     b
 }
 
@@ -376,7 +376,7 @@ async fn checks_of_tls_backends_speak_tls() {
     let tls_up = Upstream::echo_tls("tls", &ca.issue(&["up.test"], 1)).await;
     let plain = Pod::start("plain").await;
     let mut backend = backend("web", &[tls_up.addr, plain.addr]);
-    backend.policy.health_check = Some(HealthCheck {
+    backend.policy_mut().health_check = Some(HealthCheck {
         probe: Probe::Http { path: "/".into() },
         ..HealthCheck::default()
     });

@@ -779,14 +779,14 @@ async fn canary_header_then_cookie_then_weight() {
     let mk = |header: Option<CanaryHeader>, weight: u32| {
         let mut rule = forward_rule(vec![], vec![backend("main", &[main.addr])]);
         if let Action::Forward(f) = &mut rule.action {
-            f.canary = Some(Canary {
+            f.canary = Some(Box::new(Canary {
                 backends: vec![backend("canary", &[canary.addr])],
                 header,
                 cookie: Some("beta".into()),
                 weight,
                 weight_total: 4,
                 affinity: Default::default(),
-            });
+            }));
         }
         rule
     };

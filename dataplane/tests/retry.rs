@@ -14,8 +14,8 @@ fn rule(pods: &[&Pod], retry: RetryPolicy, tweak: impl FnOnce(&mut Backend)) -> 
     let addrs: Vec<SocketAddr> = pods.iter().map(|p| p.addr).collect();
     let mut b = backend("default/web:80", &addrs);
     // These tests count attempts; ejections would only get in the way.
-    b.policy.outlier.consecutive_5xx = 0;
-    b.policy.outlier.consecutive_errors = 0;
+    b.policy_mut().outlier.consecutive_5xx = 0;
+    b.policy_mut().outlier.consecutive_errors = 0;
     tweak(&mut b);
     let mut r = forward_rule(vec![], vec![b]);
     if let Action::Forward(f) = &mut r.action {

@@ -104,7 +104,7 @@ pub fn resolve(
         PortRef::Name(n) => n.clone(),
     };
     let name = format!("{namespace}/{service}:{port_text}");
-    let policy = endpoint_policy(svc);
+    let policy = endpoint_policy(svc).shared();
 
     // An ExternalName Service has no EndpointSlices: its port is used as is.
     if let Some(dns) = external_name {
@@ -322,7 +322,9 @@ pub fn balance(a: &BalanceAnnotations, cookie_path: &str) -> Balance {
 /// gRPC backends are checked with the gRPC health protocol (for the whole
 /// server), whatever path the Service names.
 pub fn grpc_health_checks(b: &mut Backend) {
-    if let Some(hc) = b.policy.health_check.as_mut() {
+    if b.policy.health_check.is_some()
+        && let Some(hc) = b.policy_mut().health_check.as_mut()
+    {
         hc.probe = Probe::Grpc {
             service: String::new(),
         };

@@ -69,7 +69,7 @@ pub(super) fn translate_all(snap: &Snapshot, settings: &Settings, out: &mut Tran
             if tls.is_some() && settings.hsts_enabled {
                 built.add_to_every_rule(&[Filter::Hsts(settings.hsts)]);
             }
-            out.config.routes.push(std::sync::Arc::new(built));
+            out.config.routes.push(built.into_shared());
         }
         if let Some(tls) = tls {
             out.tls.push(TlsBinding {
@@ -382,7 +382,7 @@ fn translate_rule(
             ) {
                 Ok(mut backend) => {
                     if let Some(p) = backend_policy {
-                        apply_backend_policy(&mut backend.policy, p, report);
+                        apply_backend_policy(backend.policy_mut(), p, report);
                     }
                     list.push(backend)
                 }

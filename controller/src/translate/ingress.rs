@@ -474,7 +474,7 @@ fn main_part(
         report,
         routes: routes
             .into_iter()
-            .map(|(route, keys)| (Arc::new(route), keys))
+            .map(|(route, keys)| (route.into_shared(), keys))
             .collect(),
         tls,
         upstream_client_certs,
@@ -1161,7 +1161,7 @@ impl IngressTranslator<'_> {
                 if grpc {
                     backends::grpc_health_checks(&mut b);
                 }
-                b.policy.balance = backends::balance(&self.ann.balance, cookie_path);
+                b.set_balance(backends::balance(&self.ann.balance, cookie_path));
                 vec![b]
             }
             Err((reason, message)) => {
@@ -1518,16 +1518,16 @@ fn attach_canary(
             // session cookie both sides share).
             let mut backend = backend;
             if let Some(main_backend) = fwd.backends.first() {
-                backend.policy.balance = main_backend.policy.balance.clone();
+                backend.set_balance(main_backend.policy.balance.clone());
             }
-            fwd.canary = Some(Canary {
+            fwd.canary = Some(Box::new(Canary {
                 backends: vec![backend],
                 header: header.clone(),
                 cookie: canary.by_cookie.clone(),
                 weight: canary.weight.unwrap_or(0),
                 weight_total: canary.weight_total,
                 affinity: canary.affinity,
-            });
+            }));
             report.rules_served += 1;
         }
     }

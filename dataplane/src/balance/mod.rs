@@ -49,7 +49,7 @@ const LOAD_BOUND: f64 = 1.25;
 /// The endpoints of one backend and how to choose among them.
 pub struct Balancer {
     endpoints: Vec<Arc<Endpoint>>,
-    policy: EndpointPolicy,
+    policy: Arc<EndpointPolicy>,
     shared: Arc<HealthShared>,
     eligible: ArcSwap<Eligible>,
     next: AtomicU64,
@@ -167,7 +167,7 @@ impl Drop for InFlight {
 impl Balancer {
     pub fn new(
         endpoints: Vec<Arc<Endpoint>>,
-        policy: EndpointPolicy,
+        policy: Arc<EndpointPolicy>,
         shared: Arc<HealthShared>,
         checks: Vec<Arc<Check>>,
     ) -> Self {

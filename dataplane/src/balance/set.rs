@@ -22,10 +22,11 @@ use crate::upstream::{EndpointKey, Upstreams};
 #[derive(Default)]
 pub struct BackendSet {
     /// Shared with every rule of the table naming an equal backend
-    /// ([`SharedBackends`]).
-    backends: Vec<Arc<BackendRuntime>>,
+    /// ([`SharedBackends`]). Boxed slices, sized exactly: a table keeps
+    /// one set per rule.
+    backends: Box<[Arc<BackendRuntime>]>,
     /// Cumulative weights, parallel to `backends`.
-    cumulative: Vec<u64>,
+    cumulative: Box<[u64]>,
     next: AtomicU64,
 }
 
@@ -81,8 +82,9 @@ impl BackendSet {
         (upstreams, interned, shared): (&Upstreams, &mut Interned, &mut SharedBackends<'c>),
     ) -> Self {
         let mut total = 0u64;
-        let mut backends = Vec::new();
-        let mut cumulative = Vec::new();
+        let weighted = list.iter().filter(|b| b.weight > 0).count();
+        let mut backends = Vec::with_capacity(weighted);
+        let mut cumulative = Vec::with_capacity(weighted);
         for b in list.iter().filter(|b| b.weight > 0) {
             total += u64::from(b.weight);
             cumulative.push(total);
@@ -98,8 +100,8 @@ impl BackendSet {
             backends.push(runtime);
         }
         Self {
-            backends,
-            cumulative,
+            backends: backends.into_boxed_slice(),
+            cumulative: cumulative.into_boxed_slice(),
             next: AtomicU64::new(0),
         }
     }

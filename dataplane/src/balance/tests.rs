@@ -21,7 +21,12 @@ fn endpoints(upstreams: &Upstreams, ports: std::ops::Range<u16>) -> Vec<Arc<Endp
 }
 
 fn balancer(upstreams: &Upstreams, eps: Vec<Arc<Endpoint>>, policy: EndpointPolicy) -> Balancer {
-    Balancer::new(eps, policy, Arc::clone(upstreams.health()), vec![])
+    Balancer::new(
+        eps,
+        Arc::new(policy),
+        Arc::clone(upstreams.health()),
+        vec![],
+    )
 }
 
 fn counts(b: &Balancer, key: &RequestKey, n: usize) -> Vec<usize> {

@@ -12,8 +12,9 @@ pub struct Forward {
     #[serde(default)]
     pub rewrite: Option<UrlRewrite>,
     /// An alternative backend set chosen per request (ingress-nginx canary).
+    /// Boxed: few rules have one, and every rule is kept.
     #[serde(default)]
-    pub canary: Option<Canary>,
+    pub canary: Option<Box<Canary>>,
     /// TLS to every backend of the rule (ingress-nginx `backend-protocol:
     /// HTTPS`/`GRPCS`); `None`: cleartext.
     #[serde(default)]
@@ -226,9 +227,11 @@ pub struct Backend {
     /// The ready endpoints (EndpointSlice `ready`); health checks and
     /// outlier detection narrow them down per request.
     pub endpoints: Vec<SocketAddr>,
-    /// How endpoints are kept healthy and chosen.
-    #[serde(default)]
-    pub policy: EndpointPolicy,
+    /// How endpoints are kept healthy and chosen. Shared: most backends
+    /// have the default policy, and every rule naming a Service gets the
+    /// same one; change it with [`Backend::policy_mut`].
+    #[serde(default = "EndpointPolicy::shared_default")]
+    pub policy: Arc<EndpointPolicy>,
     /// Filters of this backend alone, run when a request is sent to it
     /// (Gateway API `backendRefs[].filters`): request header edits as the
     /// request leaves for it, response header edits on its answer. Only
@@ -254,9 +257,22 @@ impl Backend {
             weight: 1,
             protocol: Protocol::default(),
             endpoints,
-            policy: EndpointPolicy::default(),
+            policy: EndpointPolicy::shared_default(),
             filters: Vec::new(),
             invalid: None,
+        }
+    }
+
+    /// The policy to change, copied first if it is shared.
+    pub fn policy_mut(&mut self) -> &mut EndpointPolicy {
+        Arc::make_mut(&mut self.policy)
+    }
+
+    /// Sets how endpoints are chosen, leaving a shared policy shared when
+    /// it already chooses so.
+    pub fn set_balance(&mut self, balance: Balance) {
+        if self.policy.balance != balance {
+            self.policy_mut().balance = balance;
         }
     }
 
@@ -471,6 +487,24 @@ impl SameSite {
 
 fn default_panic_threshold() -> u8 {
     50
+}
+
+impl EndpointPolicy {
+    /// The default policy, one allocation for the process.
+    pub fn shared_default() -> Arc<EndpointPolicy> {
+        static DEFAULT: std::sync::LazyLock<Arc<EndpointPolicy>> =
+            std::sync::LazyLock::new(|| Arc::new(EndpointPolicy::default()));
+        Arc::clone(&DEFAULT)
+    }
+
+    /// `self` shared: the process's default when it is the default.
+    pub fn shared(self) -> Arc<EndpointPolicy> {
+        if self == EndpointPolicy::default() {
+            Self::shared_default()
+        } else {
+            Arc::new(self)
+        }
+    }
 }
 
 impl Default for EndpointPolicy {

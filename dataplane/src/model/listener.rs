@@ -50,7 +50,7 @@ impl GatewayPort {
         Self {
             port,
             protocol,
-            routes: routes.into_iter().map(Arc::new).collect(),
+            routes: routes.into_iter().map(Route::into_shared).collect(),
         }
     }
 }

@@ -388,4 +388,59 @@ mod tests {
         let back: RouteConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(cfg, back);
     }
+
+    /// A finished route keeps no spare room: a chain, a match list and a
+    /// backend list that grew by pushes are trimmed to their lengths.
+    #[test]
+    fn a_shared_route_keeps_no_spare_room() {
+        let mut rule = Rule::new(Action::Forward(Forward::to(Vec::new())));
+        rule.matches.push(RouteMatch::default());
+        if let Action::Forward(f) = &mut rule.action {
+            f.backends.push(Backend::new(
+                "default/web:80",
+                vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+            ));
+        }
+        let grown = |r: &Rule| {
+            let Action::Forward(f) = &r.action else {
+                unreachable!()
+            };
+            (
+                r.chain.capacity() > r.chain.len(),
+                r.matches.capacity() > r.matches.len(),
+                f.backends.capacity() > f.backends.len(),
+            )
+        };
+        assert_eq!(grown(&rule), (true, true, true), "the lists grew by pushes");
+        let shared = Route::new("r", Vec::new(), vec![rule.clone(), rule]).into_shared();
+        for r in &shared.rules {
+            assert_eq!(grown(r), (false, false, false));
+        }
+    }
+
+    /// Backends of the default policy share one; a change copies it, and
+    /// setting what it already says does not.
+    #[test]
+    fn backends_share_the_default_policy_until_one_changes() {
+        let mut a = Backend::new("default/a:80", Vec::new());
+        let b = Backend::new("default/b:80", Vec::new());
+        assert!(Arc::ptr_eq(&a.policy, &b.policy));
+        a.set_balance(Balance::RoundRobin);
+        assert!(
+            Arc::ptr_eq(&a.policy, &b.policy),
+            "an equal balance kept it shared"
+        );
+        a.set_balance(Balance::Ewma);
+        assert!(!Arc::ptr_eq(&a.policy, &b.policy));
+        assert_eq!(a.policy.balance, Balance::Ewma);
+        assert_eq!(
+            *b.policy,
+            EndpointPolicy::default(),
+            "the shared one is untouched"
+        );
+        assert!(Arc::ptr_eq(
+            &EndpointPolicy::default().shared(),
+            &EndpointPolicy::shared_default()
+        ));
+    }
 }

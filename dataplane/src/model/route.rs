@@ -49,7 +49,7 @@ impl RouteConfig {
     /// `routes`, with no default backend.
     pub fn new(routes: Vec<Route>) -> Self {
         Self {
-            routes: routes.into_iter().map(Arc::new).collect(),
+            routes: routes.into_iter().map(Route::into_shared).collect(),
             default_backend: None,
             ports: Vec::new(),
         }
@@ -103,6 +103,36 @@ impl Route {
     pub fn with_source(mut self, source: SourceRef) -> Self {
         self.source = source;
         self
+    }
+
+    /// The finished route, shared: every list trimmed to its length first,
+    /// as a route is kept for as long as it is served (by the live table,
+    /// the next translation and the translation memo) and its lists grew
+    /// by doubling while it was built (a rule's one-filter chain held room
+    /// for four 128-byte filters).
+    pub fn into_shared(mut self) -> Arc<Route> {
+        self.shrink_to_fit();
+        Arc::new(self)
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.id.shrink_to_fit();
+        self.hostnames.shrink_to_fit();
+        self.rules.shrink_to_fit();
+        for rule in &mut self.rules {
+            rule.matches.shrink_to_fit();
+            for m in &mut rule.matches {
+                m.headers.shrink_to_fit();
+                m.query.shrink_to_fit();
+            }
+            rule.chain.shrink_to_fit();
+            if let Action::Forward(forward) = &mut rule.action {
+                shrink_backends(&mut forward.backends);
+                if let Some(canary) = &mut forward.canary {
+                    shrink_backends(&mut canary.backends);
+                }
+            }
+        }
     }
 
     /// Puts `filters` on every rule's chain, ahead of the rule's own: a
@@ -488,5 +518,14 @@ impl<'de> Deserialize<'de> for Hostname {
         let s = String::deserialize(d)?;
         Hostname::parse(&s)
             .ok_or_else(|| serde::de::Error::custom(format!("invalid hostname {s:?}")))
+    }
+}
+
+fn shrink_backends(backends: &mut Vec<Backend>) {
+    backends.shrink_to_fit();
+    for b in backends {
+        b.name.shrink_to_fit();
+        b.endpoints.shrink_to_fit();
+        b.filters.shrink_to_fit();
     }
 }

@@ -1071,7 +1071,7 @@ mod tests {
             Rule::new(Action::Forward(fwd))
         };
         let mut other_policy = backend("a", 1, &[9]);
-        other_policy.policy.panic_threshold_percent = 0;
+        other_policy.policy_mut().panic_threshold_percent = 0;
         let cfg = RouteConfig::new(vec![
             Route::new("r1", vec![], vec![rule(backend("a", 1, &[9]), 20)]),
             Route::new(

@@ -270,7 +270,7 @@ pub(super) fn translate_all(snap: &Snapshot, settings: &super::Settings, out: &m
             Place::MainHttp | Place::MainHttps => out
                 .config
                 .routes
-                .extend(routes.into_iter().map(std::sync::Arc::new)),
+                .extend(routes.into_iter().map(Route::into_shared)),
             Place::Port(port) => {
                 let protocol = listeners
                     .iter()

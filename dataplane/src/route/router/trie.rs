@@ -68,6 +68,7 @@ impl PrefixTrie {
     /// nearest ancestor with candidates. Call once, after the last insert.
     pub(super) fn finish(&mut self, sort: impl Fn(&mut Vec<usize>)) {
         let building = std::mem::take(&mut self.building);
+        self.nodes.shrink_to_fit();
         for (node, children) in self.nodes.iter_mut().zip(building) {
             sort(&mut node.candidates);
             node.candidates.shrink_to_fit();
