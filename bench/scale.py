@@ -208,6 +208,9 @@ endpoints:
         # edit, about an interval later.
         lat, rss, settled = [], [], []
         churn_start, minute1 = time.monotonic(), None
+        # RSS at the end of each minute of churn, to tell growth from a
+        # plateau.
+        per_minute = []
         for e in range(a.edits):
             i = (e * 7919) % a.ingresses
             path = f"/edit{e}"
@@ -224,6 +227,8 @@ endpoints:
             rss.append(rss_kib(proc.pid))
             if minute1 is None and time.monotonic() - churn_start >= 60:
                 minute1 = rss[-1]
+            if time.monotonic() - churn_start >= 60 * (len(per_minute) + 1):
+                per_minute.append(rss[-1])
             time.sleep(max(0.0, t_next - time.monotonic()))
         lat.sort()
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
@@ -245,6 +250,10 @@ endpoints:
             print(
                 f"RSS after the first minute of churn {minute1 / 1024:.1f} MiB, "
                 f"end/first minute {rss[-1] / minute1:.3f}"
+            )
+            print(
+                "RSS at the end of each minute (MiB): "
+                + " ".join(f"{r / 1024:.1f}" for r in per_minute)
             )
     finally:
         proc.terminate()

@@ -5,7 +5,7 @@
 //! manifest directory feed the same code, and tests build snapshots from
 //! YAML fixtures.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -53,16 +53,18 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Whether `other` holds the very same objects (the same `Arc`s, in
-    /// the same places) in every list but the Ingresses, and the same
-    /// resolved names; when it was taken is not compared. Field by field,
-    /// so that a new field does not compile here until it is compared.
-    pub fn same_objects_besides_ingresses(&self, other: &Snapshot) -> bool {
+    /// the same places) in every list but the Ingresses, the Services and
+    /// their EndpointSlices (for those, see [`Snapshot::changed_services`]),
+    /// and the same resolved names; when it was taken is not compared.
+    /// Field by field, so that a new field does not compile here until it
+    /// is compared.
+    pub fn same_objects_besides_ingresses_and_services(&self, other: &Snapshot) -> bool {
         let Snapshot {
             ingresses: _,
             ingress_classes,
             http_routes,
-            services,
-            endpoint_slices,
+            services: _,
+            endpoint_slices: _,
             secrets,
             gateway_classes,
             gateways,
@@ -73,15 +75,8 @@ impl Snapshot {
             external_names,
             taken_at: _,
         } = self;
-        let slices = endpoint_slices.len() == other.endpoint_slices.len()
-            && endpoint_slices
-                .iter()
-                .zip(&other.endpoint_slices)
-                .all(|((ka, a), (kb, b))| ka == kb && same_list(a, b));
-        slices
-            && same_map(ingress_classes, &other.ingress_classes)
+        same_map(ingress_classes, &other.ingress_classes)
             && same_list(http_routes, &other.http_routes)
-            && same_map(services, &other.services)
             && same_map(secrets, &other.secrets)
             && same_map(gateway_classes, &other.gateway_classes)
             && same_list(gateways, &other.gateways)
@@ -91,6 +86,38 @@ impl Snapshot {
             && same_map(namespaces, &other.namespaces)
             && *external_names == other.external_names
     }
+}
+
+impl Snapshot {
+    /// The Services (namespace, name) whose object or EndpointSlices are
+    /// not the very same in `other`, present in either.
+    pub fn changed_services(&self, other: &Snapshot) -> BTreeSet<Key> {
+        let mut changed = BTreeSet::new();
+        differing(&self.services, &other.services, Arc::ptr_eq, &mut changed);
+        differing(
+            &self.endpoint_slices,
+            &other.endpoint_slices,
+            |a, b| same_list(a, b),
+            &mut changed,
+        );
+        changed
+    }
+}
+
+/// Adds to `out` every key of `a` or `b` that the other lacks, or whose
+/// values `same` tells apart.
+fn differing<T>(
+    a: &BTreeMap<Key, T>,
+    b: &BTreeMap<Key, T>,
+    same: impl Fn(&T, &T) -> bool,
+    out: &mut BTreeSet<Key>,
+) {
+    for (k, x) in a {
+        if !b.get(k).is_some_and(|y| same(x, y)) {
+            out.insert(k.clone());
+        }
+    }
+    out.extend(b.keys().filter(|k| !a.contains_key(*k)).cloned());
 }
 
 fn same_list<T>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {

@@ -3,8 +3,10 @@
 //! (EndpointSlice ports carry the Service port's name and the resolved
 //! `targetPort`), and `ExternalName` Services through resolved DNS names.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use portico_dataplane::model::{
@@ -13,7 +15,45 @@ use portico_dataplane::model::{
 };
 
 use crate::annotations::{self, BalanceAnnotations, LoadBalance, ServiceAnnotations};
-use crate::snapshot::{Snapshot, external_name_key};
+use crate::snapshot::{Key, Snapshot, external_name_key};
+
+thread_local! {
+    /// The Services looked up while [`recording`] runs on this thread.
+    static LOOKED_UP: RefCell<Option<BTreeSet<Key>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` and returns, with its result, every Service (namespace, name)
+/// it looked up, found or not. A Service's EndpointSlices are read under
+/// the same key, so the set names everything of Services and endpoints
+/// that `f`'s result depends on: the translation memo keeps a part until
+/// one of them changes. Every lookup of this module goes through
+/// [`service_of`]. A recording inside another adds to the outer one too.
+pub(crate) fn recording<T>(f: impl FnOnce() -> T) -> (T, BTreeSet<Key>) {
+    let outer = LOOKED_UP.with(|l| l.borrow_mut().replace(BTreeSet::new()));
+    let value = f();
+    let read = LOOKED_UP.with(|l| {
+        let mut l = l.borrow_mut();
+        let read = l.take().unwrap_or_default();
+        *l = outer.map(|mut o| {
+            o.extend(read.iter().cloned());
+            o
+        });
+        read
+    });
+    (value, read)
+}
+
+/// The Service `namespace/name`, noted if a [`recording`] runs.
+fn service_of<'s>(snap: &'s Snapshot, namespace: &str, name: &str) -> Option<&'s Arc<Service>> {
+    let key = (namespace.to_owned(), name.to_owned());
+    let found = snap.services.get(&key);
+    LOOKED_UP.with(|l| {
+        if let Some(set) = l.borrow_mut().as_mut() {
+            set.insert(key);
+        }
+    });
+    found
+}
 
 /// How a backend names the Service port.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,10 +95,7 @@ pub struct Unresolved {
 /// convention): `kubernetes.io/h2c`, `h2c` and `grpc` are cleartext HTTP/2;
 /// anything else, or none, HTTP/1.1.
 pub fn app_protocol(snap: &Snapshot, namespace: &str, service: &str, port: i32) -> Protocol {
-    let key = (namespace.to_owned(), service.to_owned());
-    let app = snap
-        .services
-        .get(&key)
+    let app = service_of(snap, namespace, service)
         .and_then(|s| s.spec.as_ref())
         .and_then(|s| s.ports.as_deref())
         .and_then(|ports| ports.iter().find(|p| p.port == port))
@@ -84,7 +121,7 @@ pub fn resolve(
     weight: u32,
 ) -> Result<Backend, Unresolved> {
     let key = (namespace.to_owned(), service.to_owned());
-    let Some(svc) = snap.services.get(&key) else {
+    let Some(svc) = service_of(snap, namespace, service) else {
         return Err(Unresolved {
             reason: "BackendNotFound",
             message: format!("Service {namespace}/{service} not found"),
@@ -142,8 +179,7 @@ pub fn resolve(
 
 /// The first port of a Service, as ingress-nginx uses a default backend.
 pub fn first_port(snap: &Snapshot, namespace: &str, service: &str) -> Option<i32> {
-    snap.services
-        .get(&(namespace.to_owned(), service.to_owned()))?
+    service_of(snap, namespace, service)?
         .spec
         .as_ref()?
         .ports
@@ -158,9 +194,7 @@ pub fn first_port(snap: &Snapshot, namespace: &str, service: &str) -> Option<i32
 pub fn error_backend(snap: &Snapshot, r: &ServiceRef) -> Result<Backend, Unresolved> {
     let number = match &r.port {
         Some(PortRef::Number(n)) => Some(*n),
-        Some(PortRef::Name(name)) => snap
-            .services
-            .get(&(r.namespace.clone(), r.name.clone()))
+        Some(PortRef::Name(name)) => service_of(snap, &r.namespace, &r.name)
             .and_then(|s| s.spec.as_ref()?.ports.as_ref())
             .and_then(|ports| ports.iter().find(|p| p.name.as_deref() == Some(name)))
             .map(|p| p.port),

@@ -29,7 +29,7 @@ use crate::annotations::{
     RewriteSegment,
 };
 use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Key, Snapshot};
 use portico_dataplane::listen::tls::{ClientAuth, ClientAuthBinding, PassthroughBinding};
 
 /// Where a main Ingress put a (host, path, pathType), for canaries to join.
@@ -84,12 +84,25 @@ pub(super) fn translate_all(
     if let Some(m) = memo.as_deref_mut() {
         m.reused = 0;
         let context = Context::of(&ctx);
-        if m.context.as_ref() != Some(&context) {
-            // Something an Ingress's translation reads changed: every part
-            // is translated afresh.
-            m.entries.values_mut().for_each(|e| e.part = None);
-            m.context = Some(context);
+        match &m.context {
+            // Only Services or their endpoints changed (a pod came or
+            // went): the parts that looked any of them up are translated
+            // afresh.
+            Some(last) if last.same_besides_services(&context) => {
+                let changed = last.objects.changed_services(&context.objects);
+                if !changed.is_empty() {
+                    for e in m.entries.values_mut() {
+                        if e.services.iter().any(|k| changed.contains(k)) {
+                            e.part = None;
+                        }
+                    }
+                }
+            }
+            // Something else an Ingress's translation reads changed: every
+            // part is translated afresh.
+            _ => m.entries.values_mut().for_each(|e| e.part = None),
         }
+        m.context = Some(context);
     }
     // Main paths by key, for canaries to find; none kept without canaries.
     let mut index: Option<HashMap<PathKey, (usize, usize)>> = ours
@@ -131,11 +144,13 @@ pub(super) fn translate_all(
             }
             continue;
         };
-        let part = parsed
-            .ingress
-            .canary
-            .is_none()
-            .then(|| main_part(&ctx, ing, parsed, obj));
+        let (part, services) = backends::recording(|| {
+            parsed
+                .ingress
+                .canary
+                .is_none()
+                .then(|| main_part(&ctx, ing, parsed, obj))
+        });
         if let Some(part) = &part {
             part.merge_into(out, index.as_mut());
         }
@@ -148,6 +163,7 @@ pub(super) fn translate_all(
                 _object: Arc::clone(ing),
                 reads: *reads,
                 part,
+                services: services.into_iter().collect(),
                 epoch,
             },
         );
@@ -196,6 +212,9 @@ struct Entry {
     /// `None` for a canary, whose paths join main Ingresses' routes and are
     /// attached on every translation.
     part: Option<IngressPart>,
+    /// Every Service the part looked up (found or not): a change to one of
+    /// them or to its EndpointSlices translates the Ingress again.
+    services: Box<[Key]>,
     epoch: u64,
 }
 
@@ -257,9 +276,12 @@ impl Context {
     }
 }
 
-impl PartialEq for Context {
-    fn eq(&self, other: &Self) -> bool {
-        self.objects.same_objects_besides_ingresses(&other.objects)
+impl Context {
+    /// Whether everything a part may read is the same, Services and their
+    /// EndpointSlices aside, which each entry records for itself.
+    fn same_besides_services(&self, other: &Self) -> bool {
+        self.objects
+            .same_objects_besides_ingresses_and_services(&other.objects)
             && self.settings == other.settings
             && self.tls_hosts == other.tls_hosts
             && self.regex_hosts == other.regex_hosts

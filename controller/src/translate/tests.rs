@@ -458,7 +458,10 @@ fn check_diagnostics(t: &Translation, want: &[DiagnosticCase]) -> Result<(), Str
 
 /// Incremental translation gives `full` for `snap`: from an empty memo,
 /// from one that kept every Ingress, and from one that finds each Ingress
-/// in turn a new object (the others kept).
+/// in turn a new object (the others kept); then, for each Service in turn,
+/// with its endpoints moved and with it gone, against a full translation
+/// of that snapshot (a part that looked the Service up without noting it
+/// would keep the old endpoints).
 fn incremental_as_full(
     snap: &Snapshot,
     settings: &Settings,
@@ -480,6 +483,33 @@ fn incremental_as_full(
             return Err(format!(
                 "incremental translation with Ingress {name} new differs"
             ));
+        }
+    }
+    for key in snap.services.keys() {
+        let mut moved = snap.clone();
+        if let Some(slices) = moved.endpoint_slices.get_mut(key) {
+            for slice in slices.iter_mut() {
+                let mut s = (**slice).clone();
+                for (i, ep) in s.endpoints.iter_mut().enumerate() {
+                    ep.addresses = vec![format!("127.0.9.{}", i % 250 + 1)];
+                }
+                *slice = Arc::new(s);
+            }
+        }
+        let mut gone = snap.clone();
+        gone.services.remove(key);
+        gone.endpoint_slices.remove(key);
+        for (change, edited) in [
+            ("endpoints moved", moved),
+            ("gone", gone),
+            ("back", snap.clone()),
+        ] {
+            if translate_reusing(&edited, settings, &mut memo) != translate(&edited, settings) {
+                return Err(format!(
+                    "incremental translation with Service {}/{} {change} differs",
+                    key.0, key.1
+                ));
+            }
         }
     }
     Ok(())
@@ -508,6 +538,83 @@ fn a_warm_memo_hands_unchanged_routes_over_shared() {
     for (a, b) in first.config.routes.iter().zip(&second.config.routes) {
         assert!(Arc::ptr_eq(a, b), "{} copied", a.id);
     }
+}
+
+/// A change to one Service's endpoints translates again only the
+/// Ingresses that looked that Service up, found or not: the others are
+/// taken from the memo, and the result equals a full translation.
+#[test]
+fn an_endpoint_change_translates_only_the_ingresses_that_read_the_service() {
+    let object = |yaml: &str| parse_documents(Path::new("case.yaml"), yaml).objects;
+    let ingress = |name: &str, service: &str| {
+        object(&format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  ingressClassName: portico\n  rules:\n  - host: {name}.example\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}\n"
+        ))
+    };
+    let service = |name: &str, last_octet: u8| {
+        object(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-a, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{{addresses: [\"127.0.0.{last_octet}\"]}}]\n"
+        ))
+    };
+    let class = object(
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: portico}\nspec: {controller: portico.dev/ingress-controller}\n",
+    );
+    let ingresses: Vec<_> = [("a1", "a"), ("a2", "a"), ("b1", "b"), ("c1", "c")]
+        .iter()
+        .flat_map(|(name, svc)| ingress(name, svc))
+        .collect();
+    // Each parsed once: an unchanged object is the same `Arc`, as the
+    // watch caches and the manifest directory keep it.
+    let (a, b2, b9, c) = (
+        service("a", 1),
+        service("b", 2),
+        service("b", 9),
+        service("c", 3),
+    );
+    let snapshot = |b: &[crate::snapshot::Object], with_c: bool| {
+        let mut objects = class.clone();
+        objects.extend(ingresses.iter().cloned());
+        objects.extend(a.iter().cloned());
+        objects.extend(b.iter().cloned());
+        if with_c {
+            objects.extend(c.iter().cloned());
+        }
+        Snapshot::from_objects(objects)
+    };
+    let endpoint_of = |t: &Translation, id: &str| {
+        let route = t.config.routes.iter().find(|r| r.id.ends_with(id))?;
+        match &route.rules.first()?.action {
+            portico_dataplane::model::Action::Forward(f) => {
+                Some(f.backends.first()?.endpoints.first()?.to_string())
+            }
+            _ => None,
+        }
+    };
+    let settings = Settings::default();
+    let mut memo = Memo::default();
+    let first = snapshot(&b2, false);
+    translate_reusing(&first, &settings, &mut memo);
+    assert_eq!(memo.reused(), 0);
+
+    // b's endpoint moved: only b1 is translated again.
+    let moved = snapshot(&b9, false);
+    let t = translate_reusing(&moved, &settings, &mut memo);
+    assert!(
+        t == translate(&moved, &settings),
+        "differs from a full translation"
+    );
+    assert_eq!(memo.reused(), 3, "a1, a2 and c1 kept");
+    assert_eq!(endpoint_of(&t, "/b1").as_deref(), Some("127.0.0.9:8080"));
+
+    // c, looked up by c1 and missing so far, appears: c1 is served.
+    let with_c = snapshot(&b9, true);
+    let t = translate_reusing(&with_c, &settings, &mut memo);
+    assert!(
+        t == translate(&with_c, &settings),
+        "differs from a full translation"
+    );
+    assert_eq!(memo.reused(), 3, "a1, a2 and b1 kept");
+    assert_eq!(endpoint_of(&t, "/c1").as_deref(), Some("127.0.0.3:8080"));
 }
 
 /// A sequence of edits, each fixture's objects in turn beside the same
