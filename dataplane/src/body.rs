@@ -514,23 +514,21 @@ impl ResponseBody {
         self
     }
 
-    pub fn on_done(mut self, f: OnDone) -> Self {
+    /// In place: an answer's body is not moved out of it and back for this.
+    pub fn on_done(&mut self, f: OnDone) {
         self.on_done = Some(f);
-        self
     }
 
     /// Holds `guards` until the body ends (or is dropped).
-    pub(crate) fn hold(mut self, guards: Vec<crate::filter::rate_limit::ConnectionGuard>) -> Self {
+    pub(crate) fn hold(&mut self, guards: Vec<crate::filter::rate_limit::ConnectionGuard>) {
         if !guards.is_empty() {
             self.rare().held = guards;
         }
-        self
     }
 
     /// Holds the body's frames to `throttle`'s rate.
-    pub(crate) fn throttle(mut self, throttle: crate::filter::rate_limit::Throttle) -> Self {
+    pub(crate) fn throttle(&mut self, throttle: crate::filter::rate_limit::Throttle) {
         self.rare().throttle = Some(throttle);
-        self
     }
 
     /// A route's request timeout, if the body has one.

@@ -72,8 +72,9 @@ pub(crate) async fn handle(
     let host_value = request_host(&req);
     // Taken before the path is normalised: the log keeps the URI as sent.
     let log = LogFields::new(&shared, &req, &host_value);
-    if let Some(rsp) = refuse_head_or_path(&shared, &mut req, &ctx) {
-        return Ok(finish(&shared, ctx, log, None, NO_ROUTE.into(), None, rsp));
+    if let Some(mut rsp) = refuse_head_or_path(&shared, &mut req, &ctx) {
+        finish(&shared, ctx, log, None, NO_ROUTE.into(), None, &mut rsp);
+        return Ok(rsp);
     }
     // One load per request; the table lives as long as this request needs it.
     let table = shared.table.load_full();
@@ -86,11 +87,13 @@ pub(crate) async fn handle(
         headers: req.headers(),
     };
     let Some(routed) = table.lookup_on(ctx.conn.listener, &head) else {
-        let rsp = unmatched(&table, &req, &ctx).await;
-        return Ok(finish(&shared, ctx, log, None, NO_ROUTE.into(), None, rsp));
+        let mut rsp = unmatched(&table, &req, &ctx).await;
+        finish(&shared, ctx, log, None, NO_ROUTE.into(), None, &mut rsp);
+        return Ok(rsp);
     };
-    if let Some(rsp) = refuse_route_parameters(&shared, &table, &head, &routed, &ctx) {
-        return Ok(finish(&shared, ctx, log, None, NO_ROUTE.into(), None, rsp));
+    if let Some(mut rsp) = refuse_route_parameters(&shared, &table, &head, &routed, &ctx) {
+        finish(&shared, ctx, log, None, NO_ROUTE.into(), None, &mut rsp);
+        return Ok(rsp);
     }
     let route_id = Arc::clone(&routed.runtime.route_id);
     let stats = Arc::clone(&routed.runtime.stats);
@@ -115,17 +118,17 @@ pub(crate) async fn handle(
     // What external auth allowed with (its headers) goes upstream.
     passed.admitted(req.headers_mut());
     let mirrors = passed.take_mirrors();
-    let (rsp, upstream) = act(answer, &routed, req, &host_value, host, &ctx, mirrors).await;
-    let rsp = response_filters(chain, &mut passed, rsp, &ctx).await;
-    Ok(finish(
-        &shared,
-        ctx,
-        log,
-        Some(stats),
-        route_id,
-        upstream,
-        rsp,
-    ))
+    let (mut rsp, upstream) = act(answer, &routed, req, &host_value, host, &ctx, mirrors).await;
+    // An error page first (boxed, so requests without one do not carry the
+    // error backend's exchange in their future).
+    if chain.intercepts(&passed, &rsp, &ctx) {
+        rsp = Box::pin(chain.error_page(&passed, rsp, &ctx)).await;
+    }
+    // The answer is edited in place from here on: each move of it by value
+    // (into a phase and back out) is a copy of a few hundred bytes.
+    response_filters(chain, &mut passed, &mut rsp, &ctx);
+    finish(&shared, ctx, log, Some(stats), route_id, upstream, &mut rsp);
+    Ok(rsp)
 }
 
 /// The request head's rules and the path's normalisation, before routing:
@@ -235,28 +238,23 @@ async fn act(
     }
 }
 
-/// The chain's response side on every answer: an error page first (boxed,
-/// so requests without one do not carry the error backend's exchange in
-/// their future), then the filters in reverse.
-async fn response_filters(
+/// The chain's response side on every answer (after its error page, if
+/// any): the filters in reverse.
+fn response_filters(
     chain: &Chain,
     passed: &mut Passed,
-    mut rsp: Response<ResponseBody>,
+    rsp: &mut Response<ResponseBody>,
     ctx: &RequestCtx,
-) -> Response<ResponseBody> {
-    if chain.intercepts(passed, &rsp, ctx) {
-        rsp = Box::pin(chain.error_page(passed, rsp, ctx)).await;
-    }
+) {
     chain.response(passed, &ctx.conn, rsp.headers_mut());
     // Connection-limit places are held until the body ends.
     let held = passed.take_held();
     if !held.is_empty() {
-        rsp = rsp.map(|body| body.hold(held));
+        rsp.body_mut().hold(held);
     }
     if let Some(t) = chain.throttle() {
-        rsp = rsp.map(|body| body.throttle(t));
+        rsp.body_mut().throttle(t);
     }
-    rsp
 }
 
 // === phase: request head and path ===
@@ -858,14 +856,13 @@ fn finish(
     stats: Option<Arc<RouteStats>>,
     route: Arc<str>,
     upstream: Option<SocketAddr>,
-    rsp: Response<ResponseBody>,
-) -> Response<ResponseBody> {
+    rsp: &mut Response<ResponseBody>,
+) {
     let status = rsp.status();
     let shared = Arc::clone(shared);
     // A trailers-only answer carries the status in its headers.
     let header_status = grpc::status_of(rsp.headers());
-    let (parts, body) = rsp.into_parts();
-    let body = body.on_done(Box::new(move |done: Done| {
+    rsp.body_mut().on_done(Box::new(move |done: Done| {
         let bytes_out = done.bytes;
         let elapsed = ctx.start.elapsed();
         let grpc_code = ctx
@@ -899,7 +896,6 @@ fn finish(
             });
         }
     }));
-    Response::from_parts(parts, body)
 }
 
 // === helpers ===
