@@ -86,9 +86,7 @@ impl Snapshot {
             && same_map(namespaces, &other.namespaces)
             && *external_names == other.external_names
     }
-}
 
-impl Snapshot {
     /// The Services (namespace, name) whose object or EndpointSlices are
     /// not the very same in `other`, present in either.
     pub fn changed_services(&self, other: &Snapshot) -> BTreeSet<Key> {

@@ -28,19 +28,37 @@ thread_local! {
 /// that `f`'s result depends on: the translation memo keeps a part until
 /// one of them changes. Every lookup of this module goes through
 /// [`service_of`]. A recording inside another adds to the outer one too.
+/// The outer recording is put back even if `f` panics, so a thread that
+/// goes on (the blocking pool's) does not note lookups forever.
 pub(crate) fn recording<T>(f: impl FnOnce() -> T) -> (T, BTreeSet<Key>) {
-    let outer = LOOKED_UP.with(|l| l.borrow_mut().replace(BTreeSet::new()));
+    /// Ends this recording when dropped, whichever way `f` left.
+    struct Restore(Option<Option<BTreeSet<Key>>>);
+    impl Restore {
+        fn finish(&mut self) -> BTreeSet<Key> {
+            let Some(outer) = self.0.take() else {
+                return BTreeSet::new();
+            };
+            LOOKED_UP.with(|l| {
+                let mut l = l.borrow_mut();
+                let read = l.take().unwrap_or_default();
+                *l = outer.map(|mut o| {
+                    o.extend(read.iter().cloned());
+                    o
+                });
+                read
+            })
+        }
+    }
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            self.finish();
+        }
+    }
+    let mut restore = Restore(Some(
+        LOOKED_UP.with(|l| l.borrow_mut().replace(BTreeSet::new())),
+    ));
     let value = f();
-    let read = LOOKED_UP.with(|l| {
-        let mut l = l.borrow_mut();
-        let read = l.take().unwrap_or_default();
-        *l = outer.map(|mut o| {
-            o.extend(read.iter().cloned());
-            o
-        });
-        read
-    });
-    (value, read)
+    (value, restore.finish())
 }
 
 /// The Service `namespace/name`, noted if a [`recording`] runs.
@@ -362,5 +380,43 @@ pub fn grpc_health_checks(b: &mut Backend) {
         hc.probe = Probe::Grpc {
             service: String::new(),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn looked_up(keys: &[&str]) -> BTreeSet<Key> {
+        keys.iter()
+            .map(|k| ("default".to_owned(), (*k).to_owned()))
+            .collect()
+    }
+
+    /// A recording notes lookups, found or not; an inner one's also count
+    /// for the outer; and a panic inside ends the recording.
+    #[test]
+    fn a_recording_notes_every_lookup_and_ends_even_on_a_panic() {
+        let snap = Snapshot::default();
+        let ((_, inner), outer) = recording(|| {
+            service_of(&snap, "default", "a");
+            recording(|| service_of(&snap, "default", "b").is_some())
+        });
+        assert_eq!(inner, looked_up(&["b"]));
+        assert_eq!(outer, looked_up(&["a", "b"]));
+
+        let panicked = std::panic::catch_unwind(|| {
+            recording(|| {
+                service_of(&snap, "default", "c");
+                panic!("translation failed");
+            })
+        });
+        assert!(panicked.is_err());
+        assert!(
+            LOOKED_UP.with(|l| l.borrow().is_none()),
+            "still recording after the panic"
+        );
+        let (_, after) = recording(|| service_of(&snap, "default", "d"));
+        assert_eq!(after, looked_up(&["d"]));
     }
 }
