@@ -34,7 +34,9 @@
 # usage: bash bench/instructions.sh
 # knobs:
 #   BENCH_TARGETS      which proxies, in order ("example portico"):
-#                      example = bench_proxy, portico = the real binary;
+#                      example = bench_proxy, portico = the real binary,
+#                      nginx = nginx proxy_pass with bench/nginx.conf.in as
+#                      bench/load.sh runs it (one process: no master);
 #                      gRPC: grpc = the real binary (`backend-protocol:
 #                      GRPC`, gRPC-Web on), grpc-example = bench_grpc's
 #                      proxy, nginx-grpc = nginx grpc_pass
@@ -273,6 +275,19 @@ for name in $targets; do
         "$bin_dir/bench_grpc" proxy "127.0.0.1:$port" "$grpc_upstream" \
         >/dev/null 2>"$tmp/$name.err" &
       ;;
+    nginx)
+      command -v nginx >/dev/null || die "nginx needs nginx"
+      mkdir -p "$tmp/nginx"
+      # As bench/load.sh runs it (plain HTTP, no policies), but one
+      # process (no master), so the process measured is the worker.
+      sed -e "s|@DIR@|$tmp/nginx|g" -e "s|@PORT@|$port|g" -e "s|@UPSTREAM@|$upstream|g" \
+        -e "s|@LISTEN_SSL@||g" -e "s|@SSL_CONF@||g" -e "s|@HTTP_POLICIES@||g" -e "s|@POLICIES@||g" \
+        -e "s|^master_process on;|master_process off;|" \
+        "$here/nginx.conf.in" >"$tmp/nginx/nginx.conf"
+      taskset -c "$proxy_core" "${callgrind[@]}" --callgrind-out-file="$tmp/$name.cg" \
+        nginx -e "$tmp/nginx/nginx-error.log" -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" \
+        >/dev/null 2>"$tmp/$name.err" &
+      ;;
     nginx-grpc)
       command -v nginx >/dev/null || die "nginx-grpc needs nginx"
       mkdir -p "$tmp/nginx"
@@ -284,7 +299,7 @@ for name in $targets; do
         nginx -e "$tmp/nginx/nginx-error.log" -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" \
         >/dev/null 2>"$tmp/$name.err" &
       ;;
-    *) die "unknown target $name (example, portico, grpc, grpc-example, nginx-grpc)" ;;
+    *) die "unknown target $name (example, portico, nginx, grpc, grpc-example, nginx-grpc)" ;;
   esac
   pid=$!
   pids+=("$pid")

@@ -99,6 +99,93 @@ async fn proxy_headers_are_set() {
     assert_eq!(h["x-seen-h-x-request-id"], "client-chosen-1");
 }
 
+/// The forwarding headers and request id reach the upstream once each
+/// whichever way they leave: written by the HTTP/1.1 encoder beside the
+/// map, put into the map for filters to edit (the rule's or the
+/// backend's), for an HTTP/2 upstream, and for a request left to hyper's
+/// client.
+#[tokio::test]
+async fn forwarding_headers_arrive_once_whichever_way_they_leave() {
+    let up = Upstream::echo("a").await;
+    let set = |name: &'static str, value: &'static str| HeaderModifier {
+        set: vec![(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        )],
+        add: vec![],
+        remove: vec![HeaderName::from_static("x-real-ip")],
+    };
+    let mut rule_edit = forward_rule(vec![], vec![backend("b", &[up.addr])]);
+    rule_edit
+        .chain
+        .push(Filter::RequestHeaders(set("x-forwarded-host", "edited")));
+    let mut edited_backend = backend("b", &[up.addr]);
+    edited_backend.filters = vec![Filter::RequestHeaders(set("x-forwarded-proto", "https"))];
+    let mut h2 = backend("b", &[up.addr]);
+    h2.protocol = Protocol::H2c;
+    let proxy = Proxy::start(config(vec![
+        route(
+            "plain",
+            &["plain.test"],
+            vec![forward_rule(vec![], vec![backend("b", &[up.addr])])],
+        ),
+        route("rule-edit", &["rule-edit.test"], vec![rule_edit]),
+        route(
+            "backend-edit",
+            &["backend-edit.test"],
+            vec![forward_rule(vec![], vec![edited_backend])],
+        ),
+        route("h2", &["h2.test"], vec![forward_rule(vec![], vec![h2])]),
+    ]))
+    .await;
+    let c = h1_client();
+    let port = proxy.addr.port().to_string();
+    // Every header the proxy adds, once (values joined by `|` otherwise).
+    let once = |h: &http::HeaderMap, host: &str, proto: &str, real_ip: bool| {
+        assert_eq!(h["x-seen-h-x-forwarded-for"], "127.0.0.1", "{host}");
+        assert_eq!(h["x-seen-h-x-forwarded-proto"], proto, "{host}");
+        assert_eq!(h["x-seen-h-x-forwarded-port"], port.as_str(), "{host}");
+        assert_eq!(h["x-seen-h-x-forwarded-host"], host, "{host}");
+        assert_eq!(
+            h.get("x-seen-h-x-real-ip").map(|v| v.to_str().unwrap()),
+            real_ip.then_some("127.0.0.1"),
+            "{host}"
+        );
+        let id = h["x-seen-h-x-request-id"].to_str().unwrap();
+        assert_eq!(id.len(), 32, "{host}: one generated id: {id}");
+    };
+
+    let (s, h, _) = get(&c, proxy.addr, "plain.test", "/").await;
+    assert_eq!(s, StatusCode::OK);
+    once(&h, "plain.test", "http", true);
+    let (_, h, _) = get(&c, proxy.addr, "rule-edit.test", "/").await;
+    once(&h, "edited", "http", false);
+    let (_, h, _) = get(&c, proxy.addr, "backend-edit.test", "/").await;
+    once(&h, "backend-edit.test", "https", false);
+    let (_, h, _) = get(&c, proxy.addr, "h2.test", "/").await;
+    assert_eq!(h["x-seen-version"], "HTTP/2.0");
+    once(&h, "h2.test", "http", true);
+
+    // A GET with a body of unknown length is left to hyper's client.
+    let raw = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nhost: plain.test\r\nconnection: close\r\n\
+          transfer-encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+        false,
+    )
+    .await;
+    let rsp = RawResponse::parse(&raw).expect("an answer");
+    assert_eq!(rsp.status, 200);
+    let mut h = http::HeaderMap::new();
+    for (name, value) in &rsp.headers {
+        h.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    once(&h, "plain.test", "http", true);
+}
+
 #[tokio::test]
 async fn h2c_client_to_h1_upstream_and_h1_client_to_h2c_upstream() {
     let up = Upstream::echo("a").await;

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use crate::balance::BackendRuntime;
 use crate::balance::{InFlight, RequestKey};
 use crate::body::RequestBody;
+use crate::headers::ForwardingFields;
 use crate::model::RetryPolicy;
 use crate::observe::trace::RequestSpan;
 use crate::upstream::body::UpstreamBody;
@@ -200,6 +201,15 @@ pub(crate) struct Timing {
     pub connect: Duration,
 }
 
+/// What goes with a request to every endpoint it is tried on.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Along<'a> {
+    /// The request's span: each retry is an event on it.
+    pub trace: Option<&'a RequestSpan>,
+    /// The forwarding headers, when they are not in the request's map.
+    pub fields: Option<&'a ForwardingFields<'a>>,
+}
+
 /// Sends `req` to an endpoint of `backend`, then retries as the policy
 /// allows. `retry: false` (an upgrade) sends once.
 /// A request the proxy makes itself (an error page, an external-auth
@@ -217,7 +227,7 @@ pub(crate) async fn send_own(
         &policy,
         true,
         timing,
-        None,
+        Along::default(),
     )
     .await
 }
@@ -229,7 +239,7 @@ pub(crate) async fn send(
     policy: &RetryPolicy,
     retry: bool,
     timing: Timing,
-    trace: Option<&RequestSpan>,
+    along: Along<'_>,
 ) -> Result<Sent, Failed> {
     let Timing {
         start,
@@ -270,7 +280,7 @@ pub(crate) async fn send(
         // Too far to put on the clock: never.
         let head_deadline = sent_at.checked_add(wait);
         let result = endpoint
-            .send(req, connect_timeout, sent_at, head_deadline)
+            .send(req, along.fields, connect_timeout, sent_at, head_deadline)
             .await;
         let latency = if balancer.wants_latency() {
             sent_at.elapsed()
@@ -349,7 +359,7 @@ pub(crate) async fn send(
             // A failed response is dropped unread: its connection closes.
             Some(Ok((next, r))) => {
                 // Only an attempt that is made is an event.
-                if let Some(t) = trace {
+                if let Some(t) = along.trace {
                     t.retry(addr, outcome_reason(&outcome));
                 }
                 drop(outcome);

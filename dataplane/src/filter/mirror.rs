@@ -418,7 +418,7 @@ async fn exchange(m: &MirrorRuntime, head: CopyHead, body: Bytes) -> bool {
         &RetryPolicy::default(),
         false,
         timing,
-        None,
+        retry::Along::default(),
     )
     .await;
     let Ok(sent) = sent else {

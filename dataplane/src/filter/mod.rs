@@ -60,6 +60,8 @@ pub struct Chain {
     error_pages: Option<usize>,
     /// A basic-auth filter keeps the client's credential from the upstream.
     strips_authorization: bool,
+    /// Some filter edits the request headers on their way upstream.
+    edits_request_headers: bool,
     /// The response bandwidth limit and its counter, if any.
     throttle: Option<(
         crate::model::ResponseRate,
@@ -419,6 +421,9 @@ impl Chain {
             })
             .collect();
         let reads_origin = filters.iter().any(|f| matches!(f, Compiled::Cors(_)));
+        let edits_request_headers = filters
+            .iter()
+            .any(|f| matches!(f, Compiled::RequestHeaders(_)));
         // The last listed: its response side is the first to run.
         let error_pages = filters
             .iter()
@@ -431,6 +436,7 @@ impl Chain {
             reads_origin,
             error_pages,
             strips_authorization,
+            edits_request_headers,
             throttle,
             trace,
             body_limit,
@@ -616,6 +622,12 @@ impl Chain {
         mirror::start(mirrors, head, host, body)
     }
 
+    /// Whether [`Self::upstream_request`] may edit a header the proxy adds
+    /// (any request header modifier may).
+    pub(crate) fn edits_request_headers(&self) -> bool {
+        self.edits_request_headers
+    }
+
     /// Edits the request headers as they leave for the upstream.
     pub(crate) fn upstream_request(&self, headers: &mut HeaderMap) {
         // Before the user's edits, which may set one of their own.
@@ -745,6 +757,11 @@ impl BackendFilters {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.request.is_empty() && self.response.is_empty()
+    }
+
+    /// Whether [`Self::upstream_request`] edits anything.
+    pub(crate) fn edits_request(&self) -> bool {
+        !self.request.is_empty()
     }
 
     /// Edits the request headers as they leave for this backend.

@@ -32,7 +32,9 @@ use crate::body::{Done, GrpcRequest, RequestBody, ResponseBody};
 use crate::filter::{Answer, Chain, Flow, Passed};
 use crate::grpc::web::{WebContentType, WebEncoder};
 use crate::grpc::{self, CallFailure, Code};
-use crate::headers::{X_REQUEST_ID, location, split_host_port, strip_hop_by_hop};
+use crate::headers::{
+    ForwardingFields, X_REQUEST_ID, location, names_forwarding, split_host_port, strip_hop_by_hop,
+};
 use crate::model::{
     Action, Forward, PathMatch, PathModifier, Protocol, Redirect, Substitution, Timeouts,
 };
@@ -377,6 +379,9 @@ struct Exchange<'r> {
     /// The rule's mirrors that sampled the request (empty, without
     /// allocating, on rules without one).
     mirrors: Vec<usize>,
+    /// The forwarding headers and request id, when they travel beside the
+    /// request rather than in its header map ([`ForwardingFields`]).
+    fields: Option<ForwardingFields<'r>>,
 }
 
 /// Forwards the request to the rule's backends: pick a backend, build the
@@ -446,12 +451,33 @@ async fn forward(
         upgrade,
         client_h1: req.version() < Version::HTTP_2,
         mirrors,
+        fields: None,
     };
+    let backend_edits = backend.filters.edits_request();
+    // The forwarding headers travel beside the request to the HTTP/1.1
+    // encoder when nothing on the way reads or edits them: no filter edits
+    // request headers, no mirror copies the head, the peer is not trusted
+    // (its headers are appended to or kept) and the client sent none of
+    // their names (which are to be replaced).
+    let carried = protocol == Protocol::Http1
+        && !upgrade
+        && !ctx.conn.trusted
+        && exchange.mirrors.is_empty()
+        && !backend_edits
+        && !routed.runtime.chain.edits_request_headers()
+        && !names_forwarding(req.headers());
+    exchange.fields = carried.then(|| ForwardingFields {
+        client_ip: &ctx.conn.client_ip,
+        scheme: ctx.conn.scheme,
+        host,
+        port: &ctx.conn.local_port,
+        request_id: &ctx.id,
+    });
     let upstream_req = match upstream_request(routed, fwd, req, host, ctx, protocol, &mut exchange)
     {
         Ok(mut r) => {
             // Gateway API: route filters, then the backendRef's.
-            if !backend.filters.is_empty() {
+            if backend_edits {
                 backend.filters.upstream_request(r.headers_mut());
             }
             r
@@ -613,13 +639,17 @@ fn set_upstream_headers(
     ctx: &RequestCtx,
     exchange: &Exchange<'_>,
 ) {
-    // The forwarding headers and the request id below: room for them at
-    // once, rather than the map growing (and reindexing) on the way.
-    headers.reserve(ADDED_REQUEST_HEADERS);
+    // First: a `Connection` header may name one the proxy adds.
     strip_hop_by_hop(headers, exchange.upgrade);
-    add_forwarded_headers(headers, ctx, host);
+    // Into the map, unless they go beside the request to the encoder.
+    if exchange.fields.is_none() {
+        // Room for all at once, rather than the map growing (and
+        // reindexing) on the way.
+        headers.reserve(ADDED_REQUEST_HEADERS);
+        add_forwarded_headers(headers, ctx, host);
+        headers.insert(X_REQUEST_ID.clone(), upstream_request_id(&ctx.id));
+    }
     set_client_cert_headers(headers, ctx, routed.runtime.chain.client_cert());
-    headers.insert(X_REQUEST_ID.clone(), upstream_request_id(&ctx.id));
     routed.runtime.chain.upstream_request(headers);
     if let Some(trace) = &ctx.trace {
         trace.inject(headers);
@@ -662,7 +692,10 @@ async fn call_upstream(
             wait,
             connect: timeouts.connect,
         },
-        ctx.trace.as_deref(),
+        retry::Along {
+            trace: ctx.trace.as_deref(),
+            fields: exchange.fields.as_ref(),
+        },
     )
     .await;
     match sent {

@@ -43,6 +43,7 @@ use tracing::debug;
 
 use crate::balance::retry::RetryBudget;
 use crate::body::{BodyError, RequestBody, find_body_error};
+use crate::headers::ForwardingFields;
 use crate::model::HealthCheck;
 use crate::model::{Protocol, UpstreamTls};
 use crate::store::KeyedStore;
@@ -590,27 +591,39 @@ impl Endpoint {
     // another endpoint without an allocation; `send_h1` and `send_h2`
     // return the same, as `async fn`s, which the lint does not look at.
     #[allow(clippy::result_large_err)]
-    pub fn send(
-        self: &Arc<Self>,
-        req: Request<RequestBody>,
+    /// `fields`: the forwarding headers, when they are not in the
+    /// request's map; the own HTTP/1.1 client writes them into the head,
+    /// any other way out puts them into the map first.
+    pub(crate) fn send<'a>(
+        self: &'a Arc<Self>,
+        mut req: Request<RequestBody>,
+        fields: Option<&'a ForwardingFields<'a>>,
         connect_timeout: Duration,
         now: Instant,
         deadline: Option<Instant>,
-    ) -> impl Future<Output = Result<Result<Answer, SendError>, HeadTimeout>> + '_ {
+    ) -> impl Future<Output = Result<Result<Answer, SendError>, HeadTimeout>> + 'a {
         // Not an `async fn`: that would keep `req` beside the future it is
         // moved into (see `within`).
         match self.key.protocol {
-            Protocol::Http1 => Either::Left(self.send_h1(req, connect_timeout, now, deadline)),
-            Protocol::H2c => Either::Right(
-                within(deadline, self.send_h2(req, connect_timeout))
-                    .map(|r| r.map(|sent| sent.map(|rsp| (rsp, None)))),
-            ),
+            Protocol::Http1 => {
+                Either::Left(self.send_h1(req, fields, connect_timeout, now, deadline))
+            }
+            Protocol::H2c => {
+                if let Some(f) = fields {
+                    f.insert_into(req.headers_mut());
+                }
+                Either::Right(
+                    within(deadline, self.send_h2(req, connect_timeout))
+                        .map(|r| r.map(|sent| sent.map(|rsp| (rsp, None)))),
+                )
+            }
         }
     }
 
     async fn send_h1(
         self: &Arc<Self>,
         mut req: Request<RequestBody>,
+        fields: Option<&ForwardingFields<'_>>,
         connect_timeout: Duration,
         now: Instant,
         deadline: Option<Instant>,
@@ -619,8 +632,11 @@ impl Endpoint {
         // not frame goes to hyper's.
         if let Some(framing) = h1::codec::plan(&req) {
             return self
-                .send_own(req, framing, connect_timeout, now, deadline)
+                .send_own(req, fields, framing, connect_timeout, now, deadline)
                 .await;
+        }
+        if let Some(f) = fields {
+            f.insert_into(req.headers_mut());
         }
         loop {
             // One exchange below for pooled and new connections alike: each
@@ -653,6 +669,7 @@ impl Endpoint {
     async fn send_own(
         self: &Arc<Self>,
         mut req: Request<RequestBody>,
+        fields: Option<&ForwardingFields<'_>>,
         framing: h1::codec::RequestFraming,
         connect_timeout: Duration,
         now: Instant,
@@ -667,7 +684,7 @@ impl Endpoint {
                     Err(error) => return Ok(Err(SendError::unsent(error, req))),
                 },
             };
-            match h1::exchange(conn, req, framing, deadline).await? {
+            match h1::exchange(conn, req, fields, framing, deadline).await? {
                 Ok(exchanged) => {
                     let (rsp, body) = h1::H1Body::new(exchanged, Arc::clone(self));
                     return Ok(Ok((rsp.map(|()| UpstreamBody::H1(body)), None)));

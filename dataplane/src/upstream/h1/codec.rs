@@ -14,6 +14,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 
 use super::Error;
+use crate::headers::ForwardingFields;
 
 /// The largest response head accepted: hyper's client reads a head into a
 /// buffer of at most this (`DEFAULT_MAX_BUFFER_SIZE`, hyper 1.13
@@ -85,13 +86,14 @@ pub(crate) fn plan<B: Body>(req: &Request<B>) -> Option<RequestFraming> {
 }
 
 /// Writes a request head into `dst` (cleared first): the request-target as
-/// the proxy built it, `HTTP/1.1`, the headers as they are, and the framing
-/// header `framing` needs.
+/// the proxy built it, `HTTP/1.1`, the headers as they are, the forwarding
+/// `fields` not in the map, and the framing header `framing` needs.
 pub(crate) fn encode_head(
     dst: &mut Vec<u8>,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
+    fields: Option<&ForwardingFields<'_>>,
     framing: RequestFraming,
 ) {
     dst.clear();
@@ -108,6 +110,9 @@ pub(crate) fn encode_head(
         dst.extend_from_slice(b": ");
         dst.extend_from_slice(value.as_bytes());
         dst.extend_from_slice(b"\r\n");
+    }
+    if let Some(fields) = fields {
+        fields.write_h1(dst);
     }
     match framing {
         RequestFraming::Empty | RequestFraming::Length { add: false, .. } => {}

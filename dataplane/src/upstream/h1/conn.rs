@@ -15,6 +15,7 @@ use tokio::time::{Instant, Sleep};
 use super::Error;
 use super::codec::{self, Chunked, Decoded, Head, RequestFraming, ResponseFraming};
 use crate::body::RequestBody;
+use crate::headers::ForwardingFields;
 use crate::upstream::{Endpoint, HeadTimeout, Io};
 
 /// The read buffer's first size, and what it grows by: hyper's
@@ -277,6 +278,7 @@ pub(crate) type Failed = (Error, Option<Box<Request<RequestBody>>>);
 pub(crate) async fn exchange(
     mut conn: Box<Conn>,
     req: Request<RequestBody>,
+    fields: Option<&ForwardingFields<'_>>,
     framing: RequestFraming,
     deadline: Option<Instant>,
 ) -> Result<Result<Exchanged, Failed>, HeadTimeout> {
@@ -286,6 +288,7 @@ pub(crate) async fn exchange(
         &parts.method,
         &parts.uri,
         &parts.headers,
+        fields,
         framing,
     );
     conn.written = 0;

@@ -20,6 +20,7 @@ fn head_of(method: Method, uri: &str, headers: &[(&str, &str)], framing: Request
         &method,
         &uri.parse::<Uri>().unwrap(),
         &map,
+        None,
         framing,
     );
     String::from_utf8(dst).unwrap()
