@@ -55,6 +55,14 @@
 #   BENCH_OUT_DIR      profiles and summaries (<target>/bench/instructions)
 #   OHA                the oha binary (<target>/bench-tools/bin/oha, as
 #                      bench/load.sh builds it)
+#   BENCH_SIM          cache: also simulate the caches and branch predictor
+#                      (callgrind --cache-sim=yes --branch-sim=yes) and print
+#                      per request the L1 and last-level misses (I1mr D1mr
+#                      D1mw ILmr DLmr DLmw) and the conditional and indirect
+#                      branches mispredicted (Bcm Bim): a model of a generic
+#                      machine, not this one's counters (which this VM does
+#                      not expose), to compare proxies by, not to convert
+#                      into time
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -184,7 +192,7 @@ fi
 summarize() {
   python3 - "$1" <<'PY'
 import re, sys
-names, fn, total = {}, None, 0
+names, fn, total, events, totals = {}, None, 0, [], []
 alloc = re.compile(r"^(mi_(malloc|zalloc|realloc|calloc)(_aligned)?|malloc|calloc|realloc)$")
 inside = re.compile(r"^_?mi_")
 allocs = 0
@@ -206,9 +214,13 @@ with open(sys.argv[1]) as f:
             if alloc.match(callee) and not inside.match(fn or ""):
                 allocs += int(line[6:].split()[0])
             callee = None
+        elif line.startswith("events:"):
+            events = line.split()[1:]
         elif line.startswith("summary:") or line.startswith("totals:"):
-            total = int(line.split()[1])
-print(total, allocs)
+            totals = [int(x) for x in line.split()[1:]]
+            total = totals[0]
+extra = ",".join("%s=%d" % (e, v) for e, v in zip(events[1:], totals[1:]))
+print(total, allocs, extra or "-")
 PY
 }
 
@@ -231,9 +243,7 @@ measure() {
   # The dump is the newest numbered file of the process.
   dump=$(ls -t "$tmp/$name.cg".* 2>/dev/null | grep -v '\.out$' | head -n1 || true)
   [[ -n $dump ]] || dump=$(ls -t "$tmp/$name.cg"* | head -n1)
-  counts=$(summarize "$dump")
-  ir=${counts% *}
-  allocs=${counts#* }
+  read -r ir allocs extra <<<"$(summarize "$dump")"
   cp "$dump" "$out_dir/$name.callgrind"
   callgrind_annotate --inclusive=no "$dump" 2>/dev/null | head -n 60 >"$out_dir/$name.top.txt" || true
   # Every function, not only those making up the default 99 %.
@@ -242,9 +252,17 @@ measure() {
   wait "$pid" 2>/dev/null || true
   awk -v name="$name" -v n="$requests" -v ir="$ir" -v a="$allocs" -v c="$connections" -v u="$unit" 'BEGIN {
     printf "%-12s %d %ss, %d in flight: %.0f instructions/%s, %.2f allocations/%s\n", name, n, u, c, ir / n, u, a / n, u }'
+  if [[ $extra != - ]]; then
+    # The simulated events, per request.
+    awk -v name="$name" -v n="$requests" -v u="$unit" -v extra="$extra" 'BEGIN {
+      line = ""; k = split(extra, pairs, ",")
+      for (i = 1; i <= k; i++) { split(pairs[i], kv, "="); line = line sprintf(" %s %.1f", kv[1], kv[2] / n) }
+      printf "%-12s per %s:%s\n", name, u, line }'
+  fi
 }
 
 callgrind=(valgrind --tool=callgrind --dump-instr=no --collect-jumps=no --compress-strings=yes)
+[[ ${BENCH_SIM:-} != cache ]] || callgrind+=(--cache-sim=yes --branch-sim=yes)
 
 for name in $targets; do
   port=$(free_port)
