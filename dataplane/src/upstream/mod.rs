@@ -587,13 +587,13 @@ impl Endpoint {
     /// `now` is the caller's clock reading, against which idle connections
     /// are aged; `deadline` bounds the whole of it, connecting included,
     /// until the response head is in (`None`: no bound).
+    /// `fields`: the forwarding headers, when they are not in the
+    /// request's map; the own HTTP/1.1 client writes them into the head,
+    /// any other way out puts them into the map first.
     // The error carries the unsent request by value, so it can go to
     // another endpoint without an allocation; `send_h1` and `send_h2`
     // return the same, as `async fn`s, which the lint does not look at.
     #[allow(clippy::result_large_err)]
-    /// `fields`: the forwarding headers, when they are not in the
-    /// request's map; the own HTTP/1.1 client writes them into the head,
-    /// any other way out puts them into the map first.
     pub(crate) fn send<'a>(
         self: &'a Arc<Self>,
         mut req: Request<RequestBody>,
