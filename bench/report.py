@@ -141,12 +141,13 @@ SCENARIOS = [
         "grpc",
         "gRPC unary and streaming",
         "bench/grpc.sh: unary calls and Bidi stream messages from bench_grpc (tonic) straight to the upstream (direct), "
-        "through Portico (the bench_grpc proxy, and gRPC-Web through its bridge), nginx "
+        "through Portico (the release binary with one `backend-protocol: GRPC` Ingress, and gRPC-Web "
+        "through its bridge; BENCH_PORTICO=example: the bench_grpc proxy), nginx "
         "(grpc_pass), and haproxy, Caddy and Traefik as HTTP/2 proxies (h2c in and out).",
         [
             "Streaming (-stream rows): 64 long-lived Bidi streams on one connection, a message "
-            "and its echo at a time; needs a bench_grpc built with the grpc-stream mode (written, "
-            "not yet built): without it the rows are missing and grpc.log says so.",
+            "and its echo at a time (bench_grpc's grpc-stream mode); a bench_grpc built without "
+            "it gives no such rows, and grpc.log says so.",
         ],
     ),
     Scenario(
