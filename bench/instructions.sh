@@ -55,6 +55,9 @@
 #   BENCH_OUT_DIR      profiles and summaries (<target>/bench/instructions)
 #   OHA                the oha binary (<target>/bench-tools/bin/oha, as
 #                      bench/load.sh builds it)
+#   BENCH_POST_BYTES   HTTP targets: each request a POST of a body this
+#                      large (bench/load.sh's BENCH_BODY=up sends 1 MiB:
+#                      1048576) instead of a GET
 #   BENCH_SIM          cache: also simulate the caches and branch predictor
 #                      (callgrind --cache-sim=yes --branch-sim=yes) and print
 #                      per request the L1 and last-level misses (I1mr D1mr
@@ -119,6 +122,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 mkdir -p "$out_dir"
+body=()
+if [[ -n ${BENCH_POST_BYTES:-} ]]; then
+  [[ $BENCH_POST_BYTES =~ ^[1-9][0-9]*$ ]] || die "BENCH_POST_BYTES must be a positive number"
+  head -c "$BENCH_POST_BYTES" /dev/zero | tr '\0' x >"$tmp/body"
+  body=(-m POST -D "$tmp/body")
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -136,7 +145,7 @@ wait_ready() {
 # Sends `n` requests over $connections connections; fails unless all got 200.
 load() {
   local n=$1 url=$2 json
-  json=$(taskset -c "$load_core" "$oha" --no-tui --output-format json -n "$n" -c "$connections" "$url")
+  json=$(taskset -c "$load_core" "$oha" --no-tui --output-format json -n "$n" -c "$connections" "${body[@]}" "$url")
   python3 -c '
 import json, sys
 r = json.loads(sys.argv[1]); n = int(sys.argv[2])

@@ -474,6 +474,73 @@ async fn body_size_limit() {
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "streamed length");
 }
 
+/// A body with a declared length arrives byte for byte and in order,
+/// whether its pieces are gathered into the upstream connection's write
+/// buffer (small) or written from where they lie (large).
+#[tokio::test]
+async fn a_large_declared_upload_arrives_whole_and_in_order() {
+    // FNV-1a over the body, and its length, as the upstream saw it.
+    fn fnv(hash: &mut u64, data: &[u8]) {
+        for &b in data {
+            *hash = (*hash ^ u64::from(b)).wrapping_mul(0x100000001b3);
+        }
+    }
+    let up = Upstream::start(|req: Request<hyper::body::Incoming>| async move {
+        let mut body = req.into_body();
+        let (mut hash, mut len) = (0xcbf29ce484222325u64, 0usize);
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.expect("body frame").into_data() {
+                fnv(&mut hash, &data);
+                len += data.len();
+            }
+        }
+        Response::new(full(format!("{len} {hash:x}")))
+    })
+    .await;
+    let mut cfg = simple("up.test", up.addr);
+    std::sync::Arc::make_mut(&mut cfg.routes[0]).rules[0].set_body_limit(None);
+    let proxy = Proxy::start(cfg).await;
+
+    // Pieces below and above the size written directly, in turn.
+    let sizes = [
+        100usize, 70_000, 3_000, 5_000, 1, 300_000, 4_096, 4_095, 700_000,
+    ];
+    let total: usize = sizes.iter().sum();
+    let all: Vec<u8> = (0..total).map(|i| (i * 7 + i / 251) as u8).collect();
+    let mut expected = 0xcbf29ce484222325u64;
+    fnv(&mut expected, &all);
+    let all = Bytes::from(all);
+    let mut at = 0;
+    let pieces: Vec<Bytes> = sizes
+        .iter()
+        .map(|n| {
+            at += n;
+            all.slice(at - n..at)
+        })
+        .collect();
+    let c = h1_client();
+    for _ in 0..2 {
+        // Twice: the second on the pooled upstream connection.
+        let req = Request::post(proxy.url("/upload"))
+            .header("host", "up.test")
+            .header("content-length", total.to_string())
+            .body(
+                http_body_util::StreamBody::new(futures_util::stream::iter(
+                    pieces.clone().into_iter().map(|p| {
+                        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(
+                            p,
+                        ))
+                    }),
+                ))
+                .boxed(),
+            )
+            .unwrap();
+        let (s, _, body) = send(&c, req).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(body, format!("{total} {expected:x}"));
+    }
+}
+
 #[tokio::test]
 async fn websocket_upgrade_is_tunnelled() {
     let up = Upstream::start(|mut req: Request<hyper::body::Incoming>| async move {

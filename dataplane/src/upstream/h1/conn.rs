@@ -2,11 +2,12 @@
 
 use std::fmt;
 use std::future::Future;
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWrite};
@@ -29,6 +30,12 @@ const READ_CHUNK: usize = 8192;
 const READ_MAX: usize = 64 * 1024;
 /// Request body bytes gathered before they are written.
 const WRITE_HIGH: usize = 64 * 1024;
+/// A request body piece at least this large (of a body with a known
+/// length) is written from where it lies, after what the write buffer
+/// holds, rather than copied into the buffer: a large upload's bytes are
+/// never copied in user space. Smaller pieces are gathered, so several go
+/// out in one write.
+const WRITE_DIRECT: usize = 4096;
 /// A write buffer grown larger than this by one request's body is let go
 /// when the connection goes idle.
 const WRITE_KEEP: usize = 64 * 1024;
@@ -42,6 +49,9 @@ pub(crate) struct Conn {
     /// The request head and body bytes not yet written.
     write: Vec<u8>,
     written: usize,
+    /// A large body piece, written after `write` ([`WRITE_DIRECT`]); what
+    /// is left of it.
+    direct: Bytes,
     upload: Option<Upload>,
     /// Writing the request body failed; the upstream may still answer (and
     /// often has, before closing), but the connection is not reused.
@@ -73,12 +83,18 @@ impl Upload {
             codec::encode_chunk(dst, data);
             return Ok(());
         }
-        let len = data.len() as u64;
+        self.owe(data.len())?;
+        dst.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// Counts `len` bytes of a `content-length` body as sent.
+    fn owe(&mut self, len: usize) -> Result<(), Error> {
+        let len = len as u64;
         if len > self.left {
             return Err(Error::BodyTooLong);
         }
         self.left -= len;
-        dst.extend_from_slice(data);
         Ok(())
     }
 
@@ -100,6 +116,7 @@ impl Conn {
             read: BytesMut::with_capacity(READ_CHUNK),
             write: Vec::with_capacity(1024),
             written: 0,
+            direct: Bytes::new(),
             upload: None,
             upload_failed: None,
             committed: false,
@@ -138,7 +155,7 @@ impl Conn {
         loop {
             let mut body_pending = false;
             while let Some(up) = self.upload.as_mut().filter(|u| !u.ended) {
-                if self.write.len() - self.written >= WRITE_HIGH {
+                if self.write.len() - self.written >= WRITE_HIGH || !self.direct.is_empty() {
                     break;
                 }
                 match Pin::new(&mut up.body).poll_frame(cx) {
@@ -153,7 +170,14 @@ impl Conn {
                         // Trailers are dropped, as hyper's client drops
                         // undeclared ones (declared ones go to hyper).
                         if let Ok(data) = frame.into_data() {
-                            up.data(&data, &mut self.write)?;
+                            if !up.chunked && data.len() >= WRITE_DIRECT {
+                                // Nothing is added to `write` after it: a
+                                // length-framed body's end adds no bytes.
+                                up.owe(data.len())?;
+                                self.direct = data;
+                            } else {
+                                up.data(&data, &mut self.write)?;
+                            }
                         }
                         if up.body.is_end_stream() {
                             up.end(&mut self.write)?;
@@ -161,13 +185,24 @@ impl Conn {
                     }
                 }
             }
-            while self.written < self.write.len() {
-                let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.write[self.written..]))
-                    .map_err(Error::Io)?;
+            while self.written < self.write.len() || !self.direct.is_empty() {
+                let buffered = &self.write[self.written..];
+                let io = Pin::new(&mut self.io);
+                let n = ready!(if self.direct.is_empty() {
+                    io.poll_write(cx, buffered)
+                } else if buffered.is_empty() {
+                    io.poll_write(cx, &self.direct)
+                } else {
+                    let both = [IoSlice::new(buffered), IoSlice::new(&self.direct)];
+                    io.poll_write_vectored(cx, &both)
+                })
+                .map_err(Error::Io)?;
                 if n == 0 {
                     return Poll::Ready(Err(Error::Io(std::io::ErrorKind::WriteZero.into())));
                 }
-                self.written += n;
+                let from_buffer = n.min(buffered.len());
+                self.written += from_buffer;
+                self.direct.advance(n - from_buffer);
                 self.committed = true;
             }
             self.write.clear();
@@ -190,6 +225,7 @@ impl Conn {
         self.upload_failed.is_none()
             && self.upload.as_ref().is_none_or(|u| u.ended)
             && self.written == self.write.len()
+            && self.direct.is_empty()
     }
 
     /// Sends the request on and reads until the response head is in.
@@ -248,6 +284,7 @@ impl Conn {
             self.write = Vec::with_capacity(1024);
         }
         self.written = 0;
+        self.direct = Bytes::new();
     }
 }
 
