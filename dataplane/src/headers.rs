@@ -61,10 +61,8 @@ impl ForwardingFields<'_> {
         }
     }
 
-    /// Puts the fields into `headers`, replacing any there. The request id
-    /// is marked never to be indexed: HPACK would otherwise add each
-    /// request's new id to an HTTP/2 connection's table, evicting the
-    /// entries later requests repeat.
+    /// Puts the fields into `headers`, replacing any there (the request id
+    /// as [`upstream_request_id`] marks it).
     pub(crate) fn insert_into(&self, headers: &mut HeaderMap) {
         headers.reserve(6);
         headers.insert(X_FORWARDED_FOR.clone(), self.client_ip.clone());
@@ -75,10 +73,19 @@ impl ForwardingFields<'_> {
         );
         headers.insert(X_FORWARDED_HOST.clone(), self.host.clone());
         headers.insert(X_FORWARDED_PORT.clone(), self.port.clone());
-        let mut id = self.request_id.clone();
-        id.set_sensitive(true);
-        headers.insert(X_REQUEST_ID.clone(), id);
+        headers.insert(X_REQUEST_ID.clone(), upstream_request_id(self.request_id));
     }
+}
+
+/// The request id as sent upstream: marked never to be indexed. HPACK
+/// (HTTP/2) would otherwise add every request's new id to the connection's
+/// header table, each evicting entries that later requests repeat (the
+/// forwarding headers), which then go out in full again. HTTP/1.1 ignores
+/// the mark.
+pub(crate) fn upstream_request_id(id: &HeaderValue) -> HeaderValue {
+    let mut id = id.clone();
+    id.set_sensitive(true);
+    id
 }
 
 /// Whether `headers` holds a field [`ForwardingFields`] would set, or a

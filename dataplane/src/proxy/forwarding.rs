@@ -5,7 +5,8 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::headers::{
-    X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PORT, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID,
+    ForwardingFields, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PORT, X_FORWARDED_PROTO,
+    X_REAL_IP, X_REQUEST_ID, upstream_request_id,
 };
 use crate::model::RouteClientAuth;
 use crate::request::ctx::{RequestCtx, ip_header};
@@ -80,39 +81,38 @@ pub(super) fn request_id(headers: &HeaderMap) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
-/// The request id as sent upstream: marked never to be indexed. HPACK
-/// (HTTP/2) would otherwise add every request's new id to the connection's
-/// header table, each evicting entries that later requests repeat (the
-/// forwarding headers), which then go out in full again. HTTP/1.1 ignores
-/// the mark.
-pub(super) fn upstream_request_id(id: &HeaderValue) -> HeaderValue {
-    let mut id = id.clone();
-    id.set_sensitive(true);
-    id
-}
-
 /// How many headers `proxy::forward` adds to every request: the five forwarding
 /// headers and the request id.
 pub(super) const ADDED_REQUEST_HEADERS: usize = 6;
 
-/// The forwarding headers upstreams read. For an untrusted peer every one
-/// is what this proxy saw: the client's own claims are replaced, and a
-/// `Forwarded` header it sent is dropped (only proxies set that one, and
-/// upstream frameworks believe it). A trusted proxy's `X-Forwarded-For` is
-/// appended to, and its `X-Forwarded-Proto`, `-Host`, `-Port` and
-/// `Forwarded` are kept (ours fill in those it left out).
+/// The forwarding headers and request id for an untrusted peer: every one
+/// what this proxy saw.
+pub(super) fn own_fields<'a>(ctx: &'a RequestCtx, host: &'a HeaderValue) -> ForwardingFields<'a> {
+    ForwardingFields {
+        client_ip: &ctx.conn.client_ip,
+        scheme: ctx.conn.scheme,
+        host,
+        port: &ctx.conn.local_port,
+        request_id: &ctx.id,
+    }
+}
+
+/// The forwarding headers upstreams read, and the request id. For an
+/// untrusted peer every one is what this proxy saw ([`own_fields`]): the
+/// client's own claims are replaced, and a `Forwarded` header it sent is
+/// dropped (only proxies set that one, and upstream frameworks believe
+/// it). A trusted proxy's `X-Forwarded-For` is appended to, and its
+/// `X-Forwarded-Proto`, `-Host`, `-Port` and `Forwarded` are kept (ours
+/// fill in those it left out).
 pub(super) fn add_forwarded_headers(headers: &mut HeaderMap, ctx: &RequestCtx, host: &HeaderValue) {
     let conn = &ctx.conn;
-    let scheme = HeaderValue::from_static(conn.scheme.as_str());
     if !conn.trusted {
-        headers.insert(X_FORWARDED_FOR.clone(), conn.client_ip.clone());
-        headers.insert(X_REAL_IP.clone(), conn.client_ip.clone());
-        headers.insert(X_FORWARDED_PROTO.clone(), scheme);
-        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-        headers.insert(X_FORWARDED_PORT.clone(), conn.local_port.clone());
+        own_fields(ctx, host).insert_into(headers);
         headers.remove(header::FORWARDED);
         return;
     }
+    headers.insert(X_REQUEST_ID.clone(), upstream_request_id(&ctx.id));
+    let scheme = HeaderValue::from_static(conn.scheme.as_str());
     let xff = appended_forwarded_for(headers, &conn.client_ip);
     headers.insert(X_FORWARDED_FOR.clone(), xff);
     let client = ctx.client_addr();

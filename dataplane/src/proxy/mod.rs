@@ -33,7 +33,7 @@ use crate::filter::{Answer, Chain, Flow, Passed};
 use crate::grpc::web::{WebContentType, WebEncoder};
 use crate::grpc::{self, CallFailure, Code};
 use crate::headers::{
-    ForwardingFields, X_REQUEST_ID, location, names_forwarding, split_host_port, strip_hop_by_hop,
+    ForwardingFields, location, names_forwarding, split_host_port, strip_hop_by_hop,
 };
 use crate::model::{
     Action, Forward, PathMatch, PathModifier, Protocol, Redirect, Substitution, Timeouts,
@@ -50,8 +50,7 @@ mod forwarding;
 mod render;
 
 use forwarding::{
-    ADDED_REQUEST_HEADERS, add_forwarded_headers, request_id, set_client_cert_headers,
-    upstream_request_id,
+    ADDED_REQUEST_HEADERS, add_forwarded_headers, own_fields, request_id, set_client_cert_headers,
 };
 use render::{grpc_body_error, non_grpc_answer, render, upstream_error_response};
 
@@ -466,13 +465,7 @@ async fn forward(
         && !backend_edits
         && !routed.runtime.chain.edits_request_headers()
         && !names_forwarding(req.headers());
-    exchange.fields = carried.then(|| ForwardingFields {
-        client_ip: &ctx.conn.client_ip,
-        scheme: ctx.conn.scheme,
-        host,
-        port: &ctx.conn.local_port,
-        request_id: &ctx.id,
-    });
+    exchange.fields = carried.then(|| own_fields(ctx, host));
     let upstream_req = match upstream_request(routed, fwd, req, host, ctx, protocol, &mut exchange)
     {
         Ok(mut r) => {
@@ -647,7 +640,6 @@ fn set_upstream_headers(
         // reindexing) on the way.
         headers.reserve(ADDED_REQUEST_HEADERS);
         add_forwarded_headers(headers, ctx, host);
-        headers.insert(X_REQUEST_ID.clone(), upstream_request_id(&ctx.id));
     }
     set_client_cert_headers(headers, ctx, routed.runtime.chain.client_cert());
     routed.runtime.chain.upstream_request(headers);
