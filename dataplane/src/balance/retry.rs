@@ -27,7 +27,7 @@ use crate::model::RetryPolicy;
 use crate::observe::trace::RequestSpan;
 use crate::upstream::body::UpstreamBody;
 use crate::upstream::health::{HealthShared, Outcome};
-use crate::upstream::{Recycle, SendError, UpstreamError};
+use crate::upstream::{Recycle, SendError, UpstreamError, UpstreamRequest};
 
 /// Most retries a budget saves up from past requests.
 const MAX_SAVED_RETRIES: u64 = 100;
@@ -56,12 +56,12 @@ pub(crate) enum Failed {
         addr: SocketAddr,
         /// The request, when none of it left: its body is still the
         /// client's, for the caller to drain before answering.
-        unsent: Option<Box<Request<RequestBody>>>,
+        unsent: Option<UpstreamRequest>,
     },
 }
 
 impl Failed {
-    fn with_unsent(self, req: Box<Request<RequestBody>>) -> Self {
+    fn with_unsent(self, req: UpstreamRequest) -> Self {
         match self {
             Failed::Upstream {
                 error,
@@ -172,8 +172,8 @@ impl Replay {
         })
     }
 
-    fn build(&self) -> Request<RequestBody> {
-        let mut req = Request::new(RequestBody::empty());
+    fn build(&self) -> UpstreamRequest {
+        let mut req = Box::new(Request::new(RequestBody::empty()));
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.version_mut() = self.version;
@@ -216,7 +216,7 @@ pub(crate) struct Along<'a> {
 /// subrequest): any endpoint of `backend`, the default retry policy.
 pub(crate) async fn send_own(
     backend: &BackendRuntime,
-    req: Request<RequestBody>,
+    req: UpstreamRequest,
     timing: Timing,
 ) -> Result<Sent, Failed> {
     let policy = RetryPolicy::default();
@@ -235,7 +235,7 @@ pub(crate) async fn send_own(
 pub(crate) async fn send(
     backend: &BackendRuntime,
     key: &RequestKey,
-    req: Request<RequestBody>,
+    req: UpstreamRequest,
     policy: &RetryPolicy,
     retry: bool,
     timing: Timing,
@@ -329,7 +329,7 @@ pub(crate) async fn send(
                     };
                 let (again, unsent) = match request {
                     // Never left: any method may go elsewhere.
-                    Some(r) if wanted => (Some(*r), None),
+                    Some(r) if wanted => (Some(r), None),
                     None if wanted && method_ok => (replay.as_ref().map(Replay::build), None),
                     unsent => (None, unsent),
                 };
@@ -394,18 +394,18 @@ fn next_attempt<'b>(
     deadline: Option<Instant>,
     max_attempts: usize,
     now: Instant,
-    req: Request<RequestBody>,
-) -> Result<(crate::balance::Pick<'b>, Request<RequestBody>), Box<Request<RequestBody>>> {
+    req: UpstreamRequest,
+) -> Result<(crate::balance::Pick<'b>, UpstreamRequest), UpstreamRequest> {
     if tried.len() >= max_attempts || deadline.is_some_and(|d| now >= d) {
-        return Err(Box::new(req));
+        return Err(req);
     }
     let Some(next) = backend.balancer.pick_at(key, tried, now) else {
-        return Err(Box::new(req));
+        return Err(req);
     };
     if !backend.budget.withdraw() {
         backend.budget.exhausted.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(backend = %backend.name, "retry budget spent");
-        return Err(Box::new(req));
+        return Err(req);
     }
     backend.budget.retries.fetch_add(1, Ordering::Relaxed);
     Ok((next, req))

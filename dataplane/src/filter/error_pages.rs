@@ -196,7 +196,7 @@ impl ErrorPagesRuntime {
             wait: self.timeouts.read,
             connect: self.timeouts.connect,
         };
-        let sent = retry::send_own(backend, request, timing).await;
+        let sent = retry::send_own(backend, Box::new(request), timing).await;
         let Sent {
             rsp,
             recycle,

@@ -414,7 +414,7 @@ async fn exchange(m: &MirrorRuntime, head: CopyHead, body: Bytes) -> bool {
     let sent = retry::send(
         backend,
         &RequestKey::default(),
-        req,
+        Box::new(req),
         &RetryPolicy::default(),
         false,
         timing,

@@ -45,6 +45,7 @@ use crate::request::head::{self, Rejection};
 use crate::request::path::{self, PathError, PathNormalization, PathPolicy};
 use crate::route::router::{RequestHead, replace_prefix_match};
 use crate::route::table::{RouteTable, Routed};
+use crate::upstream::UpstreamRequest;
 
 mod forwarding;
 mod render;
@@ -58,7 +59,7 @@ use render::{grpc_body_error, non_grpc_answer, render, upstream_error_response};
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
-    mut req: Request<Incoming>,
+    mut req: Box<Request<Incoming>>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let mut ctx = RequestCtx {
         start: Instant::now(),
@@ -225,7 +226,7 @@ async fn request_filters(
 async fn act(
     answer: Option<Answer>,
     routed: &Routed<'_>,
-    req: Request<Incoming>,
+    req: Box<Request<Incoming>>,
     host_value: &HeaderValue,
     host: &str,
     ctx: &RequestCtx,
@@ -387,7 +388,7 @@ struct Exchange<'r> {
 /// upstream request, call it (with retries), shape the answer.
 async fn forward(
     routed: &Routed<'_>,
-    mut req: Request<Incoming>,
+    mut req: Box<Request<Incoming>>,
     host: &HeaderValue,
     ctx: &RequestCtx,
     mirrors: Vec<usize>,
@@ -440,7 +441,7 @@ async fn forward(
     let upgrade = req.version() == Version::HTTP_11
         && protocol == Protocol::Http1
         && is_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut *req));
     let mut exchange = Exchange {
         bridge,
         grpc_call: bridge.is_some() || matches!(ctx.call, Call::Grpc),
@@ -531,15 +532,15 @@ fn unresolved(ctx: &RequestCtx) -> Response<ResponseBody> {
 fn upstream_request(
     routed: &Routed<'_>,
     fwd: &Forward,
-    req: Request<Incoming>,
+    req: Box<Request<Incoming>>,
     host: &HeaderValue,
     ctx: &RequestCtx,
     protocol: Protocol,
     exchange: &mut Exchange<'_>,
-) -> Result<Request<RequestBody>, StatusCode> {
+) -> Result<UpstreamRequest, StatusCode> {
     let rule = routed.rule;
     let (path_and_query, host_value) = upstream_target(routed, fwd, &req, host)?;
-    let (mut parts, body) = req.into_parts();
+    let (mut parts, body) = (*req).into_parts();
     set_upstream_headers(&mut parts.headers, routed, host, ctx, exchange);
     // Copies leave with the head as the original does, before its
     // protocol's form and rewrite; nothing to do on rules without mirrors.
@@ -595,7 +596,7 @@ fn upstream_request(
         .then(|| parts.headers.get(&grpc::GRPC_TIMEOUT))
         .flatten()
         .and_then(grpc::parse_timeout);
-    Ok(Request::from_parts(parts, body))
+    Ok(Box::new(Request::from_parts(parts, body)))
 }
 
 /// The upstream path and query (the rule's rewrite applied) and host.
@@ -661,7 +662,7 @@ fn set_upstream_headers(
 async fn call_upstream(
     backend: &BackendRuntime,
     key: &RequestKey,
-    upstream_req: Request<RequestBody>,
+    upstream_req: UpstreamRequest,
     fwd: &Forward,
     timeouts: Timeouts,
     exchange: &Exchange<'_>,

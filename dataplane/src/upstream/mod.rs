@@ -136,20 +136,26 @@ impl UpstreamError {
     }
 }
 
+/// A request on its way upstream. Boxed from where it is built to where it
+/// is written: it passes through several `async fn`s, and each that took
+/// it by value would keep a copy of it (hundreds of bytes) in the
+/// request's future, written once more per phase.
+pub type UpstreamRequest = Box<Request<RequestBody>>;
+
 /// A failed [`Endpoint::send`]: the error, and the request when none of it
 /// was sent. Boxed: the send's result is moved through every layer of the
 /// call on the way back, and an unsent request (rare) inline would make
 /// every answer's result twice its size.
 pub struct SendError {
     pub error: UpstreamError,
-    pub request: Option<Box<Request<RequestBody>>>,
+    pub request: Option<UpstreamRequest>,
 }
 
 impl SendError {
-    fn unsent(error: UpstreamError, request: Request<RequestBody>) -> Self {
+    fn unsent(error: UpstreamError, request: UpstreamRequest) -> Self {
         Self {
             error,
-            request: Some(Box::new(request)),
+            request: Some(request),
         }
     }
 }
@@ -590,13 +596,12 @@ impl Endpoint {
     /// `fields`: the forwarding headers, when they are not in the
     /// request's map; the own HTTP/1.1 client writes them into the head,
     /// any other way out puts them into the map first.
-    // The error carries the unsent request by value, so it can go to
-    // another endpoint without an allocation; `send_h1` and `send_h2`
-    // return the same, as `async fn`s, which the lint does not look at.
-    #[allow(clippy::result_large_err)]
+    /// `req` is boxed, and an unsent one comes back in the same box: the
+    /// request passes through several `async fn`s on its way, each of
+    /// which would otherwise keep a copy of it in the request's future.
     pub(crate) fn send<'a>(
         self: &'a Arc<Self>,
-        mut req: Request<RequestBody>,
+        mut req: UpstreamRequest,
         fields: Option<&'a ForwardingFields<'a>>,
         connect_timeout: Duration,
         now: Instant,
@@ -622,7 +627,7 @@ impl Endpoint {
 
     async fn send_h1(
         self: &Arc<Self>,
-        mut req: Request<RequestBody>,
+        mut req: UpstreamRequest,
         fields: Option<&ForwardingFields<'_>>,
         connect_timeout: Duration,
         now: Instant,
@@ -657,7 +662,7 @@ impl Endpoint {
                 // request goes on the next one.
                 Err(SendError {
                     request: Some(r), ..
-                }) if pooled => req = *r,
+                }) if pooled => req = r,
                 sent => return Ok(sent),
             }
         }
@@ -668,7 +673,7 @@ impl Endpoint {
     /// is no [`Recycle`].
     async fn send_own(
         self: &Arc<Self>,
-        mut req: Request<RequestBody>,
+        mut req: UpstreamRequest,
         fields: Option<&ForwardingFields<'_>>,
         framing: h1::codec::RequestFraming,
         connect_timeout: Duration,
@@ -691,7 +696,7 @@ impl Endpoint {
                 }
                 // Not sent: the pooled connection went away after the
                 // check; the request goes on the next one.
-                Err((_, Some(r))) if pooled => req = *r,
+                Err((_, Some(r))) if pooled => req = r,
                 Err((source, request)) => {
                     let error = UpstreamError::H1 {
                         addr: self.key.addr,
@@ -763,7 +768,7 @@ impl Endpoint {
     async fn exchange(
         self: &Arc<Self>,
         h1: H1,
-        req: Request<RequestBody>,
+        req: UpstreamRequest,
         deadline: Option<Instant>,
     ) -> Result<Result<Answer, SendError>, HeadTimeout> {
         let H1 {
@@ -775,7 +780,7 @@ impl Endpoint {
             timer.as_mut().reset(at);
         }
         let mut conn = Some(conn);
-        let response = tx.try_send_request(req);
+        let response = tx.try_send_request(*req);
         tokio::pin!(response);
         let result = Exchange {
             conn: &mut conn,
@@ -857,10 +862,11 @@ impl Endpoint {
     /// told to go away since it was last used) goes once on a new one.
     async fn send_h2(
         self: &Arc<Self>,
-        mut req: Request<RequestBody>,
+        req: UpstreamRequest,
         connect_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let mut again = true;
+        let mut req = req;
         loop {
             let conn = match self.h2.load_full() {
                 Some(c) if !c.is_closed() => c,
@@ -870,7 +876,7 @@ impl Endpoint {
                     Err(error) => return Err(SendError::unsent(error, req)),
                 },
             };
-            let failed = match h2::send(&conn, req).await {
+            let failed = match h2::send(&conn, *req).await {
                 Ok(rsp) => return Ok(rsp.map(UpstreamBody::H2)),
                 Err(failed) => failed,
             };
@@ -880,7 +886,7 @@ impl Endpoint {
             match failed.request {
                 Some(r) if again => {
                     again = false;
-                    req = r;
+                    req = Box::new(r);
                 }
                 request => {
                     return Err(SendError {

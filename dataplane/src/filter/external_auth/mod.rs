@@ -592,7 +592,7 @@ impl Inner {
             wait: self.timeout,
             connect: self.timeout,
         };
-        let sent = retry::send_own(backend, req, timing).await;
+        let sent = retry::send_own(backend, Box::new(req), timing).await;
         let Sent {
             rsp,
             recycle,

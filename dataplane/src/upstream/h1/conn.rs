@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, Method, Request, Response};
+use http::{HeaderMap, Method, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::time::{Instant, Sleep};
@@ -17,7 +17,7 @@ use super::Error;
 use super::codec::{self, Chunked, Decoded, Head, RequestFraming, ResponseFraming};
 use crate::body::RequestBody;
 use crate::headers::ForwardingFields;
-use crate::upstream::{Endpoint, HeadTimeout, Io};
+use crate::upstream::{Endpoint, HeadTimeout, Io, UpstreamRequest};
 
 /// The read buffer's first size, and what it grows by: hyper's
 /// `INIT_BUFFER_SIZE`. A small response's head and body fit in one read.
@@ -308,26 +308,27 @@ pub(crate) struct Exchanged {
 
 /// A failed exchange: the error, and the request when none of it was sent
 /// (boxed, as in [`crate::upstream::SendError`]).
-pub(crate) type Failed = (Error, Option<Box<Request<RequestBody>>>);
+pub(crate) type Failed = (Error, Option<UpstreamRequest>);
 
 /// Sends `req` on `conn` framed as `framing` ([`codec::plan`]) and reads
-/// the response head, by `deadline` if any.
+/// the response head, by `deadline` if any. The request stays in its box:
+/// an unsent one goes back in it.
 pub(crate) async fn exchange(
     mut conn: Box<Conn>,
-    req: Request<RequestBody>,
+    mut req: UpstreamRequest,
     fields: Option<&ForwardingFields<'_>>,
     framing: RequestFraming,
     deadline: Option<Instant>,
 ) -> Result<Result<Exchanged, Failed>, HeadTimeout> {
-    let (mut parts, body) = req.into_parts();
     codec::encode_head(
         &mut conn.write,
-        &parts.method,
-        &parts.uri,
-        &parts.headers,
+        req.method(),
+        req.uri(),
+        req.headers(),
         fields,
         framing,
     );
+    let body = std::mem::replace(req.body_mut(), RequestBody::empty());
     conn.written = 0;
     conn.committed = false;
     conn.upload_failed = None;
@@ -342,11 +343,11 @@ pub(crate) async fn exchange(
         left,
         ended: framing == RequestFraming::Empty,
     });
-    let head_request = parts.method == Method::HEAD;
+    let head_request = req.method() == Method::HEAD;
     if let Some(at) = deadline {
         conn.timer.as_mut().reset(at);
     }
-    let mut headers = Some(std::mem::take(&mut parts.headers));
+    let mut headers = Some(std::mem::take(req.headers_mut()));
     let result = std::future::poll_fn(|cx| {
         if let Poll::Ready(r) = conn.poll_head(head_request, &mut headers, cx) {
             return Poll::Ready(Ok(r));
@@ -364,8 +365,9 @@ pub(crate) async fn exchange(
             if !conn.committed
                 && let (Some(up), Some(headers)) = (conn.upload.take(), headers)
             {
-                parts.headers = headers;
-                request = Some(Box::new(Request::from_parts(parts, up.body)));
+                *req.headers_mut() = headers;
+                *req.body_mut() = up.body;
+                request = Some(req);
             }
             Err((error, request))
         }
