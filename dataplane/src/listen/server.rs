@@ -362,17 +362,7 @@ async fn serve_conn<S>(
     let svc = service_fn(move |req| {
         let request = InFlightRequest::enter(&svc_in_flight);
         let (shared, info) = (Arc::clone(&svc_shared), Arc::clone(&info));
-        // The request goes through the proxy's phases in a box of its own:
-        // each `async fn` it is passed to by value keeps a copy of it in
-        // the request's future (the argument and the local it becomes),
-        // a few hundred bytes written per phase.
-        let req = Box::new(req);
-        // The request's future is made inside the box, on its first poll:
-        // made outside, its several KB would be moved into the block.
-        Box::pin(async move {
-            let rsp = proxy::handle(shared, info, req).await?;
-            Ok::<_, Infallible>(rsp.map(|body| Counted { body, request }))
-        })
+        boxed_request(shared, info, req, request)
     });
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
@@ -434,6 +424,54 @@ async fn serve_conn<S>(
         }
     }
     shared.metrics.open_connections.dec();
+}
+
+/// One request's future, in its box.
+///
+/// The box is allocated first and the future made into it: made first, on
+/// the stack, all of its size (kilobytes, most of it not yet written)
+/// would be copied in. Rust has no placement, but the compiler does this
+/// when the future is made by a call that cannot unwind and whose result
+/// goes straight into the box, which it can see only when both are
+/// compiled together: hence two functions of this crate, neither inlined
+/// into the generic connection code that other crates instantiate.
+///
+/// The request goes through the proxy's phases in a box of its own too:
+/// each `async fn` it is passed to by value would keep a copy of it in the
+/// request's future (the argument and the local it becomes), a few hundred
+/// bytes written per phase.
+#[inline(never)]
+fn boxed_request(
+    shared: Arc<Shared>,
+    info: Arc<ConnInfo>,
+    req: http::Request<hyper::body::Incoming>,
+    request: InFlightRequest,
+) -> Pin<Box<impl Future<Output = RequestOutput> + Send>> {
+    let req = Box::new(req);
+    Box::into_pin(Box::write(
+        Box::new_uninit(),
+        request_future(shared, info, req, request),
+    ))
+}
+
+type RequestOutput = Result<http::Response<Counted<crate::body::ResponseBody>>, Infallible>;
+
+/// One request's future, unstarted (see [`boxed_request`]). Written out
+/// rather than as an `async fn`, so that it is certain the attribute
+/// applies to the function that makes the future, which is what was
+/// checked in the machine code.
+#[inline(never)]
+#[allow(clippy::manual_async_fn)]
+fn request_future(
+    shared: Arc<Shared>,
+    info: Arc<ConnInfo>,
+    req: Box<http::Request<hyper::body::Incoming>>,
+    request: InFlightRequest,
+) -> impl Future<Output = RequestOutput> + Send {
+    async move {
+        let rsp = proxy::handle(shared, info, req).await?;
+        Ok(rsp.map(|body| Counted { body, request }))
+    }
 }
 
 /// hyper's own default HTTP/1 read buffer (about 400 KiB); kept unless the
