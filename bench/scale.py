@@ -15,8 +15,13 @@ and reports:
     and with 60 s or more of edits, the end against the first minute's (the
     goal: within 10%).
 
+With `--kind httproute` the objects are Gateway API HTTPRoutes instead (one
+Gateway, one rule per path, `--ingresses` of them), translated in full on
+every rebuild where Ingresses are memoized.
+
 Usage: python3 bench/scale.py [--ingresses 2000] [--paths 5] [--edits 60]
        [--interval 1.0] [--timeout 10] [--bin target/release/portico]
+       [--kind ingress|httproute]
 
 Only 127.0.0.1 is used. Run on a quiet machine: apply-to-live is a time.
 """
@@ -101,6 +106,45 @@ spec:
 {items}"""
 
 
+def httproute_yaml(i, paths, extra=None):
+    """The same routes as `ingress_yaml`, as a Gateway API HTTPRoute on the
+    Gateway `gw` (one rule per path)."""
+    names = [f"/p{p}" for p in range(paths)]
+    if extra:
+        names[-1] = extra
+    rules = "".join(
+        f"""  - matches: [{{path: {{type: PathPrefix, value: "{path}"}}}}]
+    timeouts: {{backendRequest: 30s}}
+    backendRefs: [{{name: svc{(i + k) % 100}, port: 80}}]
+"""
+        for k, path in enumerate(names)
+    )
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: route{i}
+  namespace: default
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [h{i}.example.com]
+  rules:
+{rules}"""
+
+
+GATEWAY = """apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: portico}
+spec: {controllerName: portico.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: portico
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+"""
+
+
 def write(path, text):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -131,7 +175,14 @@ def main():
     ap.add_argument("--bin", default="target/release/portico")
     ap.add_argument("--keep", action="store_true", help="keep the manifest folder")
     ap.add_argument("--log", help="portico's log goes here (default: discarded)")
+    ap.add_argument(
+        "--kind",
+        choices=["ingress", "httproute"],
+        default="ingress",
+        help="the objects written: Ingresses, or Gateway API HTTPRoutes on one Gateway",
+    )
     a = ap.parse_args()
+    route_yaml = ingress_yaml if a.kind == "ingress" else httproute_yaml
 
     upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
@@ -168,9 +219,11 @@ endpoints:
   conditions: {{ready: true}}
 """
         )
+    if a.kind == "httproute":
+        base.append(GATEWAY)
     write(os.path.join(d, "base.yaml"), "---\n".join(base))
     for i in range(a.ingresses):
-        write(os.path.join(d, f"ing{i:05}.yaml"), ingress_yaml(i, a.paths))
+        write(os.path.join(d, f"ing{i:05}.yaml"), route_yaml(i, a.paths))
 
     http_port, admin_port = free_port(), free_port()
     start = time.monotonic()
@@ -196,7 +249,8 @@ endpoints:
         time.sleep(2)
         idle = rss_kib(proc.pid)
         rules = a.ingresses * a.paths
-        print(f"{a.ingresses} Ingresses x {a.paths} paths = {rules} rules")
+        objects = "Ingresses" if a.kind == "ingress" else "HTTPRoutes (Gateway API)"
+        print(f"{a.ingresses} {objects} x {a.paths} paths = {rules} rules")
         print(f"start to every host served: {first_live:.2f} s")
         print(
             f"RSS idle after the first publish: {idle / 1024:.1f} MiB "
@@ -217,7 +271,7 @@ endpoints:
             t_next = time.monotonic() + a.interval
             if e:
                 settled.append(rss_kib(proc.pid))
-            write(os.path.join(d, f"ing{i:05}.yaml"), ingress_yaml(i, a.paths, path))
+            write(os.path.join(d, f"ing{i:05}.yaml"), route_yaml(i, a.paths, path))
             t0 = time.monotonic()
             while get(http_port, f"h{i}.example.com", path) != 200:
                 if time.monotonic() - t0 > a.timeout:
