@@ -596,9 +596,8 @@ impl Endpoint {
     /// `fields`: the forwarding headers, when they are not in the
     /// request's map; the own HTTP/1.1 client writes them into the head,
     /// any other way out puts them into the map first.
-    /// `req` is boxed, and an unsent one comes back in the same box: the
-    /// request passes through several `async fn`s on its way, each of
-    /// which would otherwise keep a copy of it in the request's future.
+    /// An unsent request comes back in the box it came in
+    /// ([`UpstreamRequest`]).
     pub(crate) fn send<'a>(
         self: &'a Arc<Self>,
         mut req: UpstreamRequest,
@@ -862,11 +861,10 @@ impl Endpoint {
     /// told to go away since it was last used) goes once on a new one.
     async fn send_h2(
         self: &Arc<Self>,
-        req: UpstreamRequest,
+        mut req: UpstreamRequest,
         connect_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let mut again = true;
-        let mut req = req;
         loop {
             let conn = match self.h2.load_full() {
                 Some(c) if !c.is_closed() => c,
