@@ -1,7 +1,9 @@
 //! How long a rebuild takes at scale: translation of a snapshot with N
 //! Ingress rules, then compiling and swapping the dataplane table.
 //!
-//! Usage: `translate_bench [RULES]` (default 10000). Prints the median of
+//! Usage: `translate_bench [RULES] [ingress|httproute]` (default 10000
+//! Ingress rules; `httproute`: the same rules as Gateway API HTTPRoutes on
+//! one Gateway, ten rules each). Prints the median of
 //! several runs for each phase, then the heap each stage keeps: the
 //! snapshot's objects, the translation (and its `RouteConfig`), the live
 //! table, counted by a wrapper around the system allocator (bytes asked
@@ -18,6 +20,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use portico_controller::snapshot::{Object, Snapshot};
 use portico_controller::translate::{Memo, Settings, translate, translate_reusing};
+use portico_crds::gateway::{Gateway, GatewayClass, HttpRoute as GatewayHttpRoute};
 use portico_dataplane::{Dataplane, DataplaneConfig, RouteTable};
 
 /// Bytes allocated and not yet freed.
@@ -61,6 +64,16 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(10_000);
+    let gateway = match std::env::args().nth(2).as_deref() {
+        None | Some("ingress") => false,
+        Some("httproute") => true,
+        Some(other) => panic!("unknown kind {other:?}: ingress or httproute"),
+    };
+    let (kind, kinds) = if gateway {
+        ("HTTPRoute", "HTTPRoutes")
+    } else {
+        ("Ingress", "Ingresses")
+    };
     let services = 100;
     let before_objects = live_mib();
     let mut objects = vec![Object::IngressClass(Arc::new(yaml::<IngressClass>(
@@ -75,19 +88,17 @@ fn main() {
             s / 250, s % 250, s / 250, s % 250
         )))));
     }
-    // One Ingress per 10 rules: 10 paths on one host each.
+    if gateway {
+        objects.push(Object::GatewayClass(Arc::new(yaml::<GatewayClass>(
+            "metadata: {name: portico}\nspec: {controllerName: portico.dev/gateway-controller}",
+        ))));
+        objects.push(Object::Gateway(Arc::new(yaml::<Gateway>(
+            "metadata: {name: gw, namespace: default}\nspec: {gatewayClassName: portico, listeners: [{name: http, port: 80, protocol: HTTP}]}",
+        ))));
+    }
+    // One object per 10 rules: 10 paths on one host each.
     for i in 0..rules.div_ceil(10) {
-        let paths: String = (0..10)
-            .map(|p| {
-                format!(
-                    "{{path: /p{p}/x, pathType: Prefix, backend: {{service: {{name: svc{}, port: {{number: 80}}}}}}}},",
-                    (i + p) % services
-                )
-            })
-            .collect();
-        objects.push(Object::Ingress(Arc::new(yaml::<Ingress>(&format!(
-            "metadata: {{name: ing{i}, namespace: default, annotations: {{nginx.ingress.kubernetes.io/proxy-read-timeout: \"30\"}}}}\nspec: {{ingressClassName: portico, rules: [{{host: h{i}.example.com, http: {{paths: [{paths}]}}}}]}}"
-        )))));
+        objects.push(object(gateway, i, services, 30));
     }
     let snap = Snapshot::from_objects(objects);
     let snapshot_mib = live_mib() - before_objects;
@@ -113,16 +124,13 @@ fn main() {
     let mut edit_publish = Vec::new();
     for round in 0..7 {
         let mut edited = snap.clone();
-        let i = round * 37 % edited.ingresses.len();
-        let mut ing = (*edited.ingresses[i]).clone();
-        ing.metadata.annotations = Some(
-            [(
-                "nginx.ingress.kubernetes.io/proxy-read-timeout".to_owned(),
-                format!("{}", 31 + round),
-            )]
-            .into(),
-        );
-        edited.ingresses[i] = Arc::new(ing);
+        let objects = rules.div_ceil(10);
+        let i = round * 37 % objects;
+        match object(gateway, i, services, 31 + round) {
+            Object::Ingress(ing) => edited.ingresses[i] = ing,
+            Object::GatewayHttpRoute(r) => edited.gateway_http_routes[i] = r,
+            _ => unreachable!("made by object()"),
+        }
         let t0 = Instant::now();
         let t = translate_reusing(&edited, &settings, &mut memo);
         edit_translate.push(t0.elapsed());
@@ -148,7 +156,11 @@ fn main() {
         let t0 = Instant::now();
         let t = translate_reusing(&current, &settings, &mut memo);
         moved_translate.push(t0.elapsed());
-        moved_reused.push(memo.reused());
+        moved_reused.push(if gateway {
+            memo.reused_routes()
+        } else {
+            memo.reused()
+        });
         let t1 = Instant::now();
         dataplane.publish(t.config);
         moved_publish.push(t1.elapsed());
@@ -196,22 +208,22 @@ fn main() {
         v[v.len() / 2]
     };
     println!(
-        "{rules} Ingress rules ({} Ingresses): translate {:?}, compile+swap {:?} (median of 7)",
+        "{rules} {kind} rules ({} {kinds}): translate {:?}, compile+swap {:?} (median of 7)",
         rules.div_ceil(10),
         median(&mut translate_times),
         median(&mut publish_times)
     );
     println!(
-        "one Ingress edited: translate {:?}, compile+swap {:?} (median of 7, reusing the unchanged)",
+        "one {kind} edited: translate {:?}, compile+swap {:?} (median of 7, reusing the unchanged)",
         median(&mut edit_translate),
         median(&mut edit_publish)
     );
     println!(
-        "one Service's endpoints moved: translate {:?}, compile+swap {:?} (median of 7; Ingresses reused {:?} of {})",
+        "one Service's endpoints moved: translate {:?}, compile+swap {:?} (median of 7; objects reused {:?} of {})",
         median(&mut moved_translate),
         median(&mut moved_publish),
         moved_reused,
-        snap.ingresses.len()
+        rules.div_ceil(10)
     );
     println!(
         "heap kept: snapshot objects {snapshot_mib:.1} MiB, translation {translation_mib:.1} MiB \
@@ -231,4 +243,34 @@ fn main() {
         "rule chains as data"
     );
     drop(t);
+}
+
+/// The `i`th object of ten rules on host `h{i}.example.com`, each rule
+/// naming one of `services`, with a backend timeout of `timeout` seconds
+/// (an edit changes it).
+fn object(gateway: bool, i: usize, services: usize, timeout: usize) -> Object {
+    if gateway {
+        let rules: String = (0..10)
+            .map(|p| {
+                format!(
+                    "{{matches: [{{path: {{type: PathPrefix, value: /p{p}/x}}}}], timeouts: {{backendRequest: {timeout}s}}, backendRefs: [{{name: svc{}, port: 80}}]}},",
+                    (i + p) % services
+                )
+            })
+            .collect();
+        return Object::GatewayHttpRoute(Arc::new(yaml::<GatewayHttpRoute>(&format!(
+            "metadata: {{name: route{i:05}, namespace: default}}\nspec: {{parentRefs: [{{name: gw}}], hostnames: [h{i}.example.com], rules: [{rules}]}}"
+        ))));
+    }
+    let paths: String = (0..10)
+        .map(|p| {
+            format!(
+                "{{path: /p{p}/x, pathType: Prefix, backend: {{service: {{name: svc{}, port: {{number: 80}}}}}}}},",
+                (i + p) % services
+            )
+        })
+        .collect();
+    Object::Ingress(Arc::new(yaml::<Ingress>(&format!(
+        "metadata: {{name: ing{i:05}, namespace: default, annotations: {{nginx.ingress.kubernetes.io/proxy-read-timeout: \"{timeout}\"}}}}\nspec: {{ingressClassName: portico, rules: [{{host: h{i}.example.com, http: {{paths: [{paths}]}}}}]}}"
+    ))))
 }

@@ -107,6 +107,7 @@ impl Rebuilder {
                 let mut translation = translate::translate_reusing(&snap, &settings, &mut reuse);
                 split.translate = split.lap();
                 split.reused = reuse.reused();
+                split.reused_routes = reuse.reused_routes();
                 let served = memory.serve(&translation, &settings);
                 if previous_certs.as_ref() != Some(&served) {
                     dataplane.publish_certs(served.clone());
@@ -172,6 +173,7 @@ impl Rebuilder {
                     snapshot_ms = split.snapshot,
                     translate_ms = split.translate,
                     reused_ingresses = split.reused,
+                    reused_routes = split.reused_routes,
                     compare_ms = split.compare,
                     publish_ms = split.publish,
                     collect_ms = split.collect,
@@ -191,8 +193,8 @@ impl Rebuilder {
 /// the live config, and the table build and swap (`Dataplane::publish`).
 /// The debounce before is the rest of `event_to_swap_ms`; `collect`
 /// (returning freed memory, [`portico_alloc::collect`]) comes after the
-/// swap, outside it. `reused`: the Ingresses translation took from its
-/// memo.
+/// swap, outside it. `reused`, `reused_routes`: the Ingresses and the
+/// Gateway API routes translation took from its memo.
 #[derive(Clone, Copy)]
 struct Split {
     at: std::time::Instant,
@@ -202,6 +204,7 @@ struct Split {
     publish: f64,
     collect: f64,
     reused: usize,
+    reused_routes: usize,
 }
 
 impl Split {
@@ -214,6 +217,7 @@ impl Split {
             publish: 0.0,
             collect: 0.0,
             reused: 0,
+            reused_routes: 0,
         }
     }
 

@@ -100,6 +100,23 @@ impl Snapshot {
         );
         changed
     }
+
+    /// What a Gateway API route's translation reads besides the route:
+    /// Services and their EndpointSlices (each route records which it
+    /// looked up), ReferenceGrants and resolved ExternalNames. The rest is
+    /// left empty. Compared with [`Self::same_objects_besides_ingresses_and_services`]
+    /// and [`Self::changed_services`] to tell whether a route translated
+    /// before may be taken again; a read of anything else added to route
+    /// translation must be added here.
+    pub fn route_inputs(&self) -> Snapshot {
+        Snapshot {
+            services: self.services.clone(),
+            endpoint_slices: self.endpoint_slices.clone(),
+            reference_grants: self.reference_grants.clone(),
+            external_names: self.external_names.clone(),
+            ..Snapshot::default()
+        }
+    }
 }
 
 /// Adds to `out` every key of `a` or `b` that the other lacks, or whose

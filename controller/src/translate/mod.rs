@@ -24,7 +24,6 @@ pub mod gateway;
 mod httproute;
 mod ingress;
 mod mirror;
-pub use ingress::Memo;
 pub(crate) use ingress::{Reads, regex_hosts};
 #[cfg(test)]
 mod tests;
@@ -235,19 +234,47 @@ pub fn translate(snap: &Snapshot, settings: &Settings) -> Translation {
 }
 
 /// [`translate`], taking what `memo` kept from the last translation for
-/// the Ingresses it finds unchanged (see [`Memo`]), and keeping this one's:
-/// the result is the same as [`translate`]'s. The rebuild loop's.
+/// the Ingresses and Gateway API routes it finds unchanged (see [`Memo`]),
+/// and keeping this one's: the result is the same as [`translate`]'s. The
+/// rebuild loop's.
 pub fn translate_reusing(snap: &Snapshot, settings: &Settings, memo: &mut Memo) -> Translation {
     translate_with(snap, settings, Some(memo))
 }
 
+/// What one translation keeps for the next ([`translate_reusing`]), so
+/// that an edit to one object does not translate every other again: each
+/// Ingress's part ([`ingress::Memo`]) and each Gateway API route's
+/// translation and placed routes ([`gateway::Memo`]). `portico.dev`
+/// HTTPRoutes are translated in full every time.
+#[derive(Default)]
+pub struct Memo {
+    ingresses: ingress::Memo,
+    routes: gateway::Memo,
+}
+
+impl Memo {
+    /// How many Ingresses the last translation took from the memo.
+    pub fn reused(&self) -> usize {
+        self.ingresses.reused()
+    }
+
+    /// How many Gateway API routes (HTTPRoutes, GRPCRoutes) it took.
+    pub fn reused_routes(&self) -> usize {
+        self.routes.reused()
+    }
+}
+
 fn translate_with(snap: &Snapshot, settings: &Settings, memo: Option<&mut Memo>) -> Translation {
+    let (ingress_memo, route_memo) = match memo {
+        Some(m) => (Some(&mut m.ingresses), Some(&mut m.routes)),
+        None => (None, None),
+    };
     let mut out = Translation::default();
     let tls_hosts = tls::TlsHosts::of(snap, settings);
     out.config.default_backend = default_backend(snap, settings, &mut out);
-    ingress::translate_all(snap, settings, &tls_hosts, &mut out, memo);
+    ingress::translate_all(snap, settings, &tls_hosts, &mut out, ingress_memo);
     httproute::translate_all(snap, settings, &mut out);
-    gateway::translate_all(snap, settings, &mut out);
+    gateway::translate_all(snap, settings, &mut out, route_memo);
     tls::resolve_certificates(snap, settings, &mut out);
     report_services(snap, &mut out);
     report_conflicts(&mut out);

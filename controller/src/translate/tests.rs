@@ -485,6 +485,49 @@ fn incremental_as_full(
             ));
         }
     }
+    // Gateway API routes, each a new object in turn (the memo translates
+    // it again and places it anew; the others are kept).
+    let routes = snap.gateway_http_routes.len() + snap.grpc_routes.len();
+    if routes > 0 && translate_reusing(snap, settings, &mut memo) != *full {
+        return Err("incremental translation of a warm route memo differs".into());
+    }
+    if memo.reused_routes() != routes {
+        return Err(format!(
+            "a warm memo reused {} of {routes} Gateway API routes",
+            memo.reused_routes()
+        ));
+    }
+    for i in 0..routes {
+        let mut edited = snap.clone();
+        let name = if let Some(r) = edited.gateway_http_routes.get_mut(i) {
+            *r = Arc::new((**r).clone());
+            r.metadata.name.clone()
+        } else {
+            let r = &mut edited.grpc_routes[i - snap.gateway_http_routes.len()];
+            *r = Arc::new((**r).clone());
+            r.metadata.name.clone()
+        };
+        if translate_reusing(&edited, settings, &mut memo) != *full {
+            return Err(format!(
+                "incremental translation with route {} new differs",
+                name.unwrap_or_default()
+            ));
+        }
+    }
+    // A ReferenceGrant new, then gone: routes read every one.
+    for i in 0..snap.reference_grants.len() {
+        let mut renewed = snap.clone();
+        renewed.reference_grants[i] = Arc::new((*snap.reference_grants[i]).clone());
+        let mut gone = snap.clone();
+        gone.reference_grants.remove(i);
+        for (change, edited) in [("new", renewed), ("gone", gone), ("back", snap.clone())] {
+            if translate_reusing(&edited, settings, &mut memo) != translate(&edited, settings) {
+                return Err(format!(
+                    "incremental translation with ReferenceGrant {i} {change} differs"
+                ));
+            }
+        }
+    }
     for key in snap.services.keys() {
         let mut moved = snap.clone();
         if let Some(slices) = moved.endpoint_slices.get_mut(key) {

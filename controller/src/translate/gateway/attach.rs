@@ -43,7 +43,7 @@ type Taken = BTreeMap<usize, Vec<(super::RouteKind, Option<Vec<Hostname>>)>>;
 /// that entry.
 pub(super) fn attach_all(
     snap: &Snapshot,
-    routes: &[GatewayRoute],
+    routes: &[std::sync::Arc<GatewayRoute>],
     listeners: &mut [Listener],
     controller: &str,
     out: &mut Translation,
@@ -96,10 +96,7 @@ pub(super) fn attach_all(
                 parent: parent.clone(),
                 accepted,
                 resolved_refs: route.resolved_refs.clone(),
-                partially_invalid: route
-                    .unsupported
-                    .clone()
-                    .filter(|_| !route.rules.is_empty()),
+                partially_invalid: route.unsupported.clone().filter(|_| route.rules_served > 0),
             });
         }
         if parents.is_empty() {
@@ -117,7 +114,7 @@ pub(super) fn attach_all(
             report.diagnostics.extend(route.diagnostics.iter().cloned());
             report.diagnostics.extend(findings);
             report.rules_total = route.rules_total;
-            report.rules_served = route.rules.len();
+            report.rules_served = route.rules_served;
         }
         out.gateway.routes.insert(
             route_ref(route),
@@ -148,7 +145,7 @@ fn attach_one(
     listeners: &[Listener],
     taken: &mut Taken,
 ) -> Result<Vec<Attachment>, Cond> {
-    if route.rules.is_empty() {
+    if route.rules_served == 0 {
         return Err(route.unsupported.clone().map_or_else(
             || Cond::no("UnsupportedValue", "no rule can be served"),
             |c| Cond::no("UnsupportedValue", c.message),
@@ -287,11 +284,22 @@ pub(super) fn share_hostnames(attached: &mut [Vec<Attachment>], listeners: &[Lis
         let Some(names) = named.get(&table(l.place)) else {
             continue;
         };
+        // Only a wildcard covers a name other than itself: a route of
+        // exact names (the common case) gains none, and is not compared
+        // with every name of its place, which made this quadratic.
+        let wildcards: Option<Vec<&Hostname>> = a.hostnames.as_ref().map(|hs| {
+            hs.iter()
+                .filter(|h| !matches!(h, Hostname::Exact(_)))
+                .collect()
+        });
+        if wildcards.as_ref().is_some_and(Vec::is_empty) {
+            continue;
+        }
         let extra: Vec<Hostname> = names
             .iter()
-            .filter(|n| match &a.hostnames {
-                None => true,
-                Some(hs) => !hs.contains(n) && hs.iter().any(|h| covers(h, n)),
+            .filter(|n| match (&a.hostnames, &wildcards) {
+                (Some(hs), Some(wild)) => !hs.contains(n) && wild.iter().any(|h| covers(h, n)),
+                _ => true,
             })
             .filter(|n| !claimed_by_more_specific(n, l, a.listener, listeners))
             .cloned()

@@ -7,22 +7,15 @@ use portico_crds::gateway::GrpcRoute;
 use portico_crds::gateway::grpcroutes::{GrpcRouteRules, GrpcRouteRulesMatchesMethodType};
 use portico_crds::{HTTPHeaderMatch, HTTPPathMatch, HTTPRouteMatch, PathMatchType};
 
-use super::http::{GatewayRoute, RuleInput, build, rule_input, rule_inputs, status_parents};
+use super::http::{RuleInput, Translated, build, rule_input, rule_inputs, status_parents};
 use super::{RouteKind, reshape};
 use crate::diagnostics::Diagnostic;
 use crate::snapshot::Snapshot;
 
-pub(super) fn routes(snap: &Snapshot) -> Vec<GatewayRoute> {
-    snap.grpc_routes
-        .iter()
-        .map(|r| translate(snap, r))
-        .collect()
-}
-
-fn translate(snap: &Snapshot, r: &GrpcRoute) -> GatewayRoute {
+pub(super) fn translate(snap: &Snapshot, r: &GrpcRoute) -> Translated {
     let parent_refs = reshape(&r.spec.parent_refs).unwrap_or_default();
     let rules = rule_inputs(r.spec.rules.as_deref(), rule);
-    let mut route = build(
+    let (mut route, rules) = build(
         snap,
         RouteKind::Grpc,
         &r.metadata,
@@ -31,7 +24,7 @@ fn translate(snap: &Snapshot, r: &GrpcRoute) -> GatewayRoute {
         rules,
     );
     route.status_parents = status_parents(r.status.as_ref().map(|s| &s.parents));
-    route
+    (route, rules)
 }
 
 fn rule(r: &GrpcRouteRules, field: &str) -> Result<RuleInput, Diagnostic> {

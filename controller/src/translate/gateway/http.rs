@@ -30,7 +30,10 @@ pub(super) struct GatewayRoute {
     pub(super) hostnames: Vec<Hostname>,
     pub(super) hostnames_invalid: bool,
     pub(super) parent_refs: Vec<ParentRef>,
-    pub(super) rules: Vec<Rule>,
+    /// How many rules are served. The rules themselves are kept apart
+    /// ([`Translated`]): the memo keeps this, not them, once they are
+    /// placed.
+    pub(super) rules_served: usize,
     pub(super) rules_total: usize,
     /// `ResolvedRefs`: the first backend that did not resolve, and why.
     pub(super) resolved_refs: Cond,
@@ -110,20 +113,16 @@ pub(super) struct FractionSpec {
     denominator: Option<i32>,
 }
 
-pub(super) fn routes(snap: &Snapshot) -> Vec<GatewayRoute> {
-    snap.gateway_http_routes
-        .iter()
-        .map(|r| translate(snap, r))
-        .collect()
-}
+/// A route translated: what attachment and status read, and its rules.
+pub(super) type Translated = (GatewayRoute, Vec<Rule>);
 
-fn translate(snap: &Snapshot, r: &HttpRoute) -> GatewayRoute {
+pub(super) fn translate(snap: &Snapshot, r: &HttpRoute) -> Translated {
     let parent_refs = reshape(&r.spec.parent_refs).unwrap_or_default();
     let rules = rule_inputs(r.spec.rules.as_deref(), |rule, field| {
         let value = serde_json::to_value(rule).map_err(|e| invalid(field, e))?;
         rule_input(value, field)
     });
-    let mut route = build(
+    let (mut route, rules) = build(
         snap,
         RouteKind::Http,
         &r.metadata,
@@ -132,7 +131,7 @@ fn translate(snap: &Snapshot, r: &HttpRoute) -> GatewayRoute {
         rules,
     );
     route.status_parents = status_parents(r.status.as_ref().map(|s| &s.parents));
-    route
+    (route, rules)
 }
 
 /// A route's rules (either kind) as [`RuleInput`]s by `each`, with its
@@ -242,7 +241,7 @@ pub(super) fn build(
     hostnames: &[String],
     parent_refs: Vec<ParentRef>,
     inputs: Vec<Result<RuleInput, Diagnostic>>,
-) -> GatewayRoute {
+) -> Translated {
     let namespace = meta.namespace.clone().unwrap_or_default();
     let mut route = GatewayRoute {
         kind,
@@ -253,7 +252,7 @@ pub(super) fn build(
         hostnames: Vec::new(),
         hostnames_invalid: false,
         parent_refs,
-        rules: Vec::new(),
+        rules_served: 0,
         rules_total: inputs.len(),
         resolved_refs: Cond::yes("ResolvedRefs", ""),
         unsupported: None,
@@ -276,6 +275,7 @@ pub(super) fn build(
         // gRPC is HTTP/2; Portico speaks it in cleartext to backends.
         RouteKind::Grpc => Some(Protocol::H2c),
     };
+    let mut rules = Vec::with_capacity(inputs.len());
     for (i, input) in inputs.into_iter().enumerate() {
         let field = format!("spec.rules[{i}]");
         let built = input.and_then(|input| {
@@ -335,7 +335,7 @@ pub(super) fn build(
             Ok(rule)
         });
         match built {
-            Ok(rule) => route.rules.push(rule),
+            Ok(rule) => rules.push(rule),
             Err(d) => {
                 route.unsupported.get_or_insert_with(|| {
                     Cond::yes("UnsupportedValue", format!("{}: {}", d.field, d.message))
@@ -344,7 +344,8 @@ pub(super) fn build(
             }
         }
     }
-    route
+    route.rules_served = rules.len();
+    (route, rules)
 }
 
 /// What a backendRef is for, and its field: what an unresolved one means

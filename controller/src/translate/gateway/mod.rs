@@ -13,7 +13,8 @@
 //! routes in `RouteConfig::routes`; any other port becomes a
 //! [`GatewayPort`] at `port + --gateway-port-offset`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use portico_dataplane::model::{
     Filter, GatewayPort, Hostname, HttpsRedirect, PortProtocol, Route, SourceRef,
@@ -242,16 +243,178 @@ fn reshape<T: serde::Serialize, U: serde::de::DeserializeOwned>(v: &T) -> Result
         .map_err(|e| e.to_string())
 }
 
+/// What the last translation of Gateway API routes keeps for the next
+/// ([`super::translate_reusing`]), by the route object:
+/// - its translation ([`http::GatewayRoute`]: what attachment and status
+///   read, findings), taken again while the object is the same `Arc`
+///   (watch caches and the manifest directory keep an unchanged object's)
+///   and nothing else it read changed: the Services it looked up and
+///   their EndpointSlices, ReferenceGrants, resolved ExternalNames
+///   ([`Snapshot::route_inputs`]);
+/// - the `Route`s its rules were placed as, taken again, by `Arc`, when
+///   its translation was and it is attached exactly as last time. Sharing
+///   them lets the table build carry their compiled rules over. The rules
+///   are not kept apart from them: a kept route attached differently is
+///   translated again for its rules.
+///
+/// Attachment itself runs afresh every time: it depends on every Gateway
+/// and on the other routes (`attach::share_hostnames`), and is cheap.
+#[derive(Default)]
+pub struct Memo {
+    /// The last translation's [`Snapshot::route_inputs`].
+    inputs: Option<Snapshot>,
+    /// By the object's address; the entry holds the object, so the address
+    /// is not reused while it is here.
+    entries: HashMap<usize, Entry>,
+    /// Counts translations: an entry holds the last one that found it.
+    epoch: u64,
+    /// Routes the last translation took from the memo.
+    reused: usize,
+}
+
+impl Memo {
+    /// How many routes the last translation took from the memo.
+    pub fn reused(&self) -> usize {
+        self.reused
+    }
+
+    /// Drops what the inputs' changes since the last translation made
+    /// stale, and notes the new inputs.
+    fn refresh(&mut self, snap: &Snapshot) {
+        self.epoch = self.epoch.wrapping_add(1);
+        self.reused = 0;
+        let inputs = snap.route_inputs();
+        match &self.inputs {
+            Some(last) if last.same_objects_besides_ingresses_and_services(&inputs) => {
+                let changed = last.changed_services(&inputs);
+                if !changed.is_empty() {
+                    self.entries
+                        .retain(|_, e| !e.services.iter().any(|k| changed.contains(k)));
+                }
+            }
+            _ => self.entries.clear(),
+        }
+        self.inputs = Some(inputs);
+    }
+
+    /// The translation of `object`: the kept one (without its rules), or
+    /// a new one, kept with the Services it looked up; and its entry's
+    /// address.
+    fn route(&mut self, snap: &Snapshot, object: Held) -> (Arc<http::GatewayRoute>, usize, Rules) {
+        let address = object.address();
+        if let Some(e) = self.entries.get_mut(&address) {
+            e.epoch = self.epoch;
+            self.reused += 1;
+            return (Arc::clone(&e.route), address, None);
+        }
+        let ((route, rules), services) = super::backends::recording(|| object.translate(snap));
+        let route = Arc::new(route);
+        self.entries.insert(
+            address,
+            Entry {
+                object,
+                route: Arc::clone(&route),
+                services: services.into_iter().collect(),
+                placed: None,
+                epoch: self.epoch,
+            },
+        );
+        (route, address, Some(rules))
+    }
+}
+
+/// A route's rules, when they were translated this time.
+type Rules = Option<Vec<portico_dataplane::model::Rule>>;
+
+/// A route object of either kind.
+#[derive(Clone)]
+enum Held {
+    Http(Arc<portico_crds::gateway::HttpRoute>),
+    Grpc(Arc<portico_crds::gateway::GrpcRoute>),
+}
+
+impl Held {
+    fn address(&self) -> usize {
+        match self {
+            Held::Http(r) => Arc::as_ptr(r) as usize,
+            Held::Grpc(r) => Arc::as_ptr(r) as usize,
+        }
+    }
+
+    fn translate(&self, snap: &Snapshot) -> http::Translated {
+        match self {
+            Held::Http(r) => http::translate(snap, r),
+            Held::Grpc(r) => grpc::translate(snap, r),
+        }
+    }
+}
+
+struct Entry {
+    /// Held so that its address names it while it is here, and to be
+    /// translated again for its rules.
+    object: Held,
+    route: Arc<http::GatewayRoute>,
+    /// Every Service the translation looked up (found or not): a change to
+    /// one of them or to its EndpointSlices translates the route again.
+    services: Box<[Key]>,
+    /// Where the route was last placed, and as what.
+    placed: Option<Placed>,
+    epoch: u64,
+}
+
+/// A route's placement and the `Route`s made of it.
+struct Placed {
+    placements: Vec<Placement>,
+    redirect_port: Option<u16>,
+    routes: Vec<(Place, Arc<Route>)>,
+}
+
+/// One attachment as placing reads it: where it is served, its hostnames
+/// (`None`: every host) and the names it also serves (see
+/// [`attach::share_hostnames`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Placement {
+    place: Place,
+    hostnames: Option<Vec<Hostname>>,
+    also: Vec<Hostname>,
+}
+
 /// Translates every Gateway of our classes and the routes attached to them.
-pub(super) fn translate_all(snap: &Snapshot, settings: &super::Settings, out: &mut Translation) {
+pub(super) fn translate_all(
+    snap: &Snapshot,
+    settings: &super::Settings,
+    out: &mut Translation,
+    mut memo: Option<&mut Memo>,
+) {
     // Without a class of ours, routes are still read: one may carry a
     // stale entry of ours in its status to take back.
     let classes = listeners::classes(snap, settings, out);
     let mut listeners = listeners::listeners(snap, settings, &classes, out);
-    let routes = http::routes(snap)
-        .into_iter()
-        .chain(grpc::routes(snap))
-        .collect::<Vec<_>>();
+    let objects = snap
+        .gateway_http_routes
+        .iter()
+        .map(|r| Held::Http(Arc::clone(r)))
+        .chain(snap.grpc_routes.iter().map(|r| Held::Grpc(Arc::clone(r))));
+    // Each route's translation, its entry's address (with a memo) and its
+    // rules (when translated this time).
+    let mut routes = Vec::new();
+    let mut addresses = Vec::new();
+    let mut rules: Vec<Rules> = Vec::new();
+    if let Some(m) = memo.as_deref_mut() {
+        m.refresh(snap);
+    }
+    for object in objects {
+        let (route, address, r) = match memo.as_deref_mut() {
+            Some(m) => m.route(snap, object),
+            None => {
+                let (route, r) = object.translate(snap);
+                (Arc::new(route), 0, Some(r))
+            }
+        };
+        routes.push(route);
+        addresses.push(address);
+        rules.push(r);
+    }
     let mut attached = attach::attach_all(
         snap,
         &routes,
@@ -261,24 +424,60 @@ pub(super) fn translate_all(snap: &Snapshot, settings: &super::Settings, out: &m
     );
     attach::share_hostnames(&mut attached, &listeners);
     // Routes by the place that serves them.
-    let mut placed: BTreeMap<Place, Vec<Route>> = BTreeMap::new();
-    for (route, attachments) in routes.iter().zip(attached) {
-        place_route(route, attachments, &listeners, settings, &mut placed);
+    let mut placed: BTreeMap<Place, Vec<Arc<Route>>> = BTreeMap::new();
+    let each = routes.iter().zip(&addresses).zip(rules).zip(attached);
+    for (((route, address), rules), attachments) in each {
+        let placements: Vec<Placement> = attachments
+            .into_iter()
+            .map(|a| Placement {
+                place: listeners[a.listener].place,
+                hostnames: a.hostnames,
+                also: a.also,
+            })
+            .collect();
+        let entry = memo.as_deref_mut().and_then(|m| m.entries.get_mut(address));
+        let made = match entry {
+            Some(Entry {
+                placed: Some(last), ..
+            }) if last.placements == placements
+                && last.redirect_port == settings.https_redirect_port =>
+            {
+                last.routes.clone()
+            }
+            Some(e) => {
+                // Kept, but attached differently: its rules again.
+                let rules = rules.unwrap_or_else(|| e.object.translate(snap).1);
+                let made = place_route(route, &rules, &placements, settings);
+                e.placed = Some(Placed {
+                    placements,
+                    redirect_port: settings.https_redirect_port,
+                    routes: made.clone(),
+                });
+                made
+            }
+            None => place_route(route, &rules.unwrap_or_default(), &placements, settings),
+        };
+        for (place, r) in made {
+            placed.entry(place).or_default().push(r);
+        }
+    }
+    if let Some(m) = memo {
+        let epoch = m.epoch;
+        m.entries.retain(|_, e| e.epoch == epoch);
     }
     for (place, routes) in placed {
         match place {
-            Place::MainHttp | Place::MainHttps => out
-                .config
-                .routes
-                .extend(routes.into_iter().map(Route::into_shared)),
+            Place::MainHttp | Place::MainHttps => out.config.routes.extend(routes),
             Place::Port(port) => {
                 let protocol = listeners
                     .iter()
                     .find(|l| l.place == place && l.serves())
                     .map_or(PortProtocol::Http, |l| l.protocol);
-                out.config
-                    .ports
-                    .push(GatewayPort::new(port, protocol, routes));
+                out.config.ports.push(GatewayPort {
+                    port,
+                    protocol,
+                    routes,
+                });
             }
         }
     }
@@ -297,53 +496,49 @@ pub(super) fn translate_all(snap: &Snapshot, settings: &super::Settings, out: &m
     listeners::finish(&listeners, out);
 }
 
-/// One route's `Route`s, by place: its hostnames on each are the union of
-/// its attachments' there.
+/// One route's `Route`s, by place, in the order they are served: its
+/// hostnames on each are the union of its attachments' there.
 fn place_route(
     route: &http::GatewayRoute,
-    attachments: Vec<attach::Attachment>,
-    listeners: &[Listener],
+    rules: &[portico_dataplane::model::Rule],
+    placements: &[Placement],
     settings: &super::Settings,
-    placed: &mut BTreeMap<Place, Vec<Route>>,
-) {
+) -> Vec<(Place, Arc<Route>)> {
     let mut by_place: BTreeMap<Place, Option<Vec<Hostname>>> = BTreeMap::new();
     // Names a catch-all attachment also serves, by place.
     let mut also: BTreeMap<Place, Vec<Hostname>> = BTreeMap::new();
-    for a in attachments {
-        let place = listeners[a.listener].place;
+    for a in placements {
+        let place = a.place;
         let entry = by_place.entry(place).or_insert_with(|| Some(Vec::new()));
-        match (entry.as_mut(), a.hostnames) {
+        match (entry.as_mut(), &a.hostnames) {
             // A listener without hostname and a route without: every host
             // of the place (its default virtual host).
             (_, None) => *entry = None,
             (Some(list), Some(hs)) => {
                 for h in hs {
-                    if !list.contains(&h) {
-                        list.push(h);
+                    if !list.contains(h) {
+                        list.push(h.clone());
                     }
                 }
             }
             (None, Some(_)) => {}
         }
         let names = also.entry(place).or_default();
-        for h in a.also {
-            if !names.contains(&h) {
-                names.push(h);
+        for h in &a.also {
+            if !names.contains(h) {
+                names.push(h.clone());
             }
         }
     }
     let build = |hostnames: Option<Vec<Hostname>>| {
-        Route::new(
-            route.id(),
-            hostnames.unwrap_or_default(),
-            route.rules.clone(),
+        Route::new(route.id(), hostnames.unwrap_or_default(), rules.to_vec()).with_source(
+            SourceRef {
+                kind: route.kind.object_kind().as_str().into(),
+                namespace: route.namespace.clone(),
+                name: route.name.clone(),
+                created: route.created,
+            },
         )
-        .with_source(SourceRef {
-            kind: route.kind.object_kind().as_str().into(),
-            namespace: route.namespace.clone(),
-            name: route.name.clone(),
-            created: route.created,
-        })
     };
     // A route of every host is also put under the names other routes of
     // its place name, so it competes there too.
@@ -358,6 +553,8 @@ fn place_route(
         })]);
         r
     };
+    let mut out = Vec::new();
+    let mut put = |place: Place, r: Route| out.push((place, r.into_shared()));
     // The main listeners share one table: names attached only over HTTPS
     // are redirected there over HTTP, never served in clear.
     let http = by_place.remove(&Place::MainHttp);
@@ -373,31 +570,26 @@ fn place_route(
     let (http_also, https_also) = (also_at(Place::MainHttp), also_at(Place::MainHttps));
     if let Some(h) = http {
         let every_host = h.is_none();
-        placed.entry(Place::MainHttp).or_default().push(build(h));
-        if every_host {
-            placed.entry(Place::MainHttp).or_default().extend(http_also);
+        put(Place::MainHttp, build(h));
+        if every_host && let Some(r) = http_also {
+            put(Place::MainHttp, r);
         }
     }
     if let Some(s) = https_only {
         let every_host = s.is_none();
-        placed
-            .entry(Place::MainHttps)
-            .or_default()
-            .push(redirect(build(s)));
-        if every_host {
-            placed
-                .entry(Place::MainHttps)
-                .or_default()
-                .extend(https_also.map(redirect));
+        put(Place::MainHttps, redirect(build(s)));
+        if every_host && let Some(r) = https_also {
+            put(Place::MainHttps, redirect(r));
         }
     }
     for (place, hostnames) in by_place {
         let every_host = hostnames.is_none();
-        placed.entry(place).or_default().push(build(hostnames));
-        if every_host {
-            placed.entry(place).or_default().extend(also_at(place));
+        put(place, build(hostnames));
+        if every_host && let Some(r) = also_at(place) {
+            put(place, r);
         }
     }
+    out
 }
 
 /// HTTPS listeners' certificates: on the main listener, bindings for the

@@ -590,3 +590,81 @@ fn certificate_refs_across_namespaces_need_a_matching_grant() {
         }
     }
 }
+
+/// The route memo: a route kept from the last translation is placed again
+/// when its attachments changed (another route came whose name its
+/// wildcard covers, or that a catch-all route also serves; the Gateway's
+/// listener moved to a port of its own), and the result equals a full
+/// translation each time; unchanged routes keep their `Route`s by `Arc`.
+#[test]
+fn kept_routes_are_placed_again_when_their_attachments_change() {
+    use crate::translate::{Memo, translate_reusing};
+    let route = |name: &str, hostnames: &str| {
+        let r: portico_crds::gateway::HttpRoute = serde_yaml::from_str(&format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  parentRefs: [{{name: gw}}]\n  hostnames: {hostnames}\n  rules: [{{matches: [{{path: {{type: PathPrefix, value: /{name}}}}}]}}]\n"
+        ))
+        .unwrap();
+        Object::GatewayHttpRoute(Arc::new(r))
+    };
+    let gateway = |port: u16| {
+        objects(&format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: default}}\nspec:\n  gatewayClassName: portico\n  listeners: [{{name: http, port: {port}, protocol: HTTP}}]\n"
+        ))
+    };
+    let kept = vec![
+        route("wild", "['*.example.test']"),
+        route("exact", "[a.example.test]"),
+        route("all", "[]"),
+    ];
+    let later = route("b", "[b.example.test]");
+    let settings = Settings::default();
+    let mut memo = Memo::default();
+    let steps: [(&str, Vec<Object>, usize); 4] = [
+        (
+            "first",
+            gateway(80).into_iter().chain(kept.clone()).collect(),
+            0,
+        ),
+        (
+            "again",
+            gateway(80).into_iter().chain(kept.clone()).collect(),
+            3,
+        ),
+        (
+            "a route for b.example.test added",
+            gateway(80)
+                .into_iter()
+                .chain(kept.clone())
+                .chain([later.clone()])
+                .collect(),
+            3,
+        ),
+        (
+            "the listener on a port of its own",
+            gateway(8080)
+                .into_iter()
+                .chain(kept.clone())
+                .chain([later])
+                .collect(),
+            4,
+        ),
+    ];
+    let mut last: Option<crate::translate::Translation> = None;
+    for (step, objs, reused) in steps {
+        let snap = Snapshot::from_objects(objs);
+        let t = translate_reusing(&snap, &settings, &mut memo);
+        assert!(
+            t == translate(&snap, &settings),
+            "{step}: differs from a full translation"
+        );
+        assert_eq!(memo.reused_routes(), reused, "{step}");
+        if step == "again" {
+            let before = last.as_ref().unwrap();
+            assert!(!t.config.routes.is_empty());
+            for (a, b) in before.config.routes.iter().zip(&t.config.routes) {
+                assert!(Arc::ptr_eq(a, b), "{step}: {} placed anew", a.id);
+            }
+        }
+        last = Some(t);
+    }
+}
