@@ -14,7 +14,7 @@ use portico_dataplane::model::Hostname;
 
 use super::http::GatewayRoute;
 use super::listeners::{AllowedNamespaces, Listener, Place};
-use super::{Cond, ParentResult, RouteRef, RouteResult, report_of};
+use super::{Cond, ParentResult, RouteKind, RouteRef, RouteResult, report_of};
 use crate::diagnostics::Diagnostic;
 use crate::snapshot::Snapshot;
 use crate::translate::Translation;
@@ -31,9 +31,10 @@ pub(super) struct Attachment {
     pub(super) also: Vec<Hostname>,
 }
 
-/// Per listener, the hostnames each route kind took so far (`None`: every
-/// host).
-type Taken = BTreeMap<usize, Vec<(super::RouteKind, Option<Vec<Hostname>>)>>;
+/// Per listener and route kind, the hostnames routes took so far (`None`:
+/// every host). By kind, so that a route is compared only with the other
+/// kind's claims: with routes of one kind, attaching stays linear.
+type Taken = BTreeMap<usize, BTreeMap<RouteKind, Vec<Option<Vec<Hostname>>>>>;
 
 /// Attaches every route; returns each route's attachments (same order as
 /// `routes`), counts them on the listeners and writes route results and
@@ -222,11 +223,16 @@ fn attach_one(
                 Some(kept)
             }
         };
-        let claims = taken.entry(i).or_default();
-        if let Some((kind, _)) = claims
+        let by_kind = taken.entry(i).or_default();
+        let clashing = by_kind
             .iter()
-            .find(|(k, hs)| *k != route.kind && overlap(hs.as_deref(), hostnames.as_deref()))
-        {
+            .filter(|(kind, _)| **kind != route.kind)
+            .find(|(_, claims)| {
+                claims
+                    .iter()
+                    .any(|hs| overlap(hs.as_deref(), hostnames.as_deref()))
+            });
+        if let Some((kind, _)) = clashing {
             clash = Some(Cond::no(
                 "HostnameConflict",
                 format!(
@@ -237,7 +243,10 @@ fn attach_one(
             ));
             continue;
         }
-        claims.push((route.kind, hostnames.clone()));
+        by_kind
+            .entry(route.kind)
+            .or_default()
+            .push(hostnames.clone());
         out.push(Attachment {
             listener: i,
             hostnames,
