@@ -101,6 +101,25 @@ impl Snapshot {
         changed
     }
 
+    /// What an Ingress's translation reads besides the Ingress:
+    /// IngressClasses, Secrets (certificates, auth files, CA bundles),
+    /// Services and their EndpointSlices (each Ingress records which it
+    /// looked up) and resolved ExternalNames; the time is read only by
+    /// parts that are never kept. The rest is left empty, so that an edit
+    /// to a Gateway API object does not translate every Ingress again. A
+    /// read of anything else added to Ingress translation must be added
+    /// here.
+    pub fn ingress_inputs(&self) -> Snapshot {
+        Snapshot {
+            ingress_classes: self.ingress_classes.clone(),
+            services: self.services.clone(),
+            endpoint_slices: self.endpoint_slices.clone(),
+            secrets: self.secrets.clone(),
+            external_names: self.external_names.clone(),
+            ..Snapshot::default()
+        }
+    }
+
     /// What a Gateway API route's translation reads besides the route:
     /// Services and their EndpointSlices (each route records which it
     /// looked up), ReferenceGrants and resolved ExternalNames. The rest is

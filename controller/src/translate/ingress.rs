@@ -250,9 +250,9 @@ fn address(ing: &Arc<Ingress>) -> usize {
 
 /// Everything besides the Ingress itself that its part may depend on.
 struct Context {
-    /// The snapshot without its Ingresses (and without the time it was
-    /// taken: only `proxy-ssl-secret` reads that, and such parts are not
-    /// kept), compared object by object by identity.
+    /// What of the snapshot an Ingress's translation reads
+    /// ([`Snapshot::ingress_inputs`]), compared object by object by
+    /// identity.
     objects: Snapshot,
     settings: String,
     tls_hosts: TlsHosts,
@@ -263,11 +263,7 @@ struct Context {
 impl Context {
     fn of(ctx: &PartContext<'_>) -> Self {
         Self {
-            objects: Snapshot {
-                ingresses: Vec::new(),
-                taken_at: 0,
-                ..ctx.snap.clone()
-            },
+            objects: ctx.snap.ingress_inputs(),
             settings: format!("{:?}", ctx.settings),
             tls_hosts: ctx.tls_hosts.clone(),
             regex_hosts: ctx.regex_hosts.clone(),

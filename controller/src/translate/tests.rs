@@ -514,6 +514,32 @@ fn incremental_as_full(
             ));
         }
     }
+    // Each Secret and IngressClass gone, then back: a part that read one
+    // must not be kept (certificates, auth files, CA bundles; the class
+    // that makes an Ingress ours).
+    for key in snap.secrets.keys() {
+        let mut gone = snap.clone();
+        gone.secrets.remove(key);
+        for (change, edited) in [("gone", gone), ("back", snap.clone())] {
+            if translate_reusing(&edited, settings, &mut memo) != translate(&edited, settings) {
+                return Err(format!(
+                    "incremental translation with Secret {}/{} {change} differs",
+                    key.0, key.1
+                ));
+            }
+        }
+    }
+    for name in snap.ingress_classes.keys() {
+        let mut gone = snap.clone();
+        gone.ingress_classes.remove(name);
+        for (change, edited) in [("gone", gone), ("back", snap.clone())] {
+            if translate_reusing(&edited, settings, &mut memo) != translate(&edited, settings) {
+                return Err(format!(
+                    "incremental translation with IngressClass {name} {change} differs"
+                ));
+            }
+        }
+    }
     // A ReferenceGrant new, then gone: routes read every one.
     for i in 0..snap.reference_grants.len() {
         let mut renewed = snap.clone();
@@ -844,4 +870,41 @@ fn match_signatures_ignore_condition_order_only() {
         super::match_signature(&plain),
         super::match_signature(&other_path)
     );
+}
+
+/// An edit to a Gateway API object (a route, the Gateway) reads nothing an
+/// Ingress's translation reads: every Ingress is taken from the memo, and
+/// every route but the edited one.
+#[test]
+fn a_gateway_api_edit_keeps_every_ingress() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/translate/fixtures");
+    let read = |name: &str| {
+        let text = std::fs::read_to_string(dir.join(name)).expect("fixture");
+        parse_documents(Path::new(name), &text).objects
+    };
+    let snap = Snapshot::from_objects(
+        read("base.yml")
+            .into_iter()
+            .chain(read("ingress_paths.yaml"))
+            .chain(read("gateway_hostnames.yaml")),
+    );
+    let settings = Settings::default();
+    let mut memo = Memo::default();
+    translate_reusing(&snap, &settings, &mut memo);
+    translate_reusing(&snap, &settings, &mut memo);
+    let (ingresses, routes) = (memo.reused(), memo.reused_routes());
+    assert!(
+        ingresses > 0 && routes > 1,
+        "the case needs both kinds: {ingresses} Ingresses, {routes} routes"
+    );
+    let mut edited = snap.clone();
+    edited.gateway_http_routes[0] = Arc::new((*snap.gateway_http_routes[0]).clone());
+    edited.gateways[0] = Arc::new((*snap.gateways[0]).clone());
+    let t = translate_reusing(&edited, &settings, &mut memo);
+    assert!(
+        t == translate(&edited, &settings),
+        "differs from a full translation"
+    );
+    assert_eq!(memo.reused(), ingresses, "Ingresses translated again");
+    assert_eq!(memo.reused_routes(), routes - 1, "routes translated again");
 }
