@@ -166,6 +166,8 @@ bench-lookup:
 
 bench-translate:
 	$(CARGO) run --release -p portico --example translate_bench -- 10000
+	$(CARGO) run --release -p portico --example translate_bench -- 10000 httproute
+	$(CARGO) run --release -p portico --example translate_bench -- 10000 portico
 
 bench-load:
 	bash bench/load.sh

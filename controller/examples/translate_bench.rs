@@ -1,9 +1,10 @@
 //! How long a rebuild takes at scale: translation of a snapshot with N
 //! Ingress rules, then compiling and swapping the dataplane table.
 //!
-//! Usage: `translate_bench [RULES] [ingress|httproute]` (default 10000
-//! Ingress rules; `httproute`: the same rules as Gateway API HTTPRoutes on
-//! one Gateway, ten rules each). Prints the median of
+//! Usage: `translate_bench [RULES] [ingress|httproute|portico]` (default
+//! 10000 Ingress rules; `httproute`: the same rules as Gateway API
+//! HTTPRoutes on one Gateway, ten rules each; `portico`: as `portico.dev`
+//! HTTPRoutes). Prints the median of
 //! several runs for each phase, then the heap each stage keeps: the
 //! snapshot's objects, the translation (and its `RouteConfig`), the live
 //! table, counted by a wrapper around the system allocator (bytes asked
@@ -20,7 +21,16 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use portico_controller::snapshot::{Object, Snapshot};
 use portico_controller::translate::{Memo, Settings, translate, translate_reusing};
+use portico_crds::HTTPRoute;
 use portico_crds::gateway::{Gateway, GatewayClass, HttpRoute as GatewayHttpRoute};
+
+/// Which objects carry the rules.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Ingress,
+    Gateway,
+    Portico,
+}
 use portico_dataplane::{Dataplane, DataplaneConfig, RouteTable};
 
 /// Bytes allocated and not yet freed.
@@ -64,15 +74,17 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(10_000);
-    let gateway = match std::env::args().nth(2).as_deref() {
-        None | Some("ingress") => false,
-        Some("httproute") => true,
-        Some(other) => panic!("unknown kind {other:?}: ingress or httproute"),
+    let which = match std::env::args().nth(2).as_deref() {
+        None | Some("ingress") => Which::Ingress,
+        Some("httproute") => Which::Gateway,
+        Some("portico") => Which::Portico,
+        Some(other) => panic!("unknown kind {other:?}: ingress, httproute or portico"),
     };
-    let (kind, kinds) = if gateway {
-        ("HTTPRoute", "HTTPRoutes")
-    } else {
-        ("Ingress", "Ingresses")
+    let gateway = which == Which::Gateway;
+    let (kind, kinds) = match which {
+        Which::Ingress => ("Ingress", "Ingresses"),
+        Which::Gateway => ("HTTPRoute", "HTTPRoutes"),
+        Which::Portico => ("portico.dev HTTPRoute", "portico.dev HTTPRoutes"),
     };
     let services = 100;
     let before_objects = live_mib();
@@ -98,7 +110,7 @@ fn main() {
     }
     // One object per 10 rules: 10 paths on one host each.
     for i in 0..rules.div_ceil(10) {
-        objects.push(object(gateway, i, services, 30));
+        objects.push(object(which, i, services, 30));
     }
     let snap = Snapshot::from_objects(objects);
     let snapshot_mib = live_mib() - before_objects;
@@ -126,9 +138,10 @@ fn main() {
         let mut edited = snap.clone();
         let objects = rules.div_ceil(10);
         let i = round * 37 % objects;
-        match object(gateway, i, services, 31 + round) {
+        match object(which, i, services, 31 + round) {
             Object::Ingress(ing) => edited.ingresses[i] = ing,
             Object::GatewayHttpRoute(r) => edited.gateway_http_routes[i] = r,
+            Object::HttpRoute(r) => edited.http_routes[i] = r,
             _ => unreachable!("made by object()"),
         }
         let t0 = Instant::now();
@@ -156,10 +169,9 @@ fn main() {
         let t0 = Instant::now();
         let t = translate_reusing(&current, &settings, &mut memo);
         moved_translate.push(t0.elapsed());
-        moved_reused.push(if gateway {
-            memo.reused_routes()
-        } else {
-            memo.reused()
+        moved_reused.push(match which {
+            Which::Ingress => memo.reused(),
+            Which::Gateway | Which::Portico => memo.reused_routes(),
         });
         let t1 = Instant::now();
         dataplane.publish(t.config);
@@ -248,8 +260,21 @@ fn main() {
 /// The `i`th object of ten rules on host `h{i}.example.com`, each rule
 /// naming one of `services`, with a backend timeout of `timeout` seconds
 /// (an edit changes it).
-fn object(gateway: bool, i: usize, services: usize, timeout: usize) -> Object {
-    if gateway {
+fn object(which: Which, i: usize, services: usize, timeout: usize) -> Object {
+    if which == Which::Portico {
+        let rules: String = (0..10)
+            .map(|p| {
+                format!(
+                    "{{matches: [{{path: {{type: PathPrefix, value: /p{p}/x}}}}], timeouts: {{backendRequest: {timeout}s}}, backendRefs: [{{name: svc{}, port: 80}}]}},",
+                    (i + p) % services
+                )
+            })
+            .collect();
+        return Object::HttpRoute(Arc::new(yaml::<HTTPRoute>(&format!(
+            "metadata: {{name: route{i:05}, namespace: default}}\nspec: {{hostnames: [h{i}.example.com], rules: [{rules}]}}"
+        ))));
+    }
+    if which == Which::Gateway {
         let rules: String = (0..10)
             .map(|p| {
                 format!(

@@ -120,6 +120,21 @@ impl Snapshot {
         }
     }
 
+    /// What a `portico.dev` HTTPRoute's translation reads besides the
+    /// route: Services and their EndpointSlices (each route records which
+    /// it looked up), Secrets (JWKS) and resolved ExternalNames; as
+    /// [`Self::ingress_inputs`], a read of anything else added to it must
+    /// be added here.
+    pub fn http_route_inputs(&self) -> Snapshot {
+        Snapshot {
+            services: self.services.clone(),
+            endpoint_slices: self.endpoint_slices.clone(),
+            secrets: self.secrets.clone(),
+            external_names: self.external_names.clone(),
+            ..Snapshot::default()
+        }
+    }
+
     /// What a Gateway API route's translation reads besides the route:
     /// Services and their EndpointSlices (each route records which it
     /// looked up), ReferenceGrants and resolved ExternalNames. The rest is

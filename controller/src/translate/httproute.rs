@@ -28,58 +28,171 @@ use super::{
 use crate::diagnostics::{Diagnostic, Kind, ObjectRef};
 use crate::snapshot::Snapshot;
 
-pub(super) fn translate_all(snap: &Snapshot, settings: &Settings, out: &mut Translation) {
+/// What the last translation of `portico.dev` HTTPRoutes keeps for the
+/// next ([`super::translate_reusing`]): each route's part (its `Route`,
+/// shared by `Arc` with the table, its TLS binding and its report), by the
+/// object, taken again while the object is the same `Arc` and nothing
+/// else it read changed: the Services it looked up and their
+/// EndpointSlices, Secrets (JWKS), ExternalNames
+/// ([`Snapshot::http_route_inputs`]) and the settings.
+#[derive(Default)]
+pub struct Memo {
+    /// The last translation's inputs and settings (as `Debug` text).
+    inputs: Option<(Snapshot, String)>,
+    /// By the object's address; the entry holds the object, so the address
+    /// is not reused while it is here.
+    entries: std::collections::HashMap<usize, Entry>,
+    /// Counts translations: an entry holds the last one that found it.
+    epoch: u64,
+    /// Routes the last translation took from the memo.
+    reused: usize,
+}
+
+impl Memo {
+    /// How many routes the last translation took from the memo.
+    pub fn reused(&self) -> usize {
+        self.reused
+    }
+
+    /// Drops what changed inputs made stale, and notes the new inputs.
+    fn refresh(&mut self, snap: &Snapshot, settings: &Settings) {
+        self.epoch = self.epoch.wrapping_add(1);
+        self.reused = 0;
+        let inputs = (snap.http_route_inputs(), format!("{settings:?}"));
+        match &self.inputs {
+            Some((last, last_settings))
+                if *last_settings == inputs.1
+                    && last.same_objects_besides_ingresses_and_services(&inputs.0) =>
+            {
+                let changed = last.changed_services(&inputs.0);
+                if !changed.is_empty() {
+                    self.entries
+                        .retain(|_, e| !e.services.iter().any(|k| changed.contains(k)));
+                }
+            }
+            _ => self.entries.clear(),
+        }
+        self.inputs = Some(inputs);
+    }
+}
+
+struct Entry {
+    /// Held so that its address names it while it is here.
+    _object: std::sync::Arc<HTTPRoute>,
+    part: Part,
+    /// Every Service the part looked up (found or not).
+    services: Box<[crate::snapshot::Key]>,
+    epoch: u64,
+}
+
+/// What one route adds to a translation.
+#[derive(Clone)]
+struct Part {
+    obj: ObjectRef,
+    route: Option<std::sync::Arc<Route>>,
+    tls: Option<TlsBinding>,
+    report: ObjectReport,
+}
+
+pub(super) fn translate_all(
+    snap: &Snapshot,
+    settings: &Settings,
+    out: &mut Translation,
+    mut memo: Option<&mut Memo>,
+) {
+    if let Some(m) = memo.as_deref_mut() {
+        m.refresh(snap, settings);
+    }
     for route in &snap.http_routes {
-        let namespace = route.namespace().unwrap_or_default();
-        let obj = ObjectRef {
-            kind: Kind::HttpRoute,
-            namespace: namespace.clone(),
-            name: route.name_any(),
+        let part = match memo.as_deref_mut() {
+            None => part(snap, settings, route),
+            Some(m) => {
+                let address = std::sync::Arc::as_ptr(route) as usize;
+                let epoch = m.epoch;
+                if let Some(e) = m.entries.get_mut(&address) {
+                    e.epoch = epoch;
+                    m.reused += 1;
+                    e.part.clone()
+                } else {
+                    let (part, services) = backends::recording(|| part(snap, settings, route));
+                    m.entries.insert(
+                        address,
+                        Entry {
+                            _object: std::sync::Arc::clone(route),
+                            part: part.clone(),
+                            services: services.into_iter().collect(),
+                            epoch,
+                        },
+                    );
+                    part
+                }
+            }
         };
-        let mut report = ObjectReport {
-            generation: route.metadata.generation,
-            uid: route.metadata.uid.clone(),
-            ..Default::default()
-        };
-        let tls = route.spec.policies.as_ref().and_then(|p| p.tls.as_ref());
-        if let Some(mut built) = translate_one(snap, route, &namespace, &mut report) {
-            let mut limits = route
+        out.config.routes.extend(part.route);
+        out.tls.extend(part.tls);
+        out.reports.insert(part.obj, part.report);
+    }
+    if let Some(m) = memo {
+        let epoch = m.epoch;
+        m.entries.retain(|_, e| e.epoch == epoch);
+    }
+}
+
+/// Translates one route.
+fn part(snap: &Snapshot, settings: &Settings, route: &HTTPRoute) -> Part {
+    let namespace = route.namespace().unwrap_or_default();
+    let obj = ObjectRef {
+        kind: Kind::HttpRoute,
+        namespace: namespace.clone(),
+        name: route.name_any(),
+    };
+    let mut report = ObjectReport {
+        generation: route.metadata.generation,
+        uid: route.metadata.uid.clone(),
+        ..Default::default()
+    };
+    let tls = route.spec.policies.as_ref().and_then(|p| p.tls.as_ref());
+    let mut shared = None;
+    if let Some(mut built) = translate_one(snap, route, &namespace, &mut report) {
+        let mut limits = route
+            .spec
+            .policies
+            .as_ref()
+            .and_then(|p| p.rate_limit.as_ref())
+            .map(|p| rate_limit_filters(p, &built.id, settings, &mut report))
+            .unwrap_or_default();
+        // After the local limits: a client they refuse costs no Redis
+        // round trip.
+        limits.extend(
+            route
                 .spec
                 .policies
                 .as_ref()
-                .and_then(|p| p.rate_limit.as_ref())
-                .map(|p| rate_limit_filters(p, &built.id, settings, &mut report))
-                .unwrap_or_default();
-            // After the local limits: a client they refuse costs no Redis
-            // round trip.
-            limits.extend(
-                route
-                    .spec
-                    .policies
-                    .as_ref()
-                    .and_then(|p| p.global_rate_limit.as_ref())
-                    .and_then(|p| global_rate_limit_filter(p, &built.id, settings, &mut report)),
-            );
-            // After the rule's CORS in their stage: see `Filter::stage`.
-            for rule in &mut built.rules {
-                rule.chain.extend(limits.iter().cloned());
-            }
-            // Gateway API redirects only through explicit RequestRedirect
-            // filters; HSTS follows the global setting for its TLS hosts.
-            if tls.is_some() && settings.hsts_enabled {
-                built.add_to_every_rule(&[Filter::Hsts(settings.hsts)]);
-            }
-            out.config.routes.push(built.into_shared());
+                .and_then(|p| p.global_rate_limit.as_ref())
+                .and_then(|p| global_rate_limit_filter(p, &built.id, settings, &mut report)),
+        );
+        // After the rule's CORS in their stage: see `Filter::stage`.
+        for rule in &mut built.rules {
+            rule.chain.extend(limits.iter().cloned());
         }
-        if let Some(tls) = tls {
-            out.tls.push(TlsBinding {
-                hosts: route.spec.hostnames.clone(),
-                secret: (namespace.clone(), tls.secret_name.clone()),
-                source: obj.clone(),
-                field: "spec.policies.tls".into(),
-            });
+        // Gateway API redirects only through explicit RequestRedirect
+        // filters; HSTS follows the global setting for its TLS hosts.
+        if tls.is_some() && settings.hsts_enabled {
+            built.add_to_every_rule(&[Filter::Hsts(settings.hsts)]);
         }
-        out.reports.insert(obj, report);
+        shared = Some(built.into_shared());
+    }
+    let tls = tls.map(|tls| TlsBinding {
+        hosts: route.spec.hostnames.clone(),
+        secret: (namespace.clone(), tls.secret_name.clone()),
+        source: obj.clone(),
+        field: "spec.policies.tls".into(),
+    });
+    Part {
+        obj,
+        route: shared,
+        tls,
+        report,
     }
 }
 

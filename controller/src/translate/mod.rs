@@ -244,12 +244,13 @@ pub fn translate_reusing(snap: &Snapshot, settings: &Settings, memo: &mut Memo) 
 /// What one translation keeps for the next ([`translate_reusing`]), so
 /// that an edit to one object does not translate every other again: each
 /// Ingress's part ([`ingress::Memo`]) and each Gateway API route's
-/// translation and placed routes ([`gateway::Memo`]). `portico.dev`
-/// HTTPRoutes are translated in full every time.
+/// translation and placed routes ([`gateway::Memo`]), each `portico.dev`
+/// HTTPRoute's part ([`httproute::Memo`]).
 #[derive(Default)]
 pub struct Memo {
     ingresses: ingress::Memo,
     routes: gateway::Memo,
+    http_routes: httproute::Memo,
 }
 
 impl Memo {
@@ -258,22 +259,27 @@ impl Memo {
         self.ingresses.reused()
     }
 
-    /// How many Gateway API routes (HTTPRoutes, GRPCRoutes) it took.
+    /// How many routes it took: `portico.dev` HTTPRoutes and Gateway API
+    /// HTTPRoutes and GRPCRoutes.
     pub fn reused_routes(&self) -> usize {
-        self.routes.reused()
+        self.http_routes.reused() + self.routes.reused()
     }
 }
 
 fn translate_with(snap: &Snapshot, settings: &Settings, memo: Option<&mut Memo>) -> Translation {
-    let (ingress_memo, route_memo) = match memo {
-        Some(m) => (Some(&mut m.ingresses), Some(&mut m.routes)),
-        None => (None, None),
+    let (ingress_memo, route_memo, http_route_memo) = match memo {
+        Some(m) => (
+            Some(&mut m.ingresses),
+            Some(&mut m.routes),
+            Some(&mut m.http_routes),
+        ),
+        None => (None, None, None),
     };
     let mut out = Translation::default();
     let tls_hosts = tls::TlsHosts::of(snap, settings);
     out.config.default_backend = default_backend(snap, settings, &mut out);
     ingress::translate_all(snap, settings, &tls_hosts, &mut out, ingress_memo);
-    httproute::translate_all(snap, settings, &mut out);
+    httproute::translate_all(snap, settings, &mut out, http_route_memo);
     gateway::translate_all(snap, settings, &mut out, route_memo);
     tls::resolve_certificates(snap, settings, &mut out);
     report_services(snap, &mut out);

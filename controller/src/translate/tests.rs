@@ -485,19 +485,36 @@ fn incremental_as_full(
             ));
         }
     }
-    // Gateway API routes, each a new object in turn (the memo translates
-    // it again and places it anew; the others are kept).
-    let routes = snap.gateway_http_routes.len() + snap.grpc_routes.len();
+    // Routes: a warm memo keeps every one; then each a new object in turn
+    // (the memo translates it again, a Gateway API route is placed anew;
+    // the others are kept).
+    let gateway_routes = snap.gateway_http_routes.len() + snap.grpc_routes.len();
+    let routes = snap.http_routes.len() + gateway_routes;
     if routes > 0 && translate_reusing(snap, settings, &mut memo) != *full {
         return Err("incremental translation of a warm route memo differs".into());
     }
     if memo.reused_routes() != routes {
         return Err(format!(
-            "a warm memo reused {} of {routes} Gateway API routes",
+            "a warm memo reused {} of {routes} routes",
             memo.reused_routes()
         ));
     }
-    for i in 0..routes {
+    // `portico.dev` HTTPRoutes, each a new object in turn.
+    for i in 0..snap.http_routes.len() {
+        let mut edited = snap.clone();
+        edited.http_routes[i] = Arc::new((*snap.http_routes[i]).clone());
+        if translate_reusing(&edited, settings, &mut memo) != *full {
+            let name = snap.http_routes[i]
+                .metadata
+                .name
+                .clone()
+                .unwrap_or_default();
+            return Err(format!(
+                "incremental translation with HTTPRoute {name} new differs"
+            ));
+        }
+    }
+    for i in 0..gateway_routes {
         let mut edited = snap.clone();
         let name = if let Some(r) = edited.gateway_http_routes.get_mut(i) {
             *r = Arc::new((**r).clone());
@@ -907,4 +924,33 @@ fn a_gateway_api_edit_keeps_every_ingress() {
     );
     assert_eq!(memo.reused(), ingresses, "Ingresses translated again");
     assert_eq!(memo.reused_routes(), routes - 1, "routes translated again");
+}
+
+/// The settings are an input of every kept part: a memo filled under one
+/// set of settings gives, under another, what a full translation gives
+/// (here HSTS on a `portico.dev` HTTPRoute with TLS, which follows
+/// `--hsts`).
+#[test]
+fn a_memo_follows_a_change_of_settings() {
+    let objects = parse_documents(
+        Path::new("case.yaml"),
+        "apiVersion: portico.dev/v1alpha1\nkind: HTTPRoute\nmetadata: {name: secure, namespace: default}\nspec:\n  hostnames: [secure.test]\n  policies: {tls: {secretName: secure-tls}}\n  rules: [{matches: [{path: {type: PathPrefix, value: /}}], backendRefs: [{name: web, port: 80}]}]\n",
+    )
+    .objects;
+    let snap = Snapshot::from_objects(objects);
+    let mut memo = Memo::default();
+    let on = Settings::default();
+    let off = Settings {
+        hsts_enabled: false,
+        ..Settings::default()
+    };
+    assert!(on.hsts_enabled);
+    for settings in [&on, &off, &on] {
+        let t = translate_reusing(&snap, settings, &mut memo);
+        assert!(
+            t == translate(&snap, settings),
+            "hsts {}: differs from a full translation",
+            settings.hsts_enabled
+        );
+    }
 }
