@@ -105,7 +105,7 @@ pub(super) fn translate_all(
     }
     for route in &snap.http_routes {
         let part = match memo.as_deref_mut() {
-            None => part(snap, settings, route),
+            None => route_part(snap, settings, route),
             Some(m) => {
                 let address = std::sync::Arc::as_ptr(route) as usize;
                 let epoch = m.epoch;
@@ -114,7 +114,8 @@ pub(super) fn translate_all(
                     m.reused += 1;
                     e.part.clone()
                 } else {
-                    let (part, services) = backends::recording(|| part(snap, settings, route));
+                    let (part, services) =
+                        backends::recording(|| route_part(snap, settings, route));
                     m.entries.insert(
                         address,
                         Entry {
@@ -139,7 +140,7 @@ pub(super) fn translate_all(
 }
 
 /// Translates one route.
-fn part(snap: &Snapshot, settings: &Settings, route: &HTTPRoute) -> Part {
+fn route_part(snap: &Snapshot, settings: &Settings, route: &HTTPRoute) -> Part {
     let namespace = route.namespace().unwrap_or_default();
     let obj = ObjectRef {
         kind: Kind::HttpRoute,
