@@ -261,31 +261,28 @@ fn main() {
 /// naming one of `services`, with a backend timeout of `timeout` seconds
 /// (an edit changes it).
 fn object(which: Which, i: usize, services: usize, timeout: usize) -> Object {
-    if which == Which::Portico {
-        let rules: String = (0..10)
-            .map(|p| {
-                format!(
-                    "{{matches: [{{path: {{type: PathPrefix, value: /p{p}/x}}}}], timeouts: {{backendRequest: {timeout}s}}, backendRefs: [{{name: svc{}, port: 80}}]}},",
-                    (i + p) % services
-                )
-            })
-            .collect();
-        return Object::HttpRoute(Arc::new(yaml::<HTTPRoute>(&format!(
-            "metadata: {{name: route{i:05}, namespace: default}}\nspec: {{hostnames: [h{i}.example.com], rules: [{rules}]}}"
-        ))));
-    }
-    if which == Which::Gateway {
-        let rules: String = (0..10)
-            .map(|p| {
-                format!(
-                    "{{matches: [{{path: {{type: PathPrefix, value: /p{p}/x}}}}], timeouts: {{backendRequest: {timeout}s}}, backendRefs: [{{name: svc{}, port: 80}}]}},",
-                    (i + p) % services
-                )
-            })
-            .collect();
-        return Object::GatewayHttpRoute(Arc::new(yaml::<GatewayHttpRoute>(&format!(
-            "metadata: {{name: route{i:05}, namespace: default}}\nspec: {{parentRefs: [{{name: gw}}], hostnames: [h{i}.example.com], rules: [{rules}]}}"
-        ))));
+    // Both HTTPRoute kinds share Gateway API's rule shape.
+    let rules: String = (0..10)
+        .map(|p| {
+            format!(
+                "{{matches: [{{path: {{type: PathPrefix, value: /p{p}/x}}}}], timeouts: {{backendRequest: {timeout}s}}, backendRefs: [{{name: svc{}, port: 80}}]}},",
+                (i + p) % services
+            )
+        })
+        .collect();
+    let metadata = format!("metadata: {{name: route{i:05}, namespace: default}}");
+    match which {
+        Which::Portico => {
+            return Object::HttpRoute(Arc::new(yaml::<HTTPRoute>(&format!(
+                "{metadata}\nspec: {{hostnames: [h{i}.example.com], rules: [{rules}]}}"
+            ))));
+        }
+        Which::Gateway => {
+            return Object::GatewayHttpRoute(Arc::new(yaml::<GatewayHttpRoute>(&format!(
+                "{metadata}\nspec: {{parentRefs: [{{name: gw}}], hostnames: [h{i}.example.com], rules: [{rules}]}}"
+            ))));
+        }
+        Which::Ingress => {}
     }
     let paths: String = (0..10)
         .map(|p| {

@@ -605,16 +605,7 @@ fn incremental_as_full(
 /// memo and table share one copy and the table build recognises it.
 #[test]
 fn a_warm_memo_hands_unchanged_routes_over_shared() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/translate/fixtures");
-    let read = |name: &str| {
-        let text = std::fs::read_to_string(dir.join(name)).expect("fixture");
-        parse_documents(Path::new(name), &text).objects
-    };
-    let snap = Snapshot::from_objects(
-        read("base.yml")
-            .into_iter()
-            .chain(read("ingress_paths.yaml")),
-    );
+    let snap = fixture_snapshot(&["base.yml", "ingress_paths.yaml"]);
     let settings = Settings::default();
     let mut memo = Memo::default();
     let first = translate_reusing(&snap, &settings, &mut memo);
@@ -772,6 +763,15 @@ fn incremental_translation_equals_a_full_one_after_every_edit() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// One snapshot of the objects of the named fixture files.
+fn fixture_snapshot(names: &[&str]) -> Snapshot {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/translate/fixtures");
+    Snapshot::from_objects(names.iter().flat_map(|name| {
+        let text = std::fs::read_to_string(dir.join(name)).expect("fixture");
+        parse_documents(Path::new(name), &text).objects
+    }))
+}
+
 /// The fixture files (`*.yaml`; `base.yml` is shared by all) in order.
 fn fixture_paths(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut paths: Vec<_> = std::fs::read_dir(dir)
@@ -894,17 +894,7 @@ fn match_signatures_ignore_condition_order_only() {
 /// every route but the edited one.
 #[test]
 fn a_gateway_api_edit_keeps_every_ingress() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/translate/fixtures");
-    let read = |name: &str| {
-        let text = std::fs::read_to_string(dir.join(name)).expect("fixture");
-        parse_documents(Path::new(name), &text).objects
-    };
-    let snap = Snapshot::from_objects(
-        read("base.yml")
-            .into_iter()
-            .chain(read("ingress_paths.yaml"))
-            .chain(read("gateway_hostnames.yaml")),
-    );
+    let snap = fixture_snapshot(&["base.yml", "ingress_paths.yaml", "gateway_hostnames.yaml"]);
     let settings = Settings::default();
     let mut memo = Memo::default();
     translate_reusing(&snap, &settings, &mut memo);
