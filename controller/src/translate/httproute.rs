@@ -36,53 +36,13 @@ use crate::snapshot::Snapshot;
 /// EndpointSlices, Secrets (JWKS), ExternalNames
 /// ([`Snapshot::http_route_inputs`]) and the settings.
 #[derive(Default)]
-pub struct Memo {
-    /// The last translation's inputs and settings (as `Debug` text).
-    inputs: Option<(Snapshot, String)>,
-    /// By the object's address; the entry holds the object, so the address
-    /// is not reused while it is here.
-    entries: std::collections::HashMap<usize, Entry>,
-    /// Counts translations: an entry holds the last one that found it.
-    epoch: u64,
-    /// Routes the last translation took from the memo.
-    reused: usize,
-}
+pub struct Memo(super::kept::Kept<(std::sync::Arc<HTTPRoute>, Part)>);
 
 impl Memo {
     /// How many routes the last translation took from the memo.
     pub fn reused(&self) -> usize {
-        self.reused
+        self.0.reused()
     }
-
-    /// Drops what changed inputs made stale, and notes the new inputs.
-    fn refresh(&mut self, snap: &Snapshot, settings: &Settings) {
-        self.epoch = self.epoch.wrapping_add(1);
-        self.reused = 0;
-        let inputs = (snap.http_route_inputs(), format!("{settings:?}"));
-        match &self.inputs {
-            Some((last, last_settings))
-                if *last_settings == inputs.1
-                    && last.same_objects_besides_ingresses_and_services(&inputs.0) =>
-            {
-                let changed = last.changed_services(&inputs.0);
-                if !changed.is_empty() {
-                    self.entries
-                        .retain(|_, e| !e.services.iter().any(|k| changed.contains(k)));
-                }
-            }
-            _ => self.entries.clear(),
-        }
-        self.inputs = Some(inputs);
-    }
-}
-
-struct Entry {
-    /// Held so that its address names it while it is here.
-    _object: std::sync::Arc<HTTPRoute>,
-    part: Part,
-    /// Every Service the part looked up (found or not).
-    services: Box<[crate::snapshot::Key]>,
-    epoch: u64,
 }
 
 /// What one route adds to a translation.
@@ -101,31 +61,24 @@ pub(super) fn translate_all(
     mut memo: Option<&mut Memo>,
 ) {
     if let Some(m) = memo.as_deref_mut() {
-        m.refresh(snap, settings);
+        m.0.start(snap.http_route_inputs(), format!("{settings:?}"));
     }
     for route in &snap.http_routes {
         let part = match memo.as_deref_mut() {
             None => route_part(snap, settings, route),
             Some(m) => {
+                // The object is held beside its part, so its address
+                // names it while it is kept.
                 let address = std::sync::Arc::as_ptr(route) as usize;
-                let epoch = m.epoch;
-                if let Some(e) = m.entries.get_mut(&address) {
-                    e.epoch = epoch;
-                    m.reused += 1;
-                    e.part.clone()
-                } else {
-                    let (part, services) =
-                        backends::recording(|| route_part(snap, settings, route));
-                    m.entries.insert(
-                        address,
-                        Entry {
-                            _object: std::sync::Arc::clone(route),
-                            part: part.clone(),
-                            services: services.into_iter().collect(),
-                            epoch,
-                        },
-                    );
-                    part
+                match m.0.take(address) {
+                    Some((_, part)) => part.clone(),
+                    None => {
+                        let (part, services) =
+                            backends::recording(|| route_part(snap, settings, route));
+                        let kept = (std::sync::Arc::clone(route), part.clone());
+                        m.0.insert(address, kept, services);
+                        part
+                    }
                 }
             }
         };
@@ -134,8 +87,7 @@ pub(super) fn translate_all(
         out.reports.insert(part.obj, part.report);
     }
     if let Some(m) = memo {
-        let epoch = m.epoch;
-        m.entries.retain(|_, e| e.epoch == epoch);
+        m.0.sweep();
     }
 }
 

@@ -23,6 +23,7 @@ pub mod class;
 pub mod gateway;
 mod httproute;
 mod ingress;
+mod kept;
 mod mirror;
 pub(crate) use ingress::{Reads, regex_hosts};
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //! routes in `RouteConfig::routes`; any other port becomes a
 //! [`GatewayPort`] at `port + --gateway-port-offset`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use portico_dataplane::model::{
@@ -260,41 +260,12 @@ fn reshape<T: serde::Serialize, U: serde::de::DeserializeOwned>(v: &T) -> Result
 /// Attachment itself runs afresh every time: it depends on every Gateway
 /// and on the other routes (`attach::share_hostnames`), and is cheap.
 #[derive(Default)]
-pub struct Memo {
-    /// The last translation's [`Snapshot::route_inputs`].
-    inputs: Option<Snapshot>,
-    /// By the object's address; the entry holds the object, so the address
-    /// is not reused while it is here.
-    entries: HashMap<usize, Entry>,
-    /// Counts translations: an entry holds the last one that found it.
-    epoch: u64,
-    /// Routes the last translation took from the memo.
-    reused: usize,
-}
+pub struct Memo(super::kept::Kept<Entry>);
 
 impl Memo {
     /// How many routes the last translation took from the memo.
     pub fn reused(&self) -> usize {
-        self.reused
-    }
-
-    /// Drops what the inputs' changes since the last translation made
-    /// stale, and notes the new inputs.
-    fn refresh(&mut self, snap: &Snapshot) {
-        self.epoch = self.epoch.wrapping_add(1);
-        self.reused = 0;
-        let inputs = snap.route_inputs();
-        match &self.inputs {
-            Some(last) if last.same_objects_besides_ingresses_and_services(&inputs) => {
-                let changed = last.changed_services(&inputs);
-                if !changed.is_empty() {
-                    self.entries
-                        .retain(|_, e| !e.services.iter().any(|k| changed.contains(k)));
-                }
-            }
-            _ => self.entries.clear(),
-        }
-        self.inputs = Some(inputs);
+        self.0.reused()
     }
 
     /// The translation of `object`: the kept one (without its rules), or
@@ -302,23 +273,17 @@ impl Memo {
     /// address.
     fn route(&mut self, snap: &Snapshot, object: Held) -> (Arc<http::GatewayRoute>, usize, Rules) {
         let address = object.address();
-        if let Some(e) = self.entries.get_mut(&address) {
-            e.epoch = self.epoch;
-            self.reused += 1;
+        if let Some(e) = self.0.take(address) {
             return (Arc::clone(&e.route), address, None);
         }
         let ((route, rules), services) = super::backends::recording(|| object.translate(snap));
         let route = Arc::new(route);
-        self.entries.insert(
-            address,
-            Entry {
-                object,
-                route: Arc::clone(&route),
-                services: services.into_iter().collect(),
-                placed: None,
-                epoch: self.epoch,
-            },
-        );
+        let entry = Entry {
+            object,
+            route: Arc::clone(&route),
+            placed: None,
+        };
+        self.0.insert(address, entry, services);
         (route, address, Some(rules))
     }
 }
@@ -354,12 +319,8 @@ struct Entry {
     /// translated again for its rules.
     object: Held,
     route: Arc<http::GatewayRoute>,
-    /// Every Service the translation looked up (found or not): a change to
-    /// one of them or to its EndpointSlices translates the route again.
-    services: Box<[Key]>,
     /// Where the route was last placed, and as what.
     placed: Option<Placed>,
-    epoch: u64,
 }
 
 /// A route's placement and the `Route`s made of it.
@@ -401,7 +362,7 @@ pub(super) fn translate_all(
     let mut addresses = Vec::new();
     let mut rules: Vec<Rules> = Vec::new();
     if let Some(m) = memo.as_deref_mut() {
-        m.refresh(snap);
+        m.0.start(snap.route_inputs(), String::new());
     }
     for object in objects {
         let (route, address, r) = match memo.as_deref_mut() {
@@ -435,7 +396,7 @@ pub(super) fn translate_all(
                 also: a.also,
             })
             .collect();
-        let entry = memo.as_deref_mut().and_then(|m| m.entries.get_mut(address));
+        let entry = memo.as_deref_mut().and_then(|m| m.0.get_mut(*address));
         let made = match entry {
             Some(Entry {
                 placed: Some(last), ..
@@ -462,8 +423,7 @@ pub(super) fn translate_all(
         }
     }
     if let Some(m) = memo {
-        let epoch = m.epoch;
-        m.entries.retain(|_, e| e.epoch == epoch);
+        m.0.sweep();
     }
     for (place, routes) in placed {
         match place {
