@@ -41,7 +41,28 @@ pub struct RedisServer {
 }
 
 /// A port nothing listens on right now.
+/// A free port below the kernel's ephemeral range, picked at random and
+/// checked by binding it. Not `bind(0)`: a port from the ephemeral range
+/// can be taken, while the server is down for a test, by an outgoing
+/// connection, including a client's retry to that very port, which the
+/// kernel may give the same port as its source and so connect to itself
+/// (TCP self-connect); the server then cannot start again on it.
 fn free_port() -> u16 {
+    use std::hash::BuildHasher;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = 10_000u16.min(ephemeral_start / 2);
+    let span = u64::from(ephemeral_start.saturating_sub(low).max(1));
+    let seed = std::collections::hash_map::RandomState::new();
+    for attempt in 0..1000u64 {
+        let port = low + (seed.hash_one(attempt) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    // Every pick taken: fall back to the kernel's choice.
     let l = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
     l.local_addr().expect("local address").port()
 }
